@@ -1,0 +1,173 @@
+"""Value objects: the trade batch layout, anomalies and dead letters."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# One row per trade. Timestamps are int nanoseconds since the UNIX epoch (UTC); prices are
+# float64 in the instrument's currency units (Databento's 1e-9 fixed point divided by 1e9);
+# sizes are shares. `side` is Databento's aggressor side: b"A" ask, b"B" bid, b"N" none.
+TRADE_DTYPE = np.dtype(
+    [
+        ("ts_event", "i8"),
+        ("ts_recv", "i8"),
+        ("price", "f8"),
+        ("size", "i8"),
+        ("publisher_id", "u2"),
+        ("instrument_id", "u4"),
+        ("sequence", "u8"),
+        ("side", "S1"),
+        ("flags", "u1"),
+        ("symbol", "U24"),
+    ]
+)
+
+
+def empty_trades(n: int = 0) -> np.ndarray:
+    """A zeroed trade batch of length n."""
+    return np.zeros(n, dtype=TRADE_DTYPE)
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One trade, for builders, tests and display; batches are numpy arrays of TRADE_DTYPE."""
+
+    symbol: str
+    ts_event: int
+    price: float
+    size: int
+    publisher_id: int = 0
+    instrument_id: int = 0
+    sequence: int = 0
+    side: str = "N"
+    flags: int = 0
+    ts_recv: int | None = None
+
+    @classmethod
+    def from_row(cls, row: np.void) -> Trade:
+        return cls(
+            symbol=str(row["symbol"]),
+            ts_event=int(row["ts_event"]),
+            price=float(row["price"]),
+            size=int(row["size"]),
+            publisher_id=int(row["publisher_id"]),
+            instrument_id=int(row["instrument_id"]),
+            sequence=int(row["sequence"]),
+            side=row["side"].decode() if row["side"] else "N",
+            flags=int(row["flags"]),
+            ts_recv=int(row["ts_recv"]),
+        )
+
+
+def trades_to_batch(trades: list[Trade]) -> np.ndarray:
+    """Pack Trade objects into a batch (used by tests and small sources)."""
+    batch = empty_trades(len(trades))
+    for i, t in enumerate(trades):
+        batch[i] = (
+            t.ts_event,
+            t.ts_event if t.ts_recv is None else t.ts_recv,
+            t.price,
+            t.size,
+            t.publisher_id,
+            t.instrument_id,
+            t.sequence,
+            t.side.encode(),
+            t.flags,
+            t.symbol,
+        )
+    return batch
+
+
+SEVERITIES = ("low", "medium", "high")
+
+
+def severity_for(score: float) -> str:
+    """Score is the detector's statistic over its threshold: 1 is just over, 4 is far over."""
+    if score >= 4.0:
+        return "high"
+    if score >= 2.0:
+        return "medium"
+    return "low"
+
+
+def anomaly_id(detector: str, symbol: str, publisher_id: int, instrument_id: int,
+               ts_event: int, sequence: int) -> str:
+    """Deterministic id: the same detector firing on the same trade always gives the same id."""
+    key = f"{detector}|{symbol}|{publisher_id}|{instrument_id}|{ts_event}|{sequence}"
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A trade a detector found unusual, with the numbers that explain why."""
+
+    id: str
+    detector: str
+    symbol: str
+    ts_event: int
+    price: float
+    size: int
+    score: float
+    severity: str
+    reason: str
+    publisher_id: int = 0
+    instrument_id: int = 0
+    sequence: int = 0
+    details: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of_trade(cls, detector: str, row: np.void, score: float, reason: str,
+                 details: dict[str, float] | None = None) -> Anomaly:
+        symbol = str(row["symbol"])
+        ts = int(row["ts_event"])
+        pub, inst, seq = int(row["publisher_id"]), int(row["instrument_id"]), int(row["sequence"])
+        return cls(
+            id=anomaly_id(detector, symbol, pub, inst, ts, seq),
+            detector=detector,
+            symbol=symbol,
+            ts_event=ts,
+            price=float(row["price"]),
+            size=int(row["size"]),
+            score=round(float(score), 4),
+            severity=severity_for(score),
+            reason=reason,
+            publisher_id=pub,
+            instrument_id=inst,
+            sequence=seq,
+            details={k: float(v) for k, v in (details or {}).items()},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "detector": self.detector,
+            "symbol": self.symbol,
+            "ts_event": self.ts_event,
+            "price": self.price,
+            "size": self.size,
+            "score": self.score,
+            "severity": self.severity,
+            "reason": self.reason,
+            "publisher_id": self.publisher_id,
+            "instrument_id": self.instrument_id,
+            "sequence": self.sequence,
+            "details": dict(self.details),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that could not be processed, the reason, and where it came from."""
+
+    reason: str
+    detail: str
+    origin: str = ""
+    raw: bytes = b""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "detail": self.detail, "origin": self.origin,
+                "raw": self.raw.decode("utf-8", errors="replace")}

@@ -1,0 +1,57 @@
+"""Ports: the roles the domain and use cases need from the outside world."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from domain.model import Anomaly, DeadLetter
+
+
+@dataclass(slots=True)
+class SourceChunk:
+    """Trades read from a source (TRADE_DTYPE, event-time ordered) and the records it rejected."""
+
+    trades: np.ndarray
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+class TradeSource(Protocol):
+    """Yields trades in event-time order, in chunks."""
+
+    def chunks(self) -> Iterator[SourceChunk]: ...
+
+
+class AnomalySink(Protocol):
+    def publish(self, anomalies: Sequence[Anomaly]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    def publish(self, dead_letters: Sequence[DeadLetter]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StateStore(Protocol):
+    """Per-symbol detector state, keyed by symbol; values are opaque, picklable objects."""
+
+    def get_many(self, symbols: Sequence[str]) -> Mapping[str, Any]: ...
+
+    def put_many(self, states: Mapping[str, Any]) -> None: ...
+
+
+class Metrics(Protocol):
+    def trades_processed(self, count: int) -> None: ...
+
+    def anomalies_found(self, detector: str, symbol: str, count: int) -> None: ...
+
+    def dead_letters(self, reason: str, count: int) -> None: ...
+
+    def batch_processed(self, size: int, seconds: float) -> None: ...
+
+    def model_refitted(self, detector: str) -> None: ...
