@@ -1,0 +1,1 @@
+"""File adapters: JSON-lines sinks and the thresholds file."""

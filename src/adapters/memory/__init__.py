@@ -1,0 +1,9 @@
+"""In-memory adapters: real, small implementations of every port, for tests and embedded runs."""
+
+from adapters.memory.metrics import InMemoryMetrics
+from adapters.memory.sinks import InMemoryAnomalySink, InMemoryDeadLetterSink
+from adapters.memory.source import InMemoryTradeSource
+from adapters.memory.state import InMemoryStateStore
+
+__all__ = ["InMemoryAnomalySink", "InMemoryDeadLetterSink", "InMemoryMetrics", "InMemoryStateStore",
+           "InMemoryTradeSource"]

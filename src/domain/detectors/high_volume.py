@@ -15,7 +15,7 @@ BINS_PER_OCTAVE = 8
 N_BINS = 40 * BINS_PER_OCTAVE  # sizes up to 2**40 shares
 
 
-def _bin(size: np.ndarray) -> np.ndarray:
+def size_bins(size: np.ndarray) -> np.ndarray:
     return np.clip((np.log2(np.maximum(size, 1.0)) * BINS_PER_OCTAVE).astype(np.int64), 0, N_BINS - 1)
 
 
@@ -77,7 +77,7 @@ class HighVolumeDetector:
                 threshold = max(threshold, self.min_size)
                 for i in np.flatnonzero((size >= threshold) & regular[lo:hi]):
                     found.append(self._anomaly(batch, lo + i, threshold, st.reference, calibrated))
-            st.hist += np.bincount(_bin(size[regular[lo:hi]]), minlength=N_BINS)
+            st.hist += np.bincount(size_bins(size[regular[lo:hi]]), minlength=N_BINS)
             st.seen += int(regular[lo:hi].sum())
         return st, found
 

@@ -42,8 +42,8 @@ class IsolationForestDetector:
 
     name = "isolation_forest"
 
-    def __init__(self, n_estimators: int = 50, max_samples: int = 256, window: int = 1024,
-                 refit_every: int = 50_000, min_score: float = 0.74, gate: float = 3.0,
+    def __init__(self, n_estimators: int = 32, max_samples: int = 256, window: int = 1024,
+                 refit_every: int = 100_000, min_score: float = 0.74, gate: float = 3.0,
                  warmup_trades: int = 1024, half_life_bars: float = 60.0, seed: int = 7,
                  bar_ns: int = 60_000_000_000) -> None:
         self.n_estimators = n_estimators

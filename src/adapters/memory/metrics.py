@@ -1,0 +1,29 @@
+"""Metrics kept as plain counters, for tests and for the embedded replay's summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+
+class InMemoryMetrics:
+    def __init__(self) -> None:
+        self.trades = 0
+        self.anomalies: Counter[tuple[str, str]] = Counter()
+        self.dead: Counter[str] = Counter()
+        self.batches: list[tuple[int, float]] = []
+        self.refits: Counter[str] = Counter()
+
+    def trades_processed(self, count: int) -> None:
+        self.trades += count
+
+    def anomalies_found(self, detector: str, symbol: str, count: int) -> None:
+        self.anomalies[(detector, symbol)] += count
+
+    def dead_letters(self, reason: str, count: int) -> None:
+        self.dead[reason] += count
+
+    def batch_processed(self, size: int, seconds: float) -> None:
+        self.batches.append((size, seconds))
+
+    def model_refitted(self, detector: str) -> None:
+        self.refits[detector] += 1

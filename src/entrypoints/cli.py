@@ -1,0 +1,189 @@
+"""The `stockanomaly` command: replay, generate, evaluate and calibrate."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import structlog
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from domain.errors import DomainError
+from entrypoints.logging_setup import configure_logging
+
+log = structlog.get_logger()
+err = Console(stderr=True)
+
+SAMPLE = {"symbols": 8, "trades": 400_000, "seed": 7}
+
+
+@contextmanager
+def progress_bar(label: str, total: int | None, enabled: bool) -> Iterator[Progress]:
+    columns = [SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=err, disable=not enabled, transient=True) as bar:
+        bar.add_task(label, total=total, rate="")
+        yield bar
+
+
+def fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def main(log_level: str) -> None:
+    """Real-time, explainable stock trade anomaly detection over Databento data."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(?!domain|application|adapters|entrypoints)")
+    configure_logging(log_level)
+
+
+def file_source(paths: tuple[str, ...], chunk_size: int) -> Any:
+    from adapters.databento import DatabentoFileSource
+
+    try:
+        return DatabentoFileSource(list(paths), chunk_size=chunk_size)
+    except DomainError as exc:
+        fail(str(exc))
+
+
+def sample_source(chunk_size: int) -> Any:
+    from adapters.memory import InMemoryTradeSource
+    from adapters.synthetic import generate_market
+
+    market = generate_market(symbols=SAMPLE["symbols"], trades=SAMPLE["trades"], seed=SAMPLE["seed"])
+    return InMemoryTradeSource(market.trades, chunk_size=chunk_size)
+
+
+@main.command()
+@click.argument("paths", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the readable summary.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write every anomaly as JSON lines to this file.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
+@click.option("--dead-letters", type=click.Path(dir_okay=False), help="Write rejected records as JSON lines.")
+@click.option("--thresholds", type=click.Path(exists=True, dir_okay=False), help="Calibrated thresholds file.")
+@click.option("--detectors", help="Comma-separated detectors to run (default: all).")
+@click.option("--top", default=10, show_default=True, help="How many top anomalies to show.")
+def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str | None, dead_letters: str | None,
+           thresholds: str | None, detectors: str | None, top: int) -> None:
+    """Run the detection core in-process over Databento files (DBN or CSV, plain or .zst, globs,
+    directories). With no PATH it runs on a built-in synthetic sample with injected anomalies."""
+    from entrypoints.container import build_container
+
+    try:
+        container = build_container(out=out, dead_letters=dead_letters, thresholds=thresholds, detectors=detectors)
+        chunk_size = int(container.config.chunk_size())
+        source = file_source(paths, chunk_size) if paths else sample_source(chunk_size)
+        use_case = container.replay(top_n=top)
+    except DomainError as exc:
+        fail(str(exc))
+    bars = None
+    if report:
+        from adapters.report import BarCollector
+
+        bars = BarCollector()
+    with progress_bar("replaying", None, enabled=not as_json and err.is_terminal) as bar:
+        def on_chunk(trades: Any, anomalies: Any) -> None:
+            bar.advance(bar.task_ids[0], len(trades))
+            if bars is not None:
+                bars.add(trades)
+
+        try:
+            summary = use_case(source, on_chunk=on_chunk)
+        except DomainError as exc:
+            fail(str(exc))
+    container.anomaly_sink().close()
+    container.dead_letter_sink().close()
+    result = summary.to_dict()
+    result["source"] = list(paths) or [f"built-in sample ({SAMPLE['symbols']} symbols, seed {SAMPLE['seed']})"]
+    if report and bars is not None:
+        from adapters.report import write_html_report
+
+        write_html_report(report, bars, container.collected_anomalies().anomalies, result)
+    log.info("replay_finished", trades=summary.trades, anomalies=summary.anomalies, seconds=round(summary.seconds, 3))
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        from entrypoints.render import render_replay
+
+        render_replay(result, out_path=out, report=report, dead_letters=dead_letters)
+
+
+@main.command()
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 5000))
+@click.option("--trades", default=1_000_000, show_default=True, type=click.IntRange(1000))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--date", default="2025-03-03", show_default=True, help="Trading day (YYYY-MM-DD).")
+def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
+    """Write a synthetic market with labelled, injected anomalies as DBN (labels beside it)."""
+    from adapters.synthetic import generate as write_market
+    from adapters.synthetic import labels_path_for
+
+    if not (out.endswith(".dbn") or out.endswith(".dbn.zst")):
+        fail(f"OUT must end with .dbn or .dbn.zst, got {out!r}")
+    with progress_bar("generating", None, enabled=err.is_terminal):
+        result = write_market(out, symbols=symbols, trades=trades, seed=seed, date=date)
+    click.echo(f"wrote {result.total_trades:,} trades for {symbols} symbols to {out}")
+    click.echo(f"wrote {len(result.events)} labelled anomalies to {labels_path_for(out)}")
+
+
+@main.command()
+@click.argument("data", nargs=-1, required=True)
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Labels file (default: beside DATA).")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--thresholds", type=click.Path(exists=True, dir_okay=False))
+def evaluate(data: tuple[str, ...], labels: str | None, as_json: bool, thresholds: str | None) -> None:
+    """Replay generated DATA and score detections against its labels: precision, recall, F1."""
+    from adapters.synthetic import labels_path_for
+    from application.evaluate import evaluate as score
+    from application.evaluate import load_labels, render_text
+    from entrypoints.container import build_container
+
+    labels_path = Path(labels) if labels else labels_path_for(data[0])
+    if not labels_path.exists():
+        fail(f"no labels at {labels_path}; pass --labels")
+    truth = load_labels(labels_path)
+    container = build_container(thresholds=thresholds)
+    source = file_source(data, int(container.config.chunk_size()))
+    with progress_bar("evaluating", None, enabled=not as_json and err.is_terminal) as bar:
+        summary = container.replay()(source, on_chunk=lambda t, a: bar.advance(bar.task_ids[0], len(t)))
+    report = score(truth, container.collected_anomalies().anomalies, total_trades=summary.accepted)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        click.echo(render_text(report))
+        click.echo(f"\n{summary.trades:,} trades in {summary.seconds:.2f}s ({summary.trades_per_second:,.0f}/s)")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write thresholds.json.")
+@click.option("--quantile", default=0.999, show_default=True, type=click.FloatRange(0.5, 1.0, max_open=True))
+@click.option("--multiple", default=8.0, show_default=True, type=click.FloatRange(1.0))
+@click.option("--min-trades", default=1000, show_default=True, type=click.IntRange(1))
+def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float, min_trades: int) -> None:
+    """Learn per-symbol size thresholds from history, for `replay --thresholds` and the worker."""
+    from adapters.files.thresholds import save_thresholds
+    from application.calibrate import calibrate as learn
+
+    source = file_source(paths, 262_144)
+    with progress_bar("calibrating", None, enabled=err.is_terminal):
+        thresholds = learn(source, quantile=quantile, multiple=multiple, min_trades=min_trades)
+    save_thresholds(thresholds, out)
+    for symbol, t in sorted(thresholds.symbols.items()):
+        click.echo(f"{symbol:<10} p{quantile * 100:g} {t.size_quantile_value:>12,.0f}  "
+                   f"threshold {t.size_threshold:>12,.0f}  ({t.trades:,} trades)")
+    click.echo(f"wrote thresholds for {len(thresholds.symbols)} symbols to {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The composition root: one container builds the embedded (and later the streaming) setup."""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+
+from adapters.files.jsonl import FanOutSink, JsonLinesAnomalySink, JsonLinesDeadLetterSink
+from adapters.files.thresholds import load_thresholds
+from adapters.memory import InMemoryAnomalySink, InMemoryDeadLetterSink, InMemoryMetrics, InMemoryStateStore
+from application.detect import DetectTrades
+from application.replay import Replay
+from domain.detectors import DETECTOR_NAMES, default_detectors
+from domain.engine import DetectionEngine
+
+DEFAULTS = {
+    "thresholds": "",
+    "detectors": ",".join(DETECTOR_NAMES),
+    "seed": 7,
+    "chunk_size": 262_144,
+    "out": "",
+    "dead_letters": "",
+    "state": "memory",
+}
+
+
+def size_thresholds(path: str | None) -> dict[str, float] | None:
+    return load_thresholds(path).size_thresholds() if path else None
+
+
+def detector_names(spec: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in spec.split(",") if name.strip())
+
+
+def jsonl_or_none(cls: type, path: str | None) -> object | None:
+    return cls(path) if path else None
+
+
+class Container(containers.DeclarativeContainer):
+    config = providers.Configuration(default=DEFAULTS)
+
+    # Domain
+    detectors = providers.Singleton(
+        default_detectors,
+        size_thresholds=providers.Callable(size_thresholds, config.thresholds),
+        seed=config.seed.as_int(),
+        enabled=providers.Callable(detector_names, config.detectors),
+    )
+    engine = providers.Singleton(DetectionEngine, detectors=detectors)
+
+    # Gateways
+    state_store = providers.Selector(config.state, memory=providers.Singleton(InMemoryStateStore))
+    collected_anomalies = providers.Singleton(InMemoryAnomalySink)
+    anomaly_file = providers.Singleton(jsonl_or_none, JsonLinesAnomalySink, config.out)
+    anomaly_sink = providers.Singleton(FanOutSink, collected_anomalies, anomaly_file)
+    dead_letter_file = providers.Singleton(jsonl_or_none, JsonLinesDeadLetterSink, config.dead_letters)
+    collected_dead_letters = providers.Singleton(InMemoryDeadLetterSink)
+    dead_letter_sink = providers.Singleton(FanOutSink, collected_dead_letters, dead_letter_file)
+    metrics = providers.Singleton(InMemoryMetrics)
+
+    # Services
+    detect = providers.Singleton(DetectTrades, engine=engine, states=state_store, anomalies=anomaly_sink,
+                                 dead_letters=dead_letter_sink, metrics=metrics)
+    replay = providers.Factory(Replay, detect=detect)
+
+
+def build_container(**overrides: object) -> Container:
+    """Defaults, then STOCKANOMALY_* environment variables, then explicit overrides (CLI flags)."""
+    container = Container()
+    env = {
+        "thresholds": "STOCKANOMALY_THRESHOLDS",
+        "detectors": "STOCKANOMALY_DETECTORS",
+        "seed": "STOCKANOMALY_SEED",
+        "chunk_size": "STOCKANOMALY_CHUNK_SIZE",
+        "state": "STOCKANOMALY_STATE",
+    }
+    for key, var in env.items():
+        getattr(container.config, key).from_env(var, default=DEFAULTS[key])
+    container.config.from_dict({k: v for k, v in overrides.items() if v is not None})
+    return container
