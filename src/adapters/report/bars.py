@@ -31,33 +31,47 @@ def _stable_order(group: np.ndarray) -> np.ndarray:
     return order
 
 
+def _first_per_group(mask: np.ndarray, group_id: np.ndarray, last: bool = False) -> np.ndarray:
+    """Index of the first (or last) row of each group where mask holds; every group has one."""
+    idx = np.flatnonzero(mask)
+    gid = group_id[idx]
+    if last:
+        keep = np.append(gid[1:] != gid[:-1], True)
+    else:
+        keep = np.insert(gid[1:] != gid[:-1], 0, True)
+    return idx[keep]
+
+
 def _merge(rows: np.ndarray) -> np.ndarray:
     """Collapse rows of the same (code, minute) into one bar, sorted by code then minute.
 
     Open is the price of the earliest trade, close of the latest; equal times keep arrival order,
     which is the row order here.
     """
-    by_first = np.lexsort((rows["first_ts"], rows["minute"], rows["code"]))
-    rows_f = rows[by_first]
-    key_code, key_minute = rows_f["code"], rows_f["minute"]
-    new_group = np.empty(len(rows_f), bool)
-    new_group[:1] = True
-    new_group[1:] = (key_code[1:] != key_code[:-1]) | (key_minute[1:] != key_minute[:-1])
+    minute = rows["minute"]
+    key = (rows["code"] << 32) | (minute - minute.min(initial=0))
+    # The input is a few already-sorted runs (merged bars, then each batch's), which timsort
+    # merges in near-linear time.
+    order = np.argsort(key, kind="stable")
+    rows, key = rows[order], key[order]
+    new_group = np.insert(key[1:] != key[:-1], 0, True)
+    if new_group.all():
+        return rows
     starts = np.flatnonzero(new_group)
-    if len(starts) == len(rows_f):
-        return rows_f
-    by_last = np.lexsort((rows["last_ts"], rows["minute"], rows["code"]))
-    ends = np.append(starts[1:], len(rows_f)) - 1
+    group_id = np.cumsum(new_group) - 1
     out = np.empty(len(starts), _ROW_DTYPE)
-    for name in ("code", "minute", "open", "first_ts"):
-        out[name] = rows_f[name][starts]
-    out["high"] = np.maximum.reduceat(rows_f["high"], starts)
-    out["low"] = np.minimum.reduceat(rows_f["low"], starts)
-    out["volume"] = np.add.reduceat(rows_f["volume"], starts)
-    out["trades"] = np.add.reduceat(rows_f["trades"], starts)
-    last_rows = rows[by_last[ends]]
-    out["close"] = last_rows["close"]
-    out["last_ts"] = last_rows["last_ts"]
+    out["code"] = rows["code"][starts]
+    out["minute"] = rows["minute"][starts]
+    out["high"] = np.maximum.reduceat(rows["high"], starts)
+    out["low"] = np.minimum.reduceat(rows["low"], starts)
+    out["volume"] = np.add.reduceat(rows["volume"], starts)
+    out["trades"] = np.add.reduceat(rows["trades"], starts)
+    first_ts = np.minimum.reduceat(rows["first_ts"], starts)
+    last_ts = np.maximum.reduceat(rows["last_ts"], starts)
+    opens = _first_per_group(rows["first_ts"] == first_ts[group_id], group_id)
+    closes = _first_per_group(rows["last_ts"] == last_ts[group_id], group_id, last=True)
+    out["open"], out["first_ts"] = rows["open"][opens], first_ts
+    out["close"], out["last_ts"] = rows["close"][closes], last_ts
     return out
 
 

@@ -1,0 +1,38 @@
+"""The domain stays pure: it imports only the standard library, numpy and scikit-learn."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+ALLOWED_THIRD_PARTY = {"numpy", "sklearn"}
+LAYERS = {"domain", "application", "adapters", "entrypoints"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def outside_imports(layer: str, allowed: set[str]) -> dict[str, set[str]]:
+    bad = {}
+    for path in (SRC / layer).rglob("*.py"):
+        extra = imported_roots(path) - set(sys.stdlib_module_names) - allowed - {"__future__"}
+        if extra:
+            bad[str(path.relative_to(SRC))] = extra
+    return bad
+
+
+def test_domain_imports_only_stdlib_numpy_and_sklearn() -> None:
+    assert outside_imports("domain", ALLOWED_THIRD_PARTY | {"domain"}) == {}
+
+
+def test_application_depends_only_on_the_domain() -> None:
+    assert outside_imports("application", ALLOWED_THIRD_PARTY | {"domain", "application"}) == {}
