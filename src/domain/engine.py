@@ -38,13 +38,13 @@ def split_by_symbol(trades: np.ndarray) -> list[tuple[str, np.ndarray]]:
     if len(trades) == 0:
         return []
     symbols = trades["symbol"]
-    order = np.argsort(symbols, kind="stable")
+    if (symbols == symbols[0]).all():
+        return [(str(symbols[0]), trades)]
+    names, codes = np.unique(symbols, return_inverse=True)
+    order = np.argsort(codes, kind="stable")
     ordered = trades[order]
-    names = ordered["symbol"]
-    cuts = np.flatnonzero(names[1:] != names[:-1]) + 1
-    starts = np.concatenate(([0], cuts))
-    stops = np.concatenate((cuts, [len(ordered)]))
-    return [(str(names[a]), ordered[a:b]) for a, b in zip(starts, stops)]
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    return [(str(names[k]), ordered[bounds[k]:bounds[k + 1]]) for k in range(len(names))]
 
 
 class DetectionEngine:

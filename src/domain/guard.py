@@ -36,24 +36,23 @@ class SequenceGuard:
         if n == 0:
             return state, verdict
         ts = trades["ts_event"]
-        keys = np.empty(n, dtype=[("p", "u2"), ("i", "u4"), ("t", "i8"), ("s", "u8")])
-        keys["p"], keys["i"], keys["t"], keys["s"] = (trades["publisher_id"], trades["instrument_id"],
-                                                      ts, trades["sequence"])
+        pub, inst, seq = trades["publisher_id"], trades["instrument_id"], trades["sequence"]
         # Repeats inside the batch: every occurrence after the first. In time-ordered input a
-        # repeat shares its timestamp with a neighbour, so only those rows need the key sort.
+        # repeat shares its timestamp with a neighbour, so only those rows need sorting.
         if n > 1 and bool((ts[1:] >= ts[:-1]).all()):
             same = ts[1:] == ts[:-1]
             suspects = np.flatnonzero(np.concatenate(([False], same)) | np.concatenate((same, [False])))
         else:
             suspects = np.arange(n)
         repeat = np.zeros(n, bool)
-        if len(suspects):
-            _, first = np.unique(keys[suspects], return_index=True)
-            repeat[suspects] = True
-            repeat[suspects[first]] = False
+        if len(suspects) > 1:
+            order = suspects[np.lexsort((suspects, inst[suspects], pub[suspects], seq[suspects], ts[suspects]))]
+            equal = ((ts[order[1:]] == ts[order[:-1]]) & (seq[order[1:]] == seq[order[:-1]])
+                     & (pub[order[1:]] == pub[order[:-1]]) & (inst[order[1:]] == inst[order[:-1]]))
+            repeat[order[1:][equal]] = True
         # Repeats of keys seen in earlier batches can only be at or before the last time seen.
         for i in np.flatnonzero(ts <= state.last_ts):
-            if _key(keys[i]) in state.recent:
+            if (int(pub[i]), int(inst[i]), int(ts[i]), int(seq[i])) in state.recent:
                 repeat[i] = True
         verdict[repeat] = "duplicate"
         running = np.maximum.accumulate(np.concatenate(([state.last_ts], np.where(repeat, -1, ts))))[:-1]
@@ -61,11 +60,9 @@ class SequenceGuard:
         accepted = verdict == ""
         last_ts = max(state.last_ts, int(ts[accepted].max())) if accepted.any() else state.last_ts
         keep = accepted & (ts >= last_ts - self.horizon_ns)
-        recent_new = [_key(k) for k in keys[keep][-self.max_keys:]]
+        idx = np.flatnonzero(keep)[-self.max_keys:]
+        recent_new = list(zip(pub[idx].tolist(), inst[idx].tolist(), ts[idx].tolist(), seq[idx].tolist()))
         kept_old = [k for k in state.recent if k[2] >= last_ts - self.horizon_ns]
         merged = kept_old + recent_new
         return GuardState(last_ts, frozenset(merged[-self.max_keys:])), verdict
 
-
-def _key(k: np.void) -> Key:
-    return int(k["p"]), int(k["i"]), int(k["t"]), int(k["s"])

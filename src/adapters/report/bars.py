@@ -43,15 +43,15 @@ def _first_per_group(mask: np.ndarray, group_id: np.ndarray, last: bool = False)
 
 
 def _merge(rows: np.ndarray) -> np.ndarray:
-    """Collapse rows of the same (code, minute) into one bar, sorted by code then minute.
+    """Collapse rows of the same (minute, code) into one bar, sorted by minute then code.
 
     Open is the price of the earliest trade, close of the latest; equal times keep arrival order,
     which is the row order here.
     """
     minute = rows["minute"]
-    key = (rows["code"] << 32) | (minute - minute.min(initial=0))
-    # The input is a few already-sorted runs (merged bars, then each batch's), which timsort
-    # merges in near-linear time.
+    key = ((minute - minute.min(initial=0)) << 32) | rows["code"]
+    # The input is a few already-sorted runs (one per batch), which timsort merges in
+    # near-linear time.
     order = np.argsort(key, kind="stable")
     rows, key = rows[order], key[order]
     new_group = np.insert(key[1:] != key[:-1], 0, True)
@@ -78,16 +78,19 @@ def _merge(rows: np.ndarray) -> np.ndarray:
 class BarCollector:
     """Folds trade batches of many symbols into per-symbol 1-minute OHLCV bars.
 
-    Memory grows with the number of (symbol, minute) bars, never with trades: each batch is reduced
-    to bars at once; bars of a minute seen in several batches are merged when the pending rows
-    outgrow the merged ones (amortised, like a list doubling) or when bars are read.
+    Memory grows with the number of (symbol, minute) bars, never with trades. Each batch is
+    reduced to bars at once. Bars are kept as chunks sorted by (minute, symbol) whose minutes
+    never overlap; a flush merges the pending batch bars with only the stored bars at or after
+    their earliest minute, so a replay in time order touches each stored bar about once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, flush_rows: int = 1 << 16) -> None:
+        self._flush_rows = flush_rows
         self._codes = SymbolCodes()
-        self._merged = np.empty(0, _ROW_DTYPE)
+        self._chunks: list[np.ndarray] = []
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
+        self._by_symbol: tuple[np.ndarray, np.ndarray] | None = None
         self._trades = 0
 
     @property
@@ -102,7 +105,8 @@ class BarCollector:
         self._pending.append(rows)
         self._pending_rows += len(rows)
         self._trades += len(trades)
-        if self._pending_rows > max(len(self._merged), 1 << 16):
+        self._by_symbol = None
+        if self._pending_rows >= self._flush_rows:
             self._flush()
 
     def _batch_bars(self, trades: np.ndarray) -> np.ndarray:
@@ -110,8 +114,8 @@ class BarCollector:
         codes = self._codes.encode(trades["symbol"])
         minute = ts // MINUTE_NS
         first_minute = int(minute.min())
-        span = int(minute.max()) - first_minute + 1
-        group = codes * span + (minute - first_minute)
+        n_codes = len(self._codes)
+        group = (minute - first_minute) * n_codes + codes
         # Replays deliver trades in event-time order, so a stable sort on the group keeps time
         # order within each group; otherwise sort by time first.
         time_order = None if bool(np.all(ts[1:] >= ts[:-1])) else np.argsort(ts, kind="stable")
@@ -122,12 +126,12 @@ class BarCollector:
             order = time_order[order]
         group = group[order]
         price = trades["price"][order]
-        starts = np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
+        starts = np.flatnonzero(np.insert(group[1:] != group[:-1], 0, True))
         ends = np.append(starts[1:], len(order)) - 1
         rows = np.empty(len(starts), _ROW_DTYPE)
         g = group[starts]
-        rows["code"] = g // span
-        rows["minute"] = g % span + first_minute
+        rows["code"] = g % n_codes
+        rows["minute"] = g // n_codes + first_minute
         rows["open"] = price[starts]
         rows["close"] = price[ends]
         rows["high"] = np.maximum.reduceat(price, starts)
@@ -139,10 +143,21 @@ class BarCollector:
         return rows
 
     def _flush(self) -> None:
-        if self._pending:
-            self._merged = _merge(np.concatenate([self._merged, *self._pending]))
-            self._pending.clear()
-            self._pending_rows = 0
+        if not self._pending:
+            return
+        earliest = min(int(p["minute"][0]) for p in self._pending)
+        # Stored bars from `earliest` on may share a minute with the pending ones; they are
+        # always a suffix, since chunks are in minute order.
+        tail: list[np.ndarray] = []
+        while self._chunks and self._chunks[-1]["minute"][-1] >= earliest:
+            chunk = self._chunks.pop()
+            cut = int(np.searchsorted(chunk["minute"], earliest))
+            if cut:
+                self._chunks.append(chunk[:cut])
+            tail.insert(0, chunk[cut:])
+        self._chunks.append(_merge(np.concatenate(tail + self._pending)))
+        self._pending.clear()
+        self._pending_rows = 0
 
     def symbols(self) -> list[str]:
         """Every symbol seen, sorted."""
@@ -150,14 +165,25 @@ class BarCollector:
 
     def bars(self, symbol: str) -> np.ndarray:
         """The symbol's bars as BAR_DTYPE, oldest first; empty if the symbol was never seen."""
-        self._flush()
         code = self._codes.code_of(symbol)
         if code is None:
             return np.empty(0, BAR_DTYPE)
-        lo, hi = np.searchsorted(self._merged["code"], [code, code + 1])
-        rows = self._merged[lo:hi]
-        out = np.empty(len(rows), BAR_DTYPE)
-        out["ts"] = rows["minute"] * MINUTE_NS
+        rows, order, codes = self._symbol_index()
+        lo, hi = np.searchsorted(codes, [code, code + 1])
+        picked = rows[order[lo:hi]]
+        out = np.empty(len(picked), BAR_DTYPE)
+        out["ts"] = picked["minute"] * MINUTE_NS
         for name in ("open", "high", "low", "close", "volume", "trades"):
-            out[name] = rows[name]
+            out[name] = picked[name]
         return out
+
+    def _symbol_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # Built once per read-out (the report asks for many symbols), dropped by the next add.
+        self._flush()
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        rows = self._chunks[0] if self._chunks else np.empty(0, _ROW_DTYPE)
+        if self._by_symbol is None:
+            order = np.argsort(rows["code"], kind="stable")  # keeps minute order per symbol
+            self._by_symbol = (order, rows["code"][order])
+        return (rows, *self._by_symbol)

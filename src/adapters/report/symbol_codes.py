@@ -31,12 +31,16 @@ def pack_short_symbols(symbols: np.ndarray) -> np.ndarray | None:
 
 
 class SymbolCodes:
-    """Assigns each distinct symbol a dense int code, first seen first; remembers the names."""
+    """Assigns each distinct symbol a dense int code, first seen first; remembers the names.
+
+    Packed keys are looked up in an open hash table (one probe; a key that lost its slot to
+    another goes to a binary search over all keys), so a batch costs a few ns a row once every
+    symbol has been seen.
+    """
 
     def __init__(self) -> None:
         self.names: list[str] = []
         self._by_name: dict[str, int] = {}
-        self._keys: list[int | None] = []  # packed key of each code; None if seen only as long
         self._sorted_keys = np.empty(0, np.uint64)
         self._sorted_codes = np.empty(0, np.int64)
         self._shift = np.uint64(64)
@@ -46,6 +50,9 @@ class SymbolCodes:
     def __len__(self) -> int:
         return len(self.names)
 
+    def code_of(self, name: str) -> int | None:
+        return self._by_name.get(name)
+
     def encode(self, symbols: np.ndarray) -> np.ndarray:
         """The int64 code of every row of a symbol column, registering new symbols."""
         packed = pack_short_symbols(symbols)
@@ -53,7 +60,7 @@ class SymbolCodes:
             return self._encode_strings(symbols)
         codes = np.full(len(packed), _EMPTY, np.int64)
         if len(self._table_keys):
-            slot = ((packed * _MULT) >> self._shift).astype(np.intp)
+            slot = self._slot(packed)
             found = self._table_codes[slot]
             hit = (found != _EMPTY) & (self._table_keys[slot] == packed)
             codes[hit] = found[hit]
@@ -62,9 +69,12 @@ class SymbolCodes:
             codes[miss] = self._encode_misses(packed[miss], symbols[miss])
         return codes
 
+    def _slot(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys * _MULT) >> self._shift).astype(np.intp)
+
     def _encode_misses(self, packed: np.ndarray, symbols: np.ndarray) -> np.ndarray:
-        # Rows whose key lost its hash slot to another key, or symbols never seen before.
-        pos = np.searchsorted(self._sorted_keys, packed).clip(max=max(len(self._sorted_keys) - 1, 0))
+        pos = np.searchsorted(self._sorted_keys, packed)
+        pos[pos == len(self._sorted_keys)] = 0
         codes = np.full(len(packed), _EMPTY, np.int64)
         if len(self._sorted_keys):
             known = self._sorted_keys[pos] == packed
@@ -72,45 +82,40 @@ class SymbolCodes:
         new = np.flatnonzero(codes == _EMPTY)
         if len(new):
             keys, first, inverse = np.unique(packed[new], return_index=True, return_inverse=True)
-            fresh = np.array([self._register(str(symbols[new[i]]), int(k))
-                              for i, k in zip(first, keys)], np.int64)
-            codes[new] = fresh[inverse]
-            self._rebuild_index()
+            fresh = np.array([self._register(str(symbols[new[i]])) for i in first], np.int64)
+            codes[new] = fresh[inverse.reshape(-1)]
+            self._index(keys, fresh)
         return codes
 
     def _encode_strings(self, symbols: np.ndarray) -> np.ndarray:
         # Slow path for long or non-Latin-1 symbols (options, some futures): sorts the strings.
         names, inverse = np.unique(symbols.astype(str), return_inverse=True)
-        codes = np.array([self._register(str(name), None) for name in names], np.int64)
+        codes = np.array([self._register(str(name)) for name in names], np.int64)
         return codes[inverse.reshape(-1)]
 
-    def _register(self, name: str, key: int | None) -> int:
+    def _register(self, name: str) -> int:
         code = self._by_name.get(name)
         if code is None:
             code = len(self.names)
             self._by_name[name] = code
             self.names.append(name)
-            self._keys.append(key)
-        elif key is not None:
-            self._keys[code] = key  # first seen in a batch that took the string path
         return code
 
-    def _rebuild_index(self) -> None:
-        codes = np.array([c for c, k in enumerate(self._keys) if k is not None], np.int64)
-        keys = np.array([k for k in self._keys if k is not None], np.uint64)
-        order = np.argsort(keys)
-        self._sorted_keys, self._sorted_codes = keys[order], codes[order]
-        # Table 16x the key count keeps primary-slot collisions (which fall back to the
-        # binary search above) to a few percent of symbols.
-        bits = max(10, int(len(keys) * 16).bit_length())
-        self._shift = np.uint64(64 - bits)
-        slot = ((keys * _MULT) >> self._shift).astype(np.intp)
-        self._table_keys = np.zeros(1 << bits, np.uint64)
-        self._table_codes = np.full(1 << bits, _EMPTY, np.int64)
-        # One key per slot; the keys that lose a slot are found by the binary search.
-        _, winners = np.unique(slot, return_index=True)
+    def _index(self, keys: np.ndarray, codes: np.ndarray) -> None:
+        """Add keys not indexed yet (sorted, distinct) to the sorted arrays and the table."""
+        at = np.searchsorted(self._sorted_keys, keys)
+        self._sorted_keys = np.insert(self._sorted_keys, at, keys)
+        self._sorted_codes = np.insert(self._sorted_codes, at, codes)
+        if len(self._sorted_keys) * 16 > len(self._table_keys):
+            # Regrow to 64x the key count, so collisions (binary-search fallbacks) stay rare.
+            bits = max(10, (len(self._sorted_keys) * 64).bit_length())
+            self._shift = np.uint64(64 - bits)
+            self._table_keys = np.zeros(1 << bits, np.uint64)
+            self._table_codes = np.full(1 << bits, _EMPTY, np.int64)
+            keys, codes = self._sorted_keys, self._sorted_codes
+        slot = self._slot(keys)
+        free = self._table_codes[slot] == _EMPTY
+        slot, keys, codes = slot[free], keys[free], codes[free]
+        _, winners = np.unique(slot, return_index=True)  # one key per slot
         self._table_keys[slot[winners]] = keys[winners]
         self._table_codes[slot[winners]] = codes[winners]
-
-    def code_of(self, name: str) -> int | None:
-        return self._by_name.get(name)

@@ -67,32 +67,56 @@ class IsolationForestDetector:
         n = len(batch)
         if n == 0:
             return st, []
-        prev_lp = np.concatenate(([st.last_log_price], batch.log_price[:-1]))
+        regular = ~batch.auction
+        move = batch.log_price - np.concatenate(([st.last_log_price], batch.log_price[:-1]))
         prev_ts = np.concatenate(([st.last_ts], batch.ts[:-1]))
-        move = batch.log_price - prev_lp  # NaN for a symbol's first trade ever
         log_size = np.log(batch.size)
-        log_gap = np.log((batch.ts - prev_ts).clip(0) + 1_000.0)  # +1 µs: simultaneous prints
-        log_gap[prev_ts < 0] = np.nan
-        feats = np.empty((n, 3), np.float32)
-        fitted_at = np.zeros(n, np.int64)  # generation whose model judges each trade
-        forests = {st.generation: self.model(batch.symbol, st)} if st.generation else {}
-        for bar, lo, hi in bar_segments(batch.ts, self.bar_ns):
-            if bar != st.bar:
-                self._roll(st, bar)
-                if st.generation and st.generation not in forests:
-                    forests[st.generation] = self.model(batch.symbol, st)
-            mu_s, sd_s, mu_g, sd_g, typical = st.frozen
-            feats[lo:hi, 0] = (log_size[lo:hi] - mu_s) / sd_s
-            feats[lo:hi, 1] = move[lo:hi] / typical
-            feats[lo:hi, 2] = (log_gap[lo:hi] - mu_g) / sd_g
-            fitted_at[lo:hi] = st.generation
-            self._accumulate(st, log_size[lo:hi], log_gap[lo:hi], move[lo:hi], ~batch.auction[lo:hi])
-            ok = np.isfinite(feats[lo:hi]).all(axis=1) & ~batch.auction[lo:hi]
-            self._remember(st, feats[lo:hi][ok])
+        log_gap = np.where(prev_ts < 0, np.nan, np.log((batch.ts - prev_ts).clip(0) + 1_000.0))  # +1 µs
+        segments = bar_segments(batch.ts, self.bar_ns)
+        starts = np.array([lo for _, lo, _ in segments])
+        # Per-bar sums in one pass; the loop below then only does scalar work per bar.
+        has_gap, has_move = regular & np.isfinite(log_gap), regular & np.isfinite(move)
+        usable = has_gap & has_move
+
+        def per_bar(x: np.ndarray | float, mask: np.ndarray) -> np.ndarray:
+            return np.add.reduceat(np.where(mask, x, 0.0), starts)
+
+        moments = np.column_stack([per_bar(1.0, regular), per_bar(log_size, regular), per_bar(log_size**2, regular),
+                                   per_bar(1.0, has_gap), per_bar(log_gap, has_gap), per_bar(log_gap**2, has_gap)])
+        move_sum, move_n = per_bar(np.abs(move), has_move), per_bar(1.0, has_move)
+        usable_n = per_bar(1.0, usable)
+        frozen = np.empty((len(segments), 5))
+        generation = np.empty(len(segments), np.int64)
+        fits: list[tuple[int, int]] = []  # (generation, first trade it judges)
+        window_len = len(st.window)
+        for k, (bar, lo, _) in enumerate(segments):
+            if bar != st.bar and self._roll(st, bar, window_len):
+                fits.append((st.generation, lo))
+            frozen[k], generation[k] = st.frozen, st.generation
+            st.moments += moments[k]
+            st.move_sum += move_sum[k]
+            st.move_n += move_n[k]
+            if np.isfinite(st.frozen).all():
+                st.since_fit += int(usable_n[k])
+                window_len = min(window_len + int(usable_n[k]), self.window)
+        counts = np.diff(np.append(starts, n))
+        fz = np.repeat(frozen, counts, axis=0)
+        feats = np.column_stack([(log_size - fz[:, 0]) / fz[:, 1], move / fz[:, 4],
+                                 (log_gap - fz[:, 2]) / fz[:, 3]]).astype(np.float32)
+        fitted_at = np.repeat(generation, counts)
+        remembered = usable & np.isfinite(feats).all(axis=1)
+        history = np.concatenate((st.window, feats[remembered]))
+        position = np.concatenate((np.full(len(st.window), -1), np.flatnonzero(remembered)))
+        forests = {state.generation: self.model(batch.symbol, state)} if state.generation else {}
+        for gen, first in fits:
+            st.training = history[position < first][-self.window:]
+            forests[gen] = self._fit(batch.symbol, gen, st.training)
+        st.window = history[-self.window:]
         st.last_log_price, st.last_ts = float(batch.log_price[-1]), int(batch.ts[-1])
         return st, self._score(batch, feats, move, fitted_at, forests)
 
-    def _roll(self, st: ForestState, bar: int) -> None:
+    def _roll(self, st: ForestState, bar: int, window_len: int) -> bool:
+        """Start a new bar: decay, freeze the normalisers; True when a (re)fit is due now."""
         if st.bar >= 0:
             d = decay_factor(self.half_life_bars)
             st.moments *= d
@@ -104,38 +128,27 @@ class IsolationForestDetector:
             mu_s, mu_g = s_s / n_s, s_g / n_g
             sd_s = max(np.sqrt(max(q_s / n_s - mu_s**2, 0.0)), 1e-3)
             sd_g = max(np.sqrt(max(q_g / n_g - mu_g**2, 0.0)), 1e-3)
-            typical = max(st.move_sum / st.move_n, 1e-6)
-            st.frozen[:] = (mu_s, sd_s, mu_g, sd_g, typical)
-        due = st.generation == 0 and len(st.window) >= self.warmup_trades
-        if due or (st.generation > 0 and st.since_fit >= self.refit_every):
-            st.training = st.window.copy()
+            st.frozen[:] = (mu_s, sd_s, mu_g, sd_g, max(st.move_sum / st.move_n, 1e-6))
+        first = st.generation == 0 and window_len >= self.warmup_trades
+        if first or (st.generation > 0 and st.since_fit >= self.refit_every):
             st.generation += 1
             st.since_fit = 0
-
-    def _accumulate(self, st: ForestState, log_size: np.ndarray, log_gap: np.ndarray,
-                    move: np.ndarray, regular: np.ndarray) -> None:
-        s = log_size[regular]
-        g = log_gap[regular & np.isfinite(log_gap)]
-        m = np.abs(move[regular & np.isfinite(move)])
-        st.moments += (len(s), s.sum(), (s * s).sum(), len(g), g.sum(), (g * g).sum())
-        st.move_sum += float(m.sum())
-        st.move_n += len(m)
-
-    def _remember(self, st: ForestState, rows: np.ndarray) -> None:
-        st.window = np.concatenate((st.window, rows))[-self.window:]
-        st.since_fit += len(rows)
+            return True
+        return False
 
     def model(self, symbol: str, st: ForestState) -> IsolationForest:
         """The forest for this symbol's current generation, refitted from state after a restart."""
         cached = self._models.get(symbol)
-        if cached is None or cached[0] != st.generation:
-            forest = IsolationForest(n_estimators=self.n_estimators,
-                                     max_samples=min(self.max_samples, len(st.training)),
-                                     random_state=self.seed)
-            cached = (st.generation, forest.fit(st.training))
-            self._models[symbol] = cached
-            self.refits += 1
-        return cached[1]
+        if cached is not None and cached[0] == st.generation:
+            return cached[1]
+        return self._fit(symbol, st.generation, st.training)
+
+    def _fit(self, symbol: str, generation: int, training: np.ndarray) -> IsolationForest:
+        forest = IsolationForest(n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(training)),
+                                 random_state=self.seed).fit(training)
+        self._models[symbol] = (generation, forest)
+        self.refits += 1
+        return forest
 
     def _score(self, batch: SymbolBatch, feats: np.ndarray, move: np.ndarray, fitted_at: np.ndarray,
                forests: dict[int, IsolationForest]) -> list[Anomaly]:

@@ -1,0 +1,104 @@
+"""Turn CSV text columns into numpy numbers, marking rows that do not parse instead of failing a batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+INT_PATTERN = r"^[+-]?[0-9]+$"
+DECIMAL_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(?i:nan|inf|infinity)$"
+ISO_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:?[0-9]{2})$"
+
+UTC_NS = pa.timestamp("ns", tz="UTC")
+UNDEF_PRICE = np.iinfo(np.int64).max
+PRICE_SCALE = 1e9
+
+
+def looks_like_integers(column: pa.Array, sample: int = 1000) -> bool:
+    """True when most non-empty values of the column's head are plain integers (fixed point, ns)."""
+    head = column.slice(0, sample)
+    head = pc.filter(head, pc.not_equal(head, ""))
+    if len(head) == 0:
+        return False
+    return pc.mean(pc.match_substring_regex(head, INT_PATTERN).cast(pa.int8())).as_py() > 0.5
+
+
+def parse(column: pa.Array, target: pa.DataType, pattern: str) -> tuple[np.ndarray, np.ndarray]:
+    """Values as numpy (zero where unparseable) and the mask of rows that did not parse.
+
+    The whole column is cast at once; only a batch with a bad value pays for the regex and for the
+    bisection that isolates values the pattern admits but the cast still rejects (overflow, month 13).
+    """
+    try:
+        return _numpy(column.cast(target)), np.zeros(len(column), bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    candidate = _mask(pc.match_substring_regex(column, pattern))
+    rows = np.flatnonzero(candidate)
+    values = np.zeros(len(column), _numpy_dtype(target))
+    bad = ~candidate
+    for start, stop, part in _castable_runs(column, rows, target, 0, len(rows)):
+        if part is None:
+            bad[rows[start]] = True
+        else:
+            values[rows[start:stop]] = part
+    return values, bad
+
+
+def parse_timestamps(column: pa.Array, integers: bool) -> tuple[np.ndarray, np.ndarray]:
+    """int64 ns since the epoch, from integer ns or ISO 8601 text (nanoseconds kept exactly)."""
+    if integers:
+        return parse(column, pa.int64(), INT_PATTERN)
+    return parse(column, UTC_NS, ISO_PATTERN)
+
+
+def parse_prices(column: pa.Array, fixed_point: bool) -> tuple[np.ndarray, np.ndarray]:
+    """float64 currency units, from 1e-9 fixed-point integers or decimal text.
+
+    An empty price or Databento's UNDEF_PRICE is an undefined price: NaN, left to domain validation.
+    """
+    empty = _mask(pc.equal(column, ""))
+    if fixed_point:
+        raw, bad = parse(column, pa.int64(), INT_PATTERN)
+        prices = raw / PRICE_SCALE
+        prices[raw == UNDEF_PRICE] = np.nan
+    else:
+        prices, bad = parse(column, pa.float64(), DECIMAL_PATTERN)
+    if empty.any():
+        prices[empty] = np.nan
+        bad &= ~empty
+    return prices, bad
+
+
+def _castable_runs(column: pa.Array, rows: np.ndarray, target: pa.DataType, start: int,
+                   stop: int) -> Iterator[tuple[int, int, np.ndarray | None]]:
+    """(start, stop, values) over positions of `rows`, bisecting; values None for one bad row."""
+    if start >= stop:
+        return
+    try:
+        yield start, stop, _numpy(column.take(pa.array(rows[start:stop])).cast(target))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if stop - start == 1:
+            yield start, stop, None
+            return
+        middle = (start + stop) // 2
+        yield from _castable_runs(column, rows, target, start, middle)
+        yield from _castable_runs(column, rows, target, middle, stop)
+
+
+def _numpy(array: pa.Array) -> np.ndarray:
+    if pa.types.is_timestamp(array.type):
+        array = array.cast(pa.int64())
+    return array.to_numpy(zero_copy_only=False)
+
+
+def _numpy_dtype(target: pa.DataType) -> np.dtype:
+    return np.dtype(np.int64) if pa.types.is_timestamp(target) else np.dtype(target.to_pandas_dtype())
+
+
+def _mask(array: pa.Array) -> np.ndarray:
+    return np.asarray(array.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
