@@ -1,0 +1,103 @@
+"""Use cases through the same container production uses, with in-memory adapters."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from builders import calm_flow
+
+from adapters.files.thresholds import load_thresholds, save_thresholds
+from adapters.memory import InMemoryStateStore, InMemoryTradeSource
+from application.calibrate import calibrate
+from domain.errors import ConfigError
+from domain.model import TRADE_DTYPE
+from entrypoints.container import build_container
+
+
+def market() -> np.ndarray:
+    flows = [calm_flow(15_000, symbol=s, price=p, seed=i) for i, (s, p) in enumerate([("AAA", 12.0), ("BBB", 450.0)])]
+    trades = np.concatenate(flows).astype(TRADE_DTYPE)
+    trades = trades[np.argsort(trades["ts_event"], kind="stable")]
+    trades["size"][[20_000, 25_000]] = 400_000  # two block trades late in the day
+    return trades
+
+
+def test_replay_finds_the_blocks_and_keeps_state_per_symbol() -> None:
+    container = build_container()
+    summary = container.replay()(InMemoryTradeSource(market(), chunk_size=4_096))
+    assert summary.trades == 30_000
+    assert summary.by_detector["high_volume"] == 2
+    found = container.collected_anomalies().anomalies
+    assert {a.size for a in found if a.detector == "high_volume"} == {400_000}
+    store = container.state_store()
+    assert set(store.states) == {"AAA", "BBB"}
+
+
+def test_replay_resumes_from_stored_state_without_warming_up_again() -> None:
+    trades = market()
+    store = InMemoryStateStore()
+    first = build_container()
+    first.state_store.override(store)
+    first.replay()(InMemoryTradeSource(trades[:18_000]))
+    second = build_container()
+    second.state_store.override(store)
+    summary = second.replay()(InMemoryTradeSource(trades[18_000:]))
+    whole = build_container()
+    whole.replay()(InMemoryTradeSource(trades))
+    resumed_ids = {a.id for a in second.collected_anomalies().anomalies}
+    whole_late_ids = {a.id for a in whole.collected_anomalies().anomalies
+                      if a.ts_event >= trades["ts_event"][18_000]}
+    assert summary.by_detector["high_volume"] == 2
+    assert resumed_ids == whole_late_ids
+
+
+def test_replay_writes_anomalies_as_json_lines(tmp_path) -> None:
+    out = tmp_path / "anomalies.jsonl"
+    container = build_container(out=str(out))
+    container.replay()(InMemoryTradeSource(market()))
+    container.anomaly_sink().close()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == len(container.collected_anomalies().anomalies) >= 2
+    assert {"id", "symbol", "ts_event", "detector", "score", "reason", "price", "size"} <= set(rows[0])
+
+
+def test_bad_records_reach_the_dead_letter_sink_and_the_rest_is_processed() -> None:
+    trades = market()[:5_000]
+    trades["price"][10] = np.nan
+    trades["size"][20] = 0
+    container = build_container()
+    summary = container.replay()(InMemoryTradeSource(trades))
+    assert summary.accepted == 4_998
+    assert sorted(d.reason for d in container.collected_dead_letters().dead_letters) == ["bad_price", "bad_size"]
+    assert container.metrics().dead == {"bad_price": 1, "bad_size": 1}
+
+
+def test_calibrated_thresholds_round_trip_and_drive_the_replay(tmp_path) -> None:
+    trades = market()
+    thresholds = calibrate(InMemoryTradeSource(trades[:15_000]), quantile=0.99, multiple=3.0, min_trades=500)
+    assert set(thresholds.symbols) == {"AAA", "BBB"}
+    path = tmp_path / "thresholds.json"
+    save_thresholds(thresholds, path)
+    loaded = load_thresholds(path)
+    assert loaded == thresholds
+    container = build_container(thresholds=str(path), detectors="high_volume")
+    summary = container.replay()(InMemoryTradeSource(trades))
+    low = min(t.size_threshold for t in loaded.symbols.values())
+    assert summary.by_detector["high_volume"] > 2  # a 3x p99 threshold also flags big normal prints
+    assert all(a.size >= low for a in container.collected_anomalies().anomalies)
+
+
+@pytest.mark.parametrize("content", ["{", '{"format": 1}', '{"format": 1, "symbols": {"X": {"size_threshold": -1}}}'],
+                         ids=["not-json", "no-symbols", "negative"])
+def test_bad_thresholds_file_is_a_clear_error(tmp_path, content: str) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError):
+        load_thresholds(path)
+
+
+def test_unknown_detector_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown detectors"):
+        build_container(detectors="high_volume,telepathy").detectors()
