@@ -16,9 +16,9 @@ FEATURES = ("size_z", "move_z", "gap_z")
 
 @dataclass(slots=True)
 class ForestState:
-    # Decayed moments of log size and log inter-arrival gap, and mean |tick move|: the normalisers.
+    # Decayed moments of log size and log inter-arrival gap, and RMS tick move: the normalisers.
     moments: np.ndarray = field(default_factory=lambda: np.zeros(6))  # n, sum, sumsq for size then gap
-    move_sum: float = 0.0
+    move_sum: float = 0.0  # decayed sum of squared tick moves: RMS, since most ticks are zero
     move_n: float = 0.0
     frozen: np.ndarray = field(default_factory=lambda: np.full(5, np.nan))  # mu_s, sd_s, mu_g, sd_g, move
     last_log_price: float = float("nan")
@@ -42,8 +42,8 @@ class IsolationForestDetector:
 
     name = "isolation_forest"
 
-    def __init__(self, n_estimators: int = 32, max_samples: int = 256, window: int = 1024,
-                 refit_every: int = 100_000, min_score: float = 0.74, gate: float = 3.0,
+    def __init__(self, n_estimators: int = 32, max_samples: int = 1024, window: int = 1024,
+                 refit_every: int = 100_000, min_score: float = 0.80, gate: float = 3.0,
                  warmup_trades: int = 1024, half_life_bars: float = 60.0, seed: int = 7,
                  bar_ns: int = 60_000_000_000) -> None:
         self.n_estimators = n_estimators
@@ -83,7 +83,7 @@ class IsolationForestDetector:
 
         moments = np.column_stack([per_bar(1.0, regular), per_bar(log_size, regular), per_bar(log_size**2, regular),
                                    per_bar(1.0, has_gap), per_bar(log_gap, has_gap), per_bar(log_gap**2, has_gap)])
-        move_sum, move_n = per_bar(np.abs(move), has_move), per_bar(1.0, has_move)
+        move_sum, move_n = per_bar(move * move, has_move), per_bar(1.0, has_move)
         usable_n = per_bar(1.0, usable)
         frozen = np.empty((len(segments), 5))
         generation = np.empty(len(segments), np.int64)
@@ -128,7 +128,7 @@ class IsolationForestDetector:
             mu_s, mu_g = s_s / n_s, s_g / n_g
             sd_s = max(np.sqrt(max(q_s / n_s - mu_s**2, 0.0)), 1e-3)
             sd_g = max(np.sqrt(max(q_g / n_g - mu_g**2, 0.0)), 1e-3)
-            st.frozen[:] = (mu_s, sd_s, mu_g, sd_g, max(st.move_sum / st.move_n, 1e-6))
+            st.frozen[:] = (mu_s, sd_s, mu_g, sd_g, max(np.sqrt(st.move_sum / st.move_n), 1e-6))
         first = st.generation == 0 and window_len >= self.warmup_trades
         if first or (st.generation > 0 and st.since_fit >= self.refit_every):
             st.generation += 1
