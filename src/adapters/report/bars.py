@@ -17,7 +17,18 @@ _ROW_DTYPE = np.dtype([("code", "i8"), ("minute", "i8"), ("open", "f8"), ("high"
                        ("low", "f8"), ("close", "f8"), ("volume", "i8"), ("trades", "i8"),
                        ("first_ts", "i8"), ("last_ts", "i8")])
 
+# Gathering or concatenating records through a structured dtype costs ~60 ns a row; the same
+# bytes seen as opaque voids move ten times faster.
+_ROW_BYTES = np.dtype((np.void, _ROW_DTYPE.itemsize))
 _U16 = 1 << 16
+
+
+def _take(rows: np.ndarray, index: np.ndarray) -> np.ndarray:
+    return rows.view(_ROW_BYTES)[index].view(_ROW_DTYPE)
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([p.view(_ROW_BYTES) for p in parts]).view(_ROW_DTYPE)
 
 
 def _stable_order(group: np.ndarray) -> np.ndarray:
@@ -53,7 +64,7 @@ def _merge(rows: np.ndarray) -> np.ndarray:
     # The input is a few already-sorted runs (one per batch), which timsort merges in
     # near-linear time.
     order = np.argsort(key, kind="stable")
-    rows, key = rows[order], key[order]
+    rows, key = _take(rows, order), key[order]
     new_group = np.insert(key[1:] != key[:-1], 0, True)
     if new_group.all():
         return rows
@@ -118,12 +129,11 @@ class BarCollector:
         group = (minute - first_minute) * n_codes + codes
         # Replays deliver trades in event-time order, so a stable sort on the group keeps time
         # order within each group; otherwise sort by time first.
-        time_order = None if bool(np.all(ts[1:] >= ts[:-1])) else np.argsort(ts, kind="stable")
-        if time_order is not None:
-            group = group[time_order]
-        order = _stable_order(group)
-        if time_order is not None:
-            order = time_order[order]
+        if bool(np.all(ts[1:] >= ts[:-1])):
+            order = _stable_order(group)
+        else:
+            by_time = np.argsort(ts, kind="stable")
+            order = by_time[_stable_order(group[by_time])]
         group = group[order]
         price = trades["price"][order]
         starts = np.flatnonzero(np.insert(group[1:] != group[:-1], 0, True))
@@ -155,13 +165,27 @@ class BarCollector:
             if cut:
                 self._chunks.append(chunk[:cut])
             tail.insert(0, chunk[cut:])
-        self._chunks.append(_merge(np.concatenate(tail + self._pending)))
+        self._chunks.append(_merge(_concat(tail + self._pending)))
         self._pending.clear()
         self._pending_rows = 0
 
     def symbols(self) -> list[str]:
         """Every symbol seen, sorted."""
         return sorted(self._codes.names)
+
+    def time_range(self) -> tuple[int, int] | None:
+        """Start of the first and of the last bar, int ns UTC; None before any trade."""
+        self._flush()
+        if not self._chunks:
+            return None
+        return (int(self._chunks[0]["minute"][0]) * MINUTE_NS,
+                int(self._chunks[-1]["minute"][-1]) * MINUTE_NS)
+
+    def volumes(self) -> dict[str, int]:
+        """Total traded size per symbol."""
+        rows, _, _ = self._symbol_index()
+        totals = np.bincount(rows["code"], weights=rows["volume"], minlength=len(self._codes))
+        return {name: int(v) for name, v in zip(self._codes.names, totals)}
 
     def bars(self, symbol: str) -> np.ndarray:
         """The symbol's bars as BAR_DTYPE, oldest first; empty if the symbol was never seen."""
@@ -170,7 +194,7 @@ class BarCollector:
             return np.empty(0, BAR_DTYPE)
         rows, order, codes = self._symbol_index()
         lo, hi = np.searchsorted(codes, [code, code + 1])
-        picked = rows[order[lo:hi]]
+        picked = _take(rows, order[lo:hi])
         out = np.empty(len(picked), BAR_DTYPE)
         out["ts"] = picked["minute"] * MINUTE_NS
         for name in ("open", "high", "low", "close", "volume", "trades"):
@@ -181,7 +205,7 @@ class BarCollector:
         # Built once per read-out (the report asks for many symbols), dropped by the next add.
         self._flush()
         if len(self._chunks) > 1:
-            self._chunks = [np.concatenate(self._chunks)]
+            self._chunks = [_concat(self._chunks)]
         rows = self._chunks[0] if self._chunks else np.empty(0, _ROW_DTYPE)
         if self._by_symbol is None:
             order = np.argsort(rows["code"], kind="stable")  # keeps minute order per symbol

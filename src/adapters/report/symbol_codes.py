@@ -19,15 +19,28 @@ def pack_short_symbols(symbols: np.ndarray) -> np.ndarray | None:
     if symbols.dtype.kind != "U" or symbols.dtype.itemsize % 8 or symbols.ndim != 1:
         return None
     # A trailing axis of length 1 counts as contiguous, so a strided field view can be re-viewed.
-    words = symbols[:, None].view(symbols.dtype.byteorder.replace("|", "=") + "u8")
+    try:
+        words = symbols[:, None].view(symbols.dtype.byteorder.replace("|", "=") + "u8")
+    except ValueError:  # a layout numpy cannot re-view; the string path still works
+        return None
     if words.shape[1] < 4:
         return None
     if words.shape[1] > 4 and words[:, 4:].any():
         return None
     w0, w1, w2, w3 = words[:, 0], words[:, 1], words[:, 2], words[:, 3]
-    if ((w0 | w1 | w2 | w3) & _HIGH_BYTES).any():
+    spare = np.bitwise_or(w0, w1)
+    spare |= w2
+    spare |= w3
+    spare &= _HIGH_BYTES
+    if spare.any():
         return None
-    return w0 | (w1 << np.uint64(8)) | (w2 << np.uint64(16)) | (w3 << np.uint64(24))
+    packed = np.left_shift(w1, np.uint64(8))
+    packed |= w0
+    np.left_shift(w2, np.uint64(16), out=spare)
+    packed |= spare
+    np.left_shift(w3, np.uint64(24), out=spare)
+    packed |= spare
+    return packed
 
 
 class SymbolCodes:
@@ -45,7 +58,7 @@ class SymbolCodes:
         self._sorted_codes = np.empty(0, np.int64)
         self._shift = np.uint64(64)
         self._table_keys = np.empty(0, np.uint64)
-        self._table_codes = np.empty(0, np.int64)
+        self._table_codes = np.empty(0, np.int32)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -58,13 +71,13 @@ class SymbolCodes:
         packed = pack_short_symbols(symbols)
         if packed is None:
             return self._encode_strings(symbols)
-        codes = np.full(len(packed), _EMPTY, np.int64)
         if len(self._table_keys):
             slot = self._slot(packed)
-            found = self._table_codes[slot]
-            hit = (found != _EMPTY) & (self._table_keys[slot] == packed)
-            codes[hit] = found[hit]
-        miss = np.flatnonzero(codes == _EMPTY)
+            # An empty slot holds key 0 and code -1, so it never yields a code.
+            codes = np.where(self._table_keys[slot] == packed, self._table_codes[slot], _EMPTY)
+        else:
+            codes = np.full(len(packed), _EMPTY, np.int64)
+        miss = np.flatnonzero(codes < 0)
         if len(miss):
             codes[miss] = self._encode_misses(packed[miss], symbols[miss])
         return codes
@@ -106,12 +119,13 @@ class SymbolCodes:
         at = np.searchsorted(self._sorted_keys, keys)
         self._sorted_keys = np.insert(self._sorted_keys, at, keys)
         self._sorted_codes = np.insert(self._sorted_codes, at, codes)
-        if len(self._sorted_keys) * 16 > len(self._table_keys):
-            # Regrow to 64x the key count, so collisions (binary-search fallbacks) stay rare.
-            bits = max(10, (len(self._sorted_keys) * 64).bit_length())
+        if len(self._sorted_keys) * 8 > len(self._table_keys):
+            # Regrow to 16-32x the key count: collisions (binary-search fallbacks) stay rare
+            # and the table stays small enough for the cache.
+            bits = max(10, (len(self._sorted_keys) * 16).bit_length())
             self._shift = np.uint64(64 - bits)
             self._table_keys = np.zeros(1 << bits, np.uint64)
-            self._table_codes = np.full(1 << bits, _EMPTY, np.int64)
+            self._table_codes = np.full(1 << bits, _EMPTY, np.int32)
             keys, codes = self._sorted_keys, self._sorted_codes
         slot = self._slot(keys)
         free = self._table_codes[slot] == _EMPTY

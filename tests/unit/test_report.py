@@ -1,0 +1,181 @@
+"""The replay report: 1-minute bars from trade batches, and the self-contained HTML file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+
+from adapters.report.bars import MINUTE_NS, BarCollector
+from adapters.report.html import write_html_report
+from builders import T0, S
+from domain.model import TRADE_DTYPE, Anomaly
+
+
+def mixed_trades(n: int = 3_000, symbols: tuple[str, ...] = ("AAPL", "MSFT", "BRK.B"),
+                 seed: int = 3) -> np.ndarray:
+    """Trades of several symbols interleaved in time over ~20 minutes, with equal-time ties."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(n, TRADE_DTYPE)
+    out["ts_event"] = T0 + np.sort(rng.integers(0, 1_200, n)) * S  # whole seconds: many ties
+    out["price"] = np.round(100 + rng.normal(0, 1, n), 2)
+    out["size"] = rng.integers(1, 500, n)
+    out["symbol"] = np.array(symbols)[rng.integers(0, len(symbols), n)]
+    out["sequence"] = np.arange(n)
+    return out
+
+
+def naive_bars(trades: np.ndarray) -> dict[tuple[str, int], tuple[float, float, float, float, int, int]]:
+    """(symbol, minute start) -> OHLCV and count, in arrival order: open is the earliest trade
+    (first arrival on a tie), close the latest (last arrival on a tie)."""
+    acc: dict[tuple[str, int], list] = {}
+    for row in trades:
+        ts, price = int(row["ts_event"]), float(row["price"])
+        key = (str(row["symbol"]), ts // MINUTE_NS * MINUTE_NS)
+        bar = acc.get(key)
+        if bar is None:
+            acc[key] = [ts, price, price, price, ts, price, int(row["size"]), 1]
+            continue
+        if ts < bar[0]:
+            bar[0], bar[1] = ts, price
+        bar[2], bar[3] = max(bar[2], price), min(bar[3], price)
+        if ts >= bar[4]:
+            bar[4], bar[5] = ts, price
+        bar[6] += int(row["size"])
+        bar[7] += 1
+    return {k: (b[1], b[2], b[3], b[5], b[6], b[7]) for k, b in acc.items()}
+
+
+def collected(bars: BarCollector) -> dict[tuple[str, int], tuple[float, float, float, float, int, int]]:
+    return {(symbol, int(b["ts"])): (float(b["open"]), float(b["high"]), float(b["low"]),
+                                     float(b["close"]), int(b["volume"]), int(b["trades"]))
+            for symbol in bars.symbols() for b in bars.bars(symbol)}
+
+
+def shuffled_within_batches(trades: np.ndarray, cuts: list[int]) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [b[rng.permutation(len(b))] for b in np.split(trades, cuts)]
+
+
+SPLITS = {
+    "one_batch": lambda t: [t],
+    "batches_cut_mid_minute": lambda t: np.split(t, [17, 18, 400, 1_501, 2_999]),
+    "many_tiny_batches": lambda t: np.array_split(t, 300),
+    "unsorted_within_batches": lambda t: shuffled_within_batches(t, [700, 1_900]),
+    "batches_out_of_order": lambda t: list(reversed(np.array_split(t, 7))),
+}
+
+
+@pytest.mark.parametrize("split", SPLITS.values(), ids=SPLITS.keys())
+@pytest.mark.parametrize("flush_rows", [4, 1 << 16], ids=["merging_often", "merging_at_read"])
+def test_bars_equal_a_naive_ohlcv_however_the_trades_are_batched(split, flush_rows):
+    trades = mixed_trades()
+    batches = split(trades)
+    bars = BarCollector(flush_rows=flush_rows)
+    for batch in batches:
+        bars.add(batch)
+
+    assert collected(bars) == naive_bars(np.concatenate(batches))
+    assert bars.trade_count == len(trades)
+
+
+@pytest.mark.parametrize("symbols", [
+    ("SPY", "SPY   240119C00470000", "ÅBC", ""),  # a long one sends its batches the slow way
+    ("A", "AA", "AAAAAAAA", "AAAAAAAB"),
+], ids=["long_and_empty_symbols", "symbols_one_letter_apart"])
+def test_bars_keep_every_symbol_apart(symbols):
+    trades = mixed_trades(n=900, symbols=symbols)
+    first, middle, last = np.split(trades, [300, 600])
+    short = middle[np.char.str_len(middle["symbol"]) <= 8]
+    batches = [first, short, middle[np.char.str_len(middle["symbol"]) > 8], last]
+    bars = BarCollector(flush_rows=8)
+    for batch in batches:
+        bars.add(batch)
+
+    assert bars.symbols() == sorted(symbols)
+    assert collected(bars) == naive_bars(np.concatenate(batches))
+
+
+def test_bars_of_an_unseen_symbol_are_empty():
+    bars = BarCollector()
+    bars.add(mixed_trades(n=10))
+
+    assert len(bars.bars("NOPE")) == 0
+    assert BarCollector().time_range() is None
+
+
+def anomaly(symbol: str, ts: int, score: float, detector: str = "price_change",
+            reason: str = "moved 3.1 sigma") -> Anomaly:
+    return Anomaly(id=f"{symbol}{ts}{detector}", detector=detector, symbol=symbol, ts_event=ts,
+                   price=100.0, size=100, score=score,
+                   severity="high" if score >= 4 else "medium" if score >= 2 else "low",
+                   reason=reason)
+
+
+SUMMARY = {"trades": 3_000, "anomalies": 4, "by_detector": {"high_volume": 1, "price_change": 3},
+           "seconds": 0.5, "trades_per_second": 6_000.0}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> str:
+    """A report over three traded symbols plus one that traded once, capped at three charts."""
+    bars = BarCollector()
+    bars.add(mixed_trades())
+    lone = np.zeros(1, TRADE_DTYPE)
+    lone["symbol"], lone["ts_event"], lone["price"], lone["size"] = "ZZZT", T0 + 90 * S, 12.5, 5_000
+    bars.add(lone)
+    anomalies = [
+        anomaly("ZZZT", T0 + 90 * S, 5.0, "high_volume", reason='size <b>5000</b> & "50x" median'),
+        anomaly("ZZZT", T0 + 90 * S, 3.0),
+        anomaly("MSFT", T0 + 300 * S, 4.5),
+        anomaly("AAPL", T0 + 600 * S, 1.2),
+    ]
+    rc_before = dict(matplotlib.rcParams)
+    path = write_html_report(tmp_path_factory.mktemp("report") / "report.html", bars, anomalies,
+                             SUMMARY, max_symbols=3, max_rows=3)
+    assert dict(matplotlib.rcParams) == rc_before  # the global matplotlib state is left alone
+    return Path(path).read_text(encoding="utf-8")
+
+
+def test_report_charts_most_flagged_symbols_first_up_to_the_cap(report):
+    charted = re.findall(r'<section class="chart" id="chart-([^"]+)"', report)
+
+    assert charted == ["ZZZT", "AAPL", "MSFT"] or charted == ["ZZZT", "MSFT", "AAPL"]
+    assert report.count('src="data:image/png;base64,') == 3
+
+
+def test_report_table_is_sorted_by_score_and_capped(report):
+    table = report[report.index('<table class="anoms">'):]
+    scores = [float(s) for s in re.findall(r'<td class="n">(\d+\.\d\d)</td><td class="n">100',
+                                           table)]
+
+    assert scores == [5.0, 4.5, 3.0]
+    assert "Top 3 of 4 anomalies" in report
+
+
+def test_report_escapes_anomaly_reasons(report):
+    assert "size &lt;b&gt;5000&lt;/b&gt; &amp; &quot;50x&quot; median" in report
+    assert "<b>5000" not in report
+
+
+def test_report_shows_the_summary(report):
+    assert "6,000.0" in report and "0.50 s" in report and "price_change" in report
+
+
+def test_report_needs_nothing_from_the_network(report):
+    assert not re.search(r"https?://", report)
+    assert "<script" not in report
+
+
+def test_report_with_no_anomalies_and_no_trades_still_renders(tmp_path):
+    bars = BarCollector()
+    bars.add(mixed_trades(n=50, symbols=("ONLY",)))
+
+    quiet = write_html_report(tmp_path / "quiet.html", bars, [], {"trades": 50}).read_text()
+    empty = write_html_report(tmp_path / "empty.html", BarCollector(), [], {}).read_text()
+
+    assert "No anomalies were found." in quiet and quiet.count('<section class="chart"') == 1
+    assert "No trades to chart." in empty
