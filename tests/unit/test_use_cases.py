@@ -99,5 +99,5 @@ def test_bad_thresholds_file_is_a_clear_error(tmp_path, content: str) -> None:
 
 
 def test_unknown_detector_name_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown detectors"):
+    with pytest.raises(ConfigError, match="unknown detectors"):
         build_container(detectors="high_volume,telepathy").detectors()

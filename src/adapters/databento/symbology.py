@@ -55,6 +55,9 @@ class SymbolTable:
             return np.zeros(n, _SYMBOL_DTYPE), np.zeros(n, bool)
         days = np.clip(ts.astype(np.int64, copy=False) // NS_PER_DAY, 0, 0xFFFFFFFF)
         keys = (instrument_ids.astype(np.int64) << 32) | days
+        if bool(np.all(keys == keys[0])):  # the usual chunk: one instrument on one day, no sort needed
+            code = self._code(int(keys[0]))
+            return np.full(n, self._symbols[code] if code >= 0 else "", _SYMBOL_DTYPE), np.full(n, code >= 0)
         unique, inverse = np.unique(keys, return_inverse=True)
         codes = np.fromiter((self._code(int(k)) for k in unique), np.int64, len(unique))[inverse]
         known = codes >= 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from domain.detectors.base import Detector
+from domain.errors import ConfigError
 from domain.detectors.high_volume import HighVolumeDetector
 from domain.detectors.isolation_forest import IsolationForestDetector
 from domain.detectors.price_change import PriceChangeDetector
@@ -32,5 +33,5 @@ def default_detectors(size_thresholds: Mapping[str, float] | None = None, seed: 
     ]
     unknown = set(enabled) - set(DETECTOR_NAMES)
     if unknown:
-        raise ValueError(f"unknown detectors {sorted(unknown)}; choose from {', '.join(DETECTOR_NAMES)}")
+        raise ConfigError(f"unknown detectors {sorted(unknown)}; choose from {', '.join(DETECTOR_NAMES)}")
     return [d for d in every if d.name in enabled]

@@ -1,0 +1,196 @@
+"""Read Databento CSV exports (.csv, .csv.zst) in streamed pyarrow blocks; bad rows become dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+
+from adapters.databento import columns
+from adapters.databento import dead_letters as dl
+from adapters.databento.paths import is_zstd
+from adapters.databento.text_stream import WholeLineStream
+from domain.errors import SourceError
+from domain.model import TRADE_DTYPE, DeadLetter
+from domain.ports import SourceChunk
+
+REQUIRED = ("ts_event", "price", "size", "symbol")
+_TEXT = ("ts_recv", "ts_event", "rtype", "publisher_id", "instrument_id", "depth", "price", "size", "flags",
+         "ts_in_delta", "sequence")
+_CODES = ("action", "side", "symbol")
+# Everything is read as text so one bad value costs one row, not the block; the low-cardinality
+# columns come dictionary-encoded, which makes symbol/side/action conversion a lookup per block.
+COLUMN_TYPES = {name: pa.string() for name in _TEXT} | {name: pa.dictionary(pa.int32(), pa.string())
+                                                        for name in _CODES}
+# (column, arrow type it must parse as, TRADE_DTYPE default when the export lacks the column)
+_INTEGERS = (("publisher_id", pa.uint16(), 0), ("instrument_id", pa.uint32(), 0), ("size", pa.int64(), None),
+             ("flags", pa.uint8(), 0), ("sequence", pa.uint64(), 0))
+BYTES_PER_ROW = 128  # a real XNAS.ITCH trades row is ~120 bytes
+
+
+class _Formats:
+    """How this file writes timestamps and prices, decided once from its first block."""
+
+    def __init__(self, batch: pa.RecordBatch) -> None:
+        names = batch.schema.names
+        self.int_ts = {name: columns.looks_like_integers(batch.column(name))
+                       for name in ("ts_event", "ts_recv") if name in names}
+        self.fixed_price = columns.looks_like_integers(batch.column("price"))
+
+
+def read_csv(path: Path, chunk_size: int) -> Iterator[SourceChunk]:
+    """Trades of one CSV export in file order; a damaged stream ends it with a bad_file dead letter."""
+    try:
+        stream = WholeLineStream(path, "zstd" if is_zstd(path) else None)
+    except OSError as exc:
+        yield dl.letters_only(dl.bad_file(path, "line 1", exc))
+        return
+    with stream:
+        yield from _read_stream(stream, path, chunk_size)
+
+
+def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterator[SourceChunk]:
+    skipped: list[int] = []
+    pending: list[DeadLetter] = []
+
+    def invalid_row(row: pcsv.InvalidRow) -> str:
+        # Lines arrow cannot split into the header's fields (wrong count, a line cut short).
+        skipped.append(row.number if row.number is not None else -1)
+        pending.append(dl.bad_row(path, row.number if row.number is not None else "?",
+                                  f"expected {row.expected_columns} fields, got {row.actual_columns}",
+                                  row.text.encode()))
+        return "skip"
+
+    try:
+        reader = pcsv.open_csv(
+            stream,
+            # One thread: the invalid-row callback then sees lines in order, which line numbers rely on.
+            read_options=pcsv.ReadOptions(block_size=max(1 << 16, chunk_size * BYTES_PER_ROW),
+                                          use_threads=False),
+            parse_options=pcsv.ParseOptions(quote_char=False, ignore_empty_lines=False,
+                                            invalid_row_handler=invalid_row),
+            convert_options=pcsv.ConvertOptions(column_types=COLUMN_TYPES, strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, OSError) as exc:
+        yield dl.letters_only(*pending, dl.bad_file(path, "line 1", stream.damage or exc))
+        return
+    missing = [name for name in REQUIRED if name not in reader.schema.names]
+    if missing:
+        raise SourceError(f"{path}: CSV header lacks {', '.join(missing)} "
+                          f"(has {', '.join(reader.schema.names)})")
+    formats: _Formats | None = None
+    done = 0  # rows arrow has delivered so far; with `skipped` this gives each row's line number
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, OSError) as exc:
+            pending.append(dl.bad_file(path, f"line {_next_line(done, skipped)}", exc))
+            break
+        formats = formats or _Formats(batch)
+        trades, letters = _convert(batch, formats, _LineNumbers(done, skipped), path)
+        done += batch.num_rows
+        yield SourceChunk(trades, pending + letters)
+        pending = []
+    if stream.damage is not None:
+        pending.append(dl.bad_file(path, f"line {_next_line(done, skipped)}", stream.damage))
+    if pending:
+        yield dl.letters_only(*pending)
+
+
+def _next_line(rows_done: int, skipped: list[int]) -> int:
+    return int(_line_numbers(np.array([rows_done]), skipped)[0])
+
+
+class _LineNumbers:
+    def __init__(self, first_row: int, skipped: list[int]) -> None:
+        self.first_row, self.skipped = first_row, skipped
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        return _line_numbers(rows + self.first_row, self.skipped)
+
+
+def _line_numbers(rows: np.ndarray, skipped: list[int]) -> np.ndarray:
+    """1-based physical lines of data rows (0-based, counting only rows arrow delivered)."""
+    lines = np.sort(np.asarray(skipped, np.int64))
+    # The j-th skipped line has (line - 2 - j) delivered rows before it (line 1 is the header).
+    rows_before = lines - 2 - np.arange(len(lines))
+    return rows + 2 + np.searchsorted(rows_before, rows, side="right")
+
+
+def _convert(batch: pa.RecordBatch, formats: _Formats, lines: _LineNumbers,
+             path: Path) -> tuple[np.ndarray, list[DeadLetter]]:
+    n = batch.num_rows
+    names = batch.schema.names
+    symbol, symbol_empty = _codes(batch.column("symbol"), "U24")
+    if "action" in names:
+        action, action_empty = _codes(batch.column("action"), "U4")
+        wanted = (action == "T") | action_empty
+    else:
+        action_empty, wanted = np.zeros(n, bool), np.ones(n, bool)
+    # (what is wrong, the column to quote in the dead letter, rows it applies to)
+    problems: list[tuple[str, str | None, np.ndarray]] = [("missing action", None, action_empty),
+                                                          ("missing symbol", None, symbol_empty)]
+    out = np.zeros(n, TRADE_DTYPE)
+    for name, is_int in formats.int_ts.items():
+        out[name], bad = columns.parse_timestamps(batch.column(name), is_int)
+        problems.append((f"unparseable {name}", name, bad))
+    if "ts_recv" not in names:
+        out["ts_recv"] = out["ts_event"]
+    out["price"], bad = columns.parse_prices(batch.column("price"), formats.fixed_price)
+    problems.append(("unparseable price", "price", bad))
+    for name, arrow_type, default in _INTEGERS:
+        if name in names:
+            out[name], bad = columns.parse(batch.column(name), arrow_type, columns.INT_PATTERN)
+            problems.append((f"unparseable {name}", name, bad))
+        elif default is not None:
+            out[name] = default
+    out["side"] = _codes(batch.column("side"), "S1")[0] if "side" in names else b"N"
+    out["symbol"] = symbol
+
+    bad = np.zeros(n, bool)
+    for _, _, mask in problems:
+        bad |= mask
+    bad &= wanted
+    letters: list[DeadLetter] = []
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        blank = _blank_lines(batch, rows)
+        rows = rows[~blank]
+        for row, line in zip(rows.tolist(), lines(rows).tolist()):
+            detail = "; ".join(what if name is None else f"{what} {batch.column(name)[row].as_py()!r}"
+                               for what, name, mask in problems if mask[row])
+            letters.append(dl.bad_row(path, line, detail, _raw(batch, row)))
+    return out[wanted & ~bad], letters
+
+
+def _codes(column: pa.DictionaryArray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """A dictionary column as a fixed-width numpy array, and the mask of empty values."""
+    values = column.dictionary.to_pylist()
+    if dtype.startswith("S"):
+        table = np.array([v.encode()[:1] for v in values], dtype)
+    else:
+        table = np.array(values, dtype)
+    indices = column.indices.to_numpy(zero_copy_only=False)
+    empty = np.array([v == "" for v in values], bool)
+    return table[indices], empty[indices]
+
+
+def _blank_lines(batch: pa.RecordBatch, rows: np.ndarray) -> np.ndarray:
+    """Rows that are empty lines: nothing to lose, so no dead letter."""
+    taken = batch.take(pa.array(rows))
+    blank = np.ones(len(rows), bool)
+    for column in taken.columns:
+        text = column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
+        blank &= np.asarray(pc.equal(text, "").to_numpy(zero_copy_only=False), bool)
+    return blank
+
+
+def _raw(batch: pa.RecordBatch, row: int) -> bytes:
+    """The row as it stood in the file (the export has no quoting, so joining fields restores it)."""
+    return ",".join("" if c[row].as_py() is None else str(c[row].as_py()) for c in batch.columns).encode()

@@ -1,0 +1,411 @@
+"""DatabentoFileSource over real sample files and files written into tmp_path."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import databento
+import databento_dbn as dbn
+import numpy as np
+import pytest
+import zstandard
+from builders import T0, calm_flow
+from fixtures_sources.writers import HEADER, csv_lines, dbn_bytes, write_csv, write_dbn
+
+from adapters.databento import DatabentoFileSource
+from domain.errors import SourceError
+from domain.model import TRADE_DTYPE, DeadLetter
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SAMPLES = DATA / "databento"
+REAL_DAY = DATA / "nasdaq" / "xnas-itch-20250505.trades.csv.zst"
+DAY = 86_400_000_000_000
+
+
+def needs(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared market data not present: {path} (tests read ../shared/data, never a copy)")
+    return path
+
+
+def read(*paths: str | Path, chunk_size: int = 65_536) -> tuple[np.ndarray, list[DeadLetter]]:
+    chunks = list(DatabentoFileSource([str(p) for p in paths], chunk_size=chunk_size).chunks())
+    trades = np.concatenate([c.trades for c in chunks]) if chunks else np.empty(0, TRADE_DTYPE)
+    return trades, [letter for c in chunks for letter in c.dead_letters]
+
+
+def flow(n: int = 300, symbol: str = "NVDA", instrument_id: int = 11667, start: int = T0, seed: int = 1,
+         rate: float = 5.0) -> np.ndarray:
+    trades = calm_flow(n, symbol=symbol, start=start, seed=seed, rate=rate)
+    trades["instrument_id"] = instrument_id
+    trades["flags"] = 130
+    return trades
+
+
+def decoded_by_databento(path: Path) -> list:
+    """Every record as databento's own record iteration decodes it."""
+    store = databento.DBNStore.from_file(path)
+    try:
+        return list(store)
+    finally:
+        store.reader.close()
+
+
+# --- the sample DBN files, against databento's own decoding ---------------------------------------
+
+@pytest.mark.parametrize(("name", "count", "symbol"), [
+    pytest.param("equs-mini.trades.sample.dbn.zst", 4, "QQQ", id="equs-mini-trades-dbn-v3"),
+    pytest.param("glbx-mdp3.trades.v1.sample.dbn.zst", 2, "ESH1", id="glbx-trades-dbn-v1"),
+    pytest.param("glbx-mdp3.trades.v2.sample.dbn.zst", 2, "ESH1", id="glbx-trades-dbn-v2"),
+    pytest.param("xnas-itch.trades.sample.dbn.zst", 4, "NVDA", id="xnas-itch-trades"),
+    pytest.param("live-session.sample.dbn.zst", 2, "ESZ4", id="live-capture-mixed-schemas"),
+])
+def test_sample_dbn_file_decodes_to_the_trades_databento_reads(name: str, count: int, symbol: str) -> None:
+    path = needs(SAMPLES / name)
+    expected = [r for r in decoded_by_databento(path) if isinstance(r, dbn.TradeMsg)]
+
+    trades, letters = read(path)
+
+    assert letters == []
+    assert len(trades) == len(expected) == count
+    first, want = trades[0], expected[0]
+    assert int(first["ts_event"]) == want.ts_event
+    assert int(first["ts_recv"]) == want.ts_recv
+    assert float(first["price"]) == want.pretty_price
+    assert int(first["size"]) == want.size
+    assert int(first["publisher_id"]) == want.publisher_id
+    assert int(first["instrument_id"]) == want.instrument_id
+    assert int(first["sequence"]) == want.sequence
+    assert int(first["flags"]) == int(want.flags)
+    assert first["side"] == str(want.side.value).encode()
+    assert set(trades["symbol"]) == {symbol}
+    assert np.all(np.diff(trades["ts_event"]) >= 0)
+
+
+def test_sample_mbp1_file_yields_no_trades_because_it_holds_only_book_adds() -> None:
+    path = needs(SAMPLES / "xnas-itch.mbp-1.sample.dbn.zst")
+    actions = {str(r.action.value) for r in decoded_by_databento(path)}
+
+    trades, letters = read(path)
+
+    assert actions == {"A"}
+    assert len(trades) == 0 and letters == []
+
+
+def test_mbp1_file_keeps_only_its_trade_actions(tmp_path: Path) -> None:
+    book = flow(6)
+    actions = np.array([b"A", b"T", b"C", b"T", b"M", b"T"])
+    path = write_dbn(tmp_path / "book.mbp-1.dbn.zst", book, schema="mbp-1", actions=actions)
+
+    trades, letters = read(path)
+
+    assert letters == []
+    assert trades["sequence"].tolist() == book["sequence"][actions == b"T"].tolist()
+
+
+def test_undefined_dbn_price_becomes_nan_and_impossible_values_pass_through(tmp_path: Path) -> None:
+    trades = flow(4)
+    trades["price"][1] = np.nan
+    trades["price"][2] = 0.0
+    trades["size"][3] = 0
+    path = write_dbn(tmp_path / "odd.dbn", trades)
+
+    got, letters = read(path)
+
+    assert letters == []
+    assert np.isnan(got["price"][1])
+    assert got["price"][2] == 0.0 and got["size"][3] == 0
+
+
+# --- symbology ------------------------------------------------------------------------------------
+
+def test_instrument_without_mapping_becomes_a_dead_letter_with_its_record_index(tmp_path: Path) -> None:
+    trades = flow(5)
+    trades["instrument_id"][3] = 999
+    mappings = {"NVDA": [(dt.date(2025, 3, 4), dt.date(2025, 3, 5), 11667)]}
+    path = write_dbn(tmp_path / "x.dbn", trades, mappings=mappings)
+
+    got, letters = read(path)
+
+    assert len(got) == 4
+    assert [(d.reason, d.origin) for d in letters] == [("unknown_instrument", f"{path}:3")]
+    assert "instrument_id 999" in letters[0].detail
+
+
+def test_symbol_follows_the_mapping_in_force_on_each_utc_date(tmp_path: Path) -> None:
+    day1 = flow(3, start=T0)
+    day2 = flow(3, start=T0 + DAY, seed=2)
+    day3 = flow(2, start=T0 + 2 * DAY, seed=3)
+    mappings = {"OLD": [(dt.date(2025, 3, 4), dt.date(2025, 3, 5), 11667)],
+                "NEW": [(dt.date(2025, 3, 5), dt.date(2025, 3, 6), 11667)]}
+    path = write_dbn(tmp_path / "rename.dbn.zst", np.concatenate([day1, day2, day3]), mappings=mappings)
+
+    got, letters = read(path)
+
+    assert got["symbol"].tolist() == ["OLD"] * 3 + ["NEW"] * 3
+    assert [d.reason for d in letters] == ["unknown_instrument"] * 2
+    assert "2025-03-06" in letters[0].detail
+
+
+# --- the real CSV day -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_day() -> tuple[np.ndarray, list[DeadLetter]]:
+    return read(needs(REAL_DAY))
+
+
+@pytest.mark.slow
+def test_real_csv_day_decodes_every_trade_with_exact_first_row(real_day: tuple[np.ndarray, list]) -> None:
+    trades, letters = real_day
+
+    assert len(trades) == 183_301
+    assert letters == []
+    first = trades[0]
+    assert (int(first["ts_event"]), int(first["ts_recv"])) == (1746432000675053891, 1746432000675221836)
+    assert float(first["price"]) == 113.86
+    assert (int(first["size"]), int(first["publisher_id"]), int(first["instrument_id"])) == (4, 2, 11667)
+    assert (int(first["sequence"]), first["side"], int(first["flags"])) == (293508, b"N", 130)
+    assert first["symbol"] == "NVDA"
+    assert np.all(np.diff(trades["ts_event"]) >= 0)
+    assert set(trades["symbol"]) == {"NVDA"}
+
+
+# --- CSV representations --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("pretty_px", "pretty_ts", "suffix"), [
+    pytest.param(True, True, ".csv.zst", id="pretty-prices-iso-times-zstd"),
+    pytest.param(False, True, ".csv", id="fixed-point-prices-iso-times-plain"),
+    pytest.param(True, False, ".csv", id="pretty-prices-integer-times-plain"),
+    pytest.param(False, False, ".csv.zst", id="fixed-point-prices-integer-times-zstd"),
+])
+def test_csv_variants_decode_to_the_same_trades_as_dbn(tmp_path: Path, pretty_px: bool, pretty_ts: bool,
+                                                       suffix: str) -> None:
+    trades = flow(2_000)
+    trades["ts_event"] += np.arange(len(trades)) % 1000  # nanosecond digits that a float would lose
+    reference, _ = read(write_dbn(tmp_path / "ref.dbn", trades))
+    path = write_csv(tmp_path / f"t{suffix}", csv_lines(trades, pretty_px=pretty_px, pretty_ts=pretty_ts))
+
+    got, letters = read(path, chunk_size=256)
+
+    assert letters == []
+    assert got.tobytes() == reference.tobytes()
+    assert got["ts_event"].tolist() == trades["ts_event"].tolist()
+
+
+def test_csv_with_book_actions_keeps_only_trades(tmp_path: Path) -> None:
+    trades = flow(5)
+    actions = np.array([b"A", b"T", b"C", b"T", b"F"])
+    path = write_csv(tmp_path / "book.csv", csv_lines(trades, actions=actions))
+
+    got, letters = read(path)
+
+    assert letters == []
+    assert got["sequence"].tolist() == trades["sequence"][[1, 3]].tolist()
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("column", "value", "detail"), [
+    pytest.param(8, "11x.50", "unparseable price '11x.50'", id="unparseable-price"),
+    pytest.param(9, "", "unparseable size ''", id="empty-size"),
+    pytest.param(1, "2025-13-45T10:00:00.000000001Z", "unparseable ts_event", id="impossible-date"),
+    pytest.param(1, "yesterday", "unparseable ts_event 'yesterday'", id="unparseable-timestamp"),
+    pytest.param(3, "70000", "unparseable publisher_id '70000'", id="publisher-id-out-of-range"),
+    pytest.param(13, "", "missing symbol", id="missing-symbol"),
+])
+def test_bad_csv_value_becomes_dead_letter_with_file_and_line(tmp_path: Path, column: int, value: str,
+                                                              detail: str) -> None:
+    lines = csv_lines(flow(3_000))
+    fields = lines[2_500].split(",")
+    fields[column] = value
+    lines[2_500] = ",".join(fields)
+    lines[10] = lines[10] + ",extra"  # a skipped line before the bad one must not shift its number
+    path = write_csv(tmp_path / "bad.csv.zst", lines)
+
+    trades, letters = read(path, chunk_size=256)
+
+    assert len(trades) == 2_998
+    assert [(d.reason, d.origin) for d in letters] == [("bad_row", f"{path}:12"), ("bad_row", f"{path}:2502")]
+    assert letters[0].detail == "expected 14 fields, got 15"
+    assert letters[1].detail.startswith(detail)
+    assert letters[1].raw == lines[2_500].encode()
+
+
+def test_row_with_too_few_fields_is_reported_and_the_rest_kept(tmp_path: Path) -> None:
+    lines = csv_lines(flow(4))
+    cut = lines[1][:40]
+    path = write_csv(tmp_path / "short.csv", [lines[0], cut, *lines[2:]])
+
+    trades, letters = read(path)
+
+    assert len(trades) == 3
+    assert [(d.reason, d.origin, d.raw) for d in letters] == [("bad_row", f"{path}:3", cut.encode())]
+
+
+def test_blank_lines_are_skipped_without_shifting_line_numbers(tmp_path: Path) -> None:
+    lines = csv_lines(flow(4))
+    fields = lines[2].split(",")
+    fields[9] = "x"
+    path = write_csv(tmp_path / "blank.csv", [lines[0], "", lines[1], "", ",".join(fields), lines[3]])
+
+    trades, letters = read(path)
+
+    assert len(trades) == 3
+    assert [(d.origin, d.detail) for d in letters] == [(f"{path}:6", "unparseable size 'x'")]
+
+
+def test_empty_csv_price_is_an_undefined_price_not_a_bad_row(tmp_path: Path) -> None:
+    lines = csv_lines(flow(2))
+    fields = lines[0].split(",")
+    fields[8] = ""
+    path = write_csv(tmp_path / "undef.csv", [",".join(fields), lines[1]])
+
+    trades, letters = read(path)
+
+    assert letters == [] and np.isnan(trades["price"][0]) and trades["price"][1] > 0
+
+
+@pytest.mark.parametrize("kind", ["dbn", "csv"])
+def test_truncated_file_reports_bad_file_keeps_what_came_before_and_other_files(tmp_path: Path,
+                                                                                kind: str) -> None:
+    early = flow(20_000, seed=1)  # several zstd blocks, so the cut leaves whole ones before it
+    other = flow(50, symbol="AMD", instrument_id=77, seed=2)
+    if kind == "dbn":
+        data = dbn_bytes(early)
+    else:
+        data = ("\n".join([HEADER, *csv_lines(early)]) + "\n").encode()
+    compressed = zstandard.ZstdCompressor(write_checksum=True).compress(data)
+    broken = tmp_path / f"broken.{kind}.zst"
+    broken.write_bytes(compressed[: len(compressed) * 3 // 4])
+    good = write_dbn(tmp_path / "good.dbn", other)
+
+    trades, letters = read(broken, good, chunk_size=256)
+
+    assert [(d.reason, d.origin) for d in letters if d.reason == "bad_file"] == [("bad_file", str(broken))]
+    assert (trades["symbol"] == "AMD").sum() == 50
+    nvda = trades[trades["symbol"] == "NVDA"]
+    assert 0 < len(nvda) < 20_000
+    # every row before the damage, and no line cut short by it passed off as a trade
+    kept = early[: len(nvda)]
+    for column in ("sequence", "ts_event", "price", "size"):
+        assert nvda[column].tolist() == kept[column].tolist()
+
+
+def test_dbn_zst_cut_on_a_frame_boundary_is_still_reported(tmp_path: Path) -> None:
+    data = dbn_bytes(flow(100))
+    head = len(data) - 50 * 48  # trades records are 48 bytes: the first frame ends on a record boundary
+    compressor = zstandard.ZstdCompressor(write_checksum=True)
+    whole = compressor.compress(data[:head]) + compressor.compress(data[head:])
+    path = tmp_path / "cut.dbn.zst"
+    path.write_bytes(whole[: len(whole) - 10])
+
+    trades, letters = read(path)
+
+    assert len(trades) == 50
+    assert [d.reason for d in letters] == ["bad_file"]
+
+
+def test_corrupt_dbn_record_header_is_a_bad_row_and_the_rest_is_kept(tmp_path: Path) -> None:
+    data = bytearray(dbn_bytes(flow(10)))
+    record = 48
+    data[len(data) - 7 * record + 1] = 99  # rtype of record 3
+    path = tmp_path / "flip.dbn"
+    path.write_bytes(bytes(data))
+
+    trades, letters = read(path)
+
+    assert len(trades) == 9
+    assert [(d.reason, d.origin) for d in letters] == [("bad_row", f"{path}:3")]
+
+
+def test_file_that_is_not_dbn_at_all_is_a_bad_file(tmp_path: Path) -> None:
+    path = tmp_path / "junk.dbn"
+    path.write_bytes(b"this is not dbn")
+
+    trades, letters = read(path)
+
+    assert len(trades) == 0 and [d.reason for d in letters] == ["bad_file"]
+
+
+def test_dbn_schema_without_trades_is_a_source_error(tmp_path: Path) -> None:
+    metadata = dbn.Metadata(dataset="XNAS.ITCH", schema=dbn.Schema.OHLCV_1M, stype_in=dbn.SType.RAW_SYMBOL,
+                            stype_out=dbn.SType.INSTRUMENT_ID, start=0, end=1)
+    path = tmp_path / "bars.dbn"
+    path.write_bytes(metadata.encode())
+
+    with pytest.raises(SourceError, match="ohlcv-1m"):
+        read(path)
+
+
+def test_csv_without_required_columns_is_a_source_error(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "odd.csv", ["1,2"], header="ts_event,size")
+
+    with pytest.raises(SourceError, match="price, symbol"):
+        read(path)
+
+
+# --- paths ----------------------------------------------------------------------------------------
+
+def test_directory_expands_to_its_databento_files_sorted(tmp_path: Path) -> None:
+    write_dbn(tmp_path / "b.dbn.zst", flow(3))
+    write_csv(tmp_path / "a.csv", csv_lines(flow(2, seed=2)))
+    (tmp_path / "notes.txt").write_text("not data")
+
+    source = DatabentoFileSource([str(tmp_path)])
+
+    assert [p.name for p in source.files] == ["a.csv", "b.dbn.zst"]
+
+
+def test_glob_expands_to_matching_files_once_each(tmp_path: Path) -> None:
+    for name in ("x1.dbn", "x2.dbn", "y.dbn"):
+        write_dbn(tmp_path / name, flow(2))
+
+    source = DatabentoFileSource([str(tmp_path / "x*.dbn"), str(tmp_path / "x1.dbn")])
+
+    assert [p.name for p in source.files] == ["x1.dbn", "x2.dbn"]
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    pytest.param("missing.dbn", "no such file", id="missing-file"),
+    pytest.param("nothing-*.dbn.zst", "glob matches no Databento files", id="glob-matching-nothing"),
+    pytest.param("empty-dir", "directory has no Databento files", id="directory-without-data"),
+    pytest.param("trades.parquet", "unsupported file type", id="unsupported-extension"),
+])
+def test_path_naming_no_readable_file_is_a_source_error(tmp_path: Path, name: str, message: str) -> None:
+    (tmp_path / "empty-dir").mkdir()
+    (tmp_path / "trades.parquet").write_bytes(b"PAR1")
+
+    with pytest.raises(SourceError, match=message):
+        DatabentoFileSource([str(tmp_path / name)])
+
+
+# --- merge ----------------------------------------------------------------------------------------
+
+def test_several_files_merge_into_event_time_order(tmp_path: Path) -> None:
+    nvda = flow(3_000, seed=1, rate=20.0)
+    amd = flow(2_000, symbol="AMD", instrument_id=77, seed=2, rate=10.0)
+    msft = flow(1_000, symbol="MSFT", instrument_id=88, seed=3, start=T0 + 60 * 10**9)
+    amd["ts_event"][:10] = nvda["ts_event"][:10]  # equal timestamps across files
+    paths = [write_dbn(tmp_path / "nvda.dbn.zst", nvda),
+             write_csv(tmp_path / "amd.csv", csv_lines(amd)),
+             write_csv(tmp_path / "msft.csv.zst", csv_lines(msft, pretty_px=False, pretty_ts=False))]
+
+    chunks = list(DatabentoFileSource([str(p) for p in paths], chunk_size=256).chunks())
+    trades = np.concatenate([c.trades for c in chunks])
+
+    assert len(chunks) > 10
+    assert len(trades) == 6_000
+    assert np.all(np.diff(trades["ts_event"]) >= 0)
+    assert trades["symbol"][:2].tolist() == ["NVDA", "AMD"]  # a tie keeps the order files were given
+    for symbol, original in (("NVDA", nvda), ("AMD", amd), ("MSFT", msft)):
+        assert trades["sequence"][trades["symbol"] == symbol].tolist() == original["sequence"].tolist()
+
+
+def test_source_can_be_read_again(tmp_path: Path) -> None:
+    source = DatabentoFileSource([str(write_dbn(tmp_path / "a.dbn", flow(10)))])
+
+    first = np.concatenate([c.trades for c in source.chunks()])
+    again = np.concatenate([c.trades for c in source.chunks()])
+
+    assert first.tobytes() == again.tobytes()
