@@ -36,3 +36,11 @@ def test_domain_imports_only_stdlib_numpy_and_sklearn() -> None:
 
 def test_application_depends_only_on_the_domain() -> None:
     assert outside_imports("application", ALLOWED_THIRD_PARTY | {"domain", "application"}) == {}
+
+
+def test_import_contracts_hold() -> None:
+    import subprocess
+
+    lint = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run([str(lint)], cwd=SRC.parent, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -76,7 +76,7 @@ class HighVolumeDetector:
             if threshold == threshold:  # not NaN: warmed up or calibrated
                 threshold = max(threshold, self.min_size)
                 for i in np.flatnonzero((size >= threshold) & regular[lo:hi]):
-                    found.append(self._anomaly(batch, lo + i, threshold, st.reference, calibrated))
+                    found.append(self._anomaly(batch, lo + int(i), threshold, st.reference, calibrated))
             st.hist += np.bincount(size_bins(size[regular[lo:hi]]), minlength=N_BINS)
             st.seen += int(regular[lo:hi].sum())
         return st, found

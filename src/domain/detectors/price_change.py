@@ -65,9 +65,9 @@ class PriceChangeDetector:
         for bar, lo, hi in bar_segments(batch.ts, self.bar_ns):
             if bar != st.bar:
                 if st.bar >= 0:
-                    d = decay_factor(self.half_life_bars)
-                    st.move_sum *= d
-                    st.move_n *= d
+                    keep = decay_factor(self.half_life_bars)
+                    st.move_sum *= keep
+                    st.move_n *= keep
                 st.bar = bar
                 typical = st.move_sum / st.move_n if st.move_n else float("nan")
                 warm = st.seen >= self.warmup_trades
