@@ -1,0 +1,238 @@
+"""Detection quality: detections scored against the labelled events of a synthetic day.
+
+Matching. A detection matches a labelled event when it is on the event's symbol and its ts_event lies
+in the event's window:
+- single-print events (n_trades == 1: block_trade, price_spike, unusual_trade):
+  |ts_event - ts_start| <= EXACT_NS (1 ms), i.e. the detector flagged that very print;
+- multi-print events (trade_burst, volume_surge, ramp):
+  ts_start - EXACT_NS <= ts_event <= ts_end + max(tolerance_ns, ts_end - ts_start), because a rate,
+  volume or VWAP detector needs part of the event before it can fire, and a detector reading a
+  trailing window as long as the event keeps seeing it for that long after its last print (an echo
+  of the same event, not a false alarm).
+Detections with the same id count once. Several detections on one event are one catch, never false alarms.
+
+Per injected type T, with D its expected detector:
+- TP = events of T matched by a detection of D; FN = events of T - TP;
+- FP = detections of D that match no labelled event of any type (D's false alarms);
+- precision = TP / (TP + FP); recall = TP / events; F1 = 2PR / (P + R);
+- caught_by_any = events of T matched by a detection of any detector (and that as a recall).
+Per detector D:
+- detections; matched = detections that match some event (of any type); false_alarms = the rest;
+- precision = matched / detections (the share of D's alerts that point at a labelled event);
+- expected_events = events whose expected_detector is D; caught = those matched by D;
+  recall = caught / expected_events.
+Overall:
+- false_alarms = detections of any detector that match no event;
+- normal_trades = total_trades - anomalous_trades;
+  false_alarms_per_100k_normal = 100,000 * false_alarms / normal_trades;
+- recall = events caught by their expected detector / events; macro_f1 = mean of the per-type F1.
+A ratio whose denominator is 0 is None.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from domain.model import Anomaly
+
+EXACT_NS = 1_000_000
+DEFAULT_TOLERANCE_NS = 2_000_000_000
+LABELS_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TypeScore:
+    type: str
+    expected_detector: str
+    events: int
+    tp: int
+    fn: int
+    fp: int
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    caught_by_any: int
+    caught_by_any_recall: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorScore:
+    detector: str
+    detections: int
+    matched: int
+    false_alarms: int
+    precision: float | None
+    expected_events: int
+    caught: int
+    recall: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationReport:
+    by_type: tuple[TypeScore, ...]
+    by_detector: tuple[DetectorScore, ...]
+    events: int
+    caught: int
+    caught_by_any: int
+    recall: float | None
+    caught_by_any_recall: float | None
+    macro_f1: float | None
+    detections: int
+    false_alarms: int
+    total_trades: int
+    anomalous_trades: int
+    normal_trades: int
+    false_alarms_per_100k_normal: float | None
+    tolerance_ns: int
+    missed: tuple[str, ...]  # ids of events their expected detector did not catch
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_labels(path: str | Path) -> dict[str, Any]:
+    labels: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    if labels.get("format") != LABELS_FORMAT:
+        raise ValueError(f"{path}: labels format {labels.get('format')!r}, expected {LABELS_FORMAT}")
+    return labels
+
+
+def evaluate(labels: Mapping[str, Any], anomalies: Iterable[Anomaly | Mapping[str, Any]],
+             total_trades: int | None = None, tolerance_ns: int = DEFAULT_TOLERANCE_NS) -> EvaluationReport:
+    events = list(labels["events"])
+    detections = _unique(anomalies)
+    hits: list[set[str]] = [set() for _ in events]  # detectors that caught each event
+    matched = np.zeros(len(detections), bool)
+    all_ts = np.array([d[2] for d in detections], np.int64)
+    by_symbol: dict[str, list[int]] = {}
+    for i, d in enumerate(detections):
+        by_symbol.setdefault(d[1], []).append(i)
+    rows_of = {sym: np.array(rows, np.int64) for sym, rows in by_symbol.items()}
+    for j, ev in enumerate(events):
+        rows = rows_of.get(ev["symbol"])
+        if rows is None:
+            continue
+        ts = all_ts[rows]
+        lo, hi = _window(ev, tolerance_ns)
+        inside = rows[(ts >= lo) & (ts <= hi)]
+        matched[inside] = True
+        hits[j].update(detections[i][0] for i in inside)
+    names = [d[0] for d in detections]
+    false_alarms: dict[str, int] = {}
+    for name, ok in zip(names, matched.tolist()):
+        false_alarms[name] = false_alarms.get(name, 0) + (not ok)
+    by_type = _by_type(events, hits, false_alarms)
+    by_detector = _by_detector(events, hits, names, matched, false_alarms)
+    total = int(labels["total_trades"] if total_trades is None else total_trades)
+    anomalous = int(labels.get("anomalous_trades", sum(int(e["n_trades"]) for e in events)))
+    normal = total - anomalous
+    caught = sum(ev["expected_detector"] in h for ev, h in zip(events, hits))
+    n_false = int((~matched).sum())
+    f1s = [t.f1 for t in by_type if t.f1 is not None]
+    return EvaluationReport(
+        by_type=by_type, by_detector=by_detector, events=len(events), caught=caught,
+        caught_by_any=sum(bool(h) for h in hits), recall=_ratio(caught, len(events)),
+        caught_by_any_recall=_ratio(sum(bool(h) for h in hits), len(events)),
+        macro_f1=sum(f1s) / len(f1s) if f1s else None, detections=len(detections), false_alarms=n_false,
+        total_trades=total, anomalous_trades=anomalous, normal_trades=normal,
+        false_alarms_per_100k_normal=_ratio(100_000 * n_false, normal), tolerance_ns=tolerance_ns,
+        missed=tuple(ev["id"] for ev, h in zip(events, hits) if ev["expected_detector"] not in h),
+    )
+
+
+def _unique(anomalies: Iterable[Anomaly | Mapping[str, Any]]) -> list[tuple[str, str, int]]:
+    """(detector, symbol, ts_event) per distinct detection; a detection without an id is its own."""
+    seen: set[str] = set()
+    out = []
+    for a in anomalies:
+        if isinstance(a, Anomaly):
+            key, row = a.id, (a.detector, a.symbol, int(a.ts_event))
+        else:
+            key, row = str(a.get("id", "")), (str(a["detector"]), str(a["symbol"]), int(a["ts_event"]))
+        if key:
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(row)
+    return out
+
+
+def _window(event: Mapping[str, Any], tolerance_ns: int) -> tuple[int, int]:
+    start, end = int(event["ts_start"]), int(event["ts_end"])
+    if int(event["n_trades"]) == 1:
+        return start - EXACT_NS, start + EXACT_NS
+    return start - EXACT_NS, end + max(tolerance_ns, end - start)
+
+
+def _by_type(events: list[Mapping[str, Any]], hits: list[set[str]],
+             false_alarms: dict[str, int]) -> tuple[TypeScore, ...]:
+    out = []
+    for kind in sorted({e["type"] for e in events}):
+        mine = [(e, h) for e, h in zip(events, hits) if e["type"] == kind]
+        detectors = sorted({e["expected_detector"] for e, _ in mine})
+        tp = sum(e["expected_detector"] in h for e, h in mine)
+        fp = sum(false_alarms.get(d, 0) for d in detectors)
+        any_ = sum(bool(h) for _, h in mine)
+        precision, recall = _ratio(tp, tp + fp), _ratio(tp, len(mine))
+        out.append(TypeScore(kind, "+".join(detectors), len(mine), tp, len(mine) - tp, fp, precision, recall,
+                             _f1(precision, recall), any_, _ratio(any_, len(mine))))
+    return tuple(out)
+
+
+def _by_detector(events: list[Mapping[str, Any]], hits: list[set[str]], names: list[str], matched: np.ndarray,
+                 false_alarms: dict[str, int]) -> tuple[DetectorScore, ...]:
+    out = []
+    for name in sorted(set(names) | {e["expected_detector"] for e in events}):
+        n = names.count(name)
+        expected = [h for e, h in zip(events, hits) if e["expected_detector"] == name]
+        caught = sum(name in h for h in expected)
+        fa = false_alarms.get(name, 0)
+        out.append(DetectorScore(name, n, n - fa, fa, _ratio(n - fa, n), len(expected), caught,
+                                 _ratio(caught, len(expected))))
+    return tuple(out)
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def _f1(precision: float | None, recall: float | None) -> float | None:
+    if precision is None or recall is None:
+        return None if recall is None else 0.0
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def render_text(report: EvaluationReport) -> str:
+    """A plain-text summary: per type, per detector, then the overall numbers."""
+    lines = [f"{'type':<15}{'expected detector':<19}{'events':>7}{'TP':>6}{'FN':>6}{'FP':>6}"
+             f"{'precision':>11}{'recall':>8}{'F1':>7}{'any':>7}"]
+    for t in report.by_type:
+        lines.append(f"{t.type:<15}{t.expected_detector:<19}{t.events:>7}{t.tp:>6}{t.fn:>6}{t.fp:>6}"
+                     f"{_fmt(t.precision):>11}{_fmt(t.recall):>8}{_fmt(t.f1):>7}{_fmt(t.caught_by_any_recall):>7}")
+    lines += ["", f"{'detector':<19}{'detections':>11}{'matched':>9}{'false alarms':>14}{'precision':>11}"
+                  f"{'expected':>10}{'caught':>8}{'recall':>8}"]
+    for d in report.by_detector:
+        lines.append(f"{d.detector:<19}{d.detections:>11,}{d.matched:>9,}{d.false_alarms:>14,}{_fmt(d.precision):>11}"
+                     f"{d.expected_events:>10}{d.caught:>8}{_fmt(d.recall):>8}")
+    lines += [
+        "",
+        f"events {report.events}: caught by the expected detector {report.caught} (recall {_fmt(report.recall)}), "
+        f"by any detector {report.caught_by_any} ({_fmt(report.caught_by_any_recall)}); "
+        f"macro F1 {_fmt(report.macro_f1)}",
+        f"detections {report.detections:,}; false alarms {report.false_alarms:,} over {report.normal_trades:,} "
+        f"normal trades = {_fmt(report.false_alarms_per_100k_normal, 2)} per 100k",
+    ]
+    if report.missed:
+        shown = ", ".join(report.missed[:20]) + (" ..." if len(report.missed) > 20 else "")
+        lines.append(f"missed: {shown}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

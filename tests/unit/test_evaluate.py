@@ -1,0 +1,146 @@
+"""Scoring detections against labels: matches, misses, false alarms and the rates built on them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from application.evaluate import evaluate, load_labels, render_text
+from domain.model import Anomaly, anomaly_id
+
+T0 = 1_741_100_400_000_000_000
+MS = 1_000_000
+S = 1_000_000_000
+
+
+def event(id: str = "ev000001", type: str = "block_trade", symbol: str = "ACME", ts_start: int = T0,
+          ts_end: int | None = None, n_trades: int = 1, expected_detector: str = "high_volume") -> dict:
+    return {"id": id, "type": type, "symbol": symbol, "ts_start": ts_start,
+            "ts_end": ts_start if ts_end is None else ts_end, "n_trades": n_trades,
+            "expected_detector": expected_detector}
+
+
+def burst(**kw: object) -> dict:
+    return event(**{"type": "trade_burst", "ts_end": T0 + S // 2, "n_trades": 300,
+                    "expected_detector": "trade_burst", **kw})  # type: ignore[arg-type]
+
+
+def surge(**kw: object) -> dict:
+    return event(**{"type": "volume_surge", "ts_end": T0 + 60 * S, "n_trades": 150,
+                    "expected_detector": "volume_surge", **kw})  # type: ignore[arg-type]
+
+
+def labels(*events: dict, total_trades: int = 100_100, anomalous_trades: int | None = None) -> dict:
+    anomalous = sum(e["n_trades"] for e in events) if anomalous_trades is None else anomalous_trades
+    return {"format": 1, "seed": 7, "symbols": ["ACME", "OTHR"], "total_trades": total_trades,
+            "anomalous_trades": anomalous, "events": list(events)}
+
+
+def detection(detector: str = "high_volume", ts: int = T0, symbol: str = "ACME", sequence: int = 1) -> Anomaly:
+    return Anomaly(id=anomaly_id(detector, symbol, 2, 7, ts, sequence), detector=detector, symbol=symbol,
+                   ts_event=ts, price=100.0, size=100, score=2.0, severity="medium", reason="test",
+                   publisher_id=2, instrument_id=7, sequence=sequence)
+
+
+def type_score(report, kind: str):
+    return next(t for t in report.by_type if t.type == kind)
+
+
+def detector_score(report, name: str):
+    return next(d for d in report.by_detector if d.detector == name)
+
+
+CASES = [
+    # (label events, detections, expected (tp, fn, fp) for the first event's type)
+    pytest.param([event()], [detection()], (1, 0, 0), id="exact-hit"),
+    pytest.param([event()], [detection(ts=T0 + MS // 2)], (1, 0, 0), id="single-print-within-1ms"),
+    pytest.param([event()], [detection(ts=T0 + 5 * MS)], (0, 1, 1), id="single-print-5ms-late-misses"),
+    pytest.param([event()], [], (0, 1, 0), id="miss"),
+    pytest.param([event()], [detection(), detection(symbol="OTHR")], (1, 0, 1), id="false-alarm-on-another-symbol"),
+    pytest.param([burst()], [detection("trade_burst", T0 + S // 4)], (1, 0, 0), id="burst-partway-in"),
+    pytest.param([burst()], [detection("trade_burst", T0 + S // 2 + 3 * S // 2)], (1, 0, 0),
+                 id="burst-within-tolerance-after-end"),
+    pytest.param([burst()], [detection("trade_burst", T0 + S // 2 + 3 * S)], (0, 1, 1), id="burst-past-tolerance"),
+    pytest.param([burst()], [detection("trade_burst", T0 - 10 * MS)], (0, 1, 1), id="burst-before-start"),
+    pytest.param([surge()], [detection("volume_surge", T0 + 100 * S)], (1, 0, 0),
+                 id="surge-echo-within-its-own-length-after-end"),
+    pytest.param([surge()], [detection("volume_surge", T0 + 125 * S)], (0, 1, 1), id="surge-past-its-echo"),
+    pytest.param([burst()], [detection("trade_burst", T0 + i * MS, sequence=i) for i in range(5)], (1, 0, 0),
+                 id="several-detections-on-one-event-count-once"),
+    pytest.param([event()], [detection(), detection()], (1, 0, 0), id="duplicate-ids-count-once"),
+]
+
+
+@pytest.mark.parametrize(("events", "detections", "expected"), CASES)
+def test_counts_true_positives_misses_and_false_alarms(events, detections, expected) -> None:
+    report = evaluate(labels(*events), detections)
+    score = type_score(report, events[0]["type"])
+    assert (score.tp, score.fn, score.fp) == expected
+    assert report.false_alarms == expected[2]
+
+
+def test_several_detections_on_one_event_are_matched_not_false_alarms() -> None:
+    report = evaluate(labels(burst()), [detection("trade_burst", T0 + i * MS, sequence=i) for i in range(5)])
+    burst_detector = detector_score(report, "trade_burst")
+    assert (burst_detector.detections, burst_detector.matched, burst_detector.false_alarms) == (5, 5, 0)
+    assert burst_detector.precision == 1.0 and burst_detector.recall == 1.0
+
+
+def test_an_event_caught_only_by_another_detector_is_caught_by_any_but_not_a_true_positive() -> None:
+    report = evaluate(labels(event()), [detection("volume_surge")])
+    block = type_score(report, "block_trade")
+    assert (block.tp, block.fn, block.caught_by_any) == (0, 1, 1)
+    surge = detector_score(report, "volume_surge")
+    assert (surge.matched, surge.false_alarms, surge.expected_events, surge.recall) == (1, 0, 0, None)
+    assert report.false_alarms == 0 and report.missed == ("ev000001",)
+
+
+def test_precision_recall_and_f1_per_type() -> None:
+    events = [event(f"ev{i:06d}", ts_start=T0 + i * 60 * S) for i in range(4)]
+    found = [detection(ts=T0 + i * 60 * S, sequence=i) for i in range(3)] + [detection(ts=T0 + 30 * S, sequence=9)]
+    score = type_score(evaluate(labels(*events), found), "block_trade")
+    assert (score.tp, score.fn, score.fp) == (3, 1, 1)
+    assert score.precision == pytest.approx(0.75) and score.recall == pytest.approx(0.75)
+    assert score.f1 == pytest.approx(0.75)
+
+
+def test_false_alarms_per_100k_normal_trades() -> None:
+    report = evaluate(labels(event(), total_trades=100_001),
+                      [detection("price_change", T0 + i * S, sequence=i) for i in range(1, 4)])
+    assert report.normal_trades == 100_000
+    assert report.false_alarms == 3
+    assert report.false_alarms_per_100k_normal == pytest.approx(3.0)
+
+
+def test_total_trades_argument_overrides_the_labels() -> None:
+    report = evaluate(labels(event()), [], total_trades=200_001)
+    assert report.normal_trades == 200_000
+
+
+def test_undefined_ratios_are_none_and_a_missed_type_scores_zero_f1() -> None:
+    score = type_score(evaluate(labels(event()), []), "block_trade")
+    assert score.precision is None and score.recall == 0.0 and score.f1 == 0.0
+
+
+def test_accepts_anomaly_dicts_as_read_back_from_a_sink() -> None:
+    report = evaluate(labels(event()), [detection().to_dict()])
+    assert type_score(report, "block_trade").tp == 1
+
+
+def test_report_serialises_and_renders() -> None:
+    report = evaluate(labels(event(), burst(id="ev000002", symbol="OTHR")),
+                      [detection(), detection("price_change", T0 + 9 * S)])
+    assert json.loads(json.dumps(report.to_dict()))["false_alarms"] == 1
+    text = render_text(report)
+    assert "block_trade" in text and "trade_burst" in text and "per 100k" in text
+    assert "missed: ev000002" in text
+
+
+def test_load_labels_checks_the_format(tmp_path) -> None:
+    good, bad = tmp_path / "good.labels.json", tmp_path / "bad.labels.json"
+    good.write_text(json.dumps(labels(event())))
+    bad.write_text(json.dumps({**labels(event()), "format": 2}))
+    assert load_labels(good)["events"][0]["id"] == "ev000001"
+    with pytest.raises(ValueError, match="format"):
+        load_labels(bad)
