@@ -84,8 +84,8 @@ def apply_overrides(rng: np.random.Generator, tape: SymbolTape, profile: SymbolP
             tape.cents[mine] = _off(current, spike * rng.uniform(1.0, 1.25), rng, at_least=True)
             plan.params["move"] = float(np.log(tape.cents[mine[0]] / current))
         elif plan.kind == "unusual_trade":
-            tape.size[mine] = max(1, int(round(rng.uniform(0.6, 1.0) * p999)))
-            move = min(rng.uniform(8, 12) * typical, 0.95 * spike / 3)
+            tape.size[mine] = max(1, int(round(rng.uniform(2.0, 4.0) * p999)))
+            move = min(rng.uniform(12, 16) * typical, 0.95 * spike / 3)
             tape.cents[mine] = _off(current, move, rng, at_least=False, cap=spike / 3)
             plan.params.update(size_x_p999=float(tape.size[mine[0]] / p999),
                                move=float(np.log(tape.cents[mine[0]] / current)))

@@ -1,0 +1,1 @@
+"""Local Kafka, Elasticsearch and Prometheus for development and tests (scripts/services.sh)."""

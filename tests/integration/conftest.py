@@ -1,0 +1,202 @@
+"""Fixtures for integration tests against the Kafka, Elasticsearch and Prometheus of services.sh.
+
+Services are checked once per run. When one is unreachable the fixture starts it with
+`scripts/services.sh up <service>` if STOCKANOMALY_START_SERVICES=1 (and stops it again at the
+end of the run unless STOCKANOMALY_KEEP_SERVICES=1); otherwise its tests are skipped, or fail
+when CI=true so that a broken CI setup can never pass by skipping.
+Every test gets its own topics, indices and scrape targets (uuid suffix), removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES_SH = REPO / "scripts" / "services.sh"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+# -- service discovery and start -------------------------------------------------------------
+def _defaults() -> dict[str, str]:
+    """Endpoints as services.sh computes them; explicit environment variables win."""
+    out = subprocess.run(["bash", str(SERVICES_SH), "env"], capture_output=True, text=True,
+                         check=True).stdout
+    found = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
+    return {k: os.environ.get(k) or shlex.split(v)[0] for k, v in found.items()}
+
+
+ENDPOINTS = _defaults()
+
+
+def _kafka_up() -> bool:
+    host, port = ENDPOINTS["KAFKA_BOOTSTRAP_SERVERS"].split(",")[0].rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+PROBES: dict[str, tuple[Callable[[], bool], str]] = {
+    "kafka": (_kafka_up, ENDPOINTS["KAFKA_BOOTSTRAP_SERVERS"]),
+    "elasticsearch": (lambda: _http_ok(f"{ENDPOINTS['ELASTICSEARCH_URL']}/_cluster/health"),
+                      ENDPOINTS["ELASTICSEARCH_URL"]),
+    "prometheus": (lambda: _http_ok(f"{ENDPOINTS['PROMETHEUS_URL']}/-/ready"),
+                   ENDPOINTS["PROMETHEUS_URL"]),
+}
+
+
+def _require(service: str, request: pytest.FixtureRequest) -> None:
+    probe, where = PROBES[service]
+    if probe():
+        return
+    detail = ""
+    if os.environ.get("STOCKANOMALY_START_SERVICES") == "1":
+        started = subprocess.run(["bash", str(SERVICES_SH), "up", service], capture_output=True,
+                                 text=True)
+        if started.returncode == 0 and probe():
+            if os.environ.get("STOCKANOMALY_KEEP_SERVICES") != "1":
+                request.session.config.add_cleanup(
+                    lambda: subprocess.run(["bash", str(SERVICES_SH), "down", service],
+                                           capture_output=True))
+            return
+        detail = f"\nscripts/services.sh up {service} said:\n{started.stderr[-3000:]}"
+    message = (f"{service} is not reachable at {where}: start it with "
+               f"`scripts/services.sh up {service}` or set STOCKANOMALY_START_SERVICES=1{detail}")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
+    _require("kafka", request)
+    return ENDPOINTS["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+@pytest.fixture(scope="session")
+def es_url(request: pytest.FixtureRequest) -> str:
+    _require("elasticsearch", request)
+    return ENDPOINTS["ELASTICSEARCH_URL"]
+
+
+@pytest.fixture(scope="session")
+def prometheus_url(request: pytest.FixtureRequest) -> str:
+    _require("prometheus", request)
+    return ENDPOINTS["PROMETHEUS_URL"]
+
+
+# -- per-test resources ----------------------------------------------------------------------
+@pytest.fixture
+def suffix() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest_asyncio.fixture
+async def kafka_admin(kafka_bootstrap: str):  # type: ignore[no-untyped-def]
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    yield admin
+    await admin.close()
+
+
+@pytest_asyncio.fixture
+async def new_topic(kafka_admin, suffix: str) -> AsyncIterator[Callable]:  # type: ignore[no-untyped-def]
+    """Factory: `await new_topic("trades", partitions=3, config={...})` -> unique topic name."""
+    from aiokafka.admin import NewTopic
+
+    from integration_support import eventually_async
+
+    created: list[str] = []
+
+    async def create(name: str, *, partitions: int = 1,
+                     config: dict[str, str] | None = None) -> str:
+        topic = f"it-{name}-{suffix}"
+        await kafka_admin.create_topics([NewTopic(topic, partitions, 1,
+                                                  topic_configs=config or {})])
+        created.append(topic)
+
+        async def listed() -> bool:
+            return topic in await kafka_admin.list_topics()
+
+        await eventually_async(listed, timeout=30, what=f"topic {topic} in metadata")
+        return topic
+
+    yield create
+    existing = set(await kafka_admin.list_topics())
+    # Faust and the tests may add internal topics (changelogs) carrying the suffix too.
+    doomed = sorted({t for t in existing if suffix in t} | (set(created) & existing))
+    if doomed:
+        await kafka_admin.delete_topics(doomed)
+
+
+@pytest.fixture(scope="session")
+def es(es_url: str):  # type: ignore[no-untyped-def]
+    from elasticsearch import Elasticsearch
+
+    client = Elasticsearch(es_url, request_timeout=30)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def es_prefix(es, suffix: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A unique name prefix for indices and index templates; all of them deleted afterwards."""
+    prefix = f"it-{suffix}"
+    yield prefix
+    es.indices.delete(index=f"{prefix}*", ignore_unavailable=True, allow_no_indices=True,
+                      expand_wildcards="all")
+    from elasticsearch import NotFoundError
+
+    try:
+        templates = es.indices.get_index_template(name=f"{prefix}*")["index_templates"]
+    except NotFoundError:
+        templates = []
+    for template in templates:
+        es.indices.delete_index_template(name=template["name"])
+
+
+@pytest.fixture
+def prometheus_target(prometheus_url: str, suffix: str) -> Iterator[Callable]:
+    """Factory registering scrape targets through the `stockanomaly` job's file_sd directory."""
+    targets_dir = Path(ENDPOINTS["STOCKANOMALY_PROMETHEUS_TARGETS_DIR"])
+    written: list[Path] = []
+
+    def register(targets: list[str], labels: dict[str, str] | None = None) -> Path:
+        path = targets_dir / f"it-{suffix}-{len(written)}.json"
+        tmp = path.with_suffix(".tmp")  # not matched by *.json: Prometheus never reads half
+        tmp.write_text(json.dumps([{"targets": targets, "labels": labels or {}}]))
+        tmp.replace(path)
+        written.append(path)
+        return path
+
+    yield register
+    for path in written:
+        path.unlink(missing_ok=True)
