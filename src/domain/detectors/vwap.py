@@ -35,7 +35,7 @@ class VwapDeviationDetector:
 
     name = "vwap_deviation"
 
-    def __init__(self, k: float = 10.0, min_dev: float = 0.02, half_life_bars: float = 5.0,
+    def __init__(self, k: float = 12.0, min_dev: float = 0.02, half_life_bars: float = 2.0,
                  norm_half_life_bars: float = 60.0, warmup_bars: int = 15,
                  cooldown_ns: int = 300_000_000_000, bar_ns: int = 60_000_000_000) -> None:
         self.k = k
