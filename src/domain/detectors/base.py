@@ -24,7 +24,8 @@ def decay_factor(half_life_bars: float, bars: int = 1) -> float:
 
 
 def pct(x: float) -> str:
-    return f"{x * 100:.2f}%"
+    """Percent with enough digits to show a tick-sized move (0.0042%) as well as a jump (4.10%)."""
+    return f"{x * 100:.2f}%" if abs(x) >= 1e-3 else f"{x * 100:.4f}%"
 
 
 def qty(x: float) -> str:
