@@ -1,0 +1,38 @@
+"""Streaming settings from the environment, with local defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class StreamingSettings:
+    app_id: str = "stockanomaly"
+    bootstrap: str = "127.0.0.1:9092"
+    trades_topic: str = "trades"
+    anomalies_topic: str = "anomalies"
+    dlq_topic: str = "trades.dlq"
+    partitions: int = 4
+    store: str = "rocksdb://"
+    data_dir: str = "stockanomaly-data"  # RocksDB files, relative to the working directory
+    elasticsearch_url: str = ""
+    elasticsearch_index: str = "stockanomaly-anomalies"
+    web_port: int = 6066
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> StreamingSettings:
+        e = os.environ if env is None else env
+        return cls(
+            app_id=e.get("STOCKANOMALY_APP_ID", cls.app_id),
+            bootstrap=e.get("KAFKA_BOOTSTRAP_SERVERS", cls.bootstrap),
+            trades_topic=e.get("STOCKANOMALY_TRADES_TOPIC", cls.trades_topic),
+            anomalies_topic=e.get("STOCKANOMALY_ANOMALIES_TOPIC", cls.anomalies_topic),
+            dlq_topic=e.get("STOCKANOMALY_DLQ_TOPIC", cls.dlq_topic),
+            partitions=int(e.get("STOCKANOMALY_PARTITIONS", cls.partitions)),
+            store=e.get("STOCKANOMALY_STORE", cls.store),
+            data_dir=e.get("STOCKANOMALY_DATA_DIR", cls.data_dir),
+            elasticsearch_url=e.get("ELASTICSEARCH_URL", cls.elasticsearch_url),
+            elasticsearch_index=e.get("STOCKANOMALY_ES_INDEX", cls.elasticsearch_index),
+            web_port=int(e.get("STOCKANOMALY_WORKER_WEB_PORT", cls.web_port)),
+        )
