@@ -55,3 +55,28 @@ class Metrics(Protocol):
     def batch_processed(self, size: int, seconds: float) -> None: ...
 
     def model_refitted(self, detector: str) -> None: ...
+
+
+class AnomalyQuery(Protocol):
+    """Finds stored anomalies. Filters combine with AND; an empty sequence means any. The time
+    range is [since_ns, until_ns) in event-time ns; order is "time" (newest first) or "score"."""
+
+    def search(self, *, symbols: Sequence[str] = (), detectors: Sequence[str] = (),
+               since_ns: int | None = None, until_ns: int | None = None, min_score: float | None = None,
+               limit: int = 50, order: str = "time") -> list[Anomaly]: ...
+
+
+class TradePublisher(Protocol):
+    """Publishes trades to the trade log (Kafka), one symbol's event-time-ordered batch at a time.
+
+    `publish` may return before the batch is acknowledged; `flush` returns once everything
+    published so far is acknowledged, and raises if any of it was not.
+    """
+
+    async def publish(self, symbol: str, trades: np.ndarray) -> int:
+        """Queue one batch of `symbol`'s trades as one message; returns its size in bytes."""
+        ...
+
+    async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None: ...
+
+    async def flush(self) -> None: ...

@@ -1,0 +1,95 @@
+"""File-to-Kafka ingest throughput: both real NVDA days into a fresh topic on the local broker.
+
+Prints one JSON line. A run is timed from the first read of the files to the producer's last
+acknowledgement (topic creation and producer start-up excluded); the best of --repeat runs is
+reported, each into its own fresh topic. For context it also times publishing the already-decoded
+trades (the Kafka side alone) and decoding the messages back (the consumer side of the codec).
+Usage: python benchmarks/ingest_throughput.py [PATH ...] [--repeat R] [--batch-trades N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+from aiokafka.admin import AIOKafkaAdminClient
+
+from adapters.databento import DatabentoFileSource
+from adapters.kafka.codec import decode, encode_batch
+from adapters.kafka.producer import KafkaTradePublisher
+from application.ingest import IngestSummary, IngestTrades, symbol_batches
+from domain.ports import SourceChunk
+
+DEFAULT = Path(__file__).resolve().parents[1].parent / "shared/data/nasdaq"
+
+
+async def run_once(args: argparse.Namespace, source: object) -> IngestSummary:
+    topic = f"bench-ingest-{uuid.uuid4().hex[:10]}"
+    try:
+        async with KafkaTradePublisher(args.bootstrap, topic, f"{topic}.dlq", partitions=args.partitions,
+                                       compression=args.compression) as publisher:
+            return await IngestTrades(publisher, batch_trades=args.batch_trades)(source)  # type: ignore[arg-type]
+    finally:
+        admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic, f"{topic}.dlq"])
+        finally:
+            await admin.close()
+
+
+async def benchmark(args: argparse.Namespace) -> dict[str, object]:
+    runs = [await run_once(args, DatabentoFileSource(args.paths)) for _ in range(args.repeat)]
+    best = min(runs, key=lambda r: r.seconds)
+
+    chunks = list(DatabentoFileSource(args.paths).chunks())
+
+    async def in_memory() -> AsyncIterator[SourceChunk]:
+        for chunk in chunks:
+            yield chunk
+
+    publish_only = min([await run_once(args, in_memory()) for _ in range(args.repeat)], key=lambda r: r.seconds)
+
+    trades = np.concatenate([c.trades for c in chunks])
+    messages = [encode_batch(s, b) for s, b in symbol_batches(trades, args.batch_trades)]
+    started = time.perf_counter()
+    decoded = sum(len(decode(key, value, "bench")[0]) for key, value in messages)
+    decode_seconds = time.perf_counter() - started
+    return {
+        "benchmark": "ingest_throughput",
+        "files": [Path(p).name for p in DatabentoFileSource(args.paths).files],
+        "trades": best.trades,
+        "messages": best.messages,
+        "bytes": best.bytes,
+        "seconds": round(best.seconds, 4),
+        "trades_per_second": round(best.trades_per_second),
+        "runs_seconds": [round(r.seconds, 4) for r in runs],
+        "batch_trades": args.batch_trades,
+        "partitions": args.partitions,
+        "compression": args.compression,
+        "publish_only_trades_per_second": round(publish_only.trades_per_second),
+        "codec_decode_trades_per_second": round(decoded / decode_seconds),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="*", default=[str(DEFAULT)])
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    parser.add_argument("--batch-trades", type=int, default=2_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--compression", default="none")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the best is reported")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(benchmark(args))))
+
+
+if __name__ == "__main__":
+    main()

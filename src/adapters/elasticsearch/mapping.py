@@ -1,0 +1,135 @@
+"""The anomaly document: index template, daily index names, and the document <-> Anomaly mapping."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from domain.model import Anomaly
+
+DEFAULT_INDEX_PREFIX = "stockanomaly-anomalies"
+TEMPLATE_VERSION = 1
+NS = 1_000_000_000
+
+# Explicit mappings, so a document can never widen the schema. Notes on the choices:
+# - ts_event is date_nanos (fed as an ISO string with 9 fractional digits); ts_event_ns keeps
+#   the exact integer for round trips back to the domain.
+# - instrument_id is Databento's u32: `integer` (i32) would overflow above 2**31-1, so `long`.
+# - details are detector-specific numbers; `flattened` indexes any keys as one field, so new
+#   detectors never cause a mapping explosion (values are searchable as keywords, and the
+#   original floats stay in _source).
+ANOMALY_MAPPINGS: dict[str, Any] = {
+    # Unknown fields stay in _source but are not indexed: a newer writer never breaks an open index.
+    "dynamic": False,
+    "properties": {
+        "id": {"type": "keyword"},
+        "detector": {"type": "keyword"},
+        "symbol": {"type": "keyword"},
+        "ts_event": {"type": "date_nanos"},
+        "ts_event_ns": {"type": "long"},
+        "price": {"type": "double"},
+        "size": {"type": "long"},
+        "score": {"type": "double"},
+        "severity": {"type": "keyword"},
+        "reason": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}},
+        "publisher_id": {"type": "integer"},
+        "instrument_id": {"type": "long"},
+        "sequence": {"type": "long"},
+        "details": {"type": "flattened"},
+        "ingested_at": {"type": "date"},
+    },
+}
+
+_PREFIX = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
+
+
+def check_prefix(prefix: str) -> str:
+    """Index names must be lowercase and may not start with -, _ or +."""
+    if not _PREFIX.match(prefix):
+        raise ValueError(f"invalid Elasticsearch index prefix {prefix!r}: use lowercase letters, digits, - _ . +")
+    return prefix
+
+
+def index_pattern(prefix: str) -> str:
+    return f"{prefix}-*"
+
+
+def index_template(prefix: str, *, shards: int = 1, replicas: int = 1,
+                   refresh_interval: str = "1s") -> dict[str, Any]:
+    """The body of `PUT _index_template/<prefix>` (keyword arguments of put_index_template)."""
+    return {
+        "index_patterns": [index_pattern(prefix)],
+        # Above the built-in templates (100) so ours wins for our own pattern.
+        "priority": 200,
+        "version": TEMPLATE_VERSION,
+        "meta": {"managed_by": "stockanomaly", "description": "anomalies, one index per UTC event day"},
+        "template": {
+            "settings": {
+                "number_of_shards": shards,
+                "number_of_replicas": replicas,
+                "refresh_interval": refresh_interval,
+            },
+            "mappings": ANOMALY_MAPPINGS,
+        },
+    }
+
+
+def index_for(prefix: str, ts_event_ns: int) -> str:
+    """`<prefix>-YYYY.MM.DD` of the anomaly's event date in UTC."""
+    day = datetime.fromtimestamp(ts_event_ns // NS, tz=timezone.utc)
+    return f"{prefix}-{day:%Y.%m.%d}"
+
+
+def iso_ns(ts_ns: int) -> str:
+    """Nanosecond ISO-8601 in UTC, the exact form date_nanos stores: 2025-05-05T13:30:03.063638070Z."""
+    seconds, fraction = divmod(ts_ns, NS)
+    return f"{datetime.fromtimestamp(seconds, tz=timezone.utc):%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
+
+
+def to_document(anomaly: Anomaly, ingested_at: datetime) -> dict[str, Any]:
+    return {
+        "id": anomaly.id,
+        "detector": anomaly.detector,
+        "symbol": anomaly.symbol,
+        "ts_event": iso_ns(anomaly.ts_event),
+        "ts_event_ns": anomaly.ts_event,
+        "price": anomaly.price,
+        "size": anomaly.size,
+        "score": anomaly.score,
+        "severity": anomaly.severity,
+        "reason": anomaly.reason,
+        "publisher_id": anomaly.publisher_id,
+        "instrument_id": anomaly.instrument_id,
+        "sequence": anomaly.sequence,
+        "details": dict(anomaly.details),
+        "ingested_at": ingested_at.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
+    }
+
+
+def index_action(prefix: str, anomaly: Anomaly, ingested_at: datetime) -> dict[str, Any]:
+    """A bulk `index` action: the anomaly's deterministic id as _id, so a rewrite overwrites."""
+    return {
+        "_op_type": "index",
+        "_index": index_for(prefix, anomaly.ts_event),
+        "_id": anomaly.id,
+        "_source": to_document(anomaly, ingested_at),
+    }
+
+
+def from_document(source: dict[str, Any]) -> Anomaly:
+    return Anomaly(
+        id=source["id"],
+        detector=source["detector"],
+        symbol=source["symbol"],
+        ts_event=int(source["ts_event_ns"]),
+        price=float(source["price"]),
+        size=int(source["size"]),
+        score=float(source["score"]),
+        severity=source["severity"],
+        reason=source["reason"],
+        publisher_id=int(source.get("publisher_id", 0)),
+        instrument_id=int(source.get("instrument_id", 0)),
+        sequence=int(source.get("sequence", 0)),
+        details={k: float(v) for k, v in (source.get("details") or {}).items()},
+    )

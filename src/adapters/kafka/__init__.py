@@ -1,0 +1,1 @@
+"""Kafka adapters: the trades wire format and the producer that publishes trade batches."""

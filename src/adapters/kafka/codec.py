@@ -1,0 +1,88 @@
+"""The `trades` topic wire format: per-symbol micro-batches of packed trades (and JSON from others)."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from adapters.kafka.json_trades import decode_json
+from adapters.kafka.keys import BAD_ENCODING, symbol_of
+from domain.model import TRADE_DTYPE, DeadLetter
+
+# One message is one symbol's trades in event-time order: key = symbol (utf-8); value = b"STB1",
+# uint32 count, then `count` packed little-endian WIRE_DTYPE rows (TRADE_DTYPE minus the symbol,
+# which the key carries; 48 bytes instead of 144). docs/wire-format.md has the why.
+MAGIC = b"STB1"
+HEADER = struct.Struct("<4sI")
+WIRE_DTYPE = np.dtype(
+    [
+        ("ts_event", "<i8"),
+        ("ts_recv", "<i8"),
+        ("price", "<f8"),
+        ("size", "<i8"),
+        ("publisher_id", "<u2"),
+        ("instrument_id", "<u4"),
+        ("sequence", "<u8"),
+        ("side", "S1"),
+        ("flags", "u1"),
+    ],
+    align=False,
+)
+WIRE_FIELDS: tuple[str, ...] = tuple(WIRE_DTYPE.names or ())
+
+
+def encode_batch(symbol: str, trades: np.ndarray) -> tuple[bytes, bytes]:
+    """(key, value) of one message holding `trades`, which must all be `symbol`'s."""
+    packed = np.empty(len(trades), WIRE_DTYPE)
+    for name in WIRE_FIELDS:
+        packed[name] = trades[name]
+    return symbol.encode(), HEADER.pack(MAGIC, len(trades)) + packed.tobytes()
+
+
+def wire_view(value: bytes) -> np.ndarray:
+    """The packed rows of a well-formed binary message, without copying (read-only)."""
+    return np.frombuffer(value, WIRE_DTYPE, offset=HEADER.size)
+
+
+def decode(key: bytes | None, value: bytes | None, origin: str) -> tuple[np.ndarray, list[DeadLetter]]:
+    """Trades (TRADE_DTYPE) of one message, and dead letters for whatever could not be decoded.
+
+    Never raises on bad input: an unreadable message becomes one dead letter carrying its raw value.
+    """
+    raw = b"" if value is None else bytes(value)
+    if raw[:4] == MAGIC:
+        return _decode_binary(key, raw, origin)
+    if raw.lstrip()[:1] in (b"{", b"["):
+        return decode_json(key, raw, origin)
+    what = "empty value" if not raw else f"value starts with {raw[:8]!r}, expected {MAGIC!r} or JSON"
+    return _nothing(DeadLetter(BAD_ENCODING, what, origin, raw))
+
+
+def _decode_binary(key: bytes | None, raw: bytes, origin: str) -> tuple[np.ndarray, list[DeadLetter]]:
+    if len(raw) < HEADER.size:
+        return _nothing(DeadLetter(BAD_ENCODING, f"truncated header: {len(raw)} bytes", origin, raw))
+    _, count = HEADER.unpack_from(raw)
+    body = len(raw) - HEADER.size
+    if body % WIRE_DTYPE.itemsize:
+        detail = f"truncated: {body} bytes of trades is not a multiple of {WIRE_DTYPE.itemsize}"
+        return _nothing(DeadLetter(BAD_ENCODING, detail, origin, raw))
+    if body // WIRE_DTYPE.itemsize != count:
+        detail = f"count mismatch: header says {count} trades, body holds {body // WIRE_DTYPE.itemsize}"
+        return _nothing(DeadLetter(BAD_ENCODING, detail, origin, raw))
+    symbol, problem = symbol_of(key)
+    if problem is not None:
+        reason, detail = problem
+        return _nothing(DeadLetter(reason, detail, origin, raw))
+    rows = wire_view(raw)
+    trades = np.empty(count, TRADE_DTYPE)
+    # Field by field: measured twice as fast as one assignment through a structured view.
+    for name in WIRE_FIELDS:
+        trades[name] = rows[name]
+    trades["symbol"] = symbol
+    return trades, []
+
+
+def _nothing(letter: DeadLetter) -> tuple[np.ndarray, list[DeadLetter]]:
+    return np.empty(0, TRADE_DTYPE), [letter]
+

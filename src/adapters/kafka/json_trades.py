@@ -1,0 +1,114 @@
+"""JSON trades on the trades topic: one object or a list, for producers other than `ingest`."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+from adapters.kafka.keys import BAD_FIELD, BAD_JSON, MISSING_FIELD, check_symbol, symbol_of
+from domain.model import TRADE_DTYPE, DeadLetter
+
+REQUIRED = ("ts_event", "price", "size")
+# (field, smallest, largest) of the optional integer fields, by their TRADE_DTYPE type.
+_INTEGERS = (("publisher_id", 0, 2**16 - 1), ("instrument_id", 0, 2**32 - 1), ("sequence", 0, 2**64 - 1),
+             ("flags", 0, 255))
+_INT64 = (-(2**63), 2**63 - 1)
+_ISO = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d{1,9})?)?)\s*(Z|[+-]\d\d:?\d\d)?", re.I)
+_NS_PER_MINUTE = 60_000_000_000
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def decode_json(key: bytes | None, raw: bytes, origin: str) -> tuple[np.ndarray, list[DeadLetter]]:
+    """Trades of a JSON value; a bad element of a list costs only itself (its own JSON as raw)."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return np.empty(0, TRADE_DTYPE), [DeadLetter(BAD_JSON, f"not JSON: {exc}", origin, raw)]
+    single = not isinstance(doc, list)
+    items = [doc] if single else doc
+    key_symbol, _ = symbol_of(key)
+    rows: list[tuple[Any, ...]] = []
+    letters: list[DeadLetter] = []
+    for i, item in enumerate(items):
+        try:
+            rows.append(_row(item, key_symbol))
+        except _Rejected as exc:
+            where, item_raw = (origin, raw) if single else (f"{origin}#{i}", _dumps(item))
+            letters.append(DeadLetter(exc.reason, exc.detail, where, item_raw))
+    return (np.array(rows, TRADE_DTYPE) if rows else np.empty(0, TRADE_DTYPE)), letters
+
+
+def _row(item: Any, key_symbol: str) -> tuple[Any, ...]:
+    if not isinstance(item, dict):
+        raise _Rejected(BAD_JSON, f"expected a trade object, got {type(item).__name__}")
+    missing = [name for name in REQUIRED if item.get(name) is None]
+    symbol = item.get("symbol")
+    if symbol is None and not key_symbol:
+        missing.append("symbol (and no message key)")
+    if missing:
+        raise _Rejected(MISSING_FIELD, f"missing {', '.join(missing)}")
+    if symbol is None:
+        symbol = key_symbol
+    elif not isinstance(symbol, str):
+        raise _Rejected(BAD_FIELD, f"symbol must be a string, got {symbol!r}")
+    symbol, problem = check_symbol(symbol)
+    if problem is not None:
+        raise _Rejected(BAD_FIELD, problem[1])
+    ts_event = _timestamp(item, "ts_event")
+    ts_recv = ts_event if item.get("ts_recv") is None else _timestamp(item, "ts_recv")
+    price = item["price"]
+    if isinstance(price, bool) or not isinstance(price, (int, float)):
+        raise _Rejected(BAD_FIELD, f"price must be a number, got {price!r}")
+    size = _integer(item, "size", *_INT64)
+    ints = [_integer(item, name, low, high) if item.get(name) is not None else 0 for name, low, high in _INTEGERS]
+    side = item.get("side", "N")
+    if not (isinstance(side, str) and len(side) == 1 and side.isascii()):
+        raise _Rejected(BAD_FIELD, f"side must be one character (A, B or N), got {side!r}")
+    publisher_id, instrument_id, sequence, flags = ints
+    return (ts_event, ts_recv, float(price), size, publisher_id, instrument_id, sequence, side.encode(), flags,
+            symbol)
+
+
+def _integer(item: dict[str, Any], name: str, low: int, high: int) -> int:
+    value = item[name]
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Rejected(BAD_FIELD, f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise _Rejected(BAD_FIELD, f"{name} {value} is outside [{low}, {high}]")
+    return value
+
+
+def _timestamp(item: dict[str, Any], name: str) -> int:
+    """Integer nanoseconds since the epoch, or an ISO 8601 string (UTC unless it has an offset)."""
+    value = item[name]
+    if isinstance(value, str):
+        match = _ISO.fullmatch(value.strip())
+        if match is None:
+            raise _Rejected(BAD_FIELD, f"{name} {value!r} is not an ISO 8601 timestamp")
+        base, zone = match.groups()
+        ns = int(np.datetime64(base.replace(" ", "T"), "ns").astype(np.int64))
+        return ns - _offset_minutes(zone) * _NS_PER_MINUTE
+    return _integer(item, name, *_INT64)
+
+
+def _offset_minutes(zone: str | None) -> int:
+    if zone is None or zone.upper() == "Z":
+        return 0
+    digits = zone[1:].replace(":", "")
+    minutes = int(digits[:2]) * 60 + int(digits[2:])
+    return -minutes if zone[0] == "-" else minutes
+
+
+def _dumps(item: Any) -> bytes:
+    return json.dumps(item, separators=(",", ":"), allow_nan=True).encode()

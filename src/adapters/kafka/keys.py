@@ -1,0 +1,32 @@
+"""Message keys (the symbol) and the dead-letter reasons of the trades wire format."""
+
+from __future__ import annotations
+
+from domain.model import TRADE_DTYPE
+
+BAD_JSON = "bad_json"          # the value is not JSON, or not an object / a list of objects
+BAD_ENCODING = "bad_encoding"  # wrong magic, truncated, count mismatch, undecodable key
+MISSING_FIELD = "missing_field"
+MISSING_KEY = "missing_key"    # a binary batch without the symbol as its key
+BAD_FIELD = "bad_field"        # a JSON field of the wrong type or out of range
+
+SYMBOL_CHARS = TRADE_DTYPE["symbol"].itemsize // 4
+
+
+def symbol_of(key: bytes | None) -> tuple[str, tuple[str, str] | None]:
+    """The symbol a message key names, or ("", (reason, detail)) saying why it names none."""
+    if not key:
+        return "", (MISSING_KEY, "no message key: binary trade batches carry their symbol as the key")
+    try:
+        symbol = bytes(key).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return "", (BAD_ENCODING, f"key is not utf-8: {exc}")
+    return check_symbol(symbol)
+
+
+def check_symbol(symbol: str) -> tuple[str, tuple[str, str] | None]:
+    if not symbol:
+        return "", (MISSING_KEY, "empty symbol")
+    if len(symbol) > SYMBOL_CHARS:
+        return "", (BAD_ENCODING, f"symbol {symbol[:40]!r} is longer than {SYMBOL_CHARS} characters")
+    return symbol, None

@@ -1,0 +1,110 @@
+"""Ingest into the real Kafka: every trade arrives, each symbol in order, bad rows in the dead-letter topic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiokafka.structs import ConsumerRecord
+from click.testing import CliRunner
+
+from adapters.databento import DatabentoFileSource
+from adapters.kafka.codec import decode
+from adapters.kafka.producer import KafkaTradePublisher
+from adapters.memory import InMemoryTradeSource
+from adapters.synthetic import generate_market
+from application.ingest import IngestTrades
+from domain.model import TRADE_DTYPE
+from entrypoints.cli import main
+from integration_support import read_all
+
+pytestmark = pytest.mark.integration
+
+NASDAQ = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nasdaq"
+NVDA_DAY = NASDAQ / "xnas-itch-20250505.trades.csv.zst"
+CSV_HEADER = ("ts_recv,ts_event,rtype,publisher_id,instrument_id,action,side,depth,price,size,flags,ts_in_delta,"
+              "sequence,symbol")
+
+
+def decoded_by_symbol(records: list[ConsumerRecord]) -> dict[str, np.ndarray]:
+    """Each key's trades in the order its partition holds them; a key never spans partitions."""
+    partitions: dict[bytes, set[int]] = defaultdict(set)
+    parts: dict[str, list[np.ndarray]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        trades, letters = decode(record.key, record.value, f"{record.topic}[{record.partition}]@{record.offset}")
+        assert letters == []
+        partitions[record.key].add(record.partition)
+        parts[record.key.decode()].append(trades)
+    assert all(len(p) == 1 for p in partitions.values())
+    return {symbol: np.concatenate(chunks) for symbol, chunks in parts.items()}
+
+
+def same_trades(got: np.ndarray, want: np.ndarray) -> bool:
+    return got.tobytes() == np.ascontiguousarray(want, TRADE_DTYPE).tobytes()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+@pytest.mark.skipif(not NVDA_DAY.exists(), reason="../shared/data/nasdaq is not beside the repository")
+async def test_a_real_nvda_day_arrives_complete_and_in_order(kafka_bootstrap, new_topic) -> None:
+    topic = await new_topic("trades", partitions=3)
+    dlq = await new_topic("dlq")
+    expected = np.concatenate([c.trades for c in DatabentoFileSource([NVDA_DAY]).chunks()])
+
+    async with KafkaTradePublisher(kafka_bootstrap, topic, dlq) as publisher:
+        summary = await IngestTrades(publisher, batch_trades=2_000)(DatabentoFileSource([NVDA_DAY]))
+
+    records = await read_all(kafka_bootstrap, topic, partition_count=3, timeout=60)
+    by_symbol = decoded_by_symbol(records)
+    assert summary.trades == len(expected) == 183_301
+    assert len(records) == summary.messages
+    assert max(int.from_bytes(r.value[4:8], "little") for r in records) == 2_000
+    assert list(by_symbol) == ["NVDA"]
+    assert same_trades(by_symbol["NVDA"], expected)
+    assert bool(np.all(np.diff(by_symbol["NVDA"]["ts_event"]) >= 0))
+
+
+@pytest.mark.asyncio
+async def test_many_symbols_keep_their_own_order_across_partitions(kafka_bootstrap, new_topic) -> None:
+    topic = await new_topic("multi", partitions=4)
+    dlq = await new_topic("multi-dlq")
+    trades = generate_market(symbols=8, trades=40_000, seed=3).trades
+
+    async with KafkaTradePublisher(kafka_bootstrap, topic, dlq) as publisher:
+        summary = await IngestTrades(publisher, batch_trades=500)(InMemoryTradeSource(trades, chunk_size=7_000))
+
+    by_symbol = decoded_by_symbol(await read_all(kafka_bootstrap, topic, partition_count=4, timeout=60))
+    assert summary.trades == len(trades)
+    assert sorted(by_symbol) == sorted(set(trades["symbol"].tolist()))
+    for symbol, got in by_symbol.items():
+        assert same_trades(got, trades[trades["symbol"] == symbol]), symbol
+
+
+@pytest.mark.asyncio
+async def test_bad_csv_rows_go_to_the_dead_letter_topic_with_reason_and_raw_row(
+        kafka_bootstrap, new_topic, tmp_path: Path) -> None:
+    topic, dlq = await new_topic("csv", partitions=4), await new_topic("csv-dlq")
+    good = [f"2025-05-05T13:30:0{i}.000000100Z,2025-05-05T13:30:0{i}.000000000Z,0,2,7,T,B,0,113.{i}00000000,"
+            f"{100 + i},0,0,{i},NVDA" for i in range(6)]
+    bad_price = good[2].replace("113.200000000", "1l3.2")
+    short = "2025-05-05T13:30:09Z,2025-05-05T13:30:09Z,0,2,7,T"
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join([CSV_HEADER, good[0], good[1], bad_price, short, *good[3:]]) + "\n")
+
+    # The command runs its own event loop: give it a thread of its own.
+    result = await asyncio.to_thread(CliRunner().invoke, main, [
+        "ingest", str(path), "--bootstrap", kafka_bootstrap, "--topic", topic, "--dlq-topic", dlq, "--json"])
+    assert result.exit_code == 0, result.output
+
+    letters = sorted(await read_all(kafka_bootstrap, dlq), key=lambda r: dict(r.headers)["origin"])
+    headers = [dict(r.headers) for r in letters]
+    assert [(h["reason"], h["origin"].decode()) for h in headers] == [(b"bad_row", f"{path}:4"),
+                                                                      (b"bad_row", f"{path}:5")]
+    assert [r.value for r in letters] == [bad_price.encode(), short.encode()]
+    assert b"unparseable price" in headers[0]["detail"]
+    trades = decoded_by_symbol(await read_all(kafka_bootstrap, topic, partition_count=4))["NVDA"]
+    assert trades["sequence"].tolist() == [0, 1, 3, 4, 5]
+

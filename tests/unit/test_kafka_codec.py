@@ -1,0 +1,177 @@
+"""The trades wire format: exact round trips, JSON from other producers, and bad input as dead letters."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from adapters.kafka.codec import MAGIC, WIRE_DTYPE, decode, encode_batch
+from builders import T0, calm_flow
+from domain.model import TRADE_DTYPE
+
+
+def assert_same_trades(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.dtype == TRADE_DTYPE
+    # Byte equality: exact for every field, NaN prices included.
+    assert got.tobytes() == np.ascontiguousarray(want).tobytes()
+
+
+def varied_trades(n: int = 500, symbol: str = "NVDA") -> np.ndarray:
+    trades = calm_flow(max(n, 20), symbol=symbol, seed=3)
+    trades["price"][[0, 7]] = [np.nan, np.inf]
+    trades["size"][3] = np.iinfo(np.int64).max
+    trades["ts_recv"][4] = -1
+    trades["publisher_id"][5] = 65_535
+    trades["instrument_id"][6] = 2**32 - 1
+    trades["sequence"][8] = 2**64 - 1
+    trades["side"][9:12] = [b"N", b"A", b""]
+    trades["flags"][12] = 255
+    return trades[:n]
+
+
+# -- the binary micro-batch ------------------------------------------------------------------
+def test_wire_rows_are_48_packed_little_endian_bytes() -> None:
+    assert WIRE_DTYPE.itemsize == 48
+    assert WIRE_DTYPE.newbyteorder("<") == WIRE_DTYPE  # explicitly little-endian, whatever the host
+    assert "symbol" not in WIRE_DTYPE.names
+
+
+def test_encoded_message_is_keyed_by_symbol_with_magic_count_and_rows() -> None:
+    trades = varied_trades(10)
+    key, value = encode_batch("NVDA", trades)
+    assert key == b"NVDA"
+    assert value[:4] == MAGIC
+    assert struct.unpack_from("<I", value, 4) == (10,)
+    assert len(value) == 8 + 48 * 10
+    assert struct.unpack_from("<q", value, 8) == (int(trades["ts_event"][0]),)
+
+
+def test_round_trip_is_exact_for_every_field_including_nan_prices() -> None:
+    trades = varied_trades()
+    got, letters = decode(*encode_batch("NVDA", trades), origin="trades[0]@0")
+    assert letters == []
+    assert np.isnan(got["price"][0]) and np.isinf(got["price"][7])
+    assert_same_trades(got, trades)
+
+
+def test_round_trip_keeps_a_unicode_symbol_from_the_key() -> None:
+    trades = varied_trades(3, symbol="BRK.B-Ü")
+    got, _ = decode(*encode_batch("BRK.B-Ü", trades), origin="o")
+    assert_same_trades(got, trades)
+
+
+def test_an_empty_batch_round_trips() -> None:
+    got, letters = decode(*encode_batch("NVDA", np.empty(0, TRADE_DTYPE)), origin="o")
+    assert len(got) == 0 and letters == []
+
+
+def test_decoded_trades_are_writable_and_independent_of_the_message() -> None:
+    key, value = encode_batch("NVDA", varied_trades(5))
+    got, _ = decode(key, value, "o")
+    got["size"] += 1  # a read-only frombuffer view would raise here
+    assert decode(key, value, "o")[0]["size"][1] == got["size"][1] - 1
+
+
+# -- JSON from other producers ---------------------------------------------------------------
+def test_json_single_trade_with_integer_timestamp() -> None:
+    value = json.dumps({"ts_event": T0, "price": 101.25, "size": 300, "symbol": "AAPL", "side": "A",
+                        "publisher_id": 2, "instrument_id": 38, "sequence": 9, "flags": 130}).encode()
+    got, letters = decode(None, value, "o")
+    assert letters == []
+    row = got[0]
+    assert (str(row["symbol"]), int(row["ts_event"]), int(row["ts_recv"]), float(row["price"]), int(row["size"]),
+            row["side"], int(row["publisher_id"]), int(row["instrument_id"]), int(row["sequence"]),
+            int(row["flags"])) == ("AAPL", T0, T0, 101.25, 300, b"A", 2, 38, 9, 130)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2025-03-04T15:00:00Z", T0),
+    ("2025-03-04T15:00:00.000000001Z", T0 + 1),
+    ("2025-03-04 15:00:00.5", T0 + 500_000_000),
+    ("2025-03-04T10:00:00-05:00", T0),
+    ("2025-03-04T16:00:00+0100", T0),
+], ids=["utc-z", "nanoseconds", "space-no-zone", "new-york-offset", "compact-offset"])
+def test_json_iso_timestamps_become_utc_nanoseconds(text: str, expected: int) -> None:
+    value = json.dumps({"ts_event": text, "ts_recv": text, "price": 1, "size": 1}).encode()
+    got, letters = decode(b"ACME", value, "o")
+    assert letters == []
+    assert int(got["ts_event"][0]) == int(got["ts_recv"][0]) == expected
+
+
+def test_json_list_takes_the_symbol_from_the_key_when_absent_and_defaults_the_rest() -> None:
+    value = json.dumps([{"ts_event": T0, "price": 10, "size": 5},
+                        {"ts_event": T0 + 1, "price": 10.5, "size": 6.0, "symbol": "OTHER"}]).encode()
+    got, letters = decode(b"ACME", value, "o")
+    assert letters == []
+    assert got["symbol"].tolist() == ["ACME", "OTHER"]
+    assert got["size"].tolist() == [5, 6]
+    assert got["side"].tolist() == [b"N", b"N"]
+    assert got["sequence"].tolist() == [0, 0]
+
+
+def test_one_bad_element_of_a_json_list_costs_only_itself() -> None:
+    value = json.dumps([{"ts_event": T0, "price": 10, "size": 5},
+                        {"ts_event": T0, "size": 5},
+                        {"ts_event": T0 + 2, "price": 11, "size": 7}]).encode()
+    got, letters = decode(b"ACME", value, "trades[3]@1234")
+    assert got["price"].tolist() == [10.0, 11.0]
+    [letter] = letters
+    assert (letter.reason, letter.origin) == ("missing_field", "trades[3]@1234#1")
+    assert "price" in letter.detail
+    assert json.loads(letter.raw) == {"ts_event": T0, "size": 5}
+
+
+# -- bad input: never raises, right reason, raw bytes kept -----------------------------------
+GOOD_KEY, GOOD_VALUE = encode_batch("NVDA", calm_flow(3, symbol="NVDA"))
+
+
+@pytest.mark.parametrize(("key", "value", "reason", "detail"), [
+    (b"NVDA", None, "bad_encoding", "empty value"),
+    (b"NVDA", b"", "bad_encoding", "empty value"),
+    (b"NVDA", b"STB2" + GOOD_VALUE[4:], "bad_encoding", "expected"),
+    (b"NVDA", b"\x00\x01garbage", "bad_encoding", "expected"),
+    (b"NVDA", MAGIC + b"\x03", "bad_encoding", "truncated header"),
+    (b"NVDA", GOOD_VALUE[:-5], "bad_encoding", "truncated"),
+    (b"NVDA", GOOD_VALUE[:4] + struct.pack("<I", 4) + GOOD_VALUE[8:], "bad_encoding", "count mismatch"),
+    (None, GOOD_VALUE, "missing_key", "no message key"),
+    (b"", GOOD_VALUE, "missing_key", "no message key"),
+    (b"\xff\xfe", GOOD_VALUE, "bad_encoding", "not utf-8"),
+    (b"X" * 25, GOOD_VALUE, "bad_encoding", "longer than 24"),
+    (b"NVDA", b"{not json", "bad_json", "not JSON"),
+    (b"NVDA", b'["a"]', "bad_json", "expected a trade object"),
+    (b"NVDA", b'{"price": 1, "size": 2}', "missing_field", "ts_event"),
+    (None, json.dumps({"ts_event": T0, "price": 1, "size": 2}).encode(), "missing_field", "symbol"),
+    (b"NVDA", json.dumps({"ts_event": T0, "price": "1.5", "size": 2}).encode(), "bad_field", "price"),
+    (b"NVDA", json.dumps({"ts_event": T0, "price": 1, "size": 2.5}).encode(), "bad_field", "size"),
+    (b"NVDA", json.dumps({"ts_event": "yesterday", "price": 1, "size": 2}).encode(), "bad_field", "ISO"),
+    (b"NVDA", json.dumps({"ts_event": T0, "price": 1, "size": 2, "publisher_id": 70_000}).encode(),
+     "bad_field", "outside"),
+    (b"NVDA", json.dumps({"ts_event": T0, "price": 1, "size": 2, "side": "Bid"}).encode(), "bad_field", "side"),
+    (b"NVDA", json.dumps({"ts_event": T0, "price": True, "size": 2}).encode(), "bad_field", "price"),
+], ids=["none-value", "empty-value", "wrong-magic", "not-ours", "short-header", "truncated-rows",
+        "count-mismatch", "no-key", "empty-key", "key-not-utf8", "key-too-long", "bad-json", "list-of-scalars",
+        "json-missing-ts", "json-no-symbol-no-key", "json-price-string", "json-fractional-size",
+        "json-bad-iso", "json-out-of-range", "json-bad-side", "json-bool-price"])
+def test_bad_input_becomes_one_dead_letter_with_reason_and_raw_bytes(
+        key: bytes | None, value: bytes | None, reason: str, detail: str) -> None:
+    got, letters = decode(key, value, "trades[3]@1234")
+    assert len(got) == 0
+    [letter] = letters
+    assert letter.reason == reason
+    assert detail in letter.detail
+    assert letter.origin == ("trades[3]@1234#0" if value == b'["a"]' else "trades[3]@1234")
+    assert letter.raw == (b'"a"' if value == b'["a"]' else value or b"")
+
+
+def test_decode_never_raises_on_random_bytes() -> None:
+    rng = np.random.default_rng(11)
+    for i in range(2_000):
+        body = rng.bytes(int(rng.integers(0, 200)))
+        value = (MAGIC + body) if i % 3 == 0 else (b"{" + body) if i % 3 == 1 else body
+        got, letters = decode(b"K" if i % 2 else None, value, "o")
+        assert got.dtype == TRADE_DTYPE
+        assert all(letter.raw == value for letter in letters if letter.origin == "o")
+        assert len(got) or letters or value.strip() == b"[]"
