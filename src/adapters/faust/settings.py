@@ -23,16 +23,17 @@ class StreamingSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StreamingSettings:
         e = os.environ if env is None else env
+        d = cls()
         return cls(
-            app_id=e.get("STOCKANOMALY_APP_ID", cls.app_id),
-            bootstrap=e.get("KAFKA_BOOTSTRAP_SERVERS", cls.bootstrap),
-            trades_topic=e.get("STOCKANOMALY_TRADES_TOPIC", cls.trades_topic),
-            anomalies_topic=e.get("STOCKANOMALY_ANOMALIES_TOPIC", cls.anomalies_topic),
-            dlq_topic=e.get("STOCKANOMALY_DLQ_TOPIC", cls.dlq_topic),
-            partitions=int(e.get("STOCKANOMALY_PARTITIONS", cls.partitions)),
-            store=e.get("STOCKANOMALY_STORE", cls.store),
-            data_dir=e.get("STOCKANOMALY_DATA_DIR", cls.data_dir),
-            elasticsearch_url=e.get("ELASTICSEARCH_URL", cls.elasticsearch_url),
-            elasticsearch_index=e.get("STOCKANOMALY_ES_INDEX", cls.elasticsearch_index),
-            web_port=int(e.get("STOCKANOMALY_WORKER_WEB_PORT", cls.web_port)),
+            app_id=e.get("STOCKANOMALY_APP_ID", d.app_id),
+            bootstrap=e.get("KAFKA_BOOTSTRAP_SERVERS", d.bootstrap),
+            trades_topic=e.get("STOCKANOMALY_TRADES_TOPIC", d.trades_topic),
+            anomalies_topic=e.get("STOCKANOMALY_ANOMALIES_TOPIC", d.anomalies_topic),
+            dlq_topic=e.get("STOCKANOMALY_DLQ_TOPIC", d.dlq_topic),
+            partitions=int(e.get("STOCKANOMALY_PARTITIONS", d.partitions)),
+            store=e.get("STOCKANOMALY_STORE", d.store),
+            data_dir=e.get("STOCKANOMALY_DATA_DIR", d.data_dir),
+            elasticsearch_url=e.get("ELASTICSEARCH_URL", d.elasticsearch_url),
+            elasticsearch_index=e.get("STOCKANOMALY_ES_INDEX_PREFIX", d.elasticsearch_index),
+            web_port=int(e.get("STOCKANOMALY_WORKER_WEB_PORT", d.web_port)),
         )
