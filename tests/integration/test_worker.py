@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -52,12 +53,15 @@ def messages(trades: np.ndarray, per_message: int = 500) -> Iterator[tuple[bytes
 class Stream:
     """Topics, a producer and worker processes for one test."""
 
-    def __init__(self, bootstrap: str, topics: dict[str, str], workdir: Path, suffix: str) -> None:
+    def __init__(self, bootstrap: str, topics: dict[str, str], workdir: Path, suffix: str,
+                 es: Any, es_url: str, es_prefix: str) -> None:
         self.bootstrap, self.topics, self.workdir = bootstrap, topics, workdir
+        self.es, self.es_prefix = es, es_prefix
         self.env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, STOCKANOMALY_APP_ID=f"it-worker-{suffix}",
                         STOCKANOMALY_TRADES_TOPIC=topics["trades"], STOCKANOMALY_ANOMALIES_TOPIC=topics["anomalies"],
                         STOCKANOMALY_DLQ_TOPIC=topics["dlq"], STOCKANOMALY_PARTITIONS=str(PARTITIONS),
-                        STOCKANOMALY_LOG_LEVEL="WARNING", ELASTICSEARCH_URL="")
+                        STOCKANOMALY_LOG_LEVEL="WARNING", ELASTICSEARCH_URL=es_url,
+                        STOCKANOMALY_ES_INDEX_PREFIX=es_prefix)
         self.workers: list[subprocess.Popen] = []
 
     def start_worker(self, name: str, port: int) -> subprocess.Popen:
@@ -95,6 +99,14 @@ class Stream:
                                what=f"{len(expected)} anomalies (logs in {self.workdir})")
         return seen
 
+    def searchable_ids(self) -> list[str]:
+        """Every anomaly document id in Elasticsearch (one per document: ids are unique per index)."""
+        index = f"{self.es_prefix}-*"
+        self.es.indices.refresh(index=index, allow_no_indices=True, ignore_unavailable=True)
+        hits = self.es.search(index=index, query={"match_all": {}}, size=10_000, source=False,
+                              allow_no_indices=True, ignore_unavailable=True)["hits"]["hits"]
+        return [h["_id"] for h in hits]
+
     def stop(self) -> None:
         for proc in self.workers:
             if proc.poll() is None:
@@ -107,11 +119,12 @@ class Stream:
 
 
 @pytest_asyncio.fixture
-async def stream(kafka_bootstrap, new_topic, suffix, tmp_path) -> AsyncIterator[Stream]:  # type: ignore[no-untyped-def]
+async def stream(kafka_bootstrap, new_topic, suffix, tmp_path, es, es_url,  # type: ignore[no-untyped-def]
+                 es_prefix) -> AsyncIterator[Stream]:
     topics = {"trades": await new_topic("trades", partitions=PARTITIONS),
               "anomalies": await new_topic("anomalies", partitions=PARTITIONS),
               "dlq": await new_topic("dlq", partitions=PARTITIONS)}
-    s = Stream(kafka_bootstrap, topics, tmp_path, suffix)
+    s = Stream(kafka_bootstrap, topics, tmp_path, suffix, es, es_url, es_prefix)
     yield s
     s.stop()
 
@@ -122,7 +135,8 @@ async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, mark
     await stream.produce(list(messages(market)))
     seen = await stream.wait_for(embedded_ids)
     assert set(seen) == embedded_ids
-    assert len(seen) == len(set(seen))  # nothing published twice
+    assert len(seen) == len(set(seen))
+    assert sorted(stream.searchable_ids()) == sorted(embedded_ids)  # nothing published twice
 
 
 @pytest.mark.asyncio
@@ -143,6 +157,7 @@ async def test_worker_killed_mid_stream_resumes_without_loss_or_duplicates(strea
     seen = await stream.wait_for(embedded_ids)
     assert set(seen) == embedded_ids
     assert len(seen) == len(set(seen))
+    assert sorted(stream.searchable_ids()) == sorted(embedded_ids)
 
 
 @pytest.mark.asyncio
@@ -161,3 +176,54 @@ async def test_two_workers_share_partitions_and_state_follows_the_partition(stre
     seen = await stream.wait_for(embedded_ids)
     assert set(seen) == embedded_ids
     assert len(seen) == len(set(seen))
+    assert sorted(stream.searchable_ids()) == sorted(embedded_ids)
+
+
+def bad_records(like: np.ndarray) -> tuple[list[tuple[bytes | None, bytes]], set[str]]:
+    """One malformed record of every kind, on a symbol of its own, and the reasons they must get."""
+    def batch(**values: object) -> np.ndarray:
+        rows = like[:1].copy()
+        rows["symbol"] = "ZZZ"
+        for k, v in values.items():
+            rows[k] = v
+        return rows
+
+    good = batch(ts_event=like["ts_event"][-1] + 10)
+    older = batch(ts_event=like["ts_event"][0], sequence=99)
+    records: list[tuple[bytes | None, bytes]] = [
+        (b"ZZZ", b"{not json"),
+        (b"ZZZ", json.dumps({"ts_event": 1, "size": 5}).encode()),  # no price
+        (None, encode_batch("ZZZ", good)[1]),  # binary batch without its symbol key
+        (b"ZZZ", b"STB1\x05\x00\x00\x00truncated"),
+        encode_batch("ZZZ", batch(price=float("nan"))),
+        encode_batch("ZZZ", batch(price=float("inf"))),
+        encode_batch("ZZZ", batch(price=-1.0)),
+        encode_batch("ZZZ", batch(size=0)),
+        encode_batch("ZZZ", good),
+        encode_batch("ZZZ", good),  # the same trade again
+        encode_batch("ZZZ", older),  # earlier than what the symbol already had
+    ]
+    reasons = {"bad_json", "missing_field", "missing_key", "bad_encoding", "bad_price", "bad_size",
+               "duplicate", "out_of_order"}
+    return records, reasons
+
+
+@pytest.mark.asyncio
+async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_processed(
+        stream: Stream, market, embedded_ids) -> None:
+    bad, reasons = bad_records(market)
+    stream.start_worker("w1", 16070)
+    await stream.produce(bad + list(messages(market)))
+    seen = await stream.wait_for(embedded_ids)
+    assert set(seen) == embedded_ids
+    letters: list = []
+
+    async def all_reasons() -> bool:
+        letters[:] = await read_all(stream.bootstrap, stream.topics["dlq"], partition_count=PARTITIONS,
+                                    isolation_level="read_committed")
+        return {dict(r.headers)["reason"].decode() for r in letters} >= reasons
+
+    await eventually_async(all_reasons, timeout=60, interval=1.0, what=f"dead letters {sorted(reasons)}")
+    assert len(letters) == len(bad) - 1  # every bad record once; the first `good` trade is fine
+    raw = {r.value for r in letters}
+    assert b"{not json" in raw  # the original bytes travel with the reason
