@@ -26,7 +26,9 @@ def elasticsearch_sink() -> AsyncElasticsearchAnomalySink | None:
     if not settings.elasticsearch_url:
         return None
     client = connect_async(ElasticsearchSettings.from_env())
-    return AsyncElasticsearchAnomalySink(client, index_prefix=settings.elasticsearch_index)
+    refresh: bool | str = {"true": True, "false": False}.get(settings.elasticsearch_refresh, settings.elasticsearch_refresh)
+    return AsyncElasticsearchAnomalySink(client, index_prefix=settings.elasticsearch_index, refresh=refresh,
+                                         replicas=settings.elasticsearch_replicas)
 
 
 app = create_app(settings, make_detect, elasticsearch=elasticsearch_sink())
