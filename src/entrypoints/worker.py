@@ -28,7 +28,8 @@ def elasticsearch_sink() -> AsyncElasticsearchAnomalySink | None:
     client = connect_async(ElasticsearchSettings.from_env())
     refresh: bool | str = {"true": True, "false": False}.get(settings.elasticsearch_refresh, settings.elasticsearch_refresh)
     return AsyncElasticsearchAnomalySink(client, index_prefix=settings.elasticsearch_index, refresh=refresh,
-                                         replicas=settings.elasticsearch_replicas)
+                                         replicas=settings.elasticsearch_replicas,
+                                         refresh_interval=settings.elasticsearch_refresh_interval)
 
 
 app = create_app(settings, make_detect, elasticsearch=elasticsearch_sink())

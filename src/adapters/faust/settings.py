@@ -18,8 +18,9 @@ class StreamingSettings:
     data_dir: str = "stockanomaly-data"  # RocksDB files, relative to the working directory
     elasticsearch_url: str = ""
     elasticsearch_index: str = "stockanomaly-anomalies"
-    elasticsearch_refresh: str = "true"  # true: searchable at once; false: within refresh_interval
+    elasticsearch_refresh: str = "false"  # "true" forces a refresh per bulk; costly under load
     elasticsearch_replicas: int = 1
+    elasticsearch_refresh_interval: str = "100ms"  # how soon a written anomaly is searchable
     web_port: int = 6066
     take_max: int = 256  # messages per detect call at most
     take_within: float = 0.01  # seconds to wait for more messages before processing what came
@@ -40,6 +41,7 @@ class StreamingSettings:
             elasticsearch_url=e.get("ELASTICSEARCH_URL", d.elasticsearch_url),
             elasticsearch_index=e.get("STOCKANOMALY_ES_INDEX_PREFIX", d.elasticsearch_index),
             elasticsearch_refresh=e.get("STOCKANOMALY_ES_REFRESH", d.elasticsearch_refresh),
+            elasticsearch_refresh_interval=e.get("STOCKANOMALY_ES_REFRESH_INTERVAL", d.elasticsearch_refresh_interval),
             elasticsearch_replicas=int(e.get("STOCKANOMALY_ES_REPLICAS", d.elasticsearch_replicas)),
             web_port=int(e.get("STOCKANOMALY_WORKER_WEB_PORT", d.web_port)),
             take_max=int(e.get("STOCKANOMALY_TAKE_MAX", d.take_max)),
