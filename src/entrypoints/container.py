@@ -7,6 +7,7 @@ from dependency_injector import containers, providers
 from adapters.files.jsonl import FanOutSink, JsonLinesAnomalySink, JsonLinesDeadLetterSink
 from adapters.files.thresholds import load_thresholds
 from adapters.memory import InMemoryAnomalySink, InMemoryDeadLetterSink, InMemoryMetrics, InMemoryStateStore
+from adapters.faust.settings import StreamingSettings
 from application.detect import DetectTrades
 from application.replay import Replay
 from domain.detectors import DETECTOR_NAMES, default_detectors
@@ -35,6 +36,19 @@ def jsonl_or_none(cls: type, path: str | None) -> object | None:
     return cls(path) if path else None
 
 
+def async_elasticsearch_sink(settings: StreamingSettings) -> object | None:
+    """The worker's Elasticsearch sink, or None when no ELASTICSEARCH_URL is configured."""
+    if not settings.elasticsearch_url:
+        return None
+    from adapters.elasticsearch import AsyncElasticsearchAnomalySink, ElasticsearchSettings, connect_async
+
+    refresh = {"true": True, "false": False}.get(settings.elasticsearch_refresh, settings.elasticsearch_refresh)
+    return AsyncElasticsearchAnomalySink(
+        connect_async(ElasticsearchSettings.from_env(url=settings.elasticsearch_url)),
+        index_prefix=settings.elasticsearch_index, refresh=refresh, replicas=settings.elasticsearch_replicas,
+        refresh_interval=settings.elasticsearch_refresh_interval)
+
+
 class Container(containers.DeclarativeContainer):
     config = providers.Configuration(default=DEFAULTS)
 
@@ -61,6 +75,12 @@ class Container(containers.DeclarativeContainer):
     detect = providers.Singleton(DetectTrades, engine=engine, states=state_store, anomalies=anomaly_sink,
                                  dead_letters=dead_letter_sink, metrics=metrics)
     replay = providers.Factory(Replay, detect=detect)
+
+    # Streaming (the worker): Kafka topics, the RocksDB table store and Elasticsearch from the
+    # environment; the table-backed state store and buffering sinks are made by the Faust app.
+    streaming = providers.Singleton(StreamingSettings.from_env)
+    elasticsearch_sink = providers.Singleton(async_elasticsearch_sink, streaming)
+    streaming_detect = providers.Factory(DetectTrades, engine=engine, metrics=metrics)
 
 
 def build_container(**overrides: object) -> Container:
