@@ -71,7 +71,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory,
         datadir=settings.data_dir,
         # Changelog writes, output records and consumed offsets commit in one transaction: a
         # worker killed mid-stream resumes from state that matches its committed offsets.
-        processing_guarantee="exactly_once",
+        processing_guarantee=settings.processing_guarantee,
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         web_port=settings.web_port,

@@ -22,8 +22,11 @@ class StreamingSettings:
     elasticsearch_replicas: int = 1
     elasticsearch_refresh_interval: str = "100ms"  # how soon a written anomaly is searchable
     web_port: int = 6066
+    # exactly_once: changelog writes, outputs and offsets commit together (see README); the
+    # at_least_once alternative can lose an anomaly whose state was saved just before a crash.
+    processing_guarantee: str = "exactly_once"
     take_max: int = 256  # messages per detect call at most
-    take_within: float = 0.01  # seconds to wait for more messages before processing what came
+    take_within: float = 0.05  # seconds to wait for more messages: fewer, larger detect calls and state writes
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StreamingSettings:
@@ -44,6 +47,7 @@ class StreamingSettings:
             elasticsearch_refresh_interval=e.get("STOCKANOMALY_ES_REFRESH_INTERVAL", d.elasticsearch_refresh_interval),
             elasticsearch_replicas=int(e.get("STOCKANOMALY_ES_REPLICAS", d.elasticsearch_replicas)),
             web_port=int(e.get("STOCKANOMALY_WORKER_WEB_PORT", d.web_port)),
+            processing_guarantee=e.get("STOCKANOMALY_PROCESSING_GUARANTEE", d.processing_guarantee),
             take_max=int(e.get("STOCKANOMALY_TAKE_MAX", d.take_max)),
             take_within=float(e.get("STOCKANOMALY_TAKE_WITHIN", d.take_within)),
         )
