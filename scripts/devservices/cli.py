@@ -131,7 +131,9 @@ def env(settings: Settings) -> int:
                        ("ELASTICSEARCH_URL", settings.es_url),
                        ("PROMETHEUS_URL", settings.prometheus_url),
                        ("STOCKANOMALY_PROMETHEUS_TARGETS_DIR",
-                        str(settings.prometheus_targets_dir))):
+                        str(settings.prometheus_targets_dir)),
+                       ("STOCKANOMALY_PROMETHEUS_RULES_DIR",
+                        str(settings.prometheus_rules_dir))):
         print(f"export {key}={shlex.quote(value)}")
     return 0
 

@@ -95,6 +95,10 @@ class Settings:
     def prometheus_targets_dir(self) -> Path:
         return self.run / "prometheus" / "targets"
 
+    @property
+    def prometheus_rules_dir(self) -> Path:
+        return self.run / "prometheus" / "local-rules"
+
 
 def resolve_names(names: list[str]) -> list[str]:
     """Expand aliases, default to every service, keep the canonical start order."""

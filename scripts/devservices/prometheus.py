@@ -16,9 +16,16 @@ COMPOSE_ONLY = re.compile(r"^[ \t]*# BEGIN compose-only.*?# END compose-only[^\n
                           re.S | re.M)
 
 
+RULE_FILES = re.compile(r"^(rule_files:\n(?:[ \t]+- .*\n)+)", re.M)
+
+
 def local_config(project_config: str, port: int) -> str:
-    """The project's prometheus.yml minus the jobs that only resolve inside docker compose."""
+    """The project's prometheus.yml minus the jobs that only resolve inside docker compose, plus
+    a `local-rules/` directory where tests drop short-window rule groups (then POST /-/reload)."""
     text = COMPOSE_ONLY.sub("", project_config)
+    text, found = RULE_FILES.subn(lambda m: m.group(1) + "  - local-rules/*.yml\n", text, count=1)
+    if not found:
+        raise ServiceError("prometheus: deploy/prometheus/prometheus.yml has no rule_files list")
     return text.replace("localhost:9090", f"localhost:{port}")
 
 
@@ -35,7 +42,7 @@ class Prometheus(Service):
         return cached
 
     def prepare(self) -> None:
-        for sub in ("data", "targets"):
+        for sub in ("data", "targets", "local-rules"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         rules = self.dir / "rules"
         if rules.is_symlink() or rules.exists():

@@ -37,7 +37,9 @@ class DetectTrades:
         started = time.perf_counter()
         symbols = np.unique(trades["symbol"]).tolist()
         loaded = self.states.get_many(symbols)
+        fits = self._fits()
         result = self.engine.detect(trades, loaded)
+        self._count_refits(fits)
         self.states.put_many(result.states)
         dead = list(rejected or []) + result.dead_letters
         if result.anomalies:
@@ -46,6 +48,15 @@ class DetectTrades:
             self.dead_letters.publish(dead)
         self._count(result.accepted, result.anomalies, dead, len(trades), time.perf_counter() - started)
         return BatchOutcome(result.accepted, result.anomalies, dead)
+
+    def _fits(self) -> dict[str, int]:
+        # Learning detectors count their (costly) model fits; the others have no `refits`.
+        return {d.name: int(getattr(d, "refits", 0)) for d in self.engine.detectors}
+
+    def _count_refits(self, before: dict[str, int]) -> None:
+        for name, fits in self._fits().items():
+            for _ in range(fits - before.get(name, 0)):
+                self.metrics.model_refitted(name)
 
     def _count(self, accepted: int, anomalies: list[Anomaly], dead: list[DeadLetter],
                size: int, seconds: float) -> None:

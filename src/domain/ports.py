@@ -56,6 +56,18 @@ class Metrics(Protocol):
 
     def model_refitted(self, detector: str) -> None: ...
 
+    def state_symbols(self, count: int) -> None:
+        """How many symbols' state this process holds now."""
+        ...
+
+    def elasticsearch_bulk(self, written: int, retries: int, failed: int) -> None:
+        """Increments since the last call: documents written, bulk retries, documents rejected."""
+        ...
+
+    def consumer_lag(self, lags: Mapping[int, int]) -> None:
+        """Messages behind the end, per input partition this process owns now (others are dropped)."""
+        ...
+
 
 class AnomalyQuery(Protocol):
     """Finds stored anomalies. Filters combine with AND; an empty sequence means any. The time

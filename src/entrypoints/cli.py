@@ -72,14 +72,23 @@ def sample_source(chunk_size: int) -> Any:
 @click.option("--thresholds", type=click.Path(exists=True, dir_okay=False), help="Calibrated thresholds file.")
 @click.option("--detectors", help="Comma-separated detectors to run (default: all).")
 @click.option("--top", default=10, show_default=True, help="How many top anomalies to show.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve Prometheus metrics on this port while replaying (address: STOCKANOMALY_METRICS_ADDR).")
 def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str | None, dead_letters: str | None,
-           thresholds: str | None, detectors: str | None, top: int) -> None:
+           thresholds: str | None, detectors: str | None, top: int, metrics_port: int | None) -> None:
     """Run the detection core in-process over Databento files (DBN or CSV, plain or .zst, globs,
     directories). With no PATH it runs on a built-in synthetic sample with injected anomalies."""
     from entrypoints.container import build_container
 
     try:
-        container = build_container(out=out, dead_letters=dead_letters, thresholds=thresholds, detectors=detectors)
+        container = build_container(out=out, dead_letters=dead_letters, thresholds=thresholds, detectors=detectors,
+                                    **({"metrics": "prometheus", "metrics_port": metrics_port}
+                                       if metrics_port is not None else {}))
+        if metrics_port is not None:
+            try:
+                container.metrics_server().start()
+            except OSError as exc:
+                fail(f"cannot serve metrics on port {metrics_port}: {exc}")
         chunk_size = int(container.config.chunk_size())
         source = file_source(paths, chunk_size) if paths else sample_source(chunk_size)
         use_case = container.replay(top_n=top)

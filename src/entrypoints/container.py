@@ -8,6 +8,7 @@ from adapters.files.jsonl import FanOutSink, JsonLinesAnomalySink, JsonLinesDead
 from adapters.files.thresholds import load_thresholds
 from adapters.memory import InMemoryAnomalySink, InMemoryDeadLetterSink, InMemoryMetrics, InMemoryStateStore
 from adapters.faust.settings import StreamingSettings
+from adapters.metrics import MetricsServer, PrometheusMetrics, process_registry
 from application.detect import DetectTrades
 from application.replay import Replay
 from domain.detectors import DETECTOR_NAMES, default_detectors
@@ -21,6 +22,10 @@ DEFAULTS = {
     "out": "",
     "dead_letters": "",
     "state": "memory",
+    "metrics": "memory",  # or "prometheus" (the worker; `replay --metrics-port`)
+    "metrics_symbols": "",  # symbols allowed as a label value of stockanomaly_anomalies_total
+    "metrics_addr": "0.0.0.0",
+    "metrics_port": 9100,
 }
 
 
@@ -69,7 +74,16 @@ class Container(containers.DeclarativeContainer):
     dead_letter_file = providers.Singleton(jsonl_or_none, JsonLinesDeadLetterSink, config.dead_letters)
     collected_dead_letters = providers.Singleton(InMemoryDeadLetterSink)
     dead_letter_sink = providers.Singleton(FanOutSink, collected_dead_letters, dead_letter_file)
-    metrics = providers.Singleton(InMemoryMetrics)
+    metrics_registry = providers.Singleton(process_registry)
+    metrics = providers.Selector(
+        config.metrics,
+        memory=providers.Singleton(InMemoryMetrics),
+        prometheus=providers.Singleton(PrometheusMetrics, registry=metrics_registry,
+                                       symbols=providers.Callable(detector_names, config.metrics_symbols),
+                                       detectors=providers.Callable(detector_names, config.detectors)),
+    )
+    metrics_server = providers.Singleton(MetricsServer, registry=metrics_registry, addr=config.metrics_addr,
+                                         port=config.metrics_port.as_int())
 
     # Services
     detect = providers.Singleton(DetectTrades, engine=engine, states=state_store, anomalies=anomaly_sink,
@@ -92,6 +106,10 @@ def build_container(**overrides: object) -> Container:
         "seed": "STOCKANOMALY_SEED",
         "chunk_size": "STOCKANOMALY_CHUNK_SIZE",
         "state": "STOCKANOMALY_STATE",
+        "metrics": "STOCKANOMALY_METRICS",
+        "metrics_symbols": "STOCKANOMALY_METRICS_SYMBOLS",
+        "metrics_addr": "STOCKANOMALY_METRICS_ADDR",
+        "metrics_port": "STOCKANOMALY_METRICS_PORT",
     }
     for key, var in env.items():
         getattr(container.config, key).from_env(var, default=DEFAULTS[key])

@@ -9,9 +9,17 @@ from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging
 
 configure_logging(os.environ.get("STOCKANOMALY_LOG_LEVEL", "INFO"))
-container = build_container()
+container = build_container(metrics="prometheus")
 app = create_app(
     container.streaming(),
     lambda store, found, rejected: container.streaming_detect(states=store, anomalies=found, dead_letters=rejected),
     elasticsearch=container.elasticsearch_sink(),
+    metrics=container.metrics(),
 )
+
+
+@app.task
+async def serve_metrics() -> None:
+    # Started with the worker, not at import: `faust -A entrypoints.worker <other command>` and
+    # tests importing this module must not bind STOCKANOMALY_METRICS_PORT (default 9100).
+    container.metrics_server().start()

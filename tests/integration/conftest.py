@@ -200,3 +200,49 @@ def prometheus_target(prometheus_url: str, suffix: str) -> Iterator[Callable]:
     yield register
     for path in written:
         path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def prometheus_rules(prometheus_url: str, suffix: str) -> Iterator[Callable]:
+    """Factory loading a rule file (YAML text) into the running Prometheus: written to the local
+    `local-rules/` directory of services.sh, checked with promtool when present, then reloaded."""
+    import shutil
+
+    from integration_support import eventually
+
+    rules_dir = Path(ENDPOINTS["STOCKANOMALY_PROMETHEUS_RULES_DIR"])
+    written: list[Path] = []
+
+    def reload() -> None:
+        request = urllib.request.Request(f"{prometheus_url}/-/reload", method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+
+    def groups() -> set[str]:
+        with urllib.request.urlopen(f"{prometheus_url}/api/v1/rules", timeout=5) as response:
+            return {g["file"] for g in json.load(response)["data"]["groups"]}
+
+    def load(text: str) -> Path:
+        if not rules_dir.is_dir():
+            pytest.fail(f"{rules_dir} does not exist: restart Prometheus with a current "
+                        f"scripts/services.sh (`down prometheus` then `up prometheus`)", pytrace=False)
+        path = rules_dir / f"it-{suffix}-{len(written)}.yml"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        promtool = shutil.which("promtool")
+        if promtool:
+            check = subprocess.run([promtool, "check", "rules", str(tmp)], capture_output=True, text=True)
+            assert check.returncode == 0, check.stdout + check.stderr
+        tmp.replace(path)
+        written.append(path)
+        reload()
+        eventually(lambda: any(f.endswith(path.name) for f in groups()), timeout=30,
+                   what=f"Prometheus loading {path} (is `local-rules/*.yml` in its rule_files? "
+                        f"restart it with scripts/services.sh)")
+        return path
+
+    yield load
+    for path in written:
+        path.unlink(missing_ok=True)
+    if written:
+        reload()

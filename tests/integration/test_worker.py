@@ -61,7 +61,9 @@ class Stream:
                         STOCKANOMALY_TRADES_TOPIC=topics["trades"], STOCKANOMALY_ANOMALIES_TOPIC=topics["anomalies"],
                         STOCKANOMALY_DLQ_TOPIC=topics["dlq"], STOCKANOMALY_PARTITIONS=str(PARTITIONS),
                         STOCKANOMALY_LOG_LEVEL="WARNING", ELASTICSEARCH_URL=es_url,
-                        STOCKANOMALY_ES_INDEX_PREFIX=es_prefix)
+                        STOCKANOMALY_ES_INDEX_PREFIX=es_prefix,
+                        # Several workers per host: each serves /metrics on a port of its own.
+                        STOCKANOMALY_METRICS_ADDR="127.0.0.1", STOCKANOMALY_METRICS_PORT="0")
         self.workers: list[subprocess.Popen] = []
 
     def start_worker(self, name: str, port: int) -> subprocess.Popen:

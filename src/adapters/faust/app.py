@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 import weakref
 from contextlib import contextmanager
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -13,6 +14,7 @@ import faust
 import numpy as np
 import structlog
 from faust.streams import _current_event
+from faust.types import TP
 
 from adapters.faust.settings import StreamingSettings
 from adapters.faust.state import FaustTableStateStore
@@ -24,11 +26,44 @@ from domain.ports import Metrics, StateStore
 
 log = structlog.get_logger()
 
+GAUGE_REFRESH_SECONDS = 5.0  # how often consumer lag and held state are re-read for the gauges
+
 
 class AsyncAnomalySink(Protocol):
     async def publish(self, anomalies: Sequence[Anomaly]) -> None: ...
 
     async def flush(self) -> None: ...
+
+
+class ElasticsearchTally:
+    """Turns a sink's running totals (`counters`: written/retries/failed) into per-flush increments."""
+
+    def __init__(self, sink: object, metrics: Metrics) -> None:
+        self.sink, self.metrics = sink, metrics
+        self.seen = (0, 0, 0)
+
+    def report(self) -> None:
+        counters = getattr(self.sink, "counters", None)
+        if counters is None:
+            return
+        now = (counters.written, counters.retries, counters.failed)
+        written, retries, failed = (n - s for n, s in zip(now, self.seen))
+        self.seen = now
+        if written or retries or failed:
+            self.metrics.elasticsearch_bulk(written, retries, failed)
+
+
+def partition_lags(highwater: Callable[[TP], int | None], owned: Iterable[TP],
+                   processed: Mapping[int, int]) -> dict[int, int]:
+    """Messages after the last offset processed, per owned partition (`processed`: partition ->
+    last processed offset); partitions missing from `processed` are left out."""
+    lags: dict[int, int] = {}
+    for tp in owned:
+        end = highwater(tp)
+        if end is None or tp.partition not in processed:  # unknown, not zero
+            continue
+        lags[tp.partition] = max(0, end - (processed[tp.partition] + 1))
+    return lags
 
 
 DetectFactory = Callable[[StateStore, InMemoryAnomalySink, InMemoryDeadLetterSink], DetectTrades]
@@ -104,9 +139,20 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory,
             for partition, group in by_partition(events):
                 await process(partition, group)
 
+    processed: dict[int, int] = {}  # trades partition -> last offset processed here
+    tally = ElasticsearchTally(elasticsearch, metrics) if elasticsearch is not None and metrics is not None else None
+
     async def process(partition: int, group: list[Any]) -> None:
         first, last = group[0].message, group[-1].message
         origin = f"{first.topic}[{partition}]@{first.offset}-{last.offset}"
+        # Every log line of this batch (the use case's, the sinks' retries) says where it came from.
+        with structlog.contextvars.bound_contextvars(partition=partition, offsets=origin):
+            await process_group(partition, group, origin)
+        processed[partition] = last.offset
+
+    async def process_group(partition: int, group: list[Any], origin: str) -> None:
+        started = time.perf_counter()
+        first, last = group[0].message, group[-1].message
         decoded = [decode(e.message.key, e.message.value, f"{first.topic}[{partition}]@{e.message.offset}")
                    for e in group]
         batch = np.concatenate([b for b, _ in decoded]) if decoded else np.empty(0)
@@ -117,18 +163,43 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory,
         dead, rejected.dead_letters = rejected.dead_letters, []
         for a in out:
             await anomalies.send(key=a.symbol.encode(), value=json.dumps(a.to_dict()).encode())
-            log.info("anomaly", symbol=a.symbol, detector=a.detector, score=a.score, id=a.id,
-                     partition=partition, offsets=origin)
+            log.info("anomaly", symbol=a.symbol, detector=a.detector, score=a.score, id=a.id, reason=a.reason)
         if elasticsearch is not None and out:
             # Written (idempotently: ids are the anomaly ids) before the offsets commit: a crash
             # before the commit replays the batch and overwrites the same documents.
             await elasticsearch.publish(out)
             await elasticsearch.flush()
+            if tally is not None:
+                tally.report()
         for d in dead:
             d = d if d.origin else replace(d, origin=origin)
             await dlq.send(key=last.key, value=d.raw or d.detail.encode(), headers=dead_letter_headers(d))
+        log.info("batch", messages=len(group), trades=len(batch), anomalies=len(out), dead_letters=len(dead),
+                 seconds=round(time.perf_counter() - started, 4))
         if on_batch is not None:
             await on_batch(len(batch), len(out))
+
+    if metrics is not None:
+        gauges = metrics
+
+        @app.timer(interval=GAUGE_REFRESH_SECONDS)
+        async def refresh_gauges() -> None:
+            try:
+                owned = [tp for tp in app.consumer.assignment() if tp.topic == settings.trades_topic]
+                for gone in processed.keys() - {tp.partition for tp in owned}:
+                    del processed[gone]  # revoked: a later reassignment starts from its commit
+                done = dict(processed)
+                for tp in owned:
+                    if tp.partition not in done:  # nothing processed here yet: count from the fetch position
+                        position = await app.consumer.position(tp)
+                        if position is not None:
+                            done[tp.partition] = position - 1
+                gauges.consumer_lag(partition_lags(app.consumer.highwater, owned, done))
+                gauges.state_symbols(len(table))
+            except Exception as exc:  # noqa: BLE001 - a gauge refresh must never stop the worker
+                # Before the consumer starts or mid-rebalance the consumer and table refuse; the
+                # next tick retries, and the failure is visible here rather than swallowed.
+                log.warning("metrics_refresh_failed", error=f"{type(exc).__name__}: {exc}")
 
     app.detect_trades = detect_trades  # type: ignore[attr-defined]
     app.symbol_state = table  # type: ignore[attr-defined]

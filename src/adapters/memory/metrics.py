@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 
 class InMemoryMetrics:
@@ -12,6 +13,9 @@ class InMemoryMetrics:
         self.dead: Counter[str] = Counter()
         self.batches: list[tuple[int, float]] = []
         self.refits: Counter[str] = Counter()
+        self.symbols = 0
+        self.elasticsearch: Counter[str] = Counter()
+        self.lag: dict[int, int] = {}
 
     def trades_processed(self, count: int) -> None:
         self.trades += count
@@ -27,3 +31,12 @@ class InMemoryMetrics:
 
     def model_refitted(self, detector: str) -> None:
         self.refits[detector] += 1
+
+    def state_symbols(self, count: int) -> None:
+        self.symbols = count
+
+    def elasticsearch_bulk(self, written: int, retries: int, failed: int) -> None:
+        self.elasticsearch.update(written=written, retries=retries, failed=failed)
+
+    def consumer_lag(self, lags: Mapping[int, int]) -> None:
+        self.lag = dict(lags)

@@ -1,0 +1,103 @@
+"""PrometheusMetrics: the Metrics port as prometheus_client counters, gauges and histograms."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+# Per detect call: a worker take is ~1-256 messages of up to 2,000 trades; a replay chunk is 262,144.
+BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_TRADES_BUCKETS = (1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 262_144, 1_000_000)
+
+
+def process_registry() -> CollectorRegistry:
+    """A fresh registry with the process, platform and GC collectors the default one would have."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def parse_symbols(spec: str | Iterable[str]) -> frozenset[str]:
+    """`"NVDA, aapl"` -> {"NVDA", "AAPL"}: the symbols allowed to become a label value."""
+    names = spec.split(",") if isinstance(spec, str) else spec
+    return frozenset(n.strip().upper() for n in names if n.strip())
+
+
+class PrometheusMetrics:
+    """Every metric lives on the injected registry (tests pass a fresh one).
+
+    Cardinality is bounded by configuration: anomalies carry a `symbol` label only for symbols in
+    `symbols`; every other symbol gets the empty value, which Prometheus stores as no label at all.
+    Series for the known detectors exist from the start at 0, so the first anomalies after a
+    (re)start show up in rate() instead of being the series' first sample.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, symbols: Iterable[str] = (),
+                 detectors: Iterable[str] = (), namespace: str = "stockanomaly") -> None:
+        self.symbols = parse_symbols(symbols)
+        ns = namespace
+        self.trades = Counter("trades_processed", "Trades that went through the detectors.",
+                              namespace=ns, registry=registry)
+        self.anomalies = Counter("anomalies", "Anomalies emitted, per detector (and allow-listed symbol).",
+                                 ["detector", "symbol"], namespace=ns, registry=registry)
+        self.dead = Counter("dead_letters", "Records sent to the dead-letter topic, per reason.",
+                            ["reason"], namespace=ns, registry=registry)
+        self.batch_seconds = Histogram("batch_seconds", "Seconds per detect call (load state, detect, save).",
+                                       namespace=ns, registry=registry, buckets=BATCH_SECONDS_BUCKETS)
+        self.batch_trades = Histogram("batch_trades", "Trades per detect call.", namespace=ns,
+                                      registry=registry, buckets=BATCH_TRADES_BUCKETS)
+        self.refits = Counter("model_refits", "Models (re)fitted by learning detectors.", ["detector"],
+                              namespace=ns, registry=registry)
+        self.symbols_held = Gauge("state_symbols", "Symbols whose detector state this process holds.",
+                                  namespace=ns, registry=registry)
+        self.es_written = Counter("elasticsearch_writes", "Anomaly documents written to Elasticsearch.",
+                                  namespace=ns, registry=registry)
+        self.es_retries = Counter("elasticsearch_retries", "Elasticsearch bulk attempts that were retried.",
+                                  namespace=ns, registry=registry)
+        self.es_failed = Counter("elasticsearch_failures", "Anomaly documents Elasticsearch rejected for good.",
+                                 namespace=ns, registry=registry)
+        self.lag = Gauge("consumer_lag", "Messages between the last processed offset and the end, per partition.",
+                         ["partition"], namespace=ns, registry=registry)
+        self._lag_partitions: set[str] = set()
+        for detector in detectors:
+            self.anomalies.labels(detector=detector, symbol="")
+            self.refits.labels(detector=detector)
+
+    def trades_processed(self, count: int) -> None:
+        self.trades.inc(count)
+
+    def anomalies_found(self, detector: str, symbol: str, count: int) -> None:
+        label = symbol if symbol.upper() in self.symbols else ""
+        self.anomalies.labels(detector=detector, symbol=label).inc(count)
+
+    def dead_letters(self, reason: str, count: int) -> None:
+        self.dead.labels(reason=reason).inc(count)
+
+    def batch_processed(self, size: int, seconds: float) -> None:
+        self.batch_seconds.observe(seconds)
+        self.batch_trades.observe(size)
+
+    def model_refitted(self, detector: str) -> None:
+        self.refits.labels(detector=detector).inc()
+
+    def state_symbols(self, count: int) -> None:
+        self.symbols_held.set(count)
+
+    def elasticsearch_bulk(self, written: int, retries: int, failed: int) -> None:
+        self.es_written.inc(written)
+        self.es_retries.inc(retries)
+        self.es_failed.inc(failed)
+
+    def consumer_lag(self, lags: Mapping[int, int]) -> None:
+        owned = {str(p): lag for p, lag in lags.items()}
+        # A partition handed to another worker must stop being reported here, or two workers
+        # would both claim it (and a stale value would never move again).
+        for gone in self._lag_partitions - owned.keys():
+            self.lag.remove(gone)
+        for partition, lag in owned.items():
+            self.lag.labels(partition=partition).set(lag)
+        self._lag_partitions = set(owned)

@@ -1,0 +1,184 @@
+"""Alerting end to end: the real Prometheus scrapes a running worker and the anomaly-rate alert fires."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from aiokafka import AIOKafkaProducer
+
+from adapters.kafka.codec import encode_batch
+from adapters.memory import InMemoryTradeSource
+from adapters.synthetic import generate_market
+from entrypoints.container import build_container
+from integration_support import eventually, eventually_async
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "deploy" / "prometheus" / "rules" / "anomalies.yml"
+PARTITIONS = 2
+RATIO_THRESHOLD = 0.001  # StockanomalyAnomalyRateHigh: more than 0.1% of trades flagged
+# Production windows shrunk so the test takes seconds: the target is scraped every second.
+WINDOWS = {"[5m]": "[30s]", "[1h]": "[2m]"}
+
+
+def short_window_rules(text: str, suffix: str) -> str:
+    """deploy/prometheus/rules with test-sized windows, `for:` and evaluation interval, reading only
+    this test's target (label `it`), recording under its own names so nothing collides with the
+    real rule groups, and every alert labelled `it` so this test finds its own."""
+    config = yaml.safe_load(text)
+    prefix = f"it_{suffix}:"
+    for group in config["groups"]:
+        group["name"] = f"it-{suffix}-{group['name']}"
+        group["interval"] = "1s"
+        for rule in group["rules"]:
+            expr = re.sub(r"\b(stockanomaly_[A-Za-z0-9_]+)\b(?!\{)", rf'\1{{it="{suffix}"}}', rule["expr"])
+            for long, short in WINDOWS.items():
+                expr = expr.replace(long, short)
+            rule["expr"] = expr.replace("stockanomaly:", prefix)
+            if "record" in rule:
+                rule["record"] = rule["record"].replace("stockanomaly:", prefix)
+            else:
+                rule["for"] = "5s"
+                rule.setdefault("labels", {})["it"] = suffix
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def query(base: str, promql: str) -> list[dict]:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)["data"]["result"]
+
+
+def alerts(base: str, name: str, suffix: str) -> list[dict]:
+    with urllib.request.urlopen(f"{base}/api/v1/alerts", timeout=5) as response:
+        found = json.load(response)["data"]["alerts"]
+    return [a for a in found if a["labels"].get("alertname") == name and a["labels"].get("it") == suffix]
+
+
+def messages(trades: np.ndarray, per_message: int = 500) -> Iterator[tuple[bytes, bytes]]:
+    """Per-symbol micro-batches in event-time order, as `stockanomaly ingest` sends them."""
+    for start in range(0, len(trades), 5_000):
+        chunk = trades[start:start + 5_000]
+        for symbol in np.unique(chunk["symbol"]):
+            rows = chunk[chunk["symbol"] == symbol]
+            for i in range(0, len(rows), per_message):
+                yield encode_batch(str(symbol), rows[i:i + per_message])
+
+
+@pytest.fixture(scope="module")
+def burst() -> np.ndarray:
+    """A short, anomaly-dense tape: 30 injected events of each type in 20,000 trades."""
+    return generate_market(symbols=2, trades=20_000, seed=5, events_per_type=30).trades
+
+
+@pytest.fixture(scope="module")
+def noisy_detectors(burst: np.ndarray) -> set[str]:
+    """The detectors that flag more than the alert's share of this tape (embedded replay)."""
+    container = build_container()
+    container.replay()(InMemoryTradeSource(burst, chunk_size=5_000))
+    per = Counter(a.detector for a in container.collected_anomalies().anomalies)
+    noisy = {d for d, n in per.items() if n / len(burst) > RATIO_THRESHOLD}
+    assert noisy, per
+    return noisy
+
+
+def test_rules_and_their_short_window_variant_pass_promtool_check(tmp_path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (it comes with Debian's prometheus package)")
+    variant = tmp_path / "variant.yml"
+    variant.write_text(short_window_rules(RULES.read_text(), "check"))
+    rules = sorted(str(p) for p in RULES.parent.glob("*.yml"))
+    result = subprocess.run([promtool, "check", "rules", *rules, str(variant)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_rate_alert(
+        kafka_bootstrap, new_topic, suffix, tmp_path, es_url, es_prefix, prometheus_url, prometheus_target,
+        prometheus_rules, burst, noisy_detectors) -> None:
+    topics = {name: await new_topic(name, partitions=PARTITIONS) for name in ("trades", "anomalies", "dlq")}
+    metrics_port = free_port()
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, STOCKANOMALY_APP_ID=f"it-alerting-{suffix}",
+               STOCKANOMALY_TRADES_TOPIC=topics["trades"], STOCKANOMALY_ANOMALIES_TOPIC=topics["anomalies"],
+               STOCKANOMALY_DLQ_TOPIC=topics["dlq"], STOCKANOMALY_PARTITIONS=str(PARTITIONS),
+               STOCKANOMALY_DATA_DIR=str(tmp_path / "data"), STOCKANOMALY_WORKER_WEB_PORT=str(free_port()),
+               STOCKANOMALY_METRICS_ADDR="127.0.0.1", STOCKANOMALY_METRICS_PORT=str(metrics_port),
+               STOCKANOMALY_LOG_LEVEL="INFO", ELASTICSEARCH_URL=es_url, STOCKANOMALY_ES_INDEX_PREFIX=es_prefix)
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "faust", "-A", "entrypoints.worker", "worker", "-l", "warn"],
+                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        prometheus_target([f"127.0.0.1:{metrics_port}"],
+                          labels={"__scrape_interval__": "1s", "__scrape_timeout__": "1s", "it": suffix})
+        prometheus_rules(short_window_rules(RULES.read_text(), suffix))
+        mine = f'{{it="{suffix}"}}'
+        # Counters must be seen at 0 before the burst, or rate() has no earlier sample to compare.
+        eventually(lambda: query(prometheus_url, f"count_over_time(stockanomaly_trades_processed_total{mine}[1m]) >= 3"),
+                   timeout=120, interval=0.5, what=f"Prometheus scraping the worker (log {log_path})")
+
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+        await producer.start()
+        try:
+            for key, value in messages(burst):
+                await producer.send(topics["trades"], key=key, value=value)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+        firing = eventually(
+            lambda: [a for a in alerts(prometheus_url, "StockanomalyAnomalyRateHigh", suffix) if a["state"] == "firing"],
+            timeout=120, interval=0.5, what=f"StockanomalyAnomalyRateHigh firing (worker log {log_path})")
+        assert {a["labels"]["detector"] for a in firing} <= noisy_detectors
+        assert firing[0]["labels"]["severity"] == "warning"
+        assert "of trades" in firing[0]["annotations"]["summary"]
+
+        # The other series the worker exports made it to Prometheus too.
+        def scraped(promql: str) -> float | None:
+            result = query(prometheus_url, promql)
+            return float(result[0]["value"][1]) if result else None
+
+        assert scraped(f"stockanomaly_trades_processed_total{mine}") == len(burst)
+        anomalies = scraped(f"sum(stockanomaly_anomalies_total{mine})")
+        assert anomalies and anomalies >= len(noisy_detectors)
+        assert scraped(f"stockanomaly_elasticsearch_writes_total{mine}") == anomalies
+        assert scraped(f"sum(stockanomaly_batch_trades_sum{mine})") == len(burst)
+
+        async def caught_up() -> bool:
+            lag = query(prometheus_url, f"stockanomaly_consumer_lag{mine}")
+            symbols = scraped(f"stockanomaly_state_symbols{mine}")
+            return len(lag) == PARTITIONS and all(float(s["value"][1]) == 0 for s in lag) and symbols == 2
+
+        await eventually_async(caught_up, timeout=60, interval=0.5, what="consumer lag 0 and 2 symbols held")
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    batches = [line for line in lines if line.get("event") == "batch"]
+    assert batches and all({"partition", "offsets", "trades", "seconds"} <= set(b) for b in batches)
+    assert sum(b["trades"] for b in batches) == len(burst)
+    assert any(line.get("event") == "anomaly" and "symbol" in line and "partition" in line for line in lines)

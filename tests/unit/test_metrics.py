@@ -1,0 +1,156 @@
+"""Prometheus metrics: what the worker exports, on a fresh registry, and what the use case reports."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from builders import calm_flow
+from prometheus_client import CollectorRegistry
+
+from adapters.elasticsearch.bulk import SinkCounters
+from adapters.faust.app import ElasticsearchTally, partition_lags
+from adapters.memory import InMemoryMetrics, InMemoryTradeSource
+from adapters.metrics import MetricsServer, PrometheusMetrics, parse_symbols
+from domain.model import TRADE_DTYPE
+from entrypoints.container import build_container
+
+REPO = Path(__file__).resolve().parents[2]
+METRIC_NAME = re.compile(r"\bstockanomaly_[A-Za-z0-9_]*")
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def exported_names(registry: CollectorRegistry) -> set[str]:
+    """Sample names (`x_total`, `h_bucket`, ...) and family names (`h`)."""
+    return {n for metric in registry.collect() for n in [metric.name, *(s.name for s in metric.samples)]}
+
+
+def test_counts_trades_anomalies_and_dead_letters(registry) -> None:
+    m = PrometheusMetrics(registry)
+    m.trades_processed(1_000)
+    m.trades_processed(500)
+    m.anomalies_found("high_volume", "NVDA", 2)
+    m.dead_letters("bad_price", 3)
+    assert value(registry, "stockanomaly_trades_processed_total") == 1_500
+    assert value(registry, "stockanomaly_anomalies_total", detector="high_volume", symbol="") == 2
+    assert value(registry, "stockanomaly_dead_letters_total", reason="bad_price") == 3
+
+
+def test_symbol_becomes_a_label_only_when_allow_listed(registry) -> None:
+    m = PrometheusMetrics(registry, symbols=parse_symbols("nvda, AAPL,"))
+    m.anomalies_found("high_volume", "NVDA", 1)
+    m.anomalies_found("high_volume", "TSLA", 4)
+    m.anomalies_found("high_volume", "ZZZ", 1)
+    assert value(registry, "stockanomaly_anomalies_total", detector="high_volume", symbol="NVDA") == 1
+    # Unlisted symbols share the empty label value, which Prometheus stores as no label.
+    assert value(registry, "stockanomaly_anomalies_total", detector="high_volume", symbol="") == 5
+    assert value(registry, "stockanomaly_anomalies_total", detector="high_volume", symbol="TSLA") is None
+
+
+def test_known_detectors_start_at_zero_so_the_first_anomaly_shows_in_rate(registry) -> None:
+    PrometheusMetrics(registry, detectors=["high_volume", "trade_burst"])
+    assert value(registry, "stockanomaly_anomalies_total", detector="trade_burst", symbol="") == 0
+    assert value(registry, "stockanomaly_model_refits_total", detector="high_volume") == 0
+
+
+def test_batches_feed_both_histograms(registry) -> None:
+    m = PrometheusMetrics(registry)
+    m.batch_processed(2_000, 0.004)
+    m.batch_processed(10, 0.0002)
+    assert value(registry, "stockanomaly_batch_seconds_count") == 2
+    assert value(registry, "stockanomaly_batch_seconds_bucket", le="0.005") == 2
+    assert value(registry, "stockanomaly_batch_seconds_bucket", le="0.001") == 1
+    assert value(registry, "stockanomaly_batch_trades_sum") == 2_010
+    assert value(registry, "stockanomaly_batch_trades_bucket", le="2000.0") == 2
+
+
+def test_gauges_and_elasticsearch_counters(registry) -> None:
+    m = PrometheusMetrics(registry)
+    m.model_refitted("isolation_forest")
+    m.state_symbols(42)
+    m.elasticsearch_bulk(written=10, retries=2, failed=1)
+    m.elasticsearch_bulk(written=5, retries=0, failed=0)
+    assert value(registry, "stockanomaly_model_refits_total", detector="isolation_forest") == 1
+    assert value(registry, "stockanomaly_state_symbols") == 42
+    assert value(registry, "stockanomaly_elasticsearch_writes_total") == 15
+    assert value(registry, "stockanomaly_elasticsearch_retries_total") == 2
+    assert value(registry, "stockanomaly_elasticsearch_failures_total") == 1
+
+
+def test_consumer_lag_forgets_partitions_handed_to_another_worker(registry) -> None:
+    m = PrometheusMetrics(registry)
+    m.consumer_lag({0: 5, 1: 0})
+    m.consumer_lag({1: 7, 2: 3})
+    assert value(registry, "stockanomaly_consumer_lag", partition="0") is None
+    assert value(registry, "stockanomaly_consumer_lag", partition="1") == 7
+    assert value(registry, "stockanomaly_consumer_lag", partition="2") == 3
+
+
+def test_every_metric_the_rules_and_dashboards_use_is_exported(registry) -> None:
+    m = PrometheusMetrics(registry, detectors=["high_volume"])
+    m.dead_letters("bad_price", 1)
+    m.consumer_lag({0: 0})
+    exported = exported_names(registry)
+    texts = [p.read_text() for p in (REPO / "deploy" / "prometheus" / "rules").glob("*.yml")]
+    texts += [p.read_text() for p in (REPO / "deploy" / "grafana" / "dashboards").glob("*.json")]
+    used = {name for text in texts for name in METRIC_NAME.findall(text)}
+    assert used and used <= exported, sorted(used - exported)
+
+
+def test_partition_lags_count_messages_after_the_last_processed_offset() -> None:
+    tps = [SimpleNamespace(topic="trades", partition=p) for p in range(3)]
+    ends = {0: 100, 1: 50, 2: None}
+    lags = partition_lags(lambda tp: ends[tp.partition], tps, {0: 89, 1: 49})
+    assert lags == {0: 10, 1: 0}  # partition 2: nothing known yet, so no value rather than 0
+
+
+def test_elasticsearch_tally_reports_increments_of_the_sink_counters() -> None:
+    sink = SimpleNamespace(counters=SinkCounters())
+    metrics = InMemoryMetrics()
+    tally = ElasticsearchTally(sink, metrics)
+    sink.counters.written, sink.counters.retries = 10, 1
+    tally.report()
+    sink.counters.written = 25
+    tally.report()
+    tally.report()  # nothing new
+    assert metrics.elasticsearch == {"written": 25, "retries": 1, "failed": 0}
+
+
+def test_replay_reports_trades_batches_and_model_refits() -> None:
+    trades = np.concatenate([calm_flow(6_000, symbol=s, seed=i) for i, s in enumerate(["AAA", "BBB"])])
+    trades = trades.astype(TRADE_DTYPE)[np.argsort(trades["ts_event"], kind="stable")]
+    container = build_container()
+    container.replay()(InMemoryTradeSource(trades, chunk_size=3_000))
+    metrics = container.metrics()
+    assert metrics.trades == 12_000
+    assert [size for size, _ in metrics.batches] == [3_000] * 4
+    assert metrics.refits["isolation_forest"] >= 2  # one first fit per warmed-up symbol
+
+
+def test_container_serves_the_prometheus_metrics_over_http() -> None:
+    container = build_container(metrics="prometheus", metrics_addr="127.0.0.1", metrics_port=0,
+                                metrics_symbols="NVDA")
+    metrics = container.metrics()
+    assert isinstance(metrics, PrometheusMetrics) and metrics.symbols == {"NVDA"}
+    metrics.anomalies_found("high_volume", "NVDA", 1)
+    server = container.metrics_server().start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as response:
+            body = response.read().decode()
+    finally:
+        server.stop()
+    assert 'stockanomaly_anomalies_total{detector="high_volume",symbol="NVDA"} 1.0' in body
+    assert "stockanomaly_trades_processed_total 0.0" in body
+    assert "process_cpu_seconds_total" in body  # the process collectors come along
