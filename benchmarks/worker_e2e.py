@@ -208,7 +208,7 @@ async def main() -> None:
                        STOCKANOMALY_DLQ_TOPIC=topics["dlq"], STOCKANOMALY_PARTITIONS=str(PARTITIONS),
                        STOCKANOMALY_LOG_LEVEL="WARNING", ELASTICSEARCH_URL=args.es_url,
                        STOCKANOMALY_ES_INDEX_PREFIX=f"bench-{run}", STOCKANOMALY_DATA_DIR=f"{tmp}/data",
-                       STOCKANOMALY_WORKER_WEB_PORT="16099")
+                       STOCKANOMALY_WORKER_WEB_PORT="16099", STOCKANOMALY_METRICS_PORT="0")
             try:
                 if phase == "throughput":
                     result["throughput"] = await throughput(args.bootstrap, env, Path(tmp), args.copies)
