@@ -72,3 +72,13 @@ async def read_all(bootstrap: str, topic: str, *, partition_count: int = 1,
 async def topic_config(admin: Any, topic: str) -> dict[str, str]:
     response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
     return {entry[0]: entry[1] for entry in response[0].resources[0][4]}
+
+
+def as_messages(trades: Any, per_message: int = 500, chunk: int = 5_000) -> list[tuple[bytes, bytes]]:
+    """(key, value) Kafka records for trades, cut the way `stockanomaly ingest` cuts a source:
+    source-sized chunks, each split into per-symbol micro-batches in event-time order."""
+    from adapters.kafka.codec import encode_batch
+    from application.ingest import symbol_batches
+
+    return [encode_batch(symbol, rows) for start in range(0, len(trades), chunk)
+            for symbol, rows in symbol_batches(trades[start:start + chunk], per_message)]

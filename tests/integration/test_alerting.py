@@ -12,7 +12,6 @@ import sys
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +19,10 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from adapters.kafka.codec import encode_batch
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
 from entrypoints.container import build_container
-from integration_support import eventually, eventually_async
+from integration_support import as_messages, eventually, eventually_async
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -73,16 +71,6 @@ def alerts(base: str, name: str, suffix: str) -> list[dict]:
     with urllib.request.urlopen(f"{base}/api/v1/alerts", timeout=5) as response:
         found = json.load(response)["data"]["alerts"]
     return [a for a in found if a["labels"].get("alertname") == name and a["labels"].get("it") == suffix]
-
-
-def messages(trades: np.ndarray, per_message: int = 500) -> Iterator[tuple[bytes, bytes]]:
-    """Per-symbol micro-batches in event-time order, as `stockanomaly ingest` sends them."""
-    for start in range(0, len(trades), 5_000):
-        chunk = trades[start:start + 5_000]
-        for symbol in np.unique(chunk["symbol"]):
-            rows = chunk[chunk["symbol"] == symbol]
-            for i in range(0, len(rows), per_message):
-                yield encode_batch(str(symbol), rows[i:i + per_message])
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +129,7 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
         await producer.start()
         try:
-            for key, value in messages(burst):
+            for key, value in as_messages(burst):
                 await producer.send(topics["trades"], key=key, value=value)
             await producer.flush()
         finally:

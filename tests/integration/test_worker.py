@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from adapters.kafka.codec import encode_batch
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
 from entrypoints.container import build_container
-from integration_support import eventually_async, read_all
+from integration_support import as_messages, eventually_async, read_all
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -38,16 +38,6 @@ def embedded_ids(market: np.ndarray) -> set[str]:
     ids = {a.id for a in container.collected_anomalies().anomalies}
     assert len(ids) >= 10
     return ids
-
-
-def messages(trades: np.ndarray, per_message: int = 500) -> Iterator[tuple[bytes, bytes]]:
-    """Per-symbol micro-batches in event-time order, as `stockanomaly ingest` sends them."""
-    for start in range(0, len(trades), 5_000):
-        chunk = trades[start:start + 5_000]
-        for symbol in np.unique(chunk["symbol"]):
-            rows = chunk[chunk["symbol"] == symbol]
-            for i in range(0, len(rows), per_message):
-                yield encode_batch(str(symbol), rows[i:i + per_message])
 
 
 class Stream:
@@ -134,7 +124,7 @@ async def stream(kafka_bootstrap, new_topic, suffix, tmp_path, es, es_url,  # ty
 @pytest.mark.asyncio
 async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, market, embedded_ids) -> None:
     stream.start_worker("w1", 16066)
-    await stream.produce(list(messages(market)))
+    await stream.produce(as_messages(market))
     seen = await stream.wait_for(embedded_ids)
     assert set(seen) == embedded_ids
     assert len(seen) == len(set(seen))
@@ -144,7 +134,7 @@ async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, mark
 @pytest.mark.asyncio
 async def test_worker_killed_mid_stream_resumes_without_loss_or_duplicates(stream: Stream, market,
                                                                            embedded_ids) -> None:
-    pairs = list(messages(market))
+    pairs = as_messages(market)
     first = stream.start_worker("w1", 16067)
     await stream.produce(pairs[: len(pairs) // 2])
 
@@ -165,7 +155,7 @@ async def test_worker_killed_mid_stream_resumes_without_loss_or_duplicates(strea
 @pytest.mark.asyncio
 async def test_two_workers_share_partitions_and_state_follows_the_partition(stream: Stream, market,
                                                                           embedded_ids) -> None:
-    pairs = list(messages(market))
+    pairs = as_messages(market)
     stream.start_worker("w1", 16068)
     await stream.produce(pairs[: len(pairs) // 3])
 
@@ -215,7 +205,7 @@ async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_pro
         stream: Stream, market, embedded_ids) -> None:
     bad, reasons = bad_records(market)
     stream.start_worker("w1", 16070)
-    await stream.produce(bad + list(messages(market)))
+    await stream.produce(bad + as_messages(market))
     seen = await stream.wait_for(embedded_ids)
     assert set(seen) == embedded_ids
     letters: list = []

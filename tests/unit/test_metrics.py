@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from adapters.elasticsearch.bulk import SinkCounters
 from adapters.faust.app import ElasticsearchTally, partition_lags
 from adapters.memory import InMemoryMetrics, InMemoryTradeSource
-from adapters.metrics import MetricsServer, PrometheusMetrics, parse_symbols
+from adapters.metrics import PrometheusMetrics, parse_symbols
 from domain.model import TRADE_DTYPE
 from entrypoints.container import build_container
 

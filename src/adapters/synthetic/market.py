@@ -14,7 +14,7 @@ from adapters.synthetic.events import events_per_type as draw_event_counts
 from adapters.synthetic.injection import NORMAL, SymbolTape, apply_overrides, extra_times, ramp_shift
 from adapters.synthetic.prices import log_returns, quote_prices
 from adapters.synthetic.profiles import SymbolProfile, draw_sizes, make_profiles
-from domain.model import TRADE_DTYPE, empty_trades
+from domain.model import empty_trades
 
 PUBLISHER_ID = 2  # XNAS.ITCH
 F_LAST = 128
