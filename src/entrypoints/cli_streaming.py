@@ -1,0 +1,156 @@
+"""The streaming commands of `stockanomaly`: ingest trades into Kafka, query anomalies in Elasticsearch."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+
+from domain.errors import DomainError
+from entrypoints.cli import err, fail, file_source, log, main, progress_bar
+
+
+@main.command()
+@click.option("--symbol", "symbols", multiple=True, help="Only this symbol (repeatable, any case).")
+@click.option("--detector", "detectors", multiple=True, help="Only this detector (repeatable).")
+@click.option("--since", help="From this event time: ISO 8601 (2025-05-05T13:00:00Z), integer ns, or an age (30m, 1h, 7d).")
+@click.option("--until", help="Before this event time (same forms as --since).")
+@click.option("--min-score", type=float, help="Only anomalies scoring at least this.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--order", default="time", show_default=True, type=click.Choice(["time", "score"]),
+              help="Newest first, or highest score first.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of anomalies.")
+@click.option("--es-url", envvar="ELASTICSEARCH_URL", default="http://127.0.0.1:9200", show_default=True,
+              show_envvar=True, help="Elasticsearch URL; credentials come from ELASTICSEARCH_USERNAME/"
+                                     "ELASTICSEARCH_PASSWORD or ELASTICSEARCH_API_KEY.")
+@click.option("--index", "index_prefix", default="stockanomaly-anomalies", show_default=True,
+              help="Index prefix (indices are <prefix>-YYYY.MM.DD).")
+def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | None, until: str | None,
+          min_score: float | None, limit: int, order: str, as_json: bool, es_url: str, index_prefix: str) -> None:
+    """Search the anomalies the workers stored in Elasticsearch."""
+    from rich.table import Table
+
+    from adapters.elasticsearch import ElasticsearchAdapterError, ElasticsearchAnomalyQuery, ElasticsearchSettings
+    from adapters.elasticsearch import connect as connect_elasticsearch
+    from application.query import QueryAnomalies
+    from entrypoints.render import ts_text
+
+    settings = ElasticsearchSettings.from_env(url=es_url, request_timeout=10.0)
+    try:
+        store = ElasticsearchAnomalyQuery(connect_elasticsearch(settings), index_prefix=index_prefix,
+                                          where=settings.safe_url)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        found = QueryAnomalies(store)(symbols=symbols, detectors=[d for spec in detectors for d in spec.split(",") if d],
+                                      since=since, until=until, min_score=min_score, limit=limit, order=order)
+    except (DomainError, ElasticsearchAdapterError) as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([a.to_dict() for a in found]))
+        return
+    if not found:
+        click.echo(f"no anomalies in {index_prefix}-* match")
+        return
+    table = Table(title=f"{len(found)} anomalies", title_justify="left")
+    for col in ("time (UTC)", "symbol", "detector", "score"):
+        table.add_column(col, no_wrap=True, justify="right" if col == "score" else "left")
+    table.add_column("reason", overflow="fold", ratio=1)
+    for a in found:
+        table.add_row(ts_text(a.ts_event), a.symbol, a.detector, f"{a.score:.2f}", a.reason)
+    Console().print(table)
+
+
+@main.command()
+@click.argument("paths", nargs=-1)
+@click.option("--live", is_flag=True, help="Read the Databento live feed (API key from DATABENTO_API_KEY).")
+@click.option("--dataset", default="XNAS.ITCH", show_default=True, help="Live: dataset.")
+@click.option("--schema", default="trades", show_default=True,
+              type=click.Choice(["trades", "tbbo", "mbp-1", "mbp-10"]), help="Live: schema carrying the trades.")
+@click.option("--symbols", default="ALL_SYMBOLS", show_default=True, help="Live: comma-separated symbols.")
+@click.option("--bootstrap", envvar="KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:9092", show_default=True,
+              show_envvar=True, help="Kafka bootstrap servers.")
+@click.option("--topic", envvar="STOCKANOMALY_TRADES_TOPIC", default="trades", show_default=True, show_envvar=True)
+@click.option("--dlq-topic", envvar="STOCKANOMALY_DLQ_TOPIC", default="trades.dlq", show_default=True,
+              show_envvar=True, help="Where rejected source records go (raw bytes; reason/detail/origin headers).")
+# 20,000 trades x 48 bytes stays under Kafka's default 1 MiB message limit.
+@click.option("--batch-trades", default=2_000, show_default=True, type=click.IntRange(1, 20_000),
+              help="Most trades per Kafka message.")
+@click.option("--pace", default="max", show_default=True,
+              help="Files: max, realtime (reproduce event-time gaps) or xN (N times faster than realtime).")
+@click.option("--partitions", envvar="STOCKANOMALY_PARTITIONS", default=4, show_default=True,
+              type=click.IntRange(1), help="Partitions of the topics when this creates them.")
+@click.option("--replication-factor", default=1, show_default=True, type=click.IntRange(1),
+              help="Replication factor of the topics when this creates them.")
+@click.option("--compression", default="none", show_default=True,
+              type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
+              help="Kafka compression (snappy, lz4 and zstd need the cramjam package).")
+@click.option("--flush-ms", default=50, show_default=True, type=click.IntRange(1),
+              help="Live: the longest a trade waits for its message to fill.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbols: str, bootstrap: str, topic: str,
+           dlq_topic: str, batch_trades: int, pace: str, partitions: int, replication_factor: int, compression: str,
+           flush_ms: int, as_json: bool) -> None:
+    """Publish Databento trades (files, globs, directories, or --live) to Kafka, keyed by symbol, as
+    compact per-symbol micro-batches (docs/wire-format.md)."""
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from adapters.kafka.producer import KafkaTradePublisher
+    from application.ingest import IngestSummary, IngestTrades, parse_pace
+
+    if live == bool(paths):
+        fail("give PATHs (files, globs, directories) or --live, not both" if live else
+             "give one or more PATHs (files, globs, directories) or --live")
+    try:
+        speed = parse_pace(pace)
+        if live:
+            from adapters.kafka.databento_live import DatabentoLiveConnector, DatabentoLiveSource
+
+            if speed is not None:
+                fail("--pace applies to files: the live feed arrives in real time")
+            names = [s.strip() for s in symbols.split(",") if s.strip()]
+            source: Any = DatabentoLiveSource(DatabentoLiveConnector.from_env(), dataset, schema,
+                                              names if names != ["ALL_SYMBOLS"] else "ALL_SYMBOLS",
+                                              flush_trades=batch_trades, flush_seconds=flush_ms / 1000)
+        else:
+            source = file_source(paths, 65_536)
+        publisher = KafkaTradePublisher(bootstrap, topic, dlq_topic, partitions=partitions,
+                                        replication_factor=replication_factor, compression=compression)
+    except DomainError as exc:
+        fail(str(exc))
+    latest = IngestSummary()
+
+    async def run(on_progress: Any) -> IngestSummary:
+        async with publisher:
+            return await IngestTrades(publisher, batch_trades=batch_trades, pace=speed)(source, on_progress)
+
+    interrupted = False
+    with progress_bar("ingesting", None, enabled=not as_json and err.is_terminal) as bar:
+        def on_progress(summary: IngestSummary) -> None:
+            nonlocal latest
+            latest = summary
+            bar.update(bar.task_ids[0], completed=summary.trades,
+                       rate=f"{summary.trades_per_second:,.0f} trades/s")
+
+        try:
+            latest = asyncio.run(run(on_progress))
+        except DomainError as exc:
+            fail(str(exc))
+        except KafkaError as exc:
+            fail(f"Kafka at {bootstrap}: {exc}")
+        except KeyboardInterrupt:
+            interrupted = True
+    result = latest.to_dict() | {"topic": topic, "dlq_topic": dlq_topic, "interrupted": interrupted}
+    log.info("ingest_finished", **result)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"ingested {latest.trades:,} trades in {latest.messages:,} messages to {topic} in "
+                   f"{latest.seconds:.2f}s ({latest.trades_per_second:,.0f} trades/s); "
+                   f"{latest.dead_letters:,} dead letters to {dlq_topic}" + (" (interrupted)" if interrupted else ""))
