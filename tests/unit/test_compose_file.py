@@ -7,12 +7,13 @@ Specification JSON schema (tests/fixtures/compose-spec.json) and against the pro
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import jsonschema
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -25,18 +26,8 @@ INTERPOLATION = re.compile(r"\$\$|\$\{[A-Za-z_][A-Za-z0-9_]*(?:(?::?[-?+])[^}]*)
                            r"\$[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _need(module: str) -> Any:
-    try:
-        return __import__(module)
-    except ImportError:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{module} is not installed (a test dependency)", pytrace=False)
-        pytest.skip(f"{module} is not installed (a test dependency)")
-
-
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    yaml = _need("yaml")
     return yaml.safe_load(COMPOSE.read_text())
 
 
@@ -61,7 +52,6 @@ def _strings(node: Any) -> list[str]:
 
 
 def test_compose_file_matches_the_compose_specification_schema(compose):
-    jsonschema = _need("jsonschema")
     schema = json.loads(SCHEMA.read_text())
     validator = jsonschema.validators.validator_for(schema)(schema)
     errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.absolute_path))
@@ -146,7 +136,6 @@ def test_dependencies_and_named_volumes_exist(compose, services):
 
 
 def test_prometheus_and_grafana_are_provisioned_from_the_repository(services):
-    yaml = _need("yaml")
     prometheus_mounts = services["prometheus"]["volumes"]
     assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus_mounts
     config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())

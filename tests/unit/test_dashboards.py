@@ -7,7 +7,6 @@ when it is on PATH (scripts/services.sh installs it with Prometheus); otherwise 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+import yaml
 
 from adapters.elasticsearch.mapping import ANOMALY_MAPPINGS, DEFAULT_INDEX_PREFIX, index_pattern
 
@@ -43,17 +43,8 @@ GRAFANA_VARIABLE = re.compile(r"\$__(rate_interval|interval|range)\b|\$\{__(rate
 SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 
 
-def _need(module: str) -> Any:
-    try:
-        return __import__(module)
-    except ImportError:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{module} is not installed (a test dependency)", pytrace=False)
-        pytest.skip(f"{module} is not installed (a test dependency)")
-
-
 def _yaml(path: Path) -> Any:
-    return _need("yaml").safe_load(path.read_text())
+    return yaml.safe_load(path.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +241,6 @@ def test_every_promql_expression_parses(dashboards, tmp_path):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (scripts/services.sh installs it)")
-    yaml = _need("yaml")
     rules = [{"record": f"check:expr_{i}", "expr": GRAFANA_VARIABLE.sub("5m", expr)}
              for i, (_, expr) in enumerate(
                  pair for dashboard in dashboards.values() for pair in _prometheus_targets(dashboard))]

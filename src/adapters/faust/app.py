@@ -155,7 +155,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory,
         first, last = group[0].message, group[-1].message
         decoded = [decode(e.message.key, e.message.value, f"{first.topic}[{partition}]@{e.message.offset}")
                    for e in group]
-        batch = np.concatenate([b for b, _ in decoded]) if decoded else np.empty(0)
+        batch = np.concatenate([b for b, _ in decoded])  # a take is never empty
         undecodable = [d for _, letters in decoded for d in letters]
         with acting_as(group[-1]):
             detect(batch, undecodable)
