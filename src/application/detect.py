@@ -25,22 +25,23 @@ class DetectTrades:
     The embedded replay and the streaming worker both call this, so both decide identically.
     """
 
-    def __init__(self, engine: DetectionEngine, states: StateStore, anomalies: AnomalySink,
+    def __init__(self, engine: DetectionEngine, states: StateStore, pool_states: StateStore, anomalies: AnomalySink,
                  dead_letters: DeadLetterSink, metrics: Metrics) -> None:
         self.engine = engine
         self.states = states
+        self.pool_states = pool_states
         self.anomalies = anomalies
         self.dead_letters = dead_letters
         self.metrics = metrics
 
     def __call__(self, trades: np.ndarray, rejected: list[DeadLetter] | None = None) -> BatchOutcome:
         started = time.perf_counter()
-        symbols = np.unique(trades["symbol"]).tolist()
-        loaded = self.states.get_many(symbols)
+        batch = self.engine.prepare(trades)
         fits = self._fits()
-        result = self.engine.detect(trades, loaded)
+        result = self.engine.detect(batch, self.states.load(batch.symbols), self.pool_states.load(batch.pool_keys))
         self._count_refits(fits)
-        self.states.put_many(result.states)
+        self.states.save(batch.symbols, result.states)
+        self.pool_states.save(batch.pool_keys, result.pool_states)
         dead = list(rejected or []) + result.dead_letters
         if result.anomalies:
             self.anomalies.publish(result.anomalies)

@@ -1,87 +1,117 @@
-"""The detection step: validate, guard, split by symbol and run every detector on its state."""
+"""The detection step: validate, code symbols, guard, and run every detector over the whole batch."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from domain.batch import SymbolBatch
-from domain.detectors.base import Detector
-from domain.guard import GuardState, SequenceGuard
+from domain.detectors.base import Detector, PooledDetector
+from domain.guard import ACCEPTED, VERDICTS, SequenceGuard, initial_guard_state
+from domain.market import MarketBatch
 from domain.model import Anomaly, DeadLetter
 from domain.sessions import SessionCalendar
+from domain.state import StateSchema
+from domain.symbols import factorize
 from domain.validation import dead_letter_for, invalid_reasons
 
 
-@dataclass(slots=True)
-class SymbolState:
-    """Everything remembered about one symbol: small, bounded and picklable."""
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """Valid trades with their symbol codes: what the state to load depends on."""
 
-    guard: GuardState
-    detectors: dict[str, Any]
-    trades: int = 0
+    trades: np.ndarray
+    codes: np.ndarray
+    symbols: tuple[str, ...]
+    pools: tuple[int, ...]
+    pool_of_symbol: np.ndarray  # per symbol code: row in `pools`
+    dead_letters: list[DeadLetter]
+
+    @property
+    def pool_keys(self) -> list[str]:
+        return [str(p) for p in self.pools]
 
 
 @dataclass(slots=True)
 class DetectionResult:
-    states: dict[str, SymbolState]
+    states: np.ndarray  # one row per PreparedBatch.symbols
+    pool_states: np.ndarray  # one row per PreparedBatch.pools
     anomalies: list[Anomaly] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accepted: int = 0
 
 
-def split_by_symbol(trades: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """(symbol, trades of that symbol in their original order), symbols sorted."""
-    if len(trades) == 0:
-        return []
-    symbols = trades["symbol"]
-    if (symbols == symbols[0]).all():
-        return [(str(symbols[0]), trades)]
-    names, codes = np.unique(symbols, return_inverse=True)
-    order = np.argsort(codes, kind="stable")
-    ordered = trades[order]
-    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
-    return [(str(names[k]), ordered[bounds[k]:bounds[k + 1]]) for k in range(len(names))]
-
-
 class DetectionEngine:
-    """Pure: the same batch and states always give the same states, anomalies and dead letters."""
+    """Pure: the same batch and states always give the same states, anomalies and dead letters.
+
+    Per-symbol state is one fixed-size record (`schema`) holding the guard's and every detector's
+    part; pooled detectors also keep one record per model pool (`pool_schema`). `pool_of` names the
+    pool of a symbol (by default one pool for all); streaming workers pool by Kafka partition.
+    """
 
     def __init__(self, detectors: Sequence[Detector], guard: SequenceGuard | None = None,
-                 calendar: SessionCalendar | None = None) -> None:
+                 calendar: SessionCalendar | None = None, pool_of: Callable[[str], int] | None = None,
+                 enabled: Sequence[str] | None = None) -> None:
         names = [d.name for d in detectors]
         if len(set(names)) != len(names):
             raise ValueError(f"detector names must be unique, got {names}")
         self.detectors = list(detectors)
+        self.enabled = [d for d in self.detectors if enabled is None or d.name in enabled]
         self.guard = guard or SequenceGuard()
         self.calendar = calendar or SessionCalendar()
+        self.pool_of = pool_of or (lambda symbol: 0)
+        self._pools: dict[str, int] = {}
+        # Every known detector has its part in the layout, enabled or not, so turning one off and on
+        # again keeps the stored state readable.
+        self.schema = StateSchema.of("symbol", [("guard", initial_guard_state())]
+                                     + [(d.name, d.initial_state()) for d in self.detectors])
+        self.pool_schema = StateSchema.of("pool", [(d.name, d.initial_pool_state()) for d in self.detectors
+                                                   if isinstance(d, PooledDetector)])
 
-    def new_state(self) -> SymbolState:
-        return SymbolState(GuardState(), {d.name: d.initial_state() for d in self.detectors})
-
-    def detect(self, trades: np.ndarray, states: Mapping[str, SymbolState]) -> DetectionResult:
-        result = DetectionResult(states={})
+    def prepare(self, trades: np.ndarray) -> PreparedBatch:
         reasons = invalid_reasons(trades)
         bad = np.flatnonzero(reasons != "")
-        result.dead_letters.extend(dead_letter_for(trades[i], str(reasons[i])) for i in bad)
-        valid = trades[reasons == ""] if len(bad) else trades
-        for symbol, rows in split_by_symbol(valid):
-            state = states.get(symbol) or self.new_state()
-            guard, verdict = self.guard.check(rows, state.guard)
-            refused = np.flatnonzero(verdict != "")
-            result.dead_letters.extend(dead_letter_for(rows[i], str(verdict[i])) for i in refused)
-            if len(refused):
-                rows = rows[verdict == ""]
-            batch = SymbolBatch.of(symbol, rows, self.calendar.auction_mask(rows["ts_event"], rows["side"]))
-            detector_states = dict(state.detectors)
-            for det in self.detectors:
-                st = detector_states.get(det.name)
-                detector_states[det.name], found = det.detect(batch, st if st is not None else det.initial_state())
-                result.anomalies.extend(found)
-            result.states[symbol] = SymbolState(guard, detector_states, state.trades + len(rows))
-            result.accepted += len(rows)
+        dead = [dead_letter_for(trades[i], str(reasons[i])) for i in bad]
+        valid = np.delete(trades, bad) if len(bad) else trades
+        codes, symbols = factorize(valid["symbol"])
+        pool_ids = [self._pool(s) for s in symbols]
+        pools = tuple(sorted(set(pool_ids)))
+        row = {p: r for r, p in enumerate(pools)}
+        return PreparedBatch(valid, codes, tuple(symbols), pools,
+                             np.array([row[p] for p in pool_ids], np.int32), dead)
+
+    def detect(self, batch: PreparedBatch, states: np.ndarray, pool_states: np.ndarray) -> DetectionResult:
+        """`states`: one schema row per batch.symbols; `pool_states`: one pool_schema row per batch.pools.
+        Neither is modified; the result holds the new rows."""
+        rows, pool_rows = states.copy(), pool_states.copy()
+        result = DetectionResult(rows, pool_rows, dead_letters=list(batch.dead_letters))
+        if len(batch.trades) == 0:
+            return result
+        verdict = self.guard.check(batch.codes, batch.trades, rows["guard"])
+        refused = np.flatnonzero(verdict != ACCEPTED)
+        result.dead_letters += [dead_letter_for(batch.trades[i], VERDICTS[verdict[i]]) for i in refused]
+        trades, codes = batch.trades, batch.codes
+        if len(refused):
+            trades, codes = np.delete(trades, refused), np.delete(codes, refused)
+        result.accepted = len(trades)
+        if not len(trades):
+            return result
+        market = MarketBatch.of(trades, batch.symbols, codes, self.calendar.auction_mask(trades["ts_event"],
+                                                                                           trades["side"]),
+                                batch.pools, batch.pool_of_symbol[codes])
+        for det in self.enabled:
+            if isinstance(det, PooledDetector):
+                rows[det.name], pool_rows[det.name], found = det.detect_pooled(market, rows[det.name],
+                                                                               pool_rows[det.name])
+            else:
+                rows[det.name], found = det.detect(market, rows[det.name])
+            result.anomalies += found
         result.anomalies.sort(key=lambda a: (a.ts_event, a.symbol, a.detector))
         return result
+
+    def _pool(self, symbol: str) -> int:
+        pool = self._pools.get(symbol)
+        if pool is None:
+            pool = self._pools[symbol] = int(self.pool_of(symbol))
+        return pool

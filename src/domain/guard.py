@@ -1,68 +1,75 @@
-"""Duplicate and ordering guard per symbol, with memory bounded by a time horizon."""
+"""Duplicate and ordering guard per symbol, in a fixed-size state record."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-Key = tuple[int, int, int, int]  # publisher_id, instrument_id, ts_event, sequence
+from domain.compiled import kernel, trade_key
+
+ACCEPTED, DUPLICATE, OUT_OF_ORDER = 0, 1, 2
+VERDICTS = ("", "duplicate", "out_of_order")
+RING = 8  # digests of a symbol's last accepted trades
+
+GUARD_DTYPE = np.dtype([
+    ("last_ts", "i8"),         # newest accepted event time (-1: none yet)
+    ("last_publisher", "u2"),  # publisher and sequence of the last trade accepted at last_ts
+    ("last_sequence", "u8"),
+    ("ring", "u8", (RING,)),   # trade_key digests of the last RING accepted trades
+    ("ring_next", "u1"),
+    ("trades", "u8"),          # trades accepted so far
+])
 
 
-@dataclass(slots=True)
-class GuardState:
-    last_ts: int = -1
-    recent: frozenset[Key] = field(default_factory=frozenset)
+def initial_guard_state() -> np.ndarray:
+    row = np.zeros(1, GUARD_DTYPE)
+    row["last_ts"] = -1
+    return row
+
+
+@kernel
+def _check(slot: np.ndarray, ts: np.ndarray, pub: np.ndarray, inst: np.ndarray, seq: np.ndarray,
+           last_ts: np.ndarray, last_pub: np.ndarray, last_seq: np.ndarray, ring: np.ndarray,
+           ring_next: np.ndarray, trades: np.ndarray, verdict: np.ndarray) -> None:
+    for i in range(len(ts)):
+        s = slot[i]
+        key = trade_key(pub[i], inst[i], ts[i], seq[i])
+        seen = False
+        for r in range(ring.shape[1]):
+            if ring[s, r] == key:
+                seen = True
+                break
+        t = ts[i]
+        if seen:
+            verdict[i] = DUPLICATE
+        elif t < last_ts[s]:
+            verdict[i] = OUT_OF_ORDER
+        elif t == last_ts[s] and pub[i] == last_pub[s] and seq[i] <= last_seq[s]:
+            # Behind the feed's sequence at the newest timestamp: a redelivery the ring has forgotten.
+            verdict[i] = DUPLICATE
+        else:
+            verdict[i] = ACCEPTED
+            last_ts[s] = t
+            last_pub[s] = pub[i]
+            last_seq[s] = seq[i]
+            ring[s, ring_next[s]] = key
+            ring_next[s] = (ring_next[s] + 1) % ring.shape[1]
+            trades[s] += 1
 
 
 class SequenceGuard:
-    """Tells duplicates and out-of-order prints apart from new trades.
+    """Tells duplicates and out-of-order prints apart from new trades, per symbol.
 
-    A trade is identified by (publisher, instrument, ts_event, sequence): ITCH sequence numbers
-    restart every day, so the event time is part of the key. Only keys within `horizon_ns` of
-    the newest trade are remembered (at most `max_keys`), so memory does not grow with history;
-    an older replayed trade is still refused, as out of order.
+    A trade is identified by (publisher, instrument, ts_event, sequence); ITCH sequence numbers
+    restart every day, so the event time is part of the key. A symbol's state keeps the newest
+    accepted time, the feed position at that time, and digests of its last few trades: a repeat of
+    one of those is a duplicate, anything older than the newest time is out of order, and at the
+    newest time a sequence number the feed has already passed is a redelivery. Memory is fixed.
     """
 
-    def __init__(self, horizon_ns: int = 5_000_000_000, max_keys: int = 4096, tolerance_ns: int = 0) -> None:
-        self.horizon_ns = horizon_ns
-        self.max_keys = max_keys
-        self.tolerance_ns = tolerance_ns
-
-    def check(self, trades: np.ndarray, state: GuardState) -> tuple[GuardState, np.ndarray]:
-        """Return the new state and, per row, '' for new trades or 'duplicate'/'out_of_order'."""
-        n = len(trades)
-        verdict = np.full(n, "", dtype="U12")
-        if n == 0:
-            return state, verdict
-        ts = trades["ts_event"]
-        pub, inst, seq = trades["publisher_id"], trades["instrument_id"], trades["sequence"]
-        # Repeats inside the batch: every occurrence after the first. In time-ordered input a
-        # repeat shares its timestamp with a neighbour, so only those rows need sorting.
-        if n > 1 and bool((ts[1:] >= ts[:-1]).all()):
-            same = ts[1:] == ts[:-1]
-            suspects = np.flatnonzero(np.concatenate(([False], same)) | np.concatenate((same, [False])))
-        else:
-            suspects = np.arange(n)
-        repeat = np.zeros(n, bool)
-        if len(suspects) > 1:
-            order = suspects[np.lexsort((suspects, inst[suspects], pub[suspects], seq[suspects], ts[suspects]))]
-            equal = ((ts[order[1:]] == ts[order[:-1]]) & (seq[order[1:]] == seq[order[:-1]])
-                     & (pub[order[1:]] == pub[order[:-1]]) & (inst[order[1:]] == inst[order[:-1]]))
-            repeat[order[1:][equal]] = True
-        # Repeats of keys seen in earlier batches can only be at or before the last time seen.
-        for i in np.flatnonzero(ts <= state.last_ts):
-            if (int(pub[i]), int(inst[i]), int(ts[i]), int(seq[i])) in state.recent:
-                repeat[i] = True
-        verdict[repeat] = "duplicate"
-        running = np.maximum.accumulate(np.concatenate(([state.last_ts], np.where(repeat, -1, ts))))[:-1]
-        verdict[~repeat & (ts < running - self.tolerance_ns)] = "out_of_order"
-        accepted = verdict == ""
-        last_ts = max(state.last_ts, int(ts[accepted].max())) if accepted.any() else state.last_ts
-        keep = accepted & (ts >= last_ts - self.horizon_ns)
-        idx = np.flatnonzero(keep)[-self.max_keys:]
-        recent_new = list(zip(pub[idx].tolist(), inst[idx].tolist(), ts[idx].tolist(), seq[idx].tolist()))
-        kept_old = [k for k in state.recent if k[2] >= last_ts - self.horizon_ns]
-        merged = kept_old + recent_new
-        return GuardState(last_ts, frozenset(merged[-self.max_keys:])), verdict
-
+    def check(self, slot: np.ndarray, trades: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """Update `state` (GUARD_DTYPE rows, in place) and return a verdict code per trade."""
+        verdict = np.empty(len(trades), np.int8)
+        _check(slot, trades["ts_event"], trades["publisher_id"], trades["instrument_id"], trades["sequence"],
+               state["last_ts"], state["last_publisher"], state["last_sequence"], state["ring"],
+               state["ring_next"], state["trades"], verdict)
+        return verdict

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -38,11 +38,15 @@ class DeadLetterSink(Protocol):
 
 
 class StateStore(Protocol):
-    """Per-symbol detector state, keyed by symbol; values are opaque, picklable objects."""
+    """Fixed-size state records by key (a symbol, or a model pool's id).
 
-    def get_many(self, symbols: Sequence[str]) -> Mapping[str, Any]: ...
+    `load` returns one row per key, in order, with the initial state for keys never saved; `save`
+    stores rows for keys. Rows are numpy records of one layout (`domain.state.StateSchema`).
+    """
 
-    def put_many(self, states: Mapping[str, Any]) -> None: ...
+    def load(self, keys: Sequence[str]) -> np.ndarray: ...
+
+    def save(self, keys: Sequence[str], rows: np.ndarray) -> None: ...
 
 
 class Metrics(Protocol):

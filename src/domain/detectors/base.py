@@ -1,26 +1,50 @@
-"""What every detector is: a named, pure step from (batch, state) to (state, anomalies)."""
+"""What every detector is: a named, pure step from (batch, state rows) to (new state rows, anomalies)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol, runtime_checkable
 
-from domain.batch import SymbolBatch
+import numpy as np
+
+from domain.market import MarketBatch
 from domain.model import Anomaly
 
 
 class Detector(Protocol):
-    """Hyperparameters live in `__init__`; `detect` never mutates the state it is given."""
+    """Hyperparameters live in `__init__`; `detect` never mutates the state it is given.
+
+    `initial_state()` is one record (a shape-(1,) structured array) of fixed size: the state of a
+    symbol never seen. `detect` takes one such row per symbol of the batch (`batch.symbols`, in that
+    order) and returns the updated rows and what it found.
+    """
 
     name: str
 
-    def initial_state(self) -> Any: ...
+    def initial_state(self) -> np.ndarray: ...
 
-    def detect(self, batch: SymbolBatch, state: Any) -> tuple[Any, list[Anomaly]]: ...
+    def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]: ...
 
 
-def decay_factor(half_life_bars: float, bars: int = 1) -> float:
-    """Weight left on history after `bars` bars with the given half-life."""
-    return float(0.5 ** (bars / half_life_bars))
+@runtime_checkable
+class PooledDetector(Protocol):
+    """A detector that also learns from many symbols at once: one state record per model pool."""
+
+    name: str
+
+    def initial_state(self) -> np.ndarray: ...
+
+    def initial_pool_state(self) -> np.ndarray: ...
+
+    def detect_pooled(self, batch: MarketBatch, state: np.ndarray,
+                      pool_state: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Anomaly]]: ...
+
+
+def record(dtype: np.dtype, **values: float) -> np.ndarray:
+    """A shape-(1,) record of `dtype`, zero except for `values`."""
+    row = np.zeros(1, dtype)
+    for name, value in values.items():
+        row[name] = value
+    return row
 
 
 def pct(x: float) -> str:
@@ -30,3 +54,9 @@ def pct(x: float) -> str:
 
 def qty(x: float) -> str:
     return f"{x:,.0f}"
+
+
+def odds(p: float) -> str:
+    """A small probability an analyst can read: 'top 0.02%'."""
+    share = p * 100
+    return f"top {share:.2g}%" if share >= 0.01 else f"top {share:.1e}%"

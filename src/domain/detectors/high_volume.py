@@ -3,92 +3,106 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from domain.batch import SymbolBatch, bar_segments
-from domain.detectors.base import decay_factor, qty
+from domain.compiled import kernel, new_hits
+from domain.detectors.base import qty, record
+from domain.detectors.histogram import grow_weight, log_bin, top_quantile
+from domain.market import MarketBatch
 from domain.model import Anomaly
 
-BINS_PER_OCTAVE = 8
-N_BINS = 40 * BINS_PER_OCTAVE  # sizes up to 2**40 shares
+BINS_PER_OCTAVE = 4.0
+N_BINS = 4 * 28 + 1  # sizes up to 2**28 shares, bin 0 unused (sizes are >= 1)
+
+STATE = np.dtype([
+    ("hist", "f4", (N_BINS,)),  # decayed counts of log2(size) in quarter octaves
+    ("total", "f8"),
+    ("weight", "f8"),           # weight of the next observation (lazy decay)
+    ("seen", "i4"),             # regular prints counted so far
+    ("bar", "i8"),              # current bar (-1: none yet)
+    ("reference", "f8"),        # the size quantile in force for this bar (NaN: warming up)
+])
 
 
-def size_bins(size: np.ndarray) -> np.ndarray:
-    return np.clip((np.log2(np.maximum(size, 1.0)) * BINS_PER_OCTAVE).astype(np.int64), 0, N_BINS - 1)
-
-
-def histogram_quantile(hist: np.ndarray, q: float) -> float:
-    """Upper edge of the log-size bin holding quantile q: a slightly conservative estimate."""
-    cum = np.cumsum(hist)
-    if cum[-1] <= 0:
-        return float("nan")
-    i = int(np.searchsorted(cum, q * cum[-1]))
-    return float(2.0 ** ((i + 1) / BINS_PER_OCTAVE))
-
-
-@dataclass(slots=True)
-class HighVolumeState:
-    hist: np.ndarray = field(default_factory=lambda: np.zeros(N_BINS))
-    seen: int = 0
-    bar: int = -1
-    reference: float = float("nan")  # the quantile in force for the current bar
+@kernel
+def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, calibrated: np.ndarray,
+          hist: np.ndarray, total: np.ndarray, weight: np.ndarray, seen: np.ndarray, bar: np.ndarray,
+          reference: np.ndarray, bar_ns: int, half_life_bars: float, max_gap_bars: int, warmup: int,
+          tail_share: float, multiple: float, min_size: float,
+          hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
+    k = 0
+    for i in range(len(ts)):
+        s = slot[i]
+        b = ts[i] // bar_ns
+        if b != bar[s]:
+            if bar[s] >= 0:
+                weight[s], scale = grow_weight(weight[s], min(b - bar[s], max_gap_bars), half_life_bars)
+                if scale != 1.0:
+                    hist[s] *= scale
+                    total[s] *= scale
+            bar[s] = b
+            reference[s] = (top_quantile(hist[s], total[s], tail_share, 1.0, BINS_PER_OCTAVE)
+                            if seen[s] >= warmup else np.nan)
+        if auction[i]:
+            continue
+        threshold = calibrated[s] if calibrated[s] > 0 else multiple * reference[s]
+        if threshold == threshold:  # not NaN: warmed up or calibrated
+            threshold = max(threshold, min_size)
+            if size[i] >= threshold:
+                hit[k], score[k] = i, size[i] / threshold
+                detail[k, 0], detail[k, 1] = threshold, reference[s]
+                k += 1
+        hist[s, log_bin(size[i], 1.0, BINS_PER_OCTAVE, N_BINS)] += weight[s]
+        total[s] += weight[s]
+        seen[s] += 1
+    return k
 
 
 class HighVolumeDetector:
     """Flags size >= multiple x the symbol's `quantile` size, or >= a calibrated threshold.
 
-    The size distribution is a decayed log-scale histogram (fixed size), its quantile is read
-    once per bar, so per-trade work is one comparison and results do not depend on batching.
+    The size distribution is a decayed log-scale histogram (fixed size); its quantile is read once
+    per bar, so per-trade work is a comparison and a bin increment, and results do not depend on
+    how the stream is batched.
     """
 
     name = "high_volume"
 
     def __init__(self, quantile: float = 0.999, multiple: float = 8.0, min_size: float = 100.0,
-                 warmup_trades: int = 1000, half_life_bars: float = 390.0, bar_ns: int = 60_000_000_000,
-                 calibrated: Mapping[str, float] | None = None) -> None:
+                 warmup_trades: int = 300, half_life_bars: float = 390.0, max_gap_bars: int = 60,
+                 bar_ns: int = 60_000_000_000, calibrated: Mapping[str, float] | None = None) -> None:
         self.quantile = quantile
         self.multiple = multiple
         self.min_size = min_size
         self.warmup_trades = warmup_trades
         self.half_life_bars = half_life_bars
+        self.max_gap_bars = max_gap_bars
         self.bar_ns = bar_ns
         self.calibrated = dict(calibrated or {})
 
-    def initial_state(self) -> HighVolumeState:
-        return HighVolumeState()
+    def initial_state(self) -> np.ndarray:
+        return record(STATE, weight=1.0, bar=-1, reference=np.nan)
 
-    def detect(self, batch: SymbolBatch, state: HighVolumeState) -> tuple[HighVolumeState, list[Anomaly]]:
-        st = replace(state, hist=state.hist.copy())
-        found: list[Anomaly] = []
-        calibrated = self.calibrated.get(batch.symbol)
-        regular = ~batch.auction
-        for bar, lo, hi in bar_segments(batch.ts, self.bar_ns):
-            if bar != st.bar:
-                if st.bar >= 0:
-                    st.hist *= decay_factor(self.half_life_bars)
-                st.bar = bar
-                warm = st.seen >= self.warmup_trades
-                st.reference = histogram_quantile(st.hist, self.quantile) if warm else float("nan")
-            threshold = calibrated if calibrated else self.multiple * st.reference
-            size = batch.size[lo:hi]
-            if threshold == threshold:  # not NaN: warmed up or calibrated
-                threshold = max(threshold, self.min_size)
-                for i in np.flatnonzero((size >= threshold) & regular[lo:hi]):
-                    found.append(self._anomaly(batch, lo + int(i), threshold, st.reference, calibrated))
-            st.hist += np.bincount(size_bins(size[regular[lo:hi]]), minlength=N_BINS)
-            st.seen += int(regular[lo:hi].sum())
-        return st, found
+    def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
+        st = state.copy()
+        calibrated = np.array([self.calibrated.get(s, 0.0) for s in batch.symbols], np.float64)
+        hit, score, detail = new_hits(len(batch))
+        k = _scan(batch.slot, batch.ts, batch.size, batch.auction, calibrated, st["hist"], st["total"],
+                  st["weight"], st["seen"], st["bar"], st["reference"], self.bar_ns, self.half_life_bars,
+                  self.max_gap_bars, self.warmup_trades, 1.0 - self.quantile, self.multiple, self.min_size,
+                  hit, score, detail)
+        return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j], calibrated)
+                    for j in range(k)]
 
-    def _anomaly(self, batch: SymbolBatch, i: int, threshold: float, reference: float,
-                 calibrated: float | None) -> Anomaly:
-        size = float(batch.size[i])
-        score = size / threshold
-        if calibrated:
-            reason = f"size {qty(size)} is {score:.1f}x {batch.symbol}'s calibrated threshold of {qty(threshold)}"
+    def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray,
+                 calibrated: np.ndarray) -> Anomaly:
+        symbol = batch.symbols[batch.slot[i]]
+        size, threshold, reference = float(batch.size[i]), float(detail[0]), float(detail[1])
+        if calibrated[batch.slot[i]] > 0:
+            reason = f"size {qty(size)} is {score:.1f}x {symbol}'s calibrated threshold of {qty(threshold)}"
         else:
-            reason = (f"size {qty(size)} is {size / reference:.1f}x {batch.symbol}'s "
+            reason = (f"size {qty(size)} is {size / reference:.1f}x {symbol}'s "
                       f"p{self.quantile * 100:g} of {qty(reference)} (alert at {self.multiple:g}x)")
-        return Anomaly.of_trade(self.name, batch.trades[i], score, reason,
-                                {"threshold": threshold, "reference": reference if reference == reference else 0.0})
+        return batch.anomaly(self.name, i, score, reason,
+                             {"threshold": threshold, "reference": reference if reference == reference else 0.0})

@@ -1,172 +1,130 @@
-"""Isolation Forest on per-trade features normalised by the symbol's own recent behaviour."""
+"""Isolation Forest on per-symbol tail features: trades whose size and move are jointly unusual."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import hashlib
+from collections import OrderedDict
 
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from domain.batch import SymbolBatch, bar_segments
-from domain.detectors.base import decay_factor, pct, qty
+from domain.compiled import new_hits
+from domain.detectors import tails
+from domain.detectors.base import odds, pct, qty, record
+from domain.market import MarketBatch
 from domain.model import Anomaly
 
-FEATURES = ("size_z", "move_z", "gap_z")
-
-
-@dataclass(slots=True)
-class ForestState:
-    # Decayed moments of log size and log inter-arrival gap, and RMS tick move: the normalisers.
-    moments: np.ndarray = field(default_factory=lambda: np.zeros(6))  # n, sum, sumsq for size then gap
-    move_sum: float = 0.0  # decayed sum of squared tick moves: RMS, since most ticks are zero
-    move_n: float = 0.0
-    frozen: np.ndarray = field(default_factory=lambda: np.full(5, np.nan))  # mu_s, sd_s, mu_g, sd_g, move
-    last_log_price: float = float("nan")
-    last_ts: int = -1
-    bar: int = -1
-    window: np.ndarray = field(default_factory=lambda: np.empty((0, 3), np.float32))  # recent features
-    training: np.ndarray = field(default_factory=lambda: np.empty((0, 3), np.float32))  # current model's data
-    generation: int = 0  # how many fits so far; 0 means no model yet
-    since_fit: int = 0
+MODEL_CACHE = 16  # fitted forests kept in memory (two per pool are in use at a time)
 
 
 class IsolationForestDetector:
-    """Scores trades whose feature vector lies outside the core of the symbol's recent behaviour.
+    """Scores trades that are unusual in size and in price move at the same time.
 
-    Features are z-scores against per-symbol decayed statistics frozen per bar, so symbols with
-    different prices and sizes never mix. Each symbol's forest is fitted on a bounded window of
-    its recent features, refitted at a bar boundary every `refit_every` trades (never per
-    trade), and scored in one call per batch. Only trades with some |z| >= `gate` are scored:
-    the core of the distribution cannot be isolated early, so scoring it is wasted work.
+    Features are the two per-symbol surprises of `domain.detectors.tails`, so one scikit-learn
+    IsolationForest per pool serves every symbol of it. A trade is a candidate when both surprises
+    reach `gate_nats` (each rarer than about 1 in e**gate_nats); candidates are scored once per batch,
+    and flagged when the forest's anomaly score (0..1, -score_samples) reaches `min_score`.
+    Forests are fitted off the per-trade path from the pooled samples in the pool state, and cached.
     """
 
     name = "isolation_forest"
 
-    def __init__(self, n_estimators: int = 32, max_samples: int = 1024, window: int = 1024,
-                 refit_every: int = 100_000, min_score: float = 0.80, gate: float = 3.0,
-                 warmup_trades: int = 1024, half_life_bars: float = 60.0, seed: int = 7,
+    def __init__(self, n_estimators: int = 50, max_samples: int = 256, sample_size: int = 512,
+                 min_score: float = 0.62, gate_nats: float = 4.0, warmup_trades: int = 200,
+                 half_life_bars: float = 390.0, max_gap_bars: int = 60, epoch_ns: int = 1_800_000_000_000,
+                 lateness_ns: int = 60_000_000_000, refit_epochs: int = 4, min_sample: int = 256, seed: int = 7,
                  bar_ns: int = 60_000_000_000) -> None:
+        if not 0 < lateness_ns < epoch_ns:
+            raise ValueError("lateness_ns must be positive and shorter than epoch_ns")
         self.n_estimators = n_estimators
         self.max_samples = max_samples
-        self.window = window
-        self.refit_every = refit_every
+        self.sample_size = sample_size
         self.min_score = min_score
-        self.gate = gate
+        self.gate_nats = gate_nats
         self.warmup_trades = warmup_trades
         self.half_life_bars = half_life_bars
+        self.max_gap_bars = max_gap_bars
+        self.epoch_ns = epoch_ns
+        self.lateness_ns = lateness_ns
+        self.refit_epochs = refit_epochs
+        self.min_sample = min(min_sample, sample_size)
         self.seed = seed
         self.bar_ns = bar_ns
-        self._models: dict[str, tuple[int, IsolationForest]] = {}
+        self._models: OrderedDict[bytes, IsolationForest] = OrderedDict()
         self.refits = 0
 
-    def initial_state(self) -> ForestState:
-        return ForestState()
+    def initial_state(self) -> np.ndarray:
+        return record(tails.SYMBOL_STATE, weight=1.0, bar=-1, last_log_price=np.nan, gate=np.nan)
 
-    def detect(self, batch: SymbolBatch, state: ForestState) -> tuple[ForestState, list[Anomaly]]:
-        st = replace(state, moments=state.moments.copy(), frozen=state.frozen.copy())
-        n = len(batch)
-        if n == 0:
-            return st, []
-        regular = ~batch.auction
-        move = batch.log_price - np.concatenate(([st.last_log_price], batch.log_price[:-1]))
-        prev_ts = np.concatenate(([st.last_ts], batch.ts[:-1]))
-        log_size = np.log(batch.size)
-        log_gap = np.where(prev_ts < 0, np.nan, np.log((batch.ts - prev_ts).clip(0) + 1_000.0))  # +1 µs
-        segments = bar_segments(batch.ts, self.bar_ns)
-        starts = np.array([lo for _, lo, _ in segments])
-        # Per-bar sums in one pass; the loop below then only does scalar work per bar.
-        has_gap, has_move = regular & np.isfinite(log_gap), regular & np.isfinite(move)
-        usable = has_gap & has_move
+    def initial_pool_state(self) -> np.ndarray:
+        return record(tails.pool_state(self.sample_size), open_epoch=-1, sealed_through=-1, model_epoch=-1,
+                      model_from=-1)
 
-        def per_bar(x: np.ndarray | float, mask: np.ndarray) -> np.ndarray:
-            return np.add.reduceat(np.where(mask, x, 0.0), starts)
+    def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
+        """One pool (`batch.pools` must be a single pool) with a fresh pool state: for tests and tools."""
+        pools = np.repeat(self.initial_pool_state(), len(batch.pools))
+        st, _, found = self.detect_pooled(batch, state, pools)
+        return st, found
 
-        moments = np.column_stack([per_bar(1.0, regular), per_bar(log_size, regular), per_bar(log_size**2, regular),
-                                   per_bar(1.0, has_gap), per_bar(log_gap, has_gap), per_bar(log_gap**2, has_gap)])
-        move_sum, move_n = per_bar(move * move, has_move), per_bar(1.0, has_move)
-        usable_n = per_bar(1.0, usable)
-        frozen = np.empty((len(segments), 5))
-        generation = np.empty(len(segments), np.int64)
-        fits: list[tuple[int, int]] = []  # (generation, first trade it judges)
-        window_len = len(st.window)
-        for k, (bar, lo, _) in enumerate(segments):
-            if bar != st.bar and self._roll(st, bar, window_len):
-                fits.append((st.generation, lo))
-            frozen[k], generation[k] = st.frozen, st.generation
-            st.moments += moments[k]
-            st.move_sum += move_sum[k]
-            st.move_n += move_n[k]
-            if np.isfinite(st.frozen).all():
-                st.since_fit += int(usable_n[k])
-                window_len = min(window_len + int(usable_n[k]), self.window)
-        counts = np.diff(np.append(starts, n))
-        fz = np.repeat(frozen, counts, axis=0)
-        feats = np.column_stack([(log_size - fz[:, 0]) / fz[:, 1], move / fz[:, 4],
-                                 (log_gap - fz[:, 2]) / fz[:, 3]]).astype(np.float32)
-        fitted_at = np.repeat(generation, counts)
-        remembered = usable & np.isfinite(feats).all(axis=1)
-        history = np.concatenate((st.window, feats[remembered]))
-        position = np.concatenate((np.full(len(st.window), -1), np.flatnonzero(remembered)))
-        forests = {state.generation: self.model(batch.symbol, state)} if state.generation else {}
-        for gen, first in fits:
-            st.training = history[position < first][-self.window:]
-            forests[gen] = self._fit(batch.symbol, gen, st.training)
-        st.window = history[-self.window:]
-        st.last_log_price, st.last_ts = float(batch.log_price[-1]), int(batch.ts[-1])
-        return st, self._score(batch, feats, move, fitted_at, forests)
-
-    def _roll(self, st: ForestState, bar: int, window_len: int) -> bool:
-        """Start a new bar: decay, freeze the normalisers; True when a (re)fit is due now."""
-        if st.bar >= 0:
-            d = decay_factor(self.half_life_bars)
-            st.moments *= d
-            st.move_sum *= d
-            st.move_n *= d
-        st.bar = bar
-        n_s, s_s, q_s, n_g, s_g, q_g = st.moments
-        if n_s > 1 and n_g > 1 and st.move_n > 0:
-            mu_s, mu_g = s_s / n_s, s_g / n_g
-            sd_s = max(np.sqrt(max(q_s / n_s - mu_s**2, 0.0)), 1e-3)
-            sd_g = max(np.sqrt(max(q_g / n_g - mu_g**2, 0.0)), 1e-3)
-            st.frozen[:] = (mu_s, sd_s, mu_g, sd_g, max(np.sqrt(st.move_sum / st.move_n), 1e-6))
-        first = st.generation == 0 and window_len >= self.warmup_trades
-        if first or (st.generation > 0 and st.since_fit >= self.refit_every):
-            st.generation += 1
-            st.since_fit = 0
-            return True
-        return False
-
-    def model(self, symbol: str, st: ForestState) -> IsolationForest:
-        """The forest for this symbol's current generation, refitted from state after a restart."""
-        cached = self._models.get(symbol)
-        if cached is not None and cached[0] == st.generation:
-            return cached[1]
-        return self._fit(symbol, st.generation, st.training)
-
-    def _fit(self, symbol: str, generation: int, training: np.ndarray) -> IsolationForest:
-        forest = IsolationForest(n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(training)),
-                                 random_state=self.seed).fit(training)
-        self._models[symbol] = (generation, forest)
-        self.refits += 1
-        return forest
-
-    def _score(self, batch: SymbolBatch, feats: np.ndarray, move: np.ndarray, fitted_at: np.ndarray,
-               forests: dict[int, IsolationForest]) -> list[Anomaly]:
-        candidates = (fitted_at > 0) & (np.abs(feats) >= self.gate).any(axis=1) & ~batch.auction
-        candidates &= np.isfinite(feats).all(axis=1)
+    def detect_pooled(self, batch: MarketBatch, state: np.ndarray,
+                      pool_state: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Anomaly]]:
+        st, ps = state.copy(), pool_state.copy()
+        hit, _, detail = new_hits(len(batch))
+        trades = batch.trades
         found: list[Anomaly] = []
-        for gen in np.unique(fitted_at[candidates]):
-            idx = np.flatnonzero(candidates & (fitted_at == gen))
-            scores = -forests[int(gen)].score_samples(feats[idx])
-            hit = scores >= self.min_score
-            for i, s in zip(idx[hit], scores[hit]):
-                found.append(self._anomaly(batch, int(i), float(s), feats[i], float(move[i])))
+        start, allow, k = 0, -1, 0
+        while start < len(batch):
+            stop, k = tails.scan(
+                start, allow, batch.slot, batch.pool, batch.ts, batch.log_price, batch.size, batch.auction,
+                trades["publisher_id"], trades["instrument_id"], trades["sequence"],
+                st["size_hist"], st["move_hist"], st["totals"], st["weight"], st["bar"], st["seen"],
+                st["last_log_price"], st["gate"], ps["open_epoch"], ps["sealed_through"], ps["open_n"],
+                ps["open_key"], ps["open_features"], ps["model_epoch"], ps["model_from"], ps["model_n"],
+                ps["model_features"], self.bar_ns, self.half_life_bars, self.max_gap_bars, self.warmup_trades,
+                self.gate_nats, self.epoch_ns, self.lateness_ns, self.min_sample, self.refit_epochs,
+                hit, detail, k)
+            # Score what was gathered while the models it was recorded against are still in place.
+            found += self._score(batch, ps, hit[:k], detail[:k])
+            start, allow, k = stop, stop, 0
+        return st, ps, found
+
+    def _score(self, batch: MarketBatch, ps: np.ndarray, hit: np.ndarray, detail: np.ndarray) -> list[Anomaly]:
+        found = []
+        pools, epochs = batch.pool[hit], detail[:, 2].astype(np.int64)
+        for p, epoch in sorted(set(zip(pools.tolist(), epochs.tolist()))):
+            mine = np.flatnonzero((pools == p) & (epochs == epoch))
+            m = int(np.flatnonzero(ps["model_epoch"][p] == epoch)[0])
+            sample = ps["model_features"][p, m, :ps["model_n"][p, m]]
+            scores = -self._model(batch.pools[p], epoch, sample).score_samples(detail[mine, :2])
+            for j, score in zip(mine.tolist(), scores.tolist()):
+                if score >= self.min_score:
+                    found.append(self._anomaly(batch, int(hit[j]), score, detail[j], batch.pools[p], epoch))
         return found
 
-    def _anomaly(self, batch: SymbolBatch, i: int, score: float, f: np.ndarray, move: float) -> Anomaly:
-        reason = (f"isolation score {score:.2f} >= {self.min_score:.2f}: size {qty(batch.size[i])} "
-                  f"(z {f[0]:+.1f}), move {pct(move)} (z {f[1]:+.1f}), "
-                  f"gap z {f[2]:+.1f} are jointly unusual for {batch.symbol}")
-        return Anomaly.of_trade(self.name, batch.trades[i], score / self.min_score, reason,
-                                {"isolation_score": score, "size_z": float(f[0]), "move_z": float(f[1]),
-                                 "gap_z": float(f[2])})
+    def _model(self, pool: int, epoch: int, sample: np.ndarray) -> IsolationForest:
+        """The forest of a pooled sample: fitted once (deterministically: fixed seed, sample in key
+        order) and kept in a small cache, so a restart refits exactly the model it lost."""
+        key = hashlib.blake2b(np.ascontiguousarray(sample).tobytes(), digest_size=16,
+                              person=f"{pool}:{epoch}".encode()[:16]).digest()
+        forest = self._models.get(key)
+        if forest is None:
+            forest = IsolationForest(n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(sample)),
+                                     random_state=self.seed).fit(sample.astype(np.float64))
+            self.refits += 1
+            self._models[key] = forest
+            while len(self._models) > MODEL_CACHE:
+                self._models.popitem(last=False)
+        else:
+            self._models.move_to_end(key)
+        return forest
+
+    def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray, pool: int,
+                 epoch: int) -> Anomaly:
+        size_nats, move_nats, _, move = (float(x) for x in detail)
+        symbol = batch.symbols[batch.slot[i]]
+        reason = (f"size {qty(batch.size[i])} ({odds(np.exp(-size_nats))} of {symbol}'s prints) with a "
+                  f"{'+' if move > 0 else '-'}{pct(abs(move))} move ({odds(np.exp(-move_nats))} of its tick moves) "
+                  f"are jointly unusual: isolation score {score:.2f} >= {self.min_score:.2f}")
+        return batch.anomaly(self.name, i, score / self.min_score, reason,
+                             {"isolation_score": score, "size_surprise": size_nats, "move_surprise": move_nats,
+                              "move": move, "model_pool": float(pool), "model_epoch": float(epoch)})

@@ -2,96 +2,105 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-
 import numpy as np
 
-from domain.batch import SymbolBatch, bar_segments
-from domain.detectors.base import decay_factor, pct
+from domain.compiled import kernel, new_hits
+from domain.detectors.base import pct, record
+from domain.market import MarketBatch
 from domain.model import Anomaly
 
+LOOKBACK = 3
 
-@dataclass(slots=True)
-class PriceChangeState:
-    recent: np.ndarray = field(default_factory=lambda: np.empty(0))  # last `lookback` log prices
-    move_sum: float = 0.0  # decayed sum of clipped |tick-to-tick log move|
-    move_n: float = 0.0
-    seen: int = 0
-    bar: int = -1
-    threshold: float = float("nan")
+STATE = np.dtype([
+    ("recent", "f8", (LOOKBACK,)),  # last log prices, newest first
+    ("n_recent", "u1"),
+    ("move_sum", "f8"),             # decayed sum of clipped |tick-to-tick log move|
+    ("move_n", "f8"),
+    ("seen", "i4"),
+    ("bar", "i8"),
+    ("threshold", "f8"),            # in force for the current bar (NaN: warming up)
+])
+
+
+@kernel
+def _scan(slot: np.ndarray, ts: np.ndarray, log_price: np.ndarray, auction: np.ndarray,
+          recent: np.ndarray, n_recent: np.ndarray, move_sum: np.ndarray, move_n: np.ndarray, seen: np.ndarray,
+          bar: np.ndarray, threshold: np.ndarray, bar_ns: int, keep_per_bar: float, max_gap_bars: int,
+          warmup: int, k_typical: float, min_move: float,
+          hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
+    k = 0
+    for i in range(len(ts)):
+        s = slot[i]
+        b = ts[i] // bar_ns
+        if b != bar[s]:
+            if bar[s] >= 0:
+                keep = keep_per_bar ** min(b - bar[s], max_gap_bars)
+                move_sum[s] *= keep
+                move_n[s] *= keep
+            bar[s] = b
+            typical = move_sum[s] / move_n[s] if move_n[s] > 0 else np.nan
+            threshold[s] = max(k_typical * typical, min_move) if seen[s] >= warmup else np.nan
+        lp = log_price[i]
+        nearest, signed = np.inf, 0.0
+        for j in range(n_recent[s]):  # newest first: the most recent price wins a tie
+            d = lp - recent[s, j]
+            if abs(d) < nearest:
+                nearest, signed = abs(d), d
+        thr = threshold[s]
+        if thr == thr and not auction[i] and nearest >= thr:
+            hit[k], score[k] = i, nearest / thr
+            detail[k, 0], detail[k, 1], detail[k, 2] = signed, thr, move_sum[s] / move_n[s]
+            k += 1
+        # Tick moves feed the volatility estimate, clipped so one bad print cannot inflate the
+        # estimate that judges the next; the very first print has none.
+        tick = abs(lp - recent[s, 0]) if n_recent[s] > 0 else 0.0
+        move_sum[s] += min(tick, thr) if thr == thr else tick
+        move_n[s] += 1.0
+        seen[s] += 1
+        for j in range(recent.shape[1] - 1, 0, -1):
+            recent[s, j] = recent[s, j - 1]
+        recent[s, 0] = lp
+        n_recent[s] = min(n_recent[s] + 1, recent.shape[1])
+    return k
 
 
 class PriceChangeDetector:
     """Flags |log(p / p_ref)| >= max(k x typical tick move, min_move) for every recent p_ref.
 
-    Taking the smallest move against the last `lookback` prices means a lone bad print fires
-    once and the print that returns to normal does not, while a real level shift fires once
-    and the next trade at the new level is near its predecessor.
+    Taking the smallest move against the last `LOOKBACK` prices means a lone bad print fires once and
+    the print that returns to normal does not, while a real level shift fires once and the next
+    trade at the new level is near its predecessor.
     """
 
     name = "price_change"
 
-    def __init__(self, k: float = 20.0, min_move: float = 0.0025, lookback: int = 3,
-                 warmup_trades: int = 500, half_life_bars: float = 30.0,
-                 bar_ns: int = 60_000_000_000) -> None:
+    def __init__(self, k: float = 20.0, min_move: float = 0.0025, warmup_trades: int = 300,
+                 half_life_bars: float = 30.0, max_gap_bars: int = 60, bar_ns: int = 60_000_000_000) -> None:
         self.k = k
         self.min_move = min_move
-        self.lookback = lookback
         self.warmup_trades = warmup_trades
         self.half_life_bars = half_life_bars
+        self.max_gap_bars = max_gap_bars
         self.bar_ns = bar_ns
 
-    def initial_state(self) -> PriceChangeState:
-        return PriceChangeState()
+    def initial_state(self) -> np.ndarray:
+        return record(STATE, bar=-1, threshold=np.nan)
 
-    def detect(self, batch: SymbolBatch, state: PriceChangeState) -> tuple[PriceChangeState, list[Anomaly]]:
-        st = replace(state)
-        found: list[Anomaly] = []
-        lp_all = np.concatenate((st.recent, batch.log_price))
-        offset = len(st.recent)
-        n = len(batch)
-        # Smallest |move| against each of the previous `lookback` prices (inf where none yet).
-        move = np.full(n, np.inf)
-        signed = np.zeros(n)
-        for j in range(1, self.lookback + 1):
-            idx = np.arange(offset, offset + n) - j
-            ok = idx >= 0
-            d = np.where(ok, batch.log_price - lp_all[np.maximum(idx, 0)], np.inf)
-            closer = np.abs(d) < move
-            move = np.where(closer, np.abs(d), move)
-            signed = np.where(closer, d, signed)
-        # Tick-to-tick moves feed the volatility estimate; the very first trade has none.
-        tick = np.abs(np.diff(lp_all[offset - 1:])) if offset else np.abs(np.diff(lp_all, prepend=lp_all[:1]))
-        for bar, lo, hi in bar_segments(batch.ts, self.bar_ns):
-            if bar != st.bar:
-                if st.bar >= 0:
-                    keep = decay_factor(self.half_life_bars)
-                    st.move_sum *= keep
-                    st.move_n *= keep
-                st.bar = bar
-                typical = st.move_sum / st.move_n if st.move_n else float("nan")
-                warm = st.seen >= self.warmup_trades
-                st.threshold = max(self.k * typical, self.min_move) if warm else float("nan")
-            if st.threshold == st.threshold:
-                hits = np.flatnonzero((move[lo:hi] >= st.threshold) & ~batch.auction[lo:hi]) + lo
-                for i in hits:
-                    found.append(self._anomaly(batch, int(i), float(signed[i]), float(move[i]), st))
-            # Clip so one bad print cannot inflate the volatility estimate that judges the next.
-            cap = st.threshold if st.threshold == st.threshold else np.inf
-            seg = tick[lo:hi]
-            st.move_sum += float(np.minimum(seg, cap).sum())
-            st.move_n += hi - lo
-            st.seen += hi - lo
-        st.recent = lp_all[-self.lookback:].copy()
-        return st, found
+    def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
+        st = state.copy()
+        hit, score, detail = new_hits(len(batch))
+        k = _scan(batch.slot, batch.ts, batch.log_price, batch.auction, st["recent"], st["n_recent"],
+                  st["move_sum"], st["move_n"], st["seen"], st["bar"], st["threshold"], self.bar_ns,
+                  0.5 ** (1.0 / self.half_life_bars), self.max_gap_bars, self.warmup_trades, self.k, self.min_move,
+                  hit, score, detail)
+        return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
 
-    def _anomaly(self, batch: SymbolBatch, i: int, signed: float, move: float, st: PriceChangeState) -> Anomaly:
+    def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray) -> Anomaly:
+        signed, threshold, typical = (float(x) for x in detail[:3])
         price = float(batch.price[i])
         ref = price / float(np.exp(signed))
-        typical = st.move_sum / st.move_n if st.move_n else 0.0
-        score = move / st.threshold
-        reason = (f"price {price:,.4g} moved {'+' if signed > 0 else '-'}{pct(move)} from {ref:,.4g} "
-                  f"(nearest of the last {self.lookback} prints); threshold {pct(st.threshold)}, "
-                  f"{batch.symbol}'s typical tick move is {pct(typical)}")
-        return Anomaly.of_trade(self.name, batch.trades[i], score, reason,
-                                {"move": signed, "threshold": st.threshold, "typical_move": typical})
+        reason = (f"price {price:,.4g} moved {'+' if signed > 0 else '-'}{pct(abs(signed))} from {ref:,.4g} "
+                  f"(nearest of the last {LOOKBACK} prints); threshold {pct(threshold)}, "
+                  f"{batch.symbols[batch.slot[i]]}'s typical tick move is {pct(typical)}")
+        return batch.anomaly(self.name, i, score, reason,
+                             {"move": signed, "threshold": threshold, "typical_move": typical})

@@ -2,27 +2,74 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import numpy as np
 
-from domain.batch import SymbolBatch, bar_segments
-from domain.detectors.base import decay_factor, qty
+from domain.compiled import kernel, new_hits
+from domain.detectors.base import qty, record
+from domain.market import MarketBatch
 from domain.model import Anomaly
-from domain.windows import BucketWindow
 
 
-@dataclass(slots=True)
-class RateState:
-    window: BucketWindow
-    norm_sum: float = 0.0  # decayed sum of per-bar totals
-    norm_n: float = 0.0  # decayed number of bars
-    bar_total: float = 0.0  # total of the bar in progress
-    bar: int = -1
-    bars_seen: int = 0
-    threshold: float = float("nan")
-    expected: float = float("nan")
-    quiet_until: int = -1  # no second alert for the same episode before this event time
+def rate_state(n_buckets: int) -> np.dtype:
+    return np.dtype([
+        ("ring", "f4", (n_buckets,)),  # per-bucket totals of the sliding window, indexed by bucket % n
+        ("head", "i8"),                # newest bucket id in the ring (-1: empty)
+        ("norm_sum", "f8"),            # decayed sum of per-bar totals
+        ("norm_n", "f8"),              # decayed number of bars
+        ("bar_total", "f8"),           # total of the bar in progress
+        ("bar", "i8"),
+        ("bars_seen", "i4"),
+        ("threshold", "f8"),
+        ("expected", "f8"),
+        ("quiet_until", "i8"),         # no second alert for the same episode before this event time
+    ])
+
+
+@kernel
+def _scan(slot: np.ndarray, ts: np.ndarray, weight: np.ndarray, auction: np.ndarray, ring: np.ndarray,
+          head: np.ndarray, norm_sum: np.ndarray, norm_n: np.ndarray, bar_total: np.ndarray, bar: np.ndarray,
+          bars_seen: np.ndarray, threshold: np.ndarray, expected: np.ndarray, quiet_until: np.ndarray,
+          bar_ns: int, bucket_ns: int, window_bars: float, keep: float, max_gap_bars: int, warmup_bars: int,
+          multiple: float, minimum: float, cooldown_ns: int,
+          hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
+    n_buckets = ring.shape[1]
+    k = 0
+    for i in range(len(ts)):
+        s = slot[i]
+        b = ts[i] // bar_ns
+        if b != bar[s]:
+            if bar[s] >= 0:
+                norm_sum[s] = norm_sum[s] * keep + bar_total[s]
+                norm_n[s] = norm_n[s] * keep + 1.0
+                gap = min(b - bar[s] - 1, max_gap_bars)  # empty bars count as zero
+                if gap > 0:
+                    kg = keep**gap
+                    norm_sum[s] *= kg
+                    norm_n[s] = norm_n[s] * kg + (1.0 - kg) / (1.0 - keep)
+                bars_seen[s] += 1
+            bar[s] = b
+            bar_total[s] = 0.0
+            expected[s] = norm_sum[s] / norm_n[s] * window_bars if norm_n[s] > 0 else np.nan
+            threshold[s] = max(multiple * expected[s], minimum) if bars_seen[s] >= warmup_bars else np.nan
+        q = ts[i] // bucket_ns
+        if head[s] < 0 or q - head[s] >= n_buckets:
+            ring[s] = 0.0
+        else:
+            for j in range(head[s] + 1, q + 1):
+                ring[s, j % n_buckets] = 0.0
+        head[s] = max(head[s], q)
+        ring[s, q % n_buckets] += weight[i]
+        total = 0.0
+        for j in range(n_buckets):
+            total += ring[s, j]
+        thr = threshold[s]
+        if thr == thr and not auction[i] and total >= thr and ts[i] >= quiet_until[s]:
+            hit[k], score[k] = i, total / thr
+            detail[k, 0], detail[k, 1], detail[k, 2] = total, expected[s], thr
+            k += 1
+            quiet_until[s] = ts[i] + cooldown_ns
+        bar_total[s] += weight[i]
+    return k
 
 
 class WindowRateDetector:
@@ -48,54 +95,32 @@ class WindowRateDetector:
         self.max_gap_bars = max_gap_bars
         self.cooldown_ns = cooldown_ns
         self.bar_ns = bar_ns
+        self.state_dtype = rate_state(window_ns // bucket_ns)
 
-    def measure(self, batch: SymbolBatch) -> np.ndarray:
+    def measure(self, batch: MarketBatch) -> np.ndarray:
         raise NotImplementedError
 
-    def initial_state(self) -> RateState:
-        return RateState(window=BucketWindow(self.bucket_ns, self.window_ns // self.bucket_ns))
+    def initial_state(self) -> np.ndarray:
+        return record(self.state_dtype, head=-1, bar=-1, threshold=np.nan, expected=np.nan, quiet_until=-1)
 
-    def detect(self, batch: SymbolBatch, state: RateState) -> tuple[RateState, list[Anomaly]]:
-        st = replace(state, window=state.window.copy())
-        weights = self.measure(batch)
-        totals = st.window.push(batch.ts, weights)
-        found: list[Anomaly] = []
-        for bar, lo, hi in bar_segments(batch.ts, self.bar_ns):
-            if bar != st.bar:
-                self._roll(st, bar)
-            if st.threshold == st.threshold:
-                over = np.flatnonzero((totals[lo:hi] >= st.threshold) & ~batch.auction[lo:hi]) + lo
-                over = over[batch.ts[over] >= st.quiet_until]
-                while over.size:  # one alert per episode: only the first crossing fires
-                    i = int(over[0])
-                    found.append(self._anomaly(batch, i, float(totals[i]), st))
-                    st.quiet_until = int(batch.ts[i]) + self.cooldown_ns
-                    over = over[batch.ts[over] >= st.quiet_until]
-            st.bar_total += float(weights[lo:hi].sum())
-        return st, found
+    def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
+        st = state.copy()
+        hit, score, detail = new_hits(len(batch))
+        k = _scan(batch.slot, batch.ts, self.measure(batch), batch.auction, st["ring"], st["head"], st["norm_sum"],
+                  st["norm_n"], st["bar_total"], st["bar"], st["bars_seen"], st["threshold"], st["expected"],
+                  st["quiet_until"], self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns,
+                  0.5 ** (1.0 / self.half_life_bars), self.max_gap_bars, self.warmup_bars, self.multiple,
+                  self.minimum, self.cooldown_ns, hit, score, detail)
+        return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
 
-    def _roll(self, st: RateState, bar: int) -> None:
-        if st.bar >= 0:
-            d = decay_factor(self.half_life_bars)
-            st.norm_sum = st.norm_sum * d + st.bar_total
-            st.norm_n = st.norm_n * d + 1.0
-            gap = min(bar - st.bar - 1, self.max_gap_bars)
-            if gap > 0:
-                dg = d**gap
-                st.norm_sum *= dg
-                st.norm_n = st.norm_n * dg + (1 - dg) / (1 - d)
-            st.bars_seen += 1
-        st.bar, st.bar_total = bar, 0.0
-        st.expected = st.norm_sum / st.norm_n * (self.window_ns / self.bar_ns) if st.norm_n else float("nan")
-        warm = st.bars_seen >= self.warmup_bars
-        st.threshold = max(self.multiple * st.expected, self.minimum) if warm else float("nan")
-
-    def _anomaly(self, batch: SymbolBatch, i: int, total: float, st: RateState) -> Anomaly:
+    def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray) -> Anomaly:
+        total, expected, threshold = (float(x) for x in detail[:3])
         secs = self.window_ns / 1e9
-        reason = (f"{qty(total)} {self.unit} in {secs:g}s is {total / max(st.expected, 1e-9):.1f}x "
-                  f"{batch.symbol}'s norm of {st.expected:,.1f} per {secs:g}s (alert at {qty(st.threshold)})")
-        return Anomaly.of_trade(self.name, batch.trades[i], total / st.threshold, reason,
-                                {"window_total": total, "expected": st.expected, "threshold": st.threshold})
+        reason = (f"{qty(total)} {self.unit} in {secs:g}s is {total / max(expected, 1e-9):.1f}x "
+                  f"{batch.symbols[batch.slot[i]]}'s norm of {expected:,.1f} per {secs:g}s "
+                  f"(alert at {qty(threshold)})")
+        return batch.anomaly(self.name, i, score, reason,
+                             {"window_total": total, "expected": expected, "threshold": threshold})
 
 
 class TradeBurstDetector(WindowRateDetector):
@@ -109,7 +134,7 @@ class TradeBurstDetector(WindowRateDetector):
         kw.setdefault("bucket_ns", 100_000_000)
         super().__init__(multiple=multiple, minimum=minimum, **kw)  # type: ignore[arg-type]
 
-    def measure(self, batch: SymbolBatch) -> np.ndarray:
+    def measure(self, batch: MarketBatch) -> np.ndarray:
         return np.ones(len(batch))
 
 
@@ -124,6 +149,6 @@ class VolumeSurgeDetector(WindowRateDetector):
         kw.setdefault("bucket_ns", 1_000_000_000)
         super().__init__(multiple=multiple, minimum=minimum, **kw)  # type: ignore[arg-type]
 
-    def measure(self, batch: SymbolBatch) -> np.ndarray:
+    def measure(self, batch: MarketBatch) -> np.ndarray:
         # Auction crosses are scheduled liquidity events, not surges: they do not count.
         return np.where(batch.auction, 0.0, batch.size)

@@ -2,28 +2,67 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import numpy as np
 
-from domain.batch import SymbolBatch, bar_segments
-from domain.detectors.base import decay_factor, pct
+from domain.compiled import kernel, new_hits
+from domain.detectors.base import pct, record
+from domain.market import MarketBatch
 from domain.model import Anomaly
 
+STATE = np.dtype([
+    ("pv", "f8"),          # decayed sum of price x volume over completed bars
+    ("v", "f8"),
+    ("bar_pv", "f8"),
+    ("bar_v", "f8"),
+    ("dev_sum", "f8"),     # decayed sum of |log(bar VWAP / reference VWAP)|
+    ("dev_n", "f8"),
+    ("bars_seen", "i4"),
+    ("bar", "i8"),
+    ("reference", "f8"),   # log reference VWAP in force for the current bar
+    ("threshold", "f8"),
+    ("quiet_until", "i8"),
+])
 
-@dataclass(slots=True)
-class VwapState:
-    pv: float = 0.0  # decayed sum of price x volume over completed bars
-    v: float = 0.0
-    bar_pv: float = 0.0
-    bar_v: float = 0.0
-    dev_sum: float = 0.0  # decayed sum of |log(bar VWAP / reference VWAP)|
-    dev_n: float = 0.0
-    bars_seen: int = 0
-    bar: int = -1
-    reference: float = float("nan")  # log reference VWAP in force for the current bar
-    threshold: float = float("nan")
-    quiet_until: int = -1
+
+@kernel
+def _scan(slot: np.ndarray, ts: np.ndarray, price: np.ndarray, log_price: np.ndarray, size: np.ndarray,
+          auction: np.ndarray, pv: np.ndarray, v: np.ndarray, bar_pv: np.ndarray, bar_v: np.ndarray,
+          dev_sum: np.ndarray, dev_n: np.ndarray, bars_seen: np.ndarray, bar: np.ndarray, reference: np.ndarray,
+          threshold: np.ndarray, quiet_until: np.ndarray, bar_ns: int, keep: float, norm_keep: float,
+          warmup_bars: int, k_norm: float, min_dev: float, cooldown_ns: int,
+          hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
+    k = 0
+    for i in range(len(ts)):
+        s = slot[i]
+        b = ts[i] // bar_ns
+        if b != bar[s]:
+            if bar[s] >= 0 and bar_v[s] > 0:
+                bar_vwap = np.log(bar_pv[s] / bar_v[s])
+                if reference[s] == reference[s]:
+                    dev_sum[s] = dev_sum[s] * norm_keep + abs(bar_vwap - reference[s])
+                    dev_n[s] = dev_n[s] * norm_keep + 1.0
+                pv[s] = pv[s] * keep + bar_pv[s]
+                v[s] = v[s] * keep + bar_v[s]
+                bars_seen[s] += 1
+            bar[s] = b
+            bar_pv[s] = 0.0
+            bar_v[s] = 0.0
+            reference[s] = np.log(pv[s] / v[s]) if v[s] > 0 else np.nan
+            warm = bars_seen[s] >= warmup_bars and dev_n[s] > 0
+            threshold[s] = max(k_norm * dev_sum[s] / dev_n[s], min_dev) if warm else np.nan
+        if auction[i]:
+            continue
+        thr = threshold[s]
+        if thr == thr and ts[i] >= quiet_until[s]:
+            dev = log_price[i] - reference[s]
+            if abs(dev) >= thr:
+                hit[k], score[k] = i, abs(dev) / thr
+                detail[k, 0], detail[k, 1], detail[k, 2], detail[k, 3] = dev, reference[s], thr, dev_sum[s] / dev_n[s]
+                k += 1
+                quiet_until[s] = ts[i] + cooldown_ns
+        bar_pv[s] += price[i] * size[i]
+        bar_v[s] += size[i]
+    return k
 
 
 class VwapDeviationDetector:
@@ -46,50 +85,23 @@ class VwapDeviationDetector:
         self.cooldown_ns = cooldown_ns
         self.bar_ns = bar_ns
 
-    def initial_state(self) -> VwapState:
-        return VwapState()
+    def initial_state(self) -> np.ndarray:
+        return record(STATE, bar=-1, reference=np.nan, threshold=np.nan, quiet_until=-1)
 
-    def detect(self, batch: SymbolBatch, state: VwapState) -> tuple[VwapState, list[Anomaly]]:
-        st = replace(state)
-        found: list[Anomaly] = []
-        for bar, lo, hi in bar_segments(batch.ts, self.bar_ns):
-            if bar != st.bar:
-                self._roll(st, bar)
-            regular = ~batch.auction[lo:hi]
-            if st.threshold == st.threshold:
-                dev = batch.log_price[lo:hi] - st.reference
-                over = np.flatnonzero((np.abs(dev) >= st.threshold) & regular) + lo
-                over = over[batch.ts[over] >= st.quiet_until]
-                if over.size:
-                    i = int(over[0])
-                    found.append(self._anomaly(batch, i, float(batch.log_price[i] - st.reference), st))
-                    st.quiet_until = int(batch.ts[i]) + self.cooldown_ns
-            size = batch.size[lo:hi] * regular
-            st.bar_pv += float((batch.price[lo:hi] * size).sum())
-            st.bar_v += float(size.sum())
-        return st, found
+    def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
+        st = state.copy()
+        hit, score, detail = new_hits(len(batch))
+        k = _scan(batch.slot, batch.ts, batch.price, batch.log_price, batch.size, batch.auction, st["pv"], st["v"],
+                  st["bar_pv"], st["bar_v"], st["dev_sum"], st["dev_n"], st["bars_seen"], st["bar"],
+                  st["reference"], st["threshold"], st["quiet_until"], self.bar_ns,
+                  0.5 ** (1.0 / self.half_life_bars), 0.5 ** (1.0 / self.norm_half_life_bars), self.warmup_bars,
+                  self.k, self.min_dev, self.cooldown_ns, hit, score, detail)
+        return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
 
-    def _roll(self, st: VwapState, bar: int) -> None:
-        if st.bar >= 0 and st.bar_v > 0:
-            bar_vwap = np.log(st.bar_pv / st.bar_v)
-            if st.reference == st.reference:
-                dn = decay_factor(self.norm_half_life_bars)
-                st.dev_sum = st.dev_sum * dn + abs(bar_vwap - st.reference)
-                st.dev_n = st.dev_n * dn + 1.0
-            d = decay_factor(self.half_life_bars)
-            st.pv = st.pv * d + st.bar_pv
-            st.v = st.v * d + st.bar_v
-            st.bars_seen += 1
-        st.bar, st.bar_pv, st.bar_v = bar, 0.0, 0.0
-        st.reference = float(np.log(st.pv / st.v)) if st.v > 0 else float("nan")
-        warm = st.bars_seen >= self.warmup_bars and st.dev_n > 0
-        st.threshold = max(self.k * st.dev_sum / st.dev_n, self.min_dev) if warm else float("nan")
-
-    def _anomaly(self, batch: SymbolBatch, i: int, dev: float, st: VwapState) -> Anomaly:
-        norm = st.dev_sum / st.dev_n
-        vwap = float(np.exp(st.reference))
+    def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray) -> Anomaly:
+        dev, reference, threshold, norm = (float(x) for x in detail)
+        vwap = float(np.exp(reference))
         reason = (f"price {batch.price[i]:,.4g} is {'+' if dev > 0 else '-'}{pct(abs(dev))} from "
-                  f"{batch.symbol}'s rolling VWAP {vwap:,.4g}; threshold {pct(st.threshold)}, "
+                  f"{batch.symbols[batch.slot[i]]}'s rolling VWAP {vwap:,.4g}; threshold {pct(threshold)}, "
                   f"bars usually stray {pct(norm)}")
-        return Anomaly.of_trade(self.name, batch.trades[i], abs(dev) / st.threshold, reason,
-                                {"deviation": dev, "vwap": vwap, "threshold": st.threshold})
+        return batch.anomaly(self.name, i, score, reason, {"deviation": dev, "vwap": vwap, "threshold": threshold})
