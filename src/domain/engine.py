@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from domain.detectors.base import Detector, PooledDetector
+from domain.errors import ConfigError
 from domain.guard import ACCEPTED, VERDICTS, SequenceGuard, initial_guard_state
 from domain.market import MarketBatch
 from domain.model import Anomaly, DeadLetter
@@ -57,6 +58,12 @@ class DetectionEngine:
         if len(set(names)) != len(names):
             raise ValueError(f"detector names must be unique, got {names}")
         self.detectors = list(detectors)
+        if enabled is not None:
+            unknown = sorted(set(enabled) - set(names))
+            if unknown:
+                raise ConfigError(f"unknown detectors {unknown}; choose from {', '.join(names)}")
+            if not enabled:
+                raise ConfigError(f"no detector selected; choose from {', '.join(names)}")
         self.enabled = [d for d in self.detectors if enabled is None or d.name in enabled]
         self.guard = guard or SequenceGuard()
         self.calendar = calendar or SessionCalendar()

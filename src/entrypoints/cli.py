@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from datetime import date as date_cls
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,13 @@ def progress_bar(label: str, total: int | None, enabled: bool) -> Iterator[Progr
 
 def fail(message: str) -> None:
     raise click.ClickException(message)
+
+
+def calendar_day(value: str) -> str:
+    try:
+        return date_cls.fromisoformat(value).isoformat()
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a calendar day in the form YYYY-MM-DD") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -131,7 +139,8 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
 @click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 5000))
 @click.option("--trades", default=1_000_000, show_default=True, type=click.IntRange(1000))
 @click.option("--seed", default=7, show_default=True, type=int)
-@click.option("--date", default="2025-03-03", show_default=True, help="Trading day (YYYY-MM-DD).")
+@click.option("--date", default="2025-03-03", show_default=True, callback=lambda _c, _p, v: calendar_day(v),
+              help="Trading day (YYYY-MM-DD).")
 def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
     """Write a synthetic market with labelled, injected anomalies as DBN (labels beside it)."""
     from adapters.synthetic import generate as write_market
@@ -140,7 +149,10 @@ def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
     if not (out.endswith(".dbn") or out.endswith(".dbn.zst")):
         fail(f"OUT must end with .dbn or .dbn.zst, got {out!r}")
     with progress_bar("generating", None, enabled=err.is_terminal):
-        result = write_market(out, symbols=symbols, trades=trades, seed=seed, date=date)
+        try:
+            result = write_market(out, symbols=symbols, trades=trades, seed=seed, date=date)
+        except ValueError as exc:  # an impossible combination, or a date that is not one
+            fail(str(exc))
     click.echo(f"wrote {result.total_trades:,} trades for {symbols} symbols to {out}")
     click.echo(f"wrote {len(result.events)} labelled anomalies to {labels_path_for(out)}")
 

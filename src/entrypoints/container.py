@@ -8,6 +8,7 @@ from adapters.files.jsonl import FanOutSink, JsonLinesAnomalySink, JsonLinesDead
 from adapters.files.thresholds import load_thresholds
 from adapters.memory import InMemoryAnomalySink, InMemoryDeadLetterSink, InMemoryMetrics, InMemoryStateStore
 from adapters.faust.settings import StreamingSettings
+from adapters.kafka.keys import pooling_by_partition
 from adapters.metrics import MetricsServer, PrometheusMetrics, process_registry
 from application.detect import DetectTrades
 from application.replay import Replay
@@ -18,6 +19,7 @@ DEFAULTS = {
     "thresholds": "",
     "detectors": ",".join(DETECTOR_NAMES),
     "seed": 7,
+    "partitions": 4,  # model pools follow the `trades` partitions (STOCKANOMALY_PARTITIONS)
     "chunk_size": 262_144,
     "out": "",
     "dead_letters": "",
@@ -62,12 +64,16 @@ class Container(containers.DeclarativeContainer):
         default_detectors,
         size_thresholds=providers.Callable(size_thresholds, config.thresholds),
         seed=config.seed.as_int(),
-        enabled=providers.Callable(detector_names, config.detectors),
     )
-    engine = providers.Singleton(DetectionEngine, detectors=detectors)
+    engine = providers.Singleton(DetectionEngine, detectors=detectors,
+                                 pool_of=providers.Callable(pooling_by_partition, config.partitions.as_int()),
+                                 enabled=providers.Callable(detector_names, config.detectors))
 
     # Gateways
-    state_store = providers.Selector(config.state, memory=providers.Singleton(InMemoryStateStore))
+    state_store = providers.Selector(config.state, memory=providers.Singleton(InMemoryStateStore,
+                                                                              schema=engine.provided.schema))
+    pool_state_store = providers.Selector(config.state, memory=providers.Singleton(InMemoryStateStore,
+                                                                                   schema=engine.provided.pool_schema))
     collected_anomalies = providers.Singleton(InMemoryAnomalySink)
     anomaly_file = providers.Singleton(jsonl_or_none, JsonLinesAnomalySink, config.out)
     anomaly_sink = providers.Singleton(FanOutSink, collected_anomalies, anomaly_file)
@@ -86,7 +92,8 @@ class Container(containers.DeclarativeContainer):
                                          port=config.metrics_port.as_int())
 
     # Services
-    detect = providers.Singleton(DetectTrades, engine=engine, states=state_store, anomalies=anomaly_sink,
+    detect = providers.Singleton(DetectTrades, engine=engine, states=state_store, pool_states=pool_state_store,
+                                 anomalies=anomaly_sink,
                                  dead_letters=dead_letter_sink, metrics=metrics)
     replay = providers.Factory(Replay, detect=detect)
 
@@ -104,6 +111,7 @@ def build_container(**overrides: object) -> Container:
         "thresholds": "STOCKANOMALY_THRESHOLDS",
         "detectors": "STOCKANOMALY_DETECTORS",
         "seed": "STOCKANOMALY_SEED",
+        "partitions": "STOCKANOMALY_PARTITIONS",
         "chunk_size": "STOCKANOMALY_CHUNK_SIZE",
         "state": "STOCKANOMALY_STATE",
         "metrics": "STOCKANOMALY_METRICS",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from domain.model import TRADE_DTYPE
 
 BAD_JSON = "bad_json"          # the value is not JSON, or not an object / a list of objects
@@ -30,3 +33,19 @@ def check_symbol(symbol: str) -> tuple[str, tuple[str, str] | None]:
     if len(symbol) > SYMBOL_CHARS:
         return "", (BAD_ENCODING, f"symbol {symbol[:40]!r} is longer than {SYMBOL_CHARS} characters")
     return symbol, None
+
+
+def partition_of(symbol: str, partitions: int) -> int:
+    """The `trades` partition a symbol's messages land on: Kafka's default partitioner (murmur2 of the
+    key), which aiokafka and Faust use for keyed sends."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(symbol.encode()) & 0x7FFFFFFF) % partitions
+
+
+def pooling_by_partition(partitions: int) -> Callable[[str], int]:
+    """The detection engine's `pool_of`: symbols that share a partition share a model pool, so an
+    embedded run pools exactly like workers consuming a topic of that many partitions."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1, got {partitions}")
+    return functools.partial(partition_of, partitions=partitions)

@@ -23,8 +23,10 @@ QUIET_START_NS = 30 * 60 * NS  # no event in the first 30 minutes: detectors are
 AUCTION_CLEARANCE_NS = 2 * 60 * NS
 PREFERRED_GAP_NS = 15 * 60 * NS  # between two events of one symbol, so one never colours the next
 SURGE_NS = 60 * NS
+SURGE_MIN_PRINTS = 10
 RAMP_STEP = 0.001  # largest intended drift per ramp print (0.1%): far under a quarter of any spike
-BURST_RATE_MULTIPLE = 60.0  # burst arrival rate over the symbol's normal rate at that moment
+BURST_RATE_MULTIPLE = 60.0
+MIN_TRADES_FOR_EVENTS = 1_000  # a symbol with fewer prints a day gets no injected anomaly  # burst arrival rate over the symbol's normal rate at that moment
 
 
 @dataclass(slots=True)
@@ -43,12 +45,19 @@ def events_per_type(rng: np.random.Generator, trades: int) -> dict[str, int]:
 
 
 def plan_events(rng: np.random.Generator, session: Session, weights: np.ndarray, rates: list[np.ndarray],
-                counts: dict[str, int]) -> list[EventPlan]:
+                counts: dict[str, int], day_trades: np.ndarray) -> list[EventPlan]:
     """Place events per symbol, well apart, away from the open, the close and the auctions.
 
-    `rates[s]` is symbol s's expected trades per second over the session (from its open + 1 s).
+    `rates[s]` is symbol s's expected trades per second over the session (from its open + 1 s) and
+    `day_trades[s]` its expected prints for the day: only symbols with MIN_TRADES_FOR_EVENTS get events,
+    since an anomaly needs a history to stand out from.
     """
-    pick = np.sqrt(weights) / np.sqrt(weights).sum()  # busier names get somewhat more events
+    eligible = day_trades >= MIN_TRADES_FOR_EVENTS
+    if not eligible.any():
+        raise ValueError(f"no symbol gets {MIN_TRADES_FOR_EVENTS} trades, so no anomaly can be placed; "
+                         "ask for more trades or fewer symbols")
+    pick = np.where(eligible, np.sqrt(weights), 0.0)
+    pick /= pick.sum()  # busier names get somewhat more events
     kinds = [k for k, n in counts.items() for _ in range(n)]
     owners = rng.choice(len(weights), len(kinds), p=pick)
     plans: list[EventPlan] = []
@@ -104,7 +113,10 @@ def _shape(rng: np.random.Generator, plan: EventPlan, rate: np.ndarray, session:
         plan.params["normal_rate_per_s"] = per_s
     elif plan.kind == "volume_surge":
         expected = per_s * plan.duration_ns / NS
-        plan.n_extra = int(round(rng.uniform(0.5, 0.8) * expected)) + 1  # at most ~2x the normal count
+        # At most ~2x the normal count on a busy name; on a quiet one at least SURGE_MIN_PRINTS in all,
+        # since a surge is an order worked through many child prints, not one or two big ones.
+        plan.n_extra = max(int(round(rng.uniform(0.5, 0.8) * expected)) + 1,
+                           SURGE_MIN_PRINTS - int(round(expected)))
         plan.params.update(factor=float(rng.uniform(15, 30)), expected_trades=expected)
     elif plan.kind == "ramp":
         move = float(rng.uniform(0.04, 0.08))

@@ -18,6 +18,7 @@ from domain.model import empty_trades
 
 PUBLISHER_ID = 2  # XNAS.ITCH
 F_LAST = 128
+MIN_TRADES_PER_SYMBOL = 20
 # The whole day in time order. Prices are integer cents (the $0.01 tick); `event` is the index into
 # `SyntheticMarket.events` of the labelled event a print belongs to, or -1 for a normal print.
 TAPE_DTYPE = np.dtype([
@@ -96,10 +97,11 @@ def simulate(symbols: int = 20, trades: int = 1_000_000, seed: int = 7, date: st
     budget = trades - 2 * symbols
     rates = [per_second[s] * budget * weights[s] for s in range(symbols)]
     counts = draw_event_counts(rng, trades) if events_per_type is None else dict.fromkeys(EVENT_TYPES, events_per_type)
-    plans = plan_events(rng, session, weights, rates, counts)
+    if budget * weights.min() < MIN_TRADES_PER_SYMBOL:
+        raise ValueError(f"{trades:,} trades are too few for {symbols:,} symbols: the quietest would get under "
+                         f"{MIN_TRADES_PER_SYMBOL} prints; ask for at least {_enough(symbols, weights):,} trades")
+    plans = plan_events(rng, session, weights, rates, counts, budget * weights)
     normal = _split(budget - sum(p.n_extra for p in plans), weights)
-    if normal.min() < 200:
-        raise ValueError(f"{trades} trades are too few for {symbols} symbols and {len(plans)} events")
     parts = []
     for s, profile in enumerate(profiles):
         mine = [i for i, p in enumerate(plans) if p.symbol_index == s]
@@ -107,6 +109,10 @@ def simulate(symbols: int = 20, trades: int = 1_000_000, seed: int = 7, date: st
         parts.append(_with_auctions(rng, session, profile, tape, s))
     tape = _finish(rng, np.concatenate(parts))
     return SyntheticMarket(seed, session, tuple(profiles), *_label(tape, plans, profiles))
+
+
+def _enough(symbols: int, weights: np.ndarray) -> int:
+    return int(np.ceil(MIN_TRADES_PER_SYMBOL / weights.min() / 1000) * 1000) + 2 * symbols
 
 
 def _split(n: int, weights: np.ndarray) -> np.ndarray:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from domain.detectors.base import Detector
-from domain.errors import ConfigError
 from domain.detectors.high_volume import HighVolumeDetector
 from domain.detectors.isolation_forest import IsolationForestDetector
 from domain.detectors.price_change import PriceChangeDetector
@@ -20,8 +19,7 @@ DETECTOR_NAMES = ("high_volume", "price_change", "isolation_forest", "trade_burs
                   "vwap_deviation")
 
 
-def default_detectors(size_thresholds: Mapping[str, float] | None = None, seed: int = 7,
-                      enabled: tuple[str, ...] = DETECTOR_NAMES) -> list[Detector]:
+def default_detectors(size_thresholds: Mapping[str, float] | None = None, seed: int = 7) -> list[Detector]:
     """All detectors with their default hyperparameters; calibrated size thresholds optional."""
     every: list[Detector] = [
         HighVolumeDetector(calibrated=size_thresholds),
@@ -31,7 +29,4 @@ def default_detectors(size_thresholds: Mapping[str, float] | None = None, seed: 
         VolumeSurgeDetector(),
         VwapDeviationDetector(),
     ]
-    unknown = set(enabled) - set(DETECTOR_NAMES)
-    if unknown:
-        raise ConfigError(f"unknown detectors {sorted(unknown)}; choose from {', '.join(DETECTOR_NAMES)}")
-    return [d for d in every if d.name in enabled]
+    return every

@@ -8,7 +8,7 @@ import numpy as np
 
 from domain.compiled import kernel, new_hits
 from domain.detectors.base import qty, record
-from domain.detectors.histogram import grow_weight, log_bin, top_quantile
+from domain.detectors.histogram import grow_weight, log_bin, robust_quantile
 from domain.market import MarketBatch
 from domain.model import Anomaly
 
@@ -29,7 +29,7 @@ STATE = np.dtype([
 def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, calibrated: np.ndarray,
           hist: np.ndarray, total: np.ndarray, weight: np.ndarray, seen: np.ndarray, bar: np.ndarray,
           reference: np.ndarray, bar_ns: int, half_life_bars: float, max_gap_bars: int, warmup: int,
-          tail_share: float, multiple: float, min_size: float,
+          tail_share: float, fit_obs: float, multiple: float, min_size: float,
           hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
     k = 0
     for i in range(len(ts)):
@@ -42,7 +42,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
                     hist[s] *= scale
                     total[s] *= scale
             bar[s] = b
-            reference[s] = (top_quantile(hist[s], total[s], tail_share, 1.0, BINS_PER_OCTAVE)
+            reference[s] = (robust_quantile(hist[s], total[s], tail_share, fit_obs * weight[s], 1.0, BINS_PER_OCTAVE)
                             if seen[s] >= warmup else np.nan)
         if auction[i]:
             continue
@@ -70,12 +70,13 @@ class HighVolumeDetector:
     name = "high_volume"
 
     def __init__(self, quantile: float = 0.999, multiple: float = 8.0, min_size: float = 100.0,
-                 warmup_trades: int = 300, half_life_bars: float = 390.0, max_gap_bars: int = 60,
+                 warmup_trades: int = 300, fit_obs: float = 20.0, half_life_bars: float = 390.0, max_gap_bars: int = 60,
                  bar_ns: int = 60_000_000_000, calibrated: Mapping[str, float] | None = None) -> None:
         self.quantile = quantile
         self.multiple = multiple
         self.min_size = min_size
         self.warmup_trades = warmup_trades
+        self.fit_obs = fit_obs
         self.half_life_bars = half_life_bars
         self.max_gap_bars = max_gap_bars
         self.bar_ns = bar_ns
@@ -90,7 +91,7 @@ class HighVolumeDetector:
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.size, batch.auction, calibrated, st["hist"], st["total"],
                   st["weight"], st["seen"], st["bar"], st["reference"], self.bar_ns, self.half_life_bars,
-                  self.max_gap_bars, self.warmup_trades, 1.0 - self.quantile, self.multiple, self.min_size,
+                  self.max_gap_bars, self.warmup_trades, 1.0 - self.quantile, self.fit_obs, self.multiple, self.min_size,
                   hit, score, detail)
         return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j], calibrated)
                     for j in range(k)]

@@ -59,3 +59,46 @@ def grow_weight(weight: float, bars: int, half_life_bars: float) -> tuple[float,
     if weight > RESCALE_AT:
         return 1.0, 1.0 / weight
     return weight, 1.0
+
+
+@kernel
+def fit_tail(hist: np.ndarray, total: float, min_mass: float, bins_per_octave: float) -> tuple[float, float, float]:
+    """An exponential tail in log space (a Pareto law) above the highest bin with `min_mass` at or above
+    it: (that anchor bin, -ln of its tail share, mean excess in octaves). (-1, nan, nan) if no bin
+    above bin 0 qualifies. The estimate is Hill's, on bin midpoints."""
+    acc, anchor = 0.0, -1
+    for b in range(len(hist) - 1, 0, -1):
+        acc += hist[b]
+        if acc >= min_mass:
+            anchor = b
+            break
+    if anchor < 0 or total <= 0:
+        return -1.0, np.nan, np.nan
+    excess = 0.0
+    for b in range(anchor, len(hist)):
+        excess += hist[b] * (b - anchor + 0.5)
+    return float(anchor), -np.log(acc / total), max(excess / acc, 0.5) / bins_per_octave
+
+
+@kernel
+def surprise(hist: np.ndarray, total: float, b: int, weight: float, tail: np.ndarray,
+             bins_per_octave: float, cap: float) -> float:
+    """-ln P(value in bin b or above): from the histogram (one pseudo-observation added) where it
+    holds enough mass, beyond that from the fitted tail `tail` (anchor, nats, mean excess), so a
+    value past anything seen is as rare as the symbol's own tail says, not merely "unseen"."""
+    if tail[0] >= 1.0 and b > tail[0]:
+        return min(tail[1] + (b - tail[0]) / bins_per_octave / tail[2], cap)
+    return min(-np.log((tail_mass(hist, b) + weight) / (total + weight)), cap)
+
+
+@kernel
+def robust_quantile(hist: np.ndarray, total: float, tail_share: float, min_mass: float, lowest: float,
+                    bins_per_octave: float) -> float:
+    """The (1 - tail_share) quantile: read off the histogram when at least `min_mass` lies above it,
+    else extrapolated along the fitted tail (a thin history's top bin is its sample maximum, which
+    understates a high quantile)."""
+    anchor, nats, mean_excess = fit_tail(hist, total, min_mass, bins_per_octave)
+    target = -np.log(tail_share)
+    if anchor < 1.0 or nats >= target:
+        return top_quantile(hist, total, tail_share, lowest, bins_per_octave)
+    return upper_edge(int(anchor) - 1, lowest, bins_per_octave) * 2.0 ** ((target - nats) * mean_excess)

@@ -29,35 +29,38 @@ class IsolationForestDetector:
 
     name = "isolation_forest"
 
-    def __init__(self, n_estimators: int = 50, max_samples: int = 256, sample_size: int = 512,
-                 min_score: float = 0.62, gate_nats: float = 4.0, warmup_trades: int = 200,
+    def __init__(self, n_estimators: int = 64, max_samples: int = 256, stratum_size: int = 256,
+                 min_score: float = 0.77, gate_nats: float = 4.5, tail_nats: float = 3.0, fit_obs: float = 20.0,
+                 warmup_trades: int = 200,
                  half_life_bars: float = 390.0, max_gap_bars: int = 60, epoch_ns: int = 1_800_000_000_000,
-                 lateness_ns: int = 60_000_000_000, refit_epochs: int = 4, min_sample: int = 256, seed: int = 7,
+                 lateness_ns: int = 60_000_000_000, refit_epochs: int = 8, min_tail: int = 64, seed: int = 7,
                  bar_ns: int = 60_000_000_000) -> None:
         if not 0 < lateness_ns < epoch_ns:
             raise ValueError("lateness_ns must be positive and shorter than epoch_ns")
         self.n_estimators = n_estimators
         self.max_samples = max_samples
-        self.sample_size = sample_size
+        self.stratum_size = stratum_size
         self.min_score = min_score
         self.gate_nats = gate_nats
+        self.tail_nats = tail_nats
+        self.fit_obs = fit_obs
         self.warmup_trades = warmup_trades
         self.half_life_bars = half_life_bars
         self.max_gap_bars = max_gap_bars
         self.epoch_ns = epoch_ns
         self.lateness_ns = lateness_ns
         self.refit_epochs = refit_epochs
-        self.min_sample = min(min_sample, sample_size)
+        self.min_tail = min(min_tail, stratum_size)
         self.seed = seed
         self.bar_ns = bar_ns
         self._models: OrderedDict[bytes, IsolationForest] = OrderedDict()
         self.refits = 0
 
     def initial_state(self) -> np.ndarray:
-        return record(tails.SYMBOL_STATE, weight=1.0, bar=-1, last_log_price=np.nan, gate=np.nan)
+        return record(tails.SYMBOL_STATE, weight=1.0, bar=-1, last_log_price=np.nan, cut=np.nan, tail=np.nan)
 
     def initial_pool_state(self) -> np.ndarray:
-        return record(tails.pool_state(self.sample_size), open_epoch=-1, sealed_through=-1, model_epoch=-1,
+        return record(tails.pool_state(self.stratum_size), open_epoch=-1, sealed_through=-1, model_epoch=-1,
                       model_from=-1)
 
     def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
@@ -78,10 +81,10 @@ class IsolationForestDetector:
                 start, allow, batch.slot, batch.pool, batch.ts, batch.log_price, batch.size, batch.auction,
                 trades["publisher_id"], trades["instrument_id"], trades["sequence"],
                 st["size_hist"], st["move_hist"], st["totals"], st["weight"], st["bar"], st["seen"],
-                st["last_log_price"], st["gate"], ps["open_epoch"], ps["sealed_through"], ps["open_n"],
+                st["last_log_price"], st["cut"], st["tail"], ps["open_epoch"], ps["sealed_through"], ps["open_n"],
                 ps["open_key"], ps["open_features"], ps["model_epoch"], ps["model_from"], ps["model_n"],
                 ps["model_features"], self.bar_ns, self.half_life_bars, self.max_gap_bars, self.warmup_trades,
-                self.gate_nats, self.epoch_ns, self.lateness_ns, self.min_sample, self.refit_epochs,
+                self.tail_nats, self.gate_nats, self.fit_obs, self.epoch_ns, self.lateness_ns, self.min_tail, self.refit_epochs,
                 hit, detail, k)
             # Score what was gathered while the models it was recorded against are still in place.
             found += self._score(batch, ps, hit[:k], detail[:k])

@@ -22,15 +22,19 @@ def rate_state(n_buckets: int) -> np.dtype:
         ("threshold", "f8"),
         ("expected", "f8"),
         ("quiet_until", "i8"),         # no second alert for the same episode before this event time
+        ("in_episode", "u1"),          # fired, and the window has not fallen back under half the threshold
+        ("log_size", "f8", (3,)),      # decayed count, sum and sum of squares of log(size): the cap's basis
+        ("cap", "f8"),                 # largest contribution of one print, in force for the current bar
     ])
 
 
 @kernel
-def _scan(slot: np.ndarray, ts: np.ndarray, weight: np.ndarray, auction: np.ndarray, ring: np.ndarray,
+def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, ring: np.ndarray,
           head: np.ndarray, norm_sum: np.ndarray, norm_n: np.ndarray, bar_total: np.ndarray, bar: np.ndarray,
           bars_seen: np.ndarray, threshold: np.ndarray, expected: np.ndarray, quiet_until: np.ndarray,
-          bar_ns: int, bucket_ns: int, window_bars: float, keep: float, max_gap_bars: int, warmup_bars: int,
-          multiple: float, minimum: float, cooldown_ns: int,
+          in_episode: np.ndarray, log_size: np.ndarray, cap: np.ndarray, count_trades: bool, cap_z: float, size_keep: float,
+          floor_caps: float, norm_clip: float, rearm: float, bar_ns: int, bucket_ns: int, window_bars: float, keep: float, max_gap_bars: int,
+          warmup_bars: int, multiple: float, minimum: float, cooldown_ns: int,
           hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
     n_buckets = ring.shape[1]
     k = 0
@@ -38,8 +42,18 @@ def _scan(slot: np.ndarray, ts: np.ndarray, weight: np.ndarray, auction: np.ndar
         s = slot[i]
         b = ts[i] // bar_ns
         if b != bar[s]:
+            if not count_trades and log_size[s, 0] > 0:
+                n, mean = log_size[s, 0], log_size[s, 1] / log_size[s, 0]
+                sd = np.sqrt(max(log_size[s, 2] / n - mean * mean, 0.0))
+                cap[s] = np.exp(mean + cap_z * sd)
+                log_size[s] *= size_keep ** min(b - bar[s], max_gap_bars) if bar[s] >= 0 else 1.0
             if bar[s] >= 0:
-                norm_sum[s] = norm_sum[s] * keep + bar_total[s]
+                # An episode's own bars must not raise the norm that judges the rest of it: once warm,
+                # a bar adds at most `norm_clip` x the current norm.
+                added = bar_total[s]
+                if bars_seen[s] >= warmup_bars and norm_n[s] > 0:
+                    added = min(added, norm_clip * norm_sum[s] / norm_n[s])
+                norm_sum[s] = norm_sum[s] * keep + added
                 norm_n[s] = norm_n[s] * keep + 1.0
                 gap = min(b - bar[s] - 1, max_gap_bars)  # empty bars count as zero
                 if gap > 0:
@@ -50,7 +64,18 @@ def _scan(slot: np.ndarray, ts: np.ndarray, weight: np.ndarray, auction: np.ndar
             bar[s] = b
             bar_total[s] = 0.0
             expected[s] = norm_sum[s] / norm_n[s] * window_bars if norm_n[s] > 0 else np.nan
-            threshold[s] = max(multiple * expected[s], minimum) if bars_seen[s] >= warmup_bars else np.nan
+            floor = minimum if count_trades else floor_caps * cap[s]
+            threshold[s] = max(multiple * expected[s], floor) if bars_seen[s] >= warmup_bars else np.nan
+        if count_trades:
+            w = 1.0
+        elif auction[i]:
+            w = 0.0  # auction crosses are scheduled liquidity events, not surges
+        else:
+            w = min(size[i], cap[s]) if cap[s] == cap[s] else size[i]
+            ls = np.log(size[i])
+            log_size[s, 0] += 1.0
+            log_size[s, 1] += ls
+            log_size[s, 2] += ls * ls
         q = ts[i] // bucket_ns
         if head[s] < 0 or q - head[s] >= n_buckets:
             ring[s] = 0.0
@@ -58,17 +83,20 @@ def _scan(slot: np.ndarray, ts: np.ndarray, weight: np.ndarray, auction: np.ndar
             for j in range(head[s] + 1, q + 1):
                 ring[s, j % n_buckets] = 0.0
         head[s] = max(head[s], q)
-        ring[s, q % n_buckets] += weight[i]
+        ring[s, q % n_buckets] += w
         total = 0.0
         for j in range(n_buckets):
             total += ring[s, j]
         thr = threshold[s]
-        if thr == thr and not auction[i] and total >= thr and ts[i] >= quiet_until[s]:
+        if in_episode[s] and not total >= rearm * thr:
+            in_episode[s] = 0
+        if thr == thr and not auction[i] and total >= thr and ts[i] >= quiet_until[s] and not in_episode[s]:
+            in_episode[s] = 1
             hit[k], score[k] = i, total / thr
-            detail[k, 0], detail[k, 1], detail[k, 2] = total, expected[s], thr
+            detail[k, 0], detail[k, 1], detail[k, 2], detail[k, 3] = total, expected[s], thr, cap[s]
             k += 1
             quiet_until[s] = ts[i] + cooldown_ns
-        bar_total[s] += weight[i]
+        bar_total[s] += w
     return k
 
 
@@ -76,16 +104,21 @@ class WindowRateDetector:
     """Flags the trade at which a sliding-window total first exceeds `multiple` x its norm.
 
     The norm is the decayed mean per-bar total (empty bars count as zero, so quiet hours lower
-    it), scaled to the window length. One alert per episode: after firing, the detector stays
-    quiet for `cooldown_ns` of event time.
+    it), scaled to the window length; a bar adds at most `norm_clip` x the norm, so an episode
+    does not talk the norm into accepting it. One alert per episode: after firing, the detector
+    stays quiet until the window falls under `rearm` x the threshold, and for `cooldown_ns` at least.
     """
 
     name = "window_rate"
     unit = "trades"
 
+    count_trades = True
+
     def __init__(self, window_ns: int, bucket_ns: int, multiple: float, minimum: float,
                  warmup_bars: int = 15, half_life_bars: float = 10.0, max_gap_bars: int = 60,
-                 cooldown_ns: int = 60_000_000_000, bar_ns: int = 60_000_000_000) -> None:
+                 cooldown_ns: int = 60_000_000_000, cap_z: float = 2.576, floor_caps: float = 4.0,
+                 norm_clip: float = 3.0, rearm: float = 0.5,
+                 size_half_life_bars: float = 390.0, bar_ns: int = 60_000_000_000) -> None:
         self.window_ns = window_ns
         self.bucket_ns = bucket_ns
         self.multiple = multiple
@@ -94,29 +127,34 @@ class WindowRateDetector:
         self.half_life_bars = half_life_bars
         self.max_gap_bars = max_gap_bars
         self.cooldown_ns = cooldown_ns
+        self.cap_z = cap_z
+        self.floor_caps = floor_caps
+        self.norm_clip = norm_clip
+        self.rearm = rearm
+        self.size_half_life_bars = size_half_life_bars
         self.bar_ns = bar_ns
         self.state_dtype = rate_state(window_ns // bucket_ns)
 
-    def measure(self, batch: MarketBatch) -> np.ndarray:
-        raise NotImplementedError
-
     def initial_state(self) -> np.ndarray:
-        return record(self.state_dtype, head=-1, bar=-1, threshold=np.nan, expected=np.nan, quiet_until=-1)
+        return record(self.state_dtype, head=-1, bar=-1, threshold=np.nan, expected=np.nan, quiet_until=-1,
+                      cap=np.nan)
 
     def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
         st = state.copy()
         hit, score, detail = new_hits(len(batch))
-        k = _scan(batch.slot, batch.ts, self.measure(batch), batch.auction, st["ring"], st["head"], st["norm_sum"],
+        k = _scan(batch.slot, batch.ts, batch.size, batch.auction, st["ring"], st["head"], st["norm_sum"],
                   st["norm_n"], st["bar_total"], st["bar"], st["bars_seen"], st["threshold"], st["expected"],
-                  st["quiet_until"], self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns,
+                  st["quiet_until"], st["in_episode"], st["log_size"], st["cap"], self.count_trades, self.cap_z,
+                  0.5 ** (1.0 / self.size_half_life_bars), self.floor_caps, self.norm_clip, self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns,
                   0.5 ** (1.0 / self.half_life_bars), self.max_gap_bars, self.warmup_bars, self.multiple,
                   self.minimum, self.cooldown_ns, hit, score, detail)
         return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
 
     def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray) -> Anomaly:
-        total, expected, threshold = (float(x) for x in detail[:3])
+        total, expected, threshold, cap = (float(x) for x in detail)
         secs = self.window_ns / 1e9
-        reason = (f"{qty(total)} {self.unit} in {secs:g}s is {total / max(expected, 1e-9):.1f}x "
+        capped = "" if self.count_trades else f" (each print counted up to {qty(cap)})"
+        reason = (f"{qty(total)} {self.unit} in {secs:g}s{capped} is {total / max(expected, 1e-9):.1f}x "
                   f"{batch.symbols[batch.slot[i]]}'s norm of {expected:,.1f} per {secs:g}s "
                   f"(alert at {qty(threshold)})")
         return batch.anomaly(self.name, i, score, reason,
@@ -132,23 +170,26 @@ class TradeBurstDetector(WindowRateDetector):
     def __init__(self, multiple: float = 20.0, minimum: float = 100.0, **kw: int | float) -> None:
         kw.setdefault("window_ns", 1_000_000_000)
         kw.setdefault("bucket_ns", 100_000_000)
+        # A burst lasts a second: its bar barely moves a one-minute norm, and a busy session's norm
+        # must be free to catch up with it (the open), so bars are not clipped here.
+        kw.setdefault("norm_clip", float("inf"))
         super().__init__(multiple=multiple, minimum=minimum, **kw)  # type: ignore[arg-type]
-
-    def measure(self, batch: MarketBatch) -> np.ndarray:
-        return np.ones(len(batch))
 
 
 class VolumeSurgeDetector(WindowRateDetector):
-    """Shares traded in the last minute far above the norm, with no single print needing to be big."""
+    """Shares traded in the last minute far above the norm, with no single print needing to be big.
+
+    Each print counts up to a cap (the symbol's p99 size, from log-size moments), so one large print
+    cannot make a surge on a quiet name (that is high_volume's call), and the alert needs at least
+    `floor_caps` caps' worth of shares. Auction crosses do not count.
+    """
 
     name = "volume_surge"
     unit = "shares"
+    count_trades = False
 
-    def __init__(self, multiple: float = 8.0, minimum: float = 5000.0, **kw: int | float) -> None:
+    def __init__(self, multiple: float = 8.0, floor_caps: float = 4.0, **kw: int | float) -> None:
         kw.setdefault("window_ns", 60_000_000_000)
         kw.setdefault("bucket_ns", 1_000_000_000)
-        super().__init__(multiple=multiple, minimum=minimum, **kw)  # type: ignore[arg-type]
+        super().__init__(multiple=multiple, minimum=0.0, floor_caps=floor_caps, **kw)  # type: ignore[arg-type]
 
-    def measure(self, batch: MarketBatch) -> np.ndarray:
-        # Auction crosses are scheduled liquidity events, not surges: they do not count.
-        return np.where(batch.auction, 0.0, batch.size)
