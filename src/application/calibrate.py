@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from domain.detectors.high_volume import N_BINS, histogram_quantile, size_bins
-from domain.engine import split_by_symbol
+from domain.detectors.high_volume import N_BINS, size_bins, size_quantile
 from domain.ports import TradeSource
 from domain.sessions import SessionCalendar
 from domain.thresholds import SymbolThresholds, Thresholds
+from domain.symbols import factorize
 from domain.validation import invalid_reasons
 
 
@@ -24,14 +24,17 @@ def calibrate(source: TradeSource, quantile: float = 0.999, multiple: float = 8.
     hists: dict[str, np.ndarray] = {}
     for chunk in source.chunks():
         trades = chunk.trades[invalid_reasons(chunk.trades) == ""]
-        for symbol, rows in split_by_symbol(trades):
-            regular = ~calendar.auction_mask(rows["ts_event"], rows["side"])
-            hist = hists.setdefault(symbol, np.zeros(N_BINS))
-            hist += np.bincount(size_bins(rows["size"][regular].astype(np.float64)), minlength=N_BINS)
+        trades = trades[~calendar.auction_mask(trades["ts_event"], trades["side"])]
+        codes, symbols = factorize(trades["symbol"])
+        # One bincount over (symbol, bin) pairs: no loop over symbols.
+        counts = np.bincount(codes.astype(np.int64) * N_BINS + size_bins(trades["size"].astype(np.float64)),
+                             minlength=len(symbols) * N_BINS).reshape(len(symbols), N_BINS)
+        for symbol, row in zip(symbols, counts):
+            hists[symbol] = hists.get(symbol, 0) + row
     symbols = {}
     for symbol, hist in hists.items():
         n = int(hist.sum())
         if n >= min_trades:
-            q = histogram_quantile(hist, quantile)
+            q = size_quantile(hist, quantile)
             symbols[symbol] = SymbolThresholds(round(multiple * q, 1), round(q, 1), n)
     return Thresholds(quantile, multiple, symbols)

@@ -14,7 +14,7 @@ from domain.market import MarketBatch
 from domain.model import Anomaly, DeadLetter
 from domain.sessions import SessionCalendar
 from domain.state import StateSchema
-from domain.symbols import factorize
+from domain.symbols import factorize, group_by_code
 from domain.validation import dead_letter_for, invalid_reasons
 
 
@@ -95,18 +95,25 @@ class DetectionEngine:
         result = DetectionResult(rows, pool_rows, dead_letters=list(batch.dead_letters))
         if len(batch.trades) == 0:
             return result
-        verdict = self.guard.check(batch.codes, batch.trades, rows["guard"])
+        # Symbol by symbol (each in arrival order): a symbol's state then stays in cache while its trades
+        # are judged, which is what keeps the cost per trade flat from one symbol to thousands.
+        # Per-symbol results are the same in any interleaving; pooled detectors walk `arrival`.
+        rows_in = batch.trades
+        order = group_by_code(batch.codes, len(batch.symbols)) if len(batch.symbols) > 1 else None
+        codes = batch.codes if order is None else batch.codes[order]
+        market = MarketBatch.of(rows_in, batch.symbols, codes, np.zeros(len(codes), bool), batch.pools,
+                                batch.pool_of_symbol[codes], index=order)
+        verdict = self.guard.check(codes, market.ts, market.publisher, market.instrument, market.sequence,
+                                   rows["guard"])
         refused = np.flatnonzero(verdict != ACCEPTED)
-        result.dead_letters += [dead_letter_for(batch.trades[i], VERDICTS[verdict[i]]) for i in refused]
-        trades, codes = batch.trades, batch.codes
+        for r in refused[np.argsort(market.index[refused])]:  # dead letters in arrival order
+            result.dead_letters.append(dead_letter_for(market.trade(r), VERDICTS[verdict[r]]))
         if len(refused):
-            trades, codes = np.delete(trades, refused), np.delete(codes, refused)
-        result.accepted = len(trades)
-        if not len(trades):
+            market = market.select(verdict == ACCEPTED)
+        result.accepted = len(market)
+        if not len(market):
             return result
-        market = MarketBatch.of(trades, batch.symbols, codes, self.calendar.auction_mask(trades["ts_event"],
-                                                                                           trades["side"]),
-                                batch.pools, batch.pool_of_symbol[codes])
+        market = market.with_auctions(self.calendar.auction_mask(market.ts, market.side))
         for det in self.enabled:
             if isinstance(det, PooledDetector):
                 rows[det.name], pool_rows[det.name], found = det.detect_pooled(market, rows[det.name],

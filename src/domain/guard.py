@@ -66,10 +66,11 @@ class SequenceGuard:
     newest time a sequence number the feed has already passed is a redelivery. Memory is fixed.
     """
 
-    def check(self, slot: np.ndarray, trades: np.ndarray, state: np.ndarray) -> np.ndarray:
-        """Update `state` (GUARD_DTYPE rows, in place) and return a verdict code per trade."""
-        verdict = np.empty(len(trades), np.int8)
-        _check(slot, trades["ts_event"], trades["publisher_id"], trades["instrument_id"], trades["sequence"],
-               state["last_ts"], state["last_publisher"], state["last_sequence"], state["ring"],
+    def check(self, slot: np.ndarray, ts: np.ndarray, publisher: np.ndarray, instrument: np.ndarray,
+              sequence: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """Update `state` (GUARD_DTYPE rows, in place) and return a verdict code per trade; trades of a
+        symbol must come in the order they arrived."""
+        verdict = np.empty(len(ts), np.int8)
+        _check(slot, ts, publisher, instrument, sequence, state["last_ts"], state["last_publisher"], state["last_sequence"], state["ring"],
                state["ring_next"], state["trades"], verdict)
         return verdict

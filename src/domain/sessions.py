@@ -37,13 +37,18 @@ class SessionCalendar:
 
     def auction_mask(self, ts: np.ndarray, side: np.ndarray) -> np.ndarray:
         """True for prints with side N within `window_s` after a scheduled cross."""
-        no_side = side == b"N"
-        if not no_side.any():
-            return no_side
-        days = ts // NS_PER_DAY
-        offsets = np.zeros(len(ts), np.int64)
-        for day in np.unique(days[no_side]):
+        out = side == b"N"
+        rows = np.flatnonzero(out)
+        if not len(rows):
+            return out
+        t = ts[rows]
+        days = t // NS_PER_DAY
+        offsets = np.zeros(len(t), np.int64)
+        for day in np.unique(days):
             offsets[days == day] = self._offset_ns(int(day))
-        local = (ts + offsets) % NS_PER_DAY
-        after = local[:, None] - self.crosses_ns[None, :]
-        return no_side & ((after >= 0) & (after < self.window_ns)).any(axis=1)
+        local = (t + offsets) % NS_PER_DAY
+        near = np.zeros(len(t), bool)
+        for cross in self.crosses_ns.tolist():
+            near |= (local >= cross) & (local < cross + self.window_ns)
+        out[rows] = near
+        return out

@@ -4,55 +4,96 @@ from __future__ import annotations
 
 import numpy as np
 
-from domain.compiled import kernel
+from domain.compiled import inline, kernel
+
+
+@inline
+def _hash(words: np.ndarray, i: int) -> np.uint64:
+    h = np.uint64(1469598103934665603)  # FNV-1a over the characters, up to the padding
+    for w in range(words.shape[1]):
+        c = words[i, w]
+        if c == 0:
+            break
+        h = (h ^ np.uint64(c)) * np.uint64(1099511628211)
+    return h ^ (h >> np.uint64(29))
 
 
 @kernel
 def _factorize(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Codes (first-appearance order) of the rows of `words`, and the first row of each code."""
     n, width = words.shape
-    size = 16
-    while size < 2 * n:
-        size <<= 1
-    mask = size - 1
+    # The table starts small (it stays in cache for a few thousand symbols) and doubles when half full.
+    size = 1024
     table = np.full(size, -1, np.int32)
+    hashes = np.empty(size // 2 + 1, np.uint64)
+    known = np.empty((size // 2 + 1, width), np.uint32)  # each code's characters, compact: stays in cache
     first = np.empty(n, np.int64)
     codes = np.empty(n, np.int32)
     k = 0
     for i in range(n):
-        h = np.uint64(1469598103934665603)
-        for w in range(width):
-            c = words[i, w]
-            if c == 0:
-                break
-            h = (h ^ np.uint64(c)) * np.uint64(1099511628211)
-        j = np.int64(h & np.uint64(mask))
+        h = _hash(words, i)
+        j = np.int64(h & np.uint64(size - 1))
         while True:
             code = table[j]
             if code < 0:
                 table[j] = k
+                hashes[k] = h
+                known[k] = words[i]
                 first[k] = i
                 codes[i] = k
                 k += 1
                 break
-            r = first[code]
-            same = True
-            for w in range(width):
-                if words[r, w] != words[i, w]:
-                    same = False
-                    break
+            same = hashes[code] == h
+            if same:
+                for w in range(width):
+                    if known[code, w] != words[i, w]:
+                        same = False
+                        break
+                    if known[code, w] == 0:
+                        break
             if same:
                 codes[i] = code
                 break
-            j = (j + 1) & mask
+            j = (j + 1) & (size - 1)
+        if 2 * k > size:
+            size *= 2
+            table = np.full(size, -1, np.int32)
+            for c in range(k):
+                j = np.int64(hashes[c] & np.uint64(size - 1))
+                while table[j] >= 0:
+                    j = (j + 1) & (size - 1)
+                table[j] = c
+            grown_hashes = np.empty(size // 2 + 1, np.uint64)
+            grown_hashes[:k] = hashes[:k]
+            grown_known = np.empty((size // 2 + 1, width), np.uint32)
+            grown_known[:k] = known[:k]
+            hashes, known = grown_hashes, grown_known
     return codes, first[:k]
+
+
+@kernel
+def group_by_code(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """A stable order of the rows grouped by code (a counting sort: linear, unlike a comparison sort)."""
+    start = np.zeros(n_codes + 1, np.int64)
+    for c in codes:
+        start[c + 1] += 1
+    for c in range(n_codes):
+        start[c + 1] += start[c]
+    order = np.empty(len(codes), np.int64)
+    for i in range(len(codes)):
+        order[start[codes[i]]] = i
+        start[codes[i]] += 1
+    return order
+
+
+def words_of(symbols: np.ndarray) -> np.ndarray:
+    """A fixed-width unicode column's characters as uint32 words, read in place (no copy)."""
+    return symbols.view(np.dtype((np.uint32, symbols.dtype.itemsize // 4)))
 
 
 def factorize(symbols: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """(code per row, symbol per code) for a fixed-width unicode column, codes in order of appearance."""
     if len(symbols) == 0:
         return np.empty(0, np.int32), []
-    chars = symbols.dtype.itemsize // 4
-    words = np.ascontiguousarray(symbols).view(np.uint32).reshape(len(symbols), chars)
-    codes, first = _factorize(words)
+    codes, first = _factorize(words_of(symbols))
     return codes, [str(s) for s in symbols[first]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from domain.model import DeadLetter
+from domain.symbols import words_of
 
 # reason code -> human explanation, in the order they are checked
 REASONS = {
@@ -19,7 +20,7 @@ def invalid_reasons(trades: np.ndarray) -> np.ndarray:
     """Per row: '' when valid, else the first failing reason code."""
     price = trades["price"]
     checks = {
-        "missing_symbol": trades["symbol"] == "",
+        "missing_symbol": words_of(trades["symbol"])[:, 0] == 0,
         "bad_timestamp": trades["ts_event"] <= 0,
         "bad_price": ~np.isfinite(price) | (price <= 0),
         "bad_size": trades["size"] <= 0,

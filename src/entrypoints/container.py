@@ -8,6 +8,7 @@ from adapters.files.jsonl import FanOutSink, JsonLinesAnomalySink, JsonLinesDead
 from adapters.files.thresholds import load_thresholds
 from adapters.memory import InMemoryAnomalySink, InMemoryDeadLetterSink, InMemoryMetrics, InMemoryStateStore
 from adapters.faust.settings import StreamingSettings
+from adapters.faust.state import FaustTableStateStore
 from adapters.kafka.keys import pooling_by_partition
 from adapters.metrics import MetricsServer, PrometheusMetrics, process_registry
 from application.detect import DetectTrades
@@ -101,6 +102,8 @@ class Container(containers.DeclarativeContainer):
     # environment; the table-backed state store and buffering sinks are made by the Faust app.
     streaming = providers.Singleton(StreamingSettings.from_env)
     elasticsearch_sink = providers.Singleton(async_elasticsearch_sink, streaming)
+    table_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.schema)
+    table_pool_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.pool_schema)
     streaming_detect = providers.Factory(DetectTrades, engine=engine, metrics=metrics)
 
 

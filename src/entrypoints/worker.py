@@ -12,7 +12,9 @@ configure_logging(os.environ.get("STOCKANOMALY_LOG_LEVEL", "INFO"))
 container = build_container(metrics="prometheus")
 app = create_app(
     container.streaming(),
-    lambda store, found, rejected: container.streaming_detect(states=store, anomalies=found, dead_letters=rejected),
+    lambda symbols, pools, found, rejected: container.streaming_detect(
+        states=container.table_state_store(table=symbols), pool_states=container.table_pool_state_store(table=pools),
+        anomalies=found, dead_letters=rejected),
     elasticsearch=container.elasticsearch_sink(),
     metrics=container.metrics(),
 )

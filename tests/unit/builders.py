@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from domain.batch import SymbolBatch
+from domain.detectors.base import PooledDetector
+from domain.market import MarketBatch
 from domain.model import TRADE_DTYPE, Trade, trades_to_batch
+from domain.symbols import factorize
 
 # 2025-03-04 15:00:00 UTC = 10:00 New York: inside the regular session, away from the crosses.
 T0 = 1_741_100_400_000_000_000
@@ -41,19 +43,44 @@ def calm_flow(n: int = 20_000, symbol: str = "ACME", start: int = T0, rate: floa
     return out
 
 
-def symbol_batch(trades: np.ndarray, auction: np.ndarray | None = None) -> SymbolBatch:
-    return SymbolBatch.of(str(trades["symbol"][0]), trades, auction)
+def market_batch(trades: np.ndarray, auction: np.ndarray | None = None) -> MarketBatch:
+    """A batch of one or many symbols, in the order given (one pool)."""
+    codes, symbols = factorize(trades["symbol"])
+    return MarketBatch.of(trades, tuple(symbols), codes, np.zeros(len(trades), bool) if auction is None else auction)
 
 
-def run_detector(detector: object, trades: np.ndarray, chunk: int | None = None) -> tuple[object, list]:
-    """Feed trades to one detector in chunks; return the final state and all anomalies."""
-    state = detector.initial_state()  # type: ignore[attr-defined]
-    found: list = []
+class DetectorRun:
+    """Feeds trades to one detector batch by batch, keeping its state per symbol (and its pool state)."""
+
+    def __init__(self, detector: object) -> None:
+        self.detector = detector
+        self.states: dict[str, np.ndarray] = {}
+        self.pool = detector.initial_pool_state() if isinstance(detector, PooledDetector) else None
+        self.found: list = []
+
+    def feed(self, trades: np.ndarray, auction: np.ndarray | None = None) -> list:
+        batch = market_batch(trades, auction)
+        initial = self.detector.initial_state()  # type: ignore[attr-defined]
+        rows = np.concatenate([self.states.get(s, initial) for s in batch.symbols])
+        if self.pool is not None:
+            new, self.pool, got = self.detector.detect_pooled(batch, rows, self.pool)  # type: ignore[attr-defined]
+        else:
+            new, got = self.detector.detect(batch, rows)  # type: ignore[attr-defined]
+        self.states.update({s: new[i:i + 1] for i, s in enumerate(batch.symbols)})
+        self.found += got
+        return got
+
+    def state(self, symbol: str = "ACME") -> np.ndarray:
+        return self.states[symbol][0]
+
+
+def run_detector(detector: object, trades: np.ndarray, chunk: int | None = None) -> tuple[DetectorRun, list]:
+    """Feed trades to one detector in chunks; return the run (its states) and all anomalies."""
+    run = DetectorRun(detector)
     step = chunk or len(trades)
     for start in range(0, len(trades), step):
-        state, got = detector.detect(symbol_batch(trades[start:start + step]), state)  # type: ignore[attr-defined]
-        found += got
-    return state, found
+        run.feed(trades[start:start + step])
+    return run, run.found
 
 
 def insert(flow: np.ndarray, extra: np.ndarray) -> np.ndarray:

@@ -1,12 +1,11 @@
-"""Each detector fires on what it should, stays quiet on calm flow, waits for warm-up, stays bounded."""
+"""Each detector fires on what it should, stays quiet on calm flow, waits for warm-up, keeps a fixed-size
+state, and gives the same anomalies however the stream is cut: for one symbol and for many."""
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
-from builders import S, calm_flow, insert, run_detector, symbol_batch
+from builders import S, DetectorRun, calm_flow, insert, market_batch, run_detector
 
 from domain.detectors import (HighVolumeDetector, IsolationForestDetector, PriceChangeDetector,
                               TradeBurstDetector, VolumeSurgeDetector, VwapDeviationDetector)
@@ -14,6 +13,8 @@ from domain.model import TRADE_DTYPE
 
 ALL = [HighVolumeDetector, PriceChangeDetector, IsolationForestDetector, TradeBurstDetector,
        VolumeSurgeDetector, VwapDeviationDetector]
+STATE_BUDGET = {"high_volume": 520, "price_change": 80, "isolation_forest": 820, "trade_burst": 200,
+                "volume_surge": 420, "vwap_deviation": 100}
 
 
 def one_trade_like(flow: np.ndarray, at: int, **values: object) -> np.ndarray:
@@ -24,6 +25,30 @@ def one_trade_like(flow: np.ndarray, at: int, **values: object) -> np.ndarray:
     return extra
 
 
+def burst_of(flow: np.ndarray, at: int, n: int, within_ns: int) -> np.ndarray:
+    extra = np.repeat(flow[at:at + 1], n)
+    extra["ts_event"] = flow["ts_event"][at] + np.linspace(1, within_ns, n).astype(np.int64)
+    return extra
+
+
+def market(symbols: int = 6, n: int = 30_000) -> np.ndarray:
+    """Calm flows of several symbols with different price and size scales, interleaved in time."""
+    flows = []
+    for k in range(symbols):
+        flow = calm_flow(n, symbol=f"S{k:02d}", price=10.0 * (k + 1) ** 2, seed=10 + k, rate=4.0 + k)
+        flow["size"] = np.maximum(1, flow["size"] * (k + 1) // 2)
+        flows.append(flow)
+    merged = np.concatenate(flows).astype(TRADE_DTYPE)
+    return merged[np.argsort(merged["ts_event"], kind="stable")]
+
+
+def with_events(flow: np.ndarray) -> np.ndarray:
+    """A block trade, a burst and a price jump, well after every detector's warm-up."""
+    extras = [one_trade_like(flow, 12_000, size=300_000), burst_of(flow, 20_000, 300, S // 2),
+              one_trade_like(flow, 25_000, price=round(float(flow["price"][25_000]) * 1.06, 2))]
+    return insert(flow, np.concatenate(extras).astype(TRADE_DTYPE))
+
+
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.name)
 def test_stays_quiet_on_calm_flow(cls: type) -> None:
     _, found = run_detector(cls(), calm_flow(30_000))
@@ -31,21 +56,45 @@ def test_stays_quiet_on_calm_flow(cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.name)
-def test_state_size_does_not_grow_with_history(cls: type) -> None:
-    flow = calm_flow(60_000)
-    short, _ = run_detector(cls(), flow[:20_000])
-    long, _ = run_detector(cls(), flow)
-    assert len(pickle.dumps(long)) <= len(pickle.dumps(short)) * 1.1 + 512
+def test_stays_quiet_on_a_calm_market_of_many_symbols(cls: type) -> None:
+    _, found = run_detector(cls(), market(), chunk=8_192)
+    assert found == []
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.name)
+def test_state_is_one_fixed_size_record_within_budget(cls: type) -> None:
+    det = cls()
+    initial = det.initial_state()
+    run, _ = run_detector(det, market(symbols=3, n=20_000), chunk=5_000)
+    assert initial.shape == (1,) and initial.dtype.itemsize <= STATE_BUDGET[det.name]
+    assert {s.dtype for s in run.states.values()} == {initial.dtype}
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.name)
 def test_detect_does_not_mutate_the_state_it_is_given(cls: type) -> None:
     flow = calm_flow(5_000)
     det = cls()
-    state, _ = run_detector(det, flow[:4_000])
-    before = pickle.dumps(state)
-    det.detect(symbol_batch(flow[4_000:]), state)
-    assert pickle.dumps(state) == before
+    run, _ = run_detector(det, flow[:4_000])
+    state = run.states["ACME"].copy()
+    pool_before = None if run.pool is None else run.pool.copy()
+    batch = market_batch(flow[4_000:])
+    if run.pool is not None:
+        det.detect_pooled(batch, state, run.pool)
+        assert run.pool.tobytes() == pool_before.tobytes()
+    else:
+        det.detect(batch, state)
+    assert state.tobytes() == run.states["ACME"].tobytes()
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.name)
+@pytest.mark.parametrize("symbols", [1, 6], ids=["one-symbol", "six-symbols"])
+def test_results_do_not_depend_on_batch_boundaries(cls: type, symbols: int) -> None:
+    flow = with_events(calm_flow(30_000)) if symbols == 1 else market(symbols)
+    if symbols > 1:
+        flow["size"][[40_000, 90_000]] = 400_000
+    _, whole = run_detector(cls(), flow)
+    _, pieces = run_detector(cls(), flow, chunk=997)
+    assert [a.id for a in pieces] == [a.id for a in whole]
 
 
 def test_high_volume_flags_block_trade_after_warmup() -> None:
@@ -56,6 +105,15 @@ def test_high_volume_flags_block_trade_after_warmup() -> None:
     assert "p99.9" in found[0].reason and "200,000" in found[0].reason
 
 
+def test_high_volume_finds_blocks_in_each_symbol_of_a_market() -> None:
+    trades = market()
+    picks = [5_000, 60_000, 150_000]
+    trades["size"][picks] = 500_000
+    _, found = run_detector(HighVolumeDetector(), trades, chunk=4_096)
+    assert sorted((a.symbol, a.ts_event) for a in found) == sorted(
+        (str(trades["symbol"][i]), int(trades["ts_event"][i])) for i in picks)
+
+
 def test_high_volume_is_silent_during_warmup() -> None:
     flow = calm_flow(2_000)
     block = one_trade_like(flow, 100, size=200_000)
@@ -63,14 +121,21 @@ def test_high_volume_is_silent_during_warmup() -> None:
     assert found == []
 
 
+def test_high_volume_warms_up_on_a_thin_history() -> None:
+    """A few hundred prints are enough: the p99.9 is extrapolated along the fitted tail."""
+    flow = calm_flow(600, rate=0.05)
+    block = one_trade_like(flow, 500, size=100_000)
+    _, found = run_detector(HighVolumeDetector(), insert(flow, block))
+    assert [a.size for a in found] == [100_000]
+
+
 def test_high_volume_ignores_auction_cross() -> None:
     flow = calm_flow(20_000)
-    batch = symbol_batch(flow)
     det = HighVolumeDetector()
-    state, _ = det.detect(batch, det.initial_state())
+    run = DetectorRun(det)
+    run.feed(flow)
     cross = one_trade_like(flow, 19_999, size=5_000_000, side=b"N")
-    _, found = det.detect(symbol_batch(cross, auction=np.array([True])), state)
-    assert found == []
+    assert run.feed(cross, auction=np.array([True])) == []
 
 
 def test_high_volume_uses_calibrated_threshold_without_warmup() -> None:
@@ -99,17 +164,9 @@ def test_price_change_flags_a_level_shift_once() -> None:
 
 
 def test_price_change_threshold_adapts_to_volatility() -> None:
-    calm = calm_flow(20_000, tick_sigma=2e-4)
-    wild = calm_flow(20_000, tick_sigma=2e-3)
-    calm_state, _ = run_detector(PriceChangeDetector(), calm)
-    wild_state, _ = run_detector(PriceChangeDetector(), wild)
-    assert wild_state.threshold > 3 * calm_state.threshold
-
-
-def burst_of(flow: np.ndarray, at: int, n: int, within_ns: int) -> np.ndarray:
-    extra = np.repeat(flow[at:at + 1], n)
-    extra["ts_event"] = flow["ts_event"][at] + np.linspace(1, within_ns, n).astype(np.int64)
-    return extra
+    calm, _ = run_detector(PriceChangeDetector(), calm_flow(20_000, tick_sigma=2e-4))
+    wild, _ = run_detector(PriceChangeDetector(), calm_flow(20_000, tick_sigma=2e-3))
+    assert wild.state()["threshold"] > 3 * calm.state()["threshold"]
 
 
 def test_trade_burst_fires_once_per_burst() -> None:
@@ -130,6 +187,14 @@ def test_volume_surge_fires_on_a_minute_of_heavy_volume() -> None:
     assert flow["ts_event"][15_000] <= found[0].ts_event < flow["ts_event"][15_000] + 60 * S
 
 
+def test_volume_surge_needs_more_than_one_big_print() -> None:
+    """A single large print on a quiet name is high_volume's call: each print counts up to a cap."""
+    flow = calm_flow(20_000, rate=0.5)
+    big = one_trade_like(flow, 15_000, size=50_000)
+    _, found = run_detector(VolumeSurgeDetector(), insert(flow, big))
+    assert found == []
+
+
 def test_vwap_deviation_catches_a_ramp_made_of_small_ticks() -> None:
     flow = calm_flow(20_000, tick_sigma=5e-5)  # about NVDA's: bars stray ~0.1% from their VWAP
     t = flow["ts_event"]
@@ -142,31 +207,49 @@ def test_vwap_deviation_catches_a_ramp_made_of_small_ticks() -> None:
     assert len(found) == 1 and start < found[0].ts_event < start + 60 * S
 
 
+def jointly_unusual(flow: np.ndarray, at: int) -> np.ndarray:
+    """A print at about 2x the flow's p99.9 size that also moves the price ~0.4%: neither alone is rare."""
+    return one_trade_like(flow, at, size=int(2 * np.quantile(flow["size"], 0.999)),
+                          price=round(float(flow["price"][at]) * 1.004, 2))
+
+
 def test_isolation_forest_flags_a_jointly_unusual_trade() -> None:
     flow = calm_flow(20_000)
-    odd = one_trade_like(flow, 15_000, size=int(np.quantile(flow["size"], 0.999)),
-                         price=round(flow["price"][15_000] * 1.004, 2))
+    odd = jointly_unusual(flow, 15_000)
     _, found = run_detector(IsolationForestDetector(), insert(flow, odd))
     assert [a.ts_event for a in found] == [int(odd["ts_event"][0])]
-    assert "jointly unusual" in found[0].reason
+    assert "jointly unusual" in found[0].reason and "isolation score" in found[0].reason
 
 
-def test_isolation_forest_is_reproducible_and_refits_rarely() -> None:
-    flow = calm_flow(60_000)
-    det = IsolationForestDetector(refit_every=20_000)
-    state, _ = run_detector(det, flow, chunk=5_000)
-    assert state.generation == 3  # the first fit after warm-up, then every 20,000 trades
-    assert det.refits == 3
-    again, _ = run_detector(IsolationForestDetector(refit_every=20_000), flow, chunk=7_000)
-    assert np.array_equal(again.training, state.training)
+def test_isolation_forest_ignores_a_big_print_that_does_not_move_the_price() -> None:
+    flow = calm_flow(20_000)
+    big = one_trade_like(flow, 15_000, size=int(3 * np.quantile(flow["size"], 0.999)))
+    _, found = run_detector(IsolationForestDetector(), insert(flow, big))
+    assert found == []
 
 
-@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.name)
-def test_results_do_not_depend_on_batch_boundaries(cls: type) -> None:
-    flow = calm_flow(30_000)
-    extras = [one_trade_like(flow, 12_000, size=300_000), burst_of(flow, 20_000, 300, S // 2),
-              one_trade_like(flow, 25_000, price=flow["price"][25_000] * 1.06)]
-    merged = insert(flow, np.concatenate(extras).astype(TRADE_DTYPE))
-    _, whole = run_detector(cls(), merged)
-    _, pieces = run_detector(cls(), merged, chunk=997)
-    assert [a.id for a in pieces] == [a.id for a in whole]
+def test_isolation_forest_finds_it_in_a_market_of_many_symbols() -> None:
+    trades = market()
+    s3 = np.flatnonzero(trades["symbol"] == "S03")
+    odd = jointly_unusual(trades[s3], 15_000)
+    _, found = run_detector(IsolationForestDetector(), insert(trades, odd), chunk=8_192)
+    assert [(a.symbol, a.ts_event) for a in found] == [("S03", int(odd["ts_event"][0]))]
+
+
+def test_isolation_forest_is_silent_before_its_first_model() -> None:
+    flow = calm_flow(20_000)
+    odd = jointly_unusual(flow, 3_000)  # ten minutes in: the first epoch is still being sampled
+    _, found = run_detector(IsolationForestDetector(), insert(flow, odd))
+    assert found == []
+
+
+def test_isolation_forest_keeps_one_pooled_sample_per_pool_whatever_the_chunking() -> None:
+    trades = market(symbols=6, n=30_000)
+    trades["size"][::500] *= 40  # large prints that also get scored, so models are fitted
+    det = IsolationForestDetector(refit_epochs=1)
+    run, _ = run_detector(det, trades, chunk=6_000)
+    epochs = set(run.pool["model_epoch"].ravel().tolist()) - {-1}
+    assert len(epochs) == 2  # the model in force and the one before it, for all six symbols
+    assert 1 <= det.refits <= 3  # fitted per pool and epoch when first needed, never per symbol
+    rerun, _ = run_detector(IsolationForestDetector(refit_epochs=1), trades, chunk=7_919)
+    assert rerun.pool.tobytes() == run.pool.tobytes()

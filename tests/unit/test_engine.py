@@ -1,4 +1,5 @@
-"""The engine: bad records become dead letters with reasons, duplicates are refused, symbols stay apart."""
+"""The engine: bad records become dead letters with reasons, duplicates are refused, symbols stay apart,
+and the result does not depend on how the stream is cut."""
 
 from __future__ import annotations
 
@@ -6,17 +7,33 @@ import numpy as np
 import pytest
 from builders import S, T0, batch_of, calm_flow, make_trade
 
+from adapters.memory import InMemoryStateStore
 from domain.detectors import default_detectors
-from domain.engine import DetectionEngine
-from domain.guard import GuardState, SequenceGuard
+from domain.engine import DetectionEngine, DetectionResult
+from domain.errors import ConfigError
 from domain.model import TRADE_DTYPE
 
 DAY = 86_400 * S
 
 
-@pytest.fixture
-def engine() -> DetectionEngine:
-    return DetectionEngine(default_detectors())
+class Run:
+    """An engine with in-memory state stores, fed batch by batch."""
+
+    def __init__(self, engine: DetectionEngine | None = None) -> None:
+        self.engine = engine or DetectionEngine(default_detectors())
+        self.states = InMemoryStateStore(self.engine.schema)
+        self.pools = InMemoryStateStore(self.engine.pool_schema)
+
+    def __call__(self, trades: np.ndarray) -> DetectionResult:
+        batch = self.engine.prepare(trades)
+        result = self.engine.detect(batch, self.states.load(batch.symbols), self.pools.load(batch.pool_keys))
+        self.states.save(batch.symbols, result.states)
+        self.pools.save(batch.pool_keys, result.pool_states)
+        return result
+
+    def trades_seen(self, symbol: str) -> int:
+        row = self.states.get(symbol)
+        return 0 if row is None else int(row["guard"]["trades"][0])
 
 
 @pytest.mark.parametrize(("field", "value", "reason"), [
@@ -31,70 +48,106 @@ def engine() -> DetectionEngine:
 ], ids=["nan-price", "inf-price", "negative-price", "zero-price", "zero-size", "negative-size",
         "no-symbol", "no-timestamp"])
 def test_impossible_values_become_dead_letters_and_the_rest_is_processed(
-        engine: DetectionEngine, field: str, value: object, reason: str) -> None:
+        field: str, value: object, reason: str) -> None:
     batch = batch_of(make_trade(sequence=1), make_trade(ts_event=T0 + 1, sequence=2),
                      make_trade(ts_event=T0 + 2, sequence=3))
     batch[field][1] = value
-    result = engine.detect(batch, {})
+    result = Run()(batch)
     assert [d.reason for d in result.dead_letters] == [reason]
     assert result.accepted == 2
 
 
-def test_duplicates_in_a_batch_and_across_batches_are_refused(engine: DetectionEngine) -> None:
+def test_duplicates_in_a_batch_and_across_batches_are_refused() -> None:
+    run = Run()
     first = batch_of(make_trade(sequence=1), make_trade(ts_event=T0 + 5, sequence=2))
-    r1 = engine.detect(np.concatenate((first, first[:1])), {})
+    r1 = run(np.concatenate((first, first[:1])))
     assert [d.reason for d in r1.dead_letters] == ["duplicate"]
-    r2 = engine.detect(first[1:], r1.states)
-    assert [d.reason for d in r2.dead_letters] == ["duplicate"]
-    assert r2.accepted == 0
+    r2 = run(first[1:])
+    assert [d.reason for d in r2.dead_letters] == ["duplicate"] and r2.accepted == 0
 
 
-def test_out_of_order_trade_is_refused(engine: DetectionEngine) -> None:
-    r1 = engine.detect(batch_of(make_trade(ts_event=T0 + 10 * S, sequence=5)), {})
-    r2 = engine.detect(batch_of(make_trade(ts_event=T0, sequence=6)), r1.states)
+def test_a_redelivered_message_is_refused_whole_however_long() -> None:
+    """Twenty prints at one timestamp (a sweep), delivered twice: more than the digests remembered."""
+    sweep = batch_of(*[make_trade(sequence=100 + k, price=100.0 + k / 100) for k in range(20)])
+    run = Run()
+    assert run(sweep).accepted == 20
+    again = run(sweep)
+    assert again.accepted == 0 and {d.reason for d in again.dead_letters} == {"duplicate"}
+
+
+def test_prints_at_the_same_time_with_new_sequence_numbers_are_new_trades() -> None:
+    run = Run()
+    run(batch_of(make_trade(sequence=1)))
+    assert run(batch_of(make_trade(sequence=2), make_trade(sequence=3))).accepted == 2
+
+
+def test_out_of_order_trade_is_refused() -> None:
+    run = Run()
+    run(batch_of(make_trade(ts_event=T0 + 10 * S, sequence=5)))
+    r2 = run(batch_of(make_trade(ts_event=T0, sequence=6)))
     assert [d.reason for d in r2.dead_letters] == ["out_of_order"]
 
 
-def test_sequence_numbers_restarting_next_day_are_new_trades(engine: DetectionEngine) -> None:
-    day1 = batch_of(make_trade(sequence=1), make_trade(ts_event=T0 + 1, sequence=2))
-    day2 = batch_of(make_trade(ts_event=T0 + DAY, sequence=1), make_trade(ts_event=T0 + DAY + 1, sequence=2))
-    r1 = engine.detect(day1, {})
-    r2 = engine.detect(day2, r1.states)
+def test_sequence_numbers_restarting_next_day_are_new_trades() -> None:
+    run = Run()
+    run(batch_of(make_trade(sequence=1), make_trade(ts_event=T0 + 1, sequence=2)))
+    r2 = run(batch_of(make_trade(ts_event=T0 + DAY, sequence=1), make_trade(ts_event=T0 + DAY + 1, sequence=2)))
     assert r2.dead_letters == [] and r2.accepted == 2
 
 
-def test_guard_memory_is_bounded_by_its_horizon() -> None:
-    guard = SequenceGuard(horizon_ns=S, max_keys=100)
-    state = GuardState()
-    flow = calm_flow(50_000, rate=50.0)
-    for start in range(0, len(flow), 5_000):
-        state, verdict = guard.check(flow[start:start + 5_000], state)
-        assert (verdict == "").all()
-    assert len(state.recent) <= 100
+def test_dead_letters_keep_arrival_order_across_symbols() -> None:
+    trades = batch_of(make_trade(symbol="BBB", sequence=1), make_trade(symbol="AAA", sequence=1),
+                      make_trade(symbol="BBB", ts_event=T0 + 1, sequence=2))
+    trades["size"][0] = 0
+    trades["price"][1] = -1
+    run = Run()
+    run(trades[2:])
+    late = np.concatenate((trades, batch_of(make_trade(symbol="BBB", ts_event=T0 - S, sequence=9))))
+    assert [d.reason for d in run(late).dead_letters] == ["bad_size", "bad_price", "duplicate", "out_of_order"]
 
 
-def test_symbols_keep_separate_state(engine: DetectionEngine) -> None:
+def test_symbols_keep_separate_state() -> None:
     a = calm_flow(3_000, symbol="AAA", price=10.0)
     b = calm_flow(3_000, symbol="BBB", price=900.0, seed=2)
     mixed = np.concatenate((a, b)).astype(TRADE_DTYPE)
     mixed = mixed[np.argsort(mixed["ts_event"], kind="stable")]
-    result = engine.detect(mixed, {})
-    assert set(result.states) == {"AAA", "BBB"}
-    assert result.states["AAA"].trades == 3_000 and result.states["BBB"].trades == 3_000
+    run = Run()
+    result = run(mixed)
+    assert run.trades_seen("AAA") == 3_000 and run.trades_seen("BBB") == 3_000
     assert result.anomalies == []
 
 
-def test_engine_output_does_not_depend_on_batching(engine: DetectionEngine) -> None:
-    flow = np.concatenate([calm_flow(20_000, symbol=s, seed=i) for i, s in enumerate(["AAA", "BBB"])])
+@pytest.mark.parametrize("symbols", [1, 2, 40], ids=["one", "two", "forty"])
+def test_engine_output_does_not_depend_on_batching(symbols: int) -> None:
+    flow = np.concatenate([calm_flow(40_000 // symbols, symbol=f"S{i:02d}", seed=i, rate=5.0 / symbols)
+                           for i in range(symbols)])
     flow = flow[np.argsort(flow["ts_event"], kind="stable")]
     flow["size"][[15_000, 30_000]] = 500_000
-    whole = engine.detect(flow, {})
-    states: dict = {}
-    pieces = []
-    other = DetectionEngine(default_detectors())
-    for start in range(0, len(flow), 3_001):
-        r = other.detect(flow[start:start + 3_001], states)
-        states.update(r.states)
-        pieces += r.anomalies
+    whole = Run()(flow)
+    pieces = Run()
+    found = [a for start in range(0, len(flow), 3_001) for a in pieces(flow[start:start + 3_001]).anomalies]
     assert len(whole.anomalies) >= 2
-    assert sorted(a.id for a in pieces) == sorted(a.id for a in whole.anomalies)
+    assert [a.id for a in found] == [a.id for a in whole.anomalies]
+
+
+def test_disabled_detectors_keep_their_state_part_untouched() -> None:
+    run = Run(DetectionEngine(default_detectors(), enabled=["high_volume"]))
+    run(calm_flow(3_000))
+    row = run.states.get("ACME")
+    initial = run.engine.schema.initial_row
+    assert row["price_change"].tobytes() == initial["price_change"].tobytes()
+    assert row["high_volume"].tobytes() != initial["high_volume"].tobytes()
+
+
+@pytest.mark.parametrize(("enabled", "message"), [(["high_volume", "telepathy"], "unknown detectors"),
+                                                  ([], "no detector selected")], ids=["unknown", "none"])
+def test_a_detector_selection_that_makes_no_sense_is_refused(enabled: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        DetectionEngine(default_detectors(), enabled=enabled)
+
+
+def test_symbols_are_pooled_by_the_given_function() -> None:
+    engine = DetectionEngine(default_detectors(), pool_of=lambda s: {"AAA": 3, "BBB": 1}[s])
+    batch = engine.prepare(batch_of(make_trade(symbol="AAA"), make_trade(symbol="BBB")))
+    assert batch.pools == (1, 3) and batch.pool_keys == ["1", "3"]
+    assert [batch.pools[batch.pool_of_symbol[i]] for i in range(2)] == [3, 1]

@@ -129,14 +129,17 @@ def test_elasticsearch_tally_reports_increments_of_the_sink_counters() -> None:
 
 
 def test_replay_reports_trades_batches_and_model_refits() -> None:
-    trades = np.concatenate([calm_flow(6_000, symbol=s, seed=i) for i, s in enumerate(["AAA", "BBB"])])
+    trades = np.concatenate([calm_flow(15_000, symbol=s, seed=i) for i, s in enumerate(["AAA", "BBB"])])
     trades = trades.astype(TRADE_DTYPE)[np.argsort(trades["ts_event"], kind="stable")]
+    late = np.arange(20_000, 30_000, 1_000)  # past the first half-hour epoch: the pools have a model
+    trades["size"][late] *= 100  # scored by the Isolation Forest, so each pool's model gets fitted
     container = build_container()
     container.replay()(InMemoryTradeSource(trades, chunk_size=3_000))
     metrics = container.metrics()
-    assert metrics.trades == 12_000
-    assert [size for size, _ in metrics.batches] == [3_000] * 4
-    assert metrics.refits["isolation_forest"] >= 2  # one first fit per warmed-up symbol
+    assert metrics.trades == 30_000
+    assert [size for size, _ in metrics.batches] == [3_000] * 10
+    pools = {container.engine().pool_of(s) for s in ("AAA", "BBB")}
+    assert metrics.refits["isolation_forest"] == len(pools)  # one per pool and epoch, not per symbol
 
 
 def test_container_serves_the_prometheus_metrics_over_http() -> None:

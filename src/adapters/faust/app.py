@@ -6,7 +6,7 @@ import json
 import time
 import weakref
 from contextlib import contextmanager
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -17,12 +17,11 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from adapters.faust.settings import StreamingSettings
-from adapters.faust.state import FaustTableStateStore
 from adapters.kafka.codec import decode
 from adapters.memory import InMemoryAnomalySink, InMemoryDeadLetterSink
 from application.detect import DetectTrades
 from domain.model import Anomaly, DeadLetter
-from domain.ports import Metrics, StateStore
+from domain.ports import Metrics
 
 log = structlog.get_logger()
 
@@ -66,7 +65,9 @@ def partition_lags(highwater: Callable[[TP], int | None], owned: Iterable[TP],
     return lags
 
 
-DetectFactory = Callable[[StateStore, InMemoryAnomalySink, InMemoryDeadLetterSink], DetectTrades]
+# (symbol-state table, pool-state table, anomaly buffer, dead-letter buffer) -> the detect use case
+DetectFactory = Callable[[MutableMapping[str, bytes], MutableMapping[str, bytes], InMemoryAnomalySink,
+                          InMemoryDeadLetterSink], DetectTrades]
 
 
 def dead_letter_headers(d: DeadLetter) -> list[tuple[str, bytes]]:
@@ -113,7 +114,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory,
         web_bind="127.0.0.1",
         table_standby_replicas=0,
         # Every topic here carries bytes the codec (trades) or JSON (anomalies) owns, and table
-        # values are pickled states: Faust passes them through untouched.
+        # values are encoded state records (domain.state): Faust passes them through untouched.
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -123,12 +124,16 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory,
                           value_serializer="raw", partitions=settings.partitions)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                     value_serializer="raw", partitions=settings.partitions)
-    # value_type=bytes makes Faust store the pickled state as is (raw codec).
+    # value_type=bytes makes Faust store the encoded state as is (raw codec). Per-symbol state, and
+    # the Isolation Forest's pooled samples keyed by pool (= partition, see adapters.kafka.keys):
+    # both written while acting as an event of the partition, so each lands in that changelog.
     table = app.Table("symbol-state", default=None, partitions=settings.partitions, key_type=str,
+                      value_type=bytes, options={"driver": "rocksdict"})
+    pools = app.Table("pool-state", default=None, partitions=settings.partitions, key_type=str,
                       value_type=bytes, options={"driver": "rocksdict"})
     found = InMemoryAnomalySink()
     rejected = InMemoryDeadLetterSink()
-    detect = make_detect(FaustTableStateStore(table), found, rejected)
+    detect = make_detect(table, pools, found, rejected)
 
     @app.agent(trades)
     async def detect_trades(stream: Any) -> None:

@@ -1,30 +1,29 @@
-"""Per-symbol detector state in a Faust table (RocksDB-backed, with a changelog topic)."""
+"""State records in a Faust table (RocksDB-backed, with a changelog topic), as versioned bytes."""
 
 from __future__ import annotations
 
-import pickle
-from collections.abc import Mapping, MutableMapping, Sequence
-from typing import Any
+from collections.abc import MutableMapping, Sequence
+
+import numpy as np
+
+from domain.state import StateSchema
 
 
 class FaustTableStateStore:
-    """StateStore over a Faust table whose values are pickled `SymbolState`s.
+    """StateStore over a Faust table whose values are `StateSchema`-encoded records.
 
-    Every put assigns the key again (`table[k] = v`): a value changed in place would never
-    reach the changelog, and a restarted or rebalanced worker would resume from stale state.
+    Values are plain bytes in a documented layout (see `domain.state`), never pickles: reading a
+    changelog runs no code, and a value of another format fails with an error naming it. Every save
+    assigns the key again (`table[k] = v`): a value changed in place would never reach the changelog.
     """
 
-    def __init__(self, table: MutableMapping[str, Any]) -> None:
+    def __init__(self, table: MutableMapping[str, bytes], schema: StateSchema) -> None:
         self.table = table
+        self.schema = schema
 
-    def get_many(self, symbols: Sequence[str]) -> dict[str, Any]:
-        found = {}
-        for symbol in symbols:
-            raw = self.table.get(symbol)
-            if raw is not None:
-                found[symbol] = pickle.loads(raw)
-        return found
+    def load(self, keys: Sequence[str]) -> np.ndarray:
+        return self.schema.decode(keys, [self.table.get(k) for k in keys])
 
-    def put_many(self, states: Mapping[str, Any]) -> None:
-        for symbol, state in states.items():
-            self.table[symbol] = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    def save(self, keys: Sequence[str], rows: np.ndarray) -> None:
+        for key, value in zip(keys, self.schema.encode(rows)):
+            self.table[key] = value

@@ -8,7 +8,7 @@ import numpy as np
 
 from domain.compiled import kernel, new_hits
 from domain.detectors.base import qty, record
-from domain.detectors.histogram import grow_weight, log_bin, robust_quantile
+from domain.detectors.histogram import grow_weight, log_bin, robust_quantile, top_quantile
 from domain.market import MarketBatch
 from domain.model import Anomaly
 
@@ -21,14 +21,26 @@ STATE = np.dtype([
     ("weight", "f8"),           # weight of the next observation (lazy decay)
     ("seen", "i4"),             # regular prints counted so far
     ("bar", "i8"),              # current bar (-1: none yet)
-    ("reference", "f8"),        # the size quantile in force for this bar (NaN: warming up)
+    ("reference", "f8"),        # the size quantile in force (NaN: warming up)
+    ("refreshed", "i4"),        # `seen` when the reference was last read off the histogram
 ])
+
+
+def size_bins(size: np.ndarray) -> np.ndarray:
+    """The histogram bin of each size (vectorised; the kernel bins one print at a time the same way)."""
+    return np.minimum(1 + np.floor(np.log2(np.maximum(size, 1.0)) * BINS_PER_OCTAVE).astype(np.int64), N_BINS - 1)
+
+
+def size_quantile(hist: np.ndarray, quantile: float) -> float:
+    """The `quantile` size of a histogram, read off it as the detector does (the bin's upper edge)."""
+    return float(top_quantile(hist.astype(np.float64), float(hist.sum()), 1.0 - quantile, 1.0, BINS_PER_OCTAVE))
 
 
 @kernel
 def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, calibrated: np.ndarray,
           hist: np.ndarray, total: np.ndarray, weight: np.ndarray, seen: np.ndarray, bar: np.ndarray,
-          reference: np.ndarray, bar_ns: int, half_life_bars: float, max_gap_bars: int, warmup: int,
+          reference: np.ndarray, refreshed: np.ndarray, bar_ns: int, half_life_bars: float, max_gap_bars: int,
+          warmup: int, refresh: int,
           tail_share: float, fit_obs: float, multiple: float, min_size: float,
           hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
     k = 0
@@ -39,11 +51,16 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
             if bar[s] >= 0:
                 weight[s], scale = grow_weight(weight[s], min(b - bar[s], max_gap_bars), half_life_bars)
                 if scale != 1.0:
-                    hist[s] *= scale
+                    for j in range(hist.shape[1]):
+                        hist[s, j] *= scale
                     total[s] *= scale
             bar[s] = b
-            reference[s] = (robust_quantile(hist[s], total[s], tail_share, fit_obs * weight[s], 1.0, BINS_PER_OCTAVE)
-                            if seen[s] >= warmup else np.nan)
+            # Re-read at a bar boundary once `refresh` new prints have arrived: the quantile only moves
+            # with new information, and a quiet name then pays once per `refresh` prints, not per bar.
+            if seen[s] >= warmup and (reference[s] != reference[s] or seen[s] - refreshed[s] >= refresh):
+                reference[s] = robust_quantile(hist[s], total[s], tail_share, fit_obs * weight[s], 1.0,
+                                               BINS_PER_OCTAVE)
+                refreshed[s] = seen[s]
         if auction[i]:
             continue
         threshold = calibrated[s] if calibrated[s] > 0 else multiple * reference[s]
@@ -70,12 +87,14 @@ class HighVolumeDetector:
     name = "high_volume"
 
     def __init__(self, quantile: float = 0.999, multiple: float = 8.0, min_size: float = 100.0,
-                 warmup_trades: int = 300, fit_obs: float = 20.0, half_life_bars: float = 390.0, max_gap_bars: int = 60,
+                 warmup_trades: int = 300, refresh_trades: int = 16, fit_obs: float = 20.0,
+                 half_life_bars: float = 390.0, max_gap_bars: int = 60,
                  bar_ns: int = 60_000_000_000, calibrated: Mapping[str, float] | None = None) -> None:
         self.quantile = quantile
         self.multiple = multiple
         self.min_size = min_size
         self.warmup_trades = warmup_trades
+        self.refresh_trades = refresh_trades
         self.fit_obs = fit_obs
         self.half_life_bars = half_life_bars
         self.max_gap_bars = max_gap_bars
@@ -90,8 +109,8 @@ class HighVolumeDetector:
         calibrated = np.array([self.calibrated.get(s, 0.0) for s in batch.symbols], np.float64)
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.size, batch.auction, calibrated, st["hist"], st["total"],
-                  st["weight"], st["seen"], st["bar"], st["reference"], self.bar_ns, self.half_life_bars,
-                  self.max_gap_bars, self.warmup_trades, 1.0 - self.quantile, self.fit_obs, self.multiple, self.min_size,
+                  st["weight"], st["seen"], st["bar"], st["reference"], st["refreshed"], self.bar_ns,
+                  self.half_life_bars, self.max_gap_bars, self.warmup_trades, self.refresh_trades, 1.0 - self.quantile, self.fit_obs, self.multiple, self.min_size,
                   hit, score, detail)
         return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j], calibrated)
                     for j in range(k)]

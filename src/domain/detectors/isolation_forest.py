@@ -30,8 +30,8 @@ class IsolationForestDetector:
     name = "isolation_forest"
 
     def __init__(self, n_estimators: int = 64, max_samples: int = 256, stratum_size: int = 256,
-                 min_score: float = 0.77, gate_nats: float = 4.5, tail_nats: float = 3.0, fit_obs: float = 20.0,
-                 warmup_trades: int = 200,
+                 min_score: float = 0.775, gate_nats: float = 4.5, tail_nats: float = 3.0, fit_obs: float = 20.0,
+                 warmup_trades: int = 200, refresh_trades: int = 16,
                  half_life_bars: float = 390.0, max_gap_bars: int = 60, epoch_ns: int = 1_800_000_000_000,
                  lateness_ns: int = 60_000_000_000, refit_epochs: int = 8, min_tail: int = 64, seed: int = 7,
                  bar_ns: int = 60_000_000_000) -> None:
@@ -45,6 +45,7 @@ class IsolationForestDetector:
         self.tail_nats = tail_nats
         self.fit_obs = fit_obs
         self.warmup_trades = warmup_trades
+        self.refresh_trades = refresh_trades
         self.half_life_bars = half_life_bars
         self.max_gap_bars = max_gap_bars
         self.epoch_ns = epoch_ns
@@ -73,18 +74,17 @@ class IsolationForestDetector:
                       pool_state: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Anomaly]]:
         st, ps = state.copy(), pool_state.copy()
         hit, _, detail = new_hits(len(batch))
-        trades = batch.trades
         found: list[Anomaly] = []
         start, allow, k = 0, -1, 0
         while start < len(batch):
             stop, k = tails.scan(
-                start, allow, batch.slot, batch.pool, batch.ts, batch.log_price, batch.size, batch.auction,
-                trades["publisher_id"], trades["instrument_id"], trades["sequence"],
+                start, allow, batch.arrival, batch.slot, batch.pool, batch.ts, batch.log_price, batch.size, batch.auction,
+                batch.publisher, batch.instrument, batch.sequence,
                 st["size_hist"], st["move_hist"], st["totals"], st["weight"], st["bar"], st["seen"],
-                st["last_log_price"], st["cut"], st["tail"], ps["open_epoch"], ps["sealed_through"], ps["open_n"],
+                st["last_log_price"], st["cut"], st["tail"], st["refreshed"], ps["open_epoch"], ps["sealed_through"], ps["open_n"],
                 ps["open_key"], ps["open_features"], ps["model_epoch"], ps["model_from"], ps["model_n"],
                 ps["model_features"], self.bar_ns, self.half_life_bars, self.max_gap_bars, self.warmup_trades,
-                self.tail_nats, self.gate_nats, self.fit_obs, self.epoch_ns, self.lateness_ns, self.min_tail, self.refit_epochs,
+                self.refresh_trades, self.tail_nats, self.gate_nats, self.fit_obs, self.epoch_ns, self.lateness_ns, self.min_tail, self.refit_epochs,
                 hit, detail, k)
             # Score what was gathered while the models it was recorded against are still in place.
             found += self._score(batch, ps, hit[:k], detail[:k])
@@ -127,7 +127,7 @@ class IsolationForestDetector:
         symbol = batch.symbols[batch.slot[i]]
         reason = (f"size {qty(batch.size[i])} ({odds(np.exp(-size_nats))} of {symbol}'s prints) with a "
                   f"{'+' if move > 0 else '-'}{pct(abs(move))} move ({odds(np.exp(-move_nats))} of its tick moves) "
-                  f"are jointly unusual: isolation score {score:.2f} >= {self.min_score:.2f}")
+                  f"are jointly unusual: isolation score {score:.3f} >= {self.min_score:.3f}")
         return batch.anomaly(self.name, i, score / self.min_score, reason,
                              {"isolation_score": score, "size_surprise": size_nats, "move_surprise": move_nats,
                               "move": move, "model_pool": float(pool), "model_epoch": float(epoch)})

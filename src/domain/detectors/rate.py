@@ -14,6 +14,7 @@ def rate_state(n_buckets: int) -> np.dtype:
     return np.dtype([
         ("ring", "f4", (n_buckets,)),  # per-bucket totals of the sliding window, indexed by bucket % n
         ("head", "i8"),                # newest bucket id in the ring (-1: empty)
+        ("window", "f8"),              # the ring's sum, kept as buckets come and go
         ("norm_sum", "f8"),            # decayed sum of per-bar totals
         ("norm_n", "f8"),              # decayed number of bars
         ("bar_total", "f8"),           # total of the bar in progress
@@ -30,9 +31,10 @@ def rate_state(n_buckets: int) -> np.dtype:
 
 @kernel
 def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, ring: np.ndarray,
-          head: np.ndarray, norm_sum: np.ndarray, norm_n: np.ndarray, bar_total: np.ndarray, bar: np.ndarray,
+          head: np.ndarray, window: np.ndarray, norm_sum: np.ndarray, norm_n: np.ndarray, bar_total: np.ndarray, bar: np.ndarray,
           bars_seen: np.ndarray, threshold: np.ndarray, expected: np.ndarray, quiet_until: np.ndarray,
-          in_episode: np.ndarray, log_size: np.ndarray, cap: np.ndarray, count_trades: bool, cap_z: float, size_keep: float,
+          in_episode: np.ndarray, log_size: np.ndarray, cap: np.ndarray, count_trades: bool, cap_z: float,
+          cap_multiple: float, size_keep: float,
           floor_caps: float, norm_clip: float, rearm: float, bar_ns: int, bucket_ns: int, window_bars: float, keep: float, max_gap_bars: int,
           warmup_bars: int, multiple: float, minimum: float, cooldown_ns: int,
           hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
@@ -45,8 +47,11 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
             if not count_trades and log_size[s, 0] > 0:
                 n, mean = log_size[s, 0], log_size[s, 1] / log_size[s, 0]
                 sd = np.sqrt(max(log_size[s, 2] / n - mean * mean, 0.0))
-                cap[s] = np.exp(mean + cap_z * sd)
-                log_size[s] *= size_keep ** min(b - bar[s], max_gap_bars) if bar[s] >= 0 else 1.0
+                cap[s] = cap_multiple * np.exp(mean + cap_z * sd)
+                if bar[s] >= 0:
+                    kept = size_keep ** min(b - bar[s], max_gap_bars)
+                    for j in range(3):
+                        log_size[s, j] *= kept
             if bar[s] >= 0:
                 # An episode's own bars must not raise the norm that judges the rest of it: once warm,
                 # a bar adds at most `norm_clip` x the current norm.
@@ -78,15 +83,17 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
             log_size[s, 2] += ls * ls
         q = ts[i] // bucket_ns
         if head[s] < 0 or q - head[s] >= n_buckets:
-            ring[s] = 0.0
+            for j in range(n_buckets):  # element by element: a row view per trade costs more
+                ring[s, j] = 0.0
+            window[s] = 0.0
         else:
             for j in range(head[s] + 1, q + 1):
+                window[s] -= ring[s, j % n_buckets]
                 ring[s, j % n_buckets] = 0.0
         head[s] = max(head[s], q)
         ring[s, q % n_buckets] += w
-        total = 0.0
-        for j in range(n_buckets):
-            total += ring[s, j]
+        window[s] += w
+        total = window[s]
         thr = threshold[s]
         if in_episode[s] and not total >= rearm * thr:
             in_episode[s] = 0
@@ -116,7 +123,8 @@ class WindowRateDetector:
 
     def __init__(self, window_ns: int, bucket_ns: int, multiple: float, minimum: float,
                  warmup_bars: int = 15, half_life_bars: float = 10.0, max_gap_bars: int = 60,
-                 cooldown_ns: int = 60_000_000_000, cap_z: float = 2.576, floor_caps: float = 4.0,
+                 cooldown_ns: int = 60_000_000_000, cap_z: float = 2.576, cap_multiple: float = 2.0,
+                 floor_caps: float = 3.0,
                  norm_clip: float = 3.0, rearm: float = 0.5,
                  size_half_life_bars: float = 390.0, bar_ns: int = 60_000_000_000) -> None:
         self.window_ns = window_ns
@@ -128,6 +136,7 @@ class WindowRateDetector:
         self.max_gap_bars = max_gap_bars
         self.cooldown_ns = cooldown_ns
         self.cap_z = cap_z
+        self.cap_multiple = cap_multiple
         self.floor_caps = floor_caps
         self.norm_clip = norm_clip
         self.rearm = rearm
@@ -142,9 +151,9 @@ class WindowRateDetector:
     def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
         st = state.copy()
         hit, score, detail = new_hits(len(batch))
-        k = _scan(batch.slot, batch.ts, batch.size, batch.auction, st["ring"], st["head"], st["norm_sum"],
+        k = _scan(batch.slot, batch.ts, batch.size, batch.auction, st["ring"], st["head"], st["window"], st["norm_sum"],
                   st["norm_n"], st["bar_total"], st["bar"], st["bars_seen"], st["threshold"], st["expected"],
-                  st["quiet_until"], st["in_episode"], st["log_size"], st["cap"], self.count_trades, self.cap_z,
+                  st["quiet_until"], st["in_episode"], st["log_size"], st["cap"], self.count_trades, self.cap_z, self.cap_multiple,
                   0.5 ** (1.0 / self.size_half_life_bars), self.floor_caps, self.norm_clip, self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns,
                   0.5 ** (1.0 / self.half_life_bars), self.max_gap_bars, self.warmup_bars, self.multiple,
                   self.minimum, self.cooldown_ns, hit, score, detail)
@@ -179,16 +188,16 @@ class TradeBurstDetector(WindowRateDetector):
 class VolumeSurgeDetector(WindowRateDetector):
     """Shares traded in the last minute far above the norm, with no single print needing to be big.
 
-    Each print counts up to a cap (the symbol's p99 size, from log-size moments), so one large print
-    cannot make a surge on a quiet name (that is high_volume's call), and the alert needs at least
-    `floor_caps` caps' worth of shares. Auction crosses do not count.
+    Each print counts up to a cap (`cap_multiple` x the symbol's p99.5 size, from log-size moments),
+    so one or two large prints cannot make a surge on a quiet name (that is high_volume's call): the
+    alert needs at least `floor_caps` caps' worth of shares. Auction crosses do not count.
     """
 
     name = "volume_surge"
     unit = "shares"
     count_trades = False
 
-    def __init__(self, multiple: float = 8.0, floor_caps: float = 4.0, **kw: int | float) -> None:
+    def __init__(self, multiple: float = 8.0, floor_caps: float = 3.0, **kw: int | float) -> None:
         kw.setdefault("window_ns", 60_000_000_000)
         kw.setdefault("bucket_ns", 1_000_000_000)
         super().__init__(multiple=multiple, minimum=0.0, floor_caps=floor_caps, **kw)  # type: ignore[arg-type]

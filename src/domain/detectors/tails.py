@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from domain.compiled import kernel, trade_key
+from domain.compiled import inline, kernel, trade_key
 from domain.detectors.histogram import fit_tail, grow_weight, log_bin, surprise, top_quantile
 
 SIZE_BPO, SIZE_BINS = 3.0, 3 * 28 + 1          # sizes up to 2**28 shares
@@ -41,6 +41,7 @@ SYMBOL_STATE = np.dtype([
     # per-trade tests that decide whether the exact surprises are worth computing.
     ("cut", "f8", (2, 2)),
     ("tail", "f8", (2, 3)),      # per feature: fitted tail (anchor bin, its nats, mean excess), per bar
+    ("refreshed", "i4"),         # `seen` when cut and tail were last computed
 ])
 
 
@@ -58,7 +59,7 @@ def pool_state(stratum_size: int) -> np.dtype:
     ])
 
 
-@kernel
+@inline
 def _swap(keys: np.ndarray, feats: np.ndarray, a: int, b: int) -> None:
     keys[a], keys[b] = keys[b], keys[a]
     f0, f1 = feats[a, 0], feats[a, 1]
@@ -66,7 +67,7 @@ def _swap(keys: np.ndarray, feats: np.ndarray, a: int, b: int) -> None:
     feats[b, 0], feats[b, 1] = f0, f1
 
 
-@kernel
+@inline
 def _offer(keys: np.ndarray, feats: np.ndarray, n: int, key: np.uint64, f0: float, f1: float) -> int:
     """Keep the trade if its key is among the smallest (a max-heap of size keys.shape[0]); returns the new n."""
     if n < len(keys):
@@ -92,12 +93,7 @@ def _offer(keys: np.ndarray, feats: np.ndarray, n: int, key: np.uint64, f0: floa
         j = top
 
 
-@kernel
-def _wants(keys: np.ndarray, n: int, key: np.uint64) -> bool:
-    return n < len(keys) or key < keys[0]
-
-
-@kernel
+@inline
 def _seal_due(p: int, t: int, i: int, allow_seal_at: int, epoch_ns: int, lateness_ns: int, min_tail: int,
               refit_epochs: int, open_epoch: np.ndarray, sealed_through: np.ndarray, open_n: np.ndarray,
               open_key: np.ndarray, open_features: np.ndarray, model_epoch: np.ndarray, model_from: np.ndarray,
@@ -136,46 +132,50 @@ def _seal_due(p: int, t: int, i: int, allow_seal_at: int, epoch_ns: int, latenes
 
 
 @kernel
-def _roll(s: int, b: int, size_hist: np.ndarray, move_hist: np.ndarray, totals: np.ndarray, weight: np.ndarray,
-          bar: np.ndarray, seen: np.ndarray, cut: np.ndarray, tail: np.ndarray, half_life_bars: float,
-          max_gap_bars: int, warmup: int, tail_nats: float, gate_nats: float, fit_obs: float) -> None:
-    if bar[s] >= 0:
-        weight[s], scale = grow_weight(weight[s], min(b - bar[s], max_gap_bars), half_life_bars)
-        if scale != 1.0:
-            size_hist[s] *= scale
-            move_hist[s] *= scale
-            totals[s] *= scale
-    bar[s] = b
-    if seen[s] >= warmup:
-        tail[s, 0] = fit_tail(size_hist[s], totals[s, 0], fit_obs * weight[s], SIZE_BPO)
-        tail[s, 1] = fit_tail(move_hist[s], totals[s, 1], fit_obs * weight[s], MOVE_BPO)
-        for level, nats in enumerate((tail_nats, gate_nats)):
-            # Two bins under the quantile's upper edge: the cheap test never drops a trade the exact one keeps.
-            share = np.exp(-nats)
-            cut[s, level, 0] = top_quantile(size_hist[s], totals[s, 0], share, 1.0, SIZE_BPO) / 2 ** (2 / SIZE_BPO)
-            cut[s, level, 1] = (top_quantile(move_hist[s], totals[s, 1], share, MOVE_LOWEST, MOVE_BPO)
-                                / 2 ** (2 / MOVE_BPO))
+def _refresh(s: int, size_hist: np.ndarray, move_hist: np.ndarray, totals: np.ndarray, weight: np.ndarray,
+             cut: np.ndarray, tail: np.ndarray, tail_nats: float, gate_nats: float, fit_obs: float) -> None:
+    """Re-read symbol s's fitted tails and cheap per-trade cuts off its histograms."""
+    tail[s, 0] = fit_tail(size_hist[s], totals[s, 0], fit_obs * weight[s], SIZE_BPO)
+    tail[s, 1] = fit_tail(move_hist[s], totals[s, 1], fit_obs * weight[s], MOVE_BPO)
+    for level, nats in enumerate((tail_nats, gate_nats)):
+        # Two bins under the quantile's upper edge: the cheap test never drops a trade the exact one keeps.
+        share = np.exp(-nats)
+        cut[s, level, 0] = top_quantile(size_hist[s], totals[s, 0], share, 1.0, SIZE_BPO) / 2 ** (2 / SIZE_BPO)
+        cut[s, level, 1] = (top_quantile(move_hist[s], totals[s, 1], share, MOVE_LOWEST, MOVE_BPO)
+                            / 2 ** (2 / MOVE_BPO))
 
 
 @kernel
-def scan(start: int, allow_seal_at: int, slot: np.ndarray, pool: np.ndarray, ts: np.ndarray, log_price: np.ndarray,
+def scan(start: int, allow_seal_at: int, arrival: np.ndarray, slot: np.ndarray, pool: np.ndarray, ts: np.ndarray, log_price: np.ndarray,
          size: np.ndarray, auction: np.ndarray, publisher: np.ndarray, instrument: np.ndarray, sequence: np.ndarray,
          size_hist: np.ndarray, move_hist: np.ndarray, totals: np.ndarray, weight: np.ndarray, bar: np.ndarray,
-         seen: np.ndarray, last_lp: np.ndarray, cut: np.ndarray, tail_fit: np.ndarray,
+         seen: np.ndarray, last_lp: np.ndarray, cut: np.ndarray, tail_fit: np.ndarray, refreshed: np.ndarray,
          open_epoch: np.ndarray, sealed_through: np.ndarray, open_n: np.ndarray, open_key: np.ndarray,
          open_features: np.ndarray, model_epoch: np.ndarray, model_from: np.ndarray, model_n: np.ndarray,
          model_features: np.ndarray, bar_ns: int, half_life_bars: float, max_gap_bars: int, warmup: int,
-         tail_nats: float, gate_nats: float, fit_obs: float, epoch_ns: int, lateness_ns: int, min_tail: int,
+         refresh: int, tail_nats: float, gate_nats: float, fit_obs: float, epoch_ns: int, lateness_ns: int, min_tail: int,
          refit_epochs: int, hit: np.ndarray, detail: np.ndarray, k: int) -> tuple[int, int]:
-    """Walk trades from `start`; returns (where it stopped, candidates so far). It stops early, before
-    trade i, when a pool is about to change models, so candidates are scored with the models they
-    were recorded against; call again with start = allow_seal_at = i to go on."""
-    for i in range(start, len(ts)):
+    """Walk trades in arrival order (`arrival[j]` is the j-th to arrive) from position `start`; returns
+    (where it stopped, candidates so far). It stops early, before position j, when a pool is about to
+    change models, so candidates are scored with the models they were recorded against; call again
+    with start = allow_seal_at = j to go on."""
+    sample_size = open_key.shape[3]
+    for j in range(start, len(ts)):
+        i = arrival[j]
         s, p, t = slot[i], pool[i], ts[i]
         b = t // bar_ns
         if b != bar[s]:
-            _roll(s, b, size_hist, move_hist, totals, weight, bar, seen, cut, tail_fit, half_life_bars,
-                  max_gap_bars, warmup, tail_nats, gate_nats, fit_obs)
+            if bar[s] >= 0:
+                weight[s], scale = grow_weight(weight[s], min(b - bar[s], max_gap_bars), half_life_bars)
+                if scale != 1.0:
+                    size_hist[s] *= scale
+                    move_hist[s] *= scale
+                    totals[s] *= scale
+            bar[s] = b
+            # Re-read at a bar boundary once `refresh` new prints have arrived (see high_volume).
+            if seen[s] >= warmup and (cut[s, 0, 0] != cut[s, 0, 0] or seen[s] - refreshed[s] >= refresh):
+                refreshed[s] = seen[s]
+                _refresh(s, size_hist, move_hist, totals, weight, cut, tail_fit, tail_nats, gate_nats, fit_obs)
         if auction[i]:
             continue
         lp = log_price[i]
@@ -184,19 +184,24 @@ def scan(start: int, allow_seal_at: int, slot: np.ndarray, pool: np.ndarray, ts:
         sb = log_bin(size[i], 1.0, SIZE_BPO, SIZE_BINS)
         mb = log_bin(move, MOVE_LOWEST, MOVE_BPO, MOVE_BINS)
         if has_move and seen[s] >= warmup:
-            if not _seal_due(p, t, i, allow_seal_at, epoch_ns, lateness_ns, min_tail, refit_epochs, open_epoch,
-                             sealed_through, open_n, open_key, open_features, model_epoch, model_from, model_n,
-                             model_features):
-                return i, k
+            # Checked here first: a call that passes the pool arrays costs more than the whole test.
+            due = False
+            for c in range(2):
+                if open_epoch[p, c] >= 0 and (open_epoch[p, c] + 1) * epoch_ns + lateness_ns <= t:
+                    due = True
+            if due and not _seal_due(p, t, j, allow_seal_at, epoch_ns, lateness_ns, min_tail, refit_epochs,
+                                     open_epoch, sealed_through, open_n, open_key, open_features, model_epoch,
+                                     model_from, model_n, model_features):
+                return j, k
             e = t // epoch_ns
             c = e % 2
             if open_epoch[p, c] < 0 and e > sealed_through[p]:
                 open_epoch[p, c] = e
             sampling = open_epoch[p, c] == e
             key = trade_key(publisher[i], instrument[i], t, sequence[i])
-            core = sampling and _wants(open_key[p, c, CORE], open_n[p, c, CORE], key)
+            core = sampling and (open_n[p, c, CORE] < sample_size or key < open_key[p, c, CORE, 0])
             tail = (sampling and (size[i] >= cut[s, 0, 0] or move >= cut[s, 0, 1])
-                    and _wants(open_key[p, c, TAIL], open_n[p, c, TAIL], key))
+                    and (open_n[p, c, TAIL] < sample_size or key < open_key[p, c, TAIL, 0]))
             gated = size[i] >= cut[s, 1, 0] and move >= cut[s, 1, 1]
             if core or tail or gated:
                 f0 = surprise(size_hist[s], totals[s, 0], sb, weight[s], tail_fit[s, 0], SIZE_BPO, MAX_SURPRISE)
