@@ -25,12 +25,12 @@ def calibrate(source: TradeSource, quantile: float = 0.999, multiple: float = 8.
     for chunk in source.chunks():
         trades = chunk.trades[invalid_reasons(chunk.trades) == ""]
         trades = trades[~calendar.auction_mask(trades["ts_event"], trades["side"])]
-        codes, symbols = factorize(trades["symbol"])
-        # One bincount over (symbol, bin) pairs: no loop over symbols.
+        codes, names = factorize(trades["symbol"])
+        # One bincount over (symbol, bin) pairs: no loop over the chunk's trades per symbol.
         counts = np.bincount(codes.astype(np.int64) * N_BINS + size_bins(trades["size"].astype(np.float64)),
-                             minlength=len(symbols) * N_BINS).reshape(len(symbols), N_BINS)
-        for symbol, row in zip(symbols, counts):
-            hists[symbol] = hists.get(symbol, 0) + row
+                             minlength=len(names) * N_BINS).reshape(len(names), N_BINS)
+        for name, row in zip(names, counts):
+            hists[name] = hists.get(name, 0) + row
     symbols = {}
     for symbol, hist in hists.items():
         n = int(hist.sum())

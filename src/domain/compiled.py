@@ -9,7 +9,7 @@ disk (`cache=True`: next to the sources, or in NUMBA_CACHE_DIR), so only the fir
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numba
 import numpy as np
@@ -20,13 +20,14 @@ HIT_FIELDS = 4  # detail columns a kernel can report per hit
 
 
 def kernel(fn: F) -> F:
-    """numba-compile `fn` with an on-disk cache; numpy's error model (x / 0 -> inf, not an exception)."""
-    return numba.njit(cache=True, error_model="numpy")(fn)  # type: ignore[no-any-return]
+    """numba-compile `fn` with an on-disk cache and numpy's error model (x / 0 -> inf, not an exception).
+    Kernels release the GIL, so a source can decode the next chunk on another thread meanwhile."""
+    return cast(F, numba.njit(cache=True, nogil=True, error_model="numpy")(fn))
 
 
 def inline(fn: F) -> F:
     """A small compiled helper, inlined into the kernels that call it (no call per trade)."""
-    return numba.njit(cache=True, error_model="numpy", inline="always")(fn)  # type: ignore[no-any-return]
+    return cast(F, numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(fn))
 
 
 @inline

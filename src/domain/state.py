@@ -81,12 +81,13 @@ class StateSchema:
         if not present:
             return rows
         head, size = self.header(), self.record_bytes
+        bodies = []
         for i in present:
-            value = values[i]
-            assert value is not None
+            value = bytes(values[i] or b"")
             if value[:HEADER.size] != head or len(value) != HEADER.size + size:
-                raise StateFormatError(self._describe_mismatch(keys[i], bytes(value)))
-        body = b"".join(bytes(values[i])[HEADER.size:] for i in present)  # type: ignore[index]
+                raise StateFormatError(self._describe_mismatch(keys[i], value))
+            bodies.append(value[HEADER.size:])
+        body = b"".join(bodies)
         rows[present] = np.frombuffer(body, self.dtype)
         return rows
 

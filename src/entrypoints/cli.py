@@ -56,9 +56,10 @@ def main(log_level: str) -> None:
 
 def file_source(paths: tuple[str, ...], chunk_size: int) -> Any:
     from adapters.databento import DatabentoFileSource
+    from adapters.prefetch import PrefetchingSource
 
     try:
-        return DatabentoFileSource(list(paths), chunk_size=chunk_size)
+        return PrefetchingSource(DatabentoFileSource(list(paths), chunk_size=chunk_size))
     except DomainError as exc:
         fail(str(exc))
 
@@ -100,6 +101,7 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         chunk_size = int(container.config.chunk_size())
         source = file_source(paths, chunk_size) if paths else sample_source(chunk_size)
         use_case = container.replay(top_n=top)
+        container.engine().warm_up()  # kernels loaded before the clock starts, as a worker does at start-up
     except DomainError as exc:
         fail(str(exc))
     bars = None
@@ -174,6 +176,7 @@ def evaluate(data: tuple[str, ...], labels: str | None, as_json: bool, threshold
         fail(f"no labels at {labels_path}; pass --labels")
     truth = load_labels(labels_path)
     container = build_container(thresholds=thresholds)
+    container.engine().warm_up()
     source = file_source(data, int(container.config.chunk_size()))
     with progress_bar("evaluating", None, enabled=not as_json and err.is_terminal) as bar:
         summary = container.replay()(source, on_chunk=lambda t, a: bar.advance(bar.task_ids[0], len(t)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from domain.compiled import inline
+from domain.compiled import inline, kernel
 
 RESCALE_AT = 2.0**40
 
@@ -23,12 +23,12 @@ def log_bin(x: float, lowest: float, bins_per_octave: float, n_bins: int) -> int
     return min(b, n_bins - 1)
 
 
-@inline
+@kernel
 def upper_edge(b: int, lowest: float, bins_per_octave: float) -> float:
     return lowest * 2.0 ** (b / bins_per_octave)
 
 
-@inline
+@kernel
 def top_quantile(hist: np.ndarray, total: float, tail_share: float, lowest: float,
                  bins_per_octave: float) -> float:
     """Upper edge of the bin where the mass above first reaches `tail_share` of the total
@@ -42,7 +42,7 @@ def top_quantile(hist: np.ndarray, total: float, tail_share: float, lowest: floa
     return upper_edge(0, lowest, bins_per_octave)
 
 
-@inline
+@kernel
 def tail_mass(hist: np.ndarray, b: int) -> float:
     """Mass in bins b and above."""
     acc = 0.0
@@ -51,7 +51,7 @@ def tail_mass(hist: np.ndarray, b: int) -> float:
     return acc
 
 
-@inline
+@kernel
 def grow_weight(weight: float, bars: int, half_life_bars: float) -> tuple[float, float]:
     """(new observation weight after `bars` bars, factor to multiply the stored masses by): the factor
     is 1 until the weight gets large, then everything is rescaled so the weight is 1 again."""
@@ -61,7 +61,7 @@ def grow_weight(weight: float, bars: int, half_life_bars: float) -> tuple[float,
     return weight, 1.0
 
 
-@inline
+@kernel
 def fit_tail(hist: np.ndarray, total: float, min_mass: float, bins_per_octave: float) -> tuple[float, float, float]:
     """An exponential tail in log space (a Pareto law) above the highest bin with `min_mass` at or above
     it: (that anchor bin, -ln of its tail share, mean excess in octaves). (-1, nan, nan) if no bin
@@ -80,7 +80,7 @@ def fit_tail(hist: np.ndarray, total: float, min_mass: float, bins_per_octave: f
     return float(anchor), -np.log(acc / total), max(excess / acc, 0.5) / bins_per_octave
 
 
-@inline
+@kernel
 def surprise(hist: np.ndarray, total: float, b: int, weight: float, tail: np.ndarray,
              bins_per_octave: float, cap: float) -> float:
     """-ln P(value in bin b or above): from the histogram (one pseudo-observation added) where it
@@ -91,7 +91,7 @@ def surprise(hist: np.ndarray, total: float, b: int, weight: float, tail: np.nda
     return min(-np.log((tail_mass(hist, b) + weight) / (total + weight)), cap)
 
 
-@inline
+@kernel
 def robust_quantile(hist: np.ndarray, total: float, tail_share: float, min_mass: float, lowest: float,
                     bins_per_octave: float) -> float:
     """The (1 - tail_share) quantile: read off the histogram when at least `min_mass` lies above it,

@@ -29,7 +29,7 @@ class IsolationForestDetector:
 
     name = "isolation_forest"
 
-    def __init__(self, n_estimators: int = 64, max_samples: int = 256, stratum_size: int = 256,
+    def __init__(self, n_estimators: int = 48, max_samples: int = 256, stratum_size: int = 256,
                  min_score: float = 0.775, gate_nats: float = 4.5, tail_nats: float = 3.0, fit_obs: float = 20.0,
                  warmup_trades: int = 200, refresh_trades: int = 16,
                  half_life_bars: float = 390.0, max_gap_bars: int = 60, epoch_ns: int = 1_800_000_000_000,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from domain.compiled import inline, kernel, trade_key
+from domain.compiled import kernel, trade_key
 from domain.detectors.histogram import fit_tail, grow_weight, log_bin, surprise, top_quantile
 
 SIZE_BPO, SIZE_BINS = 3.0, 3 * 28 + 1          # sizes up to 2**28 shares
@@ -59,7 +59,7 @@ def pool_state(stratum_size: int) -> np.dtype:
     ])
 
 
-@inline
+@kernel
 def _swap(keys: np.ndarray, feats: np.ndarray, a: int, b: int) -> None:
     keys[a], keys[b] = keys[b], keys[a]
     f0, f1 = feats[a, 0], feats[a, 1]
@@ -67,7 +67,7 @@ def _swap(keys: np.ndarray, feats: np.ndarray, a: int, b: int) -> None:
     feats[b, 0], feats[b, 1] = f0, f1
 
 
-@inline
+@kernel
 def _offer(keys: np.ndarray, feats: np.ndarray, n: int, key: np.uint64, f0: float, f1: float) -> int:
     """Keep the trade if its key is among the smallest (a max-heap of size keys.shape[0]); returns the new n."""
     if n < len(keys):
@@ -93,7 +93,7 @@ def _offer(keys: np.ndarray, feats: np.ndarray, n: int, key: np.uint64, f0: floa
         j = top
 
 
-@inline
+@kernel
 def _seal_due(p: int, t: int, i: int, allow_seal_at: int, epoch_ns: int, lateness_ns: int, min_tail: int,
               refit_epochs: int, open_epoch: np.ndarray, sealed_through: np.ndarray, open_n: np.ndarray,
               open_key: np.ndarray, open_features: np.ndarray, model_epoch: np.ndarray, model_from: np.ndarray,
