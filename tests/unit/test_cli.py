@@ -74,11 +74,17 @@ def test_replay_reads_real_dbn_files() -> None:
     (["replay", "--detectors", "telepathy"], "unknown detectors"),
     (["generate", "market.txt"], "must end with .dbn"),
     (["calibrate", "--out", "x.json"], "Missing argument"),
-], ids=["missing-file", "unknown-detector", "bad-extension", "no-paths"])
-def test_bad_arguments_give_a_clear_error(args: list[str], message: str) -> None:
+    (["replay", "--detectors", ","], "no detector selected"),
+    (["generate", "m.dbn.zst", "--symbols", "5000", "--trades", "20000"], "too few for 5,000 symbols"),
+    (["generate", "m.dbn.zst", "--date", "2025-13-45"], "is not a calendar day"),
+], ids=["missing-file", "unknown-detector", "bad-extension", "no-paths", "no-detector", "impossible-market",
+        "bad-date"])
+def test_bad_arguments_give_a_clear_error(args: list[str], message: str, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, args)
-    assert result.exit_code != 0
-    assert message in result.output
+    assert result.exit_code != 0 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert message in result.output and "Traceback" not in result.output
 
 
 def test_generate_then_evaluate(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from scipy.signal import lfilter
 
 NS = 1_000_000_000
 NEW_YORK = ZoneInfo("America/New_York")
@@ -39,17 +40,37 @@ def u_curve(seconds: int) -> np.ndarray:
     return 0.55 + 2.4 * np.exp(-x / 0.05) + 1.4 * np.exp(-(1.0 - x) / 0.06)
 
 
-def intensity(rng: np.random.Generator, seconds: int) -> np.ndarray:
-    """Per-second activity of one symbol, summing to 1: the U curve times a slow random mood (AR(1)
-    per minute), so quiet and busy stretches come and go like on a real tape."""
-    minutes = -(-seconds // 60)
-    mood = np.empty(minutes)
-    level = rng.normal(0.0, 0.25)
-    for m in range(minutes):  # 390 steps: cheap
-        level = 0.92 * level + rng.normal(0.0, 0.1)
-        mood[m] = level
-    curve = u_curve(seconds) * np.exp(np.repeat(mood, 60)[:seconds])
-    return curve / curve.sum()
+@dataclass(frozen=True)
+class Activity:
+    """Per-second activity of every symbol, each summing to 1: the U curve times a slow random mood
+    (AR(1) per minute), so quiet and busy stretches come and go like on a real tape.
+
+    Only the per-minute moods are stored (symbols x minutes); a symbol's per-second curve is built
+    when needed, so a market of thousands of symbols does not hold thousands of day-long arrays.
+    """
+
+    curve: np.ndarray  # the U curve per second, shared
+    mood: np.ndarray  # (symbols, minutes) log activity
+    scale: np.ndarray  # per symbol: 1 / the sum of its per-second activity
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, symbols: int, seconds: int) -> Activity:
+        minutes = -(-seconds // 60)
+        mood = np.empty((symbols, minutes))
+        curve = u_curve(seconds)
+        scale = np.empty(symbols)
+        for s in range(symbols):
+            level = rng.normal(0.0, 0.25)
+            # level_m = 0.92 level_{m-1} + noise, started from `level`, as one filter call per symbol.
+            mood[s] = lfilter([1.0], [1.0, -0.92], rng.normal(0.0, 0.1, minutes), zi=[0.92 * level])[0]
+            scale[s] = 1.0 / (curve * np.exp(np.repeat(mood[s], 60)[:seconds])).sum()
+        return cls(curve, mood, scale)
+
+    def per_second(self, symbol: int) -> np.ndarray:
+        return self.curve * np.exp(np.repeat(self.mood[symbol], 60)[:len(self.curve)]) * self.scale[symbol]
+
+    def at(self, symbol: int, second: int) -> float:
+        return float(self.curve[second] * np.exp(self.mood[symbol, second // 60]) * self.scale[symbol])
 
 
 def draw_times(rng: np.random.Generator, per_second: np.ndarray, n: int, start_ns: int,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from adapters.synthetic.arrivals import NS, Session
+from adapters.synthetic.arrivals import NS, Activity, Session
 
 # The injected type and the detector expected to catch it.
 EXPECTED_DETECTOR = {
@@ -44,12 +44,12 @@ def events_per_type(rng: np.random.Generator, trades: int) -> dict[str, int]:
     return {kind: max(1, int(round(rng.uniform(lo, hi) * trades / 1e6))) for kind in EVENT_TYPES}
 
 
-def plan_events(rng: np.random.Generator, session: Session, weights: np.ndarray, rates: list[np.ndarray],
+def plan_events(rng: np.random.Generator, session: Session, weights: np.ndarray, activity: Activity,
                 counts: dict[str, int], day_trades: np.ndarray) -> list[EventPlan]:
     """Place events per symbol, well apart, away from the open, the close and the auctions.
 
-    `rates[s]` is symbol s's expected trades per second over the session (from its open + 1 s) and
-    `day_trades[s]` its expected prints for the day: only symbols with MIN_TRADES_FOR_EVENTS get events,
+    `activity` gives each symbol's share of its day's prints per second of the session (from its open
+    + 1 s) and `day_trades[s]` its expected prints for the day: only symbols with MIN_TRADES_FOR_EVENTS get events,
     since an anomaly needs a history to stand out from.
     """
     eligible = day_trades >= MIN_TRADES_FOR_EVENTS
@@ -66,7 +66,7 @@ def plan_events(rng: np.random.Generator, session: Session, weights: np.ndarray,
         rng.shuffle(mine)
         durations = [_duration(rng, k) for k in mine]
         for kind, t0, dur in zip(mine, _place(rng, session, durations), durations):
-            plans.append(_shape(rng, EventPlan(kind, s, t0, dur), rates[s], session))
+            plans.append(_shape(rng, EventPlan(kind, s, t0, dur), activity, s, float(day_trades[s]), session))
     return sorted(plans, key=lambda p: (p.t0, p.symbol_index))
 
 
@@ -100,10 +100,11 @@ def _place(rng: np.random.Generator, session: Session, durations: list[int]) -> 
     return starts
 
 
-def _shape(rng: np.random.Generator, plan: EventPlan, rate: np.ndarray, session: Session) -> EventPlan:
+def _shape(rng: np.random.Generator, plan: EventPlan, activity: Activity, symbol: int, day_trades: float,
+           session: Session) -> EventPlan:
     """Size the event against the symbol's expected activity at that moment."""
-    sec = min(len(rate) - 1, max(0, (plan.t0 - session.open_ns) // NS - 1))
-    per_s = float(rate[sec])
+    sec = min(len(activity.curve) - 1, max(0, (plan.t0 - session.open_ns) // NS - 1))
+    per_s = activity.at(symbol, int(sec)) * day_trades
     if plan.kind in ("block_trade", "price_spike", "unusual_trade"):
         plan.n_extra = 1
     elif plan.kind == "trade_burst":

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.synthetic.arrivals import NS, Session, draw_times, intensity
+from adapters.synthetic.arrivals import NS, Activity, Session, draw_times
 from adapters.synthetic.events import EVENT_TYPES, EXPECTED_DETECTOR, EventPlan, plan_events
 from adapters.synthetic.events import events_per_type as draw_event_counts
 from adapters.synthetic.injection import NORMAL, SymbolTape, apply_overrides, extra_times, ramp_shift
@@ -93,19 +93,19 @@ def simulate(symbols: int = 20, trades: int = 1_000_000, seed: int = 7, date: st
     profiles = make_profiles(rng, symbols)
     weights = np.array([p.weight for p in profiles])
     seconds = session.seconds - 1  # normal trading starts one second after the opening cross
-    per_second = [intensity(rng, seconds) for _ in profiles]
+    activity = Activity.draw(rng, symbols, seconds)
     budget = trades - 2 * symbols
-    rates = [per_second[s] * budget * weights[s] for s in range(symbols)]
     counts = draw_event_counts(rng, trades) if events_per_type is None else dict.fromkeys(EVENT_TYPES, events_per_type)
     if budget * weights.min() < MIN_TRADES_PER_SYMBOL:
         raise ValueError(f"{trades:,} trades are too few for {symbols:,} symbols: the quietest would get under "
                          f"{MIN_TRADES_PER_SYMBOL} prints; ask for at least {_enough(symbols, weights):,} trades")
-    plans = plan_events(rng, session, weights, rates, counts, budget * weights)
+    plans = plan_events(rng, session, weights, activity, counts, budget * weights)
     normal = _split(budget - sum(p.n_extra for p in plans), weights)
     parts = []
     for s, profile in enumerate(profiles):
         mine = [i for i, p in enumerate(plans) if p.symbol_index == s]
-        tape = _symbol_day(rng, session, profile, per_second[s], int(normal[s]), [plans[i] for i in mine], mine)
+        tape = _symbol_day(rng, session, profile, activity.per_second(s), int(normal[s]), [plans[i] for i in mine],
+                           mine)
         parts.append(_with_auctions(rng, session, profile, tape, s))
     tape = _finish(rng, np.concatenate(parts))
     return SyntheticMarket(seed, session, tuple(profiles), *_label(tape, plans, profiles))
