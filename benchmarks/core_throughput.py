@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from adapters.databento import DatabentoFileSource
-from domain.detectors import default_detectors
-from domain.engine import DetectionEngine
+from entrypoints.container import build_container
 
 DEFAULT = Path(__file__).resolve().parents[1].parent / "shared/data/nasdaq/xnas-itch-20250505.trades.csv.zst"
 
@@ -34,14 +33,13 @@ def main() -> None:
 
     runs = []
     for _ in range(args.repeat):
-        engine = DetectionEngine(default_detectors())
-        states: dict = {}
+        container = build_container()
+        container.engine().warm_up()
+        detect = container.detect()  # the replay's use case: engine, in-memory state stores
         found: Counter[str] = Counter()
         started = time.perf_counter()
         for start in range(0, len(trades), args.chunk):
-            result = engine.detect(trades[start:start + args.chunk], states)
-            states.update(result.states)
-            found.update(a.detector for a in result.anomalies)
+            found.update(a.detector for a in detect(trades[start:start + args.chunk]).anomalies)
         runs.append((time.perf_counter() - started, found))
     seconds, found = min(runs, key=lambda r: r[0])
     print(json.dumps({

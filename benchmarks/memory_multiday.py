@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from adapters.databento import DatabentoFileSource
-from domain.detectors import default_detectors
-from domain.engine import DetectionEngine
+from entrypoints.container import build_container
 
 NASDAQ = Path(__file__).resolve().parents[1].parent / "shared/data/nasdaq"
 DAY_NS = 86_400 * 1_000_000_000
@@ -35,8 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     days = [np.concatenate([c.trades for c in DatabentoFileSource([str(f)]).chunks()])
             for f in sorted(NASDAQ.glob("*.csv.zst"))]
-    engine = DetectionEngine(default_detectors())
-    states: dict = {}
+    detect = build_container().detect()  # the replay's use case: engine, in-memory state stores
     rss, anomalies = [], 0
     started = time.perf_counter()
     for d in range(args.days):
@@ -44,9 +42,7 @@ def main() -> None:
         trades["ts_event"] += (d // len(days)) * len(days) * DAY_NS
         trades["ts_recv"] += (d // len(days)) * len(days) * DAY_NS
         for start in range(0, len(trades), 65_536):
-            result = engine.detect(trades[start:start + 65_536], states)
-            states.update(result.states)
-            anomalies += len(result.anomalies)
+            anomalies += len(detect(trades[start:start + 65_536]).anomalies)
         rss.append(round(rss_mib(), 1))
     print(json.dumps({"benchmark": "memory_multiday", "days": args.days, "anomalies": anomalies,
                       "seconds": round(time.perf_counter() - started, 2), "rss_mib_after_each_day": rss,

@@ -33,10 +33,12 @@ class DetectTrades:
         self.anomalies = anomalies
         self.dead_letters = dead_letters
         self.metrics = metrics
+        self.last_symbols = 0  # symbols in the last batch: how a replay sizes the next one
 
     def __call__(self, trades: np.ndarray, rejected: list[DeadLetter] | None = None) -> BatchOutcome:
         started = time.perf_counter()
         batch = self.engine.prepare(trades)
+        self.last_symbols = len(batch.symbols)
         fits = self._fits()
         result = self.engine.detect(batch, self.states.load(batch.symbols), self.pool_states.load(batch.pool_keys))
         self._count_refits(fits)

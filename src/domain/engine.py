@@ -13,7 +13,7 @@ from domain.guard import ACCEPTED, VERDICTS, SequenceGuard, initial_guard_state
 from domain.market import MarketBatch
 from domain.model import TRADE_DTYPE, Anomaly, DeadLetter
 from domain.sessions import SessionCalendar
-from domain.state import StateSchema
+from domain.state import StateSchema, copy_rows, part_of, set_part
 from domain.symbols import factorize, group_by_code
 from domain.validation import dead_letter_for, invalid_reasons
 
@@ -82,7 +82,8 @@ class DetectionEngine:
         dead = [dead_letter_for(trades[i], str(reasons[i])) for i in bad]
         valid = np.delete(trades, bad) if len(bad) else trades
         codes, symbols = factorize(valid["symbol"])
-        pool_ids = [self._pool(s) for s in symbols]
+        known = self._pools
+        pool_ids = [known[s] if s in known else self._pool(s) for s in symbols]
         pools = tuple(sorted(set(pool_ids)))
         row = {p: r for r, p in enumerate(pools)}
         return PreparedBatch(valid, codes, tuple(symbols), pools,
@@ -91,7 +92,7 @@ class DetectionEngine:
     def detect(self, batch: PreparedBatch, states: np.ndarray, pool_states: np.ndarray) -> DetectionResult:
         """`states`: one schema row per batch.symbols; `pool_states`: one pool_schema row per batch.pools.
         Neither is modified; the result holds the new rows."""
-        rows, pool_rows = states.copy(), pool_states.copy()
+        rows, pool_rows = copy_rows(states), copy_rows(pool_states)
         result = DetectionResult(rows, pool_rows, dead_letters=list(batch.dead_letters))
         if len(batch.trades) == 0:
             return result
@@ -116,33 +117,48 @@ class DetectionEngine:
         market = market.with_auctions(self.calendar.auction_mask(market.ts, market.side))
         for det in self.enabled:
             if isinstance(det, PooledDetector):
-                rows[det.name], pool_rows[det.name], found = det.detect_pooled(market, rows[det.name],
-                                                                               pool_rows[det.name])
+                new, new_pools, found = det.detect_pooled(market, part_of(rows, det.name),
+                                                          part_of(pool_rows, det.name))
+                set_part(pool_rows, det.name, new_pools)
             else:
-                rows[det.name], found = det.detect(market, rows[det.name])
+                new, found = det.detect(market, part_of(rows, det.name))
+            set_part(rows, det.name, new)
             result.anomalies += found
         result.anomalies.sort(key=lambda a: (a.ts_event, a.symbol, a.detector))
         return result
 
     def warm_up(self) -> None:
-        """Run every detector on a short made-up tape (fresh state, results discarded), so compiled
+        """Run every detector on short made-up tapes (fresh state, results discarded), so compiled
         kernels are loaded from numba's cache (or compiled, on the very first run) and every path
         (sampling, sealing, a model fit) has run once before real trades wait on it: a worker's first
-        batch and a replay's clock then see only steady-state cost."""
-        rng = np.random.default_rng(0)
-        n = 2 * 2_400  # two symbols, a print every 2 s for 80 minutes: past the first model epoch
-        trades = np.zeros(n, TRADE_DTYPE)
-        trades["ts_event"] = trades["ts_recv"] = 1_741_100_400_000_000_000 + np.arange(n) * 1_000_000_000
-        trades["symbol"] = np.where(np.arange(n) % 2 == 0, "WARM.A", "WARM.B")
-        trades["price"] = np.round(100.0 * np.exp(np.cumsum(rng.normal(0.0, 2e-4, n))), 2)
-        trades["size"] = np.maximum(1, rng.lognormal(4.0, 1.0, n)).astype(np.int64)
-        trades["side"], trades["sequence"] = b"B", np.arange(n)
-        trades["size"][-2], trades["price"][-2] = 50_000, trades["price"][-4] * 1.01  # scored, so a model is fitted
-        batch = self.prepare(trades)
-        self.detect(batch, self.schema.initial(len(batch.symbols)), self.pool_schema.initial(len(batch.pools)))
+        batch and a replay's clock then see only steady-state cost. Kernels are specialised on array
+        layout, which differs for one symbol (or pool) and several, so both shapes are run."""
+        names = [f"WARM{k}" for k in range(64)]
+        other = next((n for n in names[1:] if self._pool(n) != self._pool(names[0])), names[1])
+        for symbols in ([names[0]], [names[0], names[1]], [names[0], other]):
+            batch = self.prepare(_warm_up_tape(symbols))
+            self.detect(batch, self.schema.initial(len(batch.symbols)), self.pool_schema.initial(len(batch.pools)))
+        for name in names:
+            self._pools.pop(name, None)
 
     def _pool(self, symbol: str) -> int:
         pool = self._pools.get(symbol)
         if pool is None:
             pool = self._pools[symbol] = int(self.pool_of(symbol))
         return pool
+
+
+def _warm_up_tape(symbols: list[str]) -> np.ndarray:
+    """Prints every second for 80 minutes (past the first model epoch) over `symbols`, with a large
+    print that also moves the price near the end, so the Isolation Forest fits and scores once."""
+    rng = np.random.default_rng(0)
+    n = 4_800
+    trades = np.zeros(n, TRADE_DTYPE)
+    trades["ts_event"] = trades["ts_recv"] = 1_741_100_400_000_000_000 + np.arange(n) * 1_000_000_000
+    trades["symbol"] = np.array(symbols)[np.arange(n) % len(symbols)]
+    trades["price"] = np.round(100.0 * np.exp(np.cumsum(rng.normal(0.0, 2e-4, n))), 2)
+    trades["size"] = np.maximum(1, rng.lognormal(4.0, 1.0, n)).astype(np.int64)
+    trades["side"], trades["sequence"] = b"B", np.arange(n)
+    last = n - len(symbols)
+    trades["size"][last], trades["price"][last] = 50_000, trades["price"][last - len(symbols)] * 1.01
+    return trades

@@ -96,4 +96,5 @@ def factorize(symbols: np.ndarray) -> tuple[np.ndarray, list[str]]:
     if len(symbols) == 0:
         return np.empty(0, np.int32), []
     codes, first = _factorize(words_of(symbols))
-    return codes, [str(s) for s in symbols[first]]
+    names: list[str] = symbols[first].tolist()
+    return codes, names

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 
 import numpy as np
 
-from domain.state import StateSchema
+from domain.state import StateSchema, put_rows, take_rows
 
 
 class InMemoryStateStore:
@@ -24,20 +25,23 @@ class InMemoryStateStore:
         return key in self.index
 
     def load(self, keys: Sequence[str]) -> np.ndarray:
-        at = np.array([self.index.get(k, -1) for k in keys], np.int64)
-        rows = self.rows[np.maximum(at, 0)] if len(self.rows) else self.schema.initial(len(keys))
+        at = np.fromiter(map(self.index.get, keys, repeat(-1)), np.int64, len(keys))
+        if not len(self.rows):
+            return self.schema.initial(len(keys))
+        rows = take_rows(self.rows, np.maximum(at, 0))
         missing = at < 0
         if missing.any():
             rows[missing] = self.schema.initial_row
         return rows
 
     def save(self, keys: Sequence[str], rows: np.ndarray) -> None:
-        at = np.array([self.index.setdefault(k, len(self.index)) for k in keys], np.int64)
-        if len(self.index) > len(self.rows):
-            grown = self.schema.initial(max(len(self.index), 2 * len(self.rows)))
+        index = self.index
+        at = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.int64, len(keys))
+        if len(index) > len(self.rows):
+            grown = self.schema.initial(max(len(index), 2 * len(self.rows)))
             grown[:len(self.rows)] = self.rows
             self.rows = grown
-        self.rows[at] = rows
+        put_rows(self.rows, at, rows)
 
     def get(self, key: str) -> np.ndarray | None:
         """One key's row (a copy), or None if never saved."""

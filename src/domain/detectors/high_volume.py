@@ -10,6 +10,7 @@ from domain.compiled import kernel, new_hits
 from domain.detectors.base import qty, record
 from domain.detectors.histogram import grow_weight, log_bin, robust_quantile, top_quantile
 from domain.market import MarketBatch
+from domain.state import copy_rows
 from domain.model import Anomaly
 
 BINS_PER_OCTAVE = 4.0
@@ -105,8 +106,9 @@ class HighVolumeDetector:
         return record(STATE, weight=1.0, bar=-1, reference=np.nan)
 
     def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
-        st = state.copy()
-        calibrated = np.array([self.calibrated.get(s, 0.0) for s in batch.symbols], np.float64)
+        st = copy_rows(state)
+        calibrated = (np.array([self.calibrated.get(s, 0.0) for s in batch.symbols], np.float64)
+                      if self.calibrated else np.zeros(len(batch.symbols)))
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.size, batch.auction, calibrated, st["hist"], st["total"],
                   st["weight"], st["seen"], st["bar"], st["reference"], st["refreshed"], self.bar_ns,

@@ -12,6 +12,7 @@ from domain.compiled import new_hits
 from domain.detectors import tails
 from domain.detectors.base import odds, pct, qty, record
 from domain.market import MarketBatch
+from domain.state import copy_rows
 from domain.model import Anomaly
 
 MODEL_CACHE = 16  # fitted forests kept in memory (two per pool are in use at a time)
@@ -72,7 +73,7 @@ class IsolationForestDetector:
 
     def detect_pooled(self, batch: MarketBatch, state: np.ndarray,
                       pool_state: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Anomaly]]:
-        st, ps = state.copy(), pool_state.copy()
+        st, ps = copy_rows(state), copy_rows(pool_state)
         hit, _, detail = new_hits(len(batch))
         found: list[Anomaly] = []
         start, allow, k = 0, -1, 0

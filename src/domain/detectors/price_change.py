@@ -7,6 +7,7 @@ import numpy as np
 from domain.compiled import kernel, new_hits
 from domain.detectors.base import pct, record
 from domain.market import MarketBatch
+from domain.state import copy_rows
 from domain.model import Anomaly
 
 LOOKBACK = 3
@@ -87,7 +88,7 @@ class PriceChangeDetector:
         return record(STATE, bar=-1, threshold=np.nan)
 
     def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
-        st = state.copy()
+        st = copy_rows(state)
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.log_price, batch.auction, st["recent"], st["n_recent"],
                   st["move_sum"], st["move_n"], st["seen"], st["bar"], st["threshold"], self.bar_ns,

@@ -7,6 +7,7 @@ import numpy as np
 from domain.compiled import kernel, new_hits
 from domain.detectors.base import qty, record
 from domain.market import MarketBatch
+from domain.state import copy_rows
 from domain.model import Anomaly
 
 
@@ -149,7 +150,7 @@ class WindowRateDetector:
                       cap=np.nan)
 
     def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
-        st = state.copy()
+        st = copy_rows(state)
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.size, batch.auction, st["ring"], st["head"], st["window"], st["norm_sum"],
                   st["norm_n"], st["bar_total"], st["bar"], st["bars_seen"], st["threshold"], st["expected"],

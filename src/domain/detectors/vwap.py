@@ -7,6 +7,7 @@ import numpy as np
 from domain.compiled import kernel, new_hits
 from domain.detectors.base import pct, record
 from domain.market import MarketBatch
+from domain.state import copy_rows
 from domain.model import Anomaly
 
 STATE = np.dtype([
@@ -89,7 +90,7 @@ class VwapDeviationDetector:
         return record(STATE, bar=-1, reference=np.nan, threshold=np.nan, quiet_until=-1)
 
     def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
-        st = state.copy()
+        st = copy_rows(state)
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.price, batch.log_price, batch.size, batch.auction, st["pv"], st["v"],
                   st["bar_pv"], st["bar_v"], st["dev_sum"], st["dev_n"], st["bars_seen"], st["bar"],
