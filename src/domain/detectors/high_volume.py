@@ -8,7 +8,7 @@ import numpy as np
 
 from domain.compiled import kernel, new_hits
 from domain.detectors.base import qty, record
-from domain.detectors.histogram import grow_weight, log_bin, robust_quantile, top_quantile
+from domain.detectors.histogram import grow_weight, growth_table, log_bin, robust_quantile, top_quantile
 from domain.market import MarketBatch
 from domain.state import copy_rows
 from domain.model import Anomaly
@@ -40,7 +40,7 @@ def size_quantile(hist: np.ndarray, quantile: float) -> float:
 @kernel
 def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, calibrated: np.ndarray,
           hist: np.ndarray, total: np.ndarray, weight: np.ndarray, seen: np.ndarray, bar: np.ndarray,
-          reference: np.ndarray, refreshed: np.ndarray, bar_ns: int, half_life_bars: float, max_gap_bars: int,
+          reference: np.ndarray, refreshed: np.ndarray, bar_ns: int, growth: np.ndarray, max_gap_bars: int,
           warmup: int, refresh: int,
           tail_share: float, fit_obs: float, multiple: float, min_size: float,
           hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
@@ -50,7 +50,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
         b = ts[i] // bar_ns
         if b != bar[s]:
             if bar[s] >= 0:
-                weight[s], scale = grow_weight(weight[s], min(b - bar[s], max_gap_bars), half_life_bars)
+                weight[s], scale = grow_weight(weight[s], growth[min(b - bar[s], max_gap_bars)])
                 if scale != 1.0:
                     for j in range(hist.shape[1]):
                         hist[s, j] *= scale
@@ -88,7 +88,7 @@ class HighVolumeDetector:
     name = "high_volume"
 
     def __init__(self, quantile: float = 0.999, multiple: float = 8.0, min_size: float = 100.0,
-                 warmup_trades: int = 300, refresh_trades: int = 16, fit_obs: float = 20.0,
+                 warmup_trades: int = 300, refresh_trades: int = 64, fit_obs: float = 20.0,
                  half_life_bars: float = 390.0, max_gap_bars: int = 60,
                  bar_ns: int = 60_000_000_000, calibrated: Mapping[str, float] | None = None) -> None:
         self.quantile = quantile
@@ -101,6 +101,7 @@ class HighVolumeDetector:
         self.max_gap_bars = max_gap_bars
         self.bar_ns = bar_ns
         self.calibrated = dict(calibrated or {})
+        self._growth = growth_table(half_life_bars, max_gap_bars)
 
     def initial_state(self) -> np.ndarray:
         return record(STATE, weight=1.0, bar=-1, reference=np.nan)
@@ -112,7 +113,7 @@ class HighVolumeDetector:
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.size, batch.auction, calibrated, st["hist"], st["total"],
                   st["weight"], st["seen"], st["bar"], st["reference"], st["refreshed"], self.bar_ns,
-                  self.half_life_bars, self.max_gap_bars, self.warmup_trades, self.refresh_trades, 1.0 - self.quantile, self.fit_obs, self.multiple, self.min_size,
+                  self._growth, self.max_gap_bars, self.warmup_trades, self.refresh_trades, 1.0 - self.quantile, self.fit_obs, self.multiple, self.min_size,
                   hit, score, detail)
         return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j], calibrated)
                     for j in range(k)]

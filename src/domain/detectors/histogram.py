@@ -51,11 +51,22 @@ def tail_mass(hist: np.ndarray, b: int) -> float:
     return acc
 
 
-@kernel
-def grow_weight(weight: float, bars: int, half_life_bars: float) -> tuple[float, float]:
-    """(new observation weight after `bars` bars, factor to multiply the stored masses by): the factor
-    is 1 until the weight gets large, then everything is rescaled so the weight is 1 again."""
-    weight *= 2.0 ** (bars / half_life_bars)
+def growth_table(half_life_bars: float, max_gap_bars: int) -> np.ndarray:
+    """2**(k / half_life) for k = 0 .. max_gap_bars: the weight growth after k bars, looked up rather
+    than computed, since a quiet symbol starts a new bar with almost every print."""
+    return np.asarray(2.0 ** (np.arange(max_gap_bars + 1) / half_life_bars))
+
+
+def decay_table(half_life_bars: float, max_gap_bars: int) -> np.ndarray:
+    """0.5**(k / half_life) for k = 0 .. max_gap_bars (see growth_table)."""
+    return 1.0 / growth_table(half_life_bars, max_gap_bars)
+
+
+@inline
+def grow_weight(weight: float, growth: float) -> tuple[float, float]:
+    """(new observation weight after growing by `growth`, factor to multiply the stored masses by):
+    the factor is 1 until the weight gets large, then everything is rescaled so the weight is 1 again."""
+    weight *= growth
     if weight > RESCALE_AT:
         return 1.0, 1.0 / weight
     return weight, 1.0

@@ -10,6 +10,7 @@ from sklearn.ensemble import IsolationForest
 
 from domain.compiled import new_hits
 from domain.detectors import tails
+from domain.detectors.histogram import growth_table
 from domain.detectors.base import odds, pct, qty, record
 from domain.market import MarketBatch
 from domain.state import copy_rows
@@ -32,7 +33,7 @@ class IsolationForestDetector:
 
     def __init__(self, n_estimators: int = 48, max_samples: int = 256, stratum_size: int = 256,
                  min_score: float = 0.775, gate_nats: float = 4.5, tail_nats: float = 3.0, fit_obs: float = 20.0,
-                 warmup_trades: int = 200, refresh_trades: int = 16,
+                 warmup_trades: int = 200, refresh_trades: int = 64,
                  half_life_bars: float = 390.0, max_gap_bars: int = 60, epoch_ns: int = 1_800_000_000_000,
                  lateness_ns: int = 60_000_000_000, refit_epochs: int = 8, min_tail: int = 64, seed: int = 7,
                  bar_ns: int = 60_000_000_000) -> None:
@@ -55,6 +56,7 @@ class IsolationForestDetector:
         self.min_tail = min(min_tail, stratum_size)
         self.seed = seed
         self.bar_ns = bar_ns
+        self._growth = growth_table(half_life_bars, max_gap_bars)
         self._models: OrderedDict[bytes, IsolationForest] = OrderedDict()
         self.refits = 0
 
@@ -84,7 +86,7 @@ class IsolationForestDetector:
                 st["size_hist"], st["move_hist"], st["totals"], st["weight"], st["bar"], st["seen"],
                 st["last_log_price"], st["cut"], st["tail"], st["refreshed"], ps["open_epoch"], ps["sealed_through"], ps["open_n"],
                 ps["open_key"], ps["open_features"], ps["model_epoch"], ps["model_from"], ps["model_n"],
-                ps["model_features"], self.bar_ns, self.half_life_bars, self.max_gap_bars, self.warmup_trades,
+                ps["model_features"], self.bar_ns, self._growth, self.max_gap_bars, self.warmup_trades,
                 self.refresh_trades, self.tail_nats, self.gate_nats, self.fit_obs, self.epoch_ns, self.lateness_ns, self.min_tail, self.refit_epochs,
                 hit, detail, k)
             # Score what was gathered while the models it was recorded against are still in place.

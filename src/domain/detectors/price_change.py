@@ -6,6 +6,7 @@ import numpy as np
 
 from domain.compiled import kernel, new_hits
 from domain.detectors.base import pct, record
+from domain.detectors.histogram import decay_table
 from domain.market import MarketBatch
 from domain.state import copy_rows
 from domain.model import Anomaly
@@ -26,7 +27,7 @@ STATE = np.dtype([
 @kernel
 def _scan(slot: np.ndarray, ts: np.ndarray, log_price: np.ndarray, auction: np.ndarray,
           recent: np.ndarray, n_recent: np.ndarray, move_sum: np.ndarray, move_n: np.ndarray, seen: np.ndarray,
-          bar: np.ndarray, threshold: np.ndarray, bar_ns: int, keep_per_bar: float, max_gap_bars: int,
+          bar: np.ndarray, threshold: np.ndarray, bar_ns: int, decay: np.ndarray, max_gap_bars: int,
           warmup: int, k_typical: float, min_move: float,
           hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
     k = 0
@@ -35,7 +36,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, log_price: np.ndarray, auction: np.n
         b = ts[i] // bar_ns
         if b != bar[s]:
             if bar[s] >= 0:
-                keep = keep_per_bar ** min(b - bar[s], max_gap_bars)
+                keep = decay[min(b - bar[s], max_gap_bars)]
                 move_sum[s] *= keep
                 move_n[s] *= keep
             bar[s] = b
@@ -83,6 +84,7 @@ class PriceChangeDetector:
         self.half_life_bars = half_life_bars
         self.max_gap_bars = max_gap_bars
         self.bar_ns = bar_ns
+        self._decay = decay_table(half_life_bars, max_gap_bars)
 
     def initial_state(self) -> np.ndarray:
         return record(STATE, bar=-1, threshold=np.nan)
@@ -92,7 +94,7 @@ class PriceChangeDetector:
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.log_price, batch.auction, st["recent"], st["n_recent"],
                   st["move_sum"], st["move_n"], st["seen"], st["bar"], st["threshold"], self.bar_ns,
-                  0.5 ** (1.0 / self.half_life_bars), self.max_gap_bars, self.warmup_trades, self.k, self.min_move,
+                  self._decay, self.max_gap_bars, self.warmup_trades, self.k, self.min_move,
                   hit, score, detail)
         return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from domain.compiled import kernel, new_hits
 from domain.detectors.base import qty, record
+from domain.detectors.histogram import decay_table
 from domain.market import MarketBatch
 from domain.state import copy_rows
 from domain.model import Anomaly
@@ -16,6 +17,7 @@ def rate_state(n_buckets: int) -> np.dtype:
         ("ring", "f4", (n_buckets,)),  # per-bucket totals of the sliding window, indexed by bucket % n
         ("head", "i8"),                # newest bucket id in the ring (-1: empty)
         ("window", "f8"),              # the ring's sum, kept as buckets come and go
+        ("valid_from", "i8"),          # buckets before this id are empty, whatever the ring still holds
         ("norm_sum", "f8"),            # decayed sum of per-bar totals
         ("norm_n", "f8"),              # decayed number of bars
         ("bar_total", "f8"),           # total of the bar in progress
@@ -32,11 +34,11 @@ def rate_state(n_buckets: int) -> np.dtype:
 
 @kernel
 def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, ring: np.ndarray,
-          head: np.ndarray, window: np.ndarray, norm_sum: np.ndarray, norm_n: np.ndarray, bar_total: np.ndarray, bar: np.ndarray,
-          bars_seen: np.ndarray, threshold: np.ndarray, expected: np.ndarray, quiet_until: np.ndarray,
-          in_episode: np.ndarray, log_size: np.ndarray, cap: np.ndarray, count_trades: bool, cap_z: float,
-          cap_multiple: float, size_keep: float,
-          floor_caps: float, norm_clip: float, rearm: float, bar_ns: int, bucket_ns: int, window_bars: float, keep: float, max_gap_bars: int,
+          head: np.ndarray, window: np.ndarray, valid_from: np.ndarray, norm_sum: np.ndarray, norm_n: np.ndarray,
+          bar_total: np.ndarray, bar: np.ndarray, bars_seen: np.ndarray, threshold: np.ndarray, expected: np.ndarray,
+          quiet_until: np.ndarray, in_episode: np.ndarray, log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
+          cap_z: float, cap_multiple: float, size_decay: np.ndarray, floor_caps: float, norm_clip: float, rearm: float,
+          bar_ns: int, bucket_ns: int, window_bars: float, decay: np.ndarray, max_gap_bars: int,
           warmup_bars: int, multiple: float, minimum: float, cooldown_ns: int,
           hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
     n_buckets = ring.shape[1]
@@ -45,25 +47,27 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
         s = slot[i]
         b = ts[i] // bar_ns
         if b != bar[s]:
-            if not count_trades and log_size[s, 0] > 0:
+            # The cap follows the size distribution, which moves slowly: re-read every 8th bar.
+            if not count_trades and log_size[s, 0] > 0 and (bars_seen[s] % 8 == 0 or cap[s] != cap[s]):
                 n, mean = log_size[s, 0], log_size[s, 1] / log_size[s, 0]
                 sd = np.sqrt(max(log_size[s, 2] / n - mean * mean, 0.0))
                 cap[s] = cap_multiple * np.exp(mean + cap_z * sd)
-                if bar[s] >= 0:
-                    kept = size_keep ** min(b - bar[s], max_gap_bars)
-                    for j in range(3):
-                        log_size[s, j] *= kept
+            if not count_trades and bar[s] >= 0:
+                kept = size_decay[min(b - bar[s], max_gap_bars)]
+                for m in range(3):
+                    log_size[s, m] *= kept
             if bar[s] >= 0:
                 # An episode's own bars must not raise the norm that judges the rest of it: once warm,
                 # a bar adds at most `norm_clip` x the current norm.
                 added = bar_total[s]
                 if bars_seen[s] >= warmup_bars and norm_n[s] > 0:
                     added = min(added, norm_clip * norm_sum[s] / norm_n[s])
+                keep = decay[1]
                 norm_sum[s] = norm_sum[s] * keep + added
                 norm_n[s] = norm_n[s] * keep + 1.0
                 gap = min(b - bar[s] - 1, max_gap_bars)  # empty bars count as zero
                 if gap > 0:
-                    kg = keep**gap
+                    kg = decay[gap]
                     norm_sum[s] *= kg
                     norm_n[s] = norm_n[s] * kg + (1.0 - kg) / (1.0 - keep)
                 bars_seen[s] += 1
@@ -83,16 +87,23 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
             log_size[s, 1] += ls
             log_size[s, 2] += ls * ls
         q = ts[i] // bucket_ns
+        slot_q = q % n_buckets
         if head[s] < 0 or q - head[s] >= n_buckets:
-            for j in range(n_buckets):  # element by element: a row view per trade costs more
-                ring[s, j] = 0.0
+            # The whole window went stale: rather than clearing the ring, remember that buckets
+            # before this one hold nothing (a quiet symbol starts over with almost every print).
+            valid_from[s] = q
             window[s] = 0.0
-        else:
-            for j in range(head[s] + 1, q + 1):
-                window[s] -= ring[s, j % n_buckets]
-                ring[s, j % n_buckets] = 0.0
+            ring[s, slot_q] = 0.0
+        elif q > head[s]:
+            # Buckets head+1 .. q take over the slots of buckets that leave the window.
+            j = head[s] % n_buckets
+            for bucket in range(head[s] + 1, q + 1):
+                j = j + 1 if j + 1 < n_buckets else 0
+                if bucket - n_buckets >= valid_from[s]:
+                    window[s] -= ring[s, j]
+                ring[s, j] = 0.0
         head[s] = max(head[s], q)
-        ring[s, q % n_buckets] += w
+        ring[s, slot_q] += w
         window[s] += w
         total = window[s]
         thr = threshold[s]
@@ -144,6 +155,8 @@ class WindowRateDetector:
         self.size_half_life_bars = size_half_life_bars
         self.bar_ns = bar_ns
         self.state_dtype = rate_state(window_ns // bucket_ns)
+        self._decay = decay_table(half_life_bars, max_gap_bars)
+        self._size_decay = decay_table(size_half_life_bars, max_gap_bars)
 
     def initial_state(self) -> np.ndarray:
         return record(self.state_dtype, head=-1, bar=-1, threshold=np.nan, expected=np.nan, quiet_until=-1,
@@ -152,11 +165,11 @@ class WindowRateDetector:
     def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
         st = copy_rows(state)
         hit, score, detail = new_hits(len(batch))
-        k = _scan(batch.slot, batch.ts, batch.size, batch.auction, st["ring"], st["head"], st["window"], st["norm_sum"],
+        k = _scan(batch.slot, batch.ts, batch.size, batch.auction, st["ring"], st["head"], st["window"], st["valid_from"], st["norm_sum"],
                   st["norm_n"], st["bar_total"], st["bar"], st["bars_seen"], st["threshold"], st["expected"],
                   st["quiet_until"], st["in_episode"], st["log_size"], st["cap"], self.count_trades, self.cap_z, self.cap_multiple,
-                  0.5 ** (1.0 / self.size_half_life_bars), self.floor_caps, self.norm_clip, self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns,
-                  0.5 ** (1.0 / self.half_life_bars), self.max_gap_bars, self.warmup_bars, self.multiple,
+                  self._size_decay, self.floor_caps, self.norm_clip, self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns,
+                  self._decay, self.max_gap_bars, self.warmup_bars, self.multiple,
                   self.minimum, self.cooldown_ns, hit, score, detail)
         return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
 

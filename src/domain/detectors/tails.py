@@ -152,7 +152,7 @@ def scan(start: int, allow_seal_at: int, arrival: np.ndarray, slot: np.ndarray, 
          seen: np.ndarray, last_lp: np.ndarray, cut: np.ndarray, tail_fit: np.ndarray, refreshed: np.ndarray,
          open_epoch: np.ndarray, sealed_through: np.ndarray, open_n: np.ndarray, open_key: np.ndarray,
          open_features: np.ndarray, model_epoch: np.ndarray, model_from: np.ndarray, model_n: np.ndarray,
-         model_features: np.ndarray, bar_ns: int, half_life_bars: float, max_gap_bars: int, warmup: int,
+         model_features: np.ndarray, bar_ns: int, growth: np.ndarray, max_gap_bars: int, warmup: int,
          refresh: int, tail_nats: float, gate_nats: float, fit_obs: float, epoch_ns: int, lateness_ns: int, min_tail: int,
          refit_epochs: int, hit: np.ndarray, detail: np.ndarray, k: int) -> tuple[int, int]:
     """Walk trades in arrival order (`arrival[j]` is the j-th to arrive) from position `start`; returns
@@ -166,7 +166,7 @@ def scan(start: int, allow_seal_at: int, arrival: np.ndarray, slot: np.ndarray, 
         b = t // bar_ns
         if b != bar[s]:
             if bar[s] >= 0:
-                weight[s], scale = grow_weight(weight[s], min(b - bar[s], max_gap_bars), half_life_bars)
+                weight[s], scale = grow_weight(weight[s], growth[min(b - bar[s], max_gap_bars)])
                 if scale != 1.0:
                     size_hist[s] *= scale
                     move_hist[s] *= scale
