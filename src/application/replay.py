@@ -51,10 +51,10 @@ class ReplaySummary:
 class Replay:
     """Feed a source's trades to the detect use case in batches; keep counts and the top anomalies.
 
-    Source chunks are joined into batches of about `per_symbol` trades for each symbol the last batch
-    held (between the first chunk's size and `max_batch`): a tape of few symbols then flows in small
-    batches that overlap with decoding, a tape of thousands in batches that amortise each symbol's
-    state load. Batch sizes never change what is found, only how fast.
+    Source chunks are joined until a batch holds about `per_symbol` trades for each symbol the last
+    batch held (at most `max_batch`): a tape of few symbols then flows chunk by chunk, overlapping
+    with decoding, a tape of thousands in batches that amortise each symbol's state load. Batch
+    sizes never change what is found, only how fast.
     """
 
     def __init__(self, detect: DetectTrades, top_n: int = 10, per_symbol: int = 64,
@@ -89,15 +89,13 @@ class Replay:
 
     def _batches(self, source: TradeSource) -> Iterator[SourceChunk]:
         pending: list[SourceChunk] = []
-        size, target = 0, 0
+        size, target = 0, 0  # the first chunk goes alone: it tells how many symbols there are
         for chunk in source.chunks():
             pending.append(chunk)
             size += len(chunk.trades)
-            target = target or len(chunk.trades)
             if size >= target:
                 yield _joined(pending)
-                symbols = self.detect.last_symbols
-                target = min(self.max_batch, max(len(chunk.trades), self.per_symbol * symbols))
+                target = min(self.max_batch, self.per_symbol * self.detect.last_symbols)
                 pending, size = [], 0
         if pending:
             yield _joined(pending)
