@@ -71,6 +71,6 @@ class SequenceGuard:
         """Update `state` (GUARD_DTYPE rows, in place) and return a verdict code per trade; trades of a
         symbol must come in the order they arrived."""
         verdict = np.empty(len(ts), np.int8)
-        _check(slot, ts, publisher, instrument, sequence, state["last_ts"], state["last_publisher"], state["last_sequence"], state["ring"],
-               state["ring_next"], state["trades"], verdict)
+        _check(slot, ts, publisher, instrument, sequence, state["last_ts"], state["last_publisher"],
+               state["last_sequence"], state["ring"], state["ring_next"], state["trades"], verdict)
         return verdict

@@ -43,7 +43,8 @@ def test_missing_keys_decode_to_the_initial_state(warm: Run) -> None:
 
 def test_a_pickled_state_of_the_first_release_is_refused_naming_its_format(warm: Run) -> None:
     legacy = pickle.dumps({"guard": None, "detectors": {}, "trades": 1}, protocol=pickle.HIGHEST_PROTOCOL)
-    with pytest.raises(StateFormatError, match=r"'ACME'.*state format 1 \(a pickled object.*reads symbol state format 2"):
+    with pytest.raises(StateFormatError,
+                       match=r"'ACME'.*state format 1 \(a pickled object.*reads symbol state format 2"):
         warm.engine.schema.decode(["ACME"], [legacy])
 
 

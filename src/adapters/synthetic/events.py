@@ -25,8 +25,8 @@ PREFERRED_GAP_NS = 15 * 60 * NS  # between two events of one symbol, so one neve
 SURGE_NS = 60 * NS
 SURGE_MIN_PRINTS = 10
 RAMP_STEP = 0.001  # largest intended drift per ramp print (0.1%): far under a quarter of any spike
-BURST_RATE_MULTIPLE = 60.0
-MIN_TRADES_FOR_EVENTS = 1_000  # a symbol with fewer prints a day gets no injected anomaly  # burst arrival rate over the symbol's normal rate at that moment
+BURST_RATE_MULTIPLE = 60.0  # burst arrival rate over the symbol's normal rate at that moment
+MIN_TRADES_FOR_EVENTS = 1_000  # a symbol with fewer prints a day gets no injected anomaly
 
 
 @dataclass(slots=True)

@@ -113,8 +113,8 @@ class HighVolumeDetector:
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.size, batch.auction, calibrated, st["hist"], st["total"],
                   st["weight"], st["seen"], st["bar"], st["reference"], st["refreshed"], self.bar_ns,
-                  self._growth, self.max_gap_bars, self.warmup_trades, self.refresh_trades, 1.0 - self.quantile, self.fit_obs, self.multiple, self.min_size,
-                  hit, score, detail)
+                  self._growth, self.max_gap_bars, self.warmup_trades, self.refresh_trades, 1.0 - self.quantile,
+                  self.fit_obs, self.multiple, self.min_size, hit, score, detail)
         return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j], calibrated)
                     for j in range(k)]
 

@@ -81,14 +81,15 @@ class IsolationForestDetector:
         start, allow, k = 0, -1, 0
         while start < len(batch):
             stop, k = tails.scan(
-                start, allow, batch.arrival, batch.slot, batch.pool, batch.ts, batch.log_price, batch.size, batch.auction,
-                batch.publisher, batch.instrument, batch.sequence,
+                start, allow, batch.arrival, batch.slot, batch.pool, batch.ts, batch.log_price, batch.size,
+                batch.auction, batch.publisher, batch.instrument, batch.sequence,
                 st["size_hist"], st["move_hist"], st["totals"], st["weight"], st["bar"], st["seen"],
-                st["last_log_price"], st["cut"], st["tail"], st["refreshed"], ps["open_epoch"], ps["sealed_through"], ps["open_n"],
-                ps["open_key"], ps["open_features"], ps["model_epoch"], ps["model_from"], ps["model_n"],
-                ps["model_features"], self.bar_ns, self._growth, self.max_gap_bars, self.warmup_trades,
-                self.refresh_trades, self.tail_nats, self.gate_nats, self.fit_obs, self.epoch_ns, self.lateness_ns, self.min_tail, self.refit_epochs,
-                hit, detail, k)
+                st["last_log_price"], st["cut"], st["tail"], st["refreshed"],
+                ps["open_epoch"], ps["sealed_through"], ps["open_n"], ps["open_key"], ps["open_features"],
+                ps["model_epoch"], ps["model_from"], ps["model_n"], ps["model_features"],
+                self.bar_ns, self._growth, self.max_gap_bars, self.warmup_trades, self.refresh_trades,
+                self.tail_nats, self.gate_nats, self.fit_obs, self.epoch_ns, self.lateness_ns, self.min_tail,
+                self.refit_epochs, hit, detail, k)
             # Score what was gathered while the models it was recorded against are still in place.
             found += self._score(batch, ps, hit[:k], detail[:k])
             start, allow, k = stop, stop, 0

@@ -165,12 +165,13 @@ class WindowRateDetector:
     def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
         st = copy_rows(state)
         hit, score, detail = new_hits(len(batch))
-        k = _scan(batch.slot, batch.ts, batch.size, batch.auction, st["ring"], st["head"], st["window"], st["valid_from"], st["norm_sum"],
-                  st["norm_n"], st["bar_total"], st["bar"], st["bars_seen"], st["threshold"], st["expected"],
-                  st["quiet_until"], st["in_episode"], st["log_size"], st["cap"], self.count_trades, self.cap_z, self.cap_multiple,
-                  self._size_decay, self.floor_caps, self.norm_clip, self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns,
-                  self._decay, self.max_gap_bars, self.warmup_bars, self.multiple,
-                  self.minimum, self.cooldown_ns, hit, score, detail)
+        k = _scan(batch.slot, batch.ts, batch.size, batch.auction, st["ring"], st["head"], st["window"],
+                  st["valid_from"], st["norm_sum"], st["norm_n"], st["bar_total"], st["bar"], st["bars_seen"],
+                  st["threshold"], st["expected"], st["quiet_until"], st["in_episode"], st["log_size"], st["cap"],
+                  self.count_trades, self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
+                  self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns, self._decay,
+                  self.max_gap_bars, self.warmup_bars, self.multiple, self.minimum, self.cooldown_ns,
+                  hit, score, detail)
         return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
 
     def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray) -> Anomaly:

@@ -146,15 +146,16 @@ def _refresh(s: int, size_hist: np.ndarray, move_hist: np.ndarray, totals: np.nd
 
 
 @kernel
-def scan(start: int, allow_seal_at: int, arrival: np.ndarray, slot: np.ndarray, pool: np.ndarray, ts: np.ndarray, log_price: np.ndarray,
-         size: np.ndarray, auction: np.ndarray, publisher: np.ndarray, instrument: np.ndarray, sequence: np.ndarray,
+def scan(start: int, allow_seal_at: int, arrival: np.ndarray, slot: np.ndarray, pool: np.ndarray, ts: np.ndarray,
+         log_price: np.ndarray, size: np.ndarray, auction: np.ndarray, publisher: np.ndarray, instrument: np.ndarray,
+         sequence: np.ndarray,
          size_hist: np.ndarray, move_hist: np.ndarray, totals: np.ndarray, weight: np.ndarray, bar: np.ndarray,
          seen: np.ndarray, last_lp: np.ndarray, cut: np.ndarray, tail_fit: np.ndarray, refreshed: np.ndarray,
          open_epoch: np.ndarray, sealed_through: np.ndarray, open_n: np.ndarray, open_key: np.ndarray,
          open_features: np.ndarray, model_epoch: np.ndarray, model_from: np.ndarray, model_n: np.ndarray,
          model_features: np.ndarray, bar_ns: int, growth: np.ndarray, max_gap_bars: int, warmup: int,
-         refresh: int, tail_nats: float, gate_nats: float, fit_obs: float, epoch_ns: int, lateness_ns: int, min_tail: int,
-         refit_epochs: int, hit: np.ndarray, detail: np.ndarray, k: int) -> tuple[int, int]:
+         refresh: int, tail_nats: float, gate_nats: float, fit_obs: float, epoch_ns: int, lateness_ns: int,
+         min_tail: int, refit_epochs: int, hit: np.ndarray, detail: np.ndarray, k: int) -> tuple[int, int]:
     """Walk trades in arrival order (`arrival[j]` is the j-th to arrive) from position `start`; returns
     (where it stopped, candidates so far). It stops early, before position j, when a pool is about to
     change models, so candidates are scored with the models they were recorded against; call again
