@@ -17,6 +17,10 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin stockanomaly \
 COPY --from=build /wheels /wheels
 RUN pip install /wheels/*.whl && rm -rf /wheels
 USER stockanomaly
+# The detectors' numba kernels, compiled once here into a cache the image carries, so a container
+# starts in about a second instead of compiling for ~20 s.
+ENV NUMBA_CACHE_DIR=/home/stockanomaly/.cache/numba
+RUN python -c "from entrypoints.container import build_container; build_container().engine().warm_up()"
 # Faust keeps its RocksDB tables under the working directory ({app id}-data).
 WORKDIR /var/lib/stockanomaly
 EXPOSE 9100 6066

@@ -10,6 +10,9 @@ from entrypoints.logging_setup import configure_logging
 
 configure_logging(os.environ.get("STOCKANOMALY_LOG_LEVEL", "INFO"))
 container = build_container(metrics="prometheus")
+# Compiled kernels loaded (or, on a machine's very first start, compiled) before the consumer starts,
+# so the first batches do not wait on them and no consumer heartbeat waits on a compiler.
+container.engine().warm_up()
 app = create_app(
     container.streaming(),
     lambda symbols, pools, found, rejected: container.streaming_detect(
