@@ -9,7 +9,7 @@ from domain.ports import TradeSource
 from domain.sessions import SessionCalendar
 from domain.thresholds import SymbolThresholds, Thresholds
 from domain.symbols import factorize
-from domain.validation import invalid_reasons
+from domain.validation import invalid_rows
 
 
 def calibrate(source: TradeSource, quantile: float = 0.999, multiple: float = 8.0,
@@ -23,7 +23,8 @@ def calibrate(source: TradeSource, quantile: float = 0.999, multiple: float = 8.
     calendar = calendar or SessionCalendar()
     hists: dict[str, np.ndarray] = {}
     for chunk in source.chunks():
-        trades = chunk.trades[invalid_reasons(chunk.trades) == ""]
+        bad, _ = invalid_rows(chunk.trades)
+        trades = np.delete(chunk.trades, bad) if len(bad) else chunk.trades
         trades = trades[~calendar.auction_mask(trades["ts_event"], trades["side"])]
         codes, names = factorize(trades["symbol"])
         # One bincount over (symbol, bin) pairs: no loop over the chunk's trades per symbol.

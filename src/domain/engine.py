@@ -15,7 +15,7 @@ from domain.model import TRADE_DTYPE, Anomaly, DeadLetter
 from domain.sessions import SessionCalendar
 from domain.state import StateSchema, copy_rows, part_of, set_part
 from domain.symbols import factorize, group_by_code
-from domain.validation import dead_letter_for, invalid_reasons
+from domain.validation import dead_letter_for, invalid_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +77,8 @@ class DetectionEngine:
                                                    if isinstance(d, PooledDetector)])
 
     def prepare(self, trades: np.ndarray) -> PreparedBatch:
-        reasons = invalid_reasons(trades)
-        bad = np.flatnonzero(reasons != "")
-        dead = [dead_letter_for(trades[i], str(reasons[i])) for i in bad]
+        bad, reasons = invalid_rows(trades)
+        dead = [dead_letter_for(trades[i], reason) for i, reason in zip(bad.tolist(), reasons)]
         valid = np.delete(trades, bad) if len(bad) else trades
         codes, symbols = factorize(valid["symbol"])
         known = self._pools

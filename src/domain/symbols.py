@@ -31,6 +31,17 @@ def _factorize(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     codes = np.empty(n, np.int32)
     k = 0
     for i in range(n):
+        if i > 0:  # a run of one symbol (one symbol's message, or a single-name tape): no hashing
+            same = True
+            for w in range(width):
+                if words[i, w] != words[i - 1, w]:
+                    same = False
+                    break
+                if words[i, w] == 0:
+                    break
+            if same:
+                codes[i] = codes[i - 1]
+                continue
         h = _hash(words, i)
         j = np.int64(h & np.uint64(size - 1))
         while True:

@@ -16,8 +16,9 @@ REASONS = {
 }
 
 
-def invalid_reasons(trades: np.ndarray) -> np.ndarray:
-    """Per row: '' when valid, else the first failing reason code."""
+def invalid_rows(trades: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(indices of invalid rows, the first failing reason code of each), checked in one pass of
+    boolean masks; reason strings are only made for the (rare) invalid rows."""
     price = trades["price"]
     checks = {
         "missing_symbol": words_of(trades["symbol"])[:, 0] == 0,
@@ -25,10 +26,11 @@ def invalid_reasons(trades: np.ndarray) -> np.ndarray:
         "bad_price": ~np.isfinite(price) | (price <= 0),
         "bad_size": trades["size"] <= 0,
     }
-    out = np.full(len(trades), "", dtype="U16")
-    for reason in reversed(REASONS):  # first reason wins: assign in reverse order
-        out[checks[reason]] = reason
-    return out
+    bad = np.zeros(len(trades), bool)
+    for mask in checks.values():
+        bad |= mask
+    rows = np.flatnonzero(bad)
+    return rows, [next(r for r in REASONS if checks[r][i]) for i in rows.tolist()]
 
 
 def dead_letter_for(row: np.void, reason: str, origin: str = "") -> DeadLetter:
