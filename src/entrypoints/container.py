@@ -21,7 +21,7 @@ DEFAULTS = {
     "detectors": ",".join(DETECTOR_NAMES),
     "seed": 7,
     "partitions": 4,  # model pools follow the `trades` partitions (STOCKANOMALY_PARTITIONS)
-    "chunk_size": 32_768,  # trades read per source chunk; a replay joins chunks into batches
+    "chunk_size": 16_384,  # trades read per source chunk; a replay joins chunks into batches
     "out": "",
     "dead_letters": "",
     "state": "memory",
