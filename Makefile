@@ -14,4 +14,4 @@ unit: setup
 	@.venv/bin/pytest -q tests/unit
 
 bench: setup
-	@.venv/bin/python benchmarks/core_throughput.py
+	@.venv/bin/python benchmarks/core_scaling.py

@@ -12,12 +12,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from domain.errors import ConfigError
+from domain.symbols import factorize, group_by_code
 from domain.ports import SourceChunk, TradePublisher, TradeSource
 
 NS_PER_SECOND = 1e9
 # Trades due within one tick of wall time go out together: sleeping per trade would cost more
 # than the precision is worth, and a tick is far below any detector's time scale.
 PACE_TICK_SECONDS = 0.005
+MESSAGE_SPAN_NS = 20_000_000_000  # event time one message may cover (see symbol_batches)
 _PACE = re.compile(r"x(\d+(?:\.\d*)?|\.\d+)|(\d+(?:\.\d*)?|\.\d+)x")
 
 
@@ -51,26 +53,34 @@ def parse_pace(text: str) -> float | None:
     return speed
 
 
-def symbol_batches(trades: np.ndarray, max_trades: int) -> Iterator[tuple[str, np.ndarray]]:
-    """(symbol, trades) runs of at most max_trades, each symbol's trades in their original order.
+def symbol_batches(trades: np.ndarray, max_trades: int,
+                   max_span_ns: int = MESSAGE_SPAN_NS) -> Iterator[tuple[str, np.ndarray]]:
+    """(symbol, trades) runs of at most max_trades and at most `max_span_ns` of event time, each
+    symbol's trades in their original order.
 
-    Symbols come in sorted order; within one chunk that is all the ordering Kafka keeps anyway
-    (per key, so per partition), and downstream every symbol is detected on its own.
+    The span bound keeps a partition's trades within `max_span_ns` of event-time order across the
+    symbols that share it (Kafka orders per partition): the Isolation Forest's pooled samples
+    allow a minute (`IsolationForestDetector.lateness_ns`), and within that a streamed run samples
+    exactly like an embedded one. Inside a span, symbols come in order of first appearance.
     """
     if len(trades) == 0:
         return
-    symbols = trades["symbol"]
-    if bool(np.all(symbols == symbols[0])):
-        runs = [(str(symbols[0]), trades)]
-    else:
-        names, codes = np.unique(symbols, return_inverse=True)
-        order = np.argsort(codes, kind="stable")
-        grouped = trades[order]
-        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
-        runs = [(str(name), grouped[a:b]) for name, a, b in zip(names, bounds[:-1], bounds[1:])]
-    for symbol, run in runs:
-        for start in range(0, len(run), max_trades):
-            yield symbol, run[start:start + max_trades]
+    ts = trades["ts_event"]
+    window = ts // max_span_ns
+    cuts = np.flatnonzero(window[1:] != window[:-1]) + 1
+    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(trades)]):
+        span = trades[lo:hi]
+        codes, names = factorize(span["symbol"])
+        if len(names) == 1:
+            runs = [(names[0], span)]
+        else:
+            order = group_by_code(codes, len(names))
+            grouped = span[order]
+            bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+            runs = [(name, grouped[a:b]) for name, a, b in zip(names, bounds[:-1], bounds[1:])]
+        for symbol, run in runs:
+            for start in range(0, len(run), max_trades):
+                yield symbol, run[start:start + max_trades]
 
 
 class Pacer:

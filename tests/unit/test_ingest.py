@@ -18,7 +18,7 @@ from adapters.kafka.codec import decode, encode_batch
 from adapters.kafka.databento_live import Backoff, DatabentoLiveConnector, DatabentoLiveSource
 from adapters.memory import InMemoryTradeSource
 from application.ingest import IngestTrades, Pacer, parse_pace, read_ahead, symbol_batches
-from builders import T0, S, calm_flow
+from builders import S, T0, calm_flow
 from domain.errors import ConfigError, SourceError
 from domain.model import TRADE_DTYPE, DeadLetter
 from domain.ports import SourceChunk
@@ -90,10 +90,21 @@ def test_batches_hold_one_symbol_each_at_most_max_trades_in_original_order() -> 
 
 
 def test_a_single_symbol_chunk_is_cut_without_regrouping() -> None:
-    trades = calm_flow(5_000, symbol="NVDA")
+    trades = calm_flow(5_000, symbol="NVDA", rate=2_000.0)  # 2.5 s of event time
     batches = list(symbol_batches(trades, max_trades=2_000))
     assert [len(b) for _, b in batches] == [2_000, 2_000, 1_000]
     assert all(b.base is trades or b.base is trades.base for _, b in batches)  # views, no copies
+
+
+def test_no_message_spans_more_than_its_share_of_event_time() -> None:
+    """A partition holds many symbols: bounded spans keep its trades near event-time order."""
+    trades = interleaved()
+    span = 20 * S
+    batches = list(symbol_batches(trades, max_trades=10_000, max_span_ns=span))
+    assert all(int(b["ts_event"][-1]) // span == int(b["ts_event"][0]) // span for _, b in batches)
+    sent = np.concatenate([b for _, b in batches])
+    late = np.maximum.accumulate(sent["ts_event"]) - sent["ts_event"]
+    assert late.max() < span and sum(len(b) for _, b in batches) == len(trades)
 
 
 def test_an_empty_chunk_gives_no_batches() -> None:
