@@ -61,11 +61,17 @@ def symbol_batches(trades: np.ndarray, max_trades: int,
     The span bound keeps a partition's trades within `max_span_ns` of event-time order across the
     symbols that share it (Kafka orders per partition): the Isolation Forest's pooled samples
     allow a minute (`IsolationForestDetector.lateness_ns`), and within that a streamed run samples
-    exactly like an embedded one. Inside a span, symbols come in order of first appearance.
+    exactly like an embedded one. Inside a span, symbols come in order of first appearance. A chunk
+    of one symbol needs no span bound (nothing else to interleave with) and keeps full messages.
     """
     if len(trades) == 0:
         return
     ts = trades["ts_event"]
+    symbols = trades["symbol"]
+    if bool((symbols == symbols[0]).all()):
+        for start in range(0, len(trades), max_trades):
+            yield str(symbols[0]), trades[start:start + max_trades]
+        return
     window = ts // max_span_ns
     cuts = np.flatnonzero(window[1:] != window[:-1]) + 1
     for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(trades)]):
