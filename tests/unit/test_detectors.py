@@ -253,3 +253,28 @@ def test_isolation_forest_keeps_one_pooled_sample_per_pool_whatever_the_chunking
     assert 1 <= det.refits <= 3  # fitted per pool and epoch when first needed, never per symbol
     rerun, _ = run_detector(IsolationForestDetector(refit_epochs=1), trades, chunk=7_919)
     assert rerun.pool.tobytes() == run.pool.tobytes()
+
+
+def test_isolation_forest_samples_the_same_when_symbols_arrive_interleaved_within_its_lateness() -> None:
+    """A partition delivers each symbol's trades in order but symbols interleaved in 20 s spans (as
+    ingest publishes them): the pooled samples, the models and the anomalies must be the embedded ones."""
+    from application.ingest import symbol_batches
+
+    trades = market(symbols=6, n=30_000)
+    for k, at in enumerate(range(20_000, 170_000, 7_000)):  # jointly unusual prints after the first model
+        row = trades[at:at + 1]
+        trades["size"][at] = int(3 * np.quantile(trades["size"][trades["symbol"] == row["symbol"][0]], 0.999))
+        trades["price"][at] = round(float(row["price"][0]) * (1.006 if k % 2 else 0.994), 2)
+    embedded, found = run_detector(IsolationForestDetector(), trades, chunk=8_192)
+    streamed_order = np.concatenate([b for _, b in symbol_batches(trades, max_trades=2_000)])
+    assert not np.array_equal(streamed_order["ts_event"], trades["ts_event"])  # really interleaved
+    streamed, found_streamed = run_detector(IsolationForestDetector(), streamed_order, chunk=8_192)
+    assert len(found) >= 3
+    assert sorted(a.id for a in found_streamed) == sorted(a.id for a in found)
+    for field in ("model_epoch", "model_from", "model_n", "model_features", "open_epoch", "open_n"):
+        assert streamed.pool[field].tobytes() == embedded.pool[field].tobytes(), field
+    # Samples still being taken hold the same trades; only their heap arrangement follows arrival.
+    for slot, stratum in np.ndindex(2, 2):
+        n = embedded.pool["open_n"][0, slot, stratum]
+        keys = [np.sort(run.pool["open_key"][0, slot, stratum, :n]) for run in (streamed, embedded)]
+        assert np.array_equal(*keys)
