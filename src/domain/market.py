@@ -46,23 +46,25 @@ class MarketBatch:
         order; `slot`, `auction` and `pool` are already in the order of `index`."""
         n = len(rows) if index is None else len(index)
         index = np.arange(n) if index is None else index
+        position = _positions(index, len(rows))
         ts, price, log_price, size = np.empty(n, np.int64), np.empty(n), np.empty(n), np.empty(n)
         publisher, instrument = np.empty(n, np.uint16), np.empty(n, np.uint32)
         sequence, side = np.empty(n, np.uint64), np.empty(n, np.uint8)
-        _gather(index, rows["ts_event"], rows["price"], rows["size"], rows["publisher_id"], rows["instrument_id"],
-                rows["sequence"], rows["side"].view(np.uint8), ts, price, log_price, size, publisher, instrument,
-                sequence, side)
+        _scatter(position, rows["ts_event"], rows["price"], rows["size"], rows["publisher_id"], rows["instrument_id"],
+                 rows["sequence"], rows["side"].view(np.uint8), ts, price, log_price, size, publisher, instrument,
+                 sequence, side)
         return cls(rows=rows, index=index, symbols=symbols, slot=slot.astype(np.int32, copy=False), pools=pools,
                    pool=np.zeros(n, np.int32) if pool is None else pool.astype(np.int32, copy=False),
                    ts=ts, price=price, log_price=log_price, size=size, auction=auction, publisher=publisher,
                    instrument=instrument, sequence=sequence, side=side.view("S1"),
-                   arrival=_arrival(index, len(rows)))
+                   arrival=position[position >= 0])
 
     def select(self, keep: np.ndarray) -> MarketBatch:
         """The trades where `keep` is true, in the same order."""
         index = self.index[keep]
         fields = {name: getattr(self, name)[keep] for name in _PER_TRADE}
-        return replace(self, index=index, arrival=_arrival(index, len(self.rows)), **fields)
+        position = _positions(index, len(self.rows))
+        return replace(self, index=index, arrival=position[position >= 0], **fields)
 
     def with_auctions(self, auction: np.ndarray) -> MarketBatch:
         return replace(self, auction=auction)
@@ -83,32 +85,24 @@ _PER_TRADE = ("slot", "pool", "ts", "price", "log_price", "size", "auction", "pu
 
 
 @kernel
-def _gather(index: np.ndarray, ts_in: np.ndarray, price_in: np.ndarray, size_in: np.ndarray, pub_in: np.ndarray,
-            inst_in: np.ndarray, seq_in: np.ndarray, side_in: np.ndarray, ts: np.ndarray, price: np.ndarray,
-            log_price: np.ndarray, size: np.ndarray, pub: np.ndarray, inst: np.ndarray, seq: np.ndarray,
-            side: np.ndarray) -> None:
-    """The columns detectors read, in `index` order. The wide records are read once, front to back
-    (scattered reads of them would miss the cache on every trade); the compact columns are then
-    reordered, which stays in cache."""
-    n = len(index)
-    rows = len(ts_in)
-    c_ts, c_price, c_size = np.empty(rows, np.int64), np.empty(rows), np.empty(rows)
-    c_pub, c_inst = np.empty(rows, np.uint16), np.empty(rows, np.uint32)
-    c_seq, c_side = np.empty(rows, np.uint64), np.empty(rows, np.uint8)
-    for r in range(rows):
-        c_ts[r], c_price[r], c_size[r] = ts_in[r], price_in[r], size_in[r]
-        c_pub[r], c_inst[r], c_seq[r], c_side[r] = pub_in[r], inst_in[r], seq_in[r], side_in[r]
-    for i in range(n):
-        r = index[i]
-        ts[i], price[i], size[i] = c_ts[r], c_price[r], c_size[r]
-        log_price[i] = np.log(c_price[r])
-        pub[i], inst[i], seq[i], side[i] = c_pub[r], c_inst[r], c_seq[r], c_side[r]
+def _scatter(position: np.ndarray, ts_in: np.ndarray, price_in: np.ndarray, size_in: np.ndarray,
+             pub_in: np.ndarray, inst_in: np.ndarray, seq_in: np.ndarray, side_in: np.ndarray, ts: np.ndarray,
+             price: np.ndarray, log_price: np.ndarray, size: np.ndarray, pub: np.ndarray, inst: np.ndarray,
+             seq: np.ndarray, side: np.ndarray) -> None:
+    """The columns detectors read, each record written to its place in the batch (`position[r]`, or
+    nowhere when negative). The wide records are read once, front to back, and only the compact
+    columns are written out of order: scattered reads of the records would miss the cache every time."""
+    for r in range(len(position)):
+        i = position[r]
+        if i >= 0:
+            ts[i], price[i], size[i] = ts_in[r], price_in[r], size_in[r]
+            log_price[i] = np.log(price_in[r])
+            pub[i], inst[i], seq[i], side[i] = pub_in[r], inst_in[r], seq_in[r], side_in[r]
 
 
-def _arrival(index: np.ndarray | None, n_rows: int) -> np.ndarray:
-    """Positions of the picked trades in arrival order (rows are in arrival order): an inverse permutation."""
-    if index is None:
-        return np.arange(n_rows)
+def _positions(index: np.ndarray, n_rows: int) -> np.ndarray:
+    """For each of `n_rows` rows (in arrival order), its position in `index`, or -1 if not picked; the
+    picked positions, read in row order, list the batch in arrival order."""
     position = np.full(n_rows, -1, np.int64)
     position[index] = np.arange(len(index))
-    return position[position >= 0]
+    return position
