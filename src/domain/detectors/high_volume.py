@@ -80,9 +80,10 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
 class HighVolumeDetector:
     """Flags size >= multiple x the symbol's `quantile` size, or >= a calibrated threshold.
 
-    The size distribution is a decayed log-scale histogram (fixed size); its quantile is read once
-    per bar, so per-trade work is a comparison and a bin increment, and results do not depend on
-    how the stream is batched.
+    The size distribution is a decayed log-scale histogram (fixed size); its quantile is read at a
+    bar boundary once `refresh_trades` new prints have arrived (extrapolated along the fitted tail
+    while the history is thin), so per-trade work is a comparison and a bin increment, and results
+    do not depend on how the stream is batched.
     """
 
     name = "high_volume"

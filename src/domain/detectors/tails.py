@@ -10,8 +10,8 @@ trades unusual in at least one feature (a surprise of `tail_nats` or more). A fo
 first alone has no points where anomalies live and scores everything beyond its data the same; the
 second shows it what ordinary large prints and ordinary large moves look like, so it can rank the
 trades that are both. Each stratum keeps the trades with the smallest key digests: the same set
-whatever order the pool's trades arrive in. An epoch is sealed `lateness_ns` after it
-ends; a sealed sample becomes the pool's model when it is the first, or `refit_epochs` newer than
+whatever order the pool's trades arrive in. An epoch is sealed `lateness_ns` after it ends (and
+needs a full first stratum and `min_tail` unusual trades to count); a sealed sample becomes the pool's model when it is the first, or `refit_epochs` newer than
 the model in force, and it judges trades from its seal time on. So embedded, streamed and resumed
 runs fit the same models on the same samples and apply them to the same trades, provided no trade
 reaches its pool more than `lateness_ns` behind a later one.
@@ -37,10 +37,11 @@ SYMBOL_STATE = np.dtype([
     ("bar", "i8"),
     ("seen", "i4"),
     ("last_log_price", "f8"),    # previous regular print (NaN: none)
-    # Size and move at the tail and at the gate quantiles, frozen per bar (NaN: warming up): cheap
-    # per-trade tests that decide whether the exact surprises are worth computing.
+    # Size and move at the tail and at the gate quantiles (NaN: warming up): cheap per-trade tests
+    # that decide whether the exact surprises are worth computing. Re-read, with the fitted tails,
+    # at the first bar boundary after every `refresh_trades` prints.
     ("cut", "f8", (2, 2)),
-    ("tail", "f8", (2, 3)),      # per feature: fitted tail (anchor bin, its nats, mean excess), per bar
+    ("tail", "f8", (2, 3)),      # per feature: fitted tail (anchor bin, its nats, mean excess)
     ("refreshed", "i4"),         # `seen` when cut and tail were last computed
 ])
 
