@@ -21,6 +21,7 @@ from adapters.kafka.codec import decode
 from adapters.memory import InMemoryAnomalySink, InMemoryDeadLetterSink
 from application.detect import DetectTrades
 from domain.model import Anomaly, DeadLetter
+from domain.state import StateFormatError
 from domain.ports import Metrics
 
 log = structlog.get_logger()
@@ -163,7 +164,15 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory,
         batch = np.concatenate([b for b, _ in decoded])  # a take is never empty
         undecodable = [d for _, letters in decoded for d in letters]
         with acting_as(group[-1]):
-            detect(batch, undecodable)
+            try:
+                detect(batch, undecodable)
+            except StateFormatError as exc:
+                # Stored state this release cannot read (another format, or the first release's
+                # pickles): going on would judge these trades against nothing and commit them. Stop
+                # the worker with one line that says which state and which format.
+                log.error("state_unreadable", error=str(exc))
+                await app.crash(exc)
+                return
         out, found.anomalies = found.anomalies, []
         dead, rejected.dead_letters = rejected.dead_letters, []
         for a in out:
