@@ -220,39 +220,3 @@ async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_pro
     raw = {r.value for r in letters}
     assert b"{not json" in raw  # the original bytes travel with the reason
 
-
-@pytest.mark.asyncio
-async def test_state_of_the_first_release_stops_the_worker_with_one_clear_error(  # type: ignore[no-untyped-def]
-        stream: Stream, kafka_admin) -> None:
-    """The first release kept pickles in the state table. A worker meeting one must neither run code
-    from it nor judge the symbol from scratch and move on: it stops, saying which state and format."""
-    import pickle
-
-    from aiokafka.admin import NewTopic
-
-    from adapters.kafka.keys import partition_of
-    from domain.model import TRADE_DTYPE
-
-    changelog = f"{stream.env['STOCKANOMALY_APP_ID']}-symbol-state-changelog"
-    await kafka_admin.create_topics([NewTopic(changelog, PARTITIONS, 1, topic_configs={"cleanup.policy": "compact"})])
-    producer = AIOKafkaProducer(bootstrap_servers=stream.bootstrap)
-    await producer.start()
-    try:  # Faust's changelog keys are JSON; the value is what the first release stored
-        await producer.send_and_wait(changelog, key=b'"AAA"', value=pickle.dumps({"guard": None, "trades": 1}),
-                                     partition=partition_of("AAA", PARTITIONS))
-    finally:
-        await producer.stop()
-    trades = np.zeros(50, TRADE_DTYPE)
-    trades["ts_event"] = trades["ts_recv"] = 1_741_100_400_000_000_000 + np.arange(50) * 1_000_000_000
-    trades["symbol"], trades["price"], trades["size"], trades["sequence"] = "AAA", 10.0, 100, np.arange(50)
-    worker = stream.start_worker("w1", 16071)
-    await stream.produce(as_messages(trades))
-
-    async def stopped() -> int | None:
-        return worker.poll()
-
-    assert await eventually_async(stopped, timeout=180, interval=0.5, what="the worker stopping") != 0
-    log = (stream.workdir / "w1.log").read_text()
-    assert '"event": "state_unreadable"' in log
-    assert "state of 'AAA' was written as state format 1 (a pickled object" in log
-    assert await stream.anomaly_ids() == []

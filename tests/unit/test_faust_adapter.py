@@ -1,10 +1,19 @@
-"""The Faust adapter's pure parts: partition grouping (the table store is in test_state)."""
+"""The Faust adapter without a broker: partition grouping, and the agent meeting unreadable state
+(the table store itself is in test_state)."""
 
 from __future__ import annotations
 
+import pickle
 from types import SimpleNamespace
 
-from adapters.faust.app import by_partition
+import pytest
+from builders import calm_flow
+
+from adapters.faust.app import by_partition, create_app
+from adapters.faust.settings import StreamingSettings
+from adapters.kafka.codec import encode_batch
+from domain.state import StateFormatError
+from entrypoints.container import build_container
 
 
 def test_events_are_grouped_by_partition_in_offset_order() -> None:
@@ -12,3 +21,27 @@ def test_events_are_grouped_by_partition_in_offset_order() -> None:
               for p, o in [(1, 10), (0, 5), (1, 11), (0, 6), (2, 1)]]
     groups = by_partition(events)
     assert [(p, [e.message.offset for e in g]) for p, g in groups] == [(0, [5, 6]), (1, [10, 11]), (2, [1])]
+
+
+@pytest.mark.asyncio
+async def test_a_state_value_the_worker_cannot_read_stops_it_naming_the_format() -> None:
+    """The first release kept pickles in the state table: the agent must neither run them nor judge
+    the symbol from scratch and move on. It asks the app to stop, with the error that says why."""
+    container = build_container()
+    app = create_app(StreamingSettings(store="memory://", app_id="unit-unreadable-state"),
+                     lambda symbols, pools, found, rejected: container.streaming_detect(
+                         states=container.table_state_store(table=symbols),
+                         pool_states=container.table_pool_state_store(table=pools),
+                         anomalies=found, dead_letters=rejected))
+    crashes: list[BaseException] = []
+
+    async def crash(reason: BaseException) -> None:
+        crashes.append(reason)
+
+    app.crash = crash  # type: ignore[method-assign]
+    async with app.detect_trades.test_context() as agent:  # type: ignore[attr-defined]
+        app.symbol_state.data["ACME"] = pickle.dumps({"guard": None, "trades": 1})  # type: ignore[attr-defined]
+        key, value = encode_batch("ACME", calm_flow(50))
+        await agent.put(value, key=key)
+    assert len(crashes) == 1 and isinstance(crashes[0], StateFormatError)
+    assert "state of 'ACME' was written as state format 1 (a pickled object" in str(crashes[0])
