@@ -95,12 +95,13 @@ def _offer(keys: np.ndarray, feats: np.ndarray, n: int, key: np.uint64, f0: floa
 
 
 @kernel
-def _seal_due(p: int, t: int, i: int, allow_seal_at: int, epoch_ns: int, lateness_ns: int, min_tail: int,
+def _seal_due(p: int, t: int, position: int, allow_seal_at: int, epoch_ns: int, lateness_ns: int, min_tail: int,
               refit_epochs: int, open_epoch: np.ndarray, sealed_through: np.ndarray, open_n: np.ndarray,
               open_key: np.ndarray, open_features: np.ndarray, model_epoch: np.ndarray, model_from: np.ndarray,
               model_n: np.ndarray, model_features: np.ndarray) -> bool:
     """Seal pool p's epochs that ended `lateness_ns` before t, oldest first. Returns False (and seals
-    nothing more) when a seal would replace a model and trade i is not where that is allowed yet."""
+    nothing more) when a seal would replace a model and `position` (the walk's) is not where that is
+    allowed yet."""
     size = open_key.shape[3]
     for _ in range(2):
         j = -1
@@ -113,7 +114,7 @@ def _seal_due(p: int, t: int, i: int, allow_seal_at: int, epoch_ns: int, latenes
         e = open_epoch[p, j]
         full = open_n[p, j, CORE] == size and open_n[p, j, TAIL] >= min_tail
         if full and (model_epoch[p, 0] < 0 or e >= model_epoch[p, 0] + refit_epochs):
-            if i != allow_seal_at:
+            if position != allow_seal_at:
                 return False
             model_epoch[p, 1], model_from[p, 1], model_n[p, 1] = model_epoch[p, 0], model_from[p, 0], model_n[p, 0]
             model_features[p, 1] = model_features[p, 0]
