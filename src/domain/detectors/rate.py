@@ -23,8 +23,6 @@ def rate_state(n_buckets: int) -> np.dtype:
         ("bar_total", "f8"),           # total of the bar in progress
         ("bar", "i8"),
         ("bars_seen", "i4"),
-        ("threshold", "f8"),
-        ("expected", "f8"),
         ("quiet_until", "i8"),         # no second alert for the same episode before this event time
         ("in_episode", "u1"),          # fired, and the window has not fallen back under half the threshold
         ("log_size", "f8", (3,)),      # decayed count, sum and sum of squares of log(size): the cap's basis
@@ -35,8 +33,7 @@ def rate_state(n_buckets: int) -> np.dtype:
 @kernel
 def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, ring: np.ndarray,
           head: np.ndarray, window: np.ndarray, valid_from: np.ndarray, norm_sum: np.ndarray, norm_n: np.ndarray,
-          bar_total: np.ndarray, bar: np.ndarray, bars_seen: np.ndarray, threshold: np.ndarray, expected: np.ndarray,
-          quiet_until: np.ndarray, in_episode: np.ndarray, log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
+          bar_total: np.ndarray, bar: np.ndarray, bars_seen: np.ndarray, quiet_until: np.ndarray, in_episode: np.ndarray, log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
           cap_z: float, cap_multiple: float, size_decay: np.ndarray, floor_caps: float, norm_clip: float, rearm: float,
           bar_ns: int, bucket_ns: int, window_bars: float, decay: np.ndarray, max_gap_bars: int,
           warmup_bars: int, multiple: float, minimum: float, cooldown_ns: int,
@@ -73,9 +70,6 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
                 bars_seen[s] += 1
             bar[s] = b
             bar_total[s] = 0.0
-            expected[s] = norm_sum[s] / norm_n[s] * window_bars if norm_n[s] > 0 else np.nan
-            floor = minimum if count_trades else floor_caps * cap[s]
-            threshold[s] = max(multiple * expected[s], floor) if bars_seen[s] >= warmup_bars else np.nan
         if count_trades:
             w = 1.0
         elif auction[i]:
@@ -106,15 +100,20 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
         ring[s, slot_q] += w
         window[s] += w
         total = window[s]
-        thr = threshold[s]
-        if in_episode[s] and not total >= rearm * thr:
-            in_episode[s] = 0
-        if thr == thr and not auction[i] and total >= thr and ts[i] >= quiet_until[s] and not in_episode[s]:
-            in_episode[s] = 1
-            hit[k], score[k] = i, total / thr
-            detail[k, 0], detail[k, 1], detail[k, 2], detail[k, 3] = total, expected[s], thr, cap[s]
-            k += 1
-            quiet_until[s] = ts[i] + cooldown_ns
+        # The threshold, max(multiple x norm, floor), is at least the floor: below it nothing can
+        # fire, and a quiet symbol's window almost always is, so the norm is only read above it.
+        floor = minimum if count_trades else floor_caps * cap[s]
+        if (total >= floor or in_episode[s]) and bars_seen[s] >= warmup_bars and norm_n[s] > 0:
+            expected = norm_sum[s] / norm_n[s] * window_bars
+            thr = max(multiple * expected, floor)
+            if in_episode[s] and not total >= rearm * thr:
+                in_episode[s] = 0
+            if not auction[i] and total >= thr and ts[i] >= quiet_until[s] and not in_episode[s]:
+                in_episode[s] = 1
+                hit[k], score[k] = i, total / thr
+                detail[k, 0], detail[k, 1], detail[k, 2], detail[k, 3] = total, expected, thr, cap[s]
+                k += 1
+                quiet_until[s] = ts[i] + cooldown_ns
         bar_total[s] += w
     return k
 
@@ -159,15 +158,14 @@ class WindowRateDetector:
         self._size_decay = decay_table(size_half_life_bars, max_gap_bars)
 
     def initial_state(self) -> np.ndarray:
-        return record(self.state_dtype, head=-1, bar=-1, threshold=np.nan, expected=np.nan, quiet_until=-1,
-                      cap=np.nan)
+        return record(self.state_dtype, head=-1, bar=-1, quiet_until=-1, cap=np.nan)
 
     def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
         st = copy_rows(state)
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.size, batch.auction, st["ring"], st["head"], st["window"],
                   st["valid_from"], st["norm_sum"], st["norm_n"], st["bar_total"], st["bar"], st["bars_seen"],
-                  st["threshold"], st["expected"], st["quiet_until"], st["in_episode"], st["log_size"], st["cap"],
+                  st["quiet_until"], st["in_episode"], st["log_size"], st["cap"],
                   self.count_trades, self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
                   self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns, self._decay,
                   self.max_gap_bars, self.warmup_bars, self.multiple, self.minimum, self.cooldown_ns,
