@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from domain.detectors.base import Detector, PooledDetector
+from domain.detectors.base import AnyDetector, PooledDetector
 from domain.errors import ConfigError
 from domain.guard import ACCEPTED, VERDICTS, SequenceGuard, initial_guard_state
 from domain.market import MarketBatch
@@ -51,7 +51,7 @@ class DetectionEngine:
     pool of a symbol (by default one pool for all); streaming workers pool by Kafka partition.
     """
 
-    def __init__(self, detectors: Sequence[Detector], guard: SequenceGuard | None = None,
+    def __init__(self, detectors: Sequence[AnyDetector], guard: SequenceGuard | None = None,
                  calendar: SessionCalendar | None = None, pool_of: Callable[[str], int] | None = None,
                  enabled: Sequence[str] | None = None) -> None:
         names = [d.name for d in detectors]
@@ -81,8 +81,7 @@ class DetectionEngine:
         dead = [dead_letter_for(trades[i], reason) for i, reason in zip(bad.tolist(), reasons)]
         valid = np.delete(trades, bad) if len(bad) else trades
         codes, symbols = factorize(valid["symbol"])
-        known = self._pools
-        pool_ids = [known[s] if s in known else self._pool(s) for s in symbols]
+        pool_ids = [self._pool(s) for s in symbols]
         pools = tuple(sorted(set(pool_ids)))
         row = {p: r for r, p in enumerate(pools)}
         return PreparedBatch(valid, codes, tuple(symbols), pools,

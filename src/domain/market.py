@@ -41,7 +41,7 @@ class MarketBatch:
     @classmethod
     def of(cls, rows: np.ndarray, symbols: tuple[str, ...], slot: np.ndarray, auction: np.ndarray,
            pools: tuple[int, ...] = (0,), pool: np.ndarray | None = None,
-           index: np.ndarray | None = None) -> MarketBatch:  # noqa: PLR0913
+           index: np.ndarray | None = None) -> MarketBatch:
         """`index` picks and orders the trades of `rows` (default: all, as they are), rows in arrival
         order; `slot`, `auction` and `pool` are already in the order of `index`."""
         n = len(rows) if index is None else len(index)

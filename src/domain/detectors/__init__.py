@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from domain.detectors.base import Detector
+from domain.detectors.base import AnyDetector, Detector
 from domain.detectors.high_volume import HighVolumeDetector
 from domain.detectors.isolation_forest import IsolationForestDetector
 from domain.detectors.price_change import PriceChangeDetector
@@ -19,9 +19,9 @@ DETECTOR_NAMES = ("high_volume", "price_change", "isolation_forest", "trade_burs
                   "vwap_deviation")
 
 
-def default_detectors(size_thresholds: Mapping[str, float] | None = None, seed: int = 7) -> list[Detector]:
+def default_detectors(size_thresholds: Mapping[str, float] | None = None, seed: int = 7) -> list[AnyDetector]:
     """All detectors with their default hyperparameters; calibrated size thresholds optional."""
-    every: list[Detector] = [
+    every: list[AnyDetector] = [
         HighVolumeDetector(calibrated=size_thresholds),
         PriceChangeDetector(),
         IsolationForestDetector(seed=seed),

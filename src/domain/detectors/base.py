@@ -39,6 +39,9 @@ class PooledDetector(Protocol):
                       pool_state: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Anomaly]]: ...
 
 
+AnyDetector = Detector | PooledDetector
+
+
 def record(dtype: np.dtype, **values: float) -> np.ndarray:
     """A shape-(1,) record of `dtype`, zero except for `values`."""
     row = np.zeros(1, dtype)

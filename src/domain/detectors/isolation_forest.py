@@ -68,12 +68,6 @@ class IsolationForestDetector:
         return record(tails.pool_state(self.stratum_size), open_epoch=-1, sealed_through=-1, model_epoch=-1,
                       model_from=-1)
 
-    def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
-        """One pool (`batch.pools` must be a single pool) with a fresh pool state: for tests and tools."""
-        pools = np.repeat(self.initial_pool_state(), len(batch.pools))
-        st, _, found = self.detect_pooled(batch, state, pools)
-        return st, found
-
     def detect_pooled(self, batch: MarketBatch, state: np.ndarray,
                       pool_state: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Anomaly]]:
         st, ps = copy_rows(state), copy_rows(pool_state)
@@ -85,13 +79,19 @@ class IsolationForestDetector:
         # The trade columns in arrival order, so the walk reads them front to back (a batch of one
         # symbol is in arrival order already).
         a = batch.arrival
-        cols = [c if len(batch.symbols) == 1 else np.take(c, a)
-                for c in (batch.slot, batch.pool, batch.ts, batch.log_price, batch.size, batch.auction,
-                          batch.publisher, batch.instrument, batch.sequence)]
+
+        def arriving(column: np.ndarray) -> np.ndarray:
+            return column if len(batch.symbols) == 1 else np.take(column, a)
+
+        slot, pool, ts, log_price = arriving(batch.slot), arriving(batch.pool), arriving(batch.ts), arriving(
+            batch.log_price)
+        size, auction = arriving(batch.size), arriving(batch.auction)
+        publisher, instrument, sequence = arriving(batch.publisher), arriving(batch.instrument), arriving(
+            batch.sequence)
         start, allow, k = 0, -1, 0
         while start < len(batch):
             stop, k = tails.scan(
-                start, allow, np.arange(len(a)), *cols,
+                start, allow, slot, pool, ts, log_price, size, auction, publisher, instrument, sequence,
                 st["size_hist"], st["move_hist"], hot["totals"], hot["weight"], hot["bar"], hot["seen"],
                 hot["last_log_price"], hot["cut"], st["tail"], hot["refreshed"],
                 ps["open_epoch"], ps["sealed_through"], ps["open_n"], ps["open_key"], ps["open_features"],

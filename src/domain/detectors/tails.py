@@ -148,7 +148,7 @@ def _refresh(s: int, size_hist: np.ndarray, move_hist: np.ndarray, totals: np.nd
 
 
 @kernel
-def scan(start: int, allow_seal_at: int, arrival: np.ndarray, slot: np.ndarray, pool: np.ndarray, ts: np.ndarray,
+def scan(start: int, allow_seal_at: int, slot: np.ndarray, pool: np.ndarray, ts: np.ndarray,
          log_price: np.ndarray, size: np.ndarray, auction: np.ndarray, publisher: np.ndarray, instrument: np.ndarray,
          sequence: np.ndarray,
          size_hist: np.ndarray, move_hist: np.ndarray, totals: np.ndarray, weight: np.ndarray, bar: np.ndarray,
@@ -158,13 +158,11 @@ def scan(start: int, allow_seal_at: int, arrival: np.ndarray, slot: np.ndarray, 
          model_features: np.ndarray, bar_ns: int, growth: np.ndarray, max_gap_bars: int, warmup: int,
          refresh: int, tail_nats: float, gate_nats: float, fit_obs: float, epoch_ns: int, lateness_ns: int,
          min_tail: int, refit_epochs: int, hit: np.ndarray, detail: np.ndarray, k: int) -> tuple[int, int]:
-    """Walk trades in arrival order (`arrival[j]` is the j-th to arrive) from position `start`; returns
-    (where it stopped, candidates so far). It stops early, before position j, when a pool is about to
-    change models, so candidates are scored with the models they were recorded against; call again
-    with start = allow_seal_at = j to go on."""
+    """Walk the trades (columns in arrival order) from `start`; returns (where it stopped, candidates
+    so far). It stops early, before trade i, when a pool is about to change models, so candidates are
+    scored with the models they were recorded against; call again with start = allow_seal_at = i."""
     sample_size = open_key.shape[3]
-    for j in range(start, len(ts)):
-        i = arrival[j]
+    for i in range(start, len(ts)):
         s, p, t = slot[i], pool[i], ts[i]
         b = t // bar_ns
         if b != bar[s]:
@@ -192,10 +190,10 @@ def scan(start: int, allow_seal_at: int, arrival: np.ndarray, slot: np.ndarray, 
             for c in range(2):
                 if open_epoch[p, c] >= 0 and (open_epoch[p, c] + 1) * epoch_ns + lateness_ns <= t:
                     due = True
-            if due and not _seal_due(p, t, j, allow_seal_at, epoch_ns, lateness_ns, min_tail, refit_epochs,
+            if due and not _seal_due(p, t, i, allow_seal_at, epoch_ns, lateness_ns, min_tail, refit_epochs,
                                      open_epoch, sealed_through, open_n, open_key, open_features, model_epoch,
                                      model_from, model_n, model_features):
-                return j, k
+                return i, k
             e = t // epoch_ns
             c = e % 2
             if open_epoch[p, c] < 0 and e > sealed_through[p]:
