@@ -8,6 +8,10 @@ import os
 
 import faust
 
+from adapters.faust.recovery import restore_tables_from_broker_offsets
+
+restore_tables_from_broker_offsets()  # as the worker does: see that module
+
 SUFFIX = os.environ["COUNTER_SUFFIX"]
 
 app = faust.App(

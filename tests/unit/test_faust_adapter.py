@@ -45,3 +45,27 @@ async def test_a_state_value_the_worker_cannot_read_stops_it_naming_the_format()
         await agent.put(value, key=key)
     assert len(crashes) == 1 and isinstance(crashes[0], StateFormatError)
     assert "state of 'ACME' was written as state format 1 (a pickled object" in str(crashes[0])
+
+
+@pytest.mark.asyncio
+async def test_table_recovery_asks_the_broker_for_changelog_end_offsets_under_exactly_once() -> None:
+    # A transactional consumer knows a partition's last stable offset only after fetching from it;
+    # before that it says None, and Faust's recovery would restore nothing (adapters.faust.recovery).
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from faust.types import TP
+
+    from adapters.faust.recovery import restore_tables_from_broker_offsets
+
+    changelog = TP("app-state-changelog", 0)
+
+    class NotYetFetched:
+        def last_stable_offset(self, tp: TP) -> None:
+            return None
+
+        async def end_offsets(self, tps: list[TP]) -> dict[TP, int]:
+            return {tp: 4 for tp in tps}
+
+    thread = SimpleNamespace(consumer=SimpleNamespace(in_transaction=True),
+                             _ensure_consumer=NotYetFetched)
+    restore_tables_from_broker_offsets()
+    assert await AIOKafkaConsumerThread._highwaters(thread, [changelog]) == {changelog: 4}

@@ -16,6 +16,7 @@ import structlog
 from faust.streams import _current_event
 from faust.types import TP
 
+from adapters.faust.recovery import restore_tables_from_broker_offsets
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.codec import decode
 from adapters.memory import InMemoryAnomalySink, InMemoryDeadLetterSink
@@ -101,6 +102,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory,
                elasticsearch: AsyncAnomalySink | None = None, metrics: Metrics | None = None,
                on_batch: Callable[[int, int], Awaitable[None]] | None = None) -> faust.App:
     """Build the worker app. The agent only decodes, calls the detect use case and publishes."""
+    restore_tables_from_broker_offsets()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap}",
