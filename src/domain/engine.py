@@ -97,11 +97,10 @@ class DetectionEngine:
         # Symbol by symbol (each in arrival order): a symbol's state then stays in cache while its trades
         # are judged, which is what keeps the cost per trade flat from one symbol to thousands.
         # Per-symbol results are the same in any interleaving; pooled detectors walk `arrival`.
-        rows_in = batch.trades
         order = group_by_code(batch.codes, len(batch.symbols)) if len(batch.symbols) > 1 else None
-        codes = batch.codes if order is None else batch.codes[order]
-        market = MarketBatch.of(rows_in, batch.symbols, codes, np.zeros(len(codes), bool), batch.pools,
-                                batch.pool_of_symbol[codes], index=order)
+        market = MarketBatch.of(batch.trades, batch.symbols, batch.codes, np.zeros(len(batch.codes), bool),
+                                batch.pools, batch.pool_of_symbol[batch.codes], order=order)
+        codes = market.slot
         verdict = self.guard.check(codes, market.ts, market.publisher, market.instrument, market.sequence,
                                    rows["guard"])
         refused = np.flatnonzero(verdict != ACCEPTED)

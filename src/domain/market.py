@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -11,21 +11,11 @@ from domain.model import Anomaly
 
 
 @dataclass(frozen=True, slots=True)
-class MarketBatch:
-    """Trades grouped by symbol (each symbol's in arrival order), as the columns detectors read.
+class TradeColumns:
+    """One column per trade attribute a detector reads, all in one order. Prices are float64 currency
+    units, sizes float64 shares, times int64 UTC nanoseconds; `slot` and `pool` are state rows."""
 
-    `slot[i]` is the row of trade i's symbol in the batch's state arrays (`symbols[slot[i]]` is its
-    name) and `pool[i]` the row of its model pool in the pool state arrays (`pools[pool[i]]`);
-    `arrival` lists the trades in the order they arrived (across symbols), for detectors whose state
-    spans symbols, and `rows[index[i]]` is trade i's original record. Prices are float64 currency
-    units, sizes float64 shares, times int64 UTC nanoseconds.
-    """
-
-    rows: np.ndarray
-    index: np.ndarray
-    symbols: tuple[str, ...]
     slot: np.ndarray
-    pools: tuple[int, ...]
     pool: np.ndarray
     ts: np.ndarray
     price: np.ndarray
@@ -36,41 +26,116 @@ class MarketBatch:
     instrument: np.ndarray
     sequence: np.ndarray
     side: np.ndarray
+
+    def take(self, picks: np.ndarray) -> TradeColumns:
+        """The trades `picks` selects (positions or a boolean mask), in that order."""
+        return TradeColumns(**{f.name: getattr(self, f.name)[picks] for f in fields(self)})
+
+
+@dataclass(frozen=True, slots=True)
+class MarketBatch:
+    """Trades grouped by symbol (each symbol's in arrival order), as the columns detectors read.
+
+    `slot[i]` is the row of trade i's symbol in the batch's state arrays (`symbols[slot[i]]` is its
+    name) and `pool[i]` the row of its model pool in the pool state arrays (`pools[pool[i]]`).
+    Detectors whose state spans symbols walk the trades in the order they arrived instead:
+    `arrived` holds the same columns in that order and `arrival[j]` is the j-th arrived trade's
+    position in the grouped columns. `rows[index[i]]` is trade i's original record.
+    """
+
+    rows: np.ndarray
+    index: np.ndarray
+    symbols: tuple[str, ...]
+    pools: tuple[int, ...]
+    columns: TradeColumns
+    arrived: TradeColumns
     arrival: np.ndarray
 
     @classmethod
     def of(cls, rows: np.ndarray, symbols: tuple[str, ...], slot: np.ndarray, auction: np.ndarray,
            pools: tuple[int, ...] = (0,), pool: np.ndarray | None = None,
-           index: np.ndarray | None = None) -> MarketBatch:
-        """`index` picks and orders the trades of `rows` (default: all, as they are), rows in arrival
-        order; `slot`, `auction` and `pool` are already in the order of `index`."""
-        n = len(rows) if index is None else len(index)
-        index = np.arange(n) if index is None else index
-        position = _positions(index, len(rows))
+           order: np.ndarray | None = None) -> MarketBatch:
+        """All of `rows` (in arrival order), grouped by `order` (a permutation of them; default: kept
+        as they are). `slot`, `auction` and `pool` are per row, in row order."""
+        n = len(rows)
         ts, price, log_price, size = np.empty(n, np.int64), np.empty(n), np.empty(n), np.empty(n)
         publisher, instrument = np.empty(n, np.uint16), np.empty(n, np.uint32)
         sequence, side = np.empty(n, np.uint64), np.empty(n, np.uint8)
-        _scatter(position, rows["ts_event"], rows["price"], rows["size"], rows["publisher_id"], rows["instrument_id"],
+        # The wide records are read once, front to back, into compact columns; grouping then gathers
+        # from those (small enough to stay in cache), never from the records.
+        _extract(rows["ts_event"], rows["price"], rows["size"], rows["publisher_id"], rows["instrument_id"],
                  rows["sequence"], rows["side"].view(np.uint8), ts, price, log_price, size, publisher, instrument,
                  sequence, side)
-        return cls(rows=rows, index=index, symbols=symbols, slot=slot.astype(np.int32, copy=False), pools=pools,
-                   pool=np.zeros(n, np.int32) if pool is None else pool.astype(np.int32, copy=False),
-                   ts=ts, price=price, log_price=log_price, size=size, auction=auction, publisher=publisher,
-                   instrument=instrument, sequence=sequence, side=side.view("S1"),
-                   arrival=position[position >= 0])
+        arrived = TradeColumns(slot=slot.astype(np.int32, copy=False),
+                               pool=np.zeros(n, np.int32) if pool is None else pool.astype(np.int32, copy=False),
+                               ts=ts, price=price, log_price=log_price, size=size, auction=auction,
+                               publisher=publisher, instrument=instrument, sequence=sequence, side=side.view("S1"))
+        if order is None:
+            index = np.arange(n)
+            return cls(rows, index, symbols, pools, arrived, arrived, index)
+        arrival = np.empty(n, np.int64)
+        arrival[order] = np.arange(n)
+        return cls(rows, order, symbols, pools, arrived.take(order), arrived, arrival)
 
     def select(self, keep: np.ndarray) -> MarketBatch:
-        """The trades where `keep` is true, in the same order."""
-        index = self.index[keep]
-        fields = {name: getattr(self, name)[keep] for name in _PER_TRADE}
-        position = _positions(index, len(self.rows))
-        return replace(self, index=index, arrival=position[position >= 0], **fields)
+        """The trades where `keep` (per grouped position) is true, in the same orders."""
+        kept_arrival = keep[self.arrival]
+        position = np.cumsum(keep) - 1  # new grouped position of each kept trade
+        return replace(self, index=self.index[keep], columns=self.columns.take(keep),
+                       arrived=self.arrived.take(kept_arrival), arrival=position[self.arrival[kept_arrival]])
 
     def with_auctions(self, auction: np.ndarray) -> MarketBatch:
-        return replace(self, auction=auction)
+        """`auction` per grouped position."""
+        return replace(self, columns=replace(self.columns, auction=auction),
+                       arrived=replace(self.arrived, auction=auction[self.arrival]))
 
     def __len__(self) -> int:
-        return len(self.ts)
+        return len(self.index)
+
+    # The grouped columns, as detectors read them.
+    @property
+    def slot(self) -> np.ndarray:
+        return self.columns.slot
+
+    @property
+    def pool(self) -> np.ndarray:
+        return self.columns.pool
+
+    @property
+    def ts(self) -> np.ndarray:
+        return self.columns.ts
+
+    @property
+    def price(self) -> np.ndarray:
+        return self.columns.price
+
+    @property
+    def log_price(self) -> np.ndarray:
+        return self.columns.log_price
+
+    @property
+    def size(self) -> np.ndarray:
+        return self.columns.size
+
+    @property
+    def auction(self) -> np.ndarray:
+        return self.columns.auction
+
+    @property
+    def publisher(self) -> np.ndarray:
+        return self.columns.publisher
+
+    @property
+    def instrument(self) -> np.ndarray:
+        return self.columns.instrument
+
+    @property
+    def sequence(self) -> np.ndarray:
+        return self.columns.sequence
+
+    @property
+    def side(self) -> np.ndarray:
+        return self.columns.side
 
     def trade(self, i: int) -> np.void:
         return self.rows[self.index[i]]
@@ -80,29 +145,12 @@ class MarketBatch:
         return Anomaly.of_trade(detector, self.trade(i), score, reason, details)
 
 
-_PER_TRADE = ("slot", "pool", "ts", "price", "log_price", "size", "auction", "publisher", "instrument", "sequence",
-              "side")
-
-
 @kernel
-def _scatter(position: np.ndarray, ts_in: np.ndarray, price_in: np.ndarray, size_in: np.ndarray,
-             pub_in: np.ndarray, inst_in: np.ndarray, seq_in: np.ndarray, side_in: np.ndarray, ts: np.ndarray,
-             price: np.ndarray, log_price: np.ndarray, size: np.ndarray, pub: np.ndarray, inst: np.ndarray,
-             seq: np.ndarray, side: np.ndarray) -> None:
-    """The columns detectors read, each record written to its place in the batch (`position[r]`, or
-    nowhere when negative). The wide records are read once, front to back, and only the compact
-    columns are written out of order: scattered reads of the records would miss the cache every time."""
-    for r in range(len(position)):
-        i = position[r]
-        if i >= 0:
-            ts[i], price[i], size[i] = ts_in[r], price_in[r], size_in[r]
-            log_price[i] = np.log(price_in[r])
-            pub[i], inst[i], seq[i], side[i] = pub_in[r], inst_in[r], seq_in[r], side_in[r]
-
-
-def _positions(index: np.ndarray, n_rows: int) -> np.ndarray:
-    """For each of `n_rows` rows (in arrival order), its position in `index`, or -1 if not picked; the
-    picked positions, read in row order, list the batch in arrival order."""
-    position = np.full(n_rows, -1, np.int64)
-    position[index] = np.arange(len(index))
-    return position
+def _extract(ts_in: np.ndarray, price_in: np.ndarray, size_in: np.ndarray, pub_in: np.ndarray, inst_in: np.ndarray,
+             seq_in: np.ndarray, side_in: np.ndarray, ts: np.ndarray, price: np.ndarray, log_price: np.ndarray,
+             size: np.ndarray, pub: np.ndarray, inst: np.ndarray, seq: np.ndarray, side: np.ndarray) -> None:
+    """The columns detectors read, out of the records, in one pass."""
+    for r in range(len(ts_in)):
+        ts[r], price[r], size[r] = ts_in[r], price_in[r], size_in[r]
+        log_price[r] = np.log(price_in[r])
+        pub[r], inst[r], seq[r], side[r] = pub_in[r], inst_in[r], seq_in[r], side_in[r]

@@ -10,14 +10,15 @@ from sklearn.ensemble import IsolationForest
 
 from domain.compiled import new_hits
 from domain.detectors import tails
+from domain.detectors.forest import CompiledForest
 from domain.detectors.histogram import growth_table
 from domain.detectors.base import odds, pct, qty, record
 from domain.market import MarketBatch
 from domain.state import copy_rows
 from domain.model import Anomaly
 
-MODEL_CACHE = 16
-HOT_FIELDS = ("totals", "weight", "bar", "seen", "last_log_price", "cut", "refreshed")  # fitted forests kept in memory (two per pool are in use at a time)
+MODEL_CACHE = 16  # fitted forests kept in memory (two per pool are in use at a time)
+HOT_FIELDS = ("totals", "weight", "bar", "seen", "last_log_price", "cut", "refreshed")  # read by every trade
 
 
 class IsolationForestDetector:
@@ -58,7 +59,7 @@ class IsolationForestDetector:
         self.seed = seed
         self.bar_ns = bar_ns
         self._growth = growth_table(half_life_bars, max_gap_bars)
-        self._models: OrderedDict[bytes, IsolationForest] = OrderedDict()
+        self._models: OrderedDict[bytes, CompiledForest] = OrderedDict()
         self.refits = 0
 
     def initial_state(self) -> np.ndarray:
@@ -76,22 +77,12 @@ class IsolationForestDetector:
         # The scalars every trade reads, as compact columns: this detector walks trades in arrival
         # order, and strided fields of a wide record would each cost a cache miss per trade.
         hot = {name: np.ascontiguousarray(st[name]) for name in HOT_FIELDS}
-        # The trade columns in arrival order, so the walk reads them front to back (a batch of one
-        # symbol is in arrival order already).
-        a = batch.arrival
-
-        def arriving(column: np.ndarray) -> np.ndarray:
-            return column if len(batch.symbols) == 1 else np.take(column, a)
-
-        slot, pool, ts, log_price = arriving(batch.slot), arriving(batch.pool), arriving(batch.ts), arriving(
-            batch.log_price)
-        size, auction = arriving(batch.size), arriving(batch.auction)
-        publisher, instrument, sequence = arriving(batch.publisher), arriving(batch.instrument), arriving(
-            batch.sequence)
+        a, tape = batch.arrival, batch.arrived  # the walk reads the trades as they arrived
         start, allow, k = 0, -1, 0
         while start < len(batch):
             stop, k = tails.scan(
-                start, allow, slot, pool, ts, log_price, size, auction, publisher, instrument, sequence,
+                start, allow, tape.slot, tape.pool, tape.ts, tape.log_price, tape.size, tape.auction,
+                tape.publisher, tape.instrument, tape.sequence,
                 st["size_hist"], st["move_hist"], hot["totals"], hot["weight"], hot["bar"], hot["seen"],
                 hot["last_log_price"], hot["cut"], st["tail"], hot["refreshed"],
                 ps["open_epoch"], ps["sealed_through"], ps["open_n"], ps["open_key"], ps["open_features"],
@@ -113,21 +104,23 @@ class IsolationForestDetector:
             mine = np.flatnonzero((pools == p) & (epochs == epoch))
             m = int(np.flatnonzero(ps["model_epoch"][p] == epoch)[0])
             sample = ps["model_features"][p, m, :ps["model_n"][p, m]]
-            scores = -self._model(batch.pools[p], epoch, sample).score_samples(detail[mine, :2])
+            scores = self._model(batch.pools[p], epoch, sample).scores(detail[mine, :2])
             for j, score in zip(mine.tolist(), scores.tolist()):
                 if score >= self.min_score:
                     found.append(self._anomaly(batch, int(hit[j]), score, detail[j], batch.pools[p], epoch))
         return found
 
-    def _model(self, pool: int, epoch: int, sample: np.ndarray) -> IsolationForest:
+    def _model(self, pool: int, epoch: int, sample: np.ndarray) -> CompiledForest:
         """The forest of a pooled sample: fitted once (deterministically: fixed seed, sample in key
-        order) and kept in a small cache, so a restart refits exactly the model it lost."""
+        order), its trees kept compiled (`domain.detectors.forest`) in a small cache, so a restart
+        refits exactly the model it lost."""
         key = hashlib.blake2b(np.ascontiguousarray(sample).tobytes(), digest_size=16,
                               person=f"{pool}:{epoch}".encode()[:16]).digest()
         forest = self._models.get(key)
         if forest is None:
-            forest = IsolationForest(n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(sample)),
-                                     random_state=self.seed).fit(sample.astype(np.float64))
+            forest = CompiledForest.of(IsolationForest(
+                n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(sample)),
+                random_state=self.seed).fit(sample.astype(np.float64)))
             self.refits += 1
             self._models[key] = forest
             while len(self._models) > MODEL_CACHE:
