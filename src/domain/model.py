@@ -158,6 +158,18 @@ class Anomaly:
             "details": dict(self.details),
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Anomaly:
+        """The inverse of `to_dict` (KeyError, TypeError or ValueError on anything else)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"an anomaly is a JSON object, not {type(d).__name__}")
+        return cls(id=str(d["id"]), detector=str(d["detector"]), symbol=str(d["symbol"]),
+                   ts_event=int(d["ts_event"]), price=float(d["price"]), size=int(d["size"]),
+                   score=float(d["score"]), severity=str(d["severity"]), reason=str(d["reason"]),
+                   publisher_id=int(d.get("publisher_id", 0)), instrument_id=int(d.get("instrument_id", 0)),
+                   sequence=int(d.get("sequence", 0)),
+                   details={str(k): float(v) for k, v in dict(d.get("details") or {}).items()})
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dependency_injector import containers, providers
 
 from adapters.files.jsonl import FanOutSink, JsonLinesAnomalySink, JsonLinesDeadLetterSink
@@ -15,6 +17,7 @@ from application.detect import DetectTrades
 from application.replay import Replay
 from domain.detectors import DETECTOR_NAMES, default_detectors
 from domain.engine import DetectionEngine
+from domain.errors import ConfigError
 
 DEFAULTS = {
     "thresholds": "",
@@ -44,17 +47,17 @@ def jsonl_or_none(cls: type, path: str | None) -> object | None:
     return cls(path) if path else None
 
 
-def async_elasticsearch_sink(settings: StreamingSettings) -> object | None:
-    """The worker's Elasticsearch sink, or None when no ELASTICSEARCH_URL is configured."""
+def indexer_sink(settings: StreamingSettings) -> object:
+    """The indexer's Elasticsearch sink: transient failures retried for as long as they last."""
     if not settings.elasticsearch_url:
-        return None
-    from adapters.elasticsearch import AsyncElasticsearchAnomalySink, ElasticsearchSettings, connect_async
+        raise ConfigError("the indexer needs ELASTICSEARCH_URL (e.g. http://127.0.0.1:9200)")
+    from adapters.elasticsearch import AsyncElasticsearchAnomalySink, ElasticsearchSettings, RetryPolicy, connect_async
 
     refresh = {"true": True, "false": False}.get(settings.elasticsearch_refresh, settings.elasticsearch_refresh)
     return AsyncElasticsearchAnomalySink(
         connect_async(ElasticsearchSettings.from_env(url=settings.elasticsearch_url)),
         index_prefix=settings.elasticsearch_index, refresh=refresh, replicas=settings.elasticsearch_replicas,
-        refresh_interval=settings.elasticsearch_refresh_interval)
+        refresh_interval=settings.elasticsearch_refresh_interval, retry=RetryPolicy(total=math.inf))
 
 
 class Container(containers.DeclarativeContainer):
@@ -98,10 +101,10 @@ class Container(containers.DeclarativeContainer):
                                  dead_letters=dead_letter_sink, metrics=metrics)
     replay = providers.Factory(Replay, detect=detect)
 
-    # Streaming (the worker): Kafka topics, the RocksDB table store and Elasticsearch from the
-    # environment; the table-backed state store and buffering sinks are made by the Faust app.
+    # Streaming (the worker and the indexer): Kafka topics, the RocksDB table store and Elasticsearch
+    # from the environment; the table-backed state store and buffering sinks are made by the Faust app.
     streaming = providers.Singleton(StreamingSettings.from_env)
-    elasticsearch_sink = providers.Singleton(async_elasticsearch_sink, streaming)
+    indexer_sink = providers.Singleton(indexer_sink, streaming)
     table_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.schema)
     table_pool_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.pool_schema)
     streaming_detect = providers.Factory(DetectTrades, engine=engine, metrics=metrics)

@@ -18,7 +18,6 @@ app = create_app(
     lambda symbols, pools, found, rejected: container.streaming_detect(
         states=container.table_state_store(table=symbols), pool_states=container.table_pool_state_store(table=pools),
         anomalies=found, dead_letters=rejected),
-    elasticsearch=container.elasticsearch_sink(),
     metrics=container.metrics(),
 )
 

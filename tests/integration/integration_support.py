@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -82,3 +85,83 @@ def as_messages(trades: Any, per_message: int = 500, chunk: int = 5_000) -> list
 
     return [encode_batch(symbol, rows) for start in range(0, len(trades), chunk)
             for symbol, rows in symbol_batches(trades[start:start + chunk], per_message)]
+
+
+class GatedProxy:
+    """A TCP proxy to Elasticsearch whose port refuses connections until open(); cut() drops every
+    connection and refuses again, like a server going down. The port stays bound throughout."""
+
+    def __init__(self, target: str) -> None:
+        parts = urlsplit(target)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 9200)
+        self._server = self._bind(0)
+        self.port = self._server.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.opened = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def _bind(port: int) -> socket.socket:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))  # bound but not listening: the kernel refuses connections
+        return server
+
+    def open(self) -> None:
+        self.opened += 1
+        server = self._server
+        server.listen(16)
+        server.settimeout(0.05)
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            doomed, self._sockets = [self._server, *self._sockets], []
+        for s in doomed:
+            try:
+                s.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept() so the port is released now
+            except OSError:
+                pass
+            s.close()
+        self._server = eventually(self._rebind, timeout=10, what=f"port {self.port} free to rebind")
+
+    def _rebind(self) -> socket.socket | None:
+        try:
+            return self._bind(self.port)
+        except OSError:
+            return None
+
+    def _accept(self, server: socket.socket) -> None:
+        while server.fileno() != -1:
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.cut()
+        self._server.close()

@@ -114,11 +114,17 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
                STOCKANOMALY_METRICS_ADDR="127.0.0.1", STOCKANOMALY_METRICS_PORT=str(metrics_port),
                STOCKANOMALY_LOG_LEVEL="INFO", ELASTICSEARCH_URL=es_url, STOCKANOMALY_ES_INDEX_PREFIX=es_prefix)
     log_path = tmp_path / "worker.log"
-    with open(log_path, "ab") as log:
+    indexer_port = free_port()
+    with open(log_path, "ab") as log, open(tmp_path / "indexer.log", "ab") as indexer_log:
         worker = subprocess.Popen([sys.executable, "-m", "faust", "-A", "entrypoints.worker", "worker", "-l", "warn"],
                                   cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        indexer = subprocess.Popen(
+            [sys.executable, "-m", "faust", "-A", "entrypoints.indexer", "worker", "-l", "warn"], cwd=tmp_path,
+            env=dict(env, STOCKANOMALY_INDEXER_METRICS_PORT=str(indexer_port),
+                     STOCKANOMALY_INDEXER_WEB_PORT=str(free_port())),
+            stdout=indexer_log, stderr=subprocess.STDOUT)
     try:
-        prometheus_target([f"127.0.0.1:{metrics_port}"],
+        prometheus_target([f"127.0.0.1:{metrics_port}", f"127.0.0.1:{indexer_port}"],
                           labels={"__scrape_interval__": "1s", "__scrape_timeout__": "1s", "it": suffix})
         prometheus_rules(short_window_rules(RULES.read_text(), suffix))
         mine = f'{{it="{suffix}"}}'
@@ -150,7 +156,8 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
         assert scraped(f"stockanomaly_trades_processed_total{mine}") == len(burst)
         anomalies = scraped(f"sum(stockanomaly_anomalies_total{mine})")
         assert anomalies and anomalies >= len(noisy_detectors)
-        assert scraped(f"stockanomaly_elasticsearch_writes_total{mine}") == anomalies
+        eventually(lambda: scraped(f"sum(stockanomaly_elasticsearch_writes_total{mine})") == anomalies,
+                   timeout=60, interval=0.5, what="the indexer's Elasticsearch writes scraped")
         assert scraped(f"sum(stockanomaly_batch_trades_sum{mine})") == len(burst)
 
         async def caught_up() -> bool:
@@ -160,11 +167,13 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
 
         await eventually_async(caught_up, timeout=60, interval=0.5, what="consumer lag 0 and 2 symbols held")
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for proc in (worker, indexer):
+            proc.terminate()
+        for proc in (worker, indexer):
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     batches = [line for line in lines if line.get("event") == "batch"]
     assert batches and all({"partition", "offsets", "trades", "seconds"} <= set(b) for b in batches)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,13 +15,14 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from adapters.kafka.codec import encode_batch
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
 from entrypoints.container import build_container
-from integration_support import as_messages, eventually_async, read_all
+from integration_support import GatedProxy, as_messages, eventually_async, read_all
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -50,7 +52,7 @@ class Stream:
         self.env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, STOCKANOMALY_APP_ID=f"it-worker-{suffix}",
                         STOCKANOMALY_TRADES_TOPIC=topics["trades"], STOCKANOMALY_ANOMALIES_TOPIC=topics["anomalies"],
                         STOCKANOMALY_DLQ_TOPIC=topics["dlq"], STOCKANOMALY_PARTITIONS=str(PARTITIONS),
-                        STOCKANOMALY_LOG_LEVEL="WARNING", ELASTICSEARCH_URL=es_url,
+                        STOCKANOMALY_LOG_LEVEL="INFO", ELASTICSEARCH_URL=es_url,
                         STOCKANOMALY_ES_INDEX_PREFIX=es_prefix,
                         # Several workers per host: each serves /metrics on a port of its own.
                         STOCKANOMALY_METRICS_ADDR="127.0.0.1", STOCKANOMALY_METRICS_PORT="0")
@@ -59,11 +61,41 @@ class Stream:
     def start_worker(self, name: str, port: int) -> subprocess.Popen:
         env = dict(self.env, STOCKANOMALY_DATA_DIR=str(self.workdir / f"{name}-data"),
                    STOCKANOMALY_WORKER_WEB_PORT=str(port))
+        return self._start("entrypoints.worker", name, env)
+
+    def start_indexer(self, port: int, es_url: str | None = None) -> subprocess.Popen:
+        env = dict(self.env, STOCKANOMALY_INDEXER_WEB_PORT=str(port), STOCKANOMALY_INDEXER_METRICS_PORT="0")
+        if es_url is not None:
+            env["ELASTICSEARCH_URL"] = es_url
+        return self._start("entrypoints.indexer", "indexer", env)
+
+    def _start(self, module: str, name: str, env: dict[str, str]) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, "-m", "faust", "-A", "entrypoints.worker", "worker", "-l", "warn"],
+        proc = subprocess.Popen([sys.executable, "-m", "faust", "-A", module, "worker", "-l", "warn"],
                                 cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(proc)
         return proc
+
+    async def offsets_committed_to_the_end(self) -> bool:
+        """Whether the workers' committed offsets of every trades partition reached its end offset."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topics["trades"], p) for p in range(PARTITIONS)]
+            ends = await consumer.end_offsets(tps)
+            committed = await admin.list_consumer_group_offsets(self.env["STOCKANOMALY_APP_ID"], partitions=tps)
+            self.committed = {tp.partition: (committed[tp].offset if tp in committed else None, ends[tp])
+                              for tp in tps}
+            # An empty partition has nothing to commit (the group then reports -1).
+            done = all(c == end or (end == 0 and c in (None, -1)) for c, end in self.committed.values())
+            if not done:
+                print(f"committed vs end offsets per partition: {self.committed}")  # shown if the wait fails
+            return done
+        finally:
+            await consumer.stop()
+            await admin.close()
 
     async def produce(self, pairs: list[tuple[bytes, bytes]]) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True)
@@ -90,6 +122,35 @@ class Stream:
         await eventually_async(complete, timeout=timeout, interval=1.0,
                                what=f"{len(expected)} anomalies (logs in {self.workdir})")
         return seen
+
+    async def wait_searchable(self, expected: set[str], timeout: float = 120) -> list[str]:
+        """Every id in Elasticsearch once the indexer has caught up with `expected`."""
+        found: list[str] = []
+
+        async def caught_up() -> bool:
+            found[:] = self.searchable_ids()
+            return set(found) >= expected
+
+        await eventually_async(caught_up, timeout=timeout, interval=1.0,
+                               what=f"{len(expected)} anomalies in Elasticsearch (logs in {self.workdir})")
+        return found
+
+    async def assert_all_processed_once(self, expected: set[str], offsets: bool = True) -> None:
+        """The anomalies topic (read committed) and Elasticsearch hold exactly `expected`, each once,
+        and (`offsets`) the workers' committed offsets reached the end of every trades partition."""
+        seen = await self.wait_for(expected)
+        twice = sorted({i for i in seen if seen.count(i) > 1})
+        extra = set(seen) - expected
+        if extra or twice:
+            records = await read_all(self.bootstrap, self.topics["anomalies"], partition_count=PARTITIONS,
+                                     isolation_level="read_committed")
+            detail = [(r.partition, r.offset, json.loads(r.value)) for r in records
+                      if json.loads(r.value)["id"] in extra | set(twice)]
+            raise AssertionError(f"not in the embedded run: {sorted(extra)}; written twice: {twice}; {detail}")
+        if offsets:
+            await eventually_async(self.offsets_committed_to_the_end, timeout=60, interval=1.0,
+                                   what="committed offsets at the end offsets")
+        assert sorted(await self.wait_searchable(expected)) == sorted(expected)
 
     def searchable_ids(self) -> list[str]:
         """Every anomaly document id in Elasticsearch (one per document: ids are unique per index)."""
@@ -124,11 +185,9 @@ async def stream(kafka_bootstrap, new_topic, suffix, tmp_path, es, es_url,  # ty
 @pytest.mark.asyncio
 async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, market, embedded_ids) -> None:
     stream.start_worker("w1", 16066)
+    stream.start_indexer(16166)
     await stream.produce(as_messages(market))
-    seen = await stream.wait_for(embedded_ids)
-    assert set(seen) == embedded_ids
-    assert len(seen) == len(set(seen))
-    assert sorted(stream.searchable_ids()) == sorted(embedded_ids)  # nothing published twice
+    await stream.assert_all_processed_once(embedded_ids)
 
 
 @pytest.mark.asyncio
@@ -136,6 +195,7 @@ async def test_worker_killed_mid_stream_resumes_without_loss_or_duplicates(strea
                                                                            embedded_ids) -> None:
     pairs = as_messages(market)
     first = stream.start_worker("w1", 16067)
+    stream.start_indexer(16167)
     await stream.produce(pairs[: len(pairs) // 2])
 
     async def some_output() -> bool:
@@ -146,10 +206,10 @@ async def test_worker_killed_mid_stream_resumes_without_loss_or_duplicates(strea
     first.wait(timeout=30)
     await stream.produce(pairs[len(pairs) // 2:])
     stream.start_worker("w1", 16067)  # same data directory, as a restarted container would have
-    seen = await stream.wait_for(embedded_ids)
-    assert set(seen) == embedded_ids
-    assert len(seen) == len(set(seen))
-    assert sorted(stream.searchable_ids()) == sorted(embedded_ids)
+    # Not yet asserted here: the group's committed offsets reaching the end. After a SIGKILL they
+    # sometimes stop a few messages past the restart point although every trade is processed
+    # (issue 9, open; see the session note).
+    await stream.assert_all_processed_once(embedded_ids, offsets=False)
 
 
 @pytest.mark.asyncio
@@ -157,6 +217,7 @@ async def test_two_workers_share_partitions_and_state_follows_the_partition(stre
                                                                           embedded_ids) -> None:
     pairs = as_messages(market)
     stream.start_worker("w1", 16068)
+    stream.start_indexer(16168)
     await stream.produce(pairs[: len(pairs) // 3])
 
     async def some_output() -> bool:
@@ -165,10 +226,7 @@ async def test_two_workers_share_partitions_and_state_follows_the_partition(stre
     await eventually_async(some_output, timeout=180, interval=1.0, what="first anomalies before the rebalance")
     stream.start_worker("w2", 16069)
     await stream.produce(pairs[len(pairs) // 3:])
-    seen = await stream.wait_for(embedded_ids)
-    assert set(seen) == embedded_ids
-    assert len(seen) == len(set(seen))
-    assert sorted(stream.searchable_ids()) == sorted(embedded_ids)
+    await stream.assert_all_processed_once(embedded_ids)
 
 
 def bad_records(like: np.ndarray) -> tuple[list[tuple[bytes | None, bytes]], set[str]]:
@@ -207,7 +265,9 @@ async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_pro
     stream.start_worker("w1", 16070)
     await stream.produce(bad + as_messages(market))
     seen = await stream.wait_for(embedded_ids)
-    assert set(seen) == embedded_ids
+    assert sorted(seen) == sorted(embedded_ids)
+    await eventually_async(stream.offsets_committed_to_the_end, timeout=60, interval=1.0,
+                           what="committed offsets at the end offsets")
     letters: list = []
 
     async def all_reasons() -> bool:
@@ -220,3 +280,42 @@ async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_pro
     raw = {r.value for r in letters}
     assert b"{not json" in raw  # the original bytes travel with the reason
 
+
+
+OUTAGE_SECONDS = 200  # longer than any retry budget a sink could have had
+
+
+@pytest.mark.asyncio
+async def test_an_elasticsearch_outage_stalls_only_the_indexer_and_loses_nothing(stream: Stream, market,
+                                                                                 embedded_ids, es_url) -> None:
+    gate = GatedProxy(es_url)
+    gate.open()
+    try:
+        pairs = as_messages(market)
+        stream.start_worker("w1", 16071)
+        stream.start_indexer(16171, es_url=gate.url)
+        await stream.produce(pairs[: len(pairs) // 4])
+
+        async def some_indexed() -> bool:
+            return len(stream.searchable_ids()) >= 1
+
+        await eventually_async(some_indexed, timeout=180, interval=1.0, what="first anomalies indexed")
+        gate.cut()
+        cut_at = asyncio.get_running_loop().time()
+        await stream.produce(pairs[len(pairs) // 4:])
+        # Elasticsearch unreachable: the worker still processes and commits everything.
+        seen = await stream.wait_for(embedded_ids)
+        assert sorted(seen) == sorted(embedded_ids)
+        await eventually_async(stream.offsets_committed_to_the_end, timeout=60, interval=1.0,
+                               what="worker offsets committed while Elasticsearch is down")
+        assert set(stream.searchable_ids()) < embedded_ids  # the rest waits for Elasticsearch
+
+        async def outage_over() -> bool:
+            return asyncio.get_running_loop().time() - cut_at >= OUTAGE_SECONDS
+
+        await eventually_async(outage_over, timeout=OUTAGE_SECONDS + 30, interval=5.0, what="the outage")
+        assert all(p.poll() is None for p in stream.workers), "worker or indexer died during the outage"
+        gate.open()
+        assert sorted(await stream.wait_searchable(embedded_ids, timeout=180)) == sorted(embedded_ids)
+    finally:
+        gate.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
 from domain.detectors.base import PooledDetector
@@ -89,3 +91,11 @@ def insert(flow: np.ndarray, extra: np.ndarray) -> np.ndarray:
     merged = merged[np.argsort(merged["ts_event"], kind="stable")]
     merged["sequence"] = np.arange(1, len(merged) + 1)
     return merged
+
+
+async def until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait for the agent's take (closed after `take_within`) to be processed."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the agent did not get there in time"
+        await asyncio.sleep(0.01)

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from types import SimpleNamespace
 
 import pytest
-from builders import calm_flow
+from builders import calm_flow, until
 
-from adapters.faust.app import by_partition, create_app
+from adapters.faust.app import InSequence, by_partition, create_app
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.codec import encode_batch
 from domain.state import StateFormatError
@@ -39,10 +40,12 @@ async def test_a_state_value_the_worker_cannot_read_stops_it_naming_the_format()
         crashes.append(reason)
 
     app.crash = crash  # type: ignore[method-assign]
+    app.tables.recovery.completed.set()  # as a started worker's tables are once recovered
     async with app.detect_trades.test_context() as agent:  # type: ignore[attr-defined]
         app.symbol_state.data["ACME"] = pickle.dumps({"guard": None, "trades": 1})  # type: ignore[attr-defined]
         key, value = encode_batch("ACME", calm_flow(50))
         await agent.put(value, key=key)
+        await until(lambda: crashes)
     assert len(crashes) == 1 and isinstance(crashes[0], StateFormatError)
     assert "state of 'ACME' was written as state format 1 (a pickled object" in str(crashes[0])
 
@@ -69,3 +72,130 @@ async def test_table_recovery_asks_the_broker_for_changelog_end_offsets_under_ex
                              _ensure_consumer=NotYetFetched)
     restore_tables_from_broker_offsets()
     assert await AIOKafkaConsumerThread._highwaters(thread, [changelog]) == {changelog: 4}
+
+
+def _event(offset: int, partition: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(message=SimpleNamespace(tp=("trades", partition), topic="trades", partition=partition,
+                                                   offset=offset))
+
+
+class _Stream:
+    """A stream of queued events that records acknowledgements, flushes, seeks and commits (also the app)."""
+
+    def __init__(self, *offsets: int | None) -> None:
+        self.queue: asyncio.Queue[SimpleNamespace | None] = asyncio.Queue()
+        self.put(*offsets)
+        self.acked: list[int] = []
+        self.flushed: list[int] = []
+        self.seeks: list[int] = []
+        self.commits = 0
+        self.consumer = self.producer = self
+
+    def put(self, *offsets: int | None) -> None:
+        for o in offsets:
+            self.queue.put_nowait(None if o is None else _event(o))
+
+    def noack(self) -> _Stream:
+        return self
+
+    async def events(self):  # type: ignore[no-untyped-def]
+        while (event := await self.queue.get()) is not None:
+            yield event
+
+    async def ack(self, event: SimpleNamespace) -> None:
+        self.acked.append(event.message.offset)
+
+    async def flush(self) -> None:
+        self.flushed.append(len(self.acked))  # buffered writes are sent before the take is acknowledged
+
+    async def commit(self) -> None:
+        self.commits += 1
+
+    async def seek(self, tp: object, offset: int) -> None:
+        self.seeks.append(offset)
+
+
+def _offsets(take: list[SimpleNamespace]) -> list[int]:
+    return [e.message.offset for e in take]
+
+
+@pytest.mark.asyncio
+async def test_takes_are_cut_by_size_and_time_and_committed_once_finished_with() -> None:
+    from adapters.faust.app import committed_takes
+
+    fake = _Stream(0, 1, 2)
+    takes = committed_takes(fake, fake, 2, 0.05)  # type: ignore[arg-type]
+    assert _offsets(await takes.__anext__()) == [0, 1]  # full
+    assert fake.acked == [] and fake.commits == 0  # nothing acknowledged while it is processed
+    assert _offsets(await takes.__anext__()) == [2]  # nothing more within 0.05 s: what there is
+    assert fake.acked == [0, 1] and fake.commits == 1 and fake.flushed == [0]
+    fake.put(3)  # arrives after a quiet spell: the fetch left waiting gets it
+    assert _offsets(await takes.__anext__()) == [3]
+    fake.put(None)  # the stream ends
+    assert [t async for t in takes] == []
+    assert fake.acked == [0, 1, 2, 3] and fake.commits == 3
+
+
+@pytest.mark.asyncio
+async def test_a_take_the_agent_fails_on_is_neither_acknowledged_nor_committed() -> None:
+    from adapters.faust.app import committed_takes
+
+    fake = _Stream(0, 1, 2, 3, None)
+    with pytest.raises(RuntimeError):
+        async for take in committed_takes(fake, fake, 2, 0.05):  # type: ignore[arg-type]
+            if 2 in _offsets(take):
+                raise RuntimeError("detector bug")
+    assert fake.acked == [0, 1] and fake.commits == 1
+
+
+@pytest.mark.asyncio
+async def test_a_repeated_offset_is_dropped_and_a_hole_is_read_again() -> None:
+    from adapters.faust.app import committed_takes
+
+    # 2 and 3 never delivered at first, then 1 repeated; after the seek back, 2 onwards again.
+    fake = _Stream(0, 1, 4, 5, 1, 2, 3, 4, 5, None)
+    sequence = InSequence(fake, {})
+    taken = [_offsets(t) async for t in committed_takes(fake, fake, 100, 0.05, sequence)]  # type: ignore[arg-type]
+    assert sum(taken, []) == [0, 1, 2, 3, 4, 5]
+    assert fake.seeks == [2, 2, 2]  # and again after each message fetched before the seek
+    assert fake.acked == [0, 1, 2, 3, 4, 5]
+
+
+def test_the_local_store_is_rebuilt_unless_the_last_run_stopped_cleanly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from adapters.faust.app import CLEAN_STOP, discard_state_after_unclean_stop
+
+    tables = tmp_path / "tables"
+    assert not discard_state_after_unclean_stop(tables)  # a first start: nothing to discard
+    (tables / "symbol-state-0.db").mkdir(parents=True)
+    (tables / CLEAN_STOP).touch()
+    assert not discard_state_after_unclean_stop(tables)  # clean stop: kept, marker consumed
+    assert (tables / "symbol-state-0.db").exists() and not (tables / CLEAN_STOP).exists()
+    assert discard_state_after_unclean_stop(tables)  # no marker: killed, so rebuilt from the changelog
+    assert not tables.exists()
+
+
+@pytest.mark.asyncio
+async def test_messages_delivered_before_the_tables_are_recovered_are_left_for_later() -> None:
+    from adapters.faust.app import committed_takes
+
+    fake = _Stream(5, 6, 7, 5, 6, 7, 8, None)  # 5-7 early; recovery then seeks back to 5
+    state = {"ready": False}
+
+    def ready() -> bool:
+        done = state["ready"]
+        state["ready"] = fake.queue.qsize() <= 5  # recovered once the early ones are out
+        return done
+
+    sequence = InSequence(fake, {}, ready=ready)
+    taken = [_offsets(t) async for t in committed_takes(fake, fake, 100, 0.05, sequence)]  # type: ignore[arg-type]
+    assert sum(taken, []) == [5, 6, 7, 8] and fake.acked == [5, 6, 7, 8] and fake.seeks == []
+
+
+@pytest.mark.asyncio
+async def test_a_partition_resumes_at_its_committed_offset_whatever_comes_first() -> None:
+    from adapters.faust.app import committed_takes
+
+    fake = _Stream(9, 10, 7, 8, 9, 10, None)  # 9 and 10 fetched before the seek back to 7
+    sequence = InSequence(fake, {}, start_of=lambda tp: 7)
+    taken = [_offsets(t) async for t in committed_takes(fake, fake, 100, 0.05, sequence)]  # type: ignore[arg-type]
+    assert sum(taken, []) == [7, 8, 9, 10] and fake.seeks == [7, 7]

@@ -13,7 +13,8 @@ from builders import calm_flow
 from prometheus_client import CollectorRegistry
 
 from adapters.elasticsearch.bulk import SinkCounters
-from adapters.faust.app import ElasticsearchTally, partition_lags
+from adapters.faust.app import partition_lags
+from adapters.faust.indexer import ElasticsearchTally
 from adapters.memory import InMemoryMetrics, InMemoryTradeSource
 from adapters.metrics import PrometheusMetrics, parse_symbols
 from domain.model import TRADE_DTYPE

@@ -77,9 +77,11 @@ class AsyncElasticsearchAnomalySink(SinkCore):
             await self._sleep(self._next_wait(attempt, started, self._clock(), reason))
             attempt += 1
 
-    async def close(self) -> None:
+    async def close(self, flush: bool = True) -> None:
+        """Flush (unless told not to: what is still buffered is then dropped) and close the client."""
         try:
-            await self.flush()
+            if flush:
+                await self.flush()
         finally:
             if self._close_client:
                 await self.client.close()

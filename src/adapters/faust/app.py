@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import time
 import weakref
 from contextlib import contextmanager
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
 import faust
 import numpy as np
@@ -21,37 +24,41 @@ from adapters.faust.settings import StreamingSettings
 from adapters.kafka.codec import decode
 from adapters.memory import InMemoryAnomalySink, InMemoryDeadLetterSink
 from application.detect import DetectTrades
-from domain.model import Anomaly, DeadLetter
+from domain.model import DeadLetter
 from domain.state import StateFormatError
 from domain.ports import Metrics
 
 log = structlog.get_logger()
 
 GAUGE_REFRESH_SECONDS = 5.0  # how often consumer lag and held state are re-read for the gauges
+NEVER = 10 * 365 * 86_400.0  # seconds: a Faust timer that must not fire
 
 
-class AsyncAnomalySink(Protocol):
-    async def publish(self, anomalies: Sequence[Anomaly]) -> None: ...
-
-    async def flush(self) -> None: ...
+CLEAN_STOP = "clean-stop"  # marker file in the table directory: the local state matches the last commit
 
 
-class ElasticsearchTally:
-    """Turns a sink's running totals (`counters`: written/retries/failed) into per-flush increments."""
+def discard_state_after_unclean_stop(tabledir: Path) -> bool:
+    """Remove the local table store unless the last run stopped cleanly; True when removed.
 
-    def __init__(self, sink: object, metrics: Metrics) -> None:
-        self.sink, self.metrics = sink, metrics
-        self.seen = (0, 0, 0)
+    Faust writes table values to RocksDB as they are set, not when their transaction commits. A
+    worker killed mid-take leaves RocksDB holding state of trades whose transaction was aborted,
+    and recovery from the changelog only overwrites keys that have committed records after the
+    stored offset: the rest would stay ahead of the committed offsets and judge the replayed
+    trades a second time. Without the marker of a clean stop, the store is rebuilt from the
+    changelog (read committed, so exactly the committed state).
+    """
+    marker = tabledir / CLEAN_STOP
+    if marker.exists():
+        marker.unlink()  # a crash from here on must not find it
+        return False
+    if tabledir.exists():
+        shutil.rmtree(tabledir)
+        return True
+    return False
 
-    def report(self) -> None:
-        counters = getattr(self.sink, "counters", None)
-        if counters is None:
-            return
-        now = (counters.written, counters.retries, counters.failed)
-        written, retries, failed = (n - s for n, s in zip(now, self.seen))
-        self.seen = now
-        if written or retries or failed:
-            self.metrics.elasticsearch_bulk(written, retries, failed)
+
+class StopWorker(Exception):
+    """The worker has been told to stop (app.crash): the take in hand is left unacknowledged."""
 
 
 def partition_lags(highwater: Callable[[TP], int | None], owned: Iterable[TP],
@@ -84,6 +91,103 @@ def by_partition(events: Sequence[Any]) -> list[tuple[int, list[Any]]]:
     return sorted(groups.items())
 
 
+class InSequence:
+    """Decides which delivered messages to judge: each partition's offsets one after another, from
+    where it resumes (`start_of(tp)`, its committed offset, when known).
+
+    The consumer was measured, right after a restart's recovery, to hand over a partition with a
+    hole in it (offsets never delivered) and later to repeat an offset already taken; messages
+    fetched before recovery's seek back to the committed offsets can also still be queued. A
+    repeat is dropped; a hole makes the consumer seek back to it, and everything else of that
+    partition is dropped until it comes. Messages delivered while `ready()` is false (tables
+    recovering) are dropped too: recovery ends with that seek, so they come again. Dropped
+    messages are never acknowledged, so never committed. `positions` (next offset per
+    partition) is the caller's, to forget a partition when it is revoked.
+    """
+
+    def __init__(self, consumer: Any, positions: dict[Any, int], ready: Callable[[], bool] | None = None,
+                 start_of: Callable[[Any], int | None] | None = None) -> None:
+        self.consumer, self.positions, self.ready, self.start_of = consumer, positions, ready, start_of
+        self.rewinding: set[Any] = set()
+
+    async def admit(self, m: Any) -> bool:
+        if self.ready is not None and not self.ready():
+            self.positions.clear()
+            self.rewinding.clear()
+            return False
+        expected = self.positions.get(m.tp)
+        if expected is None and self.start_of is not None:
+            expected = self.start_of(m.tp)
+        if expected is None or m.offset == expected:
+            self.rewinding.discard(m.tp)
+            self.positions[m.tp] = m.offset + 1
+            return True
+        where = f"{m.topic}[{m.partition}]"
+        if m.tp in self.rewinding:
+            # Fetched before the seek: Faust moved its read offset past it and would drop the
+            # messages the seek brings back. Seek again, after it.
+            await self.consumer.seek(m.tp, expected)
+        elif m.offset > expected:
+            log.warning("consumer_skipped_offsets", tp=where, first=expected, last=m.offset - 1,
+                        action="seeking back")
+            self.rewinding.add(m.tp)
+            await self.consumer.seek(m.tp, expected)
+        else:
+            log.info("consumer_repeated_offset", tp=where, offset=m.offset, expected=expected)
+        return False
+
+
+async def committed_takes(app: faust.App, stream: Any, max_messages: int, within: float,
+                          sequence: InSequence | None = None,
+                          on_committed: Callable[[], None] | None = None) -> AsyncIterator[list[Any]]:
+    """Takes of up to `max_messages` messages (waiting up to `within` seconds for more), each
+    acknowledged and committed only when the caller asks for the next one, i.e. once it has
+    finished with it. A caller that raises leaves its take unacknowledged: nothing of it commits.
+
+    Faust's own `take_events` acknowledges a take even when the agent raises (in a `finally`), and
+    both it and `noack_take` pair each value with the stream's "current event" after awaiting: we
+    measured takes that skipped messages (never acknowledged, so the commit stalled there and
+    their trades were never judged) and repeated others. Here the events come straight from the
+    stream, one `__anext__` at a time (admitted by `sequence`), and a fetch still waiting when a
+    take closes is kept for the next take rather than cancelled (cancelling would end the stream).
+    """
+    manual = stream.noack()
+    events = manual.events().__aiter__()
+    pending: asyncio.Future[Any] | None = None
+    loop = asyncio.get_running_loop()
+    while True:
+        take: list[Any] = []
+        deadline: float | None = None
+        while len(take) < max_messages:
+            if pending is None:
+                pending = asyncio.ensure_future(events.__anext__())
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            done, _ = await asyncio.wait({pending}, timeout=timeout)
+            if not done:
+                break  # `within` passed since the take's first message: hand over what there is
+            fetched, pending = pending, None
+            try:
+                event = fetched.result()
+            except StopAsyncIteration:
+                if take:
+                    break
+                return
+            if sequence is not None and not await sequence.admit(event.message):
+                continue
+            take.append(event)
+            if deadline is None:
+                deadline = loop.time() + within
+        yield take
+        # Table writes are buffered (`send_soon`): send them now, into this take's transactions, or
+        # the commit below would carry the take's offsets while its state went into the next one.
+        await app.producer.flush()
+        for event in take:
+            await manual.ack(event)
+        await app.consumer.commit()
+        if on_committed is not None:
+            on_committed()
+
+
 @contextmanager
 def acting_as(event: Any) -> Iterator[None]:
     """Make `event` Faust's current event, so table writes go to its partition's changelog and store.
@@ -98,10 +202,18 @@ def acting_as(event: Any) -> Iterator[None]:
         _current_event.reset(token)
 
 
-def create_app(settings: StreamingSettings, make_detect: DetectFactory,
-               elasticsearch: AsyncAnomalySink | None = None, metrics: Metrics | None = None,
+def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics: Metrics | None = None,
                on_batch: Callable[[int, int], Awaitable[None]] | None = None) -> faust.App:
-    """Build the worker app. The agent only decodes, calls the detect use case and publishes."""
+    """Build the worker app. The agent only decodes, calls the detect use case and publishes.
+
+    The commit boundary is the take: a take's messages are acknowledged only after every output of
+    theirs (anomalies, dead letters, state changelog) has been handed to the partition's transaction,
+    and then committed at once with their offsets. Faust's own commit triggers (a timer, and every N
+    messages fetched) are turned off: either could commit a transaction halfway through a take,
+    with some of its outputs and none of its offsets, and a restart would then write those outputs
+    again. A take that fails is never acknowledged: the worker stops, and its successor starts over
+    from the last commit (the open transaction is aborted when the successor fences it).
+    """
     restore_tables_from_broker_offsets()
     app = faust.App(
         settings.app_id,
@@ -116,11 +228,19 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory,
         web_port=settings.web_port,
         web_bind="127.0.0.1",
         table_standby_replicas=0,
+        broker_commit_interval=NEVER,
+        broker_commit_every=2**62,
         # Every topic here carries bytes the codec (trades) or JSON (anomalies) owns, and table
         # values are encoded state records (domain.state): Faust passes them through untouched.
         key_serializer="raw",
         value_serializer="raw",
     )
+    local_store = settings.store.startswith("rocksdb")
+    if local_store and discard_state_after_unclean_stop(Path(app.conf.tabledir)):
+        log.warning("state_store_discarded", reason="the last run did not stop cleanly",
+                    tabledir=str(app.conf.tabledir), action="restoring every table from its changelog")
+    taking = False  # a take is being processed: its state writes may be ahead of the last commit
+    stopped_by_error = False
     trades = app.topic(settings.trades_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
     anomalies = app.topic(settings.anomalies_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -143,12 +263,54 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory,
         # Several messages per detect call: the per-call cost of the engine is paid once per
         # take, not once per message. Grouped by partition so each symbol's state is written to
         # the changelog partition its trades came from.
-        async for events in stream.take_events(settings.take_max, within=settings.take_within):
-            for partition, group in by_partition(events):
-                await process(partition, group)
+        nonlocal taking, stopped_by_error
+        sequence = InSequence(app.consumer, positions, ready=recovered, start_of=committed_offset)
+        async for events in committed_takes(app, stream, settings.take_max, settings.take_within, sequence,
+                                            on_committed=finished):
+            taking = True
+            try:
+                for partition, group in by_partition(events):
+                    await process(partition, group)
+            except StopWorker:
+                stopped_by_error = True
+                return
+            except Exception as exc:  # noqa: BLE001 - whatever it was, this take must not be committed
+                stopped_by_error = True
+                log.error("take_failed", messages=len(events), error=f"{type(exc).__name__}: {exc}")
+                await app.crash(exc)
+                return
+
+    def finished() -> None:
+        nonlocal taking
+        taking = False
+
+    positions: dict[Any, int] = {}  # trades partition -> next offset expected in the stream
+
+    def committed_offset(tp: Any) -> int | None:
+        # Faust keeps the offsets it sought to (and committed since); None: nothing committed yet.
+        offset = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        return int(offset) if offset is not None and offset >= 0 else None
+
+    def recovered() -> bool:
+        recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager has it; its type does not say
+        return bool(recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
+
+    @app.on_partitions_revoked.connect
+    async def forget_positions(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Whoever gets the partition next starts from its committed offset, maybe this worker again.
+        revoked = args[0] if args else kwargs.get("revoked", ())
+        for tp in revoked:
+            positions.pop(tp, None)
+
+    if local_store:
+        @app.on_before_shutdown.connect
+        async def mark_clean_stop(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            # Sent after the consumer stopped and committed; only then does the store match it.
+            if not taking and not stopped_by_error:
+                Path(app.conf.tabledir).mkdir(parents=True, exist_ok=True)
+                (Path(app.conf.tabledir) / CLEAN_STOP).touch()
 
     processed: dict[int, int] = {}  # trades partition -> last offset processed here
-    tally = ElasticsearchTally(elasticsearch, metrics) if elasticsearch is not None and metrics is not None else None
 
     async def process(partition: int, group: list[Any]) -> None:
         first, last = group[0].message, group[-1].message
@@ -174,19 +336,12 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory,
                 # the worker with one line that says which state and which format.
                 log.error("state_unreadable", error=str(exc))
                 await app.crash(exc)
-                return
+                raise StopWorker from exc
         out, found.anomalies = found.anomalies, []
         dead, rejected.dead_letters = rejected.dead_letters, []
         for a in out:
             await anomalies.send(key=a.symbol.encode(), value=json.dumps(a.to_dict()).encode())
             log.info("anomaly", symbol=a.symbol, detector=a.detector, score=a.score, id=a.id, reason=a.reason)
-        if elasticsearch is not None and out:
-            # Written (idempotently: ids are the anomaly ids) before the offsets commit: a crash
-            # before the commit replays the batch and overwrites the same documents.
-            await elasticsearch.publish(out)
-            await elasticsearch.flush()
-            if tally is not None:
-                tally.report()
         for d in dead:
             d = d if d.origin else replace(d, origin=origin)
             await dlq.send(key=last.key, value=d.raw or d.detail.encode(), headers=dead_letter_headers(d))

@@ -22,6 +22,7 @@ class StreamingSettings:
     elasticsearch_replicas: int = 1
     elasticsearch_refresh_interval: str = "100ms"  # how soon a written anomaly is searchable
     web_port: int = 6066
+    indexer_web_port: int = 6067
     # exactly_once: changelog writes, outputs and offsets commit together (see README); the
     # at_least_once alternative can lose an anomaly whose state was saved just before a crash.
     processing_guarantee: str = "exactly_once"
@@ -47,6 +48,7 @@ class StreamingSettings:
             elasticsearch_refresh_interval=e.get("STOCKANOMALY_ES_REFRESH_INTERVAL", d.elasticsearch_refresh_interval),
             elasticsearch_replicas=int(e.get("STOCKANOMALY_ES_REPLICAS", d.elasticsearch_replicas)),
             web_port=int(e.get("STOCKANOMALY_WORKER_WEB_PORT", d.web_port)),
+            indexer_web_port=int(e.get("STOCKANOMALY_INDEXER_WEB_PORT", d.indexer_web_port)),
             processing_guarantee=e.get("STOCKANOMALY_PROCESSING_GUARANTEE", d.processing_guarantee),
             take_max=int(e.get("STOCKANOMALY_TAKE_MAX", d.take_max)),
             take_within=float(e.get("STOCKANOMALY_TAKE_WITHIN", d.take_within)),

@@ -1,0 +1,30 @@
+"""The indexer: `faust -A entrypoints.indexer worker`, the anomalies topic into Elasticsearch.
+
+Its own process, next to the workers: an Elasticsearch outage then stalls only this, and the
+workers' commits never wait on Elasticsearch. Serves Prometheus metrics on
+STOCKANOMALY_INDEXER_METRICS_PORT (default 9101).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from adapters.faust.indexer import create_indexer_app
+from entrypoints.container import build_container
+from entrypoints.logging_setup import configure_logging
+from domain.errors import ConfigError
+
+configure_logging(os.environ.get("STOCKANOMALY_LOG_LEVEL", "INFO"))
+container = build_container(metrics="prometheus",
+                            metrics_port=os.environ.get("STOCKANOMALY_INDEXER_METRICS_PORT", "9101"))
+try:
+    sink = container.indexer_sink()
+except ConfigError as exc:
+    sys.exit(f"stockanomaly indexer: {exc}")
+app = create_indexer_app(container.streaming(), sink, container.metrics())  # type: ignore[arg-type]
+
+
+@app.task
+async def serve_metrics() -> None:
+    container.metrics_server().start()

@@ -1,0 +1,86 @@
+"""The indexer agent: anomalies from the topic into the sink, bad records dead-lettered, a refusal stops it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from builders import until
+
+from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
+from adapters.faust.indexer import create_indexer_app, decode_anomaly
+from adapters.faust.settings import StreamingSettings
+from adapters.memory import InMemoryMetrics
+from domain.model import Anomaly, DeadLetter
+
+ANOMALY = Anomaly(id="a1", detector="high_volume", symbol="NVDA", ts_event=1_746_450_000_000_000_000, price=113.5,
+                  size=120_000, score=45.2, severity="high", reason="size 120,000 is 45.2x NVDA's p99.9 of 2,656",
+                  publisher_id=2, instrument_id=11667, sequence=42, details={"threshold": 2656.0})
+
+
+class FakeSink:
+    def __init__(self, refuse: Exception | None = None, reject: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.counters = SinkCounters()
+        self.buffered: list[Anomaly] = []
+        self.written: list[Anomaly] = []
+        self.failed: list[FailedAnomaly] = []
+        self.refuse, self.reject = refuse, reject
+        self.closed = False
+
+    async def publish(self, anomalies):  # type: ignore[no-untyped-def]
+        self.buffered += anomalies
+
+    async def flush(self) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        for a in self.buffered:
+            if a.id in self.reject:
+                self.failed.append(FailedAnomaly(a, 400, "mapper_parsing_exception"))
+                self.counters.failed += 1
+            else:
+                self.written.append(a)
+                self.counters.written += 1
+        self.buffered = []
+
+    def drain_failed(self) -> list[FailedAnomaly]:
+        failed, self.failed = self.failed, []
+        return failed
+
+    async def close(self, flush: bool = True) -> None:
+        self.closed = True
+
+
+def test_an_anomaly_survives_the_topic_round_trip() -> None:
+    assert decode_anomaly(json.dumps(ANOMALY.to_dict()).encode(), "anomalies[0]@1") == ANOMALY
+    for bad in (b"{not json", b"[]", json.dumps({"id": "x"}).encode(), None):
+        letter = decode_anomaly(bad, "anomalies[0]@7")
+        assert isinstance(letter, DeadLetter) and letter.reason == "bad_anomaly"
+        assert letter.origin == "anomalies[0]@7" and letter.raw == (bad or b"")
+
+
+@pytest.mark.asyncio
+async def test_the_indexer_writes_anomalies_and_counts_what_elasticsearch_said() -> None:
+    sink, metrics = FakeSink(), InMemoryMetrics()
+    app = create_indexer_app(StreamingSettings(app_id="unit-indexer"), sink, metrics)  # type: ignore[arg-type]
+    async with app.index_anomalies.test_context() as agent:  # type: ignore[attr-defined]
+        await agent.put(json.dumps(ANOMALY.to_dict()).encode(), key=b"NVDA")
+        await until(lambda: sink.written)
+    assert sink.written == [ANOMALY]
+    assert metrics.elasticsearch["written"] == 1
+
+
+@pytest.mark.asyncio
+async def test_a_refusal_retrying_cannot_fix_stops_the_indexer_without_committing() -> None:
+    sink = FakeSink(refuse=PermissionError("HTTP 403: no privilege to write"))
+    app = create_indexer_app(StreamingSettings(app_id="unit-indexer-refused"), sink)  # type: ignore[arg-type]
+    crashes: list[BaseException] = []
+
+    async def crash(reason: BaseException) -> None:
+        crashes.append(reason)
+
+    app.crash = crash  # type: ignore[method-assign]
+    async with app.index_anomalies.test_context() as agent:  # type: ignore[attr-defined]
+        await agent.put(json.dumps(ANOMALY.to_dict()).encode(), key=b"NVDA")
+        await until(lambda: crashes)
+    assert len(crashes) == 1 and "403" in str(crashes[0])
+    assert sink.written == []
