@@ -7,7 +7,7 @@ import struct
 import numpy as np
 
 from adapters.kafka.json_trades import decode_json
-from adapters.kafka.keys import BAD_ENCODING, symbol_of
+from adapters.kafka.keys import BAD_ENCODING, EMPTY_BATCH, symbol_of
 from domain.model import TRADE_DTYPE, DeadLetter
 
 # One message is one symbol's trades in event-time order: key = symbol (utf-8); value = b"STB1",
@@ -70,6 +70,8 @@ def _decode_binary(key: bytes | None, raw: bytes, origin: str) -> tuple[np.ndarr
     if body // WIRE_DTYPE.itemsize != count:
         detail = f"count mismatch: header says {count} trades, body holds {body // WIRE_DTYPE.itemsize}"
         return _nothing(DeadLetter(BAD_ENCODING, detail, origin, raw))
+    if count == 0:
+        return _nothing(DeadLetter(EMPTY_BATCH, "a batch of 0 trades", origin, raw))
     symbol, problem = symbol_of(key)
     if problem is not None:
         reason, detail = problem

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.kafka.keys import BAD_FIELD, BAD_JSON, MISSING_FIELD, check_symbol, symbol_of
+from adapters.kafka.keys import BAD_FIELD, BAD_JSON, EMPTY_BATCH, MISSING_FIELD, check_symbol, symbol_of
 from domain.model import TRADE_DTYPE, DeadLetter
 
 REQUIRED = ("ts_event", "price", "size")
@@ -35,6 +35,8 @@ def decode_json(key: bytes | None, raw: bytes, origin: str) -> tuple[np.ndarray,
         return np.empty(0, TRADE_DTYPE), [DeadLetter(BAD_JSON, f"not JSON: {exc}", origin, raw)]
     single = not isinstance(doc, list)
     items = [doc] if single else doc
+    if not items:  # a message that says nothing is still a message: counted, not silently gone
+        return np.empty(0, TRADE_DTYPE), [DeadLetter(EMPTY_BATCH, "an empty list of trades", origin, raw)]
     key_symbol, _ = symbol_of(key)
     rows: list[tuple[Any, ...]] = []
     letters: list[DeadLetter] = []

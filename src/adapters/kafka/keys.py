@@ -12,6 +12,7 @@ BAD_ENCODING = "bad_encoding"  # wrong magic, truncated, count mismatch, undecod
 MISSING_FIELD = "missing_field"
 MISSING_KEY = "missing_key"    # a binary batch without the symbol as its key
 BAD_FIELD = "bad_field"        # a JSON field of the wrong type or out of range
+EMPTY_BATCH = "empty_batch"    # a message that holds no trade at all (`[]`, a binary batch of 0)
 
 SYMBOL_CHARS = TRADE_DTYPE["symbol"].itemsize // 4
 

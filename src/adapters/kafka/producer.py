@@ -117,6 +117,8 @@ class KafkaTradePublisher:
             await admin.close()
 
     async def publish(self, symbol: str, trades: np.ndarray) -> int:
+        if not len(trades):
+            return 0  # a message of no trades would be an `empty_batch` dead letter
         key, value = encode_batch(symbol, trades)
         await self._send(self.topic, key=key, value=value)
         return len(value)
