@@ -62,6 +62,7 @@ def test_an_anomaly_survives_the_topic_round_trip() -> None:
 async def test_the_indexer_writes_anomalies_and_counts_what_elasticsearch_said() -> None:
     sink, metrics = FakeSink(), InMemoryMetrics()
     app = create_indexer_app(StreamingSettings(app_id="unit-indexer"), sink, metrics)  # type: ignore[arg-type]
+    app.tables.recovery.completed.set()  # as a started app's are once recovered
     async with app.index_anomalies.test_context() as agent:  # type: ignore[attr-defined]
         await agent.put(json.dumps(ANOMALY.to_dict()).encode(), key=b"NVDA")
         await until(lambda: sink.written)
@@ -79,6 +80,7 @@ async def test_a_refusal_retrying_cannot_fix_stops_the_indexer_without_committin
         crashes.append(reason)
 
     app.crash = crash  # type: ignore[method-assign]
+    app.tables.recovery.completed.set()  # as a started app's are once recovered
     async with app.index_anomalies.test_context() as agent:  # type: ignore[attr-defined]
         await agent.put(json.dumps(ANOMALY.to_dict()).encode(), key=b"NVDA")
         await until(lambda: crashes)

@@ -137,6 +137,34 @@ class InSequence:
         return False
 
 
+def tracked_positions(app: faust.App) -> dict[Any, int]:
+    """The next offset expected per partition, for `InSequence`; a revoked partition is forgotten
+    (whoever gets it next, maybe this worker again, starts from its committed offset)."""
+    positions: dict[Any, int] = {}
+
+    @app.on_partitions_revoked.connect
+    async def forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        for tp in args[0] if args else kwargs.get("revoked", ()):
+            positions.pop(tp, None)
+
+    return positions
+
+
+def in_sequence(app: faust.App, positions: dict[Any, int]) -> InSequence:
+    """`InSequence` for a running app: ready once its tables are recovered and no rebalance is on,
+    each partition resuming at the offset Faust sought to (its committed offset)."""
+
+    def committed_offset(tp: Any) -> int | None:
+        offset = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        return int(offset) if offset is not None and offset >= 0 else None
+
+    def recovered() -> bool:
+        recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager has it; its type does not say
+        return bool(recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
+
+    return InSequence(app.consumer, positions, ready=recovered, start_of=committed_offset)
+
+
 async def committed_takes(app: faust.App, stream: Any, max_messages: int, within: float,
                           sequence: InSequence | None = None,
                           on_committed: Callable[[], None] | None = None) -> AsyncIterator[list[Any]]:
@@ -240,6 +268,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         log.warning("state_store_discarded", reason="the last run did not stop cleanly",
                     tabledir=str(app.conf.tabledir), action="restoring every table from its changelog")
     taking = False  # a take is being processed: its state writes may be ahead of the last commit
+    positions = tracked_positions(app)
     stopped_by_error = False
     trades = app.topic(settings.trades_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
@@ -264,8 +293,8 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         # take, not once per message. Grouped by partition so each symbol's state is written to
         # the changelog partition its trades came from.
         nonlocal taking, stopped_by_error
-        sequence = InSequence(app.consumer, positions, ready=recovered, start_of=committed_offset)
-        async for events in committed_takes(app, stream, settings.take_max, settings.take_within, sequence,
+        async for events in committed_takes(app, stream, settings.take_max, settings.take_within,
+                                            in_sequence(app, positions),
                                             on_committed=finished):
             taking = True
             try:
@@ -283,24 +312,6 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     def finished() -> None:
         nonlocal taking
         taking = False
-
-    positions: dict[Any, int] = {}  # trades partition -> next offset expected in the stream
-
-    def committed_offset(tp: Any) -> int | None:
-        # Faust keeps the offsets it sought to (and committed since); None: nothing committed yet.
-        offset = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
-        return int(offset) if offset is not None and offset >= 0 else None
-
-    def recovered() -> bool:
-        recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager has it; its type does not say
-        return bool(recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
-
-    @app.on_partitions_revoked.connect
-    async def forget_positions(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Whoever gets the partition next starts from its committed offset, maybe this worker again.
-        revoked = args[0] if args else kwargs.get("revoked", ())
-        for tp in revoked:
-            positions.pop(tp, None)
 
     if local_store:
         @app.on_before_shutdown.connect

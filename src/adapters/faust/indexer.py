@@ -18,7 +18,8 @@ import faust
 import structlog
 
 from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
-from adapters.faust.app import GAUGE_REFRESH_SECONDS, NEVER, acting_as, committed_takes, dead_letter_headers
+from adapters.faust.app import (GAUGE_REFRESH_SECONDS, NEVER, acting_as, committed_takes, dead_letter_headers,
+                                in_sequence, tracked_positions)
 from adapters.faust.settings import StreamingSettings
 from domain.model import Anomaly, DeadLetter
 from domain.ports import Metrics
@@ -90,10 +91,12 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                     value_serializer="raw", partitions=settings.partitions)
     tally = ElasticsearchTally(sink, metrics) if metrics is not None else None
+    positions = tracked_positions(app)
 
     @app.agent(anomalies)
     async def index_anomalies(stream: Any) -> None:
-        async for events in committed_takes(app, stream, settings.take_max, settings.take_within):
+        async for events in committed_takes(app, stream, settings.take_max, settings.take_within,
+                                            in_sequence(app, positions)):
             letters: list[tuple[Any, DeadLetter]] = []
             documents: list[Anomaly] = []
             for event in events:
