@@ -127,9 +127,10 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
         prometheus_target([f"127.0.0.1:{metrics_port}", f"127.0.0.1:{indexer_port}"],
                           labels={"__scrape_interval__": "1s", "__scrape_timeout__": "1s", "it": suffix})
         prometheus_rules(short_window_rules(RULES.read_text(), suffix))
-        mine = f'{{it="{suffix}"}}'
+        mine = f'{{it="{suffix}"}}'  # the worker and the indexer of this test
+        worker_only = f'{{it="{suffix}",instance="127.0.0.1:{metrics_port}"}}'
         # Counters must be seen at 0 before the burst, or rate() has no earlier sample to compare.
-        eventually(lambda: query(prometheus_url, f"count_over_time(stockanomaly_trades_processed_total{mine}[1m]) >= 3"),
+        eventually(lambda: query(prometheus_url, f"count_over_time(stockanomaly_trades_processed_total{worker_only}[1m]) >= 3"),
                    timeout=120, interval=0.5, what=f"Prometheus scraping the worker (log {log_path})")
 
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
@@ -153,16 +154,16 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
             result = query(prometheus_url, promql)
             return float(result[0]["value"][1]) if result else None
 
-        assert scraped(f"stockanomaly_trades_processed_total{mine}") == len(burst)
-        anomalies = scraped(f"sum(stockanomaly_anomalies_total{mine})")
+        assert scraped(f"stockanomaly_trades_processed_total{worker_only}") == len(burst)
+        anomalies = scraped(f"sum(stockanomaly_anomalies_total{worker_only})")
         assert anomalies and anomalies >= len(noisy_detectors)
         eventually(lambda: scraped(f"sum(stockanomaly_elasticsearch_writes_total{mine})") == anomalies,
                    timeout=60, interval=0.5, what="the indexer's Elasticsearch writes scraped")
-        assert scraped(f"sum(stockanomaly_batch_trades_sum{mine})") == len(burst)
+        assert scraped(f"sum(stockanomaly_batch_trades_sum{worker_only})") == len(burst)
 
         async def caught_up() -> bool:
-            lag = query(prometheus_url, f"stockanomaly_consumer_lag{mine}")
-            symbols = scraped(f"stockanomaly_state_symbols{mine}")
+            lag = query(prometheus_url, f"stockanomaly_consumer_lag{worker_only}")
+            symbols = scraped(f"stockanomaly_state_symbols{worker_only}")
             return len(lag) == PARTITIONS and all(float(s["value"][1]) == 0 for s in lag) and symbols == 2
 
         await eventually_async(caught_up, timeout=60, interval=0.5, what="consumer lag 0 and 2 symbols held")

@@ -17,12 +17,13 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from elasticsearch import ApiError
 
 from adapters.kafka.codec import encode_batch
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
 from entrypoints.container import build_container
-from integration_support import GatedProxy, as_messages, eventually_async, read_all
+from integration_support import GatedProxy, as_messages, eventually, eventually_async, read_all
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -155,10 +156,19 @@ class Stream:
     def searchable_ids(self) -> list[str]:
         """Every anomaly document id in Elasticsearch (one per document: ids are unique per index)."""
         index = f"{self.es_prefix}-*"
-        self.es.indices.refresh(index=index, allow_no_indices=True, ignore_unavailable=True)
-        hits = self.es.search(index=index, query={"match_all": {}}, size=10_000, source=False,
-                              allow_no_indices=True, ignore_unavailable=True)["hits"]["hits"]
-        return [h["_id"] for h in hits]
+
+        def search() -> list[str] | None:
+            try:
+                self.es.indices.refresh(index=index, allow_no_indices=True, ignore_unavailable=True)
+                hits = self.es.search(index=index, query={"match_all": {}}, size=10_000, source=False,
+                                      allow_no_indices=True, ignore_unavailable=True)["hits"]["hits"]
+            except ApiError as exc:
+                if exc.meta.status == 503:  # an index the indexer just created: its shard is starting
+                    return None
+                raise
+            return [h["_id"] for h in hits] or [""]
+
+        return [i for i in eventually(search, timeout=30, interval=0.5, what=f"a search of {index}") if i]
 
     def stop(self) -> None:
         for proc in self.workers:
