@@ -154,7 +154,7 @@ async def test_a_repeated_offset_is_dropped_and_a_hole_is_read_again() -> None:
 
     # 2 and 3 never delivered at first, then 1 repeated; after the seek back, 2 onwards again.
     fake = _Stream(0, 1, 4, 5, 1, 2, 3, 4, 5, None)
-    sequence = InSequence(fake, {})
+    sequence = InSequence(fake.seek)
     taken = [_offsets(t) async for t in committed_takes(fake, fake, 100, 0.05, sequence)]  # type: ignore[arg-type]
     assert sum(taken, []) == [0, 1, 2, 3, 4, 5]
     assert fake.seeks == [2, 2, 2]  # and again after each message fetched before the seek
@@ -186,7 +186,7 @@ async def test_messages_delivered_before_the_tables_are_recovered_are_left_for_l
         state["ready"] = fake.queue.qsize() <= 5  # recovered once the early ones are out
         return done
 
-    sequence = InSequence(fake, {}, ready=ready)
+    sequence = InSequence(fake.seek, ready=ready)
     taken = [_offsets(t) async for t in committed_takes(fake, fake, 100, 0.05, sequence)]  # type: ignore[arg-type]
     assert sum(taken, []) == [5, 6, 7, 8] and fake.acked == [5, 6, 7, 8] and fake.seeks == []
 
@@ -196,6 +196,15 @@ async def test_a_partition_resumes_at_its_committed_offset_whatever_comes_first(
     from adapters.faust.app import committed_takes
 
     fake = _Stream(9, 10, 7, 8, 9, 10, None)  # 9 and 10 fetched before the seek back to 7
-    sequence = InSequence(fake, {}, start_of=lambda tp: 7)
+    sequence = InSequence(fake.seek, start_of=lambda tp: 7)
     taken = [_offsets(t) async for t in committed_takes(fake, fake, 100, 0.05, sequence)]  # type: ignore[arg-type]
     assert sum(taken, []) == [7, 8, 9, 10] and fake.seeks == [7, 7]
+
+
+@pytest.mark.asyncio
+async def test_a_revoked_partition_resumes_at_its_committed_offset_when_it_comes_back() -> None:
+    fake = _Stream()
+    sequence = InSequence(fake.seek, start_of=lambda tp: 3)
+    assert [await sequence.admit(_event(o).message) for o in (3, 4, 5)] == [True, True, True]
+    sequence.forget([("trades", 0)])  # revoked, then assigned again: Faust seeks back to the commit
+    assert await sequence.admit(_event(3).message) and fake.seeks == []

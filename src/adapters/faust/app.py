@@ -98,17 +98,23 @@ class InSequence:
     The consumer was measured, right after a restart's recovery, to hand over a partition with a
     hole in it (offsets never delivered) and later to repeat an offset already taken; messages
     fetched before recovery's seek back to the committed offsets can also still be queued. A
-    repeat is dropped; a hole makes the consumer seek back to it, and everything else of that
+    repeat is dropped; a hole makes the consumer `seek` back to it, and everything else of that
     partition is dropped until it comes. Messages delivered while `ready()` is false (tables
     recovering) are dropped too: recovery ends with that seek, so they come again. Dropped
-    messages are never acknowledged, so never committed. `positions` (next offset per
-    partition) is the caller's, to forget a partition when it is revoked.
+    messages are never acknowledged, so never committed.
     """
 
-    def __init__(self, consumer: Any, positions: dict[Any, int], ready: Callable[[], bool] | None = None,
+    def __init__(self, seek: Callable[[Any, int], Awaitable[None]], ready: Callable[[], bool] | None = None,
                  start_of: Callable[[Any], int | None] | None = None) -> None:
-        self.consumer, self.positions, self.ready, self.start_of = consumer, positions, ready, start_of
+        self.seek, self.ready, self.start_of = seek, ready, start_of
+        self.positions: dict[Any, int] = {}  # partition -> next offset expected
         self.rewinding: set[Any] = set()
+
+    def forget(self, partitions: Iterable[Any]) -> None:
+        """Revoked: whoever gets them next, maybe this worker again, starts from the committed offset."""
+        for tp in partitions:
+            self.positions.pop(tp, None)
+            self.rewinding.discard(tp)
 
     async def admit(self, m: Any) -> bool:
         if self.ready is not None and not self.ready():
@@ -126,33 +132,20 @@ class InSequence:
         if m.tp in self.rewinding:
             # Fetched before the seek: Faust moved its read offset past it and would drop the
             # messages the seek brings back. Seek again, after it.
-            await self.consumer.seek(m.tp, expected)
+            await self.seek(m.tp, expected)
         elif m.offset > expected:
             log.warning("consumer_skipped_offsets", tp=where, first=expected, last=m.offset - 1,
                         action="seeking back")
             self.rewinding.add(m.tp)
-            await self.consumer.seek(m.tp, expected)
+            await self.seek(m.tp, expected)
         else:
             log.info("consumer_repeated_offset", tp=where, offset=m.offset, expected=expected)
         return False
 
 
-def tracked_positions(app: faust.App) -> dict[Any, int]:
-    """The next offset expected per partition, for `InSequence`; a revoked partition is forgotten
-    (whoever gets it next, maybe this worker again, starts from its committed offset)."""
-    positions: dict[Any, int] = {}
-
-    @app.on_partitions_revoked.connect
-    async def forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        for tp in args[0] if args else kwargs.get("revoked", ()):
-            positions.pop(tp, None)
-
-    return positions
-
-
-def in_sequence(app: faust.App, positions: dict[Any, int]) -> InSequence:
-    """`InSequence` for a running app: ready once its tables are recovered and no rebalance is on,
-    each partition resuming at the offset Faust sought to (its committed offset)."""
+def in_sequence(app: faust.App) -> InSequence:
+    """`InSequence` for `app`: ready once its tables are recovered and no rebalance is on, each
+    partition resuming at the offset Faust sought to (its committed offset), revoked ones forgotten."""
 
     def committed_offset(tp: Any) -> int | None:
         offset = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
@@ -162,7 +155,14 @@ def in_sequence(app: faust.App, positions: dict[Any, int]) -> InSequence:
         recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager has it; its type does not say
         return bool(recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
 
-    return InSequence(app.consumer, positions, ready=recovered, start_of=committed_offset)
+    sequence = InSequence(lambda tp, offset: app.consumer.seek(tp, offset), ready=recovered,
+                          start_of=committed_offset)
+
+    @app.on_partitions_revoked.connect
+    async def forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        sequence.forget(args[0] if args else kwargs.get("revoked", ()))
+
+    return sequence
 
 
 async def committed_takes(app: faust.App, stream: Any, max_messages: int, within: float,
@@ -267,9 +267,10 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     if local_store and discard_state_after_unclean_stop(Path(app.conf.tabledir)):
         log.warning("state_store_discarded", reason="the last run did not stop cleanly",
                     tabledir=str(app.conf.tabledir), action="restoring every table from its changelog")
-    taking = False  # a take is being processed: its state writes may be ahead of the last commit
-    positions = tracked_positions(app)
-    stopped_by_error = False
+    # A take is in hand (from its first message until its commit; a failed one never ends): its
+    # state writes may be ahead of the last commit.
+    taking = False
+    sequence = in_sequence(app)
     trades = app.topic(settings.trades_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
     anomalies = app.topic(settings.anomalies_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -292,19 +293,16 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         # Several messages per detect call: the per-call cost of the engine is paid once per
         # take, not once per message. Grouped by partition so each symbol's state is written to
         # the changelog partition its trades came from.
-        nonlocal taking, stopped_by_error
-        async for events in committed_takes(app, stream, settings.take_max, settings.take_within,
-                                            in_sequence(app, positions),
+        nonlocal taking
+        async for events in committed_takes(app, stream, settings.take_max, settings.take_within, sequence,
                                             on_committed=finished):
             taking = True
             try:
                 for partition, group in by_partition(events):
                     await process(partition, group)
             except StopWorker:
-                stopped_by_error = True
                 return
             except Exception as exc:  # noqa: BLE001 - whatever it was, this take must not be committed
-                stopped_by_error = True
                 log.error("take_failed", messages=len(events), error=f"{type(exc).__name__}: {exc}")
                 await app.crash(exc)
                 return
@@ -317,7 +315,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         @app.on_before_shutdown.connect
         async def mark_clean_stop(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             # Sent after the consumer stopped and committed; only then does the store match it.
-            if not taking and not stopped_by_error:
+            if not taking:
                 Path(app.conf.tabledir).mkdir(parents=True, exist_ok=True)
                 (Path(app.conf.tabledir) / CLEAN_STOP).touch()
 

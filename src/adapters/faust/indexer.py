@@ -19,7 +19,7 @@ import structlog
 
 from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
 from adapters.faust.app import (GAUGE_REFRESH_SECONDS, NEVER, acting_as, committed_takes, dead_letter_headers,
-                                in_sequence, tracked_positions)
+                                in_sequence)
 from adapters.faust.settings import StreamingSettings
 from domain.model import Anomaly, DeadLetter
 from domain.ports import Metrics
@@ -91,12 +91,11 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                     value_serializer="raw", partitions=settings.partitions)
     tally = ElasticsearchTally(sink, metrics) if metrics is not None else None
-    positions = tracked_positions(app)
+    sequence = in_sequence(app)
 
     @app.agent(anomalies)
     async def index_anomalies(stream: Any) -> None:
-        async for events in committed_takes(app, stream, settings.take_max, settings.take_within,
-                                            in_sequence(app, positions)):
+        async for events in committed_takes(app, stream, settings.take_max, settings.take_within, sequence):
             letters: list[tuple[Any, DeadLetter]] = []
             documents: list[Anomaly] = []
             for event in events:
