@@ -22,11 +22,12 @@ class BatchOutcome:
 class DetectTrades:
     """Load the batch's symbols' state, run the pure engine, save state, publish the results.
 
-    The embedded replay and the streaming worker both call this, so both decide identically.
+    The embedded replay and the streaming worker both call this, so both decide identically. The
+    worker gives no sinks: it hands the returned outcome to its asynchronous outputs (`PublishOutcome`).
     """
 
-    def __init__(self, engine: DetectionEngine, states: StateStore, pool_states: StateStore, anomalies: AnomalySink,
-                 dead_letters: DeadLetterSink, metrics: Metrics) -> None:
+    def __init__(self, engine: DetectionEngine, states: StateStore, pool_states: StateStore, metrics: Metrics,
+                 anomalies: AnomalySink | None = None, dead_letters: DeadLetterSink | None = None) -> None:
         self.engine = engine
         self.states = states
         self.pool_states = pool_states
@@ -45,9 +46,9 @@ class DetectTrades:
         self.states.save(batch.symbols, result.states)
         self.pool_states.save(batch.pool_keys, result.pool_states)
         dead = list(rejected or []) + result.dead_letters
-        if result.anomalies:
+        if result.anomalies and self.anomalies is not None:
             self.anomalies.publish(result.anomalies)
-        if dead:
+        if dead and self.dead_letters is not None:
             self.dead_letters.publish(dead)
         self._count(result.accepted, result.anomalies, dead, len(trades), time.perf_counter() - started)
         return BatchOutcome(result.accepted, result.anomalies, dead)

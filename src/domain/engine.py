@@ -28,6 +28,7 @@ class PreparedBatch:
     pools: tuple[int, ...]
     pool_of_symbol: np.ndarray  # per symbol code: row in `pools`
     dead_letters: list[DeadLetter]
+    positions: np.ndarray | None = None  # per valid trade: its row in the batch given; None: the same
 
     @property
     def pool_keys(self) -> list[str]:
@@ -78,14 +79,15 @@ class DetectionEngine:
 
     def prepare(self, trades: np.ndarray) -> PreparedBatch:
         bad, reasons = invalid_rows(trades)
-        dead = [dead_letter_for(trades[i], reason) for i, reason in zip(bad.tolist(), reasons)]
+        dead = [dead_letter_for(trades[i], reason, row=i) for i, reason in zip(bad.tolist(), reasons)]
         valid = np.delete(trades, bad) if len(bad) else trades
         codes, symbols = factorize(valid["symbol"])
         pool_ids = [self._pool(s) for s in symbols]
         pools = tuple(sorted(set(pool_ids)))
         row = {p: r for r, p in enumerate(pools)}
         return PreparedBatch(valid, codes, tuple(symbols), pools,
-                             np.array([row[p] for p in pool_ids], np.int32), dead)
+                             np.array([row[p] for p in pool_ids], np.int32), dead,
+                             np.delete(np.arange(len(trades)), bad) if len(bad) else None)
 
     def detect(self, batch: PreparedBatch, states: np.ndarray, pool_states: np.ndarray) -> DetectionResult:
         """`states`: one schema row per batch.symbols; `pool_states`: one pool_schema row per batch.pools.
@@ -105,7 +107,8 @@ class DetectionEngine:
                                    rows["guard"])
         refused = np.flatnonzero(verdict != ACCEPTED)
         for r in refused[np.argsort(market.index[refused])]:  # dead letters in arrival order
-            result.dead_letters.append(dead_letter_for(market.trade(r), VERDICTS[verdict[r]]))
+            given = int(market.index[r]) if batch.positions is None else int(batch.positions[market.index[r]])
+            result.dead_letters.append(dead_letter_for(market.trade(r), VERDICTS[verdict[r]], row=given))
         if len(refused):
             market = market.select(verdict == ACCEPTED)
         result.accepted = len(market)

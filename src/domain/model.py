@@ -179,6 +179,8 @@ class DeadLetter:
     detail: str
     origin: str = ""
     raw: bytes = b""
+    key: bytes | None = None  # the key of the message it came in, when it came in one
+    row: int = -1  # a rejected trade's position in the batch it was judged in; -1: not a trade of one
 
     def to_dict(self) -> dict[str, Any]:
         return {"reason": self.reason, "detail": self.detail, "origin": self.origin,

@@ -37,6 +37,16 @@ class DeadLetterSink(Protocol):
     def close(self) -> None: ...
 
 
+class AsyncAnomalySink(Protocol):
+    """An output the streaming worker awaits; when what it was handed is durable is the adapter's to say."""
+
+    async def publish(self, anomalies: Sequence[Anomaly]) -> None: ...
+
+
+class AsyncDeadLetterSink(Protocol):
+    async def publish(self, dead_letters: Sequence[DeadLetter]) -> None: ...
+
+
 class StateStore(Protocol):
     """Fixed-size state records by key (a symbol, or a model pool's id).
 

@@ -33,7 +33,8 @@ def invalid_rows(trades: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return rows, [next(r for r in REASONS if checks[r][i]) for i in rows.tolist()]
 
 
-def dead_letter_for(row: np.void, reason: str, origin: str = "") -> DeadLetter:
-    detail = (f"{REASONS.get(reason, reason)}: symbol={row['symbol']!r} ts_event={int(row['ts_event'])} "
-              f"price={float(row['price'])!r} size={int(row['size'])} sequence={int(row['sequence'])}")
-    return DeadLetter(reason=reason, detail=detail, origin=origin)
+def dead_letter_for(trade: np.void, reason: str, origin: str = "", row: int = -1) -> DeadLetter:
+    """`row`: the trade's position in the batch it was judged in (lets an adapter find its message)."""
+    detail = (f"{REASONS.get(reason, reason)}: symbol={str(trade['symbol'])!r} ts_event={int(trade['ts_event'])} "
+              f"price={float(trade['price'])!r} size={int(trade['size'])} sequence={int(trade['sequence'])}")
+    return DeadLetter(reason=reason, detail=detail, origin=origin, row=row)

@@ -77,6 +77,8 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
 @click.option("--topic", envvar="STOCKANOMALY_TRADES_TOPIC", default="trades", show_default=True, show_envvar=True)
 @click.option("--dlq-topic", envvar="STOCKANOMALY_DLQ_TOPIC", default="trades.dlq", show_default=True,
               show_envvar=True, help="Where rejected source records go (raw bytes; reason/detail/origin headers).")
+@click.option("--anomalies-topic", envvar="STOCKANOMALY_ANOMALIES_TOPIC", default="anomalies", show_default=True,
+              show_envvar=True, help="Created with the others when missing (the worker writes it).")
 # 20,000 trades x 48 bytes stays under Kafka's default 1 MiB message limit.
 @click.option("--batch-trades", default=2_000, show_default=True, type=click.IntRange(1, 20_000),
               help="Most trades per Kafka message.")
@@ -93,7 +95,7 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
               help="Live: the longest a trade waits for its message to fill.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbols: str, bootstrap: str, topic: str,
-           dlq_topic: str, batch_trades: int, pace: str, partitions: int, replication_factor: int, compression: str,
+           dlq_topic: str, anomalies_topic: str, batch_trades: int, pace: str, partitions: int, replication_factor: int, compression: str,
            flush_ms: int, as_json: bool) -> None:
     """Publish Databento trades (files, globs, directories, or --live) to Kafka, keyed by symbol, as
     compact per-symbol micro-batches (docs/wire-format.md)."""
@@ -121,7 +123,8 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         else:
             source = file_source(paths, 65_536)
         publisher = KafkaTradePublisher(bootstrap, topic, dlq_topic, partitions=partitions,
-                                        replication_factor=replication_factor, compression=compression)
+                                        replication_factor=replication_factor, compression=compression,
+                                        anomalies_topic=anomalies_topic)
     except DomainError as exc:
         fail(str(exc))
     latest = IngestSummary()

@@ -13,6 +13,7 @@ import sys
 from adapters.faust.indexer import create_indexer_app
 from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging
+from entrypoints.topics import before_start
 from domain.errors import ConfigError
 
 configure_logging(os.environ.get("STOCKANOMALY_LOG_LEVEL", "INFO"))
@@ -23,6 +24,7 @@ try:
 except ConfigError as exc:
     sys.exit(f"stockanomaly indexer: {exc}")
 app = create_indexer_app(container.streaming(), sink, container.metrics())  # type: ignore[arg-type]
+before_start(app, container.streaming(), "indexer")
 
 
 @app.task

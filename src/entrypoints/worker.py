@@ -7,6 +7,7 @@ import os
 from adapters.faust.app import create_app
 from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging
+from entrypoints.topics import before_start
 
 configure_logging(os.environ.get("STOCKANOMALY_LOG_LEVEL", "INFO"))
 container = build_container(metrics="prometheus")
@@ -15,11 +16,12 @@ container = build_container(metrics="prometheus")
 container.engine().warm_up()
 app = create_app(
     container.streaming(),
-    lambda symbols, pools, found, rejected: container.streaming_detect(
-        states=container.table_state_store(table=symbols), pool_states=container.table_pool_state_store(table=pools),
-        anomalies=found, dead_letters=rejected),
+    lambda symbols, pools: container.streaming_detect(
+        states=container.table_state_store(table=symbols), pool_states=container.table_pool_state_store(table=pools)),
     metrics=container.metrics(),
 )
+
+before_start(app, container.streaming(), "worker")
 
 
 @app.task

@@ -51,10 +51,11 @@ def same_trades(got: np.ndarray, want: np.ndarray) -> bool:
 @pytest.mark.skipif(not NVDA_DAY.exists(), reason="../shared/data/nasdaq is not beside the repository")
 async def test_a_real_nvda_day_arrives_complete_and_in_order(kafka_bootstrap, new_topic) -> None:
     topic = await new_topic("trades", partitions=3)
-    dlq = await new_topic("dlq")
+    dlq = await new_topic("dlq", partitions=3)
     expected = np.concatenate([c.trades for c in DatabentoFileSource([NVDA_DAY]).chunks()])
 
-    async with KafkaTradePublisher(kafka_bootstrap, topic, dlq) as publisher:
+    async with KafkaTradePublisher(kafka_bootstrap, topic, dlq, partitions=3,
+                                   anomalies_topic=f"{topic}.anomalies") as publisher:
         summary = await IngestTrades(publisher, batch_trades=2_000)(DatabentoFileSource([NVDA_DAY]))
 
     records = await read_all(kafka_bootstrap, topic, partition_count=3, timeout=60)
@@ -70,10 +71,10 @@ async def test_a_real_nvda_day_arrives_complete_and_in_order(kafka_bootstrap, ne
 @pytest.mark.asyncio
 async def test_many_symbols_keep_their_own_order_across_partitions(kafka_bootstrap, new_topic) -> None:
     topic = await new_topic("multi", partitions=4)
-    dlq = await new_topic("multi-dlq")
+    dlq = await new_topic("multi-dlq", partitions=4)
     trades = generate_market(symbols=8, trades=40_000, seed=3).trades
 
-    async with KafkaTradePublisher(kafka_bootstrap, topic, dlq) as publisher:
+    async with KafkaTradePublisher(kafka_bootstrap, topic, dlq, anomalies_topic=f"{topic}.anomalies") as publisher:
         summary = await IngestTrades(publisher, batch_trades=500)(InMemoryTradeSource(trades, chunk_size=7_000))
 
     by_symbol = decoded_by_symbol(await read_all(kafka_bootstrap, topic, partition_count=4, timeout=60))
@@ -86,7 +87,7 @@ async def test_many_symbols_keep_their_own_order_across_partitions(kafka_bootstr
 @pytest.mark.asyncio
 async def test_bad_csv_rows_go_to_the_dead_letter_topic_with_reason_and_raw_row(
         kafka_bootstrap, new_topic, tmp_path: Path) -> None:
-    topic, dlq = await new_topic("csv", partitions=4), await new_topic("csv-dlq")
+    topic, dlq = await new_topic("csv", partitions=4), await new_topic("csv-dlq", partitions=4)
     good = [f"2025-05-05T13:30:0{i}.000000100Z,2025-05-05T13:30:0{i}.000000000Z,0,2,7,T,B,0,113.{i}00000000,"
             f"{100 + i},0,0,{i},NVDA" for i in range(6)]
     bad_price = good[2].replace("113.200000000", "1l3.2")
@@ -96,10 +97,11 @@ async def test_bad_csv_rows_go_to_the_dead_letter_topic_with_reason_and_raw_row(
 
     # The command runs its own event loop: give it a thread of its own.
     result = await asyncio.to_thread(CliRunner().invoke, main, [
-        "ingest", str(path), "--bootstrap", kafka_bootstrap, "--topic", topic, "--dlq-topic", dlq, "--json"])
+        "ingest", str(path), "--bootstrap", kafka_bootstrap, "--topic", topic, "--dlq-topic", dlq,
+        "--anomalies-topic", f"{topic}.anomalies", "--json"])
     assert result.exit_code == 0, result.output
 
-    letters = sorted(await read_all(kafka_bootstrap, dlq), key=lambda r: dict(r.headers)["origin"])
+    letters = sorted(await read_all(kafka_bootstrap, dlq, partition_count=4), key=lambda r: dict(r.headers)["origin"])
     headers = [dict(r.headers) for r in letters]
     assert [(h["reason"], h["origin"].decode()) for h in headers] == [(b"bad_row", f"{path}:4"),
                                                                       (b"bad_row", f"{path}:5")]
@@ -108,3 +110,24 @@ async def test_bad_csv_rows_go_to_the_dead_letter_topic_with_reason_and_raw_row(
     trades = decoded_by_symbol(await read_all(kafka_bootstrap, topic, partition_count=4))["NVDA"]
     assert trades["sequence"].tolist() == [0, 1, 3, 4, 5]
 
+
+
+@pytest.mark.asyncio
+async def test_ingest_creates_missing_topics_and_refuses_a_partition_count_that_differs(
+        kafka_bootstrap, kafka_admin, new_topic, suffix, tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    path.write_text(CSV_HEADER + "\n2025-05-05T13:30:00.000000100Z,2025-05-05T13:30:00.000000000Z,0,2,7,T,B,0,"
+                    "113.100000000,100,0,0,1,NVDA\n")
+    names = [f"it-{n}-{suffix}" for n in ("fresh", "fresh-anomalies", "fresh-dlq")]
+    args = ["ingest", str(path), "--bootstrap", kafka_bootstrap, "--topic", names[0], "--anomalies-topic", names[1],
+            "--dlq-topic", names[2], "--partitions", "3"]
+    result = await asyncio.to_thread(CliRunner().invoke, main, args)
+    assert result.exit_code == 0, result.output
+    described = await kafka_admin.describe_topics(names)
+    assert {t["topic"]: len(t["partitions"]) for t in described} == dict.fromkeys(names, 3)
+
+    result = await asyncio.to_thread(CliRunner().invoke, main, [*args[:-1], "6"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].endswith(
+        f"topic partitions differ from STOCKANOMALY_PARTITIONS=6: '{names[0]}' has 3, '{names[1]}' has 3, "
+        f"'{names[2]}' has 3; set STOCKANOMALY_PARTITIONS to match, or recreate the topics")

@@ -192,6 +192,21 @@ async def stream(kafka_bootstrap, new_topic, suffix, tmp_path, es, es_url,  # ty
     s.stop()
 
 
+@pytest_asyncio.fixture
+async def bare_stream(kafka_bootstrap, new_topic, suffix, tmp_path, es, es_url,  # type: ignore[no-untyped-def]
+                      es_prefix) -> AsyncIterator[Stream]:
+    """A Stream whose topics do not exist yet (`new_topic` still deletes whatever carries the suffix)."""
+    topics = {name: f"it-{name}-{suffix}" for name in ("trades", "anomalies", "dlq")}
+    s = Stream(kafka_bootstrap, topics, tmp_path, suffix, es, es_url, es_prefix)
+    yield s
+    s.stop()
+
+
+async def partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    present = set(await admin.list_topics())
+    return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics([n for n in names if n in present])}
+
+
 @pytest.mark.asyncio
 async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, market, embedded_ids) -> None:
     stream.start_worker("w1", 16066)
@@ -216,10 +231,7 @@ async def test_worker_killed_mid_stream_resumes_without_loss_or_duplicates(strea
     first.wait(timeout=30)
     await stream.produce(pairs[len(pairs) // 2:])
     stream.start_worker("w1", 16067)  # same data directory, as a restarted container would have
-    # Not yet asserted here: the group's committed offsets reaching the end. After a SIGKILL they
-    # sometimes stop a few messages past the restart point although every trade is processed
-    # (issue 9, open; see the session note).
-    await stream.assert_all_processed_once(embedded_ids, offsets=False)
+    await stream.assert_all_processed_once(embedded_ids)
 
 
 @pytest.mark.asyncio
@@ -237,6 +249,38 @@ async def test_two_workers_share_partitions_and_state_follows_the_partition(stre
     stream.start_worker("w2", 16069)
     await stream.produce(pairs[len(pairs) // 3:])
     await stream.assert_all_processed_once(embedded_ids)
+
+
+def partitions_processed(log: Path) -> set[int]:
+    """Trades partitions a worker's log shows batches of."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return {json.loads(ln)["partition"] for ln in lines if ln.startswith("{") and '"event": "batch"' in ln}
+
+
+@pytest.mark.asyncio
+async def test_the_worker_owning_partitions_killed_its_state_comes_back_from_the_changelog(
+        stream: Stream, market, embedded_ids) -> None:
+    pairs = as_messages(market)
+    workers = {"w1": stream.start_worker("w1", 16074), "w2": stream.start_worker("w2", 16075)}
+    stream.start_indexer(16174)
+    await stream.produce(pairs[: len(pairs) // 2])
+
+    def owners() -> dict[str, set[int]]:
+        return {name: partitions_processed(stream.workdir / f"{name}.log") for name in workers}
+
+    async def both_working() -> bool:  # the group settled: each worker judged trades of its own partitions
+        return all(owners().values()) and len(await stream.anomaly_ids()) >= 3
+
+    await eventually_async(both_working, timeout=180, interval=1.0, what="both workers processing")
+    victim = max(owners(), key=lambda name: len(owners()[name]))
+    workers[victim].send_signal(signal.SIGKILL)
+    workers[victim].wait(timeout=30)
+    await stream.produce(pairs[len(pairs) // 2:])
+    # The survivor judges the rest of the victim's partitions against the state it restored: any
+    # state lost would change which trades are anomalous (the ids), or miss them.
+    await stream.assert_all_processed_once(embedded_ids)
+    survivor = next(name for name in workers if name != victim)
+    assert partitions_processed(stream.workdir / f"{survivor}.log") == set().union(*owners().values())
 
 
 def bad_records(like: np.ndarray) -> tuple[list[tuple[bytes | None, bytes]], set[str]]:
@@ -262,9 +306,11 @@ def bad_records(like: np.ndarray) -> tuple[list[tuple[bytes | None, bytes]], set
         encode_batch("ZZZ", good),
         encode_batch("ZZZ", good),  # the same trade again
         encode_batch("ZZZ", older),  # earlier than what the symbol already had
+        (b"ZZZ", b"[]"),
+        (b"ZZZ", b"\x00" * 1_040_000),  # over the producer's 1,000,000-byte limit: dead-lettered cut short
     ]
     reasons = {"bad_json", "missing_field", "missing_key", "bad_encoding", "bad_price", "bad_size",
-               "duplicate", "out_of_order"}
+               "duplicate", "out_of_order", "empty_batch"}
     return records, reasons
 
 
@@ -273,6 +319,8 @@ async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_pro
         stream: Stream, market, embedded_ids) -> None:
     bad, reasons = bad_records(market)
     stream.start_worker("w1", 16070)
+    # Each bad record between valid messages of the same partition ("ZZZ" and the market's symbols
+    # share partitions), so a bad one that cost its neighbours would show in the ids.
     await stream.produce(bad + as_messages(market))
     seen = await stream.wait_for(embedded_ids)
     assert sorted(seen) == sorted(embedded_ids)
@@ -287,8 +335,17 @@ async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_pro
 
     await eventually_async(all_reasons, timeout=60, interval=1.0, what=f"dead letters {sorted(reasons)}")
     assert len(letters) == len(bad) - 1  # every bad record once; the first `good` trade is fine
-    raw = {r.value for r in letters}
-    assert b"{not json" in raw  # the original bytes travel with the reason
+    # Each carries its own message: key, topic[partition]@offset (all different), and its bytes.
+    origins = [dict(r.headers)["origin"].decode() for r in letters]
+    assert len(set(origins)) == len(letters) and all(o.startswith(f"{stream.topics['trades']}[") for o in origins)
+    assert {r.key for r in letters} == {b"ZZZ", None}
+    by_reason = {dict(r.headers)["reason"].decode(): r for r in letters}
+    assert by_reason["bad_json"].value == b"{not json"
+    assert dict(by_reason["bad_encoding"].headers).get("truncated") in (None, b"1040000")
+    oversized = [r for r in letters if dict(r.headers).get("truncated") == b"1040000"]
+    assert len(oversized) == 1 and 0 < len(oversized[0].value) < 1_000_000
+    refused_trade = by_reason["bad_price"]  # refused by the engine: the trade alone, re-encoded
+    assert refused_trade.value.startswith(b"STB1\x01\x00\x00\x00")
 
 
 
@@ -329,3 +386,34 @@ async def test_an_elasticsearch_outage_stalls_only_the_indexer_and_loses_nothing
         assert sorted(await stream.wait_searchable(embedded_ids, timeout=180)) == sorted(embedded_ids)
     finally:
         gate.close()
+
+
+@pytest.mark.asyncio
+async def test_a_worker_started_before_the_topics_exist_creates_them_and_loses_nothing(
+        bare_stream: Stream, kafka_admin, market, embedded_ids) -> None:
+    stream = bare_stream
+    names = list(stream.topics.values())
+    assert await partition_counts(kafka_admin, names) == {}  # the broker creates none on its own either
+    stream.start_worker("w1", 16072)
+    stream.start_indexer(16172)
+
+    async def created() -> bool:
+        return await partition_counts(kafka_admin, names) == dict.fromkeys(names, PARTITIONS)
+
+    await eventually_async(created, timeout=120, interval=0.5, what=f"{names} with {PARTITIONS} partitions each")
+    await stream.produce(as_messages(market))
+    await stream.assert_all_processed_once(embedded_ids)
+
+
+@pytest.mark.asyncio
+async def test_a_worker_refuses_a_topic_with_another_partition_count_in_one_line(
+        bare_stream: Stream, new_topic) -> None:
+    stream = bare_stream
+    stream.topics["trades"] = await new_topic("trades", partitions=1)  # as an auto-creating broker would
+    worker = stream.start_worker("w1", 16073)
+    assert worker.wait(timeout=120) != 0
+    output = (stream.workdir / "w1.log").read_text()
+    assert "Traceback" not in output
+    [line] = [ln for ln in output.splitlines() if "partitions" in ln]
+    assert line == (f"stockanomaly worker: topic partitions differ from STOCKANOMALY_PARTITIONS={PARTITIONS}: "
+                    f"'{stream.topics['trades']}' has 1; set STOCKANOMALY_PARTITIONS to match, or recreate the topics")

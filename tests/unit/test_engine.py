@@ -103,7 +103,11 @@ def test_dead_letters_keep_arrival_order_across_symbols() -> None:
     run = Run()
     run(trades[2:])
     late = np.concatenate((trades, batch_of(make_trade(symbol="BBB", ts_event=T0 - S, sequence=9))))
-    assert [d.reason for d in run(late).dead_letters] == ["bad_size", "bad_price", "duplicate", "out_of_order"]
+    letters = run(late).dead_letters
+    assert [d.reason for d in letters] == ["bad_size", "bad_price", "duplicate", "out_of_order"]
+    # each names its trade's row in the batch given, so an adapter can find the message it came in
+    assert [d.row for d in letters] == [0, 1, 2, 3]
+    assert "symbol='BBB'" in letters[0].detail  # a plain string, not a numpy repr
 
 
 def test_symbols_keep_separate_state() -> None:

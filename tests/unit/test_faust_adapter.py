@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 from builders import calm_flow, until
 
-from adapters.faust.app import InSequence, by_partition, create_app
+from adapters.faust.app import by_partition, create_app
+from adapters.faust.sequence import InSequence
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.codec import encode_batch
 from domain.state import StateFormatError
@@ -30,10 +31,9 @@ async def test_a_state_value_the_worker_cannot_read_stops_it_naming_the_format()
     the symbol from scratch and move on. It asks the app to stop, with the error that says why."""
     container = build_container()
     app = create_app(StreamingSettings(store="memory://", app_id="unit-unreadable-state"),
-                     lambda symbols, pools, found, rejected: container.streaming_detect(
+                     lambda symbols, pools: container.streaming_detect(
                          states=container.table_state_store(table=symbols),
-                         pool_states=container.table_pool_state_store(table=pools),
-                         anomalies=found, dead_letters=rejected))
+                         pool_states=container.table_pool_state_store(table=pools)))
     crashes: list[BaseException] = []
 
     async def crash(reason: BaseException) -> None:
@@ -88,8 +88,11 @@ class _Stream:
         self.acked: list[int] = []
         self.flushed: list[int] = []
         self.seeks: list[int] = []
-        self.commits = 0
-        self.consumer = self.producer = self
+        self.commits: list[dict[object, int]] = []  # each commit's offsets (partition -> next offset)
+        self.consumer = self.producer = self.transactions = self.tables = self
+        self.in_transaction = True
+        self.owned = {("trades", 0), ("trades", 1)}
+        self._committed_offset: dict[object, int] = {}
 
     def put(self, *offsets: int | None) -> None:
         for o in offsets:
@@ -108,8 +111,15 @@ class _Stream:
     async def flush(self) -> None:
         self.flushed.append(len(self.acked))  # buffered writes are sent before the take is acknowledged
 
-    async def commit(self) -> None:
-        self.commits += 1
+    def assignment(self) -> set[object]:
+        return self.owned
+
+    async def commit(self, offsets: dict[object, int], start_new_transaction: bool) -> None:
+        assert self.flushed and self.flushed[-1] == len(self.acked)  # the take's writes are sent first
+        self.commits.append(dict(offsets))
+
+    def on_commit(self, offsets: dict[object, int]) -> None:
+        assert self.commits[-1] == offsets  # the tables hear of exactly what was committed
 
     async def seek(self, tp: object, offset: int) -> None:
         self.seeks.append(offset)
@@ -126,14 +136,14 @@ async def test_takes_are_cut_by_size_and_time_and_committed_once_finished_with()
     fake = _Stream(0, 1, 2)
     takes = committed_takes(fake, fake, 2, 0.05)  # type: ignore[arg-type]
     assert _offsets(await takes.__anext__()) == [0, 1]  # full
-    assert fake.acked == [] and fake.commits == 0  # nothing acknowledged while it is processed
+    assert fake.acked == [] and fake.commits == []  # nothing acknowledged while it is processed
     assert _offsets(await takes.__anext__()) == [2]  # nothing more within 0.05 s: what there is
-    assert fake.acked == [0, 1] and fake.commits == 1 and fake.flushed == [0]
+    assert fake.acked == [0, 1] and fake.commits == [{("trades", 0): 2}] and fake.flushed == [0]
     fake.put(3)  # arrives after a quiet spell: the fetch left waiting gets it
     assert _offsets(await takes.__anext__()) == [3]
     fake.put(None)  # the stream ends
     assert [t async for t in takes] == []
-    assert fake.acked == [0, 1, 2, 3] and fake.commits == 3
+    assert fake.acked == [0, 1, 2, 3] and fake.commits[1:] == [{("trades", 0): 3}, {("trades", 0): 4}]
 
 
 @pytest.mark.asyncio
@@ -145,7 +155,7 @@ async def test_a_take_the_agent_fails_on_is_neither_acknowledged_nor_committed()
         async for take in committed_takes(fake, fake, 2, 0.05):  # type: ignore[arg-type]
             if 2 in _offsets(take):
                 raise RuntimeError("detector bug")
-    assert fake.acked == [0, 1] and fake.commits == 1
+    assert fake.acked == [0, 1] and fake.commits == [{("trades", 0): 2}]
 
 
 @pytest.mark.asyncio
@@ -157,8 +167,24 @@ async def test_a_repeated_offset_is_dropped_and_a_hole_is_read_again() -> None:
     sequence = InSequence(fake.seek)
     taken = [_offsets(t) async for t in committed_takes(fake, fake, 100, 0.05, sequence)]  # type: ignore[arg-type]
     assert sum(taken, []) == [0, 1, 2, 3, 4, 5]
-    assert fake.seeks == [2, 2, 2]  # and again after each message fetched before the seek
-    assert fake.acked == [0, 1, 2, 3, 4, 5]
+    assert fake.seeks == [2, 2]  # and again after the message fetched before the seek
+    assert fake.acked == [0, 1, 2, 3, 4, 5] and fake.commits[-1] == {("trades", 0): 6}
+
+
+@pytest.mark.asyncio
+async def test_a_take_commits_what_it_finished_per_partition_and_nothing_of_a_revoked_one() -> None:
+    from adapters.faust.app import committed_takes
+
+    fake = _Stream()
+    for offset, partition in ((4, 0), (7, 1), (5, 0), (3, 2)):
+        fake.queue.put_nowait(_event(offset, partition))
+    fake.put(None)
+    fake._committed_offset[("trades", 0)] = 1  # Faust's idea (stale after a rebalance) is not consulted
+    taken = [_offsets(t) async for t in committed_takes(fake, fake, 100, 0.05)]  # type: ignore[arg-type]
+    assert taken == [[4, 7, 5, 3]]
+    # partition 2 was revoked while the take was in hand: its new owner starts again from its commit
+    assert fake.commits == [{("trades", 0): 6, ("trades", 1): 8}]
+    assert fake._committed_offset == {("trades", 0): 6, ("trades", 1): 8}
 
 
 def test_the_local_store_is_rebuilt_unless_the_last_run_stopped_cleanly(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -208,3 +234,25 @@ async def test_a_revoked_partition_resumes_at_its_committed_offset_when_it_comes
     assert [await sequence.admit(_event(o).message) for o in (3, 4, 5)] == [True, True, True]
     sequence.forget([("trades", 0)])  # revoked, then assigned again: Faust seeks back to the commit
     assert await sequence.admit(_event(3).message) and fake.seeks == []
+
+
+@pytest.mark.asyncio
+async def test_a_jump_over_transaction_markers_is_no_hole_but_a_skipped_record_is_read_again() -> None:
+    """Read committed, a transactional topic's offsets jump over commit markers and aborted records:
+    the log is asked what lies in a jump, and only a record there makes the consumer go back for it."""
+    from adapters.faust.app import committed_takes
+
+    log = {0, 2, 3, 7, 9}  # what a read-committed consumer can read (1, 4-6, 8: markers, aborted)
+    asked: list[tuple[int, int]] = []
+
+    async def next_record(tp: object, first: int, before: int) -> int | None:
+        asked.append((first, before))
+        return next((o for o in sorted(log) if first <= o < before), None)
+
+    # 3 never delivered at first; after the seek back to it, 3 onwards again.
+    fake = _Stream(0, 2, 7, 3, 7, 9, None)
+    sequence = InSequence(fake.seek, next_record=next_record)
+    taken = [_offsets(t) async for t in committed_takes(fake, fake, 100, 0.05, sequence)]  # type: ignore[arg-type]
+    assert sum(taken, []) == [0, 2, 3, 7, 9]
+    assert fake.seeks == [3] and asked == [(1, 2), (3, 7), (4, 7), (8, 9)]
+    assert fake.commits[-1] == {("trades", 0): 10}

@@ -166,6 +166,7 @@ def test_bad_input_becomes_one_dead_letter_with_reason_and_raw_bytes(
     assert detail in letter.detail
     assert letter.origin == ("trades[3]@1234#0" if value == b'["a"]' else "trades[3]@1234")
     assert letter.raw == (b'"a"' if value == b'["a"]' else value or b"")
+    assert letter.key == key  # the message's own key travels with it to the dead-letter topic
 
 
 def test_decode_never_raises_on_random_bytes() -> None:

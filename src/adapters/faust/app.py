@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import time
 import weakref
 from contextlib import contextmanager
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +17,13 @@ import structlog
 from faust.streams import _current_event
 from faust.types import TP
 
+from adapters.faust.outputs import KafkaAnomalySink, KafkaDeadLetterSink, PartitionProducer, traced_to_messages
 from adapters.faust.recovery import restore_tables_from_broker_offsets
+from adapters.faust.sequence import InSequence, in_sequence
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.codec import decode
-from adapters.memory import InMemoryAnomalySink, InMemoryDeadLetterSink
 from application.detect import DetectTrades
-from domain.model import DeadLetter
+from application.publish import PublishOutcome
 from domain.state import StateFormatError
 from domain.ports import Metrics
 
@@ -74,13 +73,8 @@ def partition_lags(highwater: Callable[[TP], int | None], owned: Iterable[TP],
     return lags
 
 
-# (symbol-state table, pool-state table, anomaly buffer, dead-letter buffer) -> the detect use case
-DetectFactory = Callable[[MutableMapping[str, bytes], MutableMapping[str, bytes], InMemoryAnomalySink,
-                          InMemoryDeadLetterSink], DetectTrades]
-
-
-def dead_letter_headers(d: DeadLetter) -> list[tuple[str, bytes]]:
-    return [("reason", d.reason.encode()), ("detail", d.detail.encode()[:4096]), ("origin", d.origin.encode())]
+# (symbol-state table, pool-state table) -> the detect use case, without sinks (see PublishOutcome)
+DetectFactory = Callable[[MutableMapping[str, bytes], MutableMapping[str, bytes]], DetectTrades]
 
 
 def by_partition(events: Sequence[Any]) -> list[tuple[int, list[Any]]]:
@@ -91,83 +85,11 @@ def by_partition(events: Sequence[Any]) -> list[tuple[int, list[Any]]]:
     return sorted(groups.items())
 
 
-class InSequence:
-    """Decides which delivered messages to judge: each partition's offsets one after another, from
-    where it resumes (`start_of(tp)`, its committed offset, when known).
-
-    The consumer was measured, right after a restart's recovery, to hand over a partition with a
-    hole in it (offsets never delivered) and later to repeat an offset already taken; messages
-    fetched before recovery's seek back to the committed offsets can also still be queued. A
-    repeat is dropped; a hole makes the consumer `seek` back to it, and everything else of that
-    partition is dropped until it comes. Messages delivered while `ready()` is false (tables
-    recovering) are dropped too: recovery ends with that seek, so they come again. Dropped
-    messages are never acknowledged, so never committed.
-    """
-
-    def __init__(self, seek: Callable[[Any, int], Awaitable[None]], ready: Callable[[], bool] | None = None,
-                 start_of: Callable[[Any], int | None] | None = None) -> None:
-        self.seek, self.ready, self.start_of = seek, ready, start_of
-        self.positions: dict[Any, int] = {}  # partition -> next offset expected
-        self.rewinding: set[Any] = set()
-
-    def forget(self, partitions: Iterable[Any]) -> None:
-        """Revoked: whoever gets them next, maybe this worker again, starts from the committed offset."""
-        for tp in partitions:
-            self.positions.pop(tp, None)
-            self.rewinding.discard(tp)
-
-    async def admit(self, m: Any) -> bool:
-        if self.ready is not None and not self.ready():
-            self.positions.clear()
-            self.rewinding.clear()
-            return False
-        expected = self.positions.get(m.tp)
-        if expected is None and self.start_of is not None:
-            expected = self.start_of(m.tp)
-        if expected is None or m.offset == expected:
-            self.rewinding.discard(m.tp)
-            self.positions[m.tp] = m.offset + 1
-            return True
-        where = f"{m.topic}[{m.partition}]"
-        if m.tp in self.rewinding:
-            # Fetched before the seek: Faust moved its read offset past it and would drop the
-            # messages the seek brings back. Seek again, after it.
-            await self.seek(m.tp, expected)
-        elif m.offset > expected:
-            log.warning("consumer_skipped_offsets", tp=where, first=expected, last=m.offset - 1,
-                        action="seeking back")
-            self.rewinding.add(m.tp)
-            await self.seek(m.tp, expected)
-        else:
-            log.info("consumer_repeated_offset", tp=where, offset=m.offset, expected=expected)
-        return False
-
-
-def in_sequence(app: faust.App) -> InSequence:
-    """`InSequence` for `app`: ready once its tables are recovered and no rebalance is on, each
-    partition resuming at the offset Faust sought to (its committed offset), revoked ones forgotten."""
-
-    def committed_offset(tp: Any) -> int | None:
-        offset = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
-        return int(offset) if offset is not None and offset >= 0 else None
-
-    def recovered() -> bool:
-        recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager has it; its type does not say
-        return bool(recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
-
-    sequence = InSequence(lambda tp, offset: app.consumer.seek(tp, offset), ready=recovered,
-                          start_of=committed_offset)
-
-    @app.on_partitions_revoked.connect
-    async def forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        sequence.forget(args[0] if args else kwargs.get("revoked", ()))
-
-    return sequence
-
-
 async def committed_takes(app: faust.App, stream: Any, max_messages: int, within: float,
                           sequence: InSequence | None = None,
-                          on_committed: Callable[[], None] | None = None) -> AsyncIterator[list[Any]]:
+                          on_committed: Callable[[], None] | None = None,
+                          commit: Callable[[faust.App, Mapping[Any, int]], Awaitable[None]] | None = None,
+                          ) -> AsyncIterator[list[Any]]:
     """Takes of up to `max_messages` messages (waiting up to `within` seconds for more), each
     acknowledged and committed only when the caller asks for the next one, i.e. once it has
     finished with it. A caller that raises leaves its take unacknowledged: nothing of it commits.
@@ -179,6 +101,7 @@ async def committed_takes(app: faust.App, stream: Any, max_messages: int, within
     stream, one `__anext__` at a time (admitted by `sequence`), and a fetch still waiting when a
     take closes is kept for the next take rather than cancelled (cancelling would end the stream).
     """
+    commit = commit or commit_offsets
     manual = stream.noack()
     events = manual.events().__aiter__()
     pending: asyncio.Future[Any] | None = None
@@ -201,6 +124,11 @@ async def committed_takes(app: faust.App, stream: Any, max_messages: int, within
                     break
                 return
             if sequence is not None and not await sequence.admit(event.message):
+                # Not acknowledged (Faust's own final commit must never count it), but no longer
+                # awaited either: a stop would otherwise wait for it.
+                unacked = getattr(app.consumer, "_unacked_messages", None)
+                if unacked is not None:
+                    unacked.discard(event.message)
                 continue
             take.append(event)
             if deadline is None:
@@ -209,11 +137,54 @@ async def committed_takes(app: faust.App, stream: Any, max_messages: int, within
         # Table writes are buffered (`send_soon`): send them now, into this take's transactions, or
         # the commit below would carry the take's offsets while its state went into the next one.
         await app.producer.flush()
+        await commit(app, next_offsets(take))
         for event in take:
+            # After the commit, so Faust's own offset bookkeeping (which we do not use) stays empty.
             await manual.ack(event)
-        await app.consumer.commit()
         if on_committed is not None:
             on_committed()
+
+
+def next_offsets(take: Sequence[Any]) -> dict[Any, int]:
+    """Per partition, the offset after the last message of `take`: what a commit of it records."""
+    offsets: dict[Any, int] = {}
+    for event in take:
+        m = event.message
+        offsets[m.tp] = max(offsets.get(m.tp, 0), m.offset + 1)
+    return offsets
+
+
+async def commit_offsets(app: faust.App, offsets: Mapping[Any, int]) -> None:
+    """Commit exactly `offsets` (partition -> next offset to read) for the partitions still owned.
+
+    Faust's `consumer.commit()` derives offsets from its list of acknowledged offsets, which after a
+    restart was measured to go wrong (its committed offset reset to an older one by the rebalance,
+    offsets acknowledged twice, and the commit stuck a few messages past the restart point). The
+    take knows what it finished; this commits that, in the partitions' transactions under
+    exactly-once (with the take's outputs and state), or as a plain offset commit otherwise.
+    A partition revoked meanwhile is not committed: its next owner takes it again from the last commit.
+    """
+    consumer = app.consumer
+    owned = consumer.assignment()
+    mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
+    if len(mine) < len(offsets):
+        log.info("commit_skipped_revoked", partitions=sorted(str(tp) for tp in offsets.keys() - mine.keys()))
+    if not mine:
+        return
+    if consumer.in_transaction:
+        await consumer.transactions.commit(mine, start_new_transaction=True)
+    else:
+        await consumer._commit(mine)  # type: ignore[attr-defined]
+    app.tables.on_commit(mine)
+    consumer._committed_offset.update(mine)  # type: ignore[attr-defined]
+
+
+def transactional_id(app: faust.App, source_topic: str, partition: int) -> str | None:
+    """The transaction Faust keeps for `partition` of a topic the app consumes (the partition's state
+    changelog writes and its offsets commit in it); None when the app is not exactly-once."""
+    if not app.in_transaction:
+        return None
+    return f"{app.conf.id}-{app.assignor.group_for_topic(source_topic)}-{partition}"
 
 
 @contextmanager
@@ -270,13 +241,9 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     # A take is in hand (from its first message until its commit; a failed one never ends): its
     # state writes may be ahead of the last commit.
     taking = False
-    sequence = in_sequence(app)
+    sequence = in_sequence(app, settings.bootstrap)
     trades = app.topic(settings.trades_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
-    anomalies = app.topic(settings.anomalies_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
-                          value_serializer="raw", partitions=settings.partitions)
-    dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
-                    value_serializer="raw", partitions=settings.partitions)
     # value_type=bytes makes Faust store the encoded state as is (raw codec). Per-symbol state, and
     # the Isolation Forest's pooled samples keyed by pool (= partition, see adapters.kafka.keys):
     # both written while acting as an event of the partition, so each lands in that changelog.
@@ -284,9 +251,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
                       value_type=bytes, options={"driver": "rocksdict"})
     pools = app.Table("pool-state", default=None, partitions=settings.partitions, key_type=str,
                       value_type=bytes, options={"driver": "rocksdict"})
-    found = InMemoryAnomalySink()
-    rejected = InMemoryDeadLetterSink()
-    detect = make_detect(table, pools, found, rejected)
+    detect = make_detect(table, pools)
 
     @app.agent(trades)
     async def detect_trades(stream: Any) -> None:
@@ -294,18 +259,20 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         # take, not once per message. Grouped by partition so each symbol's state is written to
         # the changelog partition its trades came from.
         nonlocal taking
-        async for events in committed_takes(app, stream, settings.take_max, settings.take_within, sequence,
-                                            on_committed=finished):
-            taking = True
-            try:
+        events: list[Any] = []
+        try:
+            async for events in committed_takes(app, stream, settings.take_max, settings.take_within, sequence,
+                                                on_committed=finished):
+                taking = True
                 for partition, group in by_partition(events):
                     await process(partition, group)
-            except StopWorker:
-                return
-            except Exception as exc:  # noqa: BLE001 - whatever it was, this take must not be committed
-                log.error("take_failed", messages=len(events), error=f"{type(exc).__name__}: {exc}")
-                await app.crash(exc)
-                return
+        except StopWorker:
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever it was (detecting, sending, committing): stop here
+            # Faust would restart a crashed agent past this take; stopping the worker makes its
+            # successor start again from the last commit instead.
+            log.error("take_failed", messages=len(events), error=f"{type(exc).__name__}: {exc}")
+            await app.crash(exc)
 
     def finished() -> None:
         nonlocal taking
@@ -331,14 +298,13 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
 
     async def process_group(partition: int, group: list[Any], origin: str) -> None:
         started = time.perf_counter()
-        first, last = group[0].message, group[-1].message
-        decoded = [decode(e.message.key, e.message.value, f"{first.topic}[{partition}]@{e.message.offset}")
-                   for e in group]
+        messages = [e.message for e in group]
+        decoded = [decode(m.key, m.value, f"{m.topic}[{partition}]@{m.offset}") for m in messages]
         batch = np.concatenate([b for b, _ in decoded])  # a take is never empty
         undecodable = [d for _, letters in decoded for d in letters]
         with acting_as(group[-1]):
             try:
-                detect(batch, undecodable)
+                outcome = detect(batch, undecodable)
             except StateFormatError as exc:
                 # Stored state this release cannot read (another format, or the first release's
                 # pickles): going on would judge these trades against nothing and commit them. Stop
@@ -346,18 +312,19 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
                 log.error("state_unreadable", error=str(exc))
                 await app.crash(exc)
                 raise StopWorker from exc
-        out, found.anomalies = found.anomalies, []
-        dead, rejected.dead_letters = rejected.dead_letters, []
-        for a in out:
-            await anomalies.send(key=a.symbol.encode(), value=json.dumps(a.to_dict()).encode())
+        outcome.dead_letters = traced_to_messages(outcome.dead_letters, batch, messages, [len(b) for b, _ in decoded])
+        out = PartitionProducer(app.producer, transactional_id(app, settings.trades_topic, partition))
+        await PublishOutcome(KafkaAnomalySink(out, settings.anomalies_topic),
+                             KafkaDeadLetterSink(out, settings.dlq_topic))(outcome)
+        await out.delivered()  # before the take commits; a failed send fails the take
+        for a in outcome.anomalies:
             log.info("anomaly", symbol=a.symbol, detector=a.detector, score=a.score, id=a.id, reason=a.reason)
-        for d in dead:
-            d = d if d.origin else replace(d, origin=origin)
-            await dlq.send(key=last.key, value=d.raw or d.detail.encode(), headers=dead_letter_headers(d))
-        log.info("batch", messages=len(group), trades=len(batch), anomalies=len(out), dead_letters=len(dead),
-                 seconds=round(time.perf_counter() - started, 4))
+        for d in outcome.dead_letters:
+            log.warning("dead_letter", reason=d.reason, detail=d.detail[:300], origin=d.origin)
+        log.info("batch", messages=len(group), trades=len(batch), anomalies=len(outcome.anomalies),
+                 dead_letters=len(outcome.dead_letters), seconds=round(time.perf_counter() - started, 4))
         if on_batch is not None:
-            await on_batch(len(batch), len(out))
+            await on_batch(len(batch), len(outcome.anomalies))
 
     if metrics is not None:
         gauges = metrics

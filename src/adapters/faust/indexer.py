@@ -11,6 +11,7 @@ on, and the indexer catches up from its committed offsets.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -18,8 +19,8 @@ import faust
 import structlog
 
 from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
-from adapters.faust.app import (GAUGE_REFRESH_SECONDS, NEVER, acting_as, committed_takes, dead_letter_headers,
-                                in_sequence)
+from adapters.faust.app import GAUGE_REFRESH_SECONDS, NEVER, committed_takes, in_sequence, transactional_id
+from adapters.faust.outputs import KafkaDeadLetterSink, PartitionProducer
 from adapters.faust.settings import StreamingSettings
 from domain.model import Anomaly, DeadLetter
 from domain.ports import Metrics
@@ -88,45 +89,53 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
     )
     anomalies = app.topic(settings.anomalies_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                           value_serializer="raw", partitions=settings.partitions)
-    dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
-                    value_serializer="raw", partitions=settings.partitions)
     tally = ElasticsearchTally(sink, metrics) if metrics is not None else None
-    sequence = in_sequence(app)
+    sequence = in_sequence(app, settings.bootstrap)
 
     @app.agent(anomalies)
     async def index_anomalies(stream: Any) -> None:
-        async for events in committed_takes(app, stream, settings.take_max, settings.take_within, sequence):
-            letters: list[tuple[Any, DeadLetter]] = []
-            documents: list[Anomaly] = []
-            for event in events:
-                m = event.message
-                decoded = decode_anomaly(m.value, f"{m.topic}[{m.partition}]@{m.offset}")
-                if isinstance(decoded, Anomaly):
-                    documents.append(decoded)
-                else:
-                    letters.append((event, decoded))
-            try:
-                await sink.publish(documents)
-                await sink.flush()  # transient failures are retried inside, for as long as they last
-            except Exception as exc:  # noqa: BLE001 - refused for good (credentials, mapping): stop, commit nothing
-                log.error("indexer_stopped", error=f"{type(exc).__name__}: {exc}"[:500])
-                await app.crash(exc)
-                return
-            finally:
-                if tally is not None:
-                    tally.report()
-            for failure in sink.drain_failed():
-                a = failure.anomaly
-                detail = f"Elasticsearch refused document {a.id}: HTTP {failure.status}: {failure.reason}"[:300]
-                letters.append((events[-1], DeadLetter("index_rejected", detail, f"{settings.anomalies_topic}:{a.id}",
-                                                       json.dumps(a.to_dict()).encode())))
-            for event, letter in letters:
+        try:
+            async for events in committed_takes(app, stream, settings.take_max, settings.take_within, sequence):
+                await index(events)
+        except Exception as exc:  # noqa: BLE001 - refused for good (credentials, mapping) or a failed commit
+            # Stop, committing nothing more: Faust would restart the agent past this take.
+            log.error("indexer_stopped", error=f"{type(exc).__name__}: {exc}"[:500])
+            await app.crash(exc)
+
+    async def index(events: list[Any]) -> None:
+        letters: list[tuple[int, DeadLetter]] = []  # (anomalies partition, letter)
+        documents: list[Anomaly] = []
+        for event in events:
+            m = event.message
+            decoded = decode_anomaly(m.value, f"{m.topic}[{m.partition}]@{m.offset}")
+            if isinstance(decoded, Anomaly):
+                documents.append(decoded)
+            else:
+                letters.append((m.partition, replace(decoded, key=m.key)))
+        try:
+            await sink.publish(documents)
+            await sink.flush()  # transient failures are retried inside, for as long as they last
+        finally:
+            if tally is not None:
+                tally.report()
+        for failure in sink.drain_failed():
+            a = failure.anomaly
+            detail = f"Elasticsearch refused document {a.id}: HTTP {failure.status}: {failure.reason}"[:300]
+            letters.append((events[-1].message.partition,
+                            DeadLetter("index_rejected", detail, f"{settings.anomalies_topic}:{a.id}",
+                                       json.dumps(a.to_dict()).encode(), key=a.symbol.encode())))
+        for partition in sorted({p for p, _ in letters}):
+            # In the transaction of the anomalies partition they came from, with its offsets.
+            out = PartitionProducer(app.producer, transactional_id(app, settings.anomalies_topic, partition))
+            mine = [letter for p, letter in letters if p == partition]
+            await KafkaDeadLetterSink(out, settings.dlq_topic).publish(mine)
+            await out.delivered()
+            for letter in mine:
                 log.error("anomaly_dead_lettered", reason=letter.reason, detail=letter.detail, origin=letter.origin)
-                with acting_as(event):
-                    await dlq.send(key=event.message.key, value=letter.raw, headers=dead_letter_headers(letter))
-                if metrics is not None:
+            if metrics is not None:
+                for letter in mine:
                     metrics.dead_letters(letter.reason, 1)
-            log.debug("indexed", messages=len(events), documents=len(documents), dead_letters=len(letters))
+        log.debug("indexed", messages=len(events), documents=len(documents), dead_letters=len(letters))
 
     if tally is not None:
         @app.timer(interval=GAUGE_REFRESH_SECONDS)

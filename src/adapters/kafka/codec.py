@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 import numpy as np
 
@@ -52,11 +53,13 @@ def decode(key: bytes | None, value: bytes | None, origin: str) -> tuple[np.ndar
     """
     raw = b"" if value is None else bytes(value)
     if raw[:4] == MAGIC:
-        return _decode_binary(key, raw, origin)
-    if raw.lstrip()[:1] in (b"{", b"["):
-        return decode_json(key, raw, origin)
-    what = "empty value" if not raw else f"value starts with {raw[:8]!r}, expected {MAGIC!r} or JSON"
-    return _nothing(DeadLetter(BAD_ENCODING, what, origin, raw))
+        trades, letters = _decode_binary(key, raw, origin)
+    elif raw.lstrip()[:1] in (b"{", b"["):
+        trades, letters = decode_json(key, raw, origin)
+    else:
+        what = "empty value" if not raw else f"value starts with {raw[:8]!r}, expected {MAGIC!r} or JSON"
+        trades, letters = _nothing(DeadLetter(BAD_ENCODING, what, origin, raw))
+    return trades, [replace(d, key=key) for d in letters]
 
 
 def _decode_binary(key: bytes | None, raw: bytes, origin: str) -> tuple[np.ndarray, list[DeadLetter]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -10,43 +9,24 @@ from typing import Any
 import numpy as np
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, for_code
 
 from adapters.kafka.codec import encode_batch
+from adapters.kafka.dead_letters import dead_letter_record
+from adapters.kafka.topics import ensure_topics
 from domain.errors import ConfigError
 from domain.model import DeadLetter
 
 log = structlog.get_logger()
 
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
-TOPIC_ALREADY_EXISTS = 36
 # A record batch must fit the broker's message.max.bytes (1 MiB by default) after compression.
 MAX_BATCH_BYTES = 1_000_000
-DETAIL_HEADER_BYTES = 4096
-
-
-def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    return [("reason", letter.reason.encode()), ("detail", letter.detail.encode()[:DETAIL_HEADER_BYTES]),
-            ("origin", letter.origin.encode())]
-
-
-async def _await_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeout: float = 15.0) -> None:
-    """Wait (bounded) until every partition of new topics has a leader: sends before that are
-    refused with NotLeaderForPartition and only succeed on retry."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        described = await admin.describe_topics(topics)
-        if all(t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
-               for t in described):
-            return
-        await asyncio.sleep(0.05)
-    log.warning("topic_leaders_pending", topics=topics, waited_seconds=timeout)
 
 
 class KafkaTradePublisher:
     """Trade batches to `topic` keyed by symbol (so one symbol stays on one partition, in order);
-    dead letters to `dlq_topic` (value = the raw record, headers reason/detail/origin).
+    dead letters to `dlq_topic` (adapters.kafka.dead_letters). On start, the trades, anomalies and
+    dead-letter topics are created when missing and refused when their partition count differs.
 
     Sends are pipelined: `publish` returns once the message is queued in the producer, keeping up
     to `window` messages unacknowledged; the oldest is awaited when the window is full, so a
@@ -55,10 +35,12 @@ class KafkaTradePublisher:
 
     def __init__(self, bootstrap: str, topic: str = "trades", dlq_topic: str = "trades.dlq", *,
                  partitions: int = 4, replication_factor: int = 1, compression: str = "none",
-                 linger_ms: int = 5, window: int = 512, client_id: str = "stockanomaly-ingest") -> None:
+                 linger_ms: int = 5, window: int = 512, client_id: str = "stockanomaly-ingest",
+                 anomalies_topic: str = "anomalies") -> None:
         if compression not in COMPRESSIONS:
             raise ConfigError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
         self.bootstrap, self.topic, self.dlq_topic = bootstrap, topic, dlq_topic
+        self.topics = [topic, anomalies_topic, dlq_topic]
         self.partitions, self.replication_factor = partitions, replication_factor
         self.compression = None if compression == "none" else compression
         self.linger_ms, self.window, self.client_id = linger_ms, window, client_id
@@ -97,24 +79,9 @@ class KafkaTradePublisher:
                 self._producer = None
 
     async def ensure_topics(self) -> None:
-        """Create the trades and dead-letter topics when missing; existing topics are left as they are."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            missing = [NewTopic(name, self.partitions, self.replication_factor)
-                       for name in dict.fromkeys((self.topic, self.dlq_topic)) if name not in existing]
-            if not missing:
-                return
-            response = await admin.create_topics(missing)
-            for name, code, *rest in response.topic_errors:
-                if code not in (0, TOPIC_ALREADY_EXISTS):
-                    message = rest[0] if rest and rest[0] else for_code(code).__name__
-                    raise KafkaError(f"creating topic {name}: {message}")
-            log.info("topics_created", topics=[t.name for t in missing], partitions=self.partitions)
-            await _await_leaders(admin, [t.name for t in missing])
-        finally:
-            await admin.close()
+        """The topics created when missing, refused when their partition count differs."""
+        await ensure_topics(self.bootstrap, self.topics, self.partitions, self.replication_factor,
+                            client_id=self.client_id)
 
     async def publish(self, symbol: str, trades: np.ndarray) -> int:
         if not len(trades):
@@ -125,7 +92,8 @@ class KafkaTradePublisher:
 
     async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         for letter in dead_letters:
-            await self._send(self.dlq_topic, key=None, value=letter.raw, headers=dead_letter_headers(letter))
+            key, value, headers = dead_letter_record(letter)
+            await self._send(self.dlq_topic, key=key, value=value, headers=headers)
 
     async def flush(self) -> None:
         producer = self._require_started()

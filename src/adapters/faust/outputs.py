@@ -1,0 +1,83 @@
+"""The worker's outputs on Kafka: a take's anomalies and dead letters, in its partition's transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from adapters.kafka.codec import encode_batch
+from adapters.kafka.dead_letters import dead_letter_record
+from domain.model import Anomaly, DeadLetter
+
+
+class PartitionProducer:
+    """Sends the records of one trades partition's take, under exactly-once in that partition's
+    transaction (`transactional_id`), so they commit or abort with the take's state and offsets.
+
+    Faust's `topic.send` picks the transaction of the *destination* partition, and for a topic the
+    worker does not consume (anomalies, dead letters) none at all: those records were sent outside
+    any transaction, visible before their offsets committed, and written again after a crash.
+    `delivered()` waits for the broker's acknowledgement of everything sent, and raises if any
+    failed: the take must not commit then.
+    """
+
+    def __init__(self, producer: Any, transactional_id: str | None) -> None:
+        self.producer = producer
+        self.transactional_id = transactional_id
+        self.pending: list[Awaitable[Any]] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes,
+                   headers: list[tuple[str, bytes]] | None = None) -> None:
+        self.pending.append(await self.producer.send(topic, key, value, None, None, headers,
+                                                     transactional_id=self.transactional_id))
+
+    async def delivered(self) -> None:
+        pending, self.pending = self.pending, []
+        await asyncio.gather(*pending)
+
+
+class KafkaAnomalySink:
+    """AsyncAnomalySink: each anomaly as JSON (`Anomaly.to_dict`), keyed by its symbol."""
+
+    def __init__(self, out: PartitionProducer, topic: str) -> None:
+        self.out, self.topic = out, topic
+
+    async def publish(self, anomalies: Sequence[Anomaly]) -> None:
+        for a in anomalies:
+            await self.out.send(self.topic, a.symbol.encode(), json.dumps(a.to_dict()).encode())
+
+
+class KafkaDeadLetterSink:
+    """AsyncDeadLetterSink: the `trades.dlq` format of `adapters.kafka.dead_letters`."""
+
+    def __init__(self, out: PartitionProducer, topic: str) -> None:
+        self.out, self.topic = out, topic
+
+    async def publish(self, dead_letters: Sequence[DeadLetter]) -> None:
+        for letter in dead_letters:
+            key, value, headers = dead_letter_record(letter)
+            await self.out.send(self.topic, key, value, headers)
+
+
+def traced_to_messages(letters: Sequence[DeadLetter], trades: np.ndarray, messages: Sequence[Any],
+                       counts: Sequence[int]) -> list[DeadLetter]:
+    """Dead letters of trades the engine refused (`row` >= 0: a row of `trades`, the concatenated
+    trades of `messages`, `counts[i]` of them from message i) given the message their trade came in:
+    its key, its `topic[partition]@offset`, and as value the trade alone, encoded as a one-trade
+    message. Letters of whole messages (decoding) already carry theirs and are kept as they are."""
+    ends = np.cumsum(counts)
+    traced = []
+    for letter in letters:
+        if letter.row < 0:
+            traced.append(letter)
+            continue
+        m = messages[int(np.searchsorted(ends, letter.row, side="right"))]
+        trade = trades[letter.row:letter.row + 1]
+        _, value = encode_batch(str(trade["symbol"][0]), trade)
+        traced.append(replace(letter, origin=f"{m.topic}[{m.partition}]@{m.offset}", key=m.key, raw=value))
+    return traced

@@ -1,0 +1,140 @@
+"""Which delivered messages a take may hold: each partition's records one after another."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import faust
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+log = structlog.get_logger()
+
+# (partition, first offset, before) -> the offset of the first record the log holds in [first,
+# before) for this consumer (committed records under read_committed), or None when there is none
+NextRecord = Callable[[Any, int, int], Awaitable[int | None]]
+
+
+class InSequence:
+    """Decides which delivered messages to judge: each partition's records one after another, from
+    where it resumes (`start_of(tp)`, its committed offset, when known).
+
+    The consumer was measured, right after a restart's recovery, to hand over a partition with a
+    hole in it (offsets never delivered) and later to repeat an offset already taken; messages
+    fetched before recovery's seek back to the committed offsets can also still be queued. Offsets
+    also jump where nothing was skipped: a transaction's commit marker, an aborted transaction's
+    records (read committed), a compacted topic. So a jump is checked against the log
+    (`next_record`): nothing there, the message is next; a record there was skipped, and the
+    consumer `seek`s back to it, dropping everything else of that partition until it comes. A
+    repeat is dropped. Messages delivered while `ready()` is false (tables recovering) are dropped
+    too: recovery ends with a seek, so they come again. Dropped messages are never acknowledged,
+    so never committed.
+    """
+
+    def __init__(self, seek: Callable[[Any, int], Awaitable[None]], ready: Callable[[], bool] | None = None,
+                 start_of: Callable[[Any], int | None] | None = None, next_record: NextRecord | None = None) -> None:
+        self.seek, self.ready, self.start_of, self.next_record = seek, ready, start_of, next_record
+        self.positions: dict[Any, int] = {}  # partition -> next offset expected
+        self.rewinding: set[Any] = set()
+
+    def forget(self, partitions: Iterable[Any]) -> None:
+        """Revoked: whoever gets them next, maybe this worker again, starts from the committed offset."""
+        for tp in partitions:
+            self.positions.pop(tp, None)
+            self.rewinding.discard(tp)
+
+    async def admit(self, m: Any) -> bool:
+        if self.ready is not None and not self.ready():
+            self.positions.clear()
+            self.rewinding.clear()
+            return False
+        expected = self.positions.get(m.tp)
+        if expected is None and self.start_of is not None:
+            expected = self.start_of(m.tp)
+        if expected is not None and m.offset > expected and m.tp not in self.rewinding:
+            skipped = await self._skipped(m.tp, expected, m.offset)
+            if skipped is None:
+                expected = m.offset  # nothing deliverable in between
+            else:
+                log.warning("consumer_skipped_offsets", tp=f"{m.topic}[{m.partition}]", first=skipped,
+                            last=m.offset - 1, action="seeking back")
+                self.positions[m.tp] = skipped
+                self.rewinding.add(m.tp)
+                await self.seek(m.tp, skipped)
+                return False
+        if expected is None or m.offset == expected:
+            self.rewinding.discard(m.tp)
+            self.positions[m.tp] = m.offset + 1
+            return True
+        if m.tp in self.rewinding and m.offset > expected:
+            # Fetched before the seek: Faust moved its read offset past it and would drop the
+            # messages the seek brings back. Seek again, to the record it is waiting for.
+            await self.seek(m.tp, expected)
+        else:
+            log.info("consumer_repeated_offset", tp=f"{m.topic}[{m.partition}]", offset=m.offset, expected=expected)
+        return False
+
+    async def _skipped(self, tp: Any, first: int, before: int) -> int | None:
+        if self.next_record is None:
+            return first  # nothing to ask: every jump is a hole
+        return await self.next_record(tp, first, before)
+
+
+class LogReader:
+    """Answers `NextRecord` from the broker with a consumer of its own (no group, the app's isolation
+    level), started on first use: only jumps in the offsets cost a fetch."""
+
+    def __init__(self, bootstrap: str, read_committed: bool) -> None:
+        self.bootstrap, self.read_committed = bootstrap, read_committed
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def next_record(self, tp: Any, first: int, before: int) -> int | None:
+        if self.consumer is None:
+            self.consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+                isolation_level="read_committed" if self.read_committed else "read_uncommitted")
+            await self.consumer.start()
+        partition = TopicPartition(tp.topic, tp.partition)
+        self.consumer.assign([partition])
+        self.consumer.seek(partition, first)
+        for _ in range(50):  # bounded: the records up to `before` are all there (it was delivered)
+            batch = (await self.consumer.getmany(partition, timeout_ms=200, max_records=1)).get(partition, [])
+            if batch:
+                return batch[0].offset if batch[0].offset < before else None
+            if await self.consumer.position(partition) >= before:
+                return None  # read past the jump (markers, aborted records) and found nothing
+        raise TimeoutError(f"could not read {tp.topic}[{tp.partition}] from {first} to {before}")
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+
+
+def in_sequence(app: faust.App, bootstrap: str) -> InSequence:
+    """`InSequence` for `app`: ready once its tables are recovered and no rebalance is on, each
+    partition resuming at the offset Faust sought to (its committed offset), jumps checked with
+    the broker, revoked partitions forgotten."""
+
+    def committed_offset(tp: Any) -> int | None:
+        offset = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        return int(offset) if offset is not None and offset >= 0 else None
+
+    def recovered() -> bool:
+        recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager has it; its type does not say
+        return bool(recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
+
+    reader = LogReader(bootstrap, read_committed=bool(app.in_transaction))
+    sequence = InSequence(lambda tp, offset: app.consumer.seek(tp, offset), ready=recovered,
+                          start_of=committed_offset, next_record=reader.next_record)
+
+    @app.on_partitions_revoked.connect
+    async def forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        sequence.forget(args[0] if args else kwargs.get("revoked", ()))
+
+    @app.on_before_shutdown.connect
+    async def close_reader(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await reader.close()
+
+    return sequence

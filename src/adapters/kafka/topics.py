@@ -1,0 +1,75 @@
+"""The project's topics: created with the configured partition count, or refused when they differ.
+
+`trades`, `anomalies` and `trades.dlq` are created by whichever starts first, the worker or ingest,
+never by the broker (auto-creation would make one partition). A topic that exists with another
+partition count is refused with one error: the worker's tables and model pools follow the trades
+partitions, and a symbol's anomalies and dead letters are keyed like its trades.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, for_code
+
+from domain.errors import ConfigError
+
+log = structlog.get_logger()
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int, replication_factor: int = 1,
+                        client_id: str = "stockanomaly-topics") -> list[str]:
+    """Create the missing `names`; the names created. Raises ConfigError when one exists with a
+    partition count other than `partitions`, KafkaError when Kafka refuses."""
+    wanted = list(dict.fromkeys(names))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        present = [n for n in wanted if n in existing]
+        _check_partitions(await admin.describe_topics(present) if present else [], partitions, wanted)
+        missing = [NewTopic(n, partitions, replication_factor) for n in wanted if n not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(missing)
+        raced = []
+        for name, code, *rest in response.topic_errors:
+            if code == TOPIC_ALREADY_EXISTS:
+                raced.append(name)  # created meanwhile by another worker or ingest: check it too
+            elif code != 0:
+                message = rest[0] if rest and rest[0] else for_code(code).__name__
+                raise KafkaError(f"creating topic {name}: {message}")
+        if raced:
+            _check_partitions(await admin.describe_topics(raced), partitions, wanted)
+        created = [t.name for t in missing if t.name not in raced]
+        log.info("topics_created", topics=created, partitions=partitions)
+        await _await_leaders(admin, [t.name for t in missing])
+        return created
+    finally:
+        await admin.close()
+
+
+def _check_partitions(described: list[dict], partitions: int, order: list[str]) -> None:
+    wrong = {t["topic"]: len(t["partitions"]) for t in described if len(t["partitions"]) != partitions}
+    if wrong:
+        listed = ", ".join(f"{name!r} has {wrong[name]}" for name in order if name in wrong)
+        raise ConfigError(f"topic partitions differ from STOCKANOMALY_PARTITIONS={partitions}: {listed}; "
+                          "set STOCKANOMALY_PARTITIONS to match, or recreate the topics")
+
+
+async def _await_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeout: float = 15.0) -> None:
+    """Wait (bounded) until every partition of new topics has a leader: sends before that are
+    refused with NotLeaderForPartition and only succeed on retry."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        described = await admin.describe_topics(topics)
+        if all(t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+               for t in described):
+            return
+        await asyncio.sleep(0.05)
+    log.warning("topic_leaders_pending", topics=topics, waited_seconds=timeout)
