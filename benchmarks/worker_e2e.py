@@ -1,9 +1,10 @@
 """Kafka -> Faust worker -> anomalies topic -> indexer -> Elasticsearch: latency and one worker's throughput.
 
 Needs the local services (`bash scripts/services.sh up kafka elasticsearch`). Starts its own
-processes exactly as production runs them, `faust -A entrypoints.worker worker` (detection; writes
-only Kafka) and `faust -A entrypoints.indexer worker` (the anomalies topic into Elasticsearch),
-on fresh topics, consumer groups, data directory and index prefix (a uuid per phase), all removed
+processes as the Dockerfile and docker-compose.yml run them, `faust -A entrypoints.worker worker
+-l info` (detection; writes only Kafka) and `faust -A entrypoints.indexer worker -l info` (the
+anomalies topic into Elasticsearch; `-l warn` would turn on Faust's spinner, which sets the root
+logger to DEBUG and costs the worker several percent), on fresh topics, consumer groups, data directory and index prefix (a uuid per phase), all removed
 at the end, also on failure. Progress goes to stderr; stdout gets exactly one JSON line.
 
 Usage:
@@ -36,8 +37,8 @@ latency phase (target: p99 produce -> anomalies topic < 50 ms, produce -> search
   Each anomaly of the paced part is matched to the message that held its trade by (sequence,
   symbol, ts_event) (the synthetic tape's sequence numbers are unique); latency = stamp - that
   message's produce time. All clocks are read on this host. Anomalies of the warm-up are left
-  out. Reported: p50/p90/p99/max in ms and their counts, the achieved send rate, the producer's
-  ack latency, the worker's takes during the paced part (from its "batch" log lines) and how
+  out. Reported: p50/p90/p99/max in ms and their counts (and anomalies topic -> searchable, the
+  indexer's share), the achieved send rate, the producer's ack latency, the worker's takes during the paced part (from its "batch" log lines) and how
   long it took after the last send until the worker had committed everything.
   Before the warm-up, a probe anomaly (id "<run>-probe") is written to the anomalies topic; the
   paced part starts only after the worker has committed the warm-up and the probe is searchable.
@@ -142,7 +143,7 @@ async def _observe(conn: Any, bootstrap: str, topic: str, partitions: int, es_ur
     seen: dict[str, list[Any]] = {}  # id -> [time on topic, symbol, ts_event, sequence, detector]
     found: dict[str, float] = {}  # id -> time a search first returned it
     pending: dict[str, None] = {}  # seen, not yet found (insertion-ordered)
-    counts = Counter()  # duplicates on the topic, search errors
+    counts: Counter[str] = Counter()  # duplicates on the topic, search errors
     stop = asyncio.Event()
     await consumer.start()
     try:
@@ -292,7 +293,10 @@ class Run:
     def check_alive(self) -> None:
         for name, proc, _ in self.procs:
             if proc.poll() is not None:
-                raise RuntimeError(f"the {name} exited with code {proc.returncode}; log: {self.workdir / name}.log")
+                log = self.workdir / f"{name}.log"
+                signalled = "Signal received: 15" in log.read_text(errors="replace")
+                cause = " after a SIGTERM from outside this benchmark" if signalled else ""
+                raise RuntimeError(f"the {name} exited with code {proc.returncode}{cause}; log: {log}")
 
     @property
     def trades_partitions(self) -> list[TopicPartition]:
@@ -335,7 +339,7 @@ class Run:
 
     def worker_batches(self, since: float = 0.0, until: float = float("inf")) -> list[dict[str, Any]]:
         """The worker's "batch" log lines (one per partition group of a take) logged within [since, until]."""
-        out = []
+        out: list[dict[str, Any]] = []
         path = self.workdir / "worker.log"
         if not path.exists():
             return out
@@ -571,8 +575,11 @@ async def latency_phase(args: argparse.Namespace, es: Any) -> dict[str, Any]:
 
     # Match every anomaly of the paced part to the message that held its trade.
     seq = paced["sequence"].astype(np.int64)
-    to_topic, to_search, detectors = [], [], Counter()
-    counts = Counter()
+    to_topic: list[float] = []
+    to_search: list[float] = []
+    indexing: list[float] = []
+    detectors: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
     for anomaly_id, (t_topic, symbol, ts_event, sequence, detector) in result["seen"].items():
         if anomaly_id == probe.id:
             continue
@@ -589,6 +596,7 @@ async def latency_phase(args: argparse.Namespace, es: Any) -> dict[str, Any]:
         to_topic.append(t_topic - t_send)
         if anomaly_id in result["found"]:
             to_search.append(result["found"][anomaly_id] - t_send)
+            indexing.append(result["found"][anomaly_id] - t_topic)
     topic_stats, search_stats = stats_ms(to_topic), stats_ms(to_search)
     ack = acked - sent
     return {
@@ -602,6 +610,7 @@ async def latency_phase(args: argparse.Namespace, es: Any) -> dict[str, Any]:
                       "by_detector": dict(sorted(detectors.items()))},
         "produce_to_anomalies_topic_ms": topic_stats,
         "produce_to_searchable_ms": search_stats,
+        "anomalies_topic_to_searchable_ms": stats_ms(indexing),
         "produce_to_ack_ms": stats_ms(ack[~np.isnan(ack)]),
         "unacked_messages": int(np.isnan(ack).sum()),
         "drain_seconds": round(drained - send_end, 2),

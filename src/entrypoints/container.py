@@ -15,25 +15,10 @@ from adapters.kafka.keys import pooling_by_partition
 from adapters.metrics import MetricsServer, PrometheusMetrics, process_registry
 from application.detect import DetectTrades
 from application.replay import Replay
-from domain.detectors import DETECTOR_NAMES, default_detectors
+from domain.detectors import default_detectors
 from domain.engine import DetectionEngine
 from domain.errors import ConfigError
-
-DEFAULTS = {
-    "thresholds": "",
-    "detectors": ",".join(DETECTOR_NAMES),
-    "seed": 7,
-    "partitions": 4,  # model pools follow the `trades` partitions (STOCKANOMALY_PARTITIONS)
-    "chunk_size": 16_384,  # trades read per source chunk; a replay joins chunks into batches
-    "out": "",
-    "dead_letters": "",
-    "state": "memory",
-    "metrics": "memory",  # or "prometheus" (the worker; `replay --metrics-port`)
-    "metrics_symbols": "",  # symbols allowed as a label value of stockanomaly_anomalies_total
-    "metrics_addr": "0.0.0.0",
-    "metrics_port": 9100,
-}
-
+from entrypoints.settings import Settings, load_settings
 
 def size_thresholds(path: str | None) -> dict[str, float] | None:
     return load_thresholds(path).size_thresholds() if path else None
@@ -61,7 +46,8 @@ def indexer_sink(settings: StreamingSettings) -> object:
 
 
 class Container(containers.DeclarativeContainer):
-    config = providers.Configuration(default=DEFAULTS)
+    settings = providers.Dependency(instance_of=Settings)  # validated once (entrypoints.settings)
+    config = providers.Configuration()  # the same values, for the providers below
 
     # Domain
     detectors = providers.Singleton(
@@ -103,7 +89,7 @@ class Container(containers.DeclarativeContainer):
 
     # Streaming (the worker and the indexer): Kafka topics, the RocksDB table store and Elasticsearch
     # from the environment; the table-backed state store and buffering sinks are made by the Faust app.
-    streaming = providers.Singleton(StreamingSettings.from_env)
+    streaming = providers.Singleton(Settings.streaming, settings)
     indexer_sink = providers.Singleton(indexer_sink, streaming)
     table_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.schema)
     table_pool_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.pool_schema)
@@ -111,21 +97,9 @@ class Container(containers.DeclarativeContainer):
 
 
 def build_container(**overrides: object) -> Container:
-    """Defaults, then STOCKANOMALY_* environment variables, then explicit overrides (CLI flags)."""
-    container = Container()
-    env = {
-        "thresholds": "STOCKANOMALY_THRESHOLDS",
-        "detectors": "STOCKANOMALY_DETECTORS",
-        "seed": "STOCKANOMALY_SEED",
-        "partitions": "STOCKANOMALY_PARTITIONS",
-        "chunk_size": "STOCKANOMALY_CHUNK_SIZE",
-        "state": "STOCKANOMALY_STATE",
-        "metrics": "STOCKANOMALY_METRICS",
-        "metrics_symbols": "STOCKANOMALY_METRICS_SYMBOLS",
-        "metrics_addr": "STOCKANOMALY_METRICS_ADDR",
-        "metrics_port": "STOCKANOMALY_METRICS_PORT",
-    }
-    for key, var in env.items():
-        getattr(container.config, key).from_env(var, default=DEFAULTS[key])
-    container.config.from_dict({k: v for k, v in overrides.items() if v is not None})
+    """Defaults, then STOCKANOMALY_* environment variables, then explicit overrides (CLI flags; None
+    = not given), validated together (ConfigError, one line per bad value)."""
+    settings = load_settings(**overrides)
+    container = Container(settings=settings)
+    container.config.from_dict(settings.model_dump())
     return container

@@ -7,7 +7,6 @@ STOCKANOMALY_INDEXER_METRICS_PORT (default 9101).
 
 from __future__ import annotations
 
-import os
 import sys
 
 from adapters.faust.indexer import create_indexer_app
@@ -16,13 +15,14 @@ from entrypoints.logging_setup import configure_logging
 from entrypoints.topics import before_start
 from domain.errors import ConfigError
 
-configure_logging(os.environ.get("STOCKANOMALY_LOG_LEVEL", "INFO"))
-container = build_container(metrics="prometheus",
-                            metrics_port=os.environ.get("STOCKANOMALY_INDEXER_METRICS_PORT", "9101"))
 try:
+    container = build_container(metrics="prometheus")
+    # The indexer serves its metrics on a port of its own (a worker may run beside it).
+    container.config.metrics_port.from_value(container.settings().indexer_metrics_port)
     sink = container.indexer_sink()
 except ConfigError as exc:
     sys.exit(f"stockanomaly indexer: {exc}")
+configure_logging(container.settings().log_level)
 app = create_indexer_app(container.streaming(), sink, container.metrics())  # type: ignore[arg-type]
 before_start(app, container.streaming(), "indexer")
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import os
+import sys
 
 from adapters.faust.app import create_app
+from domain.errors import ConfigError
 from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging
 from entrypoints.topics import before_start
 
-configure_logging(os.environ.get("STOCKANOMALY_LOG_LEVEL", "INFO"))
-container = build_container(metrics="prometheus")
+try:
+    container = build_container(metrics="prometheus")
+except ConfigError as exc:
+    sys.exit(f"stockanomaly worker: {exc}")
+configure_logging(container.settings().log_level)
 # Compiled kernels loaded (or, on a machine's very first start, compiled) before the consumer starts,
 # so the first batches do not wait on them and no consumer heartbeat waits on a compiler.
 container.engine().warm_up()

@@ -1,4 +1,5 @@
-"""Alerting end to end: the real Prometheus scrapes a running worker and the anomaly-rate alert fires."""
+"""Alerting end to end: the real Prometheus scrapes a running worker and indexer; the anomaly-rate
+alert fires on a burst, and the Elasticsearch alert fires while Elasticsearch is unreachable."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
 from entrypoints.container import build_container
-from integration_support import as_messages, eventually, eventually_async
+from integration_support import GatedProxy, as_messages, eventually, eventually_async
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -102,6 +103,17 @@ def test_rules_and_their_short_window_variant_pass_promtool_check(tmp_path) -> N
 
 
 @pytest.mark.asyncio
+async def produce(bootstrap: str, topic: str, trades: np.ndarray) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in as_messages(trades):
+            await producer.send(topic, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
 async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_rate_alert(
         kafka_bootstrap, new_topic, suffix, tmp_path, es_url, es_prefix, prometheus_url, prometheus_target,
         prometheus_rules, burst, noisy_detectors) -> None:
@@ -115,13 +127,15 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
                STOCKANOMALY_LOG_LEVEL="INFO", ELASTICSEARCH_URL=es_url, STOCKANOMALY_ES_INDEX_PREFIX=es_prefix)
     log_path = tmp_path / "worker.log"
     indexer_port = free_port()
+    gate = GatedProxy(es_url)  # the indexer's way to Elasticsearch, cut later on
+    gate.open()
     with open(log_path, "ab") as log, open(tmp_path / "indexer.log", "ab") as indexer_log:
         worker = subprocess.Popen([sys.executable, "-m", "faust", "-A", "entrypoints.worker", "worker", "-l", "warn"],
                                   cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
         indexer = subprocess.Popen(
             [sys.executable, "-m", "faust", "-A", "entrypoints.indexer", "worker", "-l", "warn"], cwd=tmp_path,
             env=dict(env, STOCKANOMALY_INDEXER_METRICS_PORT=str(indexer_port),
-                     STOCKANOMALY_INDEXER_WEB_PORT=str(free_port())),
+                     STOCKANOMALY_INDEXER_WEB_PORT=str(free_port()), ELASTICSEARCH_URL=gate.url),
             stdout=indexer_log, stderr=subprocess.STDOUT)
     try:
         prometheus_target([f"127.0.0.1:{metrics_port}", f"127.0.0.1:{indexer_port}"],
@@ -133,14 +147,7 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
         eventually(lambda: query(prometheus_url, f"count_over_time(stockanomaly_trades_processed_total{worker_only}[1m]) >= 3"),
                    timeout=120, interval=0.5, what=f"Prometheus scraping the worker (log {log_path})")
 
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
-        await producer.start()
-        try:
-            for key, value in as_messages(burst):
-                await producer.send(topics["trades"], key=key, value=value)
-            await producer.flush()
-        finally:
-            await producer.stop()
+        await produce(kafka_bootstrap, topics["trades"], burst)
 
         firing = eventually(
             lambda: [a for a in alerts(prometheus_url, "StockanomalyAnomalyRateHigh", suffix) if a["state"] == "firing"],
@@ -167,7 +174,28 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
             return len(lag) == PARTITIONS and all(float(s["value"][1]) == 0 for s in lag) and symbols == 2
 
         await eventually_async(caught_up, timeout=60, interval=0.5, what="consumer lag 0 and 2 symbols held")
+
+        # Elasticsearch unreachable: the indexer retries (counted as it goes, not after a success)
+        # and the page-level alert fires; the worker carries on regardless.
+        gate.cut()
+        later = burst.copy()
+        later["ts_event"] += 86_400 * 10**9  # the next day's tape of the same symbols
+        later["ts_recv"] += 86_400 * 10**9
+        await produce(kafka_bootstrap, topics["trades"], later)
+        failing = eventually(
+            lambda: [a for a in alerts(prometheus_url, "StockanomalyElasticsearchWritesFailing", suffix)
+                     if a["state"] == "firing"],
+            timeout=180, interval=1.0, what="StockanomalyElasticsearchWritesFailing firing")
+        assert failing[0]["labels"]["severity"] == "page"
+        assert (scraped(f"sum(stockanomaly_elasticsearch_retries_total{mine})") or 0) > 0
+        eventually(lambda: scraped(f"stockanomaly_trades_processed_total{worker_only}") == 2 * len(burst),
+                   timeout=60, interval=0.5, what="the worker processing on during the outage")
+        gate.open()
+        found = scraped(f"sum(stockanomaly_anomalies_total{worker_only})")
+        eventually(lambda: scraped(f"sum(stockanomaly_elasticsearch_writes_total{mine})") == found,
+                   timeout=120, interval=1.0, what="the indexer catching up once Elasticsearch is back")
     finally:
+        gate.close()
         for proc in (worker, indexer):
             proc.terminate()
         for proc in (worker, indexer):
@@ -178,5 +206,5 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     batches = [line for line in lines if line.get("event") == "batch"]
     assert batches and all({"partition", "offsets", "trades", "seconds"} <= set(b) for b in batches)
-    assert sum(b["trades"] for b in batches) == len(burst)
+    assert sum(b["trades"] for b in batches) == 2 * len(burst)
     assert any(line.get("event") == "anomaly" and "symbol" in line and "partition" in line for line in lines)

@@ -1,0 +1,104 @@
+"""Every setting of the project, in one place: defaults, then the environment, then explicit values.
+
+Read once per process by `build_container`, validated by pydantic-settings: a bad value is one
+line naming the variable (`STOCKANOMALY_CHUNK_SIZE: Input should be a valid integer, got 'abc'`),
+never a traceback from wherever it was first used.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from adapters.faust.settings import StreamingSettings
+from domain.detectors import DETECTOR_NAMES
+from domain.errors import ConfigError
+
+Port = Annotated[int, Field(ge=0, le=65_535)]
+PREFIX = "STOCKANOMALY_"
+
+
+def _env(name: str) -> AliasChoices:
+    """A setting read from a variable without the STOCKANOMALY_ prefix (shared with other tools)."""
+    return AliasChoices(name.lower(), name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid", populate_by_name=True,
+                                      validate_default=True)
+
+    # The core (replay and the worker)
+    thresholds: str = ""  # a calibrate output file; empty: the detectors' own defaults
+    detectors: str = ",".join(DETECTOR_NAMES)
+    seed: int = 7
+    partitions: Annotated[int, Field(ge=1, le=10_000)] = 4  # of the topics; model pools follow them
+    chunk_size: Annotated[int, Field(ge=1)] = 16_384  # trades read per source chunk
+    out: str = ""
+    dead_letters: str = ""
+    state: Literal["memory"] = "memory"  # the worker keeps state in its Faust tables instead
+    metrics: Literal["memory", "prometheus"] = "memory"
+    metrics_symbols: str = ""  # symbols allowed as a label value of stockanomaly_anomalies_total
+    metrics_addr: str = "0.0.0.0"
+    metrics_port: Port = 9100
+    indexer_metrics_port: Port = 9101
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Streaming: Kafka and the Faust apps
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
+    app_id: str = "stockanomaly"
+    trades_topic: str = "trades"
+    anomalies_topic: str = "anomalies"
+    dlq_topic: str = "trades.dlq"
+    store: str = "rocksdb://"
+    data_dir: str = "stockanomaly-data"  # the worker's RocksDB files, relative to its working directory
+    worker_web_port: Port = 6066
+    indexer_web_port: Port = 6067
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    take_max: Annotated[int, Field(ge=1)] = 256
+    take_within: Annotated[float, Field(gt=0, le=10)] = 0.05
+
+    # Elasticsearch (written by the indexer)
+    elasticsearch_url: str = Field("", validation_alias=_env("ELASTICSEARCH_URL"))
+    es_index_prefix: str = "stockanomaly-anomalies"
+    es_refresh: Literal["true", "false", "wait_for"] = "false"
+    es_refresh_interval: str = "100ms"
+    es_replicas: Annotated[int, Field(ge=0)] = 1
+
+    def streaming(self) -> StreamingSettings:
+        return StreamingSettings(
+            app_id=self.app_id, bootstrap=self.kafka_bootstrap_servers, trades_topic=self.trades_topic,
+            anomalies_topic=self.anomalies_topic, dlq_topic=self.dlq_topic, partitions=self.partitions,
+            store=self.store, data_dir=self.data_dir, elasticsearch_url=self.elasticsearch_url,
+            elasticsearch_index=self.es_index_prefix, elasticsearch_refresh=self.es_refresh,
+            elasticsearch_replicas=self.es_replicas, elasticsearch_refresh_interval=self.es_refresh_interval,
+            web_port=self.worker_web_port, indexer_web_port=self.indexer_web_port,
+            processing_guarantee=self.processing_guarantee, take_max=self.take_max, take_within=self.take_within)
+
+
+def load_settings(**explicit: object) -> Settings:
+    """Settings from the defaults, the environment and `explicit` values (CLI flags; None = not
+    given). Raises ConfigError with one line per bad value, naming its variable."""
+    given = {k: v for k, v in explicit.items() if v is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_problem(e, given) for e in exc.errors())) from None
+
+
+def _problem(error: object, given: dict[str, object]) -> str:
+    e = error if isinstance(error, dict) else {}
+    field = str(e.get("loc", ("?",))[0])
+    name = field if field in given else _variable(field)
+    message = str(e.get("msg", "invalid"))
+    if e.get("type") == "extra_forbidden":
+        return f"{name}: not a setting"
+    return f"{name}: {message}, got {e.get('input')!r}"
+
+
+def _variable(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[-1])
+    return f"{PREFIX}{field.upper()}"

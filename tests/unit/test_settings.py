@@ -1,0 +1,40 @@
+"""One configuration source: defaults, the environment, explicit values; bad values in one line."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from domain.errors import ConfigError
+from entrypoints.cli import main
+from entrypoints.container import build_container
+from entrypoints.settings import load_settings
+
+
+def test_the_environment_overrides_defaults_and_explicit_values_override_both(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "10.0.0.5:9092")
+    monkeypatch.setenv("STOCKANOMALY_PARTITIONS", "6")
+    monkeypatch.setenv("STOCKANOMALY_TAKE_WITHIN", "0.005")
+    settings = load_settings(partitions=None, take_max=64)  # None: a flag not given
+    assert (settings.partitions, settings.take_within, settings.take_max) == (6, 0.005, 64)
+    streaming = build_container().streaming()
+    assert (streaming.bootstrap, streaming.partitions, streaming.take_within) == ("10.0.0.5:9092", 6, 0.005)
+    assert build_container(partitions=2).engine().pool_of("NVDA") in (0, 1)  # pools follow the partitions
+
+
+@pytest.mark.parametrize("variable, value, expected", [
+    ("STOCKANOMALY_CHUNK_SIZE", "abc", "STOCKANOMALY_CHUNK_SIZE: Input should be a valid integer"),
+    ("STOCKANOMALY_STATE", "redis", "STOCKANOMALY_STATE: Input should be 'memory', got 'redis'"),
+    ("STOCKANOMALY_PARTITIONS", "0", "STOCKANOMALY_PARTITIONS: Input should be greater than or equal to 1"),
+    ("STOCKANOMALY_PROCESSING_GUARANTEE", "maybe", "STOCKANOMALY_PROCESSING_GUARANTEE: Input should be"),
+    ("STOCKANOMALY_METRICS_PORT", "70000", "STOCKANOMALY_METRICS_PORT: Input should be less than or equal to 65535"),
+])
+def test_a_bad_value_is_one_line_naming_its_variable(monkeypatch, variable: str, value: str,  # type: ignore[no-untyped-def]
+                                                     expected: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as raised:
+        build_container()
+    assert str(raised.value).startswith(expected) and "\n" not in str(raised.value)
+    result = CliRunner().invoke(main, ["replay", "--json"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert expected in result.output
