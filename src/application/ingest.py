@@ -157,7 +157,8 @@ async def read_ahead(source: TradeSource) -> AsyncIterator[SourceChunk]:
 
 
 class IngestTrades:
-    """Publish every chunk of a source: its dead letters, then its trades in per-symbol messages."""
+    """Publish every chunk of a source: its dead letters, then its trades, as per-symbol runs of at
+    most `batch_trades` handed to the publisher together when they are due."""
 
     def __init__(self, publisher: TradePublisher, batch_trades: int = 2_000, pace: float | None = None,
                  clock: Clock | None = None) -> None:
@@ -179,10 +180,11 @@ class IngestTrades:
                     await self.publisher.publish_dead_letters(chunk.dead_letters)
                     summary.dead_letters += len(chunk.dead_letters)
                 async for due in self.pacer.release(chunk.trades):
-                    for symbol, batch in symbol_batches(due, self.batch_trades):
-                        summary.bytes += await self.publisher.publish(symbol, batch)
-                        summary.messages += 1
-                        summary.trades += len(batch)
+                    runs = list(symbol_batches(due, self.batch_trades))
+                    messages, size = await self.publisher.publish(runs)
+                    summary.messages += messages
+                    summary.bytes += size
+                    summary.trades += sum(len(batch) for _, batch in runs)
                     summary.seconds = self.clock.now() - started
                     if on_progress is not None:
                         on_progress(summary)

@@ -93,14 +93,16 @@ class AnomalyQuery(Protocol):
 
 
 class TradePublisher(Protocol):
-    """Publishes trades to the trade log (Kafka), one symbol's event-time-ordered batch at a time.
+    """Publishes trades to the trade log (Kafka): runs of one symbol's event-time-ordered trades
+    that are due together.
 
-    `publish` may return before the batch is acknowledged; `flush` returns once everything
+    `publish` may return before the runs are acknowledged; `flush` returns once everything
     published so far is acknowledged, and raises if any of it was not.
     """
 
-    async def publish(self, symbol: str, trades: np.ndarray) -> int:
-        """Queue one batch of `symbol`'s trades as one message; returns its size in bytes."""
+    async def publish(self, runs: Sequence[tuple[str, np.ndarray]]) -> tuple[int, int]:
+        """Queue `runs` ((symbol, trades), each run in event-time order); returns the messages and
+        bytes they took."""
         ...
 
     async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None: ...

@@ -124,7 +124,7 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
             source = file_source(paths, 65_536)
         publisher = KafkaTradePublisher(bootstrap, topic, dlq_topic, partitions=partitions,
                                         replication_factor=replication_factor, compression=compression,
-                                        anomalies_topic=anomalies_topic)
+                                        anomalies_topic=anomalies_topic, message_trades=batch_trades)
     except DomainError as exc:
         fail(str(exc))
     latest = IngestSummary()

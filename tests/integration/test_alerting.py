@@ -102,7 +102,6 @@ def test_rules_and_their_short_window_variant_pass_promtool_check(tmp_path) -> N
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.asyncio
 async def produce(bootstrap: str, topic: str, trades: np.ndarray) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
@@ -114,6 +113,7 @@ async def produce(bootstrap: str, topic: str, trades: np.ndarray) -> None:
         await producer.stop()
 
 
+@pytest.mark.asyncio
 async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_rate_alert(
         kafka_bootstrap, new_topic, suffix, tmp_path, es_url, es_prefix, prometheus_url, prometheus_target,
         prometheus_rules, burst, noisy_detectors) -> None:

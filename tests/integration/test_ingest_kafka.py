@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from adapters.databento import DatabentoFileSource
 from adapters.kafka.codec import decode
+from adapters.kafka.keys import partition_of
 from adapters.kafka.producer import KafkaTradePublisher
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
@@ -29,16 +30,18 @@ CSV_HEADER = ("ts_recv,ts_event,rtype,publisher_id,instrument_id,action,side,dep
               "sequence,symbol")
 
 
-def decoded_by_symbol(records: list[ConsumerRecord]) -> dict[str, np.ndarray]:
-    """Each key's trades in the order its partition holds them; a key never spans partitions."""
-    partitions: dict[bytes, set[int]] = defaultdict(set)
+def decoded_by_symbol(records: list[ConsumerRecord], partitions: int) -> dict[str, np.ndarray]:
+    """Each symbol's trades in the order its partition holds them; a symbol never spans partitions,
+    and lands where Kafka's partitioner would put its key."""
+    seen_in: dict[str, set[int]] = defaultdict(set)
     parts: dict[str, list[np.ndarray]] = defaultdict(list)
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
         trades, letters = decode(record.key, record.value, f"{record.topic}[{record.partition}]@{record.offset}")
         assert letters == []
-        partitions[record.key].add(record.partition)
-        parts[record.key.decode()].append(trades)
-    assert all(len(p) == 1 for p in partitions.values())
+        for symbol in dict.fromkeys(trades["symbol"].tolist()):
+            seen_in[symbol].add(record.partition)
+            parts[symbol].append(trades[trades["symbol"] == symbol])
+    assert all(p == {partition_of(s, partitions)} for s, p in seen_in.items())
     return {symbol: np.concatenate(chunks) for symbol, chunks in parts.items()}
 
 
@@ -59,7 +62,7 @@ async def test_a_real_nvda_day_arrives_complete_and_in_order(kafka_bootstrap, ne
         summary = await IngestTrades(publisher, batch_trades=2_000)(DatabentoFileSource([NVDA_DAY]))
 
     records = await read_all(kafka_bootstrap, topic, partition_count=3, timeout=60)
-    by_symbol = decoded_by_symbol(records)
+    by_symbol = decoded_by_symbol(records, 3)
     assert summary.trades == len(expected) == 183_301
     assert len(records) == summary.messages
     assert max(int.from_bytes(r.value[4:8], "little") for r in records) == 2_000
@@ -77,7 +80,7 @@ async def test_many_symbols_keep_their_own_order_across_partitions(kafka_bootstr
     async with KafkaTradePublisher(kafka_bootstrap, topic, dlq, anomalies_topic=f"{topic}.anomalies") as publisher:
         summary = await IngestTrades(publisher, batch_trades=500)(InMemoryTradeSource(trades, chunk_size=7_000))
 
-    by_symbol = decoded_by_symbol(await read_all(kafka_bootstrap, topic, partition_count=4, timeout=60))
+    by_symbol = decoded_by_symbol(await read_all(kafka_bootstrap, topic, partition_count=4, timeout=60), 4)
     assert summary.trades == len(trades)
     assert sorted(by_symbol) == sorted(set(trades["symbol"].tolist()))
     for symbol, got in by_symbol.items():
@@ -107,7 +110,7 @@ async def test_bad_csv_rows_go_to_the_dead_letter_topic_with_reason_and_raw_row(
                                                                       (b"bad_row", f"{path}:5")]
     assert [r.value for r in letters] == [bad_price.encode(), short.encode()]
     assert b"unparseable price" in headers[0]["detail"]
-    trades = decoded_by_symbol(await read_all(kafka_bootstrap, topic, partition_count=4))["NVDA"]
+    trades = decoded_by_symbol(await read_all(kafka_bootstrap, topic, partition_count=4), 4)["NVDA"]
     assert trades["sequence"].tolist() == [0, 1, 3, 4, 5]
 
 

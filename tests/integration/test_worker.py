@@ -20,6 +20,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from elasticsearch import ApiError
 
 from adapters.kafka.codec import encode_batch
+from adapters.kafka.producer import KafkaTradePublisher
+from application.ingest import IngestTrades
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
 from entrypoints.container import build_container
@@ -108,6 +110,12 @@ class Stream:
         finally:
             await producer.stop()
 
+    async def ingest(self, trades: np.ndarray) -> None:
+        """As `stockanomaly ingest` sends: each partition's symbols together in `STB2` messages."""
+        async with KafkaTradePublisher(self.bootstrap, self.topics["trades"], self.topics["dlq"],
+                                       partitions=PARTITIONS, anomalies_topic=self.topics["anomalies"]) as publisher:
+            await IngestTrades(publisher, batch_trades=500)(InMemoryTradeSource(trades, chunk_size=5_000))
+
     async def anomaly_ids(self) -> list[str]:
         records = await read_all(self.bootstrap, self.topics["anomalies"], partition_count=PARTITIONS,
                                  isolation_level="read_committed")
@@ -171,6 +179,7 @@ class Stream:
         return [i for i in eventually(search, timeout=30, interval=0.5, what=f"a search of {index}") if i]
 
     def stop(self) -> None:
+        """SIGTERM to every process still running, SIGKILL to any not gone within 60 s."""
         for proc in self.workers:
             if proc.poll() is None:
                 proc.terminate()
@@ -211,8 +220,14 @@ async def partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict
 async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, market, embedded_ids) -> None:
     stream.start_worker("w1", 16066)
     stream.start_indexer(16166)
-    await stream.produce(as_messages(market))
+    await stream.ingest(market)
     await stream.assert_all_processed_once(embedded_ids)
+    # SIGTERM: both stop on their own, closing what they opened (aiohttp warns of any session left).
+    stream.stop()
+    assert [p.returncode for p in stream.workers] == [0, 0]
+    for name in ("w1", "indexer"):
+        output = (stream.workdir / f"{name}.log").read_text(errors="replace")
+        assert "Unclosed" not in output and "Traceback" not in output, name
 
 
 @pytest.mark.asyncio

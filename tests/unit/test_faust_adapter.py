@@ -88,7 +88,8 @@ class _Stream:
         self.acked: list[int] = []
         self.flushed: list[int] = []
         self.seeks: list[int] = []
-        self.commits: list[dict[object, int]] = []  # each commit's offsets (partition -> next offset)
+        self.commits: list[dict[object, int]] = []  # each take's committed offsets (partition -> next offset)
+        self.committing = False
         self.consumer = self.producer = self.transactions = self.tables = self
         self.in_transaction = True
         self.owned = {("trades", 0), ("trades", 1)}
@@ -116,10 +117,16 @@ class _Stream:
 
     async def commit(self, offsets: dict[object, int], start_new_transaction: bool) -> None:
         assert self.flushed and self.flushed[-1] == len(self.acked)  # the take's writes are sent first
-        self.commits.append(dict(offsets))
+        assert len(offsets) == 1  # one partition's transaction per call (they run side by side)
+        if self.commits and self.committing:
+            self.commits[-1].update(offsets)  # another partition of the same take
+        else:
+            self.commits.append(dict(offsets))
+        self.committing = True
 
     def on_commit(self, offsets: dict[object, int]) -> None:
         assert self.commits[-1] == offsets  # the tables hear of exactly what was committed
+        self.committing = False
 
     async def seek(self, tp: object, offset: int) -> None:
         self.seeks.append(offset)

@@ -59,13 +59,16 @@ class InMemoryPublisher:
         self.clock, self.seconds_per_message = clock, seconds_per_message
         self.sent_at: list[float] = []
 
-    async def publish(self, symbol: str, trades: np.ndarray) -> int:
-        key, value = encode_batch(symbol, trades)
-        self.messages.append((key, value))
-        if self.clock is not None:
-            self.sent_at.append(self.clock.now())
-            self.clock.t += self.seconds_per_message
-        return len(value)
+    async def publish(self, runs: list[tuple[str, np.ndarray]]) -> tuple[int, int]:
+        size = 0
+        for symbol, trades in runs:  # one message per run, as a producer for one symbol would send
+            key, value = encode_batch(symbol, trades)
+            self.messages.append((key, value))
+            size += len(value)
+            if self.clock is not None:
+                self.sent_at.append(self.clock.now())
+                self.clock.t += self.seconds_per_message
+        return len(runs), size
 
     async def publish_dead_letters(self, dead_letters: list[DeadLetter]) -> None:
         self.dead_letters.extend(dead_letters)
@@ -320,7 +323,7 @@ async def test_live_trades_wait_at_most_flush_seconds_for_their_batch() -> None:
 @pytest.mark.asyncio
 async def test_a_failing_publisher_ends_the_live_session_at_once() -> None:
     class BrokenPublisher(InMemoryPublisher):
-        async def publish(self, symbol: str, trades: np.ndarray) -> int:
+        async def publish(self, runs: list[tuple[str, np.ndarray]]) -> tuple[int, int]:
             raise ConnectionError("broker gone")
 
     client = FakeLive([mapping(1, "NVDA"), trade(1)], hang=True)

@@ -133,7 +133,7 @@ GOOD_KEY, GOOD_VALUE = encode_batch("NVDA", calm_flow(3, symbol="NVDA"))
 @pytest.mark.parametrize(("key", "value", "reason", "detail"), [
     (b"NVDA", None, "bad_encoding", "empty value"),
     (b"NVDA", b"", "bad_encoding", "empty value"),
-    (b"NVDA", b"STB2" + GOOD_VALUE[4:], "bad_encoding", "expected"),
+    (b"NVDA", b"STB9" + GOOD_VALUE[4:], "bad_encoding", "expected"),
     (b"NVDA", b"\x00\x01garbage", "bad_encoding", "expected"),
     (b"NVDA", MAGIC + b"\x03", "bad_encoding", "truncated header"),
     (b"NVDA", GOOD_VALUE[:-5], "bad_encoding", "truncated"),
@@ -178,3 +178,33 @@ def test_decode_never_raises_on_random_bytes() -> None:
         assert got.dtype == TRADE_DTYPE
         assert all(letter.raw == value for letter in letters if letter.origin == "o")
         assert len(got) or letters
+
+
+# -- many symbols of one partition per message (what ingest sends) ---------------------------
+def test_a_multi_symbol_message_round_trips_each_symbols_trades_in_order() -> None:
+    from adapters.kafka.codec import encode_multi
+
+    a, b = calm_flow(5, symbol="AAA"), calm_flow(3, symbol="ÉTÉ")
+    trades, letters = decode(None, encode_multi([("AAA", a), ("ÉTÉ", b)]), "trades[1]@7")
+    assert letters == []
+    assert trades["symbol"].tolist() == ["AAA"] * 5 + ["ÉTÉ"] * 3
+    assert trades[:5].tobytes() == a.tobytes() and trades[5:].tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("cut", [5, 12, 20, -1])
+def test_a_truncated_multi_symbol_message_is_one_dead_letter(cut: int) -> None:
+    from adapters.kafka.codec import encode_multi
+
+    value = encode_multi([("AAA", calm_flow(2, symbol="AAA")), ("BB", calm_flow(2, symbol="BB"))])[:cut]
+    trades, [letter] = decode(None, value, "trades[0]@3")
+    assert len(trades) == 0 and letter.reason == "bad_encoding" and letter.raw == value
+
+
+def test_the_publisher_packs_runs_up_to_the_limit_and_each_symbol_once_per_message() -> None:
+    from adapters.kafka.producer import pack
+
+    runs = [("A", calm_flow(3, symbol="A")), ("B", calm_flow(4, symbol="B")), ("A", calm_flow(2, symbol="A")),
+            ("C", calm_flow(9, symbol="C"))]
+    groups = list(pack(runs, 5))
+    assert [[(s, len(t)) for s, t in g] for g in groups] == [
+        [("A", 3), ("B", 2)], [("B", 2), ("A", 2), ("C", 1)], [("C", 5)], [("C", 3)]]

@@ -172,7 +172,9 @@ async def commit_offsets(app: faust.App, offsets: Mapping[Any, int]) -> None:
     if not mine:
         return
     if consumer.in_transaction:
-        await consumer.transactions.commit(mine, start_new_transaction=True)
+        # One transaction per partition: committed side by side, not one round trip after another.
+        await asyncio.gather(*(consumer.transactions.commit({tp: offset}, start_new_transaction=True)
+                               for tp, offset in mine.items()))
     else:
         await consumer._commit(mine)  # type: ignore[attr-defined]
     app.tables.on_commit(mine)

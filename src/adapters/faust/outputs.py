@@ -67,9 +67,10 @@ class KafkaDeadLetterSink:
 def traced_to_messages(letters: Sequence[DeadLetter], trades: np.ndarray, messages: Sequence[Any],
                        counts: Sequence[int]) -> list[DeadLetter]:
     """Dead letters of trades the engine refused (`row` >= 0: a row of `trades`, the concatenated
-    trades of `messages`, `counts[i]` of them from message i) given the message their trade came in:
-    its key, its `topic[partition]@offset`, and as value the trade alone, encoded as a one-trade
-    message. Letters of whole messages (decoding) already carry theirs and are kept as they are."""
+    trades of `messages`, `counts[i]` of them from message i) given the message their trade came in
+    (`topic[partition]@offset`) and, as key and value, the trade alone encoded as a one-trade message
+    keyed by its symbol (`STB1`), whatever the message held. Letters of whole messages (decoding)
+    already carry their message's key and bytes and are kept as they are."""
     ends = np.cumsum(counts)
     traced = []
     for letter in letters:
@@ -78,6 +79,6 @@ def traced_to_messages(letters: Sequence[DeadLetter], trades: np.ndarray, messag
             continue
         m = messages[int(np.searchsorted(ends, letter.row, side="right"))]
         trade = trades[letter.row:letter.row + 1]
-        _, value = encode_batch(str(trade["symbol"][0]), trade)
-        traced.append(replace(letter, origin=f"{m.topic}[{m.partition}]@{m.offset}", key=m.key, raw=value))
+        key, value = encode_batch(str(trade["symbol"][0]), trade)
+        traced.append(replace(letter, origin=f"{m.topic}[{m.partition}]@{m.offset}", key=key, raw=value))
     return traced

@@ -125,9 +125,16 @@ def in_sequence(app: faust.App, bootstrap: str) -> InSequence:
         recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager has it; its type does not say
         return bool(recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
 
+    async def seek(tp: Any, offset: int) -> None:
+        # In the consumer's own thread: Faust's `consumer.seek` changes the aiokafka consumer from
+        # this one, racing its fetcher (measured: KeyError in `fetched_records`, the worker crashed).
+        consumer = app.consumer
+        thread = consumer._thread  # type: ignore[attr-defined]
+        await thread.call_thread(thread.seek, tp, offset)
+        consumer._read_offset[tp] = offset  # type: ignore[attr-defined]  # what Faust's seek also sets
+
     reader = LogReader(bootstrap, read_committed=bool(app.in_transaction))
-    sequence = InSequence(lambda tp, offset: app.consumer.seek(tp, offset), ready=recovered,
-                          start_of=committed_offset, next_record=reader.next_record)
+    sequence = InSequence(seek, ready=recovered, start_of=committed_offset, next_record=reader.next_record)
 
     @app.on_partitions_revoked.connect
     async def forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from adapters.kafka.json_trades import decode_json
-from adapters.kafka.keys import BAD_ENCODING, EMPTY_BATCH, symbol_of
+from adapters.kafka.keys import BAD_ENCODING, EMPTY_BATCH, check_symbol, symbol_of
 from domain.model import TRADE_DTYPE, DeadLetter
 
 # One message is one symbol's trades in event-time order: key = symbol (utf-8); value = b"STB1",
@@ -41,6 +41,34 @@ def encode_batch(symbol: str, trades: np.ndarray) -> tuple[bytes, bytes]:
     return symbol.encode(), HEADER.pack(MAGIC, len(trades)) + packed.tobytes()
 
 
+# Many symbols of one partition in one message (what ingest sends): value = b"STB2", uint32 count,
+# uint16 symbols, then per symbol uint8 name length, the utf-8 name and uint32 trades, then the
+# `count` WIRE_DTYPE rows, symbol after symbol in that order. Sent to its symbols' partition
+# (`keys.partition_of`), without a key. At market scale a message per symbol would hold a trade or
+# two: the per-message cost, not detection, would then bound a worker.
+MAGIC_MULTI = b"STB2"
+MULTI_HEADER = struct.Struct("<4sIH")
+SYMBOL_ENTRY = struct.Struct("<I")
+
+
+def encode_multi(runs: list[tuple[str, np.ndarray]]) -> bytes:
+    """The value of one message holding `runs` ((symbol, its trades in event-time order), each
+    symbol once), all of which must belong to the partition it is sent to."""
+    count = sum(len(t) for _, t in runs)
+    parts = [MULTI_HEADER.pack(MAGIC_MULTI, count, len(runs))]
+    for symbol, trades in runs:
+        encoded = symbol.encode()
+        parts += [bytes([len(encoded)]), encoded, SYMBOL_ENTRY.pack(len(trades))]
+    packed = np.empty(count, WIRE_DTYPE)
+    row = 0
+    for _, trades in runs:
+        for field in WIRE_FIELDS:
+            packed[field][row:row + len(trades)] = trades[field]
+        row += len(trades)
+    parts.append(packed.tobytes())
+    return b"".join(parts)
+
+
 def wire_view(value: bytes) -> np.ndarray:
     """The packed rows of a well-formed binary message, without copying (read-only)."""
     return np.frombuffer(value, WIRE_DTYPE, offset=HEADER.size)
@@ -54,6 +82,8 @@ def decode(key: bytes | None, value: bytes | None, origin: str) -> tuple[np.ndar
     raw = b"" if value is None else bytes(value)
     if raw[:4] == MAGIC:
         trades, letters = _decode_binary(key, raw, origin)
+    elif raw[:4] == MAGIC_MULTI:
+        trades, letters = _decode_multi(raw, origin)
     elif raw.lstrip()[:1] in (b"{", b"["):
         trades, letters = decode_json(key, raw, origin)
     else:
@@ -85,6 +115,42 @@ def _decode_binary(key: bytes | None, raw: bytes, origin: str) -> tuple[np.ndarr
     for name in WIRE_FIELDS:
         trades[name] = rows[name]
     trades["symbol"] = symbol
+    return trades, []
+
+
+def _decode_multi(raw: bytes, origin: str) -> tuple[np.ndarray, list[DeadLetter]]:
+    def bad(detail: str) -> tuple[np.ndarray, list[DeadLetter]]:
+        return _nothing(DeadLetter(BAD_ENCODING, detail, origin, raw))
+
+    if len(raw) < MULTI_HEADER.size:
+        return bad(f"truncated header: {len(raw)} bytes")
+    _, count, n_symbols = MULTI_HEADER.unpack_from(raw)
+    at, runs = MULTI_HEADER.size, []
+    for _ in range(n_symbols):
+        length = raw[at] if at < len(raw) else None
+        if length is None or at + 1 + length + SYMBOL_ENTRY.size > len(raw):
+            return bad(f"truncated symbol table: {n_symbols} symbols announced")
+        try:
+            name = raw[at + 1:at + 1 + length].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return bad(f"symbol is not utf-8: {exc}")
+        symbol, problem = check_symbol(name)
+        if problem is not None:
+            return _nothing(DeadLetter(problem[0], problem[1], origin, raw))
+        (rows,) = SYMBOL_ENTRY.unpack_from(raw, at + 1 + length)
+        runs.append((symbol, rows))
+        at += 1 + length + SYMBOL_ENTRY.size
+    body = len(raw) - at
+    if body != count * WIRE_DTYPE.itemsize or sum(r for _, r in runs) != count:
+        return bad(f"count mismatch: header says {count} trades, symbols {sum(r for _, r in runs)}, "
+                   f"body holds {body / WIRE_DTYPE.itemsize:g}")
+    if count == 0:
+        return _nothing(DeadLetter(EMPTY_BATCH, "a batch of 0 trades", origin, raw))
+    rows = np.frombuffer(raw, WIRE_DTYPE, offset=at)
+    trades = np.empty(count, TRADE_DTYPE)
+    for name in WIRE_FIELDS:
+        trades[name] = rows[name]
+    trades["symbol"] = np.repeat(np.array([s for s, _ in runs]), [r for _, r in runs])
     return trades, []
 
 

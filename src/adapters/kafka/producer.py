@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from adapters.kafka.codec import encode_batch
+from adapters.kafka.codec import encode_multi
+from adapters.kafka.keys import partition_of
 from adapters.kafka.dead_letters import dead_letter_record
 from adapters.kafka.topics import ensure_topics
 from domain.errors import ConfigError
@@ -21,6 +22,26 @@ log = structlog.get_logger()
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 # A record batch must fit the broker's message.max.bytes (1 MiB by default) after compression.
 MAX_BATCH_BYTES = 1_000_000
+
+
+def pack(runs: list[tuple[str, np.ndarray]], most: int) -> Iterator[list[tuple[str, np.ndarray]]]:
+    """`runs` in order, in groups of at most `most` trades (a longer run is cut), each symbol at most
+    once per group (a symbol's second run starts a new group, keeping its order)."""
+    group: list[tuple[str, np.ndarray]] = []
+    seen: set[str] = set()
+    room = most
+    for symbol, trades in runs:
+        while len(trades):
+            if room == 0 or symbol in seen:
+                yield group
+                group, seen, room = [], set(), most
+            take = trades[:room]
+            group.append((symbol, take))
+            seen.add(symbol)
+            room -= len(take)
+            trades = trades[len(take):]
+    if group:
+        yield group
 
 
 class KafkaTradePublisher:
@@ -36,11 +57,12 @@ class KafkaTradePublisher:
     def __init__(self, bootstrap: str, topic: str = "trades", dlq_topic: str = "trades.dlq", *,
                  partitions: int = 4, replication_factor: int = 1, compression: str = "none",
                  linger_ms: int = 5, window: int = 512, client_id: str = "stockanomaly-ingest",
-                 anomalies_topic: str = "anomalies") -> None:
+                 anomalies_topic: str = "anomalies", message_trades: int = 2_000) -> None:
         if compression not in COMPRESSIONS:
             raise ConfigError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
         self.bootstrap, self.topic, self.dlq_topic = bootstrap, topic, dlq_topic
         self.topics = [topic, anomalies_topic, dlq_topic]
+        self.message_trades = message_trades
         self.partitions, self.replication_factor = partitions, replication_factor
         self.compression = None if compression == "none" else compression
         self.linger_ms, self.window, self.client_id = linger_ms, window, client_id
@@ -83,12 +105,21 @@ class KafkaTradePublisher:
         await ensure_topics(self.bootstrap, self.topics, self.partitions, self.replication_factor,
                             client_id=self.client_id)
 
-    async def publish(self, symbol: str, trades: np.ndarray) -> int:
-        if not len(trades):
-            return 0  # a message of no trades would be an `empty_batch` dead letter
-        key, value = encode_batch(symbol, trades)
-        await self._send(self.topic, key=key, value=value)
-        return len(value)
+    async def publish(self, runs: Sequence[tuple[str, np.ndarray]]) -> tuple[int, int]:
+        """The runs of each partition packed into messages of up to `message_trades` trades
+        (docs/wire-format.md, `STB2`), sent to that partition: one message per partition and tick
+        at market scale instead of one per symbol. A run never spans messages unless it is longer."""
+        by_partition: dict[int, list[tuple[str, np.ndarray]]] = {}
+        for symbol, trades in runs:
+            if len(trades):  # a message of no trades would be an `empty_batch` dead letter
+                by_partition.setdefault(partition_of(symbol, self.partitions), []).append((symbol, trades))
+        messages = size = 0
+        for partition, mine in by_partition.items():
+            for packed in pack(mine, self.message_trades):
+                value = encode_multi(packed)
+                await self._send(self.topic, key=None, value=value, partition=partition)
+                messages, size = messages + 1, size + len(value)
+        return messages, size
 
     async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         for letter in dead_letters:
@@ -102,9 +133,9 @@ class KafkaTradePublisher:
             await self._pending.popleft()
 
     async def _send(self, topic: str, key: bytes | None, value: bytes,
-                    headers: list[tuple[str, bytes]] | None = None) -> None:
+                    headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
         producer = self._require_started()
-        self._pending.append(await producer.send(topic, value=value, key=key, headers=headers))
+        self._pending.append(await producer.send(topic, value=value, key=key, headers=headers, partition=partition))
         while len(self._pending) > self.window:
             await self._pending.popleft()
 
