@@ -1,11 +1,14 @@
 """Kafka -> Faust worker -> anomalies topic -> indexer -> Elasticsearch: latency and one worker's throughput.
 
 Needs the local services (`bash scripts/services.sh up kafka elasticsearch`). Starts its own
-processes as the Dockerfile and docker-compose.yml run them, `faust -A entrypoints.worker worker
+processes as the Dockerfile and docker-compose.yml run them: `faust -A entrypoints.worker worker
 -l info` (detection; writes only Kafka) and `faust -A entrypoints.indexer worker -l info` (the
-anomalies topic into Elasticsearch; `-l warn` would turn on Faust's spinner, which sets the root
-logger to DEBUG and costs the worker several percent), on fresh topics, consumer groups, data directory and index prefix (a uuid per phase), all removed
-at the end, also on failure. Progress goes to stderr; stdout gets exactly one JSON line.
+anomalies topic into Elasticsearch). (`-l warn` would turn on Faust's spinner, which sets the root
+logger to DEBUG: every debug record of aiokafka and Faust gets built, a few percent of the worker.)
+Each phase gets fresh topics (created with --partitions partitions before anything starts),
+consumer groups, data directory and Elasticsearch index prefix (a uuid), all removed at the end,
+also on failure. Progress goes to stderr; stdout gets exactly one JSON line (with "error" and exit
+code 1 on failure; the processes' logs are then kept and their directory printed).
 
 Usage:
   .venv/bin/python benchmarks/worker_e2e.py                      # 500 symbols, 50,000 trades/s, then throughput
@@ -18,14 +21,17 @@ latency phase (target: p99 produce -> anomalies topic < 50 ms, produce -> search
   trades (default 8,000 per symbol), seed --seed, with its injected anomalies.
   1. Warm-up: the first --warmup trades (default: every trade before 10:02 ET event time, i.e.
      past the first Isolation Forest model, in force from 10:01) are produced at full speed, cut
-     like `stockanomaly ingest` cuts a file (16,384-trade chunks, per-symbol messages); then the
+     as `stockanomaly ingest` cuts a file (65,536-trade chunks, messages as below); then the
      worker's committed offsets must reach the end of the trades topic. The JSON says how many
      symbols got past the 300-trade warm-up of the size/price detectors in it.
   2. Paced part: the next --trades trades at --rate trades/s. Every --tick seconds (default
-     5 ms, ingest's pace tick) the trades due in that tick are sent, cut with
-     application.ingest.symbol_batches (one message = one symbol's trades of that tick, in event
-     time order, key = symbol; about rate x tick / symbols trades each), so messages are small
-     and nothing waits on the producer side. All messages are encoded before the clock starts.
+     5 ms, ingest's pace tick) the trades due in that tick are sent as ingest sends them:
+     application.ingest.symbol_batches cuts them into per-symbol runs in event-time order, and
+     (as KafkaTradePublisher.publish) the runs of each partition (keys.partition_of) are packed
+     into STB2 messages of at most --batch-trades trades, sent to that partition: one message per
+     partition and tick, about rate x tick / partitions trades each (--per-symbol-messages: one
+     keyed STB1 message per symbol run instead, as ingest sent before STB2). Messages stay small,
+     so nothing waits on the producer side. All are encoded before the clock starts.
   "Produce" time of a message = time.time() immediately before it is handed to the producer
   (`AIOKafkaProducer.send`, linger_ms=0, acks=all); the broker's acknowledgement is thus inside
   the latency (its share is reported as produce_to_ack_ms).
@@ -37,16 +43,19 @@ latency phase (target: p99 produce -> anomalies topic < 50 ms, produce -> search
   Each anomaly of the paced part is matched to the message that held its trade by (sequence,
   symbol, ts_event) (the synthetic tape's sequence numbers are unique); latency = stamp - that
   message's produce time. All clocks are read on this host. Anomalies of the warm-up are left
-  out. Reported: p50/p90/p99/max in ms and their counts (and anomalies topic -> searchable, the
-  indexer's share), the achieved send rate, the producer's ack latency, the worker's takes during the paced part (from its "batch" log lines) and how
-  long it took after the last send until the worker had committed everything.
+  out. Reported: p50/p90/p99/max in ms and their counts, anomalies topic -> searchable (the
+  indexer's share), the achieved send rate, the producer's ack latency, the worker's takes during
+  the paced part (from its "batch" log lines: messages, trades and seconds per partition group,
+  and the share of wall time spent in them) and how long after the last send the worker had
+  committed everything (drain_seconds: far above 0 means it did not keep up).
   Before the warm-up, a probe anomaly (id "<run>-probe") is written to the anomalies topic; the
   paced part starts only after the worker has committed the warm-up and the probe is searchable.
 
 throughput phase (target: one worker sustains 200,000 trades/s over 500 symbols):
   A fresh synthetic day (seed --seed + 1) of --throughput-trades trades over --symbols symbols
   (the whole session: every warm-up and model fit included) is produced to a fresh topic first,
-  cut like ingest cuts a file; then a fresh worker (new group, empty state) is started. Its
+  cut as ingest cuts a file (as above; symbol_batches also cuts every 20 s of event time, which
+  bounds the messages of a thin day); then a fresh worker (new group, empty state) is started. Its
   committed offsets are polled every 50 ms and mapped back to trades (the offsets of every
   message are known); trades/s = trades committed between the first poll that sees a commit and
   the first poll that sees every partition committed to its end, divided by the time between the
@@ -82,13 +91,16 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from adapters.kafka.codec import encode_batch
+from adapters.kafka.codec import encode_batch, encode_multi
+from adapters.kafka.keys import partition_of
+from adapters.kafka.producer import pack
 from adapters.synthetic import generate_market
 from application.ingest import PACE_TICK_SECONDS, symbol_batches
 from domain.model import Anomaly
 
-INGEST_CHUNK = 16_384  # trades per chunk when ingest reads a file (container default chunk_size)
-INGEST_BATCH = 2_000  # ingest's --batch-trades default: trades per message at most
+INGEST_CHUNK = 65_536  # trades per chunk when `stockanomaly ingest` reads a file
+INGEST_BATCH = 2_000  # ingest's --batch-trades default: trades per run and per message at most
+Message = tuple[bytes | None, bytes, int, list[np.ndarray]]  # key, value, partition, the runs' trades
 WARMUP_EVENT_MINUTES = 32  # auto warm-up: trades before 09:30 + 32 min ET (first forest model at 10:01)
 WARM_TRADES = 300  # high_volume / price_change warm-up, trades per symbol
 TARGETS = {"p99_to_topic_ms": 50.0, "p99_to_searchable_ms": 100.0, "worker_trades_per_second": 200_000}
@@ -410,23 +422,39 @@ def worker_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def ingest_messages(trades: np.ndarray, batch_trades: int) -> list[tuple[bytes, bytes, int]]:
-    """(key, value, trades) as `stockanomaly ingest` sends a file at full speed."""
+def to_messages(runs: list[tuple[str, np.ndarray]], partitions: int, message_trades: int,
+                per_symbol: bool) -> list[Message]:
+    """The messages ingest makes of runs due together (KafkaTradePublisher.publish): per partition
+    (`partition_of`), runs packed (`pack`) into STB2 messages of at most `message_trades` trades,
+    sent to that partition without a key; or, `per_symbol`, one keyed STB1 message per run."""
+    if per_symbol:
+        return [(*encode_batch(symbol, rows), partition_of(symbol, partitions), [rows]) for symbol, rows in runs]
+    by_partition: dict[int, list[tuple[str, np.ndarray]]] = {}
+    for symbol, rows in runs:
+        if len(rows):
+            by_partition.setdefault(partition_of(symbol, partitions), []).append((symbol, rows))
+    return [(None, encode_multi(group), partition, [rows for _, rows in group])
+            for partition, mine in by_partition.items() for group in pack(mine, message_trades)]
+
+
+def ingest_messages(trades: np.ndarray, args: argparse.Namespace) -> list[tuple[bytes | None, bytes, int, int]]:
+    """(key, value, partition, trades) as `stockanomaly ingest` sends a file at full speed."""
     out = []
     for start in range(0, len(trades), INGEST_CHUNK):
-        for symbol, rows in symbol_batches(trades[start:start + INGEST_CHUNK], batch_trades):
-            key, value = encode_batch(symbol, rows)
-            out.append((key, value, len(rows)))
+        runs = list(symbol_batches(trades[start:start + INGEST_CHUNK], args.batch_trades))
+        for key, value, partition, rows in to_messages(runs, args.partitions, args.batch_trades,
+                                                       args.per_symbol_messages):
+            out.append((key, value, partition, sum(len(r) for r in rows)))
     return out
 
 
 async def produce_all(producer: AIOKafkaProducer, topic: str,
-                      messages: list[tuple[bytes, bytes, int]]) -> list[tuple[int, int, int]]:
+                      messages: list[tuple[bytes | None, bytes, int, int]]) -> list[tuple[int, int, int]]:
     """Send at full speed; (partition, offset, trades) of every message."""
-    futures = [await producer.send(topic, key=k, value=v) for k, v, _ in messages]
+    futures = [await producer.send(topic, key=k, value=v, partition=p) for k, v, p, _ in messages]
     await producer.flush()
     metas = await asyncio.gather(*futures)
-    return [(m.partition, m.offset, n) for m, (_, _, n) in zip(metas, messages)]
+    return [(m.partition, m.offset, n) for m, (_, _, _, n) in zip(metas, messages)]
 
 
 def worker_takes(batches: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
@@ -438,23 +466,23 @@ def worker_takes(batches: list[dict[str, Any]], seconds: float) -> dict[str, Any
     return {"batches": len(batches), "messages_p50": float(np.percentile(msgs, 50)), "messages_max": int(msgs.max()),
             "trades_p50": float(np.percentile(trades, 50)), "trades_max": int(trades.max()),
             "batch_ms": stats_ms(secs), "busy_fraction": round(float(secs.sum()) / seconds, 3) if seconds > 0 else None,
-            "note": "one worker 'batch' log line per partition group of a take: decode + detect + hand outputs "
-                    "to the producer; commit time is outside"}
+            "note": "one worker 'batch' log line per partition group of a take: decode, detect (state "
+                    "included), outputs delivered; the take's commit and Faust's event handling are outside"}
 
 
 # -- latency phase --------------------------------------------------------------------------------
-def build_paced(paced: np.ndarray, rate: float, tick: float,
-                batch_trades: int) -> tuple[list[tuple[bytes, bytes]], np.ndarray, np.ndarray]:
-    """Messages in send order, the first message index of every tick (len ticks + 1), and the
-    message index holding every trade of `paced`."""
+def build_paced(paced: np.ndarray, args: argparse.Namespace
+                ) -> tuple[list[tuple[bytes | None, bytes, int]], np.ndarray, np.ndarray]:
+    """Messages in send order (key, value, partition), the first message index of every tick
+    (len ticks + 1), and the message index holding every trade of `paced`."""
     seq = paced["sequence"].astype(np.int64)
     if len(seq) > 1 and not bool((np.diff(seq) > 0).all()):
         raise RuntimeError("the paced trades' sequence numbers are not strictly increasing: cannot match anomalies")
-    per_tick = rate * tick
+    per_tick = args.rate * args.tick
     ticks = int(np.ceil(len(paced) / per_tick))
     bounds = np.minimum(np.round(np.arange(ticks + 1) * per_tick).astype(np.int64), len(paced))
     bounds[-1] = len(paced)
-    messages: list[tuple[bytes, bytes]] = []
+    messages: list[tuple[bytes | None, bytes, int]] = []
     first = np.zeros(ticks + 1, np.int64)
     holder = np.full(len(paced), -1, np.int64)
     for k in range(ticks):
@@ -462,9 +490,12 @@ def build_paced(paced: np.ndarray, rate: float, tick: float,
         lo, hi = int(bounds[k]), int(bounds[k + 1])
         if hi <= lo:
             continue
-        for symbol, rows in symbol_batches(paced[lo:hi], batch_trades):
-            holder[np.searchsorted(seq, rows["sequence"].astype(np.int64))] = len(messages)
-            messages.append(encode_batch(symbol, rows))
+        runs = list(symbol_batches(paced[lo:hi], args.batch_trades))
+        for key, value, partition, rows in to_messages(runs, args.partitions, args.batch_trades,
+                                                       args.per_symbol_messages):
+            for r in rows:
+                holder[np.searchsorted(seq, r["sequence"].astype(np.int64))] = len(messages)
+            messages.append((key, value, partition))
     first[ticks] = len(messages)
     assert (holder >= 0).all()
     return messages, first, holder
@@ -490,9 +521,9 @@ async def latency_phase(args: argparse.Namespace, es: Any) -> dict[str, Any]:
                  "min_trades_per_symbol": int(warm_counts.min())}
     say(f"warm-up: {warmup:,} trades up to {warm_info['event_time_end_utc']} UTC; "
         f"{warm_info['symbols_past_300_trades']}/{args.symbols} symbols past {WARM_TRADES} trades")
-    warm_messages = ingest_messages(warm, args.batch_trades)
+    warm_messages = ingest_messages(warm, args)
     started = time.perf_counter()
-    messages, tick_first, holder = build_paced(paced, args.rate, args.tick, args.batch_trades)
+    messages, tick_first, holder = build_paced(paced, args)
     say(f"paced part: {len(paced):,} trades in {len(messages):,} messages over {len(tick_first) - 1:,} ticks of "
         f"{args.tick * 1000:g} ms (encoded in {time.perf_counter() - started:.1f} s)")
 
@@ -549,9 +580,9 @@ async def latency_phase(args: argparse.Namespace, es: Any) -> dict[str, Any]:
             elif delay < -args.tick:
                 behind += 1
             for i in range(int(tick_first[k]), int(tick_first[k + 1])):
-                key, value = messages[i]
+                key, value, partition = messages[i]
                 sent[i] = time.time()
-                fut = await producer.send(topic, key=key, value=value)
+                fut = await producer.send(topic, key=key, value=value, partition=partition)
                 fut.add_done_callback(partial(on_ack, i))
         await producer.flush()
         send_end = time.time()
@@ -653,7 +684,7 @@ async def throughput_phase(args: argparse.Namespace, es: Any) -> dict[str, Any]:
     n = args.throughput_trades
     say(f"throughput: generating a day of {n:,} trades over {args.symbols} symbols (seed {args.seed + 1})")
     trades = generate_market(symbols=args.symbols, trades=n, seed=args.seed + 1).trades
-    messages = ingest_messages(trades, args.batch_trades)
+    messages = ingest_messages(trades, args)
     del trades
     run = Run(args, "tput")
     try:
@@ -732,7 +763,11 @@ async def main() -> int:
                         help="trades of the latency phase's synthetic day (default 8,000 x symbols)")
     parser.add_argument("--tick", type=float, default=PACE_TICK_SECONDS,
                         help="seconds between paced sends (default: ingest's 0.005)")
-    parser.add_argument("--batch-trades", type=int, default=INGEST_BATCH, help="max trades per message")
+    parser.add_argument("--batch-trades", type=int, default=INGEST_BATCH,
+                        help="ingest's --batch-trades: max trades per run and per message (default 2,000)")
+    parser.add_argument("--per-symbol-messages", action="store_true",
+                        help="one keyed STB1 message per symbol run (ingest before STB2) instead of one STB2 "
+                             "message per partition and tick")
     parser.add_argument("--poll", type=float, default=0.01, help="Elasticsearch poll interval, seconds")
     parser.add_argument("--throughput-trades", type=int, default=2_000_000)
     parser.add_argument("--skip-throughput", action="store_true")
@@ -750,7 +785,8 @@ async def main() -> int:
 
     es = Elasticsearch(args.es_url, request_timeout=30)
     result: dict[str, Any] = {"benchmark": "worker_e2e", "symbols": args.symbols, "partitions": args.partitions,
-                              "seed": args.seed, "worker_env": worker_env(args)}
+                              "seed": args.seed, "wire": "STB1" if args.per_symbol_messages else "STB2",
+                              "batch_trades": args.batch_trades, "worker_env": worker_env(args)}
     code = 0
     try:
         if not args.skip_latency:

@@ -21,7 +21,8 @@ container.engine().warm_up()
 app = create_app(
     container.streaming(),
     lambda symbols, pools: container.streaming_detect(
-        states=container.table_state_store(table=symbols), pool_states=container.table_pool_state_store(table=pools)),
+        states=container.table_state_store(table=symbols, batched=True),
+        pool_states=container.table_pool_state_store(table=pools, batched=True)),
     metrics=container.metrics(),
 )
 

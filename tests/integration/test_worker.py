@@ -144,9 +144,32 @@ class Stream:
                                what=f"{len(expected)} anomalies in Elasticsearch (logs in {self.workdir})")
         return found
 
-    async def assert_all_processed_once(self, expected: set[str], offsets: bool = True) -> None:
+    def committed_trades(self) -> int:
+        """Valid trades judged in what the workers' runs left committed, from their `batch` lines
+        (partition, offsets, accepted trades), in the order they were logged: a group reprocessed
+        later (the take was not committed before a kill, or the partition moved) is superseded by
+        the later one from where that starts. Also checks that the groups kept cover each
+        partition's offsets without a gap, from 0."""
+        groups: list[tuple[str, int, int, int, int]] = []
+        for log in self.workdir.glob("w*.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith("{") and '"event": "batch"' in line:
+                    d = json.loads(line)
+                    first, last = (int(x) for x in d["offsets"].rsplit("@", 1)[1].split("-"))
+                    groups.append((d["timestamp"], d["partition"], first, last, d["accepted"]))
+        kept: dict[int, list[tuple[int, int, int]]] = {}
+        for _, partition, first, last, accepted in sorted(groups):
+            mine = [g for g in kept.get(partition, []) if g[0] < first]  # anything from `first` on: redone
+            kept[partition] = [*mine, (first, last, accepted)]
+        for partition, mine in kept.items():
+            starts = [first for first, _, _ in mine]
+            assert starts == [0] + [last + 1 for _, last, _ in mine[:-1]], f"gap in partition {partition}: {mine}"
+        return sum(accepted for mine in kept.values() for _, _, accepted in mine)
+
+    async def assert_all_processed_once(self, expected: set[str], trades: int) -> None:
         """The anomalies topic (read committed) and Elasticsearch hold exactly `expected`, each once,
-        and (`offsets`) the workers' committed offsets reached the end of every trades partition."""
+        the workers' committed offsets reached the end of every trades partition, and exactly
+        `trades` valid trades were committed as judged (none lost, none judged twice)."""
         seen = await self.wait_for(expected)
         twice = sorted({i for i in seen if seen.count(i) > 1})
         extra = set(seen) - expected
@@ -156,9 +179,9 @@ class Stream:
             detail = [(r.partition, r.offset, json.loads(r.value)) for r in records
                       if json.loads(r.value)["id"] in extra | set(twice)]
             raise AssertionError(f"not in the embedded run: {sorted(extra)}; written twice: {twice}; {detail}")
-        if offsets:
-            await eventually_async(self.offsets_committed_to_the_end, timeout=60, interval=1.0,
-                                   what="committed offsets at the end offsets")
+        await eventually_async(self.offsets_committed_to_the_end, timeout=60, interval=1.0,
+                               what="committed offsets at the end offsets")
+        assert self.committed_trades() == trades
         assert sorted(await self.wait_searchable(expected)) == sorted(expected)
 
     def searchable_ids(self) -> list[str]:
@@ -221,7 +244,7 @@ async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, mark
     stream.start_worker("w1", 16066)
     stream.start_indexer(16166)
     await stream.ingest(market)
-    await stream.assert_all_processed_once(embedded_ids)
+    await stream.assert_all_processed_once(embedded_ids, trades=len(market))
     # SIGTERM: both stop on their own, closing what they opened (aiohttp warns of any session left).
     stream.stop()
     assert [p.returncode for p in stream.workers] == [0, 0]
@@ -246,7 +269,7 @@ async def test_worker_killed_mid_stream_resumes_without_loss_or_duplicates(strea
     first.wait(timeout=30)
     await stream.produce(pairs[len(pairs) // 2:])
     stream.start_worker("w1", 16067)  # same data directory, as a restarted container would have
-    await stream.assert_all_processed_once(embedded_ids)
+    await stream.assert_all_processed_once(embedded_ids, trades=len(market))
 
 
 @pytest.mark.asyncio
@@ -263,7 +286,7 @@ async def test_two_workers_share_partitions_and_state_follows_the_partition(stre
     await eventually_async(some_output, timeout=180, interval=1.0, what="first anomalies before the rebalance")
     stream.start_worker("w2", 16069)
     await stream.produce(pairs[len(pairs) // 3:])
-    await stream.assert_all_processed_once(embedded_ids)
+    await stream.assert_all_processed_once(embedded_ids, trades=len(market))
 
 
 def partitions_processed(log: Path) -> set[int]:
@@ -296,7 +319,7 @@ async def test_the_worker_owning_partitions_killed_its_state_comes_back_from_the
     await stream.produce(pairs[sent:])
     # The survivor judges the rest of the victim's partitions against the state it restored: any
     # state lost would change which trades are anomalous (the ids), or miss them.
-    await stream.assert_all_processed_once(embedded_ids)
+    await stream.assert_all_processed_once(embedded_ids, trades=len(market))
     survivor = next(name for name in workers if name != victim)
     assert partitions_processed(stream.workdir / f"{survivor}.log") == set().union(*owners().values())
 
@@ -337,13 +360,14 @@ async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_pro
         stream: Stream, market, embedded_ids) -> None:
     bad, reasons = bad_records(market)
     stream.start_worker("w1", 16070)
-    # Each bad record between valid messages of the same partition ("ZZZ" and the market's symbols
-    # share partitions), so a bad one that cost its neighbours would show in the ids.
+    # The bad records ahead of the market's messages, on partitions they share: a bad one that cost
+    # its neighbours would show in the ids and in the count of trades judged.
     await stream.produce(bad + as_messages(market))
     seen = await stream.wait_for(embedded_ids)
     assert sorted(seen) == sorted(embedded_ids)
     await eventually_async(stream.offsets_committed_to_the_end, timeout=60, interval=1.0,
                            what="committed offsets at the end offsets")
+    assert stream.committed_trades() == len(market) + 1  # and ZZZ's one good trade
     letters: list = []
 
     async def all_reasons() -> bool:
@@ -393,6 +417,7 @@ async def test_an_elasticsearch_outage_stalls_only_the_indexer_and_loses_nothing
         assert sorted(seen) == sorted(embedded_ids)
         await eventually_async(stream.offsets_committed_to_the_end, timeout=60, interval=1.0,
                                what="worker offsets committed while Elasticsearch is down")
+        assert stream.committed_trades() == len(market)
         assert set(stream.searchable_ids()) < embedded_ids  # the rest waits for Elasticsearch
 
         async def outage_over() -> bool:
@@ -420,7 +445,7 @@ async def test_a_worker_started_before_the_topics_exist_creates_them_and_loses_n
 
     await eventually_async(created, timeout=120, interval=0.5, what=f"{names} with {PARTITIONS} partitions each")
     await stream.produce(as_messages(market))
-    await stream.assert_all_processed_once(embedded_ids)
+    await stream.assert_all_processed_once(embedded_ids, trades=len(market))
 
 
 @pytest.mark.asyncio

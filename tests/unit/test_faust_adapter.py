@@ -75,7 +75,9 @@ async def test_table_recovery_asks_the_broker_for_changelog_end_offsets_under_ex
 
 
 def _event(offset: int, partition: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(message=SimpleNamespace(tp=("trades", partition), topic="trades", partition=partition,
+    from faust.types import TP
+
+    return SimpleNamespace(message=SimpleNamespace(tp=TP("trades", partition), topic="trades", partition=partition,
                                                    offset=offset))
 
 
@@ -124,7 +126,7 @@ class _Stream:
             self.commits.append(dict(offsets))
         self.committing = True
 
-    def on_commit(self, offsets: dict[object, int]) -> None:
+    def on_commit(self, offsets: dict[object, int]) -> None:  # the tables' hook
         assert self.commits[-1] == offsets  # the tables hear of exactly what was committed
         self.committing = False
 

@@ -17,7 +17,9 @@ import structlog
 from faust.streams import _current_event
 from faust.types import TP
 
-from adapters.faust.outputs import KafkaAnomalySink, KafkaDeadLetterSink, PartitionProducer, traced_to_messages
+from adapters.faust.outputs import (KafkaAnomalySink, KafkaDeadLetterSink, PartitionProducer, traced_to_messages,
+                                    write_changelog)
+from adapters.faust.state import FaustTableStateStore
 from adapters.faust.recovery import restore_tables_from_broker_offsets
 from adapters.faust.sequence import InSequence, in_sequence
 from adapters.faust.settings import StreamingSettings
@@ -87,8 +89,8 @@ def by_partition(events: Sequence[Any]) -> list[tuple[int, list[Any]]]:
 
 async def committed_takes(app: faust.App, stream: Any, max_messages: int, within: float,
                           sequence: InSequence | None = None,
-                          on_committed: Callable[[], None] | None = None,
-                          commit: Callable[[faust.App, Mapping[Any, int]], Awaitable[None]] | None = None,
+                          on_committed: Callable[[set[int]], None] | None = None,
+                          commit: Callable[[faust.App, Mapping[Any, int]], Awaitable[set[int]]] | None = None,
                           ) -> AsyncIterator[list[Any]]:
     """Takes of up to `max_messages` messages (waiting up to `within` seconds for more), each
     acknowledged and committed only when the caller asks for the next one, i.e. once it has
@@ -134,15 +136,18 @@ async def committed_takes(app: faust.App, stream: Any, max_messages: int, within
             if deadline is None:
                 deadline = loop.time() + within
         yield take
+        started = loop.time()
         # Table writes are buffered (`send_soon`): send them now, into this take's transactions, or
         # the commit below would carry the take's offsets while its state went into the next one.
         await app.producer.flush()
-        await commit(app, next_offsets(take))
+        offsets = next_offsets(take)
+        committed = await commit(app, offsets)
+        log.debug("take_commit", messages=len(take), partitions=len(offsets), seconds=round(loop.time() - started, 4))
+        if on_committed is not None:
+            on_committed(committed)
         for event in take:
             # After the commit, so Faust's own offset bookkeeping (which we do not use) stays empty.
             await manual.ack(event)
-        if on_committed is not None:
-            on_committed()
 
 
 def next_offsets(take: Sequence[Any]) -> dict[Any, int]:
@@ -154,7 +159,7 @@ def next_offsets(take: Sequence[Any]) -> dict[Any, int]:
     return offsets
 
 
-async def commit_offsets(app: faust.App, offsets: Mapping[Any, int]) -> None:
+async def commit_offsets(app: faust.App, offsets: Mapping[Any, int]) -> set[int]:
     """Commit exactly `offsets` (partition -> next offset to read) for the partitions still owned.
 
     Faust's `consumer.commit()` derives offsets from its list of acknowledged offsets, which after a
@@ -163,6 +168,7 @@ async def commit_offsets(app: faust.App, offsets: Mapping[Any, int]) -> None:
     take knows what it finished; this commits that, in the partitions' transactions under
     exactly-once (with the take's outputs and state), or as a plain offset commit otherwise.
     A partition revoked meanwhile is not committed: its next owner takes it again from the last commit.
+    Returns the partitions committed.
     """
     consumer = app.consumer
     owned = consumer.assignment()
@@ -170,7 +176,7 @@ async def commit_offsets(app: faust.App, offsets: Mapping[Any, int]) -> None:
     if len(mine) < len(offsets):
         log.info("commit_skipped_revoked", partitions=sorted(str(tp) for tp in offsets.keys() - mine.keys()))
     if not mine:
-        return
+        return set()
     if consumer.in_transaction:
         # One transaction per partition: committed side by side, not one round trip after another.
         await asyncio.gather(*(consumer.transactions.commit({tp: offset}, start_new_transaction=True)
@@ -179,6 +185,7 @@ async def commit_offsets(app: faust.App, offsets: Mapping[Any, int]) -> None:
         await consumer._commit(mine)  # type: ignore[attr-defined]
     app.tables.on_commit(mine)
     consumer._committed_offset.update(mine)  # type: ignore[attr-defined]
+    return {tp.partition for tp in mine}
 
 
 def transactional_id(app: faust.App, source_topic: str, partition: int) -> str | None:
@@ -231,6 +238,9 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         table_standby_replicas=0,
         broker_commit_interval=NEVER,
         broker_commit_every=2**62,
+        # A take's state changes go out as one record batch per partition (under the broker's
+        # 1 MiB message.max.bytes).
+        producer_max_batch_size=1_000_000,
         # Every topic here carries bytes the codec (trades) or JSON (anomalies) owns, and table
         # values are encoded state records (domain.state): Faust passes them through untouched.
         key_serializer="raw",
@@ -266,8 +276,12 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
             async for events in committed_takes(app, stream, settings.take_max, settings.take_within, sequence,
                                                 on_committed=finished):
                 taking = True
+                # Every group's outputs and state are sent first, then all awaited at once: one
+                # round trip to the broker per take, not one per partition.
+                deliveries: list[Awaitable[Any]] = []
                 for partition, group in by_partition(events):
-                    await process(partition, group)
+                    await process(partition, group, deliveries)
+                await asyncio.gather(*deliveries)  # before the take commits; a failed send fails the take
         except StopWorker:
             return
         except Exception as exc:  # noqa: BLE001 - whatever it was (detecting, sending, committing): stop here
@@ -276,9 +290,20 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
             log.error("take_failed", messages=len(events), error=f"{type(exc).__name__}: {exc}")
             await app.crash(exc)
 
-    def finished() -> None:
+    # What the take in hand did per partition, logged once committed: summed over every worker's
+    # log, the `accepted` of `take_committed` lines count each valid trade exactly once, whatever
+    # crashed or moved (a partition revoked before its commit is left to its next owner).
+    done_in_take: dict[int, dict[str, int]] = {}
+
+    def finished(committed: set[int]) -> None:
         nonlocal taking
         taking = False
+        totals: dict[str, int] = {}
+        for partition in committed & done_in_take.keys():
+            for key, n in done_in_take[partition].items():
+                totals[key] = totals.get(key, 0) + n
+        log.info("take_committed", partitions=sorted(committed), **totals)
+        done_in_take.clear()
 
     if local_store:
         @app.on_before_shutdown.connect
@@ -290,15 +315,45 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
 
     processed: dict[int, int] = {}  # trades partition -> last offset processed here
 
-    async def process(partition: int, group: list[Any]) -> None:
+    async def process(partition: int, group: list[Any], deliveries: list[Awaitable[Any]]) -> None:
         first, last = group[0].message, group[-1].message
         origin = f"{first.topic}[{partition}]@{first.offset}-{last.offset}"
         # Every log line of this batch (the use case's, the sinks' retries) says where it came from.
         with structlog.contextvars.bound_contextvars(partition=partition, offsets=origin):
-            await process_group(partition, group, origin)
+            await process_group(partition, group, deliveries)
         processed[partition] = last.offset
 
-    async def process_group(partition: int, group: list[Any], origin: str) -> None:
+    # State saved by the use case goes to the tables' local stores at once and, per take and
+    # partition, to their changelogs as record batches (FaustTableStateStore, batched).
+    batched: list[tuple[Any, FaustTableStateStore]] = [
+        (t, store) for t, store in ((table, getattr(detect, "states", None)),
+                                    (pools, getattr(detect, "pool_states", None)))
+        if isinstance(store, FaustTableStateStore) and store.unsent is not None]
+
+    async def save_changelogs(partition: int, tid: str | None, deliveries: list[Awaitable[Any]]) -> None:
+        producer = app.producer._transaction_producers[tid] if tid else app.producer._producer  # type: ignore[attr-defined]
+        for t, store in batched:
+            records = store.drain()
+            if not records:
+                continue
+            topic = t.changelog_topic.get_topic_name()
+            encoded = {app.serializers.dumps_key(t.key_type, k, serializer=t.key_serializer):
+                       app.serializers.dumps_value(t.value_type, v, serializer=t.value_serializer)
+                       for k, v in records.items()}
+            for delivery, count in await write_changelog(producer, topic, partition, encoded,  # type: ignore[arg-type]
+                                                         int(time.time() * 1000)):
+                deliveries.append(persist_offset(t, TP(topic, partition), delivery, count))
+
+    async def persist_offset(t: Any, tp: TP, delivery: Awaitable[Any], count: int) -> None:
+        """Once the batch is delivered: where recovery may start next time (its last record), kept
+        with the commit."""
+        metadata = await delivery
+        if app.in_transaction:
+            app.tables.persist_offset_on_commit(t.data, tp, metadata.offset + count - 1)
+        else:
+            t.data.set_persisted_offset(tp, metadata.offset + count - 1)
+
+    async def process_group(partition: int, group: list[Any], deliveries: list[Awaitable[Any]]) -> None:
         started = time.perf_counter()
         messages = [e.message for e in group]
         decoded = [decode(m.key, m.value, f"{m.topic}[{partition}]@{m.offset}") for m in messages]
@@ -315,16 +370,23 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
                 await app.crash(exc)
                 raise StopWorker from exc
         outcome.dead_letters = traced_to_messages(outcome.dead_letters, batch, messages, [len(b) for b, _ in decoded])
-        out = PartitionProducer(app.producer, transactional_id(app, settings.trades_topic, partition))
+        tid = transactional_id(app, settings.trades_topic, partition)
+        out = PartitionProducer(app.producer, tid)
         await PublishOutcome(KafkaAnomalySink(out, settings.anomalies_topic),
                              KafkaDeadLetterSink(out, settings.dlq_topic))(outcome)
-        await out.delivered()  # before the take commits; a failed send fails the take
+        await save_changelogs(partition, tid, deliveries)
+        deliveries.append(out.delivered())
         for a in outcome.anomalies:
             log.info("anomaly", symbol=a.symbol, detector=a.detector, score=a.score, id=a.id, reason=a.reason)
         for d in outcome.dead_letters:
             log.warning("dead_letter", reason=d.reason, detail=d.detail[:300], origin=d.origin)
-        log.info("batch", messages=len(group), trades=len(batch), anomalies=len(outcome.anomalies),
-                 dead_letters=len(outcome.dead_letters), seconds=round(time.perf_counter() - started, 4))
+        log.info("batch", messages=len(group), trades=len(batch), accepted=outcome.accepted,
+                 anomalies=len(outcome.anomalies), dead_letters=len(outcome.dead_letters),
+                 seconds=round(time.perf_counter() - started, 4))
+        for key, n in (("messages", len(group)), ("accepted", outcome.accepted), ("anomalies", len(outcome.anomalies)),
+                       ("dead_letters", len(outcome.dead_letters))):
+            counts = done_in_take.setdefault(partition, {})
+            counts[key] = counts.get(key, 0) + n
         if on_batch is not None:
             await on_batch(len(batch), len(outcome.anomalies))
 

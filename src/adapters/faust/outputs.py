@@ -82,3 +82,23 @@ def traced_to_messages(letters: Sequence[DeadLetter], trades: np.ndarray, messag
         key, value = encode_batch(str(trade["symbol"][0]), trade)
         traced.append(replace(letter, origin=f"{m.topic}[{m.partition}]@{m.offset}", key=key, raw=value))
     return traced
+
+
+async def write_changelog(producer: Any, topic: str, partition: int, records: dict[bytes, bytes],
+                          timestamp_ms: int) -> list[tuple[Any, int]]:
+    """`records` (serialized key -> value, as the table's own serializers make them: recovery reads
+    them back with those) to `partition` of the changelog `topic`, in as few record batches as fit
+    the producer's batch size, through `producer` (an aiokafka producer: the partition's
+    transactional one under exactly-once, so they commit with the take). Returns each batch's
+    delivery future with its record count."""
+    sent: list[tuple[Any, int]] = []
+    batch, count = producer.create_batch(), 0
+    for key, value in records.items():
+        if batch.append(key=key, value=value, timestamp=timestamp_ms) is None:  # full: send it, start anew
+            sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+            batch, count = producer.create_batch(), 0
+            batch.append(key=key, value=value, timestamp=timestamp_ms)
+        count += 1
+    if count:
+        sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+    return sent
