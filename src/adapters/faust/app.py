@@ -20,7 +20,7 @@ from faust.types import TP
 from adapters.faust.outputs import (KafkaAnomalySink, KafkaDeadLetterSink, PartitionProducer, traced_to_messages,
                                     write_changelog)
 from adapters.faust.state import FaustTableStateStore
-from adapters.faust.recovery import restore_tables_from_broker_offsets
+from adapters.faust.recovery import fetch_without_long_polls, restore_tables_from_broker_offsets
 from adapters.faust.sequence import InSequence, in_sequence
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.codec import decode
@@ -223,6 +223,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     from the last commit (the open transaction is aborted when the successor fences it).
     """
     restore_tables_from_broker_offsets()
+    fetch_without_long_polls()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap}",

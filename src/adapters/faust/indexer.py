@@ -21,6 +21,7 @@ import structlog
 from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
 from adapters.faust.app import GAUGE_REFRESH_SECONDS, NEVER, committed_takes, in_sequence, transactional_id
 from adapters.faust.outputs import KafkaDeadLetterSink, PartitionProducer
+from adapters.faust.recovery import fetch_without_long_polls
 from adapters.faust.settings import StreamingSettings
 from domain.model import Anomaly, DeadLetter
 from domain.ports import Metrics
@@ -69,6 +70,7 @@ def decode_anomaly(value: bytes | None, origin: str) -> Anomaly | DeadLetter:
 
 
 def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Metrics | None = None) -> faust.App:
+    fetch_without_long_polls()  # an anomaly waits on no long poll of a quiet partition
     app = faust.App(
         f"{settings.app_id}-indexer",
         broker=f"kafka://{settings.bootstrap}",

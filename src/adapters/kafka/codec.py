@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import replace
 
@@ -48,7 +49,6 @@ def encode_batch(symbol: str, trades: np.ndarray) -> tuple[bytes, bytes]:
 # two: the per-message cost, not detection, would then bound a worker.
 MAGIC_MULTI = b"STB2"
 MULTI_HEADER = struct.Struct("<4sIH")
-SYMBOL_ENTRY = struct.Struct("<I")
 
 
 def encode_multi(runs: list[tuple[str, np.ndarray]]) -> bytes:
@@ -58,7 +58,7 @@ def encode_multi(runs: list[tuple[str, np.ndarray]]) -> bytes:
     parts = [MULTI_HEADER.pack(MAGIC_MULTI, count, len(runs))]
     for symbol, trades in runs:
         encoded = symbol.encode()
-        parts += [bytes([len(encoded)]), encoded, SYMBOL_ENTRY.pack(len(trades))]
+        parts += [bytes([len(encoded)]), encoded, len(trades).to_bytes(4, "little")]
     packed = np.empty(count, WIRE_DTYPE)
     row = 0
     for _, trades in runs:
@@ -125,33 +125,42 @@ def _decode_multi(raw: bytes, origin: str) -> tuple[np.ndarray, list[DeadLetter]
     if len(raw) < MULTI_HEADER.size:
         return bad(f"truncated header: {len(raw)} bytes")
     _, count, n_symbols = MULTI_HEADER.unpack_from(raw)
-    at, runs = MULTI_HEADER.size, []
+    at, end, names, counts = MULTI_HEADER.size, len(raw), [], []
     for _ in range(n_symbols):
-        length = raw[at] if at < len(raw) else None
-        if length is None or at + 1 + length + SYMBOL_ENTRY.size > len(raw):
+        length = raw[at] if at < end else end
+        stop = at + 1 + length
+        if stop + 4 > end:
             return bad(f"truncated symbol table: {n_symbols} symbols announced")
-        try:
-            name = raw[at + 1:at + 1 + length].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return bad(f"symbol is not utf-8: {exc}")
-        symbol, problem = check_symbol(name)
-        if problem is not None:
-            return _nothing(DeadLetter(problem[0], problem[1], origin, raw))
-        (rows,) = SYMBOL_ENTRY.unpack_from(raw, at + 1 + length)
-        runs.append((symbol, rows))
-        at += 1 + length + SYMBOL_ENTRY.size
-    body = len(raw) - at
-    if body != count * WIRE_DTYPE.itemsize or sum(r for _, r in runs) != count:
-        return bad(f"count mismatch: header says {count} trades, symbols {sum(r for _, r in runs)}, "
+        symbol = _symbol(raw[at + 1:stop])
+        if isinstance(symbol, tuple):
+            return _nothing(DeadLetter(symbol[0], symbol[1], origin, raw))
+        names.append(symbol)
+        counts.append(int.from_bytes(raw[stop:stop + 4], "little"))
+        at = stop + 4
+    body = end - at
+    if body != count * WIRE_DTYPE.itemsize or sum(counts) != count:
+        return bad(f"count mismatch: header says {count} trades, symbols {sum(counts)}, "
                    f"body holds {body / WIRE_DTYPE.itemsize:g}")
     if count == 0:
         return _nothing(DeadLetter(EMPTY_BATCH, "a batch of 0 trades", origin, raw))
     rows = np.frombuffer(raw, WIRE_DTYPE, offset=at)
     trades = np.empty(count, TRADE_DTYPE)
-    for name in WIRE_FIELDS:
-        trades[name] = rows[name]
-    trades["symbol"] = np.repeat(np.array([s for s, _ in runs]), [r for _, r in runs])
+    for field in WIRE_FIELDS:
+        trades[field] = rows[field]
+    trades["symbol"] = np.repeat(np.array(names, dtype=TRADE_DTYPE["symbol"]), counts)
     return trades, []
+
+
+@functools.lru_cache(maxsize=65_536)
+def _symbol(name: bytes) -> str | tuple[str, str]:
+    """A symbol table entry as a checked symbol, or (reason, detail); cached: a partition's
+    symbols repeat in every message."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return BAD_ENCODING, f"symbol is not utf-8: {exc}"
+    symbol, problem = check_symbol(text)
+    return symbol if problem is None else problem
 
 
 def _nothing(letter: DeadLetter) -> tuple[np.ndarray, list[DeadLetter]]:
