@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dependency_injector import containers, providers
 
@@ -19,6 +21,9 @@ from domain.detectors import default_detectors
 from domain.engine import DetectionEngine
 from domain.errors import ConfigError
 from entrypoints.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # Faust is imported by the streaming processes only: replay starts without it
+    import faust
 
 def size_thresholds(path: str | None) -> dict[str, float] | None:
     return load_thresholds(path).size_thresholds() if path else None
@@ -43,6 +48,23 @@ def indexer_sink(settings: StreamingSettings) -> object:
         connect_async(ElasticsearchSettings.from_env(url=settings.elasticsearch_url)),
         index_prefix=settings.elasticsearch_index, refresh=refresh, replicas=settings.elasticsearch_replicas,
         refresh_interval=settings.elasticsearch_refresh_interval, retry=RetryPolicy(total=math.inf))
+
+
+def worker_app(settings: StreamingSettings, detect: Callable[..., DetectTrades],
+               states: Callable[..., FaustTableStateStore], pool_states: Callable[..., FaustTableStateStore],
+               metrics: object) -> faust.App:
+    """The worker's Faust app: its tables' state stores write the changelog in batches."""
+    from adapters.faust.app import create_app
+
+    return create_app(settings, lambda symbols, pools: detect(states=states(table=symbols, batched=True),
+                                                              pool_states=pool_states(table=pools, batched=True)),
+                      metrics=metrics)  # type: ignore[arg-type]
+
+
+def indexer_app(settings: StreamingSettings, sink: object, metrics: object) -> faust.App:
+    from adapters.faust.indexer import create_indexer_app
+
+    return create_indexer_app(settings, sink, metrics)  # type: ignore[arg-type]
 
 
 class Container(containers.DeclarativeContainer):
@@ -88,12 +110,15 @@ class Container(containers.DeclarativeContainer):
     replay = providers.Factory(Replay, detect=detect)
 
     # Streaming (the worker and the indexer): Kafka topics, the RocksDB table store and Elasticsearch
-    # from the environment; the table-backed state store and buffering sinks are made by the Faust app.
+    # from the settings; the table-backed state stores are made once the Faust app has its tables.
     streaming = providers.Singleton(Settings.streaming, settings)
     indexer_sink = providers.Singleton(indexer_sink, streaming)
     table_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.schema)
     table_pool_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.pool_schema)
     streaming_detect = providers.Factory(DetectTrades, engine=engine, metrics=metrics)
+    worker_app = providers.Singleton(worker_app, streaming, streaming_detect.provider, table_state_store.provider,
+                                     table_pool_state_store.provider, metrics)
+    indexer_app = providers.Singleton(indexer_app, streaming, indexer_sink, metrics)
 
 
 def build_container(**overrides: object) -> Container:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-from adapters.faust.indexer import create_indexer_app
 from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging
 from entrypoints.topics import before_start
@@ -19,11 +18,11 @@ try:
     container = build_container(metrics="prometheus")
     # The indexer serves its metrics on a port of its own (a worker may run beside it).
     container.config.metrics_port.from_value(container.settings().indexer_metrics_port)
-    sink = container.indexer_sink()
+    container.indexer_sink()  # needs ELASTICSEARCH_URL: say so in one line rather than later
 except ConfigError as exc:
     sys.exit(f"stockanomaly indexer: {exc}")
 configure_logging(container.settings().log_level)
-app = create_indexer_app(container.streaming(), sink, container.metrics())  # type: ignore[arg-type]
+app = container.indexer_app()
 before_start(app, container.streaming(), "indexer")
 
 

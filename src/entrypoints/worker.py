@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from adapters.faust.app import create_app
 from domain.errors import ConfigError
 from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging
@@ -18,13 +17,7 @@ configure_logging(container.settings().log_level)
 # Compiled kernels loaded (or, on a machine's very first start, compiled) before the consumer starts,
 # so the first batches do not wait on them and no consumer heartbeat waits on a compiler.
 container.engine().warm_up()
-app = create_app(
-    container.streaming(),
-    lambda symbols, pools: container.streaming_detect(
-        states=container.table_state_store(table=symbols, batched=True),
-        pool_states=container.table_pool_state_store(table=pools, batched=True)),
-    metrics=container.metrics(),
-)
+app = container.worker_app()
 
 before_start(app, container.streaming(), "worker")
 

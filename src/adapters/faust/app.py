@@ -291,9 +291,9 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
             log.error("take_failed", messages=len(events), error=f"{type(exc).__name__}: {exc}")
             await app.crash(exc)
 
-    # What the take in hand did per partition, logged once committed: summed over every worker's
-    # log, the `accepted` of `take_committed` lines count each valid trade exactly once, whatever
-    # crashed or moved (a partition revoked before its commit is left to its next owner).
+    # What the take in hand did per partition, logged once committed (a partition revoked before
+    # its commit is left out: its next owner judges it again). A worker killed between the commit
+    # and this line leaves it out too, so exact counts come from the `batch` lines (the tests').
     done_in_take: dict[int, dict[str, int]] = {}
 
     def finished(committed: set[int]) -> None:

@@ -43,5 +43,7 @@ class FaustTableStateStore:
 
     def drain(self) -> dict[str, bytes]:
         """The records saved since the last drain (each key's latest), to be written to the changelog."""
-        unsent, self.unsent = self.unsent or {}, {} if self.unsent is not None else None
+        if self.unsent is None:
+            return {}
+        unsent, self.unsent = self.unsent, {}
         return unsent
