@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.faust.settings import StreamingSettings
@@ -55,14 +56,16 @@ class Settings(BaseSettings):
     data_dir: str = "stockanomaly-data"  # the worker's RocksDB files, relative to its working directory
     worker_web_port: Port = 6066
     indexer_web_port: Port = 6067
+    # exactly_once: changelog writes, outputs and offsets commit together (see README); the
+    # at_least_once alternative can lose an anomaly whose state was saved just before a crash.
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
-    take_max: Annotated[int, Field(ge=1)] = 256
-    take_within: Annotated[float, Field(gt=0, le=10)] = 0.05
+    take_max: Annotated[int, Field(ge=1)] = 256  # messages per detect call (per bulk for the indexer) at most
+    take_within: Annotated[float, Field(gt=0, le=10)] = 0.05  # seconds to wait for more messages per take
 
     # Elasticsearch (written by the indexer)
     elasticsearch_url: str = Field("", validation_alias=_env("ELASTICSEARCH_URL"))
     es_index_prefix: str = "stockanomaly-anomalies"
-    es_refresh: Literal["true", "false", "wait_for"] = "false"
+    es_refresh: Literal["true", "false", "wait_for"] = "false"  # "true": a refresh per bulk
     es_refresh_interval: str = "100ms"
     es_replicas: Annotated[int, Field(ge=0)] = 1
 
@@ -87,14 +90,12 @@ def load_settings(**explicit: object) -> Settings:
         raise ConfigError("; ".join(_problem(e, given) for e in exc.errors())) from None
 
 
-def _problem(error: object, given: dict[str, object]) -> str:
-    e = error if isinstance(error, dict) else {}
-    field = str(e.get("loc", ("?",))[0])
+def _problem(error: ErrorDetails, given: dict[str, object]) -> str:
+    field = str(error["loc"][0]) if error["loc"] else "?"
     name = field if field in given else _variable(field)
-    message = str(e.get("msg", "invalid"))
-    if e.get("type") == "extra_forbidden":
+    if error["type"] == "extra_forbidden":
         return f"{name}: not a setting"
-    return f"{name}: {message}, got {e.get('input')!r}"
+    return f"{name}: {error['msg']}, got {error['input']!r}"
 
 
 def _variable(field: str) -> str:

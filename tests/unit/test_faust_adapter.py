@@ -12,10 +12,10 @@ from builders import calm_flow, until
 
 from adapters.faust.app import by_partition, create_app
 from adapters.faust.sequence import InSequence
-from adapters.faust.settings import StreamingSettings
 from adapters.kafka.codec import encode_batch
 from domain.state import StateFormatError
 from entrypoints.container import build_container
+from entrypoints.settings import load_settings
 
 
 def test_events_are_grouped_by_partition_in_offset_order() -> None:
@@ -30,7 +30,7 @@ async def test_a_state_value_the_worker_cannot_read_stops_it_naming_the_format()
     """The first release kept pickles in the state table: the agent must neither run them nor judge
     the symbol from scratch and move on. It asks the app to stop, with the error that says why."""
     container = build_container()
-    app = create_app(StreamingSettings(store="memory://", app_id="unit-unreadable-state"),
+    app = create_app(load_settings(store="memory://", app_id="unit-unreadable-state").streaming(),
                      lambda symbols, pools: container.streaming_detect(
                          states=container.table_state_store(table=symbols),
                          pool_states=container.table_pool_state_store(table=pools)))

@@ -9,9 +9,9 @@ from builders import until
 
 from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
 from adapters.faust.indexer import create_indexer_app, decode_anomaly
-from adapters.faust.settings import StreamingSettings
 from adapters.memory import InMemoryMetrics
 from domain.model import Anomaly, DeadLetter
+from entrypoints.settings import load_settings
 
 ANOMALY = Anomaly(id="a1", detector="high_volume", symbol="NVDA", ts_event=1_746_450_000_000_000_000, price=113.5,
                   size=120_000, score=45.2, severity="high", reason="size 120,000 is 45.2x NVDA's p99.9 of 2,656",
@@ -61,7 +61,7 @@ def test_an_anomaly_survives_the_topic_round_trip() -> None:
 @pytest.mark.asyncio
 async def test_the_indexer_writes_anomalies_and_counts_what_elasticsearch_said() -> None:
     sink, metrics = FakeSink(), InMemoryMetrics()
-    app = create_indexer_app(StreamingSettings(app_id="unit-indexer"), sink, metrics)  # type: ignore[arg-type]
+    app = create_indexer_app(load_settings(app_id="unit-indexer").streaming(), sink, metrics)  # type: ignore[arg-type]
     app.tables.recovery.completed.set()  # as a started app's are once recovered
     async with app.index_anomalies.test_context() as agent:  # type: ignore[attr-defined]
         await agent.put(json.dumps(ANOMALY.to_dict()).encode(), key=b"NVDA")
@@ -73,7 +73,7 @@ async def test_the_indexer_writes_anomalies_and_counts_what_elasticsearch_said()
 @pytest.mark.asyncio
 async def test_a_refusal_retrying_cannot_fix_stops_the_indexer_without_committing() -> None:
     sink = FakeSink(refuse=PermissionError("HTTP 403: no privilege to write"))
-    app = create_indexer_app(StreamingSettings(app_id="unit-indexer-refused"), sink)  # type: ignore[arg-type]
+    app = create_indexer_app(load_settings(app_id="unit-indexer-refused").streaming(), sink)  # type: ignore[arg-type]
     crashes: list[BaseException] = []
 
     async def crash(reason: BaseException) -> None:

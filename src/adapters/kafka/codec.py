@@ -34,12 +34,27 @@ WIRE_DTYPE = np.dtype(
 WIRE_FIELDS: tuple[str, ...] = tuple(WIRE_DTYPE.names or ())
 
 
-def encode_batch(symbol: str, trades: np.ndarray) -> tuple[bytes, bytes]:
-    """(key, value) of one message holding `trades`, which must all be `symbol`'s."""
+def _packed(trades: np.ndarray) -> bytes:
+    """`trades` (TRADE_DTYPE) as packed WIRE_DTYPE rows (field by field, both ways: measured twice as
+    fast as one assignment through a structured view)."""
     packed = np.empty(len(trades), WIRE_DTYPE)
     for name in WIRE_FIELDS:
         packed[name] = trades[name]
-    return symbol.encode(), HEADER.pack(MAGIC, len(trades)) + packed.tobytes()
+    return packed.tobytes()
+
+
+def _unpacked(value: bytes, offset: int, count: int) -> np.ndarray:
+    """`count` packed rows of `value` from `offset` as TRADE_DTYPE, symbols left for the caller."""
+    rows = np.frombuffer(value, WIRE_DTYPE, count=count, offset=offset)
+    trades = np.empty(count, TRADE_DTYPE)
+    for name in WIRE_FIELDS:
+        trades[name] = rows[name]
+    return trades
+
+
+def encode_batch(symbol: str, trades: np.ndarray) -> tuple[bytes, bytes]:
+    """(key, value) of one message holding `trades`, which must all be `symbol`'s."""
+    return symbol.encode(), HEADER.pack(MAGIC, len(trades)) + _packed(trades)
 
 
 # Many symbols of one partition in one message (what ingest sends): value = b"STB2", uint32 count,
@@ -59,13 +74,7 @@ def encode_multi(runs: list[tuple[str, np.ndarray]]) -> bytes:
     for symbol, trades in runs:
         encoded = symbol.encode()
         parts += [bytes([len(encoded)]), encoded, len(trades).to_bytes(4, "little")]
-    packed = np.empty(count, WIRE_DTYPE)
-    row = 0
-    for _, trades in runs:
-        for field in WIRE_FIELDS:
-            packed[field][row:row + len(trades)] = trades[field]
-        row += len(trades)
-    parts.append(packed.tobytes())
+    parts += [_packed(trades) for _, trades in runs]
     return b"".join(parts)
 
 
@@ -109,11 +118,7 @@ def _decode_binary(key: bytes | None, raw: bytes, origin: str) -> tuple[np.ndarr
     if problem is not None:
         reason, detail = problem
         return _nothing(DeadLetter(reason, detail, origin, raw))
-    rows = wire_view(raw)
-    trades = np.empty(count, TRADE_DTYPE)
-    # Field by field: measured twice as fast as one assignment through a structured view.
-    for name in WIRE_FIELDS:
-        trades[name] = rows[name]
+    trades = _unpacked(raw, HEADER.size, count)
     trades["symbol"] = symbol
     return trades, []
 
@@ -143,10 +148,7 @@ def _decode_multi(raw: bytes, origin: str) -> tuple[np.ndarray, list[DeadLetter]
                    f"body holds {body / WIRE_DTYPE.itemsize:g}")
     if count == 0:
         return _nothing(DeadLetter(EMPTY_BATCH, "a batch of 0 trades", origin, raw))
-    rows = np.frombuffer(raw, WIRE_DTYPE, offset=at)
-    trades = np.empty(count, TRADE_DTYPE)
-    for field in WIRE_FIELDS:
-        trades[field] = rows[field]
+    trades = _unpacked(raw, at, count)
     trades["symbol"] = np.repeat(np.array(names, dtype=TRADE_DTYPE["symbol"]), counts)
     return trades, []
 
