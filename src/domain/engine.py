@@ -13,7 +13,7 @@ from domain.guard import ACCEPTED, VERDICTS, SequenceGuard, initial_guard_state
 from domain.market import MarketBatch
 from domain.model import TRADE_DTYPE, Anomaly, DeadLetter
 from domain.sessions import SessionCalendar
-from domain.state import StateSchema, copy_rows, part_of, set_part
+from domain.state import StateSchema, copy_rows
 from domain.symbols import factorize, group_by_code
 from domain.validation import dead_letter_for, invalid_rows
 
@@ -117,13 +117,9 @@ class DetectionEngine:
         market = market.with_auctions(self.calendar.auction_mask(market.ts, market.side))
         for det in self.enabled:
             if isinstance(det, PooledDetector):
-                new, new_pools, found = det.detect_pooled(market, part_of(rows, det.name),
-                                                          part_of(pool_rows, det.name))
-                set_part(pool_rows, det.name, new_pools)
+                result.anomalies += det.update_pooled(market, rows[det.name], pool_rows[det.name])
             else:
-                new, found = det.detect(market, part_of(rows, det.name))
-            set_part(rows, det.name, new)
-            result.anomalies += found
+                result.anomalies += det.update(market, rows[det.name])
         result.anomalies.sort(key=lambda a: (a.ts_event, a.symbol, a.detector))
         return result
 

@@ -74,8 +74,9 @@ class MarketBatch:
             index = np.arange(n)
             return cls(rows, index, symbols, pools, arrived, arrived, index)
         arrival = np.empty(n, np.int64)
-        arrival[order] = np.arange(n)
-        return cls(rows, order, symbols, pools, arrived.take(order), arrived, arrival)
+        grouped = TradeColumns(**{f.name: np.empty_like(getattr(arrived, f.name)) for f in fields(TradeColumns)})
+        _group(order, arrival, *_columns(arrived), *_columns(grouped))
+        return cls(rows, order, symbols, pools, grouped, arrived, arrival)
 
     def select(self, keep: np.ndarray) -> MarketBatch:
         """The trades where `keep` (per grouped position) is true, in the same orders."""
@@ -154,3 +155,25 @@ def _extract(ts_in: np.ndarray, price_in: np.ndarray, size_in: np.ndarray, pub_i
         ts[r], price[r], size[r] = ts_in[r], price_in[r], size_in[r]
         log_price[r] = np.log(price_in[r])
         pub[r], inst[r], seq[r], side[r] = pub_in[r], inst_in[r], seq_in[r], side_in[r]
+
+
+def _columns(c: TradeColumns) -> list[np.ndarray]:
+    """The columns in field order, `side` as bytes (what a compiled kernel takes)."""
+    return [getattr(c, f.name).view(np.uint8) if f.name == "side" else getattr(c, f.name) for f in fields(c)]
+
+
+@kernel
+def _group(order: np.ndarray, arrival: np.ndarray,
+           slot: np.ndarray, pool: np.ndarray, ts: np.ndarray, price: np.ndarray, log_price: np.ndarray,
+           size: np.ndarray, auction: np.ndarray, pub: np.ndarray, inst: np.ndarray, seq: np.ndarray, side: np.ndarray,
+           g_slot: np.ndarray, g_pool: np.ndarray, g_ts: np.ndarray, g_price: np.ndarray, g_log_price: np.ndarray,
+           g_size: np.ndarray, g_auction: np.ndarray, g_pub: np.ndarray, g_inst: np.ndarray, g_seq: np.ndarray,
+           g_side: np.ndarray) -> None:
+    """Every column in grouped order (g-th grouped trade = order[g]-th arrived) in one pass, and the
+    inverse permutation: a gather per column reads `order` eleven times."""
+    for g in range(len(order)):
+        r = order[g]
+        arrival[r] = g
+        g_slot[g], g_pool[g], g_ts[g], g_price[g], g_log_price[g] = slot[r], pool[r], ts[r], price[r], log_price[r]
+        g_size[g], g_auction[g], g_pub[g], g_inst[g], g_seq[g], g_side[g] = (size[r], auction[r], pub[r], inst[r],
+                                                                              seq[r], side[r])

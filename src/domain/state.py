@@ -38,25 +38,6 @@ def copy_rows(rows: np.ndarray) -> np.ndarray:
     return _raw(np.ascontiguousarray(rows)).copy().view(rows.dtype).reshape(len(rows))
 
 
-def _field(dtype: np.dtype, name: str) -> tuple[np.dtype, int]:
-    """(dtype, byte offset) of field `name` of a structured dtype."""
-    fields = dtype.fields
-    assert fields is not None, "not a structured dtype"
-    return fields[name][0], fields[name][1]
-
-
-def part_of(rows: np.ndarray, name: str) -> np.ndarray:
-    """A contiguous copy of sub-record `name` of contiguous records."""
-    dtype, offset = _field(rows.dtype, name)
-    return _raw(rows)[:, offset:offset + dtype.itemsize].copy().view(dtype).reshape(len(rows))
-
-
-def set_part(rows: np.ndarray, name: str, values: np.ndarray) -> None:
-    """rows[name] = values, for contiguous records."""
-    dtype, offset = _field(rows.dtype, name)
-    _raw(rows)[:, offset:offset + dtype.itemsize] = _raw(np.ascontiguousarray(values))
-
-
 def take_rows(rows: np.ndarray, index: np.ndarray) -> np.ndarray:
     """rows[index] for contiguous records."""
     return _raw(rows)[index].view(rows.dtype).reshape(len(index))

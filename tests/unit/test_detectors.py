@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from builders import S, DetectorRun, calm_flow, insert, market_batch, run_detector
+from builders import T0, S, DetectorRun, calm_flow, insert, market_batch, run_detector
 
 from domain.detectors import (HighVolumeDetector, IsolationForestDetector, PriceChangeDetector,
                               TradeBurstDetector, VolumeSurgeDetector, VwapDeviationDetector)
@@ -175,6 +175,28 @@ def test_trade_burst_fires_once_per_burst() -> None:
     _, found = run_detector(TradeBurstDetector(), merged)
     assert len(found) == 1
     assert "trades in 1s" in found[0].reason
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 50], ids=lambda c: f"batches-of-{c}")
+def test_rate_window_holds_exactly_the_trades_of_its_window(chunk: int) -> None:
+    """The sliding window's sum, kept incrementally over a ring of buckets, equals a count from scratch
+    after gaps of every length: within a bucket, a few buckets, just under and over the window, hours."""
+    rng = np.random.default_rng(3)
+    gaps = rng.choice(np.array([0, 30_000_000, 250_000_000, 900_000_000, 1_100_000_000, 3_600 * S]), 600)
+    flow = calm_flow(600)
+    flow["ts_event"] = T0 + np.cumsum(gaps)
+    det = TradeBurstDetector()
+    run = DetectorRun(det)
+    for start in range(0, len(flow), chunk):
+        run.feed(flow[start:start + chunk])
+        last = flow["ts_event"][min(start + chunk, len(flow)) - 1] // det.bucket_ns
+        buckets = flow["ts_event"][:start + chunk] // det.bucket_ns
+        expected = np.count_nonzero(buckets > last - det.window_ns // det.bucket_ns)
+        state = run.state()
+        assert state["window"] == expected
+        used = np.flatnonzero(state["ring"])
+        assert state["ring"].sum() == expected
+        assert all(int(state["filled"]) >> int(j) & 1 for j in used)  # every slot in use is marked
 
 
 def test_volume_surge_fires_on_a_minute_of_heavy_volume() -> None:

@@ -1,4 +1,8 @@
-"""What every detector is: a named, pure step from (batch, state rows) to (new state rows, anomalies)."""
+"""What every detector is: a named step from (batch, state rows) to (new state rows, anomalies).
+
+Detectors implement `update`, which changes the rows it is given in place (the engine hands it its
+part of the batch's state records, so no copy is made per detector); `detect` is the pure form of
+the same step, for callers that keep the rows they pass."""
 
 from __future__ import annotations
 
@@ -8,19 +12,23 @@ import numpy as np
 
 from domain.market import MarketBatch
 from domain.model import Anomaly
+from domain.state import copy_rows
 
 
 class Detector(Protocol):
-    """Hyperparameters live in `__init__`; `detect` never mutates the state it is given.
+    """Hyperparameters live in `__init__`.
 
     `initial_state()` is one record (a shape-(1,) structured array) of fixed size: the state of a
-    symbol never seen. `detect` takes one such row per symbol of the batch (`batch.symbols`, in that
-    order) and returns the updated rows and what it found.
+    symbol never seen. `update` takes one such row per symbol of the batch (`batch.symbols`, in that
+    order; any strides), brings them past the batch's trades and returns what it found; `detect` does
+    the same on a copy and returns the updated rows too.
     """
 
     name: str
 
     def initial_state(self) -> np.ndarray: ...
+
+    def update(self, batch: MarketBatch, state: np.ndarray) -> list[Anomaly]: ...
 
     def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]: ...
 
@@ -35,11 +43,36 @@ class PooledDetector(Protocol):
 
     def initial_pool_state(self) -> np.ndarray: ...
 
+    def update_pooled(self, batch: MarketBatch, state: np.ndarray, pool_state: np.ndarray) -> list[Anomaly]: ...
+
     def detect_pooled(self, batch: MarketBatch, state: np.ndarray,
                       pool_state: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Anomaly]]: ...
 
 
 AnyDetector = Detector | PooledDetector
+
+
+class InPlace:
+    """`detect` for a detector that implements `update`."""
+
+    def update(self, batch: MarketBatch, state: np.ndarray) -> list[Anomaly]:
+        raise NotImplementedError
+
+    def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
+        st = copy_rows(state)
+        return st, self.update(batch, st)
+
+
+class PooledInPlace:
+    """`detect_pooled` for a detector that implements `update_pooled`."""
+
+    def update_pooled(self, batch: MarketBatch, state: np.ndarray, pool_state: np.ndarray) -> list[Anomaly]:
+        raise NotImplementedError
+
+    def detect_pooled(self, batch: MarketBatch, state: np.ndarray,
+                      pool_state: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Anomaly]]:
+        st, ps = copy_rows(state), copy_rows(pool_state)
+        return st, ps, self.update_pooled(batch, st, ps)
 
 
 def record(dtype: np.dtype, **values: float) -> np.ndarray:

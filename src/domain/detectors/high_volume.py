@@ -7,10 +7,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from domain.compiled import kernel, new_hits
-from domain.detectors.base import qty, record
+from domain.detectors.base import InPlace, qty, record
 from domain.detectors.histogram import grow_weight, growth_table, log_bin, robust_quantile, top_quantile
 from domain.market import MarketBatch
-from domain.state import copy_rows
 from domain.model import Anomaly
 
 BINS_PER_OCTAVE = 4.0
@@ -77,7 +76,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
     return k
 
 
-class HighVolumeDetector:
+class HighVolumeDetector(InPlace):
     """Flags size >= multiple x the symbol's `quantile` size, or >= a calibrated threshold.
 
     The size distribution is a decayed log-scale histogram (fixed size); its quantile is read at a
@@ -107,8 +106,7 @@ class HighVolumeDetector:
     def initial_state(self) -> np.ndarray:
         return record(STATE, weight=1.0, bar=-1, reference=np.nan)
 
-    def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
-        st = copy_rows(state)
+    def update(self, batch: MarketBatch, st: np.ndarray) -> list[Anomaly]:
         calibrated = (np.array([self.calibrated.get(s, 0.0) for s in batch.symbols], np.float64)
                       if self.calibrated else np.zeros(len(batch.symbols)))
         hit, score, detail = new_hits(len(batch))
@@ -116,7 +114,7 @@ class HighVolumeDetector:
                   st["weight"], st["seen"], st["bar"], st["reference"], st["refreshed"], self.bar_ns,
                   self._growth, self.max_gap_bars, self.warmup_trades, self.refresh_trades, 1.0 - self.quantile,
                   self.fit_obs, self.multiple, self.min_size, hit, score, detail)
-        return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j], calibrated)
+        return [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j], calibrated)
                     for j in range(k)]
 
     def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray,

@@ -12,16 +12,15 @@ from domain.compiled import new_hits
 from domain.detectors import tails
 from domain.detectors.forest import CompiledForest
 from domain.detectors.histogram import growth_table
-from domain.detectors.base import odds, pct, qty, record
+from domain.detectors.base import PooledInPlace, odds, pct, qty, record
 from domain.market import MarketBatch
-from domain.state import copy_rows
 from domain.model import Anomaly
 
 MODEL_CACHE = 16  # fitted forests kept in memory (two per pool are in use at a time)
 HOT_FIELDS = ("totals", "weight", "bar", "seen", "last_log_price", "cut", "refreshed")  # read by every trade
 
 
-class IsolationForestDetector:
+class IsolationForestDetector(PooledInPlace):
     """Scores trades that are unusual in size and in price move at the same time.
 
     Features are the two per-symbol surprises of `domain.detectors.tails`, so one scikit-learn
@@ -69,9 +68,7 @@ class IsolationForestDetector:
         return record(tails.pool_state(self.stratum_size), open_epoch=-1, sealed_through=-1, model_epoch=-1,
                       model_from=-1)
 
-    def detect_pooled(self, batch: MarketBatch, state: np.ndarray,
-                      pool_state: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Anomaly]]:
-        st, ps = copy_rows(state), copy_rows(pool_state)
+    def update_pooled(self, batch: MarketBatch, st: np.ndarray, ps: np.ndarray) -> list[Anomaly]:
         hit, _, detail = new_hits(len(batch))
         found: list[Anomaly] = []
         # The scalars every trade reads, as compact columns: this detector walks trades in arrival
@@ -95,7 +92,7 @@ class IsolationForestDetector:
             start, allow, k = stop, stop, 0
         for name, column in hot.items():
             st[name] = column
-        return st, ps, found
+        return found
 
     def _score(self, batch: MarketBatch, ps: np.ndarray, hit: np.ndarray, detail: np.ndarray) -> list[Anomaly]:
         found = []

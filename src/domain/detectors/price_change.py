@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from domain.compiled import kernel, new_hits
-from domain.detectors.base import pct, record
+from domain.detectors.base import InPlace, pct, record
 from domain.detectors.histogram import decay_table
 from domain.market import MarketBatch
-from domain.state import copy_rows
 from domain.model import Anomaly
 
 LOOKBACK = 3
@@ -66,7 +65,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, log_price: np.ndarray, auction: np.n
     return k
 
 
-class PriceChangeDetector:
+class PriceChangeDetector(InPlace):
     """Flags |log(p / p_ref)| >= max(k x typical tick move, min_move) for every recent p_ref.
 
     Taking the smallest move against the last `LOOKBACK` prices means a lone bad print fires once and
@@ -89,14 +88,13 @@ class PriceChangeDetector:
     def initial_state(self) -> np.ndarray:
         return record(STATE, bar=-1, threshold=np.nan)
 
-    def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
-        st = copy_rows(state)
+    def update(self, batch: MarketBatch, st: np.ndarray) -> list[Anomaly]:
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.log_price, batch.auction, st["recent"], st["n_recent"],
                   st["move_sum"], st["move_n"], st["seen"], st["bar"], st["threshold"], self.bar_ns,
                   self._decay, self.max_gap_bars, self.warmup_trades, self.k, self.min_move,
                   hit, score, detail)
-        return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
+        return [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
 
     def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray) -> Anomaly:
         signed, threshold, typical = (float(x) for x in detail[:3])

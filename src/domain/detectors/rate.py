@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros  # LLVM's cttz, as numba's own bit operations use
 
-from domain.compiled import kernel, new_hits
-from domain.detectors.base import qty, record
+from domain.compiled import inline, kernel, new_hits
+from domain.detectors.base import InPlace, qty, record
 from domain.detectors.histogram import decay_table
 from domain.market import MarketBatch
-from domain.state import copy_rows
 from domain.model import Anomaly
 
 
@@ -17,7 +17,7 @@ def rate_state(n_buckets: int) -> np.dtype:
         ("ring", "f4", (n_buckets,)),  # per-bucket totals of the sliding window, indexed by bucket % n
         ("head", "i8"),                # newest bucket id in the ring (-1: empty)
         ("window", "f8"),              # the ring's sum, kept as buckets come and go
-        ("valid_from", "i8"),          # buckets before this id are empty, whatever the ring still holds
+        ("filled", "u8"),              # bit j set: ring slot j may be non-zero (the others are 0)
         ("norm_sum", "f8"),            # decayed sum of per-bar totals
         ("norm_n", "f8"),              # decayed number of bars
         ("bar_total", "f8"),           # total of the bar in progress
@@ -30,9 +30,26 @@ def rate_state(n_buckets: int) -> np.dtype:
     ])
 
 
+@inline
+def _bits(start: int, stop: int) -> np.uint64:
+    """Bits start .. stop - 1 set (stop <= 63)."""
+    return (np.uint64(1) << np.uint64(stop)) - (np.uint64(1) << np.uint64(start))
+
+
+@inline
+def _drop(ring: np.ndarray, slots: np.uint64, window: np.ndarray, s: int, subtract: bool) -> None:
+    """Empty the ring slots whose bits are set, lowest first, taking them off the window sum."""
+    while slots != np.uint64(0):
+        j: int = trailing_zeros(slots)  # type: ignore[call-arg]  # an intrinsic: typed by numba, not mypy
+        if subtract:
+            window[s] -= ring[j]
+        ring[j] = 0.0
+        slots &= slots - np.uint64(1)
+
+
 @kernel
 def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, ring: np.ndarray,
-          head: np.ndarray, window: np.ndarray, valid_from: np.ndarray, norm_sum: np.ndarray, norm_n: np.ndarray,
+          head: np.ndarray, window: np.ndarray, filled: np.ndarray, norm_sum: np.ndarray, norm_n: np.ndarray,
           bar_total: np.ndarray, bar: np.ndarray, bars_seen: np.ndarray, quiet_until: np.ndarray, in_episode: np.ndarray, log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
           cap_z: float, cap_multiple: float, size_decay: np.ndarray, floor_caps: float, norm_clip: float, rearm: float,
           bar_ns: int, bucket_ns: int, window_bars: float, decay: np.ndarray, max_gap_bars: int,
@@ -83,21 +100,25 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
         q = ts[i] // bucket_ns
         slot_q = q % n_buckets
         if head[s] < 0 or q - head[s] >= n_buckets:
-            # The whole window went stale: rather than clearing the ring, remember that buckets
-            # before this one hold nothing (a quiet symbol starts over with almost every print).
-            valid_from[s] = q
+            # The whole window went stale: clear the slots in use (a quiet symbol has only a few, and
+            # starts over with almost every print).
+            _drop(ring[s], filled[s], window, s, False)
+            filled[s] = np.uint64(0)
             window[s] = 0.0
-            ring[s, slot_q] = 0.0
         elif q > head[s]:
-            # Buckets head+1 .. q take over the slots of buckets that leave the window.
-            j = head[s] % n_buckets
-            for bucket in range(head[s] + 1, q + 1):
-                j = j + 1 if j + 1 < n_buckets else 0
-                if bucket - n_buckets >= valid_from[s]:
-                    window[s] -= ring[s, j]
-                ring[s, j] = 0.0
+            # Buckets head+1 .. q take over the slots of the buckets that leave the window, oldest
+            # first; only slots in use are visited, so a gap costs the same however long it is.
+            first, end = (head[s] + 1) % n_buckets, (head[s] + 1) % n_buckets + q - head[s]
+            if end <= n_buckets:
+                late, early = _bits(first, end), np.uint64(0)
+            else:
+                late, early = _bits(first, n_buckets), _bits(0, end - n_buckets)
+            _drop(ring[s], filled[s] & late, window, s, True)
+            _drop(ring[s], filled[s] & early, window, s, True)
+            filled[s] &= ~(late | early)
         head[s] = max(head[s], q)
         ring[s, slot_q] += w
+        filled[s] |= np.uint64(1) << np.uint64(slot_q)
         window[s] += w
         total = window[s]
         # The threshold, max(multiple x norm, floor), is at least the floor: below it nothing can
@@ -118,7 +139,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
     return k
 
 
-class WindowRateDetector:
+class WindowRateDetector(InPlace):
     """Flags the trade at which a sliding-window total first exceeds `multiple` x its norm.
 
     The norm is the decayed mean per-bar total (empty bars count as zero, so quiet hours lower
@@ -153,6 +174,8 @@ class WindowRateDetector:
         self.rearm = rearm
         self.size_half_life_bars = size_half_life_bars
         self.bar_ns = bar_ns
+        if not 0 < window_ns // bucket_ns <= 63:
+            raise ValueError("a window holds 1 to 63 buckets (one bit each)")
         self.state_dtype = rate_state(window_ns // bucket_ns)
         self._decay = decay_table(half_life_bars, max_gap_bars)
         self._size_decay = decay_table(size_half_life_bars, max_gap_bars)
@@ -160,17 +183,16 @@ class WindowRateDetector:
     def initial_state(self) -> np.ndarray:
         return record(self.state_dtype, head=-1, bar=-1, quiet_until=-1, cap=np.nan)
 
-    def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
-        st = copy_rows(state)
+    def update(self, batch: MarketBatch, st: np.ndarray) -> list[Anomaly]:
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.size, batch.auction, st["ring"], st["head"], st["window"],
-                  st["valid_from"], st["norm_sum"], st["norm_n"], st["bar_total"], st["bar"], st["bars_seen"],
+                  st["filled"], st["norm_sum"], st["norm_n"], st["bar_total"], st["bar"], st["bars_seen"],
                   st["quiet_until"], st["in_episode"], st["log_size"], st["cap"],
                   self.count_trades, self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
                   self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns, self._decay,
                   self.max_gap_bars, self.warmup_bars, self.multiple, self.minimum, self.cooldown_ns,
                   hit, score, detail)
-        return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
+        return [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
 
     def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray) -> Anomaly:
         total, expected, threshold, cap = (float(x) for x in detail)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from domain.compiled import kernel, new_hits
-from domain.detectors.base import pct, record
+from domain.detectors.base import InPlace, pct, record
 from domain.market import MarketBatch
-from domain.state import copy_rows
 from domain.model import Anomaly
 
 STATE = np.dtype([
@@ -66,7 +65,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, price: np.ndarray, log_price: np.nda
     return k
 
 
-class VwapDeviationDetector:
+class VwapDeviationDetector(InPlace):
     """Flags the print at which |log(price / rolling VWAP)| first exceeds max(k x norm, min_dev).
 
     The reference is a decayed VWAP of completed bars (frozen within a bar); the norm is how far
@@ -89,15 +88,14 @@ class VwapDeviationDetector:
     def initial_state(self) -> np.ndarray:
         return record(STATE, bar=-1, reference=np.nan, threshold=np.nan, quiet_until=-1)
 
-    def detect(self, batch: MarketBatch, state: np.ndarray) -> tuple[np.ndarray, list[Anomaly]]:
-        st = copy_rows(state)
+    def update(self, batch: MarketBatch, st: np.ndarray) -> list[Anomaly]:
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.price, batch.log_price, batch.size, batch.auction, st["pv"], st["v"],
                   st["bar_pv"], st["bar_v"], st["dev_sum"], st["dev_n"], st["bars_seen"], st["bar"],
                   st["reference"], st["threshold"], st["quiet_until"], self.bar_ns,
                   0.5 ** (1.0 / self.half_life_bars), 0.5 ** (1.0 / self.norm_half_life_bars), self.warmup_bars,
                   self.k, self.min_dev, self.cooldown_ns, hit, score, detail)
-        return st, [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
+        return [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
 
     def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray) -> Anomaly:
         dev, reference, threshold, norm = (float(x) for x in detail)
