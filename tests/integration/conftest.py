@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import urllib.request
@@ -109,6 +110,37 @@ def es_url(request: pytest.FixtureRequest) -> str:
 def prometheus_url(request: pytest.FixtureRequest) -> str:
     _require("prometheus", request)
     return ENDPOINTS["PROMETHEUS_URL"]
+
+
+class Broker:
+    """The Kafka broker services.sh started, to be killed (-9, its whole process group) and restarted
+    on the same data directory, as a crashed broker and its supervisor would."""
+
+    def __init__(self, pid_file: Path) -> None:
+        self.pid_file = pid_file
+
+    def kill(self) -> None:
+        pid = json.loads(self.pid_file.read_text())["pid"]
+        os.killpg(pid, signal.SIGKILL)
+
+    def start(self) -> None:
+        started = subprocess.run(["bash", str(SERVICES_SH), "up", "kafka"], capture_output=True, text=True)
+        assert started.returncode == 0 and _kafka_up(), f"the broker did not come back: {started.stderr[-3000:]}"
+
+
+@pytest.fixture
+def broker(kafka_bootstrap: str) -> Iterator[Broker]:
+    run_dir = Path(os.environ.get("STOCKANOMALY_RUN_DIR") or REPO / ".services")
+    pid_file = run_dir / "kafka" / "kafka.pid"
+    if not pid_file.exists():
+        message = f"the broker at {kafka_bootstrap} was not started by scripts/services.sh (no {pid_file})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    control = Broker(pid_file)
+    yield control
+    if not _kafka_up():  # whatever happened in the test, the next ones get their broker back
+        control.start()
 
 
 # -- per-test resources ----------------------------------------------------------------------

@@ -273,6 +273,26 @@ async def test_worker_killed_mid_stream_resumes_without_loss_or_duplicates(strea
 
 
 @pytest.mark.asyncio
+async def test_the_broker_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
+        stream: Stream, market, embedded_ids, broker) -> None:
+    pairs = as_messages(market)
+    worker = stream.start_worker("w1", 16076)
+    stream.start_indexer(16176)
+    await stream.produce(pairs[: len(pairs) // 2])
+
+    async def some_output() -> bool:
+        return len(await stream.anomaly_ids()) >= 3
+
+    await eventually_async(some_output, timeout=180, interval=1.0, what="first anomalies before the broker is killed")
+    broker.kill()
+    await asyncio.sleep(5.0)  # the broker stays down a while: clients retry against a closed port
+    await asyncio.to_thread(broker.start)
+    await stream.produce(pairs[len(pairs) // 2:])
+    await stream.assert_all_processed_once(embedded_ids, trades=len(market))
+    assert worker.poll() is None, f"the worker exited (code {worker.returncode}); log in {stream.workdir}"
+
+
+@pytest.mark.asyncio
 async def test_two_workers_share_partitions_and_state_follows_the_partition(stream: Stream, market,
                                                                           embedded_ids) -> None:
     pairs = as_messages(market)
