@@ -97,9 +97,10 @@ class EvaluationReport:
 
 
 def load_labels(path: str | Path) -> dict[str, Any]:
-    labels: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
-    if labels.get("format") != LABELS_FORMAT:
-        raise ValueError(f"{path}: labels format {labels.get('format')!r}, expected {LABELS_FORMAT}")
+    labels = json.loads(Path(path).read_text(encoding="utf-8"))  # a JSONDecodeError is a ValueError
+    if not isinstance(labels, dict) or labels.get("format") != LABELS_FORMAT:
+        found = labels.get("format") if isinstance(labels, dict) else type(labels).__name__
+        raise ValueError(f"{path}: labels format {found!r}, expected {LABELS_FORMAT}")
     return labels
 
 

@@ -80,7 +80,7 @@ class Replay:
                 item = (a.score, a.id, a)
                 if len(summary.top) < self.top_n:
                     heapq.heappush(summary.top, item)
-                elif item[:2] > summary.top[0][:2]:
+                elif summary.top and item[:2] > summary.top[0][:2]:
                     heapq.heapreplace(summary.top, item)
             if on_chunk is not None:
                 on_chunk(chunk.trades, outcome.anomalies)

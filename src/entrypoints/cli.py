@@ -59,9 +59,32 @@ def file_source(paths: tuple[str, ...], chunk_size: int) -> Any:
     from adapters.prefetch import PrefetchingSource
 
     try:
-        return PrefetchingSource(DatabentoFileSource(list(paths), chunk_size=chunk_size))
+        return ReadToTheEnd(PrefetchingSource(DatabentoFileSource(list(paths), chunk_size=chunk_size)))
     except DomainError as exc:
         fail(str(exc))
+
+
+class ReadToTheEnd:
+    """A file source that remembers the files it could not read to the end (their `bad_file` dead
+    letters), so a command can say so in one line and exit non-zero instead of reporting success
+    on part of its input."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.unreadable: list[Any] = []
+
+    def chunks(self) -> Iterator[Any]:
+        from adapters.databento.dead_letters import BAD_FILE
+
+        for chunk in self.source.chunks():
+            self.unreadable += [d for d in chunk.dead_letters if d.reason == BAD_FILE]
+            yield chunk
+
+    def check(self, consequence: str) -> None:
+        if self.unreadable:
+            first = self.unreadable[0]
+            more = f" (and {len(self.unreadable) - 1} more files)" if len(self.unreadable) > 1 else ""
+            fail(f"{first.origin}: {first.detail}{more}; {consequence}")
 
 
 def sample_source(chunk_size: int) -> Any:
@@ -80,7 +103,8 @@ def sample_source(chunk_size: int) -> Any:
 @click.option("--dead-letters", type=click.Path(dir_okay=False), help="Write rejected records as JSON lines.")
 @click.option("--thresholds", type=click.Path(exists=True, dir_okay=False), help="Calibrated thresholds file.")
 @click.option("--detectors", help="Comma-separated detectors to run (default: all).")
-@click.option("--top", default=10, show_default=True, help="How many top anomalies to show.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=0),
+              help="How many top anomalies to show (0: none).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Serve Prometheus metrics on this port while replaying (address: STOCKANOMALY_METRICS_ADDR).")
 def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str | None, dead_letters: str | None,
@@ -95,9 +119,10 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
                                        if metrics_port is not None else {}))
         if metrics_port is not None:
             try:
-                container.metrics_server().start()
+                server = container.metrics_server().start()
             except OSError as exc:
                 fail(f"cannot serve metrics on port {metrics_port}: {exc}")
+            err.print(f"metrics on http://{server.addr}:{server.port}/metrics", highlight=False)  # port 0: the one picked
         chunk_size = int(container.config.chunk_size())
         source = file_source(paths, chunk_size) if paths else sample_source(chunk_size)
         use_case = container.replay(top_n=top)
@@ -134,6 +159,8 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         from entrypoints.render import render_replay
 
         render_replay(result, out_path=out, report=report, dead_letters=dead_letters)
+    if isinstance(source, ReadToTheEnd):
+        source.check("the results above cover only what was read before it")
 
 
 @main.command()
@@ -174,12 +201,19 @@ def evaluate(data: tuple[str, ...], labels: str | None, as_json: bool, threshold
     labels_path = Path(labels) if labels else labels_path_for(data[0])
     if not labels_path.exists():
         fail(f"no labels at {labels_path}; pass --labels")
-    truth = load_labels(labels_path)
+    try:
+        truth = load_labels(labels_path)
+    except ValueError as exc:  # not JSON, or not a labels file
+        fail(f"{labels_path} is not a labels file written by `stockanomaly generate`: {exc}")
     container = build_container(thresholds=thresholds)
     container.engine().warm_up()
     source = file_source(data, int(container.config.chunk_size()))
     with progress_bar("evaluating", None, enabled=not as_json and err.is_terminal) as bar:
-        summary = container.replay()(source, on_chunk=lambda t, a: bar.advance(bar.task_ids[0], len(t)))
+        try:
+            summary = container.replay()(source, on_chunk=lambda t, a: bar.advance(bar.task_ids[0], len(t)))
+        except DomainError as exc:
+            fail(str(exc))
+    source.check("scores against its labels would be meaningless")
     report = score(truth, container.collected_anomalies().anomalies, total_trades=summary.accepted)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
@@ -201,7 +235,11 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
 
     source = file_source(paths, 262_144)
     with progress_bar("calibrating", None, enabled=err.is_terminal):
-        thresholds = learn(source, quantile=quantile, multiple=multiple, min_trades=min_trades)
+        try:
+            thresholds = learn(source, quantile=quantile, multiple=multiple, min_trades=min_trades)
+        except DomainError as exc:
+            fail(str(exc))
+    source.check(f"no thresholds written to {out} (they would come from part of the history)")
     save_thresholds(thresholds, out)
     for symbol, t in sorted(thresholds.symbols.items()):
         click.echo(f"{symbol:<10} p{quantile * 100:g} {t.size_quantile_value:>12,.0f}  "

@@ -87,6 +87,65 @@ def test_bad_arguments_give_a_clear_error(args: list[str], message: str, tmp_pat
     assert message in result.output and "Traceback" not in result.output
 
 
+def one_line_error(args: list[str]) -> str:
+    """The command's output, asserting it failed with a one-line error and no traceback."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit)), \
+        result.output
+    assert "Traceback" not in result.output
+    return result.output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", [["replay"], ["replay", "--json"], ["calibrate", "--out", "t.json"]])
+def test_a_file_that_is_not_market_data_fails_in_one_line(command: list[str], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("garbage.dbn").write_bytes(bytes(range(256)) * 12)
+    assert one_line_error([*command, "garbage.dbn"]).startswith("Error: garbage.dbn: unreadable from the start")
+    assert not Path("t.json").exists()
+
+
+@needs_shared
+def test_a_truncated_file_is_reported_after_what_was_read_and_calibrate_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("cut.csv.zst").write_bytes(NVDA_DAY.read_bytes()[:300_000])
+    result = CliRunner().invoke(main, ["replay", "--json", "cut.csv.zst"])
+    summary, error = result.output.strip().splitlines()
+    assert result.exit_code == 1 and json.loads(summary)["accepted"] > 10_000
+    assert error.startswith("Error: cut.csv.zst: unreadable from line ") and "cover only what was read" in error
+    assert "no thresholds written" in one_line_error(["calibrate", "--out", "t.json", "cut.csv.zst"])
+    assert not Path("t.json").exists()
+
+
+def test_a_csv_with_another_header_fails_in_one_line_in_every_command(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("other.csv").write_text("a,b,c\n1,2,3\n")
+    for command in (["replay"], ["calibrate", "--out", "t.json"]):
+        assert "CSV header lacks" in one_line_error([*command, "other.csv"])
+
+
+def test_evaluate_with_a_file_that_is_not_labels_fails_in_one_line(tmp_path: Path) -> None:
+    data, anomalies = tmp_path / "m.dbn", tmp_path / "a.jsonl"
+    assert run("generate", str(data), "--symbols", "2", "--trades", "20000")[0] == 0
+    assert run("replay", str(data), "--out", str(anomalies))[0] == 0
+    assert "is not a labels file" in one_line_error(["evaluate", str(data), "--labels", str(anomalies)])
+
+
+def test_replay_top_zero_shows_no_top_anomalies_but_counts_them(sample_json: dict) -> None:
+    code, out = run("replay", "--json", "--top", "0")
+    assert code == 0, out
+    assert json.loads(out)["top"] == [] and json.loads(out)["anomalies"] == sample_json["anomalies"]
+
+
+def test_replay_with_metrics_port_zero_says_which_port_it_picked() -> None:
+    result = CliRunner().invoke(main, ["replay", "--json", "--metrics-port", "0"])
+    assert result.exit_code == 0, result.stderr
+    port = int(result.stderr.split("metrics on http://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    assert port > 0
+
+
 def test_generate_then_evaluate(tmp_path: Path) -> None:
     data = tmp_path / "m.dbn.zst"
     code, out = run("generate", str(data), "--symbols", "4", "--trades", "120000", "--seed", "3")
