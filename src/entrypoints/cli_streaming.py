@@ -10,6 +10,17 @@ from rich.console import Console
 
 from domain.errors import DomainError
 from entrypoints.cli import err, fail, file_source, log, main, progress_bar
+from entrypoints.settings import Settings, load_settings
+
+
+def settings_or_fail(**flags: object) -> Settings:
+    """The settings with the flags given (None: not given) over the environment: the one source the
+    worker and the indexer read too, so a command and a worker agree on topics, partitions and indices."""
+    try:
+        return load_settings(**flags)
+    except DomainError as exc:
+        fail(str(exc))
+        raise  # unreachable: fail raises
 
 
 @main.command()
@@ -22,13 +33,14 @@ from entrypoints.cli import err, fail, file_source, log, main, progress_bar
 @click.option("--order", default="time", show_default=True, type=click.Choice(["time", "score"]),
               help="Newest first, or highest score first.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of anomalies.")
-@click.option("--es-url", envvar="ELASTICSEARCH_URL", default="http://127.0.0.1:9200", show_default=True,
-              show_envvar=True, help="Elasticsearch URL; credentials come from ELASTICSEARCH_USERNAME/"
-                                     "ELASTICSEARCH_PASSWORD or ELASTICSEARCH_API_KEY.")
-@click.option("--index", "index_prefix", default="stockanomaly-anomalies", show_default=True,
-              help="Index prefix (indices are <prefix>-YYYY.MM.DD).")
+@click.option("--es-url", help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; "
+                                "credentials come from ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD or "
+                                "ELASTICSEARCH_API_KEY.")
+@click.option("--index", "index_prefix", help="Index prefix, indices being <prefix>-YYYY.MM.DD "
+                                              "[default: STOCKANOMALY_ES_INDEX_PREFIX, else stockanomaly-anomalies].")
 def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | None, until: str | None,
-          min_score: float | None, limit: int, order: str, as_json: bool, es_url: str, index_prefix: str) -> None:
+          min_score: float | None, limit: int, order: str, as_json: bool, es_url: str | None,
+          index_prefix: str | None) -> None:
     """Search the anomalies the workers stored in Elasticsearch."""
     from rich.table import Table
 
@@ -37,7 +49,10 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
     from application.query import QueryAnomalies
     from entrypoints.render import ts_text
 
-    settings = ElasticsearchSettings.from_env(url=es_url, request_timeout=10.0)
+    config = settings_or_fail(elasticsearch_url=es_url, es_index_prefix=index_prefix)
+    index_prefix = config.es_index_prefix
+    settings = ElasticsearchSettings.from_env(url=config.elasticsearch_url or "http://127.0.0.1:9200",
+                                              request_timeout=10.0)
     try:
         store = ElasticsearchAnomalyQuery(connect_elasticsearch(settings), index_prefix=index_prefix,
                                           where=settings.safe_url)
@@ -72,20 +87,19 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
 @click.option("--schema", default="trades", show_default=True,
               type=click.Choice(["trades", "tbbo", "mbp-1", "mbp-10"]), help="Live: schema carrying the trades.")
 @click.option("--symbols", default="ALL_SYMBOLS", show_default=True, help="Live: comma-separated symbols.")
-@click.option("--bootstrap", envvar="KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:9092", show_default=True,
-              show_envvar=True, help="Kafka bootstrap servers.")
-@click.option("--topic", envvar="STOCKANOMALY_TRADES_TOPIC", default="trades", show_default=True, show_envvar=True)
-@click.option("--dlq-topic", envvar="STOCKANOMALY_DLQ_TOPIC", default="trades.dlq", show_default=True,
-              show_envvar=True, help="Where rejected source records go (raw bytes; reason/detail/origin headers).")
-@click.option("--anomalies-topic", envvar="STOCKANOMALY_ANOMALIES_TOPIC", default="anomalies", show_default=True,
-              show_envvar=True, help="Created with the others when missing (the worker writes it).")
+@click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
+@click.option("--topic", help="Trades topic [default: STOCKANOMALY_TRADES_TOPIC, else trades].")
+@click.option("--dlq-topic", help="Where rejected source records go (raw bytes; reason/detail/origin headers) "
+                                  "[default: STOCKANOMALY_DLQ_TOPIC, else trades.dlq].")
+@click.option("--anomalies-topic", help="Created with the others when missing (the worker writes it) "
+                                        "[default: STOCKANOMALY_ANOMALIES_TOPIC, else anomalies].")
 # 20,000 trades x 48 bytes stays under Kafka's default 1 MiB message limit.
 @click.option("--batch-trades", default=2_000, show_default=True, type=click.IntRange(1, 20_000),
               help="Most trades per Kafka message.")
 @click.option("--pace", default="max", show_default=True,
               help="Files: max, realtime (reproduce event-time gaps) or xN (N times faster than realtime).")
-@click.option("--partitions", envvar="STOCKANOMALY_PARTITIONS", default=4, show_default=True,
-              type=click.IntRange(1), help="Partitions of the topics when this creates them.")
+@click.option("--partitions", type=click.IntRange(1), help="Partitions of the topics when this creates them "
+                                                           "[default: STOCKANOMALY_PARTITIONS, else 4].")
 @click.option("--replication-factor", default=1, show_default=True, type=click.IntRange(1),
               help="Replication factor of the topics when this creates them.")
 @click.option("--compression", default="none", show_default=True,
@@ -94,9 +108,9 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
 @click.option("--flush-ms", default=50, show_default=True, type=click.IntRange(1),
               help="Live: the longest a trade waits for its message to fill.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbols: str, bootstrap: str, topic: str,
-           dlq_topic: str, anomalies_topic: str, batch_trades: int, pace: str, partitions: int, replication_factor: int, compression: str,
-           flush_ms: int, as_json: bool) -> None:
+def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbols: str, bootstrap: str | None,
+           topic: str | None, dlq_topic: str | None, anomalies_topic: str | None, batch_trades: int, pace: str,
+           partitions: int | None, replication_factor: int, compression: str, flush_ms: int, as_json: bool) -> None:
     """Publish Databento trades (files, globs, directories, or --live) to Kafka, keyed by symbol, as
     compact per-symbol micro-batches (docs/wire-format.md)."""
     import asyncio
@@ -106,6 +120,8 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
     from adapters.kafka.producer import KafkaTradePublisher
     from application.ingest import IngestSummary, IngestTrades, parse_pace
 
+    config = settings_or_fail(kafka_bootstrap_servers=bootstrap, trades_topic=topic, dlq_topic=dlq_topic,
+                              anomalies_topic=anomalies_topic, partitions=partitions)
     if live == bool(paths):
         fail("give PATHs (files, globs, directories) or --live, not both" if live else
              "give one or more PATHs (files, globs, directories) or --live")
@@ -122,9 +138,10 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
                                               flush_trades=batch_trades, flush_seconds=flush_ms / 1000)
         else:
             source = file_source(paths, 65_536)
-        publisher = KafkaTradePublisher(bootstrap, topic, dlq_topic, partitions=partitions,
-                                        replication_factor=replication_factor, compression=compression,
-                                        anomalies_topic=anomalies_topic, message_trades=batch_trades)
+        publisher = KafkaTradePublisher(config.kafka_bootstrap_servers, config.trades_topic, config.dlq_topic,
+                                        partitions=config.partitions, replication_factor=replication_factor,
+                                        compression=compression, anomalies_topic=config.anomalies_topic,
+                                        message_trades=batch_trades)
     except DomainError as exc:
         fail(str(exc))
     latest = IngestSummary()
@@ -146,14 +163,14 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         except DomainError as exc:
             fail(str(exc))
         except KafkaError as exc:
-            fail(f"Kafka at {bootstrap}: {exc}")
+            fail(f"Kafka at {config.kafka_bootstrap_servers}: {exc}")
         except KeyboardInterrupt:
             interrupted = True
-    result = latest.to_dict() | {"topic": topic, "dlq_topic": dlq_topic, "interrupted": interrupted}
+    result = latest.to_dict() | {"topic": config.trades_topic, "dlq_topic": config.dlq_topic, "interrupted": interrupted}
     log.info("ingest_finished", **result)
     if as_json:
         click.echo(json.dumps(result))
     else:
-        click.echo(f"ingested {latest.trades:,} trades in {latest.messages:,} messages to {topic} in "
+        click.echo(f"ingested {latest.trades:,} trades in {latest.messages:,} messages to {config.trades_topic} in "
                    f"{latest.seconds:.2f}s ({latest.trades_per_second:,.0f} trades/s); "
-                   f"{latest.dead_letters:,} dead letters to {dlq_topic}" + (" (interrupted)" if interrupted else ""))
+                   f"{latest.dead_letters:,} dead letters to {config.dlq_topic}" + (" (interrupted)" if interrupted else ""))

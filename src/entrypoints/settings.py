@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AfterValidator, AliasChoices, Field, ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from adapters.elasticsearch.mapping import check_prefix
 from adapters.faust.settings import StreamingSettings
 from domain.detectors import DETECTOR_NAMES
 from domain.errors import ConfigError
@@ -64,7 +65,7 @@ class Settings(BaseSettings):
 
     # Elasticsearch (written by the indexer)
     elasticsearch_url: str = Field("", validation_alias=_env("ELASTICSEARCH_URL"))
-    es_index_prefix: str = "stockanomaly-anomalies"
+    es_index_prefix: Annotated[str, AfterValidator(check_prefix)] = "stockanomaly-anomalies"
     es_refresh: Literal["true", "false", "wait_for"] = "false"  # "true": a refresh per bulk
     es_refresh_interval: str = "100ms"
     es_replicas: Annotated[int, Field(ge=0)] = 1

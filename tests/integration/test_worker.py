@@ -19,7 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from elasticsearch import ApiError
 
-from adapters.kafka.codec import encode_batch
+from adapters.kafka.codec import encode_batch, encode_multi
+from adapters.kafka.keys import partition_of
 from adapters.kafka.producer import KafkaTradePublisher
 from application.ingest import IngestTrades
 from adapters.memory import InMemoryTradeSource
@@ -100,12 +101,12 @@ class Stream:
             await consumer.stop()
             await admin.close()
 
-    async def produce(self, pairs: list[tuple[bytes, bytes]]) -> None:
+    async def produce(self, pairs: list[tuple[bytes, bytes]], partition: int | None = None) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True)
         await producer.start()
         try:
             for key, value in pairs:
-                await producer.send(self.topics["trades"], key=key, value=value)
+                await producer.send(self.topics["trades"], key=key, value=value, partition=partition)
             await producer.flush()
         finally:
             await producer.stop()
@@ -344,6 +345,12 @@ async def test_the_worker_owning_partitions_killed_its_state_comes_back_from_the
     assert partitions_processed(stream.workdir / f"{survivor}.log") == set().union(*owners().values())
 
 
+def with_symbol(trades: np.ndarray, symbol: str) -> np.ndarray:
+    out = trades.copy()
+    out["symbol"] = symbol
+    return out
+
+
 def bad_records(like: np.ndarray) -> tuple[list[tuple[bytes | None, bytes]], set[str]]:
     """One malformed record of every kind, on a symbol of its own, and the reasons they must get."""
     def batch(**values: object) -> np.ndarray:
@@ -383,11 +390,20 @@ async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_pro
     # The bad records ahead of the market's messages, on partitions they share: a bad one that cost
     # its neighbours would show in the ids and in the count of trades judged.
     await stream.produce(bad + as_messages(market))
+    # And a message of two symbols sent where only one of them belongs (as a producer partitioning
+    # by something else than the symbol would): the stray trade is a dead letter, its neighbour judged.
+    home = partition_of("ZZZ", PARTITIONS)
+    stray = next(s for s in (f"ZZ{c}" for c in "ABCDEFGHIJ") if partition_of(s, PARTITIONS) != home)
+    later = market[:1].copy()
+    later["ts_event"] = market["ts_event"][-1] + 20
+    await stream.produce([(b"ZZZ", encode_multi([("ZZZ", with_symbol(later, "ZZZ")),
+                                                (stray, with_symbol(later, stray))]))], partition=home)
+    reasons = reasons | {"wrong_partition"}
     seen = await stream.wait_for(embedded_ids)
     assert sorted(seen) == sorted(embedded_ids)
     await eventually_async(stream.offsets_committed_to_the_end, timeout=60, interval=1.0,
                            what="committed offsets at the end offsets")
-    assert stream.committed_trades() == len(market) + 1  # and ZZZ's one good trade
+    assert stream.committed_trades() == len(market) + 2  # and ZZZ's two good trades
     letters: list = []
 
     async def all_reasons() -> bool:
@@ -396,11 +412,11 @@ async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_pro
         return {dict(r.headers)["reason"].decode() for r in letters} >= reasons
 
     await eventually_async(all_reasons, timeout=60, interval=1.0, what=f"dead letters {sorted(reasons)}")
-    assert len(letters) == len(bad) - 1  # every bad record once; the first `good` trade is fine
+    assert len(letters) == len(bad) - 1 + 1  # every bad record once (the first `good` is fine), the stray
     # Each carries its own message: key, topic[partition]@offset (all different), and its bytes.
     origins = [dict(r.headers)["origin"].decode() for r in letters]
     assert len(set(origins)) == len(letters) and all(o.startswith(f"{stream.topics['trades']}[") for o in origins)
-    assert {r.key for r in letters} == {b"ZZZ", None}
+    assert {r.key for r in letters} == {b"ZZZ", None, stray.encode()}
     by_reason = {dict(r.headers)["reason"].decode(): r for r in letters}
     assert by_reason["bad_json"].value == b"{not json"
     assert dict(by_reason["bad_encoding"].headers).get("truncated") in (None, b"1040000")
@@ -408,6 +424,8 @@ async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_pro
     assert len(oversized) == 1 and 0 < len(oversized[0].value) < 1_000_000
     refused_trade = by_reason["bad_price"]  # refused by the engine: the trade alone, re-encoded
     assert refused_trade.value.startswith(b"STB1\x01\x00\x00\x00")
+    assert by_reason["wrong_partition"].key == stray.encode()  # the stray trade alone, keyed by its symbol
+    assert dict(by_reason["wrong_partition"].headers)["origin"].decode().startswith(f"{stream.topics['trades']}[{home}]@")
 
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -419,3 +421,44 @@ def test_query_command_explains_an_unreachable_elasticsearch_without_a_traceback
     assert result.exit_code == 1
     assert f"Elasticsearch is not reachable at http://127.0.0.1:{port}" in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+class RecordingElasticsearch(http.server.BaseHTTPRequestHandler):
+    """Answers every request as an empty Elasticsearch would, and records the paths asked."""
+
+    paths: list[str] = []
+
+    def _answer(self) -> None:
+        self.paths.append(self.path)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"hits": {"total": {"value": 0}, "hits": []}, "version": {"number": "9.0.0"}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Elastic-Product", "Elasticsearch")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_query_command_takes_its_url_and_index_prefix_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no flag, `query` reads what the worker and the indexer read: ELASTICSEARCH_URL and
+    STOCKANOMALY_ES_INDEX_PREFIX; a prefix Elasticsearch cannot use is one line naming it."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RecordingElasticsearch)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("ELASTICSEARCH_URL", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("STOCKANOMALY_ES_INDEX_PREFIX", "desk-a")
+        result = CliRunner().invoke(main, ["query", "--json"])
+        assert result.exit_code == 0 and json.loads(result.output) == [], result.output
+        assert any(path.startswith("/desk-a-*/_search") for path in RecordingElasticsearch.paths)
+    finally:
+        server.shutdown()
+        server.server_close()
+    monkeypatch.setenv("STOCKANOMALY_ES_INDEX_PREFIX", "Desk A")
+    result = CliRunner().invoke(main, ["query"])
+    assert result.exit_code == 1 and "STOCKANOMALY_ES_INDEX_PREFIX" in result.output.splitlines()[-1]

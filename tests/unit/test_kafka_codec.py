@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from adapters.kafka.codec import MAGIC, WIRE_DTYPE, decode, encode_batch
+from adapters.kafka.keys import misrouted, partition_of
 from builders import T0, calm_flow
 from domain.model import TRADE_DTYPE
 
@@ -208,3 +209,15 @@ def test_the_publisher_packs_runs_up_to_the_limit_and_each_symbol_once_per_messa
     groups = list(pack(runs, 5))
     assert [[(s, len(t)) for s, t in g] for g in groups] == [
         [("A", 3), ("B", 2)], [("B", 2), ("A", 2), ("C", 1)], [("C", 5)], [("C", 3)]]
+
+
+def test_misrouted_finds_the_trades_whose_symbol_belongs_on_another_partition() -> None:
+    names = [f"S{k}" for k in range(12)]
+    trades = np.zeros(len(names) * 2 + 1, TRADE_DTYPE)
+    trades["symbol"][:-1] = names * 2
+    trades["symbol"][-1] = ""  # no symbol: the engine's missing_symbol, not a routing question
+    home = partition_of("S0", 4)
+    wrong = misrouted(trades, home, 4)
+    expected = [i for i, s in enumerate(trades["symbol"].tolist()) if s and partition_of(s, 4) != home]
+    assert wrong.tolist() == expected and 0 < len(expected) < len(trades) - 1
+    assert misrouted(trades[[i for i in range(len(trades)) if i not in expected]], home, 4).tolist() == []

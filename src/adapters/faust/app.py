@@ -7,6 +7,7 @@ import shutil
 import time
 import weakref
 from contextlib import contextmanager
+from dataclasses import replace
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ from adapters.faust.recovery import fetch_without_long_polls, restore_tables_fro
 from adapters.faust.sequence import InSequence, in_sequence
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.codec import decode
+from adapters.kafka.keys import WRONG_PARTITION, misrouted, partition_of
 from application.detect import DetectTrades
 from application.publish import PublishOutcome
+from domain.model import DeadLetter
 from domain.state import StateFormatError
 from domain.ports import Metrics
 
@@ -89,7 +92,7 @@ def by_partition(events: Sequence[Any]) -> list[tuple[int, list[Any]]]:
 
 async def committed_takes(app: faust.App, stream: Any, max_messages: int, within: float,
                           sequence: InSequence | None = None,
-                          on_committed: Callable[[set[int]], None] | None = None,
+                          on_committed: Callable[[set[int], dict[str, float]], None] | None = None,
                           commit: Callable[[faust.App, Mapping[Any, int]], Awaitable[set[int]]] | None = None,
                           ) -> AsyncIterator[list[Any]]:
     """Takes of up to `max_messages` messages (waiting up to `within` seconds for more), each
@@ -134,7 +137,9 @@ async def committed_takes(app: faust.App, stream: Any, max_messages: int, within
                 continue
             take.append(event)
             if deadline is None:
-                deadline = loop.time() + within
+                deadline = opened = loop.time()
+                deadline += within
+        handed = loop.time()
         yield take
         started = loop.time()
         # Table writes are buffered (`send_soon`): send them now, into this take's transactions, or
@@ -142,9 +147,12 @@ async def committed_takes(app: faust.App, stream: Any, max_messages: int, within
         await app.producer.flush()
         offsets = next_offsets(take)
         committed = await commit(app, offsets)
-        log.debug("take_commit", messages=len(take), partitions=len(offsets), seconds=round(loop.time() - started, 4))
         if on_committed is not None:
-            on_committed(committed)
+            # Where a take's time goes: gathering messages (from its first), the caller's work on
+            # them (outputs delivered), the commit.
+            on_committed(committed, {"gather_ms": round((handed - opened) * 1e3, 1),
+                                     "work_ms": round((started - handed) * 1e3, 1),
+                                     "commit_ms": round((loop.time() - started) * 1e3, 1)})
         for event in take:
             # After the commit, so Faust's own offset bookkeeping (which we do not use) stays empty.
             await manual.ack(event)
@@ -296,14 +304,14 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     # and this line leaves it out too, so exact counts come from the `batch` lines (the tests').
     done_in_take: dict[int, dict[str, int]] = {}
 
-    def finished(committed: set[int]) -> None:
+    def finished(committed: set[int], timing: dict[str, float]) -> None:
         nonlocal taking
         taking = False
         totals: dict[str, int] = {}
         for partition in committed & done_in_take.keys():
             for key, n in done_in_take[partition].items():
                 totals[key] = totals.get(key, 0) + n
-        log.info("take_committed", partitions=sorted(committed), **totals)
+        log.info("take_committed", partitions=sorted(committed), **totals, **timing)
         done_in_take.clear()
 
     if local_store:
@@ -334,14 +342,11 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     async def save_changelogs(partition: int, tid: str | None, deliveries: list[Awaitable[Any]]) -> None:
         producer = app.producer._transaction_producers[tid] if tid else app.producer._producer  # type: ignore[attr-defined]
         for t, store in batched:
-            records = store.drain()
-            if not records:
+            encoded = store.drain_serialized()
+            if not encoded:
                 continue
             topic = t.changelog_topic.get_topic_name()
-            encoded = {app.serializers.dumps_key(t.key_type, k, serializer=t.key_serializer):
-                       app.serializers.dumps_value(t.value_type, v, serializer=t.value_serializer)
-                       for k, v in records.items()}
-            for delivery, count in await write_changelog(producer, topic, partition, encoded,  # type: ignore[arg-type]
+            for delivery, count in await write_changelog(producer, topic, partition, encoded,
                                                          int(time.time() * 1000)):
                 deliveries.append(persist_offset(t, TP(topic, partition), delivery, count))
 
@@ -354,15 +359,24 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         else:
             t.data.set_persisted_offset(tp, metadata.offset + count - 1)
 
+    def wrong_partition(batch: np.ndarray, row: int, partition: int) -> DeadLetter:
+        symbol = str(batch["symbol"][row])
+        home = partition_of(symbol, settings.partitions)
+        return DeadLetter(WRONG_PARTITION, f"{symbol} belongs on partition {home} of {settings.trades_topic} "
+                                           f"({settings.partitions} partitions, keyed by symbol), not {partition}: "
+                                           f"its state and model are kept there", row=row)
+
     async def process_group(partition: int, group: list[Any], deliveries: list[Awaitable[Any]]) -> None:
         started = time.perf_counter()
         messages = [e.message for e in group]
         decoded = [decode(m.key, m.value, f"{m.topic}[{partition}]@{m.offset}") for m in messages]
         batch = np.concatenate([b for b, _ in decoded])  # a take is never empty
         undecodable = [d for _, letters in decoded for d in letters]
+        wrong = misrouted(batch, partition, settings.partitions)
+        judged = np.delete(np.arange(len(batch)), wrong) if len(wrong) else None
         with acting_as(group[-1]):
             try:
-                outcome = detect(batch, undecodable)
+                outcome = detect(batch if judged is None else batch[judged], undecodable)
             except StateFormatError as exc:
                 # Stored state this release cannot read (another format, or the first release's
                 # pickles): going on would judge these trades against nothing and commit them. Stop
@@ -370,6 +384,10 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
                 log.error("state_unreadable", error=str(exc))
                 await app.crash(exc)
                 raise StopWorker from exc
+        if judged is not None:  # rows of the engine's letters are rows of what it judged
+            outcome.dead_letters = ([replace(d, row=int(judged[d.row])) if d.row >= 0 else d
+                                     for d in outcome.dead_letters]
+                                    + [wrong_partition(batch, r, partition) for r in wrong.tolist()])
         outcome.dead_letters = traced_to_messages(outcome.dead_letters, batch, messages, [len(b) for b, _ in decoded])
         tid = transactional_id(app, settings.trades_topic, partition)
         out = PartitionProducer(app.producer, tid)

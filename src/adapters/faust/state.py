@@ -6,6 +6,8 @@ from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
+from faust.streams import current_event
+from rocksdict import WriteBatch
 
 from domain.state import StateSchema
 
@@ -27,19 +29,59 @@ class FaustTableStateStore:
         self.table = table
         self.schema = schema
         self.unsent: dict[str, bytes] | None = {} if batched else None
+        self._key_bytes: dict[str, bytes] = {}
 
     def load(self, keys: Sequence[str]) -> np.ndarray:
-        return self.schema.decode(keys, [self.table.get(k) for k in keys])
+        local = self._local_db()
+        if local is None:
+            return self.schema.decode(keys, [self.table.get(k) for k in keys])
+        db, store = local
+        return self.schema.decode(keys, db.get([self._encoded(store, k) for k in keys]))
 
     def save(self, keys: Sequence[str], rows: np.ndarray) -> None:
         if self.unsent is None:
             for key, value in zip(keys, self.schema.encode(rows)):
                 self.table[key] = value
             return
-        store: Any = self.table.data  # type: ignore[attr-defined]  # the table's local store (RocksDB)
-        for key, value in zip(keys, self.schema.encode(rows)):
-            store[key] = value
-            self.unsent[key] = value
+        values = self.schema.encode(rows)
+        self.unsent.update(zip(keys, values))
+        local = self._local_db()
+        if local is None:
+            store: Any = self.table.data  # type: ignore[attr-defined]  # the table's local store
+            for key, value in zip(keys, values):
+                store[key] = value
+            return
+        db, store = local
+        batch = WriteBatch(raw_mode=True)
+        for key, value in zip(keys, values):
+            batch.put(self._encoded(store, key), value)
+        db.write(batch)
+
+    def drain_serialized(self) -> dict[bytes, bytes]:
+        """`drain()`, keys and values serialized as the table's changelog carries them (what its
+        recovery reads back)."""
+        store: Any = self.table.data  # type: ignore[attr-defined]
+        raw = getattr(self.table, "value_serializer", None) == "raw"
+        return {self._encoded(store, k): v if raw else store._encode_value(v) for k, v in self.drain().items()}
+
+    def _local_db(self) -> tuple[Any, Any] | None:
+        """The RocksDB of the partition being processed (the current event's, as Faust's own store
+        picks it) and the table's store, when the table keeps raw values in Faust's rocksdict store.
+        Reading and writing a batch's keys there at once skips Faust's per-key layers, measured at
+        about 25 us a key (a quarter of a streaming take's time at 125 symbols a partition)."""
+        store = getattr(self.table, "data", None)
+        event = current_event()
+        if (event is None or not getattr(store, "use_rocksdict", False)
+                or getattr(self.table, "value_serializer", None) != "raw"):
+            return None
+        return store._db_for_partition(event.message.partition), store  # type: ignore[union-attr]
+
+    def _encoded(self, store: Any, key: str) -> bytes:
+        """The key as the table's store writes it (its key serializer), remembered per key."""
+        encoded = self._key_bytes.get(key)
+        if encoded is None:
+            encoded = self._key_bytes[key] = store._encode_key(key)
+        return encoded
 
     def drain(self) -> dict[str, bytes]:
         """The records saved since the last drain (each key's latest), to be written to the changelog."""

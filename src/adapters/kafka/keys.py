@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+import numpy as np
+
 from domain.model import TRADE_DTYPE
+from domain.symbols import factorize
 
 BAD_JSON = "bad_json"          # the value is not JSON, or not an object / a list of objects
 BAD_ENCODING = "bad_encoding"  # wrong magic, truncated, count mismatch, undecodable key
@@ -13,6 +16,7 @@ MISSING_FIELD = "missing_field"
 MISSING_KEY = "missing_key"    # a binary batch without the symbol as its key
 BAD_FIELD = "bad_field"        # a JSON field of the wrong type or out of range
 EMPTY_BATCH = "empty_batch"    # a message that holds no trade at all (`[]`, a binary batch of 0)
+WRONG_PARTITION = "wrong_partition"  # a trade on another partition than its symbol's (its state lives there)
 
 SYMBOL_CHARS = TRADE_DTYPE["symbol"].itemsize // 4
 
@@ -36,6 +40,7 @@ def check_symbol(symbol: str) -> tuple[str, tuple[str, str] | None]:
     return symbol, None
 
 
+@functools.lru_cache(maxsize=65_536)
 def partition_of(symbol: str, partitions: int) -> int:
     """The `trades` partition a symbol's messages land on: Kafka's default partitioner (murmur2 of the
     key), which aiokafka and Faust use for keyed sends."""
@@ -50,3 +55,12 @@ def pooling_by_partition(partitions: int) -> Callable[[str], int]:
     if partitions < 1:
         raise ValueError(f"partitions must be at least 1, got {partitions}")
     return functools.partial(partition_of, partitions=partitions)
+
+
+def misrouted(trades: np.ndarray, partition: int, partitions: int) -> np.ndarray:
+    """Rows of `trades` (read from `partition`) whose symbol belongs on another partition. A symbol's
+    state and model pool live with its partition: trades of it that came another way (a producer
+    with a partitioner of its own) must not be judged, or its state would split in two."""
+    codes, symbols = factorize(trades["symbol"])
+    wrong = np.array([bool(s) and partition_of(s, partitions) != partition for s in symbols], bool)
+    return np.flatnonzero(wrong[codes]) if wrong.any() else np.empty(0, np.int64)
