@@ -11,6 +11,7 @@ import pytest
 from builders import calm_flow, until
 
 from adapters.faust.app import by_partition, create_app
+from adapters.kafka.keys import partition_of
 from adapters.faust.sequence import InSequence
 from adapters.kafka.codec import encode_batch
 from domain.state import StateFormatError
@@ -30,7 +31,8 @@ async def test_a_state_value_the_worker_cannot_read_stops_it_naming_the_format()
     """The first release kept pickles in the state table: the agent must neither run them nor judge
     the symbol from scratch and move on. It asks the app to stop, with the error that says why."""
     container = build_container()
-    app = create_app(load_settings(store="memory://", app_id="unit-unreadable-state").streaming(),
+    settings = load_settings(store="memory://", app_id="unit-unreadable-state").streaming()
+    app = create_app(settings,
                      lambda symbols, pools: container.streaming_detect(
                          states=container.table_state_store(table=symbols),
                          pool_states=container.table_pool_state_store(table=pools)))
@@ -44,7 +46,7 @@ async def test_a_state_value_the_worker_cannot_read_stops_it_naming_the_format()
     async with app.detect_trades.test_context() as agent:  # type: ignore[attr-defined]
         app.symbol_state.data["ACME"] = pickle.dumps({"guard": None, "trades": 1})  # type: ignore[attr-defined]
         key, value = encode_batch("ACME", calm_flow(50))
-        await agent.put(value, key=key)
+        await agent.put(value, key=key, partition=partition_of("ACME", settings.partitions))  # ACME's own
         await until(lambda: crashes)
     assert len(crashes) == 1 and isinstance(crashes[0], StateFormatError)
     assert "state of 'ACME' was written as state format 1 (a pickled object" in str(crashes[0])
