@@ -13,6 +13,7 @@ import numpy as np
 
 from application.detect import DetectTrades
 from domain.model import Anomaly
+from domain.sessions import SESSIONS
 from domain.ports import SourceChunk, TradeSource
 
 
@@ -23,6 +24,7 @@ class ReplaySummary:
     anomalies: int = 0
     by_detector: Counter[str] = field(default_factory=Counter)
     by_symbol: Counter[str] = field(default_factory=Counter)
+    by_session: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     top: list[tuple[float, str, Anomaly]] = field(default_factory=list)  # min-heap by score
@@ -41,6 +43,7 @@ class ReplaySummary:
             "anomalies": self.anomalies,
             "by_detector": dict(sorted(self.by_detector.items())),
             "by_symbol": dict(self.by_symbol.most_common()),
+            "by_session": {name: self.by_session[name] for name in SESSIONS if self.by_session[name]},
             "dead_letters": dict(sorted(self.dead_letters.items())),
             "seconds": round(self.seconds, 4),
             "trades_per_second": round(self.trades_per_second, 1),
@@ -77,6 +80,7 @@ class Replay:
             for a in outcome.anomalies:
                 summary.by_detector[a.detector] += 1
                 summary.by_symbol[a.symbol] += 1
+                summary.by_session[a.session] += 1
                 item = (a.score, a.id, a)
                 if len(summary.top) < self.top_n:
                     heapq.heappush(summary.top, item)

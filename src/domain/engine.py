@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -120,7 +120,9 @@ class DetectionEngine:
                 result.anomalies += det.update_pooled(market, rows[det.name], pool_rows[det.name])
             else:
                 result.anomalies += det.update(market, rows[det.name])
-        result.anomalies.sort(key=lambda a: (a.ts_event, a.symbol, a.detector))
+        result.anomalies = sorted((replace(a, session=self.calendar.session_of(a.ts_event),
+                                           ts_local=self.calendar.local_time(a.ts_event))
+                                   for a in result.anomalies), key=lambda a: (a.ts_event, a.symbol, a.detector))
         return result
 
     def warm_up(self) -> None:

@@ -118,6 +118,8 @@ class Anomaly:
     instrument_id: int = 0
     sequence: int = 0
     details: dict[str, float] = field(default_factory=dict)
+    session: str = ""  # the exchange session of the trade's local time (domain.sessions); "" if not known
+    ts_local: str = ""  # the trade's time on the exchange's clock, ISO 8601 with its offset
 
     @classmethod
     def of_trade(cls, detector: str, row: np.void, score: float, reason: str,
@@ -156,6 +158,8 @@ class Anomaly:
             "instrument_id": self.instrument_id,
             "sequence": self.sequence,
             "details": dict(self.details),
+            "session": self.session,
+            "ts_local": self.ts_local,
         }
 
     @classmethod
@@ -168,7 +172,8 @@ class Anomaly:
                    score=float(d["score"]), severity=str(d["severity"]), reason=str(d["reason"]),
                    publisher_id=int(d.get("publisher_id", 0)), instrument_id=int(d.get("instrument_id", 0)),
                    sequence=int(d.get("sequence", 0)),
-                   details={str(k): float(v) for k, v in dict(d.get("details") or {}).items()})
+                   details={str(k): float(v) for k, v in dict(d.get("details") or {}).items()},
+                   session=str(d.get("session", "")), ts_local=str(d.get("ts_local", "")))
 
 
 @dataclass(frozen=True, slots=True)

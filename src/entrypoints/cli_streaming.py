@@ -47,7 +47,7 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
     from adapters.elasticsearch import ElasticsearchAdapterError, ElasticsearchAnomalyQuery, ElasticsearchSettings
     from adapters.elasticsearch import connect as connect_elasticsearch
     from application.query import QueryAnomalies
-    from entrypoints.render import ts_text
+    from entrypoints.render import exchange_time
 
     config = settings_or_fail(elasticsearch_url=es_url, es_index_prefix=index_prefix)
     index_prefix = config.es_index_prefix
@@ -72,11 +72,11 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
         click.echo(f"no anomalies in {index_prefix}-* match")
         return
     table = Table(title=f"{len(found)} anomalies", title_justify="left")
-    for col in ("time (UTC)", "symbol", "detector", "score"):
+    for col in ("time (New York), session", "symbol", "detector", "score"):
         table.add_column(col, no_wrap=True, justify="right" if col == "score" else "left")
     table.add_column("reason", overflow="fold", ratio=1)
     for a in found:
-        table.add_row(ts_text(a.ts_event), a.symbol, a.detector, f"{a.score:.2f}", a.reason)
+        table.add_row(exchange_time(a.to_dict()), a.symbol, a.detector, f"{a.score:.2f}", a.reason)
     Console().print(table)
 
 

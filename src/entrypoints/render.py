@@ -15,6 +15,19 @@ def ts_text(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+SESSION_LABELS = {"pre_market": "pre-market", "regular": "regular", "after_hours": "after-hours", "closed": "closed"}
+
+
+def exchange_time(anomaly: dict[str, Any]) -> str:
+    """The anomaly's time on the exchange's clock to the millisecond, with its session
+    ("2025-05-05 09:30:01.123 regular"); UTC for a record stored without it."""
+    local = anomaly.get("ts_local") or ""
+    if not local:
+        return f"{ts_text(anomaly['ts_event'])} UTC"
+    session = SESSION_LABELS.get(anomaly.get("session") or "", anomaly.get("session") or "")
+    return f"{local[:10]} {local[11:23]} {session}".rstrip()
+
+
 def render_replay(result: dict[str, Any], out_path: str | None = None, report: str | None = None,
                   dead_letters: str | None = None, **_: Any) -> None:
     out.print(f"[bold]Replayed[/] {', '.join(result['source'])}")
@@ -37,11 +50,13 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
         by_sym.add_row(name, f"{n:,}")
     out.print(by_sym)
     top = Table(title="Top anomalies", title_justify="left", show_lines=False)
-    for col in ("time (UTC)", "symbol", "detector", "score", "reason"):
+    for col in ("time (New York), session", "symbol", "detector", "score", "reason"):
         top.add_column(col, overflow="fold")
     for a in result["top"]:
-        top.add_row(ts_text(a["ts_event"]), a["symbol"], a["detector"], f"{a['score']:.2f}", a["reason"])
+        top.add_row(exchange_time(a), a["symbol"], a["detector"], f"{a['score']:.2f}", a["reason"])
     out.print(top)
+    if result.get("by_session"):
+        out.print("by session: " + ", ".join(f"{SESSION_LABELS.get(k, k)} {v:,}" for k, v in result["by_session"].items()))
     for label, path in (("anomalies", out_path), ("report", report), ("dead letters", dead_letters)):
         if path:
             out.print(f"{label} written to {path}")

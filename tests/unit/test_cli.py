@@ -35,6 +35,12 @@ def test_replay_without_paths_runs_the_builtin_sample(sample_json: dict) -> None
     assert len(sample_json["by_detector"]) >= 4
 
 
+def test_replay_counts_anomalies_per_session(sample_json: dict) -> None:
+    assert sum(sample_json["by_session"].values()) == sample_json["anomalies"]
+    assert set(sample_json["by_session"]) <= {"pre_market", "regular", "after_hours", "closed"}
+    assert all(a["session"] and a["ts_local"][10] == "T" for a in sample_json["top"])
+
+
 def test_replay_is_deterministic(sample_json: dict) -> None:
     code, out = run("replay", "--json")
     again = json.loads(out)

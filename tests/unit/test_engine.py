@@ -12,6 +12,7 @@ from domain.detectors import default_detectors
 from domain.engine import DetectionEngine, DetectionResult
 from domain.errors import ConfigError
 from domain.model import TRADE_DTYPE
+from domain.sessions import SessionCalendar
 
 DAY = 86_400 * S
 
@@ -155,3 +156,14 @@ def test_symbols_are_pooled_by_the_given_function() -> None:
     batch = engine.prepare(batch_of(make_trade(symbol="AAA"), make_trade(symbol="BBB")))
     assert batch.pools == (1, 3) and batch.pool_keys == ["1", "3"]
     assert [batch.pools[batch.pool_of_symbol[i]] for i in range(2)] == [3, 1]
+
+
+def test_every_anomaly_says_its_session_and_its_new_york_time() -> None:
+    flow = calm_flow(20_000)
+    flow["size"][15_000] = 500_000  # a block trade well after warm-up
+    found = Run()(flow).anomalies
+    block = [a for a in found if a.detector == "high_volume"]
+    assert block and all(a.session in {"pre_market", "regular", "after_hours", "closed"} for a in found)
+    calendar = SessionCalendar()
+    assert [(a.session, a.ts_local) for a in found] == [(calendar.session_of(a.ts_event),
+                                                         calendar.local_time(a.ts_event)) for a in found]

@@ -37,6 +37,8 @@ ANOMALY_MAPPINGS: dict[str, Any] = {
         "instrument_id": {"type": "long"},
         "sequence": {"type": "long"},
         "details": {"type": "flattened"},
+        "session": {"type": "keyword"},  # pre_market, regular, after_hours, closed
+        "ts_local": {"type": "keyword"},  # the exchange's clock, as the analyst reads it (ISO 8601 with offset)
         "ingested_at": {"type": "date"},
     },
 }
@@ -103,6 +105,8 @@ def to_document(anomaly: Anomaly, ingested_at: datetime) -> dict[str, Any]:
         "instrument_id": anomaly.instrument_id,
         "sequence": anomaly.sequence,
         "details": dict(anomaly.details),
+        "session": anomaly.session,
+        "ts_local": anomaly.ts_local,
         "ingested_at": ingested_at.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
     }
 
@@ -132,4 +136,6 @@ def from_document(source: dict[str, Any]) -> Anomaly:
         instrument_id=int(source.get("instrument_id", 0)),
         sequence=int(source.get("sequence", 0)),
         details={k: float(v) for k, v in (source.get("details") or {}).items()},
+        session=str(source.get("session", "")),
+        ts_local=str(source.get("ts_local", "")),
     )

@@ -1,0 +1,42 @@
+"""Sessions and the exchange's clock: what an analyst reads next to every anomaly."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from domain.sessions import SessionCalendar
+
+NY = ZoneInfo("America/New_York")
+
+
+def ns(local: str) -> int:
+    """New York wall time -> UTC nanoseconds."""
+    return int(datetime.fromisoformat(local).replace(tzinfo=NY).timestamp()) * 1_000_000_000
+
+
+@pytest.mark.parametrize(("local", "session"), [
+    ("2025-05-05 03:59:59", "closed"),
+    ("2025-05-05 04:00:00", "pre_market"),
+    ("2025-05-05 09:29:59", "pre_market"),
+    ("2025-05-05 09:30:00", "regular"),
+    ("2025-05-05 15:59:59", "regular"),
+    ("2025-05-05 16:00:00", "after_hours"),
+    ("2025-05-05 19:59:59", "after_hours"),
+    ("2025-05-05 20:00:00", "closed"),
+    ("2025-03-07 09:30:00", "regular"),  # the Friday before daylight saving time (UTC-5) ...
+    ("2025-03-10 09:29:59", "pre_market"),  # ... and the Monday after (UTC-4)
+    ("2025-03-10 09:30:00", "regular"),
+])
+def test_a_print_belongs_to_the_session_of_its_new_york_time(local: str, session: str) -> None:
+    assert SessionCalendar().session_of(ns(local)) == session
+
+
+def test_local_time_is_new_york_wall_time_with_its_offset_to_the_nanosecond() -> None:
+    calendar = SessionCalendar()
+    assert calendar.local_time(ns("2025-05-05 09:30:00") + 123_456_789) == "2025-05-05T09:30:00.123456789-04:00"
+    assert calendar.local_time(ns("2025-03-07 16:00:00")) == "2025-03-07T16:00:00.000000000-05:00"
+    assert datetime.fromisoformat(calendar.local_time(ns("2025-05-05 12:00:00"))[:26] + "-04:00") == \
+        datetime(2025, 5, 5, 12, tzinfo=NY)
