@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -174,3 +175,113 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         click.echo(f"ingested {latest.trades:,} trades in {latest.messages:,} messages to {config.trades_topic} in "
                    f"{latest.seconds:.2f}s ({latest.trades_per_second:,.0f} trades/s); "
                    f"{latest.dead_letters:,} dead letters to {config.dlq_topic}" + (" (interrupted)" if interrupted else ""))
+
+
+def _each_record(config: Settings, topic: str, handle: Callable[[Any], bool], **how: Any) -> None:
+    """`handle` each record `reading.read_records` gives (how: its options) until it returns False,
+    the records end, or Ctrl-C; Kafka problems are one line."""
+    import asyncio
+
+    from adapters.kafka.reading import read_records
+
+    async def run() -> None:
+        records = read_records(config.kafka_bootstrap_servers, topic, **how)
+        try:
+            async for record in records:
+                if not handle(record):
+                    break
+        finally:
+            await records.aclose()  # the consumer stops here, however the loop ended
+
+    try:
+        asyncio.run(run())
+    except DomainError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
+@click.option("--topic", help="[default: STOCKANOMALY_TRADES_TOPIC, else trades]")
+@click.option("--partition", "partitions", type=click.IntRange(0), multiple=True, help="Only this partition (repeatable).")
+@click.option("--offset", type=click.IntRange(0), help="From this offset of each partition [default: the beginning].")
+@click.option("--last", type=click.IntRange(1), help="Only the last N messages of each partition.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1), help="Stop after this many messages.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per trade (and per undecodable message).")
+def decode(bootstrap: str | None, topic: str | None, partitions: tuple[int, ...], offset: int | None,
+           last: int | None, limit: int, as_json: bool) -> None:
+    """Show messages of the trades topic as the trades they carry, one row each: the binary
+    formats ingest writes (STB1, STB2; docs/wire-format.md) that no Kafka tool can show."""
+    from adapters.kafka.codec import decode as decode_message
+    from domain.sessions import SessionCalendar
+
+    config = settings_or_fail(kafka_bootstrap_servers=bootstrap, trades_topic=topic)
+    if offset is not None and last is not None:
+        fail("give --offset or --last, not both")
+    calendar = SessionCalendar()
+    seen = 0
+
+    def show(record: Any) -> bool:
+        nonlocal seen
+        where = f"{record.partition}@{record.offset}"
+        trades, letters = decode_message(record.key, record.value, f"{record.topic}[{where}]")
+        for letter in letters:
+            if as_json:
+                click.echo(json.dumps({"partition": record.partition, "offset": record.offset,
+                                       "undecodable": letter.reason, "detail": letter.detail}))
+            else:
+                click.echo(f"{where:>12}  undecodable ({letter.reason}): {letter.detail}")
+        for t in trades:
+            ts = int(t["ts_event"])
+            row = {"partition": record.partition, "offset": record.offset, "symbol": str(t["symbol"]),
+                   "ts_event": ts, "ts_local": calendar.local_time(ts), "price": float(t["price"]),
+                   "size": int(t["size"]), "side": t["side"].decode() or "N", "publisher_id": int(t["publisher_id"]),
+                   "instrument_id": int(t["instrument_id"]), "sequence": int(t["sequence"])}
+            if as_json:
+                click.echo(json.dumps(row))
+            else:
+                local = row["ts_local"]
+                click.echo(f"{where:>12}  {local[:10]} {local[11:29]}  {row['symbol']:<8} {row['price']:>12,.4f} "
+                           f"{row['size']:>10,} {row['side']}  seq {row['sequence']}")
+        seen += 1
+        return seen < limit
+
+    _each_record(config, config.trades_topic, show, last=last, offset=offset, partitions=list(partitions) or None,
+                 isolation_level="read_uncommitted")
+
+
+@main.command()
+@click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
+@click.option("--topic", help="[default: STOCKANOMALY_ANOMALIES_TOPIC, else anomalies]")
+@click.option("-n", "--last", default=10, show_default=True, type=click.IntRange(1),
+              help="Start with the last N anomalies of each partition.")
+@click.option("-f", "--follow", is_flag=True, help="Then keep printing new ones (Ctrl-C stops).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per anomaly, as the topic holds them.")
+def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_json: bool) -> None:
+    """Show the anomalies the workers committed to the anomalies topic, in New York time."""
+    from domain.model import Anomaly
+    from entrypoints.render import exchange_time
+
+    config = settings_or_fail(kafka_bootstrap_servers=bootstrap, anomalies_topic=topic)
+    shown = 0
+
+    def show(record: Any) -> bool:
+        nonlocal shown
+        shown += 1
+        try:
+            anomaly = Anomaly.from_dict(json.loads(record.value))
+        except (ValueError, KeyError, TypeError) as exc:
+            err.print(f"{record.partition}@{record.offset}: not an anomaly ({type(exc).__name__}: {exc})",
+                      highlight=False)
+            return True
+        if as_json:
+            click.echo(json.dumps(anomaly.to_dict()))
+        else:
+            click.echo(f"{exchange_time(anomaly.to_dict())}  {anomaly.symbol:<8} {anomaly.detector:<16} "
+                       f"{anomaly.score:>6.2f}  {anomaly.reason}")
+        return True
+
+    _each_record(config, config.anomalies_topic, show, last=last, follow=follow)
+    if not shown and not follow:
+        err.print(f"no anomalies on {config.anomalies_topic} yet", highlight=False)

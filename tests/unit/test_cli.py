@@ -35,6 +35,13 @@ def test_replay_without_paths_runs_the_builtin_sample(sample_json: dict) -> None
     assert len(sample_json["by_detector"]) >= 4
 
 
+def test_version_names_the_installed_release() -> None:
+    from importlib.metadata import version
+
+    code, out = run("--version")
+    assert code == 0 and out.strip().endswith(version("stockanomaly"))
+
+
 def test_replay_counts_anomalies_per_session(sample_json: dict) -> None:
     assert sum(sample_json["by_session"].values()) == sample_json["anomalies"]
     assert set(sample_json["by_session"]) <= {"pre_market", "regular", "after_hours", "closed"}

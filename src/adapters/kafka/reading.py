@@ -1,0 +1,66 @@
+"""Reading a topic from the command line: its last records, or from an offset, optionally following it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from domain.errors import SourceError
+
+
+async def read_records(bootstrap: str, topic: str, *, last: int | None = None, offset: int | None = None,
+                       partitions: list[int] | None = None, follow: bool = False,
+                       isolation_level: str = "read_committed") -> AsyncGenerator[Any, None]:
+    """Records of `topic` (every partition, or `partitions`), per partition in offset order: the
+    `last` of each partition, or from `offset` on (default: from the beginning), up to the end
+    offsets as they were at the start; with `follow`, then whatever arrives until cancelled. No
+    consumer group: nothing is committed, no worker's position moves. SourceError, one line, when
+    the topic or a partition does not exist or the broker cannot be reached."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation_level,
+                                enable_auto_commit=False, request_timeout_ms=10_000)
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        raise SourceError(f"Kafka at {bootstrap}: {exc}") from None
+    try:
+        known = await _partitions(bootstrap, topic)
+        if not known:
+            raise SourceError(f"no topic {topic!r} at {bootstrap}")
+        chosen = sorted(known) if partitions is None else partitions
+        missing = sorted(set(chosen) - known)
+        if missing:
+            raise SourceError(f"{topic} has partitions {sorted(known)}, not {missing}")
+        tps = [TopicPartition(topic, p) for p in chosen]
+        consumer.assign(tps)
+        starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        for tp in tps:
+            if last is not None:
+                consumer.seek(tp, max(starts[tp], ends[tp] - last))
+            else:
+                consumer.seek(tp, min(max(starts[tp], offset or 0), ends[tp]))
+        pending = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
+        while pending or follow:
+            batch = await consumer.getmany(*tps, timeout_ms=200)
+            for tp, records in sorted(batch.items(), key=lambda item: item[0].partition):
+                for record in records:
+                    yield record
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:  # transaction markers count as read
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(bootstrap: str, topic: str) -> set[int]:
+    """The partitions of `topic` (empty: no such topic), from the broker's metadata."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {int(p["partition"]) for t in described if t.get("error_code", 0) == 0 for p in t["partitions"]}

@@ -1,0 +1,75 @@
+"""`stockanomaly decode` and `tail` against the real Kafka: what a user sees of the topics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from click.testing import CliRunner
+
+from adapters.kafka.producer import KafkaTradePublisher
+from adapters.memory import InMemoryTradeSource
+from adapters.synthetic import generate_market
+from application.ingest import IngestTrades
+from domain.model import Anomaly, anomaly_id
+from entrypoints.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.asyncio
+async def test_decode_shows_the_trades_ingest_wrote_row_for_row(kafka_bootstrap, new_topic) -> None:
+    names = [await new_topic(name, partitions=3) for name in ("trades", "dlq", "anomalies")]
+    market = generate_market(symbols=6, trades=20_000, seed=4).trades
+    async with KafkaTradePublisher(kafka_bootstrap, names[0], names[1], partitions=3,
+                                   anomalies_topic=names[2]) as publisher:
+        await IngestTrades(publisher, batch_trades=300)(InMemoryTradeSource(market, chunk_size=5_000))
+    code, out, _ = await asyncio.to_thread(invoke, "decode", "--bootstrap", kafka_bootstrap, "--topic", names[0],
+                                           "--limit", "100000", "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == len(market)
+    assert sorted((r["symbol"], r["ts_event"], r["sequence"], r["size"]) for r in rows) == sorted(
+        zip(market["symbol"].tolist(), market["ts_event"].tolist(), market["sequence"].tolist(),
+            market["size"].tolist()))
+    assert all(r["ts_local"].endswith("-05:00") for r in rows)  # a March day before daylight saving time
+    # The last message of one partition only, as readable rows.
+    code, out, _ = await asyncio.to_thread(invoke, "decode", "--bootstrap", kafka_bootstrap, "--topic", names[0],
+                                           "--partition", "1", "--last", "1")
+    assert code == 0 and out and all(line.split()[0].startswith("1@") for line in out.splitlines())
+    code, _, err = await asyncio.to_thread(invoke, "decode", "--bootstrap", kafka_bootstrap, "--topic", names[0],
+                                           "--partition", "7")
+    assert code == 1 and err.strip().splitlines()[-1] == f"Error: {names[0]} has partitions [0, 1, 2], not [7]"
+
+
+@pytest.mark.asyncio
+async def test_tail_shows_the_last_anomalies_of_each_partition_and_skips_what_is_not_one(
+        kafka_bootstrap, new_topic) -> None:
+    topic = await new_topic("anomalies", partitions=2)
+    ts = 1_746_451_800_000_000_000  # 2025-05-05 09:30:00 New York
+    anomalies = [Anomaly(id=anomaly_id("high_volume", "NVDA", 2, 7, ts + k, k), detector="high_volume",
+                         symbol="NVDA", ts_event=ts + k, price=113.0, size=50_000 + k, score=2.0 + k,
+                         severity="medium", reason=f"size {50_000 + k:,} is large", sequence=k, session="regular",
+                         ts_local=f"2025-05-05T09:30:00.00000000{k}-04:00") for k in range(5)]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for a in anomalies:
+            await producer.send_and_wait(topic, json.dumps(a.to_dict()).encode(), key=b"NVDA", partition=0)
+        await producer.send_and_wait(topic, b"{not an anomaly", partition=1)
+    finally:
+        await producer.stop()
+    code, out, err = await asyncio.to_thread(invoke, "tail", "--bootstrap", kafka_bootstrap, "--topic", topic,
+                                             "-n", "2", "--json")
+    assert code == 0
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [a.id for a in anomalies[-2:]]
+    assert "1@0: not an anomaly" in err
+    code, out, _ = await asyncio.to_thread(invoke, "tail", "--bootstrap", kafka_bootstrap, "--topic", topic, "-n", "1")
+    assert code == 0 and out.startswith("2025-05-05 09:30:00.000 regular  NVDA") and "size 50,004 is large" in out
