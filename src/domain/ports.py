@@ -82,6 +82,10 @@ class Metrics(Protocol):
         """Messages behind the end, per input partition this process owns now (others are dropped)."""
         ...
 
+    def market_open(self, is_open: bool) -> None:
+        """Whether the exchange's regular session is on now: when trades are expected to flow."""
+        ...
+
 
 class AnomalyQuery(Protocol):
     """Finds stored anomalies. Filters combine with AND; an empty sequence means any. The time

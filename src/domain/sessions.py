@@ -3,7 +3,7 @@ scheduled opening and closing auction crosses."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -12,6 +12,22 @@ NS_PER_S = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_S
 PRE_MARKET, REGULAR, AFTER_HOURS, CLOSED = "pre_market", "regular", "after_hours", "closed"
 SESSIONS = (PRE_MARKET, REGULAR, AFTER_HOURS, CLOSED)
+
+
+# NYSE and Nasdaq full-day closures (weekends aside) and 13:00 early closes, as the exchanges publish
+# them. Days after the last year listed are taken as ordinary weekdays.
+HOLIDAYS = frozenset(date.fromisoformat(d) for d in (
+    "2025-01-01", "2025-01-09", "2025-01-20", "2025-02-17", "2025-04-18", "2025-05-26", "2025-06-19",
+    "2025-07-04", "2025-09-01", "2025-11-27", "2025-12-25",
+    "2026-01-01", "2026-01-19", "2026-02-16", "2026-04-03", "2026-05-25", "2026-06-19", "2026-07-03",
+    "2026-09-07", "2026-11-26", "2026-12-25",
+    "2027-01-01", "2027-01-18", "2027-02-15", "2027-03-26", "2027-05-31", "2027-06-18", "2027-07-05",
+    "2027-09-06", "2027-11-25", "2027-12-24",
+))
+EARLY_CLOSES = frozenset(date.fromisoformat(d) for d in (
+    "2025-07-03", "2025-11-28", "2025-12-24", "2026-11-27", "2026-12-24", "2027-11-26",
+))
+EARLY_CLOSE_S = 13 * 3600
 
 
 class SessionCalendar:
@@ -41,6 +57,21 @@ class SessionCalendar:
             if local_s >= start:
                 session = name
         return session
+
+    def trading_day(self, day: date) -> bool:
+        """A weekday on which the exchange opens (HOLIDAYS)."""
+        return day.weekday() < 5 and day not in HOLIDAYS
+
+    def regular_session_open(self, ts_ns: int) -> bool:
+        """Whether the regular session is on at `ts_ns`: a trading day, from the open to the close
+        (13:00 on early-close days), New York time. What a stopped feed is judged against."""
+        local_ns = ts_ns + self._offset_ns(ts_ns // NS_PER_DAY)
+        day = date.fromordinal(date(1970, 1, 1).toordinal() + local_ns // NS_PER_DAY)
+        if not self.trading_day(day):
+            return False
+        seconds = local_ns % NS_PER_DAY // NS_PER_S
+        close = EARLY_CLOSE_S if day in EARLY_CLOSES else int(self.crosses_ns[1] // NS_PER_S)
+        return int(self.crosses_ns[0] // NS_PER_S) <= seconds < close
 
     def local_time(self, ts_ns: int) -> str:
         """`ts_ns` as local ISO 8601 time with its UTC offset, to the nanosecond

@@ -343,3 +343,16 @@ def test_kibana_setup_imports_the_mounted_file_once_kibana_is_healthy(services):
     assert re.search(r"-H '?kbn-xsrf: true'?", script)
     # A failed import must fail the one-shot, not pass silently.
     assert "success" in script and "exit 1" in script
+
+
+def test_every_alert_has_a_runbook_url_that_lands_on_its_row_of_the_readme() -> None:
+    readme = (REPO / "README.md").read_text()
+    prometheus = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert prometheus["global"]["external_labels"]["runbook_base"]
+    alerts = [rule for path in sorted(RULES.glob("*.yml")) for group in yaml.safe_load(path.read_text())["groups"]
+              for rule in group["rules"] if "alert" in rule]
+    assert len(alerts) >= 8
+    for rule in alerts:
+        anchor = f"alert-{rule['alert'].lower()}"
+        assert rule["annotations"]["runbook_url"] == f"{{{{ $externalLabels.runbook_base }}}}#{anchor}", rule["alert"]
+        assert f'<a id="{anchor}"></a>`{rule["alert"]}`' in readme, f"no README row for {rule['alert']}"

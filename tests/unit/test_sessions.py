@@ -40,3 +40,21 @@ def test_local_time_is_new_york_wall_time_with_its_offset_to_the_nanosecond() ->
     assert calendar.local_time(ns("2025-03-07 16:00:00")) == "2025-03-07T16:00:00.000000000-05:00"
     assert datetime.fromisoformat(calendar.local_time(ns("2025-05-05 12:00:00"))[:26] + "-04:00") == \
         datetime(2025, 5, 5, 12, tzinfo=NY)
+
+
+@pytest.mark.parametrize(("local", "is_open"), [
+    ("2025-05-05 09:29:59", False),  # a Monday, before the open
+    ("2025-05-05 09:30:00", True),
+    ("2025-05-05 15:59:59", True),
+    ("2025-05-05 16:00:00", False),  # the evening: after-hours trades may stop, nobody is paged
+    ("2025-05-03 11:00:00", False),  # a Saturday
+    ("2025-05-04 11:00:00", False),  # a Sunday
+    ("2025-12-25 11:00:00", False),  # Christmas
+    ("2025-04-18 11:00:00", False),  # Good Friday
+    ("2025-11-28 12:59:59", True),   # the day after Thanksgiving closes at 13:00
+    ("2025-11-28 13:00:00", False),
+    ("2025-03-10 09:30:00", True),   # the first Monday of daylight saving time
+])
+def test_the_regular_session_is_on_only_on_trading_days_between_the_open_and_the_close(local: str,
+                                                                                       is_open: bool) -> None:
+    assert SessionCalendar().regular_session_open(ns(local)) is is_open

@@ -29,6 +29,7 @@ from adapters.kafka.keys import WRONG_PARTITION, misrouted, partition_of
 from application.detect import DetectTrades
 from application.publish import PublishOutcome
 from domain.model import DeadLetter
+from domain.sessions import SessionCalendar
 from domain.state import StateFormatError
 from domain.ports import Metrics
 
@@ -411,9 +412,12 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
 
     if metrics is not None:
         gauges = metrics
+        calendar = SessionCalendar()
 
         @app.timer(interval=GAUGE_REFRESH_SECONDS)
         async def refresh_gauges() -> None:
+            # The clock's, not the tape's: whether trades should be arriving now (StockanomalyTradesStopped).
+            gauges.market_open(calendar.regular_session_open(time.time_ns()))
             try:
                 owned = [tp for tp in app.consumer.assignment() if tp.topic == settings.trades_topic]
                 for gone in processed.keys() - {tp.partition for tp in owned}:

@@ -16,6 +16,7 @@ class InMemoryMetrics:
         self.symbols = 0
         self.elasticsearch: Counter[str] = Counter()
         self.lag: dict[int, int] = {}
+        self.session_open: bool | None = None
 
     def trades_processed(self, count: int) -> None:
         self.trades += count
@@ -40,3 +41,6 @@ class InMemoryMetrics:
 
     def consumer_lag(self, lags: Mapping[int, int]) -> None:
         self.lag = dict(lags)
+
+    def market_open(self, is_open: bool) -> None:
+        self.session_open = is_open

@@ -63,6 +63,8 @@ class PrometheusMetrics:
         self.lag = Gauge("consumer_lag", "Messages between the last processed offset and the end, per partition.",
                          ["partition"], namespace=ns, registry=registry)
         self._lag_partitions: set[str] = set()
+        self.session = Gauge("market_open", "1 while the exchange's regular session is on (New York time, "
+                             "trading days), else 0: when trades are expected to flow.", namespace=ns, registry=registry)
         for detector in detectors:
             self.anomalies.labels(detector=detector, symbol="")
             self.refits.labels(detector=detector)
@@ -101,3 +103,6 @@ class PrometheusMetrics:
         for partition, lag in owned.items():
             self.lag.labels(partition=partition).set(lag)
         self._lag_partitions = set(owned)
+
+    def market_open(self, is_open: bool) -> None:
+        self.session.set(1 if is_open else 0)
