@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+from .alertmanager import Alertmanager
 from .base import Service
 from .config import Settings, SettingsError, resolve_names
 from .elasticsearch import Elasticsearch
@@ -22,7 +23,7 @@ from .prometheus import Prometheus
 from .proc import PidRecord, ServiceError, stop, tail
 
 KINDS: dict[str, type[Service]] = {"kafka": Kafka, "elasticsearch": Elasticsearch,
-                                    "prometheus": Prometheus}
+                                    "prometheus": Prometheus, "alertmanager": Alertmanager}
 
 
 @contextlib.contextmanager
@@ -130,6 +131,8 @@ def env(settings: Settings) -> int:
     for key, value in (("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap),
                        ("ELASTICSEARCH_URL", settings.es_url),
                        ("PROMETHEUS_URL", settings.prometheus_url),
+                       ("ALERTMANAGER_URL", settings.alertmanager_url),
+                       ("STOCKANOMALY_ALERT_WEBHOOK_PORT", str(settings.alert_webhook_port)),
                        ("STOCKANOMALY_PROMETHEUS_TARGETS_DIR",
                         str(settings.prometheus_targets_dir)),
                        ("STOCKANOMALY_PROMETHEUS_RULES_DIR",
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("up", "down", "status"):
         p = sub.add_parser(name)
-        p.add_argument("services", nargs="*", help="kafka, elasticsearch, prometheus")
+        p.add_argument("services", nargs="*", help="kafka, elasticsearch, prometheus, alertmanager")
         if name == "down":
             p.add_argument("--purge", action="store_true", help="also delete data and logs")
     p = sub.add_parser("logs")

@@ -13,8 +13,8 @@ KAFKA_VERSION = "4.4.0"
 # Newest 9.x integ-test-zip on Maven Central; matches the elasticsearch 9 Python client.
 ELASTICSEARCH_VERSION = "9.5.0"
 
-SERVICES = ("kafka", "elasticsearch", "prometheus")
-ALIASES = {"es": "elasticsearch", "elastic": "elasticsearch", "prom": "prometheus"}
+SERVICES = ("kafka", "elasticsearch", "prometheus", "alertmanager")
+ALIASES = {"es": "elasticsearch", "elastic": "elasticsearch", "prom": "prometheus", "am": "alertmanager"}
 
 
 class SettingsError(ValueError):
@@ -54,6 +54,8 @@ class Settings:
     es_user: str
     es_java_home: str
     prometheus_port: int
+    alertmanager_port: int
+    alert_webhook_port: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -77,6 +79,8 @@ class Settings:
             es_java_home=os.environ.get("STOCKANOMALY_ES_JAVA_HOME")
             or os.environ.get("ES_JAVA_HOME", ""),
             prometheus_port=_port("STOCKANOMALY_PROMETHEUS_PORT", 9090),
+            alertmanager_port=_port("STOCKANOMALY_ALERTMANAGER_PORT", 9094),  # 9093 is Kafka's controller
+            alert_webhook_port=_port("STOCKANOMALY_ALERT_WEBHOOK_PORT", 9099),
         )
 
     @property
@@ -90,6 +94,10 @@ class Settings:
     @property
     def prometheus_url(self) -> str:
         return f"http://{self.host}:{self.prometheus_port}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://{self.host}:{self.alertmanager_port}"
 
     @property
     def prometheus_targets_dir(self) -> Path:

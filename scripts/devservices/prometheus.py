@@ -19,14 +19,14 @@ COMPOSE_ONLY = re.compile(r"^[ \t]*# BEGIN compose-only.*?# END compose-only[^\n
 RULE_FILES = re.compile(r"^(rule_files:\n(?:[ \t]+- .*\n)+)", re.M)
 
 
-def local_config(project_config: str, port: int) -> str:
+def local_config(project_config: str, port: int, alertmanager_port: int = 9094) -> str:
     """The project's prometheus.yml minus the jobs that only resolve inside docker compose, plus
     a `local-rules/` directory where tests drop short-window rule groups (then POST /-/reload)."""
     text = COMPOSE_ONLY.sub("", project_config)
     text, found = RULE_FILES.subn(lambda m: m.group(1) + "  - local-rules/*.yml\n", text, count=1)
     if not found:
         raise ServiceError("prometheus: deploy/prometheus/prometheus.yml has no rule_files list")
-    return text.replace("localhost:9090", f"localhost:{port}")
+    return text.replace("localhost:9090", f"localhost:{port}").replace("127.0.0.1:9094", f"127.0.0.1:{alertmanager_port}")
 
 
 class Prometheus(Service):
@@ -50,7 +50,7 @@ class Prometheus(Service):
         rules.symlink_to(self._deploy / "rules", target_is_directory=True)
         config = self.dir / "prometheus.yml"
         config.write_text(local_config((self._deploy / "prometheus.yml").read_text(),
-                                       self.settings.prometheus_port))
+                                       self.settings.prometheus_port, self.settings.alertmanager_port))
         promtool = shutil.which("promtool")
         if promtool:
             check = subprocess.run([promtool, "check", "config", str(config)],

@@ -69,6 +69,8 @@ PROBES: dict[str, tuple[Callable[[], bool], str]] = {
                       ENDPOINTS["ELASTICSEARCH_URL"]),
     "prometheus": (lambda: _http_ok(f"{ENDPOINTS['PROMETHEUS_URL']}/-/ready"),
                    ENDPOINTS["PROMETHEUS_URL"]),
+    "alertmanager": (lambda: _http_ok(f"{ENDPOINTS['ALERTMANAGER_URL']}/-/ready"),
+                     ENDPOINTS["ALERTMANAGER_URL"]),
 }
 
 
@@ -110,6 +112,51 @@ def es_url(request: pytest.FixtureRequest) -> str:
 def prometheus_url(request: pytest.FixtureRequest) -> str:
     _require("prometheus", request)
     return ENDPOINTS["PROMETHEUS_URL"]
+
+
+@pytest.fixture(scope="session")
+def alertmanager_url(request: pytest.FixtureRequest) -> str:
+    _require("alertmanager", request)
+    return ENDPOINTS["ALERTMANAGER_URL"]
+
+
+class WebhookReceiver:
+    """What Alertmanager's webhook receivers post, on the loopback port its config names
+    (STOCKANOMALY_ALERT_WEBHOOK_PORT): each notification's path (/page, /warning) and JSON body."""
+
+    def __init__(self, port: int) -> None:
+        import http.server
+        import threading
+
+        self.posts: list[tuple[str, dict]] = []
+        posts = self.posts
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                posts.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def alerts(self, path: str) -> list[dict]:
+        return [alert for where, body in list(self.posts) if where == path for alert in body.get("alerts", [])]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def alert_webhook(alertmanager_url: str) -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver(int(ENDPOINTS["STOCKANOMALY_ALERT_WEBHOOK_PORT"]))
+    yield receiver
+    receiver.close()
 
 
 class Broker:

@@ -116,7 +116,7 @@ async def produce(bootstrap: str, topic: str, trades: np.ndarray) -> None:
 @pytest.mark.asyncio
 async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_rate_alert(
         kafka_bootstrap, new_topic, suffix, tmp_path, es_url, es_prefix, prometheus_url, prometheus_target,
-        prometheus_rules, burst, noisy_detectors) -> None:
+        prometheus_rules, burst, noisy_detectors, alert_webhook) -> None:
     topics = {name: await new_topic(name, partitions=PARTITIONS) for name in ("trades", "anomalies", "dlq")}
     metrics_port = free_port()
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, STOCKANOMALY_APP_ID=f"it-alerting-{suffix}",
@@ -155,6 +155,13 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
         assert {a["labels"]["detector"] for a in firing} <= noisy_detectors
         assert firing[0]["labels"]["severity"] == "warning"
         assert "of trades" in firing[0]["annotations"]["summary"]
+        # Prometheus hands it to Alertmanager, which routes a warning to the warnings receiver.
+        delivered = eventually(
+            lambda: [a for a in alert_webhook.alerts("/warning") if a["labels"].get("it") == suffix
+                     and a["labels"]["alertname"] == "StockanomalyAnomalyRateHigh" and a["status"] == "firing"],
+            timeout=90, interval=0.5, what="Alertmanager delivering StockanomalyAnomalyRateHigh to the webhook")
+        assert delivered[0]["annotations"]["runbook_url"] == "README.md#alert-stockanomalyanomalyratehigh"
+        assert not [a for a in alert_webhook.alerts("/page") if a["labels"].get("it") == suffix]
 
         # The other series the worker exports made it to Prometheus too.
         def scraped(promql: str) -> float | None:
@@ -187,6 +194,9 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
                      if a["state"] == "firing"],
             timeout=180, interval=1.0, what="StockanomalyElasticsearchWritesFailing firing")
         assert failing[0]["labels"]["severity"] == "page"
+        eventually(lambda: [a for a in alert_webhook.alerts("/page") if a["labels"].get("it") == suffix
+                            and a["labels"]["alertname"] == "StockanomalyElasticsearchWritesFailing"],
+                   timeout=90, interval=0.5, what="Alertmanager delivering the page to the pager webhook")
         assert (scraped(f"sum(stockanomaly_elasticsearch_retries_total{mine})") or 0) > 0
         eventually(lambda: scraped(f"stockanomaly_trades_processed_total{worker_only}") == 2 * len(burst),
                    timeout=60, interval=0.5, what="the worker processing on during the outage")

@@ -294,3 +294,46 @@ def test_alert_rules_pass_their_promtool_unit_tests(prometheus_url):
     tests = sorted(str(p) for p in (REPO / "deploy" / "prometheus" / "tests").glob("*.yml"))
     result = subprocess.run([promtool, "test", "rules", *tests], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- Alertmanager ----------------------------------------------------------------------------
+ALERTMANAGER_CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    found = shutil.which("amtool")
+    assert found, "amtool comes with Debian's prometheus-alertmanager, which services.sh installs"
+    return subprocess.run([found, *args], capture_output=True, text=True)
+
+
+def test_alertmanager_config_passes_amtool_and_routes_pages_and_warnings_apart(alertmanager_url):
+    checked = amtool("check-config", str(ALERTMANAGER_CONFIG))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for labels, receiver in ((["severity=page", "alertname=StockanomalyTradesStopped"], "pager"),
+                             (["severity=warning", "alertname=StockanomalyAnomalyRateHigh"], "warnings"),
+                             (["alertname=SomethingElse"], "warnings")):
+        routed = amtool("config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}", *labels)
+        assert routed.stdout.strip() == receiver, (labels, routed.stdout, routed.stderr)
+
+
+def test_a_page_silences_the_warning_it_explains(alertmanager_url, suffix):
+    def post(alerts: list[dict]) -> None:
+        request = urllib.request.Request(f"{alertmanager_url}/api/v2/alerts", data=json.dumps(alerts).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+
+    def state(alertname: str) -> dict | None:
+        query = urllib.parse.urlencode({"filter": [f'it="{suffix}"', f'alertname="{alertname}"']}, doseq=True)
+        with urllib.request.urlopen(f"{alertmanager_url}/api/v2/alerts?{query}", timeout=5) as response:
+            found = json.load(response)
+        return found[0]["status"] if found else None
+
+    labels = {"it": suffix, "reason": "bad_price"}
+    post([{"labels": dict(labels, alertname="StockanomalyDeadLettersHigh", severity="warning")}])
+    assert eventually(lambda: state("StockanomalyDeadLettersHigh"), timeout=30, what="the warning")["state"] == "active"
+    post([{"labels": dict(labels, alertname="StockanomalyOnlyDeadLetters", severity="page")}])
+    inhibited = eventually(lambda: (s := state("StockanomalyDeadLettersHigh")) and s["inhibitedBy"] and s,
+                           timeout=30, what="the warning inhibited by the page")
+    assert inhibited["state"] == "suppressed"
+    assert state("StockanomalyOnlyDeadLetters")["state"] == "active"
