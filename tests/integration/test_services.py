@@ -329,7 +329,12 @@ def test_a_page_silences_the_warning_it_explains(alertmanager_url, suffix):
             found = json.load(response)
         return found[0]["status"] if found else None
 
-    labels = {"it": suffix, "reason": "bad_price"}
+    # A deployment of its own (`project`, as Prometheus's external label sets it): no other
+    # test's alerts can inhibit these, or be inhibited by them.
+    labels = {"it": suffix, "project": f"it-{suffix}", "reason": "bad_price"}
+    # Another deployment's page first: it does not silence this one's warning.
+    post([{"labels": dict(labels, it=f"{suffix}-other", project=f"it-{suffix}-other",
+                          alertname="StockanomalyOnlyDeadLetters", severity="page")}])
     post([{"labels": dict(labels, alertname="StockanomalyDeadLettersHigh", severity="warning")}])
     assert eventually(lambda: state("StockanomalyDeadLettersHigh"), timeout=30, what="the warning")["state"] == "active"
     post([{"labels": dict(labels, alertname="StockanomalyOnlyDeadLetters", severity="page")}])
