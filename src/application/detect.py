@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,8 +28,12 @@ class DetectTrades:
     """
 
     def __init__(self, engine: DetectionEngine, states: StateStore, pool_states: StateStore, metrics: Metrics,
-                 anomalies: AnomalySink | None = None, dead_letters: DeadLetterSink | None = None) -> None:
+                 anomalies: AnomalySink | None = None, dead_letters: DeadLetterSink | None = None,
+                 reports: Callable[[Anomaly], bool] | None = None) -> None:
+        """`reports`: which anomalies are published, counted and returned (default: all). Every trade
+        is judged whatever it says, so state, models and ids stay those of a full run."""
         self.engine = engine
+        self.reports = reports
         self.states = states
         self.pool_states = pool_states
         self.anomalies = anomalies
@@ -45,6 +50,8 @@ class DetectTrades:
         self._count_refits(fits)
         self.states.save(batch.symbols, result.states)
         self.pool_states.save(batch.pool_keys, result.pool_states)
+        if self.reports is not None:
+            result.anomalies = [a for a in result.anomalies if self.reports(a)]
         dead = list(rejected or []) + result.dead_letters
         if result.anomalies and self.anomalies is not None:
             self.anomalies.publish(result.anomalies)

@@ -65,6 +65,42 @@ def file_source(paths: tuple[str, ...], chunk_size: int) -> Any:
         fail(str(exc))
 
 
+def event_window(since: str | None, until: str | None) -> tuple[int | None, int | None]:
+    """--since / --until as event-time ns (None: open)."""
+    import time
+
+    from application.query import parse_time
+
+    try:
+        now = time.time_ns()
+        window = (None if since is None else parse_time(since, now), None if until is None else parse_time(until, now))
+    except DomainError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if None not in window and window[0] >= window[1]:  # type: ignore[operator]
+        raise click.BadParameter(f"--since {since} is not before --until {until}")
+    return window
+
+
+class Before:
+    """A source read until a whole chunk is at or after `until_ns` (event time): no later trade
+    changes a decision about an earlier one, and a file's prints are in time order up to a little
+    jitter across symbols, which a chunk (thousands of trades) covers."""
+
+    def __init__(self, source: Any, until_ns: int) -> None:
+        self.source = source
+        self.until_ns = until_ns
+
+    def chunks(self) -> Iterator[Any]:
+        for chunk in self.source.chunks():
+            if len(chunk.trades) and int(chunk.trades["ts_event"].min()) >= self.until_ns:
+                return
+            yield chunk
+
+    def check(self, consequence: str) -> None:
+        if isinstance(self.source, ReadToTheEnd):
+            self.source.check(consequence)
+
+
 class ReadToTheEnd:
     """A file source that remembers the files it could not read to the end (their `bad_file` dead
     letters), so a command can say so in one line and exit non-zero instead of reporting success
@@ -108,12 +144,23 @@ def sample_source(chunk_size: int) -> Any:
               help="How many top anomalies to show (0: none).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Serve Prometheus metrics on this port while replaying (address: STOCKANOMALY_METRICS_ADDR).")
+@click.option("--symbols", "only_symbols", multiple=True,
+              help="Report only these symbols' anomalies (comma-separated or repeated, any case).")
+@click.option("--since", help="Report only anomalies from this event time on: ISO 8601 (2025-05-05T13:00:00Z, "
+                              "an offset like -04:00, or a date) or integer ns.")
+@click.option("--until", help="Stop before this event time (same forms as --since).")
 def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str | None, dead_letters: str | None,
-           thresholds: str | None, detectors: str | None, top: int, metrics_port: int | None) -> None:
+           thresholds: str | None, detectors: str | None, top: int, metrics_port: int | None,
+           only_symbols: tuple[str, ...], since: str | None, until: str | None) -> None:
     """Run the detection core in-process over Databento files (DBN or CSV, plain or .zst, globs,
-    directories). With no PATH it runs on a built-in synthetic sample with injected anomalies."""
+    directories). With no PATH it runs on a built-in synthetic sample with injected anomalies.
+
+    --symbols and --since judge every trade all the same (the state, models and ids are a full
+    run's) and report only what they select; --until stops reading there."""
     from entrypoints.container import build_container
 
+    window = event_window(since, until)
+    wanted = {s.strip().upper() for spec in only_symbols for s in spec.split(",") if s.strip()}
     try:
         container = build_container(out=out, dead_letters=dead_letters, thresholds=thresholds, detectors=detectors,
                                     **({"metrics": "prometheus", "metrics_port": metrics_port}
@@ -126,6 +173,12 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
             err.print(f"metrics on http://{server.addr}:{server.port}/metrics", highlight=False)  # port 0: the one picked
         chunk_size = int(container.config.chunk_size())
         source = file_source(paths, chunk_size) if paths else sample_source(chunk_size)
+        if wanted or window != (None, None):
+            container.detect.add_kwargs(reports=lambda a: ((not wanted or a.symbol.upper() in wanted)
+                                                           and (window[0] is None or a.ts_event >= window[0])
+                                                           and (window[1] is None or a.ts_event < window[1])))
+        if window[1] is not None:
+            source = Before(source, window[1])
         use_case = container.replay(top_n=top)
         container.engine().warm_up()  # kernels loaded before the clock starts, as a worker does at start-up
     except DomainError as exc:
@@ -160,7 +213,7 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         from entrypoints.render import render_replay
 
         render_replay(result, out_path=out, report=report, dead_letters=dead_letters)
-    if isinstance(source, ReadToTheEnd):
+    if isinstance(source, (ReadToTheEnd, Before)):
         source.check("the results above cover only what was read before it")
 
 

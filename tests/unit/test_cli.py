@@ -159,6 +159,32 @@ def test_replay_with_metrics_port_zero_says_which_port_it_picked() -> None:
     assert port > 0
 
 
+def test_replay_reports_a_window_of_some_symbols_exactly_as_the_full_run_judged_them(tmp_path: Path) -> None:
+    data = tmp_path / "m.dbn"
+    assert run("generate", str(data), "--symbols", "4", "--trades", "120000", "--seed", "3")[0] == 0
+    assert run("replay", str(data), "--out", str(tmp_path / "all.jsonl"))[0] == 0
+    everything = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
+    times = sorted(a["ts_event"] for a in everything)
+    since, until = times[len(times) // 4], times[3 * len(times) // 4]
+    symbol = everything[0]["symbol"]
+    code, out = run("replay", str(data), "--json", "--out", str(tmp_path / "some.jsonl"), "--symbols",
+                    f"{symbol.lower()},NOSUCH", "--since", str(since), "--until", str(until))
+    assert code == 0, out
+    some = [json.loads(line) for line in (tmp_path / "some.jsonl").read_text().splitlines()]
+    expected = [a["id"] for a in everything if a["symbol"] == symbol and since <= a["ts_event"] < until]
+    assert [a["id"] for a in some] == expected and expected
+    assert json.loads(out)["anomalies"] == len(expected)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--since", "2025-05-06T15:00Z", "--until", "2025-05-06T13:00Z"], "is not before --until"),
+    (["--since", "yesterdayish"], "cannot read time 'yesterdayish'"),
+])
+def test_replay_refuses_a_window_it_cannot_use_in_one_line(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["replay", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
 def test_generate_then_evaluate(tmp_path: Path) -> None:
     data = tmp_path / "m.dbn.zst"
     code, out = run("generate", str(data), "--symbols", "4", "--trades", "120000", "--seed", "3")
