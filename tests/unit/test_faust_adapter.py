@@ -26,6 +26,20 @@ def test_events_are_grouped_by_partition_in_offset_order() -> None:
     assert [(p, [e.message.offset for e in g]) for p, g in groups] == [(0, [5, 6]), (1, [10, 11]), (2, [1])]
 
 
+def test_building_the_worker_app_leaves_it_transactional_once_it_runs_as_a_worker() -> None:
+    """Faust caches `app.in_transaction` the first time anything reads it: read while the app is
+    built (before the worker sets `in_worker`), it stays False and the worker runs without
+    transactions, its outputs, state and offsets committed apart. Nothing may read it that early."""
+    container = build_container()
+    app = create_app(load_settings(store="memory://", app_id="unit-transactional").streaming(),
+                     lambda symbols, pools: container.streaming_detect(
+                         states=container.table_state_store(table=symbols),
+                         pool_states=container.table_pool_state_store(table=pools)))
+    assert "in_transaction" not in vars(app)  # not computed (and cached) yet
+    app.in_worker = True  # what faust.Worker.on_start does
+    assert app.in_transaction
+
+
 @pytest.mark.asyncio
 async def test_a_state_value_the_worker_cannot_read_stops_it_naming_the_format() -> None:
     """The first release kept pickles in the state table: the agent must neither run them nor judge

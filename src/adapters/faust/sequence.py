@@ -8,6 +8,7 @@ from typing import Any
 import faust
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types.enums import ProcessingGuarantee
 
 log = structlog.get_logger()
 
@@ -133,7 +134,11 @@ def in_sequence(app: faust.App, bootstrap: str) -> InSequence:
         await thread.call_thread(thread.seek, tp, offset)
         consumer._read_offset[tp] = offset  # type: ignore[attr-defined]  # what Faust's seek also sets
 
-    reader = LogReader(bootstrap, read_committed=bool(app.in_transaction))
+    # Not `app.in_transaction`: Faust caches that property the first time it is read, and read here,
+    # at start-up before the worker sets `in_worker`, it would stay False: the whole worker would then
+    # run without transactions (outputs, state and offsets committed apart). That happened.
+    exactly_once = app.conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
+    reader = LogReader(bootstrap, read_committed=exactly_once)
     sequence = InSequence(seek, ready=recovered, start_of=committed_offset, next_record=reader.next_record)
 
     @app.on_partitions_revoked.connect
