@@ -9,7 +9,7 @@ from datetime import date as date_cls
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import structlog
@@ -34,7 +34,7 @@ def progress_bar(label: str, total: int | None, enabled: bool) -> Iterator[Progr
         yield bar
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
@@ -95,10 +95,6 @@ class Before:
             if len(chunk.trades) and int(chunk.trades["ts_event"].min()) >= self.until_ns:
                 return
             yield chunk
-
-    def check(self, consequence: str) -> None:
-        if isinstance(self.source, ReadToTheEnd):
-            self.source.check(consequence)
 
 
 class ReadToTheEnd:
@@ -173,6 +169,7 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
             err.print(f"metrics on http://{server.addr}:{server.port}/metrics", highlight=False)  # port 0: the one picked
         chunk_size = int(container.config.chunk_size())
         source = file_source(paths, chunk_size) if paths else sample_source(chunk_size)
+        files = source if isinstance(source, ReadToTheEnd) else None
         if wanted or window != (None, None):
             container.detect.add_kwargs(reports=lambda a: ((not wanted or a.symbol.upper() in wanted)
                                                            and (window[0] is None or a.ts_event >= window[0])
@@ -213,8 +210,8 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         from entrypoints.render import render_replay
 
         render_replay(result, out_path=out, report=report, dead_letters=dead_letters)
-    if isinstance(source, (ReadToTheEnd, Before)):
-        source.check("the results above cover only what was read before it")
+    if files is not None:
+        files.check("the results above cover only what was read before it")
 
 
 @main.command()

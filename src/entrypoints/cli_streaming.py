@@ -21,7 +21,6 @@ def settings_or_fail(**flags: object) -> Settings:
         return load_settings(**flags)
     except DomainError as exc:
         fail(str(exc))
-        raise  # unreachable: fail raises
 
 
 @main.command()

@@ -108,7 +108,8 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
         elif q > head[s]:
             # Buckets head+1 .. q take over the slots of the buckets that leave the window, oldest
             # first; only slots in use are visited, so a gap costs the same however long it is.
-            first, end = (head[s] + 1) % n_buckets, (head[s] + 1) % n_buckets + q - head[s]
+            first = (head[s] + 1) % n_buckets
+            end = first + q - head[s]
             if end <= n_buckets:
                 late, early = _bits(first, end), np.uint64(0)
             else:
