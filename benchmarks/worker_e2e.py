@@ -90,6 +90,7 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 
 from adapters.kafka.codec import encode_batch, encode_multi
 from adapters.kafka.keys import partition_of
@@ -318,7 +319,10 @@ class Run:
         """The worker group's committed offset (0 when none) and the end offset of every trades partition."""
         tps = self.trades_partitions
         end = await self.offsets.end_offsets(tps)  # type: ignore[union-attr]
-        got = await self.admin.list_consumer_group_offsets(self.group, partitions=tps)  # type: ignore[union-attr]
+        try:
+            got = await self.admin.list_consumer_group_offsets(self.group, partitions=tps)  # type: ignore[union-attr]
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            got = {}  # a fresh broker still creating __consumer_offsets: nothing committed yet (the caller polls)
         committed = {tp.partition: max(0, got[tp].offset) if tp in got else 0 for tp in tps}
         return committed, {tp.partition: end[tp] for tp in tps}
 
