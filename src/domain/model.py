@@ -124,22 +124,29 @@ class Anomaly:
     @classmethod
     def of_trade(cls, detector: str, row: np.void, score: float, reason: str,
                  details: dict[str, float] | None = None) -> Anomaly:
-        symbol = str(row["symbol"])
-        ts = int(row["ts_event"])
-        pub, inst, seq = int(row["publisher_id"]), int(row["instrument_id"]), int(row["sequence"])
+        return cls.of_print(detector, str(row["symbol"]), int(row["ts_event"]), float(row["price"]),
+                            int(row["size"]), int(row["publisher_id"]), int(row["instrument_id"]),
+                            int(row["sequence"]), score, reason, details)
+
+    @classmethod
+    def of_print(cls, detector: str, symbol: str, ts: int, price: float, size: int, publisher_id: int,
+                 instrument_id: int, sequence: int, score: float, reason: str,
+                 details: dict[str, float] | None = None) -> Anomaly:
+        """The anomaly of one print, given by its fields (a detector that reports after the fact keeps
+        them in its state)."""
         return cls(
-            id=anomaly_id(detector, symbol, pub, inst, ts, seq),
+            id=anomaly_id(detector, symbol, publisher_id, instrument_id, ts, sequence),
             detector=detector,
             symbol=symbol,
             ts_event=ts,
-            price=float(row["price"]),
-            size=int(row["size"]),
+            price=price,
+            size=size,
             score=round(float(score), 4),
             severity=severity_for(score),
             reason=reason,
-            publisher_id=pub,
-            instrument_id=inst,
-            sequence=seq,
+            publisher_id=publisher_id,
+            instrument_id=instrument_id,
+            sequence=sequence,
             details={k: float(v) for k, v in (details or {}).items()},
         )
 

@@ -92,6 +92,17 @@ class SessionCalendar:
             self._offsets[utc_day] = off
         return off
 
+    def day_table(self, ts: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        """What a compiled kernel needs to place a time in its day's part: (first UTC day of `ts`,
+        per UTC day from it to the last: the UTC offset and the local time of day the regular session
+        closes, both ns). `norm_period` reads it."""
+        first, last = (int(ts.min()) // NS_PER_DAY, int(ts.max()) // NS_PER_DAY) if len(ts) else (0, 0)
+        days = range(first, last + 1)
+        offsets = np.array([self._offset_ns(d) for d in days], np.int64)
+        closes = np.array([EARLY_CLOSE_S * NS_PER_S if _utc_date(d) in EARLY_CLOSES else int(self.crosses_ns[1])
+                           for d in days], np.int64)
+        return first, offsets, closes
+
     def auction_mask(self, ts: np.ndarray, side: np.ndarray) -> np.ndarray:
         """True for prints with side N within `window_s` after a scheduled cross."""
         out = side == b"N"
@@ -109,3 +120,7 @@ class SessionCalendar:
             near |= (local >= cross) & (local < cross + self.window_ns)
         out[rows] = near
         return out
+
+
+def _utc_date(utc_day: int) -> date:
+    return date.fromordinal(date(1970, 1, 1).toordinal() + utc_day)

@@ -199,6 +199,70 @@ def test_rate_window_holds_exactly_the_trades_of_its_window(chunk: int) -> None:
         assert all(int(state["filled"]) >> int(j) & 1 for j in used)  # every slot in use is marked
 
 
+def test_a_burst_is_scored_by_its_peak_and_anchored_where_it_crossed() -> None:
+    """Two bursts over the same threshold: the bigger one scores higher (the score is the episode's
+    peak over the threshold, not the first crossing's ~1.0), each reported once, at the print that
+    crossed it."""
+    flow = calm_flow(20_000)
+    small, big = burst_of(flow, 12_000, 150, S // 2), burst_of(flow, 16_000, 600, S // 2)
+    _, found = run_detector(TradeBurstDetector(), insert(flow, np.concatenate((small, big))))
+    assert len(found) == 2
+    first, second = found
+    for a, burst in ((first, small), (second, big)):
+        assert burst["ts_event"][0] <= a.ts_event <= burst["ts_event"][-1]
+        assert a.details["window_total"] >= len(burst)
+        assert a.score == pytest.approx(a.details["window_total"] / a.details["threshold"], abs=1e-4)
+        assert "at the peak" in a.reason
+    assert 1.0 < first.score < 2.5 < 5.0 < second.score
+    assert (first.severity, second.severity) == ("low", "high")
+
+
+def test_an_episode_that_goes_on_is_reported_one_window_after_it_crossed() -> None:
+    flow = calm_flow(20_000)
+    storm = burst_of(flow, 15_000, 2_000, 10 * S)  # 200 trades/s for 10 s: never falls back within it
+    _, found = run_detector(TradeBurstDetector(), insert(flow, storm))
+    assert len(found) == 1
+    assert found[0].details["report_delay_seconds"] == pytest.approx(1.0, abs=0.01)
+
+
+def two_days_with_an_opening_rush(rush: int) -> np.ndarray:
+    """One symbol, two days: a quiet pre-market from 08:00 ET (0.3 trades/s), then a regular session
+    at 8 trades/s opening with `rush` trades in its first half second (T0 is 10:00 ET)."""
+    hour, day = 3_600 * S, 86_400 * S
+    days = []
+    for d in range(2):
+        open_ns = T0 - hour // 2 + d * day
+        pre = calm_flow(2_000, start=open_ns - 90 * 60 * S, rate=0.3, seed=20 + d)
+        pre = pre[pre["ts_event"] < open_ns]
+        regular = calm_flow(8 * 5_400, start=open_ns, rate=8.0, seed=30 + d)
+        rush_trades = np.repeat(regular[:1], rush)
+        rush_trades["ts_event"] = open_ns + np.linspace(1, S // 2, rush).astype(np.int64)
+        days += [pre, rush_trades, regular]
+    merged = np.concatenate(days)
+    merged = merged[np.argsort(merged["ts_event"], kind="stable")]
+    merged["sequence"] = np.arange(1, len(merged) + 1)
+    return merged
+
+
+def test_the_open_is_judged_against_the_regular_session_not_the_pre_market() -> None:
+    """150 trades in the open's first half second would be 25x a pre-market norm of 0.3/s (and over the
+    100-trade floor); against the regular session's own norm (8/s, carried from the day before, and
+    warming up on the first day) it is an ordinary open."""
+    det = TradeBurstDetector()
+    flow = two_days_with_an_opening_rush(150)
+    _, found = run_detector(det, flow, chunk=4_096)
+    assert found == []
+    assert 150 >= max(det.multiple * 0.3, det.minimum)  # the pre-market's norm would have fired
+
+
+def test_a_burst_in_the_regular_session_is_still_caught_on_the_second_day() -> None:
+    flow = two_days_with_an_opening_rush(150)
+    at = int(np.searchsorted(flow["ts_event"], flow["ts_event"][-1] - 30 * 60 * S))  # 10:30 ET, day 2
+    _, found = run_detector(TradeBurstDetector(), insert(flow, burst_of(flow, at, 600, S // 2)), chunk=4_096)
+    assert len(found) == 1
+    assert "regular-session norm" in found[0].reason
+
+
 def test_volume_surge_fires_on_a_minute_of_heavy_volume() -> None:
     flow = calm_flow(20_000)
     t = flow["ts_event"]

@@ -5,29 +5,57 @@ from __future__ import annotations
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros  # LLVM's cttz, as numba's own bit operations use
 
-from domain.compiled import inline, kernel, new_hits
+from domain.compiled import inline, kernel
 from domain.detectors.base import InPlace, qty, record
 from domain.detectors.histogram import decay_table
 from domain.market import MarketBatch
 from domain.model import Anomaly
+from domain.sessions import SessionCalendar
 
 
-def rate_state(n_buckets: int) -> np.dtype:
-    return np.dtype([
+# The parts of a trading day a rate is judged in, each with a norm of its own: the open and the close
+# are changes of regime (pre-market activity is no norm for the regular session), not bursts.
+BEFORE_OPEN, REGULAR_HOURS, AFTER_CLOSE = 0, 1, 2
+PERIOD_NAMES = ("pre-market", "regular-session", "after-hours")
+NS_PER_DAY = 86_400_000_000_000
+
+
+def rate_state(n_buckets: int, sized: bool) -> np.dtype:
+    fields = [
         ("ring", "f4", (n_buckets,)),  # per-bucket totals of the sliding window, indexed by bucket % n
         ("head", "i8"),                # newest bucket id in the ring (-1: empty)
         ("window", "f8"),              # the ring's sum, kept as buckets come and go
         ("filled", "u8"),              # bit j set: ring slot j may be non-zero (the others are 0)
-        ("norm_sum", "f8"),            # decayed sum of per-bar totals
-        ("norm_n", "f8"),              # decayed number of bars
+        ("norm", "f4", (3, 2)),        # per part of the day: decayed sum of per-bar totals, decayed bar count
+        ("seen", "u1", (3,)),          # bars seen per part of the day (saturates at 255)
         ("bar_total", "f8"),           # total of the bar in progress
-        ("bar", "i8"),
-        ("bars_seen", "i4"),
-        ("quiet_until", "i8"),         # no second alert for the same episode before this event time
-        ("in_episode", "u1"),          # fired, and the window has not fallen back under half the threshold
-        ("log_size", "f8", (3,)),      # decayed count, sum and sum of squares of log(size): the cap's basis
-        ("cap", "f8"),                 # largest contribution of one print, in force for the current bar
-    ])
+        ("bar", "i4"),                 # bar in progress (minutes since the epoch; -1: none yet)
+        ("period", "u1"),              # the part of the day of that bar
+        ("episode", "u1"),             # 0 none; 1 crossed, peak still being measured; 2 reported, not over
+        # The print at which the episode crossed the threshold: the anomaly is anchored there.
+        ("at_ts", "i8"), ("at_sequence", "u8"), ("at_price", "f8"), ("at_size", "i8"),
+        ("at_publisher", "u2"), ("at_instrument", "u4"),
+        ("peak", "f8"),                # the episode's largest window total so far
+        ("at_threshold", "f4"),        # threshold and norm (per window) when it crossed
+        ("at_expected", "f4"),
+    ]
+    if sized:
+        fields += [
+            ("log_size", "f8", (3,)),  # decayed count, sum and sum of squares of log(size): the cap's basis
+            ("cap", "f8"),             # largest contribution of one print, in force for the current bar
+        ]
+    return np.dtype(fields)
+
+
+@inline
+def _period(t: int, day0: int, offsets: np.ndarray, closes: np.ndarray, open_ns: int) -> int:
+    """The part of the day (BEFORE_OPEN, REGULAR_HOURS, AFTER_CLOSE) of UTC time `t` (see
+    SessionCalendar.day_table: a day before the table's first counts as its first)."""
+    d = min(max(t // NS_PER_DAY - day0, 0), len(offsets) - 1)
+    local = (t + offsets[d]) % NS_PER_DAY
+    if local < open_ns:
+        return 0
+    return 1 if local < closes[d] else 2
 
 
 @inline
@@ -48,21 +76,30 @@ def _drop(ring: np.ndarray, slots: np.uint64, window: np.ndarray, s: int, subtra
 
 
 @kernel
-def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, ring: np.ndarray,
-          head: np.ndarray, window: np.ndarray, filled: np.ndarray, norm_sum: np.ndarray, norm_n: np.ndarray,
-          bar_total: np.ndarray, bar: np.ndarray, bars_seen: np.ndarray, quiet_until: np.ndarray, in_episode: np.ndarray, log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
+def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, price: np.ndarray,
+          publisher: np.ndarray, instrument: np.ndarray, sequence: np.ndarray,
+          ring: np.ndarray, head: np.ndarray, window: np.ndarray, filled: np.ndarray, norm: np.ndarray,
+          seen: np.ndarray, bar_total: np.ndarray, bar: np.ndarray, period: np.ndarray, episode: np.ndarray,
+          at_ts: np.ndarray, at_sequence: np.ndarray, at_price: np.ndarray, at_size: np.ndarray,
+          at_publisher: np.ndarray, at_instrument: np.ndarray, peak: np.ndarray, at_threshold: np.ndarray,
+          at_expected: np.ndarray, log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
+          day0: int, offsets: np.ndarray, closes: np.ndarray, open_ns: int,
           cap_z: float, cap_multiple: float, size_decay: np.ndarray, floor_caps: float, norm_clip: float, rearm: float,
           bar_ns: int, bucket_ns: int, window_bars: float, decay: np.ndarray, max_gap_bars: int,
-          warmup_bars: int, multiple: float, minimum: float, cooldown_ns: int,
-          hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
+          warmup_bars: int, multiple: float, minimum: float, cooldown_ns: int, settle_ns: int,
+          hit: np.ndarray, where: np.ndarray, what: np.ndarray) -> int:
+    """Returns the number of episodes reported; for each, `hit` = the trade that closed its
+    measurement, `where` its anchor print (ts, sequence, size, publisher, instrument) and `what`
+    (peak, norm per window, threshold, cap, price, seconds from crossing to report)."""
     n_buckets = ring.shape[1]
+    keep = decay[1]
     k = 0
     for i in range(len(ts)):
         s = slot[i]
         b = ts[i] // bar_ns
         if b != bar[s]:
             # The cap follows the size distribution, which moves slowly: re-read every 8th bar.
-            if not count_trades and log_size[s, 0] > 0 and (bars_seen[s] % 8 == 0 or cap[s] != cap[s]):
+            if not count_trades and log_size[s, 0] > 0 and (seen[s, period[s]] % 8 == 0 or cap[s] != cap[s]):
                 n, mean = log_size[s, 0], log_size[s, 1] / log_size[s, 0]
                 sd = np.sqrt(max(log_size[s, 2] / n - mean * mean, 0.0))
                 cap[s] = cap_multiple * np.exp(mean + cap_z * sd)
@@ -70,22 +107,29 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
                 kept = size_decay[min(b - bar[s], max_gap_bars)]
                 for m in range(3):
                     log_size[s, m] *= kept
+            now = _period(ts[i], day0, offsets, closes, open_ns)
             if bar[s] >= 0:
-                # An episode's own bars must not raise the norm that judges the rest of it: once warm,
-                # a bar adds at most `norm_clip` x the current norm.
+                # The bar just ended goes into the norm of its part of the day. An episode's own bars
+                # must not raise the norm that judges the rest of it: once warm, a bar adds at most
+                # `norm_clip` x the current norm.
+                p = period[s]
                 added = bar_total[s]
-                if bars_seen[s] >= warmup_bars and norm_n[s] > 0:
-                    added = min(added, norm_clip * norm_sum[s] / norm_n[s])
-                keep = decay[1]
-                norm_sum[s] = norm_sum[s] * keep + added
-                norm_n[s] = norm_n[s] * keep + 1.0
-                gap = min(b - bar[s] - 1, max_gap_bars)  # empty bars count as zero
-                if gap > 0:
+                if seen[s, p] >= warmup_bars and norm[s, p, 1] > 0:
+                    added = min(added, norm_clip * norm[s, p, 0] / norm[s, p, 1])
+                norm[s, p, 0] = norm[s, p, 0] * keep + added
+                norm[s, p, 1] = norm[s, p, 1] * keep + 1.0
+                if seen[s, p] < 255:
+                    seen[s, p] += 1
+                # Empty bars count as zero within a part of the day; a part left and come back to
+                # (the next day's regular session) resumes its norm as it was.
+                same_part = now == p and (b - bar[s]) * bar_ns < NS_PER_DAY // 2
+                gap = min(b - bar[s] - 1, max_gap_bars)
+                if same_part and gap > 0:
                     kg = decay[gap]
-                    norm_sum[s] *= kg
-                    norm_n[s] = norm_n[s] * kg + (1.0 - kg) / (1.0 - keep)
-                bars_seen[s] += 1
+                    norm[s, p, 0] *= kg
+                    norm[s, p, 1] = norm[s, p, 1] * kg + (1.0 - kg) / (1.0 - keep)
             bar[s] = b
+            period[s] = now
             bar_total[s] = 0.0
         if count_trades:
             w = 1.0
@@ -122,31 +166,48 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
         filled[s] |= np.uint64(1) << np.uint64(slot_q)
         window[s] += w
         total = window[s]
+        if episode[s] == 1:
+            # Crossed: measured up to its peak, reported once it falls back (under `rearm` x the
+            # threshold it crossed) or `settle_ns` after crossing, whichever comes first.
+            peak[s] = max(peak[s], total)
+            if total < rearm * at_threshold[s] or ts[i] >= at_ts[s] + settle_ns:
+                hit[k] = i
+                where[k, 0], where[k, 1], where[k, 2] = at_ts[s], np.int64(at_sequence[s]), at_size[s]
+                where[k, 3], where[k, 4] = at_publisher[s], at_instrument[s]
+                what[k, 0], what[k, 1], what[k, 2] = peak[s], at_expected[s], at_threshold[s]
+                what[k, 3], what[k, 4], what[k, 5] = cap[s], at_price[s], (ts[i] - at_ts[s]) / 1e9
+                k += 1
+                episode[s] = 2
+        if episode[s] == 2 and total < rearm * at_threshold[s]:
+            episode[s] = 0  # over: the next crossing is a new episode
         # The threshold, max(multiple x norm, floor), is at least the floor: below it nothing can
         # fire, and a quiet symbol's window almost always is, so the norm is only read above it.
+        p = period[s]
         floor = minimum if count_trades else floor_caps * cap[s]
-        if (total >= floor or in_episode[s]) and bars_seen[s] >= warmup_bars and norm_n[s] > 0:
-            expected = norm_sum[s] / norm_n[s] * window_bars
+        if (episode[s] == 0 and total >= floor and not auction[i] and seen[s, p] >= warmup_bars
+                and norm[s, p, 1] > 0 and (at_ts[s] < 0 or ts[i] >= at_ts[s] + cooldown_ns)):
+            expected = norm[s, p, 0] / norm[s, p, 1] * window_bars
             thr = max(multiple * expected, floor)
-            if in_episode[s] and not total >= rearm * thr:
-                in_episode[s] = 0
-            if not auction[i] and total >= thr and ts[i] >= quiet_until[s] and not in_episode[s]:
-                in_episode[s] = 1
-                hit[k], score[k] = i, total / thr
-                detail[k, 0], detail[k, 1], detail[k, 2], detail[k, 3] = total, expected, thr, cap[s]
-                k += 1
-                quiet_until[s] = ts[i] + cooldown_ns
+            if total >= thr:
+                episode[s] = 1
+                at_ts[s], at_sequence[s], at_price[s], at_size[s] = ts[i], sequence[i], price[i], np.int64(size[i])
+                at_publisher[s], at_instrument[s] = publisher[i], instrument[i]
+                peak[s], at_threshold[s], at_expected[s] = total, thr, expected
         bar_total[s] += w
     return k
 
 
 class WindowRateDetector(InPlace):
-    """Flags the trade at which a sliding-window total first exceeds `multiple` x its norm.
+    """Flags an episode in which a sliding-window total exceeds `multiple` x its norm, scored by its peak.
 
-    The norm is the decayed mean per-bar total (empty bars count as zero, so quiet hours lower
-    it), scaled to the window length; a bar adds at most `norm_clip` x the norm, so an episode
-    does not talk the norm into accepting it. One alert per episode: after firing, the detector
-    stays quiet until the window falls under `rearm` x the threshold, and for `cooldown_ns` at least.
+    The norm is the decayed mean per-bar total of the same part of the day (pre-market, regular
+    session, after-hours: each has its own, so the open is judged against regular-session activity,
+    not against the pre-market's), empty bars counting as zero, scaled to the window length; a bar
+    adds at most `norm_clip` x the norm, so an episode does not talk the norm into accepting it. Each
+    part of the day warms up on its own bars. An episode is anchored at the print where the window
+    crossed the threshold and reported with its peak once it falls back under `rearm` x that
+    threshold, or `settle_ns` after crossing if it lasts longer (a report waits for a later print of
+    the symbol). One report per episode, and none within `cooldown_ns` of the last crossing.
     """
 
     name = "window_rate"
@@ -157,9 +218,9 @@ class WindowRateDetector(InPlace):
     def __init__(self, window_ns: int, bucket_ns: int, multiple: float, minimum: float,
                  warmup_bars: int = 15, half_life_bars: float = 10.0, max_gap_bars: int = 60,
                  cooldown_ns: int = 60_000_000_000, cap_z: float = 2.576, cap_multiple: float = 2.0,
-                 floor_caps: float = 3.0,
-                 norm_clip: float = 3.0, rearm: float = 0.5,
-                 size_half_life_bars: float = 390.0, bar_ns: int = 60_000_000_000) -> None:
+                 floor_caps: float = 3.0, norm_clip: float = 3.0, rearm: float = 0.5,
+                 settle_ns: int | None = None, size_half_life_bars: float = 390.0,
+                 bar_ns: int = 60_000_000_000, calendar: SessionCalendar | None = None) -> None:
         self.window_ns = window_ns
         self.bucket_ns = bucket_ns
         self.multiple = multiple
@@ -173,37 +234,61 @@ class WindowRateDetector(InPlace):
         self.floor_caps = floor_caps
         self.norm_clip = norm_clip
         self.rearm = rearm
+        self.settle_ns = window_ns if settle_ns is None else settle_ns
         self.size_half_life_bars = size_half_life_bars
         self.bar_ns = bar_ns
+        self.calendar = calendar or SessionCalendar()
         if not 0 < window_ns // bucket_ns <= 63:
             raise ValueError("a window holds 1 to 63 buckets (one bit each)")
-        self.state_dtype = rate_state(window_ns // bucket_ns)
+        if not 0 < warmup_bars <= 255:
+            raise ValueError("warmup_bars is 1 to 255 (bars seen are counted in a byte)")
+        self.state_dtype = rate_state(window_ns // bucket_ns, sized=not self.count_trades)
         self._decay = decay_table(half_life_bars, max_gap_bars)
         self._size_decay = decay_table(size_half_life_bars, max_gap_bars)
 
     def initial_state(self) -> np.ndarray:
-        return record(self.state_dtype, head=-1, bar=-1, quiet_until=-1, cap=np.nan)
+        values = {"head": -1, "bar": -1, "at_ts": -1}
+        return record(self.state_dtype, **values, **({} if self.count_trades else {"cap": np.nan}))
 
     def update(self, batch: MarketBatch, st: np.ndarray) -> list[Anomaly]:
-        hit, score, detail = new_hits(len(batch))
-        k = _scan(batch.slot, batch.ts, batch.size, batch.auction, st["ring"], st["head"], st["window"],
-                  st["filled"], st["norm_sum"], st["norm_n"], st["bar_total"], st["bar"], st["bars_seen"],
-                  st["quiet_until"], st["in_episode"], st["log_size"], st["cap"],
-                  self.count_trades, self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
+        n = len(batch)
+        hit, where, what = np.empty(n, np.int64), np.empty((n, 5), np.int64), np.empty((n, 6), np.float64)
+        if self.count_trades:  # no size cap to keep: scratch columns the kernel may write and nobody reads
+            log_size, cap = np.zeros((len(st), 3)), np.full(len(st), np.nan)
+        else:
+            log_size, cap = st["log_size"], st["cap"]
+        day0, offsets, closes = self.calendar.day_table(batch.ts)
+        k = _scan(batch.slot, batch.ts, batch.size, batch.auction, batch.price, batch.publisher, batch.instrument,
+                  batch.sequence, st["ring"], st["head"], st["window"], st["filled"], st["norm"], st["seen"],
+                  st["bar_total"], st["bar"], st["period"], st["episode"], st["at_ts"], st["at_sequence"],
+                  st["at_price"], st["at_size"], st["at_publisher"], st["at_instrument"], st["peak"],
+                  st["at_threshold"], st["at_expected"], log_size, cap, self.count_trades,
+                  day0, offsets, closes, int(self.calendar.crosses_ns[0]),
+                  self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
                   self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns, self._decay,
-                  self.max_gap_bars, self.warmup_bars, self.multiple, self.minimum, self.cooldown_ns,
-                  hit, score, detail)
-        return [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
+                  self.max_gap_bars, self.warmup_bars, self.multiple, self.minimum, self.cooldown_ns, self.settle_ns,
+                  hit, where, what)
+        return [self._anomaly(batch, int(hit[j]), where[j], what[j]) for j in range(k)]
 
-    def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray) -> Anomaly:
-        total, expected, threshold, cap = (float(x) for x in detail)
+    def _anomaly(self, batch: MarketBatch, i: int, where: np.ndarray, what: np.ndarray) -> Anomaly:
+        ts, sequence, size, publisher, instrument = (int(x) for x in where)
+        peak, expected, threshold, cap, price, lasted = (float(x) for x in what)
+        symbol = batch.symbols[batch.slot[i]]
         secs = self.window_ns / 1e9
+        part = PERIOD_NAMES[self.period_of(ts)]
         capped = "" if self.count_trades else f" (each print counted up to {qty(cap)})"
-        reason = (f"{qty(total)} {self.unit} in {secs:g}s{capped} is {total / max(expected, 1e-9):.1f}x "
-                  f"{batch.symbols[batch.slot[i]]}'s norm of {expected:,.1f} per {secs:g}s "
-                  f"(alert at {qty(threshold)})")
-        return batch.anomaly(self.name, i, score, reason,
-                             {"window_total": total, "expected": expected, "threshold": threshold})
+        reason = (f"{qty(peak)} {self.unit} in {secs:g}s at the peak{capped}, {peak / max(expected, 1e-9):.1f}x "
+                  f"{symbol}'s {part} norm of {expected:,.1f} per {secs:g}s (alert at {qty(threshold)}; "
+                  f"peak measured over {lasted:.1f}s from the crossing)")
+        return Anomaly.of_print(self.name, symbol, ts, price, size, publisher, instrument, sequence,
+                                peak / threshold, reason,
+                                {"window_total": peak, "expected": expected, "threshold": threshold,
+                                 "report_delay_seconds": lasted})
+
+    def period_of(self, ts: int) -> int:
+        """BEFORE_OPEN, REGULAR_HOURS or AFTER_CLOSE: the part of the day whose norm judges `ts`."""
+        day0, offsets, closes = self.calendar.day_table(np.array([ts], np.int64))
+        return int(_period(ts, day0, offsets, closes, int(self.calendar.crosses_ns[0])))
 
 
 class TradeBurstDetector(WindowRateDetector):
