@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from application.detect import DetectTrades
+from domain.incidents import Incident, IncidentGrouper
 from domain.model import Anomaly
 from domain.sessions import SESSIONS
 from domain.ports import SourceChunk, TradeSource
@@ -28,6 +29,8 @@ class ReplaySummary:
     dead_letters: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     top: list[tuple[float, str, Anomaly]] = field(default_factory=list)  # min-heap by score
+    incidents: int = 0
+    top_incidents: list[tuple[float, str, Incident]] = field(default_factory=list)  # min-heap by score
 
     @property
     def trades_per_second(self) -> float:
@@ -35,6 +38,9 @@ class ReplaySummary:
 
     def top_anomalies(self) -> list[Anomaly]:
         return [a for _, _, a in sorted(self.top, key=lambda t: (-t[0], t[1]))]
+
+    def ranked_incidents(self) -> list[Incident]:
+        return [i for _, _, i in sorted(self.top_incidents, key=lambda t: (-t[0], t[1]))]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +54,8 @@ class ReplaySummary:
             "seconds": round(self.seconds, 4),
             "trades_per_second": round(self.trades_per_second, 1),
             "top": [a.to_dict() for a in self.top_anomalies()],
+            "incidents": self.incidents,
+            "top_incidents": [i.to_dict() for i in self.ranked_incidents()],
         }
 
 
@@ -61,8 +69,9 @@ class Replay:
     """
 
     def __init__(self, detect: DetectTrades, top_n: int = 10, per_symbol: int = 64,
-                 max_batch: int = 262_144) -> None:
+                 max_batch: int = 262_144, incident_gap_ns: int = 120_000_000_000) -> None:
         self.detect = detect
+        self.incident_gap_ns = incident_gap_ns
         self.top_n = top_n
         self.per_symbol = per_symbol
         self.max_batch = max_batch
@@ -70,9 +79,13 @@ class Replay:
     def __call__(self, source: TradeSource,
                  on_chunk: Callable[[np.ndarray, list[Anomaly]], None] | None = None) -> ReplaySummary:
         summary = ReplaySummary()
+        incidents = IncidentGrouper(self.incident_gap_ns, self.detect.engine.report_lateness_ns)
         started = time.perf_counter()
         for chunk in self._batches(source):
             outcome = self.detect(chunk.trades, chunk.dead_letters)
+            incidents.add(outcome.anomalies)
+            if len(chunk.trades):
+                self._count_incidents(summary, incidents.advance(int(chunk.trades["ts_event"].max())))
             summary.trades += len(chunk.trades) + len(chunk.dead_letters)
             summary.accepted += outcome.accepted
             summary.anomalies += len(outcome.anomalies)
@@ -81,15 +94,17 @@ class Replay:
                 summary.by_detector[a.detector] += 1
                 summary.by_symbol[a.symbol] += 1
                 summary.by_session[a.session] += 1
-                item = (a.score, a.id, a)
-                if len(summary.top) < self.top_n:
-                    heapq.heappush(summary.top, item)
-                elif summary.top and item[:2] > summary.top[0][:2]:
-                    heapq.heapreplace(summary.top, item)
+                _keep_top(summary.top, (a.score, a.id, a), self.top_n)
             if on_chunk is not None:
                 on_chunk(chunk.trades, outcome.anomalies)
+        self._count_incidents(summary, incidents.flush())
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def _count_incidents(self, summary: ReplaySummary, closed: list[Incident]) -> None:
+        summary.incidents += len(closed)
+        for incident in closed:
+            _keep_top(summary.top_incidents, (incident.score, incident.id, incident), self.top_n)
 
     def _batches(self, source: TradeSource) -> Iterator[SourceChunk]:
         pending: list[SourceChunk] = []
@@ -103,6 +118,14 @@ class Replay:
                 pending, size = [], 0
         if pending:
             yield _joined(pending)
+
+
+def _keep_top(heap: list[Any], item: tuple[float, str, Any], n: int) -> None:
+    """Keep the `n` items with the highest (score, id) in a min-heap."""
+    if len(heap) < n:
+        heapq.heappush(heap, item)
+    elif heap and item[:2] > heap[0][:2]:
+        heapq.heapreplace(heap, item)
 
 
 def _joined(chunks: list[SourceChunk]) -> SourceChunk:

@@ -77,6 +77,12 @@ class DetectionEngine:
         self.pool_schema = StateSchema.of("pool", [(d.name, d.initial_pool_state()) for d in self.detectors
                                                    if isinstance(d, PooledDetector)])
 
+    @property
+    def report_lateness_ns(self) -> int:
+        """How long after the print it is anchored at an anomaly can be reported, at most (a rate
+        episode is reported once its peak is known): what incident grouping waits for."""
+        return max((int(getattr(d, "settle_ns", 0)) for d in self.enabled), default=0)
+
     def prepare(self, trades: np.ndarray) -> PreparedBatch:
         bad, reasons = invalid_rows(trades)
         dead = [dead_letter_for(trades[i], reason, row=i) for i, reason in zip(bad.tolist(), reasons)]

@@ -33,7 +33,7 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
     out.print(f"[bold]Replayed[/] {', '.join(result['source'])}")
     out.print(f"{result['trades']:,} trades in {result['seconds']:.2f}s "
               f"([bold]{result['trades_per_second']:,.0f} trades/s[/]); "
-              f"[bold]{result['anomalies']:,} anomalies[/]")
+              f"[bold]{result['anomalies']:,} anomalies[/] in [bold]{result.get('incidents', 0):,} incidents[/]")
     if result["dead_letters"]:
         rejected = ", ".join(f"{k} {v:,}" for k, v in result["dead_letters"].items())
         out.print(f"[yellow]rejected[/]: {rejected}")
@@ -55,6 +55,16 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
     for a in result["top"]:
         top.add_row(exchange_time(a), a["symbol"], a["detector"], f"{a['score']:.2f}", a["reason"])
     out.print(top)
+    if result.get("top_incidents"):
+        incidents = Table(title="Top incidents (a symbol's anomalies each within 2 minutes of the next)",
+                          title_justify="left")
+        for col in ("start (New York), session", "symbol", "anomalies", "detectors", "score", "headline"):
+            incidents.add_column(col, overflow="fold")
+        for i in result["top_incidents"]:
+            incidents.add_row(exchange_time({"ts_event": i["start_ns"], "ts_local": i["ts_local"],
+                                             "session": i["session"]}),
+                              i["symbol"], str(i["size"]), ", ".join(i["detectors"]), f"{i['score']:.2f}", i["headline"])
+        out.print(incidents)
     if result.get("by_session"):
         out.print("by session: " + ", ".join(f"{SESSION_LABELS.get(k, k)} {v:,}" for k, v in result["by_session"].items()))
     for label, path in (("anomalies", out_path), ("report", report), ("dead letters", dead_letters)):

@@ -35,6 +35,24 @@ def test_replay_finds_the_blocks_and_keeps_state_per_symbol() -> None:
     assert len(store) == 2 and "AAA" in store and "BBB" in store
 
 
+def test_replay_groups_anomalies_into_the_same_incidents_however_the_source_is_cut() -> None:
+    from adapters.synthetic import generate_market
+    from application.replay import Replay
+
+    trades = generate_market(symbols=6, trades=300_000, seed=4).trades
+    seen = []
+    for chunk, per_symbol in ((65_536, 64), (1_000, 1), (7_777, 16)):
+        container = build_container()
+        replay = Replay(container.detect(), top_n=10_000, per_symbol=per_symbol)
+        summary = replay(InMemoryTradeSource(trades, chunk_size=chunk))
+        incidents = summary.ranked_incidents()
+        assert summary.incidents == len(incidents) and 0 < len(incidents) < summary.anomalies
+        assert sum(i.size for i in incidents) == summary.anomalies  # every anomaly in exactly one
+        assert summary.to_dict()["incidents"] == len(incidents)
+        seen.append({(i.id, i.members, i.score) for i in incidents})
+    assert seen[0] == seen[1] == seen[2]
+
+
 def test_replay_resumes_from_stored_state_without_warming_up_again() -> None:
     trades = market()
     engine = build_container().engine()

@@ -1,0 +1,81 @@
+"""Incidents: a symbol's anomalies chained within the gap are one incident, the same however the
+anomalies were batched or (within the lateness bound) ordered."""
+
+from __future__ import annotations
+
+import numpy as np
+from builders import S, T0
+
+from domain.incidents import IncidentGrouper, incident_id
+from domain.model import Anomaly
+
+GAP, LATE = 120 * S, 60 * S
+
+
+def anomaly(symbol: str, at_s: float, detector: str = "high_volume", score: float = 1.5) -> Anomaly:
+    ts = T0 + int(at_s * S)
+    return Anomaly.of_print(detector, symbol, ts, 100.0, 100, 1, 1, ts, score, f"{detector} at {at_s}s")
+
+
+def test_anomalies_within_the_gap_of_each_other_are_one_incident_headed_by_the_peak() -> None:
+    grouper = IncidentGrouper(GAP, LATE)
+    members = [anomaly("ACME", 0.0), anomaly("ACME", 0.15, "trade_burst", 4.2), anomaly("ACME", 100.0, "volume_surge")]
+    grouper.add(members + [anomaly("ACME", 500.0), anomaly("OTHER", 50.0)])
+    incidents = grouper.flush()
+    assert [(i.symbol, i.size) for i in incidents] == [("ACME", 3), ("OTHER", 1), ("ACME", 1)]
+    first = incidents[0]
+    assert first.members == tuple(a.id for a in members)
+    assert first.id == incident_id("ACME", members[0].id)
+    assert (first.start_ns, first.end_ns) == (members[0].ts_event, members[2].ts_event)
+    assert first.score == 4.2 and first.severity == "high"
+    assert first.headline == "trade_burst: trade_burst at 0.15s"
+    assert first.detectors == ("high_volume", "trade_burst", "volume_surge")
+
+
+def test_an_incident_closes_only_once_no_late_report_can_still_join_it() -> None:
+    grouper = IncidentGrouper(GAP, LATE)
+    grouper.add([anomaly("ACME", 0.0)])
+    assert grouper.advance(T0 + GAP + LATE) == []  # a report anchored up to GAP later may still come
+    late = anomaly("ACME", 110.0)  # anchored 110 s in, reported at 170 s (within the lateness bound)
+    grouper.add([late])
+    assert grouper.advance(T0 + 170 * S) == []
+    closed = grouper.advance(T0 + 110 * S + GAP + LATE + 1)
+    assert [i.size for i in closed] == [2]
+    assert grouper.open_anomalies() == 0
+
+
+def test_incidents_are_the_same_however_reports_were_batched_and_ordered() -> None:
+    """Anomalies reported up to LATE after their time, in random batches, with the clock advanced
+    after each: the same incidents (ids, members) as all of them grouped at once. A late report
+    that bridges two chains merges them."""
+    rng = np.random.default_rng(5)
+    times = np.sort(rng.uniform(0, 3_600, 300))
+    everything = [anomaly(str(rng.choice(["ACME", "BOLT", "CRUX"])), float(t), str(rng.choice(["a", "b", "c"])))
+                  for t in times]
+    reported_at = np.array([a.ts_event for a in everything]) + rng.integers(0, LATE, len(everything))
+    at_once = IncidentGrouper(GAP, LATE)
+    at_once.add(everything)
+    expected = {(i.id, i.members) for i in at_once.flush()}
+    for seed in range(5):
+        cuts = np.sort(np.random.default_rng(seed).integers(reported_at.min(), reported_at.max(), 12))
+        order = np.argsort(reported_at, kind="stable")
+        grouper, found, start = IncidentGrouper(GAP, LATE), [], 0
+        for clock in list(cuts) + [reported_at.max()]:
+            stop = int(np.searchsorted(reported_at[order], clock, side="right"))
+            grouper.add([everything[j] for j in order[start:stop]][::-1])  # any order within a batch
+            found += grouper.advance(int(clock))
+            start = stop
+        found += grouper.flush()
+        assert {(i.id, i.members) for i in found} == expected
+    assert len(expected) < len(everything)  # it did group
+
+
+def test_a_report_that_bridges_two_chains_merges_them() -> None:
+    grouper = IncidentGrouper(GAP, LATE)
+    early, later = anomaly("ACME", 0.0), anomaly("ACME", 200.0)
+    grouper.add([early, later])
+    bridge = anomaly("ACME", 100.0, "volume_surge")
+    grouper.add([bridge])
+    (incident,) = grouper.flush()
+    assert incident.members == (early.id, bridge.id, later.id)
+    assert incident.id == incident_id("ACME", early.id)
