@@ -18,6 +18,7 @@ class BatchOutcome:
     accepted: int
     anomalies: list[Anomaly] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    clocks: dict[str, int] = field(default_factory=dict)  # symbol -> event time of its last accepted trade
 
 
 class DetectTrades:
@@ -58,7 +59,8 @@ class DetectTrades:
         if dead and self.dead_letters is not None:
             self.dead_letters.publish(dead)
         self._count(result.accepted, result.anomalies, dead, len(trades), time.perf_counter() - started)
-        return BatchOutcome(result.accepted, result.anomalies, dead)
+        clocks = {s: int(t) for s, t in zip(batch.symbols, result.last_seen.tolist()) if t >= 0}
+        return BatchOutcome(result.accepted, result.anomalies, dead, clocks)
 
     def _fits(self) -> dict[str, int]:
         # Learning detectors count their (costly) model fits; the others have no `refits`.

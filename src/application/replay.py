@@ -84,8 +84,7 @@ class Replay:
         for chunk in self._batches(source):
             outcome = self.detect(chunk.trades, chunk.dead_letters)
             incidents.add(outcome.anomalies)
-            if len(chunk.trades):
-                self._count_incidents(summary, incidents.advance(int(chunk.trades["ts_event"].max())))
+            self._count_incidents(summary, incidents.advance(outcome.clocks))
             summary.trades += len(chunk.trades) + len(chunk.dead_letters)
             summary.accepted += outcome.accepted
             summary.anomalies += len(outcome.anomalies)

@@ -42,6 +42,9 @@ class DetectionResult:
     anomalies: list[Anomaly] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accepted: int = 0
+    # Per PreparedBatch.symbols, the event time of its last accepted trade (-1: none): each symbol's
+    # clock, how far its own tape has got (what incident grouping closes incidents by).
+    last_seen: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
 class DetectionEngine:
@@ -118,8 +121,11 @@ class DetectionEngine:
         if len(refused):
             market = market.select(verdict == ACCEPTED)
         result.accepted = len(market)
+        result.last_seen = np.full(len(batch.symbols), -1, np.int64)
         if not len(market):
             return result
+        starts = np.flatnonzero(np.r_[True, market.slot[1:] != market.slot[:-1]])  # grouped: one run per symbol
+        result.last_seen[market.slot[starts]] = np.maximum.reduceat(market.ts, starts)
         market = market.with_auctions(self.calendar.auction_mask(market.ts, market.side))
         for det in self.enabled:
             if isinstance(det, PooledDetector):

@@ -6,16 +6,19 @@ trade) are one thing to look at. An incident is the chain of a symbol's anomalie
 headline, and its id is derived from its earliest member, so the same anomalies always give the
 same incidents, however the stream was cut.
 
-Anomalies of one symbol can be reported out of time order (a rate episode is reported when its
-peak is known, up to `lateness_ns` after the print it is anchored at), so an incident is only
-closed once the clock (the event time of the trades seen so far) is past its end by `gap_ns +
-lateness_ns`: no anomaly still to come can then join it. Until then it stays open, and a late
-anomaly can join two open chains into one.
+Anomalies of one symbol can be reported out of time order: a rate episode is reported at the
+first print of its symbol once its peak is known, which is at most `lateness_ns` after the print
+it is anchored at, or later if the symbol does not trade meanwhile. So an incident is only closed
+once its symbol's own clock (the event time of its last trade seen) is past the incident's end by
+`gap_ns + lateness_ns`: every episode anchored early enough to join it has been reported by then.
+Until then it stays open (a symbol that stops trading keeps its last incident open until it trades
+again, or `flush`), and a late anomaly can join two open chains into one.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +61,7 @@ class _Chain:
 
 
 class IncidentGrouper:
-    """Groups anomalies into incidents per symbol; `advance(clock)` returns the incidents closed by
+    """Groups anomalies into incidents per symbol; `advance(clocks)` returns the incidents closed by
     then, `flush()` the rest (the end of a replay)."""
 
     def __init__(self, gap_ns: int = 120_000_000_000, lateness_ns: int = 60_000_000_000) -> None:
@@ -76,11 +79,13 @@ class IncidentGrouper:
                 joined = _Chain(min(joined.start, c.start), max(joined.end, c.end), joined.members + c.members)
             chains.append(joined)
 
-    def advance(self, clock_ns: int) -> list[Incident]:
+    def advance(self, clocks: Mapping[str, int]) -> list[Incident]:
+        """`clocks`: symbol -> event time of its last trade seen (symbols that did not trade can be
+        left out)."""
         closed: list[Incident] = []
-        for symbol in list(self._open):
+        for symbol in [s for s in self._open if s in clocks]:
             chains = self._open[symbol]
-            done = [c for c in chains if clock_ns > c.end + self.gap_ns + self.lateness_ns]
+            done = [c for c in chains if clocks[symbol] > c.end + self.gap_ns + self.lateness_ns]
             for c in done:
                 chains.remove(c)
                 closed.append(_incident(symbol, c))

@@ -217,12 +217,28 @@ def test_a_burst_is_scored_by_its_peak_and_anchored_where_it_crossed() -> None:
     assert (first.severity, second.severity) == ("low", "high")
 
 
-def test_an_episode_that_goes_on_is_reported_one_window_after_it_crossed() -> None:
+def test_an_episode_that_goes_on_is_scored_by_the_peak_of_one_window_after_it_crossed() -> None:
     flow = calm_flow(20_000)
     storm = burst_of(flow, 15_000, 2_000, 10 * S)  # 200 trades/s for 10 s: never falls back within it
     _, found = run_detector(TradeBurstDetector(), insert(flow, storm))
     assert len(found) == 1
-    assert found[0].details["report_delay_seconds"] == pytest.approx(1.0, abs=0.01)
+    assert found[0].details["measured_seconds"] == 1.0
+    assert 195 <= found[0].details["window_total"] <= 205
+
+
+def test_what_an_episode_reports_does_not_depend_on_when_its_symbol_next_trades() -> None:
+    """The same burst followed by a pause of 1 s or of 10 minutes: the same anomaly (id, score,
+    reason), only reported later."""
+    flow = calm_flow(20_000)
+    burst = burst_of(flow, 15_000, 400, S // 2)
+    reports = []
+    for pause in (S, 600 * S):
+        tape = insert(flow, burst)
+        after = tape["ts_event"] > burst["ts_event"][-1]
+        tape["ts_event"][after] += pause
+        _, found = run_detector(TradeBurstDetector(), tape)
+        reports.append([(a.id, a.score, a.reason) for a in found])
+    assert len(reports[0]) == 1 and reports[0] == reports[1]
 
 
 def two_days_with_an_opening_rush(rush: int) -> np.ndarray:

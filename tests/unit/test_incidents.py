@@ -35,11 +35,12 @@ def test_anomalies_within_the_gap_of_each_other_are_one_incident_headed_by_the_p
 def test_an_incident_closes_only_once_no_late_report_can_still_join_it() -> None:
     grouper = IncidentGrouper(GAP, LATE)
     grouper.add([anomaly("ACME", 0.0)])
-    assert grouper.advance(T0 + GAP + LATE) == []  # a report anchored up to GAP later may still come
+    assert grouper.advance({"ACME": T0 + GAP + LATE}) == []  # a report anchored up to GAP later may still come
+    assert grouper.advance({"OTHER": T0 + 3_600 * S}) == []  # another symbol's clock says nothing of ACME's
     late = anomaly("ACME", 110.0)  # anchored 110 s in, reported at 170 s (within the lateness bound)
     grouper.add([late])
-    assert grouper.advance(T0 + 170 * S) == []
-    closed = grouper.advance(T0 + 110 * S + GAP + LATE + 1)
+    assert grouper.advance({"ACME": T0 + 170 * S}) == []
+    closed = grouper.advance({"ACME": T0 + 110 * S + GAP + LATE + 1})
     assert [i.size for i in closed] == [2]
     assert grouper.open_anomalies() == 0
 
@@ -63,7 +64,7 @@ def test_incidents_are_the_same_however_reports_were_batched_and_ordered() -> No
         for clock in list(cuts) + [reported_at.max()]:
             stop = int(np.searchsorted(reported_at[order], clock, side="right"))
             grouper.add([everything[j] for j in order[start:stop]][::-1])  # any order within a batch
-            found += grouper.advance(int(clock))
+            found += grouper.advance({s: int(clock) for s in ("ACME", "BOLT", "CRUX")})
             start = stop
         found += grouper.flush()
         assert {(i.id, i.members) for i in found} == expected

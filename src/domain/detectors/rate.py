@@ -90,7 +90,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
           hit: np.ndarray, where: np.ndarray, what: np.ndarray) -> int:
     """Returns the number of episodes reported; for each, `hit` = the trade that closed its
     measurement, `where` its anchor print (ts, sequence, size, publisher, instrument) and `what`
-    (peak, norm per window, threshold, cap, price, seconds from crossing to report)."""
+    (peak, norm per window, threshold, cap, price, seconds the peak was measured over)."""
     n_buckets = ring.shape[1]
     keep = decay[1]
     k = 0
@@ -167,15 +167,20 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
         window[s] += w
         total = window[s]
         if episode[s] == 1:
-            # Crossed: measured up to its peak, reported once it falls back (under `rearm` x the
-            # threshold it crossed) or `settle_ns` after crossing, whichever comes first.
-            peak[s] = max(peak[s], total)
-            if total < rearm * at_threshold[s] or ts[i] >= at_ts[s] + settle_ns:
+            # Crossed: its peak is measured until it falls back (under `rearm` x the threshold it
+            # crossed) or for `settle_ns`, whichever comes first; reported at this print, the first
+            # that knows. A print past the deadline is not part of the measure, so what is reported
+            # does not depend on when the symbol next trades.
+            over = ts[i] >= at_ts[s] + settle_ns
+            if not over:
+                peak[s] = max(peak[s], total)
+            if over or total < rearm * at_threshold[s]:
                 hit[k] = i
                 where[k, 0], where[k, 1], where[k, 2] = at_ts[s], np.int64(at_sequence[s]), at_size[s]
                 where[k, 3], where[k, 4] = at_publisher[s], at_instrument[s]
                 what[k, 0], what[k, 1], what[k, 2] = peak[s], at_expected[s], at_threshold[s]
-                what[k, 3], what[k, 4], what[k, 5] = cap[s], at_price[s], (ts[i] - at_ts[s]) / 1e9
+                what[k, 3], what[k, 4] = cap[s], at_price[s]
+                what[k, 5] = settle_ns / 1e9 if over else (ts[i] - at_ts[s]) / 1e9
                 k += 1
                 episode[s] = 2
         if episode[s] == 2 and total < rearm * at_threshold[s]:
@@ -206,8 +211,9 @@ class WindowRateDetector(InPlace):
     adds at most `norm_clip` x the norm, so an episode does not talk the norm into accepting it. Each
     part of the day warms up on its own bars. An episode is anchored at the print where the window
     crossed the threshold and reported with its peak once it falls back under `rearm` x that
-    threshold, or `settle_ns` after crossing if it lasts longer (a report waits for a later print of
-    the symbol). One report per episode, and none within `cooldown_ns` of the last crossing.
+    threshold, or once `settle_ns` have passed since crossing if it lasts longer (the peak of those
+    `settle_ns`); the report is made at the symbol's first print that knows. One report per
+    episode, and none within `cooldown_ns` of the last crossing.
     """
 
     name = "window_rate"
@@ -272,18 +278,18 @@ class WindowRateDetector(InPlace):
 
     def _anomaly(self, batch: MarketBatch, i: int, where: np.ndarray, what: np.ndarray) -> Anomaly:
         ts, sequence, size, publisher, instrument = (int(x) for x in where)
-        peak, expected, threshold, cap, price, lasted = (float(x) for x in what)
+        peak, expected, threshold, cap, price, measured = (float(x) for x in what)
         symbol = batch.symbols[batch.slot[i]]
         secs = self.window_ns / 1e9
         part = PERIOD_NAMES[self.period_of(ts)]
         capped = "" if self.count_trades else f" (each print counted up to {qty(cap)})"
         reason = (f"{qty(peak)} {self.unit} in {secs:g}s at the peak{capped}, {peak / max(expected, 1e-9):.1f}x "
                   f"{symbol}'s {part} norm of {expected:,.1f} per {secs:g}s (alert at {qty(threshold)}; "
-                  f"peak measured over {lasted:.1f}s from the crossing)")
+                  f"peak of the {measured:g}s after crossing)")
         return Anomaly.of_print(self.name, symbol, ts, price, size, publisher, instrument, sequence,
                                 peak / threshold, reason,
                                 {"window_total": peak, "expected": expected, "threshold": threshold,
-                                 "report_delay_seconds": lasted})
+                                 "measured_seconds": measured})
 
     def period_of(self, ts: int) -> int:
         """BEFORE_OPEN, REGULAR_HOURS or AFTER_CLOSE: the part of the day whose norm judges `ts`."""
