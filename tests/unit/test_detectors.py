@@ -204,7 +204,7 @@ def test_a_burst_is_scored_by_its_peak_and_anchored_where_it_crossed() -> None:
     peak over the threshold, not the first crossing's ~1.0), each reported once, at the print that
     crossed it."""
     flow = calm_flow(20_000)
-    small, big = burst_of(flow, 12_000, 150, S // 2), burst_of(flow, 16_000, 600, S // 2)
+    small, big = burst_of(flow, 12_000, 250, S // 2), burst_of(flow, 16_000, 900, S // 2)
     _, found = run_detector(TradeBurstDetector(), insert(flow, np.concatenate((small, big))))
     assert len(found) == 2
     first, second = found

@@ -303,7 +303,7 @@ class TradeBurstDetector(WindowRateDetector):
     name = "trade_burst"
     unit = "trades"
 
-    def __init__(self, multiple: float = 20.0, minimum: float = 100.0, **kw: int | float) -> None:
+    def __init__(self, multiple: float = 30.0, minimum: float = 100.0, **kw: int | float) -> None:
         kw.setdefault("window_ns", 1_000_000_000)
         kw.setdefault("bucket_ns", 100_000_000)
         # A burst lasts a second: its bar barely moves a one-minute norm, and a busy session's norm
