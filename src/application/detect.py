@@ -11,6 +11,7 @@ import numpy as np
 from domain.engine import DetectionEngine
 from domain.model import Anomaly, DeadLetter
 from domain.ports import AnomalySink, DeadLetterSink, Metrics, StateStore
+from domain.suppressions import Suppressions
 
 
 @dataclass(slots=True)
@@ -19,6 +20,7 @@ class BatchOutcome:
     anomalies: list[Anomaly] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     clocks: dict[str, int] = field(default_factory=dict)  # symbol -> event time of its last accepted trade
+    suppressed: dict[str, int] = field(default_factory=dict)  # suppression rule id -> anomalies it held back
 
 
 class DetectTrades:
@@ -30,11 +32,15 @@ class DetectTrades:
 
     def __init__(self, engine: DetectionEngine, states: StateStore, pool_states: StateStore, metrics: Metrics,
                  anomalies: AnomalySink | None = None, dead_letters: DeadLetterSink | None = None,
-                 reports: Callable[[Anomaly], bool] | None = None) -> None:
-        """`reports`: which anomalies are published, counted and returned (default: all). Every trade
-        is judged whatever it says, so state, models and ids stay those of a full run."""
+                 reports: Callable[[Anomaly], bool] | None = None,
+                 suppressions: Callable[[], Suppressions] | None = None) -> None:
+        """`reports`: which anomalies are published, counted and returned (default: all);
+        `suppressions`: the rules in force (read per batch), whose anomalies are held back and only
+        counted. Every trade is judged whatever they say, so state, models and ids stay those of a
+        full run."""
         self.engine = engine
         self.reports = reports
+        self.suppressions = suppressions
         self.states = states
         self.pool_states = pool_states
         self.anomalies = anomalies
@@ -53,6 +59,16 @@ class DetectTrades:
         self.pool_states.save(batch.pool_keys, result.pool_states)
         if self.reports is not None:
             result.anomalies = [a for a in result.anomalies if self.reports(a)]
+        suppressed: dict[str, int] = {}
+        if self.suppressions is not None and result.anomalies:
+            rules, kept = self.suppressions(), []
+            for a in result.anomalies:
+                rule = rules.rule_for(a)
+                if rule is None:
+                    kept.append(a)
+                else:
+                    suppressed[rule.id] = suppressed.get(rule.id, 0) + 1
+            result.anomalies = kept
         dead = list(rejected or []) + result.dead_letters
         if result.anomalies and self.anomalies is not None:
             self.anomalies.publish(result.anomalies)
@@ -60,7 +76,7 @@ class DetectTrades:
             self.dead_letters.publish(dead)
         self._count(result.accepted, result.anomalies, dead, len(trades), time.perf_counter() - started)
         clocks = {s: int(t) for s, t in zip(batch.symbols, result.last_seen.tolist()) if t >= 0}
-        return BatchOutcome(result.accepted, result.anomalies, dead, clocks)
+        return BatchOutcome(result.accepted, result.anomalies, dead, clocks, suppressed)
 
     def _fits(self) -> dict[str, int]:
         # Learning detectors count their (costly) model fits; the others have no `refits`.

@@ -237,3 +237,18 @@ def render_text(report: EvaluationReport) -> str:
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def score_verdicts(anomalies: list[Anomaly], verdicts: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Per detector (and "all"): detections, how many an analyst confirmed or called false
+    positives, how many are unreviewed, and precision over the reviewed ones (None when none was)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for a in {a.id: a for a in anomalies}.values():
+        for key in (a.detector, "all"):
+            row = rows.setdefault(key, {"detections": 0, "confirmed": 0, "false_positive": 0, "unreviewed": 0})
+            row["detections"] += 1
+            row[verdicts.get(a.id, "unreviewed")] += 1
+    for row in rows.values():
+        reviewed = row["confirmed"] + row["false_positive"]
+        row["precision"] = row["confirmed"] / reviewed if reviewed else None
+    return dict(sorted(rows.items(), key=lambda kv: (kv[0] == "all", kv[0])))

@@ -27,6 +27,7 @@ class ReplaySummary:
     by_symbol: Counter[str] = field(default_factory=Counter)
     by_session: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
+    suppressed: Counter[str] = field(default_factory=Counter)  # rule id -> anomalies held back
     seconds: float = 0.0
     top: list[tuple[float, str, Anomaly]] = field(default_factory=list)  # min-heap by score
     incidents: int = 0
@@ -51,6 +52,7 @@ class ReplaySummary:
             "by_symbol": dict(self.by_symbol.most_common()),
             "by_session": {name: self.by_session[name] for name in SESSIONS if self.by_session[name]},
             "dead_letters": dict(sorted(self.dead_letters.items())),
+            "suppressed": dict(sorted(self.suppressed.items())),
             "seconds": round(self.seconds, 4),
             "trades_per_second": round(self.trades_per_second, 1),
             "top": [a.to_dict() for a in self.top_anomalies()],
@@ -88,6 +90,7 @@ class Replay:
             summary.trades += len(chunk.trades) + len(chunk.dead_letters)
             summary.accepted += outcome.accepted
             summary.anomalies += len(outcome.anomalies)
+            summary.suppressed.update(outcome.suppressed)
             summary.dead_letters.update(d.reason for d in outcome.dead_letters)
             for a in outcome.anomalies:
                 summary.by_detector[a.detector] += 1

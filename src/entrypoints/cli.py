@@ -145,9 +145,11 @@ def sample_source(chunk_size: int) -> Any:
 @click.option("--since", help="Report only anomalies from this event time on: ISO 8601 (2025-05-05T13:00:00Z, "
                               "an offset like -04:00, or a date) or integer ns.")
 @click.option("--until", help="Stop before this event time (same forms as --since).")
+@click.option("--suppressions", "suppressions_file", type=click.Path(dir_okay=False),
+              help="Suppressions file to honour (default: STOCKANOMALY_SUPPRESSIONS; see `stockanomaly suppress`).")
 def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str | None, dead_letters: str | None,
            thresholds: str | None, detectors: str | None, top: int, metrics_port: int | None,
-           only_symbols: tuple[str, ...], since: str | None, until: str | None) -> None:
+           only_symbols: tuple[str, ...], since: str | None, until: str | None, suppressions_file: str | None) -> None:
     """Run the detection core in-process over Databento files (DBN or CSV, plain or .zst, globs,
     directories). With no PATH it runs on a built-in synthetic sample with injected anomalies.
 
@@ -159,6 +161,7 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     wanted = {s.strip().upper() for spec in only_symbols for s in spec.split(",") if s.strip()}
     try:
         container = build_container(out=out, dead_letters=dead_letters, thresholds=thresholds, detectors=detectors,
+                                    suppressions=suppressions_file,
                                     **({"metrics": "prometheus", "metrics_port": metrics_port}
                                        if metrics_port is not None else {}))
         if metrics_port is not None:
@@ -214,6 +217,78 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         files.check("the results above cover only what was read before it")
 
 
+def suppressions_path(given: str | None) -> str:
+    """--file, else STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json."""
+    from entrypoints.settings import load_settings
+
+    if given:
+        return given
+    try:
+        return load_settings().suppressions or "suppressions.json"
+    except DomainError as exc:
+        fail(str(exc))
+
+
+@main.command()
+@click.option("--symbol", help="Only this symbol's anomalies.")
+@click.option("--detector", help="Only this detector's anomalies.")
+@click.option("--between", help="Only within this New York time-of-day window, HH:MM-HH:MM (end excluded).")
+@click.option("--until", "until_day", help="Last exchange date the rule applies (YYYY-MM-DD); default: no end.")
+@click.option("--note", default="", help="Why (shown by `stockanomaly suppressions`).")
+@click.option("--file", "path", type=click.Path(dir_okay=False),
+              help="Suppressions file (default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json).")
+def suppress(symbol: str | None, detector: str | None, between: str | None, until_day: str | None, note: str,
+             path: str | None) -> None:
+    """Stop publishing anomalies that match a known pattern: every part given must match. Replay and
+    a running worker honour the file (the worker re-reads it when it changes); trades are judged as
+    always, so state and ids are unchanged."""
+    from adapters.files.suppressions import load_suppressions, save_suppressions
+    from domain.suppressions import Suppression
+
+    target = suppressions_path(path)
+    try:
+        rule = Suppression.of(symbol, detector, between, until_day, note)
+        rules = load_suppressions(target)
+    except DomainError as exc:
+        fail(str(exc))
+    if any(r.id == rule.id for r in rules):
+        fail(f"{target} already holds this rule (id {rule.id})")
+    save_suppressions(target, rules + [rule])
+    click.echo(f"suppression {rule.id} added to {target}")
+
+
+@main.command()
+@click.option("--remove", "remove_id", help="Remove the rule with this id.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rules as JSON.")
+@click.option("--file", "path", type=click.Path(dir_okay=False),
+              help="Suppressions file (default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json).")
+def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None:
+    """List the suppression rules in force (or remove one)."""
+    from adapters.files.suppressions import load_suppressions, save_suppressions
+
+    target = suppressions_path(path)
+    try:
+        rules = load_suppressions(target)
+    except DomainError as exc:
+        fail(str(exc))
+    if remove_id is not None:
+        if not any(r.id == remove_id for r in rules):
+            fail(f"{target} holds no rule with id {remove_id!r}")
+        save_suppressions(target, [r for r in rules if r.id != remove_id])
+        click.echo(f"suppression {remove_id} removed from {target}")
+        return
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rules]))
+        return
+    if not rules:
+        click.echo(f"no suppressions in {target}")
+        return
+    for r in rules:
+        d = r.to_dict()
+        parts = [f"{k} {d[k]}" for k in ("symbol", "detector", "between", "until") if d[k]]
+        click.echo(f"{r.id}  {', '.join(parts)}" + (f"  ({r.note})" if r.note else ""))
+
+
 @main.command()
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 5000))
@@ -237,18 +312,60 @@ def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
     click.echo(f"wrote {len(result.events)} labelled anomalies to {labels_path_for(out)}")
 
 
+def verdicts_path(given: str | None) -> str:
+    """--file, else STOCKANOMALY_VERDICTS, else ./verdicts.jsonl."""
+    from entrypoints.settings import load_settings
+
+    if given:
+        return given
+    try:
+        return load_settings().verdicts or "verdicts.jsonl"
+    except DomainError as exc:
+        fail(str(exc))
+
+
+@main.command()
+@click.argument("anomaly_id")
+@click.option("--confirmed", "verdict", flag_value="confirmed", help="It was worth an alert.")
+@click.option("--false-positive", "verdict", flag_value="false_positive", help="It was not.")
+@click.option("--note", default="", help="Why (kept with the verdict).")
+@click.option("--file", "path", type=click.Path(dir_okay=False),
+              help="Verdicts file (default: STOCKANOMALY_VERDICTS, else ./verdicts.jsonl).")
+def label(anomaly_id: str, verdict: str | None, note: str, path: str | None) -> None:
+    """Record an analyst's verdict on an anomaly (the last one for an id counts); `evaluate
+    --verdicts` scores detectors against them."""
+    from adapters.files.verdicts import append_verdict
+
+    if verdict is None:
+        fail("give --confirmed or --false-positive")
+    target = verdicts_path(path)
+    try:
+        append_verdict(target, anomaly_id, verdict, note)
+    except DomainError as exc:
+        fail(str(exc))
+    click.echo(f"{anomaly_id} marked {verdict.replace('_', ' ')} in {target}")
+
+
 @main.command()
 @click.argument("data", nargs=-1, required=True)
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Labels file (default: beside DATA).")
+@click.option("--verdicts", type=click.Path(dir_okay=False),
+              help="Score against analysts' verdicts (stockanomaly label) instead of generated labels.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--thresholds", type=click.Path(exists=True, dir_okay=False))
-def evaluate(data: tuple[str, ...], labels: str | None, as_json: bool, thresholds: str | None) -> None:
-    """Replay generated DATA and score detections against its labels: precision, recall, F1."""
+def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as_json: bool,
+             thresholds: str | None) -> None:
+    """Replay generated DATA and score detections against its labels: precision, recall, F1. With
+    --verdicts, any DATA (real days too): per detector, how many detections analysts confirmed or
+    called false positives, and the precision over those reviewed."""
     from adapters.synthetic import labels_path_for
     from application.evaluate import evaluate as score
     from application.evaluate import load_labels, render_text
     from entrypoints.container import build_container
 
+    if verdicts is not None:
+        evaluate_verdicts(data, verdicts, as_json, thresholds)
+        return
     labels_path = Path(labels) if labels else labels_path_for(data[0])
     if not labels_path.exists():
         fail(f"no labels at {labels_path}; pass --labels")
@@ -271,6 +388,35 @@ def evaluate(data: tuple[str, ...], labels: str | None, as_json: bool, threshold
     else:
         click.echo(render_text(report))
         click.echo(f"\n{summary.trades:,} trades in {summary.seconds:.2f}s ({summary.trades_per_second:,.0f}/s)")
+
+
+def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, thresholds: str | None) -> None:
+    from adapters.files.verdicts import load_verdicts
+    from application.evaluate import score_verdicts
+    from entrypoints.container import build_container
+
+    try:
+        verdicts = load_verdicts(path)
+        container = build_container(thresholds=thresholds)
+        container.engine().warm_up()
+        source = file_source(data, int(container.config.chunk_size()))
+        container.replay()(source)
+    except DomainError as exc:
+        fail(str(exc))
+    source.check("scores against the verdicts would be meaningless")
+    found = container.collected_anomalies().anomalies
+    table = score_verdicts(found, verdicts)
+    unknown = len(set(verdicts) - {a.id for a in found})
+    if as_json:
+        click.echo(json.dumps({"by_detector": table, "verdicts": len(verdicts), "verdicts_not_found": unknown}))
+        return
+    click.echo(f"{'detector':<18}{'detections':>11}{'confirmed':>11}{'false pos.':>11}{'unreviewed':>11}{'precision':>11}")
+    for name, row in table.items():
+        precision = "-" if row["precision"] is None else f"{row['precision']:.3f}"
+        click.echo(f"{name:<18}{row['detections']:>11,}{row['confirmed']:>11,}{row['false_positive']:>11,}"
+                   f"{row['unreviewed']:>11,}{precision:>11}")
+    if unknown:
+        click.echo(f"{unknown} verdicts are on anomalies this run did not find (another file, or other thresholds)")
 
 
 @main.command()

@@ -33,6 +33,12 @@ def detector_names(spec: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in spec.split(",") if name.strip())
 
 
+def suppressions_or_none(path: str | None) -> object | None:
+    from adapters.files.suppressions import SuppressionsFile
+
+    return SuppressionsFile(path) if path else None
+
+
 def jsonl_or_none(cls: type, path: str | None) -> object | None:
     return cls(path) if path else None
 
@@ -104,9 +110,10 @@ class Container(containers.DeclarativeContainer):
                                          port=config.metrics_port.as_int())
 
     # Services
+    suppressions = providers.Singleton(suppressions_or_none, config.suppressions)
     detect = providers.Singleton(DetectTrades, engine=engine, states=state_store, pool_states=pool_state_store,
                                  anomalies=anomaly_sink,
-                                 dead_letters=dead_letter_sink, metrics=metrics)
+                                 dead_letters=dead_letter_sink, metrics=metrics, suppressions=suppressions)
     replay = providers.Factory(Replay, detect=detect)
 
     # Streaming (the worker and the indexer): Kafka topics, the RocksDB table store and Elasticsearch
@@ -115,7 +122,7 @@ class Container(containers.DeclarativeContainer):
     indexer_sink = providers.Singleton(indexer_sink, streaming)
     table_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.schema)
     table_pool_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.pool_schema)
-    streaming_detect = providers.Factory(DetectTrades, engine=engine, metrics=metrics)
+    streaming_detect = providers.Factory(DetectTrades, engine=engine, metrics=metrics, suppressions=suppressions)
     worker_app = providers.Singleton(worker_app, streaming, streaming_detect.provider, table_state_store.provider,
                                      table_pool_state_store.provider, metrics)
     indexer_app = providers.Singleton(indexer_app, streaming, indexer_sink, metrics)

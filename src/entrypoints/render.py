@@ -34,6 +34,9 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
     out.print(f"{result['trades']:,} trades in {result['seconds']:.2f}s "
               f"([bold]{result['trades_per_second']:,.0f} trades/s[/]); "
               f"[bold]{result['anomalies']:,} anomalies[/] in [bold]{result.get('incidents', 0):,} incidents[/]")
+    if result.get("suppressed"):
+        held = ", ".join(f"rule {k} {v:,}" for k, v in result["suppressed"].items())
+        out.print(f"[yellow]suppressed[/] (judged, not published): {held}")
     if result["dead_letters"]:
         rejected = ", ".join(f"{k} {v:,}" for k, v in result["dead_letters"].items())
         out.print(f"[yellow]rejected[/]: {rejected}")

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     partitions: Annotated[int, Field(ge=1, le=10_000)] = 4  # of the topics; model pools follow them
     chunk_size: Annotated[int, Field(ge=1)] = 16_384  # trades read per source chunk
     out: str = ""
+    verdicts: str = ""  # where `stockanomaly label` writes analysts' verdicts; empty: ./verdicts.jsonl
+    suppressions: str = ""  # a suppressions file (stockanomaly suppress); empty: none. Re-read when it changes
     dead_letters: str = ""
     state: Literal["memory"] = "memory"  # the worker keeps state in its Faust tables instead
     metrics: Literal["memory", "prometheus"] = "memory"

@@ -11,6 +11,7 @@ from entrypoints.topics import before_start
 
 try:
     container = build_container(metrics="prometheus")
+    container.suppressions()  # a suppressions file that does not parse stops the start here, in one line
 except ConfigError as exc:
     sys.exit(f"stockanomaly worker: {exc}")
 configure_logging(container.settings().log_level)

@@ -402,6 +402,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
             log.warning("dead_letter", reason=d.reason, detail=d.detail[:300], origin=d.origin)
         log.info("batch", messages=len(group), trades=len(batch), accepted=outcome.accepted,
                  anomalies=len(outcome.anomalies), dead_letters=len(outcome.dead_letters),
+                 **({"suppressed": outcome.suppressed} if outcome.suppressed else {}),
                  seconds=round(time.perf_counter() - started, 4))
         for key, n in (("messages", len(group)), ("accepted", outcome.accepted), ("anomalies", len(outcome.anomalies)),
                        ("dead_letters", len(outcome.dead_letters))):

@@ -1,0 +1,145 @@
+"""Analyst feedback: suppression rules (matched, stored, honoured by the detect use case and the
+CLI, re-read when the file changes) and verdicts (stored, scored by evaluate)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builders import S, T0, calm_flow
+from click.testing import CliRunner
+
+from adapters.files.suppressions import SuppressionsFile, load_suppressions, save_suppressions
+from adapters.files.verdicts import append_verdict, load_verdicts
+from adapters.memory import InMemoryTradeSource
+from application.evaluate import score_verdicts
+from domain.errors import ConfigError
+from domain.model import TRADE_DTYPE, Anomaly
+from domain.suppressions import Suppression
+from entrypoints.cli import main
+from entrypoints.container import build_container
+
+
+def at(local: str, symbol: str = "NVDA", detector: str = "trade_burst") -> Anomaly:
+    """An anomaly at a New York time ("2025-05-05T15:55:00")."""
+    a = Anomaly.of_print(detector, symbol, T0, 100.0, 100, 1, 1, 1, 1.5, "r")
+    return Anomaly(**{**{k: getattr(a, k) for k in Anomaly.__slots__}, "ts_local": f"{local}.000000000-04:00"})
+
+
+def test_a_rule_matches_every_part_it_names_and_nothing_else() -> None:
+    rule = Suppression.of("nvda", "trade_burst", "15:50-16:00", "2025-05-31", "closing imbalance")
+    assert rule.matches(at("2025-05-05T15:55:00"))
+    assert not rule.matches(at("2025-05-05T16:00:00"))  # the window's end is excluded
+    assert not rule.matches(at("2025-05-05T15:49:59"))
+    assert not rule.matches(at("2025-06-01T15:55:00"))  # past its last day
+    assert not rule.matches(at("2025-05-05T15:55:00", symbol="AAPL"))
+    assert not rule.matches(at("2025-05-05T15:55:00", detector="volume_surge"))
+    assert Suppression.of(detector="volume_surge").matches(at("2025-05-05T04:00:00", detector="volume_surge"))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({}, "an empty one would silence every anomaly"),
+    ({"between": "16:00-15:50"}, "must start before it ends"),
+    ({"between": "noon"}, "is not HH:MM-HH:MM"),
+    ({"until": "2025-13-01"}, "is not a date"),
+    ({"detector": "nope"}, "unknown detector 'nope'"),
+])
+def test_a_rule_that_makes_no_sense_is_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Suppression.of(**kwargs)
+
+
+def test_rules_round_trip_through_their_file_and_a_bad_file_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    rules = [Suppression.of("NVDA", between="15:50-16:00", note="close"), Suppression.of(detector="volume_surge")]
+    save_suppressions(path, rules)
+    assert load_suppressions(path) == rules
+    assert load_suppressions(tmp_path / "none.json") == []
+    path.write_text('{"suppressions": [{"symbol": "A", "colour": "red"}]}')
+    with pytest.raises(ConfigError, match=r"rule 1: unknown fields \['colour'\]"):
+        load_suppressions(path)
+
+
+def test_a_running_worker_sees_a_changed_file_and_keeps_its_rules_when_the_change_is_broken(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    save_suppressions(path, [Suppression.of("NVDA")])
+    current = SuppressionsFile(path)
+    assert [r.symbol for r in current().rules] == ["NVDA"]
+    save_suppressions(path, [Suppression.of("NVDA"), Suppression.of("AAPL")])
+    os.utime(path, ns=(1, 1))  # a new stamp even on a coarse clock
+    assert [r.symbol for r in current().rules] == ["NVDA", "AAPL"]
+    path.write_text("{not json")
+    assert [r.symbol for r in current().rules] == ["NVDA", "AAPL"]
+
+
+def blocks() -> np.ndarray:
+    flows = [calm_flow(15_000, symbol=s, seed=i) for i, s in enumerate(("AAA", "BBB"))]
+    trades = np.concatenate(flows).astype(TRADE_DTYPE)
+    trades = trades[np.argsort(trades["ts_event"], kind="stable")]
+    trades["size"][[20_000, 25_000]] = 400_000
+    return trades
+
+
+def test_suppressed_anomalies_are_judged_but_not_published(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    save_suppressions(path, [Suppression.of("AAA", "high_volume")])
+    plain, held = build_container(), build_container(suppressions=str(path))
+    everything = plain.replay()(InMemoryTradeSource(blocks(), chunk_size=4_096))
+    summary = held.replay()(InMemoryTradeSource(blocks(), chunk_size=4_096))
+    found = {a.id: a for a in plain.collected_anomalies().anomalies}
+    kept = {a.id for a in held.collected_anomalies().anomalies}
+    suppressed = {i for i, a in found.items() if a.symbol == "AAA" and a.detector == "high_volume"}
+    assert suppressed and kept == set(found) - suppressed  # the rest unchanged, ids included
+    assert summary.suppressed == {Suppression.of("AAA", "high_volume").id: len(suppressed)}
+    assert summary.anomalies == everything.anomalies - len(suppressed)
+
+
+def test_verdicts_round_trip_the_last_one_counts_and_evaluate_scores_them(tmp_path: Path) -> None:
+    path = tmp_path / "v.jsonl"
+    a, b, c = (Anomaly.of_print(d, "NVDA", T0 + k * S, 1.0, 1, 1, 1, k, 1.2, "r")
+               for k, d in enumerate(("high_volume", "high_volume", "trade_burst")))
+    append_verdict(path, a.id, "false_positive")
+    append_verdict(path, a.id, "confirmed", note="on reflection")
+    append_verdict(path, b.id, "false_positive")
+    assert load_verdicts(path) == {a.id: "confirmed", b.id: "false_positive"}
+    table = score_verdicts([a, b, c], load_verdicts(path))
+    assert table["high_volume"] == {"detections": 2, "confirmed": 1, "false_positive": 1, "unreviewed": 0,
+                                    "precision": 0.5}
+    assert table["trade_burst"]["precision"] is None and table["all"]["detections"] == 3
+    with pytest.raises(ConfigError, match="is not an anomaly id"):
+        append_verdict(path, "abc", "confirmed")
+    path.write_text(path.read_text() + "garbage\n")
+    with pytest.raises(ConfigError, match="line 4: not a verdict"):
+        load_verdicts(path)
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output.strip()
+
+
+def test_the_cli_adds_lists_and_removes_rules_and_records_verdicts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out = invoke("suppress", "--symbol", "nvda", "--between", "15:50-16:00", "--note", "closing imbalance")
+    rule = Suppression.of("NVDA", between="15:50-16:00")
+    assert code == 0 and out == f"suppression {rule.id} added to suppressions.json"
+    assert invoke("suppress", "--symbol", "NVDA", "--between", "15:50-16:00")[0] == 1  # the same rule twice
+    assert invoke("suppressions") == (0, f"{rule.id}  symbol NVDA, between 15:50-16:00  (closing imbalance)")
+    assert json.loads(invoke("suppressions", "--json")[1])[0]["id"] == rule.id
+    code, out = invoke("suppress")
+    assert code == 1 and out.splitlines() == ["Error: a suppression must name a symbol, a detector, a time-of-day "
+                                              "window or an end date: an empty one would silence every anomaly"]
+    assert invoke("suppressions", "--remove", "deadbeef")[0] == 1
+    assert invoke("suppressions", "--remove", rule.id)[0] == 0
+    assert invoke("suppressions") == (0, "no suppressions in suppressions.json")
+    anomaly_id = "0123456789abcdef0123456789abcdef"
+    assert invoke("label", anomaly_id, "--false-positive", "--note", "a sweep")[0] == 0
+    assert load_verdicts(tmp_path / "verdicts.jsonl") == {anomaly_id: "false_positive"}
+    code, out = invoke("label", anomaly_id)
+    assert code == 1 and out == "Error: give --confirmed or --false-positive"
+    code, out = invoke("evaluate", "--verdicts", "missing.jsonl", "x.dbn")
+    assert code == 1 and out.startswith("Error: verdicts file missing.jsonl does not exist")
