@@ -141,6 +141,10 @@ async def committed_takes(app: faust.App, stream: Any, max_messages: int, within
                 deadline = opened = loop.time()
                 deadline += within
         handed = loop.time()
+        # How old the take's oldest message was when the take was handed over (its producer's
+        # timestamp, on this host's clock when produced here): the wait before detection starts.
+        stamps = [e.message.timestamp for e in take if e.message.timestamp]
+        oldest_ms = round((time.time() - min(stamps)) * 1e3, 1) if stamps else None
         yield take
         started = loop.time()
         # Table writes are buffered (`send_soon`): send them now, into this take's transactions, or
@@ -151,7 +155,7 @@ async def committed_takes(app: faust.App, stream: Any, max_messages: int, within
         if on_committed is not None:
             # Where a take's time goes: gathering messages (from its first), the caller's work on
             # them (outputs delivered), the commit.
-            on_committed(committed, {"gather_ms": round((handed - opened) * 1e3, 1),
+            on_committed(committed, {"oldest_ms": oldest_ms, "gather_ms": round((handed - opened) * 1e3, 1),
                                      "work_ms": round((started - handed) * 1e3, 1),
                                      "commit_ms": round((loop.time() - started) * 1e3, 1)})
         for event in take:
