@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 
 from application.detect import DetectTrades
-from domain.incidents import Incident, IncidentGrouper
+from application.incidents import INCIDENT_GAP_NS, GroupIncidents
+from domain.incidents import Incident
 from domain.model import Anomaly
 from domain.sessions import SESSIONS
-from domain.ports import SourceChunk, TradeSource
+from domain.ports import BlobStore, SourceChunk, TradeSource
 
 
 @dataclass(slots=True)
@@ -70,10 +71,11 @@ class Replay:
     sizes never change what is found, only how fast.
     """
 
-    def __init__(self, detect: DetectTrades, top_n: int = 10, per_symbol: int = 64,
-                 max_batch: int = 262_144, incident_gap_ns: int = 120_000_000_000) -> None:
+    def __init__(self, detect: DetectTrades, incidents: BlobStore, top_n: int = 10, per_symbol: int = 64,
+                 max_batch: int = 262_144) -> None:
+        """`incidents`: where open incidents are kept between batches."""
         self.detect = detect
-        self.incident_gap_ns = incident_gap_ns
+        self.incident_store = incidents
         self.top_n = top_n
         self.per_symbol = per_symbol
         self.max_batch = max_batch
@@ -81,12 +83,13 @@ class Replay:
     def __call__(self, source: TradeSource,
                  on_chunk: Callable[[np.ndarray, list[Anomaly]], None] | None = None) -> ReplaySummary:
         summary = ReplaySummary()
-        incidents = IncidentGrouper(self.incident_gap_ns, self.detect.engine.report_lateness_ns)
+        incidents = GroupIncidents(self.incident_store, self.detect.engine.report_lateness_ns, INCIDENT_GAP_NS)
+        symbols: set[str] = set()
         started = time.perf_counter()
         for chunk in self._batches(source):
             outcome = self.detect(chunk.trades, chunk.dead_letters)
-            incidents.add(outcome.anomalies)
-            self._count_incidents(summary, incidents.advance(outcome.clocks))
+            symbols.update(a.symbol for a in outcome.anomalies)
+            self._count_incidents(summary, incidents(outcome.anomalies, outcome.clocks))
             summary.trades += len(chunk.trades) + len(chunk.dead_letters)
             summary.accepted += outcome.accepted
             summary.anomalies += len(outcome.anomalies)
@@ -99,7 +102,7 @@ class Replay:
                 _keep_top(summary.top, (a.score, a.id, a), self.top_n)
             if on_chunk is not None:
                 on_chunk(chunk.trades, outcome.anomalies)
-        self._count_incidents(summary, incidents.flush())
+        self._count_incidents(summary, incidents.flush(sorted(symbols)))
         summary.seconds = time.perf_counter() - started
         return summary
 

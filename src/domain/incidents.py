@@ -18,11 +18,13 @@ again, or `flush`), and a late anomaly can join two open chains into one.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from domain.model import Anomaly, severity_for
+from domain.state import StateFormatError
 
 MAX_MEMBERS = 100  # member ids an incident lists (`size` counts them all)
 
@@ -53,16 +55,55 @@ def incident_id(symbol: str, first_member: str) -> str:
     return hashlib.blake2b(f"incident|{symbol}|{first_member}".encode(), digest_size=16).hexdigest()
 
 
+def _first_key(a: Anomaly) -> tuple[int, str, str]:
+    return a.ts_event, a.detector, a.id
+
+
+def _peak_key(a: Anomaly) -> tuple[float, int, str]:
+    return a.score, -a.ts_event, a.id
+
+
 @dataclass(slots=True)
 class _Chain:
+    """An open incident, bounded: its extent, count, first and peak members and the keys of its
+    MAX_MEMBERS earliest members (merging two chains gives the same result in any order)."""
+
     start: int
     end: int
-    members: list[Anomaly] = field(default_factory=list)
+    size: int
+    first: Anomaly
+    peak: Anomaly
+    keys: list[tuple[int, str, str]] = field(default_factory=list)  # (ts, detector, id), sorted, capped
+    detectors: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, a: Anomaly) -> _Chain:
+        return cls(a.ts_event, a.ts_event, 1, a, a, [_first_key(a)], {a.detector})
+
+    def merged(self, other: _Chain) -> _Chain:
+        keys = sorted(set(self.keys) | set(other.keys))[:MAX_MEMBERS]
+        return _Chain(min(self.start, other.start), max(self.end, other.end), self.size + other.size,
+                      min(self.first, other.first, key=_first_key), max(self.peak, other.peak, key=_peak_key),
+                      keys, self.detectors | other.detectors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "size": self.size, "first": self.first.to_dict(),
+                "peak": self.peak.to_dict(), "keys": [list(k) for k in self.keys], "detectors": sorted(self.detectors)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> _Chain:
+        return cls(int(d["start"]), int(d["end"]), int(d["size"]), Anomaly.from_dict(d["first"]),
+                   Anomaly.from_dict(d["peak"]), [(int(t), str(det), str(i)) for t, det, i in d["keys"]],
+                   set(d["detectors"]))
+
+
+OPEN_FORMAT = 1  # version of the encoded open incidents of a symbol (`IncidentGrouper.encoded`)
 
 
 class IncidentGrouper:
     """Groups anomalies into incidents per symbol; `advance(clocks)` returns the incidents closed by
-    then, `flush()` the rest (the end of a replay)."""
+    then, `flush()` the rest (the end of a replay). A symbol's open incidents can be saved
+    (`encoded`) and given back (`restore`), so a worker keeps them across batches and restarts."""
 
     def __init__(self, gap_ns: int = 120_000_000_000, lateness_ns: int = 60_000_000_000) -> None:
         self.gap_ns = gap_ns
@@ -72,11 +113,10 @@ class IncidentGrouper:
     def add(self, anomalies: list[Anomaly]) -> None:
         for a in anomalies:
             chains = self._open.setdefault(a.symbol, [])
-            near = [c for c in chains if c.start - self.gap_ns <= a.ts_event <= c.end + self.gap_ns]
-            joined = _Chain(a.ts_event, a.ts_event, [a])
-            for c in near:  # one anomaly can bridge two chains
-                chains.remove(c)
-                joined = _Chain(min(joined.start, c.start), max(joined.end, c.end), joined.members + c.members)
+            joined = _Chain.of(a)
+            for c in [c for c in chains if c.start - self.gap_ns <= a.ts_event <= c.end + self.gap_ns]:
+                chains.remove(c)  # one anomaly can bridge two chains
+                joined = joined.merged(c)
             chains.append(joined)
 
     def advance(self, clocks: Mapping[str, int]) -> list[Incident]:
@@ -85,8 +125,7 @@ class IncidentGrouper:
         closed: list[Incident] = []
         for symbol in [s for s in self._open if s in clocks]:
             chains = self._open[symbol]
-            done = [c for c in chains if clocks[symbol] > c.end + self.gap_ns + self.lateness_ns]
-            for c in done:
+            for c in [c for c in chains if clocks[symbol] > c.end + self.gap_ns + self.lateness_ns]:
                 chains.remove(c)
                 closed.append(_incident(symbol, c))
             if not chains:
@@ -99,16 +138,35 @@ class IncidentGrouper:
         return sorted(closed, key=lambda i: (i.start_ns, i.symbol))
 
     def open_anomalies(self) -> int:
-        return sum(len(c.members) for chains in self._open.values() for c in chains)
+        return sum(c.size for chains in self._open.values() for c in chains)
+
+    def encoded(self, symbol: str) -> bytes:
+        """`symbol`'s open incidents as bytes (b"" when none)."""
+        chains = self._open.get(symbol)
+        if not chains:
+            return b""
+        return json.dumps({"format": OPEN_FORMAT, "chains": [c.to_dict() for c in chains]},
+                          separators=(",", ":")).encode()
+
+    def restore(self, symbol: str, value: bytes) -> None:
+        """Give back what `encoded` returned (replacing what is open for `symbol`)."""
+        if not value:
+            self._open.pop(symbol, None)
+            return
+        try:
+            data = json.loads(value)
+            if data.get("format") != OPEN_FORMAT:
+                raise ValueError(f"format {data.get('format')!r}")
+            self._open[symbol] = [_Chain.from_dict(c) for c in data["chains"]]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StateFormatError(f"open incidents of {symbol} are not in this release's format "
+                                   f"{OPEN_FORMAT}: {exc}") from None
 
 
 def _incident(symbol: str, chain: _Chain) -> Incident:
-    members = sorted({a.id: a for a in chain.members}.values(), key=lambda a: (a.ts_event, a.detector, a.id))
-    peak = max(members, key=lambda a: (a.score, -a.ts_event, a.id))
-    first = members[0]
-    return Incident(id=incident_id(symbol, first.id), symbol=symbol, start_ns=first.ts_event,
-                    end_ns=members[-1].ts_event, size=len(members),
-                    members=tuple(a.id for a in members[:MAX_MEMBERS]),
-                    detectors=tuple(sorted({a.detector for a in members})), score=peak.score,
+    peak, first = chain.peak, chain.first
+    return Incident(id=incident_id(symbol, first.id), symbol=symbol, start_ns=chain.start, end_ns=chain.end,
+                    size=chain.size, members=tuple(i for _, _, i in chain.keys),
+                    detectors=tuple(sorted(chain.detectors)), score=peak.score,
                     severity=severity_for(peak.score), headline=f"{peak.detector}: {peak.reason}",
                     session=first.session, ts_local=first.ts_local)

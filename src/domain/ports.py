@@ -59,6 +59,15 @@ class StateStore(Protocol):
     def save(self, keys: Sequence[str], rows: np.ndarray) -> None: ...
 
 
+class BlobStore(Protocol):
+    """Opaque values by key (a symbol's open incidents): `load` gives one per key, None for keys
+    never saved; `save` stores them (b"" means nothing)."""
+
+    def load(self, keys: Sequence[str]) -> Sequence[bytes | None]: ...
+
+    def save(self, keys: Sequence[str], values: Sequence[bytes]) -> None: ...
+
+
 class Metrics(Protocol):
     def trades_processed(self, count: int) -> None: ...
 

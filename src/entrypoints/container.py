@@ -10,7 +10,8 @@ from dependency_injector import containers, providers
 
 from adapters.files.jsonl import FanOutSink, JsonLinesAnomalySink, JsonLinesDeadLetterSink
 from adapters.files.thresholds import load_thresholds
-from adapters.memory import InMemoryAnomalySink, InMemoryDeadLetterSink, InMemoryMetrics, InMemoryStateStore
+from adapters.memory import (InMemoryAnomalySink, InMemoryBlobStore, InMemoryDeadLetterSink, InMemoryMetrics,
+                             InMemoryStateStore)
 from adapters.faust.settings import StreamingSettings
 from adapters.faust.state import FaustTableStateStore
 from adapters.kafka.keys import pooling_by_partition
@@ -114,7 +115,7 @@ class Container(containers.DeclarativeContainer):
     detect = providers.Singleton(DetectTrades, engine=engine, states=state_store, pool_states=pool_state_store,
                                  anomalies=anomaly_sink,
                                  dead_letters=dead_letter_sink, metrics=metrics, suppressions=suppressions)
-    replay = providers.Factory(Replay, detect=detect)
+    replay = providers.Factory(Replay, detect=detect, incidents=providers.Factory(InMemoryBlobStore))
 
     # Streaming (the worker and the indexer): Kafka topics, the RocksDB table store and Elasticsearch
     # from the settings; the table-backed state stores are made once the Faust app has its tables.

@@ -4,6 +4,7 @@ anomalies were batched or (within the lateness bound) ordered."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from builders import S, T0
 
 from domain.incidents import IncidentGrouper, incident_id
@@ -80,3 +81,29 @@ def test_a_report_that_bridges_two_chains_merges_them() -> None:
     (incident,) = grouper.flush()
     assert incident.members == (early.id, bridge.id, later.id)
     assert incident.id == incident_id("ACME", early.id)
+
+
+def test_open_incidents_survive_being_saved_and_restored_between_batches() -> None:
+    """What a worker does per batch (GroupIncidents over a store) gives the incidents of one grouper
+    that saw everything; stored state of another format fails with one clear error."""
+    from adapters.memory import InMemoryBlobStore
+    from application.incidents import GroupIncidents
+    from domain.state import StateFormatError
+
+    rng = np.random.default_rng(9)
+    everything = [anomaly(str(rng.choice(["ACME", "BOLT"])), float(t)) for t in np.sort(rng.uniform(0, 1_800, 120))]
+    at_once = IncidentGrouper(GAP, LATE)
+    at_once.add(everything)
+    expected = at_once.flush()
+    store = InMemoryBlobStore()
+    use_case = GroupIncidents(store, LATE, GAP)
+    found = []
+    for start in range(0, len(everything), 7):
+        batch = everything[start:start + 7]
+        found += use_case(batch, {a.symbol: a.ts_event for a in batch})
+    found += use_case.flush(["ACME", "BOLT"])
+    assert sorted(found, key=lambda i: i.id) == sorted(expected, key=lambda i: i.id)
+    assert store.keys() == []
+    store.save(["ACME"], [b'{"format": 0, "chains": []}'])
+    with pytest.raises(StateFormatError, match="open incidents of ACME are not in this release's format 1"):
+        use_case([], {"ACME": T0})

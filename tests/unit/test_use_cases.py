@@ -9,7 +9,7 @@ import pytest
 from builders import calm_flow
 
 from adapters.files.thresholds import load_thresholds, save_thresholds
-from adapters.memory import InMemoryStateStore, InMemoryTradeSource
+from adapters.memory import InMemoryBlobStore, InMemoryStateStore, InMemoryTradeSource
 from application.calibrate import calibrate
 from domain.errors import ConfigError
 from domain.model import TRADE_DTYPE
@@ -43,7 +43,7 @@ def test_replay_groups_anomalies_into_the_same_incidents_however_the_source_is_c
     seen = []
     for chunk, per_symbol in ((65_536, 64), (1_000, 1), (7_777, 16)):
         container = build_container()
-        replay = Replay(container.detect(), top_n=10_000, per_symbol=per_symbol)
+        replay = Replay(container.detect(), InMemoryBlobStore(), top_n=10_000, per_symbol=per_symbol)
         summary = replay(InMemoryTradeSource(trades, chunk_size=chunk))
         incidents = summary.ranked_incidents()
         assert summary.incidents == len(incidents) and 0 < len(incidents) < summary.anomalies

@@ -143,7 +143,7 @@ async def committed_takes(app: faust.App, stream: Any, max_messages: int, within
         handed = loop.time()
         # How old the take's oldest message was when the take was handed over (its producer's
         # timestamp, on this host's clock when produced here): the wait before detection starts.
-        stamps = [e.message.timestamp for e in take if e.message.timestamp]
+        stamps = [t for t in (getattr(e.message, "timestamp", None) for e in take) if t]
         oldest_ms = round((time.time() - min(stamps)) * 1e3, 1) if stamps else None
         yield take
         started = loop.time()

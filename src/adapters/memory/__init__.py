@@ -3,7 +3,7 @@
 from adapters.memory.metrics import InMemoryMetrics
 from adapters.memory.sinks import InMemoryAnomalySink, InMemoryDeadLetterSink
 from adapters.memory.source import InMemoryTradeSource
-from adapters.memory.state import InMemoryStateStore
+from adapters.memory.state import InMemoryBlobStore, InMemoryStateStore
 
-__all__ = ["InMemoryAnomalySink", "InMemoryDeadLetterSink", "InMemoryMetrics", "InMemoryStateStore",
+__all__ = ["InMemoryAnomalySink", "InMemoryBlobStore", "InMemoryDeadLetterSink", "InMemoryMetrics", "InMemoryStateStore",
            "InMemoryTradeSource"]

@@ -47,3 +47,23 @@ class InMemoryStateStore:
         """One key's row (a copy), or None if never saved."""
         at = self.index.get(key)
         return None if at is None else self.rows[at:at + 1].copy()
+
+
+class InMemoryBlobStore:
+    """BlobStore over a dict."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+
+    def load(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self.values.get(k) for k in keys]
+
+    def save(self, keys: Sequence[str], values: Sequence[bytes]) -> None:
+        for key, value in zip(keys, values):
+            if value:
+                self.values[key] = value
+            else:
+                self.values.pop(key, None)
+
+    def keys(self) -> list[str]:
+        return sorted(self.values)

@@ -1,0 +1,47 @@
+"""Use case: fold each batch's anomalies into incidents, the open ones kept in a store by symbol.
+
+Replay (a store in memory) and the worker (a changelogged table, written in the take's
+transaction) both call this, so both close the same incidents, with the same ids."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from domain.incidents import Incident, IncidentGrouper
+from domain.model import Anomaly
+from domain.ports import BlobStore
+
+INCIDENT_GAP_NS = 120_000_000_000  # a symbol's anomalies each within 2 minutes of the next are one incident
+
+
+class GroupIncidents:
+    def __init__(self, store: BlobStore, lateness_ns: int, gap_ns: int = INCIDENT_GAP_NS) -> None:
+        self.store = store
+        self.gap_ns = gap_ns
+        self.lateness_ns = lateness_ns
+
+    def __call__(self, anomalies: list[Anomaly], clocks: Mapping[str, int]) -> list[Incident]:
+        """The incidents that `anomalies` and the symbols' new clocks close (oldest first)."""
+        symbols = sorted(set(clocks) | {a.symbol for a in anomalies})
+        grouper = IncidentGrouper(self.gap_ns, self.lateness_ns)
+        had = set()
+        for symbol, value in zip(symbols, self.store.load(symbols)):
+            if value:
+                grouper.restore(symbol, value)
+                had.add(symbol)
+        if not had and not anomalies:
+            return []
+        grouper.add(anomalies)
+        closed = grouper.advance(clocks)
+        changed = sorted(had | {a.symbol for a in anomalies})
+        self.store.save(changed, [grouper.encoded(s) for s in changed])
+        return closed
+
+    def flush(self, symbols: list[str]) -> list[Incident]:
+        """Close whatever is open for `symbols` (the end of a replay)."""
+        grouper = IncidentGrouper(self.gap_ns, self.lateness_ns)
+        for symbol, value in zip(symbols, self.store.load(symbols)):
+            if value:
+                grouper.restore(symbol, value)
+        self.store.save(symbols, [b""] * len(symbols))
+        return grouper.flush()
