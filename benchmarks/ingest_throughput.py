@@ -34,13 +34,16 @@ async def run_once(args: argparse.Namespace, source: object) -> IngestSummary:
     topic = f"bench-ingest-{uuid.uuid4().hex[:10]}"
     try:
         async with KafkaTradePublisher(args.bootstrap, topic, f"{topic}.dlq", partitions=args.partitions,
-                                       compression=args.compression) as publisher:
+                                       compression=args.compression, anomalies_topic=f"{topic}.anomalies",
+                                       incidents_topic=f"{topic}.incidents") as publisher:
             return await IngestTrades(publisher, batch_trades=args.batch_trades)(source)  # type: ignore[arg-type]
     finally:
         admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
         await admin.start()
         try:
-            await admin.delete_topics([topic, f"{topic}.dlq"])
+            existing = set(await admin.list_topics())
+            await admin.delete_topics([t for t in (topic, f"{topic}.dlq", f"{topic}.anomalies", f"{topic}.incidents")
+                                       if t in existing])
         finally:
             await admin.close()
 

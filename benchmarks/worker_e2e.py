@@ -266,13 +266,14 @@ class Run:
     def __init__(self, args: argparse.Namespace, phase: str) -> None:
         self.args = args
         self.id = f"bench-e2e-{phase}-{uuid.uuid4().hex[:8]}"
-        self.topics = {k: f"{self.id}-{k}" for k in ("trades", "anomalies", "dlq")}
+        self.topics = {k: f"{self.id}-{k}" for k in ("trades", "anomalies", "dlq", "incidents")}
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.id}-"))
         self.procs: list[tuple[str, subprocess.Popen, Any]] = []
         self.env = dict(
             os.environ, KAFKA_BOOTSTRAP_SERVERS=args.bootstrap, STOCKANOMALY_APP_ID=self.id,
             STOCKANOMALY_TRADES_TOPIC=self.topics["trades"], STOCKANOMALY_ANOMALIES_TOPIC=self.topics["anomalies"],
-            STOCKANOMALY_DLQ_TOPIC=self.topics["dlq"], STOCKANOMALY_PARTITIONS=str(args.partitions),
+            STOCKANOMALY_DLQ_TOPIC=self.topics["dlq"], STOCKANOMALY_INCIDENTS_TOPIC=self.topics["incidents"],
+            STOCKANOMALY_PARTITIONS=str(args.partitions),
             STOCKANOMALY_LOG_LEVEL="INFO", ELASTICSEARCH_URL=args.es_url, STOCKANOMALY_ES_INDEX_PREFIX=self.id,
             STOCKANOMALY_DATA_DIR=str(self.workdir / "worker-data"),
             STOCKANOMALY_WORKER_WEB_PORT=str(free_port()), STOCKANOMALY_INDEXER_WEB_PORT=str(free_port()),

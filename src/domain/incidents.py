@@ -50,6 +50,17 @@ class Incident:
                 "score": self.score, "severity": self.severity, "headline": self.headline,
                 "session": self.session, "ts_local": self.ts_local}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Incident:
+        """The inverse of `to_dict` (KeyError, TypeError or ValueError on anything else)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"an incident is a JSON object, not {type(d).__name__}")
+        return cls(id=str(d["id"]), symbol=str(d["symbol"]), start_ns=int(d["start_ns"]), end_ns=int(d["end_ns"]),
+                   size=int(d["size"]), members=tuple(str(m) for m in d["members"]),
+                   detectors=tuple(str(x) for x in d["detectors"]), score=float(d["score"]),
+                   severity=str(d["severity"]), headline=str(d["headline"]), session=str(d.get("session", "")),
+                   ts_local=str(d.get("ts_local", "")))
+
 
 def incident_id(symbol: str, first_member: str) -> str:
     return hashlib.blake2b(f"incident|{symbol}|{first_member}".encode(), digest_size=16).hexdigest()

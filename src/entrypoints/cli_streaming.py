@@ -93,6 +93,8 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
                                   "[default: STOCKANOMALY_DLQ_TOPIC, else trades.dlq].")
 @click.option("--anomalies-topic", help="Created with the others when missing (the worker writes it) "
                                         "[default: STOCKANOMALY_ANOMALIES_TOPIC, else anomalies].")
+@click.option("--incidents-topic", help="Created with the others when missing (the worker writes it) "
+                                        "[default: STOCKANOMALY_INCIDENTS_TOPIC, else incidents].")
 # 20,000 trades x 48 bytes stays under Kafka's default 1 MiB message limit.
 @click.option("--batch-trades", default=2_000, show_default=True, type=click.IntRange(1, 20_000),
               help="Most trades per Kafka message.")
@@ -109,7 +111,8 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
               help="Live: the longest a trade waits for its message to fill.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbols: str, bootstrap: str | None,
-           topic: str | None, dlq_topic: str | None, anomalies_topic: str | None, batch_trades: int, pace: str,
+           topic: str | None, dlq_topic: str | None, anomalies_topic: str | None, incidents_topic: str | None,
+           batch_trades: int, pace: str,
            partitions: int | None, replication_factor: int, compression: str, flush_ms: int, as_json: bool) -> None:
     """Publish Databento trades (files, globs, directories, or --live) to Kafka, keyed by symbol, as
     compact per-symbol micro-batches (docs/wire-format.md)."""
@@ -121,7 +124,7 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
     from application.ingest import IngestSummary, IngestTrades, parse_pace
 
     config = settings_or_fail(kafka_bootstrap_servers=bootstrap, trades_topic=topic, dlq_topic=dlq_topic,
-                              anomalies_topic=anomalies_topic, partitions=partitions)
+                              anomalies_topic=anomalies_topic, incidents_topic=incidents_topic, partitions=partitions)
     if live == bool(paths):
         fail("give PATHs (files, globs, directories) or --live, not both" if live else
              "give one or more PATHs (files, globs, directories) or --live")
@@ -141,6 +144,7 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         publisher = KafkaTradePublisher(config.kafka_bootstrap_servers, config.trades_topic, config.dlq_topic,
                                         partitions=config.partitions, replication_factor=replication_factor,
                                         compression=compression, anomalies_topic=config.anomalies_topic,
+                                        incidents_topic=config.incidents_topic,
                                         message_trades=batch_trades)
     except DomainError as exc:
         fail(str(exc))
@@ -256,31 +260,40 @@ def decode(bootstrap: str | None, topic: str | None, partitions: tuple[int, ...]
 @click.option("-n", "--last", default=10, show_default=True, type=click.IntRange(1),
               help="Start with the last N anomalies of each partition.")
 @click.option("-f", "--follow", is_flag=True, help="Then keep printing new ones (Ctrl-C stops).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per anomaly, as the topic holds them.")
-def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_json: bool) -> None:
-    """Show the anomalies the workers committed to the anomalies topic, in New York time."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per record, as the topic holds them.")
+@click.option("--incidents", is_flag=True,
+              help="The incidents topic instead (STOCKANOMALY_INCIDENTS_TOPIC, else incidents; --topic overrides).")
+def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_json: bool, incidents: bool) -> None:
+    """Show the anomalies (or incidents) the workers committed, in New York time."""
+    from domain.incidents import Incident
     from domain.model import Anomaly
     from entrypoints.render import exchange_time
 
-    config = settings_or_fail(kafka_bootstrap_servers=bootstrap, anomalies_topic=topic)
+    config = settings_or_fail(kafka_bootstrap_servers=bootstrap,
+                              **{"incidents_topic" if incidents else "anomalies_topic": topic})
+    what = "incident" if incidents else "anomaly"
     shown = 0
 
     def show(record: Any) -> bool:
         nonlocal shown
         shown += 1
         try:
-            anomaly = Anomaly.from_dict(json.loads(record.value))
+            item: Any = (Incident if incidents else Anomaly).from_dict(json.loads(record.value))
         except (ValueError, KeyError, TypeError) as exc:
-            err.print(f"{record.partition}@{record.offset}: not an anomaly ({type(exc).__name__}: {exc})",
+            err.print(f"{record.partition}@{record.offset}: not an {what} ({type(exc).__name__}: {exc})",
                       highlight=False)
             return True
         if as_json:
-            click.echo(json.dumps(anomaly.to_dict()))
+            click.echo(json.dumps(item.to_dict()))
+        elif incidents:
+            start = exchange_time({"ts_event": item.start_ns, "ts_local": item.ts_local, "session": item.session})
+            click.echo(f"{start}  {item.symbol:<8} {item.size:>3} anomalies  {item.score:>6.2f}  {item.headline}")
         else:
-            click.echo(f"{exchange_time(anomaly.to_dict())}  {anomaly.symbol:<8} {anomaly.detector:<16} "
-                       f"{anomaly.score:>6.2f}  {anomaly.reason}")
+            click.echo(f"{exchange_time(item.to_dict())}  {item.symbol:<8} {item.detector:<16} "
+                       f"{item.score:>6.2f}  {item.reason}")
         return True
 
-    _each_record(config, config.anomalies_topic, show, last=last, follow=follow)
+    name = config.incidents_topic if incidents else config.anomalies_topic
+    _each_record(config, name, show, last=last, follow=follow)
     if not shown and not follow:
-        err.print(f"no anomalies on {config.anomalies_topic} yet", highlight=False)
+        err.print(f"no {'incidents' if incidents else 'anomalies'} on {name} yet", highlight=False)

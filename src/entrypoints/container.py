@@ -59,13 +59,16 @@ def indexer_sink(settings: StreamingSettings) -> object:
 
 def worker_app(settings: StreamingSettings, detect: Callable[..., DetectTrades],
                states: Callable[..., FaustTableStateStore], pool_states: Callable[..., FaustTableStateStore],
-               metrics: object) -> faust.App:
+               metrics: object, report_lateness_ns: int) -> faust.App:
     """The worker's Faust app: its tables' state stores write the changelog in batches."""
     from adapters.faust.app import create_app
 
+    from application.incidents import GroupIncidents
+
     return create_app(settings, lambda symbols, pools: detect(states=states(table=symbols, batched=True),
                                                               pool_states=pool_states(table=pools, batched=True)),
-                      metrics=metrics)  # type: ignore[arg-type]
+                      metrics=metrics,  # type: ignore[arg-type]
+                      make_incidents=lambda store: GroupIncidents(store, report_lateness_ns))
 
 
 def indexer_app(settings: StreamingSettings, sink: object, metrics: object) -> faust.App:
@@ -125,7 +128,8 @@ class Container(containers.DeclarativeContainer):
     table_pool_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.pool_schema)
     streaming_detect = providers.Factory(DetectTrades, engine=engine, metrics=metrics, suppressions=suppressions)
     worker_app = providers.Singleton(worker_app, streaming, streaming_detect.provider, table_state_store.provider,
-                                     table_pool_state_store.provider, metrics)
+                                     table_pool_state_store.provider, metrics,
+                                     providers.Callable(lambda engine: engine.report_lateness_ns, engine))
     indexer_app = providers.Singleton(indexer_app, streaming, indexer_sink, metrics)
 
 

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     app_id: str = "stockanomaly"
     trades_topic: str = "trades"
     anomalies_topic: str = "anomalies"
+    incidents_topic: str = "incidents"
     dlq_topic: str = "trades.dlq"
     store: str = "rocksdb://"
     data_dir: str = "stockanomaly-data"  # the worker's RocksDB files, relative to its working directory
@@ -75,7 +76,7 @@ class Settings(BaseSettings):
     def streaming(self) -> StreamingSettings:
         return StreamingSettings(
             app_id=self.app_id, bootstrap=self.kafka_bootstrap_servers, trades_topic=self.trades_topic,
-            anomalies_topic=self.anomalies_topic, dlq_topic=self.dlq_topic, partitions=self.partitions,
+            anomalies_topic=self.anomalies_topic, incidents_topic=self.incidents_topic, dlq_topic=self.dlq_topic, partitions=self.partitions,
             store=self.store, data_dir=self.data_dir, elasticsearch_url=self.elasticsearch_url,
             elasticsearch_index=self.es_index_prefix, elasticsearch_refresh=self.es_refresh,
             elasticsearch_replicas=self.es_replicas, elasticsearch_refresh_interval=self.es_refresh_interval,

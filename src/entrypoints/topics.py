@@ -15,10 +15,10 @@ from domain.errors import ConfigError
 
 
 def require_topics(settings: StreamingSettings, who: str) -> None:
-    """Create `trades`, `anomalies` and `trades.dlq` when missing; exit with one line when a topic has
+    """Create `trades`, `anomalies`, `incidents` and `trades.dlq` when missing; exit with one line when a topic has
     another partition count or Kafka cannot be reached. Runs before Faust's event loop starts (in a
     thread of its own, so that loop is left as Faust set it up)."""
-    names = [settings.trades_topic, settings.anomalies_topic, settings.dlq_topic]
+    names = [settings.trades_topic, settings.anomalies_topic, settings.incidents_topic, settings.dlq_topic]
     try:
         with ThreadPoolExecutor(1) as pool:
             pool.submit(asyncio.run, ensure_topics(settings.bootstrap, names, settings.partitions,

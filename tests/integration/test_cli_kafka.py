@@ -29,7 +29,7 @@ async def test_decode_shows_the_trades_ingest_wrote_row_for_row(kafka_bootstrap,
     names = [await new_topic(name, partitions=3) for name in ("trades", "dlq", "anomalies")]
     market = generate_market(symbols=6, trades=20_000, seed=4).trades
     async with KafkaTradePublisher(kafka_bootstrap, names[0], names[1], partitions=3,
-                                   anomalies_topic=names[2]) as publisher:
+                                   anomalies_topic=names[2], incidents_topic=f"{names[0]}.incidents") as publisher:
         await IngestTrades(publisher, batch_trades=300)(InMemoryTradeSource(market, chunk_size=5_000))
     code, out, _ = await asyncio.to_thread(invoke, "decode", "--bootstrap", kafka_bootstrap, "--topic", names[0],
                                            "--limit", "100000", "--json")
@@ -73,3 +73,31 @@ async def test_tail_shows_the_last_anomalies_of_each_partition_and_skips_what_is
     assert "1@0: not an anomaly" in err
     code, out, _ = await asyncio.to_thread(invoke, "tail", "--bootstrap", kafka_bootstrap, "--topic", topic, "-n", "1")
     assert code == 0 and out.startswith("2025-05-05 09:30:00.000 regular  NVDA") and "size 50,004 is large" in out
+
+
+@pytest.mark.asyncio
+async def test_tail_incidents_shows_the_incidents_topic(kafka_bootstrap, new_topic) -> None:
+    from domain.incidents import IncidentGrouper
+
+    topic = await new_topic("incidents", partitions=1)
+    ts = 1_746_451_800_000_000_000  # 2025-05-05 09:30:00 New York
+    members = [Anomaly(id=anomaly_id(d, "NVDA", 2, 7, ts + k, k), detector=d, symbol="NVDA", ts_event=ts + k,
+                       price=113.0, size=50_000, score=1.5 + k, severity="low", reason=f"{d} fired", sequence=k,
+                       session="regular", ts_local=f"2025-05-05T09:30:00.00000000{k}-04:00")
+               for k, d in enumerate(("high_volume", "trade_burst"))]
+    grouper = IncidentGrouper()
+    grouper.add(members)
+    (incident,) = grouper.flush()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, json.dumps(incident.to_dict()).encode(), key=b"NVDA")
+    finally:
+        await producer.stop()
+    code, out, _ = await asyncio.to_thread(invoke, "tail", "--incidents", "--bootstrap", kafka_bootstrap,
+                                           "--topic", topic)
+    assert code == 0
+    assert out.strip() == "2025-05-05 09:30:00.000 regular  NVDA       2 anomalies    2.50  trade_burst: trade_burst fired"
+    code, out, _ = await asyncio.to_thread(invoke, "tail", "--incidents", "--json", "--bootstrap", kafka_bootstrap,
+                                           "--topic", topic)
+    assert code == 0 and json.loads(out)["members"] == [m.id for m in members]

@@ -57,8 +57,8 @@ async def test_a_real_nvda_day_arrives_complete_and_in_order(kafka_bootstrap, ne
     dlq = await new_topic("dlq", partitions=3)
     expected = np.concatenate([c.trades for c in DatabentoFileSource([NVDA_DAY]).chunks()])
 
-    async with KafkaTradePublisher(kafka_bootstrap, topic, dlq, partitions=3,
-                                   anomalies_topic=f"{topic}.anomalies") as publisher:
+    async with KafkaTradePublisher(kafka_bootstrap, topic, dlq, partitions=3, anomalies_topic=f"{topic}.anomalies",
+                                   incidents_topic=f"{topic}.incidents") as publisher:
         summary = await IngestTrades(publisher, batch_trades=2_000)(DatabentoFileSource([NVDA_DAY]))
 
     records = await read_all(kafka_bootstrap, topic, partition_count=3, timeout=60)
@@ -77,7 +77,8 @@ async def test_many_symbols_keep_their_own_order_across_partitions(kafka_bootstr
     dlq = await new_topic("multi-dlq", partitions=4)
     trades = generate_market(symbols=8, trades=40_000, seed=3).trades
 
-    async with KafkaTradePublisher(kafka_bootstrap, topic, dlq, anomalies_topic=f"{topic}.anomalies") as publisher:
+    async with KafkaTradePublisher(kafka_bootstrap, topic, dlq, anomalies_topic=f"{topic}.anomalies",
+                                   incidents_topic=f"{topic}.incidents") as publisher:
         summary = await IngestTrades(publisher, batch_trades=500)(InMemoryTradeSource(trades, chunk_size=7_000))
 
     by_symbol = decoded_by_symbol(await read_all(kafka_bootstrap, topic, partition_count=4, timeout=60), 4)
@@ -121,9 +122,9 @@ async def test_ingest_creates_missing_topics_and_refuses_a_partition_count_that_
     path = tmp_path / "one.csv"
     path.write_text(CSV_HEADER + "\n2025-05-05T13:30:00.000000100Z,2025-05-05T13:30:00.000000000Z,0,2,7,T,B,0,"
                     "113.100000000,100,0,0,1,NVDA\n")
-    names = [f"it-{n}-{suffix}" for n in ("fresh", "fresh-anomalies", "fresh-dlq")]
+    names = [f"it-{n}-{suffix}" for n in ("fresh", "fresh-anomalies", "fresh-incidents", "fresh-dlq")]
     args = ["ingest", str(path), "--bootstrap", kafka_bootstrap, "--topic", names[0], "--anomalies-topic", names[1],
-            "--dlq-topic", names[2], "--partitions", "3"]
+            "--incidents-topic", names[2], "--dlq-topic", names[3], "--partitions", "3"]
     result = await asyncio.to_thread(CliRunner().invoke, main, args)
     assert result.exit_code == 0, result.output
     described = await kafka_admin.describe_topics(names)
@@ -133,4 +134,4 @@ async def test_ingest_creates_missing_topics_and_refuses_a_partition_count_that_
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].endswith(
         f"topic partitions differ from STOCKANOMALY_PARTITIONS=6: '{names[0]}' has 3, '{names[1]}' has 3, "
-        f"'{names[2]}' has 3; set STOCKANOMALY_PARTITIONS to match, or recreate the topics")
+        f"'{names[2]}' has 3, '{names[3]}' has 3; set STOCKANOMALY_PARTITIONS to match, or recreate the topics")

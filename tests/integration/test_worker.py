@@ -22,6 +22,7 @@ from elasticsearch import ApiError
 from adapters.kafka.codec import encode_batch, encode_multi
 from adapters.kafka.keys import partition_of
 from adapters.kafka.producer import KafkaTradePublisher
+from application.incidents import INCIDENT_GAP_NS
 from application.ingest import IngestTrades
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
@@ -46,6 +47,21 @@ def embedded_ids(market: np.ndarray) -> set[str]:
     return ids
 
 
+@pytest.fixture(scope="module")
+def embedded_incidents(market: np.ndarray) -> set[tuple[str, tuple[str, ...]]]:
+    """(id, member ids) of the embedded replay's incidents that its symbol's own tape closed (a worker
+    keeps a symbol's last incident open until the symbol trades on: a replay closes it at the end)."""
+    container = build_container()
+    summary = container.replay(top_n=100_000)(InMemoryTradeSource(market, chunk_size=10_000))
+    lateness = container.engine().report_lateness_ns
+    symbols = market["symbol"].astype(str)
+    last = {s: int(market["ts_event"][symbols == s].max()) for s in set(symbols.tolist())}
+    closed = {(i.id, i.members) for i in summary.ranked_incidents()
+              if last[i.symbol] > i.end_ns + INCIDENT_GAP_NS + lateness}
+    assert len(closed) >= 5 and summary.incidents > len(closed) - 1
+    return closed
+
+
 class Stream:
     """Topics, a producer and worker processes for one test."""
 
@@ -55,7 +71,8 @@ class Stream:
         self.es, self.es_prefix = es, es_prefix
         self.env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, STOCKANOMALY_APP_ID=f"it-worker-{suffix}",
                         STOCKANOMALY_TRADES_TOPIC=topics["trades"], STOCKANOMALY_ANOMALIES_TOPIC=topics["anomalies"],
-                        STOCKANOMALY_DLQ_TOPIC=topics["dlq"], STOCKANOMALY_PARTITIONS=str(PARTITIONS),
+                        STOCKANOMALY_DLQ_TOPIC=topics["dlq"], STOCKANOMALY_INCIDENTS_TOPIC=topics["incidents"],
+                        STOCKANOMALY_PARTITIONS=str(PARTITIONS),
                         STOCKANOMALY_LOG_LEVEL="INFO", ELASTICSEARCH_URL=es_url,
                         STOCKANOMALY_ES_INDEX_PREFIX=es_prefix,
                         # Several workers per host: each serves /metrics on a port of its own.
@@ -114,7 +131,8 @@ class Stream:
     async def ingest(self, trades: np.ndarray) -> None:
         """As `stockanomaly ingest` sends: each partition's symbols together in `STB2` messages."""
         async with KafkaTradePublisher(self.bootstrap, self.topics["trades"], self.topics["dlq"],
-                                       partitions=PARTITIONS, anomalies_topic=self.topics["anomalies"]) as publisher:
+                                       partitions=PARTITIONS, anomalies_topic=self.topics["anomalies"],
+                                       incidents_topic=self.topics["incidents"]) as publisher:
             await IngestTrades(publisher, batch_trades=500)(InMemoryTradeSource(trades, chunk_size=5_000))
 
     async def anomaly_ids(self) -> list[str]:
@@ -167,10 +185,17 @@ class Stream:
             assert starts == [0] + [last + 1 for _, last, _ in mine[:-1]], f"gap in partition {partition}: {mine}"
         return sum(accepted for mine in kept.values() for _, _, accepted in mine)
 
-    async def assert_all_processed_once(self, expected: set[str], trades: int) -> None:
+    async def incidents(self) -> list[tuple[str, tuple[str, ...]]]:
+        records = await read_all(self.bootstrap, self.topics["incidents"], partition_count=PARTITIONS,
+                                 isolation_level="read_committed")
+        return [(d["id"], tuple(d["members"])) for d in (json.loads(r.value) for r in records)]
+
+    async def assert_all_processed_once(self, expected: set[str], trades: int,
+                                        incidents: set[tuple[str, tuple[str, ...]]] | None = None) -> None:
         """The anomalies topic (read committed) and Elasticsearch hold exactly `expected`, each once,
         the workers' committed offsets reached the end of every trades partition, and exactly
-        `trades` valid trades were committed as judged (none lost, none judged twice)."""
+        `trades` valid trades were committed as judged (none lost, none judged twice). With
+        `incidents`: the incidents topic (read committed) holds exactly those, each once."""
         seen = await self.wait_for(expected)
         twice = sorted({i for i in seen if seen.count(i) > 1})
         extra = set(seen) - expected
@@ -183,6 +208,10 @@ class Stream:
         await eventually_async(self.offsets_committed_to_the_end, timeout=60, interval=1.0,
                                what="committed offsets at the end offsets")
         assert self.committed_trades() == trades
+        if incidents is not None:
+            got = await self.incidents()  # committed with the offsets just seen at their end
+            assert len(got) == len(set(got)), f"incidents written twice: {sorted(i for i in got if got.count(i) > 1)}"
+            assert set(got) == incidents
         assert sorted(await self.wait_searchable(expected)) == sorted(expected)
 
     def searchable_ids(self) -> list[str]:
@@ -219,7 +248,8 @@ async def stream(kafka_bootstrap, new_topic, suffix, tmp_path, es, es_url,  # ty
                  es_prefix) -> AsyncIterator[Stream]:
     topics = {"trades": await new_topic("trades", partitions=PARTITIONS),
               "anomalies": await new_topic("anomalies", partitions=PARTITIONS),
-              "dlq": await new_topic("dlq", partitions=PARTITIONS)}
+              "dlq": await new_topic("dlq", partitions=PARTITIONS),
+              "incidents": await new_topic("incidents", partitions=PARTITIONS)}
     s = Stream(kafka_bootstrap, topics, tmp_path, suffix, es, es_url, es_prefix)
     yield s
     s.stop()
@@ -229,7 +259,7 @@ async def stream(kafka_bootstrap, new_topic, suffix, tmp_path, es, es_url,  # ty
 async def bare_stream(kafka_bootstrap, new_topic, suffix, tmp_path, es, es_url,  # type: ignore[no-untyped-def]
                       es_prefix) -> AsyncIterator[Stream]:
     """A Stream whose topics do not exist yet (`new_topic` still deletes whatever carries the suffix)."""
-    topics = {name: f"it-{name}-{suffix}" for name in ("trades", "anomalies", "dlq")}
+    topics = {name: f"it-{name}-{suffix}" for name in ("trades", "anomalies", "dlq", "incidents")}
     s = Stream(kafka_bootstrap, topics, tmp_path, suffix, es, es_url, es_prefix)
     yield s
     s.stop()
@@ -241,11 +271,12 @@ async def partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict
 
 
 @pytest.mark.asyncio
-async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, market, embedded_ids) -> None:
+async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, market, embedded_ids,
+                                                            embedded_incidents) -> None:
     stream.start_worker("w1", 16066)
     stream.start_indexer(16166)
     await stream.ingest(market)
-    await stream.assert_all_processed_once(embedded_ids, trades=len(market))
+    await stream.assert_all_processed_once(embedded_ids, trades=len(market), incidents=embedded_incidents)
     # SIGTERM: both stop on their own, closing what they opened (aiohttp warns of any session left).
     stream.stop()
     assert [p.returncode for p in stream.workers] == [0, 0]
@@ -256,7 +287,7 @@ async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, mark
 
 @pytest.mark.asyncio
 async def test_worker_killed_mid_stream_resumes_without_loss_or_duplicates(stream: Stream, market,
-                                                                           embedded_ids) -> None:
+                                                                           embedded_ids, embedded_incidents) -> None:
     pairs = as_messages(market)
     first = stream.start_worker("w1", 16067)
     stream.start_indexer(16167)
@@ -270,7 +301,7 @@ async def test_worker_killed_mid_stream_resumes_without_loss_or_duplicates(strea
     first.wait(timeout=30)
     await stream.produce(pairs[len(pairs) // 2:])
     stream.start_worker("w1", 16067)  # same data directory, as a restarted container would have
-    await stream.assert_all_processed_once(embedded_ids, trades=len(market))
+    await stream.assert_all_processed_once(embedded_ids, trades=len(market), incidents=embedded_incidents)
 
 
 @pytest.mark.asyncio
@@ -318,7 +349,7 @@ def partitions_processed(log: Path) -> set[int]:
 
 @pytest.mark.asyncio
 async def test_the_worker_owning_partitions_killed_its_state_comes_back_from_the_changelog(
-        stream: Stream, market, embedded_ids) -> None:
+        stream: Stream, market, embedded_ids, embedded_incidents) -> None:
     pairs = as_messages(market)
     workers = {"w1": stream.start_worker("w1", 16074), "w2": stream.start_worker("w2", 16075)}
     stream.start_indexer(16174)
@@ -339,8 +370,9 @@ async def test_the_worker_owning_partitions_killed_its_state_comes_back_from_the
     workers[victim].wait(timeout=30)
     await stream.produce(pairs[sent:])
     # The survivor judges the rest of the victim's partitions against the state it restored: any
-    # state lost would change which trades are anomalous (the ids), or miss them.
-    await stream.assert_all_processed_once(embedded_ids, trades=len(market))
+    # state lost would change which trades are anomalous (the ids), or miss them; open incidents lost
+    # would split or drop incidents.
+    await stream.assert_all_processed_once(embedded_ids, trades=len(market), incidents=embedded_incidents)
     survivor = next(name for name in workers if name != victim)
     assert partitions_processed(stream.workdir / f"{survivor}.log") == set().union(*owners().values())
 

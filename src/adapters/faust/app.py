@@ -18,15 +18,16 @@ import structlog
 from faust.streams import _current_event
 from faust.types import TP
 
-from adapters.faust.outputs import (KafkaAnomalySink, KafkaDeadLetterSink, PartitionProducer, traced_to_messages,
-                                    write_changelog)
-from adapters.faust.state import FaustTableStateStore
+from adapters.faust.outputs import (KafkaAnomalySink, KafkaDeadLetterSink, KafkaIncidentSink, PartitionProducer,
+                                    traced_to_messages, write_changelog)
+from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
 from adapters.faust.recovery import fetch_without_long_polls, restore_tables_from_broker_offsets
 from adapters.faust.sequence import InSequence, in_sequence
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.codec import decode
 from adapters.kafka.keys import WRONG_PARTITION, misrouted, partition_of
 from application.detect import DetectTrades
+from application.incidents import GroupIncidents
 from application.publish import PublishOutcome
 from domain.model import DeadLetter
 from domain.sessions import SessionCalendar
@@ -81,6 +82,8 @@ def partition_lags(highwater: Callable[[TP], int | None], owned: Iterable[TP],
 
 # (symbol-state table, pool-state table) -> the detect use case, without sinks (see PublishOutcome)
 DetectFactory = Callable[[MutableMapping[str, bytes], MutableMapping[str, bytes]], DetectTrades]
+# (open-incidents store) -> the incident grouping use case
+IncidentsFactory = Callable[[FaustTableBlobStore], GroupIncidents]
 
 
 def by_partition(events: Sequence[Any]) -> list[tuple[int, list[Any]]]:
@@ -93,7 +96,7 @@ def by_partition(events: Sequence[Any]) -> list[tuple[int, list[Any]]]:
 
 async def committed_takes(app: faust.App, stream: Any, max_messages: int, within: float,
                           sequence: InSequence | None = None,
-                          on_committed: Callable[[set[int], dict[str, float]], None] | None = None,
+                          on_committed: Callable[[set[int], dict[str, float | None]], None] | None = None,
                           commit: Callable[[faust.App, Mapping[Any, int]], Awaitable[set[int]]] | None = None,
                           ) -> AsyncIterator[list[Any]]:
     """Takes of up to `max_messages` messages (waiting up to `within` seconds for more), each
@@ -224,7 +227,8 @@ def acting_as(event: Any) -> Iterator[None]:
 
 
 def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics: Metrics | None = None,
-               on_batch: Callable[[int, int], Awaitable[None]] | None = None) -> faust.App:
+               on_batch: Callable[[int, int], Awaitable[None]] | None = None,
+               make_incidents: IncidentsFactory | None = None) -> faust.App:
     """Build the worker app. The agent only decodes, calls the detect use case and publishes.
 
     The commit boundary is the take: a take's messages are acknowledged only after every output of
@@ -278,6 +282,12 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     pools = app.Table("pool-state", default=None, partitions=settings.partitions, key_type=str,
                       value_type=bytes, options={"driver": "rocksdict"})
     detect = make_detect(table, pools)
+    # Each symbol's open incidents (application.incidents), kept like its state: closed incidents go
+    # to the incidents topic in the take's transaction, with the open ones' changes.
+    open_incidents = app.Table("incident-state", default=None, partitions=settings.partitions, key_type=str,
+                               value_type=bytes, options={"driver": "rocksdict"})
+    incident_store = FaustTableBlobStore(open_incidents, batched=True)
+    incidents = make_incidents(incident_store) if make_incidents is not None else None
 
     @app.agent(trades)
     async def detect_trades(stream: Any) -> None:
@@ -309,7 +319,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     # and this line leaves it out too, so exact counts come from the `batch` lines (the tests').
     done_in_take: dict[int, dict[str, int]] = {}
 
-    def finished(committed: set[int], timing: dict[str, float]) -> None:
+    def finished(committed: set[int], timing: dict[str, float | None]) -> None:
         nonlocal taking
         taking = False
         totals: dict[str, int] = {}
@@ -341,7 +351,8 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     # partition, to their changelogs as record batches (FaustTableStateStore, batched).
     batched: list[tuple[Any, FaustTableStateStore]] = [
         (t, store) for t, store in ((table, getattr(detect, "states", None)),
-                                    (pools, getattr(detect, "pool_states", None)))
+                                    (pools, getattr(detect, "pool_states", None)),
+                                    (open_incidents, incident_store if incidents is not None else None))
         if isinstance(store, FaustTableStateStore) and store.unsent is not None]
 
     async def save_changelogs(partition: int, tid: str | None, deliveries: list[Awaitable[Any]]) -> None:
@@ -382,6 +393,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         with acting_as(group[-1]):
             try:
                 outcome = detect(batch if judged is None else batch[judged], undecodable)
+                closed = incidents(outcome.anomalies, outcome.clocks) if incidents is not None else []
             except StateFormatError as exc:
                 # Stored state this release cannot read (another format, or the first release's
                 # pickles): going on would judge these trades against nothing and commit them. Stop
@@ -398,6 +410,8 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         out = PartitionProducer(app.producer, tid)
         await PublishOutcome(KafkaAnomalySink(out, settings.anomalies_topic),
                              KafkaDeadLetterSink(out, settings.dlq_topic))(outcome)
+        if closed:
+            await KafkaIncidentSink(out, settings.incidents_topic).publish(closed)
         await save_changelogs(partition, tid, deliveries)
         deliveries.append(out.delivered())
         for a in outcome.anomalies:
@@ -405,11 +419,11 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         for d in outcome.dead_letters:
             log.warning("dead_letter", reason=d.reason, detail=d.detail[:300], origin=d.origin)
         log.info("batch", messages=len(group), trades=len(batch), accepted=outcome.accepted,
-                 anomalies=len(outcome.anomalies), dead_letters=len(outcome.dead_letters),
+                 anomalies=len(outcome.anomalies), incidents=len(closed), dead_letters=len(outcome.dead_letters),
                  **({"suppressed": outcome.suppressed} if outcome.suppressed else {}),
                  seconds=round(time.perf_counter() - started, 4))
         for key, n in (("messages", len(group)), ("accepted", outcome.accepted), ("anomalies", len(outcome.anomalies)),
-                       ("dead_letters", len(outcome.dead_letters))):
+                       ("incidents", len(closed)), ("dead_letters", len(outcome.dead_letters))):
             counts = done_in_take.setdefault(partition, {})
             counts[key] = counts.get(key, 0) + n
         if on_batch is not None:

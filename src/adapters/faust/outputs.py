@@ -12,6 +12,7 @@ import numpy as np
 
 from adapters.kafka.codec import encode_batch
 from adapters.kafka.dead_letters import dead_letter_record
+from domain.incidents import Incident
 from domain.model import Anomaly, DeadLetter
 
 
@@ -50,6 +51,17 @@ class KafkaAnomalySink:
     async def publish(self, anomalies: Sequence[Anomaly]) -> None:
         for a in anomalies:
             await self.out.send(self.topic, a.symbol.encode(), json.dumps(a.to_dict()).encode())
+
+
+class KafkaIncidentSink:
+    """Each closed incident as JSON (`Incident.to_dict`), keyed by its symbol."""
+
+    def __init__(self, out: PartitionProducer, topic: str) -> None:
+        self.out, self.topic = out, topic
+
+    async def publish(self, incidents: Sequence[Incident]) -> None:
+        for incident in incidents:
+            await self.out.send(self.topic, incident.symbol.encode(), json.dumps(incident.to_dict()).encode())
 
 
 class KafkaDeadLetterSink:

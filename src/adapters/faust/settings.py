@@ -13,6 +13,7 @@ class StreamingSettings:
     bootstrap: str
     trades_topic: str
     anomalies_topic: str
+    incidents_topic: str
     dlq_topic: str
     partitions: int
     store: str

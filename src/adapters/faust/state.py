@@ -12,6 +12,19 @@ from rocksdict import WriteBatch
 from domain.state import StateSchema
 
 
+class RawValues:
+    """What FaustTableStateStore stores when the values are opaque bytes (a BlobStore: a symbol's
+    open incidents): kept as they are, a key never written read as None."""
+
+    @staticmethod
+    def decode(keys: Sequence[str], values: Sequence[bytes | None]) -> list[bytes | None]:
+        return list(values)
+
+    @staticmethod
+    def encode(values: Sequence[bytes]) -> list[bytes]:
+        return list(values)
+
+
 class FaustTableStateStore:
     """StateStore over a Faust table whose values are `StateSchema`-encoded records.
 
@@ -25,9 +38,10 @@ class FaustTableStateStore:
     it, every save assigns the table key (`table[k] = v`) and Faust sends the changelog record.
     """
 
-    def __init__(self, table: MutableMapping[str, bytes], schema: StateSchema, batched: bool = False) -> None:
+    def __init__(self, table: MutableMapping[str, bytes], schema: StateSchema | RawValues,
+                 batched: bool = False) -> None:
         self.table = table
-        self.schema = schema
+        self.schema: Any = schema  # StateSchema (records) or RawValues (FaustTableBlobStore)
         self.unsent: dict[str, bytes] | None = {} if batched else None
         self._key_bytes: dict[str, bytes] = {}
 
@@ -89,3 +103,16 @@ class FaustTableStateStore:
             return {}
         unsent, self.unsent = self.unsent, {}
         return unsent
+
+
+class FaustTableBlobStore(FaustTableStateStore):
+    """BlobStore over a Faust table of opaque byte values (same local-store and changelog batching)."""
+
+    def __init__(self, table: MutableMapping[str, bytes], batched: bool = False) -> None:
+        super().__init__(table, RawValues(), batched)
+
+    def load(self, keys: Sequence[str]) -> list[bytes | None]:  # type: ignore[override]
+        return super().load(keys)  # type: ignore[return-value]
+
+    def save(self, keys: Sequence[str], values: Sequence[bytes]) -> None:  # type: ignore[override]
+        super().save(keys, values)  # type: ignore[arg-type]

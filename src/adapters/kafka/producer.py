@@ -57,11 +57,12 @@ class KafkaTradePublisher:
     def __init__(self, bootstrap: str, topic: str = "trades", dlq_topic: str = "trades.dlq", *,
                  partitions: int = 4, replication_factor: int = 1, compression: str = "none",
                  linger_ms: int = 5, window: int = 512, client_id: str = "stockanomaly-ingest",
-                 anomalies_topic: str = "anomalies", message_trades: int = 2_000) -> None:
+                 anomalies_topic: str = "anomalies", incidents_topic: str = "incidents",
+                 message_trades: int = 2_000) -> None:
         if compression not in COMPRESSIONS:
             raise ConfigError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
         self.bootstrap, self.topic, self.dlq_topic = bootstrap, topic, dlq_topic
-        self.topics = [topic, anomalies_topic, dlq_topic]
+        self.topics = [topic, anomalies_topic, incidents_topic, dlq_topic]
         self.message_trades = message_trades
         self.partitions, self.replication_factor = partitions, replication_factor
         self.compression = None if compression == "none" else compression
