@@ -37,11 +37,14 @@ def settings_or_fail(**flags: object) -> Settings:
                                 "credentials come from ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD or "
                                 "ELASTICSEARCH_API_KEY.")
 @click.option("--index", "index_prefix", help="Index prefix, indices being <prefix>-YYYY.MM.DD "
-                                              "[default: STOCKANOMALY_ES_INDEX_PREFIX, else stockanomaly-anomalies].")
+                                              "[default: STOCKANOMALY_ES_INDEX_PREFIX, else stockanomaly-anomalies; "
+                                              "with --incidents STOCKANOMALY_ES_INCIDENTS_PREFIX, else "
+                                              "stockanomaly-incidents].")
+@click.option("--incidents", is_flag=True, help="Search incidents instead (--detector: any of theirs; times: their start).")
 def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | None, until: str | None,
           min_score: float | None, limit: int, order: str, as_json: bool, es_url: str | None,
-          index_prefix: str | None) -> None:
-    """Search the anomalies the workers stored in Elasticsearch."""
+          index_prefix: str | None, incidents: bool) -> None:
+    """Search the anomalies (or incidents) the workers stored in Elasticsearch."""
     from rich.table import Table
 
     from adapters.elasticsearch import ElasticsearchAdapterError, ElasticsearchAnomalyQuery, ElasticsearchSettings
@@ -49,13 +52,16 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
     from application.query import QueryAnomalies
     from entrypoints.render import exchange_time
 
-    config = settings_or_fail(elasticsearch_url=es_url, es_index_prefix=index_prefix)
-    index_prefix = config.es_index_prefix
+    from adapters.elasticsearch.mapping import ANOMALIES, INCIDENTS
+
+    config = settings_or_fail(elasticsearch_url=es_url,
+                              **{"es_incidents_prefix" if incidents else "es_index_prefix": index_prefix})
+    index_prefix = config.es_incidents_prefix if incidents else config.es_index_prefix
     settings = ElasticsearchSettings.from_env(url=config.elasticsearch_url or "http://127.0.0.1:9200",
                                               request_timeout=10.0)
     try:
         store = ElasticsearchAnomalyQuery(connect_elasticsearch(settings), index_prefix=index_prefix,
-                                          where=settings.safe_url)
+                                          where=settings.safe_url, kind=INCIDENTS if incidents else ANOMALIES)
     except ValueError as exc:
         fail(str(exc))
     try:
@@ -69,7 +75,18 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
         click.echo(json.dumps([a.to_dict() for a in found]))
         return
     if not found:
-        click.echo(f"no anomalies in {index_prefix}-* match")
+        click.echo(f"no {'incidents' if incidents else 'anomalies'} in {index_prefix}-* match")
+        return
+    if incidents:
+        table = Table(title=f"{len(found)} incidents", title_justify="left")
+        for col in ("start (New York), session", "symbol", "anomalies", "score"):
+            table.add_column(col, no_wrap=True, justify="left" if col in ("symbol",) or col.startswith("start") else "right")
+        table.add_column("headline", overflow="fold", ratio=1)
+        for i in found:
+            d = i.to_dict()
+            table.add_row(exchange_time({"ts_event": d["start_ns"], "ts_local": d["ts_local"], "session": d["session"]}),
+                          d["symbol"], str(d["size"]), f"{d['score']:.2f}", d["headline"])
+        Console().print(table)
         return
     table = Table(title=f"{len(found)} anomalies", title_justify="left")
     for col in ("time (New York), session", "symbol", "detector", "score"):

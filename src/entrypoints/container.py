@@ -44,17 +44,21 @@ def jsonl_or_none(cls: type, path: str | None) -> object | None:
     return cls(path) if path else None
 
 
-def indexer_sink(settings: StreamingSettings) -> object:
-    """The indexer's Elasticsearch sink: transient failures retried for as long as they last."""
+def elasticsearch_sink(settings: StreamingSettings, incidents: bool = False) -> object:
+    """The indexer's Elasticsearch sink (of anomalies, or of incidents): transient failures retried
+    for as long as they last."""
     if not settings.elasticsearch_url:
         raise ConfigError("the indexer needs ELASTICSEARCH_URL (e.g. http://127.0.0.1:9200)")
     from adapters.elasticsearch import AsyncElasticsearchAnomalySink, ElasticsearchSettings, RetryPolicy, connect_async
+    from adapters.elasticsearch.mapping import ANOMALIES, INCIDENTS
 
     refresh = {"true": True, "false": False}.get(settings.elasticsearch_refresh, settings.elasticsearch_refresh)
     return AsyncElasticsearchAnomalySink(
         connect_async(ElasticsearchSettings.from_env(url=settings.elasticsearch_url)),
-        index_prefix=settings.elasticsearch_index, refresh=refresh, replicas=settings.elasticsearch_replicas,
-        refresh_interval=settings.elasticsearch_refresh_interval, retry=RetryPolicy(total=math.inf))
+        index_prefix=settings.elasticsearch_incidents_index if incidents else settings.elasticsearch_index,
+        refresh=refresh, replicas=settings.elasticsearch_replicas,
+        refresh_interval=settings.elasticsearch_refresh_interval, retry=RetryPolicy(total=math.inf),
+        kind=INCIDENTS if incidents else ANOMALIES)
 
 
 def worker_app(settings: StreamingSettings, detect: Callable[..., DetectTrades],
@@ -71,10 +75,10 @@ def worker_app(settings: StreamingSettings, detect: Callable[..., DetectTrades],
                       make_incidents=lambda store: GroupIncidents(store, report_lateness_ns))
 
 
-def indexer_app(settings: StreamingSettings, sink: object, metrics: object) -> faust.App:
+def indexer_app(settings: StreamingSettings, sink: object, metrics: object, incident_sink: object) -> faust.App:
     from adapters.faust.indexer import create_indexer_app
 
-    return create_indexer_app(settings, sink, metrics)  # type: ignore[arg-type]
+    return create_indexer_app(settings, sink, metrics, incident_sink)  # type: ignore[arg-type]
 
 
 class Container(containers.DeclarativeContainer):
@@ -123,14 +127,15 @@ class Container(containers.DeclarativeContainer):
     # Streaming (the worker and the indexer): Kafka topics, the RocksDB table store and Elasticsearch
     # from the settings; the table-backed state stores are made once the Faust app has its tables.
     streaming = providers.Singleton(Settings.streaming, settings)
-    indexer_sink = providers.Singleton(indexer_sink, streaming)
+    indexer_sink = providers.Singleton(elasticsearch_sink, streaming)
     table_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.schema)
     table_pool_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.pool_schema)
     streaming_detect = providers.Factory(DetectTrades, engine=engine, metrics=metrics, suppressions=suppressions)
     worker_app = providers.Singleton(worker_app, streaming, streaming_detect.provider, table_state_store.provider,
                                      table_pool_state_store.provider, metrics,
                                      providers.Callable(lambda engine: engine.report_lateness_ns, engine))
-    indexer_app = providers.Singleton(indexer_app, streaming, indexer_sink, metrics)
+    incident_index_sink = providers.Singleton(elasticsearch_sink, streaming, incidents=True)
+    indexer_app = providers.Singleton(indexer_app, streaming, indexer_sink, metrics, incident_index_sink)
 
 
 def build_container(**overrides: object) -> Container:

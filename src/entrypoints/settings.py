@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # Elasticsearch (written by the indexer)
     elasticsearch_url: str = Field("", validation_alias=_env("ELASTICSEARCH_URL"))
     es_index_prefix: Annotated[str, AfterValidator(check_prefix)] = "stockanomaly-anomalies"
+    # Incidents get indices of their own; keep the name out of the anomalies' pattern (<prefix>-*).
+    es_incidents_prefix: Annotated[str, AfterValidator(check_prefix)] = "stockanomaly-incidents"
     es_refresh: Literal["true", "false", "wait_for"] = "false"  # "true": a refresh per bulk
     es_refresh_interval: str = "100ms"
     es_replicas: Annotated[int, Field(ge=0)] = 1
@@ -78,7 +80,8 @@ class Settings(BaseSettings):
             app_id=self.app_id, bootstrap=self.kafka_bootstrap_servers, trades_topic=self.trades_topic,
             anomalies_topic=self.anomalies_topic, incidents_topic=self.incidents_topic, dlq_topic=self.dlq_topic, partitions=self.partitions,
             store=self.store, data_dir=self.data_dir, elasticsearch_url=self.elasticsearch_url,
-            elasticsearch_index=self.es_index_prefix, elasticsearch_refresh=self.es_refresh,
+            elasticsearch_index=self.es_index_prefix, elasticsearch_incidents_index=self.es_incidents_prefix,
+            elasticsearch_refresh=self.es_refresh,
             elasticsearch_replicas=self.es_replicas, elasticsearch_refresh_interval=self.es_refresh_interval,
             web_port=self.worker_web_port, indexer_web_port=self.indexer_web_port,
             processing_guarantee=self.processing_guarantee, take_max=self.take_max, take_within=self.take_within)

@@ -26,6 +26,9 @@ from application.incidents import INCIDENT_GAP_NS
 from application.ingest import IngestTrades
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
+from click.testing import CliRunner
+
+from entrypoints.cli import main
 from entrypoints.container import build_container
 from integration_support import GatedProxy, as_messages, eventually, eventually_async, read_all
 
@@ -75,6 +78,8 @@ class Stream:
                         STOCKANOMALY_PARTITIONS=str(PARTITIONS),
                         STOCKANOMALY_LOG_LEVEL="INFO", ELASTICSEARCH_URL=es_url,
                         STOCKANOMALY_ES_INDEX_PREFIX=es_prefix,
+                        # Out of the anomalies' pattern (<prefix>-*), inside the fixture's cleanup (<prefix>*).
+                        STOCKANOMALY_ES_INCIDENTS_PREFIX=f"{es_prefix}.incidents",
                         # Several workers per host: each serves /metrics on a port of its own.
                         STOCKANOMALY_METRICS_ADDR="127.0.0.1", STOCKANOMALY_METRICS_PORT="0")
         self.workers: list[subprocess.Popen] = []
@@ -151,12 +156,13 @@ class Stream:
                                what=f"{len(expected)} anomalies (logs in {self.workdir})")
         return seen
 
-    async def wait_searchable(self, expected: set[str], timeout: float = 120) -> list[str]:
-        """Every id in Elasticsearch once the indexer has caught up with `expected`."""
+    async def wait_searchable(self, expected: set[str], timeout: float = 120, index: str | None = None) -> list[str]:
+        """Every id in Elasticsearch (the anomalies' indices, or `index`) once the indexer has caught up
+        with `expected`."""
         found: list[str] = []
 
         async def caught_up() -> bool:
-            found[:] = self.searchable_ids()
+            found[:] = self.searchable_ids(index)
             return set(found) >= expected
 
         await eventually_async(caught_up, timeout=timeout, interval=1.0,
@@ -213,10 +219,15 @@ class Stream:
             assert len(got) == len(set(got)), f"incidents written twice: {sorted(i for i in got if got.count(i) > 1)}"
             assert set(got) == incidents
         assert sorted(await self.wait_searchable(expected)) == sorted(expected)
+        if incidents is not None:
+            ids = {i for i, _ in incidents}
+            found = await self.wait_searchable(ids, index=f"{self.es_prefix}.incidents-*")
+            assert sorted(found) == sorted(ids)
 
-    def searchable_ids(self) -> list[str]:
-        """Every anomaly document id in Elasticsearch (one per document: ids are unique per index)."""
-        index = f"{self.es_prefix}-*"
+    def searchable_ids(self, index: str | None = None) -> list[str]:
+        """Every document id in the anomalies' indices (or `index`) (one per document: ids are unique
+        per index)."""
+        index = index or f"{self.es_prefix}-*"
 
         def search() -> list[str] | None:
             try:
@@ -272,11 +283,20 @@ async def partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict
 
 @pytest.mark.asyncio
 async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, market, embedded_ids,
-                                                            embedded_incidents) -> None:
+                                                            embedded_incidents, es_url) -> None:
     stream.start_worker("w1", 16066)
     stream.start_indexer(16166)
     await stream.ingest(market)
     await stream.assert_all_processed_once(embedded_ids, trades=len(market), incidents=embedded_incidents)
+    # What an analyst asks for: the top incidents, from Elasticsearch.
+    result = await asyncio.to_thread(CliRunner().invoke, main, [
+        "query", "--incidents", "--order", "score", "--limit", "3", "--json", "--es-url", es_url,
+        "--index", f"{stream.es_prefix}.incidents"])
+    assert result.exit_code == 0, result.output
+    top = json.loads(result.output)
+    assert [d["id"] for d in top] == [i for i, _ in sorted(((d["id"], d["score"]) for d in top),
+                                                          key=lambda t: -t[1])]
+    assert {d["id"] for d in top} <= {i for i, _ in embedded_incidents} and len(top) == 3
     # SIGTERM: both stop on their own, closing what they opened (aiohttp warns of any session left).
     stream.stop()
     assert [p.returncode for p in stream.workers] == [0, 0]

@@ -15,7 +15,7 @@ from elasticsearch import ConnectionError as EsConnectionError
 from elasticsearch.helpers import async_streaming_bulk
 
 from adapters.elasticsearch.bulk import RetryPolicy
-from adapters.elasticsearch.mapping import DEFAULT_INDEX_PREFIX
+from adapters.elasticsearch.mapping import ANOMALIES, DEFAULT_INDEX_PREFIX, DocumentKind
 from adapters.elasticsearch.sink import SinkCore, transient_reason, utc_now
 from domain.model import Anomaly
 
@@ -34,8 +34,9 @@ class AsyncElasticsearchAnomalySink(SinkCore):
                  close_client: bool = True, bulk: Callable[..., AsyncBulkResults] = async_streaming_bulk,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic, now: Callable[[], datetime] = utc_now,
-                 rand: Callable[[], float] = random.random) -> None:
-        super().__init__(index_prefix, retry, flush_size, chunk_size, replicas, refresh_interval, refresh, now, rand)
+                 rand: Callable[[], float] = random.random, kind: DocumentKind = ANOMALIES) -> None:
+        super().__init__(index_prefix, retry, flush_size, chunk_size, replicas, refresh_interval, refresh, now, rand,
+                         kind)
         self.client = client
         self._close_client = close_client
         self._bulk = bulk

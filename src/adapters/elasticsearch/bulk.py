@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from adapters.elasticsearch.mapping import index_action
+from adapters.elasticsearch.mapping import ANOMALIES, DocumentKind, index_action
 from domain.model import Anomaly
 
 WRITTEN, RETRY, FAILED, FATAL = "written", "retry", "failed", "fatal"
@@ -81,10 +81,12 @@ def outcome(ok: bool, item: Mapping[str, Any]) -> tuple[str, str, int, str]:
 
 
 class AnomalyBuffer:
-    """Anomalies waiting to be written, keyed by id (a re-published anomaly replaces itself)."""
+    """Anomalies (or incidents: `kind`) waiting to be written, keyed by id (a re-published one
+    replaces itself)."""
 
-    def __init__(self, index_prefix: str) -> None:
+    def __init__(self, index_prefix: str, kind: DocumentKind = ANOMALIES) -> None:
         self.index_prefix = index_prefix
+        self.kind = kind
         self.pending: dict[str, Anomaly] = {}
         self.counters = SinkCounters()
         self.failed: list[FailedAnomaly] = []
@@ -94,7 +96,7 @@ class AnomalyBuffer:
             self.pending[a.id] = a
 
     def actions(self, ingested_at: datetime) -> list[dict[str, Any]]:
-        return [index_action(self.index_prefix, a, ingested_at) for a in list(self.pending.values())]
+        return [index_action(self.index_prefix, a, ingested_at, self.kind) for a in list(self.pending.values())]
 
     def record(self, ok: bool, item: Mapping[str, Any]) -> tuple[int, str] | None:
         """Record one bulk result as it streams in; returns (status, reason) when Elasticsearch

@@ -1,14 +1,18 @@
-"""The anomaly document: index template, daily index names, and the document <-> Anomaly mapping."""
+"""The anomaly and incident documents: index templates, daily index names, the document mappings."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from domain.incidents import Incident
 from domain.model import Anomaly
 
 DEFAULT_INDEX_PREFIX = "stockanomaly-anomalies"
+DEFAULT_INCIDENTS_PREFIX = "stockanomaly-incidents"
 TEMPLATE_VERSION = 1
 NS = 1_000_000_000
 
@@ -57,22 +61,59 @@ def index_pattern(prefix: str) -> str:
     return f"{prefix}-*"
 
 
+INCIDENT_MAPPINGS: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "id": {"type": "keyword"},
+        "symbol": {"type": "keyword"},
+        "start": {"type": "date_nanos"},
+        "end": {"type": "date_nanos"},
+        "start_ns": {"type": "long"},
+        "end_ns": {"type": "long"},
+        "size": {"type": "integer"},
+        "members": {"type": "keyword"},  # anomaly ids: the anomalies index has them
+        "detectors": {"type": "keyword"},
+        "score": {"type": "double"},
+        "severity": {"type": "keyword"},
+        "headline": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}},
+        "session": {"type": "keyword"},
+        "ts_local": {"type": "keyword"},
+        "ingested_at": {"type": "date"},
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentKind:
+    """What a sink writes: its mappings, the document of an item, and the event time that picks the
+    item's daily index."""
+
+    name: str
+    mappings: dict[str, Any]
+    document: Callable[[Any, datetime], dict[str, Any]]
+    event_time: Callable[[Any], int]
+    from_document: Callable[[dict[str, Any]], Any]
+    time_field: str  # the date_nanos field searches filter and sort on
+    detector_field: str
+
+
 def index_template(prefix: str, *, shards: int = 1, replicas: int = 1,
-                   refresh_interval: str = "1s") -> dict[str, Any]:
+                   refresh_interval: str = "1s", kind: DocumentKind | None = None) -> dict[str, Any]:
     """The body of `PUT _index_template/<prefix>` (keyword arguments of put_index_template)."""
     return {
         "index_patterns": [index_pattern(prefix)],
         # Above the built-in templates (100) so ours wins for our own pattern.
         "priority": 200,
         "version": TEMPLATE_VERSION,
-        "meta": {"managed_by": "stockanomaly", "description": "anomalies, one index per UTC event day"},
+        "meta": {"managed_by": "stockanomaly",
+                 "description": f"{(kind or ANOMALIES).name}, one index per UTC event day"},
         "template": {
             "settings": {
                 "number_of_shards": shards,
                 "number_of_replicas": replicas,
                 "refresh_interval": refresh_interval,
             },
-            "mappings": ANOMALY_MAPPINGS,
+            "mappings": (kind or ANOMALIES).mappings,
         },
     }
 
@@ -111,14 +152,13 @@ def to_document(anomaly: Anomaly, ingested_at: datetime) -> dict[str, Any]:
     }
 
 
-def index_action(prefix: str, anomaly: Anomaly, ingested_at: datetime) -> dict[str, Any]:
-    """A bulk `index` action: the anomaly's deterministic id as _id, so a rewrite overwrites."""
-    return {
-        "_op_type": "index",
-        "_index": index_for(prefix, anomaly.ts_event),
-        "_id": anomaly.id,
-        "_source": to_document(anomaly, ingested_at),
-    }
+def incident_document(incident: Incident, ingested_at: datetime) -> dict[str, Any]:
+    return {**incident.to_dict(), "start": iso_ns(incident.start_ns), "end": iso_ns(incident.end_ns),
+            "ingested_at": ingested_at.astimezone(timezone.utc).isoformat(timespec="milliseconds")}
+
+
+def incident_from_document(source: dict[str, Any]) -> Incident:
+    return Incident.from_dict(source)
 
 
 def from_document(source: dict[str, Any]) -> Anomaly:
@@ -139,3 +179,20 @@ def from_document(source: dict[str, Any]) -> Anomaly:
         session=str(source.get("session", "")),
         ts_local=str(source.get("ts_local", "")),
     )
+
+
+
+ANOMALIES = DocumentKind("anomalies", ANOMALY_MAPPINGS, to_document, lambda a: a.ts_event, from_document,
+                         "ts_event", "detector")
+INCIDENTS = DocumentKind("incidents", INCIDENT_MAPPINGS, incident_document, lambda i: i.start_ns,
+                         incident_from_document, "start", "detectors")
+
+
+def index_action(prefix: str, item: Any, ingested_at: datetime, kind: DocumentKind = ANOMALIES) -> dict[str, Any]:
+    """A bulk `index` action: the item's deterministic id as _id, so a rewrite overwrites."""
+    return {
+        "_op_type": "index",
+        "_index": index_for(prefix, kind.event_time(item)),
+        "_id": item.id,
+        "_source": kind.document(item, ingested_at),
+    }

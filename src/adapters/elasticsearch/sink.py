@@ -15,7 +15,7 @@ from elasticsearch.helpers import streaming_bulk
 
 from adapters.elasticsearch.bulk import AnomalyBuffer, FailedAnomaly, RetryPolicy, SinkCounters, is_transient_status
 from adapters.elasticsearch.errors import ElasticsearchRejected, ElasticsearchUnavailable
-from adapters.elasticsearch.mapping import DEFAULT_INDEX_PREFIX, check_prefix, index_template
+from adapters.elasticsearch.mapping import ANOMALIES, DEFAULT_INDEX_PREFIX, DocumentKind, check_prefix, index_template
 from domain.model import Anomaly
 
 log = structlog.get_logger()
@@ -41,17 +41,19 @@ class SinkCore:
 
     def __init__(self, index_prefix: str, retry: RetryPolicy, flush_size: int, chunk_size: int,
                  replicas: int, refresh_interval: str, refresh: bool | str, now: Callable[[], datetime],
-                 rand: Callable[[], float]) -> None:
+                 rand: Callable[[], float], kind: DocumentKind = ANOMALIES) -> None:
         self.index_prefix = check_prefix(index_prefix)
         self.retry = retry
         self.flush_size = flush_size
-        self.template = index_template(self.index_prefix, replicas=replicas, refresh_interval=refresh_interval)
+        self.kind = kind
+        self.template = index_template(self.index_prefix, replicas=replicas, refresh_interval=refresh_interval,
+                                       kind=kind)
         self.bulk_options: dict[str, Any] = {
             "chunk_size": chunk_size, "max_chunk_bytes": 10 * 1024 * 1024, "raise_on_error": False,
             "raise_on_exception": False, "max_retries": 0, "yield_ok": True}
         if refresh:
             self.bulk_options["refresh"] = refresh
-        self.buffer = AnomalyBuffer(self.index_prefix)
+        self.buffer = AnomalyBuffer(self.index_prefix, kind)
         self.template_installed = False
         self._now = now
         self._rand = rand
@@ -88,7 +90,7 @@ class SinkCore:
             log.error("elasticsearch_bulk_gave_up", pending=self.pending, attempts=attempt + 1,
                       seconds=round(now - started, 1), error=reason)
             raise ElasticsearchUnavailable(
-                f"{self.pending} anomalies not written to Elasticsearch after {now - started:.0f}s "
+                f"{self.pending} {self.kind.name} not written to Elasticsearch after {now - started:.0f}s "
                 f"and {attempt + 1} attempts ({reason}); they stay buffered", self.pending)
         self.buffer.counters.retries += 1
         log.warning("elasticsearch_bulk_retry", attempt=attempt + 1, delay_s=round(delay, 2),

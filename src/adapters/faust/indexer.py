@@ -1,4 +1,4 @@
-"""The indexer: the anomalies topic into Elasticsearch, off the worker's critical path.
+"""The indexer: the anomalies and incidents topics into Elasticsearch, off the worker's critical path.
 
 It reads only committed anomalies (read_committed: a worker's aborted transaction never reaches
 Elasticsearch), writes them in bulk with the anomaly id as document id (idempotent: a take
@@ -23,6 +23,7 @@ from adapters.faust.app import GAUGE_REFRESH_SECONDS, NEVER, committed_takes, in
 from adapters.faust.outputs import KafkaDeadLetterSink, PartitionProducer
 from adapters.faust.recovery import fetch_without_long_polls
 from adapters.faust.settings import StreamingSettings
+from domain.incidents import Incident
 from domain.model import Anomaly, DeadLetter
 from domain.ports import Metrics
 
@@ -35,7 +36,7 @@ class IndexSink(Protocol):
     @property
     def counters(self) -> SinkCounters: ...
 
-    async def publish(self, anomalies: Sequence[Anomaly]) -> None: ...
+    async def publish(self, items: Sequence[Any]) -> None: ...  # anomalies or incidents
 
     async def flush(self) -> None: ...
 
@@ -69,7 +70,18 @@ def decode_anomaly(value: bytes | None, origin: str) -> Anomaly | DeadLetter:
                           value or b"")
 
 
-def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Metrics | None = None) -> faust.App:
+def decode_incident(value: bytes | None, origin: str) -> Incident | DeadLetter:
+    try:
+        return Incident.from_dict(json.loads(value or b""))
+    except (ValueError, KeyError, TypeError) as exc:
+        return DeadLetter("bad_incident", f"not an incident record: {type(exc).__name__}: {exc}"[:300], origin,
+                          value or b"")
+
+
+def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Metrics | None = None,
+                       incident_sink: IndexSink | None = None) -> faust.App:
+    """`sink` indexes the anomalies topic; `incident_sink`, when given, the incidents topic (a second
+    agent: its takes, retries and commits are its own, so a refusal of one kind stalls only that one)."""
     fetch_without_long_polls()  # an anomaly waits on no long poll of a quiet partition
     app = faust.App(
         f"{settings.app_id}-indexer",
@@ -91,44 +103,62 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
     )
     anomalies = app.topic(settings.anomalies_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                           value_serializer="raw", partitions=settings.partitions)
-    tally = ElasticsearchTally(sink, metrics) if metrics is not None else None
-    sequence = in_sequence(app, settings.bootstrap)
+    tallies = [ElasticsearchTally(s, metrics) for s in (sink, incident_sink) if s is not None and metrics is not None]
+    # One per agent: each checks its own topic's offset jumps with a log reader of its own (a reader's
+    # consumer is assigned the one partition it reads; two agents sharing it would race).
+    sequences = {topic: in_sequence(app, settings.bootstrap)
+                 for topic in (settings.anomalies_topic, settings.incidents_topic)}
+
+    async def index_topic(stream: Any, topic: str, kind_sink: IndexSink, decode: Any, kind: type) -> None:
+        try:
+            async for events in committed_takes(app, stream, settings.take_max, settings.take_within,
+                                                sequences[topic]):
+                await index(events, topic, kind_sink, decode, kind)
+        except Exception as exc:  # noqa: BLE001 - refused for good (credentials, mapping) or a failed commit
+            # Stop, committing nothing more: Faust would restart the agent past this take.
+            log.error("indexer_stopped", topic=topic, error=f"{type(exc).__name__}: {exc}"[:500])
+            await app.crash(exc)
 
     @app.agent(anomalies)
     async def index_anomalies(stream: Any) -> None:
-        try:
-            async for events in committed_takes(app, stream, settings.take_max, settings.take_within, sequence):
-                await index(events)
-        except Exception as exc:  # noqa: BLE001 - refused for good (credentials, mapping) or a failed commit
-            # Stop, committing nothing more: Faust would restart the agent past this take.
-            log.error("indexer_stopped", error=f"{type(exc).__name__}: {exc}"[:500])
-            await app.crash(exc)
+        await index_topic(stream, settings.anomalies_topic, sink, decode_anomaly, Anomaly)
 
-    async def index(events: list[Any]) -> None:
-        letters: list[tuple[int, DeadLetter]] = []  # (anomalies partition, letter)
-        documents: list[Anomaly] = []
+    if incident_sink is not None:
+        incidents = app.topic(settings.incidents_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                              value_serializer="raw", partitions=settings.partitions)
+        known_sink: IndexSink = incident_sink
+
+        @app.agent(incidents)
+        async def index_incidents(stream: Any) -> None:
+            await index_topic(stream, settings.incidents_topic, known_sink, decode_incident, Incident)
+
+        app.index_incidents = index_incidents  # type: ignore[attr-defined]
+
+    async def index(events: list[Any], topic: str, kind_sink: IndexSink, decode: Any, kind: type) -> None:
+        letters: list[tuple[int, DeadLetter]] = []  # (source partition, letter)
+        documents: list[Any] = []
         for event in events:
             m = event.message
-            decoded = decode_anomaly(m.value, f"{m.topic}[{m.partition}]@{m.offset}")
-            if isinstance(decoded, Anomaly):
+            decoded = decode(m.value, f"{m.topic}[{m.partition}]@{m.offset}")
+            if isinstance(decoded, kind):
                 documents.append(decoded)
             else:
                 letters.append((m.partition, replace(decoded, key=m.key)))
         try:
-            await sink.publish(documents)
-            await sink.flush()  # transient failures are retried inside, for as long as they last
+            await kind_sink.publish(documents)
+            await kind_sink.flush()  # transient failures are retried inside, for as long as they last
         finally:
-            if tally is not None:
+            for tally in tallies:
                 tally.report()
-        for failure in sink.drain_failed():
+        for failure in kind_sink.drain_failed():
             a = failure.anomaly
             detail = f"Elasticsearch refused document {a.id}: HTTP {failure.status}: {failure.reason}"[:300]
             letters.append((events[-1].message.partition,
-                            DeadLetter("index_rejected", detail, f"{settings.anomalies_topic}:{a.id}",
+                            DeadLetter("index_rejected", detail, f"{topic}:{a.id}",
                                        json.dumps(a.to_dict()).encode(), key=a.symbol.encode())))
         for partition in sorted({p for p, _ in letters}):
-            # In the transaction of the anomalies partition they came from, with its offsets.
-            out = PartitionProducer(app.producer, transactional_id(app, settings.anomalies_topic, partition))
+            # In the transaction of the source partition they came from, with its offsets.
+            out = PartitionProducer(app.producer, transactional_id(app, topic, partition))
             mine = [letter for p, letter in letters if p == partition]
             await KafkaDeadLetterSink(out, settings.dlq_topic).publish(mine)
             await out.delivered()
@@ -139,16 +169,19 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
                     metrics.dead_letters(letter.reason, 1)
         log.debug("indexed", messages=len(events), documents=len(documents), dead_letters=len(letters))
 
-    if tally is not None:
+    if tallies:
         @app.timer(interval=GAUGE_REFRESH_SECONDS)
         async def report_retries() -> None:
-            tally.report()
+            for tally in tallies:
+                tally.report()
 
     @app.on_before_shutdown.connect
     async def close_sink(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Sent once the consumer has stopped. A take still unwritten is unacknowledged and will be
         # written by whoever takes the partition over: drop it here rather than wait on an outage.
         await sink.close(flush=False)
+        if incident_sink is not None:
+            await incident_sink.close(flush=False)
 
     app.index_anomalies = index_anomalies  # type: ignore[attr-defined]
     return app

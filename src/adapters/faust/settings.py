@@ -20,6 +20,7 @@ class StreamingSettings:
     data_dir: str
     elasticsearch_url: str
     elasticsearch_index: str
+    elasticsearch_incidents_index: str
     elasticsearch_refresh: str
     elasticsearch_replicas: int
     elasticsearch_refresh_interval: str
