@@ -83,7 +83,7 @@ class Metrics(Protocol):
         """How many symbols' state this process holds now."""
         ...
 
-    def elasticsearch_bulk(self, written: int, retries: int, failed: int) -> None:
+    def elasticsearch_bulk(self, written: int, retries: int, failed: int, kind: str = "anomalies") -> None:
         """Increments since the last call: documents written, bulk retries, documents rejected."""
         ...
 

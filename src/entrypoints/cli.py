@@ -217,16 +217,20 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         files.check("the results above cover only what was read before it")
 
 
-def suppressions_path(given: str | None) -> str:
-    """--file, else STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json."""
+def file_setting(given: str | None, setting: str, default: str) -> str:
+    """--file, else the setting (its STOCKANOMALY_ variable), else `default` in this directory."""
     from entrypoints.settings import load_settings
 
     if given:
         return given
     try:
-        return load_settings().suppressions or "suppressions.json"
+        return str(getattr(load_settings(), setting)) or default
     except DomainError as exc:
         fail(str(exc))
+
+
+def suppressions_path(given: str | None) -> str:
+    return file_setting(given, "suppressions", "suppressions.json")
 
 
 @main.command()
@@ -313,15 +317,7 @@ def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
 
 
 def verdicts_path(given: str | None) -> str:
-    """--file, else STOCKANOMALY_VERDICTS, else ./verdicts.jsonl."""
-    from entrypoints.settings import load_settings
-
-    if given:
-        return given
-    try:
-        return load_settings().verdicts or "verdicts.jsonl"
-    except DomainError as exc:
-        fail(str(exc))
+    return file_setting(given, "verdicts", "verdicts.jsonl")
 
 
 @main.command()

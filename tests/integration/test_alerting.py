@@ -117,11 +117,12 @@ async def produce(bootstrap: str, topic: str, trades: np.ndarray) -> None:
 async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_rate_alert(
         kafka_bootstrap, new_topic, suffix, tmp_path, es_url, es_prefix, prometheus_url, prometheus_target,
         prometheus_rules, burst, noisy_detectors, alert_webhook) -> None:
-    topics = {name: await new_topic(name, partitions=PARTITIONS) for name in ("trades", "anomalies", "dlq")}
+    topics = {name: await new_topic(name, partitions=PARTITIONS) for name in ("trades", "anomalies", "dlq", "incidents")}
     metrics_port = free_port()
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, STOCKANOMALY_APP_ID=f"it-alerting-{suffix}",
                STOCKANOMALY_TRADES_TOPIC=topics["trades"], STOCKANOMALY_ANOMALIES_TOPIC=topics["anomalies"],
-               STOCKANOMALY_DLQ_TOPIC=topics["dlq"], STOCKANOMALY_PARTITIONS=str(PARTITIONS),
+               STOCKANOMALY_DLQ_TOPIC=topics["dlq"], STOCKANOMALY_INCIDENTS_TOPIC=topics["incidents"],
+               STOCKANOMALY_ES_INCIDENTS_PREFIX=f"{es_prefix}.incidents", STOCKANOMALY_PARTITIONS=str(PARTITIONS),
                STOCKANOMALY_DATA_DIR=str(tmp_path / "data"), STOCKANOMALY_WORKER_WEB_PORT=str(free_port()),
                STOCKANOMALY_METRICS_ADDR="127.0.0.1", STOCKANOMALY_METRICS_PORT=str(metrics_port),
                STOCKANOMALY_LOG_LEVEL="INFO", ELASTICSEARCH_URL=es_url, STOCKANOMALY_ES_INDEX_PREFIX=es_prefix)
@@ -171,7 +172,8 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
         assert scraped(f"stockanomaly_trades_processed_total{worker_only}") == len(burst)
         anomalies = scraped(f"sum(stockanomaly_anomalies_total{worker_only})")
         assert anomalies and anomalies >= len(noisy_detectors)
-        eventually(lambda: scraped(f"sum(stockanomaly_elasticsearch_writes_total{mine})") == anomalies,
+        anomaly_docs = f'{{it="{suffix}",kind="anomalies"}}'
+        eventually(lambda: scraped(f"sum(stockanomaly_elasticsearch_writes_total{anomaly_docs})") == anomalies,
                    timeout=60, interval=0.5, what="the indexer's Elasticsearch writes scraped")
         assert scraped(f"sum(stockanomaly_batch_trades_sum{worker_only})") == len(burst)
 

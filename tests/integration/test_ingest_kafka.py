@@ -102,7 +102,7 @@ async def test_bad_csv_rows_go_to_the_dead_letter_topic_with_reason_and_raw_row(
     # The command runs its own event loop: give it a thread of its own.
     result = await asyncio.to_thread(CliRunner().invoke, main, [
         "ingest", str(path), "--bootstrap", kafka_bootstrap, "--topic", topic, "--dlq-topic", dlq,
-        "--anomalies-topic", f"{topic}.anomalies", "--json"])
+        "--anomalies-topic", f"{topic}.anomalies", "--incidents-topic", f"{topic}.incidents", "--json"])
     assert result.exit_code == 0, result.output
 
     letters = sorted(await read_all(kafka_bootstrap, dlq, partition_count=4), key=lambda r: dict(r.headers)["origin"])

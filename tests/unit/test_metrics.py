@@ -83,11 +83,14 @@ def test_gauges_and_elasticsearch_counters(registry) -> None:
     m.state_symbols(42)
     m.elasticsearch_bulk(written=10, retries=2, failed=1)
     m.elasticsearch_bulk(written=5, retries=0, failed=0)
+    m.elasticsearch_bulk(written=3, retries=1, failed=0, kind="incidents")
     assert value(registry, "stockanomaly_model_refits_total", detector="isolation_forest") == 1
     assert value(registry, "stockanomaly_state_symbols") == 42
-    assert value(registry, "stockanomaly_elasticsearch_writes_total") == 15
-    assert value(registry, "stockanomaly_elasticsearch_retries_total") == 2
-    assert value(registry, "stockanomaly_elasticsearch_failures_total") == 1
+    assert value(registry, "stockanomaly_elasticsearch_writes_total", kind="anomalies") == 15
+    assert value(registry, "stockanomaly_elasticsearch_retries_total", kind="anomalies") == 2
+    assert value(registry, "stockanomaly_elasticsearch_failures_total", kind="anomalies") == 1
+    assert value(registry, "stockanomaly_elasticsearch_writes_total", kind="incidents") == 3
+    assert value(registry, "stockanomaly_elasticsearch_retries_total", kind="incidents") == 1
 
 
 def test_consumer_lag_forgets_partitions_handed_to_another_worker(registry) -> None:

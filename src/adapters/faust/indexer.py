@@ -49,8 +49,8 @@ class ElasticsearchTally:
     """Turns a sink's running totals (written/retries/failed) into metric increments; read on a
     timer too, so retries show while an outage lasts, not only after it."""
 
-    def __init__(self, sink: IndexSink, metrics: Metrics) -> None:
-        self.sink, self.metrics = sink, metrics
+    def __init__(self, sink: IndexSink, metrics: Metrics, kind: str = "anomalies") -> None:
+        self.sink, self.metrics, self.kind = sink, metrics, kind
         self.seen = (0, 0, 0)
 
     def report(self) -> None:
@@ -59,23 +59,23 @@ class ElasticsearchTally:
         written, retries, failed = (n - s for n, s in zip(now, self.seen))
         self.seen = now
         if written or retries or failed:
-            self.metrics.elasticsearch_bulk(written, retries, failed)
+            self.metrics.elasticsearch_bulk(written, retries, failed, self.kind)
+
+
+def _decode(kind: Any, what: str, value: bytes | None, origin: str) -> Any:
+    try:
+        return kind.from_dict(json.loads(value or b""))
+    except (ValueError, KeyError, TypeError) as exc:
+        return DeadLetter(f"bad_{what}", f"not an {what} record: {type(exc).__name__}: {exc}"[:300], origin,
+                          value or b"")
 
 
 def decode_anomaly(value: bytes | None, origin: str) -> Anomaly | DeadLetter:
-    try:
-        return Anomaly.from_dict(json.loads(value or b""))
-    except (ValueError, KeyError, TypeError) as exc:
-        return DeadLetter("bad_anomaly", f"not an anomaly record: {type(exc).__name__}: {exc}"[:300], origin,
-                          value or b"")
+    return _decode(Anomaly, "anomaly", value, origin)
 
 
 def decode_incident(value: bytes | None, origin: str) -> Incident | DeadLetter:
-    try:
-        return Incident.from_dict(json.loads(value or b""))
-    except (ValueError, KeyError, TypeError) as exc:
-        return DeadLetter("bad_incident", f"not an incident record: {type(exc).__name__}: {exc}"[:300], origin,
-                          value or b"")
+    return _decode(Incident, "incident", value, origin)
 
 
 def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Metrics | None = None,
@@ -103,7 +103,8 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
     )
     anomalies = app.topic(settings.anomalies_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                           value_serializer="raw", partitions=settings.partitions)
-    tallies = [ElasticsearchTally(s, metrics) for s in (sink, incident_sink) if s is not None and metrics is not None]
+    tallies = [ElasticsearchTally(s, metrics, kind) for s, kind in ((sink, "anomalies"), (incident_sink, "incidents"))
+               if s is not None and metrics is not None]
     # One per agent: each checks its own topic's offset jumps with a log reader of its own (a reader's
     # consumer is assigned the one partition it reads; two agents sharing it would race).
     sequences = {topic: in_sequence(app, settings.bootstrap)

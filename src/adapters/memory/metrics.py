@@ -36,8 +36,9 @@ class InMemoryMetrics:
     def state_symbols(self, count: int) -> None:
         self.symbols = count
 
-    def elasticsearch_bulk(self, written: int, retries: int, failed: int) -> None:
-        self.elasticsearch.update(written=written, retries=retries, failed=failed)
+    def elasticsearch_bulk(self, written: int, retries: int, failed: int, kind: str = "anomalies") -> None:
+        prefix = "" if kind == "anomalies" else f"{kind}_"
+        self.elasticsearch.update({f"{prefix}written": written, f"{prefix}retries": retries, f"{prefix}failed": failed})
 
     def consumer_lag(self, lags: Mapping[int, int]) -> None:
         self.lag = dict(lags)

@@ -54,12 +54,16 @@ class PrometheusMetrics:
                               namespace=ns, registry=registry)
         self.symbols_held = Gauge("state_symbols", "Symbols whose detector state this process holds.",
                                   namespace=ns, registry=registry)
-        self.es_written = Counter("elasticsearch_writes", "Anomaly documents written to Elasticsearch.",
+        # kind: anomalies or incidents (the indexer writes both, each with its own sink).
+        self.es_written = Counter("elasticsearch_writes", "Documents written to Elasticsearch.", ["kind"],
                                   namespace=ns, registry=registry)
         self.es_retries = Counter("elasticsearch_retries", "Elasticsearch bulk attempts that were retried.",
-                                  namespace=ns, registry=registry)
-        self.es_failed = Counter("elasticsearch_failures", "Anomaly documents Elasticsearch rejected for good.",
+                                  ["kind"], namespace=ns, registry=registry)
+        self.es_failed = Counter("elasticsearch_failures", "Documents Elasticsearch rejected for good.", ["kind"],
                                  namespace=ns, registry=registry)
+        for kind in ("anomalies", "incidents"):  # exported at 0 from the start: rules compare them
+            for counter in (self.es_written, self.es_retries, self.es_failed):
+                counter.labels(kind)
         self.lag = Gauge("consumer_lag", "Messages between the last processed offset and the end, per partition.",
                          ["partition"], namespace=ns, registry=registry)
         self._lag_partitions: set[str] = set()
@@ -89,10 +93,10 @@ class PrometheusMetrics:
     def state_symbols(self, count: int) -> None:
         self.symbols_held.set(count)
 
-    def elasticsearch_bulk(self, written: int, retries: int, failed: int) -> None:
-        self.es_written.inc(written)
-        self.es_retries.inc(retries)
-        self.es_failed.inc(failed)
+    def elasticsearch_bulk(self, written: int, retries: int, failed: int, kind: str = "anomalies") -> None:
+        self.es_written.labels(kind).inc(written)
+        self.es_retries.labels(kind).inc(retries)
+        self.es_failed.labels(kind).inc(failed)
 
     def consumer_lag(self, lags: Mapping[int, int]) -> None:
         owned = {str(p): lag for p, lag in lags.items()}
