@@ -204,7 +204,7 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
                    timeout=60, interval=0.5, what="the worker processing on during the outage")
         gate.open()
         found = scraped(f"sum(stockanomaly_anomalies_total{worker_only})")
-        eventually(lambda: scraped(f"sum(stockanomaly_elasticsearch_writes_total{mine})") == found,
+        eventually(lambda: scraped(f"sum(stockanomaly_elasticsearch_writes_total{anomaly_docs})") == found,
                    timeout=120, interval=1.0, what="the indexer catching up once Elasticsearch is back")
     finally:
         gate.close()
