@@ -116,7 +116,12 @@ def anomaly(symbol: str, ts: int, score: float, detector: str = "price_change",
 
 
 SUMMARY = {"trades": 3_000, "anomalies": 4, "by_detector": {"high_volume": 1, "price_change": 3},
-           "seconds": 0.5, "trades_per_second": 6_000.0}
+           "seconds": 0.5, "trades_per_second": 6_000.0, "source": ["day.csv.zst"],
+           "top": [{"id": "x"}],
+           "top_incidents": [{"id": "i1", "symbol": "ZZZT", "start_ns": T0 + 90 * S, "end_ns": T0 + 90 * S, "size": 2,
+                              "members": ["a", "b"], "detectors": ["high_volume", "price_change"], "score": 5.0,
+                              "severity": "high", "headline": "high_volume: size <b>5000</b>", "session": "regular",
+                              "ts_local": "2025-03-04T10:01:30.000000000-05:00"}]}
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +168,14 @@ def test_report_escapes_anomaly_reasons(report):
 
 def test_report_shows_the_summary(report):
     assert "6,000.0" in report and "0.50 s" in report and "price_change" in report
+    assert "day.csv.zst" in report and "entries" not in report  # no "TOP 1 entries" card
+
+
+def test_report_lists_the_top_incidents_linked_to_their_charts(report):
+    incidents = report[report.index("<h2>Top incidents</h2>"):report.index("<h2>Charts</h2>")]
+    assert '<a href="#chart-ZZZT">ZZZT</a>' in incidents and "2025-03-04 10:01:30.000" in incidents
+    assert "high_volume, price_change" in incidents and "5.00" in incidents
+    assert "size &lt;b&gt;5000&lt;/b&gt;" in incidents
 
 
 def test_report_needs_nothing_from_the_network(report):

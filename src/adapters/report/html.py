@@ -71,6 +71,7 @@ def write_html_report(path: str | Path, bars: BarCollector, anomalies: Sequence[
         "<h1>Replay report</h1>",
         f'<p class="sub">{escape(_subtitle(bars))}</p>',
         _summary_section(summary),
+        _incidents_section(summary.get("top_incidents") or []),
         _charts_section(bars, by_symbol, symbols, styles),
         _table_section(anomalies, styles, set(symbols), max_rows),
     ]
@@ -129,11 +130,11 @@ def _summary_section(summary: Mapping[str, Any]) -> str:
     for key, value in summary.items():
         if isinstance(value, Mapping):
             breakdowns.append(_mapping_card(key, value))
+        elif key == "source" and isinstance(value, (list, tuple)):
+            figures.append(f'<div class="card wide"><div class="k">{_label(key)}</div>'
+                           f'<div class="note">{escape(", ".join(str(v) for v in value))}</div></div>')
         elif isinstance(value, (list, tuple)):
-            # e.g. the summary's top anomalies, which the table below lists in full
-            figures.append(f'<div class="card"><div class="k">{_label(key)}</div>'
-                           f'<div class="v">{len(value):,} <span class="note">entries</span>'
-                           "</div></div>")
+            continue  # the top anomalies and incidents: their own tables below
         else:
             figures.append(f'<div class="card"><div class="k">{_label(key)}</div>'
                            f'<div class="v">{_number(key, value)}</div></div>')
@@ -152,6 +153,24 @@ def _mapping_card(key: str, value: Mapping[Any, Any]) -> str:
     wide = " wide" if len(items) > 4 else ""
     return (f'<div class="card{wide}"><div class="k">{_label(key)}</div>'
             f"<table>{rows}</table></div>")
+
+
+def _incidents_section(incidents: Sequence[Mapping[str, Any]]) -> str:
+    """The top incidents (replay's `top_incidents`, highest score first)."""
+    if not incidents:
+        return ""
+    rows = "".join(
+        f'<tr><td>{escape(i.get("ts_local", "")[:23].replace("T", " ") or _utc(i["start_ns"], "ms"))}</td>'
+        f'<td>{escape(i.get("session", "").replace("_", "-"))}</td>'
+        f'<td><a href="#{_anchor(i["symbol"])}">{escape(i["symbol"])}</a></td>'
+        f'<td class="n">{int(i["size"]):,}</td><td>{escape(", ".join(i["detectors"]))}</td>'
+        f'<td class="n">{float(i["score"]):.2f}</td><td>{escape(i["headline"])}</td></tr>'
+        for i in incidents)
+    return ('<h2>Top incidents</h2><p class="note">A symbol\'s anomalies each within 2 minutes of the next, '
+            "whichever detectors raised them; headline: the highest-scoring one. Times in New York.</p>"
+            '<table class="anoms"><thead><tr><th>start</th><th>session</th><th>symbol</th><th>anomalies</th>'
+            "<th>detectors</th><th>score</th><th>headline</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
 
 
 def _anchor(symbol: str) -> str:
