@@ -50,7 +50,7 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
     from adapters.elasticsearch import ElasticsearchAdapterError, ElasticsearchAnomalyQuery, ElasticsearchSettings
     from adapters.elasticsearch import connect as connect_elasticsearch
     from application.query import QueryAnomalies
-    from entrypoints.render import exchange_time
+    from entrypoints.render import exchange_time, incidents_table
 
     from adapters.elasticsearch.mapping import ANOMALIES, INCIDENTS
 
@@ -78,15 +78,7 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
         click.echo(f"no {'incidents' if incidents else 'anomalies'} in {index_prefix}-* match")
         return
     if incidents:
-        table = Table(title=f"{len(found)} incidents", title_justify="left")
-        for col in ("start (New York), session", "symbol", "anomalies", "score"):
-            table.add_column(col, no_wrap=True, justify="left" if col in ("symbol",) or col.startswith("start") else "right")
-        table.add_column("headline", overflow="fold", ratio=1)
-        for i in found:
-            d = i.to_dict()
-            table.add_row(exchange_time({"ts_event": d["start_ns"], "ts_local": d["ts_local"], "session": d["session"]}),
-                          d["symbol"], str(d["size"]), f"{d['score']:.2f}", d["headline"])
-        Console().print(table)
+        Console().print(incidents_table([i.to_dict() for i in found], f"{len(found)} incidents"))
         return
     table = Table(title=f"{len(found)} anomalies", title_justify="left")
     for col in ("time (New York), session", "symbol", "detector", "score"):
@@ -284,7 +276,7 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
     """Show the anomalies (or incidents) the workers committed, in New York time."""
     from domain.incidents import Incident
     from domain.model import Anomaly
-    from entrypoints.render import exchange_time
+    from entrypoints.render import exchange_time, incident_start
 
     config = settings_or_fail(kafka_bootstrap_servers=bootstrap,
                               **{"incidents_topic" if incidents else "anomalies_topic": topic})
@@ -303,8 +295,7 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
         if as_json:
             click.echo(json.dumps(item.to_dict()))
         elif incidents:
-            start = exchange_time({"ts_event": item.start_ns, "ts_local": item.ts_local, "session": item.session})
-            click.echo(f"{start}  {item.symbol:<8} {item.size:>3} anomalies  {item.score:>6.2f}  {item.headline}")
+            click.echo(f"{incident_start(item.to_dict())}  {item.symbol:<8} {item.size:>3} anomalies  {item.score:>6.2f}  {item.headline}")
         else:
             click.echo(f"{exchange_time(item.to_dict())}  {item.symbol:<8} {item.detector:<16} "
                        f"{item.score:>6.2f}  {item.reason}")

@@ -28,6 +28,23 @@ def exchange_time(anomaly: dict[str, Any]) -> str:
     return f"{local[:10]} {local[11:23]} {session}".rstrip()
 
 
+def incident_start(incident: dict[str, Any]) -> str:
+    """An incident's start as `exchange_time` shows an anomaly's time."""
+    return exchange_time({"ts_event": incident["start_ns"], "ts_local": incident.get("ts_local", ""),
+                          "session": incident.get("session", "")})
+
+
+def incidents_table(incidents: list[dict[str, Any]], title: str) -> Table:
+    """Incidents (as `Incident.to_dict`) as rows: start, symbol, size, detectors, score, headline."""
+    table = Table(title=title, title_justify="left")
+    for col in ("start (New York), session", "symbol", "anomalies", "detectors", "score", "headline"):
+        table.add_column(col, overflow="fold")
+    for i in incidents:
+        table.add_row(incident_start(i), i["symbol"], str(i["size"]), ", ".join(i["detectors"]),
+                      f"{i['score']:.2f}", i["headline"])
+    return table
+
+
 def render_replay(result: dict[str, Any], out_path: str | None = None, report: str | None = None,
                   dead_letters: str | None = None, **_: Any) -> None:
     out.print(f"[bold]Replayed[/] {', '.join(result['source'])}")
@@ -59,15 +76,8 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
         top.add_row(exchange_time(a), a["symbol"], a["detector"], f"{a['score']:.2f}", a["reason"])
     out.print(top)
     if result.get("top_incidents"):
-        incidents = Table(title="Top incidents (a symbol's anomalies each within 2 minutes of the next)",
-                          title_justify="left")
-        for col in ("start (New York), session", "symbol", "anomalies", "detectors", "score", "headline"):
-            incidents.add_column(col, overflow="fold")
-        for i in result["top_incidents"]:
-            incidents.add_row(exchange_time({"ts_event": i["start_ns"], "ts_local": i["ts_local"],
-                                             "session": i["session"]}),
-                              i["symbol"], str(i["size"]), ", ".join(i["detectors"]), f"{i['score']:.2f}", i["headline"])
-        out.print(incidents)
+        out.print(incidents_table(result["top_incidents"],
+                                  "Top incidents (a symbol's anomalies each within 2 minutes of the next)"))
     if result.get("by_session"):
         out.print("by session: " + ", ".join(f"{SESSION_LABELS.get(k, k)} {v:,}" for k, v in result["by_session"].items()))
     for label, path in (("anomalies", out_path), ("report", report), ("dead letters", dead_letters)):

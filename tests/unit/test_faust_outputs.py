@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from adapters.faust.outputs import KafkaAnomalySink, KafkaDeadLetterSink, PartitionProducer, traced_to_messages
+from adapters.faust.outputs import KafkaDeadLetterSink, KafkaJsonSink, PartitionProducer, traced_to_messages
 from adapters.kafka.codec import decode
 from adapters.kafka.dead_letters import MAX_DEAD_LETTER_VALUE, dead_letter_record
 from builders import batch_of, make_trade
@@ -46,7 +46,7 @@ async def test_outputs_go_into_the_source_partitions_transaction_and_failures_su
     anomaly = container.collected_anomalies().anomalies[0]
     producer = _Producer(failing="trades.dlq")
     out = PartitionProducer(producer, "app-0-3")
-    await KafkaAnomalySink(out, "anomalies").publish([anomaly])
+    await KafkaJsonSink(out, "anomalies").publish([anomaly])
     await out.delivered()
     [(topic, key, value, _, tid)] = producer.sent
     assert (topic, key, tid) == ("anomalies", anomaly.symbol.encode(), "app-0-3")

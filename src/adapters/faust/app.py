@@ -18,8 +18,8 @@ import structlog
 from faust.streams import _current_event
 from faust.types import TP
 
-from adapters.faust.outputs import (KafkaAnomalySink, KafkaDeadLetterSink, KafkaIncidentSink, PartitionProducer,
-                                    traced_to_messages, write_changelog)
+from adapters.faust.outputs import (KafkaDeadLetterSink, KafkaJsonSink, PartitionProducer, traced_to_messages,
+                                    write_changelog)
 from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
 from adapters.faust.recovery import fetch_without_long_polls, restore_tables_from_broker_offsets
 from adapters.faust.sequence import InSequence, in_sequence
@@ -408,10 +408,10 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         outcome.dead_letters = traced_to_messages(outcome.dead_letters, batch, messages, [len(b) for b, _ in decoded])
         tid = transactional_id(app, settings.trades_topic, partition)
         out = PartitionProducer(app.producer, tid)
-        await PublishOutcome(KafkaAnomalySink(out, settings.anomalies_topic),
+        await PublishOutcome(KafkaJsonSink(out, settings.anomalies_topic),
                              KafkaDeadLetterSink(out, settings.dlq_topic))(outcome)
         if closed:
-            await KafkaIncidentSink(out, settings.incidents_topic).publish(closed)
+            await KafkaJsonSink(out, settings.incidents_topic).publish(closed)
         await save_changelogs(partition, tid, deliveries)
         deliveries.append(out.delivered())
         for a in outcome.anomalies:

@@ -42,26 +42,15 @@ class PartitionProducer:
         await asyncio.gather(*pending)
 
 
-class KafkaAnomalySink:
-    """AsyncAnomalySink: each anomaly as JSON (`Anomaly.to_dict`), keyed by its symbol."""
+class KafkaJsonSink:
+    """AsyncAnomalySink (and the incidents' sink): each record as JSON (`to_dict`), keyed by its symbol."""
 
     def __init__(self, out: PartitionProducer, topic: str) -> None:
         self.out, self.topic = out, topic
 
-    async def publish(self, anomalies: Sequence[Anomaly]) -> None:
-        for a in anomalies:
-            await self.out.send(self.topic, a.symbol.encode(), json.dumps(a.to_dict()).encode())
-
-
-class KafkaIncidentSink:
-    """Each closed incident as JSON (`Incident.to_dict`), keyed by its symbol."""
-
-    def __init__(self, out: PartitionProducer, topic: str) -> None:
-        self.out, self.topic = out, topic
-
-    async def publish(self, incidents: Sequence[Incident]) -> None:
-        for incident in incidents:
-            await self.out.send(self.topic, incident.symbol.encode(), json.dumps(incident.to_dict()).encode())
+    async def publish(self, records: Sequence[Anomaly | Incident]) -> None:
+        for r in records:
+            await self.out.send(self.topic, r.symbol.encode(), json.dumps(r.to_dict()).encode())
 
 
 class KafkaDeadLetterSink:
