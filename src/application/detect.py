@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from domain.context import BatchTape
 from domain.engine import DetectionEngine
 from domain.model import Anomaly, DeadLetter
 from domain.ports import AnomalySink, DeadLetterSink, Metrics, StateStore
@@ -21,6 +22,7 @@ class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     clocks: dict[str, int] = field(default_factory=dict)  # symbol -> event time of its last accepted trade
     suppressed: dict[str, int] = field(default_factory=dict)  # suppression rule id -> anomalies it held back
+    tape: BatchTape = field(default_factory=BatchTape)  # the batch's trades by symbol (the after-contexts')
 
 
 class DetectTrades:
@@ -33,8 +35,9 @@ class DetectTrades:
     def __init__(self, engine: DetectionEngine, states: StateStore, pool_states: StateStore, metrics: Metrics,
                  anomalies: AnomalySink | None = None, dead_letters: DeadLetterSink | None = None,
                  reports: Callable[[Anomaly], bool] | None = None,
-                 suppressions: Callable[[], Suppressions] | None = None) -> None:
-        """`reports`: which anomalies are published, counted and returned (default: all);
+                 suppressions: Callable[[], Suppressions] | None = None, tapes: StateStore | None = None) -> None:
+        """`tapes`: each symbol's last trades (the engine's tape_schema), for anomalies' context (None:
+        anomalies carry none); `reports`: which anomalies are published, counted and returned (default: all);
         `suppressions`: the rules in force (read per batch), whose anomalies are held back and only
         counted. Every trade is judged whatever they say, so state, models and ids stay those of a
         full run."""
@@ -43,6 +46,7 @@ class DetectTrades:
         self.suppressions = suppressions
         self.states = states
         self.pool_states = pool_states
+        self.tapes = tapes
         self.anomalies = anomalies
         self.dead_letters = dead_letters
         self.metrics = metrics
@@ -53,10 +57,14 @@ class DetectTrades:
         batch = self.engine.prepare(trades)
         self.last_symbols = len(batch.symbols)
         fits = self._fits()
-        result = self.engine.detect(batch, self.states.load(batch.symbols), self.pool_states.load(batch.pool_keys))
+        tapes = self.tapes.load(batch.symbols) if self.tapes is not None else None
+        result = self.engine.detect(batch, self.states.load(batch.symbols), self.pool_states.load(batch.pool_keys),
+                                    tapes)
         self._count_refits(fits)
         self.states.save(batch.symbols, result.states)
         self.pool_states.save(batch.pool_keys, result.pool_states)
+        if self.tapes is not None and result.tapes is not None:
+            self.tapes.save(batch.symbols, result.tapes)
         if self.reports is not None:
             result.anomalies = [a for a in result.anomalies if self.reports(a)]
         suppressed: dict[str, int] = {}
@@ -76,7 +84,7 @@ class DetectTrades:
             self.dead_letters.publish(dead)
         self._count(result.accepted, result.anomalies, dead, len(trades), time.perf_counter() - started)
         clocks = {s: int(t) for s, t in zip(batch.symbols, result.last_seen.tolist()) if t >= 0}
-        return BatchOutcome(result.accepted, result.anomalies, dead, clocks, suppressed)
+        return BatchOutcome(result.accepted, result.anomalies, dead, clocks, suppressed, result.tape)
 
     def _fits(self) -> dict[str, int]:
         # Learning detectors count their (costly) model fits; the others have no `refits`.

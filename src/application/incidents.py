@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from domain.context import BatchTape
 from domain.incidents import Incident, IncidentGrouper
 from domain.model import Anomaly
 from domain.ports import BlobStore
@@ -20,8 +21,10 @@ class GroupIncidents:
         self.gap_ns = gap_ns
         self.lateness_ns = lateness_ns
 
-    def __call__(self, anomalies: list[Anomaly], clocks: Mapping[str, int]) -> list[Incident]:
-        """The incidents that `anomalies` and the symbols' new clocks close (oldest first)."""
+    def __call__(self, anomalies: list[Anomaly], clocks: Mapping[str, int],
+                 tape: BatchTape | None = None) -> list[Incident]:
+        """The incidents that `anomalies` and the symbols' new clocks close (oldest first); `tape`:
+        the batch's trades, which extend the open incidents' after-contexts."""
         symbols = sorted(set(clocks) | {a.symbol for a in anomalies})
         grouper = IncidentGrouper(self.gap_ns, self.lateness_ns)
         had = set()
@@ -31,7 +34,7 @@ class GroupIncidents:
                 had.add(symbol)
         if not had and not anomalies:
             return []
-        grouper.add(anomalies)
+        grouper.add(anomalies, tape)
         closed = grouper.advance(clocks)
         changed = sorted(had | {a.symbol for a in anomalies})
         self.store.save(changed, [grouper.encoded(s) for s in changed])

@@ -16,7 +16,7 @@ from application.incidents import INCIDENT_GAP_NS, GroupIncidents
 from domain.incidents import Incident
 from domain.model import Anomaly
 from domain.sessions import SESSIONS
-from domain.ports import BlobStore, SourceChunk, TradeSource
+from domain.ports import BlobStore, IncidentSink, SourceChunk, TradeSource
 
 
 @dataclass(slots=True)
@@ -72,10 +72,12 @@ class Replay:
     """
 
     def __init__(self, detect: DetectTrades, incidents: BlobStore, top_n: int = 10, per_symbol: int = 64,
-                 max_batch: int = 262_144) -> None:
-        """`incidents`: where open incidents are kept between batches."""
+                 max_batch: int = 262_144, incident_sink: IncidentSink | None = None) -> None:
+        """`incidents`: where open incidents are kept between batches; `incident_sink`: where closed
+        ones are published."""
         self.detect = detect
         self.incident_store = incidents
+        self.incident_sink = incident_sink
         self.top_n = top_n
         self.per_symbol = per_symbol
         self.max_batch = max_batch
@@ -89,7 +91,7 @@ class Replay:
         for chunk in self._batches(source):
             outcome = self.detect(chunk.trades, chunk.dead_letters)
             symbols.update(a.symbol for a in outcome.anomalies)
-            self._count_incidents(summary, incidents(outcome.anomalies, outcome.clocks))
+            self._count_incidents(summary, incidents(outcome.anomalies, outcome.clocks, outcome.tape))
             summary.trades += len(chunk.trades) + len(chunk.dead_letters)
             summary.accepted += outcome.accepted
             summary.anomalies += len(outcome.anomalies)
@@ -107,6 +109,8 @@ class Replay:
         return summary
 
     def _count_incidents(self, summary: ReplaySummary, closed: list[Incident]) -> None:
+        if closed and self.incident_sink is not None:
+            self.incident_sink.publish(closed)
         summary.incidents += len(closed)
         for incident in closed:
             _keep_top(summary.top_incidents, (incident.score, incident.id, incident), self.top_n)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from domain.context import BatchTape, before, remember, tape_state
 from domain.detectors.base import AnyDetector, PooledDetector
 from domain.errors import ConfigError
 from domain.guard import ACCEPTED, VERDICTS, SequenceGuard, initial_guard_state
@@ -45,6 +46,10 @@ class DetectionResult:
     # Per PreparedBatch.symbols, the event time of its last accepted trade (-1: none): each symbol's
     # clock, how far its own tape has got (what incident grouping closes incidents by).
     last_seen: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    # One tape_state row per PreparedBatch.symbols (their last trades, domain.context), and the batch's
+    # accepted trades by symbol, where the trades after its anomalies are read from.
+    tapes: np.ndarray | None = None
+    tape: BatchTape = field(default_factory=BatchTape)
 
 
 class DetectionEngine:
@@ -77,6 +82,9 @@ class DetectionEngine:
         # again keeps the stored state readable.
         self.schema = StateSchema.of("symbol", [("guard", initial_guard_state())]
                                      + [(d.name, d.initial_state()) for d in self.detectors])
+        # Each symbol's last trades (the context of its next anomaly), kept apart from the detectors'
+        # state: they are what an analyst reads, not what any detector decides by.
+        self.tape_schema = StateSchema.of("tape", [("tape", tape_state())])
         self.pool_schema = StateSchema.of("pool", [(d.name, d.initial_pool_state()) for d in self.detectors
                                                    if isinstance(d, PooledDetector)])
 
@@ -98,11 +106,14 @@ class DetectionEngine:
                              np.array([row[p] for p in pool_ids], np.int32), dead,
                              np.delete(np.arange(len(trades)), bad) if len(bad) else None)
 
-    def detect(self, batch: PreparedBatch, states: np.ndarray, pool_states: np.ndarray) -> DetectionResult:
-        """`states`: one schema row per batch.symbols; `pool_states`: one pool_schema row per batch.pools.
-        Neither is modified; the result holds the new rows."""
+    def detect(self, batch: PreparedBatch, states: np.ndarray, pool_states: np.ndarray,
+               tapes: np.ndarray | None = None) -> DetectionResult:
+        """`states`: one schema row per batch.symbols; `pool_states`: one pool_schema row per batch.pools;
+        `tapes`: one tape_schema row per batch.symbols (None: anomalies get no context). None is
+        modified; the result holds the new rows."""
         rows, pool_rows = copy_rows(states), copy_rows(pool_states)
-        result = DetectionResult(rows, pool_rows, dead_letters=list(batch.dead_letters))
+        tape_rows = None if tapes is None else copy_rows(tapes)
+        result = DetectionResult(rows, pool_rows, dead_letters=list(batch.dead_letters), tapes=tape_rows)
         if len(batch.trades) == 0:
             return result
         # Symbol by symbol (each in arrival order): a symbol's state then stays in cache while its trades
@@ -132,6 +143,13 @@ class DetectionEngine:
                 result.anomalies += det.update_pooled(market, rows[det.name], pool_rows[det.name])
             else:
                 result.anomalies += det.update(market, rows[det.name])
+        if tape_rows is not None:
+            tape = tape_rows["tape"]
+            result.anomalies = [a if a.found < 0 else
+                                replace(a, context=before(market, starts, a.found, tape[market.slot[a.found]]))
+                                for a in result.anomalies]
+            remember(market, tape)
+            result.tape = BatchTape(market, starts)
         result.anomalies = sorted((replace(a, session=self.calendar.session_of(a.ts_event),
                                            ts_local=self.calendar.local_time(a.ts_event))
                                    for a in result.anomalies), key=lambda a: (a.ts_event, a.symbol, a.detector))
@@ -147,7 +165,8 @@ class DetectionEngine:
         other = next((n for n in names[1:] if self._pool(n) != self._pool(names[0])), names[1])
         for symbols in ([names[0]], [names[0], names[1]], [names[0], other]):
             batch = self.prepare(_warm_up_tape(symbols))
-            self.detect(batch, self.schema.initial(len(batch.symbols)), self.pool_schema.initial(len(batch.pools)))
+            self.detect(batch, self.schema.initial(len(batch.symbols)), self.pool_schema.initial(len(batch.pools)),
+                        self.tape_schema.initial(len(batch.symbols)))
         for name in names:
             self._pools.pop(name, None)
 

@@ -13,6 +13,10 @@ once its symbol's own clock (the event time of its last trade seen) is past the 
 `gap_ns + lateness_ns`: every episode anchored early enough to join it has been reported by then.
 Until then it stays open (a symbol that stops trading keeps its last incident open until it trades
 again, or `flush`), and a late anomaly can join two open chains into one.
+
+While it is open, an incident also collects the trades after each of its first MAX_CONTEXTS members
+(domain.context): an incident closes at least `gap_ns` after its last member, later than any of
+their after-contexts can still grow, so it leaves with every member's tape complete.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.model import Anomaly, severity_for
+from domain.context import CONTEXT_TRADES, BatchTape
+from domain.model import Anomaly, Print, prints_from, severity_for
 from domain.state import StateFormatError
 
 MAX_MEMBERS = 100  # member ids an incident lists (`size` counts them all)
+MAX_CONTEXTS = 20  # members (the earliest) whose after-context an incident collects
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +49,15 @@ class Incident:
     headline: str  # "<detector>: <reason>" of the peak member
     session: str = ""  # of its start
     ts_local: str = ""
+    before: tuple[Print, ...] = ()  # the trades before its first member (that anomaly's context)
+    after: dict[str, tuple[Print, ...]] = field(default_factory=dict)  # member id -> the trades after it
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "symbol": self.symbol, "start_ns": self.start_ns, "end_ns": self.end_ns,
                 "size": self.size, "members": list(self.members), "detectors": list(self.detectors),
                 "score": self.score, "severity": self.severity, "headline": self.headline,
-                "session": self.session, "ts_local": self.ts_local}
+                "session": self.session, "ts_local": self.ts_local, "before": [p.to_dict() for p in self.before],
+                "after": {m: [p.to_dict() for p in ps] for m, ps in self.after.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Incident:
@@ -59,7 +68,8 @@ class Incident:
                    size=int(d["size"]), members=tuple(str(m) for m in d["members"]),
                    detectors=tuple(str(x) for x in d["detectors"]), score=float(d["score"]),
                    severity=str(d["severity"]), headline=str(d["headline"]), session=str(d.get("session", "")),
-                   ts_local=str(d.get("ts_local", "")))
+                   ts_local=str(d.get("ts_local", "")), before=prints_from(d.get("before")),
+                   after={str(m): prints_from(ps) for m, ps in dict(d.get("after") or {}).items()})
 
 
 def incident_id(symbol: str, first_member: str) -> str:
@@ -86,26 +96,43 @@ class _Chain:
     peak: Anomaly
     keys: list[tuple[int, str, str]] = field(default_factory=list)  # (ts, detector, id), sorted, capped
     detectors: set[str] = field(default_factory=set)
+    # member id -> (event time of the print it was found at, the trades after it so far), for the
+    # members among the first MAX_CONTEXTS keys whose context is known
+    after: dict[str, tuple[int, list[Print]]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, a: Anomaly) -> _Chain:
-        return cls(a.ts_event, a.ts_event, 1, a, a, [_first_key(a)], {a.detector})
+    def of(cls, a: Anomaly, tape: BatchTape) -> _Chain:
+        after = {}
+        if a.found >= 0 and tape.market is not None:
+            at = tape.found_ts(a.found)
+            after[a.id] = (at, tape.after(a.symbol, at, 0, a.found))
+        return cls(a.ts_event, a.ts_event, 1, a, a, [_first_key(a)], {a.detector}, after)
 
     def merged(self, other: _Chain) -> _Chain:
         keys = sorted(set(self.keys) | set(other.keys))[:MAX_MEMBERS]
+        contexts = {i for _, _, i in keys[:MAX_CONTEXTS]}
+        after = {i: v for i, v in (self.after | other.after).items() if i in contexts}
         return _Chain(min(self.start, other.start), max(self.end, other.end), self.size + other.size,
                       min(self.first, other.first, key=_first_key), max(self.peak, other.peak, key=_peak_key),
-                      keys, self.detectors | other.detectors)
+                      keys, self.detectors | other.detectors, after)
+
+    def extend(self, symbol: str, tape: BatchTape) -> None:
+        """Add this batch's trades to the after-contexts still short of CONTEXT_TRADES."""
+        for member, (at, prints) in self.after.items():
+            if len(prints) < CONTEXT_TRADES:
+                prints += tape.after(symbol, at, len(prints))
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": self.start, "end": self.end, "size": self.size, "first": self.first.to_dict(),
-                "peak": self.peak.to_dict(), "keys": [list(k) for k in self.keys], "detectors": sorted(self.detectors)}
+                "peak": self.peak.to_dict(), "keys": [list(k) for k in self.keys], "detectors": sorted(self.detectors),
+                "after": {i: [at, [p.to_dict() for p in ps]] for i, (at, ps) in self.after.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> _Chain:
         return cls(int(d["start"]), int(d["end"]), int(d["size"]), Anomaly.from_dict(d["first"]),
                    Anomaly.from_dict(d["peak"]), [(int(t), str(det), str(i)) for t, det, i in d["keys"]],
-                   set(d["detectors"]))
+                   set(d["detectors"]),
+                   {str(i): (int(at), list(prints_from(ps))) for i, (at, ps) in dict(d.get("after") or {}).items()})
 
 
 OPEN_FORMAT = 1  # version of the encoded open incidents of a symbol (`IncidentGrouper.encoded`)
@@ -121,10 +148,17 @@ class IncidentGrouper:
         self.lateness_ns = lateness_ns
         self._open: dict[str, list[_Chain]] = {}
 
-    def add(self, anomalies: list[Anomaly]) -> None:
+    def add(self, anomalies: list[Anomaly], tape: BatchTape | None = None) -> None:
+        """`tape`: the batch the anomalies were found in (their after-contexts are read from it, and
+        those of the open incidents' members extended)."""
+        tape = tape or BatchTape()
+        if tape.market is not None:
+            for symbol in [s for s in self._open if s in tape.runs]:
+                for c in self._open[symbol]:
+                    c.extend(symbol, tape)
         for a in anomalies:
             chains = self._open.setdefault(a.symbol, [])
-            joined = _Chain.of(a)
+            joined = _Chain.of(a, tape)
             for c in [c for c in chains if c.start - self.gap_ns <= a.ts_event <= c.end + self.gap_ns]:
                 chains.remove(c)  # one anomaly can bridge two chains
                 joined = joined.merged(c)
@@ -180,4 +214,5 @@ def _incident(symbol: str, chain: _Chain) -> Incident:
                     size=chain.size, members=tuple(i for _, _, i in chain.keys),
                     detectors=tuple(sorted(chain.detectors)), score=peak.score,
                     severity=severity_for(peak.score), headline=f"{peak.detector}: {peak.reason}",
-                    session=first.session, ts_local=first.ts_local)
+                    session=first.session, ts_local=first.ts_local, before=first.context,
+                    after={i: tuple(ps) for i, (_, ps) in sorted(chain.after.items())})

@@ -143,7 +143,7 @@ class MarketBatch:
 
     def anomaly(self, detector: str, i: int, score: float, reason: str,
                 details: dict[str, float] | None = None) -> Anomaly:
-        return Anomaly.of_trade(detector, self.trade(i), score, reason, details)
+        return replace(Anomaly.of_trade(detector, self.trade(i), score, reason, details), found=i)
 
 
 @kernel

@@ -102,6 +102,28 @@ def anomaly_id(detector: str, symbol: str, publisher_id: int, instrument_id: int
 
 
 @dataclass(frozen=True, slots=True)
+class Print:
+    """One trade of the tape around an anomaly (its context), as an analyst reads it."""
+
+    ts_event: int
+    price: float
+    size: int
+    side: str  # "A" ask, "B" bid, "N" none
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ts_event": self.ts_event, "price": self.price, "size": self.size, "side": self.side}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Print:
+        return cls(int(d["ts_event"]), float(d["price"]), int(d["size"]), str(d.get("side", "N")))
+
+
+def prints_from(items: Any) -> tuple[Print, ...]:
+    """Prints from their `to_dict` forms (a missing list: none)."""
+    return tuple(Print.from_dict(p) for p in (items or []))
+
+
+@dataclass(frozen=True, slots=True)
 class Anomaly:
     """A trade a detector found unusual, with the numbers that explain why."""
 
@@ -120,6 +142,12 @@ class Anomaly:
     details: dict[str, float] = field(default_factory=dict)
     session: str = ""  # the exchange session of the trade's local time (domain.sessions); "" if not known
     ts_local: str = ""  # the trade's time on the exchange's clock, ISO 8601 with its offset
+    # The symbol's trades just before the print the anomaly was found at, oldest first (domain.context):
+    # the tape leading up to it. The trades after it come with its incident, once they have happened.
+    context: tuple[Print, ...] = ()
+    # Where in the batch it was found (a grouped position of the detect call's MarketBatch; -1: not
+    # known): how the engine finds its context. Not part of the anomaly's value.
+    found: int = field(default=-1, compare=False, repr=False)
 
     @classmethod
     def of_trade(cls, detector: str, row: np.void, score: float, reason: str,
@@ -131,9 +159,9 @@ class Anomaly:
     @classmethod
     def of_print(cls, detector: str, symbol: str, ts: int, price: float, size: int, publisher_id: int,
                  instrument_id: int, sequence: int, score: float, reason: str,
-                 details: dict[str, float] | None = None) -> Anomaly:
+                 details: dict[str, float] | None = None, found: int = -1) -> Anomaly:
         """The anomaly of one print, given by its fields (a detector that reports after the fact keeps
-        them in its state)."""
+        them in its state); `found`: the batch position it was found at."""
         return cls(
             id=anomaly_id(detector, symbol, publisher_id, instrument_id, ts, sequence),
             detector=detector,
@@ -148,6 +176,7 @@ class Anomaly:
             instrument_id=instrument_id,
             sequence=sequence,
             details={k: float(v) for k, v in (details or {}).items()},
+            found=found,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +196,7 @@ class Anomaly:
             "details": dict(self.details),
             "session": self.session,
             "ts_local": self.ts_local,
+            "context": [p.to_dict() for p in self.context],
         }
 
     @classmethod
@@ -180,7 +210,8 @@ class Anomaly:
                    publisher_id=int(d.get("publisher_id", 0)), instrument_id=int(d.get("instrument_id", 0)),
                    sequence=int(d.get("sequence", 0)),
                    details={str(k): float(v) for k, v in dict(d.get("details") or {}).items()},
-                   session=str(d.get("session", "")), ts_local=str(d.get("ts_local", "")))
+                   session=str(d.get("session", "")), ts_local=str(d.get("ts_local", "")),
+                   context=prints_from(d.get("context")))
 
 
 @dataclass(frozen=True, slots=True)

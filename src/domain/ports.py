@@ -8,6 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
+from domain.incidents import Incident
 from domain.model import Anomaly, DeadLetter
 
 
@@ -103,6 +104,24 @@ class AnomalyQuery(Protocol):
     def search(self, *, symbols: Sequence[str] = (), detectors: Sequence[str] = (),
                since_ns: int | None = None, until_ns: int | None = None, min_score: float | None = None,
                limit: int = 50, order: str = "time") -> list[Anomaly]: ...
+
+
+class IncidentSink(Protocol):
+    def publish(self, incidents: Sequence[Incident]) -> None: ...
+
+
+class RecordLookup(Protocol):
+    """Finds stored anomalies and incidents by id (a replay's output files, or Elasticsearch)."""
+
+    def anomalies(self, ids: Sequence[str]) -> list[Anomaly]:
+        """Those of `ids` that are stored (any order)."""
+        ...
+
+    def incident(self, incident_id: str) -> Incident | None: ...
+
+    def incident_of(self, anomaly_id: str) -> Incident | None:
+        """The incident that has the anomaly as a member, if stored."""
+        ...
 
 
 class TradePublisher(Protocol):

@@ -24,7 +24,7 @@ from domain.errors import DomainError
 MAGIC = b"SAST"
 FORMAT = 2  # 1: the pickled objects of stockanomaly 0.1; 2: this record layout
 HEADER = struct.Struct("<4sHIB")
-KINDS = {"symbol": 1, "pool": 2}
+KINDS = {"symbol": 1, "pool": 2, "tape": 3}
 _PICKLE_PROTOCOL_MARK = 0x80
 
 

@@ -131,7 +131,9 @@ def sample_source(chunk_size: int) -> Any:
 @main.command()
 @click.argument("paths", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the readable summary.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write every anomaly as JSON lines to this file.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write every anomaly as JSON lines to this file, and every incident (with the trades after "
+                   "each anomaly) beside it: anomalies.jsonl -> anomalies.incidents.jsonl. `show ID --file` reads both.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
 @click.option("--dead-letters", type=click.Path(dir_okay=False), help="Write rejected records as JSON lines.")
 @click.option("--thresholds", type=click.Path(exists=True, dir_okay=False), help="Calibrated thresholds file.")
@@ -199,6 +201,7 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         except DomainError as exc:
             fail(str(exc))
     container.anomaly_sink().close()
+    container.incident_sink().close()
     container.dead_letter_sink().close()
     result = summary.to_dict()
     result["source"] = list(paths) or [f"built-in sample ({SAMPLE['symbols']} symbols, seed {SAMPLE['seed']})"]

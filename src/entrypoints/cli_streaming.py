@@ -305,3 +305,46 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
     _each_record(config, name, show, last=last, follow=follow)
     if not shown and not follow:
         err.print(f"no {'incidents' if incidents else 'anomalies'} on {name} yet", highlight=False)
+
+
+@main.command()
+@click.argument("record_id", metavar="ID")
+@click.option("--file", "out_file", type=click.Path(dir_okay=False),
+              help="A replay's --out file (its incidents are read from beside it). Default: Elasticsearch.")
+@click.option("--es-url", help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200].")
+@click.option("--json", "as_json", is_flag=True, help="Print the anomaly, its incident and its tape as JSON.")
+def show(record_id: str, out_file: str | None, es_url: str | None, as_json: bool) -> None:
+    """One anomaly or incident by its id, with the tape around it: the trades before and after the
+    print it was found at (an incident: around its peak member), from a replay's --out file or from
+    the indices the indexer writes."""
+    from adapters.elasticsearch import ElasticsearchAdapterError
+    from application.show import ShowRecord
+    from entrypoints.render import render_shown
+
+    lookup: Any
+    try:
+        if out_file:
+            from adapters.files.records import ReplayRecords
+
+            lookup = ReplayRecords(out_file)
+        else:
+            from adapters.elasticsearch import ElasticsearchSettings
+            from adapters.elasticsearch import connect as connect_elasticsearch
+            from adapters.elasticsearch.query import ElasticsearchRecords
+
+            config = settings_or_fail(elasticsearch_url=es_url)
+            settings = ElasticsearchSettings.from_env(url=config.elasticsearch_url or "http://127.0.0.1:9200",
+                                                      request_timeout=10.0)
+            lookup = ElasticsearchRecords(connect_elasticsearch(settings), anomalies_prefix=config.es_index_prefix,
+                                          incidents_prefix=config.es_incidents_prefix, where=settings.safe_url)
+        shown = ShowRecord(lookup)(record_id)
+    except (DomainError, ElasticsearchAdapterError, ValueError) as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps({"kind": shown.kind, "anomaly": shown.anomaly.to_dict() if shown.anomaly else None,
+                               "incident": shown.incident.to_dict() if shown.incident else None,
+                               "members": [m.to_dict() for m in shown.members],
+                               "before": [p.to_dict() for p in shown.before],
+                               "after": None if shown.after is None else [p.to_dict() for p in shown.after]}))
+        return
+    render_shown(shown)

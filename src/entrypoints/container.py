@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from dependency_injector import containers, providers
 
-from adapters.files.jsonl import FanOutSink, JsonLinesAnomalySink, JsonLinesDeadLetterSink
+from adapters.files.jsonl import FanOutSink, JsonLinesAnomalySink, JsonLinesDeadLetterSink, JsonLinesIncidentSink
+from adapters.files.records import incidents_path
 from adapters.files.thresholds import load_thresholds
 from adapters.memory import (InMemoryAnomalySink, InMemoryBlobStore, InMemoryDeadLetterSink, InMemoryMetrics,
                              InMemoryStateStore)
@@ -44,6 +45,11 @@ def jsonl_or_none(cls: type, path: str | None) -> object | None:
     return cls(path) if path else None
 
 
+def incident_file(out: str | None) -> object | None:
+    """A replay's incidents, beside its anomalies (`--out`)."""
+    return JsonLinesIncidentSink(incidents_path(out)) if out else None
+
+
 def elasticsearch_sink(settings: StreamingSettings, incidents: bool = False) -> object:
     """The indexer's Elasticsearch sink (of anomalies, or of incidents): transient failures retried
     for as long as they last."""
@@ -63,14 +69,15 @@ def elasticsearch_sink(settings: StreamingSettings, incidents: bool = False) -> 
 
 def worker_app(settings: StreamingSettings, detect: Callable[..., DetectTrades],
                states: Callable[..., FaustTableStateStore], pool_states: Callable[..., FaustTableStateStore],
-               metrics: object, report_lateness_ns: int) -> faust.App:
+               tapes: Callable[..., FaustTableStateStore], metrics: object, report_lateness_ns: int) -> faust.App:
     """The worker's Faust app: its tables' state stores write the changelog in batches."""
     from adapters.faust.app import create_app
 
     from application.incidents import GroupIncidents
 
-    return create_app(settings, lambda symbols, pools: detect(states=states(table=symbols, batched=True),
-                                                              pool_states=pool_states(table=pools, batched=True)),
+    return create_app(settings, lambda symbols, pools, tape: detect(states=states(table=symbols, batched=True),
+                                                                    pool_states=pool_states(table=pools, batched=True),
+                                                                    tapes=tapes(table=tape, batched=True)),
                       metrics=metrics,  # type: ignore[arg-type]
                       make_incidents=lambda store: GroupIncidents(store, report_lateness_ns))
 
@@ -100,6 +107,8 @@ class Container(containers.DeclarativeContainer):
                                                                               schema=engine.provided.schema))
     pool_state_store = providers.Selector(config.state, memory=providers.Singleton(InMemoryStateStore,
                                                                                    schema=engine.provided.pool_schema))
+    tape_store = providers.Selector(config.state, memory=providers.Singleton(InMemoryStateStore,
+                                                                             schema=engine.provided.tape_schema))
     collected_anomalies = providers.Singleton(InMemoryAnomalySink)
     anomaly_file = providers.Singleton(jsonl_or_none, JsonLinesAnomalySink, config.out)
     anomaly_sink = providers.Singleton(FanOutSink, collected_anomalies, anomaly_file)
@@ -120,9 +129,11 @@ class Container(containers.DeclarativeContainer):
     # Services
     suppressions = providers.Singleton(suppressions_or_none, config.suppressions)
     detect = providers.Singleton(DetectTrades, engine=engine, states=state_store, pool_states=pool_state_store,
-                                 anomalies=anomaly_sink,
+                                 tapes=tape_store, anomalies=anomaly_sink,
                                  dead_letters=dead_letter_sink, metrics=metrics, suppressions=suppressions)
-    replay = providers.Factory(Replay, detect=detect, incidents=providers.Factory(InMemoryBlobStore))
+    incident_sink = providers.Singleton(FanOutSink, providers.Singleton(incident_file, config.out))
+    replay = providers.Factory(Replay, detect=detect, incidents=providers.Factory(InMemoryBlobStore),
+                               incident_sink=incident_sink)
 
     # Streaming (the worker and the indexer): Kafka topics, the RocksDB table store and Elasticsearch
     # from the settings; the table-backed state stores are made once the Faust app has its tables.
@@ -130,9 +141,10 @@ class Container(containers.DeclarativeContainer):
     indexer_sink = providers.Singleton(elasticsearch_sink, streaming)
     table_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.schema)
     table_pool_state_store = providers.Factory(FaustTableStateStore, schema=engine.provided.pool_schema)
+    table_tape_store = providers.Factory(FaustTableStateStore, schema=engine.provided.tape_schema)
     streaming_detect = providers.Factory(DetectTrades, engine=engine, metrics=metrics, suppressions=suppressions)
     worker_app = providers.Singleton(worker_app, streaming, streaming_detect.provider, table_state_store.provider,
-                                     table_pool_state_store.provider, metrics,
+                                     table_pool_state_store.provider, table_tape_store.provider, metrics,
                                      providers.Callable(lambda engine: engine.report_lateness_ns, engine))
     incident_index_sink = providers.Singleton(elasticsearch_sink, streaming, incidents=True)
     indexer_app = providers.Singleton(indexer_app, streaming, indexer_sink, metrics, incident_index_sink)

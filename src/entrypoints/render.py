@@ -80,6 +80,80 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
                                   "Top incidents (a symbol's anomalies each within 2 minutes of the next)"))
     if result.get("by_session"):
         out.print("by session: " + ", ".join(f"{SESSION_LABELS.get(k, k)} {v:,}" for k, v in result["by_session"].items()))
-    for label, path in (("anomalies", out_path), ("report", report), ("dead letters", dead_letters)):
+    incidents_out = None
+    if out_path:
+        from adapters.files.records import incidents_path
+
+        incidents_out = str(incidents_path(out_path))
+    for label, path in (("anomalies", out_path), ("incidents", incidents_out), ("report", report),
+                        ("dead letters", dead_letters)):
         if path:
             out.print(f"{label} written to {path}")
+
+
+def local_clock(ns: int, like: str) -> str:
+    """`ns` on the exchange's clock as HH:MM:SS.ffffff, at the UTC offset of `like` (an ISO time with
+    an offset, e.g. an anomaly's ts_local; UTC when it has none)."""
+    offset = datetime.fromisoformat(like[:19] + like[29:]).utcoffset() if len(like) > 29 else None
+    tz = timezone(offset) if offset is not None else timezone.utc
+    return datetime.fromtimestamp(ns / 1e9, tz=tz).strftime("%H:%M:%S.%f")
+
+
+def tape_table(before: list[dict[str, Any]], after: list[dict[str, Any]] | None, anomaly: dict[str, Any],
+               title: str) -> Table:
+    """The trades before and after the print an anomaly was found at (as `Print.to_dict`), times on the
+    exchange's clock and in ms from the anomaly's print."""
+    table = Table(title=title, title_justify="left")
+    for col in ("time (New York)", "ms from it", "price", "size", "side"):
+        table.add_column(col, justify="left" if col == "time (New York)" else "right", no_wrap=True)
+    like, at = anomaly.get("ts_local") or "", int(anomaly["ts_event"])
+
+    def row(p: dict[str, Any]) -> tuple[str, ...]:
+        return (local_clock(p["ts_event"], like), f"{(p['ts_event'] - at) / 1e6:+,.1f}", f"{p['price']:,.4f}".rstrip("0").rstrip("."),
+                f"{p['size']:,}", p["side"])
+
+    # The anomaly's own print, in time order among the trades before (a rate episode's context is its
+    # end, so its print comes first), then a line where the trades after begin.
+    k = sum(1 for p in before if p["ts_event"] <= at)
+    for p in before[:k]:
+        table.add_row(*row(p))
+    table.add_row(f"[bold]{local_clock(at, like)}[/]", "0.0", f"[bold]{anomaly['price']:,}[/]",
+                  f"[bold]{anomaly['size']:,}[/]", f"[bold]<- {anomaly['detector']}[/]", end_section=k == len(before))
+    for j, p in enumerate(before[k:], k + 1):
+        table.add_row(*row(p), end_section=j == len(before))
+    if after is None:
+        table.add_row("(the trades after it come with its incident, which has not closed)", "", "", "", "")
+    for p in after or []:
+        table.add_row(*row(p))
+    return table
+
+
+def render_shown(shown: Any) -> None:
+    """`stockanomaly show`: an anomaly or incident (application.show.Shown) and the tape around it."""
+    a, incident = shown.anomaly, shown.incident
+    if incident is not None:
+        i = incident.to_dict()
+        end = local_clock(incident.end_ns, i.get("ts_local") or "")[:12]
+        out.print(f"[bold]incident {incident.id}[/] {incident.symbol}  {incident_start(i)} to {end}  "
+                  f"{incident.size} anomalies  score {incident.score:.2f} ({incident.severity})")
+        out.print(f"  {incident.headline}")
+        if shown.kind == "incident" and shown.members:
+            out.print("members:")
+            for m in shown.members:
+                out.print(f"  {exchange_time(m.to_dict())}  {m.detector}  {m.score:.2f}  {m.id}", highlight=False)
+                out.print(f"      {m.reason}", highlight=False)
+    if a is None:
+        return
+    d = a.to_dict()
+    if shown.kind == "anomaly":
+        out.print(f"[bold]anomaly {a.id}[/] {a.symbol} {a.detector}  {exchange_time(d)}  score {a.score:.2f} "
+                  f"({a.severity})")
+        out.print(f"  {a.reason}")
+        if incident is None:
+            out.print("  (its incident is not stored: still open, or not written)")
+    where = "its print" if a.detector not in ("trade_burst", "volume_surge") else \
+        "the print that completed its measure (the episode's end)"
+    title = (f"the tape around {a.detector} at {exchange_time(d)}: {len(shown.before)} trades before "
+             f"{where}, {len(shown.after or [])} after")
+    out.print(tape_table([p.to_dict() for p in shown.before],
+                         None if shown.after is None else [p.to_dict() for p in shown.after], d, title))

@@ -65,6 +65,15 @@ def embedded_incidents(market: np.ndarray) -> set[tuple[str, tuple[str, ...]]]:
     return closed
 
 
+@pytest.fixture(scope="module")
+def embedded_records(market: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The embedded replay's anomalies and incidents by id (with the tape around each)."""
+    container = build_container()
+    summary = container.replay(top_n=100_000)(InMemoryTradeSource(market, chunk_size=10_000))
+    return ({a.id: a for a in container.collected_anomalies().anomalies},
+            {i.id: i for i in summary.ranked_incidents()})
+
+
 class Stream:
     """Topics, a producer and worker processes for one test."""
 
@@ -283,7 +292,7 @@ async def partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict
 
 @pytest.mark.asyncio
 async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, market, embedded_ids,
-                                                            embedded_incidents, es_url) -> None:
+                                                            embedded_incidents, embedded_records, es_url) -> None:
     stream.start_worker("w1", 16066)
     stream.start_indexer(16166)
     await stream.ingest(market)
@@ -297,6 +306,18 @@ async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, mark
     assert [d["id"] for d in top] == [i for i, _ in sorted(((d["id"], d["score"]) for d in top),
                                                           key=lambda t: -t[1])]
     assert {d["id"] for d in top} <= {i for i, _ in embedded_incidents} and len(top) == 3
+    # The tape around the top incident's peak member, from Elasticsearch: the embedded replay's.
+    result = await asyncio.to_thread(CliRunner().invoke, main, ["show", top[0]["id"], "--json", "--es-url", es_url],
+                                     env={"STOCKANOMALY_ES_INDEX_PREFIX": stream.es_prefix,
+                                          "STOCKANOMALY_ES_INCIDENTS_PREFIX": f"{stream.es_prefix}.incidents"})
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    anomalies, incidents = embedded_records
+    incident = incidents[top[0]["id"]]
+    assert shown["kind"] == "incident" and shown["incident"]["members"] == list(incident.members)
+    peak = anomalies[shown["anomaly"]["id"]]
+    assert shown["before"] == [p.to_dict() for p in peak.context] and peak.id in incident.members
+    assert shown["after"] == [p.to_dict() for p in incident.after[peak.id]] and shown["after"]
     # SIGTERM: both stop on their own, closing what they opened (aiohttp warns of any session left).
     stream.stop()
     assert [p.returncode for p in stream.workers] == [0, 0]

@@ -31,7 +31,7 @@ from adapters.elasticsearch.bulk import FAILED, FATAL, RETRY, WRITTEN, outcome
 from adapters.elasticsearch.mapping import check_prefix, from_document, iso_ns, to_document
 from adapters.elasticsearch.query import search_body
 from application.query import InvalidQuery, QueryAnomalies, parse_time
-from domain.model import Anomaly, anomaly_id
+from domain.model import Anomaly, Print, anomaly_id
 from entrypoints.cli import main
 
 # 2025-05-05T13:30:03.063638070Z
@@ -71,7 +71,8 @@ def test_anomalies_go_to_the_index_of_their_utc_event_day(ts: int, index: str) -
 
 
 def test_document_round_trips_to_the_same_anomaly() -> None:
-    anomaly = make_anomaly(session="regular", ts_local="2025-05-05T09:30:03.063638070-04:00")
+    anomaly = make_anomaly(session="regular", ts_local="2025-05-05T09:30:03.063638070-04:00",
+                           context=(Print(TS - 5_000, 113.71, 100, "B"), Print(TS - 1_000, 113.72, 7, "N")))
     doc = json.loads(json.dumps(to_document(anomaly, INGESTED)))
     assert doc["ts_event"] == "2025-05-05T13:30:03.063638070Z"
     assert doc["ts_event_ns"] == TS
@@ -89,7 +90,9 @@ def test_template_maps_every_field_explicitly() -> None:
         "id": "keyword", "detector": "keyword", "symbol": "keyword", "ts_event": "date_nanos",
         "ts_event_ns": "long", "price": "double", "size": "long", "score": "double", "severity": "keyword",
         "reason": "text", "publisher_id": "integer", "instrument_id": "long", "sequence": "long",
-        "details": "flattened", "session": "keyword", "ts_local": "keyword", "ingested_at": "date"}
+        "details": "flattened", "session": "keyword", "ts_local": "keyword", "context": "object",
+        "ingested_at": "date"}
+    assert props["context"]["enabled"] is False  # the tape around it: kept to show, not indexed
     assert props["reason"]["fields"]["keyword"]["type"] == "keyword"
     assert set(to_document(make_anomaly(), INGESTED)) == set(props)
 

@@ -32,9 +32,10 @@ def test_building_the_worker_app_leaves_it_transactional_once_it_runs_as_a_worke
     transactions, its outputs, state and offsets committed apart. Nothing may read it that early."""
     container = build_container()
     app = create_app(load_settings(store="memory://", app_id="unit-transactional").streaming(),
-                     lambda symbols, pools: container.streaming_detect(
+                     lambda symbols, pools, tapes: container.streaming_detect(
                          states=container.table_state_store(table=symbols),
-                         pool_states=container.table_pool_state_store(table=pools)))
+                         pool_states=container.table_pool_state_store(table=pools),
+                         tapes=container.table_tape_store(table=tapes)))
     assert "in_transaction" not in vars(app)  # not computed (and cached) yet
     app.in_worker = True  # what faust.Worker.on_start does
     assert app.in_transaction
@@ -47,9 +48,10 @@ async def test_a_state_value_the_worker_cannot_read_stops_it_naming_the_format()
     container = build_container()
     settings = load_settings(store="memory://", app_id="unit-unreadable-state").streaming()
     app = create_app(settings,
-                     lambda symbols, pools: container.streaming_detect(
+                     lambda symbols, pools, tapes: container.streaming_detect(
                          states=container.table_state_store(table=symbols),
-                         pool_states=container.table_pool_state_store(table=pools)))
+                         pool_states=container.table_pool_state_store(table=pools),
+                         tapes=container.table_tape_store(table=tapes)))
     crashes: list[BaseException] = []
 
     async def crash(reason: BaseException) -> None:

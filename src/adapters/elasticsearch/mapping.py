@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from domain.incidents import Incident
-from domain.model import Anomaly
+from domain.model import Anomaly, prints_from
 
 DEFAULT_INDEX_PREFIX = "stockanomaly-anomalies"
 DEFAULT_INCIDENTS_PREFIX = "stockanomaly-incidents"
@@ -43,6 +43,7 @@ ANOMALY_MAPPINGS: dict[str, Any] = {
         "details": {"type": "flattened"},
         "session": {"type": "keyword"},  # pre_market, regular, after_hours, closed
         "ts_local": {"type": "keyword"},  # the exchange's clock, as the analyst reads it (ISO 8601 with offset)
+        "context": {"type": "object", "enabled": False},  # the trades before it: shown, not searched
         "ingested_at": {"type": "date"},
     },
 }
@@ -78,6 +79,9 @@ INCIDENT_MAPPINGS: dict[str, Any] = {
         "headline": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}},
         "session": {"type": "keyword"},
         "ts_local": {"type": "keyword"},
+        # The tape around it (domain.context): shown, not searched.
+        "before": {"type": "object", "enabled": False},
+        "after": {"type": "object", "enabled": False},
         "ingested_at": {"type": "date"},
     },
 }
@@ -148,6 +152,7 @@ def to_document(anomaly: Anomaly, ingested_at: datetime) -> dict[str, Any]:
         "details": dict(anomaly.details),
         "session": anomaly.session,
         "ts_local": anomaly.ts_local,
+        "context": [p.to_dict() for p in anomaly.context],
         "ingested_at": ingested_at.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
     }
 
@@ -178,6 +183,7 @@ def from_document(source: dict[str, Any]) -> Anomaly:
         details={k: float(v) for k, v in (source.get("details") or {}).items()},
         session=str(source.get("session", "")),
         ts_local=str(source.get("ts_local", "")),
+        context=prints_from(source.get("context")),
     )
 
 

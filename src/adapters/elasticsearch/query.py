@@ -9,8 +9,9 @@ from elasticsearch import ApiError, ConnectionTimeout, Elasticsearch
 from elasticsearch import ConnectionError as EsConnectionError
 
 from adapters.elasticsearch.errors import ElasticsearchRejected, ElasticsearchUnavailable
-from adapters.elasticsearch.mapping import (ANOMALIES, DEFAULT_INDEX_PREFIX, DocumentKind, check_prefix, index_pattern,
-                                            iso_ns)
+from adapters.elasticsearch.mapping import (ANOMALIES, DEFAULT_INDEX_PREFIX, DEFAULT_INCIDENTS_PREFIX, INCIDENTS,
+                                            DocumentKind, check_prefix, index_pattern, iso_ns)
+from domain.incidents import Incident
 from domain.model import Anomaly
 
 MAX_LIMIT = 10_000  # index.max_result_window
@@ -71,8 +72,11 @@ class ElasticsearchAnomalyQuery:
                limit: int = 50, order: str = "time") -> list[Anomaly]:
         body = search_body(symbols=symbols, detectors=detectors, since_ns=since_ns, until_ns=until_ns,
                            min_score=min_score, limit=limit, order=order, kind=self.kind)
+        return [self.kind.from_document(hit["_source"]) for hit in self._search(self.index, body)]
+
+    def _search(self, index: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         try:
-            response = self.client.search(index=self.index, ignore_unavailable=True, allow_no_indices=True,
+            response = self.client.search(index=index, ignore_unavailable=True, allow_no_indices=True,
                                           **body)
         except (EsConnectionError, ConnectionTimeout) as exc:
             raise ElasticsearchUnavailable(f"Elasticsearch is not reachable at {self.where}: "
@@ -80,7 +84,39 @@ class ElasticsearchAnomalyQuery:
         except ApiError as exc:
             raise ElasticsearchRejected(f"Elasticsearch at {self.where} refused the search: "
                                         f"HTTP {exc.meta.status}: {exc.message}", exc.meta.status) from exc
-        return [self.kind.from_document(hit["_source"]) for hit in response["hits"]["hits"]]
+        hits: list[dict[str, Any]] = response["hits"]["hits"]
+        return hits
 
     def close(self) -> None:
         self.client.close()
+
+
+class ElasticsearchRecords:
+    """RecordLookup over the anomaly and incident indices (ids are the documents' _id in both)."""
+
+    def __init__(self, client: Elasticsearch, *, anomalies_prefix: str = DEFAULT_INDEX_PREFIX,
+                 incidents_prefix: str = DEFAULT_INCIDENTS_PREFIX, where: str = "Elasticsearch") -> None:
+        self.anomaly_query = ElasticsearchAnomalyQuery(client, index_prefix=anomalies_prefix, where=where)
+        self.incident_query = ElasticsearchAnomalyQuery(client, index_prefix=incidents_prefix, where=where,
+                                                        kind=INCIDENTS)
+
+    def anomalies(self, ids: Sequence[str]) -> list[Anomaly]:
+        if not ids:
+            return []
+        q = self.anomaly_query
+        hits = q._search(q.index, {"query": {"ids": {"values": list(ids)}}, "size": min(len(ids), MAX_LIMIT)})
+        return [ANOMALIES.from_document(h["_source"]) for h in hits]
+
+    def incident(self, incident_id: str) -> Incident | None:
+        return self._one({"ids": {"values": [incident_id]}})
+
+    def incident_of(self, anomaly_id: str) -> Incident | None:
+        return self._one({"term": {"members": anomaly_id}})
+
+    def _one(self, query: dict[str, Any]) -> Incident | None:
+        q = self.incident_query
+        hits = q._search(q.index, {"query": query, "size": 1})
+        return INCIDENTS.from_document(hits[0]["_source"]) if hits else None
+
+    def close(self) -> None:
+        self.anomaly_query.close()

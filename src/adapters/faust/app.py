@@ -80,8 +80,9 @@ def partition_lags(highwater: Callable[[TP], int | None], owned: Iterable[TP],
     return lags
 
 
-# (symbol-state table, pool-state table) -> the detect use case, without sinks (see PublishOutcome)
-DetectFactory = Callable[[MutableMapping[str, bytes], MutableMapping[str, bytes]], DetectTrades]
+# (symbol-state, pool-state, tape-state tables) -> the detect use case, without sinks (see PublishOutcome)
+DetectFactory = Callable[[MutableMapping[str, bytes], MutableMapping[str, bytes], MutableMapping[str, bytes]],
+                         DetectTrades]
 # (open-incidents store) -> the incident grouping use case
 IncidentsFactory = Callable[[FaustTableBlobStore], GroupIncidents]
 
@@ -281,7 +282,10 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
                       value_type=bytes, options={"driver": "rocksdict"})
     pools = app.Table("pool-state", default=None, partitions=settings.partitions, key_type=str,
                       value_type=bytes, options={"driver": "rocksdict"})
-    detect = make_detect(table, pools)
+    # Each symbol's last trades: the context of its next anomaly (domain.context).
+    tapes = app.Table("tape-state", default=None, partitions=settings.partitions, key_type=str,
+                      value_type=bytes, options={"driver": "rocksdict"})
+    detect = make_detect(table, pools, tapes)
     # Each symbol's open incidents (application.incidents), kept like its state: closed incidents go
     # to the incidents topic in the take's transaction, with the open ones' changes.
     open_incidents = app.Table("incident-state", default=None, partitions=settings.partitions, key_type=str,
@@ -352,6 +356,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     batched: list[tuple[Any, FaustTableStateStore]] = [
         (t, store) for t, store in ((table, getattr(detect, "states", None)),
                                     (pools, getattr(detect, "pool_states", None)),
+                                    (tapes, getattr(detect, "tapes", None)),
                                     (open_incidents, incident_store if incidents is not None else None))
         if isinstance(store, FaustTableStateStore) and store.unsent is not None]
 
@@ -393,7 +398,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         with acting_as(group[-1]):
             try:
                 outcome = detect(batch if judged is None else batch[judged], undecodable)
-                closed = incidents(outcome.anomalies, outcome.clocks) if incidents is not None else []
+                closed = incidents(outcome.anomalies, outcome.clocks, outcome.tape) if incidents is not None else []
             except StateFormatError as exc:
                 # Stored state this release cannot read (another format, or the first release's
                 # pickles): going on would judge these trades against nothing and commit them. Stop

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from domain.incidents import Incident
 from domain.model import Anomaly, DeadLetter
 
 
@@ -28,6 +29,11 @@ class _JsonLinesFile:
 class JsonLinesAnomalySink(_JsonLinesFile):
     def publish(self, anomalies: Sequence[Anomaly]) -> None:
         self._write([a.to_dict() for a in anomalies])
+
+
+class JsonLinesIncidentSink(_JsonLinesFile):
+    def publish(self, incidents: Sequence[Incident]) -> None:
+        self._write([i.to_dict() for i in incidents])
 
 
 class JsonLinesDeadLetterSink(_JsonLinesFile):

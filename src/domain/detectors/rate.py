@@ -289,7 +289,7 @@ class WindowRateDetector(InPlace):
         return Anomaly.of_print(self.name, symbol, ts, price, size, publisher, instrument, sequence,
                                 peak / threshold, reason,
                                 {"window_total": peak, "expected": expected, "threshold": threshold,
-                                 "measured_seconds": measured})
+                                 "measured_seconds": measured}, found=i)
 
     def period_of(self, ts: int) -> int:
         """BEFORE_OPEN, REGULAR_HOURS or AFTER_CLOSE: the part of the day whose norm judges `ts`."""

@@ -1,0 +1,60 @@
+"""A replay's output files read back: its anomalies (`--out`) and incidents (beside them) by id."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from domain.errors import SourceError
+from domain.incidents import Incident
+from domain.model import Anomaly
+
+T = TypeVar("T")
+
+
+def incidents_path(out: str | Path) -> Path:
+    """Where a replay with `--out FILE` writes its incidents: FILE's name with `.incidents` before its
+    suffix (anomalies.jsonl -> anomalies.incidents.jsonl)."""
+    p = Path(out)
+    return p.with_name(f"{p.stem}.incidents{p.suffix or '.jsonl'}")
+
+
+def _read(path: Path, parse: Callable[[dict[str, Any]], T], what: str) -> list[T]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise SourceError(f"{path} does not exist (replay --out writes it)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path} is not readable: {exc}") from None
+    items = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(parse(json.loads(line)))
+        except (ValueError, KeyError, TypeError):
+            raise SourceError(f"{path}, line {n}: not {what} as replay --out writes it") from None
+    return items
+
+
+class ReplayRecords:
+    """RecordLookup over `replay --out FILE`'s anomalies and the incidents written beside them (a replay
+    interrupted before its end may have no incidents file: its anomalies are still found)."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.anomaly_path = Path(out)
+        self.incident_path = incidents_path(out)
+        self._anomalies = {a.id: a for a in _read(self.anomaly_path, Anomaly.from_dict, "an anomaly")}
+        self._incidents = (_read(self.incident_path, Incident.from_dict, "an incident")
+                           if self.incident_path.exists() else [])
+
+    def anomalies(self, ids: Sequence[str]) -> list[Anomaly]:
+        return [self._anomalies[i] for i in ids if i in self._anomalies]
+
+    def incident(self, incident_id: str) -> Incident | None:
+        return next((i for i in self._incidents if i.id == incident_id), None)
+
+    def incident_of(self, anomaly_id: str) -> Incident | None:
+        return next((i for i in self._incidents if anomaly_id in i.members), None)

@@ -1,0 +1,59 @@
+"""Use case: one anomaly or incident with the tape around it, from wherever the records are stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from domain.errors import DomainError
+from domain.incidents import Incident
+from domain.model import Anomaly, Print
+from domain.ports import RecordLookup
+
+
+class NotFound(DomainError):
+    """No anomaly or incident has the id asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """What `show` prints: the anomaly asked for (or the incident's peak member), its incident, the
+    incident's members, and the tape around `anomaly`: the trades before it, then after it."""
+
+    kind: str  # what the id named: "anomaly" or "incident"
+    anomaly: Anomaly | None
+    incident: Incident | None
+    members: list[Anomaly] = field(default_factory=list)  # the incident's, in time order
+    before: tuple[Print, ...] = ()
+    after: tuple[Print, ...] | None = None  # None: not known (its incident has not closed, or was not stored)
+
+
+class ShowRecord:
+    def __init__(self, lookup: RecordLookup) -> None:
+        self.lookup = lookup
+
+    def __call__(self, record_id: str) -> Shown:
+        record_id = record_id.strip().lower()
+        found = self.lookup.anomalies([record_id])
+        if found:
+            anomaly = found[0]
+            incident = self.lookup.incident_of(anomaly.id)
+            members = self._members(incident) if incident is not None else [anomaly]
+            return Shown("anomaly", anomaly, incident, members, anomaly.context, self._after(incident, anomaly.id))
+        incident = self.lookup.incident(record_id)
+        if incident is None:
+            raise NotFound(f"no anomaly or incident has id {record_id!r} here")
+        members = self._members(incident)
+        # The tape of an incident: around its peak member when its context is known, else its first.
+        peak = next((m for m in sorted(members, key=lambda m: (-m.score, m.ts_event)) if m.id in incident.after),
+                    members[0] if members else None)
+        before = peak.context if peak is not None else incident.before
+        return Shown("incident", peak, incident, members, before, self._after(incident, peak.id if peak else ""))
+
+    def _members(self, incident: Incident) -> list[Anomaly]:
+        return sorted(self.lookup.anomalies(list(incident.members)), key=lambda a: (a.ts_event, a.detector))
+
+    @staticmethod
+    def _after(incident: Incident | None, anomaly_id: str) -> tuple[Print, ...] | None:
+        if incident is None or anomaly_id not in incident.after:
+            return None
+        return incident.after[anomaly_id]

@@ -1,0 +1,155 @@
+"""The tape around an anomaly: the trades of its symbol before it (on the anomaly) and after it (on its
+incident), bounded in count and time, the same however the stream was cut, and `stockanomaly show`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builders import S, calm_flow
+from click.testing import CliRunner
+
+from adapters.memory import InMemoryBlobStore, InMemoryTradeSource
+from application.replay import Replay
+from domain.context import CONTEXT_TRADES, CONTEXT_WINDOW_NS
+from domain.model import TRADE_DTYPE, Print
+from entrypoints.cli import main
+from entrypoints.container import build_container
+
+POINT_DETECTORS = {"high_volume", "price_spike", "vwap_deviation", "isolation_forest"}
+
+
+def market() -> np.ndarray:
+    """Two busy symbols and a thin one (a trade every 20 s on average), with block trades in each."""
+    flows = [calm_flow(15_000, symbol="AAA", price=12.0, seed=1), calm_flow(15_000, symbol="BBB", price=450.0, seed=2),
+             calm_flow(1_000, symbol="THIN", price=30.0, rate=0.05, seed=3)]
+    trades = np.concatenate(flows).astype(TRADE_DTYPE)
+    trades = trades[np.argsort(trades["ts_event"], kind="stable")]
+    for symbol, k in (("AAA", 12_000), ("BBB", 13_000), ("BBB", 13_004), ("THIN", 800)):
+        rows = np.flatnonzero(trades["symbol"] == symbol)
+        trades["size"][rows[k]] = 400_000
+    return trades
+
+
+def prints(rows: np.ndarray) -> tuple[Print, ...]:
+    return tuple(Print(int(r["ts_event"]), float(r["price"]), int(r["size"]), r["side"].decode() or "N") for r in rows)
+
+
+def replayed(trades: np.ndarray, chunk: int, per_symbol: int = 64) -> tuple[list, list]:
+    container = build_container()
+    replay = Replay(container.detect(), InMemoryBlobStore(), top_n=10_000, per_symbol=per_symbol)
+    summary = replay(InMemoryTradeSource(trades, chunk_size=chunk))
+    return container.collected_anomalies().anomalies, summary.ranked_incidents()
+
+
+def test_an_anomaly_carries_the_trades_before_it_and_its_incident_the_trades_after() -> None:
+    trades = market()
+    anomalies, incidents = replayed(trades, 4_096)
+    blocks = [a for a in anomalies if a.detector == "high_volume"]
+    assert {(a.symbol, a.size) for a in blocks} == {("AAA", 400_000), ("BBB", 400_000), ("THIN", 400_000)}
+    after = {m: ps for i in incidents for m, ps in i.after.items()}
+    for a in (a for a in anomalies if a.detector in POINT_DETECTORS):
+        tape = trades[trades["symbol"] == a.symbol]
+        at = int(np.flatnonzero((tape["ts_event"] == a.ts_event) & (tape["sequence"] == a.sequence))[0])
+        near = np.abs(tape["ts_event"] - a.ts_event) <= CONTEXT_WINDOW_NS
+        expected_before = tape[max(0, at - CONTEXT_TRADES):at][near[max(0, at - CONTEXT_TRADES):at]]
+        expected_after = tape[at + 1:at + 1 + CONTEXT_TRADES]
+        expected_after = expected_after[near[at + 1:at + 1 + CONTEXT_TRADES]]
+        assert a.context == prints(expected_before), a
+        assert after[a.id] == prints(expected_after), a
+    thin = next(a for a in blocks if a.symbol == "THIN")
+    assert len(thin.context) < CONTEXT_TRADES and all(a.ts_event - p.ts_event <= CONTEXT_WINDOW_NS
+                                                      for p in thin.context)  # bounded in time, not only count
+    assert all(len(a.context) == CONTEXT_TRADES for a in blocks if a.symbol != "THIN")
+    # An incident's tape starts with its first member's.
+    first = {a.id: a for a in anomalies}
+    assert all(i.before == first[i.members[0]].context for i in incidents)
+
+
+def test_contexts_are_the_same_however_the_stream_was_cut() -> None:
+    trades = market()
+    runs = [replayed(trades, chunk, per_symbol) for chunk, per_symbol in ((65_536, 64), (997, 1), (5, 1))]
+    anomaly_sets = [{(a.id, a.context) for a in anomalies} for anomalies, _ in runs]
+    incident_sets = [{(i.id, i.before, tuple(sorted(i.after.items()))) for i in incidents} for _, incidents in runs]
+    assert anomaly_sets[0] == anomaly_sets[1] == anomaly_sets[2]
+    assert incident_sets[0] == incident_sets[1] == incident_sets[2]
+    assert sum(len(after) for _, _, after in incident_sets[0]) > 0
+
+
+def test_the_tape_kept_per_symbol_is_small_and_fixed() -> None:
+    engine = build_container().engine()
+    assert engine.tape_schema.record_bytes <= 256  # 10 trades: time, price, size, side
+
+
+def test_an_incident_collects_after_contexts_for_a_bounded_number_of_members() -> None:
+    from builders import market_batch
+
+    from domain.context import BatchTape
+    from domain.incidents import MAX_CONTEXTS, IncidentGrouper
+    from domain.model import Anomaly
+
+    # 60 anomalies 2 s apart: one incident of 60 members, after-contexts for the first MAX_CONTEXTS only.
+    flow = calm_flow(3_000, symbol="AAA", rate=20.0, seed=9)
+    batch = market_batch(flow)
+    tape = BatchTape(batch, np.array([0]))
+    found = list(range(100, 100 + 40 * 60, 40))
+    anomalies = [Anomaly.of_print("high_volume", "AAA", int(batch.ts[i]), 1.0, 1, 2, 7, int(batch.sequence[i]),
+                                  2.0, "big", found=i) for i in found]
+    grouper = IncidentGrouper()
+    grouper.add(anomalies, tape)
+    [incident] = grouper.flush()
+    assert incident.size == 60 and len(incident.after) == MAX_CONTEXTS
+    assert set(incident.after) == {a.id for a in anomalies[:MAX_CONTEXTS]}
+    assert all(incident.after[a.id] == prints(flow[i + 1:i + 1 + CONTEXT_TRADES]) for a, i in zip(anomalies, found)
+               if a.id in incident.after)
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def replay_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("show") / "anomalies.jsonl"
+    code, text = run("replay", "--out", str(out), "--top", "0")
+    assert code == 0, text
+    assert "incidents written to" in text and (out.parent / "anomalies.incidents.jsonl").exists()
+    return out
+
+
+def test_show_prints_an_anomaly_with_the_trades_around_it(replay_out: Path) -> None:
+    incidents = [json.loads(line) for line in (replay_out.parent / "anomalies.incidents.jsonl").read_text().splitlines()]
+    incident = next(i for i in incidents if "high_volume" in i["detectors"])
+    anomalies = {a["id"]: a for a in map(json.loads, replay_out.read_text().splitlines())}
+    member = next(m for m in incident["members"] if anomalies[m]["detector"] == "high_volume")
+    code, text = run("show", member, "--file", str(replay_out), "--json")
+    assert code == 0, text
+    shown = json.loads(text)
+    assert shown["kind"] == "anomaly" and shown["anomaly"]["id"] == member
+    assert shown["incident"]["id"] == incident["id"]
+    assert shown["before"] == anomalies[member]["context"] and len(shown["before"]) == CONTEXT_TRADES
+    assert shown["after"] == incident["after"][member] and len(shown["after"]) == CONTEXT_TRADES
+    code, text = run("show", member, "--file", str(replay_out))
+    assert code == 0 and f"anomaly {member}" in text and "the tape around high_volume" in text
+    assert f"{anomalies[member]['size']:,}" in text and "<- high_volume" in text
+
+
+def test_show_prints_an_incident_with_its_members(replay_out: Path) -> None:
+    incident = json.loads((replay_out.parent / "anomalies.incidents.jsonl").read_text().splitlines()[0])
+    code, text = run("show", incident["id"], "--file", str(replay_out))
+    assert code == 0, text
+    assert f"incident {incident['id']}" in text and "members" in text and "the tape around" in text
+    assert all(m in text for m in incident["members"][:3])
+
+
+def test_show_explains_in_one_line_what_it_cannot_find(replay_out: Path, tmp_path: Path) -> None:
+    from test_cli import one_line_error
+
+    assert "no anomaly or incident has id '0123'" in one_line_error(["show", "0123", "--file", str(replay_out)])
+    assert "does not exist" in one_line_error(["show", "0123", "--file", str(tmp_path / "none.jsonl")])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{}\n")
+    assert "line 1: not an anomaly" in one_line_error(["show", "0123", "--file", str(bad)])
