@@ -8,6 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 venv=.venv
 bash scripts/setup.sh
+bash scripts/browser.sh  # chromium, for the report's browser test
 
 trap 'scripts/services.sh down || true' EXIT
 services_status=0

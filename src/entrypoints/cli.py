@@ -208,7 +208,8 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     if report and bars is not None:
         from adapters.report import write_html_report
 
-        write_html_report(report, bars, container.collected_anomalies().anomalies, result)
+        write_html_report(report, bars, container.collected_anomalies().anomalies, result,
+                          incidents=container.collected_incidents().incidents)
     log.info("replay_finished", trades=summary.trades, anomalies=summary.anomalies, seconds=round(summary.seconds, 3))
     if as_json:
         click.echo(json.dumps(result))

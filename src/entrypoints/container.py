@@ -11,8 +11,8 @@ from dependency_injector import containers, providers
 from adapters.files.jsonl import FanOutSink, JsonLinesAnomalySink, JsonLinesDeadLetterSink, JsonLinesIncidentSink
 from adapters.files.records import incidents_path
 from adapters.files.thresholds import load_thresholds
-from adapters.memory import (InMemoryAnomalySink, InMemoryBlobStore, InMemoryDeadLetterSink, InMemoryMetrics,
-                             InMemoryStateStore)
+from adapters.memory import (InMemoryAnomalySink, InMemoryBlobStore, InMemoryDeadLetterSink, InMemoryIncidentSink,
+                             InMemoryMetrics, InMemoryStateStore)
 from adapters.faust.settings import StreamingSettings
 from adapters.faust.state import FaustTableStateStore
 from adapters.kafka.keys import pooling_by_partition
@@ -131,7 +131,8 @@ class Container(containers.DeclarativeContainer):
     detect = providers.Singleton(DetectTrades, engine=engine, states=state_store, pool_states=pool_state_store,
                                  tapes=tape_store, anomalies=anomaly_sink,
                                  dead_letters=dead_letter_sink, metrics=metrics, suppressions=suppressions)
-    incident_sink = providers.Singleton(FanOutSink, providers.Singleton(incident_file, config.out))
+    collected_incidents = providers.Singleton(InMemoryIncidentSink)
+    incident_sink = providers.Singleton(FanOutSink, collected_incidents, providers.Singleton(incident_file, config.out))
     replay = providers.Factory(Replay, detect=detect, incidents=providers.Factory(InMemoryBlobStore),
                                incident_sink=incident_sink)
 

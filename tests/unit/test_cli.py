@@ -70,8 +70,10 @@ def test_replay_writes_anomalies_and_report(tmp_path: Path) -> None:
     assert len(rows) == summary["anomalies"]
     assert {"id", "symbol", "ts_event", "detector", "score", "reason", "price", "size"} <= set(rows[0])
     assert isinstance(rows[0]["ts_event"], int)
+    incidents = [json.loads(line) for line in (tmp_path / "a.incidents.jsonl").read_text().splitlines()]
+    assert len(incidents) == summary["incidents"] and sum(i["size"] for i in incidents) == summary["anomalies"]
     html = report.read_text()
-    assert html.startswith("<!DOCTYPE html>") and "<img" in html
+    assert html.startswith("<!DOCTYPE html>") and html.count('class="plotly-graph-div"') >= 1
 
 
 @needs_shared

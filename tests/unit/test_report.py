@@ -1,18 +1,20 @@
-"""The replay report: 1-minute bars from trade batches, and the self-contained HTML file."""
+"""The replay report: 1-minute bars from trade batches, and the self-contained interactive HTML file
+(what it does in a browser: tests/integration/test_report_browser.py)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pytest
 
 from adapters.report.bars import MINUTE_NS, BarCollector
 from adapters.report.html import write_html_report
 from builders import T0, S
-from domain.model import TRADE_DTYPE, Anomaly
+from domain.incidents import Incident
+from domain.model import TRADE_DTYPE, Anomaly, Print
 
 
 def mixed_trades(n: int = 3_000, symbols: tuple[str, ...] = ("AAPL", "MSFT", "BRK.B"),
@@ -112,7 +114,8 @@ def anomaly(symbol: str, ts: int, score: float, detector: str = "price_change",
     return Anomaly(id=f"{symbol}{ts}{detector}", detector=detector, symbol=symbol, ts_event=ts,
                    price=100.0, size=100, score=score,
                    severity="high" if score >= 4 else "medium" if score >= 2 else "low",
-                   reason=reason)
+                   reason=reason, session="regular", context=(Print(ts - 2 * S, 99.5, 10, "B"),
+                                                               Print(ts - S, 99.8, 20, "A")))
 
 
 SUMMARY = {"trades": 3_000, "anomalies": 4, "by_detector": {"high_volume": 1, "price_change": 3},
@@ -122,6 +125,15 @@ SUMMARY = {"trades": 3_000, "anomalies": 4, "by_detector": {"high_volume": 1, "p
                               "members": ["a", "b"], "detectors": ["high_volume", "price_change"], "score": 5.0,
                               "severity": "high", "headline": "high_volume: size <b>5000</b>", "session": "regular",
                               "ts_local": "2025-03-04T10:01:30.000000000-05:00"}]}
+ANOMALIES = [
+    anomaly("ZZZT", T0 + 90 * S, 5.0, "high_volume", reason='size <b>5000</b> & "50x" median </script>'),
+    anomaly("ZZZT", T0 + 90 * S, 3.0),
+    anomaly("MSFT", T0 + 300 * S, 4.5),
+    anomaly("AAPL", T0 + 600 * S, 1.2),
+]
+INCIDENT = Incident("i1", "ZZZT", T0 + 90 * S, T0 + 90 * S, 2, (ANOMALIES[0].id, ANOMALIES[1].id),
+                    ("high_volume", "price_change"), 5.0, "high", "high_volume: x",
+                    after={ANOMALIES[0].id: (Print(T0 + 91 * S, 100.2, 30, "N"),)})
 
 
 @pytest.fixture(scope="module")
@@ -132,43 +144,57 @@ def report(tmp_path_factory) -> str:
     lone = np.zeros(1, TRADE_DTYPE)
     lone["symbol"], lone["ts_event"], lone["price"], lone["size"] = "ZZZT", T0 + 90 * S, 12.5, 5_000
     bars.add(lone)
-    anomalies = [
-        anomaly("ZZZT", T0 + 90 * S, 5.0, "high_volume", reason='size <b>5000</b> & "50x" median'),
-        anomaly("ZZZT", T0 + 90 * S, 3.0),
-        anomaly("MSFT", T0 + 300 * S, 4.5),
-        anomaly("AAPL", T0 + 600 * S, 1.2),
-    ]
-    rc_before = dict(matplotlib.rcParams)
-    path = write_html_report(tmp_path_factory.mktemp("report") / "report.html", bars, anomalies,
-                             SUMMARY, max_symbols=3, max_rows=3)
-    assert dict(matplotlib.rcParams) == rc_before  # the global matplotlib state is left alone
+    path = write_html_report(tmp_path_factory.mktemp("report") / "report.html", bars, ANOMALIES,
+                             SUMMARY, max_symbols=3, max_rows=3, incidents=[INCIDENT])
     return Path(path).read_text(encoding="utf-8")
+
+
+def markup(report: str) -> str:
+    """The report without its scripts (plotly.js, the charts' data, the page's code)."""
+    return re.sub(r"<script.*?</script>", "", report, flags=re.S)
+
+
+def embedded_rows(report: str) -> list[dict]:
+    text = re.search(r'<script type="application/json" id="anomaly-data">(.*?)</script>', report, re.S).group(1)
+    return json.loads(text)
 
 
 def test_report_charts_most_flagged_symbols_first_up_to_the_cap(report):
     charted = re.findall(r'<section class="chart" id="chart-([^"]+)"', report)
 
     assert charted == ["ZZZT", "AAPL", "MSFT"] or charted == ["ZZZT", "MSFT", "AAPL"]
-    assert report.count('src="data:image/png;base64,') == 3
+    assert len(re.findall(r'class="plotly-graph-div"', report)) == 3
+    assert report.count("Plotly.newPlot(") == 3
 
 
 def test_report_table_is_sorted_by_score_and_capped(report):
-    table = report[report.index('<table class="anoms">'):]
-    scores = [float(s) for s in re.findall(r'<td class="n">(\d+\.\d\d)</td><td class="n">100',
-                                           table)]
+    table = report[report.index('<table class="anoms" id="anomaly-table">'):]
+    scores = [float(s) for s in re.findall(r'<td class="n">(\d+\.\d\d)</td><td class="n">100', table)]
 
     assert scores == [5.0, 4.5, 3.0]
     assert "Top 3 of 4 anomalies" in report
+    assert [r["score"] for r in embedded_rows(report)] == [5.0, 4.5, 3.0]
+
+
+def test_report_rows_carry_the_tape_around_each_anomaly(report):
+    rows = {r["id"]: r for r in embedded_rows(report)}
+    top = rows[ANOMALIES[0].id]
+    assert [p[1:] for p in top["before"]] == [[-2000.0, 99.5, 10, "B"], [-1000.0, 99.8, 20, "A"]]
+    assert top["before"][0][0] == "10:01:28.000"  # New York time of day (UTC-5 in March)
+    assert top["after"] == [["10:01:31.000", 1000.0, 100.2, 30, "N"]] and top["incident"] == "i1"
+    assert rows[ANOMALIES[2].id]["after"] is None  # no incident closed around it
 
 
 def test_report_escapes_anomaly_reasons(report):
     assert "size &lt;b&gt;5000&lt;/b&gt; &amp; &quot;50x&quot; median" in report
-    assert "<b>5000" not in report
+    assert "<b>5000" not in markup(report)
+    # Inside the embedded data, "</script>" cannot end the script element early.
+    assert embedded_rows(report)[0]["reason"].endswith("</script>")
 
 
 def test_report_shows_the_summary(report):
     assert "6,000.0" in report and "0.50 s" in report and "price_change" in report
-    assert "day.csv.zst" in report and "entries" not in report  # no "TOP 1 entries" card
+    assert "day.csv.zst" in report and "entries" not in markup(report)  # no "TOP 1 entries" card
 
 
 def test_report_lists_the_top_incidents_linked_to_their_charts(report):
@@ -179,8 +205,9 @@ def test_report_lists_the_top_incidents_linked_to_their_charts(report):
 
 
 def test_report_needs_nothing_from_the_network(report):
-    assert not re.search(r"https?://", report)
-    assert "<script" not in report
+    # plotly.js is inlined; the browser test also checks that the page requests nothing.
+    assert not re.search(r"<script[^>]+src=", report) and not re.search(r"<link[^>]+href=", report)
+    assert "Plotly" in report and "cdn.plot.ly/plotly" not in markup(report)
 
 
 def test_report_with_no_anomalies_and_no_trades_still_renders(tmp_path):

@@ -1,9 +1,10 @@
-"""Anomalies and dead letters collected in lists."""
+"""Anomalies, incidents and dead letters collected in lists."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from domain.incidents import Incident
 from domain.model import Anomaly, DeadLetter
 
 
@@ -13,6 +14,17 @@ class InMemoryAnomalySink:
 
     def publish(self, anomalies: Sequence[Anomaly]) -> None:
         self.anomalies.extend(anomalies)
+
+    def close(self) -> None:
+        pass
+
+
+class InMemoryIncidentSink:
+    def __init__(self) -> None:
+        self.incidents: list[Incident] = []
+
+    def publish(self, incidents: Sequence[Incident]) -> None:
+        self.incidents.extend(incidents)
 
     def close(self) -> None:
         pass

@@ -1,33 +1,36 @@
-"""One symbol's price/volume chart with its anomalies marked, rendered to PNG with matplotlib."""
+"""One symbol's interactive price/volume chart with its anomalies marked, as a plotly figure.
+
+Times are on the exchange's clock (America/New_York), pre-market and after-hours shaded, nights and
+weekends cut out of the axis. Volume has its own log-scaled pane, so an auction cross thousands of
+times a normal minute does not flatten the rest of the day.
+"""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-import matplotlib
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
 import numpy as np
-from matplotlib import ticker
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from adapters.report.bars import MINUTE_NS
-from adapters.report.timeaxis import GAP_NS, TradingTimeAxis
 from domain.model import Anomaly
 
+NEW_YORK = ZoneInfo("America/New_York")
 PRICE_COLOR = "#2c5d8a"
-BAND_COLOR = "#9dbcd9"
+BAND_COLOR = "rgba(157,188,217,0.55)"
 VOLUME_COLOR = "#a3adb8"
-SEVERITY_SIZE = {"low": 30.0, "medium": 55.0, "high": 95.0}
-_PALETTE = ["#e4572e", "#8e44ad", "#f0a202", "#17a589", "#d81b60", "#6d4c41", "#00838f",
-            "#7cb342"]
-_MARKERS = ["o", "^", "D", "s", "P", "X", "v", "*"]
-_GLYPHS = {"o": "●", "^": "▲", "D": "◆", "s": "■", "P": "✚", "X": "✖", "v": "▼", "*": "★"}
-_RC = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
-       "axes.edgecolor": "#8a949e", "xtick.color": "#4a5560", "ytick.color": "#4a5560",
-       "axes.labelcolor": "#4a5560"}
+SEVERITY_SIZE = {"low": 8, "medium": 11, "high": 15}
+_PALETTE = ["#e4572e", "#8e44ad", "#f0a202", "#17a589", "#d81b60", "#6d4c41", "#00838f", "#7cb342"]
+_SYMBOLS = ["circle", "triangle-up", "diamond", "square", "cross", "x", "triangle-down", "star"]
+_GLYPHS = {"circle": "●", "triangle-up": "▲", "diamond": "◆", "square": "■", "cross": "✚", "x": "✖",
+           "triangle-down": "▼", "star": "★"}
+# Extended-hours sessions in New York time, shaded on every chart (the regular session is left clear).
+_SHADED = ((time(4, 0), time(9, 30), "rgba(255,196,0,0.10)", "pre-market"),
+           (time(16, 0), time(20, 0), "rgba(100,120,160,0.10)", "after-hours"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,98 +46,76 @@ class DetectorStyle:
 def detector_styles(detectors: Iterable[str]) -> dict[str, DetectorStyle]:
     """A fixed colour and marker per detector, so charts and table agree across the report."""
     names = sorted(set(detectors))
-    return {name: DetectorStyle(_PALETTE[i % len(_PALETTE)], _MARKERS[i % len(_MARKERS)])
+    return {name: DetectorStyle(_PALETTE[i % len(_PALETTE)], _SYMBOLS[i % len(_SYMBOLS)])
             for i, name in enumerate(names)}
 
 
-def _with_gaps(axis: TradingTimeAxis, ts: np.ndarray,
-               *columns: np.ndarray) -> tuple[np.ndarray, ...]:
-    """x at each bar's middle, with a NaN row after each long pause so lines do not bridge it."""
-    breaks = np.flatnonzero(np.diff(ts) > GAP_NS) + 1
-    x = np.insert(axis(ts + MINUTE_NS // 2), breaks, np.nan)
-    return (x, *(np.insert(c.astype(float), breaks, np.nan) for c in columns))
+def local_times(ts_ns: np.ndarray) -> list[str]:
+    """UTC ns as New York wall-clock ISO strings (what the chart's axis shows)."""
+    return [datetime.fromtimestamp(int(t) // 1_000_000_000, NEW_YORK).strftime("%Y-%m-%d %H:%M:%S")
+            + f".{int(t) % 1_000_000_000 // 1_000_000:03d}" for t in ts_ns]
 
 
-def render_chart(bars: np.ndarray, anomalies: Sequence[Anomaly],
-                 styles: dict[str, DetectorStyle], dpi: int = 110) -> bytes:
-    """PNG of 1-minute close with its high-low band, volume below, anomalies on the price."""
-    times = np.concatenate([bars["ts"], np.array([a.ts_event for a in anomalies], np.int64)])
-    axis = TradingTimeAxis.spanning(times if len(times) else np.zeros(1, np.int64))
-    with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(11.0, 4.4), layout="constrained")
-        FigureCanvasAgg(fig)
-        price_ax, volume_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-        _draw_price(price_ax, axis, bars)
-        _draw_anomalies(price_ax, axis, anomalies, styles)
-        _draw_volume(volume_ax, axis, bars)
-        _format_time_axis(volume_ax, price_ax, axis)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
-    return buf.getvalue()
+def _days(ts_ns: np.ndarray) -> list[date]:
+    if not len(ts_ns):
+        return []
+    first, last = (datetime.fromtimestamp(int(t) // 1_000_000_000, NEW_YORK).date() for t in (ts_ns.min(), ts_ns.max()))
+    return [first + timedelta(days=k) for k in range((last - first).days + 1)]
 
 
-def _draw_price(ax: Axes, axis: TradingTimeAxis, bars: np.ndarray) -> None:
-    ax.set_ylabel("price")
-    ax.grid(True, color="#e6e9ed", linewidth=0.7)
-    ax.set_axisbelow(True)
-    if len(bars) == 0:
-        return
-    x, close, high, low = _with_gaps(axis, bars["ts"], bars["close"], bars["high"], bars["low"])
-    few = len(bars) < 60  # sparse bars read better as dots with range whiskers than as a band
-    if few:
-        ax.vlines(x, low, high, color=BAND_COLOR, linewidth=3, label="1-min high–low")
-    else:
-        ax.fill_between(x, low, high, color=BAND_COLOR, alpha=0.55, linewidth=0,
-                        label="1-min high–low")
-    ax.plot(x, close, color=PRICE_COLOR, linewidth=1.1, label="1-min close",
-            marker="o" if few else None, markersize=3)
-
-
-def _draw_anomalies(ax: Axes, axis: TradingTimeAxis, anomalies: Sequence[Anomaly],
-                    styles: dict[str, DetectorStyle]) -> None:
+def figure(symbol: str, bars: np.ndarray, anomalies: Sequence[Anomaly], styles: dict[str, DetectorStyle],
+           index: dict[str, int]) -> go.Figure:
+    """The chart of one symbol; each anomaly marker carries its row in the report's anomaly list
+    (`index`: anomaly id -> row) as customdata, so clicking it shows its context."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.74, 0.26], vertical_spacing=0.03)
+    if len(bars):
+        x = local_times(bars["ts"] + MINUTE_NS // 2)
+        fig.add_trace(go.Scatter(x=x, y=bars["high"], mode="lines", line={"width": 0}, hoverinfo="skip",
+                                 showlegend=False), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=bars["low"], mode="lines", line={"width": 0}, fill="tonexty",
+                                 fillcolor=BAND_COLOR, name="1-min high–low", hoverinfo="skip"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=bars["close"], mode="lines+markers" if len(bars) < 60 else "lines",
+                                 line={"color": PRICE_COLOR, "width": 1.2}, name="1-min close",
+                                 customdata=np.column_stack([bars["open"], bars["high"], bars["low"], bars["trades"]]),
+                                 hovertemplate="%{x}<br>close %{y:,.4f}<br>open %{customdata[0]:,.4f} "
+                                               "high %{customdata[1]:,.4f} low %{customdata[2]:,.4f}"
+                                               "<br>%{customdata[3]:,} trades<extra></extra>"),
+                      row=1, col=1)
+        fig.add_trace(go.Bar(x=x, y=np.maximum(bars["volume"], 1), marker={"color": VOLUME_COLOR, "line": {"width": 0}},
+                             name="volume / min", hovertemplate="%{x}<br>volume %{y:,}<extra></extra>"), row=2, col=1)
     by_detector: dict[str, list[Anomaly]] = {}
     for a in anomalies:
         by_detector.setdefault(a.detector, []).append(a)
-    handles, _ = ax.get_legend_handles_labels()
     for detector in sorted(by_detector):
         found, style = by_detector[detector], styles[detector]
-        ax.scatter(axis([a.ts_event for a in found]), [a.price for a in found],
-                   s=[SEVERITY_SIZE.get(a.severity, 40.0) for a in found], marker=style.marker,
-                   color=style.color, edgecolors="white", linewidths=0.6, zorder=5)
-        handles.append(Line2D([], [], linestyle="none", marker=style.marker, color=style.color,
-                              markeredgecolor="white", markersize=7,
-                              label=f"{detector} ({len(found)})"))
-    if handles:
-        # Above the plot, so it never hides a price or a marker.
-        ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize=8,
-                  frameon=False, ncols=len(handles), borderaxespad=0.2)
+        fig.add_trace(go.Scatter(
+            x=local_times(np.array([a.ts_event for a in found], np.int64)), y=[a.price for a in found],
+            mode="markers", name=f"{detector} ({len(found)})",
+            marker={"symbol": style.marker, "color": style.color, "line": {"color": "white", "width": 1},
+                    "size": [SEVERITY_SIZE.get(a.severity, 10) for a in found]},
+            customdata=[[index.get(a.id, -1), a.score, a.size, a.reason] for a in found],
+            hovertemplate=f"<b>{detector}</b> %{{x}}<br>score %{{customdata[1]:.2f}} · size %{{customdata[2]:,}} "
+                          "@ %{y:,.4f}<br>%{customdata[3]}<extra></extra>"), row=1, col=1)
+    times = np.concatenate([bars["ts"] if len(bars) else np.empty(0, np.int64),
+                            np.array([a.ts_event for a in anomalies], np.int64)])
+    for day in _days(times):
+        for start, end, color, _ in _SHADED:
+            fig.add_vrect(x0=f"{day} {start}", x1=f"{day} {end}", fillcolor=color, line_width=0, layer="below")
+    fig.update_layout(height=430, margin={"l": 60, "r": 20, "t": 30, "b": 30}, template="plotly_white",
+                      legend={"orientation": "h", "y": 1.08, "x": 0, "font": {"size": 11}},
+                      hovermode="closest", bargap=0, dragmode="zoom")
+    # Nights (20:00-04:00) and weekends are cut out of the axis: a multi-day replay reads as one tape.
+    fig.update_xaxes(rangebreaks=[{"bounds": ["sat", "mon"]}, {"bounds": [20, 4], "pattern": "hour"}],
+                     showspikes=True, spikemode="across", spikethickness=1)
+    fig.update_xaxes(title_text="New York time", row=2, col=1)
+    fig.update_yaxes(title_text="price", row=1, col=1)
+    fig.update_yaxes(title_text="volume", type="log", row=2, col=1)
+    return fig
 
 
-def _draw_volume(ax: Axes, axis: TradingTimeAxis, bars: np.ndarray) -> None:
-    ax.set_ylabel("volume")
-    ax.grid(True, axis="y", color="#e6e9ed", linewidth=0.7)
-    ax.set_axisbelow(True)
-    ax.yaxis.set_major_formatter(ticker.EngFormatter(sep=""))
-    ax.yaxis.set_major_locator(ticker.MaxNLocator(3))
-    if len(bars) == 0:
-        return
-    # One StepPatch for all bars (thousands of Rectangles would be slow): each bar spans its
-    # minute, with a zero step between bars; a visible gap only where bars are wide enough.
-    inset = MINUTE_NS // 8 if len(bars) <= 240 else 0
-    starts = bars["ts"]
-    edges = axis(np.column_stack([starts + inset, starts + MINUTE_NS - inset]).ravel())
-    heights = np.column_stack([bars["volume"], np.zeros(len(bars))]).ravel()[:-1]
-    ax.stairs(heights, edges, fill=True, color=VOLUME_COLOR, linewidth=0)
-    ax.set_ylim(0, max(float(bars["volume"].max()), 1.0) * 1.1)
+def sessions_legend() -> str:
+    return ", ".join(f"{label} {start:%H:%M}–{end:%H:%M}" for start, end, _, label in _SHADED)
 
 
-def _format_time_axis(ax: Axes, price_ax: Axes, axis: TradingTimeAxis) -> None:
-    pad = max(axis.width * 0.01, 2.0)
-    ax.set_xlim(-pad, axis.width + pad)
-    positions, labels = axis.ticks()
-    ax.set_xticks(positions, labels)
-    for x in axis.breaks_x:  # where a night or other long pause was cut out
-        for a in (ax, price_ax):
-            a.axvline(x, color="#b8c0c8", linewidth=0.9, linestyle=(0, (3, 3)), zorder=0)
-    ax.set_xlabel("time (UTC); dashed lines mark cut-out pauses" if axis.breaks_x
-                  else "time (UTC)")
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

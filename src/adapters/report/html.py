@@ -1,9 +1,11 @@
-"""The replay's report: one self-contained HTML file with summary, charts and anomaly table."""
+"""The replay's report: one self-contained, interactive HTML file (plotly) with the summary, the top
+incidents, a chart per symbol, and a sortable, filterable anomaly table whose rows (and chart
+markers) open the tape around the anomaly."""
 
 from __future__ import annotations
 
-import base64
 import heapq
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -12,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from plotly.offline import get_plotlyjs
 
 from adapters.report.bars import BarCollector
-from adapters.report.charts import DetectorStyle, detector_styles, render_chart
-from domain.model import Anomaly
+from adapters.report.charts import DetectorStyle, detector_styles, figure, local_times, sessions_legend
+from domain.incidents import Incident
+from domain.model import Anomaly, Print
 
 _MAX_MAPPING_ITEMS = 12  # e.g. by_symbol can hold thousands of entries
 
@@ -41,7 +45,18 @@ h1 { font-size:24px; margin:0 0 4px; } h2 { font-size:18px; margin:36px 0 12px; 
 .chart { background:var(--card); border:1px solid var(--line); border-radius:8px;
   padding:14px 16px 8px; margin:0 0 16px; }
 .chart h3 { margin:0 0 2px; font-size:16px; } .chart .meta { color:var(--muted); font-size:13px; }
-.chart img { display:block; width:100%; height:auto; margin-top:6px; }
+.chart .plot { width:100%; min-height:430px; }
+.filters { display:flex; flex-wrap:wrap; gap:8px; align-items:center; margin:0 0 8px; }
+.filters input, .filters select { font:inherit; padding:4px 8px; border:1px solid var(--line); border-radius:6px; }
+.anoms th[data-key] { cursor:pointer; user-select:none; } .anoms th[data-key]:hover { background:#dfe5ec; }
+.anoms th.sorted-asc::after { content:" ▲"; } .anoms th.sorted-desc::after { content:" ▼"; }
+#anomaly-table tbody tr { cursor:pointer; } #anomaly-table tbody tr:hover td { background:#eef4fb; }
+#anomaly-table tbody tr.selected td { background:#dbe9f8; }
+#context { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 16px;
+  margin:12px 0; } #context h3 { margin:0 0 4px; font-size:16px; }
+#context table { border-collapse:collapse; font-size:13px; font-variant-numeric:tabular-nums; margin-top:8px; }
+#context td, #context th { padding:2px 10px; text-align:right; } #context td:first-child { text-align:left; }
+#context tr.found td { font-weight:700; background:#fff3cd; } #context tr.split td { border-top:1px solid var(--ink); }
 table.anoms { width:100%; border-collapse:collapse; background:var(--card);
   border:1px solid var(--line); font-size:13px; }
 .anoms th { position:sticky; top:0; background:#eef1f5; text-align:left; padding:7px 8px;
@@ -60,27 +75,35 @@ table.anoms { width:100%; border-collapse:collapse; background:var(--card);
 
 def write_html_report(path: str | Path, bars: BarCollector, anomalies: Sequence[Anomaly],
                       summary: Mapping[str, Any], max_symbols: int = 20,
-                      max_rows: int = 500) -> Path:
-    """Write the report to path and return it; images are inlined, so it opens anywhere."""
+                      max_rows: int = 500, incidents: Sequence[Incident] = ()) -> Path:
+    """Write the report to path and return it. plotly.js is inlined, so it opens anywhere, offline.
+    `incidents`: the replay's closed incidents, whose after-contexts complete each anomaly's tape."""
     styles = detector_styles(a.detector for a in anomalies)
+    top = heapq.nlargest(max_rows, anomalies, key=lambda a: (a.score, -a.ts_event))
+    index = {a.id: i for i, a in enumerate(top)}
     by_symbol: dict[str, list[Anomaly]] = {}
     for a in anomalies:
         by_symbol.setdefault(a.symbol, []).append(a)
     symbols = _chart_symbols(bars, by_symbol, max_symbols)
+    after = {m: prints for i in incidents for m, prints in i.after.items()}
+    incident_of = {m: i.id for i in incidents for m in i.members}
     body = [
         "<h1>Replay report</h1>",
         f'<p class="sub">{escape(_subtitle(bars))}</p>',
         _summary_section(summary),
         _incidents_section(summary.get("top_incidents") or []),
-        _charts_section(bars, by_symbol, symbols, styles),
-        _table_section(anomalies, styles, set(symbols), max_rows),
+        _charts_section(bars, by_symbol, symbols, styles, index),
+        _table_section(top, len(anomalies), styles, set(symbols)),
+        _data_script([_row_data(a, after.get(a.id), incident_of.get(a.id, "")) for a in top]),
+        f"<script>{_SCRIPT}</script>",
     ]
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>Replay report</title><style>{_CSS}</style></head>"
+        f"<title>Replay report</title><style>{_CSS}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
         f"<body><main>{''.join(body)}</main></body></html>\n",
         encoding="utf-8",
     )
@@ -105,7 +128,7 @@ def _utc(ts_ns: int, precision: str = "s") -> str:
 def _subtitle(bars: BarCollector) -> str:
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     span = bars.time_range()
-    data = (f"Trades from {_utc(span[0], 'm')} to {_utc(span[1], 'm')}"
+    data = (f"Trades from {local_times(np.array(span))[0][:16]} to {local_times(np.array(span))[1][:16]} New York time"
             if span else "No trades")
     count = len(bars.symbols())
     return f"{data} · {count:,} symbol{'' if count == 1 else 's'} · generated {generated}"
@@ -177,24 +200,25 @@ def _anchor(symbol: str) -> str:
     return "chart-" + "".join(c if c.isalnum() else f"_{ord(c):x}" for c in symbol)
 
 
-def _charts_section(bars: BarCollector, by_symbol: Mapping[str, list[Anomaly]],
-                    symbols: list[str], styles: dict[str, DetectorStyle]) -> str:
+def _charts_section(bars: BarCollector, by_symbol: Mapping[str, list[Anomaly]], symbols: list[str],
+                    styles: dict[str, DetectorStyle], index: dict[str, int]) -> str:
     if not symbols:
         return "<h2>Charts</h2><p class=\"note\">No trades to chart.</p>"
     toc = "".join(f'<li><a href="#{_anchor(s)}">{escape(s)} · {len(by_symbol.get(s, [])):,}</a></li>'
                   for s in symbols)
     parts = ["<h2>Charts</h2>",
-             '<p class="note">Symbols with the most anomalies first (count after each name). '
-             "Line: 1-minute close; band: 1-minute high–low; grey: volume per minute. "
-             "Markers: anomalies at their trade time and price, larger for higher severity.</p>",
+             '<p class="note">Symbols with the most anomalies first (count after each name). Drag to zoom, '
+             "double-click to reset, hover for numbers, click a marker for the tape around it. Line: 1-minute "
+             "close; band: 1-minute high–low; grey: volume per minute (log scale). Shaded: "
+             f"{escape(sessions_legend())} New York time; nights and weekends are cut out.</p>",
              f'<ul class="toc">{toc}</ul>']
     for symbol in symbols:
-        parts.append(_chart_block(symbol, bars.bars(symbol), by_symbol.get(symbol, []), styles))
+        parts.append(_chart_block(symbol, bars.bars(symbol), by_symbol.get(symbol, []), styles, index))
     return "".join(parts)
 
 
-def _chart_block(symbol: str, bars: np.ndarray, found: list[Anomaly],
-                 styles: dict[str, DetectorStyle]) -> str:
+def _chart_block(symbol: str, bars: np.ndarray, found: list[Anomaly], styles: dict[str, DetectorStyle],
+                 index: dict[str, int]) -> str:
     counts = Counter(a.detector for a in found)
     flagged = ", ".join(f'<span style="color:{styles[d].color}">{styles[d].glyph}</span> '
                         f"{escape(d)} {n:,}" for d, n in sorted(counts.items()))
@@ -203,42 +227,172 @@ def _chart_block(symbol: str, bars: np.ndarray, found: list[Anomaly],
             f"volume {int(bars['volume'].sum()):,}"]
     if len(bars):
         meta.append(f"price {bars['low'].min():,.2f}–{bars['high'].max():,.2f}")
-    png = base64.b64encode(render_chart(bars, found, styles)).decode("ascii")
+    plot = figure(symbol, bars, found, styles, index).to_html(
+        full_html=False, include_plotlyjs=False, div_id=f"plot-{_anchor(symbol)}",
+        default_width="100%", config={"displaylogo": False, "responsive": True})
     return (f'<section class="chart" id="{_anchor(symbol)}"><h3>{escape(symbol)}</h3>'
-            f'<div class="meta">{" · ".join(meta)}</div>'
-            f'<img alt="{escape(symbol)} price and volume with anomalies" '
-            f'src="data:image/png;base64,{png}"></section>')
+            f'<div class="meta">{" · ".join(meta)}</div><div class="plot">{plot}</div></section>')
 
 
 def _price(value: float) -> str:
     return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.4f}"
 
 
-def _table_section(anomalies: Sequence[Anomaly], styles: dict[str, DetectorStyle],
-                   charted: set[str], max_rows: int) -> str:
-    if not anomalies:
+def _new_york(a: Anomaly) -> str:
+    return a.ts_local[:23].replace("T", " ") if a.ts_local else local_times(np.array([a.ts_event]))[0]
+
+
+def _table_section(top: Sequence[Anomaly], total: int, styles: dict[str, DetectorStyle], charted: set[str]) -> str:
+    if not top:
         return "<h2>Anomalies</h2><p class=\"note\">No anomalies were found.</p>"
-    top = heapq.nlargest(max_rows, anomalies, key=lambda a: (a.score, -a.ts_event))
-    shown = (f"All {len(anomalies):,} anomalies" if len(top) == len(anomalies)
-             else f"Top {len(top):,} of {len(anomalies):,} anomalies")
+    shown = f"All {total:,} anomalies" if len(top) == total else f"Top {len(top):,} of {total:,} anomalies"
     rows = []
-    for a in top:
+    for i, a in enumerate(top):
         style = styles[a.detector]
         symbol = escape(a.symbol)
         if a.symbol in charted:
             symbol = f'<a href="#{_anchor(a.symbol)}">{symbol}</a>'
         severity = escape(a.severity)
         rows.append(
-            f'<tr><td class="t" title="{_utc(a.ts_event, "ns")}">{_utc(a.ts_event, "ms")}</td>'
-            f"<td>{symbol}</td>"
+            f'<tr data-row="{i}"><td class="t" title="{_utc(a.ts_event, "ns")}">{escape(_new_york(a))}</td>'
+            f"<td>{escape(a.session.replace('_', '-'))}</td><td>{symbol}</td>"
             f'<td><span style="color:{style.color}">{style.glyph}</span> {escape(a.detector)}</td>'
             f'<td><span class="sev sev-{severity}">{severity}</span></td>'
             f'<td class="n">{a.score:,.2f}</td><td class="n">{_price(a.price)}</td>'
             f'<td class="n">{a.size:,}</td><td>{escape(a.reason)}</td></tr>'
         )
-    head = "".join(f"<th>{h}</th>" for h in
-                   ("Time (UTC)", "Symbol", "Detector", "Severity", "Score", "Price", "Size",
-                    "Reason"))
-    return (f'<h2>Anomalies</h2><p class="note">{shown}, by score (highest first).</p>'
-            f'<table class="anoms"><thead><tr>{head}</tr></thead>'
+    keys = (("time", "Time (New York)"), ("session", "Session"), ("symbol", "Symbol"), ("detector", "Detector"),
+            ("severity", "Severity"), ("score", "Score"), ("price", "Price"), ("size", "Size"), ("reason", "Reason"))
+    sorted_by = ' class="sorted-desc"'
+    head = "".join(f'<th data-key="{k}"{sorted_by if k == "score" else ""}>{h}</th>' for k, h in keys)
+    detectors = "".join(f'<option value="{escape(d)}">{escape(d)}</option>' for d in sorted(styles))
+    return (f'<h2>Anomalies</h2><p class="note">{shown}, by score (highest first). Click a column to sort, '
+            "a row for the tape around it.</p>"
+            '<div class="filters"><input id="filter" type="search" placeholder="filter: symbol, reason…" size="30">'
+            f'<select id="detector-filter"><option value="">all detectors</option>{detectors}</select>'
+            '<select id="severity-filter"><option value="">all severities</option><option>high</option>'
+            '<option>medium</option><option>low</option></select><span id="shown-count" class="note"></span></div>'
+            '<div id="context" hidden></div>'
+            f'<table class="anoms" id="anomaly-table"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _tape_rows(prints: Sequence[Print], at: int) -> list[list[Any]]:
+    times = local_times(np.array([p.ts_event for p in prints], np.int64)) if prints else []
+    return [[t[11:], round((p.ts_event - at) / 1e6, 3), p.price, p.size, p.side] for t, p in zip(times, prints)]
+
+
+def _row_data(a: Anomaly, after: Sequence[Print] | None, incident: str) -> dict[str, Any]:
+    """What the page's script needs of one table row: sort keys and the tape around it."""
+    return {"id": a.id, "time": a.ts_event, "session": a.session, "symbol": a.symbol, "detector": a.detector,
+            "severity": ["low", "medium", "high"].index(a.severity) if a.severity in ("low", "medium", "high") else -1,
+            "score": a.score, "price": a.price, "size": a.size, "reason": a.reason, "incident": incident,
+            "local": _new_york(a), "before": _tape_rows(a.context, a.ts_event),
+            "after": None if after is None else _tape_rows(after, a.ts_event)}
+
+
+def _data_script(rows: list[dict[str, Any]]) -> str:
+    # "</" would end the script element early (a reason may contain anything).
+    payload = json.dumps(rows, separators=(",", ":")).replace("</", "<\\/")
+    return f'<script type="application/json" id="anomaly-data">{payload}</script>'
+
+
+# The table's sorting and filtering and the context panel: a few lines of plain DOM code over the
+# embedded rows (no library does this for a static table without pulling in a framework), text set
+# through textContent only, so nothing from the data is ever parsed as HTML.
+_SCRIPT = """
+(function () {
+  const rows = JSON.parse(document.getElementById("anomaly-data").textContent);
+  const table = document.getElementById("anomaly-table");
+  if (!table) return;
+  const body = table.tBodies[0];
+  const trs = Array.from(body.rows);
+  const panel = document.getElementById("context");
+  const filter = document.getElementById("filter");
+  const detector = document.getElementById("detector-filter");
+  const severity = document.getElementById("severity-filter");
+  const count = document.getElementById("shown-count");
+  const SEVERITIES = ["low", "medium", "high"];
+  function applyFilter() {
+    const text = filter.value.trim().toLowerCase();
+    let shown = 0;
+    for (const tr of trs) {
+      const r = rows[+tr.dataset.row];
+      const ok = (!text || (r.symbol + " " + r.detector + " " + r.reason + " " + r.id).toLowerCase().includes(text))
+        && (!detector.value || r.detector === detector.value)
+        && (!severity.value || SEVERITIES[r.severity] === severity.value);
+      tr.hidden = !ok;
+      shown += ok ? 1 : 0;
+    }
+    count.textContent = shown + " of " + trs.length + " shown";
+  }
+  [filter, detector, severity].forEach(el => el.addEventListener("input", applyFilter));
+  for (const th of table.tHead.rows[0].cells) {
+    th.addEventListener("click", () => {
+      const key = th.dataset.key;
+      const desc = !th.classList.contains("sorted-desc");
+      for (const other of table.tHead.rows[0].cells) other.classList.remove("sorted-asc", "sorted-desc");
+      th.classList.add(desc ? "sorted-desc" : "sorted-asc");
+      trs.sort((x, y) => {
+        const a = rows[+x.dataset.row][key], b = rows[+y.dataset.row][key];
+        const c = typeof a === "number" ? a - b : String(a).localeCompare(String(b));
+        return desc ? -c : c;
+      });
+      trs.forEach(tr => body.appendChild(tr));
+    });
+  }
+  function cell(tr, text) { const td = document.createElement("td"); td.textContent = text; tr.appendChild(td); }
+  function tapeRow(tbody, p, cls) {
+    const tr = document.createElement("tr");
+    if (cls) tr.className = cls;
+    cell(tr, p[0]); cell(tr, (p[1] >= 0 ? "+" : "") + p[1].toLocaleString("en-US", {maximumFractionDigits: 3}));
+    cell(tr, p[2]); cell(tr, p[3].toLocaleString("en-US")); cell(tr, p[4]);
+    tbody.appendChild(tr);
+  }
+  function show(i) {
+    const r = rows[i];
+    if (!r) return;
+    trs.forEach(tr => tr.classList.toggle("selected", +tr.dataset.row === i));
+    panel.replaceChildren();
+    const h = document.createElement("h3");
+    h.textContent = r.symbol + " · " + r.detector + " · " + r.local + " New York · score " + r.score.toFixed(2);
+    const reason = document.createElement("div");
+    reason.className = "note";
+    reason.textContent = r.reason + (r.incident ? " (incident " + r.incident + ")" : "") + " · id " + r.id;
+    const t = document.createElement("table");
+    t.id = "context-tape";
+    const head = t.createTHead().insertRow();
+    ["time (New York)", "ms from it", "price", "size", "side"].forEach(x => {
+      const th = document.createElement("th"); th.textContent = x; head.appendChild(th); });
+    const tb = t.createTBody();
+    const before = r.before.filter(p => p[1] <= 0), later = r.before.filter(p => p[1] > 0);
+    before.forEach(p => tapeRow(tb, p));
+    tapeRow(tb, [r.local.slice(11), 0, r.price, r.size, "\u2190 " + r.detector], "found");
+    later.forEach(p => tapeRow(tb, p));
+    if (r.after === null) {
+      const tr = tb.insertRow(); const td = tr.insertCell(); td.colSpan = 5;
+      td.textContent = "(the trades after it were not known when the replay ended)";
+    } else {
+      r.after.forEach((p, k) => tapeRow(tb, p, k === 0 ? "split" : ""));
+    }
+    const note = document.createElement("div");
+    note.className = "note";
+    note.textContent = r.before.length + " trades before it, " + (r.after ? r.after.length : 0) + " after"
+      + (later.length ? " (a rate episode: its tape is around the print that completed its measure)" : "");
+    panel.append(h, reason, note, t);
+    panel.hidden = false;
+    panel.scrollIntoView({block: "nearest"});
+  }
+  body.addEventListener("click", ev => {
+    const tr = ev.target.closest("tr");
+    if (tr && !ev.target.closest("a")) show(+tr.dataset.row);
+  });
+  document.querySelectorAll(".plotly-graph-div").forEach(div => {
+    if (div.on) div.on("plotly_click", ev => {
+      const p = ev.points && ev.points[0];
+      if (p && Array.isArray(p.customdata) && p.customdata.length === 4 && p.customdata[0] >= 0) show(p.customdata[0]);
+    });
+  });
+  applyFilter();
+})();
+"""
