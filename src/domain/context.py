@@ -97,11 +97,22 @@ class BatchTape:
 
     def __init__(self, market: MarketBatch | None = None, starts: np.ndarray | None = None) -> None:
         self.market = market
-        self.runs: dict[str, tuple[int, int]] = {}
-        if market is not None and starts is not None and len(starts):
-            ends = np.r_[starts[1:], len(market)]
-            for s, e in zip(starts.tolist(), ends.tolist()):
-                self.runs[market.symbols[market.slot[s]]] = (s, e)
+        self._starts = starts
+        self._runs: dict[str, tuple[int, int]] | None = None
+
+    @property
+    def runs(self) -> dict[str, tuple[int, int]]:
+        """symbol -> (first, end) grouped positions of its trades. Built on first use: most batches
+        have no open incident to extend, and a loop over every symbol of every batch is what the
+        core avoids."""
+        if self._runs is None:
+            self._runs = {}
+            starts, market = self._starts, self.market
+            if market is not None and starts is not None and len(starts):
+                ends = np.r_[starts[1:], len(market)]
+                for s, e in zip(starts.tolist(), ends.tolist()):
+                    self._runs[market.symbols[market.slot[s]]] = (s, e)
+        return self._runs
 
     def after(self, symbol: str, since_ts: int, have: int, found: int = -1) -> list[Print]:
         """More of the after-context (of `have` trades) of `symbol`'s print at `since_ts`: the trades
