@@ -8,11 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from domain.context import BatchTape
-from domain.incidents import Incident, IncidentGrouper
+from domain.incidents import GAP_NS as INCIDENT_GAP_NS, Incident, IncidentGrouper
 from domain.model import Anomaly
 from domain.ports import BlobStore
-
-INCIDENT_GAP_NS = 120_000_000_000  # a symbol's anomalies each within 2 minutes of the next are one incident
 
 
 class GroupIncidents:

@@ -31,6 +31,9 @@ from domain.context import CONTEXT_TRADES, BatchTape
 from domain.model import Anomaly, Print, prints_from, severity_for
 from domain.state import StateFormatError
 
+# A symbol's anomalies each within 5 minutes of the next are one incident: on the real NVDA days the
+# bursts of one sweep, and the surges of a busy pre-market, come minutes apart.
+GAP_NS = 300_000_000_000
 MAX_MEMBERS = 100  # member ids an incident lists (`size` counts them all)
 MAX_CONTEXTS = 20  # members (the earliest) whose after-context an incident collects
 
@@ -143,7 +146,7 @@ class IncidentGrouper:
     then, `flush()` the rest (the end of a replay). A symbol's open incidents can be saved
     (`encoded`) and given back (`restore`), so a worker keeps them across batches and restarts."""
 
-    def __init__(self, gap_ns: int = 120_000_000_000, lateness_ns: int = 60_000_000_000) -> None:
+    def __init__(self, gap_ns: int = GAP_NS, lateness_ns: int = 60_000_000_000) -> None:
         self.gap_ns = gap_ns
         self.lateness_ns = lateness_ns
         self._open: dict[str, list[_Chain]] = {}

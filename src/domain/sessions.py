@@ -39,9 +39,19 @@ class SessionCalendar:
 
     def __init__(self, tz: str = "America/New_York", open_s: int = 9 * 3600 + 1800,
                  close_s: int = 16 * 3600, window_s: int = 60, pre_market_s: int = 4 * 3600,
-                 after_hours_end_s: int = 20 * 3600) -> None:
+                 after_hours_end_s: int = 20 * 3600, pre_open_s: int = 300, first_part_s: int = 1800,
+                 closing_s: int = 600, post_close_s: int = 1800) -> None:
         self.tz = ZoneInfo(tz)
         self.crosses_ns = np.array([open_s, close_s], np.int64) * NS_PER_S
+        # The transitions, each a part of the day with a norm of its own in the rate detectors: the
+        # pre-open (the `pre_open_s` before the open, when opening imbalances are published), the first
+        # `first_part_s` of the regular session, the closing minutes (the `closing_s` before the close,
+        # closing imbalances) and the post-close (`post_close_s`). `opening_ns`: local times of day the
+        # pre-open, the first part and the rest of the session begin; `closing_ns`: offsets from the
+        # day's close (13:00 on early-close days) at which the closing minutes, the post-close and the
+        # rest of the after-hours begin.
+        self.opening_ns = np.array([open_s - pre_open_s, open_s, open_s + first_part_s], np.int64) * NS_PER_S
+        self.closing_ns = np.array([-closing_s, 0, post_close_s], np.int64) * NS_PER_S
         self.window_ns = window_s * NS_PER_S
         # Session starts in local time of day: pre-market, regular (open to close), after-hours, and
         # from the end of after-hours to the next pre-market no session at all.

@@ -260,9 +260,9 @@ def two_days_with_an_opening_rush(rush: int) -> np.ndarray:
     return merged
 
 
-def test_the_open_is_judged_against_the_regular_session_not_the_pre_market() -> None:
+def test_the_open_is_judged_against_its_own_part_of_the_day_not_the_pre_market() -> None:
     """150 trades in the open's first half second would be 25x a pre-market norm of 0.3/s (and over the
-    100-trade floor); against the regular session's own norm (8/s, carried from the day before, and
+    100-trade floor); against the first half hour's own norm (8/s, carried from the day before, and
     warming up on the first day) it is an ordinary open."""
     det = TradeBurstDetector()
     flow = two_days_with_an_opening_rush(150)

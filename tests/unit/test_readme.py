@@ -42,3 +42,14 @@ def test_the_readme_states_the_thresholds_the_detectors_use(detector: str, phras
     rule = re.sub(r"\s+", " ", documented_rule(detector))
     for phrase in phrases(DETECTORS[detector]):
         assert phrase in rule, f"README says {rule.strip()!r}; the code's default is {phrase!r}"
+
+
+def test_the_readme_states_the_rate_norms_the_detectors_keep() -> None:
+    text = re.sub(r"\s+", " ", README.read_text())
+    burst, surge = DETECTORS["trade_burst"], DETECTORS["volume_surge"]
+    assert burst.memory_bars == surge.memory_bars and burst.warmup_bars == surge.warmup_bars
+    assert burst.recent_bars == surge.recent_bars
+    for phrase in (f"of its part's last {burst.memory_bars} bars", f"at most {g(surge.norm_clip)}x the norm",
+                   f"A part is warm after {burst.warmup_bars} bars of its own",
+                   f"the same mean over its last {g(burst.recent_bars)} bars", f"The multiple is {g(burst.multiple)}x"):
+        assert phrase in text, f"the README's rate norms paragraph lacks {phrase!r}"

@@ -20,7 +20,7 @@ STATE = np.dtype([
     ("total", "f8"),
     ("weight", "f8"),           # weight of the next observation (lazy decay)
     ("seen", "i4"),             # regular prints counted so far
-    ("bar", "i8"),              # current bar (-1: none yet)
+    ("bar", "i4"),              # current bar (minutes since the epoch; -1: none yet)
     ("reference", "f8"),        # the size quantile in force (NaN: warming up)
     ("refreshed", "i4"),        # `seen` when the reference was last read off the histogram
 ])

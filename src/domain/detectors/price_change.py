@@ -18,7 +18,7 @@ STATE = np.dtype([
     ("move_sum", "f8"),             # decayed sum of clipped |tick-to-tick log move|
     ("move_n", "f8"),
     ("seen", "i4"),
-    ("bar", "i8"),
+    ("bar", "i4"),                  # current bar (minutes since the epoch; -1: none yet)
     ("threshold", "f8"),            # in force for the current bar (NaN: warming up)
 ])
 

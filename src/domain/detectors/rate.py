@@ -13,10 +13,21 @@ from domain.model import Anomaly
 from domain.sessions import SessionCalendar
 
 
-# The parts of a trading day a rate is judged in, each with a norm of its own: the open and the close
-# are changes of regime (pre-market activity is no norm for the regular session), not bursts.
-BEFORE_OPEN, REGULAR_HOURS, AFTER_CLOSE = 0, 1, 2
-PERIOD_NAMES = ("pre-market", "regular-session", "after-hours")
+# The parts of a trading day a rate is judged in, each with a norm of its own (SessionCalendar's
+# `opening_ns` and `closing_ns` place them): the open and the close are changes of regime, not bursts.
+# On the real NVDA days, the minutes before the open (opening imbalances published) trade two to three
+# times the pre-market's rate, the first half hour three to five times the midday's, the last ten
+# minutes (closing imbalances) four to five times, the half hour after the close several times the
+# evening's.
+PRE_MARKET, PRE_OPEN, FIRST_HALF_HOUR, REGULAR_HOURS, CLOSING_MINUTES, POST_CLOSE, AFTER_HOURS = range(7)
+PERIOD_NAMES = ("pre-market", "pre-open", "first-half-hour", "regular-session", "closing-minutes", "post-close",
+                "after-hours")
+PARTS = len(PERIOD_NAMES)
+# A part still warming up (a symbol's first day) borrows the norm of the busier part before it, if that
+# one is warm: the rest of the regular session the first half hour's, the evening the post-close's. A
+# borrowed norm is higher than the part's own would be, so it can only make alerts rarer. The
+# transitions themselves have nothing busier before them and raise no rate alert until warm.
+BORROWS = np.array([-1, -1, -1, FIRST_HALF_HOUR, -1, -1, POST_CLOSE], np.int64)
 NS_PER_DAY = 86_400_000_000_000
 
 
@@ -26,18 +37,21 @@ def rate_state(n_buckets: int, sized: bool) -> np.dtype:
         ("head", "i8"),                # newest bucket id in the ring (-1: empty)
         ("window", "f8"),              # the ring's sum, kept as buckets come and go
         ("filled", "u8"),              # bit j set: ring slot j may be non-zero (the others are 0)
-        ("norm", "f4", (3, 2)),        # per part of the day: decayed sum of per-bar totals, decayed bar count
-        ("seen", "u1", (3,)),          # bars seen per part of the day (saturates at 255)
-        ("bar_total", "f8"),           # total of the bar in progress
+        ("norm", "f4", (PARTS,)),      # per part of the day: mean per-bar total (see _fold)
+        ("seen", "u1", (PARTS,)),      # per part of the day: bars folded into it (saturates at 255)
+        ("recent", "f4"),              # mean per-bar total of the last bars, whatever their part (see _scan)
+        ("bar_total", "f4"),           # total of the bar in progress
         ("bar", "i4"),                 # bar in progress (minutes since the epoch; -1: none yet)
         ("period", "u1"),              # the part of the day of that bar
         ("episode", "u1"),             # 0 none; 1 crossed, peak still being measured; 2 reported, not over
         # The print at which the episode crossed the threshold: the anomaly is anchored there.
-        ("at_ts", "i8"), ("at_sequence", "u8"), ("at_price", "f8"), ("at_size", "i8"),
+        ("at_ts", "i8"), ("at_sequence", "u8"), ("at_price", "f8"), ("at_size", "u4"),
         ("at_publisher", "u2"), ("at_instrument", "u4"),
-        ("peak", "f8"),                # the episode's largest window total so far
+        ("peak", "f4"),                # the episode's largest window total so far
         ("at_threshold", "f4"),        # threshold and norm (per window) when it crossed
         ("at_expected", "f4"),
+        ("at_norm", "f4"),             # the norm (per window) of the part that judged it, and that part
+        ("at_part", "u1"),             # (at_expected is the higher of at_norm and the recent level)
     ]
     if sized:
         fields += [
@@ -48,14 +62,37 @@ def rate_state(n_buckets: int, sized: bool) -> np.dtype:
 
 
 @inline
-def _period(t: int, day0: int, offsets: np.ndarray, closes: np.ndarray, open_ns: int) -> int:
-    """The part of the day (BEFORE_OPEN, REGULAR_HOURS, AFTER_CLOSE) of UTC time `t` (see
-    SessionCalendar.day_table: a day before the table's first counts as its first)."""
+def _period(t: int, day0: int, offsets: np.ndarray, closes: np.ndarray, opening: np.ndarray,
+            closing: np.ndarray) -> int:
+    """The part of the day (PRE_MARKET .. AFTER_HOURS) of UTC time `t`: `opening` holds the local
+    times of day the pre-open, the first half hour and the rest of the regular session begin, `closing`
+    the offsets from the day's close at which the closing minutes, the post-close and the after-hours
+    begin (see SessionCalendar.day_table: a day before the table's first counts as its first)."""
     d = min(max(t // NS_PER_DAY - day0, 0), len(offsets) - 1)
     local = (t + offsets[d]) % NS_PER_DAY
-    if local < open_ns:
-        return 0
-    return 1 if local < closes[d] else 2
+    part = PRE_MARKET
+    for edge in opening:
+        if local >= edge:
+            part += 1
+    if part == REGULAR_HOURS:
+        for edge in closing:
+            if local >= closes[d] + edge:
+                part += 1
+    return part
+
+
+@inline
+def _fold(norm: np.ndarray, seen: np.ndarray, p: int, total: float, clip: float, warmup_bars: int,
+          steady: float) -> None:
+    """One bar's total into part `p`'s norm: the plain mean of its first bars, then an exponentially
+    weighted mean whose newest bar weighs `steady`. Once warm, a bar counts for at most `clip` x the
+    norm, so an episode does not talk the norm into accepting it."""
+    n = seen[p]
+    if n >= warmup_bars and total > clip * norm[p]:
+        total = clip * norm[p]
+    norm[p] += max(1.0 / (n + 1.0), steady) * (total - norm[p])
+    if n < 255:
+        seen[p] = n + 1
 
 
 @inline
@@ -79,27 +116,28 @@ def _drop(ring: np.ndarray, slots: np.uint64, window: np.ndarray, s: int, subtra
 def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, price: np.ndarray,
           publisher: np.ndarray, instrument: np.ndarray, sequence: np.ndarray,
           ring: np.ndarray, head: np.ndarray, window: np.ndarray, filled: np.ndarray, norm: np.ndarray,
-          seen: np.ndarray, bar_total: np.ndarray, bar: np.ndarray, period: np.ndarray, episode: np.ndarray,
-          at_ts: np.ndarray, at_sequence: np.ndarray, at_price: np.ndarray, at_size: np.ndarray,
-          at_publisher: np.ndarray, at_instrument: np.ndarray, peak: np.ndarray, at_threshold: np.ndarray,
-          at_expected: np.ndarray, log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
-          day0: int, offsets: np.ndarray, closes: np.ndarray, open_ns: int,
-          cap_z: float, cap_multiple: float, size_decay: np.ndarray, floor_caps: float, norm_clip: float, rearm: float,
-          bar_ns: int, bucket_ns: int, window_bars: float, decay: np.ndarray, max_gap_bars: int,
-          warmup_bars: int, multiple: float, minimum: float, cooldown_ns: int, settle_ns: int,
-          hit: np.ndarray, where: np.ndarray, what: np.ndarray) -> int:
+          seen: np.ndarray, recent: np.ndarray, bar_total: np.ndarray, bar: np.ndarray, period: np.ndarray,
+          episode: np.ndarray, at_ts: np.ndarray, at_sequence: np.ndarray, at_price: np.ndarray,
+          at_size: np.ndarray, at_publisher: np.ndarray, at_instrument: np.ndarray, peak: np.ndarray,
+          at_threshold: np.ndarray, at_expected: np.ndarray, at_norm: np.ndarray, at_part: np.ndarray,
+          log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
+          day0: int, offsets: np.ndarray, closes: np.ndarray, opening: np.ndarray, closing: np.ndarray,
+          borrows: np.ndarray, cap_z: float, cap_multiple: float, size_decay: np.ndarray, floor_caps: float,
+          norm_clip: float, rearm: float, bar_ns: int, bucket_ns: int, window_bars: float, steady: float,
+          recent_decay: np.ndarray, max_gap_bars: int, warmup_bars: int, multiple: float, minimum: float,
+          cooldown_ns: int, settle_ns: int, hit: np.ndarray, where: np.ndarray, what: np.ndarray) -> int:
     """Returns the number of episodes reported; for each, `hit` = the trade that closed its
     measurement, `where` its anchor print (ts, sequence, size, publisher, instrument) and `what`
-    (peak, norm per window, threshold, cap, price, seconds the peak was measured over)."""
+    (peak, expected per window, threshold, cap, price, seconds the peak was measured over, the part of
+    the day whose norm judged it, that norm per window)."""
     n_buckets = ring.shape[1]
-    keep = decay[1]
     k = 0
     for i in range(len(ts)):
         s = slot[i]
         b = ts[i] // bar_ns
         if b != bar[s]:
-            # The cap follows the size distribution, which moves slowly: re-read every 8th bar.
-            if not count_trades and log_size[s, 0] > 0 and (seen[s, period[s]] % 8 == 0 or cap[s] != cap[s]):
+            # The cap follows the size distribution, which moves slowly: re-read every 8 bars at most.
+            if not count_trades and log_size[s, 0] > 0 and (b // 8 != bar[s] // 8 or cap[s] != cap[s]):
                 n, mean = log_size[s, 0], log_size[s, 1] / log_size[s, 0]
                 sd = np.sqrt(max(log_size[s, 2] / n - mean * mean, 0.0))
                 cap[s] = cap_multiple * np.exp(mean + cap_z * sd)
@@ -107,27 +145,27 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
                 kept = size_decay[min(b - bar[s], max_gap_bars)]
                 for m in range(3):
                     log_size[s, m] *= kept
-            now = _period(ts[i], day0, offsets, closes, open_ns)
+            now = _period(ts[i], day0, offsets, closes, opening, closing)
             if bar[s] >= 0:
-                # The bar just ended goes into the norm of its part of the day. An episode's own bars
-                # must not raise the norm that judges the rest of it: once warm, a bar adds at most
-                # `norm_clip` x the current norm.
+                # The bar just ended goes into the norm of its part of the day. Empty bars count as
+                # zero within a part; a part left and come back to (the next day's regular session)
+                # resumes its norm as it was.
                 p = period[s]
-                added = bar_total[s]
-                if seen[s, p] >= warmup_bars and norm[s, p, 1] > 0:
-                    added = min(added, norm_clip * norm[s, p, 0] / norm[s, p, 1])
-                norm[s, p, 0] = norm[s, p, 0] * keep + added
-                norm[s, p, 1] = norm[s, p, 1] * keep + 1.0
-                if seen[s, p] < 255:
-                    seen[s, p] += 1
-                # Empty bars count as zero within a part of the day; a part left and come back to
-                # (the next day's regular session) resumes its norm as it was.
-                same_part = now == p and (b - bar[s]) * bar_ns < NS_PER_DAY // 2
                 gap = min(b - bar[s] - 1, max_gap_bars)
-                if same_part and gap > 0:
-                    kg = decay[gap]
-                    norm[s, p, 0] *= kg
-                    norm[s, p, 1] = norm[s, p, 1] * kg + (1.0 - kg) / (1.0 - keep)
+                _fold(norm[s], seen[s], p, bar_total[s], norm_clip, warmup_bars, steady)
+                if now == p and (b - bar[s]) * bar_ns < NS_PER_DAY // 2:
+                    for _ in range(gap):
+                        _fold(norm[s], seen[s], p, 0.0, norm_clip, warmup_bars, steady)
+                # The recent level follows every bar, empty ones as zero: a symbol whose activity has
+                # moved to a new level (an evening busier than yesterday's, whose norm the after-hours
+                # resumes) is judged against that level once it has held for a while, so the shift
+                # alerts once, not every few minutes until the part's norm catches up. Clipped like the
+                # norm, so that one surge hardly raises the bar for the next.
+                added = bar_total[s]
+                level = max(recent[s], norm[s, p])
+                if seen[s, p] >= warmup_bars and added > norm_clip * level:
+                    added = norm_clip * level
+                recent[s] = (recent[s] + recent_decay[0] * (added - recent[s])) * recent_decay[gap + 1]
             bar[s] = b
             period[s] = now
             bar_total[s] = 0.0
@@ -181,6 +219,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
                 what[k, 0], what[k, 1], what[k, 2] = peak[s], at_expected[s], at_threshold[s]
                 what[k, 3], what[k, 4] = cap[s], at_price[s]
                 what[k, 5] = settle_ns / 1e9 if over else (ts[i] - at_ts[s]) / 1e9
+                what[k, 6], what[k, 7] = at_part[s], at_norm[s]
                 k += 1
                 episode[s] = 2
         if episode[s] == 2 and total < rearm * at_threshold[s]:
@@ -189,15 +228,18 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
         # fire, and a quiet symbol's window almost always is, so the norm is only read above it.
         p = period[s]
         floor = minimum if count_trades else floor_caps * cap[s]
+        if seen[s, p] < warmup_bars and borrows[p] >= 0:
+            p = borrows[p]
         if (episode[s] == 0 and total >= floor and not auction[i] and seen[s, p] >= warmup_bars
-                and norm[s, p, 1] > 0 and (at_ts[s] < 0 or ts[i] >= at_ts[s] + cooldown_ns)):
-            expected = norm[s, p, 0] / norm[s, p, 1] * window_bars
+                and (at_ts[s] < 0 or ts[i] >= at_ts[s] + cooldown_ns)):
+            expected = max(norm[s, p], recent[s]) * window_bars
             thr = max(multiple * expected, floor)
             if total >= thr:
                 episode[s] = 1
-                at_ts[s], at_sequence[s], at_price[s], at_size[s] = ts[i], sequence[i], price[i], np.int64(size[i])
+                at_ts[s], at_sequence[s], at_price[s], at_size[s] = ts[i], sequence[i], price[i], np.uint32(size[i])
                 at_publisher[s], at_instrument[s] = publisher[i], instrument[i]
                 peak[s], at_threshold[s], at_expected[s] = total, thr, expected
+                at_norm[s], at_part[s] = norm[s, p] * window_bars, p
         bar_total[s] += w
     return k
 
@@ -205,15 +247,17 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
 class WindowRateDetector(InPlace):
     """Flags an episode in which a sliding-window total exceeds `multiple` x its norm, scored by its peak.
 
-    The norm is the decayed mean per-bar total of the same part of the day (pre-market, regular
-    session, after-hours: each has its own, so the open is judged against regular-session activity,
-    not against the pre-market's), empty bars counting as zero, scaled to the window length; a bar
-    adds at most `norm_clip` x the norm, so an episode does not talk the norm into accepting it. Each
-    part of the day warms up on its own bars. An episode is anchored at the print where the window
-    crossed the threshold and reported with its peak once it falls back under `rearm` x that
-    threshold, or once `settle_ns` have passed since crossing if it lasts longer (the peak of those
-    `settle_ns`); the report is made at the symbol's first print that knows. One report per
-    episode, and none within `cooldown_ns` of the last crossing.
+    The norm is the mean per-bar total of the same part of the day (PERIOD_NAMES: each has its own,
+    so the open is judged against the opening's history, not against the pre-market's) over its last
+    `memory_bars` bars, empty bars counting as zero, scaled to the window length; a bar adds at most
+    `norm_clip` x the norm, so an episode does not talk the norm into accepting it. Each part warms
+    up on `warmup_bars` of its own (meanwhile BORROWS). What the window is judged against is the
+    higher of that norm and the recent level, the same mean over the symbol's last `recent_bars`
+    bars whatever their part, so a day busier than the part's history alerts once. An episode is
+    anchored at the print where the window crossed the threshold and reported with its peak once it
+    falls back under `rearm` x that threshold, or once `settle_ns` have passed since crossing if it
+    lasts longer (the peak of those `settle_ns`); the report is made at the symbol's first print
+    that knows. One report per episode, and none within `cooldown_ns` of the last crossing.
     """
 
     name = "window_rate"
@@ -222,7 +266,8 @@ class WindowRateDetector(InPlace):
     count_trades = True
 
     def __init__(self, window_ns: int, bucket_ns: int, multiple: float, minimum: float,
-                 warmup_bars: int = 15, half_life_bars: float = 10.0, max_gap_bars: int = 60,
+                 warmup_bars: int = 15, memory_bars: int = 15, recent_bars: float = 15.0,
+                 max_gap_bars: int = 60,
                  cooldown_ns: int = 60_000_000_000, cap_z: float = 2.576, cap_multiple: float = 2.0,
                  floor_caps: float = 3.0, norm_clip: float = 3.0, rearm: float = 0.5,
                  settle_ns: int | None = None, size_half_life_bars: float = 390.0,
@@ -232,7 +277,7 @@ class WindowRateDetector(InPlace):
         self.multiple = multiple
         self.minimum = minimum
         self.warmup_bars = warmup_bars
-        self.half_life_bars = half_life_bars
+        self.memory_bars = memory_bars
         self.max_gap_bars = max_gap_bars
         self.cooldown_ns = cooldown_ns
         self.cap_z = cap_z
@@ -246,11 +291,16 @@ class WindowRateDetector(InPlace):
         self.calendar = calendar or SessionCalendar()
         if not 0 < window_ns // bucket_ns <= 63:
             raise ValueError("a window holds 1 to 63 buckets (one bit each)")
+        if memory_bars < 1 or recent_bars < 1:
+            raise ValueError("memory_bars and recent_bars are at least 1")
         if not 0 < warmup_bars <= 255:
-            raise ValueError("warmup_bars is 1 to 255 (bars seen are counted in a byte)")
+            raise ValueError("warmup_bars is 1 to 255 (bars are counted in a byte)")
         self.state_dtype = rate_state(window_ns // bucket_ns, sized=not self.count_trades)
-        self._decay = decay_table(half_life_bars, max_gap_bars)
         self._size_decay = decay_table(size_half_life_bars, max_gap_bars)
+        self.recent_bars = recent_bars
+        # [0]: the newest bar's weight in the recent level; [1 + g]: what g empty bars leave of it
+        self._recent_decay = (1.0 - 1.0 / recent_bars) ** np.arange(-1, max_gap_bars + 1, dtype=np.float64)
+        self._recent_decay[0] = 1.0 / recent_bars
 
     def initial_state(self) -> np.ndarray:
         values = {"head": -1, "bar": -1, "at_ts": -1}
@@ -258,7 +308,7 @@ class WindowRateDetector(InPlace):
 
     def update(self, batch: MarketBatch, st: np.ndarray) -> list[Anomaly]:
         n = len(batch)
-        hit, where, what = np.empty(n, np.int64), np.empty((n, 5), np.int64), np.empty((n, 6), np.float64)
+        hit, where, what = np.empty(n, np.int64), np.empty((n, 5), np.int64), np.empty((n, 8), np.float64)
         if self.count_trades:  # no size cap to keep: scratch columns the kernel may write and nobody reads
             log_size, cap = np.zeros((len(st), 3)), np.full(len(st), np.nan)
         else:
@@ -266,35 +316,32 @@ class WindowRateDetector(InPlace):
         day0, offsets, closes = self.calendar.day_table(batch.ts)
         k = _scan(batch.slot, batch.ts, batch.size, batch.auction, batch.price, batch.publisher, batch.instrument,
                   batch.sequence, st["ring"], st["head"], st["window"], st["filled"], st["norm"], st["seen"],
-                  st["bar_total"], st["bar"], st["period"], st["episode"], st["at_ts"], st["at_sequence"],
-                  st["at_price"], st["at_size"], st["at_publisher"], st["at_instrument"], st["peak"],
-                  st["at_threshold"], st["at_expected"], log_size, cap, self.count_trades,
-                  day0, offsets, closes, int(self.calendar.crosses_ns[0]),
-                  self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
-                  self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns, self._decay,
-                  self.max_gap_bars, self.warmup_bars, self.multiple, self.minimum, self.cooldown_ns, self.settle_ns,
-                  hit, where, what)
+                  st["recent"], st["bar_total"], st["bar"], st["period"], st["episode"], st["at_ts"],
+                  st["at_sequence"], st["at_price"], st["at_size"], st["at_publisher"], st["at_instrument"],
+                  st["peak"], st["at_threshold"], st["at_expected"], st["at_norm"], st["at_part"], log_size, cap,
+                  self.count_trades, day0, offsets, closes, self.calendar.opening_ns, self.calendar.closing_ns,
+                  BORROWS, self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
+                  self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns, 1.0 / self.memory_bars,
+                  self._recent_decay, self.max_gap_bars, self.warmup_bars, self.multiple, self.minimum,
+                  self.cooldown_ns, self.settle_ns, hit, where, what)
         return [self._anomaly(batch, int(hit[j]), where[j], what[j]) for j in range(k)]
 
     def _anomaly(self, batch: MarketBatch, i: int, where: np.ndarray, what: np.ndarray) -> Anomaly:
         ts, sequence, size, publisher, instrument = (int(x) for x in where)
-        peak, expected, threshold, cap, price, measured = (float(x) for x in what)
+        peak, expected, threshold, cap, price, measured, part, norm = (float(x) for x in what)
         symbol = batch.symbols[batch.slot[i]]
         secs = self.window_ns / 1e9
-        part = PERIOD_NAMES[self.period_of(ts)]
+        name = PERIOD_NAMES[int(part)]
         capped = "" if self.count_trades else f" (each print counted up to {qty(cap)})"
+        judged = (f"recent level of {expected:,.1f} per {secs:g}s (its {name} norm: {norm:,.1f})" if expected > norm
+                  else f"{name} norm of {expected:,.1f} per {secs:g}s")
         reason = (f"{qty(peak)} {self.unit} in {secs:g}s at the peak{capped}, {peak / max(expected, 1e-9):.1f}x "
-                  f"{symbol}'s {part} norm of {expected:,.1f} per {secs:g}s (alert at {qty(threshold)}; "
-                  f"peak of the {measured:g}s after crossing)")
+                  f"{symbol}'s {judged} (alert at {qty(threshold)}; peak of the {measured:g}s after crossing)")
         return Anomaly.of_print(self.name, symbol, ts, price, size, publisher, instrument, sequence,
                                 peak / threshold, reason,
-                                {"window_total": peak, "expected": expected, "threshold": threshold,
+                                {"window_total": peak, "expected": expected, "part_norm": norm, "threshold": threshold,
                                  "measured_seconds": measured}, found=i)
 
-    def period_of(self, ts: int) -> int:
-        """BEFORE_OPEN, REGULAR_HOURS or AFTER_CLOSE: the part of the day whose norm judges `ts`."""
-        day0, offsets, closes = self.calendar.day_table(np.array([ts], np.int64))
-        return int(_period(ts, day0, offsets, closes, int(self.calendar.crosses_ns[0])))
 
 
 class TradeBurstDetector(WindowRateDetector):

@@ -34,7 +34,7 @@ SYMBOL_STATE = np.dtype([
     ("move_hist", "f4", (MOVE_BINS,)),
     ("totals", "f8", (2,)),      # masses of the two histograms
     ("weight", "f8"),            # weight of the next observation (lazy decay)
-    ("bar", "i8"),
+    ("bar", "i4"),                  # current bar (minutes since the epoch; -1: none yet)
     ("seen", "i4"),
     ("last_log_price", "f8"),    # previous regular print (NaN: none)
     # Size and move at the tail and at the gate quantiles (NaN: warming up): cheap per-trade tests

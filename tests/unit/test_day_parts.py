@@ -1,0 +1,126 @@
+"""Rate norms per part of the day: the open and the close are transitions judged against their own
+history, a part still warming up borrows only a busier norm, and a symbol whose activity has moved
+to a new level is judged against that level (the recent level), not against yesterday's evening."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+from builders import S, DetectorRun, calm_flow, run_detector
+
+from domain.detectors import TradeBurstDetector, VolumeSurgeDetector
+from domain.detectors.rate import AFTER_HOURS, PERIOD_NAMES, _period
+from domain.sessions import SessionCalendar
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def at(local: str) -> int:
+    """UTC nanoseconds of a New York wall-clock time ('2025-03-04 15:55')."""
+    return int(datetime.fromisoformat(local).replace(tzinfo=NEW_YORK).timestamp()) * S
+
+
+def between(start: str, end: str, rate: float, seed: int) -> np.ndarray:
+    lo, hi = at(start), at(end)
+    flow = calm_flow(int(rate * (hi - lo) / S * 1.3) + 50, start=lo, rate=rate, seed=seed)
+    return flow[flow["ts_event"] < hi]
+
+
+def sweep(like: np.ndarray, start: str, n: int) -> np.ndarray:
+    """`n` prints within one second from `start`."""
+    out = np.repeat(like[:1], n)
+    out["ts_event"] = at(start) + np.linspace(1, S - 1, n).astype(np.int64)
+    return out
+
+
+def tape(*pieces: np.ndarray) -> np.ndarray:
+    merged = np.concatenate(pieces)
+    merged = merged[np.argsort(merged["ts_event"], kind="stable")]
+    merged["sequence"] = np.arange(1, len(merged) + 1)
+    return merged
+
+
+@pytest.mark.parametrize(("local", "part"), [
+    ("2025-03-04 08:00", "pre-market"), ("2025-03-04 09:25", "pre-open"), ("2025-03-04 09:30", "first-half-hour"),
+    ("2025-03-04 09:59", "first-half-hour"), ("2025-03-04 10:00", "regular-session"),
+    ("2025-03-04 15:49", "regular-session"), ("2025-03-04 15:50", "closing-minutes"),
+    ("2025-03-04 16:00", "post-close"), ("2025-03-04 16:30", "after-hours"), ("2025-03-04 21:00", "after-hours"),
+    ("2025-07-15 09:27", "pre-open"),  # summer time: the same local clock
+    ("2025-11-28 12:50", "closing-minutes"), ("2025-11-28 13:05", "post-close"),  # an early close (13:00)
+    ("2025-11-28 13:31", "after-hours"),
+])
+def test_the_parts_of_the_day_follow_the_new_york_clock(local: str, part: str) -> None:
+    calendar = SessionCalendar()
+    ts = at(local)
+    day0, offsets, closes = calendar.day_table(np.array([ts], np.int64))
+    assert PERIOD_NAMES[_period(ts, day0, offsets, closes, calendar.opening_ns, calendar.closing_ns)] == part
+
+
+def closing_days(days: int, extra: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """Afternoons of consecutive days: 4 trades/s to 15:50, then 20/s in the closing minutes with a
+    300-print second at 15:55 (what the closing imbalances bring, every day)."""
+    pieces = []
+    for d in range(days):
+        day = f"2025-03-{4 + d:02d}"
+        regular = between(f"{day} 15:00", f"{day} 15:50", 4.0, seed=40 + d)
+        closing = between(f"{day} 15:50", f"{day} 16:00", 20.0, seed=50 + d)
+        pieces += [regular, closing, sweep(closing, f"{day} 15:55", 300)]
+        if extra and d in extra:
+            pieces.append(extra[d])
+    return tape(*pieces)
+
+
+def test_the_closing_minutes_are_judged_against_their_own_norm() -> None:
+    """A 300-print second at 15:55 would be 75x the regular session's 4/s (over the 30x alert); the
+    closing minutes' own norm (20/s, learnt on their own bars) makes it the daily routine it is."""
+    detector = TradeBurstDetector()
+    _, found = run_detector(detector, closing_days(3), chunk=5_000)
+    assert found == []
+    assert 300 >= max(detector.multiple * 4.0, detector.minimum)
+
+
+def test_a_real_burst_in_the_closing_minutes_still_fires() -> None:
+    like = between("2025-03-06 15:50", "2025-03-06 15:51", 20.0, seed=9)
+    flow = closing_days(3, extra={2: sweep(like, "2025-03-06 15:57", 2_000)})
+    _, found = run_detector(TradeBurstDetector(), flow, chunk=5_000)
+    assert len(found) == 1
+    assert found[0].ts_event >= at("2025-03-06 15:57")
+    assert "closing-minutes norm" in found[0].reason
+
+
+def test_the_rest_of_the_session_borrows_the_first_half_hours_norm_while_it_warms_up() -> None:
+    """On a symbol's first day the regular session's own norm is warm at 10:15; a burst at 10:05 is
+    judged against the first half hour's (busier) norm meanwhile, not ignored."""
+    flow = between("2025-03-04 09:30", "2025-03-04 10:30", 8.0, seed=3)
+    _, found = run_detector(TradeBurstDetector(), tape(flow, sweep(flow, "2025-03-04 10:05", 600)), chunk=4_096)
+    assert len(found) == 1
+    assert at("2025-03-04 10:05") <= found[0].ts_event < at("2025-03-04 10:06")
+    assert "first-half-hour norm" in found[0].reason
+
+
+def evening(day: str, rate: float, seed: int) -> np.ndarray:
+    """A post-close half hour at 5 trades/s, then the evening at `rate`."""
+    return tape(between(f"{day} 16:00", f"{day} 16:30", 5.0, seed=seed),
+                between(f"{day} 16:30", f"{day} 20:00" if rate < 1 else f"{day} 17:00", rate, seed=seed + 1))
+
+
+def test_an_evening_busier_than_yesterdays_is_judged_against_what_the_tape_is_doing_now() -> None:
+    """Yesterday's evening was thin (0.1 trades/s); today trading goes on at the post-close's 5/s after
+    16:30. The after-hours norm resumes at yesterday's level, far under today's minutes, but the recent
+    level (today's last quarter hour) judges them: nothing fires, minute after minute."""
+    detector = VolumeSurgeDetector()
+    run, _ = run_detector(detector, evening("2025-03-04", 0.1, seed=60))
+    yesterday = float(run.state()["norm"][AFTER_HOURS])
+    today = evening("2025-03-05", 5.0, seed=70)
+    late = today[today["ts_event"] >= at("2025-03-05 16:30")]
+    minutes = np.bincount((late["ts_event"] - at("2025-03-05 16:30")) // (60 * S), late["size"])
+    assert np.median(minutes) > 2 * detector.multiple * yesterday
+    assert run.feed(today) == []
+    # Without a recent level (one that would take forever to move), yesterday's norm judges, and fires.
+    forgetful = DetectorRun(VolumeSurgeDetector(recent_bars=1e12))
+    forgetful.feed(evening("2025-03-04", 0.1, seed=60))
+    fired = forgetful.feed(today)
+    assert fired and all("after-hours norm" in a.reason for a in fired)
