@@ -12,7 +12,7 @@ import pytest
 from builders import S, DetectorRun, calm_flow, run_detector
 
 from domain.detectors import TradeBurstDetector, VolumeSurgeDetector
-from domain.detectors.rate import AFTER_HOURS, PERIOD_NAMES, _period
+from domain.detectors.rate import AFTER_HOURS, PERIOD_NAMES, _fold, _fold_empty, _period
 from domain.sessions import SessionCalendar
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -124,3 +124,15 @@ def test_an_evening_busier_than_yesterdays_is_judged_against_what_the_tape_is_do
     forgetful.feed(evening("2025-03-04", 0.1, seed=60))
     fired = forgetful.feed(today)
     assert fired and all("after-hours norm" in a.reason for a in fired)
+
+
+@pytest.mark.parametrize(("seen", "gap"), [(0, 5), (3, 4), (3, 30), (14, 1), (15, 60), (200, 60), (254, 3)])
+def test_empty_bars_fold_at_once_as_they_would_one_by_one(seen: int, gap: int) -> None:
+    memory, steady = 15, 1 / 15
+    one = (np.array([1234.5]), np.array([seen], np.uint8))
+    for _ in range(gap):
+        _fold(one[0], one[1], 0, 0.0, np.inf, 15, steady)
+    at_once = (np.array([1234.5]), np.array([seen], np.uint8))
+    _fold_empty(at_once[0], at_once[1], 0, gap, memory, (1 - steady) ** np.arange(61.0))
+    assert at_once[0][0] == pytest.approx(one[0][0], rel=1e-9)
+    assert at_once[1][0] == one[1][0]

@@ -96,6 +96,19 @@ def _fold(norm: np.ndarray, seen: np.ndarray, p: int, total: float, clip: float,
 
 
 @inline
+def _fold_empty(norm: np.ndarray, seen: np.ndarray, p: int, gap: int, memory: int, empty_decay: np.ndarray) -> None:
+    """`gap` empty bars into part `p`'s norm at once, as `gap` calls of _fold with a zero total would:
+    while the mean is still plain (fewer than `memory` bars) m zeros scale it by n / (n + m), after
+    that each by 1 - 1 / memory (`empty_decay[g]` = that to the power g)."""
+    n = int(seen[p])
+    plain = min(gap, max(memory - 1 - n, 0))
+    if plain > 0:
+        norm[p] *= n / (n + plain)
+    norm[p] *= empty_decay[gap - plain]
+    seen[p] = min(n + gap, 255)
+
+
+@inline
 def _bits(start: int, stop: int) -> np.uint64:
     """Bits start .. stop - 1 set (stop <= 63)."""
     return (np.uint64(1) << np.uint64(stop)) - (np.uint64(1) << np.uint64(start))
@@ -123,14 +136,15 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
           log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
           day0: int, offsets: np.ndarray, closes: np.ndarray, opening: np.ndarray, closing: np.ndarray,
           borrows: np.ndarray, cap_z: float, cap_multiple: float, size_decay: np.ndarray, floor_caps: float,
-          norm_clip: float, rearm: float, bar_ns: int, bucket_ns: int, window_bars: float, steady: float,
-          recent_decay: np.ndarray, max_gap_bars: int, warmup_bars: int, multiple: float, minimum: float,
+          norm_clip: float, rearm: float, bar_ns: int, bucket_ns: int, window_bars: float, memory_bars: int,
+          empty_decay: np.ndarray, recent_decay: np.ndarray, max_gap_bars: int, warmup_bars: int, multiple: float, minimum: float,
           cooldown_ns: int, settle_ns: int, hit: np.ndarray, where: np.ndarray, what: np.ndarray) -> int:
     """Returns the number of episodes reported; for each, `hit` = the trade that closed its
     measurement, `where` its anchor print (ts, sequence, size, publisher, instrument) and `what`
     (peak, expected per window, threshold, cap, price, seconds the peak was measured over, the part of
     the day whose norm judged it, that norm per window)."""
     n_buckets = ring.shape[1]
+    steady = 1.0 / memory_bars
     k = 0
     for i in range(len(ts)):
         s = slot[i]
@@ -153,9 +167,8 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
                 p = period[s]
                 gap = min(b - bar[s] - 1, max_gap_bars)
                 _fold(norm[s], seen[s], p, bar_total[s], norm_clip, warmup_bars, steady)
-                if now == p and (b - bar[s]) * bar_ns < NS_PER_DAY // 2:
-                    for _ in range(gap):
-                        _fold(norm[s], seen[s], p, 0.0, norm_clip, warmup_bars, steady)
+                if now == p and (b - bar[s]) * bar_ns < NS_PER_DAY // 2 and gap > 0:
+                    _fold_empty(norm[s], seen[s], p, gap, memory_bars, empty_decay)
                 # The recent level follows every bar, empty ones as zero: a symbol whose activity has
                 # moved to a new level (an evening busier than yesterday's, whose norm the after-hours
                 # resumes) is judged against that level once it has held for a while, so the shift
@@ -291,13 +304,14 @@ class WindowRateDetector(InPlace):
         self.calendar = calendar or SessionCalendar()
         if not 0 < window_ns // bucket_ns <= 63:
             raise ValueError("a window holds 1 to 63 buckets (one bit each)")
-        if memory_bars < 1 or recent_bars < 1:
-            raise ValueError("memory_bars and recent_bars are at least 1")
+        if not 1 <= memory_bars <= 255 or recent_bars < 1:
+            raise ValueError("memory_bars is 1 to 255 (bars are counted in a byte), recent_bars at least 1")
         if not 0 < warmup_bars <= 255:
             raise ValueError("warmup_bars is 1 to 255 (bars are counted in a byte)")
         self.state_dtype = rate_state(window_ns // bucket_ns, sized=not self.count_trades)
         self._size_decay = decay_table(size_half_life_bars, max_gap_bars)
         self.recent_bars = recent_bars
+        self._empty_decay = (1.0 - 1.0 / memory_bars) ** np.arange(max_gap_bars + 1, dtype=np.float64)
         # [0]: the newest bar's weight in the recent level; [1 + g]: what g empty bars leave of it
         self._recent_decay = (1.0 - 1.0 / recent_bars) ** np.arange(-1, max_gap_bars + 1, dtype=np.float64)
         self._recent_decay[0] = 1.0 / recent_bars
@@ -321,9 +335,9 @@ class WindowRateDetector(InPlace):
                   st["peak"], st["at_threshold"], st["at_expected"], st["at_norm"], st["at_part"], log_size, cap,
                   self.count_trades, day0, offsets, closes, self.calendar.opening_ns, self.calendar.closing_ns,
                   BORROWS, self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
-                  self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns, 1.0 / self.memory_bars,
-                  self._recent_decay, self.max_gap_bars, self.warmup_bars, self.multiple, self.minimum,
-                  self.cooldown_ns, self.settle_ns, hit, where, what)
+                  self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns, self.memory_bars,
+                  self._empty_decay, self._recent_decay, self.max_gap_bars, self.warmup_bars, self.multiple,
+                  self.minimum, self.cooldown_ns, self.settle_ns, hit, where, what)
         return [self._anomaly(batch, int(hit[j]), where[j], what[j]) for j in range(k)]
 
     def _anomaly(self, batch: MarketBatch, i: int, where: np.ndarray, what: np.ndarray) -> Anomaly:
