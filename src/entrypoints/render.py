@@ -108,8 +108,11 @@ def tape_table(before: list[dict[str, Any]], after: list[dict[str, Any]] | None,
         table.add_column(col, justify="left" if col == "time (New York)" else "right", no_wrap=True)
     like, at = anomaly.get("ts_local") or "", int(anomaly["ts_event"])
 
+    def price(x: float) -> str:
+        return f"{x:,.4f}".rstrip("0").rstrip(".")
+
     def row(p: dict[str, Any]) -> tuple[str, ...]:
-        return (local_clock(p["ts_event"], like), f"{(p['ts_event'] - at) / 1e6:+,.1f}", f"{p['price']:,.4f}".rstrip("0").rstrip("."),
+        return (local_clock(p["ts_event"], like), f"{(p['ts_event'] - at) / 1e6:+,.1f}", price(p["price"]),
                 f"{p['size']:,}", p["side"])
 
     # The anomaly's own print, in time order among the trades before (a rate episode's context is its
@@ -117,7 +120,7 @@ def tape_table(before: list[dict[str, Any]], after: list[dict[str, Any]] | None,
     k = sum(1 for p in before if p["ts_event"] <= at)
     for p in before[:k]:
         table.add_row(*row(p))
-    table.add_row(f"[bold]{local_clock(at, like)}[/]", "0.0", f"[bold]{anomaly['price']:,}[/]",
+    table.add_row(f"[bold]{local_clock(at, like)}[/]", "0.0", f"[bold]{price(anomaly['price'])}[/]",
                   f"[bold]{anomaly['size']:,}[/]", f"[bold]<- {anomaly['detector']}[/]", end_section=k == len(before))
     for j, p in enumerate(before[k:], k + 1):
         table.add_row(*row(p), end_section=j == len(before))
@@ -140,7 +143,8 @@ def render_shown(shown: Any) -> None:
         if shown.kind == "incident" and shown.members:
             out.print("members:")
             for m in shown.members:
-                out.print(f"  {exchange_time(m.to_dict())}  {m.detector}  {m.score:.2f}  {m.id}", highlight=False)
+                clock = local_clock(m.ts_event, m.ts_local)[:12]  # the day is the incident's
+                out.print(f"  {clock}  {m.detector:<16} {m.score:5.2f}  {m.id}", highlight=False)
                 out.print(f"      {m.reason}", highlight=False)
     if a is None:
         return
