@@ -20,9 +20,7 @@ EXPECTED_DETECTOR = {
 EVENT_TYPES = tuple(EXPECTED_DETECTOR)
 EVENTS_PER_MILLION = (20, 40)
 QUIET_START_NS = 30 * 60 * NS  # no event in the first 30 minutes: detectors are still learning
-# None in the last 10 minutes either: the closing minutes are a transition whose rate norms, like every
-# part of the day, are still learning on a symbol's first day (the only day generated).
-CLOSING_CLEARANCE_NS = 10 * 60 * NS
+AUCTION_CLEARANCE_NS = 2 * 60 * NS
 PREFERRED_GAP_NS = 15 * 60 * NS  # between two events of one symbol, so one never colours the next
 SURGE_NS = 60 * NS
 SURGE_MIN_PRINTS = 10
@@ -87,7 +85,7 @@ def _place(rng: np.random.Generator, session: Session, durations: list[int]) -> 
     if not durations:
         return []
     lo = session.open_ns + QUIET_START_NS
-    hi = session.close_ns - CLOSING_CLEARANCE_NS
+    hi = session.close_ns - AUCTION_CLEARANCE_NS
     k = len(durations)
     room = hi - lo - sum(durations)
     gap = min(PREFERRED_GAP_NS, room // (k + 1))
