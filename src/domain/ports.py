@@ -10,6 +10,7 @@ import numpy as np
 
 from domain.incidents import Incident
 from domain.model import Anomaly, DeadLetter
+from domain.notifications import Notification
 
 
 @dataclass(slots=True)
@@ -140,3 +141,16 @@ class TradePublisher(Protocol):
     async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None: ...
 
     async def flush(self) -> None: ...
+
+
+class NotificationRefused(Exception):
+    """A receiver refused a notification for good (HTTP 4xx other than 408/429): retrying would not help."""
+
+
+class NotificationChannel(Protocol):
+    """Where notifications go (a webhook). `send` returns once the receiver acknowledged, retrying
+    transient failures for as long as they last; raises NotificationRefused for a refusal for good."""
+
+    name: str
+
+    async def send(self, notification: Notification) -> None: ...

@@ -348,3 +348,90 @@ def show(record_id: str, out_file: str | None, es_url: str | None, as_json: bool
                                "after": None if shown.after is None else [p.to_dict() for p in shown.after]}))
         return
     render_shown(shown)
+
+
+def webhooks(given: str) -> list[tuple[str, str]]:
+    """`json:URL,slack:URL,URL` as (style, url) pairs; a bare URL is JSON. ConfigError on anything else."""
+    from domain.errors import ConfigError
+
+    hooks = []
+    for item in (x.strip() for x in given.split(",") if x.strip()):
+        style, _, url = item.partition(":") if item.split(":", 1)[0] in ("json", "slack") else ("json", "", item)
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"webhook {item!r} is not [json:|slack:]http(s)://... (--webhook, --slack, "
+                              "STOCKANOMALY_NOTIFY_WEBHOOKS)")
+        hooks.append((style, url))
+    return hooks
+
+
+@main.command()
+@click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
+@click.option("--incidents", is_flag=True, help="Notify incidents (the incidents topic) instead of anomalies.")
+@click.option("--webhook", "json_hooks", multiple=True, metavar="URL",
+              help="POST each notification as JSON here (repeatable; adds to STOCKANOMALY_NOTIFY_WEBHOOKS).")
+@click.option("--slack", "slack_hooks", multiple=True, metavar="URL",
+              help="POST each as a Slack message (an incoming-webhook URL; repeatable).")
+@click.option("--min-severity", type=click.Choice(["low", "medium", "high"]),
+              help="Send only these and above [default: STOCKANOMALY_NOTIFY_MIN_SEVERITY, else medium].")
+@click.option("--per-symbol-seconds", type=click.FloatRange(min=0),
+              help="At most one per symbol in this much event time; the rest are counted into the next "
+                   "[default: STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS, else 300].")
+@click.option("--heartbeat", type=click.Path(dir_okay=False),
+              help="Touch this file at every poll of Kafka (for a health check: stale = stuck or retrying).")
+def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], slack_hooks: tuple[str, ...],
+           min_severity: str | None, per_symbol_seconds: float | None, heartbeat: str | None) -> None:
+    """Post the anomalies (or incidents) that matter to webhooks, as the workers commit them: retried
+    while a receiver is down, offsets committed only once delivered (at least once). Runs until
+    Ctrl-C or SIGTERM."""
+    import asyncio
+    import signal
+    from pathlib import Path
+
+    from adapters.kafka.notifier import notify_from_topic
+    from adapters.webhook import WebhookChannel
+    from application.notify import Notify
+    from domain.errors import ConfigError
+    from domain.notifications import NotificationPolicy
+
+    config = settings_or_fail(kafka_bootstrap_servers=bootstrap, notify_min_severity=min_severity,
+                              notify_per_symbol_seconds=per_symbol_seconds)
+    try:
+        hooks = webhooks(",".join([config.notify_webhooks, *(f"json:{u}" for u in json_hooks),
+                                   *(f"slack:{u}" for u in slack_hooks)]))
+    except ConfigError as exc:
+        fail(str(exc))
+    if not hooks:
+        fail("no webhook to notify: give --webhook URL, --slack URL or STOCKANOMALY_NOTIFY_WEBHOOKS")
+    channels = [WebhookChannel(url, style) for style, url in hooks]  # type: ignore[arg-type]
+    use_case = Notify(NotificationPolicy(config.notify_min_severity,
+                                         int(config.notify_per_symbol_seconds * 1e9)), channels)
+    topic = config.incidents_topic if incidents else config.anomalies_topic
+
+    async def handle(records: Any) -> None:
+        outcome = await use_case(records)
+        for channel, record_id, why in outcome.refused:
+            log.error("notification_refused", webhook=channel, id=record_id, error=why[:300])
+        if outcome.sent or outcome.skipped:
+            log.info("notified", sent=len(outcome.sent), skipped=outcome.skipped, refused=len(outcome.refused))
+
+    def touch() -> None:
+        Path(heartbeat).touch()  # type: ignore[arg-type]
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await notify_from_topic(config.kafka_bootstrap_servers, topic, f"{config.app_id}-notifier-{topic}",
+                                    handle, stop, incidents=incidents, heartbeat=touch if heartbeat else None)
+        finally:
+            for channel in channels:
+                await channel.close()
+
+    err.print(f"notifying {topic} to {len(channels)} webhook(s): severity {config.notify_min_severity} and above, "
+              f"at most one per symbol per {config.notify_per_symbol_seconds:g}s of event time", highlight=False)
+    try:
+        asyncio.run(run())
+    except DomainError as exc:
+        fail(str(exc))

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     take_max: Annotated[int, Field(ge=1)] = 256  # messages per detect call (per bulk for the indexer) at most
     take_within: Annotated[float, Field(gt=0, le=10)] = 0.05  # seconds to wait for more messages per take
 
+    # The notifier (stockanomaly notify): webhooks, comma-separated, each `json:URL` (the default) or
+    # `slack:URL` (Slack's incoming-webhook body)
+    notify_webhooks: str = ""
+    notify_min_severity: Literal["low", "medium", "high"] = "medium"
+    notify_per_symbol_seconds: Annotated[float, Field(ge=0)] = 300.0  # of event time; 0: no limit
+
     # Elasticsearch (written by the indexer)
     elasticsearch_url: str = Field("", validation_alias=_env("ELASTICSEARCH_URL"))
     es_index_prefix: Annotated[str, AfterValidator(check_prefix)] = "stockanomaly-anomalies"

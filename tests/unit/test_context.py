@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import S, calm_flow
+from builders import calm_flow
 from click.testing import CliRunner
 
 from adapters.memory import InMemoryBlobStore, InMemoryTradeSource

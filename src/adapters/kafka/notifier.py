@@ -1,0 +1,59 @@
+"""The notifier's Kafka side: read the anomalies (or incidents) topic in a consumer group of its
+own, hand each batch of records to the Notify use case, and commit a partition's offsets only after
+its records were sent (or refused for good). Stopped (or crashed) mid-batch, it sends that batch
+again on restart: at least once, never lost. Records that do not decode are logged and skipped
+(the worker only writes valid ones; anything else on the topic is not ours to tell anyone about).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from adapters.faust.indexer import decode_anomaly, decode_incident
+from domain.errors import SourceError
+from domain.incidents import Incident
+from domain.model import Anomaly, DeadLetter
+
+log = structlog.get_logger("stockanomaly.notifier")
+
+Handler = Callable[[Sequence[Anomaly | Incident]], Awaitable[Any]]
+
+
+async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Handler, stop: asyncio.Event,
+                            incidents: bool = False, max_records: int = 256,
+                            heartbeat: Callable[[], None] | None = None) -> None:
+    """Run until `stop` is set: poll, `handle` the decoded records of each partition in order, commit.
+    `heartbeat` is called once per poll (a health check's proof that the loop is not stuck)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                auto_offset_reset="earliest", isolation_level="read_committed")
+    decode = decode_incident if incidents else decode_anomaly
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        await consumer.stop()
+        raise SourceError(f"cannot read {topic} from Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from exc
+    log.info("notifier_started", topic=topic, group=group)
+    try:
+        while not stop.is_set():
+            if heartbeat is not None:
+                heartbeat()
+            batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
+            for tp, messages in batches.items():
+                records = []
+                for m in messages:
+                    decoded = decode(m.value, f"{m.topic}[{m.partition}]@{m.offset}")
+                    if isinstance(decoded, DeadLetter):
+                        log.error("notifier_skipped", reason=decoded.reason, detail=decoded.detail,
+                                  origin=decoded.origin)
+                    else:
+                        records.append(decoded)
+                await handle(records)
+                await consumer.commit({TopicPartition(tp.topic, tp.partition): messages[-1].offset + 1})
+    finally:
+        await consumer.stop()

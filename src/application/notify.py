@@ -1,0 +1,45 @@
+"""Use case: send the records that matter (domain.notifications) to every channel.
+
+A record is done once every channel acknowledged it or refused it for good; the caller commits its
+offset only then, so a notifier stopped mid-way sends it again on restart (at least once: a
+receiver may see a notification twice, never miss one). A refusal is logged and counted, not
+retried: the receiver said no.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from domain.incidents import Incident
+from domain.model import Anomaly
+from domain.notifications import Notification, NotificationPolicy
+from domain.ports import NotificationChannel, NotificationRefused
+
+
+@dataclass
+class NotifyOutcome:
+    sent: list[Notification] = field(default_factory=list)
+    skipped: int = 0  # under the severity bar or held back by the per-symbol limit
+    refused: list[tuple[str, str, str]] = field(default_factory=list)  # (channel, record id, why)
+
+
+class Notify:
+    def __init__(self, policy: NotificationPolicy, channels: Sequence[NotificationChannel]) -> None:
+        self.policy = policy
+        self.channels = list(channels)
+
+    async def __call__(self, records: Sequence[Anomaly | Incident]) -> NotifyOutcome:
+        outcome = NotifyOutcome()
+        for record in records:
+            notification = self.policy.admit(record)
+            if notification is None:
+                outcome.skipped += 1
+                continue
+            for channel in self.channels:
+                try:
+                    await channel.send(notification)
+                except NotificationRefused as exc:
+                    outcome.refused.append((channel.name, notification.id, str(exc)))
+            outcome.sent.append(notification)
+        return outcome

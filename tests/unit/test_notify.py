@@ -1,0 +1,178 @@
+"""The notifier: which anomalies are worth a message and how often, the bodies it posts, and a
+webhook retried while its receiver is down (a real HTTP server on loopback), never given up on."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+from aiohttp import web
+from builders import T0, S
+from click.testing import CliRunner
+
+from adapters.webhook import WebhookChannel, json_body, slack_body
+from application.notify import Notify
+from domain.model import Anomaly, Print
+from domain.notifications import NotificationPolicy
+from domain.ports import NotificationRefused
+from entrypoints.cli import main
+
+
+def anomaly(symbol: str = "NVDA", at_s: float = 0.0, score: float = 2.5, sequence: int = 1) -> Anomaly:
+    a = Anomaly.of_print("high_volume", symbol, T0 + int(at_s * S), 113.6, 30_000, 2, 7, sequence, score,
+                         "size 30,000 is 8.7x NVDA's p99.9 of 3,444 (alert at 8x)")
+    return Anomaly(**{**a.to_dict(), "session": "regular", "ts_local": "2025-03-04T10:00:00.000000000-05:00",
+                      "context": (Print(T0 - 1, 113.5, 100, "B"),)})
+
+
+def test_only_anomalies_at_or_over_the_severity_bar_are_sent() -> None:
+    policy = NotificationPolicy("medium", per_symbol_ns=0)
+    sent = [policy.admit(anomaly(score=s, sequence=k)) for k, s in enumerate((1.2, 2.0, 4.5))]
+    assert [n.severity if n else None for n in sent] == [None, "medium", "high"]
+
+
+def test_one_message_per_symbol_per_window_of_event_time_the_rest_counted_into_the_next() -> None:
+    policy = NotificationPolicy("low", per_symbol_ns=300 * S)
+    decisions = [policy.admit(anomaly("NVDA", t, sequence=k)) for k, t in enumerate((0, 60, 120, 299.9, 300))]
+    assert [d is not None for d in decisions] == [True, False, False, False, True]
+    assert decisions[0].held_back == 0 and decisions[4].held_back == 3  # type: ignore[union-attr]
+    assert policy.admit(anomaly("AAPL", 61, sequence=9)) is not None  # another symbol is its own
+
+
+def test_the_slack_body_reads_as_a_message_and_the_json_body_carries_the_record_without_its_tape() -> None:
+    policy = NotificationPolicy("low", per_symbol_ns=300 * S)
+    policy.admit(anomaly(at_s=0))
+    policy.admit(anomaly(at_s=10, sequence=2))
+    n = policy.admit(anomaly(at_s=400, sequence=3))
+    assert n is not None
+    text = slack_body(n)["text"]
+    assert text.startswith("*NVDA high_volume 2.50 (medium)* 2025-03-04 10:00:00.000 regular\n")
+    assert "size 30,000 is 8.7x NVDA's p99.9" in text and n.id in text and "1 more for NVDA held back" in text
+    body = json_body(n)
+    assert body["anomaly"]["id"] == n.id and "context" not in body["anomaly"] and body["held_back"] == 1
+
+
+class Receiver:
+    """An HTTP server on loopback that answers each POST with the next status of `script` (then 200)."""
+
+    def __init__(self, script: list[int], port: int = 0) -> None:
+        self.script, self.port, self.bodies = list(script), port, []  # type: ignore[var-annotated]
+        self.requests = 0
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        status = self.script.pop(0) if self.script else 200
+        if status == 200:
+            self.bodies.append(await request.json())
+        return web.Response(status=status, text="ok" if status == 200 else "no")
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def notification() -> Any:
+    return NotificationPolicy("low", 0).admit(anomaly())
+
+
+def test_a_webhook_answering_503_is_retried_until_it_takes_the_message_once() -> None:
+    async def go() -> tuple[Receiver, WebhookChannel]:
+        receiver = Receiver([503, 429, 200])
+        channel = WebhookChannel(await receiver.start(), "json", first_wait_s=0.01, max_wait_s=0.05)
+        await channel.send(notification())
+        await channel.close()
+        await receiver.stop()
+        return receiver, channel
+
+    receiver, channel = asyncio.run(go())
+    assert receiver.requests == 3 and channel.retries == 2
+    assert [b["id"] for b in receiver.bodies] == [notification().id]
+
+
+def test_a_refusal_for_good_is_not_retried() -> None:
+    async def go() -> Receiver:
+        receiver = Receiver([400])
+        channel = WebhookChannel(await receiver.start(), "slack", first_wait_s=0.01)
+        try:
+            with pytest.raises(NotificationRefused, match="HTTP 400"):
+                await channel.send(notification())
+        finally:
+            await channel.close()
+            await receiver.stop()
+        return receiver
+
+    assert asyncio.run(go()).requests == 1
+
+
+def test_a_receiver_down_then_back_gets_the_message() -> None:
+    """Nothing listens on the port at first (connection refused, retried); the receiver starts there
+    once the channel has retried a few times, and gets the message."""
+    async def go() -> tuple[Receiver, WebhookChannel]:
+        port = free_port()
+        receiver = Receiver([], port)
+        channel = WebhookChannel(f"http://127.0.0.1:{port}/hook", "json", first_wait_s=0.01, max_wait_s=0.05)
+        sending = asyncio.ensure_future(channel.send(notification()))
+        while channel.retries < 3:
+            await asyncio.sleep(0.01)
+        assert not sending.done()
+        await receiver.start()
+        await asyncio.wait_for(sending, 10)
+        await channel.close()
+        await receiver.stop()
+        return receiver, channel
+
+    receiver, channel = asyncio.run(go())
+    assert len(receiver.bodies) == 1 and channel.retries >= 3
+
+
+class Collecting:
+    def __init__(self, name: str, refuse: bool = False) -> None:
+        self.name, self.refuse, self.got = name, refuse, []  # type: ignore[var-annotated]
+
+    async def send(self, n: Any) -> None:
+        if self.refuse:
+            raise NotificationRefused("HTTP 404: no such hook")
+        self.got.append(n.id)
+
+
+def test_every_channel_gets_each_message_and_a_refusal_is_reported_not_fatal() -> None:
+    good, bad = Collecting("good"), Collecting("bad", refuse=True)
+    records = [anomaly(at_s=0), anomaly(score=1.1, at_s=500, sequence=2), anomaly("AAPL", 1, sequence=3)]
+    outcome = asyncio.run(Notify(NotificationPolicy("medium", 300 * S), [good, bad])(records))
+    assert good.got == [records[0].id, records[2].id]
+    assert outcome.skipped == 1 and [r[:2] for r in outcome.refused] == [("bad", records[0].id), ("bad", records[2].id)]
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    ([], {}, "no webhook to notify"),
+    (["--webhook", "ftp://x"], {}, "webhook 'json:ftp://x' is not"),
+    ([], {"STOCKANOMALY_NOTIFY_WEBHOOKS": "slack:hooks.example"}, "webhook 'slack:hooks.example' is not"),
+    (["--webhook", "http://127.0.0.1:1/h"], {"STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS": "-1"},
+     "STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS"),
+    (["--webhook", "http://127.0.0.1:1/h"], {"STOCKANOMALY_NOTIFY_MIN_SEVERITY": "urgent"},
+     "STOCKANOMALY_NOTIFY_MIN_SEVERITY"),
+])
+def test_notify_configuration_errors_are_one_line(args: list[str], env: dict[str, str], message: str) -> None:
+    result = CliRunner().invoke(main, ["notify", *args], env=env)
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
