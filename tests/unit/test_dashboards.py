@@ -207,7 +207,7 @@ def test_overview_has_the_operational_panels(overview):
             f"p{quantile} latency"
     assert has(r"stockanomaly_consumer_lag"), "consumer lag"
     assert has(r"by \(partition\).*stockanomaly_consumer_lag"), "consumer lag per partition"
-    assert has(r"sum by \(detector\) \(rate\(stockanomaly_anomalies_total\["), "anomaly rate by detector"
+    assert has(r"sum by \(detector\) \(rate\(stockanomaly_anomalies_total(\{[^}]*\})?\["), "anomaly rate by detector"
     assert has(r"sum by \(reason\) \(rate\(stockanomaly_dead_letters_total\["), "dead letters by reason"
     assert has(r"stockanomaly_elasticsearch_failures_total"), "Elasticsearch write failures"
     assert has(r"stockanomaly_elasticsearch_retries_total"), "Elasticsearch write retries"
@@ -215,17 +215,70 @@ def test_overview_has_the_operational_panels(overview):
 
 def test_overview_lists_recent_anomalies_from_elasticsearch(overview):
     tables = [p for p in _panels(overview)
-              if p["type"] == "table" and p["datasource"]["uid"] == "stockanomaly-elasticsearch"]
+              if p["type"] == "table" and p["datasource"]["uid"] == "stockanomaly-elasticsearch-ingested"]
     assert len(tables) == 1
     table = tables[0]
     (target,) = table["targets"]
-    assert target["timeField"] == "ts_event"
+    assert target["timeField"] == "ingested_at"  # when indexed: a replayed 2025 day shows in now-6h
+    assert target["query"] == "detector:($detector) AND symbol:($symbol)"
     assert [m["type"] for m in target["metrics"]] == ["raw_data"]
     assert target["bucketAggs"] == []
     shown = next(t for t in table["transformations"] if t["id"] == "filterFieldsByName")
     names = shown["options"]["include"]["names"]
     assert {"ts_event", "symbol", "detector", "score", "reason"} <= set(names)
     assert set(names) <= ANOMALY_FIELDS, set(names) - ANOMALY_FIELDS
+
+
+def test_the_indexed_time_datasource_reads_the_anomaly_index_by_ingested_at(datasources):
+    indexed = datasources["stockanomaly-elasticsearch-ingested"]
+    assert indexed["type"] == "elasticsearch" and indexed["url"] == "http://elasticsearch:9200"
+    assert indexed["jsonData"]["index"] == ANOMALY_INDEX
+    assert indexed["jsonData"]["timeField"] == "ingested_at"
+    assert ANOMALY_MAPPINGS["properties"]["ingested_at"]["type"] in {"date", "date_nanos"}
+
+
+def test_overview_filters_by_symbol_and_detector_variables(overview):
+    variables = {v["name"]: v for v in overview["templating"]["list"]}
+    assert set(variables) == {"detector", "symbol"}
+    detector = variables["detector"]
+    assert detector["datasource"]["uid"] == "stockanomaly-prometheus"
+    assert detector["query"]["query"] == "label_values(stockanomaly_anomalies_total, detector)"
+    symbol = variables["symbol"]
+    assert symbol["datasource"]["uid"] == "stockanomaly-elasticsearch-ingested"
+    assert json.loads(symbol["query"]) == {"find": "terms", "field": "symbol", "size": 500}
+    assert ANOMALY_MAPPINGS["properties"]["symbol"]["type"] == "keyword"  # terms need a keyword
+    for v in variables.values():
+        assert v["includeAll"] and v["multi"]
+    # Every per-detector Prometheus series follows the detector variable.
+    per_detector = [e for _, e in _prometheus_targets(overview) if "stockanomaly_anomalies_total" in e
+                    or "anomaly_ratio" in e]
+    assert per_detector and all('detector=~"$detector"' in e for e in per_detector)
+
+
+def test_overview_annotates_anomalies_from_elasticsearch(overview):
+    (mine,) = [a for a in overview["annotations"]["list"] if a.get("name") == "Anomalies"]
+    assert mine["datasource"]["uid"] == "stockanomaly-elasticsearch-ingested"
+    assert mine["timeField"] == "ingested_at"
+    assert mine["query"] == "detector:($detector) AND symbol:($symbol) AND severity:(medium OR high)"
+    assert {mine["textField"], mine["tagsField"], "detector", "symbol", "severity"} <= ANOMALY_FIELDS
+
+
+def test_dashboards_load_into_grafanas_own_model(dashboards):
+    """grafana-foundation-sdk (Grafana's SDK) reads each dashboard into its typed model and writes
+    back what it models: nothing it knows is lost or mistyped (plugin-specific keys it does not model,
+    such as an Elasticsearch annotation's query, are checked by the tests above)."""
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    for name, dashboard in dashboards.items():
+        back = json.loads(json.dumps(Dashboard.from_json(dashboard), cls=JSONEncoder))
+        assert (back["uid"], back["title"], back["time"]) == (dashboard["uid"], dashboard["title"], dashboard["time"])
+        assert [(v["name"], v["datasource"], v["query"]) for v in back["templating"]["list"]] == \
+            [(v["name"], v["datasource"], v["query"]) for v in dashboard["templating"]["list"]], name
+        assert [(a["name"], a["datasource"]) for a in back["annotations"]["list"]] == \
+            [(a["name"], a["datasource"]) for a in dashboard["annotations"]["list"]], name
+        assert [(p["id"], p["type"], p["title"], p["gridPos"], p.get("targets")) for p in back["panels"]] == \
+            [(p["id"], p["type"], p["title"], p["gridPos"], p.get("targets")) for p in dashboard["panels"]], name
 
 
 def test_every_promql_expression_uses_known_metrics(dashboards):
