@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,36 @@ def test_app_services_read_their_settings_from_the_environment(services):
         env = services[name]["environment"]
         assert set(APP_ENV) <= set(env), f"{name} misses {set(APP_ENV) - set(env)}"
         assert env["STOCKANOMALY_METRICS_PORT"] == "9100"
-    assert services["ingest"]["command"].startswith("stockanomaly ingest")
+    assert services["ingest"]["command"][:2] == ["sh", "-c"]
+
+
+@pytest.mark.parametrize(("args", "files", "expected"), [
+    ("--live --symbols NVDA", [], ["ingest --live --symbols NVDA"]),
+    ("", ["day.csv.zst"], ["ingest DATA"]),
+    ("", [], ["generate /tmp/sample.dbn.zst --symbols 8 --trades 400000", "ingest /tmp/sample.dbn.zst"]),
+])
+def test_ingest_replays_the_mounted_files_or_a_sample_when_there_are_none(services, tmp_path, args, files, expected):
+    """The ingest service's script, run by a real shell with a stand-in `stockanomaly` that logs its
+    arguments: given arguments win, then the mounted folder's files, and an empty folder (a first
+    `up`) ingests a generated sample instead of nothing."""
+    script = services["ingest"]["command"][2]
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in files:
+        (data / name).write_text("x")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    fake = bin_dir / "stockanomaly"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    fake.chmod(0o755)
+    # What compose hands the container: $$ unescaped, ${VAR:-default} interpolated, /data mounted.
+    shell = script.replace("$$", "$").replace("${STOCKANOMALY_TRADES_DIR:-./data}", "./data")
+    shell = shell.replace("/data", str(data))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "STOCKANOMALY_INGEST_ARGS": args}
+    result = subprocess.run(["sh", "-c", shell], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines() == [e.replace("DATA", str(data)) for e in expected]
 
 
 def test_the_databento_key_only_ever_comes_from_the_host_environment(services):
