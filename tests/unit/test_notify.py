@@ -176,3 +176,9 @@ def test_notify_configuration_errors_are_one_line(args: list[str], env: dict[str
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_webhook_is_named_in_logs_by_its_host_never_its_secret_path() -> None:
+    secret = "T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX"
+    channel = WebhookChannel(f"https://user:pw@hooks.slack.com/services/{secret}?token=abc", "slack")
+    assert channel.name == "slack:https://hooks.slack.com"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -44,7 +45,9 @@ class WebhookChannel:
                  first_wait_s: float = 0.5, max_wait_s: float = 60.0) -> None:
         self.url = url
         self.style = style
-        self.name = f"{style}:{url.split('?')[0]}"  # no query string in logs: it may hold a token
+        # Logs name a webhook by its host only: the path and query of a Slack (or any) webhook URL
+        # are its secret.
+        self.name = f"{style}:{urlsplit(url).scheme}://{urlsplit(url).netloc.rsplit('@', 1)[-1]}"
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.wait = wait_exponential_jitter(multiplier=first_wait_s, jitter=first_wait_s, max=max_wait_s)
         self.retries = 0
