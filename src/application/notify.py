@@ -20,8 +20,13 @@ from domain.ports import NotificationChannel, NotificationRefused
 @dataclass
 class NotifyOutcome:
     sent: list[Notification] = field(default_factory=list)
-    skipped: int = 0  # under the severity bar or held back by the per-symbol limit
+    below_severity: int = 0
+    held_back: int = 0  # by the per-symbol limit (counted into that symbol's next message)
     refused: list[tuple[str, str, str]] = field(default_factory=list)  # (channel, record id, why)
+
+    @property
+    def skipped(self) -> int:
+        return self.below_severity + self.held_back
 
 
 class Notify:
@@ -32,9 +37,12 @@ class Notify:
     async def __call__(self, records: Sequence[Anomaly | Incident]) -> NotifyOutcome:
         outcome = NotifyOutcome()
         for record in records:
-            notification = self.policy.admit(record)
+            decision, notification = self.policy.decide(record)
             if notification is None:
-                outcome.skipped += 1
+                if decision == "held_back":
+                    outcome.held_back += 1
+                else:
+                    outcome.below_severity += 1
                 continue
             for channel in self.channels:
                 try:

@@ -52,21 +52,25 @@ class NotificationPolicy:
 
     def admit(self, record: Anomaly | Incident) -> Notification | None:
         """The notification to send for `record`, or None (under the severity bar, or held back)."""
+        return self.decide(record)[1]
+
+    def decide(self, record: Anomaly | Incident) -> tuple[str, Notification | None]:
+        """("send", its notification), ("below_severity", None) or ("held_back", None)."""
         rank = SEVERITIES.index(record.severity) if record.severity in SEVERITIES else -1
         if rank < self.min_rank:
-            return None
+            return "below_severity", None
         ts = record.ts_event if isinstance(record, Anomaly) else record.start_ns
         last = self._last_sent.get(record.symbol)
         if last is not None and abs(ts - last) < self.per_symbol_ns:
             self._held[record.symbol] = self._held.get(record.symbol, 0) + 1
-            return None
+            return "held_back", None
         self._last_sent[record.symbol] = ts
         held = self._held.pop(record.symbol, 0)
         data = record.to_dict()
         for tape in ("context", "before", "after"):
             data.pop(tape, None)
         if isinstance(record, Anomaly):
-            return Notification("anomaly", record.id, record.symbol, ts, record.ts_local, record.session,
-                                record.score, record.severity, (record.detector,), record.reason, held, data)
-        return Notification("incident", record.id, record.symbol, ts, record.ts_local, record.session, record.score,
-                            record.severity, record.detectors, record.headline, held, data)
+            return "send", Notification("anomaly", record.id, record.symbol, ts, record.ts_local, record.session,
+                                        record.score, record.severity, (record.detector,), record.reason, held, data)
+        return "send", Notification("incident", record.id, record.symbol, ts, record.ts_local, record.session,
+                                    record.score, record.severity, record.detectors, record.headline, held, data)

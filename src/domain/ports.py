@@ -97,6 +97,11 @@ class Metrics(Protocol):
         """Whether the exchange's regular session is on now: when trades are expected to flow."""
         ...
 
+    def notifications(self, result: str, count: int, retries: int = 0) -> None:
+        """The notifier's records by result (sent, held_back, below_severity, refused), and webhook
+        attempts retried, since the last call."""
+        ...
+
 
 class AnomalyQuery(Protocol):
     """Finds stored anomalies. Filters combine with AND; an empty sequence means any. The time

@@ -407,8 +407,20 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
                                          int(config.notify_per_symbol_seconds * 1e9)), channels)
     topic = config.incidents_topic if incidents else config.anomalies_topic
 
+    from entrypoints.container import build_container
+
+    container = build_container(metrics="prometheus")
+    container.config.metrics_port.from_value(config.notifier_metrics_port)  # beside a worker's 9100
+    metrics = container.metrics()
+    retried = 0
+
     async def handle(records: Any) -> None:
+        nonlocal retried
         outcome = await use_case(records)
+        retries, retried = sum(c.retries for c in channels) - retried, sum(c.retries for c in channels)
+        for result, count in (("sent", len(outcome.sent)), ("held_back", outcome.held_back),
+                              ("below_severity", outcome.below_severity), ("refused", len(outcome.refused))):
+            metrics.notifications(result, count, retries if result == "sent" else 0)
         for channel, record_id, why in outcome.refused:
             log.error("notification_refused", webhook=channel, id=record_id, error=why[:300])
         if outcome.sent or outcome.skipped:
@@ -418,6 +430,10 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
         Path(heartbeat).touch()  # type: ignore[arg-type]
 
     async def run() -> None:
+        try:
+            container.metrics_server().start()
+        except OSError as exc:
+            raise ConfigError(f"STOCKANOMALY_NOTIFIER_METRICS_PORT {config.notifier_metrics_port}: {exc}") from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     notify_webhooks: str = ""
     notify_min_severity: Literal["low", "medium", "high"] = "medium"
     notify_per_symbol_seconds: Annotated[float, Field(ge=0)] = 300.0  # of event time; 0: no limit
+    notifier_metrics_port: Port = 9102
 
     # Elasticsearch (written by the indexer)
     elasticsearch_url: str = Field("", validation_alias=_env("ELASTICSEARCH_URL"))

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -60,23 +61,31 @@ async def start_notifier(bootstrap: str, topic: str, app_id: str, port: int,
                          heartbeat: Path) -> asyncio.subprocess.Process:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "STOCKANOMALY_ANOMALIES_TOPIC": topic,
            "STOCKANOMALY_APP_ID": app_id, "STOCKANOMALY_NOTIFY_MIN_SEVERITY": "medium",
-           "STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS": "300"}
+           "STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS": "300", "STOCKANOMALY_NOTIFIER_METRICS_PORT": "0",
+           "STOCKANOMALY_METRICS_ADDR": "127.0.0.1"}
     return await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "stockanomaly"), "notify", "--webhook", f"http://127.0.0.1:{port}/hook",
+        str(Path(sys.executable).parent / "stockanomaly"), "--log-level", "INFO", "notify", "--webhook", f"http://127.0.0.1:{port}/hook",
         "--heartbeat", str(heartbeat),
         cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
 
 
-async def wait_for_line(process: asyncio.subprocess.Process, text: str, timeout: float = 60) -> None:
-    async def read() -> None:
+async def wait_for_line(process: asyncio.subprocess.Process, text: str, timeout: float = 60) -> str:
+    async def read() -> str:
         assert process.stdout is not None
         while True:
             line = await process.stdout.readline()
             assert line, f"the notifier exited before logging {text!r}"
             if text.encode() in line:
-                return
+                return line.decode()
 
-    await asyncio.wait_for(read(), timeout)
+    return await asyncio.wait_for(read(), timeout)
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {name: float(value) for name, value in
+            (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("stockanomaly_"))}
 
 
 async def stop(process: asyncio.subprocess.Process) -> int:
@@ -121,6 +130,7 @@ async def test_notifications_survive_a_receiver_outage_and_a_restart_exactly_as_
 
     notifier = await start_notifier(kafka_bootstrap, topic, app_id, port, tmp_path / "alive")
     try:
+        metrics_port = json.loads(await wait_for_line(notifier, "metrics_endpoint_started"))["port"]
         # Nothing listens yet: the notifier retries, and commits nothing meanwhile.
         await wait_for_line(notifier, "webhook_retry")
         assert set((await committed()).values()) == {None}
@@ -132,6 +142,12 @@ async def test_notifications_survive_a_receiver_outage_and_a_restart_exactly_as_
         await eventually_async(delivered, timeout=90, what="every admitted anomaly delivered and committed")
         assert sorted(receiver.ids) == sorted(expected)
         assert (tmp_path / "alive").exists()  # the health check's heartbeat
+        counted = scrape(metrics_port)
+        assert counted['stockanomaly_notifications_total{result="sent"}'] == len(expected)
+        assert counted['stockanomaly_notifications_total{result="held_back"}'] + \
+            counted['stockanomaly_notifications_total{result="below_severity"}'] == len(records) - len(expected)
+        assert counted['stockanomaly_notifications_total{result="refused"}'] == 0
+        assert counted["stockanomaly_webhook_retries_total"] >= 1
         assert await stop(notifier) == 0
 
         # Restarted, it resumes after the committed offsets: only what is new is sent.

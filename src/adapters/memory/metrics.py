@@ -17,6 +17,7 @@ class InMemoryMetrics:
         self.elasticsearch: Counter[str] = Counter()
         self.lag: dict[int, int] = {}
         self.session_open: bool | None = None
+        self.notified: Counter[str] = Counter()
 
     def trades_processed(self, count: int) -> None:
         self.trades += count
@@ -45,3 +46,7 @@ class InMemoryMetrics:
 
     def market_open(self, is_open: bool) -> None:
         self.session_open = is_open
+
+    def notifications(self, result: str, count: int, retries: int = 0) -> None:
+        self.notified[result] += count
+        self.notified["webhook_retries"] += retries

@@ -69,6 +69,14 @@ class PrometheusMetrics:
         self._lag_partitions: set[str] = set()
         self.session = Gauge("market_open", "1 while the exchange's regular session is on (New York time, "
                              "trading days), else 0: when trades are expected to flow.", namespace=ns, registry=registry)
+        # The notifier's (stockanomaly notify), each result exported at 0 from the start.
+        self.notified = Counter("notifications", "Records the notifier handled, by result: sent, held_back "
+                                "(per-symbol limit), below_severity, refused (a webhook said no for good).",
+                                ["result"], namespace=ns, registry=registry)
+        for result in ("sent", "held_back", "below_severity", "refused"):
+            self.notified.labels(result)
+        self.webhook_retries = Counter("webhook_retries", "Webhook posts retried (receiver down, 408, 429 or 5xx).",
+                                       namespace=ns, registry=registry)
         for detector in detectors:
             self.anomalies.labels(detector=detector, symbol="")
             self.refits.labels(detector=detector)
@@ -92,6 +100,10 @@ class PrometheusMetrics:
 
     def state_symbols(self, count: int) -> None:
         self.symbols_held.set(count)
+
+    def notifications(self, result: str, count: int, retries: int = 0) -> None:
+        self.notified.labels(result).inc(count)
+        self.webhook_retries.inc(retries)
 
     def elasticsearch_bulk(self, written: int, retries: int, failed: int, kind: str = "anomalies") -> None:
         self.es_written.labels(kind).inc(written)
