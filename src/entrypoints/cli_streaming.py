@@ -434,13 +434,19 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
             container.metrics_server().start()
         except OSError as exc:
             raise ConfigError(f"STOCKANOMALY_NOTIFIER_METRICS_PORT {config.notifier_metrics_port}: {exc}") from None
-        stop = asyncio.Event()
+        # A signal cancels whatever is in hand, a webhook retry included: that batch is not committed,
+        # and is sent again on restart.
+        main_task = asyncio.current_task()
+        assert main_task is not None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, main_task.cancel)
         try:
             await notify_from_topic(config.kafka_bootstrap_servers, topic, f"{config.app_id}-notifier-{topic}",
-                                    handle, stop, incidents=incidents, heartbeat=touch if heartbeat else None)
+                                    handle, asyncio.Event(), incidents=incidents,
+                                    heartbeat=touch if heartbeat else None)
+        except asyncio.CancelledError:
+            log.info("notifier_stopped")
         finally:
             for channel in channels:
                 await channel.close()

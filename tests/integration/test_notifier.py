@@ -130,8 +130,13 @@ async def test_notifications_survive_a_receiver_outage_and_a_restart_exactly_as_
 
     notifier = await start_notifier(kafka_bootstrap, topic, app_id, port, tmp_path / "alive")
     try:
+        # Nothing listens yet: the notifier retries, and commits nothing meanwhile; stopped in the
+        # middle of a retry, it exits at once, still having committed nothing.
+        await wait_for_line(notifier, "webhook_retry")
+        assert await stop(notifier) == 0
+        assert set((await committed()).values()) == {None}
+        notifier = await start_notifier(kafka_bootstrap, topic, app_id, port, tmp_path / "alive")
         metrics_port = json.loads(await wait_for_line(notifier, "metrics_endpoint_started"))["port"]
-        # Nothing listens yet: the notifier retries, and commits nothing meanwhile.
         await wait_for_line(notifier, "webhook_retry")
         assert set((await committed()).values()) == {None}
         await receiver.start(port)

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from adapters.faust.indexer import decode_anomaly, decode_incident
 from domain.errors import SourceError
@@ -54,6 +54,12 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
                     else:
                         records.append(decoded)
                 await handle(records)
-                await consumer.commit({TopicPartition(tp.topic, tp.partition): messages[-1].offset + 1})
+                try:
+                    await consumer.commit({TopicPartition(tp.topic, tp.partition): messages[-1].offset + 1})
+                except CommitFailedError as exc:
+                    # The partition went to another notifier in a rebalance: it sends these again.
+                    log.warning("notifier_commit_failed", partition=tp.partition, error=str(exc)[:300])
+    except KafkaError as exc:
+        raise SourceError(f"reading {topic} from Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from exc
     finally:
         await consumer.stop()
