@@ -443,8 +443,7 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
             loop.add_signal_handler(sig, main_task.cancel)
         try:
             await notify_from_topic(config.kafka_bootstrap_servers, topic, f"{config.app_id}-notifier-{topic}",
-                                    handle, asyncio.Event(), incidents=incidents,
-                                    heartbeat=touch if heartbeat else None)
+                                    handle, incidents=incidents, heartbeat=touch if heartbeat else None)
         except asyncio.CancelledError:
             log.info("notifier_stopped")
         finally:

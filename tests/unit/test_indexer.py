@@ -8,7 +8,8 @@ import pytest
 from builders import until
 
 from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
-from adapters.faust.indexer import create_indexer_app, decode_anomaly
+from adapters.faust.indexer import create_indexer_app
+from adapters.kafka.records import decode_anomaly
 from adapters.memory import InMemoryMetrics
 from domain.model import Anomaly, DeadLetter
 from entrypoints.settings import load_settings

@@ -23,6 +23,7 @@ from adapters.faust.app import GAUGE_REFRESH_SECONDS, NEVER, committed_takes, in
 from adapters.faust.outputs import KafkaDeadLetterSink, PartitionProducer
 from adapters.faust.recovery import fetch_without_long_polls
 from adapters.faust.settings import StreamingSettings
+from adapters.kafka.records import decode_anomaly, decode_incident
 from domain.incidents import Incident
 from domain.model import Anomaly, DeadLetter
 from domain.ports import Metrics
@@ -60,22 +61,6 @@ class ElasticsearchTally:
         self.seen = now
         if written or retries or failed:
             self.metrics.elasticsearch_bulk(written, retries, failed, self.kind)
-
-
-def _decode(kind: Any, what: str, value: bytes | None, origin: str) -> Any:
-    try:
-        return kind.from_dict(json.loads(value or b""))
-    except (ValueError, KeyError, TypeError) as exc:
-        return DeadLetter(f"bad_{what}", f"not an {what} record: {type(exc).__name__}: {exc}"[:300], origin,
-                          value or b"")
-
-
-def decode_anomaly(value: bytes | None, origin: str) -> Anomaly | DeadLetter:
-    return _decode(Anomaly, "anomaly", value, origin)
-
-
-def decode_incident(value: bytes | None, origin: str) -> Incident | DeadLetter:
-    return _decode(Incident, "incident", value, origin)
 
 
 def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Metrics | None = None,

@@ -7,7 +7,6 @@ again on restart: at least once, never lost. Records that do not decode are logg
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from adapters.faust.indexer import decode_anomaly, decode_incident
+from adapters.kafka.records import decode_anomaly, decode_incident
 from domain.errors import SourceError
 from domain.incidents import Incident
 from domain.model import Anomaly, DeadLetter
@@ -25,11 +24,11 @@ log = structlog.get_logger("stockanomaly.notifier")
 Handler = Callable[[Sequence[Anomaly | Incident]], Awaitable[Any]]
 
 
-async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Handler, stop: asyncio.Event,
-                            incidents: bool = False, max_records: int = 256,
-                            heartbeat: Callable[[], None] | None = None) -> None:
-    """Run until `stop` is set: poll, `handle` the decoded records of each partition in order, commit.
-    `heartbeat` is called once per poll (a health check's proof that the loop is not stuck)."""
+async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Handler, incidents: bool = False,
+                            max_records: int = 256, heartbeat: Callable[[], None] | None = None) -> None:
+    """Poll, `handle` the decoded records of each partition in order, commit; until cancelled (the
+    batch in hand is then not committed). `heartbeat` is called once per poll (a health check's
+    proof that the loop is not stuck)."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
                                 auto_offset_reset="earliest", isolation_level="read_committed")
     decode = decode_incident if incidents else decode_anomaly
@@ -40,7 +39,7 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
         raise SourceError(f"cannot read {topic} from Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from exc
     log.info("notifier_started", topic=topic, group=group)
     try:
-        while not stop.is_set():
+        while True:
             if heartbeat is not None:
                 heartbeat()
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)

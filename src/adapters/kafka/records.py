@@ -1,0 +1,27 @@
+"""Anomaly and incident records as the workers write them to their topics (JSON of `to_dict`), read
+back: the indexer and the notifier both decode them here. What does not decode is a DeadLetter
+with the reason, never an exception."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from domain.incidents import Incident
+from domain.model import Anomaly, DeadLetter
+
+
+def _decode(kind: Any, what: str, value: bytes | None, origin: str) -> Any:
+    try:
+        return kind.from_dict(json.loads(value or b""))
+    except (ValueError, KeyError, TypeError) as exc:
+        return DeadLetter(f"bad_{what}", f"not an {what} record: {type(exc).__name__}: {exc}"[:300], origin,
+                          value or b"")
+
+
+def decode_anomaly(value: bytes | None, origin: str) -> Anomaly | DeadLetter:
+    return _decode(Anomaly, "anomaly", value, origin)
+
+
+def decode_incident(value: bytes | None, origin: str) -> Incident | DeadLetter:
+    return _decode(Incident, "incident", value, origin)
