@@ -124,7 +124,7 @@ class Container(containers.DeclarativeContainer):
                                        detectors=providers.Callable(detector_names, config.detectors)),
     )
     metrics_server = providers.Singleton(MetricsServer, registry=metrics_registry, addr=config.metrics_addr,
-                                         port=config.metrics_port.as_int())
+                                         port=config.metrics_port.as_int(), span=config.metrics_port_span.as_int())
 
     # Services
     suppressions = providers.Singleton(suppressions_or_none, config.suppressions)

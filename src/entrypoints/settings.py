@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     metrics_symbols: str = ""  # symbols allowed as a label value of stockanomaly_anomalies_total
     metrics_addr: str = "0.0.0.0"
     metrics_port: Port = 9100
+    # Ports tried from metrics_port on, the first free one bound: replicas on one network (compose
+    # --scale with host networking) each take their own and Prometheus scrapes the range.
+    metrics_port_span: Annotated[int, Field(ge=1, le=1_000)] = 1
     indexer_metrics_port: Port = 9101
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

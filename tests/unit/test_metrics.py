@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ from adapters.elasticsearch.bulk import SinkCounters
 from adapters.faust.app import partition_lags
 from adapters.faust.indexer import ElasticsearchTally
 from adapters.memory import InMemoryMetrics, InMemoryTradeSource
-from adapters.metrics import PrometheusMetrics, parse_symbols
+from adapters.metrics import MetricsServer, PrometheusMetrics, parse_symbols
 from domain.model import TRADE_DTYPE
 from entrypoints.container import build_container
 
@@ -161,3 +162,36 @@ def test_container_serves_the_prometheus_metrics_over_http() -> None:
     assert 'stockanomaly_anomalies_total{detector="high_volume",symbol="NVDA"} 1.0' in body
     assert "stockanomaly_trades_processed_total 0.0" in body
     assert "process_cpu_seconds_total" in body  # the process collectors come along
+
+
+def test_metrics_server_takes_the_next_free_port_of_its_span() -> None:
+    first = MetricsServer(CollectorRegistry(), addr="127.0.0.1", port=0).start()  # a port known free
+    taken = first.port
+    first.stop()
+    replicas = [MetricsServer(CollectorRegistry(), addr="127.0.0.1", port=taken, span=3).start()
+                for _ in range(2)]
+    try:
+        ports = [server.port for server in replicas]
+        assert ports[0] == taken and ports[1] in (taken + 1, taken + 2)
+        for port in ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                assert response.status == 200
+    finally:
+        for server in replicas:
+            server.stop()
+
+
+def test_metrics_server_with_no_span_refuses_a_taken_port() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        with pytest.raises(OSError):
+            MetricsServer(CollectorRegistry(), addr="127.0.0.1", port=busy.getsockname()[1]).start()
+
+
+def test_container_passes_the_metrics_port_span_on() -> None:
+    container = build_container(metrics="prometheus", metrics_port=29100, metrics_port_span=4)
+    server = container.metrics_server()
+    assert (server.port, server.span) == (29100, 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 from dataclasses import dataclass, field
 
@@ -15,23 +16,37 @@ log = structlog.get_logger()
 class MetricsServer:
     """Serves `registry` on addr:port from a daemon thread once `start()` is called (idempotent).
 
-    Port 0 picks a free port; `port` then holds the one bound.
+    Port 0 picks a free port; `port` then holds the one bound. With `span` > 1 the first free port
+    of port .. port + span - 1 is bound: replicas sharing one network (compose's `--scale` on host
+    networking) each get their own, and Prometheus scrapes the range.
     """
 
     registry: CollectorRegistry
     addr: str = "0.0.0.0"  # noqa: S104 - containers are scraped from outside; set STOCKANOMALY_METRICS_ADDR to narrow
     port: int = 9100
+    span: int = 1
     _server: object | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def start(self) -> MetricsServer:
         with self._lock:
             if self._server is None:
-                server, _ = start_http_server(self.port, addr=self.addr, registry=self.registry)
+                server = self._bind()
                 self._server = server
                 self.port = server.server_port
                 log.info("metrics_endpoint_started", addr=self.addr, port=self.port, path="/metrics")
         return self
+
+    def _bind(self) -> object:
+        last = self.port if self.port == 0 else self.port + max(self.span, 1) - 1
+        for port in range(self.port, last):
+            try:
+                return start_http_server(port, addr=self.addr, registry=self.registry)[0]
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                log.info("metrics_port_taken", port=port, trying=port + 1)
+        return start_http_server(last, addr=self.addr, registry=self.registry)[0]
 
     def stop(self) -> None:
         with self._lock:
