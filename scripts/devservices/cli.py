@@ -15,15 +15,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .alertmanager import Alertmanager
 from .base import Service
-from .config import Settings, SettingsError, resolve_names
+from .config import OPTIONAL, SERVICES, Settings, SettingsError, resolve_names
+from .docker import DockerEngine
 from .elasticsearch import Elasticsearch
+from .images import Images
 from .install import say
 from .kafka import Kafka
 from .prometheus import Prometheus
 from .proc import PidRecord, ServiceError, stop, tail
 
 KINDS: dict[str, type[Service]] = {"kafka": Kafka, "elasticsearch": Elasticsearch,
-                                    "prometheus": Prometheus, "alertmanager": Alertmanager}
+                                    "prometheus": Prometheus, "alertmanager": Alertmanager,
+                                    "docker": DockerEngine}
 
 
 @contextlib.contextmanager
@@ -127,6 +130,21 @@ def logs(services: list[Service], lines: int, follow: bool) -> int:
     return 0
 
 
+def images(settings: Settings) -> int:
+    """The Docker engine up (started if needed), then the local images for docker-compose.host.yml."""
+    if up(settings, [DockerEngine(settings)]) != 0:
+        return 1
+    try:
+        outcomes = Images(settings).build_all()
+    except (ServiceError, OSError) as exc:
+        print(f"[services] ERROR images: {exc}", file=sys.stderr)
+        return 1
+    for outcome in outcomes:
+        state = "built" if outcome.built else "up to date"
+        say(f"images: {outcome.tag} {state} ({outcome.seconds:.1f}s)")
+    return 0
+
+
 def env(settings: Settings) -> int:
     for key, value in (("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap),
                        ("ELASTICSEARCH_URL", settings.es_url),
@@ -146,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("up", "down", "status"):
         p = sub.add_parser(name)
-        p.add_argument("services", nargs="*", help="kafka, elasticsearch, prometheus, alertmanager")
+        p.add_argument("services", nargs="*", help="kafka, elasticsearch, prometheus, alertmanager "
+                                                   "(the default), docker, or all")
         if name == "down":
             p.add_argument("--purge", action="store_true", help="also delete data and logs")
     p = sub.add_parser("logs")
@@ -154,12 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", "--lines", type=int, default=50)
     p.add_argument("-f", "--follow", action="store_true")
     sub.add_parser("env")
+    sub.add_parser("images", help="the Docker engine and the local images of docker-compose.host.yml")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
         if args.cmd == "env":
             return env(settings)
-        services = [KINDS[n](settings) for n in resolve_names(args.services)]
+        if args.cmd == "images":
+            return images(settings)
+        # `down` stops the optional services too (when this script started them).
+        default = SERVICES + OPTIONAL if args.cmd == "down" else SERVICES
+        services = [KINDS[n](settings) for n in resolve_names(args.services, default)]
     except SettingsError as exc:
         parser.error(str(exc))
     if args.cmd == "up":

@@ -14,6 +14,8 @@ KAFKA_VERSION = "4.4.0"
 ELASTICSEARCH_VERSION = "9.5.0"
 
 SERVICES = ("kafka", "elasticsearch", "prometheus", "alertmanager")
+# Started only when named (or with `all`): the Docker engine for the compose stack's test.
+OPTIONAL = ("docker",)
 ALIASES = {"es": "elasticsearch", "elastic": "elasticsearch", "prom": "prometheus", "am": "alertmanager"}
 
 
@@ -108,11 +110,15 @@ class Settings:
         return self.run / "prometheus" / "local-rules"
 
 
-def resolve_names(names: list[str]) -> list[str]:
-    """Expand aliases, default to every service, keep the canonical start order."""
-    wanted = {ALIASES.get(n, n) for n in names} or set(SERVICES)
-    unknown = wanted - set(SERVICES)
+def resolve_names(names: list[str], default: tuple[str, ...] = SERVICES) -> list[str]:
+    """Expand aliases (`all`: every service, the optional ones too), default to `default`, keep
+    the canonical start order."""
+    every = SERVICES + OPTIONAL
+    wanted = {ALIASES.get(n, n) for n in names} or set(default)
+    if "all" in wanted:
+        wanted = set(every)
+    unknown = wanted - set(every)
     if unknown:
         raise SettingsError(f"unknown service(s): {', '.join(sorted(unknown))}; "
-                            f"choose from {', '.join(SERVICES)}")
-    return [s for s in SERVICES if s in wanted]
+                            f"choose from {', '.join(every)} or all")
+    return [s for s in every if s in wanted]
