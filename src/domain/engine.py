@@ -15,7 +15,7 @@ from domain.market import MarketBatch
 from domain.model import TRADE_DTYPE, Anomaly, DeadLetter
 from domain.sessions import SessionCalendar
 from domain.state import StateSchema, copy_rows
-from domain.symbols import factorize, group_by_code
+from domain.symbols import factorize
 from domain.validation import dead_letter_for, invalid_rows
 
 
@@ -119,9 +119,8 @@ class DetectionEngine:
         # Symbol by symbol (each in arrival order): a symbol's state then stays in cache while its trades
         # are judged, which is what keeps the cost per trade flat from one symbol to thousands.
         # Per-symbol results are the same in any interleaving; pooled detectors walk `arrival`.
-        order = group_by_code(batch.codes, len(batch.symbols)) if len(batch.symbols) > 1 else None
         market = MarketBatch.of(batch.trades, batch.symbols, batch.codes, np.zeros(len(batch.codes), bool),
-                                batch.pools, batch.pool_of_symbol[batch.codes], order=order)
+                                batch.pools, batch.pool_of_symbol[batch.codes], group=len(batch.symbols) > 1)
         codes = market.slot
         verdict = self.guard.check(codes, market.ts, market.publisher, market.instrument, market.sequence,
                                    rows["guard"])

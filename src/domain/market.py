@@ -8,6 +8,7 @@ import numpy as np
 
 from domain.compiled import kernel
 from domain.model import Anomaly
+from domain.symbols import group_positions
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,14 @@ class TradeColumns:
     side: np.ndarray
 
     def take(self, picks: np.ndarray) -> TradeColumns:
-        """The trades `picks` selects (positions or a boolean mask), in that order."""
+        """The trades `picks` selects (positions or a boolean mask), in that order, in the same layout
+        (fields of one compact record per trade, or separate columns): compiled kernels are
+        specialised on it, and a batch with refused trades must not need a kernel of its own."""
+        base = self.ts.base
+        if base is not None and base.dtype == ARRIVED and self.ts.strides[0] == ARRIVED.itemsize:
+            taken = _fields(base[picks])
+            # The auction flags are a column of their own once `with_auctions` has set them.
+            return taken if self.auction.base is base else replace(taken, auction=self.auction[picks])
         return TradeColumns(**{f.name: getattr(self, f.name)[picks] for f in fields(self)})
 
 
@@ -53,40 +61,41 @@ class MarketBatch:
 
     @classmethod
     def of(cls, rows: np.ndarray, symbols: tuple[str, ...], slot: np.ndarray, auction: np.ndarray,
-           pools: tuple[int, ...] = (0,), pool: np.ndarray | None = None,
-           order: np.ndarray | None = None) -> MarketBatch:
-        """All of `rows` (in arrival order), grouped by `order` (a permutation of them; default: kept
-        as they are). `slot`, `auction` and `pool` are per row, in row order."""
+           pools: tuple[int, ...] = (0,), pool: np.ndarray | None = None, group: bool = False) -> MarketBatch:
+        """All of `rows` (in arrival order), grouped by `slot` when `group` (each symbol's trades keep
+        their order; default: kept as they are). `slot`, `auction` and `pool` are per row, in row order."""
         n = len(rows)
-        ts, price, log_price, size = np.empty(n, np.int64), np.empty(n), np.empty(n), np.empty(n)
-        publisher, instrument = np.empty(n, np.uint16), np.empty(n, np.uint32)
-        sequence, side = np.empty(n, np.uint64), np.empty(n, np.uint8)
-        # The wide records are read once, front to back, into compact columns; grouping then gathers
-        # from those (small enough to stay in cache), never from the records.
+        # The wide records (144 bytes, most of it the symbol) are read once, front to back, into one
+        # compact record per trade (64 bytes, a cache line): the arrival-order columns are its fields.
+        tape = np.empty(n, ARRIVED)
         _extract(rows["ts_event"], rows["price"], rows["size"], rows["publisher_id"], rows["instrument_id"],
-                 rows["sequence"], rows["side"].view(np.uint8), ts, price, log_price, size, publisher, instrument,
-                 sequence, side)
-        arrived = TradeColumns(slot=slot.astype(np.int32, copy=False),
-                               pool=np.zeros(n, np.int32) if pool is None else pool.astype(np.int32, copy=False),
-                               ts=ts, price=price, log_price=log_price, size=size, auction=auction,
-                               publisher=publisher, instrument=instrument, sequence=sequence, side=side.view("S1"))
-        if order is None:
+                 rows["sequence"], rows["side"].view(np.uint8), slot, np.zeros(n, np.int32) if pool is None else pool,
+                 auction, tape)
+        arrived = _fields(tape)
+        if not group:
             index = np.arange(n)
             return cls(rows, index, symbols, pools, arrived, arrived, index)
-        arrival = np.empty(n, np.int64)
-        grouped = TradeColumns(**{f.name: np.empty_like(getattr(arrived, f.name)) for f in fields(TradeColumns)})
-        _group(order, arrival, *_columns(arrived), *_columns(grouped))
-        return cls(rows, order, symbols, pools, grouped, arrived, arrival)
+        order, arrival = group_positions(slot, len(symbols))
+        # Grouping gathers whole compact records (one cache line per trade) into contiguous columns:
+        # gathering eleven separate columns would miss the cache eleven times per trade.
+        grouped = TradeColumns(**{f.name: np.empty(n, ARRIVED.fields[f.name][0]) for f in fields(TradeColumns)})
+        _group(order, tape, *_columns(grouped))
+        return cls(rows, order, symbols, pools, replace(grouped, side=grouped.side.view("S1")), arrived, arrival)
 
     def select(self, keep: np.ndarray) -> MarketBatch:
         """The trades where `keep` (per grouped position) is true, in the same orders."""
         kept_arrival = keep[self.arrival]
         position = np.cumsum(keep) - 1  # new grouped position of each kept trade
-        return replace(self, index=self.index[keep], columns=self.columns.take(keep),
-                       arrived=self.arrived.take(kept_arrival), arrival=position[self.arrival[kept_arrival]])
+        arrived = self.arrived.take(kept_arrival)
+        columns = arrived if self.columns is self.arrived else self.columns.take(keep)
+        return replace(self, index=self.index[keep], columns=columns, arrived=arrived,
+                       arrival=position[self.arrival[kept_arrival]])
 
     def with_auctions(self, auction: np.ndarray) -> MarketBatch:
         """`auction` per grouped position."""
+        if self.columns is self.arrived:
+            columns = replace(self.columns, auction=auction)
+            return replace(self, columns=columns, arrived=columns)
         return replace(self, columns=replace(self.columns, auction=auction),
                        arrived=replace(self.arrived, auction=auction[self.arrival]))
 
@@ -146,15 +155,28 @@ class MarketBatch:
         return replace(Anomaly.of_trade(detector, self.trade(i), score, reason, details), found=i)
 
 
+# One trade as the detectors read it, in a cache line (arrival order).
+ARRIVED = np.dtype([("ts", "i8"), ("price", "f8"), ("log_price", "f8"), ("size", "f8"), ("sequence", "u8"),
+                    ("instrument", "u4"), ("slot", "i4"), ("pool", "i4"), ("publisher", "u2"), ("side", "u1"),
+                    ("auction", "?"), ("_pad", "u1", (4,))], align=True)
+
+
+def _fields(tape: np.ndarray) -> TradeColumns:
+    """The compact records' fields as columns (views: no copy)."""
+    return TradeColumns(**{f.name: tape[f.name] for f in fields(TradeColumns) if f.name != "side"},
+                        side=tape["side"].view("S1"))
+
+
 @kernel
 def _extract(ts_in: np.ndarray, price_in: np.ndarray, size_in: np.ndarray, pub_in: np.ndarray, inst_in: np.ndarray,
-             seq_in: np.ndarray, side_in: np.ndarray, ts: np.ndarray, price: np.ndarray, log_price: np.ndarray,
-             size: np.ndarray, pub: np.ndarray, inst: np.ndarray, seq: np.ndarray, side: np.ndarray) -> None:
-    """The columns detectors read, out of the records, in one pass."""
+             seq_in: np.ndarray, side_in: np.ndarray, slot: np.ndarray, pool: np.ndarray, auction: np.ndarray,
+             tape: np.ndarray) -> None:
+    """The compact records of the trades, in one pass over the wide ones."""
     for r in range(len(ts_in)):
-        ts[r], price[r], size[r] = ts_in[r], price_in[r], size_in[r]
-        log_price[r] = np.log(price_in[r])
-        pub[r], inst[r], seq[r], side[r] = pub_in[r], inst_in[r], seq_in[r], side_in[r]
+        t = tape[r]
+        t.ts, t.price, t.size, t.log_price = ts_in[r], price_in[r], size_in[r], np.log(price_in[r])
+        t.publisher, t.instrument, t.sequence, t.side = pub_in[r], inst_in[r], seq_in[r], side_in[r]
+        t.slot, t.pool, t.auction = slot[r], pool[r], auction[r]
 
 
 def _columns(c: TradeColumns) -> list[np.ndarray]:
@@ -163,17 +185,13 @@ def _columns(c: TradeColumns) -> list[np.ndarray]:
 
 
 @kernel
-def _group(order: np.ndarray, arrival: np.ndarray,
-           slot: np.ndarray, pool: np.ndarray, ts: np.ndarray, price: np.ndarray, log_price: np.ndarray,
-           size: np.ndarray, auction: np.ndarray, pub: np.ndarray, inst: np.ndarray, seq: np.ndarray, side: np.ndarray,
+def _group(order: np.ndarray, tape: np.ndarray,
            g_slot: np.ndarray, g_pool: np.ndarray, g_ts: np.ndarray, g_price: np.ndarray, g_log_price: np.ndarray,
            g_size: np.ndarray, g_auction: np.ndarray, g_pub: np.ndarray, g_inst: np.ndarray, g_seq: np.ndarray,
            g_side: np.ndarray) -> None:
-    """Every column in grouped order (g-th grouped trade = order[g]-th arrived) in one pass, and the
-    inverse permutation: a gather per column reads `order` eleven times."""
+    """Every column in grouped order (g-th grouped trade = order[g]-th arrived), in one pass."""
     for g in range(len(order)):
-        r = order[g]
-        arrival[r] = g
-        g_slot[g], g_pool[g], g_ts[g], g_price[g], g_log_price[g] = slot[r], pool[r], ts[r], price[r], log_price[r]
-        g_size[g], g_auction[g], g_pub[g], g_inst[g], g_seq[g], g_side[g] = (size[r], auction[r], pub[r], inst[r],
-                                                                              seq[r], side[r])
+        t = tape[order[g]]
+        g_slot[g], g_pool[g], g_ts[g], g_price[g], g_log_price[g] = t.slot, t.pool, t.ts, t.price, t.log_price
+        g_size[g], g_auction[g], g_pub[g], g_inst[g], g_seq[g], g_side[g] = (t.size, t.auction, t.publisher,
+                                                                              t.instrument, t.sequence, t.side)

@@ -83,18 +83,27 @@ def _factorize(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @kernel
-def group_by_code(codes: np.ndarray, n_codes: int) -> np.ndarray:
-    """A stable order of the rows grouped by code (a counting sort: linear, unlike a comparison sort)."""
+def group_positions(codes: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stable grouping of the rows by code (a counting sort: linear, unlike a comparison sort):
+    (order, position) with order[g] the g-th row in grouped order and position[i] row i's place."""
     start = np.zeros(n_codes + 1, np.int64)
     for c in codes:
         start[c + 1] += 1
     for c in range(n_codes):
         start[c + 1] += start[c]
     order = np.empty(len(codes), np.int64)
+    position = np.empty(len(codes), np.int64)
     for i in range(len(codes)):
-        order[start[codes[i]]] = i
-        start[codes[i]] += 1
-    return order
+        g = start[codes[i]]
+        position[i] = g
+        order[g] = i
+        start[codes[i]] = g + 1
+    return order, position
+
+
+def group_by_code(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """The rows in a stable order grouped by code."""
+    return group_positions(codes, n_codes)[0]
 
 
 def words_of(symbols: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 from builders import calm_flow
 
 from domain.market import MarketBatch, TradeColumns
-from domain.symbols import factorize, group_by_code
+from domain.symbols import factorize
 
 
 def _interleaved() -> np.ndarray:
@@ -30,7 +30,7 @@ def test_grouped_and_arrival_columns_describe_the_same_trades() -> None:
     trades = _interleaved()
     codes, symbols = factorize(trades["symbol"])
     auction = trades["size"] > 150
-    batch = MarketBatch.of(trades, tuple(symbols), codes, auction, order=group_by_code(codes, len(symbols)))
+    batch = MarketBatch.of(trades, tuple(symbols), codes, auction, group=True)
     assert np.all(np.diff(batch.slot) >= 0)  # grouped
     np.testing.assert_array_equal(batch.arrived.slot, codes)
     np.testing.assert_array_equal(batch.arrived.auction, auction)
@@ -52,3 +52,20 @@ def test_a_batch_in_arrival_order_shares_its_columns() -> None:
     batch = MarketBatch.of(trades, tuple(symbols), codes, np.zeros(len(trades), bool))
     assert batch.arrived is batch.columns
     np.testing.assert_array_equal(batch.arrival, np.arange(20))
+    kept = batch.select(np.arange(20) % 3 > 0)
+    assert kept.arrived is kept.columns
+    np.testing.assert_array_equal(kept.ts, trades["ts_event"][np.arange(20) % 3 > 0])
+
+
+def test_refused_trades_leave_the_column_layout_as_it_was() -> None:
+    """Compiled kernels are specialised on array layout: a batch with refused trades must hand them
+    columns laid out as any other batch does, or its first refusal would wait for a compile."""
+    trades = _interleaved()
+    codes, symbols = factorize(trades["symbol"])
+    for group in (False, True):
+        batch = MarketBatch.of(trades, tuple(symbols), codes, np.zeros(len(trades), bool), group=group)
+        kept = batch.select(np.arange(len(batch)) % 5 > 0)
+        for f in fields(TradeColumns):
+            for before, after in ((batch.columns, kept.columns), (batch.arrived, kept.arrived)):
+                a, b = getattr(before, f.name), getattr(after, f.name)
+                assert (a.strides, a.flags.c_contiguous) == (b.strides, b.flags.c_contiguous), f.name
