@@ -78,7 +78,7 @@ class MarketBatch:
         order, arrival = group_positions(slot, len(symbols))
         # Grouping gathers whole compact records (one cache line per trade) into contiguous columns:
         # gathering eleven separate columns would miss the cache eleven times per trade.
-        grouped = TradeColumns(**{f.name: np.empty(n, ARRIVED.fields[f.name][0]) for f in fields(TradeColumns)})
+        grouped = TradeColumns(**{f.name: np.empty(n, ARRIVED[f.name]) for f in fields(TradeColumns)})
         _group(order, tape, *_columns(grouped))
         return cls(rows, order, symbols, pools, replace(grouped, side=grouped.side.view("S1")), arrived, arrival)
 

@@ -102,6 +102,10 @@ class Metrics(Protocol):
         attempts retried, since the last call."""
         ...
 
+    def indices_deleted(self, count: int) -> None:
+        """Search indices deleted for having outlived the retention."""
+        ...
+
 
 class AnomalyQuery(Protocol):
     """Finds stored anomalies. Filters combine with AND; an empty sequence means any. The time
@@ -159,3 +163,15 @@ class NotificationChannel(Protocol):
     name: str
 
     async def send(self, notification: Notification) -> None: ...
+
+
+class IndexCatalog(Protocol):
+    """The search store's dated indices (one per event day), for the retention sweep."""
+
+    async def dated_indices(self) -> dict[str, int]:
+        """Every index this project writes by event day, with its creation time (ms since the epoch)."""
+        ...
+
+    async def delete(self, names: Sequence[str]) -> None: ...
+
+    async def close(self) -> None: ...

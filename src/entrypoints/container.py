@@ -67,6 +67,19 @@ def elasticsearch_sink(settings: StreamingSettings, incidents: bool = False) -> 
         kind=INCIDENTS if incidents else ANOMALIES)
 
 
+def index_retention(settings: StreamingSettings, retention_days: float, metrics: object) -> object | None:
+    """The indexer's sweep of expired indices, anomalies' and incidents' (None: kept forever)."""
+    if not retention_days:
+        return None
+    from adapters.elasticsearch import ElasticsearchSettings, connect_async
+    from adapters.elasticsearch.retention import ElasticsearchIndexCatalog
+    from application.retention import ExpireIndices
+
+    catalog = ElasticsearchIndexCatalog(connect_async(ElasticsearchSettings.from_env(url=settings.elasticsearch_url)),
+                                        [settings.elasticsearch_index, settings.elasticsearch_incidents_index])
+    return ExpireIndices(catalog, retention_days, metrics)  # type: ignore[arg-type]
+
+
 def worker_app(settings: StreamingSettings, detect: Callable[..., DetectTrades],
                states: Callable[..., FaustTableStateStore], pool_states: Callable[..., FaustTableStateStore],
                tapes: Callable[..., FaustTableStateStore], metrics: object, report_lateness_ns: int) -> faust.App:
@@ -82,10 +95,12 @@ def worker_app(settings: StreamingSettings, detect: Callable[..., DetectTrades],
                       make_incidents=lambda store: GroupIncidents(store, report_lateness_ns))
 
 
-def indexer_app(settings: StreamingSettings, sink: object, metrics: object, incident_sink: object) -> faust.App:
+def indexer_app(settings: StreamingSettings, sink: object, metrics: object, incident_sink: object,
+                retention: object | None, retention_every: float) -> faust.App:
     from adapters.faust.indexer import create_indexer_app
 
-    return create_indexer_app(settings, sink, metrics, incident_sink)  # type: ignore[arg-type]
+    return create_indexer_app(settings, sink, metrics, incident_sink, retention,  # type: ignore[arg-type]
+                              retention_every)
 
 
 class Container(containers.DeclarativeContainer):
@@ -148,7 +163,9 @@ class Container(containers.DeclarativeContainer):
                                      table_pool_state_store.provider, table_tape_store.provider, metrics,
                                      providers.Callable(lambda engine: engine.report_lateness_ns, engine))
     incident_index_sink = providers.Singleton(elasticsearch_sink, streaming, incidents=True)
-    indexer_app = providers.Singleton(indexer_app, streaming, indexer_sink, metrics, incident_index_sink)
+    retention = providers.Singleton(index_retention, streaming, config.es_retention_days.as_float(), metrics)
+    indexer_app = providers.Singleton(indexer_app, streaming, indexer_sink, metrics, incident_index_sink, retention,
+                                      config.es_retention_check_seconds.as_float())
 
 
 def build_container(**overrides: object) -> Container:

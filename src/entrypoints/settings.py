@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     es_refresh: Literal["true", "false", "wait_for"] = "false"  # "true": a refresh per bulk
     es_refresh_interval: str = "100ms"
     es_replicas: Annotated[int, Field(ge=0)] = 1
+    # Days an index is kept after its creation (one per event day); 0: forever. Checked by the indexer.
+    es_retention_days: Annotated[float, Field(ge=0)] = 90.0
+    es_retention_check_seconds: Annotated[float, Field(gt=0)] = 3600.0
 
     def streaming(self) -> StreamingSettings:
         return StreamingSettings(

@@ -98,8 +98,9 @@ class Stream:
                    STOCKANOMALY_WORKER_WEB_PORT=str(port))
         return self._start("entrypoints.worker", name, env)
 
-    def start_indexer(self, port: int, es_url: str | None = None) -> subprocess.Popen:
-        env = dict(self.env, STOCKANOMALY_INDEXER_WEB_PORT=str(port), STOCKANOMALY_INDEXER_METRICS_PORT="0")
+    def start_indexer(self, port: int, es_url: str | None = None, **settings: str) -> subprocess.Popen:
+        env = dict(self.env, STOCKANOMALY_INDEXER_WEB_PORT=str(port), STOCKANOMALY_INDEXER_METRICS_PORT="0",
+                   **settings)
         if es_url is not None:
             env["ELASTICSEARCH_URL"] = es_url
         return self._start("entrypoints.indexer", "indexer", env)
@@ -571,3 +572,21 @@ async def test_a_worker_refuses_a_topic_with_another_partition_count_in_one_line
     [line] = [ln for ln in output.splitlines() if "partitions" in ln]
     assert line == (f"stockanomaly worker: topic partitions differ from STOCKANOMALY_PARTITIONS={PARTITIONS}: "
                     f"'{stream.topics['trades']}' has 1; set STOCKANOMALY_PARTITIONS to match, or recreate the topics")
+
+
+@pytest.mark.asyncio
+async def test_the_indexer_deletes_the_daily_indices_that_outlived_the_retention(stream: Stream) -> None:
+    prefix = stream.es_prefix
+    dated = [f"{prefix}-2024.01.02", f"{prefix}.incidents-2024.01.02"]
+    kept = [f"{prefix}-archive", f"{prefix}x-2024.01.02"]  # not the daily names of its prefixes
+    for name in dated + kept:
+        stream.es.indices.create(index=name)
+    # A retention of 3 seconds, checked every second: the indices above are older than that soon.
+    indexer = stream.start_indexer(16177, STOCKANOMALY_ES_RETENTION_DAYS=str(3 / 86_400),
+                                   STOCKANOMALY_ES_RETENTION_CHECK_SECONDS="1")
+    eventually(lambda: not any(stream.es.indices.exists(index=name) for name in dated), timeout=90, interval=0.5,
+               what=f"{dated} deleted")
+    assert all(stream.es.indices.exists(index=name) for name in kept)
+    assert indexer.poll() is None
+    log = (stream.workdir / "indexer.log").read_text()
+    assert "Traceback" not in log

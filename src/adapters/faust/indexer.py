@@ -46,6 +46,14 @@ class IndexSink(Protocol):
     async def close(self, flush: bool = True) -> None: ...
 
 
+class Retention(Protocol):
+    """Deletes the indices that outlived their retention (application.retention.ExpireIndices)."""
+
+    async def __call__(self) -> list[str]: ...
+
+    async def close(self) -> None: ...
+
+
 class ElasticsearchTally:
     """Turns a sink's running totals (written/retries/failed) into metric increments; read on a
     timer too, so retries show while an outage lasts, not only after it."""
@@ -64,9 +72,11 @@ class ElasticsearchTally:
 
 
 def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Metrics | None = None,
-                       incident_sink: IndexSink | None = None) -> faust.App:
+                       incident_sink: IndexSink | None = None, retention: Retention | None = None,
+                       retention_every: float = 3600.0) -> faust.App:
     """`sink` indexes the anomalies topic; `incident_sink`, when given, the incidents topic (a second
-    agent: its takes, retries and commits are its own, so a refusal of one kind stalls only that one)."""
+    agent: its takes, retries and commits are its own, so a refusal of one kind stalls only that one).
+    `retention`, when given, deletes expired indices every `retention_every` seconds."""
     fetch_without_long_polls()  # an anomaly waits on no long poll of a quiet partition
     app = faust.App(
         f"{settings.app_id}-indexer",
@@ -161,6 +171,17 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
             for tally in tallies:
                 tally.report()
 
+    if retention is not None:
+        expire = retention
+
+        @app.timer(interval=retention_every)
+        async def expire_indices() -> None:
+            try:
+                await expire()
+            except Exception as exc:  # noqa: BLE001 - Elasticsearch down or refusing: try again next time
+                log.warning("indices_expiry_failed", error=f"{type(exc).__name__}: {exc}"[:300],
+                            retry_in_s=retention_every)
+
     @app.on_before_shutdown.connect
     async def close_sink(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Sent once the consumer has stopped. A take still unwritten is unacknowledged and will be
@@ -168,6 +189,8 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
         await sink.close(flush=False)
         if incident_sink is not None:
             await incident_sink.close(flush=False)
+        if retention is not None:
+            await retention.close()
 
     app.index_anomalies = index_anomalies  # type: ignore[attr-defined]
     return app

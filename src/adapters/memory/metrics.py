@@ -41,6 +41,9 @@ class InMemoryMetrics:
         prefix = "" if kind == "anomalies" else f"{kind}_"
         self.elasticsearch.update({f"{prefix}written": written, f"{prefix}retries": retries, f"{prefix}failed": failed})
 
+    def indices_deleted(self, count: int) -> None:
+        self.elasticsearch["indices_deleted"] += count
+
     def consumer_lag(self, lags: Mapping[int, int]) -> None:
         self.lag = dict(lags)
 

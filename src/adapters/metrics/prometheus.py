@@ -77,6 +77,8 @@ class PrometheusMetrics:
             self.notified.labels(result)
         self.webhook_retries = Counter("webhook_retries", "Webhook posts retried (receiver down, 408, 429 or 5xx).",
                                        namespace=ns, registry=registry)
+        self.expired = Counter("elasticsearch_indices_deleted", "Daily indices deleted for having outlived "
+                               "the retention (STOCKANOMALY_ES_RETENTION_DAYS).", namespace=ns, registry=registry)
         for detector in detectors:
             self.anomalies.labels(detector=detector, symbol="")
             self.refits.labels(detector=detector)
@@ -104,6 +106,9 @@ class PrometheusMetrics:
     def notifications(self, result: str, count: int, retries: int = 0) -> None:
         self.notified.labels(result).inc(count)
         self.webhook_retries.inc(retries)
+
+    def indices_deleted(self, count: int) -> None:
+        self.expired.inc(count)
 
     def elasticsearch_bulk(self, written: int, retries: int, failed: int, kind: str = "anomalies") -> None:
         self.es_written.labels(kind).inc(written)
