@@ -28,6 +28,7 @@ from .kafka import Kafka
 from .proc import ServiceError
 
 LABEL = "io.stockanomaly.inputs"
+HOST_CAS = Path("/usr/local/share/ca-certificates")  # authorities the host's admin added
 SUITE = "bookworm"
 # python3 is 3.11 on bookworm; python3-venv brings ensurepip's wheels for the virtualenv.
 ROOTFS_PACKAGES = ("python3", "python3-venv", "ca-certificates")
@@ -120,8 +121,19 @@ class Images:
         return Outcome(ROOTFS, True, time.monotonic() - started)
 
     def base(self) -> Outcome:
-        return self._build(BASE, self.infra / "base", self.infra / "base",
-                           inputs=[image_id(ROOTFS)], build_args={"ROOTFS": ROOTFS})
+        context = self.work / "base"
+        infra = self.infra / "base"
+        host_cas = sorted(HOST_CAS.glob("*.crt")) if HOST_CAS.is_dir() else []
+
+        def assemble() -> None:
+            (context / "ca-certificates").mkdir(parents=True)
+            shutil.copy(infra / "Dockerfile", context / "Dockerfile")
+            for ca in host_cas:
+                shutil.copy(ca, context / "ca-certificates" / ca.name)
+
+        cas = [f"{ca.name}:{hashlib.sha256(ca.read_bytes()).hexdigest()}" for ca in host_cas]
+        return self._build(BASE, context, infra, inputs=[image_id(ROOTFS), *cas],
+                           build_args={"ROOTFS": ROOTFS}, assemble=assemble)
 
     def kafka(self) -> Outcome:
         service = Kafka(self.settings)

@@ -88,8 +88,9 @@ def test_kafka_runs_in_kraft_mode_without_zookeeper(services):
 
 def test_topics_are_created_before_the_app_starts(services):
     script = "\n".join(_strings(services["topics"]["command"]))
-    for topic in ("trades", "anomalies", "trades.dlq"):
-        assert f"--topic {topic} " in script
+    for topic in ("trades", "anomalies", "incidents", "trades.dlq"):
+        # Every one with the workers' partition count: they refuse to start on any other.
+        assert f'--topic {topic} --partitions "$${{TRADES_PARTITIONS}}"' in script
     assert services["topics"]["restart"] == "no"
     for app in ("worker", "ingest"):
         assert services[app]["depends_on"]["topics"]["condition"] == \
