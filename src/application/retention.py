@@ -13,11 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import structlog
-
 from domain.ports import IndexCatalog, Metrics
-
-log = structlog.get_logger()
 
 MS_PER_DAY = 86_400_000
 
@@ -45,8 +41,6 @@ class ExpireIndices:
             return []
         names = [name for _, name in expired]
         await self.catalog.delete(names)
-        log.info("indices_expired", count=len(names), oldest=names[0], newest=names[-1],
-                 retention_days=round(self.retention_ms / MS_PER_DAY, 6))
         if self.metrics is not None:
             self.metrics.indices_deleted(len(names))
         return names

@@ -99,11 +99,12 @@ class DetectionEngine:
         dead = [dead_letter_for(trades[i], reason, row=i) for i, reason in zip(bad.tolist(), reasons)]
         valid = np.delete(trades, bad) if len(bad) else trades
         codes, symbols = factorize(valid["symbol"])
-        pool_ids = [self._pool(s) for s in symbols]
+        pool_ids = list(map(self._pools.get, symbols))  # symbols seen before: looked up in C
+        if None in pool_ids:
+            pool_ids = [self._pool(s) for s in symbols]
         pools = tuple(sorted(set(pool_ids)))
-        row = {p: r for r, p in enumerate(pools)}
         return PreparedBatch(valid, codes, tuple(symbols), pools,
-                             np.array([row[p] for p in pool_ids], np.int32), dead,
+                             np.searchsorted(np.array(pools), np.array(pool_ids)).astype(np.int32), dead,
                              np.delete(np.arange(len(trades)), bad) if len(bad) else None)
 
     def detect(self, batch: PreparedBatch, states: np.ndarray, pool_states: np.ndarray,

@@ -177,7 +177,9 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
         @app.timer(interval=retention_every)
         async def expire_indices() -> None:
             try:
-                await expire()
+                deleted = await expire()
+                if deleted:
+                    log.info("indices_expired", count=len(deleted), oldest=deleted[0], newest=deleted[-1])
             except Exception as exc:  # noqa: BLE001 - Elasticsearch down or refusing: try again next time
                 log.warning("indices_expiry_failed", error=f"{type(exc).__name__}: {exc}"[:300],
                             retry_in_s=retention_every)

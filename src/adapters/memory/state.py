@@ -36,7 +36,10 @@ class InMemoryStateStore:
 
     def save(self, keys: Sequence[str], rows: np.ndarray) -> None:
         index = self.index
-        at = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.int64, len(keys))
+        # Known keys are looked up in C (no Python call per key); only new ones get a row here.
+        at = np.fromiter(map(index.get, keys, repeat(-1)), np.int64, len(keys))
+        for j in np.flatnonzero(at < 0).tolist():
+            at[j] = index.setdefault(keys[j], len(index))
         if len(index) > len(self.rows):
             grown = self.schema.initial(max(len(index), 2 * len(self.rows)))
             grown[:len(self.rows)] = self.rows
