@@ -58,8 +58,9 @@ class DetectTrades:
         self.last_symbols = len(batch.symbols)
         fits = self._fits()
         tapes = self.tapes.load(batch.symbols) if self.tapes is not None else None
+        # Every store's load returns rows of its own making: the engine may update them in place.
         result = self.engine.detect(batch, self.states.load(batch.symbols), self.pool_states.load(batch.pool_keys),
-                                    tapes)
+                                    tapes, owned=True)
         self._count_refits(fits)
         self.states.save(batch.symbols, result.states)
         self.pool_states.save(batch.pool_keys, result.pool_states)

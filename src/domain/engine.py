@@ -108,12 +108,14 @@ class DetectionEngine:
                              np.delete(np.arange(len(trades)), bad) if len(bad) else None)
 
     def detect(self, batch: PreparedBatch, states: np.ndarray, pool_states: np.ndarray,
-               tapes: np.ndarray | None = None) -> DetectionResult:
+               tapes: np.ndarray | None = None, owned: bool = False) -> DetectionResult:
         """`states`: one schema row per batch.symbols; `pool_states`: one pool_schema row per batch.pools;
         `tapes`: one tape_schema row per batch.symbols (None: anomalies get no context). None is
-        modified; the result holds the new rows."""
-        rows, pool_rows = copy_rows(states), copy_rows(pool_states)
-        tape_rows = None if tapes is None else copy_rows(tapes)
+        modified, unless `owned` (the caller hands the rows over: they are updated in place, saving a
+        copy of every symbol's state per batch); the result holds the new rows."""
+        keep = (lambda rows: rows) if owned else copy_rows
+        rows, pool_rows = keep(states), keep(pool_states)
+        tape_rows = None if tapes is None else keep(tapes)
         result = DetectionResult(rows, pool_rows, dead_letters=list(batch.dead_letters), tapes=tape_rows)
         if len(batch.trades) == 0:
             return result

@@ -52,8 +52,9 @@ class AsyncDeadLetterSink(Protocol):
 class StateStore(Protocol):
     """Fixed-size state records by key (a symbol, or a model pool's id).
 
-    `load` returns one row per key, in order, with the initial state for keys never saved; `save`
-    stores rows for keys. Rows are numpy records of one layout (`domain.state.StateSchema`).
+    `load` returns one row per key, in order, with the initial state for keys never saved, as a new
+    array the caller owns (changing it changes nothing stored); `save` stores rows for keys. Rows are
+    numpy records of one layout (`domain.state.StateSchema`).
     """
 
     def load(self, keys: Sequence[str]) -> np.ndarray: ...

@@ -167,3 +167,21 @@ def test_every_anomaly_says_its_session_and_its_new_york_time() -> None:
     calendar = SessionCalendar()
     assert [(a.session, a.ts_local) for a in found] == [(calendar.session_of(a.ts_event),
                                                          calendar.local_time(a.ts_event)) for a in found]
+
+
+def test_rows_handed_over_are_updated_in_place_with_the_same_outcome() -> None:
+    trades = np.concatenate([calm_flow(400, symbol=s, seed=k) for k, s in enumerate(["AAA", "BBB"])])
+    trades = trades[np.argsort(trades["ts_event"], kind="stable")]
+    engine = DetectionEngine(default_detectors())
+    batch = engine.prepare(trades)
+    store = InMemoryStateStore(engine.schema)
+    store.save(list(batch.symbols), engine.schema.initial(len(batch.symbols)))
+    states, pools = store.load(batch.symbols), engine.pool_schema.initial(len(batch.pools))
+    assert not np.shares_memory(states, store.rows)  # a load is the caller's own array
+    kept = states.copy()
+    copied = engine.detect(batch, states, pools)
+    assert states.tobytes() == kept.tobytes()  # not handed over: untouched
+    owned = engine.detect(batch, states, pools, owned=True)
+    assert owned.states is states and owned.states.tobytes() == copied.states.tobytes()
+    assert [a.id for a in owned.anomalies] == [a.id for a in copied.anomalies]
+    assert store.load(batch.symbols).tobytes() == kept.tobytes()  # the store saw nothing of it
