@@ -63,7 +63,20 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _docker_up() -> bool:
+    """The Docker engine answers GET /_ping on its socket (scripts/services.sh up docker)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect("/var/run/docker.sock")
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return b" 200 " in sock.recv(1024).split(b"\r\n", 1)[0] + b" "
+    except OSError:
+        return False
+
+
 PROBES: dict[str, tuple[Callable[[], bool], str]] = {
+    "docker": (_docker_up, "unix:///var/run/docker.sock"),
     "kafka": (_kafka_up, ENDPOINTS["KAFKA_BOOTSTRAP_SERVERS"]),
     "elasticsearch": (lambda: _http_ok(f"{ENDPOINTS['ELASTICSEARCH_URL']}/_cluster/health"),
                       ENDPOINTS["ELASTICSEARCH_URL"]),
@@ -112,6 +125,12 @@ def es_url(request: pytest.FixtureRequest) -> str:
 def prometheus_url(request: pytest.FixtureRequest) -> str:
     _require("prometheus", request)
     return ENDPOINTS["PROMETHEUS_URL"]
+
+
+@pytest.fixture(scope="session")
+def docker_engine(request: pytest.FixtureRequest) -> str:
+    _require("docker", request)
+    return PROBES["docker"][1]
 
 
 @pytest.fixture(scope="session")
