@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -140,8 +141,13 @@ def containers(project: str) -> dict[str, dict]:
 
 
 def es_ids() -> list[str]:
-    body = get_json(f"{ES}/stockanomaly-anomalies-*/_search?size=10000&_source=false"
-                    "&ignore_unavailable=true&allow_no_indices=true")
+    try:
+        body = get_json(f"{ES}/stockanomaly-anomalies-*/_search?size=10000&_source=false"
+                        "&ignore_unavailable=true&allow_no_indices=true")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 503:  # an index the indexer has just created: its shard is still starting
+            return []
+        raise
     return [hit["_id"] for hit in body["hits"]["hits"]]
 
 
