@@ -65,19 +65,25 @@ class MarketBatch:
         """All of `rows` (in arrival order), grouped by `slot` when `group` (each symbol's trades keep
         their order; default: kept as they are). `slot`, `auction` and `pool` are per row, in row order."""
         n = len(rows)
-        # The wide records (144 bytes, most of it the symbol) are read once, front to back, into one
-        # compact record per trade (64 bytes, a cache line): the arrival-order columns are its fields.
-        tape = np.empty(n, ARRIVED)
-        _extract(rows["ts_event"], rows["price"], rows["size"], rows["publisher_id"], rows["instrument_id"],
-                 rows["sequence"], rows["side"].view(np.uint8), slot, np.zeros(n, np.int32) if pool is None else pool,
-                 auction, tape)
-        arrived = _fields(tape)
+        pool = np.zeros(n, np.int32) if pool is None else pool
+        wide = (rows["ts_event"], rows["price"], rows["size"], rows["publisher_id"], rows["instrument_id"],
+                rows["sequence"], rows["side"].view(np.uint8))
         if not group:
+            # The wide records (144 bytes, most of it the symbol) are read once, front to back, into
+            # the columns the detectors read, which they then stream through.
+            columns = TradeColumns(**{f.name: np.empty(n, ARRIVED[f.name]) for f in fields(TradeColumns)})
+            _extract_columns(*wide, slot, pool, auction, *_columns(columns))
+            columns = replace(columns, side=columns.side.view("S1"))
             index = np.arange(n)
-            return cls(rows, index, symbols, pools, arrived, arrived, index)
+            return cls(rows, index, symbols, pools, columns, columns, index)
+        # Many symbols: one compact record per trade (64 bytes, a cache line) in arrival order, whose
+        # fields are the arrival-order columns, ...
+        tape = np.empty(n, ARRIVED)
+        _extract(*wide, slot, pool, auction, tape)
+        arrived = _fields(tape)
         order, arrival = group_positions(slot, len(symbols))
-        # Grouping gathers whole compact records (one cache line per trade) into contiguous columns:
-        # gathering eleven separate columns would miss the cache eleven times per trade.
+        # ... and grouping gathers whole compact records (one cache line per trade) into contiguous
+        # columns: gathering eleven separate columns would miss the cache eleven times per trade.
         grouped = TradeColumns(**{f.name: np.empty(n, ARRIVED[f.name]) for f in fields(TradeColumns)})
         _group(order, tape, *_columns(grouped))
         return cls(rows, order, symbols, pools, replace(grouped, side=grouped.side.view("S1")), arrived, arrival)
@@ -177,6 +183,19 @@ def _extract(ts_in: np.ndarray, price_in: np.ndarray, size_in: np.ndarray, pub_i
         t.ts, t.price, t.size, t.log_price = ts_in[r], price_in[r], size_in[r], np.log(price_in[r])
         t.publisher, t.instrument, t.sequence, t.side = pub_in[r], inst_in[r], seq_in[r], side_in[r]
         t.slot, t.pool, t.auction = slot[r], pool[r], auction[r]
+
+
+@kernel
+def _extract_columns(ts_in: np.ndarray, price_in: np.ndarray, size_in: np.ndarray, pub_in: np.ndarray,
+                     inst_in: np.ndarray, seq_in: np.ndarray, side_in: np.ndarray, slot_in: np.ndarray,
+                     pool_in: np.ndarray, auction_in: np.ndarray, slot: np.ndarray, pool: np.ndarray, ts: np.ndarray,
+                     price: np.ndarray, log_price: np.ndarray, size: np.ndarray, auction: np.ndarray, pub: np.ndarray,
+                     inst: np.ndarray, seq: np.ndarray, side: np.ndarray) -> None:
+    """The columns of the trades (TradeColumns' field order), in one pass over the wide records."""
+    for r in range(len(ts_in)):
+        ts[r], price[r], size[r], log_price[r] = ts_in[r], price_in[r], size_in[r], np.log(price_in[r])
+        pub[r], inst[r], seq[r], side[r] = pub_in[r], inst_in[r], seq_in[r], side_in[r]
+        slot[r], pool[r], auction[r] = slot_in[r], pool_in[r], auction_in[r]
 
 
 def _columns(c: TradeColumns) -> list[np.ndarray]:
