@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 
@@ -99,9 +100,8 @@ class DetectionEngine:
         dead = [dead_letter_for(trades[i], reason, row=i) for i, reason in zip(bad.tolist(), reasons)]
         valid = np.delete(trades, bad) if len(bad) else trades
         codes, symbols = factorize(valid["symbol"])
-        pool_ids = list(map(self._pools.get, symbols))  # symbols seen before: looked up in C
-        if None in pool_ids:
-            pool_ids = [self._pool(s) for s in symbols]
+        known = list(map(self._pools.get, symbols))  # symbols seen before: looked up in C
+        pool_ids = [self._pool(s) for s in symbols] if None in known else cast(list[int], known)
         pools = tuple(sorted(set(pool_ids)))
         return PreparedBatch(valid, codes, tuple(symbols), pools,
                              np.searchsorted(np.array(pools), np.array(pool_ids)).astype(np.int32), dead,

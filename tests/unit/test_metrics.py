@@ -182,8 +182,6 @@ def test_metrics_server_takes_the_next_free_port_of_its_span() -> None:
 
 
 def test_metrics_server_with_no_span_refuses_a_taken_port() -> None:
-    import socket
-
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)

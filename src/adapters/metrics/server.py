@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import threading
+from wsgiref.simple_server import WSGIServer
 from dataclasses import dataclass, field
 
 import structlog
@@ -37,7 +38,7 @@ class MetricsServer:
                 log.info("metrics_endpoint_started", addr=self.addr, port=self.port, path="/metrics")
         return self
 
-    def _bind(self) -> object:
+    def _bind(self) -> WSGIServer:
         last = self.port if self.port == 0 else self.port + max(self.span, 1) - 1
         for port in range(self.port, last):
             try:
