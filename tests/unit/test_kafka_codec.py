@@ -201,6 +201,29 @@ def test_a_truncated_multi_symbol_message_is_one_dead_letter(cut: int) -> None:
     assert len(trades) == 0 and letter.reason == "bad_encoding" and letter.raw == value
 
 
+def test_a_take_of_mixed_messages_decodes_as_its_messages_one_by_one() -> None:
+    from adapters.kafka.codec import decode_many, encode_multi
+
+    a, b, c = calm_flow(5, symbol="AAA"), calm_flow(3, symbol="BB"), varied_trades(40, symbol="CC")
+    good_json = {"symbol": "DD", "ts_event": int(T0), "price": 10.5, "size": 7}
+    values = [
+        (None, encode_multi([("AAA", a), ("BB", b)])),
+        (b"CC", encode_batch("CC", c)[1]),
+        (b"DD", json.dumps([good_json, {"symbol": "DD"}, good_json]).encode()),  # one bad element
+        (None, b"garbage"),
+        (None, encode_multi([("BB", b)])[:-3]),  # truncated
+        (b"AAA", encode_batch("AAA", a[:2])[1]),
+        (None, b"[]"),
+    ]
+    messages = [(key, value, f"trades[0]@{i}") for i, (key, value) in enumerate(values)]
+    trades, letters, counts = decode_many(messages)
+    one_by_one = [decode(*m) for m in messages]
+    assert counts == [len(t) for t, _ in one_by_one] == [8, 40, 2, 0, 0, 2, 0]
+    assert_same_trades(trades, np.concatenate([t for t, _ in one_by_one]))
+    assert letters == [d for _, found in one_by_one for d in found]
+    assert [d.reason for d in letters] == ["missing_field", "bad_encoding", "bad_encoding", "empty_batch"]
+
+
 def test_the_publisher_packs_runs_up_to_the_limit_and_each_symbol_once_per_message() -> None:
     from adapters.kafka.producer import pack
 

@@ -24,7 +24,7 @@ from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
 from adapters.faust.recovery import fetch_without_long_polls, restore_tables_from_broker_offsets
 from adapters.faust.sequence import InSequence, in_sequence
 from adapters.faust.settings import StreamingSettings
-from adapters.kafka.codec import decode
+from adapters.kafka.codec import decode_many
 from adapters.kafka.keys import WRONG_PARTITION, misrouted, partition_of
 from application.detect import DetectTrades
 from application.incidents import GroupIncidents
@@ -390,9 +390,8 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     async def process_group(partition: int, group: list[Any], deliveries: list[Awaitable[Any]]) -> None:
         started = time.perf_counter()
         messages = [e.message for e in group]
-        decoded = [decode(m.key, m.value, f"{m.topic}[{partition}]@{m.offset}") for m in messages]
-        batch = np.concatenate([b for b, _ in decoded])  # a take is never empty
-        undecodable = [d for _, letters in decoded for d in letters]
+        batch, undecodable, per_message = decode_many([(m.key, m.value, f"{m.topic}[{partition}]@{m.offset}")
+                                                       for m in messages])
         wrong = misrouted(batch, partition, settings.partitions)
         judged = np.delete(np.arange(len(batch)), wrong) if len(wrong) else None
         with acting_as(group[-1]):
@@ -410,7 +409,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
             outcome.dead_letters = ([replace(d, row=int(judged[d.row])) if d.row >= 0 else d
                                      for d in outcome.dead_letters]
                                     + [wrong_partition(batch, r, partition) for r in wrong.tolist()])
-        outcome.dead_letters = traced_to_messages(outcome.dead_letters, batch, messages, [len(b) for b, _ in decoded])
+        outcome.dead_letters = traced_to_messages(outcome.dead_letters, batch, messages, per_message)
         tid = transactional_id(app, settings.trades_topic, partition)
         out = PartitionProducer(app.producer, tid)
         await PublishOutcome(KafkaJsonSink(out, settings.anomalies_topic),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -43,15 +44,6 @@ def _packed(trades: np.ndarray) -> bytes:
     return packed.tobytes()
 
 
-def _unpacked(value: bytes, offset: int, count: int) -> np.ndarray:
-    """`count` packed rows of `value` from `offset` as TRADE_DTYPE, symbols left for the caller."""
-    rows = np.frombuffer(value, WIRE_DTYPE, count=count, offset=offset)
-    trades = np.empty(count, TRADE_DTYPE)
-    for name in WIRE_FIELDS:
-        trades[name] = rows[name]
-    return trades
-
-
 def encode_batch(symbol: str, trades: np.ndarray) -> tuple[bytes, bytes]:
     """(key, value) of one message holding `trades`, which must all be `symbol`'s."""
     return symbol.encode(), HEADER.pack(MAGIC, len(trades)) + _packed(trades)
@@ -88,69 +80,117 @@ def decode(key: bytes | None, value: bytes | None, origin: str) -> tuple[np.ndar
 
     Never raises on bad input: an unreadable message becomes one dead letter carrying its raw value.
     """
-    raw = b"" if value is None else bytes(value)
-    if raw[:4] == MAGIC:
-        trades, letters = _decode_binary(key, raw, origin)
-    elif raw[:4] == MAGIC_MULTI:
-        trades, letters = _decode_multi(raw, origin)
-    elif raw.lstrip()[:1] in (b"{", b"["):
-        trades, letters = decode_json(key, raw, origin)
-    else:
-        what = "empty value" if not raw else f"value starts with {raw[:8]!r}, expected {MAGIC!r} or JSON"
-        trades, letters = _nothing(DeadLetter(BAD_ENCODING, what, origin, raw))
-    return trades, [replace(d, key=key) for d in letters]
+    trades, letters, _ = decode_many([(key, value, origin)])
+    return trades, letters
 
 
-def _decode_binary(key: bytes | None, raw: bytes, origin: str) -> tuple[np.ndarray, list[DeadLetter]]:
+# A binary message read but not yet unpacked: its rows (WIRE_DTYPE bytes), and its symbols' names
+# and trade counts in row order.
+Parsed = tuple[memoryview, list[str], list[int]]
+
+
+def decode_many(messages: Sequence[tuple[bytes | None, bytes | None, str]],
+                ) -> tuple[np.ndarray, list[DeadLetter], list[int]]:
+    """`decode` of several messages ((key, value, origin) each) at once: their trades concatenated
+    in message order, the dead letters, and how many trades each message gave.
+
+    A worker's take holds dozens of small messages per partition: their headers are read one by
+    one, but the rows of all binary ones are unpacked in one pass (field by field over the whole
+    take, not per message, and no concatenation of structured arrays afterwards).
+    """
+    parsed: list[Parsed | np.ndarray] = []
+    letters: list[DeadLetter] = []
+    counts: list[int] = []
+    for key, value, origin in messages:
+        raw = b"" if value is None else bytes(value)
+        read: Parsed | np.ndarray | DeadLetter
+        if raw[:4] == MAGIC:
+            read = _parse_binary(key, raw, origin)
+        elif raw[:4] == MAGIC_MULTI:
+            read = _parse_multi(raw, origin)
+        elif raw.lstrip()[:1] in (b"{", b"["):
+            read, found = decode_json(key, raw, origin)  # a bad element of a list costs only itself
+            letters += [replace(d, key=key) for d in found]
+        else:
+            what = "empty value" if not raw else f"value starts with {raw[:8]!r}, expected {MAGIC!r} or JSON"
+            read = DeadLetter(BAD_ENCODING, what, origin, raw)
+        if isinstance(read, DeadLetter):
+            letters.append(replace(read, key=key))
+            counts.append(0)
+            continue
+        parsed.append(read)
+        counts.append(len(read) if isinstance(read, np.ndarray) else sum(read[2]))
+    return _materialized(parsed, sum(counts)), letters, counts
+
+
+def _materialized(parsed: Sequence[Parsed | np.ndarray], total: int) -> np.ndarray:
+    """TRADE_DTYPE rows of every parsed message, in order; runs of binary ones unpacked together."""
+    trades = np.empty(total, TRADE_DTYPE)
+    at, i = 0, 0
+    while i < len(parsed):
+        item = parsed[i]
+        if isinstance(item, np.ndarray):  # decoded JSON
+            trades[at:at + len(item)] = item
+            at, i = at + len(item), i + 1
+            continue
+        run: list[Parsed] = []
+        while i < len(parsed) and not isinstance(parsed[i], np.ndarray):
+            run.append(parsed[i])  # type: ignore[arg-type]
+            i += 1
+        rows = np.frombuffer(b"".join(body for body, _, _ in run), WIRE_DTYPE)
+        out = trades[at:at + len(rows)]
+        for name in WIRE_FIELDS:
+            out[name] = rows[name]
+        names = [n for _, symbols, _ in run for n in symbols]
+        out["symbol"] = np.repeat(np.array(names, dtype=TRADE_DTYPE["symbol"]),
+                                  [c for _, _, cs in run for c in cs])
+        at += len(rows)
+    return trades
+
+
+def _parse_binary(key: bytes | None, raw: bytes, origin: str) -> Parsed | DeadLetter:
     if len(raw) < HEADER.size:
-        return _nothing(DeadLetter(BAD_ENCODING, f"truncated header: {len(raw)} bytes", origin, raw))
+        return DeadLetter(BAD_ENCODING, f"truncated header: {len(raw)} bytes", origin, raw)
     _, count = HEADER.unpack_from(raw)
     body = len(raw) - HEADER.size
     if body % WIRE_DTYPE.itemsize:
         detail = f"truncated: {body} bytes of trades is not a multiple of {WIRE_DTYPE.itemsize}"
-        return _nothing(DeadLetter(BAD_ENCODING, detail, origin, raw))
+        return DeadLetter(BAD_ENCODING, detail, origin, raw)
     if body // WIRE_DTYPE.itemsize != count:
         detail = f"count mismatch: header says {count} trades, body holds {body // WIRE_DTYPE.itemsize}"
-        return _nothing(DeadLetter(BAD_ENCODING, detail, origin, raw))
+        return DeadLetter(BAD_ENCODING, detail, origin, raw)
     if count == 0:
-        return _nothing(DeadLetter(EMPTY_BATCH, "a batch of 0 trades", origin, raw))
+        return DeadLetter(EMPTY_BATCH, "a batch of 0 trades", origin, raw)
     symbol, problem = symbol_of(key)
     if problem is not None:
         reason, detail = problem
-        return _nothing(DeadLetter(reason, detail, origin, raw))
-    trades = _unpacked(raw, HEADER.size, count)
-    trades["symbol"] = symbol
-    return trades, []
+        return DeadLetter(reason, detail, origin, raw)
+    return memoryview(raw)[HEADER.size:], [symbol], [count]
 
 
-def _decode_multi(raw: bytes, origin: str) -> tuple[np.ndarray, list[DeadLetter]]:
-    def bad(detail: str) -> tuple[np.ndarray, list[DeadLetter]]:
-        return _nothing(DeadLetter(BAD_ENCODING, detail, origin, raw))
-
+def _parse_multi(raw: bytes, origin: str) -> Parsed | DeadLetter:
     if len(raw) < MULTI_HEADER.size:
-        return bad(f"truncated header: {len(raw)} bytes")
+        return DeadLetter(BAD_ENCODING, f"truncated header: {len(raw)} bytes", origin, raw)
     _, count, n_symbols = MULTI_HEADER.unpack_from(raw)
     at, end, names, counts = MULTI_HEADER.size, len(raw), [], []
     for _ in range(n_symbols):
         length = raw[at] if at < end else end
         stop = at + 1 + length
         if stop + 4 > end:
-            return bad(f"truncated symbol table: {n_symbols} symbols announced")
+            return DeadLetter(BAD_ENCODING, f"truncated symbol table: {n_symbols} symbols announced", origin, raw)
         symbol = _symbol(raw[at + 1:stop])
         if isinstance(symbol, tuple):
-            return _nothing(DeadLetter(symbol[0], symbol[1], origin, raw))
+            return DeadLetter(symbol[0], symbol[1], origin, raw)
         names.append(symbol)
         counts.append(int.from_bytes(raw[stop:stop + 4], "little"))
         at = stop + 4
     body = end - at
     if body != count * WIRE_DTYPE.itemsize or sum(counts) != count:
-        return bad(f"count mismatch: header says {count} trades, symbols {sum(counts)}, "
-                   f"body holds {body / WIRE_DTYPE.itemsize:g}")
+        return DeadLetter(BAD_ENCODING, f"count mismatch: header says {count} trades, symbols {sum(counts)}, "
+                                        f"body holds {body / WIRE_DTYPE.itemsize:g}", origin, raw)
     if count == 0:
-        return _nothing(DeadLetter(EMPTY_BATCH, "a batch of 0 trades", origin, raw))
-    trades = _unpacked(raw, at, count)
-    trades["symbol"] = np.repeat(np.array(names, dtype=TRADE_DTYPE["symbol"]), counts)
-    return trades, []
+        return DeadLetter(EMPTY_BATCH, "a batch of 0 trades", origin, raw)
+    return memoryview(raw)[at:], names, counts
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -163,8 +203,3 @@ def _symbol(name: bytes) -> str | tuple[str, str]:
         return BAD_ENCODING, f"symbol is not utf-8: {exc}"
     symbol, problem = check_symbol(text)
     return symbol if problem is None else problem
-
-
-def _nothing(letter: DeadLetter) -> tuple[np.ndarray, list[DeadLetter]]:
-    return np.empty(0, TRADE_DTYPE), [letter]
-
