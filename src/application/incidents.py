@@ -25,17 +25,21 @@ class GroupIncidents:
         the batch's trades, which extend the open incidents' after-contexts."""
         symbols = sorted(set(clocks) | {a.symbol for a in anomalies})
         grouper = IncidentGrouper(self.gap_ns, self.lateness_ns)
-        had = set()
+        had: dict[str, bytes] = {}
         for symbol, value in zip(symbols, self.store.load(symbols)):
             if value:
                 grouper.restore(symbol, value)
-                had.add(symbol)
+                had[symbol] = value
         if not had and not anomalies:
             return []
         grouper.add(anomalies, tape)
         closed = grouper.advance(clocks)
-        changed = sorted(had | {a.symbol for a in anomalies})
-        self.store.save(changed, [grouper.encoded(s) for s in changed])
+        # Only what changed is written back (and so to the changelog): an open incident whose
+        # after-context is complete and that nothing extended or closed stays as it was stored.
+        encoded = {s: grouper.encoded(s) for s in sorted(had.keys() | {a.symbol for a in anomalies})}
+        changed = [s for s, value in encoded.items() if value != had.get(s, b"")]
+        if changed:
+            self.store.save(changed, [encoded[s] for s in changed])
         return closed
 
     def flush(self, symbols: list[str]) -> list[Incident]:

@@ -107,3 +107,32 @@ def test_open_incidents_survive_being_saved_and_restored_between_batches() -> No
     store.save(["ACME"], [b'{"format": 0, "chains": []}'])
     with pytest.raises(StateFormatError, match="open incidents of ACME are not in this release's format 1"):
         use_case([], {"ACME": T0})
+
+
+def test_an_open_incident_nothing_changed_is_not_written_again() -> None:
+    """Per batch, only the open incidents that changed go back to the store (and a worker's changelog)."""
+    from adapters.memory import InMemoryBlobStore
+    from application.incidents import GroupIncidents
+
+    class CountingStore(InMemoryBlobStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.saved: list[list[str]] = []
+
+        def save(self, keys, values):  # type: ignore[no-untyped-def]
+            self.saved.append(list(keys))
+            super().save(keys, values)
+
+    store = CountingStore()
+    use_case = GroupIncidents(store, LATE, GAP)
+    assert use_case([anomaly("ACME", 0.0)], {"ACME": T0}) == []
+    assert store.saved == [["ACME"]]
+    stored = store.values["ACME"]
+    # A later clock that closes nothing, another symbol's trades: ACME's incident is as it was.
+    assert use_case([], {"ACME": T0 + 10 * S, "BOLT": T0 + 10 * S}) == []
+    assert store.saved == [["ACME"]] and store.values["ACME"] == stored
+    # A second anomaly joins it: written again; the gap and lateness passed: closed and removed.
+    use_case([anomaly("ACME", 30.0)], {"ACME": T0 + 30 * S})
+    assert store.saved[-1] == ["ACME"] and store.values["ACME"] != stored
+    [closed] = use_case([], {"ACME": T0 + 400 * S})
+    assert closed.size == 2 and store.saved[-1] == ["ACME"] and store.keys() == []
