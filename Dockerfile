@@ -32,7 +32,8 @@ USER stockanomaly
 # The detectors' numba kernels, compiled once here into a cache the image carries, so a container
 # starts in about a second instead of compiling for ~20 s.
 ENV NUMBA_CACHE_DIR=/home/stockanomaly/.cache/numba
-RUN python -c "from entrypoints.container import build_container; build_container().engine().warm_up()"
+RUN python -c "from entrypoints.container import build_container; build_container().engine().warm_up(); \
+    from adapters.kafka.codec import warm_up; warm_up()"
 # Faust keeps its RocksDB tables under the working directory ({app id}-data).
 WORKDIR /var/lib/stockanomaly
 # Metrics only: Faust's web server (6066) binds 127.0.0.1, for the container's own use.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from adapters.kafka.codec import warm_up as warm_up_decoder
 from domain.errors import ConfigError
 from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging
@@ -18,6 +19,7 @@ configure_logging(container.settings().log_level)
 # Compiled kernels loaded (or, on a machine's very first start, compiled) before the consumer starts,
 # so the first batches do not wait on them and no consumer heartbeat waits on a compiler.
 container.engine().warm_up()
+warm_up_decoder()
 app = container.worker_app()
 
 before_start(app, container.streaming(), "worker")

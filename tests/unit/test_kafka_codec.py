@@ -224,6 +224,48 @@ def test_a_take_of_mixed_messages_decodes_as_its_messages_one_by_one() -> None:
     assert [d.reason for d in letters] == ["missing_field", "bad_encoding", "bad_encoding", "empty_batch"]
 
 
+@pytest.mark.parametrize("longest", [7, 16])  # names of up to 7 bytes are compared as 64-bit words
+def test_the_fast_table_walk_reads_exactly_what_the_plain_parser_reads(longest: int) -> None:
+    """Symbol tables of a take are walked in one compiled pass; whatever a corrupted message holds
+    (cut short, bytes changed, names long, empty, not utf-8, not a symbol), the result and the
+    dead letter are those of the plain one-message parser."""
+    from adapters.kafka.codec import _materialized, _parse_multi, decode_many, encode_multi
+    from domain.model import DeadLetter
+
+    rng = np.random.default_rng(5)
+    names = [n for n in ["A", "BB", "MSFT", "BRK.B", "SEVENCH", "ÉTÉ", "EIGHTCHR", "A-LONGER-NAME.XY"]
+             if len(n.encode()) <= longest]
+    values = []
+    for i in range(300):
+        picked = rng.choice(len(names), size=rng.integers(1, 5), replace=False)
+        value = bytearray(encode_multi([(names[k], calm_flow(int(rng.integers(1, 4)), symbol=names[k], seed=i))
+                                        for k in picked]))
+        kind = rng.integers(0, 6)
+        if kind == 1:
+            value = value[:rng.integers(4, len(value))]
+        elif kind == 2:  # a byte of the header or the symbol table changed
+            value[rng.integers(4, min(len(value), 40))] = rng.integers(0, 256)
+        elif kind == 3:
+            value[10 + 1] = rng.choice([0x00, 0xFF, 0x20, ord("a")])  # first name's first byte
+        values.append(bytes(value))
+    values += [encode_multi([]), b"STB2" + bytes(6), b"STB2\x01\x00\x00\x00\x00\x00"]
+    messages = [(None, v, f"trades[2]@{i}") for i, v in enumerate(values)]
+    got, letters, counts = decode_many(messages)
+    want_rows, want_letters, want_counts = [], [], []
+    for value, (_, _, origin) in zip(values, messages):
+        read = _parse_multi(value, origin)
+        if isinstance(read, DeadLetter):
+            want_letters.append(read)
+            want_counts.append(0)
+        else:
+            want_rows.append(_materialized([read], int(read[2].sum())))
+            want_counts.append(len(want_rows[-1]))
+    assert counts == want_counts and 0 < sum(counts) < sum(len(v) for v in values)
+    assert letters == want_letters and len(letters) > 50
+    assert {"bad_encoding", "empty_batch"} <= {d.reason for d in letters} and len({d.detail for d in letters}) > 20
+    assert_same_trades(got, np.concatenate(want_rows))
+
+
 def test_the_publisher_packs_runs_up_to_the_limit_and_each_symbol_once_per_message() -> None:
     from adapters.kafka.producer import pack
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from adapters.kafka.json_trades import decode_json
 from adapters.kafka.keys import BAD_ENCODING, EMPTY_BATCH, check_symbol, symbol_of
+from domain.compiled import kernel
 from domain.model import TRADE_DTYPE, DeadLetter
 
 # One message is one symbol's trades in event-time order: key = symbol (utf-8); value = b"STB1",
@@ -86,41 +87,138 @@ def decode(key: bytes | None, value: bytes | None, origin: str) -> tuple[np.ndar
 
 # A binary message read but not yet unpacked: its rows (WIRE_DTYPE bytes), and its symbols' names
 # and trade counts in row order.
-Parsed = tuple[memoryview, list[str], list[int]]
+Parsed = tuple[memoryview, np.ndarray, np.ndarray]
+SYMBOL_DTYPE = TRADE_DTYPE["symbol"]
 
 
 def decode_many(messages: Sequence[tuple[bytes | None, bytes | None, str]],
                 ) -> tuple[np.ndarray, list[DeadLetter], list[int]]:
     """`decode` of several messages ((key, value, origin) each) at once: their trades concatenated
-    in message order, the dead letters, and how many trades each message gave.
+    in message order, the dead letters (in message order), and how many trades each message gave.
 
-    A worker's take holds dozens of small messages per partition: their headers are read one by
-    one, but the rows of all binary ones are unpacked in one pass (field by field over the whole
-    take, not per message, and no concatenation of structured arrays afterwards).
+    A worker's take holds dozens of small messages per partition, each naming dozens of symbols:
+    the symbol tables of all `STB2` messages are walked in one compiled pass and each distinct name
+    checked once, and the rows of all binary messages are unpacked together (field by field over
+    the whole take, no concatenation of structured arrays afterwards). A message the fast path
+    finds anything wrong with is read again by the plain parser, which says what.
     """
-    parsed: list[Parsed | np.ndarray] = []
-    letters: list[DeadLetter] = []
-    counts: list[int] = []
-    for key, value, origin in messages:
+    read: list[Parsed | np.ndarray | None] = [None] * len(messages)
+    letters: list[list[DeadLetter]] = [[] for _ in messages]
+    multi: list[int] = []
+    for m, (key, value, origin) in enumerate(messages):
         raw = b"" if value is None else bytes(value)
-        read: Parsed | np.ndarray | DeadLetter
+        one: Parsed | np.ndarray | DeadLetter
+        if raw[:4] == MAGIC_MULTI and len(raw) >= MULTI_HEADER.size:
+            multi.append(m)
+            continue
         if raw[:4] == MAGIC:
-            read = _parse_binary(key, raw, origin)
+            one = _parse_binary(key, raw, origin)
         elif raw[:4] == MAGIC_MULTI:
-            read = _parse_multi(raw, origin)
+            one = _parse_multi(raw, origin)  # too short for a header: the parser says so
         elif raw.lstrip()[:1] in (b"{", b"["):
-            read, found = decode_json(key, raw, origin)  # a bad element of a list costs only itself
-            letters += [replace(d, key=key) for d in found]
+            one, found = decode_json(key, raw, origin)  # a bad element of a list costs only itself
+            letters[m] = [replace(d, key=key) for d in found]
         else:
             what = "empty value" if not raw else f"value starts with {raw[:8]!r}, expected {MAGIC!r} or JSON"
-            read = DeadLetter(BAD_ENCODING, what, origin, raw)
-        if isinstance(read, DeadLetter):
-            letters.append(replace(read, key=key))
-            counts.append(0)
+            one = DeadLetter(BAD_ENCODING, what, origin, raw)
+        if isinstance(one, DeadLetter):
+            letters[m] = [replace(one, key=key)]
+        else:
+            read[m] = one
+    if multi:
+        for m, one in zip(multi, _parse_multis([bytes(messages[m][1] or b"") for m in multi],
+                                               [messages[m][2] for m in multi])):
+            if isinstance(one, DeadLetter):
+                letters[m] = [replace(one, key=messages[m][0])]
+            else:
+                read[m] = one
+    counts = [0 if r is None else len(r) if isinstance(r, np.ndarray) else int(r[2].sum()) for r in read]
+    return (_materialized([r for r in read if r is not None], sum(counts)),
+            [d for found in letters for d in found], counts)
+
+
+def _parse_multis(raws: list[bytes], origins: list[str]) -> list[Parsed | DeadLetter]:
+    """`_parse_multi` of many STB2 values (each at least a header long) at once."""
+    heads = [MULTI_HEADER.unpack_from(raw) for raw in raws]
+    ends = np.cumsum([len(raw) for raw in raws])
+    starts = ends - [len(raw) for raw in raws]
+    buf = np.frombuffer(b"".join(raws), np.uint8)
+    announced = np.array([n for _, _, n in heads], np.int64)
+    first = np.concatenate(([0], np.cumsum(announced)))
+    name_at, name_len, entry_counts, body_at, ok = _walk_tables(buf, starts, ends, first, MULTI_HEADER.size)
+    names, bad_names = _names(buf, name_at, name_len)
+    # Per message: the trades its entries add up to, and whether any of its names is bad (a zero
+    # appended so every segment start is a valid index; a table of 0 entries is masked).
+    empty = announced == 0
+    summed = np.where(empty, 0, np.add.reduceat(np.append(entry_counts, 0), first[:-1]))
+    named_bad = np.where(empty, False, np.logical_or.reduceat(np.append(bad_names, False), first[:-1]))
+    count = np.array([c for _, c, _ in heads], np.int64)  # trades the header announces
+    good = (ok & ~empty & ~named_bad & (count > 0) & (summed == count)
+            & (body_at + count * WIRE_DTYPE.itemsize == ends))
+    out: list[Parsed | DeadLetter] = []
+    for j, (raw, origin) in enumerate(zip(raws, origins)):
+        if not good[j]:
+            out.append(_parse_multi(raw, origin))  # it names the problem
             continue
-        parsed.append(read)
-        counts.append(len(read) if isinstance(read, np.ndarray) else sum(read[2]))
-    return _materialized(parsed, sum(counts)), letters, counts
+        out.append((memoryview(raw)[body_at[j] - starts[j]:], names[first[j]:first[j + 1]],
+                    entry_counts[first[j]:first[j + 1]]))
+    return out
+
+
+@kernel
+def _walk_tables(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, first: np.ndarray,
+                 header: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each message's symbol table (`buf[starts[j]:ends[j]]`, entries `first[j]` on): per entry the
+    name's offset and length and the trade count; per message where its rows start and whether the
+    table was complete."""
+    n = first[-1]
+    name_at, name_len = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    counts, body_at, ok = np.zeros(n, np.int64), np.zeros(len(starts), np.int64), np.ones(len(starts), np.bool_)
+    for j in range(len(starts)):
+        at, end = starts[j] + header, ends[j]
+        for e in range(first[j], first[j + 1]):
+            if at >= end or at + 1 + buf[at] + 4 > end:
+                ok[j] = False
+                break
+            name_at[e], name_len[e] = at + 1, buf[at]
+            stop = at + 1 + buf[at]
+            counts[e] = (np.int64(buf[stop]) | np.int64(buf[stop + 1]) << 8 | np.int64(buf[stop + 2]) << 16
+                         | np.int64(buf[stop + 3]) << 24)
+            at = stop + 4
+        body_at[j] = at
+    return name_at, name_len, counts, body_at, ok
+
+
+@kernel
+def _name_rows(buf: np.ndarray, name_at: np.ndarray, name_len: np.ndarray, width: int) -> np.ndarray:
+    """Each name as a row of `width` bytes: its length, then its bytes, then zeros."""
+    rows = np.zeros((len(name_at), width), np.uint8)
+    for e in range(len(name_at)):
+        rows[e, 0] = name_len[e]
+        for c in range(name_len[e]):
+            rows[e, 1 + c] = buf[name_at[e] + c]
+    return rows
+
+
+def _names(buf: np.ndarray, name_at: np.ndarray, name_len: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The symbols named by the entries (each distinct name checked once, as `_symbol`), and which
+    entries name no valid symbol."""
+    if not len(name_at):
+        return np.empty(0, SYMBOL_DTYPE), np.zeros(0, bool)
+    width = int(name_len.max()) + 1
+    rows: np.ndarray
+    if width <= 8:  # every name 7 bytes or less (most listings): one 64-bit word each, compared as such
+        rows = _name_rows(buf, name_at, name_len, 8).view(np.uint64).ravel()
+    else:
+        rows = _name_rows(buf, name_at, name_len, width).view(np.dtype((np.void, width))).ravel()
+    distinct, inverse = np.unique(rows, return_inverse=True)
+    checked = []
+    for row in distinct:
+        packed = row.tobytes()
+        checked.append(_symbol(packed[1:1 + packed[0]]))
+    valid = np.array([not isinstance(c, tuple) for c in checked])
+    symbols = np.array([c if not isinstance(c, tuple) else "" for c in checked], SYMBOL_DTYPE)
+    return symbols[inverse.ravel()], ~valid[inverse.ravel()]
 
 
 def _materialized(parsed: Sequence[Parsed | np.ndarray], total: int) -> np.ndarray:
@@ -141,9 +239,8 @@ def _materialized(parsed: Sequence[Parsed | np.ndarray], total: int) -> np.ndarr
         out = trades[at:at + len(rows)]
         for name in WIRE_FIELDS:
             out[name] = rows[name]
-        names = [n for _, symbols, _ in run for n in symbols]
-        out["symbol"] = np.repeat(np.array(names, dtype=TRADE_DTYPE["symbol"]),
-                                  [c for _, _, cs in run for c in cs])
+        out["symbol"] = np.repeat(np.concatenate([names for _, names, _ in run]),
+                                  np.concatenate([counts for _, _, counts in run]))
         at += len(rows)
     return trades
 
@@ -165,7 +262,7 @@ def _parse_binary(key: bytes | None, raw: bytes, origin: str) -> Parsed | DeadLe
     if problem is not None:
         reason, detail = problem
         return DeadLetter(reason, detail, origin, raw)
-    return memoryview(raw)[HEADER.size:], [symbol], [count]
+    return memoryview(raw)[HEADER.size:], np.array([symbol], SYMBOL_DTYPE), np.array([count], np.int64)
 
 
 def _parse_multi(raw: bytes, origin: str) -> Parsed | DeadLetter:
@@ -190,7 +287,14 @@ def _parse_multi(raw: bytes, origin: str) -> Parsed | DeadLetter:
                                         f"body holds {body / WIRE_DTYPE.itemsize:g}", origin, raw)
     if count == 0:
         return DeadLetter(EMPTY_BATCH, "a batch of 0 trades", origin, raw)
-    return memoryview(raw)[at:], names, counts
+    return memoryview(raw)[at:], np.array(names, SYMBOL_DTYPE), np.array(counts, np.int64)
+
+
+def warm_up() -> None:
+    """Load (or, the first time on a machine, compile) the decoder's kernels: a worker does this
+    before its consumer starts, as for the detectors'."""
+    one = np.zeros(1, TRADE_DTYPE)
+    decode_many([(None, encode_multi([("WARM", one)]), "warm-up")])
 
 
 @functools.lru_cache(maxsize=65_536)
