@@ -283,3 +283,27 @@ async def test_a_jump_over_transaction_markers_is_no_hole_but_a_skipped_record_i
     assert sum(taken, []) == [0, 2, 3, 7, 9]
     assert fake.seeks == [3] and asked == [(1, 2), (3, 7), (4, 7), (8, 9)]
     assert fake.commits[-1] == {("trades", 0): 10}
+
+
+@pytest.mark.asyncio
+async def test_a_partition_whose_messages_all_came_during_recovery_is_read_again_from_its_commit() -> None:
+    """Seen on a takeover: every message of a partition was fetched while the tables were still
+    recovering (so dropped), the recovery's seek ran before they arrived, and nothing newer came to
+    show the hole: the partition stalled, its offsets never committed. `resume` seeks it back."""
+    from faust.types import TP
+
+    fake = _Stream()
+    state = {"ready": False}
+    sequence = InSequence(fake.seek, ready=lambda: state["ready"], start_of=lambda tp: 3)
+    busy, quiet = TP("trades", 0), TP("trades", 1)
+    assert not await sequence.admit(_event(3, 0).message) and not await sequence.admit(_event(8, 1).message)
+    assert await sequence.resume([busy, quiet]) == [] and fake.seeks == []  # still recovering: nothing yet
+    state["ready"] = True
+    assert await sequence.admit(_event(3, 0).message)  # partition 0 came again by itself
+    assert await sequence.resume([busy, quiet]) == [quiet] and fake.seeks == [3]
+    assert not await sequence.admit(_event(9, 1).message)  # fetched before the seek: dropped, sought again
+    assert await sequence.admit(_event(3, 1).message) and fake.seeks == [3, 3]
+    assert await sequence.resume([busy, quiet]) == []  # done: nothing more to do, however often called
+    sequence.dropped.add(quiet)
+    sequence.forget([quiet])  # revoked meanwhile: its next owner starts from the commit anyway
+    assert await sequence.resume([busy, quiet]) == []

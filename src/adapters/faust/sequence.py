@@ -12,6 +12,8 @@ from faust.types.enums import ProcessingGuarantee
 
 log = structlog.get_logger()
 
+RESUME_CHECK_SECONDS = 1.0  # how often partitions left behind by a recovery are looked for
+
 # (partition, first offset, before) -> the offset of the first record the log holds in [first,
 # before) for this consumer (committed records under read_committed), or None when there is none
 NextRecord = Callable[[Any, int, int], Awaitable[int | None]]
@@ -29,8 +31,11 @@ class InSequence:
     (`next_record`): nothing there, the message is next; a record there was skipped, and the
     consumer `seek`s back to it, dropping everything else of that partition until it comes. A
     repeat is dropped. Messages delivered while `ready()` is false (tables recovering) are dropped
-    too: recovery ends with a seek, so they come again. Dropped messages are never acknowledged,
-    so never committed.
+    too, and usually come again (recovery ends with a seek to the committed offsets); but messages
+    already fetched when that seek ran arrive after it and move the read position past them, and a
+    partition with nothing newer to deliver then never shows the hole. So `resume()` (called
+    periodically) seeks every partition that had messages dropped and none judged since back to
+    where it resumes. Dropped messages are never acknowledged, so never committed.
     """
 
     def __init__(self, seek: Callable[[Any, int], Awaitable[None]], ready: Callable[[], bool] | None = None,
@@ -38,17 +43,38 @@ class InSequence:
         self.seek, self.ready, self.start_of, self.next_record = seek, ready, start_of, next_record
         self.positions: dict[Any, int] = {}  # partition -> next offset expected
         self.rewinding: set[Any] = set()
+        self.dropped: set[Any] = set()  # partitions with messages dropped while not ready
 
     def forget(self, partitions: Iterable[Any]) -> None:
         """Revoked: whoever gets them next, maybe this worker again, starts from the committed offset."""
         for tp in partitions:
             self.positions.pop(tp, None)
             self.rewinding.discard(tp)
+            self.dropped.discard(tp)
+
+    async def resume(self, owned: Iterable[Any]) -> list[Any]:
+        """Once ready: seek each of the `owned` partitions that had messages dropped while not ready,
+        and none judged since, back to where it resumes. Returns the partitions sought."""
+        if self.ready is not None and not self.ready():
+            return []
+        sought = []
+        for tp in [tp for tp in owned if tp in self.dropped]:
+            self.dropped.discard(tp)
+            start = self.start_of(tp) if self.start_of is not None else None
+            if tp in self.positions or start is None:
+                continue  # judged since (in sequence from where it resumed), or nowhere known to go
+            log.info("consumer_resumed_dropped", tp=f"{tp.topic}[{tp.partition}]", offset=start)
+            self.positions[tp] = start
+            self.rewinding.add(tp)
+            await self.seek(tp, start)
+            sought.append(tp)
+        return sought
 
     async def admit(self, m: Any) -> bool:
         if self.ready is not None and not self.ready():
             self.positions.clear()
             self.rewinding.clear()
+            self.dropped.add(m.tp)
             return False
         expected = self.positions.get(m.tp)
         if expected is None and self.start_of is not None:
@@ -144,6 +170,15 @@ def in_sequence(app: faust.App, bootstrap: str) -> InSequence:
     @app.on_partitions_revoked.connect
     async def forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sequence.forget(args[0] if args else kwargs.get("revoked", ()))
+
+    @app.timer(interval=RESUME_CHECK_SECONDS)
+    async def resume_dropped() -> None:
+        if not sequence.dropped:
+            return
+        try:
+            await sequence.resume(app.consumer.assignment())
+        except Exception as exc:  # noqa: BLE001 - mid-rebalance the consumer refuses; the next tick retries
+            log.warning("consumer_resume_failed", error=f"{type(exc).__name__}: {exc}")
 
     @app.on_before_shutdown.connect
     async def close_reader(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
