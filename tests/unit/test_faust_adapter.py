@@ -307,3 +307,22 @@ async def test_a_partition_whose_messages_all_came_during_recovery_is_read_again
     sequence.dropped.add(quiet)
     sequence.forget([quiet])  # revoked meanwhile: its next owner starts from the commit anyway
     assert await sequence.resume([busy, quiet]) == []
+
+
+@pytest.mark.asyncio
+async def test_a_message_judged_while_resume_seeks_keeps_its_place() -> None:
+    from faust.types import TP
+
+    seeks: list[int] = []
+    state = {"ready": False}
+
+    async def seek(tp: object, offset: int) -> None:  # the partition's next message is judged meanwhile
+        seeks.append(offset)
+        assert await sequence.admit(_event(3, 1).message)
+
+    sequence = InSequence(seek, ready=lambda: state["ready"], start_of=lambda tp: 3)
+    assert not await sequence.admit(_event(5, 1).message)
+    state["ready"] = True
+    assert await sequence.resume([TP("trades", 1)]) == [TP("trades", 1)] and seeks == [3]
+    assert not await sequence.admit(_event(3, 1).message)  # the seek's redelivery: a repeat, dropped
+    assert await sequence.admit(_event(4, 1).message)

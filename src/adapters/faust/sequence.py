@@ -59,14 +59,18 @@ class InSequence:
             return []
         sought = []
         for tp in [tp for tp in owned if tp in self.dropped]:
-            self.dropped.discard(tp)
             start = self.start_of(tp) if self.start_of is not None else None
             if tp in self.positions or start is None:
-                continue  # judged since (in sequence from where it resumed), or nowhere known to go
+                # Judged since (in sequence from where it resumed), or never committed: Faust's own
+                # reset (earliest) is then all there is to go by.
+                self.dropped.discard(tp)
+                continue
+            await self.seek(tp, start)  # raises mid-rebalance: left in `dropped`, tried again next time
             log.info("consumer_resumed_dropped", tp=f"{tp.topic}[{tp.partition}]", offset=start)
-            self.positions[tp] = start
-            self.rewinding.add(tp)
-            await self.seek(tp, start)
+            self.dropped.discard(tp)
+            if tp not in self.positions:  # a message judged while seeking keeps its place: repeats drop
+                self.positions[tp] = start
+                self.rewinding.add(tp)
             sought.append(tp)
         return sought
 
