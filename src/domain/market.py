@@ -79,8 +79,8 @@ class MarketBatch:
         # Many symbols: one compact record per trade (64 bytes, a cache line) in arrival order, whose
         # fields are the arrival-order columns, ...
         tape = np.empty(n, ARRIVED)
-        _extract(*wide, slot, pool, auction, tape)
         arrived = _fields(tape)
+        _extract_columns(*wide, slot, pool, auction, *_columns(arrived))
         order, arrival = group_positions(slot, len(symbols))
         # ... and grouping gathers whole compact records (one cache line per trade) into contiguous
         # columns: gathering eleven separate columns would miss the cache eleven times per trade.
@@ -174,24 +174,13 @@ def _fields(tape: np.ndarray) -> TradeColumns:
 
 
 @kernel
-def _extract(ts_in: np.ndarray, price_in: np.ndarray, size_in: np.ndarray, pub_in: np.ndarray, inst_in: np.ndarray,
-             seq_in: np.ndarray, side_in: np.ndarray, slot: np.ndarray, pool: np.ndarray, auction: np.ndarray,
-             tape: np.ndarray) -> None:
-    """The compact records of the trades, in one pass over the wide ones."""
-    for r in range(len(ts_in)):
-        t = tape[r]
-        t.ts, t.price, t.size, t.log_price = ts_in[r], price_in[r], size_in[r], np.log(price_in[r])
-        t.publisher, t.instrument, t.sequence, t.side = pub_in[r], inst_in[r], seq_in[r], side_in[r]
-        t.slot, t.pool, t.auction = slot[r], pool[r], auction[r]
-
-
-@kernel
 def _extract_columns(ts_in: np.ndarray, price_in: np.ndarray, size_in: np.ndarray, pub_in: np.ndarray,
                      inst_in: np.ndarray, seq_in: np.ndarray, side_in: np.ndarray, slot_in: np.ndarray,
                      pool_in: np.ndarray, auction_in: np.ndarray, slot: np.ndarray, pool: np.ndarray, ts: np.ndarray,
                      price: np.ndarray, log_price: np.ndarray, size: np.ndarray, auction: np.ndarray, pub: np.ndarray,
                      inst: np.ndarray, seq: np.ndarray, side: np.ndarray) -> None:
-    """The columns of the trades (TradeColumns' field order), in one pass over the wide records."""
+    """The columns of the trades (TradeColumns' field order), in one pass over the wide records:
+    separate arrays, or the fields of one compact record per trade."""
     for r in range(len(ts_in)):
         ts[r], price[r], size[r], log_price[r] = ts_in[r], price_in[r], size_in[r], np.log(price_in[r])
         pub[r], inst[r], seq[r], side[r] = pub_in[r], inst_in[r], seq_in[r], side_in[r]
