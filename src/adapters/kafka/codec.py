@@ -140,8 +140,9 @@ def decode_many(messages: Sequence[tuple[bytes | None, bytes | None, str]],
 def _parse_multis(raws: list[bytes], origins: list[str]) -> list[Parsed | DeadLetter]:
     """`_parse_multi` of many STB2 values (each at least a header long) at once."""
     heads = [MULTI_HEADER.unpack_from(raw) for raw in raws]
-    ends = np.cumsum([len(raw) for raw in raws])
-    starts = ends - [len(raw) for raw in raws]
+    lengths = np.array([len(raw) for raw in raws], np.int64)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
     buf = np.frombuffer(b"".join(raws), np.uint8)
     announced = np.array([n for _, _, n in heads], np.int64)
     first = np.concatenate(([0], np.cumsum(announced)))
