@@ -227,46 +227,6 @@ def test_the_local_store_is_rebuilt_unless_the_last_run_stopped_cleanly(tmp_path
     assert not tables.exists()
 
 
-_WRITE_THEN_DIE = """
-import os, sys
-from types import SimpleNamespace
-from rocksdict import Options, Rdict
-from adapters.faust.app import acting_as
-from adapters.faust.state import FaustTableBlobStore, flush_local_stores
-db = Rdict(sys.argv[1], Options(raw_mode=True))
-data = SimpleNamespace(use_rocksdict=True, _dbs={0: db}, _db_for_partition=lambda p: db,
-                       _encode_key=lambda k: k.encode())
-table = SimpleNamespace(data=data, value_serializer="raw")
-store = FaustTableBlobStore(table, batched=True)
-class Event:  # Faust keeps the current event by weak reference
-    message = SimpleNamespace(partition=0)
-event = Event()
-with acting_as(event):
-    store.save(["ACME"], [b"state"])
-    assert store.load(["ACME"]) == [b"state"]  # read back at once, from the memtable
-if sys.argv[2] == "flush":
-    assert flush_local_stores([table]) == 1
-os._exit(0)  # no close, as a killed worker
-"""
-
-
-@pytest.mark.parametrize("flushed", [True, False])
-def test_state_writes_skip_the_write_ahead_log_and_a_clean_stop_flushes_them(tmp_path, flushed) -> None:  # type: ignore[no-untyped-def]
-    """The local store is a cache of the changelog: its batched writes skip RocksDB's write-ahead
-    log, so a worker killed loses them (and rebuilds from the changelog, as it must anyway); a clean
-    stop flushes them to disk before its marker says the store can be trusted."""
-    import subprocess
-    import sys
-
-    from rocksdict import Options, Rdict
-
-    path = str(tmp_path / "db")
-    subprocess.run([sys.executable, "-c", _WRITE_THEN_DIE, path, "flush" if flushed else "die"], check=True)
-    db = Rdict(path, Options(raw_mode=True))
-    assert db.get(b"ACME") == (b"state" if flushed else None)
-    db.close()
-
-
 @pytest.mark.asyncio
 async def test_messages_delivered_before_the_tables_are_recovered_are_left_for_later() -> None:
     from adapters.faust.app import committed_takes

@@ -20,7 +20,7 @@ from faust.types import TP
 
 from adapters.faust.outputs import (KafkaDeadLetterSink, KafkaJsonSink, PartitionProducer, traced_to_messages,
                                     write_changelog)
-from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore, flush_local_stores
+from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
 from adapters.faust.recovery import fetch_without_long_polls, restore_tables_from_broker_offsets
 from adapters.faust.sequence import InSequence, in_sequence
 from adapters.faust.settings import StreamingSettings
@@ -338,8 +338,6 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         async def mark_clean_stop(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             # Sent after the consumer stopped and committed; only then does the store match it.
             if not taking:
-                # State writes skip RocksDB's write-ahead log: on disk before the marker says so.
-                flush_local_stores([table, pools, tapes, open_incidents])
                 Path(app.conf.tabledir).mkdir(parents=True, exist_ok=True)
                 (Path(app.conf.tabledir) / CLEAN_STOP).touch()
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from faust.streams import current_event
-from rocksdict import WriteBatch, WriteOptions
+from rocksdict import WriteBatch
 
 from domain.state import StateSchema
 
@@ -36,11 +36,6 @@ class FaustTableStateStore:
     (`adapters.faust.outputs.write_changelog`): a changelog message per symbol and take, sent one by
     one through Faust's producer buffer, was measured to cost more than detection itself. Without
     it, every save assigns the table key (`table[k] = v`) and Faust sends the changelog record.
-
-    Batched writes to the local RocksDB skip its write-ahead log (about half of a write's cost): the
-    local store is only a cache of the changelog. A worker that did not stop cleanly discards it
-    and restores from the changelog (`adapters.faust.app`); a clean stop flushes it first
-    (`flush_local_stores`), and a store Faust drops on revocation flushes as it closes.
     """
 
     def __init__(self, table: MutableMapping[str, bytes], schema: StateSchema | RawValues,
@@ -49,8 +44,6 @@ class FaustTableStateStore:
         self.schema: Any = schema  # StateSchema (records) or RawValues (FaustTableBlobStore)
         self.unsent: dict[str, bytes] | None = {} if batched else None
         self._key_bytes: dict[str, bytes] = {}
-        self._write_options = WriteOptions()
-        self._write_options.disable_wal = True
 
     def load(self, keys: Sequence[str]) -> np.ndarray:
         local = self._local_db()
@@ -76,7 +69,7 @@ class FaustTableStateStore:
         batch = WriteBatch(raw_mode=True)
         for key, value in zip(keys, values):
             batch.put(self._encoded(store, key), value)
-        db.write(batch, self._write_options)
+        db.write(batch)
 
     def drain_serialized(self) -> dict[bytes, bytes]:
         """`drain()`, keys and values serialized as the table's changelog carries them (what its
@@ -110,19 +103,6 @@ class FaustTableStateStore:
             return {}
         unsent, self.unsent = self.unsent, {}
         return unsent
-
-
-def flush_local_stores(tables: Sequence[Any]) -> int:
-    """Flush the memtables of every open RocksDB partition store of `tables` to disk (what a write
-    that skipped the write-ahead log needs before the store may be trusted after a stop). Returns
-    the stores flushed."""
-    flushed = 0
-    for table in tables:
-        for db in list(getattr(getattr(table, "data", None), "_dbs", {}).values()):
-            if hasattr(db, "flush"):
-                db.flush()
-                flushed += 1
-    return flushed
 
 
 class FaustTableBlobStore(FaustTableStateStore):
