@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     take_max: Annotated[int, Field(ge=1)] = 256  # messages per detect call (per bulk for the indexer) at most
     take_within: Annotated[float, Field(gt=0, le=10)] = 0.05  # seconds to wait for more messages per take
+    # The indexer's: 0 = a bulk of whatever has arrived (bulks grow by themselves while one is in
+    # flight); anomalies are few, and waiting for more of them only delays the first.
+    indexer_take_within: Annotated[float, Field(ge=0, le=10)] = 0.0
 
     # The notifier (stockanomaly notify): webhooks, comma-separated, each `json:URL` (the default) or
     # `slack:URL` (Slack's incoming-webhook body)
@@ -81,7 +84,9 @@ class Settings(BaseSettings):
     es_index_prefix: Annotated[str, AfterValidator(check_prefix)] = "stockanomaly-anomalies"
     # Incidents get indices of their own; keep the name out of the anomalies' pattern (<prefix>-*).
     es_incidents_prefix: Annotated[str, AfterValidator(check_prefix)] = "stockanomaly-incidents"
-    es_refresh: Literal["true", "false", "wait_for"] = "false"  # "true": a refresh per bulk
+    # "true": each bulk is searchable when it returns (a refresh per bulk: at most one per indexer
+    # take, as bounded as the 100 ms interval's ten a second); "false": after the refresh interval.
+    es_refresh: Literal["true", "false", "wait_for"] = "true"
     es_refresh_interval: str = "100ms"
     es_replicas: Annotated[int, Field(ge=0)] = 1
     # Days an index is kept after its creation (one per event day); 0: forever. Checked by the indexer.
@@ -97,7 +102,8 @@ class Settings(BaseSettings):
             elasticsearch_refresh=self.es_refresh,
             elasticsearch_replicas=self.es_replicas, elasticsearch_refresh_interval=self.es_refresh_interval,
             web_port=self.worker_web_port, indexer_web_port=self.indexer_web_port,
-            processing_guarantee=self.processing_guarantee, take_max=self.take_max, take_within=self.take_within)
+            processing_guarantee=self.processing_guarantee, take_max=self.take_max, take_within=self.take_within,
+            indexer_take_within=self.indexer_take_within)
 
 
 def load_settings(**explicit: object) -> Settings:

@@ -15,10 +15,12 @@ def test_the_environment_overrides_defaults_and_explicit_values_override_both(mo
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "10.0.0.5:9092")
     monkeypatch.setenv("STOCKANOMALY_PARTITIONS", "6")
     monkeypatch.setenv("STOCKANOMALY_TAKE_WITHIN", "0.005")
+    monkeypatch.setenv("STOCKANOMALY_INDEXER_TAKE_WITHIN", "0.02")
     settings = load_settings(partitions=None, take_max=64)  # None: a flag not given
     assert (settings.partitions, settings.take_within, settings.take_max) == (6, 0.005, 64)
     streaming = build_container().streaming()
     assert (streaming.bootstrap, streaming.partitions, streaming.take_within) == ("10.0.0.5:9092", 6, 0.005)
+    assert streaming.indexer_take_within == 0.02 and load_settings(indexer_take_within=0).indexer_take_within == 0
     assert build_container(partitions=2).engine().pool_of("NVDA") in (0, 1)  # pools follow the partitions
 
 

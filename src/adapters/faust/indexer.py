@@ -107,7 +107,7 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
 
     async def index_topic(stream: Any, topic: str, kind_sink: IndexSink, decode: Any, kind: type) -> None:
         try:
-            async for events in committed_takes(app, stream, settings.take_max, settings.take_within,
+            async for events in committed_takes(app, stream, settings.take_max, settings.indexer_take_within,
                                                 sequences[topic]):
                 await index(events, topic, kind_sink, decode, kind)
         except Exception as exc:  # noqa: BLE001 - refused for good (credentials, mapping) or a failed commit

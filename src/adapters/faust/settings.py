@@ -29,3 +29,4 @@ class StreamingSettings:
     processing_guarantee: str
     take_max: int
     take_within: float
+    indexer_take_within: float
