@@ -379,8 +379,17 @@ async def test_two_workers_share_partitions_and_state_follows_the_partition(stre
 
     await eventually_async(some_output, timeout=180, interval=1.0, what="first anomalies before the rebalance")
     stream.start_worker("w2", 16069)
-    await stream.produce(pairs[len(pairs) // 3:])
+    # The rest a little at a time, so that w1 has takes in flight while the group rebalances.
+    rest = pairs[len(pairs) // 3:]
+    step = max(1, len(rest) // 30)
+    for start in range(0, len(rest), step):
+        await stream.produce(rest[start:start + step])
+        await asyncio.sleep(1.0)  # pacing the producer, not waiting for a condition
     await stream.assert_all_processed_once(embedded_ids, trades=len(market))
+    # Neither worker stopped on the rebalance, and both judged trades: the partitions were shared.
+    assert all(p.poll() is None for p in stream.workers), f"a process exited; logs in {stream.workdir}"
+    shares = {name: partitions_processed(stream.workdir / f"{name}.log") for name in ("w1", "w2")}
+    assert all(shares.values()), f"the partitions were not shared: {shares} (logs in {stream.workdir})"
 
 
 def partitions_processed(log: Path) -> set[int]:
