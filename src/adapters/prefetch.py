@@ -8,12 +8,11 @@ from collections.abc import Iterator
 
 from domain.ports import SourceChunk, TradeSource
 
-# Trades decoded ahead of detection, at most (about 38 MB of records). Detection does not run at an
-# even pace: a model fit holds it for ~0.1 s now and then, and a reader allowed only a couple of
-# chunks ahead stops early in that pause, so decoding and detecting no longer overlap. Measured on
-# a real NVDA day (`replay --json`, 16,384-trade chunks): 2 chunks ahead 392k-560k trades/s, 16
-# chunks (this budget) 553k-605k.
-READ_AHEAD_TRADES = 262_144
+# Trades decoded ahead of detection, at most: two of the replay's default 16,384-trade chunks. More
+# was tried (262,144: decoding could then go on through a model fit's ~0.1 s pause in detection)
+# and measured no faster (a real NVDA day, 10 alternating runs in one process: median 0.474 against
+# 0.458 s, and 0.528 against 0.532 s): a fit holds the GIL most of the time, and the reader needs it too.
+READ_AHEAD_TRADES = 32_768
 
 _END = object()
 
