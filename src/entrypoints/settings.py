@@ -84,8 +84,9 @@ class Settings(BaseSettings):
     es_index_prefix: Annotated[str, AfterValidator(check_prefix)] = "stockanomaly-anomalies"
     # Incidents get indices of their own; keep the name out of the anomalies' pattern (<prefix>-*).
     es_incidents_prefix: Annotated[str, AfterValidator(check_prefix)] = "stockanomaly-incidents"
-    # "true": each bulk is searchable when it returns (a refresh per bulk: at most one per indexer
-    # take, as bounded as the 100 ms interval's ten a second); "false": after the refresh interval.
+    # "true": each bulk is searchable when it returns (a refresh per bulk, so one per indexer take;
+    # takes grow under load, so a backlog is still written 256 anomalies a bulk); "false": after the
+    # refresh interval.
     es_refresh: Literal["true", "false", "wait_for"] = "true"
     es_refresh_interval: str = "100ms"
     es_replicas: Annotated[int, Field(ge=0)] = 1
