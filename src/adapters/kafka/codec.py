@@ -105,11 +105,13 @@ def decode_many(messages: Sequence[tuple[bytes | None, bytes | None, str]],
     read: list[Parsed | np.ndarray | None] = [None] * len(messages)
     letters: list[list[DeadLetter]] = [[] for _ in messages]
     multi: list[int] = []
+    multi_raws: list[bytes] = []
     for m, (key, value, origin) in enumerate(messages):
         raw = b"" if value is None else bytes(value)
         one: Parsed | np.ndarray | DeadLetter
         if raw[:4] == MAGIC_MULTI and len(raw) >= MULTI_HEADER.size:
             multi.append(m)
+            multi_raws.append(raw)
             continue
         if raw[:4] == MAGIC:
             one = _parse_binary(key, raw, origin)
@@ -126,8 +128,7 @@ def decode_many(messages: Sequence[tuple[bytes | None, bytes | None, str]],
         else:
             read[m] = one
     if multi:
-        for m, one in zip(multi, _parse_multis([bytes(messages[m][1] or b"") for m in multi],
-                                               [messages[m][2] for m in multi])):
+        for m, one in zip(multi, _parse_multis(multi_raws, [messages[m][2] for m in multi])):
             if isinstance(one, DeadLetter):
                 letters[m] = [replace(one, key=messages[m][0])]
             else:
