@@ -1,0 +1,124 @@
+"""Where the detection core's time goes, step by step, against the number of symbols.
+
+The same generated markets as `core_scaling.py` (seed 3, the same number of trades over each number
+of symbols, batches of --chunk trades, the replay's use case with in-memory state, one thread),
+with every step of a batch timed: `prepare` (record checks, symbol coding, pools), the state
+stores' `load` and `save`, `group` (MarketBatch.of: columns, grouped by symbol), the duplicate
+`guard`, each detector's update, and the Isolation Forest's scikit-learn model fits apart from the
+rest of that detector. `other` is what no step accounts for (auction flags, context, sorting).
+
+Prints one JSON line per point: the best run (least total time) of --repeat runs, its steps in
+milliseconds, how many models it fitted, and `seconds_without_fits`: comparing that between points
+separates what a market costs in model fits (one pool per Kafka partition, so a market of four or
+more symbols fits four times the models a single symbol does) from what it costs in per-symbol work.
+
+Usage: python benchmarks/core_steps.py [--trades 2000000] [--symbols 1,5000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+
+def timed(steps: Counter[str], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            steps[name] += time.perf_counter() - started
+    return call
+
+
+def run_point(symbols: int, trades: int, repeat: int, chunk: int) -> dict[str, object]:
+    import domain.detectors.isolation_forest as forest_module
+    import domain.engine as engine_module
+    from adapters.synthetic import generate_market
+    from domain.market import MarketBatch
+    from entrypoints.container import build_container
+
+    steps: Counter[str] = Counter()
+    fits = Counter[str]()
+
+    class TimedIsolationForest(forest_module.IsolationForest):  # type: ignore[misc]
+        def fit(self, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return super().fit(*args, **kwargs)
+            finally:
+                fits["count"] += 1
+                fits["seconds"] += time.perf_counter() - started
+
+    # Names the engine and the detector look up at call time: wrapped for this process only.
+    forest_module.IsolationForest = TimedIsolationForest  # type: ignore[misc]
+    grouped = MarketBatch.of.__func__  # type: ignore[attr-defined]
+    engine_module.MarketBatch.of = classmethod(timed(steps, "group", grouped))  # type: ignore[method-assign]
+
+    market = generate_market(symbols=symbols, trades=trades, seed=3, events_per_type=min(20, symbols))
+    tape = market.trades
+    best: dict[str, object] | None = None
+    for _ in range(repeat):
+        steps.clear()
+        fits.clear()
+        container = build_container(chunk_size=chunk)
+        detect, engine = container.detect(), container.engine()
+        engine.prepare = timed(steps, "prepare", engine.prepare)  # type: ignore[method-assign]
+        engine.guard.check = timed(steps, "guard", engine.guard.check)  # type: ignore[method-assign]
+        for store in {id(s): s for s in (detect.states, detect.pool_states, detect.tapes) if s is not None}.values():
+            store.load = timed(steps, "state_load", store.load)
+            store.save = timed(steps, "state_save", store.save)
+        for det in engine.enabled:
+            method = "update_pooled" if hasattr(det, "update_pooled") else "update"
+            setattr(det, method, timed(steps, det.name, getattr(det, method)))
+        started = time.perf_counter()
+        for start in range(0, len(tape), chunk):
+            detect(tape[start:start + chunk])
+        total = time.perf_counter() - started
+        if best is not None and total >= float(best["seconds"]):  # type: ignore[arg-type]
+            continue
+        parts = dict(steps)
+        if "isolation_forest" in parts:
+            parts["isolation_forest"] -= fits["seconds"]  # the fits are reported on their own
+        parts["model_fits"] = fits["seconds"]
+        parts["other"] = total - sum(parts.values())
+        best = {
+            "benchmark": "core_steps",
+            "symbols": symbols,
+            "trades": len(tape),
+            "chunk": chunk,
+            "seconds": round(total, 3),
+            "seconds_without_fits": round(total - fits["seconds"], 3),
+            "model_fits": int(fits["count"]),
+            "steps_ms": {name: round(seconds * 1e3, 1) for name, seconds in sorted(parts.items())},
+        }
+    assert best is not None
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trades", type=int, default=2_000_000)
+    parser.add_argument("--symbols", default="1,5000")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--chunk", type=int, default=262_144, help="trades per detect call (as core_scaling.py)")
+    parser.add_argument("--point", type=int, help=argparse.SUPPRESS)  # internal: run one point here
+    args = parser.parse_args()
+    if args.repeat < 1 or args.trades < 1:
+        parser.error("--repeat and --trades must be at least 1")
+    if args.point is not None:
+        print(json.dumps(run_point(args.point, args.trades, args.repeat, args.chunk)), flush=True)
+        return
+    for symbols in (int(s) for s in args.symbols.split(",")):
+        subprocess.run([sys.executable, __file__, "--point", str(symbols), "--trades", str(args.trades),
+                        "--repeat", str(args.repeat), "--chunk", str(args.chunk)], check=True)
+
+
+if __name__ == "__main__":
+    main()
