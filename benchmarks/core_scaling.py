@@ -11,12 +11,11 @@ Usage: python benchmarks/core_scaling.py [--trades 2000000] [--symbols 1,20,500,
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
-import subprocess
-import sys
 import time
+
+import points
 
 
 def run_point(symbols: int, trades: int, repeat: int, chunk: int) -> dict[str, object]:
@@ -57,19 +56,11 @@ def run_point(symbols: int, trades: int, repeat: int, chunk: int) -> dict[str, o
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trades", type=int, default=2_000_000)
-    parser.add_argument("--symbols", default="1,20,500,5000")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--chunk", type=int, default=262_144, help="trades per detect call (replay's default)")
-    parser.add_argument("--point", type=int, help=argparse.SUPPRESS)  # internal: run one point here
-    args = parser.parse_args()
+    args = points.arguments(__doc__, default_repeat=3, default_symbols="1,20,500,5000")
     if args.point is not None:
         print(json.dumps(run_point(args.point, args.trades, args.repeat, args.chunk)), flush=True)
         return
-    for symbols in (int(s) for s in args.symbols.split(",")):
-        subprocess.run([sys.executable, __file__, "--point", str(symbols), "--trades", str(args.trades),
-                        "--repeat", str(args.repeat), "--chunk", str(args.chunk)], check=True)
+    points.run_each_point(__file__, args)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ Usage: python benchmarks/core_steps.py [--trades 2000000] [--symbols 1,5000] [--
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
+
+import points
 
 
 def timed(steps: Counter[str], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,7 +44,7 @@ def run_point(symbols: int, trades: int, repeat: int, chunk: int) -> dict[str, o
     from entrypoints.container import build_container
 
     steps: Counter[str] = Counter()
-    fits = Counter[str]()
+    fits: Counter[str] = Counter()
 
     class TimedIsolationForest(forest_module.IsolationForest):  # type: ignore[misc]
         def fit(self, *args: Any, **kwargs: Any) -> Any:
@@ -103,21 +102,11 @@ def run_point(symbols: int, trades: int, repeat: int, chunk: int) -> dict[str, o
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trades", type=int, default=2_000_000)
-    parser.add_argument("--symbols", default="1,5000")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--chunk", type=int, default=262_144, help="trades per detect call (as core_scaling.py)")
-    parser.add_argument("--point", type=int, help=argparse.SUPPRESS)  # internal: run one point here
-    args = parser.parse_args()
-    if args.repeat < 1 or args.trades < 1:
-        parser.error("--repeat and --trades must be at least 1")
+    args = points.arguments(__doc__, default_repeat=5, default_symbols="1,5000")
     if args.point is not None:
         print(json.dumps(run_point(args.point, args.trades, args.repeat, args.chunk)), flush=True)
         return
-    for symbols in (int(s) for s in args.symbols.split(",")):
-        subprocess.run([sys.executable, __file__, "--point", str(symbols), "--trades", str(args.trades),
-                        "--repeat", str(args.repeat), "--chunk", str(args.chunk)], check=True)
+    points.run_each_point(__file__, args)
 
 
 if __name__ == "__main__":
