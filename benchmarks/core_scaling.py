@@ -11,7 +11,6 @@ Usage: python benchmarks/core_scaling.py [--trades 2000000] [--symbols 1,20,500,
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 
@@ -55,13 +54,5 @@ def run_point(symbols: int, trades: int, repeat: int, chunk: int) -> dict[str, o
     }
 
 
-def main() -> None:
-    args = points.arguments(__doc__, default_repeat=3, default_symbols="1,20,500,5000")
-    if args.point is not None:
-        print(json.dumps(run_point(args.point, args.trades, args.repeat, args.chunk)), flush=True)
-        return
-    points.run_each_point(__file__, args)
-
-
 if __name__ == "__main__":
-    main()
+    points.main(__file__, __doc__, run_point, default_repeat=3, default_symbols="1,20,500,5000")

@@ -17,7 +17,6 @@ Usage: python benchmarks/core_steps.py [--trades 2000000] [--symbols 1,5000] [--
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -101,13 +100,5 @@ def run_point(symbols: int, trades: int, repeat: int, chunk: int) -> dict[str, o
     return best
 
 
-def main() -> None:
-    args = points.arguments(__doc__, default_repeat=5, default_symbols="1,5000")
-    if args.point is not None:
-        print(json.dumps(run_point(args.point, args.trades, args.repeat, args.chunk)), flush=True)
-        return
-    points.run_each_point(__file__, args)
-
-
 if __name__ == "__main__":
-    main()
+    points.main(__file__, __doc__, run_point, default_repeat=5, default_symbols="1,5000")

@@ -1,11 +1,13 @@
 """What the core benchmarks share: their options, and each point run in a process of its own (so its
-peak RSS and its numba/scikit-learn warm-up are its own)."""
+peak RSS and its numba/scikit-learn warm-up are its own) that prints one JSON line."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+from collections.abc import Callable
 
 
 def arguments(doc: str | None, default_repeat: int, default_symbols: str) -> argparse.Namespace:
@@ -33,3 +35,14 @@ def run_each_point(script: str, args: argparse.Namespace) -> None:
     for symbols in args.symbols:
         subprocess.run([sys.executable, script, "--point", str(symbols), "--trades", str(args.trades),
                         "--repeat", str(args.repeat), "--chunk", str(args.chunk)], check=True)
+
+
+def main(script: str, doc: str | None, run_point: Callable[[int, int, int, int], dict[str, object]],
+         default_repeat: int, default_symbols: str) -> None:
+    """Run every point of --symbols in its own process; in that process (--point N), print
+    run_point(N, trades, repeat, chunk) as one JSON line."""
+    args = arguments(doc, default_repeat, default_symbols)
+    if args.point is not None:
+        print(json.dumps(run_point(args.point, args.trades, args.repeat, args.chunk)), flush=True)
+        return
+    run_each_point(script, args)
