@@ -52,7 +52,10 @@ latency phase (target: p99 produce -> anomalies topic < 50 ms, produce -> search
   indexer's share), the achieved send rate, the producer's ack latency, the worker's takes during
   the paced part (from its "batch" log lines: messages, trades and seconds per partition group,
   and the share of wall time spent in them) and how long after the last send the worker had
-  committed everything (drain_seconds: far above 0 means it did not keep up).
+  committed everything (drain_seconds: far above 0 means it did not keep up), and the CPU used
+  while sending (cpu_during_send, from /proc: the host's busy cores out of host_cores, and the
+  worker's, indexer's, observer's and this process's; the rest is Kafka, Elasticsearch and
+  whatever else runs: a host near host_cores busy had no room, whatever the worker's code).
   Before the warm-up, a probe anomaly (id "<run>-probe") is written to the anomalies topic; the
   paced part starts only after the worker has committed the warm-up and the probe is searchable.
 
@@ -257,6 +260,43 @@ class Observer:
         if self.proc.is_alive():
             self.proc.terminate()
             self.proc.join(timeout=10)
+
+
+class CpuWindow:
+    """CPU used over a stretch of wall time, from /proc (Linux): the host's busy cores and each named
+    process's share, so a result says whether the host had room (a saturated host is a different
+    finding from a slow worker). None where /proc is not there."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = self._read()
+
+    @staticmethod
+    def _process_seconds(pid: int) -> float | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    def _read(self) -> tuple[float, float | None, dict[str, float | None]]:
+        try:
+            # user nice system idle iowait irq softirq steal: busy is all but idle and iowait
+            ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+            busy: float | None = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError):
+            busy = None
+        return time.monotonic(), busy, {name: self._process_seconds(pid) for name, pid in self.pids.items()}
+
+    def cores(self) -> dict[str, Any] | None:
+        """Cores used since construction: the host's, and each process's (None if it was gone)."""
+        (t0, busy0, proc0), (t1, busy1, proc1) = self.start, self._read()
+        if busy0 is None or busy1 is None or t1 <= t0:
+            return None
+        used = {name: (round((proc1[name] - proc0[name]) / (t1 - t0), 2)  # type: ignore[operator]
+                       if proc0[name] is not None and proc1[name] is not None else None) for name in self.pids}
+        return {"host_cores": os.cpu_count(), "host_busy_cores": round((busy1 - busy0) / (t1 - t0), 2),
+                "processes_cores": used}
 
 
 # -- one phase's Kafka/Elasticsearch resources and processes ---------------------------------------
@@ -581,6 +621,8 @@ async def latency_phase(args: argparse.Namespace, es: Any) -> dict[str, Any]:
                 acked[i] = time.time()
 
         topic = run.topics["trades"]
+        cpu = CpuWindow({**{name: proc.pid for name, proc, _ in run.procs}, "benchmark": os.getpid(),
+                         "observer": observer.proc.pid})
         t0 = time.time() + 0.05
         behind = 0
         for k in range(len(tick_first) - 1):
@@ -596,6 +638,7 @@ async def latency_phase(args: argparse.Namespace, es: Any) -> dict[str, Any]:
                 fut.add_done_callback(partial(on_ack, i))
         await producer.flush()
         send_end = time.time()
+        cpu_during_send = cpu.cores()
         send_seconds = float(sent[-1] - sent[0]) if len(sent) > 1 else 0.0
         say(f"sent in {send_seconds:.2f} s ({len(paced) / max(send_seconds, 1e-9):,.0f} trades/s); "
             f"waiting for the worker to commit everything")
@@ -668,6 +711,8 @@ async def latency_phase(args: argparse.Namespace, es: Any) -> dict[str, Any]:
         "unacked_messages": int(np.isnan(ack).sum()),
         "drain_seconds": round(drained - send_end, 2),
         "worker_takes": worker_takes(batches, drained - float(sent[0])),
+        # The rest of the host's busy cores are Kafka's, Elasticsearch's and anything else running.
+        "cpu_during_send": cpu_during_send,
         "targets": {"p99_to_topic_ms": TARGETS["p99_to_topic_ms"],
                     "p99_to_searchable_ms": TARGETS["p99_to_searchable_ms"],
                     "to_topic_met": bool(topic_stats.get("p99", float("inf")) < TARGETS["p99_to_topic_ms"]),
