@@ -30,7 +30,7 @@ from click.testing import CliRunner
 
 from entrypoints.cli import main
 from entrypoints.container import build_container
-from integration_support import GatedProxy, as_messages, eventually, eventually_async, read_all
+from integration_support import ConditionTimeout, GatedProxy, as_messages, eventually, eventually_async, read_all
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -162,8 +162,7 @@ class Stream:
             seen[:] = await self.anomaly_ids()
             return set(seen) >= expected
 
-        await eventually_async(complete, timeout=timeout, interval=1.0,
-                               what=f"{len(expected)} anomalies (logs in {self.workdir})")
+        await self.wait(complete, timeout, f"{len(expected)} anomalies")
         return seen
 
     async def wait_searchable(self, expected: set[str], timeout: float = 120, index: str | None = None) -> list[str]:
@@ -175,9 +174,25 @@ class Stream:
             found[:] = self.searchable_ids(index)
             return set(found) >= expected
 
-        await eventually_async(caught_up, timeout=timeout, interval=1.0,
-                               what=f"{len(expected)} anomalies in Elasticsearch (logs in {self.workdir})")
+        await self.wait(caught_up, timeout, f"{len(expected)} anomalies in Elasticsearch")
         return found
+
+    async def wait(self, probe: Any, timeout: float, what: str) -> Any:
+        """`eventually_async`, failing with what the processes left behind: CI keeps no log files."""
+        try:
+            return await eventually_async(probe, timeout=timeout, interval=1.0, what=what)
+        except ConditionTimeout as exc:
+            raise ConditionTimeout(f"{exc}\n{self.diagnosis()}") from None
+
+    def diagnosis(self) -> str:
+        """Each process's exit status, and the last warnings and errors of each log."""
+        lines = [f"process {proc.args[4]} pid {proc.pid}: "
+                 f"{'running' if proc.poll() is None else f'exited {proc.returncode}'}" for proc in self.workers]
+        for log in sorted(self.workdir.glob("*.log")):
+            noted = [line[:300] for line in log.read_text(errors="replace").splitlines()
+                     if any(mark in line for mark in ('"level": "error"', '"level": "warning"', "Crashed reason"))]
+            lines += [f"{log.name}: {line}" for line in noted[-8:]]
+        return "\n".join(lines)
 
     def committed_trades(self) -> int:
         """Valid trades judged in what the workers' runs left committed, from their `batch` lines
@@ -221,8 +236,7 @@ class Stream:
             detail = [(r.partition, r.offset, json.loads(r.value)) for r in records
                       if json.loads(r.value)["id"] in extra | set(twice)]
             raise AssertionError(f"not in the embedded run: {sorted(extra)}; written twice: {twice}; {detail}")
-        await eventually_async(self.offsets_committed_to_the_end, timeout=60, interval=1.0,
-                               what="committed offsets at the end offsets")
+        await self.wait(self.offsets_committed_to_the_end, 60, "committed offsets at the end offsets")
         assert self.committed_trades() == trades
         if incidents is not None:
             got = await self.incidents()  # committed with the offsets just seen at their end

@@ -326,3 +326,55 @@ async def test_a_message_judged_while_resume_seeks_keeps_its_place() -> None:
     assert await sequence.resume([TP("trades", 1)]) == [TP("trades", 1)] and seeks == [3]
     assert not await sequence.admit(_event(3, 1).message)  # the seek's redelivery: a repeat, dropped
     assert await sequence.admit(_event(4, 1).message)
+
+
+class _UnreachableThenBack:
+    """A reader's consumer whose broker answers nothing for `silent` polls, then serves the log."""
+
+    def __init__(self, silent: int, log: list[int]) -> None:
+        self.silent, self.log, self.at = silent, log, 0
+
+    def assign(self, partitions: list[object]) -> None:
+        self.partition = partitions[0]
+
+    def seek(self, partition: object, offset: int) -> None:
+        self.at = offset
+
+    async def getmany(self, partition: object, timeout_ms: int, max_records: int) -> dict[object, list[object]]:
+        await asyncio.sleep(0)
+        if self.silent > 0:
+            self.silent -= 1
+            return {}
+        later = [o for o in self.log if o >= self.at]
+        if not later:
+            self.at = max(self.log, default=self.at) + 1
+            return {}
+        return {partition: [SimpleNamespace(offset=later[0])]}
+
+    async def position(self, partition: object) -> int:
+        return self.at
+
+
+@pytest.mark.asyncio
+async def test_a_jump_checked_while_the_broker_is_away_waits_for_it_rather_than_stopping_the_app() -> None:
+    """A message fetched just before the broker went away: its check waits for the broker (here 300
+    unanswered polls, longer than the 10 s the check used to give up after, at its 0.2 s poll), then
+    answers from the log."""
+    from adapters.faust.sequence import LogReader
+
+    tp = SimpleNamespace(topic="anomalies", partition=0)
+    reader = LogReader("unused:9092", read_committed=True, patience=60.0, poll=0.0)
+    reader.consumer = _UnreachableThenBack(silent=300, log=[0, 5])  # type: ignore[assignment]
+    assert await reader.next_record(tp, 1, 5) is None  # 1-4: markers only
+    reader.consumer = _UnreachableThenBack(silent=300, log=[0, 3, 5])  # type: ignore[assignment]
+    assert await reader.next_record(tp, 1, 5) == 3  # a record was skipped: read it again
+
+
+@pytest.mark.asyncio
+async def test_a_jump_check_gives_up_with_a_clear_error_once_its_patience_is_spent() -> None:
+    from adapters.faust.sequence import LogReader
+
+    reader = LogReader("unused:9092", read_committed=True, patience=0.05, poll=0.0)
+    reader.consumer = _UnreachableThenBack(silent=10**9, log=[0, 5])  # type: ignore[assignment]
+    with pytest.raises(TimeoutError, match=r"could not read anomalies\[0\] from 1 to 5 within 0 s"):
+        await reader.next_record(SimpleNamespace(topic="anomalies", partition=0), 1, 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -13,6 +14,10 @@ from faust.types.enums import ProcessingGuarantee
 log = structlog.get_logger()
 
 RESUME_CHECK_SECONDS = 1.0  # how often partitions left behind by a recovery are looked for
+# How long a check of an offset jump waits for an unreachable broker before it gives up (and the
+# worker stops, for its supervisor to restart it), and how often it says it is waiting.
+BROKER_PATIENCE_SECONDS = 600.0
+WAIT_WARNING_SECONDS = 10.0
 
 # (partition, first offset, before) -> the offset of the first record the log holds in [first,
 # before) for this consumer (committed records under read_committed), or None when there is none
@@ -114,10 +119,19 @@ class InSequence:
 
 class LogReader:
     """Answers `NextRecord` from the broker with a consumer of its own (no group, the app's isolation
-    level), started on first use: only jumps in the offsets cost a fetch."""
+    level), started on first use: only jumps in the offsets cost a fetch.
 
-    def __init__(self, bootstrap: str, read_committed: bool) -> None:
+    A broker that is down or restarting is waited for, up to `patience` seconds (nothing of the
+    app moves without it anyway): a message fetched just before the broker went away must not stop
+    the worker over a check the broker will answer once it is back. (It used to give up after
+    10 s, and a killed broker takes 15-20 s to come back here: the check raised and stopped the
+    app in the middle of an outage it would have outlived.)
+    """
+
+    def __init__(self, bootstrap: str, read_committed: bool, patience: float = BROKER_PATIENCE_SECONDS,
+                 poll: float = 0.2) -> None:
         self.bootstrap, self.read_committed = bootstrap, read_committed
+        self.patience, self.poll = patience, poll
         self.consumer: AIOKafkaConsumer | None = None
 
     async def next_record(self, tp: Any, first: int, before: int) -> int | None:
@@ -129,13 +143,24 @@ class LogReader:
         partition = TopicPartition(tp.topic, tp.partition)
         self.consumer.assign([partition])
         self.consumer.seek(partition, first)
-        for _ in range(50):  # bounded: the records up to `before` are all there (it was delivered)
-            batch = (await self.consumer.getmany(partition, timeout_ms=200, max_records=1)).get(partition, [])
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        warned = started
+        # Bounded: the records up to `before` are all there (it was delivered); only an unreachable
+        # broker keeps the read from getting there.
+        while loop.time() - started < self.patience:
+            batch = (await self.consumer.getmany(partition, timeout_ms=int(self.poll * 1000),
+                                                 max_records=1)).get(partition, [])
             if batch:
                 return batch[0].offset if batch[0].offset < before else None
             if await self.consumer.position(partition) >= before:
                 return None  # read past the jump (markers, aborted records) and found nothing
-        raise TimeoutError(f"could not read {tp.topic}[{tp.partition}] from {first} to {before}")
+            if loop.time() - warned >= WAIT_WARNING_SECONDS:
+                warned = loop.time()
+                log.warning("log_check_waiting", tp=f"{tp.topic}[{tp.partition}]", first=first, before=before,
+                            waited_s=round(warned - started, 1), gives_up_after_s=self.patience)
+        raise TimeoutError(f"could not read {tp.topic}[{tp.partition}] from {first} to {before} "
+                           f"within {self.patience:.0f} s")
 
     async def close(self) -> None:
         if self.consumer is not None:
