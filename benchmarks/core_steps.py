@@ -12,7 +12,13 @@ milliseconds, how many models it fitted, and `seconds_without_fits`: comparing t
 separates what a market costs in model fits (one pool per Kafka partition, so a market of four or
 more symbols fits four times the models a single symbol does) from what it costs in per-symbol work.
 
+With --file, the trades of a Databento file (a real day, say) instead, decoded before the clock
+starts and judged in the chunks `stockanomaly replay` reads (16,384 trades): what of a real day's
+replay is detection and what model fits (`symbols` is then the file's count; decoding is reported
+apart as `decode_seconds`, one read of the file on one thread).
+
 Usage: python benchmarks/core_steps.py [--trades 2000000] [--symbols 1,5000] [--repeat 5]
+       python benchmarks/core_steps.py --file ../shared/data/nasdaq/xnas-itch-20250505.trades.csv.zst
 """
 
 from __future__ import annotations
@@ -35,7 +41,21 @@ def timed(steps: defaultdict[str, float], name: str, fn: Callable[..., Any]) -> 
     return call
 
 
-def run_point(symbols: int, trades: int, repeat: int, chunk: int) -> dict[str, object]:
+def read_file(path: str, chunk: int) -> tuple[Any, float]:
+    """Every trade of a Databento file in file order, and how long one read took."""
+    import numpy as np
+
+    from adapters.databento import DatabentoFileSource
+
+    started = time.perf_counter()
+    parts = [c.trades for c in DatabentoFileSource([path], chunk_size=chunk).chunks() if len(c.trades)]
+    seconds = time.perf_counter() - started
+    if not parts:
+        raise SystemExit(f"core_steps: {path} holds no trades")
+    return np.concatenate(parts), seconds
+
+
+def run_point(symbols: int, trades: int, repeat: int, chunk: int, file: str | None = None) -> dict[str, object]:
     import domain.detectors.isolation_forest as forest_module
     import domain.engine as engine_module
     from adapters.synthetic import generate_market
@@ -59,8 +79,12 @@ def run_point(symbols: int, trades: int, repeat: int, chunk: int) -> dict[str, o
     grouped = MarketBatch.of.__func__  # type: ignore[attr-defined]
     engine_module.MarketBatch.of = classmethod(timed(steps, "group", grouped))  # type: ignore[method-assign]
 
-    market = generate_market(symbols=symbols, trades=trades, seed=3, events_per_type=min(20, symbols))
-    tape = market.trades
+    decode_seconds = None
+    if file is None:
+        tape = generate_market(symbols=symbols, trades=trades, seed=3, events_per_type=min(20, symbols)).trades
+    else:
+        tape, decode_seconds = read_file(file, chunk)
+        symbols = len(set(tape["symbol"].tolist()))
     best: dict[str, object] | None = None
     for _ in range(repeat):
         steps.clear()
@@ -88,6 +112,7 @@ def run_point(symbols: int, trades: int, repeat: int, chunk: int) -> dict[str, o
         parts["other"] = total - sum(parts.values())
         best = {
             "benchmark": "core_steps",
+            **({"file": file, "decode_seconds": round(decode_seconds, 3)} if file is not None else {}),
             "symbols": symbols,
             "trades": len(tape),
             "chunk": chunk,
@@ -101,4 +126,4 @@ def run_point(symbols: int, trades: int, repeat: int, chunk: int) -> dict[str, o
 
 
 if __name__ == "__main__":
-    points.main(__file__, __doc__, run_point, default_repeat=5, default_symbols="1,5000")
+    points.main(__file__, __doc__, run_point, default_repeat=5, default_symbols="1,5000", with_file=True)

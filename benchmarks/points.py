@@ -8,17 +8,33 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
-def arguments(doc: str | None, default_repeat: int, default_symbols: str) -> argparse.Namespace:
-    """The command line: --trades, --symbols (a comma-separated list), --repeat, --chunk."""
+GENERATED_CHUNK = 262_144  # trades per detect call on a generated market
+FILE_CHUNK = 16_384  # on a file: what `stockanomaly replay` reads at a time (STOCKANOMALY_CHUNK_SIZE)
+
+
+def arguments(doc: str | None, default_repeat: int, default_symbols: str, with_file: bool = False) -> argparse.Namespace:
+    """The command line: --trades, --symbols (a comma-separated list), --repeat, --chunk, and with
+    `with_file` --file (a Databento file's trades instead of the generated markets)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trades", type=int, default=2_000_000)
     parser.add_argument("--symbols", default=default_symbols)
     parser.add_argument("--repeat", type=int, default=default_repeat)
-    parser.add_argument("--chunk", type=int, default=262_144, help="trades per detect call")
+    parser.add_argument("--chunk", type=int, help=f"trades per detect call (default {GENERATED_CHUNK:,}; "
+                                                  f"{FILE_CHUNK:,} with --file, as replay reads)")
+    if with_file:
+        parser.add_argument("--file", help="a Databento file (DBN or CSV, .zst too), decoded before the clock "
+                                           "starts: its trades instead of a generated market (--trades and "
+                                           "--symbols are then not used)")
     parser.add_argument("--point", type=int, help=argparse.SUPPRESS)  # internal: run one point here
     args = parser.parse_args()
+    args.file = getattr(args, "file", None)
+    if args.file is not None and not Path(args.file).is_file():
+        parser.error(f"--file {args.file}: no such file")
+    if args.chunk is None:
+        args.chunk = FILE_CHUNK if args.file is not None else GENERATED_CHUNK
     if min(args.trades, args.repeat, args.chunk) < 1:
         parser.error("--trades, --repeat and --chunk must be at least 1")
     try:
@@ -31,18 +47,21 @@ def arguments(doc: str | None, default_repeat: int, default_symbols: str) -> arg
 
 
 def run_each_point(script: str, args: argparse.Namespace) -> None:
-    """`script --point N` with the same options, for every N of --symbols, one after the other."""
-    for symbols in args.symbols:
+    """`script --point N` with the same options, for every N of --symbols, one after the other (with
+    --file, one point: the file's)."""
+    for symbols in args.symbols if args.file is None else [0]:
         subprocess.run([sys.executable, script, "--point", str(symbols), "--trades", str(args.trades),
-                        "--repeat", str(args.repeat), "--chunk", str(args.chunk)], check=True)
+                        "--repeat", str(args.repeat), "--chunk", str(args.chunk),
+                        *(["--file", args.file] if args.file is not None else [])], check=True)
 
 
-def main(script: str, doc: str | None, run_point: Callable[[int, int, int, int], dict[str, object]],
-         default_repeat: int, default_symbols: str) -> None:
+def main(script: str, doc: str | None, run_point: Callable[..., dict[str, object]],
+         default_repeat: int, default_symbols: str, with_file: bool = False) -> None:
     """Run every point of --symbols in its own process; in that process (--point N), print
-    run_point(N, trades, repeat, chunk) as one JSON line."""
-    args = arguments(doc, default_repeat, default_symbols)
+    run_point(N, trades, repeat, chunk) as one JSON line (with `with_file`, run_point(..., file=...))."""
+    args = arguments(doc, default_repeat, default_symbols, with_file)
     if args.point is not None:
-        print(json.dumps(run_point(args.point, args.trades, args.repeat, args.chunk)), flush=True)
+        extra = {"file": args.file} if with_file else {}
+        print(json.dumps(run_point(args.point, args.trades, args.repeat, args.chunk, **extra)), flush=True)
         return
     run_each_point(script, args)
