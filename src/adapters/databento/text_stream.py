@@ -17,11 +17,16 @@ READ_SIZE = 1 << 16  # bounds what a decompression error can take with it
 
 
 class WholeLineStream(io.RawIOBase):
+    """The decompressed bytes in one buffer: each read hands out up to `size` bytes that end at a
+    newline (all of them once the stream has ended cleanly), so every byte is copied twice (into the
+    buffer, out of it) whatever the read size; this runs on the reader thread holding the GIL, and an
+    earlier version's joins and slices cost 0.07 s of a real day's 0.1 s read, against 0.02-0.03 s
+    for the decompression itself."""
+
     def __init__(self, path: Path, compression: str | None) -> None:
         self._source = pa.input_stream(str(path), compression=compression)
-        self._ready: list[bytes] = []  # whole lines not yet handed out
-        self._ready_size = 0
-        self._tail = b""  # bytes after the last newline read so far
+        self._buffer = bytearray()  # decompressed, not yet handed out
+        self._whole = 0  # how much of the buffer ends at a newline: what may be handed out
         self._ended = False
         self.damage: OSError | None = None
 
@@ -29,11 +34,13 @@ class WholeLineStream(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        while not self._ended and (size < 0 or self._ready_size < size):
+        while not self._ended and (size < 0 or self._whole < size):
             self._fill()
-        data = b"".join(self._ready)
-        out, rest = (data, b"") if size < 0 else (data[:size], data[size:])
-        self._ready, self._ready_size = ([rest] if rest else []), len(rest)
+        n = self._whole if size < 0 else min(size, self._whole)
+        with memoryview(self._buffer) as view:
+            out = bytes(view[:n])
+        del self._buffer[:n]
+        self._whole -= n
         return out
 
     def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
@@ -49,21 +56,13 @@ class WholeLineStream(io.RawIOBase):
         try:
             data = self._source.read(READ_SIZE)
         except OSError as exc:  # arrow reports truncated or corrupt zstd data as OSError
-            self.damage, self._ended = exc, True
+            self.damage, self._ended = exc, True  # the partial line after the last newline is withheld
             return
         if not data:
             self._ended = True
-            self._keep(self._tail)
+            self._whole = len(self._buffer)  # a last line without its newline is a line all the same
             return
+        self._buffer += data
         cut = data.rfind(b"\n")
-        if cut < 0:
-            self._tail += data
-        else:
-            self._keep(self._tail)
-            self._keep(data[:cut + 1])
-            self._tail = data[cut + 1:]
-
-    def _keep(self, data: bytes) -> None:
-        if data:
-            self._ready.append(data)
-            self._ready_size += len(data)
+        if cut >= 0:
+            self._whole = len(self._buffer) - len(data) + cut + 1
