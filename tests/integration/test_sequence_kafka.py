@@ -1,0 +1,47 @@
+"""The offset-jump check (adapters.faust.sequence.LogReader) against the real broker, killed meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from faust.types import TP
+
+from adapters.faust.sequence import LogReader
+
+pytestmark = pytest.mark.integration
+
+OUTAGE_SECONDS = 12.0  # longer than the 10 s the check used to give up after
+
+
+@pytest.mark.asyncio
+async def test_a_jump_checked_while_the_broker_is_down_is_answered_once_it_is_back(
+        kafka_bootstrap, new_topic, suffix, broker) -> None:
+    topic = await new_topic("jumps")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"it-jumps-{suffix}")
+    await producer.start()
+    try:
+        async with producer.transaction():
+            await producer.send(topic, value=b"kept-0")  # offset 0; its commit marker 1
+        await producer.begin_transaction()
+        await producer.send(topic, value=b"aborted")  # offset 2; its abort marker 3
+        await producer.abort_transaction()
+        async with producer.transaction():
+            await producer.send(topic, value=b"kept-4")  # offset 4; its commit marker 5
+    finally:
+        await producer.stop()
+    tp = TP(topic, 0)
+    reader = LogReader(kafka_bootstrap, read_committed=True)
+    try:
+        # Read committed, 1-3 hold markers and an aborted record: no hole between 0 and 4.
+        assert await reader.next_record(tp, 1, 4) is None
+        broker.kill()
+        check = asyncio.create_task(reader.next_record(tp, 1, 4))
+        await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself, not a wait for a condition
+        assert not check.done(), f"the check ended during the outage: {check.exception()!r}"
+        await asyncio.to_thread(broker.start)
+        assert await asyncio.wait_for(check, timeout=120) is None
+        assert await reader.next_record(tp, 0, 4) == 0  # a record in the jump is still found
+    finally:
+        await reader.close()
