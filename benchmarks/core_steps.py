@@ -13,7 +13,7 @@ separates what a market costs in model fits (one pool per Kafka partition, so a 
 more symbols fits four times the models a single symbol does) from what it costs in per-symbol work.
 
 With --file, the trades of a Databento file (a real day, say) instead, decoded before the clock
-starts and judged in the chunks `stockanomaly replay` reads (16,384 trades): what of a real day's
+starts and judged in the chunks `stockanomaly replay` reads (16,384 trades by default): what of a real day's
 replay is detection and what model fits (`symbols` is then the file's count; decoding is reported
 apart as `decode_seconds`, one read of the file on one thread).
 
@@ -79,11 +79,12 @@ def run_point(symbols: int, trades: int, repeat: int, chunk: int, file: str | No
     grouped = MarketBatch.of.__func__  # type: ignore[attr-defined]
     engine_module.MarketBatch.of = classmethod(timed(steps, "group", grouped))  # type: ignore[method-assign]
 
-    decode_seconds = None
+    source: dict[str, object] = {}  # with --file: the file and how long one read of it took
     if file is None:
         tape = generate_market(symbols=symbols, trades=trades, seed=3, events_per_type=min(20, symbols)).trades
     else:
         tape, decode_seconds = read_file(file, chunk)
+        source = {"file": file, "decode_seconds": round(decode_seconds, 3)}
         symbols = len(set(tape["symbol"].tolist()))
     best: dict[str, object] | None = None
     for _ in range(repeat):
@@ -112,7 +113,7 @@ def run_point(symbols: int, trades: int, repeat: int, chunk: int, file: str | No
         parts["other"] = total - sum(parts.values())
         best = {
             "benchmark": "core_steps",
-            **({"file": file, "decode_seconds": round(decode_seconds, 3)} if file is not None else {}),
+            **source,
             "symbols": symbols,
             "trades": len(tape),
             "chunk": chunk,

@@ -12,7 +12,6 @@ from pathlib import Path
 
 
 GENERATED_CHUNK = 262_144  # trades per detect call on a generated market
-FILE_CHUNK = 16_384  # on a file: what `stockanomaly replay` reads at a time (STOCKANOMALY_CHUNK_SIZE)
 
 
 def arguments(doc: str | None, default_repeat: int, default_symbols: str, with_file: bool = False) -> argparse.Namespace:
@@ -22,8 +21,8 @@ def arguments(doc: str | None, default_repeat: int, default_symbols: str, with_f
     parser.add_argument("--trades", type=int, default=2_000_000)
     parser.add_argument("--symbols", default=default_symbols)
     parser.add_argument("--repeat", type=int, default=default_repeat)
-    parser.add_argument("--chunk", type=int, help=f"trades per detect call (default {GENERATED_CHUNK:,}; "
-                                                  f"{FILE_CHUNK:,} with --file, as replay reads)")
+    parser.add_argument("--chunk", type=int, help=f"trades per detect call (default {GENERATED_CHUNK:,}; with "
+                                                  "--file, what replay reads at a time: STOCKANOMALY_CHUNK_SIZE)")
     if with_file:
         parser.add_argument("--file", help="a Databento file (DBN or CSV, .zst too), decoded before the clock "
                                            "starts: its trades instead of a generated market (--trades and "
@@ -34,7 +33,7 @@ def arguments(doc: str | None, default_repeat: int, default_symbols: str, with_f
     if args.file is not None and not Path(args.file).is_file():
         parser.error(f"--file {args.file}: no such file")
     if args.chunk is None:
-        args.chunk = FILE_CHUNK if args.file is not None else GENERATED_CHUNK
+        args.chunk = replay_chunk() if args.file is not None else GENERATED_CHUNK
     if min(args.trades, args.repeat, args.chunk) < 1:
         parser.error("--trades, --repeat and --chunk must be at least 1")
     try:
@@ -44,6 +43,13 @@ def arguments(doc: str | None, default_repeat: int, default_symbols: str, with_f
     if min(args.symbols) < 1:
         parser.error("--symbols must be at least 1")
     return args
+
+
+def replay_chunk() -> int:
+    """Trades `stockanomaly replay` reads at a time: the settings' chunk size (environment included)."""
+    from entrypoints.settings import load_settings
+
+    return int(load_settings().chunk_size)
 
 
 def run_each_point(script: str, args: argparse.Namespace) -> None:

@@ -335,7 +335,7 @@ class _UnreachableThenBack:
         self.silent, self.log, self.at = silent, log, 0
 
     def assign(self, partitions: list[object]) -> None:
-        self.partition = partitions[0]
+        pass
 
     def seek(self, partition: object, offset: int) -> None:
         self.at = offset
