@@ -4,29 +4,55 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiokafka.errors import KafkaError
+from mode.utils.times import want_seconds
 
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.topics import ensure_topics
 from domain.errors import ConfigError
 
 
-def require_topics(settings: StreamingSettings, who: str) -> None:
-    """Create `trades`, `anomalies`, `incidents` and `trades.dlq` when missing; exit with one line when a topic has
+def require_topics(settings: StreamingSettings, who: str,
+                   changelogs: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    """Create `trades`, `anomalies`, `incidents` and `trades.dlq` when missing, and the worker's
+    table changelogs (`changelogs`: name -> topic configs); exit with one line when a topic has
     another partition count or Kafka cannot be reached. Runs before Faust's event loop starts (in a
     thread of its own, so that loop is left as Faust set it up)."""
-    names = [settings.trades_topic, settings.anomalies_topic, settings.incidents_topic, settings.dlq_topic]
+    changelogs = changelogs or {}
+    names = [settings.trades_topic, settings.anomalies_topic, settings.incidents_topic, settings.dlq_topic,
+             *changelogs]
     try:
         with ThreadPoolExecutor(1) as pool:
             pool.submit(asyncio.run, ensure_topics(settings.bootstrap, names, settings.partitions,
-                                                   client_id=f"{settings.app_id}-{who}")).result()
+                                                   client_id=f"{settings.app_id}-{who}",
+                                                   configs=changelogs)).result()
     except ConfigError as exc:
         sys.exit(f"stockanomaly {who}: {exc}")
     except KafkaError as exc:
         sys.exit(f"stockanomaly {who}: Kafka at {settings.bootstrap}: {type(exc).__name__}: {exc}")
+
+
+def changelog_topics(app: Any) -> dict[str, dict[str, str]]:
+    """The app's table changelogs and the topic configs Faust would create them with.
+
+    They are created before the consumer starts, with the other topics: Faust creates them itself
+    only as the worker starts, and the group leader's assignment, made from metadata fetched before
+    that, then leaves them out ("Ignoring missing topic"). A partition handed to another worker in
+    such an assignment starts there with empty state instead of its changelog's: two workers started
+    together on a new broker detected differently from one (the compose test caught it)."""
+    topics = {}
+    for table in app.tables.values():
+        topic = table.changelog_topic
+        policy = ",".join(flag for flag, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on)
+        config = {"cleanup.policy": policy} if policy else {}
+        if topic.retention:
+            config["retention.ms"] = str(int(want_seconds(topic.retention) * 1000))
+        topics[topic.get_topic_name()] = config
+    return topics
 
 
 def before_start(app: Any, settings: StreamingSettings, who: str) -> None:
@@ -34,4 +60,4 @@ def before_start(app: Any, settings: StreamingSettings, who: str) -> None:
 
     @app.on_worker_init.connect
     def check_topics(sender: Any, **kwargs: Any) -> None:
-        require_topics(settings, who)
+        require_topics(settings, who, changelog_topics(app))

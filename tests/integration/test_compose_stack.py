@@ -179,7 +179,8 @@ async def test_the_stack_streams_a_real_day_through_two_workers_into_elasticsear
 
     def indexed_all() -> bool:
         found[:] = es_ids()
-        return sorted(found) == want or len(found) > len(want)
+        # As many as the replay's (or more) is the end: the assertions below name any difference.
+        return len(found) >= len(want)
 
     try:
         eventually(indexed_all, timeout=600, interval=2, what="Elasticsearch holding the replay's anomalies")

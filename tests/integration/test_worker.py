@@ -30,7 +30,8 @@ from click.testing import CliRunner
 
 from entrypoints.cli import main
 from entrypoints.container import build_container
-from integration_support import ConditionTimeout, GatedProxy, as_messages, eventually, eventually_async, read_all
+from integration_support import (ConditionTimeout, GatedProxy, as_messages, eventually, eventually_async, read_all,
+                                 topic_config)
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -567,20 +568,33 @@ async def test_an_elasticsearch_outage_stalls_only_the_indexer_and_loses_nothing
 
 
 @pytest.mark.asyncio
-async def test_a_worker_started_before_the_topics_exist_creates_them_and_loses_nothing(
+async def test_two_workers_started_before_the_topics_exist_create_them_and_lose_nothing(
         bare_stream: Stream, kafka_admin, market, embedded_ids) -> None:
+    """Both start on a broker without their topics or table changelogs: the changelogs exist before
+    either consumer joins, so every assignment includes them and a partition that moves to the
+    second worker is restored there from its changelog (before, Faust's assignor left the
+    just-created changelogs out, and a moved partition started over from empty state)."""
     stream = bare_stream
-    names = list(stream.topics.values())
+    app_id = stream.env["STOCKANOMALY_APP_ID"]
+    changelogs = [f"{app_id}-{table}-changelog" for table in ("symbol-state", "pool-state", "tape-state",
+                                                              "incident-state")]
+    names = [*stream.topics.values(), *changelogs]
     assert await partition_counts(kafka_admin, names) == {}  # the broker creates none on its own either
     stream.start_worker("w1", 16072)
+    stream.start_worker("w2", 16077)
     stream.start_indexer(16172)
 
     async def created() -> bool:
         return await partition_counts(kafka_admin, names) == dict.fromkeys(names, PARTITIONS)
 
     await eventually_async(created, timeout=120, interval=0.5, what=f"{names} with {PARTITIONS} partitions each")
+    for changelog in changelogs:
+        assert (await topic_config(kafka_admin, changelog))["cleanup.policy"] == "compact"
     await stream.produce(as_messages(market))
     await stream.assert_all_processed_once(embedded_ids, trades=len(market))
+    for name in ("w1", "w2"):
+        log = (stream.workdir / f"{name}.log").read_text(errors="replace")
+        assert "Ignoring missing topic" not in log, f"an assignment without a changelog ({name}.log)"
 
 
 @pytest.mark.asyncio

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from builders import calm_flow, until
@@ -19,6 +20,14 @@ from entrypoints.container import build_container
 from entrypoints.settings import load_settings
 
 
+def worker_app(settings: Any) -> Any:
+    """The worker's Faust app as the container wires it, over `settings`."""
+    container = build_container()
+    return create_app(settings, lambda symbols, pools, tapes: container.streaming_detect(
+        states=container.table_state_store(table=symbols), pool_states=container.table_pool_state_store(table=pools),
+        tapes=container.table_tape_store(table=tapes)))
+
+
 def test_events_are_grouped_by_partition_in_offset_order() -> None:
     events = [SimpleNamespace(message=SimpleNamespace(partition=p, offset=o))
               for p, o in [(1, 10), (0, 5), (1, 11), (0, 6), (2, 1)]]
@@ -30,12 +39,7 @@ def test_building_the_worker_app_leaves_it_transactional_once_it_runs_as_a_worke
     """Faust caches `app.in_transaction` the first time anything reads it: read while the app is
     built (before the worker sets `in_worker`), it stays False and the worker runs without
     transactions, its outputs, state and offsets committed apart. Nothing may read it that early."""
-    container = build_container()
-    app = create_app(load_settings(store="memory://", app_id="unit-transactional").streaming(),
-                     lambda symbols, pools, tapes: container.streaming_detect(
-                         states=container.table_state_store(table=symbols),
-                         pool_states=container.table_pool_state_store(table=pools),
-                         tapes=container.table_tape_store(table=tapes)))
+    app = worker_app(load_settings(store="memory://", app_id="unit-transactional").streaming())
     assert "in_transaction" not in vars(app)  # not computed (and cached) yet
     app.in_worker = True  # what faust.Worker.on_start does
     assert app.in_transaction
@@ -45,13 +49,8 @@ def test_building_the_worker_app_leaves_it_transactional_once_it_runs_as_a_worke
 async def test_a_state_value_the_worker_cannot_read_stops_it_naming_the_format() -> None:
     """The first release kept pickles in the state table: the agent must neither run them nor judge
     the symbol from scratch and move on. It asks the app to stop, with the error that says why."""
-    container = build_container()
     settings = load_settings(store="memory://", app_id="unit-unreadable-state").streaming()
-    app = create_app(settings,
-                     lambda symbols, pools, tapes: container.streaming_detect(
-                         states=container.table_state_store(table=symbols),
-                         pool_states=container.table_pool_state_store(table=pools),
-                         tapes=container.table_tape_store(table=tapes)))
+    app = worker_app(settings)
     crashes: list[BaseException] = []
 
     async def crash(reason: BaseException) -> None:
@@ -328,6 +327,38 @@ async def test_a_message_judged_while_resume_seeks_keeps_its_place() -> None:
     assert await sequence.admit(_event(4, 1).message)
 
 
+def test_the_worker_resumes_a_partition_never_committed_at_the_start_of_its_log() -> None:
+    from faust.types import TP
+
+    from adapters.faust.sequence import in_sequence
+
+    app = worker_app(load_settings(store="memory://", app_id="unit-resume").streaming())
+    sequence = in_sequence(app, "unused:9092")
+    committed, fresh = TP("trades", 0), TP("trades", 1)
+    app.consumer._committed_offset[committed] = 42  # what recovery's seek to committed offsets records
+    assert sequence.start_of is not None
+    assert (sequence.start_of(committed), sequence.start_of(fresh)) == (42, 0)
+
+
+@pytest.mark.asyncio
+async def test_a_new_groups_first_messages_fetched_during_recovery_are_read_again() -> None:
+    """A new group's first rebalance: a worker fetched a partition's offsets 0-26 while recovering
+    (dropped), and recovery's seek to committed offsets, there being none, left the fetcher at 27.
+    The message at 27 is a jump from the log's start: the worker seeks back to 0 and judges 0 first."""
+    fake = _Stream()
+    state = {"ready": False}
+
+    async def next_record(tp: object, first: int, before: int) -> int | None:
+        return first  # every offset of this partition holds a trade
+
+    sequence = InSequence(fake.seek, ready=lambda: state["ready"], start_of=lambda tp: 0, next_record=next_record)
+    assert not any([await sequence.admit(_event(offset).message) for offset in range(27)])  # recovering
+    state["ready"] = True
+    assert not await sequence.admit(_event(27).message) and fake.seeks == [0]
+    assert not await sequence.admit(_event(28).message)  # fetched before the seek went through
+    assert [await sequence.admit(_event(offset).message) for offset in range(29)] == [True] * 29
+
+
 class _UnreachableThenBack:
     """A reader's consumer whose broker answers nothing for `silent` polls, then serves the log."""
 
@@ -378,3 +409,38 @@ async def test_a_jump_check_gives_up_with_a_clear_error_once_its_patience_is_spe
     reader.consumer = _UnreachableThenBack(silent=10**9, log=[0, 5])  # type: ignore[assignment]
     with pytest.raises(TimeoutError, match=r"could not read anomalies\[0\] from 1 to 5 within 0 s"):
         await reader.next_record(SimpleNamespace(topic="anomalies", partition=0), 1, 5)
+
+
+def test_the_worker_creates_its_table_changelogs_as_faust_would_before_its_consumer_starts() -> None:
+    """Every table's changelog, with the cleanup policy Faust gives it, is among the topics the
+    worker makes sure of before it joins the group (entrypoints.topics.before_start)."""
+    from entrypoints.topics import changelog_topics
+
+    app = worker_app(load_settings(store="memory://", app_id="unit-changelogs").streaming())
+    assert changelog_topics(app) == {f"unit-changelogs-{table}-changelog": {"cleanup.policy": "compact"}
+                                     for table in ("symbol-state", "pool-state", "tape-state", "incident-state")}
+    transport = app.transport
+    for table in app.tables.values():  # the configs Faust itself would create them with
+        topic = table.changelog_topic
+        want = transport._topic_config(compacting=topic.compacting, deleting=topic.deleting)
+        assert changelog_topics(app)[topic.get_topic_name()] == want
+
+
+def test_the_workers_start_check_creates_the_changelogs_with_the_other_topics(monkeypatch) -> None:
+    import entrypoints.topics as topics
+
+    settings = load_settings(store="memory://", app_id="unit-start-check").streaming()
+    app = worker_app(settings)
+    asked: list[tuple[list[str], dict]] = []
+
+    async def ensure_topics(bootstrap: str, names: list[str], partitions: int, **kwargs: Any) -> list[str]:
+        asked.append((list(names), dict(kwargs["configs"])))
+        return []
+
+    monkeypatch.setattr(topics, "ensure_topics", ensure_topics)
+    topics.before_start(app, settings, "worker")
+    app.on_worker_init.send()  # what `faust -A entrypoints.worker worker` does before its consumer starts
+    [(names, configs)] = asked
+    assert names == [settings.trades_topic, settings.anomalies_topic, settings.incidents_topic, settings.dlq_topic,
+                     *topics.changelog_topics(app)]
+    assert configs == topics.changelog_topics(app) and len(configs) == 4

@@ -9,7 +9,7 @@ partitions, and a symbol's anomalies and dead letters are keyed like its trades.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -23,9 +23,11 @@ TOPIC_ALREADY_EXISTS = 36
 
 
 async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int, replication_factor: int = 1,
-                        client_id: str = "stockanomaly-topics") -> list[str]:
-    """Create the missing `names`; the names created. Raises ConfigError when one exists with a
-    partition count other than `partitions`, KafkaError when Kafka refuses."""
+                        client_id: str = "stockanomaly-topics",
+                        configs: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
+    """Create the missing `names` (a name's topic configs from `configs`, e.g. a changelog's
+    cleanup.policy); the names created. Raises ConfigError when one exists with a partition count
+    other than `partitions`, KafkaError when Kafka refuses."""
     wanted = list(dict.fromkeys(names))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
     await admin.start()
@@ -33,7 +35,8 @@ async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int, r
         existing = set(await admin.list_topics())
         present = [n for n in wanted if n in existing]
         _check_partitions(await admin.describe_topics(present) if present else [], partitions, wanted)
-        missing = [NewTopic(n, partitions, replication_factor) for n in wanted if n not in existing]
+        missing = [NewTopic(n, partitions, replication_factor, topic_configs=dict((configs or {}).get(n, {})))
+                   for n in wanted if n not in existing]
         if not missing:
             return []
         response = await admin.create_topics(missing)
