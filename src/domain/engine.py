@@ -166,13 +166,20 @@ class DetectionEngine:
         kernels are loaded from numba's cache (or compiled, on the very first run) and every path
         (sampling, sealing, a model fit) has run once before real trades wait on it: a worker's first
         batch and a replay's clock then see only steady-state cost. Kernels are specialised on array
-        layout, which differs for one symbol (or pool) and several, so both shapes are run."""
+        layout, and numpy calls an array of one element contiguous whatever its stride, so one
+        symbol (or pool) and several, one trade and several, are each a shape of their own: a worker
+        meets them all (a take with one trade for a partition), and each one left out was compiled
+        in the middle of its first batch (2-9 s of a fresh container's stream, measured)."""
         names = [f"WARM{k}" for k in range(64)]
+        same = next((n for n in names[1:] if self._pool(n) == self._pool(names[0])), names[1])
         other = next((n for n in names[1:] if self._pool(n) != self._pool(names[0])), names[1])
-        for symbols in ([names[0]], [names[0], names[1]], [names[0], other]):
-            batch = self.prepare(_warm_up_tape(symbols))
-            self.detect(batch, self.schema.initial(len(batch.symbols)), self.pool_schema.initial(len(batch.pools)),
-                        self.tape_schema.initial(len(batch.symbols)))
+        for symbols in ([names[0]], [names[0], same], [names[0], other]):
+            tape = _warm_up_tape(symbols)
+            # The whole tape, then one print of each symbol, then a single print.
+            for trades in (tape, tape[:len(symbols)].copy(), tape[:1].copy()):
+                batch = self.prepare(trades)
+                self.detect(batch, self.schema.initial(len(batch.symbols)),
+                            self.pool_schema.initial(len(batch.pools)), self.tape_schema.initial(len(batch.symbols)))
         for name in names:
             self._pools.pop(name, None)
 
