@@ -6,10 +6,10 @@ import asyncio
 import sys
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from aiokafka.errors import KafkaError
-from mode.utils.times import want_seconds
 
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.topics import ensure_topics
@@ -49,8 +49,10 @@ def changelog_topics(app: Any) -> dict[str, dict[str, str]]:
         topic = table.changelog_topic
         policy = ",".join(flag for flag, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on)
         config = {"cleanup.policy": policy} if policy else {}
-        if topic.retention:
-            config["retention.ms"] = str(int(want_seconds(topic.retention) * 1000))
+        if topic.retention:  # a windowed table's (none here yet): seconds, or a timedelta
+            retention = topic.retention
+            seconds = retention.total_seconds() if isinstance(retention, timedelta) else float(retention)
+            config["retention.ms"] = str(int(seconds * 1000))
         topics[topic.get_topic_name()] = config
     return topics
 

@@ -444,3 +444,18 @@ def test_the_workers_start_check_creates_the_changelogs_with_the_other_topics(mo
     assert names == [settings.trades_topic, settings.anomalies_topic, settings.incidents_topic, settings.dlq_topic,
                      *topics.changelog_topics(app)]
     assert configs == topics.changelog_topics(app) and len(configs) == 4
+
+
+def test_a_windowed_tables_changelog_keeps_its_retention() -> None:
+    from datetime import timedelta
+
+    from entrypoints.topics import changelog_topics
+
+    def table(name: str, retention: object) -> SimpleNamespace:
+        topic = SimpleNamespace(compacting=True, deleting=True, retention=retention, get_topic_name=lambda: name)
+        return SimpleNamespace(changelog_topic=topic)
+
+    app = SimpleNamespace(tables={"a": table("a-changelog", timedelta(hours=1)), "b": table("b-changelog", 90.5)})
+    assert changelog_topics(app) == {
+        "a-changelog": {"cleanup.policy": "compact,delete", "retention.ms": "3600000"},
+        "b-changelog": {"cleanup.policy": "compact,delete", "retention.ms": "90500"}}
