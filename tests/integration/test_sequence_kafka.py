@@ -1,4 +1,5 @@
-"""The offset-jump check (adapters.faust.sequence.LogReader) against the real broker, killed meanwhile."""
+"""The offset-jump check (adapters.faust.sequence.LogReader) against the real broker: killed meanwhile, and
+a log whose start was trimmed."""
 
 from __future__ import annotations
 
@@ -43,5 +44,31 @@ async def test_a_jump_checked_while_the_broker_is_down_is_answered_once_it_is_ba
         await asyncio.to_thread(broker.start)
         assert await asyncio.wait_for(check, timeout=120) is None
         assert await reader.next_record(tp, 0, 4) == 0  # a record in the jump is still found
+    finally:
+        await reader.close()
+
+
+@pytest.mark.asyncio
+async def test_a_check_from_the_start_of_a_log_retention_has_trimmed_finds_its_first_record(
+        kafka_bootstrap, kafka_admin, new_topic) -> None:
+    """A partition never committed resumes at offset 0 (adapters.faust.sequence.in_sequence); when
+    retention has moved the log's start on, the check from 0 must find the first record left, not
+    the log's end (the reader's consumer resets to the earliest offset)."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin.records_to_delete import RecordsToDelete
+
+    topic = await new_topic("trimmed")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for k in range(10):
+            await producer.send_and_wait(topic, value=f"record-{k}".encode(), partition=0)
+    finally:
+        await producer.stop()
+    await kafka_admin.delete_records({TopicPartition(topic, 0): RecordsToDelete(before_offset=5)})
+    reader = LogReader(kafka_bootstrap, read_committed=False)
+    try:
+        assert await reader.next_record(TP(topic, 0), 0, 8) == 5  # 0-4 deleted: 5 is the first left
+        assert await reader.next_record(TP(topic, 0), 0, 5) is None  # nothing left before 5
     finally:
         await reader.close()
