@@ -199,8 +199,11 @@ async def test_the_stack_streams_a_real_day_through_two_workers_into_elasticsear
     workers = [s for name, s in state.items() if "_worker_" in name]
     assert len(workers) == 2 and all(w["Status"] == "running" for w in workers)
 
-    # Prometheus scrapes both workers (each on its own port of the span), and both processed trades:
-    # the partitions are shared between them and together they processed every trade.
+    # Prometheus scrapes both workers (each on its own port of the span); the trades partitions are
+    # split between them (each reports the lag of the partitions it owns, disjoint, all four
+    # covered, all caught up), and together they processed every trade. Which worker processed how
+    # many is not asserted: a worker that joins the group late may find its partitions already
+    # drained by the first one, which is correct behaviour.
     def both_scraped() -> list[dict] | None:
         targets = get_json(f"{PROMETHEUS}/api/v1/targets")["data"]["activeTargets"]
         up = [t for t in targets if t["labels"]["job"] == "stockanomaly-worker" and t["health"] == "up"]
@@ -209,15 +212,32 @@ async def test_the_stack_streams_a_real_day_through_two_workers_into_elasticsear
     up = eventually(both_scraped, timeout=120, interval=2, what="Prometheus scraping two workers")
     total_trades = stack_trades(stack)
 
-    def processed() -> dict[str, float] | None:
-        query = urllib.request.quote('stockanomaly_trades_processed_total{job="stockanomaly-worker"}')
-        result = get_json(f"{PROMETHEUS}/api/v1/query?query={query}")["data"]["result"]
-        counts = {r["metric"]["instance"]: float(r["value"][1]) for r in result}
-        return counts if len(counts) == 2 and sum(counts.values()) >= total_trades and all(counts.values()) else None
+    def query(expr: str) -> list[dict]:
+        return get_json(f"{PROMETHEUS}/api/v1/query?query={urllib.request.quote(expr)}")["data"]["result"]
 
-    counts = eventually(processed, timeout=120, interval=2, what="both workers' processed trades in Prometheus")
-    assert {t["labels"]["instance"] for t in up} == set(counts)
-    print(f"[compose-test] timings {stack['timings']}; trades per worker {counts}", file=sys.stderr)
+    latest: list[dict] = []
+
+    def shared_and_done() -> dict | None:
+        processed = {r["metric"]["instance"]: float(r["value"][1])
+                     for r in query('stockanomaly_trades_processed_total{job="stockanomaly-worker"}')}
+        owned: dict[str, dict[int, float]] = {}
+        for r in query('stockanomaly_consumer_lag{job="stockanomaly-worker"}'):
+            owned.setdefault(r["metric"]["instance"], {})[int(r["metric"]["partition"])] = float(r["value"][1])
+        partitions = [p for lags in owned.values() for p in lags]
+        seen = {"processed": processed, "lag": owned}
+        latest[:] = [seen]
+        done = (len(processed) == 2 and sum(processed.values()) >= total_trades and len(owned) == 2
+                and sorted(partitions) == list(range(PARTITIONS))
+                and not any(lag for lags in owned.values() for lag in lags.values()))
+        return seen if done else None
+
+    try:
+        seen = eventually(shared_and_done, timeout=120, interval=2,
+                          what="both workers sharing the partitions and every trade processed (Prometheus)")
+    finally:
+        print(f"[compose-test] {total_trades} trades ingested; last seen in Prometheus {latest}", file=sys.stderr)
+    assert {t["labels"]["instance"] for t in up} == set(seen["processed"]) == set(seen["lag"])
+    print(f"[compose-test] timings {stack['timings']}", file=sys.stderr)
 
 
 def stack_trades(stack: dict) -> int:
