@@ -54,8 +54,9 @@ latency phase (target: p99 produce -> anomalies topic < 50 ms, produce -> search
   and the share of wall time spent in them) and how long after the last send the worker had
   committed everything (drain_seconds: far above 0 means it did not keep up), and the CPU used
   while sending (cpu_during_send, from /proc: the host's busy cores out of host_cores, and the
-  worker's, indexer's, observer's and this process's; the rest is Kafka, Elasticsearch and
-  whatever else runs: a host near host_cores busy had no room, whatever the worker's code).
+  worker's, indexer's, observer's and this process's, and Kafka's and Elasticsearch's when
+  `scripts/services.sh` started them (their pid files); the rest is whatever else runs: a host
+  near host_cores busy had no room, whatever the worker's code).
   Before the warm-up, a probe anomaly (id "<run>-probe") is written to the anomalies topic; the
   paced part starts only after the worker has committed the warm-up and the probe is searchable.
 
@@ -262,22 +263,45 @@ class Observer:
             self.proc.join(timeout=10)
 
 
+def service_pids(names: tuple[str, ...] = ("kafka", "elasticsearch")) -> dict[str, int]:
+    """The pids of the services `scripts/services.sh` runs (its pid files: JSON with a `pid`), for
+    those it started here; none for a broker or cluster started otherwise."""
+    run_dir = Path(os.environ.get("STOCKANOMALY_RUN_DIR") or Path(__file__).resolve().parents[1] / ".services")
+    pids: dict[str, int] = {}
+    for name in names:
+        try:
+            pid = int(json.loads((run_dir / name / f"{name}.pid").read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if Path(f"/proc/{pid}").exists():
+            pids[name] = pid
+    return pids
+
+
 class CpuWindow:
     """CPU used over a stretch of wall time, from /proc (Linux): the host's busy cores and each named
     process's share, so a result says whether the host had room (a saturated host is a different
     finding from a slow worker). None where /proc is not there."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
+    def __init__(self, pids: dict[str, int], trees: dict[str, int] | None = None) -> None:
+        """`pids`: processes counted alone; `trees`: counted with their live descendants
+        (Elasticsearch's launcher runs the server as a child; this process's children are the
+        worker, indexer and observer, counted apart)."""
+        self.pids = {**pids, **(trees or {})}
+        self.trees = set(trees or ())
         self.start = self._read()
 
     @staticmethod
-    def _process_seconds(pid: int) -> float | None:
+    def _process_seconds(pid: int, tree: bool = False) -> float | None:
+        """CPU seconds of the process (and, with `tree`, of its live descendants)."""
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                        for c in (task / "children").read_text().split()] if tree else []
+        except (OSError, IndexError, ValueError):
             return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        return own + sum(CpuWindow._process_seconds(c, tree=True) or 0.0 for c in children)
 
     def _read(self) -> tuple[float, float | None, dict[str, float | None]]:
         try:
@@ -286,7 +310,8 @@ class CpuWindow:
             busy: float | None = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
         except (OSError, ValueError):
             busy = None
-        return time.monotonic(), busy, {name: self._process_seconds(pid) for name, pid in self.pids.items()}
+        return time.monotonic(), busy, {name: self._process_seconds(pid, tree=name in self.trees)
+                                       for name, pid in self.pids.items()}
 
     def cores(self) -> dict[str, Any] | None:
         """Cores used since construction: the host's, and each process's (None if it was gone)."""
@@ -622,7 +647,7 @@ async def latency_phase(args: argparse.Namespace, es: Any) -> dict[str, Any]:
 
         topic = run.topics["trades"]
         cpu = CpuWindow({**{name: proc.pid for name, proc, _ in run.procs}, "benchmark": os.getpid(),
-                         "observer": observer.proc.pid})
+                         "observer": observer.proc.pid}, trees=service_pids())
         t0 = time.time() + 0.05
         behind = 0
         for k in range(len(tick_first) - 1):
