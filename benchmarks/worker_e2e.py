@@ -264,18 +264,18 @@ class Observer:
 
 
 def service_pids(names: tuple[str, ...] = ("kafka", "elasticsearch")) -> dict[str, int]:
-    """The pids of the services `scripts/services.sh` runs (its pid files: JSON with a `pid`), for
-    those it started here; none for a broker or cluster started otherwise."""
-    run_dir = Path(os.environ.get("STOCKANOMALY_RUN_DIR") or Path(__file__).resolve().parents[1] / ".services")
-    pids: dict[str, int] = {}
-    for name in names:
-        try:
-            pid = int(json.loads((run_dir / name / f"{name}.pid").read_text())["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if Path(f"/proc/{pid}").exists():
-            pids[name] = pid
-    return pids
+    """The pids of the services `scripts/services.sh` runs, read from its pid files (its own
+    reader, which tells a recycled pid from the service's); none for a broker or cluster started
+    otherwise."""
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "scripts"))
+    try:
+        from devservices.proc import read_pid
+    finally:
+        sys.path.pop(0)
+    run_dir = Path(os.environ.get("STOCKANOMALY_RUN_DIR") or repo / ".services")
+    records = {name: read_pid(run_dir / name / f"{name}.pid") for name in names}
+    return {name: r.pid for name, r in records.items() if r is not None and r.alive()}
 
 
 class CpuWindow:

@@ -217,25 +217,24 @@ async def test_the_stack_streams_a_real_day_through_two_workers_into_elasticsear
 
     latest: list[dict] = []
 
-    def shared_and_done() -> dict | None:
+    def shared_and_done() -> bool:
         processed = {r["metric"]["instance"]: float(r["value"][1])
                      for r in query('stockanomaly_trades_processed_total{job="stockanomaly-worker"}')}
         owned: dict[str, dict[int, float]] = {}
         for r in query('stockanomaly_consumer_lag{job="stockanomaly-worker"}'):
             owned.setdefault(r["metric"]["instance"], {})[int(r["metric"]["partition"])] = float(r["value"][1])
         partitions = [p for lags in owned.values() for p in lags]
-        seen = {"processed": processed, "lag": owned}
-        latest[:] = [seen]
-        done = (len(processed) == 2 and sum(processed.values()) >= total_trades and len(owned) == 2
+        latest[:] = [{"processed": processed, "lag": owned}]
+        return (len(processed) == 2 and sum(processed.values()) >= total_trades and len(owned) == 2
                 and sorted(partitions) == list(range(PARTITIONS))
                 and not any(lag for lags in owned.values() for lag in lags.values()))
-        return seen if done else None
 
     try:
-        seen = eventually(shared_and_done, timeout=120, interval=2,
-                          what="both workers sharing the partitions and every trade processed (Prometheus)")
+        eventually(shared_and_done, timeout=120, interval=2,
+                   what="both workers sharing the partitions and every trade processed (Prometheus)")
     finally:
         print(f"[compose-test] {total_trades} trades ingested; last seen in Prometheus {latest}", file=sys.stderr)
+    seen = latest[0]
     assert {t["labels"]["instance"] for t in up} == set(seen["processed"]) == set(seen["lag"])
     print(f"[compose-test] timings {stack['timings']}", file=sys.stderr)
 
