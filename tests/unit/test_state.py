@@ -82,3 +82,96 @@ def test_table_store_saves_bytes_by_assignment_and_resumes_the_same_state(warm: 
     loaded = store.load(["ACME", "NOPE"])
     assert loaded[:1].tobytes() == warm.states.load(["ACME"]).tobytes()
     assert loaded[1:].tobytes() == warm.engine.schema.initial_row.tobytes()
+
+
+class RocksTable:
+    """What FaustTableStateStore uses of a Faust table kept in Faust's rocksdict store: one RocksDB
+    per partition (real ones, in a temporary directory), raw values, Faust's key encoding."""
+
+    value_serializer = "raw"
+
+    def __init__(self, path) -> None:  # type: ignore[no-untyped-def]
+        import rocksdict
+        from faust.stores.rocksdb import Store
+
+        self.path, self.dbs, self.rocksdict = path, {}, rocksdict
+        self.offset_key = Store.offset_key
+        self.data = self
+
+    use_rocksdict = True
+
+    def _db_for_partition(self, partition: int):  # type: ignore[no-untyped-def]
+        if partition not in self.dbs:
+            self.dbs[partition] = self.rocksdict.Rdict(str(self.path / str(partition)),
+                                                       options=self.rocksdict.Options(raw_mode=True))
+        return self.dbs[partition]
+
+    @staticmethod
+    def _encode_key(key: str) -> bytes:
+        return key.encode()
+
+    def stored(self, partition: int, key: str | bytes) -> bytes | None:
+        return self._db_for_partition(partition).get(key.encode() if isinstance(key, str) else key)
+
+
+class Event:
+    """What a batched store reads of Faust's current event: its message's partition."""
+
+    def __init__(self, partition: int) -> None:
+        self.message = Event.Message(partition)
+
+    class Message:
+        def __init__(self, partition: int) -> None:
+            self.partition = partition
+
+
+def acting_in(partition: int):  # type: ignore[no-untyped-def]
+    """A context in which the worker processes `partition` (a new one per use)."""
+    from adapters.faust.app import acting_as
+
+    event = Event(partition)
+    return lambda: acting_as(event)  # keeps the event alive: Faust holds it by a weak reference
+
+
+def test_the_workers_table_store_holds_a_take_in_memory_and_writes_committed_state_with_its_offset(
+        warm: Run, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    table = RocksTable(tmp_path)
+    store = FaustTableStateStore(table, warm.engine.schema, batched=True)  # type: ignore[arg-type]
+    acme = warm.states.load(["ACME"])
+    context = acting_in(2)
+    with context():
+        store.save(["ACME"], acme)
+        assert store.load(["ACME"]).tobytes() == acme.tobytes()  # read back within the take
+    store.changelog_written(2, 41)
+    assert table.stored(2, "ACME") is None  # the local store is not written per take
+    assert store.drain_serialized() == {b"ACME": warm.engine.schema.encode(acme)[0]}  # the changelog is
+
+    store.take_committed({2})
+    assert store.unstored_partitions() == [2]
+    assert store.store_partition(2, "app-symbol-state-changelog") == 1
+    assert table.stored(2, "ACME") == warm.engine.schema.encode(acme)[0]
+    assert table.stored(2, table.offset_key) == b"41"  # recovery resumes after the state it holds
+    assert store.unstored_partitions() == []
+
+
+def test_a_take_that_does_not_commit_a_partition_leaves_nothing_of_it(warm: Run, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    table = RocksTable(tmp_path)
+    store = FaustTableStateStore(table, warm.engine.schema, batched=True)  # type: ignore[arg-type]
+    before, after = warm.states.load(["ACME"]), warm.engine.schema.initial(1)
+    table._db_for_partition(1)[b"ACME"] = warm.engine.schema.encode(before)[0]  # committed, in the local store
+    context = acting_in(1)
+    with context():
+        store.save(["ACME"], after)
+    store.changelog_written(1, 7)
+    store.take_committed(set())  # partition 1 was revoked before the take committed
+    assert store.unstored_partitions() == []
+    with context():
+        assert store.load(["ACME"]).tobytes() == before.tobytes()
+
+    with context():  # committed, then revoked before its local store was written: recovery has it
+        store.save(["ACME"], after)
+    store.take_committed({1})
+    store.forget([1])
+    assert store.unstored_partitions() == []
+    with context():
+        assert store.load(["ACME"]).tobytes() == before.tobytes()

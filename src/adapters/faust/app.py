@@ -325,6 +325,9 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
 
     def finished(committed: set[int], timing: dict[str, float | None]) -> None:
         nonlocal taking
+        for _, store in batched:
+            store.take_committed(committed)
+        store_some()
         taking = False
         totals: dict[str, int] = {}
         for partition in committed & done_in_take.keys():
@@ -351,14 +354,37 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
             await process_group(partition, group, deliveries)
         processed[partition] = last.offset
 
-    # State saved by the use case goes to the tables' local stores at once and, per take and
-    # partition, to their changelogs as record batches (FaustTableStateStore, batched).
+    # State saved by the use case is held in memory and, per take and partition, sent to the tables'
+    # changelogs as record batches (FaustTableStateStore, batched); their local stores follow.
     batched: list[tuple[Any, FaustTableStateStore]] = [
         (t, store) for t, store in ((table, getattr(detect, "states", None)),
                                     (pools, getattr(detect, "pool_states", None)),
                                     (tapes, getattr(detect, "tapes", None)),
                                     (open_incidents, incident_store if incidents is not None else None))
         if isinstance(store, FaustTableStateStore) and store.unsent is not None]
+
+    # The tables' local stores are written a partition at a time, one table and partition per take
+    # in turn (a write of ~125 symbols' records costs ~0.5 ms; every take writing each of them cost
+    # more than detection): at a take every ~50 ms and 16 of them, each is at most ~1 s behind, and
+    # that is what a restart recovers from the changelog. A worker killed meanwhile rebuilds its
+    # stores from the changelogs anyway (`discard_state_after_unclean_stop`).
+    turn = 0
+
+    def store_some() -> None:
+        nonlocal turn
+        due = [(t, store, p) for t, store in batched for p in store.unstored_partitions()]
+        if due:
+            t, store, p = due[turn % len(due)]
+            turn += 1
+            store.store_partition(p, t.changelog_topic.get_topic_name())
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Faust has closed their local stores; whoever gets them next recovers from the changelog.
+        revoked = args[0] if args else kwargs.get("revoked", ())
+        gone = {tp.partition for tp in revoked if tp.topic == settings.trades_topic}
+        for _, store in batched:
+            store.forget(gone)
 
     async def save_changelogs(partition: int, tid: str | None, deliveries: list[Awaitable[Any]]) -> None:
         producer = app.producer._transaction_producers[tid] if tid else app.producer._producer  # type: ignore[attr-defined]
@@ -369,16 +395,13 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
             topic = t.changelog_topic.get_topic_name()
             for delivery, count in await write_changelog(producer, topic, partition, encoded,
                                                          int(time.time() * 1000)):
-                deliveries.append(persist_offset(t, TP(topic, partition), delivery, count))
+                deliveries.append(persist_offset(store, TP(topic, partition), delivery, count))
 
-    async def persist_offset(t: Any, tp: TP, delivery: Awaitable[Any], count: int) -> None:
-        """Once the batch is delivered: where recovery may start next time (its last record), kept
-        with the commit."""
+    async def persist_offset(store: FaustTableStateStore, tp: TP, delivery: Awaitable[Any], count: int) -> None:
+        """Once the batch is delivered: where recovery may start next time (its last record), written
+        to the local store with the state it reaches once the take committed (`store_some`)."""
         metadata = await delivery
-        if app.in_transaction:
-            app.tables.persist_offset_on_commit(t.data, tp, metadata.offset + count - 1)
-        else:
-            t.data.set_persisted_offset(tp, metadata.offset + count - 1)
+        store.changelog_written(tp.partition, metadata.offset + count - 1)
 
     def wrong_partition(batch: np.ndarray, row: int, partition: int) -> DeadLetter:
         symbol = str(batch["symbol"][row])
