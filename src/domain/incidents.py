@@ -188,6 +188,14 @@ class IncidentGrouper:
     def open_anomalies(self) -> int:
         return sum(c.size for chains in self._open.values() for c in chains)
 
+    def outlook(self, symbol: str) -> tuple[int, bool]:
+        """What can change `symbol`'s open incidents other than a new anomaly of it: the clock after
+        which the first of them closes (`advance`), and whether an after-context is still short of
+        CONTEXT_TRADES (the symbol's next trades extend it, in `add`). (-1, False) when none is open."""
+        chains = self._open.get(symbol, [])
+        closes_after = min((c.end + self.gap_ns + self.lateness_ns for c in chains), default=-1)
+        return closes_after, any(len(ps) < CONTEXT_TRADES for c in chains for _, ps in c.after.values())
+
     def encoded(self, symbol: str) -> bytes:
         """`symbol`'s open incidents as bytes (b"" when none)."""
         chains = self._open.get(symbol)

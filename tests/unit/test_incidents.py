@@ -136,3 +136,33 @@ def test_an_open_incident_nothing_changed_is_not_written_again() -> None:
     assert store.saved[-1] == ["ACME"] and store.values["ACME"] != stored
     [closed] = use_case([], {"ACME": T0 + 400 * S})
     assert closed.size == 2 and store.saved[-1] == ["ACME"] and store.keys() == []
+
+
+def test_open_incidents_a_batch_cannot_change_are_not_decoded(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A symbol's stored open incidents are decoded only when the batch can change them (an anomaly
+    of it, a clock that closes one, trades for a short after-context) or when the stored value is
+    not the one last seen here (written by another worker before a rebalance, say)."""
+    from adapters.memory import InMemoryBlobStore
+    from application.incidents import GroupIncidents
+
+    restored: list[str] = []
+    restore = IncidentGrouper.restore
+
+    def counting(self, symbol, value):  # type: ignore[no-untyped-def]
+        restored.append(symbol)
+        restore(self, symbol, value)
+
+    monkeypatch.setattr(IncidentGrouper, "restore", counting)
+    store = InMemoryBlobStore()
+    use_case = GroupIncidents(store, LATE, GAP)
+    use_case([anomaly("ACME", 0.0)], {"ACME": T0})
+    assert use_case([], {"ACME": T0 + 10 * S, "BOLT": T0 + 10 * S}) == [] and restored == []
+
+    elsewhere = IncidentGrouper(GAP, LATE)
+    elsewhere.add([anomaly("ACME", 0.0), anomaly("ACME", 20.0)])
+    store.save(["ACME"], [elsewhere.encoded("ACME")])
+    assert use_case([], {"ACME": T0 + 30 * S}) == [] and restored == ["ACME"]  # read once, left as stored
+    assert use_case([], {"ACME": T0 + 40 * S}) == [] and restored == ["ACME"]
+
+    [closed] = use_case([], {"ACME": T0 + 400 * S})  # its gap and lateness passed: closed
+    assert closed.size == 2 and restored == ["ACME", "ACME"] and store.keys() == []
