@@ -40,18 +40,20 @@ GAUGE_REFRESH_SECONDS = 5.0  # how often consumer lag and held state are re-read
 NEVER = 10 * 365 * 86_400.0  # seconds: a Faust timer that must not fire
 
 
-CLEAN_STOP = "clean-stop"  # marker file in the table directory: the local state matches the last commit
+CLEAN_STOP = "clean-stop"  # marker file in the table directory: the local state is committed state
 
 
 def discard_state_after_unclean_stop(tabledir: Path) -> bool:
     """Remove the local table store unless the last run stopped cleanly; True when removed.
 
-    Faust writes table values to RocksDB as they are set, not when their transaction commits. A
-    worker killed mid-take leaves RocksDB holding state of trades whose transaction was aborted,
-    and recovery from the changelog only overwrites keys that have committed records after the
-    stored offset: the rest would stay ahead of the committed offsets and judge the replayed
-    trades a second time. Without the marker of a clean stop, the store is rebuilt from the
-    changelog (read committed, so exactly the committed state).
+    A table written key by key (Faust's own `table[k] = v`) reaches RocksDB as it is set, not when
+    its transaction commits. A worker killed mid-take would leave RocksDB holding state of trades
+    whose transaction was aborted, and recovery from the changelog only overwrites keys that have
+    committed records after the stored offset: the rest would stay ahead of the committed offsets
+    and judge the replayed trades a second time. The worker's batched stores write only committed
+    state, with the offset it reaches (FaustTableStateStore); this guard stays for anything else
+    that writes a table. Without the marker of a clean stop, the store is rebuilt from the changelog
+    (read committed, so exactly the committed state).
     """
     marker = tabledir / CLEAN_STOP
     if marker.exists():
