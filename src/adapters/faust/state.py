@@ -65,15 +65,15 @@ class FaustTableStateStore:
         self._commit_offset: dict[int, int] = {}
 
     def load(self, keys: Sequence[str]) -> np.ndarray:
-        partition = self._partition() if self.unsent is not None else None
-        if partition is None:
-            return self.schema.decode(keys, self._read(keys))
+        partition = self._partition()
+        if partition is None or self.unsent is None:
+            return self.schema.decode(keys, self._read(keys, partition))
         committed = self._committed.setdefault(partition, {})
         in_take = self._in_take.get(partition, {})
         values = [in_take.get(k, committed.get(k, _UNKNOWN)) for k in keys]
         missing = [i for i, v in enumerate(values) if v is _UNKNOWN]
         if missing:
-            read = self._read([keys[i] for i in missing])
+            read = self._read([keys[i] for i in missing], partition)
             for i, value in zip(missing, read):
                 values[i] = committed[keys[i]] = value
         return self.schema.decode(keys, values)
@@ -115,8 +115,7 @@ class FaustTableStateStore:
 
     def unstored_partitions(self) -> list[int]:
         """Partitions with committed values or changelog offsets not yet in the local store."""
-        return sorted(p for p in self._unstored.keys() | self._commit_offset.keys()
-                      if self._unstored.get(p) or p in self._commit_offset)
+        return sorted({p for p, keys in self._unstored.items() if keys} | self._commit_offset.keys())
 
     def store_partition(self, partition: int, changelog_topic: str) -> int:
         """Write `partition`'s committed values not yet in the local store there, with the changelog
@@ -148,9 +147,8 @@ class FaustTableStateStore:
         raw = getattr(self.table, "value_serializer", None) == "raw"
         return {self._encoded(store, k): v if raw else store._encode_value(v) for k, v in self.drain().items()}
 
-    def _read(self, keys: Sequence[str]) -> list[bytes | None]:
-        """`keys`' values in the table's local store (of the current event's partition)."""
-        partition = self._partition()
+    def _read(self, keys: Sequence[str], partition: int | None) -> list[bytes | None]:
+        """`keys`' values in the table's local store (`partition`'s RocksDB when known)."""
         db = self._local_db(partition) if partition is not None else None
         if db is None:
             return [self.table.get(k) for k in keys]
