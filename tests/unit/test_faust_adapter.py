@@ -91,6 +91,30 @@ async def test_table_recovery_asks_the_broker_for_changelog_end_offsets_under_ex
     assert await AIOKafkaConsumerThread._highwaters(thread, [changelog]) == {changelog: 4}
 
 
+def test_a_transaction_request_refused_while_the_last_one_ends_is_retried_soon() -> None:
+    # CONCURRENT_TRANSACTIONS: the broker is still writing the previous transaction's markers. aiokafka
+    # would wait its 100 ms retry backoff; the worker retries after 5 ms. Other refusals keep 100 ms.
+    from aiokafka.errors import ConcurrentTransactions, CoordinatorLoadInProgressError
+    from aiokafka.producer.sender import AddOffsetsToTxnHandler, AddPartitionsToTxnHandler, EndTxnHandler
+
+    from adapters.faust.recovery import CONCURRENT_TRANSACTIONS_BACKOFF, retry_concurrent_transactions_soon
+
+    retry_concurrent_transactions_soon()
+    retry_concurrent_transactions_soon()  # idempotent: wrapped once
+    txn = SimpleNamespace(txn_partitions={"already-added"}, transactional_id="t")
+    sender = SimpleNamespace(_retry_backoff=0.1, _txn_manager=txn)
+    concurrent, loading = ConcurrentTransactions.errno, CoordinatorLoadInProgressError.errno
+
+    assert AddOffsetsToTxnHandler(sender, "group").handle_response(
+        SimpleNamespace(error_code=concurrent)) == CONCURRENT_TRANSACTIONS_BACKOFF
+    assert EndTxnHandler(sender, True).handle_response(SimpleNamespace(error_code=concurrent)) \
+        == CONCURRENT_TRANSACTIONS_BACKOFF
+    assert AddPartitionsToTxnHandler(sender, []).handle_response(
+        SimpleNamespace(errors=[("trades", [(0, concurrent)])])) == CONCURRENT_TRANSACTIONS_BACKOFF
+    assert EndTxnHandler(sender, True).handle_response(SimpleNamespace(error_code=loading)) == 0.1
+    assert AddOffsetsToTxnHandler(sender, "group").handle_response(SimpleNamespace(error_code=loading)) == 0.1
+
+
 def _event(offset: int, partition: int = 0) -> SimpleNamespace:
     from faust.types import TP
 
