@@ -21,7 +21,8 @@ from faust.types import TP
 from adapters.faust.outputs import (KafkaDeadLetterSink, KafkaJsonSink, PartitionProducer, traced_to_messages,
                                     write_changelog)
 from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
-from adapters.faust.recovery import fetch_without_long_polls, restore_tables_from_broker_offsets, retry_concurrent_transactions_soon
+from adapters.faust.recovery import (fetch_without_long_polls, restore_tables_from_broker_offsets,
+                                     retry_concurrent_transactions_soon)
 from adapters.faust.sequence import InSequence, in_sequence
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.codec import decode_many

@@ -1,6 +1,6 @@
-"""Fixes to Faust's and aiokafka's behaviour under `processing_guarantee="exactly_once"`, applied by
-`adapters.faust.app.create_app`: table recovery's highwaters, fetch long polls, and the retry of a
-transaction request refused while the previous transaction ends (each explained where it is made).
+"""Fixes to Faust's and aiokafka's behaviour, applied by `adapters.faust.app.create_app`: table
+recovery's highwaters under exactly-once, fetch long polls, and the retry of a transaction request
+refused while the partition's previous transaction ends (each explained where it is made).
 
 Recovery reads each changelog partition up to its highwater, which Faust (faust-streaming 0.15)
 takes from `AIOKafkaConsumer.last_stable_offset(tp)` when the consumer is transactional. That is
@@ -58,14 +58,14 @@ def fetch_without_long_polls(max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
-
 # How long a transaction request the broker refused with CONCURRENT_TRANSACTIONS waits before it is
 # sent again. The broker says that while it is still writing the partition's previous transaction's
 # commit markers (a few ms), so a take that follows the previous one closely meets it; aiokafka then
 # waits its `retry_backoff_ms` (100 ms; 20 for a transaction's first AddPartitionsToTxn). Measured
-# with a bare aiokafka relay at the worker benchmark's rate, one transaction per fetch, produce ->
-# read-committed consumer: p50 95 / p99 235 ms with aiokafka's backoff, p50 17 / p99 52 ms with
-# 5 ms. Other retries (a broker away, a coordinator moving) keep aiokafka's backoff.
+# with `benchmarks/kafka_floor.py --mode eos` (a bare relay at the worker benchmark's message rate,
+# a transaction per partition and fetch), produce -> read-committed consumer: p50 61-107 / p99
+# 212-253 ms with aiokafka's backoff, p50 13-19 / p99 45-54 ms with 5 ms. Other retries (a broker
+# away, a coordinator moving) keep aiokafka's backoff.
 CONCURRENT_TRANSACTIONS_BACKOFF = 0.005  # seconds
 
 
@@ -86,7 +86,8 @@ def retry_concurrent_transactions_soon(backoff: float = CONCURRENT_TRANSACTIONS_
         if getattr(handle, "_retry_soon", False):
             continue
 
-        def handle_response(self: Any, response: Any, handle: Callable[[Any, Any], float | None] = handle) -> float | None:
+        def handle_response(self: Any, response: Any,
+                            handle: Callable[[Any, Any], float | None] = handle) -> float | None:
             wait = handle(self, response)
             if wait is not None and _concurrent_transactions(response):
                 return min(wait, backoff)
