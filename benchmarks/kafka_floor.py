@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import struct
 import sys
 import time
@@ -196,8 +197,9 @@ async def main() -> int:
 
 def host_busy() -> float:
     """Busy CPU seconds of the host so far (/proc/stat: all but idle and iowait)."""
-    ticks = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / 100.0
+    with open("/proc/stat") as stat:
+        ticks = [int(x) for x in stat.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
