@@ -100,7 +100,9 @@ def test_a_transaction_request_refused_while_the_last_one_ends_is_retried_soon()
     from adapters.faust.recovery import CONCURRENT_TRANSACTIONS_BACKOFF, retry_concurrent_transactions_soon
 
     retry_concurrent_transactions_soon()
-    retry_concurrent_transactions_soon()  # idempotent: wrapped once
+    retry_concurrent_transactions_soon()
+    wrapped_inside = EndTxnHandler.handle_response.__defaults__[0]  # type: ignore[attr-defined]
+    assert not getattr(wrapped_inside, "_retry_soon", False)  # applying it twice wraps aiokafka's once
     txn = SimpleNamespace(txn_partitions={"already-added"}, transactional_id="t")
     sender = SimpleNamespace(_retry_backoff=0.1, _txn_manager=txn)
     concurrent, loading = ConcurrentTransactions.errno, CoordinatorLoadInProgressError.errno
