@@ -33,25 +33,19 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
-import os
 import struct
 import sys
 import time
 import uuid
 from typing import Any
 
-import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from worker_e2e import CpuWindow, stats_ms  # this directory: how worker_e2e times and counts, reused
+
 STAMP = struct.Struct("<dq")  # send time, message number
 OUT = struct.Struct("<dqd")  # send time, message number, time the relay fetched it
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    v = np.asarray(values, float)
-    return {"n": int(len(v)), **{f"p{q}": round(float(np.percentile(v, q)), 1) for q in (50, 90, 99)},
-            "max": round(float(v.max()), 1)}
 
 
 async def relay(args: argparse.Namespace, source: str, out: str, group: str, ready: Any, report: Any) -> None:
@@ -67,7 +61,7 @@ async def relay(args: argparse.Namespace, source: str, out: str, group: str, rea
     for producer in producers:
         await producer.start()
     ready.set()
-    cycles: list[float] = []
+    cycles: list[float] = []  # seconds
 
     async def transaction(tp: Any, messages: list[Any], fetched: float) -> None:
         producer = producers[tp.partition]
@@ -90,7 +84,7 @@ async def relay(args: argparse.Namespace, source: str, out: str, group: str, rea
                                    for ms in fetched_batches.values() for m in ms
                                    if STAMP.unpack_from(m.value)[1] % args.every == 0])
             await consumer.commit({tp: ms[-1].offset + 1 for tp, ms in fetched_batches.items()})
-        cycles.append((time.perf_counter() - started) * 1e3)
+        cycles.append(time.perf_counter() - started)
     report.recv()
     report.send(cycles[len(cycles) // 10:])
     for producer in producers:
@@ -169,10 +163,9 @@ async def main() -> int:
         for ready in (relay_ready, observer_ready):
             if not await asyncio.to_thread(ready.wait, 60):
                 raise TimeoutError("relay or observer did not start within 60 s")
-        busy0 = host_busy()
-        started = time.monotonic()
+        cpu = CpuWindow({})
         sent = await produce(args, source)
-        busy = round((host_busy() - busy0) / (time.monotonic() - started), 2)
+        busy = (cpu.cores() or {}).get("host_busy_cores")
         seen = await asyncio.to_thread(results.get, True, args.seconds + 90)
         report.send("done")
         cycles = await asyncio.to_thread(lambda: report.recv() if report.poll(30) else [])
@@ -182,10 +175,10 @@ async def main() -> int:
             "concurrent_transactions_retry_ms": (100 if args.aiokafka_backoff else 5) if args.mode == "eos" else None,
             "partitions": args.partitions, "messages": sent, "outputs": len(seen), "expected_outputs": expected,
             "host_busy_cores_while_sending": busy,
-            "produce_to_output_ms": stats([k[0] * 1e3 for k in kept]),
-            "produce_to_relay_fetch_ms": stats([k[1] * 1e3 for k in kept]),
-            "relay_fetch_to_output_ms": stats([k[2] * 1e3 for k in kept]),
-            "relay_cycle_ms": stats(cycles) if cycles else None}))
+            "produce_to_output_ms": stats_ms([k[0] for k in kept]),
+            "produce_to_relay_fetch_ms": stats_ms([k[1] for k in kept]),
+            "relay_fetch_to_output_ms": stats_ms([k[2] for k in kept]),
+            "relay_cycle_ms": stats_ms(cycles)}))
         return 0 if len(seen) == expected else 1
     finally:
         for child in children:
@@ -193,13 +186,6 @@ async def main() -> int:
             child.join()
         await admin.delete_topics([source, out])
         await admin.close()
-
-
-def host_busy() -> float:
-    """Busy CPU seconds of the host so far (/proc/stat: all but idle and iowait)."""
-    with open("/proc/stat") as stat:
-        ticks = [int(x) for x in stat.readline().split()[1:9]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
