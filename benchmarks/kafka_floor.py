@@ -145,6 +145,8 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     args = parser.parse_args()
 
+    from adapters.faust.recovery import CONCURRENT_TRANSACTIONS_BACKOFF
+
     run = uuid.uuid4().hex[:8]
     source, out, group = f"floor-in-{run}", f"floor-out-{run}", f"floor-{run}"
     admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
@@ -172,7 +174,8 @@ async def main() -> int:
         kept = seen[len(seen) // 10:]
         print(json.dumps({
             "benchmark": "kafka_floor", "mode": args.mode,
-            "concurrent_transactions_retry_ms": (100 if args.aiokafka_backoff else 5) if args.mode == "eos" else None,
+            "concurrent_transactions_retry_ms": (100 if args.aiokafka_backoff else CONCURRENT_TRANSACTIONS_BACKOFF * 1e3)
+            if args.mode == "eos" else None,
             "partitions": args.partitions, "messages": sent, "outputs": len(seen), "expected_outputs": expected,
             "host_busy_cores_while_sending": busy,
             "produce_to_output_ms": stats_ms([k[0] for k in kept]),

@@ -63,9 +63,9 @@ def fetch_without_long_polls(max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
 # commit markers (a few ms), so a take that follows the previous one closely meets it; aiokafka then
 # waits its `retry_backoff_ms` (100 ms; 20 for a transaction's first AddPartitionsToTxn). Measured
 # with `benchmarks/kafka_floor.py --mode eos` (a bare relay at the worker benchmark's message rate,
-# a transaction per partition and fetch), produce -> read-committed consumer: p50 61-107 / p99
-# 212-253 ms with aiokafka's backoff, p50 13-19 / p99 45-54 ms with 5 ms. Other retries (a broker
-# away, a coordinator moving) keep aiokafka's backoff.
+# a transaction per partition and fetch), produce -> read-committed consumer: p99 212-253 ms with
+# aiokafka's backoff, 31-87 ms with 5 ms (docs/benchmarks.md). Other retries (a broker away, a
+# coordinator moving) keep aiokafka's backoff.
 CONCURRENT_TRANSACTIONS_BACKOFF = 0.005  # seconds
 
 
