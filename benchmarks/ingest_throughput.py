@@ -4,7 +4,9 @@ Prints one JSON line. A run is timed from the first read of the files to the pro
 acknowledgement (topic creation and producer start-up excluded); the best of --repeat runs is
 reported, each into its own fresh topic. For context it also times publishing the already-decoded
 trades (the Kafka side alone) and decoding the messages back (the consumer side of the codec).
-Usage: python benchmarks/ingest_throughput.py [PATH ...] [--repeat R] [--batch-trades N]
+Several files are decoded on threads of their own (DatabentoFileSource's read-ahead); --read-ahead 0
+reads them one after the other, as before 2026-12-04.
+Usage: python benchmarks/ingest_throughput.py [PATH ...] [--repeat R] [--batch-trades N] [--read-ahead T]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from aiokafka.admin import AIOKafkaAdminClient
 
 from adapters.databento import DatabentoFileSource
+from adapters.databento.source import FILES_READ_AHEAD_TRADES
 from adapters.kafka.codec import decode, encode_batch
 from adapters.kafka.producer import KafkaTradePublisher
 from application.ingest import IngestSummary, IngestTrades, symbol_batches
@@ -49,7 +52,8 @@ async def run_once(args: argparse.Namespace, source: object) -> IngestSummary:
 
 
 async def benchmark(args: argparse.Namespace) -> dict[str, object]:
-    runs = [await run_once(args, DatabentoFileSource(args.paths)) for _ in range(args.repeat)]
+    runs = [await run_once(args, DatabentoFileSource(args.paths, read_ahead=args.read_ahead))
+            for _ in range(args.repeat)]
     best = min(runs, key=lambda r: r.seconds)
 
     chunks = list(DatabentoFileSource(args.paths).chunks())
@@ -77,6 +81,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, object]:
         "batch_trades": args.batch_trades,
         "partitions": args.partitions,
         "compression": args.compression,
+        "read_ahead": args.read_ahead,
         "publish_only_trades_per_second": round(publish_only.trades_per_second),
         "codec_decode_trades_per_second": round(decoded / decode_seconds),
     }
@@ -90,6 +95,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--compression", default="none")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is reported")
+    parser.add_argument("--read-ahead", type=int, default=FILES_READ_AHEAD_TRADES,
+                        help="trades the files may hold decoded ahead, all together (0: read in turn)")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(benchmark(args))))
 

@@ -1,10 +1,11 @@
-"""Read ahead: a TradeSource whose chunks are decoded on a background thread while detection runs."""
+"""Read ahead: a TradeSource whose chunks are decoded on a background thread while detection runs,
+and the same for several streams at once under one shared budget (the files of a multi-file source)."""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from domain.ports import SourceChunk, TradeSource
 
@@ -15,6 +16,80 @@ from domain.ports import SourceChunk, TradeSource
 READ_AHEAD_TRADES = 32_768
 
 _END = object()
+
+
+class ReadAheadBudget:
+    """How many decoded trades the readers sharing it may hold that nobody has taken yet.
+
+    A reader whose own queue is empty may always queue one chunk, whatever the others hold: the
+    consumer may be waiting for exactly that stream (a merge waits for the file furthest behind),
+    so held memory is at most the budget plus one chunk per stream.
+    """
+
+    def __init__(self, trades: int) -> None:
+        if trades < 1:
+            raise ValueError(f"a read-ahead budget must be at least one trade, got {trades}")
+        self.trades = trades
+        self.queued = 0
+        self.changed = threading.Condition()
+
+
+def read_ahead(chunks: Callable[[], Iterator[SourceChunk]], budget: ReadAheadBudget,
+               name: str = "source-prefetch") -> Iterator[SourceChunk]:
+    """The chunks of `chunks()`, read on a thread of their own (named `name`) while the caller works
+    on earlier ones. Chunks arrive in the same order; an error raised while reading is raised here,
+    where its chunk would have arrived; closing the iterator stops the reader (joined, 5 s at most)."""
+    ready: deque[tuple[object, int]] = deque()
+    changed = budget.changed
+    stop = False
+
+    def offer(item: object, size: int) -> bool:
+        """Queue `item` once there is room for it; False when the consumer has stopped."""
+        with changed:
+            changed.wait_for(lambda: stop or not ready or budget.queued + size <= budget.trades)
+            if stop:
+                return False
+            ready.append((item, size))
+            budget.queued += size
+            changed.notify_all()
+            return True
+
+    def read() -> None:
+        try:
+            for chunk in chunks():
+                if not offer(chunk, len(chunk.trades)):
+                    return
+            offer(_END, 0)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            offer(exc, 0)
+
+    def take() -> object:
+        with changed:
+            changed.wait_for(lambda: bool(ready))
+            item, size = ready.popleft()
+            budget.queued -= size
+            changed.notify_all()
+            return item
+
+    reader = threading.Thread(target=read, name=name, daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = take()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, SourceChunk)
+            yield item
+    finally:
+        with changed:  # the consumer stopped early: let the reader finish instead of waiting for room
+            stop = True
+            # What this stream still holds goes back to the budget the other streams share.
+            budget.queued -= sum(size for _, size in ready)
+            ready.clear()
+            changed.notify_all()
+        reader.join(timeout=5)
 
 
 class PrefetchingSource:
@@ -31,57 +106,7 @@ class PrefetchingSource:
         self.ahead = ahead
 
     def chunks(self) -> Iterator[SourceChunk]:
-        ready: deque[tuple[object, int]] = deque()
-        changed = threading.Condition()
-        queued = 0  # trades in `ready`
-        stop = False
-
-        def offer(item: object, size: int) -> bool:
-            """Queue `item` once there is room for it; False when the consumer has stopped."""
-            nonlocal queued
-            with changed:
-                changed.wait_for(lambda: stop or not ready or queued + size <= self.ahead)
-                if stop:
-                    return False
-                ready.append((item, size))
-                queued += size
-                changed.notify_all()
-                return True
-
-        def read() -> None:
-            try:
-                for chunk in self.source.chunks():
-                    if not offer(chunk, len(chunk.trades)):
-                        return
-                offer(_END, 0)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-                offer(exc, 0)
-
-        def take() -> object:
-            nonlocal queued
-            with changed:
-                changed.wait_for(lambda: bool(ready))
-                item, size = ready.popleft()
-                queued -= size
-                changed.notify_all()
-                return item
-
-        reader = threading.Thread(target=read, name="source-prefetch", daemon=True)
-        reader.start()
-        try:
-            while True:
-                item = take()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                assert isinstance(item, SourceChunk)
-                yield item
-        finally:
-            with changed:  # the consumer stopped early: let the reader finish instead of waiting for room
-                stop = True
-                changed.notify_all()
-            reader.join(timeout=5)
+        return read_ahead(self.source.chunks, ReadAheadBudget(self.ahead))
 
     def __repr__(self) -> str:
         return f"PrefetchingSource({self.source!r}, ahead={self.ahead})"

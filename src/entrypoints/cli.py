@@ -55,12 +55,15 @@ def main(log_level: str) -> None:
     configure_logging(log_level)
 
 
-def file_source(paths: tuple[str, ...], chunk_size: int) -> Any:
+def file_source(paths: tuple[str, ...], chunk_size: int, read_ahead: int = 0) -> Any:
+    """The files' trades, read ahead of their consumer on a thread; `read_ahead` > 0 also decodes
+    several files side by side (adapters.databento.source)."""
     from adapters.databento import DatabentoFileSource
     from adapters.prefetch import PrefetchingSource
 
     try:
-        return ReadToTheEnd(PrefetchingSource(DatabentoFileSource(list(paths), chunk_size=chunk_size)))
+        return ReadToTheEnd(PrefetchingSource(DatabentoFileSource(list(paths), chunk_size=chunk_size,
+                                                                  read_ahead=read_ahead)))
     except DomainError as exc:
         fail(str(exc))
 

@@ -149,7 +149,10 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
                                               names if names != ["ALL_SYMBOLS"] else "ALL_SYMBOLS",
                                               flush_trades=batch_trades, flush_seconds=flush_ms / 1000)
         else:
-            source = file_source(paths, 65_536)
+            from adapters.databento.source import FILES_READ_AHEAD_TRADES
+
+            # Reading is what bounds ingest: several files are decoded side by side.
+            source = file_source(paths, 65_536, read_ahead=FILES_READ_AHEAD_TRADES)
         publisher = KafkaTradePublisher(config.kafka_bootstrap_servers, config.trades_topic, config.dlq_topic,
                                         partitions=config.partitions, replication_factor=replication_factor,
                                         compression=compression, anomalies_topic=config.anomalies_topic,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from pathlib import Path
 
 import databento
@@ -400,6 +401,57 @@ def test_several_files_merge_into_event_time_order(tmp_path: Path) -> None:
     assert trades["symbol"][:2].tolist() == ["NVDA", "AMD"]  # a tie keeps the order files were given
     for symbol, original in (("NVDA", nvda), ("AMD", amd), ("MSFT", msft)):
         assert trades["sequence"][trades["symbol"] == symbol].tolist() == original["sequence"].tolist()
+
+
+def test_files_decoded_on_threads_give_the_same_chunks_as_read_in_turn(tmp_path: Path) -> None:
+    nvda = flow(3_000, seed=1, rate=20.0)
+    amd = flow(2_000, symbol="AMD", instrument_id=77, seed=2, rate=10.0)
+    lines = csv_lines(amd)
+    lines[500] = lines[500].replace(",AMD", ",")  # one bad row: a dead letter at its place in the stream
+    compressed = zstandard.ZstdCompressor(write_checksum=True).compress(
+        ("\n".join([HEADER, *csv_lines(flow(20_000, symbol="MSFT", instrument_id=88, seed=3))]) + "\n").encode())
+    broken = tmp_path / "broken.csv.zst"  # damaged: ends its stream with a bad_file dead letter
+    broken.write_bytes(compressed[: len(compressed) * 3 // 4])
+    paths = [str(write_dbn(tmp_path / "nvda.dbn.zst", nvda)), str(write_csv(tmp_path / "amd.csv", lines)),
+             str(broken)]
+
+    def chunks(read_ahead: int) -> list[tuple[bytes, list[tuple[str, str]]]]:
+        source = DatabentoFileSource(paths, chunk_size=256, read_ahead=read_ahead)
+        return [(c.trades.tobytes(), [(d.reason, d.origin) for d in c.dead_letters]) for c in source.chunks()]
+
+    in_turn = chunks(0)
+    letters = [letter for _, found in in_turn for letter in found]
+    assert ("bad_row", f"{paths[1]}:502") in letters and ("bad_file", str(broken)) in letters
+    # A budget smaller than a chunk (each file still holds one) and one that fits whole files.
+    assert chunks(1) == in_turn
+    assert chunks(100_000) == in_turn
+    assert not [t for t in threading.enumerate() if t.name.startswith("read-")]
+
+
+def test_an_error_in_one_of_several_files_stops_every_reader(tmp_path: Path) -> None:
+    good = write_dbn(tmp_path / "good.dbn", flow(5_000))
+    odd = write_csv(tmp_path / "odd.csv", ["1,2"], header="ts_event,size")
+
+    with pytest.raises(SourceError, match="price, symbol"):
+        list(DatabentoFileSource([str(good), str(odd)], chunk_size=64, read_ahead=1_000).chunks())
+
+    assert not [t for t in threading.enumerate() if t.name.startswith("read-")]
+
+
+def test_stopping_early_closes_every_file_and_its_reader(tmp_path: Path) -> None:
+    paths = [str(write_dbn(tmp_path / f"{k}.dbn", flow(5_000, seed=k))) for k in range(3)]
+    chunks = DatabentoFileSource(paths, chunk_size=64, read_ahead=256).chunks()
+
+    first = next(chunks)
+    chunks.close()  # type: ignore[attr-defined]
+
+    assert len(first.trades) > 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("read-")]
+
+
+def test_read_ahead_must_not_be_negative(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="read_ahead"):
+        DatabentoFileSource([str(write_dbn(tmp_path / "a.dbn", flow(10)))], read_ahead=-1)
 
 
 def test_source_can_be_read_again(tmp_path: Path) -> None:

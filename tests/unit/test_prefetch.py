@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from adapters.prefetch import PrefetchingSource
+from adapters.prefetch import PrefetchingSource, ReadAheadBudget, read_ahead
 from domain.model import TRADE_DTYPE
 from domain.ports import SourceChunk
 
@@ -72,3 +72,38 @@ def test_a_consumer_that_stops_early_lets_the_reader_finish() -> None:
     chunks.close()
     # Joined in close(): no reader left behind, waiting for room that will never come.
     assert not any(t.name == "source-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_streams_sharing_a_budget_hold_at_most_it_and_one_chunk_each() -> None:
+    budget = ReadAheadBudget(20)
+    a, b = CountingSource(6), CountingSource(6)
+    from_a, from_b = read_ahead(a.chunks, budget, "a"), read_ahead(b.chunks, budget, "b")
+    first_a = next(from_a)  # A's reader fills the budget while nobody takes from it
+    assert a.asked[3].wait(timeout=10)
+    # B's queue is empty, so its reader may still queue one chunk (a merge may be waiting for
+    # exactly that stream), and no more.
+    first_b = next(from_b)
+    assert b.asked[2].wait(timeout=10)
+    with budget.changed:
+        assert budget.changed.wait_for(lambda: budget.queued == 30, timeout=10)
+    assert max(a.ahead_seen) == 3 and max(b.ahead_seen) == 2
+    rest_a, rest_b = list(from_a), list(from_b)  # taking frees room: both run to their end
+    assert [int(c.trades["sequence"][0]) for c in [first_a, *rest_a]] == list(range(6))
+    assert [int(c.trades["sequence"][0]) for c in [first_b, *rest_b]] == list(range(6))
+    assert budget.queued == 0
+
+
+def test_a_stream_closed_early_gives_its_share_of_the_budget_back() -> None:
+    budget = ReadAheadBudget(20)
+    a, b = CountingSource(50), CountingSource(50)
+    from_a = read_ahead(a.chunks, budget, "a")
+    next(from_a)
+    assert a.asked[3].wait(timeout=10)  # two chunks queued, the third waiting for room
+    from_a.close()
+    assert budget.queued == 0
+    from_b = read_ahead(b.chunks, budget, "b")
+    next(from_b)
+    # B now gets the whole budget: two chunks queued, and the reader asking for the fourth.
+    assert b.asked[3].wait(timeout=10)
+    from_b.close()
+    assert budget.queued == 0

@@ -47,6 +47,16 @@ def merge_by_event_time(streams: Sequence[Iterator[SourceChunk]]) -> Iterator[So
     out of order by more than a chunk comes out out of order; the domain rejects such trades.
     """
     lanes = [_Lane(stream) for stream in streams]
+    try:
+        yield from _merged(lanes)
+    finally:  # stopped early or failed: close every file's stream (and its reader thread, if any)
+        for stream in streams:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+
+def _merged(lanes: list[_Lane]) -> Iterator[SourceChunk]:
     letters: list[DeadLetter] = []
     while True:
         open_lanes = [lane for lane in lanes if not lane.done]
