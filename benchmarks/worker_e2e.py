@@ -232,6 +232,7 @@ class Observer:
         self.proc = ctx.Process(target=observer_main, args=(child, bootstrap, topic, partitions, es_url, index, poll),
                                 daemon=True)
         self.proc.start()
+        self.pid: int = self.proc.pid or 0  # set once started
 
     async def _recv(self, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
@@ -647,7 +648,7 @@ async def latency_phase(args: argparse.Namespace, es: Any) -> dict[str, Any]:
 
         topic = run.topics["trades"]
         cpu = CpuWindow({**{name: proc.pid for name, proc, _ in run.procs}, "benchmark": os.getpid(),
-                         "observer": observer.proc.pid}, trees=service_pids())
+                         "observer": observer.pid}, trees=service_pids())
         t0 = time.time() + 0.05
         behind = 0
         for k in range(len(tick_first) - 1):
