@@ -55,4 +55,5 @@ class DatabentoFileSource:
                                     for read, path in zip(readers, self.files)])
 
     def __repr__(self) -> str:
-        return f"DatabentoFileSource({[str(p) for p in self.files]!r}, chunk_size={self.chunk_size})"
+        return (f"DatabentoFileSource({[str(p) for p in self.files]!r}, chunk_size={self.chunk_size}, "
+                f"read_ahead={self.read_ahead})")
