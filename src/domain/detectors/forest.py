@@ -14,11 +14,14 @@ with c(n) the average path length of an unsuccessful search in a binary search t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.ensemble import IsolationForest
 
 from domain.compiled import kernel
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import IsolationForest
 
 EULER_GAMMA = 0.5772156649015329
 

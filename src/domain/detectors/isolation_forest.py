@@ -6,7 +6,6 @@ import hashlib
 from collections import OrderedDict
 
 import numpy as np
-from sklearn.ensemble import IsolationForest
 
 from domain.compiled import new_hits
 from domain.detectors import tails
@@ -115,6 +114,10 @@ class IsolationForestDetector(PooledInPlace):
                               person=f"{pool}:{epoch}".encode()[:16]).digest()
         forest = self._models.get(key)
         if forest is None:
+            # Imported at the first fit, not with the detectors: scikit-learn takes ~1 s to import,
+            # which every command that builds settings (--help, ingest, query, tail) would pay.
+            from sklearn.ensemble import IsolationForest
+
             forest = CompiledForest.of(IsolationForest(
                 n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(sample)),
                 random_state=self.seed).fit(sample.astype(np.float64)))
