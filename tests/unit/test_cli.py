@@ -208,3 +208,15 @@ def test_calibrate_writes_thresholds_the_replay_accepts(tmp_path: Path) -> None:
     assert 1_000 < saved["symbols"]["NVDA"]["size_threshold"] < 100_000
     code, text = run("replay", "--json", "--thresholds", str(out), "--detectors", "high_volume", str(DBN_SAMPLE))
     assert code == 0, text
+
+
+def test_the_command_starts_without_importing_the_model_library_or_the_search_client() -> None:
+    # scikit-learn (~1.1 s) is imported at the first model fit and the elasticsearch client (~0.35 s)
+    # by the commands that talk to Elasticsearch: `--help`, ingest, tail and decode need neither.
+    import subprocess
+    import sys
+
+    probe = ("import sys; import entrypoints.cli, entrypoints.settings; entrypoints.settings.load_settings(); "
+             "print(sorted(m for m in ('sklearn', 'elasticsearch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
