@@ -461,3 +461,16 @@ def test_source_can_be_read_again(tmp_path: Path) -> None:
     again = np.concatenate([c.trades for c in source.chunks()])
 
     assert first.tobytes() == again.tobytes()
+
+
+def test_reading_csv_files_does_not_import_the_databento_client(tmp_path: Path) -> None:
+    # The client (~0.35 s to import) is what DBN files are read with; CSV exports are read by Arrow.
+    import subprocess
+    import sys
+
+    path = write_csv(tmp_path / "day.csv", csv_lines(flow(50)))
+    probe = ("import sys; from adapters.databento import DatabentoFileSource; "
+             f"n = sum(len(c.trades) for c in DatabentoFileSource([{str(path)!r}]).chunks()); "
+             "print(n, 'databento' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["50", "False"]

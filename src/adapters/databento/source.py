@@ -7,14 +7,22 @@ from functools import partial
 from pathlib import Path
 
 from adapters.databento.csv import read_csv
-from adapters.databento.dbn import read_dbn
 from adapters.databento.merge import merge_by_event_time
 from adapters.databento.paths import expand_paths, file_kind
 from adapters.prefetch import ReadAheadBudget, read_ahead
 from domain.errors import SourceError
 from domain.ports import SourceChunk
 
-_READERS = {"dbn": read_dbn, "csv": read_csv}
+
+def _read_dbn(path: Path, chunk_size: int) -> Iterator[SourceChunk]:
+    # Imported when a DBN file is read: the databento client takes ~0.35 s to import, which a
+    # replay or ingest of CSV files need not pay.
+    from adapters.databento.dbn import read_dbn
+
+    return read_dbn(path, chunk_size)
+
+
+_READERS = {"dbn": _read_dbn, "csv": read_csv}
 # What a caller whose bottleneck is reading (ingest) gives as `read_ahead`: trades the files of a
 # multi-file source may hold decoded ahead of the merge, all files together (~36 MiB of records).
 # Each file is then decoded on a thread of its own (Arrow's CSV parser and zstd release the GIL), so
