@@ -45,3 +45,12 @@ def test_import_contracts_hold() -> None:
     lint = Path(sys.executable).parent / "lint-imports"
     result = subprocess.run([str(lint)], cwd=SRC.parent, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_layer_type_checks() -> None:
+    # mypy with the project's settings (pyproject.toml: every package under src, untyped defs refused).
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "mypy"], cwd=SRC.parent, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -139,9 +139,10 @@ def _number(key: str, value: Any) -> str:
         return escape(str(value))
     if isinstance(value, (int, np.integer)):
         return f"{int(value):,}"
+    number = float(value)
     if "second" in key and "per" not in key:
-        return f"{value:,.2f} s"
-    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.3g}"
+        return f"{number:,.2f} s"
+    return f"{number:,.1f}" if abs(number) >= 100 else f"{number:,.3g}"
 
 
 def _label(key: str) -> str:

@@ -52,9 +52,14 @@ def trades_metadata(dataset: str, instruments: dict[str, int], day: dt.date, sta
     """Encoded v3 metadata whose symbology maps each raw symbol to its instrument id for the day."""
     mappings = [_Mapping(sym, [_Interval(day, day + dt.timedelta(days=1), str(iid))])
                 for sym, iid in sorted(instruments.items())]
+    # databento_dbn's stubs type its enum members as str and ask for its own SymbolMapping class;
+    # the encoder takes the members and any object with the same attributes (tested against
+    # databento's decoder in tests/unit/test_synthetic.py).
     meta = dbn.Metadata(
-        dataset=dataset, start=start, end=end, stype_in=dbn.SType.RAW_SYMBOL, stype_out=dbn.SType.INSTRUMENT_ID,
-        schema=dbn.Schema.TRADES, symbols=sorted(instruments), mappings=mappings, version=3,
+        dataset=dataset, start=start, end=end,
+        stype_in=dbn.SType.RAW_SYMBOL, stype_out=dbn.SType.INSTRUMENT_ID,  # type: ignore[arg-type]
+        schema=dbn.Schema.TRADES, symbols=sorted(instruments),  # type: ignore[arg-type]
+        mappings=mappings, version=3,  # type: ignore[arg-type]
     )
     return bytes(meta.encode())
 

@@ -104,9 +104,9 @@ def simulate(symbols: int = 20, trades: int = 1_000_000, seed: int = 7, date: st
     parts = []
     for s, profile in enumerate(profiles):
         mine = [i for i, p in enumerate(plans) if p.symbol_index == s]
-        tape = _symbol_day(rng, session, profile, activity.per_second(s), int(normal[s]), [plans[i] for i in mine],
-                           mine)
-        parts.append(_with_auctions(rng, session, profile, tape, s))
+        day = _symbol_day(rng, session, profile, activity.per_second(s), int(normal[s]), [plans[i] for i in mine],
+                          mine)
+        parts.append(_with_auctions(rng, session, profile, day, s))
     tape = _finish(rng, np.concatenate(parts))
     return SyntheticMarket(seed, session, tuple(profiles), *_label(tape, plans, profiles))
 
