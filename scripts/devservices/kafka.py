@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from .base import Service, base_env
@@ -16,6 +17,16 @@ from .install import find_java_home, maven, say, sha256_file
 from .proc import ServiceError
 
 API_VERSIONS_KEY = 18
+
+
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64, unpadded. Drawn again when it starts
+    with '-', which the storage tool's option parser takes for an option (1 in 64 ids: a fresh
+    checkout's Kafka then failed to format its storage); Kafka's own random ids skip those too."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def api_versions(host: str, port: int, timeout: float = 2.0) -> dict[int, tuple[int, int]]:
@@ -96,7 +107,7 @@ class Kafka(Service):
             host=s.host, port=s.kafka_port, controller_port=s.kafka_controller_port, data=data))
         if (data / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         proc = subprocess.run([self._java(), *self._jvm_args(), "kafka.tools.StorageTool",
                                "format", "-t", cluster_id, "-c", str(props)],
                               capture_output=True, text=True)
