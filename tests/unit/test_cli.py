@@ -141,6 +141,18 @@ def test_a_csv_with_another_header_fails_in_one_line_in_every_command(tmp_path: 
         assert "CSV header lacks" in one_line_error([*command, "other.csv"])
 
 
+def test_a_csv_with_only_the_required_columns_keeps_prints_that_share_a_nanosecond(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rows = [f"2025-05-05T14:00:{i // 3:02d}.000000001Z,{100 + i % 3 / 100:.2f},{100 + i},ACME" for i in range(90)]
+    for name in ("min.csv", "again.csv"):
+        Path(name).write_text("\n".join(["ts_event,price,size,symbol", *rows]) + "\n")
+    code, out = run("replay", "--json", "min.csv", "again.csv")
+    summary = json.loads(out)
+    # Every print once; the same lines again in a copy are 90 duplicates (not 60 of the first copy too).
+    assert code == 0 and summary["accepted"] == 90 and summary["dead_letters"] == {"duplicate": 90}
+
+
 def test_evaluate_with_a_file_that_is_not_labels_fails_in_one_line(tmp_path: Path) -> None:
     data, anomalies = tmp_path / "m.dbn", tmp_path / "a.jsonl"
     assert run("generate", str(data), "--symbols", "2", "--trades", "20000")[0] == 0

@@ -339,6 +339,18 @@ def test_dbn_schema_without_trades_is_a_source_error(tmp_path: Path) -> None:
         read(path)
 
 
+def test_csv_without_sequence_numbers_gives_each_row_its_line_as_its_sequence(tmp_path: Path) -> None:
+    # Only the required columns: two different prints at one nanosecond, a blank line, a third.
+    path = write_csv(tmp_path / "min.csv", ["2025-05-05T12:00:01.000000001Z,113.71,200,NVDA",
+                                            "2025-05-05T12:00:01.000000001Z,113.70,400,NVDA", "",
+                                            "2025-05-05T12:00:02.000000000Z,113.72,100,NVDA"],
+                     header="ts_event,price,size,symbol")
+
+    trades, letters = read(path)
+
+    assert letters == [] and trades["sequence"].tolist() == [2, 3, 5]
+
+
 def test_csv_without_required_columns_is_a_source_error(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "odd.csv", ["1,2"], header="ts_event,size")
 

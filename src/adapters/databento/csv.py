@@ -27,9 +27,10 @@ _CODES = ("action", "side", "symbol")
 # columns come dictionary-encoded, which makes symbol/side/action conversion a lookup per block.
 COLUMN_TYPES = {name: pa.string() for name in _TEXT} | {name: pa.dictionary(pa.int32(), pa.string())
                                                         for name in _CODES}
-# (column, arrow type it must parse as, TRADE_DTYPE default when the export lacks the column)
+# (column, arrow type it must parse as, TRADE_DTYPE default when the export lacks the column; None:
+# required, or for `sequence` each row's line, see _convert)
 _INTEGERS = (("publisher_id", pa.uint16(), 0), ("instrument_id", pa.uint32(), 0), ("size", pa.int64(), None),
-             ("flags", pa.uint8(), 0), ("sequence", pa.uint64(), 0))
+             ("flags", pa.uint8(), 0), ("sequence", pa.uint64(), None))
 BYTES_PER_ROW = 128  # a real XNAS.ITCH trades row is ~120 bytes
 
 
@@ -151,6 +152,11 @@ def _convert(batch: pa.RecordBatch, formats: _Formats, lines: _LineNumbers,
             problems.append((f"unparseable {name}", name, bad))
         elif default is not None:
             out[name] = default
+    if "sequence" not in names:
+        # Without the feed's sequence numbers, prints of one instrument at the same nanosecond would
+        # all look like one trade sent again (the duplicate guard's key): each row's line instead,
+        # unique within the file and rising, so only the same line read twice is a duplicate.
+        out["sequence"] = lines(np.arange(n))
     out["side"] = _codes(batch.column("side"), "S1")[0] if "side" in names else b"N"
     # Copied as the characters' uint32 words: numpy's unicode copy is several times slower.
     words_of(out["symbol"])[:] = words_of(symbol_table)[symbol_index]
