@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import warnings
 from datetime import date as date_cls
@@ -36,6 +37,17 @@ def progress_bar(label: str, total: int | None, enabled: bool) -> Iterator[Progr
 
 def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
+
+
+class FiniteRange(click.FloatRange):
+    """click's FloatRange, refusing nan and inf too: nan passes its bound checks (every comparison
+    with nan is false), and a threshold of nan or inf silently turns a rule always on or off."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def calendar_day(value: str) -> str:
@@ -425,8 +437,8 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write thresholds.json.")
-@click.option("--quantile", default=0.999, show_default=True, type=click.FloatRange(0.5, 1.0, max_open=True))
-@click.option("--multiple", default=8.0, show_default=True, type=click.FloatRange(1.0))
+@click.option("--quantile", default=0.999, show_default=True, type=FiniteRange(0.5, 1.0, max_open=True))
+@click.option("--multiple", default=8.0, show_default=True, type=FiniteRange(1.0))
 @click.option("--min-trades", default=1000, show_default=True, type=click.IntRange(1))
 def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float, min_trades: int) -> None:
     """Learn per-symbol size thresholds from history, for `replay --thresholds` and the worker."""

@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 
 from domain.errors import DomainError
-from entrypoints.cli import err, fail, file_source, log, main, progress_bar
+from entrypoints.cli import FiniteRange, err, fail, file_source, log, main, progress_bar
 from entrypoints.settings import Settings, load_settings
 
 
@@ -28,7 +28,7 @@ def settings_or_fail(**flags: object) -> Settings:
 @click.option("--detector", "detectors", multiple=True, help="Only this detector (repeatable).")
 @click.option("--since", help="From this event time: ISO 8601 (2025-05-05T13:00:00Z), integer ns, or an age (30m, 1h, 7d).")
 @click.option("--until", help="Before this event time (same forms as --since).")
-@click.option("--min-score", type=float, help="Only anomalies scoring at least this.")
+@click.option("--min-score", type=FiniteRange(), help="Only anomalies scoring at least this.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--order", default="time", show_default=True, type=click.Choice(["time", "score"]),
               help="Newest first, or highest score first.")
@@ -376,7 +376,7 @@ def webhooks(given: str) -> list[tuple[str, str]]:
               help="POST each as a Slack message (an incoming-webhook URL; repeatable).")
 @click.option("--min-severity", type=click.Choice(["low", "medium", "high"]),
               help="Send only these and above [default: STOCKANOMALY_NOTIFY_MIN_SEVERITY, else medium].")
-@click.option("--per-symbol-seconds", type=click.FloatRange(min=0),
+@click.option("--per-symbol-seconds", type=FiniteRange(min=0),
               help="At most one per symbol in this much event time; the rest are counted into the next "
                    "[default: STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS, else 300].")
 @click.option("--heartbeat", type=click.Path(dir_okay=False),

@@ -222,6 +222,13 @@ def test_calibrate_writes_thresholds_the_replay_accepts(tmp_path: Path) -> None:
     assert code == 0, text
 
 
+@pytest.mark.parametrize(("option", "value"), [("--quantile", "nan"), ("--multiple", "inf"), ("--multiple", "nan")])
+def test_calibrate_refuses_a_number_that_is_not_finite(option: str, value: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["calibrate", str(DBN_SAMPLE), "--out", str(tmp_path / "t.json"), option, value])
+    assert result.exit_code == 2 and f"'{value}' is not a finite number" in result.output
+    assert not (tmp_path / "t.json").exists()
+
+
 def test_the_command_starts_without_importing_the_model_library_or_the_search_client() -> None:
     # scikit-learn (~1.1 s) is imported at the first model fit and the elasticsearch client (~0.35 s)
     # by the commands that talk to Elasticsearch: `--help`, ingest, tail and decode need neither.

@@ -146,6 +146,16 @@ def test_high_volume_uses_calibrated_threshold_without_warmup() -> None:
     assert "calibrated" in found[0].reason
 
 
+def test_a_calibrated_threshold_replaces_the_adaptive_rule_for_its_symbol_also_when_higher() -> None:
+    flow = calm_flow(5_000)
+    big = one_trade_like(flow, 4_000, size=200_000)
+    merged = insert(flow, big)
+    assert [a.size for a in run_detector(HighVolumeDetector(), merged)[1]] == [200_000]
+    # Calibrated above the print: quiet, although 8x the p99.9 is far below it.
+    assert run_detector(HighVolumeDetector(calibrated={"ACME": 300_000}), merged)[1] == []
+    assert [a.size for a in run_detector(HighVolumeDetector(calibrated={"OTHER": 300_000}), merged)[1]] == [200_000]
+
+
 def test_price_change_flags_a_bad_print_once_and_not_its_reversal() -> None:
     flow = calm_flow(20_000)
     spike = one_trade_like(flow, 15_000, price=flow["price"][15_000] * 1.05)

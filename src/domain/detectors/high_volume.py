@@ -77,7 +77,9 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
 
 
 class HighVolumeDetector(InPlace):
-    """Flags size >= multiple x the symbol's `quantile` size, or >= a calibrated threshold.
+    """Flags size >= multiple x the symbol's `quantile` size, or, for a symbol with a calibrated
+    threshold, size >= that threshold instead (higher or lower: calibrating is how an analyst quiets
+    a symbol whose large prints are routine, as well as how one watches a symbol more closely).
 
     The size distribution is a decayed log-scale histogram (fixed size); its quantile is read at a
     bar boundary once `refresh_trades` new prints have arrived (extrapolated along the fitted tail
