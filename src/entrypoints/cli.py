@@ -162,8 +162,9 @@ def sample_source(chunk_size: int) -> Any:
 @click.option("--since", help="Report only anomalies from this event time on: ISO 8601 (2025-05-05T13:00:00Z, "
                               "an offset like -04:00, or a date) or integer ns.")
 @click.option("--until", help="Stop before this event time (same forms as --since).")
-@click.option("--suppressions", "suppressions_file", type=click.Path(dir_okay=False),
-              help="Suppressions file to honour (default: STOCKANOMALY_SUPPRESSIONS; see `stockanomaly suppress`).")
+@click.option("--suppressions", "suppressions_file", type=click.Path(exists=True, dir_okay=False),
+              help="Suppressions file to honour (default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json: "
+                   "where `stockanomaly suppress` writes).")
 def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str | None, dead_letters: str | None,
            thresholds: str | None, detectors: str | None, top: int, metrics_port: int | None,
            only_symbols: tuple[str, ...], since: str | None, until: str | None, suppressions_file: str | None) -> None:
@@ -178,7 +179,7 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     wanted = {s.strip().upper() for spec in only_symbols for s in spec.split(",") if s.strip()}
     try:
         container = build_container(out=out, dead_letters=dead_letters, thresholds=thresholds, detectors=detectors,
-                                    suppressions=suppressions_file,
+                                    suppressions=suppressions_path(suppressions_file),
                                     **({"metrics": "prometheus", "metrics_port": metrics_port}
                                        if metrics_port is not None else {}))
         if metrics_port is not None:

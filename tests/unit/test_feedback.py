@@ -61,6 +61,9 @@ def test_rules_round_trip_through_their_file_and_a_bad_file_is_one_clear_error(t
     path.write_text('{"suppressions": [{"symbol": "A", "colour": "red"}]}')
     with pytest.raises(ConfigError, match=r"rule 1: unknown fields \['colour'\]"):
         load_suppressions(path)
+    path.write_text('{"suppressions": [{"symbol": "A"}, {"symbol": 5, "between": 5, "until": 20250101}]}')
+    with pytest.raises(ConfigError, match=r"rule 2: between, symbol, until must be text"):
+        load_suppressions(path)
 
 
 def test_a_running_worker_sees_a_changed_file_and_keeps_its_rules_when_the_change_is_broken(tmp_path: Path) -> None:
@@ -95,6 +98,20 @@ def test_suppressed_anomalies_are_judged_but_not_published(tmp_path: Path) -> No
     assert suppressed and kept == set(found) - suppressed  # the rest unchanged, ids included
     assert summary.suppressed == {Suppression.of("AAA", "high_volume").id: len(suppressed)}
     assert summary.anomalies == everything.anomalies - len(suppressed)
+
+
+def test_a_plain_replay_honours_the_rules_suppress_wrote_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `suppress` writes ./suppressions.json and `suppressions` lists it as in force: so is it for replay.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STOCKANOMALY_SUPPRESSIONS", raising=False)
+    before = json.loads(invoke("replay", "--json")[1])
+    assert before["suppressed"] == {} and before["by_detector"]["price_change"] > 0
+    assert invoke("suppress", "--detector", "price_change")[0] == 0
+    after = json.loads(invoke("replay", "--json")[1])
+    assert after["suppressed"] == {Suppression.of(detector="price_change").id: before["by_detector"]["price_change"]}
+    assert after["anomalies"] == before["anomalies"] - before["by_detector"]["price_change"]
+    code, out = invoke("replay", "--suppressions", "typo.json")
+    assert code == 2 and "'typo.json' does not exist" in out
 
 
 def test_verdicts_round_trip_the_last_one_counts_and_evaluate_scores_them(tmp_path: Path) -> None:

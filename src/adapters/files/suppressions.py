@@ -32,6 +32,10 @@ def load_suppressions(path: str | Path) -> list[Suppression]:
         unknown = sorted(set(rule) - KNOWN)
         if unknown:
             raise ConfigError(f"suppressions file {p}, rule {n}: unknown fields {unknown}")
+        not_text = sorted(k for k, v in rule.items() if v is not None and not isinstance(v, str))
+        if not_text:
+            raise ConfigError(f"suppressions file {p}, rule {n}: {', '.join(not_text)} must be text "
+                              f"(as `stockanomaly suppress` writes them)")
         try:
             out.append(Suppression.of(rule.get("symbol"), rule.get("detector"), rule.get("between"),
                                       rule.get("until"), rule.get("note") or ""))
