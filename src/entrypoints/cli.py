@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import warnings
 from datetime import date as date_cls
@@ -50,6 +51,29 @@ class FiniteRange(click.FloatRange):
         return number
 
 
+class OutputPath(click.Path):
+    """A file the command will write: refused before any work when it cannot be (its directory is a
+    file, or not writable), instead of failing after a long run. A missing directory is created."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = Path(os.fsdecode(super().convert(value, param, ctx)))
+        if path.exists():
+            if not os.access(path, os.W_OK):
+                self.fail(f"{str(path)!r} is not writable", param, ctx)
+            return str(path)
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            self.fail(f"{str(path)!r} cannot be created: {str(ancestor)!r} is not a directory", param, ctx)
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            self.fail(f"{str(path)!r} cannot be created: {str(ancestor)!r} is not writable", param, ctx)
+        return str(path)
+
+
 def calendar_day(value: str) -> str:
     try:
         return date_cls.fromisoformat(value).isoformat()
@@ -57,7 +81,28 @@ def calendar_day(value: str) -> str:
         raise click.BadParameter(f"{value!r} is not a calendar day in the form YYYY-MM-DD") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def describe_os_error(exc: OSError) -> str:
+    """A file-system error as one line: the path and what the system said about it."""
+    where = exc.filename if exc.filename is not None else ""
+    what = exc.strerror or str(exc)
+    return f"{where}: {what}" if where else what
+
+
+class Commands(click.Group):
+    """The command group; an error from the file system (an output directory not writable, a full
+    disk) ends any command with one line, not a traceback, whenever it happens."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:  # the reader of our output went away (`| head`): nothing left to say
+            sys.stderr.close()
+            ctx.exit(1)
+        except OSError as exc:
+            raise click.ClickException(describe_os_error(exc)) from None
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="stockanomaly", message="%(prog)s %(version)s")
 @click.option("--log-level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
@@ -146,11 +191,11 @@ def sample_source(chunk_size: int) -> Any:
 @main.command()
 @click.argument("paths", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the readable summary.")
-@click.option("--out", type=click.Path(dir_okay=False),
+@click.option("--out", type=OutputPath(),
               help="Write every anomaly as JSON lines to this file, and every incident (with the trades after "
                    "each anomaly) beside it: anomalies.jsonl -> anomalies.incidents.jsonl. `show ID --file` reads both.")
-@click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
-@click.option("--dead-letters", type=click.Path(dir_okay=False), help="Write rejected records as JSON lines.")
+@click.option("--report", type=OutputPath(), help="Write a self-contained HTML report.")
+@click.option("--dead-letters", type=OutputPath(), help="Write rejected records as JSON lines.")
 @click.option("--thresholds", type=click.Path(exists=True, dir_okay=False), help="Calibrated thresholds file.")
 @click.option("--detectors", help="Comma-separated detectors to run (default: all).")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=0),
@@ -259,7 +304,7 @@ def suppressions_path(given: str | None) -> str:
 @click.option("--between", help="Only within this New York time-of-day window, HH:MM-HH:MM (end excluded).")
 @click.option("--until", "until_day", help="Last exchange date the rule applies (YYYY-MM-DD); default: no end.")
 @click.option("--note", default="", help="Why (shown by `stockanomaly suppressions`).")
-@click.option("--file", "path", type=click.Path(dir_okay=False),
+@click.option("--file", "path", type=OutputPath(),
               help="Suppressions file (default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json).")
 def suppress(symbol: str | None, detector: str | None, between: str | None, until_day: str | None, note: str,
              path: str | None) -> None:
@@ -314,7 +359,7 @@ def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None
 
 
 @main.command()
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", type=OutputPath())
 @click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 5000))
 @click.option("--trades", default=1_000_000, show_default=True, type=click.IntRange(1000))
 @click.option("--seed", default=7, show_default=True, type=int)
@@ -345,7 +390,7 @@ def verdicts_path(given: str | None) -> str:
 @click.option("--confirmed", "verdict", flag_value="confirmed", help="It was worth an alert.")
 @click.option("--false-positive", "verdict", flag_value="false_positive", help="It was not.")
 @click.option("--note", default="", help="Why (kept with the verdict).")
-@click.option("--file", "path", type=click.Path(dir_okay=False),
+@click.option("--file", "path", type=OutputPath(),
               help="Verdicts file (default: STOCKANOMALY_VERDICTS, else ./verdicts.jsonl).")
 def label(anomaly_id: str, verdict: str | None, note: str, path: str | None) -> None:
     """Record an analyst's verdict on an anomaly (the last one for an id counts); `evaluate
@@ -437,7 +482,7 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write thresholds.json.")
+@click.option("--out", required=True, type=OutputPath(), help="Where to write thresholds.json.")
 @click.option("--quantile", default=0.999, show_default=True, type=FiniteRange(0.5, 1.0, max_open=True))
 @click.option("--multiple", default=8.0, show_default=True, type=FiniteRange(1.0))
 @click.option("--min-trades", default=1000, show_default=True, type=click.IntRange(1))

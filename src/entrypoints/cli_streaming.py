@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 
 from domain.errors import DomainError
-from entrypoints.cli import FiniteRange, err, fail, file_source, log, main, progress_bar
+from entrypoints.cli import FiniteRange, OutputPath, err, fail, file_source, log, main, progress_bar
 from entrypoints.settings import Settings, load_settings
 
 
@@ -379,7 +379,7 @@ def webhooks(given: str) -> list[tuple[str, str]]:
 @click.option("--per-symbol-seconds", type=FiniteRange(min=0),
               help="At most one per symbol in this much event time; the rest are counted into the next "
                    "[default: STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS, else 300].")
-@click.option("--heartbeat", type=click.Path(dir_okay=False),
+@click.option("--heartbeat", type=OutputPath(),
               help="Touch this file at every poll of Kafka (for a health check: stale = stuck or retrying).")
 def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], slack_hooks: tuple[str, ...],
            min_severity: str | None, per_symbol_seconds: float | None, heartbeat: str | None) -> None:

@@ -229,6 +229,24 @@ def test_calibrate_refuses_a_number_that_is_not_finite(option: str, value: str, 
     assert not (tmp_path / "t.json").exists()
 
 
+@pytest.mark.parametrize("command", [["replay", "--report"], ["replay", "--dead-letters"], ["calibrate", "--out"],
+                                     ["generate"], ["suppress", "--symbol", "NVDA", "--file"], ["label", "0" * 32,
+                                                                                              "--confirmed", "--file"]])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(command: list[str], tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    target = str(tmp_path / "a-file" / "out")
+    args = [*command, target] + ([str(DBN_SAMPLE)] if command[0] == "calibrate" else [])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"'{target}' cannot be created: '{tmp_path / 'a-file'}' is not a directory" in result.output
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_full_disk_ends_the_command_in_one_line() -> None:
+    result = CliRunner().invoke(main, ["replay", "--out", "/dev/full"])
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == "Error: No space left on device"
+
+
 def test_the_command_starts_without_importing_the_model_library_or_the_search_client() -> None:
     # scikit-learn (~1.1 s) is imported at the first model fit and the elasticsearch client (~0.35 s)
     # by the commands that talk to Elasticsearch: `--help`, ingest, tail and decode need neither.
