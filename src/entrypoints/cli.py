@@ -362,7 +362,7 @@ def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None
 @click.argument("out", type=OutputPath())
 @click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 5000))
 @click.option("--trades", default=1_000_000, show_default=True, type=click.IntRange(1000))
-@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--seed", default=7, show_default=True, type=click.IntRange(0, 2**32 - 1))
 @click.option("--date", default="2025-03-03", show_default=True, callback=lambda _c, _p, v: calendar_day(v),
               help="Trading day (YYYY-MM-DD).")
 def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
@@ -387,18 +387,21 @@ def verdicts_path(given: str | None) -> str:
 
 @main.command()
 @click.argument("anomaly_id")
-@click.option("--confirmed", "verdict", flag_value="confirmed", help="It was worth an alert.")
-@click.option("--false-positive", "verdict", flag_value="false_positive", help="It was not.")
+@click.option("--confirmed", is_flag=True, help="It was worth an alert.")
+@click.option("--false-positive", is_flag=True, help="It was not.")
 @click.option("--note", default="", help="Why (kept with the verdict).")
 @click.option("--file", "path", type=OutputPath(),
               help="Verdicts file (default: STOCKANOMALY_VERDICTS, else ./verdicts.jsonl).")
-def label(anomaly_id: str, verdict: str | None, note: str, path: str | None) -> None:
+def label(anomaly_id: str, confirmed: bool, false_positive: bool, note: str, path: str | None) -> None:
     """Record an analyst's verdict on an anomaly (the last one for an id counts); `evaluate
     --verdicts` scores detectors against them."""
     from adapters.files.verdicts import append_verdict
 
-    if verdict is None:
-        fail("give --confirmed or --false-positive")
+    if confirmed == false_positive:
+        fail("give --confirmed or --false-positive" if not confirmed else
+             "give --confirmed or --false-positive, not both")
+    verdict = "confirmed" if confirmed else "false_positive"
+    anomaly_id = anomaly_id.strip().lower()  # hex: the same id whatever its case
     target = verdicts_path(path)
     try:
         append_verdict(target, anomaly_id, verdict, note)

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     # The core (replay and the worker)
     thresholds: str = ""  # a calibrate output file; empty: the detectors' own defaults
     detectors: str = ",".join(DETECTOR_NAMES)
-    seed: int = 7
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 7  # the Isolation Forest's (scikit-learn's range)
     partitions: Annotated[int, Field(ge=1, le=10_000)] = 4  # of the topics; model pools follow them
     chunk_size: Annotated[int, Field(ge=1)] = 16_384  # trades read per source chunk
     out: str = ""

@@ -158,5 +158,9 @@ def test_the_cli_adds_lists_and_removes_rules_and_records_verdicts(tmp_path: Pat
     assert load_verdicts(tmp_path / "verdicts.jsonl") == {anomaly_id: "false_positive"}
     code, out = invoke("label", anomaly_id)
     assert code == 1 and out == "Error: give --confirmed or --false-positive"
+    code, out = invoke("label", anomaly_id, "--confirmed", "--false-positive")
+    assert code == 1 and out == "Error: give --confirmed or --false-positive, not both"
+    assert invoke("label", anomaly_id.upper(), "--confirmed")[0] == 0  # hex in capitals: the same id
+    assert load_verdicts(tmp_path / "verdicts.jsonl") == {anomaly_id: "confirmed"}
     code, out = invoke("evaluate", "--verdicts", "missing.jsonl", "x.dbn")
     assert code == 1 and out.startswith("Error: verdicts file missing.jsonl does not exist")

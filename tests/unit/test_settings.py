@@ -30,6 +30,8 @@ def test_the_environment_overrides_defaults_and_explicit_values_override_both(mo
     ("STOCKANOMALY_PARTITIONS", "0", "STOCKANOMALY_PARTITIONS: Input should be greater than or equal to 1"),
     ("STOCKANOMALY_PROCESSING_GUARANTEE", "maybe", "STOCKANOMALY_PROCESSING_GUARANTEE: Input should be"),
     ("STOCKANOMALY_METRICS_PORT", "70000", "STOCKANOMALY_METRICS_PORT: Input should be less than or equal to 65535"),
+    ("STOCKANOMALY_SEED", "-1", "STOCKANOMALY_SEED: Input should be greater than or equal to 0"),
+    ("STOCKANOMALY_SEED", "4294967296", "STOCKANOMALY_SEED: Input should be less than or equal to 4294967295"),
 ])
 def test_a_bad_value_is_one_line_naming_its_variable(monkeypatch, variable: str, value: str,  # type: ignore[no-untyped-def]
                                                      expected: str) -> None:
