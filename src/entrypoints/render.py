@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from domain.incidents import GAP_NS
+
 out = Console()
 
 
@@ -77,7 +79,7 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
     out.print(top)
     if result.get("top_incidents"):
         out.print(incidents_table(result["top_incidents"],
-                                  "Top incidents (a symbol's anomalies each within 2 minutes of the next)"))
+                                  f"Top incidents (a symbol's anomalies each within {GAP_NS // 60_000_000_000} minutes of the next)"))
     if result.get("by_session"):
         out.print("by session: " + ", ".join(f"{SESSION_LABELS.get(k, k)} {v:,}" for k, v in result["by_session"].items()))
     incidents_out = None

@@ -59,6 +59,7 @@ def test_replay_prints_a_readable_summary() -> None:
     code, out = run("replay", "--detectors", "high_volume,price_change")
     assert code == 0
     assert "Anomalies by detector" in out and "Top anomalies" in out and "trades/s" in out
+    assert "anomalies each within 5 minutes of the next" in out  # incidents as the README defines them
 
 
 def test_replay_writes_anomalies_and_report(tmp_path: Path) -> None:

@@ -199,7 +199,8 @@ def test_report_shows_the_summary(report):
 
 def test_report_lists_the_top_incidents_linked_to_their_charts(report):
     incidents = report[report.index("<h2>Top incidents</h2>"):report.index("<h2>Charts</h2>")]
-    assert '<a href="#chart-ZZZT">ZZZT</a>' in incidents and "2025-03-04 10:01:30.000" in incidents
+    assert "<a href=\"#chart-ZZZT\">ZZZT</a>" in incidents and "2025-03-04 10:01:30.000" in incidents
+    assert "anomalies each within 5 minutes of the next" in incidents
     assert "high_volume, price_change" in incidents and "5.00" in incidents
     assert "size &lt;b&gt;5000&lt;/b&gt;" in incidents
 

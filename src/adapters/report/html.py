@@ -18,7 +18,7 @@ from plotly.offline import get_plotlyjs
 
 from adapters.report.bars import BarCollector
 from adapters.report.charts import DetectorStyle, detector_styles, figure, local_times, sessions_legend
-from domain.incidents import Incident
+from domain.incidents import GAP_NS, Incident
 from domain.model import Anomaly, Print
 
 _MAX_MAPPING_ITEMS = 12  # e.g. by_symbol can hold thousands of entries
@@ -190,7 +190,8 @@ def _incidents_section(incidents: Sequence[Mapping[str, Any]]) -> str:
         f'<td class="n">{int(i["size"]):,}</td><td>{escape(", ".join(i["detectors"]))}</td>'
         f'<td class="n">{float(i["score"]):.2f}</td><td>{escape(i["headline"])}</td></tr>'
         for i in incidents)
-    return ('<h2>Top incidents</h2><p class="note">A symbol\'s anomalies each within 2 minutes of the next, '
+    return ('<h2>Top incidents</h2><p class="note">A symbol\'s anomalies each within '
+            f"{GAP_NS // 60_000_000_000} minutes of the next, "
             "whichever detectors raised them; headline: the highest-scoring one. Times in New York.</p>"
             '<table class="anoms"><thead><tr><th>start</th><th>session</th><th>symbol</th><th>anomalies</th>'
             "<th>detectors</th><th>score</th><th>headline</th></tr></thead>"
