@@ -32,7 +32,7 @@ A ratio whose denominator is 0 is None.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -96,12 +96,41 @@ class EvaluationReport:
         return asdict(self)
 
 
+# What every labelled event carries, and the types scoring reads it as.
+EVENT_FIELDS: dict[str, tuple[type, ...]] = {"id": (str,), "type": (str,), "symbol": (str,), "ts_start": (int,),
+                                             "ts_end": (int,), "n_trades": (int,), "expected_detector": (str,)}
+
+
 def load_labels(path: str | Path) -> dict[str, Any]:
+    """A labels file of `stockanomaly generate`, checked (ValueError: what is wrong, where)."""
     labels = json.loads(Path(path).read_text(encoding="utf-8"))  # a JSONDecodeError is a ValueError
     if not isinstance(labels, dict) or labels.get("format") != LABELS_FORMAT:
         found = labels.get("format") if isinstance(labels, dict) else type(labels).__name__
         raise ValueError(f"{path}: labels format {found!r}, expected {LABELS_FORMAT}")
+    events = labels.get("events")
+    if not isinstance(events, list):
+        raise ValueError(f"{path}: no list of events")
+    for n, event in enumerate(events, 1):
+        if not isinstance(event, dict):
+            raise ValueError(f"{path}: event {n} is not an object")
+        wrong = [name for name, kinds in EVENT_FIELDS.items()
+                 if not isinstance(event.get(name), kinds) or isinstance(event.get(name), bool)]
+        if wrong:
+            raise ValueError(f"{path}: event {n} lacks {', '.join(wrong)} (or has them of another type)")
     return labels
+
+
+def merge_labels(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """The labels of several generated files evaluated together, as one: each event's id prefixed
+    with its file's name (every file numbers its events from ev000001), trade counts summed."""
+    if len(parts) == 1:
+        return dict(parts[0][1])
+    events = [{**event, "id": f"{name}:{event['id']}"} for name, labels in parts for event in labels["events"]]
+    merged: dict[str, Any] = {"format": LABELS_FORMAT, "events": events}
+    for count in ("total_trades", "anomalous_trades"):
+        if all(count in labels for _, labels in parts):
+            merged[count] = sum(int(labels[count]) for _, labels in parts)
+    return merged
 
 
 def evaluate(labels: Mapping[str, Any], anomalies: Iterable[Anomaly | Mapping[str, Any]],

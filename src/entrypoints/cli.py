@@ -424,19 +424,29 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
     called false positives, and the precision over those reviewed."""
     from adapters.synthetic import labels_path_for
     from application.evaluate import evaluate as score
-    from application.evaluate import load_labels, render_text
+    from adapters.databento.paths import expand_paths
+    from application.evaluate import load_labels, merge_labels, render_text
     from entrypoints.container import build_container
 
     if verdicts is not None:
         evaluate_verdicts(data, verdicts, as_json, thresholds)
         return
-    labels_path = Path(labels) if labels else labels_path_for(data[0])
-    if not labels_path.exists():
-        fail(f"no labels at {labels_path}; pass --labels")
-    try:
-        truth = load_labels(labels_path)
-    except ValueError as exc:  # not JSON, or not a labels file
-        fail(f"{labels_path} is not a labels file written by `stockanomaly generate`: {exc}")
+    if labels:
+        labels_paths = [Path(labels)]
+    else:  # each generated file's own labels, beside it
+        try:
+            labels_paths = [labels_path_for(path) for path in expand_paths(data)]
+        except DomainError as exc:
+            fail(str(exc))
+    parts = []
+    for labels_path in labels_paths:
+        if not labels_path.exists():
+            fail(f"no labels at {labels_path}; pass --labels")
+        try:
+            parts.append((labels_path.name.removesuffix(".labels.json"), load_labels(labels_path)))
+        except ValueError as exc:  # not JSON, or not a labels file
+            fail(f"{labels_path} is not a labels file written by `stockanomaly generate`: {exc}")
+    truth = merge_labels(parts)
     container = build_container(thresholds=thresholds)
     container.engine().warm_up()
     source = file_source(data, int(container.config.chunk_size()))
@@ -446,6 +456,9 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
         except DomainError as exc:
             fail(str(exc))
     source.check("scores against its labels would be meaningless")
+    if "total_trades" in truth and int(truth["total_trades"]) != summary.trades:
+        fail(f"the labels describe {int(truth['total_trades']):,} trades but DATA holds {summary.trades:,}: "
+             f"they are not its labels ({', '.join(str(p) for p in labels_paths)})")
     report = score(truth, container.collected_anomalies().anomalies, total_trades=summary.accepted)
     if as_json:
         click.echo(json.dumps(report.to_dict()))

@@ -154,6 +154,18 @@ def test_a_csv_with_only_the_required_columns_keeps_prints_that_share_a_nanoseco
     assert code == 0 and summary["accepted"] == 90 and summary["dead_letters"] == {"duplicate": 90}
 
 
+def test_evaluate_scores_each_generated_file_against_its_own_labels(tmp_path: Path) -> None:
+    one, two = tmp_path / "one.dbn", tmp_path / "two.dbn"
+    assert run("generate", str(one), "--symbols", "2", "--trades", "20000", "--seed", "1")[0] == 0
+    assert run("generate", str(two), "--symbols", "3", "--trades", "30000", "--seed", "2")[0] == 0
+    each = [json.loads(run("evaluate", "--json", str(path))[1]) for path in (one, two)]
+    both = json.loads(run("evaluate", "--json", str(one), str(two))[1])
+    assert both["total_trades"] == 50_000 and both["false_alarms"] == sum(r["false_alarms"] for r in each)
+    assert sorted(both["missed"]) == sorted(f"{name}:{i}" for name, r in zip(("one", "two"), each) for i in r["missed"])
+    error = one_line_error(["evaluate", str(one), "--labels", str(tmp_path / "two.labels.json")])
+    assert error.startswith("Error: the labels describe 30,000 trades but DATA holds 20,000: they are not its labels")
+
+
 def test_evaluate_with_a_file_that_is_not_labels_fails_in_one_line(tmp_path: Path) -> None:
     data, anomalies = tmp_path / "m.dbn", tmp_path / "a.jsonl"
     assert run("generate", str(data), "--symbols", "2", "--trades", "20000")[0] == 0

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from application.evaluate import evaluate, load_labels, render_text
+from application.evaluate import evaluate, load_labels, merge_labels, render_text
 from domain.model import Anomaly, anomaly_id
 
 T0 = 1_741_100_400_000_000_000
@@ -144,3 +144,23 @@ def test_load_labels_checks_the_format(tmp_path) -> None:
     assert load_labels(good)["events"][0]["id"] == "ev000001"
     with pytest.raises(ValueError, match="format"):
         load_labels(bad)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ({"format": 1}, "no list of events"),
+    ({"format": 1, "events": [7]}, "event 1 is not an object"),
+    ({"format": 1, "events": [{"id": "a"}]}, "event 1 lacks type, symbol, ts_start"),
+])
+def test_load_labels_checks_every_event(tmp_path, content: dict, message: str) -> None:
+    path = tmp_path / "x.labels.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=message):
+        load_labels(path)
+
+
+def test_labels_of_several_files_merge_with_their_ids_kept_apart() -> None:
+    one, two = labels(event()), labels(event())
+    merged = merge_labels([("a", one), ("b", two)])
+    assert [e["id"] for e in merged["events"]] == ["a:ev000001", "b:ev000001"]
+    assert merged["total_trades"] == one["total_trades"] + two["total_trades"]
+    assert merge_labels([("a", one)]) == one
