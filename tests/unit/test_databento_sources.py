@@ -244,6 +244,29 @@ def test_row_with_too_few_fields_is_reported_and_the_rest_kept(tmp_path: Path) -
     assert [(d.reason, d.origin, d.raw) for d in letters] == [("bad_row", f"{path}:3", cut.encode())]
 
 
+def test_a_row_of_bytes_that_are_not_text_is_one_bad_row_and_the_rest_kept(tmp_path: Path,
+                                                                          capfd: pytest.CaptureFixture[str]) -> None:
+    lines = csv_lines(flow(4))
+    path = tmp_path / "binary.csv"
+    path.write_bytes("\n".join([HEADER, lines[0], lines[1]]).encode() + b"\n\xff\xfeA,\x00\x1c\n"
+                     + "\n".join(lines[2:]).encode() + b"\n")
+
+    trades, letters = read(path)
+
+    assert len(trades) == 4 and [(d.reason, d.origin) for d in letters] == [("bad_row", f"{path}:4")]
+    assert "Exception ignored" not in capfd.readouterr().err  # Arrow could not show the row to our handler
+
+
+def test_a_file_of_binary_bytes_named_csv_is_one_printable_line(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.csv"
+    path.write_bytes(bytes(range(256)) * 40)
+
+    with pytest.raises(SourceError) as caught:
+        read(path)
+
+    assert str(caught.value).isprintable() and len(str(caught.value)) < 400
+
+
 def test_blank_lines_are_skipped_without_shifting_line_numbers(tmp_path: Path) -> None:
     lines = csv_lines(flow(4))
     fields = lines[2].split(",")

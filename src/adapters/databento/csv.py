@@ -83,7 +83,7 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
     missing = [name for name in REQUIRED if name not in reader.schema.names]
     if missing:
         raise SourceError(f"{path}: CSV header lacks {', '.join(missing)} "
-                          f"(has {', '.join(reader.schema.names)})")
+                          f"(has {dl.printable(', '.join(reader.schema.names))})")
     formats: _Formats | None = None
     done = 0  # rows arrow has delivered so far; with `skipped` this gives each row's line number
     while True:

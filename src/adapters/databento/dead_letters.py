@@ -28,7 +28,14 @@ def unknown_instrument(path: Path, record_index: int, instrument_id: int, ts: in
 def bad_file(path: Path, where: str, error: BaseException | str) -> DeadLetter:
     """The rest of a file from `where` on could not be read."""
     cause = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return DeadLetter(reason=BAD_FILE, detail=f"unreadable from {where} on: {cause}", origin=str(path))
+    return DeadLetter(reason=BAD_FILE, detail=f"unreadable from {where} on: {printable(cause)}", origin=str(path))
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """`text` fit for one line of a terminal: control characters escaped, cut at `limit` characters
+    (a parser's message can quote a whole line of whatever the file holds)."""
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return out if len(out) <= limit else out[:limit] + "..."
 
 
 def letters_only(*letters: DeadLetter) -> SourceChunk:

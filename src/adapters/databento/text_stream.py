@@ -41,6 +41,8 @@ class WholeLineStream(io.RawIOBase):
             out = bytes(view[:n])
         del self._buffer[:n]
         self._whole -= n
+        if not out.isascii():
+            out = _as_utf8(out)
         return out
 
     def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
@@ -66,3 +68,15 @@ class WholeLineStream(io.RawIOBase):
         cut = data.rfind(b"\n")
         if cut >= 0:
             self._whole = len(self._buffer) - len(data) + cut + 1
+
+
+def _as_utf8(lines: bytes) -> bytes:
+    """Whole lines as valid UTF-8: bytes that are not become U+FFFD, so a row holding them fails to
+    parse as a row (a bad_row dead letter) instead of Arrow failing to show it to the invalid-row
+    handler (its error then escapes the reader, and every row after it is lost). `lines` ends at a
+    newline, so no character is cut in two. Exports are ASCII: the check is one pass over the bytes."""
+    try:
+        lines.decode("utf-8")
+    except UnicodeDecodeError:
+        return lines.decode("utf-8", "replace").encode("utf-8")
+    return lines
