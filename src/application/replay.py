@@ -92,7 +92,7 @@ class Replay:
             outcome = self.detect(chunk.trades, chunk.dead_letters)
             symbols.update(a.symbol for a in outcome.anomalies)
             self._count_incidents(summary, incidents(outcome.anomalies, outcome.clocks, outcome.tape))
-            summary.trades += len(chunk.trades) + len(chunk.dead_letters)
+            summary.trades += len(chunk.trades) + sum(d.records for d in chunk.dead_letters)
             summary.accepted += outcome.accepted
             summary.anomalies += len(outcome.anomalies)
             summary.suppressed.update(outcome.suppressed)

@@ -224,6 +224,7 @@ class DeadLetter:
     raw: bytes = b""
     key: bytes | None = None  # the key of the message it came in, when it came in one
     row: int = -1  # a rejected trade's position in the batch it was judged in; -1: not a trade of one
+    records: int = 1  # input records it stands for: 0 for the unread rest of a file (counted as no trade)
 
     def to_dict(self) -> dict[str, Any]:
         return {"reason": self.reason, "detail": self.detail, "origin": self.origin,

@@ -129,6 +129,9 @@ def test_a_truncated_file_is_reported_after_what_was_read_and_calibrate_writes_n
     result = CliRunner().invoke(main, ["replay", "--json", "cut.csv.zst"])
     summary, error = result.output.strip().splitlines()
     assert result.exit_code == 1 and json.loads(summary)["accepted"] > 10_000
+    # The unread rest of the file is a dead letter, not a trade: what was read was all accepted.
+    assert json.loads(summary)["trades"] == json.loads(summary)["accepted"]
+    assert json.loads(summary)["dead_letters"] == {"bad_file": 1}
     assert error.startswith("Error: cut.csv.zst: unreadable from line ") and "cover only what was read" in error
     assert "no thresholds written" in one_line_error(["calibrate", "--out", "t.json", "cut.csv.zst"])
     assert not Path("t.json").exists()

@@ -28,7 +28,8 @@ def unknown_instrument(path: Path, record_index: int, instrument_id: int, ts: in
 def bad_file(path: Path, where: str, error: BaseException | str) -> DeadLetter:
     """The rest of a file from `where` on could not be read."""
     cause = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return DeadLetter(reason=BAD_FILE, detail=f"unreadable from {where} on: {printable(cause)}", origin=str(path))
+    return DeadLetter(reason=BAD_FILE, detail=f"unreadable from {where} on: {printable(cause)}", origin=str(path),
+                      records=0)
 
 
 def printable(text: str, limit: int = 200) -> str:
