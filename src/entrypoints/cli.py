@@ -363,8 +363,8 @@ def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None
 @click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 5000))
 @click.option("--trades", default=1_000_000, show_default=True, type=click.IntRange(1000))
 @click.option("--seed", default=7, show_default=True, type=click.IntRange(0, 2**32 - 1))
-@click.option("--date", default="2025-03-03", show_default=True, callback=lambda _c, _p, v: calendar_day(v),
-              help="Trading day (YYYY-MM-DD).")
+@click.option("--date", default="2025-03-03", show_default=True, callback=lambda _c, _p, v: trading_day(v),
+              help="A full trading day (YYYY-MM-DD), or `last`: the last one before today (UTC).")
 def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
     """Write a synthetic market with labelled, injected anomalies as DBN (labels beside it)."""
     from adapters.synthetic import generate as write_market
@@ -377,8 +377,20 @@ def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
             result = write_market(out, symbols=symbols, trades=trades, seed=seed, date=date)
         except ValueError as exc:  # an impossible combination, or a date that is not one
             fail(str(exc))
+        except MemoryError:
+            fail(f"not enough memory to generate {trades:,} trades at once; ask for fewer")
     click.echo(f"wrote {result.total_trades:,} trades for {symbols} symbols to {out}")
     click.echo(f"wrote {len(result.events)} labelled anomalies to {labels_path_for(out)}")
+
+
+def trading_day(value: str) -> str:
+    if value == "last":
+        from datetime import datetime, timezone
+
+        from adapters.synthetic.arrivals import Session
+
+        return Session.last_full_day(datetime.now(timezone.utc).date()).isoformat()
+    return calendar_day(value)
 
 
 def verdicts_path(given: str | None) -> str:

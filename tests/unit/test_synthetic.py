@@ -221,8 +221,18 @@ def test_a_market_of_five_thousand_symbols_is_generated() -> None:
 
 @pytest.mark.parametrize(("symbols", "trades", "message"), [
     (5_000, 20_000, "too few for 5,000 symbols"),
-    (5_000, 800_000, "no anomaly can be placed"),
+    (5_000, 800_000, "too few for an injected anomaly: the busiest of 5,000 symbols would get"),
 ], ids=["too-few-trades", "no-symbol-busy-enough"])
 def test_impossible_combinations_are_refused_with_the_reason(symbols: int, trades: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         simulate(symbols=symbols, trades=trades, seed=3)
+
+
+@pytest.mark.parametrize(("today", "last"), [("2025-03-04", "2025-03-03"), ("2025-03-03", "2025-02-28"),
+                                             ("2025-11-29", "2025-11-26"), ("2025-12-26", "2025-12-23")])
+def test_the_last_full_trading_day_skips_weekends_holidays_and_early_closes(today: str, last: str) -> None:
+    from datetime import date
+
+    from adapters.synthetic.arrivals import Session
+
+    assert Session.last_full_day(date.fromisoformat(today)).isoformat() == last

@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from scipy.signal import lfilter
 
+from domain.sessions import EARLY_CLOSES, HOLIDAYS
+
 NS = 1_000_000_000
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -24,10 +26,26 @@ class Session:
 
     @classmethod
     def on(cls, day: str | Date) -> Session:
+        """The regular session of `day`, which must be a full trading day (ValueError otherwise: the
+        detectors would take a weekend's or a holiday's trades for the after-hours)."""
         d = Date.fromisoformat(day) if isinstance(day, str) else day
+        if d.weekday() >= 5:
+            raise ValueError(f"{d} is a {d:%A}: the exchange is closed; give a trading day")
+        if d in HOLIDAYS:
+            raise ValueError(f"{d} is an exchange holiday; give a trading day")
+        if d in EARLY_CLOSES:
+            raise ValueError(f"{d} closes early (13:00) and the generator simulates full days; give another day")
         open_ns = int(datetime.combine(d, time(9, 30), NEW_YORK).timestamp()) * NS
         close_ns = int(datetime.combine(d, time(16, 0), NEW_YORK).timestamp()) * NS
         return cls(d, open_ns, close_ns)
+
+    @staticmethod
+    def last_full_day(before: Date) -> Date:
+        """The last full trading day before `before` (no weekend, holiday or early close)."""
+        day = Date.fromordinal(before.toordinal() - 1)
+        while day.weekday() >= 5 or day in HOLIDAYS or day in EARLY_CLOSES:
+            day = Date.fromordinal(day.toordinal() - 1)
+        return day
 
     @property
     def seconds(self) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from adapters.synthetic.arrivals import NS, Activity, Session, draw_times
-from adapters.synthetic.events import EVENT_TYPES, EXPECTED_DETECTOR, EventPlan, plan_events
+from adapters.synthetic.events import EVENT_TYPES, EXPECTED_DETECTOR, MIN_TRADES_FOR_EVENTS, EventPlan, plan_events
 from adapters.synthetic.events import events_per_type as draw_event_counts
 from adapters.synthetic.injection import NORMAL, SymbolTape, apply_overrides, extra_times, ramp_shift
 from adapters.synthetic.prices import log_returns, quote_prices
@@ -99,6 +99,11 @@ def simulate(symbols: int = 20, trades: int = 1_000_000, seed: int = 7, date: st
     if budget * weights.min() < MIN_TRADES_PER_SYMBOL:
         raise ValueError(f"{trades:,} trades are too few for {symbols:,} symbols: the quietest would get under "
                          f"{MIN_TRADES_PER_SYMBOL} prints; ask for at least {_enough(symbols, weights):,} trades")
+    if budget * weights.max() < MIN_TRADES_FOR_EVENTS:
+        raise ValueError(f"{trades:,} trades are too few for an injected anomaly: the busiest of {symbols:,} "
+                         f"symbols would get {int(budget * weights.max()):,} prints and an anomaly needs "
+                         f"{MIN_TRADES_FOR_EVENTS:,} of history; ask for at least "
+                         f"{int(np.ceil(MIN_TRADES_FOR_EVENTS / weights.max())) + 2 * symbols:,} trades")
     plans = plan_events(rng, session, weights, activity, counts, budget * weights)
     normal = _split(budget - sum(p.n_extra for p in plans), weights)
     parts = []
