@@ -90,7 +90,8 @@ def describe_os_error(exc: OSError) -> str:
 
 class Commands(click.Group):
     """The command group; an error from the file system (an output directory not writable, a full
-    disk) ends any command with one line, not a traceback, whenever it happens."""
+    disk) ends any command with one line, not a traceback, whenever it happens, and Ctrl-C with
+    "interrupted" and exit status 130 (as a shell reports an interrupted command)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -98,6 +99,9 @@ class Commands(click.Group):
         except BrokenPipeError:  # the reader of our output went away (`| head`): nothing left to say
             sys.stderr.close()
             ctx.exit(1)
+        except KeyboardInterrupt:  # Ctrl-C before a command's own handling (start-up, warm-up)
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
         except OSError as exc:
             raise click.ClickException(describe_os_error(exc)) from None
 
@@ -205,7 +209,7 @@ def sample_source(chunk_size: int) -> Any:
 @click.option("--symbols", "only_symbols", multiple=True,
               help="Report only these symbols' anomalies (comma-separated or repeated, any case).")
 @click.option("--since", help="Report only anomalies from this event time on: ISO 8601 (2025-05-05T13:00:00Z, "
-                              "an offset like -04:00, or a date) or integer ns.")
+                              "an offset like -04:00 (none: UTC), or a date) or integer ns since the epoch.")
 @click.option("--until", help="Stop before this event time (same forms as --since).")
 @click.option("--suppressions", "suppressions_file", type=click.Path(exists=True, dir_okay=False),
               help="Suppressions file to honour (default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json: "
@@ -222,6 +226,8 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
 
     window = event_window(since, until)
     wanted = {s.strip().upper() for spec in only_symbols for s in spec.split(",") if s.strip()}
+    if only_symbols and not wanted:
+        raise click.BadParameter("names no symbol", param_hint="--symbols")
     try:
         container = build_container(out=out, dead_letters=dead_letters, thresholds=thresholds, detectors=detectors,
                                     suppressions=suppressions_path(suppressions_file),
@@ -261,9 +267,18 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
             summary = use_case(source, on_chunk=on_chunk)
         except DomainError as exc:
             fail(str(exc))
+        except KeyboardInterrupt:
+            interrupted = True
+        else:
+            interrupted = False
     container.anomaly_sink().close()
     container.incident_sink().close()
     container.dead_letter_sink().close()
+    if interrupted:
+        written = [path for path in (out, dead_letters) if path]
+        click.echo("interrupted: no summary" + (f"; {' and '.join(written)} {'hold' if len(written) > 1 else 'holds'} "
+                                                "what was found until then" if written else ""), err=True)
+        raise click.exceptions.Exit(130)
     result = summary.to_dict()
     result["source"] = list(paths) or [f"built-in sample ({SAMPLE['symbols']} symbols, seed {SAMPLE['seed']})"]
     if report and bars is not None:

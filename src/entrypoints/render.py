@@ -76,7 +76,8 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
         top.add_column(col, overflow="fold")
     for a in result["top"]:
         top.add_row(exchange_time(a), a["symbol"], a["detector"], f"{a['score']:.2f}", a["reason"])
-    out.print(top)
+    if result["top"]:  # none found, or --top 0
+        out.print(top)
     if result.get("top_incidents"):
         out.print(incidents_table(result["top_incidents"],
                                   f"Top incidents (a symbol's anomalies each within {GAP_NS // 60_000_000_000} minutes of the next)"))

@@ -98,8 +98,9 @@ def test_replay_reads_real_dbn_files() -> None:
     (["generate", "m.dbn.zst", "--date", "2025-03-01"], "2025-03-01 is a Saturday"),
     (["generate", "m.dbn.zst", "--date", "2025-12-25"], "2025-12-25 is an exchange holiday"),
     (["generate", "m.dbn.zst", "--date", "2025-11-28"], "2025-11-28 closes early"),
+    (["replay", "--symbols", ","], "Invalid value for --symbols: names no symbol"),
 ], ids=["missing-file", "unknown-detector", "bad-extension", "no-paths", "no-detector", "impossible-market",
-        "bad-date", "no-room-for-anomalies", "weekend", "holiday", "early-close"])
+        "bad-date", "no-room-for-anomalies", "weekend", "holiday", "early-close", "no-symbol"])
 def test_bad_arguments_give_a_clear_error(args: list[str], message: str, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -185,6 +186,8 @@ def test_replay_top_zero_shows_no_top_anomalies_but_counts_them(sample_json: dic
     code, out = run("replay", "--json", "--top", "0")
     assert code == 0, out
     assert json.loads(out)["top"] == [] and json.loads(out)["anomalies"] == sample_json["anomalies"]
+    code, out = run("replay", "--top", "0")
+    assert code == 0 and "Top anomalies" not in out and "Top incidents" not in out and "by session" in out
 
 
 def test_replay_with_metrics_port_zero_says_which_port_it_picked() -> None:
@@ -266,6 +269,32 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(command: li
 def test_a_full_disk_ends_the_command_in_one_line() -> None:
     result = CliRunner().invoke(main, ["replay", "--out", "/dev/full"])
     assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == "Error: No space left on device"
+
+
+def test_ctrl_c_during_a_replay_closes_its_outputs_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import entrypoints.cli as cli
+
+    made = cli.sample_source
+
+    class Interrupted:
+        """The built-in sample, with Ctrl-C pressed once half of it was read."""
+
+        def __init__(self, chunk_size: int) -> None:
+            self.source = made(chunk_size)
+
+        def chunks(self):  # type: ignore[no-untyped-def]
+            for n, chunk in enumerate(self.source.chunks()):
+                if n * len(chunk.trades) >= 200_000:
+                    raise KeyboardInterrupt
+                yield chunk
+
+    monkeypatch.setattr(cli, "sample_source", Interrupted)
+    out = tmp_path / "a.jsonl"
+    result = CliRunner().invoke(main, ["replay", "--out", str(out)])
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == f"interrupted: no summary; {out} holds what was found until then"
+    found = [json.loads(line) for line in out.read_text().splitlines()]  # whole lines: the file was closed
+    assert found and all(a["detector"] for a in found)
 
 
 def test_the_command_starts_without_importing_the_model_library_or_the_search_client() -> None:

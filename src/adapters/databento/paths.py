@@ -48,7 +48,8 @@ def _expand_one(raw: str) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and _supported(p))
         if not files:
-            raise SourceError(f"directory has no Databento files ({', '.join(SUPPORTED_SUFFIXES)}): {raw}")
+            raise SourceError(f"directory has no Databento files ({', '.join(SUPPORTED_SUFFIXES)}): {raw} "
+                              f"(its subdirectories are not searched: name them, or a glob like {raw.rstrip('/')}/**/*.zst)")
         return files
     if path.is_file():
         file_kind(path)
