@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -295,6 +296,21 @@ def test_ctrl_c_during_a_replay_closes_its_outputs_and_exits_130(tmp_path: Path,
     assert result.output.strip().splitlines()[-1] == f"interrupted: no summary; {out} holds what was found until then"
     found = [json.loads(line) for line in out.read_text().splitlines()]  # whole lines: the file was closed
     assert found and all(a["detector"] for a in found)
+
+
+def test_kernels_are_cached_under_the_temporary_directory_when_neither_the_sources_nor_a_home_can_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from entrypoints import kernel_cache_dir
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    (tmp_path / "a-file").write_text("")
+    blocked = tmp_path / "a-file"  # nothing can be created below a file, even by root
+    fallback = kernel_cache_dir(blocked / "domain", blocked / "cache" / "numba")
+    assert fallback is not None and Path(fallback).parent == Path(tempfile.gettempdir())
+    assert kernel_cache_dir(tmp_path / "domain", blocked / "numba") is None  # beside the sources
+    assert kernel_cache_dir(blocked / "domain", tmp_path / "home" / ".cache" / "numba") is None  # the home's cache
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
+    assert kernel_cache_dir(blocked / "domain", blocked / "numba") is None  # the user's choice stands
 
 
 def test_the_command_starts_without_importing_the_model_library_or_the_search_client() -> None:
