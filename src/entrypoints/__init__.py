@@ -13,13 +13,17 @@ from pathlib import Path
 _DOMAIN = Path(__file__).resolve().parents[1] / "domain"
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` if it exists, else its nearest ancestor that does (where creating it would start)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def _writable(path: Path) -> bool:
     """Whether `path` can be written, or created under its nearest existing ancestor."""
-    while not path.exists():
-        if path == path.parent:
-            return False
-        path = path.parent
-    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+    start = nearest_existing(path)
+    return start.is_dir() and os.access(start, os.W_OK | os.X_OK)
 
 
 def kernel_cache_dir(domain: Path = _DOMAIN, home_cache: Path | None = None) -> str | None:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from domain.errors import DomainError
+from entrypoints import nearest_existing
 from entrypoints.logging_setup import configure_logging
 
 log = structlog.get_logger()
@@ -64,9 +65,7 @@ class OutputPath(click.Path):
             if not os.access(path, os.W_OK):
                 self.fail(f"{str(path)!r} is not writable", param, ctx)
             return str(path)
-        ancestor = path.parent
-        while not ancestor.exists() and ancestor != ancestor.parent:
-            ancestor = ancestor.parent
+        ancestor = nearest_existing(path.parent)
         if not ancestor.is_dir():
             self.fail(f"{str(path)!r} cannot be created: {str(ancestor)!r} is not a directory", param, ctx)
         if not os.access(ancestor, os.W_OK | os.X_OK):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date as Date
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -42,9 +42,9 @@ class Session:
     @staticmethod
     def last_full_day(before: Date) -> Date:
         """The last full trading day before `before` (no weekend, holiday or early close)."""
-        day = Date.fromordinal(before.toordinal() - 1)
+        day = before - timedelta(days=1)
         while day.weekday() >= 5 or day in HOLIDAYS or day in EARLY_CLOSES:
-            day = Date.fromordinal(day.toordinal() - 1)
+            day -= timedelta(days=1)
         return day
 
     @property
