@@ -229,7 +229,7 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         raise click.BadParameter("names no symbol", param_hint="--symbols")
     try:
         container = build_container(out=out, dead_letters=dead_letters, thresholds=thresholds, detectors=detectors,
-                                    suppressions=suppressions_path(suppressions_file),
+                                    suppressions=(rules_file := suppressions_path(suppressions_file)),
                                     **({"metrics": "prometheus", "metrics_port": metrics_port}
                                        if metrics_port is not None else {}))
         if metrics_port is not None:
@@ -280,6 +280,8 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         raise click.exceptions.Exit(130)
     result = summary.to_dict()
     result["source"] = list(paths) or [f"built-in sample ({SAMPLE['symbols']} symbols, seed {SAMPLE['seed']})"]
+    if result["suppressed"]:
+        result["suppressions_file"] = rules_file  # which rules held anomalies back: it may be ./suppressions.json
     if report and bars is not None:
         from adapters.report import write_html_report
 

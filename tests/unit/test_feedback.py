@@ -110,6 +110,8 @@ def test_a_plain_replay_honours_the_rules_suppress_wrote_here(tmp_path: Path, mo
     after = json.loads(invoke("replay", "--json")[1])
     assert after["suppressed"] == {Suppression.of(detector="price_change").id: before["by_detector"]["price_change"]}
     assert after["anomalies"] == before["anomalies"] - before["by_detector"]["price_change"]
+    assert after["suppressions_file"] == "suppressions.json" and "suppressions_file" not in before
+    assert "suppressed by suppressions.json (judged, not published)" in invoke("replay")[1]
     code, out = invoke("replay", "--suppressions", "typo.json")
     assert code == 2 and "'typo.json' does not exist" in out
 
