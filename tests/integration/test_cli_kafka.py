@@ -76,6 +76,37 @@ async def test_tail_shows_the_last_anomalies_of_each_partition_and_skips_what_is
 
 
 @pytest.mark.asyncio
+async def test_tail_and_decode_count_records_not_offsets_on_a_transactional_topic(kafka_bootstrap, new_topic) -> None:
+    # The worker writes anomalies in transactions: each commit marker takes an offset, and an
+    # aborted transaction's records take offsets a read-committed reader never sees.
+    topic = await new_topic("anomalies", partitions=1)
+    ts = 1_746_451_800_000_000_000  # 2025-05-05 09:30:00 New York
+    anomalies = [Anomaly(id=anomaly_id("high_volume", "NVDA", 2, 7, ts + k, k), detector="high_volume",
+                         symbol="NVDA", ts_event=ts + k, price=113.0, size=50_000 + k, score=2.0,
+                         severity="medium", reason="large", sequence=k, session="regular",
+                         ts_local=f"2025-05-05T09:30:00.00000000{k}-04:00") for k in range(6)]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"{topic}-writer")
+    await producer.start()
+    try:
+        for a in anomalies:
+            async with producer.transaction():
+                await producer.send_and_wait(topic, json.dumps(a.to_dict()).encode(), key=b"NVDA")
+        await producer.begin_transaction()
+        for a in anomalies:  # six records nobody will see
+            await producer.send_and_wait(topic, json.dumps(a.to_dict()).encode(), key=b"NVDA")
+        await producer.abort_transaction()
+    finally:
+        await producer.stop()
+    for n in (1, 3, 6, 10):
+        code, out, _ = await asyncio.to_thread(invoke, "tail", "--bootstrap", kafka_bootstrap, "--topic", topic,
+                                               "-n", str(n), "--json")
+        assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == [a.id for a in anomalies[-n:]]
+    code, out, _ = await asyncio.to_thread(invoke, "decode", "--bootstrap", kafka_bootstrap, "--topic", topic,
+                                           "--last", "2")
+    assert code == 0 and len(out.strip().splitlines()) == 2
+
+
+@pytest.mark.asyncio
 async def test_tail_incidents_shows_the_incidents_topic(kafka_bootstrap, new_topic) -> None:
     from domain.incidents import IncidentGrouper
 

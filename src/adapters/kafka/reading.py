@@ -37,10 +37,14 @@ async def read_records(bootstrap: str, topic: str, *, last: int | None = None, o
         tps = [TopicPartition(topic, p) for p in chosen]
         consumer.assign(tps)
         starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
-        for tp in tps:
-            if last is not None:
-                consumer.seek(tp, max(starts[tp], ends[tp] - last))
-            else:
+        if last is not None:
+            newest = await _last_records(consumer, tps, starts, ends, last)
+            for tp in tps:
+                for record in newest[tp]:
+                    yield record
+                consumer.seek(tp, ends[tp])  # following goes on from the end offsets of the start
+        else:
+            for tp in tps:
                 consumer.seek(tp, min(max(starts[tp], offset or 0), ends[tp]))
         pending = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
         while pending or follow:
@@ -53,6 +57,36 @@ async def read_records(bootstrap: str, topic: str, *, last: int | None = None, o
                     pending.discard(tp)
     finally:
         await consumer.stop()
+
+
+async def _last_records(consumer: AIOKafkaConsumer, tps: list[TopicPartition], starts: dict[TopicPartition, int],
+                        ends: dict[TopicPartition, int], last: int) -> dict[TopicPartition, list[Any]]:
+    """The last `last` records of each partition below its end offset. On a transactional topic
+    (anomalies, incidents) every transaction's commit marker takes an offset too, and aborted
+    transactions leave records a read-committed consumer never sees: so the last `last` offsets
+    may hold fewer records. The window read back from the end grows (x4) until it holds `last`
+    records or reaches the partition's beginning."""
+    newest: dict[TopicPartition, list[Any]] = {tp: [] for tp in tps}
+    todo = {tp for tp in tps if ends[tp] > starts[tp]}
+    window = last
+    while todo:
+        for tp in todo:
+            consumer.seek(tp, max(starts[tp], ends[tp] - window))
+        found: dict[TopicPartition, list[Any]] = {tp: [] for tp in todo}
+        reading = set(todo)
+        while reading:
+            batch = await consumer.getmany(*reading, timeout_ms=200)
+            for tp, records in batch.items():
+                found[tp] += [r for r in records if r.offset < ends[tp]]
+            for tp in list(reading):
+                if await consumer.position(tp) >= ends[tp]:  # transaction markers count as read
+                    reading.discard(tp)
+        for tp in list(todo):
+            newest[tp] = found[tp][-last:]
+            if len(found[tp]) >= last or ends[tp] - window <= starts[tp]:
+                todo.discard(tp)
+        window *= 4
+    return newest
 
 
 async def _partitions(bootstrap: str, topic: str) -> set[int]:
