@@ -8,8 +8,9 @@ never a traceback from wherever it was first used.
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, AliasChoices, Field, ValidationError
+from pydantic import AfterValidator, AliasChoices, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +21,30 @@ from domain.errors import ConfigError
 
 Port = Annotated[int, Field(ge=0, le=65_535)]
 PREFIX = "STOCKANOMALY_"
+
+
+def check_bootstrap(servers: str) -> str:
+    """Kafka's bootstrap servers: comma-separated host:port (what the clients would otherwise reject
+    with a traceback at first use)."""
+    for server in servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65_536:
+            raise ValueError(f"{server.strip()!r} is not host:port (comma-separate several)")
+    return servers
+
+
+def check_url(url: str) -> str:
+    """An Elasticsearch URL, http(s)://host[:port]; empty: the default."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+    return url
 
 
 def _env(name: str) -> AliasChoices:
@@ -53,7 +78,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Streaming: Kafka and the Faust apps
-    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
+    kafka_bootstrap_servers: Annotated[str, AfterValidator(check_bootstrap)] = Field(
+        "127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
     app_id: str = "stockanomaly"
     trades_topic: str = "trades"
     anomalies_topic: str = "anomalies"
@@ -80,7 +106,7 @@ class Settings(BaseSettings):
     notifier_metrics_port: Port = 9102
 
     # Elasticsearch (written by the indexer)
-    elasticsearch_url: str = Field("", validation_alias=_env("ELASTICSEARCH_URL"))
+    elasticsearch_url: Annotated[str, AfterValidator(check_url)] = Field("", validation_alias=_env("ELASTICSEARCH_URL"))
     es_index_prefix: Annotated[str, AfterValidator(check_prefix)] = "stockanomaly-anomalies"
     # Incidents get indices of their own; keep the name out of the anomalies' pattern (<prefix>-*).
     es_incidents_prefix: Annotated[str, AfterValidator(check_prefix)] = "stockanomaly-incidents"
@@ -93,6 +119,15 @@ class Settings(BaseSettings):
     # Days an index is kept after its creation (one per event day); 0: forever. Checked by the indexer.
     es_retention_days: Annotated[float, Field(ge=0)] = 90.0
     es_retention_check_seconds: Annotated[float, Field(gt=0)] = 3600.0
+
+    @model_validator(mode="after")
+    def _topics_apart(self) -> Settings:
+        topics = {"trades": self.trades_topic, "dead-letter": self.dlq_topic, "anomalies": self.anomalies_topic,
+                  "incidents": self.incidents_topic}
+        if len(set(topics.values())) < len(topics):
+            raise ValueError("the trades, dead-letter, anomalies and incidents topics must be four different topics, got "
+                             + ", ".join(f"{role} {name!r}" for role, name in topics.items()))
+        return self
 
     def streaming(self) -> StreamingSettings:
         return StreamingSettings(
@@ -118,11 +153,13 @@ def load_settings(**explicit: object) -> Settings:
 
 
 def _problem(error: ErrorDetails, given: dict[str, object]) -> str:
-    field = str(error["loc"][0]) if error["loc"] else "?"
+    if not error["loc"]:  # a rule across settings
+        return str(error["msg"]).removeprefix("Value error, ")
+    field = str(error["loc"][0])
     name = field if field in given else _variable(field)
     if error["type"] == "extra_forbidden":
         return f"{name}: not a setting"
-    return f"{name}: {error['msg']}, got {error['input']!r}"
+    return f"{name}: {str(error['msg']).removeprefix('Value error, ')}, got {error['input']!r}"
 
 
 def _variable(field: str) -> str:

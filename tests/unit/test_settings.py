@@ -31,6 +31,12 @@ def test_the_environment_overrides_defaults_and_explicit_values_override_both(mo
     ("STOCKANOMALY_PROCESSING_GUARANTEE", "maybe", "STOCKANOMALY_PROCESSING_GUARANTEE: Input should be"),
     ("STOCKANOMALY_METRICS_PORT", "70000", "STOCKANOMALY_METRICS_PORT: Input should be less than or equal to 65535"),
     ("STOCKANOMALY_SEED", "-1", "STOCKANOMALY_SEED: Input should be greater than or equal to 0"),
+    ("KAFKA_BOOTSTRAP_SERVERS", "localhost:abc", "KAFKA_BOOTSTRAP_SERVERS: 'localhost:abc' is not host:port"),
+    ("KAFKA_BOOTSTRAP_SERVERS", "h1:9092,h2", "KAFKA_BOOTSTRAP_SERVERS: 'h2' is not host:port"),
+    ("ELASTICSEARCH_URL", "garbage", "ELASTICSEARCH_URL: 'garbage' is not an http:// or https:// URL with a host"),
+    ("ELASTICSEARCH_URL", "http://127.0.0.1:abc", "ELASTICSEARCH_URL: 'http://127.0.0.1:abc' is not a URL"),
+    ("STOCKANOMALY_DLQ_TOPIC", "trades", "the trades, dead-letter, anomalies and incidents topics must be four "
+                                         "different topics, got trades 'trades', dead-letter 'trades'"),
     ("STOCKANOMALY_SEED", "4294967296", "STOCKANOMALY_SEED: Input should be less than or equal to 4294967295"),
 ])
 def test_a_bad_value_is_one_line_naming_its_variable(monkeypatch, variable: str, value: str,  # type: ignore[no-untyped-def]
