@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from domain.errors import DomainError
 from entrypoints import nearest_existing
-from entrypoints.logging_setup import configure_logging
+from entrypoints.logging_setup import configure_logging, quiet_kafka_client
 
 log = structlog.get_logger()
 err = Console(stderr=True)
@@ -113,6 +113,7 @@ def main(log_level: str) -> None:
     """Real-time, explainable stock trade anomaly detection over Databento data."""
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(?!domain|application|adapters|entrypoints)")
     configure_logging(log_level)
+    quiet_kafka_client()
 
 
 def file_source(paths: tuple[str, ...], chunk_size: int, read_ahead: int = 0) -> Any:

@@ -25,6 +25,7 @@ async def read_records(bootstrap: str, topic: str, *, last: int | None = None, o
     try:
         await consumer.start()
     except KafkaError as exc:
+        await consumer.stop()  # what it opened before failing
         raise SourceError(f"Kafka at {bootstrap}: {exc}") from None
     try:
         known = await _partitions(bootstrap, topic)
