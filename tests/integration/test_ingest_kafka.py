@@ -130,8 +130,18 @@ async def test_ingest_creates_missing_topics_and_refuses_a_partition_count_that_
     described = await kafka_admin.describe_topics(names)
     assert {t["topic"]: len(t["partitions"]) for t in described} == dict.fromkeys(names, 3)
 
+    # A file that cannot be read: its dead letter published, the file named, and not a success.
+    junk = tmp_path / "junk.dbn"
+    junk.write_bytes(b"garbage")
+    result = await asyncio.to_thread(CliRunner().invoke, main, [*args[:1], str(junk), *args[2:]])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: {junk}: unreadable from the start on")
+    letters = await read_all(kafka_bootstrap, names[3], partition_count=3)
+    assert [dict(r.headers)["reason"] for r in letters] == [b"bad_file"] and "1 dead letters" in result.output
+
     result = await asyncio.to_thread(CliRunner().invoke, main, [*args[:-1], "6"])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].endswith(
-        f"topic partitions differ from STOCKANOMALY_PARTITIONS=6: '{names[0]}' has 3, '{names[1]}' has 3, "
-        f"'{names[2]}' has 3, '{names[3]}' has 3; set STOCKANOMALY_PARTITIONS to match, or recreate the topics")
+        "topic partitions differ from the configured 6 (STOCKANOMALY_PARTITIONS, or a command's --partitions): "
+        f"'{names[0]}' has 3, '{names[1]}' has 3, '{names[2]}' has 3, '{names[3]}' has 3; configure that count, "
+        "or recreate the topics")

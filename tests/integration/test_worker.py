@@ -607,8 +607,9 @@ async def test_a_worker_refuses_a_topic_with_another_partition_count_in_one_line
     output = (stream.workdir / "w1.log").read_text()
     assert "Traceback" not in output
     [line] = [ln for ln in output.splitlines() if "partitions" in ln]
-    assert line == (f"stockanomaly worker: topic partitions differ from STOCKANOMALY_PARTITIONS={PARTITIONS}: "
-                    f"'{stream.topics['trades']}' has 1; set STOCKANOMALY_PARTITIONS to match, or recreate the topics")
+    assert line == (f"stockanomaly worker: topic partitions differ from the configured {PARTITIONS} "
+                    f"(STOCKANOMALY_PARTITIONS, or a command's --partitions): '{stream.topics['trades']}' has 1; "
+                    "configure that count, or recreate the topics")
 
 
 @pytest.mark.asyncio

@@ -61,8 +61,8 @@ def _check_partitions(described: list[dict], partitions: int, order: list[str]) 
     wrong = {t["topic"]: len(t["partitions"]) for t in described if len(t["partitions"]) != partitions}
     if wrong:
         listed = ", ".join(f"{name!r} has {wrong[name]}" for name in order if name in wrong)
-        raise ConfigError(f"topic partitions differ from STOCKANOMALY_PARTITIONS={partitions}: {listed}; "
-                          "set STOCKANOMALY_PARTITIONS to match, or recreate the topics")
+        raise ConfigError(f"topic partitions differ from the configured {partitions} (STOCKANOMALY_PARTITIONS, "
+                          f"or a command's --partitions): {listed}; configure that count, or recreate the topics")
 
 
 async def _await_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeout: float = 15.0) -> None:
