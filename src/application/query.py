@@ -25,7 +25,15 @@ class InvalidQuery(DomainError):
 def parse_time(text: str, now_ns: int) -> int:
     """Event time in ns from ISO 8601 (`2025-05-05T13:00:00Z`, an offset, up to 9 fractional
     digits; no zone means UTC; a bare date is its midnight), integer ns since the epoch, `now`,
-    or an age before now such as `30m`, `1h`, `7d` (units s, m, h, d, w)."""
+    or an age before now such as `30m`, `1h`, `7d` (units s, m, h, d, w); between 1970 and 2262
+    (what 64-bit nanoseconds since the epoch hold)."""
+    ns = _parse_time(text, now_ns)
+    if not 0 <= ns < 2**63:
+        raise InvalidQuery(f"time {text!r} is outside what event times hold (1970 to 2262)")
+    return ns
+
+
+def _parse_time(text: str, now_ns: int) -> int:
     value = text.strip()
     if value.lower() == "now":
         return now_ns

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ def settings_or_fail(**flags: object) -> Settings:
 @click.option("--detector", "detectors", multiple=True, help="Only this detector (repeatable).")
 @click.option("--since", help="From this event time: ISO 8601 (2025-05-05T13:00:00Z), integer ns, or an age (30m, 1h, 7d).")
 @click.option("--until", help="Before this event time (same forms as --since).")
-@click.option("--min-score", type=FiniteRange(), help="Only anomalies scoring at least this.")
+@click.option("--min-score", type=FiniteRange(min=0), help="Only anomalies scoring at least this.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--order", default="time", show_default=True, type=click.Choice(["time", "score"]),
               help="Newest first, or highest score first.")
@@ -251,21 +252,25 @@ def decode(bootstrap: str | None, topic: str | None, partitions: tuple[int, ...]
                 click.echo(f"{where:>12}  undecodable ({letter.reason}): {letter.detail}")
         for t in trades:
             ts = int(t["ts_event"])
+            price = float(t["price"])  # a bad print can be NaN or infinite: null in JSON (which has neither)
             row = {"partition": record.partition, "offset": record.offset, "symbol": str(t["symbol"]),
-                   "ts_event": ts, "ts_local": calendar.local_time(ts), "price": float(t["price"]),
+                   "ts_event": ts, "ts_local": calendar.local_time(ts), "price": price if math.isfinite(price) else None,
                    "size": int(t["size"]), "side": t["side"].decode() or "N", "publisher_id": int(t["publisher_id"]),
                    "instrument_id": int(t["instrument_id"]), "sequence": int(t["sequence"])}
             if as_json:
                 click.echo(json.dumps(row))
             else:
                 local = row["ts_local"]
-                click.echo(f"{where:>12}  {local[:10]} {local[11:29]}  {row['symbol']:<8} {row['price']:>12,.4f} "
+                click.echo(f"{where:>12}  {local[:10]} {local[11:29]}  {row['symbol']:<8} {price:>12,.4f} "
                            f"{row['size']:>10,} {row['side']}  seq {row['sequence']}")
         seen += 1
         return seen < limit
 
     _each_record(config, config.trades_topic, show, last=last, offset=offset, partitions=list(partitions) or None,
                  isolation_level="read_uncommitted")
+    if not seen:
+        click.echo(f"no messages on {config.trades_topic}" + (f" from offset {offset}" if offset is not None else ""),
+                   err=True)
 
 
 @main.command()

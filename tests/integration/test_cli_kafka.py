@@ -50,6 +50,28 @@ async def test_decode_shows_the_trades_ingest_wrote_row_for_row(kafka_bootstrap,
 
 
 @pytest.mark.asyncio
+async def test_decode_writes_strict_json_for_impossible_prices_and_says_when_there_is_nothing(
+        kafka_bootstrap, new_topic) -> None:
+    names = [await new_topic(name, partitions=1) for name in ("trades", "dlq", "anomalies")]
+    market = generate_market(symbols=1, trades=2_000, seed=4).trades[:3].copy()
+    market["price"][1], market["price"][2] = float("nan"), float("inf")  # ingest passes them; the worker refuses them
+    async with KafkaTradePublisher(kafka_bootstrap, names[0], names[1], partitions=1, anomalies_topic=names[2],
+                                   incidents_topic=f"{names[0]}.incidents") as publisher:
+        await IngestTrades(publisher, batch_trades=300)(InMemoryTradeSource(market, chunk_size=5_000))
+    code, out, _ = await asyncio.to_thread(invoke, "decode", "--bootstrap", kafka_bootstrap, "--topic", names[0],
+                                           "--json")
+
+    def strict(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    assert code == 0
+    assert [json.loads(line, parse_constant=strict)["price"] for line in out.splitlines()][1:] == [None, None]
+    code, out, err = await asyncio.to_thread(invoke, "decode", "--bootstrap", kafka_bootstrap, "--topic", names[0],
+                                             "--offset", "99")
+    assert code == 0 and out == "" and err.strip() == f"no messages on {names[0]} from offset 99"
+
+
+@pytest.mark.asyncio
 async def test_tail_shows_the_last_anomalies_of_each_partition_and_skips_what_is_not_one(
         kafka_bootstrap, new_topic) -> None:
     topic = await new_topic("anomalies", partitions=2)

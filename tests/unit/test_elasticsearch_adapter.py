@@ -379,6 +379,13 @@ def test_times_are_read_as_iso_ns_or_an_age(text: str, ns: int) -> None:
     assert parse_time(text, now_ns=TS) == ns
 
 
+@pytest.mark.parametrize("text", ["99999999999999999999999", "9999-12-31", "100000d", "1969-12-31"])
+def test_a_time_outside_what_event_times_hold_is_refused_here(text: str) -> None:
+    # Not handed on: Elasticsearch answered HTTP 400, and a huge integer broke the date conversion.
+    with pytest.raises(InvalidQuery, match="outside what event times hold"):
+        parse_time(text, now_ns=TS)
+
+
 class FakeAnomalyQuery:
     def __init__(self) -> None:
         self.asked: dict[str, Any] = {}
