@@ -166,6 +166,7 @@ def test_every_channel_gets_each_message_and_a_refusal_is_reported_not_fatal() -
 @pytest.mark.parametrize(("args", "env", "message"), [
     ([], {}, "no webhook to notify"),
     (["--webhook", "ftp://x"], {}, "webhook 'json:ftp://x' is not"),
+    (["--webhook", "http://127.0.0.1:abc/h"], {}, "webhook 'json:http://127.0.0.1:abc/h' is not"),
     ([], {"STOCKANOMALY_NOTIFY_WEBHOOKS": "slack:hooks.example"}, "webhook 'slack:hooks.example' is not"),
     (["--webhook", "http://127.0.0.1:1/h"], {"STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS": "-1"},
      "STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS"),
