@@ -191,6 +191,8 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         click.echo(f"ingested {latest.trades:,} trades in {latest.messages:,} messages to {config.trades_topic} in "
                    f"{latest.seconds:.2f}s ({latest.trades_per_second:,.0f} trades/s); "
                    f"{latest.dead_letters:,} dead letters to {config.dlq_topic}" + (" (interrupted)" if interrupted else ""))
+    if interrupted:  # the summary says what was sent; the status that it is not everything
+        raise click.exceptions.Exit(130)
     if not live:  # a file that could not be read to its end: said, and not a success
         source.check(f"what was read before it is on {config.trades_topic}, its dead letter on {config.dlq_topic}")
 
