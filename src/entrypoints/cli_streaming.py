@@ -12,7 +12,7 @@ from rich.console import Console
 
 from domain.errors import DomainError
 from entrypoints.cli import FiniteRange, OutputPath, err, fail, file_source, log, main, progress_bar
-from entrypoints.settings import Settings, check_url, load_settings
+from entrypoints.settings import Settings, check_http_url, load_settings
 
 
 def settings_or_fail(**flags: object) -> Settings:
@@ -370,7 +370,7 @@ def webhooks(given: str) -> list[tuple[str, str]]:
     for item in (x.strip() for x in given.split(",") if x.strip()):
         style, _, url = item.partition(":") if item.split(":", 1)[0] in ("json", "slack") else ("json", "", item)
         try:
-            check_url(url or "-")  # a port that is not a number is refused here, not retried for ever
+            check_http_url(url)  # a port that is not a number is refused here, not retried for ever
         except ValueError:
             raise ConfigError(f"webhook {item!r} is not [json:|slack:]http(s)://host[:port]/... (--webhook, --slack, "
                               "STOCKANOMALY_NOTIFY_WEBHOOKS)") from None

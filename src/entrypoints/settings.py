@@ -33,10 +33,8 @@ def check_bootstrap(servers: str) -> str:
     return servers
 
 
-def check_url(url: str) -> str:
-    """An Elasticsearch URL, http(s)://host[:port]; empty: the default."""
-    if not url:
-        return url
+def check_http_url(url: str) -> str:
+    """An http(s)://host[:port]/... URL (Elasticsearch's, a webhook's): ValueError otherwise."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
@@ -45,6 +43,10 @@ def check_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
     return url
+
+
+def _url_or_default(url: str) -> str:
+    return check_http_url(url) if url else url  # empty: the commands' default, http://127.0.0.1:9200
 
 
 def _env(name: str) -> AliasChoices:
@@ -106,7 +108,7 @@ class Settings(BaseSettings):
     notifier_metrics_port: Port = 9102
 
     # Elasticsearch (written by the indexer)
-    elasticsearch_url: Annotated[str, AfterValidator(check_url)] = Field("", validation_alias=_env("ELASTICSEARCH_URL"))
+    elasticsearch_url: Annotated[str, AfterValidator(_url_or_default)] = Field("", validation_alias=_env("ELASTICSEARCH_URL"))
     es_index_prefix: Annotated[str, AfterValidator(check_prefix)] = "stockanomaly-anomalies"
     # Incidents get indices of their own; keep the name out of the anomalies' pattern (<prefix>-*).
     es_incidents_prefix: Annotated[str, AfterValidator(check_prefix)] = "stockanomaly-incidents"
