@@ -11,7 +11,7 @@ import sys
 
 from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging
-from entrypoints.topics import before_start
+from entrypoints.topics import before_start, serve_metrics
 from domain.errors import ConfigError
 
 try:
@@ -23,9 +23,10 @@ except ConfigError as exc:
     sys.exit(f"stockanomaly indexer: {exc}")
 configure_logging(container.settings().log_level)
 app = container.indexer_app()
-before_start(app, container.streaming(), "indexer")
 
 
-@app.task
-async def serve_metrics() -> None:
-    container.metrics_server().start()
+def prepare() -> None:
+    serve_metrics(container.metrics_server(), "STOCKANOMALY_METRICS_ADDR / STOCKANOMALY_INDEXER_METRICS_PORT")
+
+
+before_start(app, container.streaming(), "indexer", prepare)

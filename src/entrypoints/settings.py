@@ -7,6 +7,7 @@ never a traceback from wherever it was first used.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -45,6 +46,34 @@ def check_http_url(url: str) -> str:
     return url
 
 
+KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]+")
+# The app id prefixes the topics Faust makes for the worker (`<app id>-incident-state-changelog`, the
+# longest): Kafka's limit of 249 characters for a name, less that suffix, with room to spare.
+MAX_APP_ID = 200
+
+
+def check_topic(name: str) -> str:
+    """A name Kafka accepts for a topic (what it would otherwise refuse only once the worker runs)."""
+    if not KAFKA_NAME.fullmatch(name) or name in (".", "..") or len(name) > 249:
+        raise ValueError("a topic name is 1 to 249 of the characters A-Z a-z 0-9 . _ - (not . or ..)")
+    return name
+
+
+def check_app_id(app_id: str) -> str:
+    """The Faust app id: the consumer group, and the prefix of the topics Faust creates."""
+    if not KAFKA_NAME.fullmatch(app_id) or len(app_id) > MAX_APP_ID:
+        raise ValueError(f"an app id is 1 to {MAX_APP_ID} of the characters A-Z a-z 0-9 . _ - "
+                         "(it prefixes the worker's topic names)")
+    return app_id
+
+
+def check_store(url: str) -> str:
+    """Faust's table store: RocksDB (the worker's default, state on disk) or memory (tests)."""
+    if urlsplit(url).scheme not in ("rocksdb", "memory"):
+        raise ValueError("choose rocksdb:// (state on disk, under the data directory) or memory://")
+    return url
+
+
 def _url_or_default(url: str) -> str:
     return check_http_url(url) if url else url  # empty: the commands' default, http://127.0.0.1:9200
 
@@ -71,7 +100,7 @@ class Settings(BaseSettings):
     state: Literal["memory"] = "memory"  # the worker keeps state in its Faust tables instead
     metrics: Literal["memory", "prometheus"] = "memory"
     metrics_symbols: str = ""  # symbols allowed as a label value of stockanomaly_anomalies_total
-    metrics_addr: str = "0.0.0.0"
+    metrics_addr: Annotated[str, Field(min_length=1)] = "0.0.0.0"
     metrics_port: Port = 9100
     # Ports tried from metrics_port on, the first free one bound: replicas on one network (compose
     # --scale with host networking) each take their own and Prometheus scrapes the range.
@@ -82,13 +111,13 @@ class Settings(BaseSettings):
     # Streaming: Kafka and the Faust apps
     kafka_bootstrap_servers: Annotated[str, AfterValidator(check_bootstrap)] = Field(
         "127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
-    app_id: str = "stockanomaly"
-    trades_topic: str = "trades"
-    anomalies_topic: str = "anomalies"
-    incidents_topic: str = "incidents"
-    dlq_topic: str = "trades.dlq"
-    store: str = "rocksdb://"
-    data_dir: str = "stockanomaly-data"  # the worker's RocksDB files, relative to its working directory
+    app_id: Annotated[str, AfterValidator(check_app_id)] = "stockanomaly"
+    trades_topic: Annotated[str, AfterValidator(check_topic)] = "trades"
+    anomalies_topic: Annotated[str, AfterValidator(check_topic)] = "anomalies"
+    incidents_topic: Annotated[str, AfterValidator(check_topic)] = "incidents"
+    dlq_topic: Annotated[str, AfterValidator(check_topic)] = "trades.dlq"
+    store: Annotated[str, AfterValidator(check_store)] = "rocksdb://"
+    data_dir: Annotated[str, Field(min_length=1)] = "stockanomaly-data"  # the worker's RocksDB files, relative to its working directory
     worker_web_port: Port = 6066
     indexer_web_port: Port = 6067
     # exactly_once: changelog writes, outputs and offsets commit together (see README); the

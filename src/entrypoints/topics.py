@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from aiokafka.errors import KafkaError
 
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.topics import ensure_topics
+from adapters.metrics.server import MetricsServer
 from domain.errors import ConfigError
 
 
@@ -57,9 +59,35 @@ def changelog_topics(app: Any) -> dict[str, dict[str, str]]:
     return topics
 
 
-def before_start(app: Any, settings: StreamingSettings, who: str) -> None:
-    """Check the topics when `faust -A ... worker` prepares the app (not when a test imports it)."""
+def before_start(app: Any, settings: StreamingSettings, who: str, prepare: Callable[[], None]) -> None:
+    """When `faust -A ... worker` prepares the app (not when a test imports it): check the topics,
+    then `prepare` (the data directory, the metrics endpoint), and exit with one line on a problem
+    rather than Faust's crash report."""
 
     @app.on_worker_init.connect
     def check_topics(sender: Any, **kwargs: Any) -> None:
         require_topics(settings, who, changelog_topics(app))
+        try:
+            prepare()
+        except ConfigError as exc:
+            sys.exit(f"stockanomaly {who}: {exc}")
+
+
+def require_directory(path: str, variable: str) -> None:
+    """`path` is a directory this process can write, created when missing; ConfigError otherwise."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{variable} {path!r}: cannot create it: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{variable} {path!r}: this user cannot write there")
+
+
+def serve_metrics(server: MetricsServer, variables: str) -> None:
+    """Bind the /metrics endpoint now, so a taken port or an address that does not resolve stops
+    the start in one line (naming the variables to change) instead of crashing the running app."""
+    try:
+        server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot serve /metrics on {server.addr}:{server.port} ({variables}): "
+                          f"{exc.strerror or exc}") from None

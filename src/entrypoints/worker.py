@@ -8,25 +8,29 @@ from adapters.kafka.codec import warm_up as warm_up_decoder
 from domain.errors import ConfigError
 from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging
-from entrypoints.topics import before_start
+from entrypoints.topics import before_start, require_directory, serve_metrics
 
 try:
     container = build_container(metrics="prometheus")
-    container.suppressions()  # a suppressions file that does not parse stops the start here, in one line
+    # What does not parse stops the start here, in one line: the suppressions file, the thresholds
+    # file and the detector names (the engine is built from them).
+    container.suppressions()
+    engine = container.engine()
 except ConfigError as exc:
     sys.exit(f"stockanomaly worker: {exc}")
 configure_logging(container.settings().log_level)
 # Compiled kernels loaded (or, on a machine's very first start, compiled) before the consumer starts,
 # so the first batches do not wait on them and no consumer heartbeat waits on a compiler.
-container.engine().warm_up()
+engine.warm_up()
 warm_up_decoder()
 app = container.worker_app()
 
-before_start(app, container.streaming(), "worker")
+
+def prepare() -> None:
+    # When the worker starts, not at import: `faust -A entrypoints.worker <other command>` and tests
+    # importing this module must not bind STOCKANOMALY_METRICS_PORT (default 9100).
+    require_directory(container.settings().data_dir, "STOCKANOMALY_DATA_DIR")
+    serve_metrics(container.metrics_server(), "STOCKANOMALY_METRICS_ADDR / STOCKANOMALY_METRICS_PORT")
 
 
-@app.task
-async def serve_metrics() -> None:
-    # Started with the worker, not at import: `faust -A entrypoints.worker <other command>` and
-    # tests importing this module must not bind STOCKANOMALY_METRICS_PORT (default 9100).
-    container.metrics_server().start()
+before_start(app, container.streaming(), "worker", prepare)

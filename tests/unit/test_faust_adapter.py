@@ -464,12 +464,14 @@ def test_the_workers_start_check_creates_the_changelogs_with_the_other_topics(mo
         return []
 
     monkeypatch.setattr(topics, "ensure_topics", ensure_topics)
-    topics.before_start(app, settings, "worker")
+    prepared: list[bool] = []
+    topics.before_start(app, settings, "worker", lambda: prepared.append(True))
     app.on_worker_init.send()  # what `faust -A entrypoints.worker worker` does before its consumer starts
     [(names, configs)] = asked
     assert names == [settings.trades_topic, settings.anomalies_topic, settings.incidents_topic, settings.dlq_topic,
                      *topics.changelog_topics(app)]
     assert configs == topics.changelog_topics(app) and len(configs) == 4
+    assert prepared == [True]  # then the data directory and the metrics endpoint
 
 
 def test_a_windowed_tables_changelog_keeps_its_retention() -> None:

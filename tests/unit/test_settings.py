@@ -38,6 +38,18 @@ def test_the_environment_overrides_defaults_and_explicit_values_override_both(mo
     ("STOCKANOMALY_DLQ_TOPIC", "trades", "the trades, dead-letter, anomalies and incidents topics must be four "
                                          "different topics, got trades 'trades', dead-letter 'trades'"),
     ("STOCKANOMALY_SEED", "4294967296", "STOCKANOMALY_SEED: Input should be less than or equal to 4294967295"),
+    # Names Kafka would refuse only once a worker asked for them (one too long made it hang).
+    ("STOCKANOMALY_TRADES_TOPIC", "", "STOCKANOMALY_TRADES_TOPIC: a topic name is 1 to 249 of the characters"),
+    ("STOCKANOMALY_ANOMALIES_TOPIC", "a" * 250, "STOCKANOMALY_ANOMALIES_TOPIC: a topic name is 1 to 249"),
+    ("STOCKANOMALY_DLQ_TOPIC", "bad/topic name", "STOCKANOMALY_DLQ_TOPIC: a topic name is"),
+    ("STOCKANOMALY_INCIDENTS_TOPIC", "..", "STOCKANOMALY_INCIDENTS_TOPIC: a topic name is"),
+    ("STOCKANOMALY_APP_ID", "", "STOCKANOMALY_APP_ID: an app id is 1 to 200 of the characters"),
+    ("STOCKANOMALY_APP_ID", "bad id/x", "STOCKANOMALY_APP_ID: an app id is"),
+    ("STOCKANOMALY_APP_ID", "a" * 201, "STOCKANOMALY_APP_ID: an app id is"),
+    ("STOCKANOMALY_STORE", "nonsense://", "STOCKANOMALY_STORE: choose rocksdb:// (state on disk"),
+    ("STOCKANOMALY_STORE", "", "STOCKANOMALY_STORE: choose rocksdb://"),
+    ("STOCKANOMALY_DATA_DIR", "", "STOCKANOMALY_DATA_DIR: String should have at least 1 character"),
+    ("STOCKANOMALY_METRICS_ADDR", "", "STOCKANOMALY_METRICS_ADDR: String should have at least 1 character"),
 ])
 def test_a_bad_value_is_one_line_naming_its_variable(monkeypatch, variable: str, value: str,  # type: ignore[no-untyped-def]
                                                      expected: str) -> None:
@@ -48,3 +60,11 @@ def test_a_bad_value_is_one_line_naming_its_variable(monkeypatch, variable: str,
     result = CliRunner().invoke(main, ["replay", "--json"])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert expected in result.output
+
+
+def test_kafka_accepts_every_name_the_settings_accept() -> None:
+    longest = load_settings(app_id="a" * 200, trades_topic="t" * 249, anomalies_topic="Anomalies.v2_x-1",
+                            store="memory://")
+    assert (longest.app_id, longest.trades_topic, longest.store) == ("a" * 200, "t" * 249, "memory://")
+    # Faust's longest topic of the worker: its app id, then a table's changelog suffix.
+    assert len(f"{longest.app_id}-incident-state-changelog") <= 249

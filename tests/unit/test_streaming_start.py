@@ -1,0 +1,81 @@
+"""What stops a worker or an indexer at its start, in one line, rather than as Faust's crash report."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from adapters.metrics.server import MetricsServer
+from domain.errors import ConfigError
+from entrypoints.topics import require_directory, serve_metrics
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_the_data_directory_is_created_and_must_be_writable(tmp_path: Path) -> None:
+    require_directory(str(tmp_path / "a" / "b"), "STOCKANOMALY_DATA_DIR")
+    assert (tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"^STOCKANOMALY_DATA_DIR '.*file/sub': cannot create it: Not a directory$"):
+        require_directory(str(tmp_path / "file" / "sub"), "STOCKANOMALY_DATA_DIR")
+    with pytest.raises(ConfigError, match="cannot create it: File exists"):
+        require_directory(str(tmp_path / "file"), "STOCKANOMALY_DATA_DIR")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_a_read_only_data_directory_is_refused(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(ConfigError, match="this user cannot write there"):
+            require_directory(str(tmp_path), "STOCKANOMALY_DATA_DIR")
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_a_taken_metrics_port_is_one_line_naming_the_variables() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = MetricsServer(CollectorRegistry(), addr="127.0.0.1", port=port)
+        with pytest.raises(ConfigError) as raised:
+            serve_metrics(server, "STOCKANOMALY_METRICS_PORT")
+    assert str(raised.value) == (f"cannot serve /metrics on 127.0.0.1:{port} (STOCKANOMALY_METRICS_PORT): "
+                                 "Address already in use")
+
+
+def test_an_address_that_does_not_resolve_is_one_line() -> None:
+    server = MetricsServer(CollectorRegistry(), addr="not.an.addr.invalid", port=0)
+    with pytest.raises(ConfigError, match=r"^cannot serve /metrics on not\.an\.addr\.invalid:0 \(X\): "):
+        serve_metrics(server, "X")
+
+
+def test_a_free_port_is_served() -> None:
+    server = MetricsServer(CollectorRegistry(), addr="127.0.0.1", port=0)
+    serve_metrics(server, "X")
+    try:
+        assert server.port > 0
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5):
+            pass
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("variable, value, expected", [
+    ("STOCKANOMALY_DETECTORS", "high_volume,bogus", "stockanomaly worker: unknown detectors ['bogus']; choose from"),
+    ("STOCKANOMALY_DETECTORS", "", "stockanomaly worker: no detector selected; choose from"),
+    ("STOCKANOMALY_THRESHOLDS", "/nonexistent/thresholds.json",
+     "stockanomaly worker: thresholds file /nonexistent/thresholds.json does not exist"),
+])
+def test_the_worker_refuses_bad_detector_settings_before_it_starts(variable: str, value: str, expected: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC), variable: value}
+    done = subprocess.run([sys.executable, "-c", "import entrypoints.worker"], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith(expected) and done.stderr.count("\n") == 1, done.stderr
