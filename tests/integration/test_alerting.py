@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.parse
@@ -23,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
 from entrypoints.container import build_container
-from integration_support import GatedProxy, as_messages, eventually, eventually_async
+from integration_support import GatedProxy, as_messages, eventually, eventually_async, free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -54,12 +53,6 @@ def short_window_rules(text: str, suffix: str) -> str:
                 rule["for"] = "5s"
                 rule.setdefault("labels", {})["it"] = suffix
     return yaml.safe_dump(config, sort_keys=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def query(base: str, promql: str) -> list[dict]:

@@ -30,8 +30,8 @@ from click.testing import CliRunner
 
 from entrypoints.cli import main
 from entrypoints.container import build_container
-from integration_support import (ConditionTimeout, GatedProxy, as_messages, eventually, eventually_async, read_all,
-                                 topic_config)
+from integration_support import (ConditionTimeout, GatedProxy, as_messages, eventually, eventually_async,
+                                 free_port, read_all, scrape, topic_config)
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -94,9 +94,9 @@ class Stream:
                         STOCKANOMALY_METRICS_ADDR="127.0.0.1", STOCKANOMALY_METRICS_PORT="0")
         self.workers: list[subprocess.Popen] = []
 
-    def start_worker(self, name: str, port: int) -> subprocess.Popen:
+    def start_worker(self, name: str, port: int, metrics_port: int = 0) -> subprocess.Popen:
         env = dict(self.env, STOCKANOMALY_DATA_DIR=str(self.workdir / f"{name}-data"),
-                   STOCKANOMALY_WORKER_WEB_PORT=str(port))
+                   STOCKANOMALY_WORKER_WEB_PORT=str(port), STOCKANOMALY_METRICS_PORT=str(metrics_port))
         return self._start("entrypoints.worker", name, env)
 
     def start_indexer(self, port: int, es_url: str | None = None, **settings: str) -> subprocess.Popen:
@@ -484,7 +484,8 @@ def bad_records(like: np.ndarray) -> tuple[list[tuple[bytes | None, bytes]], set
 async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_processed(
         stream: Stream, market, embedded_ids) -> None:
     bad, reasons = bad_records(market)
-    stream.start_worker("w1", 16070)
+    metrics_port = free_port()
+    stream.start_worker("w1", 16070, metrics_port)
     # The bad records ahead of the market's messages, on partitions they share: a bad one that cost
     # its neighbours would show in the ids and in the count of trades judged.
     await stream.produce(bad + as_messages(market))
@@ -524,6 +525,14 @@ async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_pro
     assert refused_trade.value.startswith(b"STB1\x01\x00\x00\x00")
     assert by_reason["wrong_partition"].key == stray.encode()  # the stray trade alone, keyed by its symbol
     assert dict(by_reason["wrong_partition"].headers)["origin"].decode().startswith(f"{stream.topics['trades']}[{home}]@")
+    # Every letter counted once under its reason, the stray included (what the dead-letter alerts read).
+    counted = {dict(labels)["reason"]: value for (name, labels), value in scrape(metrics_port).items()
+               if name == "stockanomaly_dead_letters_total"}
+    published: dict[str, int] = {}
+    for r in letters:
+        reason = dict(r.headers)["reason"].decode()
+        published[reason] = published.get(reason, 0) + 1
+    assert {reason: n for reason, n in counted.items() if n} == published
 
 
 

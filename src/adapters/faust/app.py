@@ -421,9 +421,14 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
                                                        for m in messages])
         wrong = misrouted(batch, partition, settings.partitions)
         judged = np.delete(np.arange(len(batch)), wrong) if len(wrong) else None
+        # Refused before judging, with the messages' undecodable records, so the use case publishes
+        # and counts them with the rest (stockanomaly_dead_letters_total{reason="wrong_partition"}):
+        # traced to their message now, while their rows are still rows of `batch`.
+        strays = [replace(d, row=-1) for d in traced_to_messages(
+            [wrong_partition(batch, r, partition) for r in wrong.tolist()], batch, messages, per_message)]
         with acting_as(group[-1]):
             try:
-                outcome = detect(batch if judged is None else batch[judged], undecodable)
+                outcome = detect(batch if judged is None else batch[judged], undecodable + strays)
                 closed = incidents(outcome.anomalies, outcome.clocks, outcome.tape) if incidents is not None else []
             except StateFormatError as exc:
                 # Stored state this release cannot read (another format, or the first release's
@@ -433,9 +438,8 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
                 await app.crash(exc)
                 raise StopWorker from exc
         if judged is not None:  # rows of the engine's letters are rows of what it judged
-            outcome.dead_letters = ([replace(d, row=int(judged[d.row])) if d.row >= 0 else d
-                                     for d in outcome.dead_letters]
-                                    + [wrong_partition(batch, r, partition) for r in wrong.tolist()])
+            outcome.dead_letters = [replace(d, row=int(judged[d.row])) if d.row >= 0 else d
+                                    for d in outcome.dead_letters]
         outcome.dead_letters = traced_to_messages(outcome.dead_letters, batch, messages, per_message)
         tid = transactional_id(app, settings.trades_topic, partition)
         out = PartitionProducer(app.producer, tid)
