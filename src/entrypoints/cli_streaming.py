@@ -425,6 +425,7 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
 
     container = build_container(metrics="prometheus")
     container.config.metrics_port.from_value(config.notifier_metrics_port)  # beside a worker's 9100
+    container.config.metrics_exports.from_value("notifier")
     metrics = container.metrics()
     retried = 0
 

@@ -136,7 +136,8 @@ class Container(containers.DeclarativeContainer):
         memory=providers.Singleton(InMemoryMetrics),
         prometheus=providers.Singleton(PrometheusMetrics, registry=metrics_registry,
                                        symbols=providers.Callable(detector_names, config.metrics_symbols),
-                                       detectors=providers.Callable(detector_names, config.detectors)),
+                                       detectors=providers.Callable(detector_names, config.detectors),
+                                       exports=config.metrics_exports),
     )
     metrics_server = providers.Singleton(MetricsServer, registry=metrics_registry, addr=config.metrics_addr,
                                          port=config.metrics_port.as_int(), span=config.metrics_port_span.as_int())
@@ -174,4 +175,7 @@ def build_container(**overrides: object) -> Container:
     settings = load_settings(**overrides)
     container = Container(settings=settings)
     container.config.from_dict(settings.model_dump())
+    # Which metric families this process exports (adapters.metrics.EXPORTS): the indexer and the
+    # notifier say theirs; a worker and a replay run the detectors.
+    container.config.metrics_exports.from_value("detector")
     return container

@@ -18,6 +18,7 @@ try:
     container = build_container(metrics="prometheus")
     # The indexer serves its metrics on a port of its own (a worker may run beside it).
     container.config.metrics_port.from_value(container.settings().indexer_metrics_port)
+    container.config.metrics_exports.from_value("indexer")
     container.indexer_sink()  # needs ELASTICSEARCH_URL: say so in one line rather than later
 except ConfigError as exc:
     sys.exit(f"stockanomaly indexer: {exc}")

@@ -82,11 +82,13 @@ def test_gauges_and_elasticsearch_counters(registry) -> None:
     m = PrometheusMetrics(registry)
     m.model_refitted("isolation_forest")
     m.state_symbols(42)
+    assert value(registry, "stockanomaly_model_refits_total", detector="isolation_forest") == 1
+    assert value(registry, "stockanomaly_state_symbols") == 42
+    registry = CollectorRegistry()
+    m = PrometheusMetrics(registry, exports="indexer")
     m.elasticsearch_bulk(written=10, retries=2, failed=1)
     m.elasticsearch_bulk(written=5, retries=0, failed=0)
     m.elasticsearch_bulk(written=3, retries=1, failed=0, kind="incidents")
-    assert value(registry, "stockanomaly_model_refits_total", detector="isolation_forest") == 1
-    assert value(registry, "stockanomaly_state_symbols") == 42
     assert value(registry, "stockanomaly_elasticsearch_writes_total", kind="anomalies") == 15
     assert value(registry, "stockanomaly_elasticsearch_retries_total", kind="anomalies") == 2
     assert value(registry, "stockanomaly_elasticsearch_failures_total", kind="anomalies") == 1
@@ -103,11 +105,31 @@ def test_consumer_lag_forgets_partitions_handed_to_another_worker(registry) -> N
     assert value(registry, "stockanomaly_consumer_lag", partition="2") == 3
 
 
-def test_every_metric_the_rules_and_dashboards_use_is_exported(registry) -> None:
-    m = PrometheusMetrics(registry, detectors=["high_volume"])
-    m.dead_letters("bad_price", 1)
-    m.consumer_lag({0: 0})
-    exported = exported_names(registry)
+def test_each_kind_of_process_exports_only_its_own_metrics() -> None:
+    """An indexer's or a notifier's series at 0 must not stand in for workers that are gone: the
+    trades-stopped page reads `market_open` and `trades_processed`."""
+    exported = {}
+    for kind in ("detector", "indexer", "notifier"):
+        registry = CollectorRegistry()
+        PrometheusMetrics(registry, detectors=["high_volume"], exports=kind).dead_letters("bad_anomaly", 1)
+        exported[kind] = {m.name.removeprefix("stockanomaly_") for m in registry.collect()}
+    assert {"trades_processed", "market_open", "state_symbols", "anomalies", "dead_letters"} <= exported["detector"]
+    assert not exported["detector"] & {"elasticsearch_writes", "notifications"}
+    assert exported["indexer"] == {"dead_letters", "elasticsearch_writes", "elasticsearch_retries",
+                                   "elasticsearch_failures", "elasticsearch_indices_deleted"}
+    assert exported["notifier"] == {"notifications", "webhook_retries"}
+    with pytest.raises(ValueError, match="exports must be one of"):
+        PrometheusMetrics(CollectorRegistry(), exports="worker")
+
+
+def test_every_metric_the_rules_and_dashboards_use_is_exported() -> None:
+    exported: set[str] = set()
+    for kind in ("detector", "indexer", "notifier"):
+        registry = CollectorRegistry()
+        m = PrometheusMetrics(registry, detectors=["high_volume"], exports=kind)
+        m.dead_letters("bad_price", 1)
+        m.consumer_lag({0: 0})
+        exported |= exported_names(registry)
     texts = [p.read_text() for p in (REPO / "deploy" / "prometheus" / "rules").glob("*.yml")]
     texts += [p.read_text() for p in (REPO / "deploy" / "grafana" / "dashboards").glob("*.json")]
     used = {name for text in texts for name in METRIC_NAME.findall(text)}

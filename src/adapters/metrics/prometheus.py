@@ -12,6 +12,19 @@ BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 BATCH_TRADES_BUCKETS = (1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 262_144, 1_000_000)
 
 
+# The metric families each kind of process exports. Each exports only its own: a series at 0 from an
+# indexer would stand in for workers that are gone (StockanomalyTradesStopped reads `market_open` and
+# `trades_processed`). The indexer's dead letters (bad_anomaly, bad_incident, index_rejected) share
+# the workers' family.
+EXPORTS: dict[str, frozenset[str]] = {
+    "detector": frozenset({"trades_processed", "anomalies", "dead_letters", "batch_seconds", "batch_trades",
+                           "model_refits", "state_symbols", "consumer_lag", "market_open"}),
+    "indexer": frozenset({"dead_letters", "elasticsearch_writes", "elasticsearch_retries",
+                          "elasticsearch_failures", "elasticsearch_indices_deleted"}),
+    "notifier": frozenset({"notifications", "webhook_retries"}),
+}
+
+
 def process_registry() -> CollectorRegistry:
     """A fresh registry with the process, platform and GC collectors the default one would have."""
     registry = CollectorRegistry()
@@ -33,52 +46,63 @@ class PrometheusMetrics:
     Cardinality is bounded by configuration: anomalies carry a `symbol` label only for symbols in
     `symbols`; every other symbol gets the empty value, which Prometheus stores as no label at all.
     Series for the known detectors exist from the start at 0, so the first anomalies after a
-    (re)start show up in rate() instead of being the series' first sample.
+    (re)start show up in rate() instead of being the series' first sample. `exports` names the kind
+    of process (`EXPORTS`): only its families are registered, the others count into nothing.
     """
 
     def __init__(self, registry: CollectorRegistry, *, symbols: Iterable[str] = (),
-                 detectors: Iterable[str] = (), namespace: str = "stockanomaly") -> None:
+                 detectors: Iterable[str] = (), namespace: str = "stockanomaly", exports: str = "detector") -> None:
+        if exports not in EXPORTS:
+            raise ValueError(f"exports must be one of {sorted(EXPORTS)}, got {exports!r}")
         self.symbols = parse_symbols(symbols)
         ns = namespace
+        own = EXPORTS[exports]
+
+        def registry_of(name: str) -> CollectorRegistry | None:
+            return registry if name in own else None
+
         self.trades = Counter("trades_processed", "Trades that went through the detectors.",
-                              namespace=ns, registry=registry)
+                              namespace=ns, registry=registry_of("trades_processed"))
         self.anomalies = Counter("anomalies", "Anomalies emitted, per detector (and allow-listed symbol).",
-                                 ["detector", "symbol"], namespace=ns, registry=registry)
+                                 ["detector", "symbol"], namespace=ns, registry=registry_of("anomalies"))
         self.dead = Counter("dead_letters", "Records sent to the dead-letter topic, per reason.",
-                            ["reason"], namespace=ns, registry=registry)
+                            ["reason"], namespace=ns, registry=registry_of("dead_letters"))
         self.batch_seconds = Histogram("batch_seconds", "Seconds per detect call (load state, detect, save).",
-                                       namespace=ns, registry=registry, buckets=BATCH_SECONDS_BUCKETS)
+                                       namespace=ns, registry=registry_of("batch_seconds"),
+                                       buckets=BATCH_SECONDS_BUCKETS)
         self.batch_trades = Histogram("batch_trades", "Trades per detect call.", namespace=ns,
-                                      registry=registry, buckets=BATCH_TRADES_BUCKETS)
+                                      registry=registry_of("batch_trades"), buckets=BATCH_TRADES_BUCKETS)
         self.refits = Counter("model_refits", "Models (re)fitted by learning detectors.", ["detector"],
-                              namespace=ns, registry=registry)
+                              namespace=ns, registry=registry_of("model_refits"))
         self.symbols_held = Gauge("state_symbols", "Symbols whose detector state this process holds.",
-                                  namespace=ns, registry=registry)
+                                  namespace=ns, registry=registry_of("state_symbols"))
         # kind: anomalies or incidents (the indexer writes both, each with its own sink).
         self.es_written = Counter("elasticsearch_writes", "Documents written to Elasticsearch.", ["kind"],
-                                  namespace=ns, registry=registry)
+                                  namespace=ns, registry=registry_of("elasticsearch_writes"))
         self.es_retries = Counter("elasticsearch_retries", "Elasticsearch bulk attempts that were retried.",
-                                  ["kind"], namespace=ns, registry=registry)
+                                  ["kind"], namespace=ns, registry=registry_of("elasticsearch_retries"))
         self.es_failed = Counter("elasticsearch_failures", "Documents Elasticsearch rejected for good.", ["kind"],
-                                 namespace=ns, registry=registry)
+                                 namespace=ns, registry=registry_of("elasticsearch_failures"))
         for kind in ("anomalies", "incidents"):  # exported at 0 from the start: rules compare them
             for counter in (self.es_written, self.es_retries, self.es_failed):
                 counter.labels(kind)
         self.lag = Gauge("consumer_lag", "Messages between the last processed offset and the end, per partition.",
-                         ["partition"], namespace=ns, registry=registry)
+                         ["partition"], namespace=ns, registry=registry_of("consumer_lag"))
         self._lag_partitions: set[str] = set()
         self.session = Gauge("market_open", "1 while the exchange's regular session is on (New York time, "
-                             "trading days), else 0: when trades are expected to flow.", namespace=ns, registry=registry)
+                             "trading days), else 0: when trades are expected to flow.", namespace=ns,
+                             registry=registry_of("market_open"))
         # The notifier's (stockanomaly notify), each result exported at 0 from the start.
         self.notified = Counter("notifications", "Records the notifier handled, by result: sent, held_back "
                                 "(per-symbol limit), below_severity, refused (a webhook said no for good).",
-                                ["result"], namespace=ns, registry=registry)
+                                ["result"], namespace=ns, registry=registry_of("notifications"))
         for result in ("sent", "held_back", "below_severity", "refused"):
             self.notified.labels(result)
         self.webhook_retries = Counter("webhook_retries", "Webhook posts retried (receiver down, 408, 429 or 5xx).",
-                                       namespace=ns, registry=registry)
+                                       namespace=ns, registry=registry_of("webhook_retries"))
         self.expired = Counter("elasticsearch_indices_deleted", "Daily indices deleted for having outlived "
-                               "the retention (STOCKANOMALY_ES_RETENTION_DAYS).", namespace=ns, registry=registry)
+                               "the retention (STOCKANOMALY_ES_RETENTION_DAYS).", namespace=ns,
+                               registry=registry_of("elasticsearch_indices_deleted"))
         for detector in detectors:
             self.anomalies.labels(detector=detector, symbol="")
             self.refits.labels(detector=detector)
