@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
@@ -15,11 +15,18 @@ from entrypoints.cli import FiniteRange, OutputPath, err, fail, file_source, log
 from entrypoints.settings import Settings, check_http_url, load_settings
 
 
-def settings_or_fail(**flags: object) -> Settings:
-    """The settings with the flags given (None: not given) over the environment: the one source the
-    worker and the indexer read too, so a command and a worker agree on topics, partitions and indices."""
+# Each setting a command takes as an option, and that option (what a bad value's error names).
+FLAG_OF = {"kafka_bootstrap_servers": "--bootstrap", "elasticsearch_url": "--es-url", "dlq_topic": "--dlq-topic",
+           "partitions": "--partitions", "notify_min_severity": "--min-severity",
+           "notify_per_symbol_seconds": "--per-symbol-seconds"}
+
+
+def settings_or_fail(flags: Mapping[str, str] | None = None, /, **values: object) -> Settings:
+    """The settings with the options given (None: not given) over the environment: the one source the
+    worker and the indexer read too, so a command and a worker agree on topics, partitions and indices.
+    `flags` names the options whose setting is not in FLAG_OF (or is another option here)."""
     try:
-        return load_settings(**flags)
+        return load_settings({**FLAG_OF, **(flags or {})}, **values)
     except DomainError as exc:
         fail(str(exc))
 
@@ -55,7 +62,7 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
 
     from adapters.elasticsearch.mapping import ANOMALIES, INCIDENTS
 
-    config = settings_or_fail(elasticsearch_url=es_url,
+    config = settings_or_fail({"es_incidents_prefix": "--index", "es_index_prefix": "--index"}, elasticsearch_url=es_url,
                               **{"es_incidents_prefix" if incidents else "es_index_prefix": index_prefix})
     index_prefix = config.es_incidents_prefix if incidents else config.es_index_prefix
     settings = ElasticsearchSettings.from_env(url=config.elasticsearch_url or "http://127.0.0.1:9200",
@@ -133,7 +140,9 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
     from adapters.kafka.producer import KafkaTradePublisher
     from application.ingest import IngestSummary, IngestTrades, parse_pace
 
-    config = settings_or_fail(kafka_bootstrap_servers=bootstrap, trades_topic=topic, dlq_topic=dlq_topic,
+    config = settings_or_fail({"trades_topic": "--topic", "anomalies_topic": "--anomalies-topic",
+                               "incidents_topic": "--incidents-topic"},
+                              kafka_bootstrap_servers=bootstrap, trades_topic=topic, dlq_topic=dlq_topic,
                               anomalies_topic=anomalies_topic, incidents_topic=incidents_topic, partitions=partitions)
     if live == bool(paths):
         fail("give PATHs (files, globs, directories) or --live, not both" if live else
@@ -236,7 +245,7 @@ def decode(bootstrap: str | None, topic: str | None, partitions: tuple[int, ...]
     from adapters.kafka.codec import decode as decode_message
     from domain.sessions import SessionCalendar
 
-    config = settings_or_fail(kafka_bootstrap_servers=bootstrap, trades_topic=topic)
+    config = settings_or_fail({"trades_topic": "--topic"}, kafka_bootstrap_servers=bootstrap, trades_topic=topic)
     if offset is not None and last is not None:
         fail("give --offset or --last, not both")
     calendar = SessionCalendar()
@@ -290,7 +299,8 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
     from domain.model import Anomaly
     from entrypoints.render import exchange_time, incident_start
 
-    config = settings_or_fail(kafka_bootstrap_servers=bootstrap,
+    config = settings_or_fail({"incidents_topic": "--topic", "anomalies_topic": "--topic"},
+                              kafka_bootstrap_servers=bootstrap,
                               **{"incidents_topic" if incidents else "anomalies_topic": topic})
     what = "incident" if incidents else "anomaly"
     shown = 0

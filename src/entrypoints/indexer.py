@@ -11,7 +11,7 @@ import sys
 
 from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging
-from entrypoints.topics import before_start, serve_metrics
+from entrypoints.topics import before_start, check_elasticsearch, serve_metrics
 from domain.errors import ConfigError
 
 try:
@@ -19,6 +19,7 @@ try:
     # The indexer serves its metrics on a port of its own (a worker may run beside it).
     container.config.metrics_port.from_value(container.settings().indexer_metrics_port)
     container.config.metrics_exports.from_value("indexer")
+    container.settings().check_index_prefixes()
     container.indexer_sink()  # needs ELASTICSEARCH_URL: say so in one line rather than later
 except ConfigError as exc:
     sys.exit(f"stockanomaly indexer: {exc}")
@@ -28,6 +29,7 @@ app = container.indexer_app()
 
 def prepare() -> None:
     serve_metrics(container.metrics_server(), "STOCKANOMALY_METRICS_ADDR / STOCKANOMALY_INDEXER_METRICS_PORT")
+    check_elasticsearch(container.settings().elasticsearch_url)
 
 
 before_start(app, container.streaming(), "indexer", prepare)

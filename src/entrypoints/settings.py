@@ -8,6 +8,7 @@ never a traceback from wherever it was first used.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -74,6 +75,17 @@ def check_store(url: str) -> str:
     return url
 
 
+ES_INTERVAL = re.compile(r"-1|0|[0-9]+(d|h|m|s|ms|micros|nanos)")
+
+
+def check_interval(value: str) -> str:
+    """An Elasticsearch time value for an index setting (`100ms`, `1s`; -1 turns refreshes off)."""
+    if not ES_INTERVAL.fullmatch(value):
+        raise ValueError("an Elasticsearch interval is a whole number with a unit (d, h, m, s, ms, micros, "
+                         "nanos), or -1 for none")
+    return value
+
+
 def _url_or_default(url: str) -> str:
     return check_http_url(url) if url else url  # empty: the commands' default, http://127.0.0.1:9200
 
@@ -118,8 +130,9 @@ class Settings(BaseSettings):
     dlq_topic: Annotated[str, AfterValidator(check_topic)] = "trades.dlq"
     store: Annotated[str, AfterValidator(check_store)] = "rocksdb://"
     data_dir: Annotated[str, Field(min_length=1)] = "stockanomaly-data"  # the worker's RocksDB files, relative to its working directory
-    worker_web_port: Port = 6066
-    indexer_web_port: Port = 6067
+    # Faust's web server (1..65535: it does not take 0 for "any free port")
+    worker_web_port: Annotated[int, Field(ge=1, le=65_535)] = 6066
+    indexer_web_port: Annotated[int, Field(ge=1, le=65_535)] = 6067
     # exactly_once: changelog writes, outputs and offsets commit together (see README); the
     # at_least_once alternative can lose an anomaly whose state was saved just before a crash.
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
@@ -145,7 +158,7 @@ class Settings(BaseSettings):
     # takes grow under load, so a backlog is still written 256 anomalies a bulk); "false": after the
     # refresh interval.
     es_refresh: Literal["true", "false", "wait_for"] = "true"
-    es_refresh_interval: str = "100ms"
+    es_refresh_interval: Annotated[str, AfterValidator(check_interval)] = "100ms"
     es_replicas: Annotated[int, Field(ge=0)] = 1
     # Days an index is kept after its creation (one per event day); 0: forever. Checked by the indexer.
     es_retention_days: Annotated[float, Field(ge=0)] = 90.0
@@ -160,6 +173,16 @@ class Settings(BaseSettings):
                              + ", ".join(f"{role} {name!r}" for role, name in topics.items()))
         return self
 
+    def check_index_prefixes(self) -> None:
+        """What the indexer writes both kinds with: each kind's template matches <prefix>-*, and one
+        prefix inside the other's pattern would give indices two templates (Elasticsearch refuses
+        the second, at the first anomaly) and mix anomalies and incidents in searches."""
+        a, i = self.es_index_prefix, self.es_incidents_prefix
+        if a == i or i.startswith(f"{a}-") or a.startswith(f"{i}-"):
+            raise ConfigError(f"STOCKANOMALY_ES_INCIDENTS_PREFIX {i!r} must differ from STOCKANOMALY_ES_INDEX_PREFIX "
+                              f"{a!r}, and neither may start with the other and '-' (each kind has the indices "
+                              "<prefix>-*)")
+
     def streaming(self) -> StreamingSettings:
         return StreamingSettings(
             app_id=self.app_id, bootstrap=self.kafka_bootstrap_servers, trades_topic=self.trades_topic,
@@ -173,21 +196,22 @@ class Settings(BaseSettings):
             indexer_take_within=self.indexer_take_within)
 
 
-def load_settings(**explicit: object) -> Settings:
+def load_settings(flags: Mapping[str, str] | None = None, /, **explicit: object) -> Settings:
     """Settings from the defaults, the environment and `explicit` values (CLI flags; None = not
-    given). Raises ConfigError with one line per bad value, naming its variable."""
+    given). Raises ConfigError with one line per bad value, naming its variable, or for an explicit
+    value its flag (`flags`: setting -> the option that gave it)."""
     given = {k: v for k, v in explicit.items() if v is not None}
     try:
         return Settings(**given)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise ConfigError("; ".join(_problem(e, given) for e in exc.errors())) from None
+        raise ConfigError("; ".join(_problem(e, given, flags or {}) for e in exc.errors())) from None
 
 
-def _problem(error: ErrorDetails, given: dict[str, object]) -> str:
+def _problem(error: ErrorDetails, given: dict[str, object], flags: Mapping[str, str]) -> str:
     if not error["loc"]:  # a rule across settings
         return str(error["msg"]).removeprefix("Value error, ")
     field = str(error["loc"][0])
-    name = field if field in given else _variable(field)
+    name = flags.get(field, field) if field in given else _variable(field)
     if error["type"] == "extra_forbidden":
         return f"{name}: not a setting"
     return f"{name}: {str(error['msg']).removeprefix('Value error, ')}, got {error['input']!r}"

@@ -10,12 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+import structlog
 from aiokafka.errors import KafkaError
 
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.topics import ensure_topics
 from adapters.metrics.server import MetricsServer
 from domain.errors import ConfigError
+
+log = structlog.get_logger()
 
 
 def require_topics(settings: StreamingSettings, who: str,
@@ -91,3 +94,19 @@ def serve_metrics(server: MetricsServer, variables: str) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot serve /metrics on {server.addr}:{server.port} ({variables}): "
                           f"{exc.strerror or exc}") from None
+
+
+def check_elasticsearch(url: str) -> None:
+    """Elasticsearch at `url` answers, or cannot be reached yet (a warning: the indexer waits for it,
+    the anomalies wait on their topic); a server that refuses for good is a ConfigError, rather
+    than the indexer stopping at its first anomaly, which may come hours after a deploy."""
+    from adapters.elasticsearch import ElasticsearchRejected, ElasticsearchSettings, probe
+
+    settings = ElasticsearchSettings.from_env(url=url)
+    try:
+        problem = probe(settings)
+    except ElasticsearchRejected as exc:
+        raise ConfigError(f"ELASTICSEARCH_URL: {exc}") from None
+    if problem is not None:
+        log.warning("elasticsearch_unreachable", url=settings.safe_url, error=problem,
+                    action="indexing starts once it answers; the anomalies wait on their topic")

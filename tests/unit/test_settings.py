@@ -50,6 +50,9 @@ def test_the_environment_overrides_defaults_and_explicit_values_override_both(mo
     ("STOCKANOMALY_STORE", "", "STOCKANOMALY_STORE: choose rocksdb://"),
     ("STOCKANOMALY_DATA_DIR", "", "STOCKANOMALY_DATA_DIR: String should have at least 1 character"),
     ("STOCKANOMALY_METRICS_ADDR", "", "STOCKANOMALY_METRICS_ADDR: String should have at least 1 character"),
+    # Refused by Elasticsearch only in the index template, at the indexer's first anomaly.
+    ("STOCKANOMALY_ES_REFRESH_INTERVAL", "soon", "STOCKANOMALY_ES_REFRESH_INTERVAL: an Elasticsearch interval is"),
+    ("STOCKANOMALY_WORKER_WEB_PORT", "0", "STOCKANOMALY_WORKER_WEB_PORT: Input should be greater than or equal to 1"),
 ])
 def test_a_bad_value_is_one_line_naming_its_variable(monkeypatch, variable: str, value: str,  # type: ignore[no-untyped-def]
                                                      expected: str) -> None:
@@ -68,3 +71,19 @@ def test_kafka_accepts_every_name_the_settings_accept() -> None:
     assert (longest.app_id, longest.trades_topic, longest.store) == ("a" * 200, "t" * 249, "memory://")
     # Faust's longest topic of the worker: its app id, then a table's changelog suffix.
     assert len(f"{longest.app_id}-incident-state-changelog") <= 249
+
+
+@pytest.mark.parametrize("anomalies, incidents", [("pp", "pp-inc"), ("pp-x", "pp"), ("same", "same")])
+def test_index_prefixes_inside_each_others_pattern_are_refused(anomalies: str, incidents: str) -> None:
+    settings = load_settings(es_index_prefix=anomalies, es_incidents_prefix=incidents)
+    with pytest.raises(ConfigError, match="must differ from STOCKANOMALY_ES_INDEX_PREFIX"):
+        settings.check_index_prefixes()
+    load_settings(es_index_prefix="pp", es_incidents_prefix="pp.incidents").check_index_prefixes()
+    load_settings().check_index_prefixes()
+
+
+def test_a_bad_option_is_named_by_its_flag_not_the_setting() -> None:
+    result = CliRunner().invoke(main, ["query", "--index", "NoSuch"])
+    assert result.exit_code == 1 and "--index: invalid Elasticsearch index prefix 'NoSuch'" in result.output
+    result = CliRunner().invoke(main, ["tail", "--topic", "a b"])
+    assert result.exit_code == 1 and "--topic: a topic name is" in result.output

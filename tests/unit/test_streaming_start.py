@@ -6,14 +6,17 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry
 
 from adapters.metrics.server import MetricsServer
 from domain.errors import ConfigError
-from entrypoints.topics import require_directory, serve_metrics
+from entrypoints.topics import check_elasticsearch, require_directory, serve_metrics
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -79,3 +82,43 @@ def test_the_worker_refuses_bad_detector_settings_before_it_starts(variable: str
                           text=True, timeout=120, check=False)
     assert done.returncode == 1
     assert done.stderr.startswith(expected) and done.stderr.count("\n") == 1, done.stderr
+
+
+class _Answer(BaseHTTPRequestHandler):
+    status = 404
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+        self.send_response(self.status)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(b"404 page not found")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_that_is_not_elasticsearch_stops_the_indexer_at_its_start() -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        with pytest.raises(ConfigError, match=rf"^ELASTICSEARCH_URL: {url} answered HTTP 404 to a cluster health "):
+            check_elasticsearch(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_elasticsearch_not_up_yet_is_a_warning_not_an_error() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens there once the socket is closed
+    from adapters.elasticsearch import ElasticsearchSettings, probe
+
+    reason = probe(ElasticsearchSettings(url=f"http://127.0.0.1:{port}"), timeout=2.0)
+    assert reason is not None and "ConnectionError" in reason
+    with structlog.testing.capture_logs() as logs:
+        check_elasticsearch(f"http://127.0.0.1:{port}")
+    assert [e["event"] for e in logs] == ["elasticsearch_unreachable"]
+

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from adapters.elasticsearch.async_sink import AsyncElasticsearchAnomalySink
     from adapters.elasticsearch.bulk import FailedAnomaly, RetryPolicy, SinkCounters
-    from adapters.elasticsearch.client import ElasticsearchSettings, connect, connect_async, redact_url
+    from adapters.elasticsearch.client import ElasticsearchSettings, connect, connect_async, probe, redact_url
     from adapters.elasticsearch.errors import (ElasticsearchAdapterError, ElasticsearchRejected,
                                                ElasticsearchUnavailable)
     from adapters.elasticsearch.mapping import DEFAULT_INDEX_PREFIX, index_for, index_template
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 _MODULE_OF = {
     "AsyncElasticsearchAnomalySink": "async_sink",
     "FailedAnomaly": "bulk", "RetryPolicy": "bulk", "SinkCounters": "bulk",
-    "ElasticsearchSettings": "client", "connect": "client", "connect_async": "client", "redact_url": "client",
+    "ElasticsearchSettings": "client", "connect": "client", "connect_async": "client", "probe": "client",
+    "redact_url": "client",
     "ElasticsearchAdapterError": "errors", "ElasticsearchRejected": "errors", "ElasticsearchUnavailable": "errors",
     "DEFAULT_INDEX_PREFIX": "mapping", "index_for": "mapping", "index_template": "mapping",
     "ElasticsearchAnomalyQuery": "query",

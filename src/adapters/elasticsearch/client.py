@@ -71,3 +71,28 @@ def connect(settings: ElasticsearchSettings, **kwargs: Any) -> Elasticsearch:
 
 def connect_async(settings: ElasticsearchSettings, **kwargs: Any) -> AsyncElasticsearch:
     return AsyncElasticsearch(settings.url, **(settings.client_options() | kwargs))
+
+
+def probe(settings: ElasticsearchSettings, timeout: float = 5.0) -> str | None:
+    """Ask the cluster's health once, as a process starts: None when Elasticsearch answers; why not,
+    when it cannot be reached now (down, timed out, 429/5xx: worth waiting for); raises
+    ElasticsearchRejected when the server says no for good (credentials, or not Elasticsearch)."""
+    from adapters.elasticsearch.errors import ElasticsearchRejected
+    from adapters.elasticsearch.sink import transient_reason
+    from elasticsearch import ApiError
+
+    client = connect(settings, request_timeout=timeout)
+    try:
+        client.cluster.health()
+        return None
+    except Exception as exc:  # noqa: BLE001 - sorted below: transient, refused, or not a response at all
+        reason = transient_reason(exc)
+        if reason is not None:
+            return reason
+        if isinstance(exc, ApiError):
+            raise ElasticsearchRejected(f"{settings.safe_url} answered HTTP {exc.meta.status} to a cluster health "
+                                        f"request: {exc.message} (is it Elasticsearch? are the credentials right?)",
+                                        exc.meta.status) from None
+        return f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        client.close()
