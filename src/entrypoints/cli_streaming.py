@@ -134,6 +134,7 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
     """Publish Databento trades (files, globs, directories, or --live) to Kafka, keyed by symbol, as
     compact per-symbol micro-batches (docs/wire-format.md)."""
     import asyncio
+    import signal
 
     from aiokafka.errors import KafkaError
 
@@ -172,7 +173,18 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         fail(str(exc))
     latest = IngestSummary()
 
+    stopped_by: list[int] = []  # the signal that ended the run, if one did
+
     async def run(on_progress: Any) -> IngestSummary:
+        # SIGTERM (docker stop, systemd) ends it as Ctrl-C does: what was sent is flushed and summed up.
+        main_task = asyncio.current_task()
+        assert main_task is not None
+
+        def terminate() -> None:
+            stopped_by.append(signal.SIGTERM)
+            main_task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminate)
         async with publisher:
             return await IngestTrades(publisher, batch_trades=batch_trades, pace=speed)(source, on_progress)
 
@@ -192,6 +204,10 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
             fail(f"Kafka at {config.kafka_bootstrap_servers}: {exc}")
         except KeyboardInterrupt:
             interrupted = True
+        except asyncio.CancelledError:
+            if not stopped_by:
+                raise
+            interrupted = True
     result = latest.to_dict() | {"topic": config.trades_topic, "dlq_topic": config.dlq_topic, "interrupted": interrupted}
     log.info("ingest_finished", **result)
     if as_json:
@@ -201,7 +217,7 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
                    f"{latest.seconds:.2f}s ({latest.trades_per_second:,.0f} trades/s); "
                    f"{latest.dead_letters:,} dead letters to {config.dlq_topic}" + (" (interrupted)" if interrupted else ""))
     if interrupted:  # the summary says what was sent; the status that it is not everything
-        raise click.exceptions.Exit(130)
+        raise click.exceptions.Exit(128 + (stopped_by[0] if stopped_by else signal.SIGINT))
     if not live:  # a file that could not be read to its end: said, and not a success
         source.check(f"what was read before it is on {config.trades_topic}, its dead letter on {config.dlq_topic}")
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,7 +24,7 @@ from adapters.synthetic import generate_market
 from application.ingest import IngestTrades
 from domain.model import TRADE_DTYPE
 from entrypoints.cli import main
-from integration_support import read_all
+from integration_support import eventually_async, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +149,36 @@ async def test_ingest_creates_missing_topics_and_refuses_a_partition_count_that_
         "topic partitions differ from the configured 6 (STOCKANOMALY_PARTITIONS, or a command's --partitions): "
         f"'{names[0]}' has 3, '{names[1]}' has 3, '{names[2]}' has 3, '{names[3]}' has 3; configure that count, "
         "or recreate the topics")
+
+
+@pytest.mark.asyncio
+async def test_ingest_stopped_by_sigterm_flushes_and_sums_up_what_it_sent(
+        kafka_bootstrap, new_topic, tmp_path: Path) -> None:
+    """docker stop and systemd stop with SIGTERM: what was sent is flushed and counted, as with Ctrl-C,
+    and the status says it is not everything (128 + 15)."""
+    names = [await new_topic(n, partitions=4) for n in ("term", "term-anomalies", "term-incidents", "term-dlq")]
+    path = tmp_path / "day.dbn.zst"
+    generated = CliRunner().invoke(main, ["generate", str(path), "--symbols", "8", "--trades", "200000"])
+    assert generated.exit_code == 0, generated.output
+    cli = Path(sys.executable).with_name("stockanomaly")
+    ingest = subprocess.Popen([str(cli), "ingest", str(path), "--pace", "x100", "--json", "--bootstrap", kafka_bootstrap,
+                               "--topic", names[0], "--anomalies-topic", names[1], "--incidents-topic", names[2],
+                               "--dlq-topic", names[3], "--partitions", "4"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        async def sent() -> int:
+            return len(await read_all(kafka_bootstrap, names[0], partition_count=4))
+
+        await eventually_async(sent, timeout=60, interval=0.5, what="the first messages of the paced ingest")
+        ingest.send_signal(signal.SIGTERM)
+        out, err = ingest.communicate(timeout=60)
+    finally:
+        if ingest.poll() is None:
+            ingest.kill()
+    assert ingest.returncode == 128 + signal.SIGTERM, err
+    summary = json.loads(out)
+    records = await read_all(kafka_bootstrap, names[0], partition_count=4)
+    trades = sum(len(decode(r.key, r.value, "")[0]) for r in records)
+    assert summary["interrupted"] is True
+    assert (summary["messages"], summary["trades"]) == (len(records), trades) and 0 < trades < 200_000
+    assert "Traceback" not in err
