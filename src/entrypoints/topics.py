@@ -110,3 +110,17 @@ def check_elasticsearch(url: str) -> None:
     if problem is not None:
         log.warning("elasticsearch_unreachable", url=settings.safe_url, error=problem,
                     action="indexing starts once it answers; the anomalies wait on their topic")
+
+
+def describe_suppressions(path: str) -> None:
+    """Say at start which suppressions file is honoured: a missing one is read once it appears, which
+    a mistyped path looks just like, so it is a warning."""
+    if not path:
+        return
+    if os.path.exists(path):
+        from adapters.files.suppressions import load_suppressions
+
+        log.info("suppressions_in_force", path=os.path.abspath(path), rules=len(load_suppressions(path)))
+    else:
+        log.warning("suppressions_file_missing", path=os.path.abspath(path),
+                    action="no rules until it is created; it is read as soon as it is")

@@ -8,7 +8,7 @@ from adapters.kafka.codec import warm_up as warm_up_decoder
 from domain.errors import ConfigError
 from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging
-from entrypoints.topics import before_start, require_directory, serve_metrics
+from entrypoints.topics import before_start, describe_suppressions, require_directory, serve_metrics
 
 try:
     container = build_container(metrics="prometheus")
@@ -19,6 +19,7 @@ try:
 except ConfigError as exc:
     sys.exit(f"stockanomaly worker: {exc}")
 configure_logging(container.settings().log_level)
+describe_suppressions(container.settings().suppressions)
 # Compiled kernels loaded (or, on a machine's very first start, compiled) before the consumer starts,
 # so the first batches do not wait on them and no consumer heartbeat waits on a compiler.
 engine.warm_up()

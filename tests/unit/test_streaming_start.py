@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from adapters.metrics.server import MetricsServer
 from domain.errors import ConfigError
-from entrypoints.topics import check_elasticsearch, require_directory, serve_metrics
+from entrypoints.topics import check_elasticsearch, describe_suppressions, require_directory, serve_metrics
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -122,3 +122,18 @@ def test_an_elasticsearch_not_up_yet_is_a_warning_not_an_error() -> None:
         check_elasticsearch(f"http://127.0.0.1:{port}")
     assert [e["event"] for e in logs] == ["elasticsearch_unreachable"]
 
+
+
+def test_the_worker_says_which_suppressions_file_it_honours(tmp_path: Path) -> None:
+    from adapters.files.suppressions import save_suppressions
+    from domain.suppressions import Suppression
+
+    path = tmp_path / "suppressions.json"
+    with structlog.testing.capture_logs() as logs:
+        describe_suppressions(str(path))  # not there yet (or mistyped): read once it appears
+        save_suppressions(path, [Suppression(symbol="NVDA", detector="high_volume")])
+        describe_suppressions(str(path))
+        describe_suppressions("")
+    assert [(e["event"], e["log_level"], e.get("rules")) for e in logs] == [
+        ("suppressions_file_missing", "warning", None), ("suppressions_in_force", "info", 1)]
+    assert logs[0]["path"] == str(path)
