@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from entrypoints.container import build_container
-from entrypoints.logging_setup import configure_logging
+from entrypoints.logging_setup import configure_logging, throttle_kafka_client
 from entrypoints.topics import before_start, check_elasticsearch, serve_metrics
 from domain.errors import ConfigError
 
@@ -25,6 +25,7 @@ except ConfigError as exc:
     sys.exit(f"stockanomaly indexer: {exc}")
 configure_logging(container.settings().log_level)
 app = container.indexer_app()
+throttle_kafka_client()
 
 
 def prepare() -> None:

@@ -55,3 +55,13 @@ def quiet_kafka_client(seconds: float = 30.0) -> None:
     client = logging.getLogger("aiokafka")
     client.handlers[:] = [handler]
     client.propagate = False
+
+
+def throttle_kafka_client(seconds: float = 30.0) -> None:
+    """The worker's Kafka client messages, each at most once per `seconds` (Faust's handlers and
+    format kept): a filter on every aiokafka logger, as a logger's filters do not reach its children.
+    Call once the client's modules are imported."""
+    once = OncePer(seconds)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if (name == "aiokafka" or name.startswith("aiokafka.")) and isinstance(logger, logging.Logger):
+            logger.addFilter(once)

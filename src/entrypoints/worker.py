@@ -7,7 +7,7 @@ import sys
 from adapters.kafka.codec import warm_up as warm_up_decoder
 from domain.errors import ConfigError
 from entrypoints.container import build_container
-from entrypoints.logging_setup import configure_logging
+from entrypoints.logging_setup import configure_logging, throttle_kafka_client
 from entrypoints.topics import before_start, describe_suppressions, require_directory, serve_metrics
 
 try:
@@ -25,6 +25,7 @@ describe_suppressions(container.settings().suppressions)
 engine.warm_up()
 warm_up_decoder()
 app = container.worker_app()
+throttle_kafka_client()  # a broker away for a minute made 369 client error lines
 
 
 def prepare() -> None:

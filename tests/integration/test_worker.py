@@ -533,6 +533,11 @@ async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_pro
         reason = dict(r.headers)["reason"].decode()
         published[reason] = published.get(reason, 0) + 1
     assert {reason: n for reason, n in counted.items() if n} == published
+    # And logged in one line per batch that had any, with the count (not a line per letter).
+    events = [json.loads(line) for line in (stream.workdir / "w1.log").read_text().splitlines()
+              if line.startswith("{")]
+    batches = [e for e in events if e.get("event") == "dead_letters"]
+    assert sum(e["count"] for e in batches) == len(letters) and len(batches) < len(letters)
 
 
 

@@ -137,3 +137,30 @@ def test_the_worker_says_which_suppressions_file_it_honours(tmp_path: Path) -> N
     assert [(e["event"], e["log_level"], e.get("rules")) for e in logs] == [
         ("suppressions_file_missing", "warning", None), ("suppressions_in_force", "info", 1)]
     assert logs[0]["path"] == str(path)
+
+
+def test_the_kafka_clients_repeated_messages_are_shown_once_per_period() -> None:
+    import logging
+
+    from entrypoints.logging_setup import OncePer, throttle_kafka_client
+
+    child = logging.getLogger("aiokafka.test_throttle")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Keep()
+    child.addHandler(handler)
+    try:
+        throttle_kafka_client(seconds=60)
+        for attempt in range(100):  # a client retrying while the broker is away
+            child.error("Failed fetch messages from %s: %s", 1, f"attempt {attempt}")
+        child.error("Unable connect to node with id %s", 1)
+    finally:
+        child.removeHandler(handler)
+        for logger in logging.Logger.manager.loggerDict.values():  # as it was for the other tests
+            if isinstance(logger, logging.Logger):
+                logger.filters = [f for f in logger.filters if not isinstance(f, OncePer)]
+    assert seen == ["Failed fetch messages from 1: attempt 0", "Unable connect to node with id 1"]

@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import time
 import weakref
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
@@ -451,8 +452,13 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         deliveries.append(out.delivered())
         for a in outcome.anomalies:
             log.info("anomaly", symbol=a.symbol, detector=a.detector, score=a.score, id=a.id, reason=a.reason)
-        for d in outcome.dead_letters:
-            log.warning("dead_letter", reason=d.reason, detail=d.detail[:300], origin=d.origin)
+        if outcome.dead_letters:
+            # One line per batch, not per letter (a file sent twice is a dead letter per trade: 300,000
+            # lines); each letter is on the dead-letter topic with its reason, detail and origin.
+            first = outcome.dead_letters[0]
+            log.warning("dead_letters", count=len(outcome.dead_letters),
+                        reasons=dict(Counter(d.reason for d in outcome.dead_letters)), topic=settings.dlq_topic,
+                        first_reason=first.reason, first_detail=first.detail[:300], first_origin=first.origin)
         log.info("batch", messages=len(group), trades=len(batch), accepted=outcome.accepted,
                  anomalies=len(outcome.anomalies), incidents=len(closed), dead_letters=len(outcome.dead_letters),
                  **({"suppressed": outcome.suppressed} if outcome.suppressed else {}),
