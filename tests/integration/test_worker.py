@@ -582,6 +582,39 @@ async def test_an_elasticsearch_outage_stalls_only_the_indexer_and_loses_nothing
 
 
 @pytest.mark.asyncio
+async def test_an_indexer_stopped_during_an_elasticsearch_outage_stops_at_once_and_commits_nothing(
+        stream: Stream, embedded_records, kafka_admin, es_url) -> None:
+    """docker stop (SIGTERM) while the indexer retries a take against an Elasticsearch that is down:
+    it used to wait for the take until Elasticsearch came back (minutes, then SIGKILL)."""
+    anomalies = sorted(embedded_records[0].values(), key=lambda a: a.id)[:3]
+    producer = AIOKafkaProducer(bootstrap_servers=stream.bootstrap)
+    await producer.start()
+    try:
+        for a in anomalies:
+            await producer.send_and_wait(stream.topics["anomalies"], key=a.symbol.encode(),
+                                         value=json.dumps(a.to_dict()).encode())
+    finally:
+        await producer.stop()
+    gate = GatedProxy(es_url)  # refusing: Elasticsearch down from the start
+    try:
+        indexer = stream.start_indexer(16173, es_url=gate.url)
+        log = stream.workdir / "indexer.log"
+        eventually(lambda: "elasticsearch_bulk_retry" in log.read_text(errors="replace"), timeout=120,
+                   interval=0.5, what=f"the indexer retrying its take ({log})")
+        indexer.send_signal(signal.SIGTERM)
+        assert indexer.wait(timeout=30) == 0, log.read_text(errors="replace")[-3000:]
+        group = f"{stream.env['STOCKANOMALY_APP_ID']}-indexer"
+        tps = [TopicPartition(stream.topics["anomalies"], p) for p in range(PARTITIONS)]
+        committed = await kafka_admin.list_consumer_group_offsets(group, partitions=tps)
+        assert all(committed[tp].offset in (-1, 0) for tp in committed)  # the take was not committed
+        gate.open()
+        stream.start_indexer(16174, es_url=gate.url)  # its successor indexes the take
+        assert sorted(await stream.wait_searchable({a.id for a in anomalies}, timeout=120)) == [a.id for a in anomalies]
+    finally:
+        gate.close()
+
+
+@pytest.mark.asyncio
 async def test_two_workers_started_before_the_topics_exist_create_them_and_lose_nothing(
         bare_stream: Stream, kafka_admin, market, embedded_ids) -> None:
     """Both start on a broker without their topics or table changelogs: the changelogs exist before

@@ -93,6 +93,9 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
         broker_commit_every=2**62,
         # An outage holds a take for as long as it lasts: stay in the group meanwhile.
         broker_max_poll_interval=24 * 3600.0,
+        # ... and a stop (SIGTERM) does not wait for that take to finish: it is cancelled, its offsets
+        # never committed, and read again by the next indexer (documents are idempotent).
+        stream_wait_empty=False,
         key_serializer="raw",
         value_serializer="raw",
     )
