@@ -7,6 +7,7 @@ STOCKANOMALY_INDEXER_METRICS_PORT (default 9101).
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from entrypoints.container import build_container
@@ -29,6 +30,9 @@ throttle_kafka_client()
 
 
 def prepare() -> None:
+    # The Elasticsearch client logs every request at INFO (each bulk, each retention check): its
+    # warnings are enough, the indexer logs what it wrote and retried.
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
     serve_metrics(container.metrics_server(), "STOCKANOMALY_METRICS_ADDR / STOCKANOMALY_INDEXER_METRICS_PORT")
     check_elasticsearch(container.settings().elasticsearch_url)
 
