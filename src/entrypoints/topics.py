@@ -112,15 +112,18 @@ def check_elasticsearch(url: str) -> None:
                     action="indexing starts once it answers; the anomalies wait on their topic")
 
 
-def describe_suppressions(path: str) -> None:
-    """Say at start which suppressions file is honoured: a missing one is read once it appears, which
-    a mistyped path looks just like, so it is a warning."""
+def describe_suppressions(path: str) -> int | None:
+    """Say at start which suppressions file is honoured, and return how many rules it holds (None:
+    no file). A missing one is read once it appears, which a mistyped path looks just like, so it is
+    a warning."""
     if not path:
-        return
-    if os.path.exists(path):
-        from adapters.files.suppressions import load_suppressions
-
-        log.info("suppressions_in_force", path=os.path.abspath(path), rules=len(load_suppressions(path)))
-    else:
+        return None
+    if not os.path.exists(path):
         log.warning("suppressions_file_missing", path=os.path.abspath(path),
                     action="no rules until it is created; it is read as soon as it is")
+        return None
+    from adapters.files.suppressions import load_suppressions
+
+    rules = len(load_suppressions(path))
+    log.info("suppressions_in_force", path=os.path.abspath(path), rules=rules)
+    return rules
