@@ -62,7 +62,8 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
 
     from adapters.elasticsearch.mapping import ANOMALIES, INCIDENTS
 
-    config = settings_or_fail({"es_incidents_prefix": "--index", "es_index_prefix": "--index"}, elasticsearch_url=es_url,
+    config = settings_or_fail({"es_incidents_prefix": "--index", "es_index_prefix": "--index"},
+                              elasticsearch_url=es_url,
                               **{"es_incidents_prefix" if incidents else "es_index_prefix": index_prefix})
     index_prefix = config.es_incidents_prefix if incidents else config.es_index_prefix
     settings = ElasticsearchSettings.from_env(url=config.elasticsearch_url or "http://127.0.0.1:9200",

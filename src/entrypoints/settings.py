@@ -129,7 +129,8 @@ class Settings(BaseSettings):
     incidents_topic: Annotated[str, AfterValidator(check_topic)] = "incidents"
     dlq_topic: Annotated[str, AfterValidator(check_topic)] = "trades.dlq"
     store: Annotated[str, AfterValidator(check_store)] = "rocksdb://"
-    data_dir: Annotated[str, Field(min_length=1)] = "stockanomaly-data"  # the worker's RocksDB files, relative to its working directory
+    # The worker's RocksDB files, relative to its working directory; checked (created) when it starts.
+    data_dir: Annotated[str, Field(min_length=1)] = "stockanomaly-data"
     # Faust's web server (1..65535: it does not take 0 for "any free port")
     worker_web_port: Annotated[int, Field(ge=1, le=65_535)] = 6066
     indexer_web_port: Annotated[int, Field(ge=1, le=65_535)] = 6067

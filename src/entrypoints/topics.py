@@ -1,4 +1,5 @@
-"""Before a streaming process starts: its topics exist with the configured partition count."""
+"""Before a streaming process starts: its topics exist with the configured partition count, and what
+else it needs is there (data directory, metrics endpoint, Elasticsearch, suppressions file)."""
 
 from __future__ import annotations
 

@@ -161,9 +161,9 @@ async def test_ingest_stopped_by_sigterm_flushes_and_sums_up_what_it_sent(
     generated = CliRunner().invoke(main, ["generate", str(path), "--symbols", "8", "--trades", "200000"])
     assert generated.exit_code == 0, generated.output
     cli = Path(sys.executable).with_name("stockanomaly")
-    ingest = subprocess.Popen([str(cli), "ingest", str(path), "--pace", "x100", "--json", "--bootstrap", kafka_bootstrap,
-                               "--topic", names[0], "--anomalies-topic", names[1], "--incidents-topic", names[2],
-                               "--dlq-topic", names[3], "--partitions", "4"],
+    ingest = subprocess.Popen([str(cli), "ingest", str(path), "--pace", "x100", "--json",
+                               "--bootstrap", kafka_bootstrap, "--topic", names[0], "--anomalies-topic", names[1],
+                               "--incidents-topic", names[2], "--dlq-topic", names[3], "--partitions", "4"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         async def sent() -> int:
