@@ -185,7 +185,10 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
             stopped_by.append(signal.SIGTERM)
             main_task.cancel()
 
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminate)
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminate)
+        except (RuntimeError, ValueError):
+            pass  # not the main thread (ingest called from a test or a tool): signals are its host's
         async with publisher:
             return await IngestTrades(publisher, batch_trades=batch_trades, pace=speed)(source, on_progress)
 
