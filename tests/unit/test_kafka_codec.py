@@ -146,7 +146,10 @@ GOOD_KEY, GOOD_VALUE = encode_batch("NVDA", calm_flow(3, symbol="NVDA"))
     (b"NVDA", b"{not json", "bad_json", "not JSON"),
     (b"NVDA", b'["a"]', "bad_json", "expected a trade object"),
     (b"NVDA", b'{"price": 1, "size": 2}', "missing_field", "ts_event"),
-    (None, json.dumps({"ts_event": T0, "price": 1, "size": 2}).encode(), "missing_field", "symbol"),
+    (None, json.dumps({"ts_event": T0, "price": 1, "size": 2}).encode(), "missing_field",
+     "missing symbol (and no message key)"),
+    (b"\xff", json.dumps({"ts_event": T0, "price": 1, "size": 2}).encode(), "missing_field",
+     "missing symbol (and the message key names none: key is not utf-8"),
     (b"NVDA", json.dumps({"ts_event": T0, "price": "1.5", "size": 2}).encode(), "bad_field", "price"),
     (b"NVDA", json.dumps({"ts_event": T0, "price": 1, "size": 2.5}).encode(), "bad_field", "size"),
     (b"NVDA", json.dumps({"ts_event": "yesterday", "price": 1, "size": 2}).encode(), "bad_field", "ISO"),
@@ -156,7 +159,7 @@ GOOD_KEY, GOOD_VALUE = encode_batch("NVDA", calm_flow(3, symbol="NVDA"))
     (b"NVDA", json.dumps({"ts_event": T0, "price": True, "size": 2}).encode(), "bad_field", "price"),
 ], ids=["none-value", "empty-value", "wrong-magic", "not-ours", "short-header", "truncated-rows",
         "count-mismatch", "no-key", "empty-key", "key-not-utf8", "key-too-long", "bad-json", "list-of-scalars",
-        "json-missing-ts", "json-no-symbol-no-key", "json-price-string", "json-fractional-size",
+        "json-missing-ts", "json-no-symbol-no-key", "json-no-symbol-bad-key", "json-price-string", "json-fractional-size",
         "json-bad-iso", "json-out-of-range", "json-bad-side", "json-bool-price"])
 def test_bad_input_becomes_one_dead_letter_with_reason_and_raw_bytes(
         key: bytes | None, value: bytes | None, reason: str, detail: str) -> None:

@@ -37,25 +37,28 @@ def decode_json(key: bytes | None, raw: bytes, origin: str) -> tuple[np.ndarray,
     items = [doc] if single else doc
     if not items:  # a message that says nothing is still a message: counted, not silently gone
         return np.empty(0, TRADE_DTYPE), [DeadLetter(EMPTY_BATCH, "an empty list of trades", origin, raw)]
-    key_symbol, _ = symbol_of(key)
+    key_symbol, key_problem = symbol_of(key)
+    # What a trade without a `symbol` field falls back on, said when there is none to fall back on.
+    no_symbol = ("symbol (and no message key)" if not key else
+                 f"symbol (and the message key names none: {key_problem[1] if key_problem else 'empty'})")
     rows: list[tuple[Any, ...]] = []
     letters: list[DeadLetter] = []
     for i, item in enumerate(items):
         try:
-            rows.append(_row(item, key_symbol))
+            rows.append(_row(item, key_symbol, no_symbol))
         except _Rejected as exc:
             where, item_raw = (origin, raw) if single else (f"{origin}#{i}", _dumps(item))
             letters.append(DeadLetter(exc.reason, exc.detail, where, item_raw))
     return (np.array(rows, TRADE_DTYPE) if rows else np.empty(0, TRADE_DTYPE)), letters
 
 
-def _row(item: Any, key_symbol: str) -> tuple[Any, ...]:
+def _row(item: Any, key_symbol: str, no_symbol: str) -> tuple[Any, ...]:
     if not isinstance(item, dict):
         raise _Rejected(BAD_JSON, f"expected a trade object, got {type(item).__name__}")
     missing = [name for name in REQUIRED if item.get(name) is None]
     symbol = item.get("symbol")
     if symbol is None and not key_symbol:
-        missing.append("symbol (and no message key)")
+        missing.append(no_symbol)
     if missing:
         raise _Rejected(MISSING_FIELD, f"missing {', '.join(missing)}")
     if symbol is None:
