@@ -44,10 +44,12 @@ class Notify:
                 else:
                     outcome.below_severity += 1
                 continue
+            refused = len(outcome.refused)
             for channel in self.channels:
                 try:
                     await channel.send(notification)
                 except NotificationRefused as exc:
                     outcome.refused.append((channel.name, notification.id, str(exc)))
-            outcome.sent.append(notification)
+            if len(outcome.refused) == refused:  # sent: every webhook took it (refusals are counted apart)
+                outcome.sent.append(notification)
         return outcome

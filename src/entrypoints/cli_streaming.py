@@ -420,10 +420,15 @@ def webhooks(given: str) -> list[tuple[str, str]]:
 @click.option("--per-symbol-seconds", type=FiniteRange(min=0),
               help="At most one per symbol in this much event time; the rest are counted into the next "
                    "[default: STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS, else 300].")
+@click.option("--group", help="Kafka consumer group: notifiers in one group share the records between them (more "
+                             "of one notifier); a notifier posting to other webhooks needs a group of its own, or "
+                             "each gets part of the records (a new group starts at the topic's beginning) "
+                             "[default: STOCKANOMALY_NOTIFY_GROUP, else <app id>-notifier-<topic>].")
 @click.option("--heartbeat", type=OutputPath(),
               help="Touch this file at every poll of Kafka (for a health check: stale = stuck or retrying).")
 def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], slack_hooks: tuple[str, ...],
-           min_severity: str | None, per_symbol_seconds: float | None, heartbeat: str | None) -> None:
+           min_severity: str | None, per_symbol_seconds: float | None, group: str | None,
+           heartbeat: str | None) -> None:
     """Post the anomalies (or incidents) that matter to webhooks, as the workers commit them: retried
     while a receiver is down, offsets committed only once delivered (at least once). Runs until
     Ctrl-C or SIGTERM."""
@@ -446,26 +451,27 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
         fail(str(exc))
     if not hooks:
         fail("no webhook to notify: give --webhook URL, --slack URL or STOCKANOMALY_NOTIFY_WEBHOOKS")
-    channels = [WebhookChannel(url, style) for style, url in hooks]  # type: ignore[arg-type]
-    use_case = Notify(NotificationPolicy(config.notify_min_severity,
-                                         int(config.notify_per_symbol_seconds * 1e9)), channels)
-    topic = config.incidents_topic if incidents else config.anomalies_topic
-
     from entrypoints.container import build_container
 
     container = build_container(metrics="prometheus")
     container.config.metrics_port.from_value(config.notifier_metrics_port)  # beside a worker's 9100
     container.config.metrics_exports.from_value("notifier")
     metrics = container.metrics()
-    retried = 0
+
+    def count_retry() -> None:  # each webhook retry as it happens, so the metric moves during an outage
+        metrics.notifications("sent", 0, retries=1)
+
+    channels = [WebhookChannel(url, style, on_retry=count_retry) for style, url in hooks]  # type: ignore[arg-type]
+    use_case = Notify(NotificationPolicy(config.notify_min_severity,
+                                         int(config.notify_per_symbol_seconds * 1e9)), channels)
+    topic = config.incidents_topic if incidents else config.anomalies_topic
+    group = group or config.notify_group or f"{config.app_id}-notifier-{topic}"
 
     async def handle(records: Any) -> None:
-        nonlocal retried
         outcome = await use_case(records)
-        retries, retried = sum(c.retries for c in channels) - retried, sum(c.retries for c in channels)
         for result, count in (("sent", len(outcome.sent)), ("held_back", outcome.held_back),
                               ("below_severity", outcome.below_severity), ("refused", len(outcome.refused))):
-            metrics.notifications(result, count, retries if result == "sent" else 0)
+            metrics.notifications(result, count)
         for channel, record_id, why in outcome.refused:
             log.error("notification_refused", webhook=channel, id=record_id, error=why[:300])
         if outcome.sent or outcome.skipped:
@@ -487,7 +493,7 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, main_task.cancel)
         try:
-            await notify_from_topic(config.kafka_bootstrap_servers, topic, f"{config.app_id}-notifier-{topic}",
+            await notify_from_topic(config.kafka_bootstrap_servers, topic, group,
                                     handle, incidents=incidents, heartbeat=touch if heartbeat else None)
         except asyncio.CancelledError:
             log.info("notifier_stopped")
@@ -495,7 +501,8 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
             for channel in channels:
                 await channel.close()
 
-    err.print(f"notifying {topic} to {len(channels)} webhook(s): severity {config.notify_min_severity} and above, "
+    err.print(f"notifying {topic} (consumer group {group}) to {len(channels)} webhook(s): severity "
+              f"{config.notify_min_severity} and above, "
               f"at most one per symbol per {config.notify_per_symbol_seconds:g}s of event time", highlight=False)
     try:
         asyncio.run(run())

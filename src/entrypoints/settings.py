@@ -149,6 +149,7 @@ class Settings(BaseSettings):
     notify_min_severity: Literal["low", "medium", "high"] = "medium"
     notify_per_symbol_seconds: Annotated[float, Field(ge=0)] = 300.0  # of event time; 0: no limit
     notifier_metrics_port: Port = 9102
+    notify_group: str = ""  # the notifier's consumer group; empty: <app id>-notifier-<topic>
 
     # Elasticsearch (written by the indexer)
     elasticsearch_url: Annotated[str, AfterValidator(_url_or_default)] = Field("", validation_alias=_env("ELASTICSEARCH_URL"))

@@ -125,15 +125,19 @@ def test_a_refusal_for_good_is_not_retried() -> None:
 
 def test_a_receiver_down_then_back_gets_the_message() -> None:
     """Nothing listens on the port at first (connection refused, retried); the receiver starts there
-    once the channel has retried a few times, and gets the message."""
+    once the channel has retried a few times, and gets the message. Each retry is reported as it
+    happens (the notifier's retry metric moves during the outage, not after it)."""
+    reported: list[int] = []
+
     async def go() -> tuple[Receiver, WebhookChannel]:
         port = free_port()
         receiver = Receiver([], port)
-        channel = WebhookChannel(f"http://127.0.0.1:{port}/hook", "json", first_wait_s=0.01, max_wait_s=0.05)
+        channel = WebhookChannel(f"http://127.0.0.1:{port}/hook", "json", first_wait_s=0.01, max_wait_s=0.05,
+                                 on_retry=lambda: reported.append(1))
         sending = asyncio.ensure_future(channel.send(notification()))
-        while channel.retries < 3:
+        while len(reported) < 3:
             await asyncio.sleep(0.01)
-        assert not sending.done()
+        assert not sending.done() and channel.retries == len(reported)
         await receiver.start()
         await asyncio.wait_for(sending, 10)
         await channel.close()
@@ -161,6 +165,9 @@ def test_every_channel_gets_each_message_and_a_refusal_is_reported_not_fatal() -
     assert good.got == [records[0].id, records[2].id]
     assert outcome.below_severity == 1 and outcome.held_back == 0
     assert [r[:2] for r in outcome.refused] == [("bad", records[0].id), ("bad", records[2].id)]
+    assert outcome.sent == []  # refused by one webhook: not counted as sent (the refusals are)
+    outcome = asyncio.run(Notify(NotificationPolicy("medium", 300 * S), [good])(records))
+    assert [n.id for n in outcome.sent] == [records[0].id, records[2].id] and outcome.refused == []
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [

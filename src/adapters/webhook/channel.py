@@ -10,6 +10,7 @@ accept as it is.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -42,7 +43,9 @@ def slack_body(n: Notification) -> dict[str, Any]:
 
 class WebhookChannel:
     def __init__(self, url: str, style: Literal["json", "slack"] = "json", timeout_s: float = 10.0,
-                 first_wait_s: float = 0.5, max_wait_s: float = 60.0) -> None:
+                 first_wait_s: float = 0.5, max_wait_s: float = 60.0,
+                 on_retry: Callable[[], None] | None = None) -> None:
+        """`on_retry` is called at each retry as it happens (a metric that moves during an outage)."""
         self.url = url
         self.style = style
         # Logs name a webhook by its host only: the path and query of a Slack (or any) webhook URL
@@ -51,6 +54,7 @@ class WebhookChannel:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.wait = wait_exponential_jitter(multiplier=first_wait_s, jitter=first_wait_s, max=max_wait_s)
         self.retries = 0
+        self.on_retry = on_retry
         self._session: aiohttp.ClientSession | None = None
 
     async def send(self, notification: Notification) -> None:
@@ -75,6 +79,8 @@ class WebhookChannel:
 
     def _retrying(self, state: RetryCallState) -> None:
         self.retries += 1
+        if self.on_retry is not None:
+            self.on_retry()
         error = state.outcome.exception() if state.outcome is not None else None
         log.warning("webhook_retry", webhook=self.name, attempt=state.attempt_number, error=str(error)[:300],
                     next_in_s=round(state.upcoming_sleep, 2))
