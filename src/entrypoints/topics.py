@@ -83,8 +83,11 @@ def require_directory(path: str, variable: str) -> None:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"{variable} {path!r}: cannot create it: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"{variable} {path!r}: this user cannot write there")
+    # Every folder of it, not only the top: the worker writes in the ones a previous run made (its
+    # tables' RocksDB files, the clean-stop marker), maybe as another user.
+    for folder, _, _ in os.walk(path):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"{variable} {path!r}: this user cannot write in {folder!r}")
 
 
 def serve_metrics(server: MetricsServer, variables: str) -> None:
