@@ -308,7 +308,7 @@ def decode(bootstrap: str | None, topic: str | None, partitions: tuple[int, ...]
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
 @click.option("--topic", help="[default: STOCKANOMALY_ANOMALIES_TOPIC, else anomalies]")
 @click.option("-n", "--last", default=10, show_default=True, type=click.IntRange(1),
-              help="Start with the last N anomalies of each partition.")
+              help="Start with the last N anomalies (of all partitions, in the order the workers committed them).")
 @click.option("-f", "--follow", is_flag=True, help="Then keep printing new ones (Ctrl-C stops).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record, as the topic holds them.")
 @click.option("--incidents", is_flag=True,
@@ -344,7 +344,7 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
         return True
 
     name = config.incidents_topic if incidents else config.anomalies_topic
-    _each_record(config, name, show, last=last, follow=follow)
+    _each_record(config, name, show, last=last, follow=follow, overall=True)
     if not shown and not follow:
         err.print(f"no {'incidents' if incidents else 'anomalies'} on {name} yet", highlight=False)
 

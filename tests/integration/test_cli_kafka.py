@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -72,7 +73,7 @@ async def test_decode_writes_strict_json_for_impossible_prices_and_says_when_the
 
 
 @pytest.mark.asyncio
-async def test_tail_shows_the_last_anomalies_of_each_partition_and_skips_what_is_not_one(
+async def test_tail_shows_the_last_anomalies_of_the_topic_in_order_and_skips_what_is_not_one(
         kafka_bootstrap, new_topic) -> None:
     topic = await new_topic("anomalies", partitions=2)
     ts = 1_746_451_800_000_000_000  # 2025-05-05 09:30:00 New York
@@ -83,15 +84,20 @@ async def test_tail_shows_the_last_anomalies_of_each_partition_and_skips_what_is
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
-        for a in anomalies:
-            await producer.send_and_wait(topic, json.dumps(a.to_dict()).encode(), key=b"NVDA", partition=0)
-        await producer.send_and_wait(topic, b"{not an anomaly", partition=1)
+        written = int(time.time() * 1000)  # record timestamps a millisecond apart at least
+        await producer.send_and_wait(topic, b"{not an anomaly", partition=1, timestamp_ms=written)
+        for k, a in enumerate(anomalies):  # as workers of two partitions commit them, one after another
+            await producer.send_and_wait(topic, json.dumps(a.to_dict()).encode(), key=b"NVDA", partition=k % 2,
+                                         timestamp_ms=written + 1 + k)
     finally:
         await producer.stop()
     code, out, err = await asyncio.to_thread(invoke, "tail", "--bootstrap", kafka_bootstrap, "--topic", topic,
-                                             "-n", "2", "--json")
-    assert code == 0
-    assert [json.loads(line)["id"] for line in out.splitlines()] == [a.id for a in anomalies[-2:]]
+                                             "-n", "3", "--json")
+    # The last three of the topic, in the order they were written (not three of each partition).
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == [a.id for a in anomalies[-3:]]
+    code, out, err = await asyncio.to_thread(invoke, "tail", "--bootstrap", kafka_bootstrap, "--topic", topic,
+                                             "-n", "10", "--json")
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == [a.id for a in anomalies]
     assert "1@0: not an anomaly" in err
     code, out, _ = await asyncio.to_thread(invoke, "tail", "--bootstrap", kafka_bootstrap, "--topic", topic, "-n", "1")
     assert code == 0 and out.startswith("2025-05-05 09:30:00.000 regular  NVDA") and "size 50,004 is large" in out

@@ -13,10 +13,11 @@ from domain.errors import SourceError
 
 
 async def read_records(bootstrap: str, topic: str, *, last: int | None = None, offset: int | None = None,
-                       partitions: list[int] | None = None, follow: bool = False,
+                       partitions: list[int] | None = None, follow: bool = False, overall: bool = False,
                        isolation_level: str = "read_committed") -> AsyncGenerator[Any, None]:
     """Records of `topic` (every partition, or `partitions`), per partition in offset order: the
-    `last` of each partition, or from `offset` on (default: from the beginning), up to the end
+    `last` of each partition (with `overall`, the `last` of them all, in the order they were
+    written: Kafka's record timestamps), or from `offset` on (default: from the beginning), up to the end
     offsets as they were at the start; with `follow`, then whatever arrives until cancelled. No
     consumer group: nothing is committed, no worker's position moves. SourceError, one line, when
     the topic or a partition does not exist or the broker cannot be reached."""
@@ -40,9 +41,15 @@ async def read_records(bootstrap: str, topic: str, *, last: int | None = None, o
         starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
         if last is not None:
             newest = await _last_records(consumer, tps, starts, ends, last)
-            for tp in tps:
-                for record in newest[tp]:
+            if overall:  # the last `last` of the topic: by the time they were written, then where
+                chosen_records = sorted((r for tp in tps for r in newest[tp]),
+                                        key=lambda r: (r.timestamp, r.partition, r.offset))[-last:]
+                for record in chosen_records:
                     yield record
+            for tp in tps:
+                if not overall:
+                    for record in newest[tp]:
+                        yield record
                 consumer.seek(tp, ends[tp])  # following goes on from the end offsets of the start
         else:
             for tp in tps:
