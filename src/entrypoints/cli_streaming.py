@@ -74,12 +74,18 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
     except ValueError as exc:
         fail(str(exc))
     try:
+        # One more than asked for (where Elasticsearch allows it): whether --limit cut the list short.
+        asked = min(limit + 1, 10_000)
         found = QueryAnomalies(store)(symbols=symbols, detectors=[d for spec in detectors for d in spec.split(",") if d],
-                                      since=since, until=until, min_score=min_score, limit=limit, order=order)
+                                      since=since, until=until, min_score=min_score, limit=asked, order=order)
     except (DomainError, ElasticsearchAdapterError) as exc:
         fail(str(exc))
     finally:
         store.close()
+    more = len(found) > limit
+    found = found[:limit]
+    title = f"{len(found)} {'incidents' if incidents else 'anomalies'}" + (
+        f" (the first {limit} by --order {order}; more match: raise --limit or narrow the search)" if more else "")
     if as_json:
         click.echo(json.dumps([a.to_dict() for a in found]))
         return
@@ -87,9 +93,9 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
         click.echo(f"no {'incidents' if incidents else 'anomalies'} in {index_prefix}-* match")
         return
     if incidents:
-        Console().print(incidents_table([i.to_dict() for i in found], f"{len(found)} incidents"))
+        Console().print(incidents_table([i.to_dict() for i in found], title))
         return
-    table = Table(title=f"{len(found)} anomalies", title_justify="left")
+    table = Table(title=title, title_justify="left")
     for col in ("time (New York), session", "symbol", "detector", "score"):
         table.add_column(col, no_wrap=True, justify="right" if col == "score" else "left")
     table.add_column("reason", overflow="fold", ratio=1)
