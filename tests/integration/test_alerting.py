@@ -44,6 +44,7 @@ def short_window_rules(text: str, suffix: str) -> str:
         group["interval"] = "1s"
         for rule in group["rules"]:
             expr = re.sub(r"\b(stockanomaly_[A-Za-z0-9_]+)\b(?!\{)", rf'\1{{it="{suffix}"}}', rule["expr"])
+            expr = re.sub(r"\b(stockanomaly_[A-Za-z0-9_]+)\{(?!it=)", rf'\1{{it="{suffix}",', expr)  # with matchers
             for long, short in WINDOWS.items():
                 expr = expr.replace(long, short)
             rule["expr"] = expr.replace("stockanomaly:", prefix)
