@@ -27,6 +27,8 @@ from entrypoints.settings import Settings, load_settings
 if TYPE_CHECKING:  # Faust is imported by the streaming processes only: replay starts without it
     import faust
 
+    from adapters.files.suppressions import SuppressionsFile
+
 def size_thresholds(path: str | None) -> dict[str, float] | None:
     return load_thresholds(path).size_thresholds() if path else None
 
@@ -35,7 +37,7 @@ def detector_names(spec: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in spec.split(",") if name.strip())
 
 
-def suppressions_or_none(path: str | None) -> object | None:
+def suppressions_or_none(path: str | None) -> SuppressionsFile | None:
     from adapters.files.suppressions import SuppressionsFile
 
     return SuppressionsFile(path) if path else None

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -18,6 +18,9 @@ from adapters.faust.settings import StreamingSettings
 from adapters.kafka.topics import ensure_topics
 from adapters.metrics.server import MetricsServer
 from domain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from adapters.files.suppressions import SuppressionsFile
 
 log = structlog.get_logger()
 
@@ -116,18 +119,17 @@ def check_elasticsearch(url: str) -> None:
                     action="indexing starts once it answers; the anomalies wait on their topic")
 
 
-def describe_suppressions(path: str) -> int | None:
-    """Say at start which suppressions file is honoured, and return how many rules it holds (None:
-    no file). A missing one is read once it appears, which a mistyped path looks just like, so it is
-    a warning."""
-    if not path:
+def describe_suppressions(rules_file: SuppressionsFile | None) -> int | None:
+    """Say at start which suppressions file is honoured (the one the container already read), and
+    return how many rules it holds (None: no file). A missing one is read once it appears, which a
+    mistyped path looks just like, so it is a warning."""
+    if rules_file is None:
         return None
-    if not os.path.exists(path):
-        log.warning("suppressions_file_missing", path=os.path.abspath(path),
+    path = str(rules_file.path.resolve())
+    if not rules_file.path.exists():
+        log.warning("suppressions_file_missing", path=path,
                     action="no rules until it is created; it is read as soon as it is")
         return None
-    from adapters.files.suppressions import load_suppressions
-
-    rules = len(load_suppressions(path))
-    log.info("suppressions_in_force", path=os.path.abspath(path), rules=rules)
+    rules = len(rules_file().rules)
+    log.info("suppressions_in_force", path=path, rules=rules)
     return rules

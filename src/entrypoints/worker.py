@@ -14,12 +14,12 @@ try:
     container = build_container(metrics="prometheus")
     # What does not parse stops the start here, in one line: the suppressions file, the thresholds
     # file and the detector names (the engine is built from them).
-    container.suppressions()
+    rules_file = container.suppressions()
     engine = container.engine()
 except ConfigError as exc:
     sys.exit(f"stockanomaly worker: {exc}")
 configure_logging(container.settings().log_level)
-describe_suppressions(container.settings().suppressions)
+describe_suppressions(rules_file)
 # Compiled kernels loaded (or, on a machine's very first start, compiled) before the consumer starts,
 # so the first batches do not wait on them and no consumer heartbeat waits on a compiler.
 engine.warm_up()

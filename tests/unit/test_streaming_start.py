@@ -127,17 +127,18 @@ def test_an_elasticsearch_not_up_yet_is_a_warning_not_an_error() -> None:
 
 
 def test_the_worker_says_which_suppressions_file_it_honours(tmp_path: Path) -> None:
-    from adapters.files.suppressions import save_suppressions
+    from adapters.files.suppressions import SuppressionsFile, save_suppressions
     from domain.suppressions import Suppression
 
     path = tmp_path / "suppressions.json"
+    rules_file = SuppressionsFile(path)
     with structlog.testing.capture_logs() as logs:
-        assert describe_suppressions(str(path)) is None  # not there yet (or mistyped): read once it appears
+        assert describe_suppressions(rules_file) is None  # not there yet (or mistyped): read once it appears
     assert [(e["event"], e["log_level"], e["path"]) for e in logs] == [("suppressions_file_missing", "warning",
                                                                        str(path))]
     save_suppressions(path, [Suppression(symbol="NVDA", detector="high_volume")])
-    assert describe_suppressions(str(path)) == 1  # logged at INFO, with the path
-    assert describe_suppressions("") is None
+    assert describe_suppressions(rules_file) == 1  # logged at INFO, with the path
+    assert describe_suppressions(None) is None
 
 
 def test_the_kafka_clients_repeated_messages_are_shown_once_per_period() -> None:

@@ -41,15 +41,12 @@ async def read_records(bootstrap: str, topic: str, *, last: int | None = None, o
         starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
         if last is not None:
             newest = await _last_records(consumer, tps, starts, ends, last)
+            records = [r for tp in tps for r in newest[tp]]
             if overall:  # the last `last` of the topic: by the time they were written, then where
-                chosen_records = sorted((r for tp in tps for r in newest[tp]),
-                                        key=lambda r: (r.timestamp, r.partition, r.offset))[-last:]
-                for record in chosen_records:
-                    yield record
+                records = sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset))[-last:]
+            for record in records:
+                yield record
             for tp in tps:
-                if not overall:
-                    for record in newest[tp]:
-                        yield record
                 consumer.seek(tp, ends[tp])  # following goes on from the end offsets of the start
         else:
             for tp in tps:
