@@ -431,7 +431,8 @@ def webhooks(given: str) -> list[tuple[str, str]]:
                              "each gets part of the records (a new group starts at the topic's beginning) "
                              "[default: STOCKANOMALY_NOTIFY_GROUP, else <app id>-notifier-<topic>].")
 @click.option("--heartbeat", type=OutputPath(),
-              help="Touch this file at every poll of Kafka (for a health check: stale = stuck or retrying).")
+              help="Touch this file at every poll while Kafka answers (for a health check: stale = stuck, "
+                   "retrying a webhook, or cut off from Kafka for 30 s).")
 def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], slack_hooks: tuple[str, ...],
            min_severity: str | None, per_symbol_seconds: float | None, group: str | None,
            heartbeat: str | None) -> None:
@@ -468,20 +469,32 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
         metrics.notifications("sent", 0, retries=1)
 
     channels = [WebhookChannel(url, style, on_retry=count_retry) for style, url in hooks]  # type: ignore[arg-type]
-    use_case = Notify(NotificationPolicy(config.notify_min_severity,
-                                         int(config.notify_per_symbol_seconds * 1e9)), channels)
+    use_case = Notify(lambda: NotificationPolicy(config.notify_min_severity,
+                                                 int(config.notify_per_symbol_seconds * 1e9)), channels)
     topic = config.incidents_topic if incidents else config.anomalies_topic
     group = group or config.notify_group or f"{config.app_id}-notifier-{topic}"
 
-    async def handle(records: Any) -> None:
-        outcome = await use_case(records)
+    async def handle(records: Any, partition: int) -> str:
+        outcome = await use_case(records, partition)
         for result, count in (("sent", len(outcome.sent)), ("held_back", outcome.held_back),
                               ("below_severity", outcome.below_severity), ("refused", len(outcome.refused))):
             metrics.notifications(result, count)
         for channel, record_id, why in outcome.refused:
             log.error("notification_refused", webhook=channel, id=record_id, error=why[:300])
         if outcome.sent or outcome.skipped:
-            log.info("notified", sent=len(outcome.sent), skipped=outcome.skipped, refused=len(outcome.refused))
+            log.info("notified", partition=partition, sent=len(outcome.sent), skipped=outcome.skipped,
+                     refused=len(outcome.refused))
+        memory, left_out = use_case.policy(partition).memory()
+        if left_out:
+            log.warning("notifier_memory_full", partition=partition, symbols_left_out=left_out,
+                        detail="after a restart these symbols' next records are sent without the wait")
+        return memory
+
+    def assigned(partition: int, memory: str) -> None:
+        try:
+            use_case.recall(partition, memory)
+        except ValueError as exc:
+            log.warning("notifier_memory_unread", partition=partition, error=str(exc)[:300])
 
     def touch() -> None:
         Path(heartbeat).touch()  # type: ignore[arg-type]
@@ -499,8 +512,9 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, main_task.cancel)
         try:
-            await notify_from_topic(config.kafka_bootstrap_servers, topic, group,
-                                    handle, incidents=incidents, heartbeat=touch if heartbeat else None)
+            await notify_from_topic(config.kafka_bootstrap_servers, topic, group, handle, incidents=incidents,
+                                    heartbeat=touch if heartbeat else None, assigned=assigned,
+                                    revoked=use_case.forget)
         except asyncio.CancelledError:
             log.info("notifier_stopped")
         finally:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiohttp import web
 
 from domain.model import Anomaly, anomaly_id
@@ -39,10 +40,13 @@ def made(symbol: str, at_s: int, score: float, k: int) -> Anomaly:
 class Receiver:
     def __init__(self) -> None:
         self.ids: list[str] = []
+        self.held_back: dict[str, int] = {}  # per id, the count its message told
         self.runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
-        self.ids.append((await request.json())["id"])
+        body = await request.json()
+        self.ids.append(body["id"])
+        self.held_back[body["id"]] = body["held_back"]
         return web.Response(text="ok")
 
     async def start(self, port: int) -> None:
@@ -81,6 +85,25 @@ async def wait_for_line(process: asyncio.subprocess.Process, text: str, timeout:
     return await asyncio.wait_for(read(), timeout)
 
 
+def free_port() -> int:
+    sock = __import__("socket").socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return int(port)
+
+
+async def produce(bootstrap: str, topic: str, records: list[Anomaly], partition: int = 0) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for a in records:
+            await producer.send_and_wait(topic, json.dumps(a.to_dict()).encode(), key=a.symbol.encode(),
+                                         partition=partition)
+    finally:
+        await producer.stop()
+
+
 def scrape(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
@@ -115,10 +138,7 @@ async def test_notifications_survive_a_receiver_outage_and_a_restart_exactly_as_
         await producer.stop()
     ends = {TopicPartition(topic, 0): 4, TopicPartition(topic, 1): 4}
 
-    sock = __import__("socket").socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     receiver = Receiver()
     app_id = f"it-notify-{suffix}"
     group = f"{app_id}-notifier-{topic}"
@@ -157,14 +177,8 @@ async def test_notifications_survive_a_receiver_outage_and_a_restart_exactly_as_
 
         # Restarted, it resumes after the committed offsets: only what is new is sent.
         fresh = [made("MSFT", 0, 3.3, 8), made("TSLA", 0, 2.4, 9)]
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-        await producer.start()
-        try:
-            for partition, a in enumerate(fresh):
-                await producer.send_and_wait(topic, json.dumps(a.to_dict()).encode(), key=a.symbol.encode(),
-                                             partition=partition)
-        finally:
-            await producer.stop()
+        for partition, a in enumerate(fresh):
+            await produce(kafka_bootstrap, topic, [a], partition)
         notifier = await start_notifier(kafka_bootstrap, topic, app_id, port, tmp_path / "alive")
 
         async def caught_up() -> bool:
@@ -176,4 +190,77 @@ async def test_notifications_survive_a_receiver_outage_and_a_restart_exactly_as_
         if notifier.returncode is None:
             await stop(notifier)
         await offsets.stop()
+        await receiver.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_notifier_remembers_what_it_held_back_as_if_it_had_never_stopped(
+        kafka_bootstrap, new_topic, suffix, tmp_path) -> None:
+    """The per-symbol limit's memory is committed with the offsets: a record within the limit of the
+    last one sent before a restart is still held back after it, and the count of those held back
+    before the restart is told in the symbol's next message."""
+    topic = await new_topic("anomalies", partitions=1)
+    before = [made("NVDA", 0, 2.5, 1), made("NVDA", 60, 3.0, 2), made("NVDA", 120, 3.1, 3)]
+    after = [made("NVDA", 200, 3.2, 4), made("NVDA", 400, 2.6, 5)]
+    whole = NotificationPolicy("medium", 300 * S)
+    told = {n.id: n.held_back for n in map(whole.admit, before + after) if n is not None}
+    assert told == {before[0].id: 0, after[1].id: 3}  # one uninterrupted run
+    await produce(kafka_bootstrap, topic, before)
+    port, receiver = free_port(), Receiver()
+    await receiver.start(port)
+    app_id = f"it-notify-memory-{suffix}"
+    group = f"{app_id}-notifier-{topic}"
+    tp = TopicPartition(topic, 0)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+
+    async def committed_to(end: int) -> bool:
+        found = (await admin.list_consumer_group_offsets(group, partitions=[tp])).get(tp)
+        return found is not None and found.offset == end
+
+    notifier = await start_notifier(kafka_bootstrap, topic, app_id, port, tmp_path / "alive")
+    try:
+        await eventually_async(lambda: committed_to(3), timeout=90, what="the first three committed")
+        assert receiver.ids == [before[0].id]
+        assert (await admin.list_consumer_group_offsets(group, partitions=[tp]))[tp].metadata  # the memory
+        assert await stop(notifier) == 0
+        await produce(kafka_bootstrap, topic, after)
+        notifier = await start_notifier(kafka_bootstrap, topic, app_id, port, tmp_path / "alive")
+        await eventually_async(lambda: committed_to(5), timeout=90, what="the last two committed")
+        assert receiver.held_back == told  # NVDA at 200 s still held back; 400 s says 3 were
+        assert await stop(notifier) == 0
+    finally:
+        if notifier.returncode is None:
+            await stop(notifier)
+        await admin.close()
+        await receiver.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_notifier_started_before_its_topic_exists_says_so_and_reads_it_once_created(
+        kafka_bootstrap, new_topic, suffix, tmp_path) -> None:
+    """As in compose, where the notifier may start before the first worker creates the topic: it says
+    the topic is missing (it used to wait in silence), and reads it within seconds of its creation
+    (the consumer's metadata used to be refreshed every 5 minutes); stopped, it closes cleanly."""
+    topic = f"it-anomalies-late-{suffix}"  # created below, once the notifier runs
+    port, receiver = free_port(), Receiver()
+    await receiver.start(port)
+    notifier = await start_notifier(kafka_bootstrap, topic, f"it-notify-late-{suffix}", port, tmp_path / "alive")
+    try:
+        await wait_for_line(notifier, "topic_missing")
+        assert await new_topic("anomalies-late", partitions=2) == topic
+        first = made("NVDA", 0, 3.0, 1)
+        await produce(kafka_bootstrap, topic, [first])
+
+        async def delivered() -> bool:
+            return receiver.ids == [first.id]
+
+        await eventually_async(delivered, timeout=60, what="the first anomaly of the new topic delivered")
+        assert await stop(notifier) == 0
+        assert notifier.stdout is not None
+        rest = (await notifier.stdout.read()).decode()
+        assert "Unclosed" not in rest and "Traceback" not in rest, rest[-2000:]
+    finally:
+        if notifier.returncode is None:
+            await stop(notifier)
         await receiver.stop()

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from adapters.webhook import WebhookChannel, json_body, slack_body
 from application.notify import Notify
 from domain.model import Anomaly, Print
-from domain.notifications import NotificationPolicy
+from domain.notifications import MEMORY_LIMIT, NotificationPolicy
 from domain.ports import NotificationRefused
 from entrypoints.cli import main
 
@@ -161,13 +161,85 @@ class Collecting:
 def test_every_channel_gets_each_message_and_a_refusal_is_reported_not_fatal() -> None:
     good, bad = Collecting("good"), Collecting("bad", refuse=True)
     records = [anomaly(at_s=0), anomaly(score=1.1, at_s=500, sequence=2), anomaly("AAPL", 1, sequence=3)]
-    outcome = asyncio.run(Notify(NotificationPolicy("medium", 300 * S), [good, bad])(records))
+    outcome = asyncio.run(Notify(lambda: NotificationPolicy("medium", 300 * S), [good, bad])(records))
     assert good.got == [records[0].id, records[2].id]
     assert outcome.below_severity == 1 and outcome.held_back == 0
     assert [r[:2] for r in outcome.refused] == [("bad", records[0].id), ("bad", records[2].id)]
     assert outcome.sent == []  # refused by one webhook: not counted as sent (the refusals are)
-    outcome = asyncio.run(Notify(NotificationPolicy("medium", 300 * S), [good])(records))
+    outcome = asyncio.run(Notify(lambda: NotificationPolicy("medium", 300 * S), [good])(records))
     assert [n.id for n in outcome.sent] == [records[0].id, records[2].id] and outcome.refused == []
+
+
+def decisions(policy: NotificationPolicy, records: list[Anomaly]) -> list[tuple[str, int]]:
+    return [(d, n.held_back if n else -1) for d, n in map(policy.decide, records)]
+
+
+def test_a_policy_recalled_from_its_memory_decides_as_if_it_had_never_stopped() -> None:
+    records = [anomaly(sym, t, sequence=k) for k, (sym, t) in enumerate(
+        [("NVDA", 0), ("AAPL", 5), ("NVDA", 60), ("NVDA", 120), ("AAPL", 200), ("MSFT", 250),
+         ("NVDA", 310), ("AAPL", 320), ("AAPL", 330), ("MSFT", 560)])]
+    for cut in range(len(records) + 1):
+        whole = NotificationPolicy("low", 300 * S)
+        expected = decisions(whole, records)
+        first = NotificationPolicy("low", 300 * S)
+        before = decisions(first, records[:cut])
+        memory, left_out = first.memory()
+        assert left_out == 0 and len(memory) <= MEMORY_LIMIT and memory.isascii()
+        again = NotificationPolicy("low", 300 * S)
+        again.recall(memory)
+        assert before + decisions(again, records[cut:]) == expected, cut
+    # The cut that matters: NVDA held back twice before a restart is still told in its next message.
+    assert expected[6] == ("send", 2)
+    fresh = NotificationPolicy("low", 300 * S)
+    assert decisions(fresh, records[4:])[2] == ("send", 0)  # what a notifier without the memory said
+
+
+def test_the_memory_keeps_what_can_still_matter_and_stays_under_the_commit_metadata_limit() -> None:
+    policy = NotificationPolicy("low", 300 * S)
+    assert policy.memory() == ("", 0)
+    policy.admit(anomaly("OLD", 0))
+    policy.admit(anomaly("HELD", 0, sequence=2))
+    policy.admit(anomaly("HELD", 10, sequence=3))  # held back: its count is kept however old
+    policy.admit(anomaly("NEW", 2 * 3600, sequence=4))
+    again = NotificationPolicy("low", 300 * S)
+    again.recall(policy.memory()[0])
+    assert again.admit(anomaly("OLD", 1)) is not None  # sent two hours before the newest: forgotten
+    assert again.admit(anomaly("NEW", 2 * 3600 + 1, sequence=5)) is None
+    assert again.admit(anomaly("HELD", 3 * 3600, sequence=6)).held_back == 1  # type: ignore[union-attr]
+    # A market's worth of symbols: the most recently sent are kept, the rest counted as left out.
+    crowded = NotificationPolicy("low", 300 * S)
+    for k in range(3_000):
+        crowded.admit(anomaly(f"S{k:04d}", k / 10, sequence=k))
+    memory, left_out = crowded.memory()
+    assert len(memory) <= MEMORY_LIMIT and 0 < left_out < 3_000
+    kept = NotificationPolicy("low", 300 * S)
+    kept.recall(memory)
+    assert kept.admit(anomaly("S2999", 299.9, sequence=9_999)) is None  # the newest is remembered
+    assert kept.admit(anomaly("S0000", 1, sequence=9_998)) is not None  # the oldest had to go
+
+
+@pytest.mark.parametrize("memory", ["np2:abc", "garbage", "np1:!!!", "np1:" + "A" * 8])
+def test_a_memory_that_cannot_be_read_is_refused_whole(memory: str) -> None:
+    policy = NotificationPolicy("low", 300 * S)
+    policy.admit(anomaly("NVDA", 0))
+    with pytest.raises(ValueError, match="notifier memory"):
+        policy.recall(memory)
+    assert policy.admit(anomaly("NVDA", 1, sequence=2)) is None  # unchanged
+
+
+def test_each_stream_has_a_policy_of_its_own_recalled_or_fresh() -> None:
+    sent = Collecting("hook")
+    notify = Notify(lambda: NotificationPolicy("low", 300 * S), [sent])
+    asyncio.run(notify([anomaly("NVDA", 0)], 0))
+    asyncio.run(notify([anomaly("NVDA", 10, sequence=2)], 1))  # another partition: its own limit
+    assert len(sent.got) == 2
+    memory = notify.policy(0).memory()[0]
+    notify.forget(0)
+    notify.recall(3, memory)
+    assert asyncio.run(notify([anomaly("NVDA", 20, sequence=3)], 3)).held_back == 1
+    with pytest.raises(ValueError):
+        notify.recall(4, "garbage")
+    assert asyncio.run(notify([anomaly("NVDA", 30, sequence=4)], 4)).sent  # started afresh
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [
@@ -191,3 +263,46 @@ def test_a_webhook_is_named_in_logs_by_its_host_never_its_secret_path() -> None:
     secret = "T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX"
     channel = WebhookChannel(f"https://user:pw@hooks.slack.com/services/{secret}?token=abc", "slack")
     assert channel.name == "slack:https://hooks.slack.com"
+
+
+def test_the_heartbeat_stops_while_kafka_does_not_answer_and_a_missing_topic_is_said(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import structlog
+
+    from adapters.kafka import notifier
+    from aiokafka.errors import KafkaConnectionError
+
+    clock = [1000.0]
+    monkeypatch.setattr(notifier.time, "monotonic", lambda: clock[0])
+
+    class Kafka:
+        answers: set[str] | None = {"other"}  # None: unreachable
+
+        async def topics(self) -> set[str]:
+            if self.answers is None:
+                raise KafkaConnectionError("Unable to bootstrap")
+            return self.answers
+
+    kafka = Kafka()
+    probe = notifier._Probe(kafka, "anomalies")
+    saved = structlog.get_config()
+    structlog.reset_defaults()  # an earlier test's configuration may filter out info events
+
+    def alive_at(t: float) -> bool:
+        clock[0] = t
+        return asyncio.run(probe.alive())
+
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert alive_at(1000)  # asked at once: Kafka answers, the topic is not there
+            kafka.answers = {"anomalies"}
+            assert alive_at(1005)  # not asked again yet
+            assert alive_at(1010)
+            kafka.answers = None
+            assert alive_at(1020) and alive_at(1030)  # cut off for 20 s: still within the grace
+            assert not alive_at(1040)  # 30 s since Kafka last answered: the heartbeat file goes stale
+            kafka.answers = {"anomalies"}
+            assert alive_at(1050)
+    finally:
+        structlog.configure(**saved)
+    assert [e["event"] for e in logs] == ["topic_missing", "topic_appeared", "kafka_unreachable", "kafka_reachable"]

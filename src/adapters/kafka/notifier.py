@@ -1,17 +1,25 @@
 """The notifier's Kafka side: read the anomalies (or incidents) topic in a consumer group of its
-own, hand each batch of records to the Notify use case, and commit a partition's offsets only after
-its records were sent (or refused for good). Stopped (or crashed) mid-batch, it sends that batch
-again on restart: at least once, never lost. Records that do not decode are logged and skipped
-(the worker only writes valid ones; anything else on the topic is not ours to tell anyone about).
+own, hand each partition's batch of records to the handler, and commit the partition's offset only
+after its records were sent (or refused for good). Stopped (or crashed) mid-batch, it sends that
+batch again on restart: at least once, never lost. Records that do not decode are logged and
+skipped (the worker only writes valid ones; anything else on the topic is not ours to tell anyone
+about).
+
+The handler's memory of a partition (what its per-symbol limit remembers) is committed with the
+offset, as the offset's metadata, and handed back to the handler when a notifier (this one after a
+restart, or another after a rebalance) is assigned the partition, before it reads any record of it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from adapters.kafka.records import decode_anomaly, decode_incident
@@ -21,29 +29,79 @@ from domain.model import Anomaly, DeadLetter
 
 log = structlog.get_logger("stockanomaly.notifier")
 
-Handler = Callable[[Sequence[Anomaly | Incident]], Awaitable[Any]]
+# `handle(records, partition)` returns the memory to commit with the partition's offset.
+Handler = Callable[[Sequence[Anomaly | Incident], int], Awaitable[str]]
+PROBE_SECONDS = 10.0  # how often Kafka is asked for its topics (does it answer; does ours exist)
+ALIVE_SECONDS = 30.0  # the heartbeat stops this long after Kafka last answered
+
+
+class _Handover(ConsumerRebalanceListener):
+    """Hands a partition's committed memory to `assigned` when it is assigned, and tells `revoked`
+    when it goes. The consumer starts fetching a partition as soon as it is assigned, before this
+    listener has read its memory: the partition is paused until then (records fetched meanwhile are
+    dropped by the consumer and fetched again), and `ready` says which partitions may be handled."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient, group: str,
+                 assigned: Callable[[int, str], None], revoked: Callable[[int], None]) -> None:
+        self.consumer, self.admin, self.group, self.assigned, self.revoked = consumer, admin, group, assigned, revoked
+        self.ready: set[int] = set()
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        for tp in revoked:
+            self.ready.discard(tp.partition)
+            self.revoked(tp.partition)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        if not assigned:
+            return
+        self.consumer.pause(*assigned)
+        committed = {}
+        try:
+            committed = await self.admin.list_consumer_group_offsets(self.group, partitions=list(assigned))
+        except KafkaError as exc:
+            log.warning("notifier_memory_unread", partitions=sorted(tp.partition for tp in assigned),
+                        error=f"{type(exc).__name__}: {exc}"[:300])
+        for tp in assigned:
+            found = committed.get(tp)
+            self.assigned(tp.partition, found.metadata if found is not None and found.offset >= 0 else "")
+            self.ready.add(tp.partition)
+        self.consumer.resume(*assigned)
 
 
 async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Handler, incidents: bool = False,
-                            max_records: int = 256, heartbeat: Callable[[], None] | None = None) -> None:
+                            max_records: int = 256, heartbeat: Callable[[], None] | None = None,
+                            assigned: Callable[[int, str], None] = lambda partition, memory: None,
+                            revoked: Callable[[int], None] = lambda partition: None) -> None:
     """Poll, `handle` the decoded records of each partition in order, commit; until cancelled (the
-    batch in hand is then not committed). `heartbeat` is called once per poll (a health check's
-    proof that the loop is not stuck)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                                auto_offset_reset="earliest", isolation_level="read_committed")
+    batch in hand is then not committed). `heartbeat` is called at each poll while Kafka answers
+    (a health check's proof that the loop is neither stuck nor cut off from Kafka)."""
+    # Metadata refreshed every 15 s (default 5 min): a topic created after the notifier started (by the
+    # first worker) is read within that, and a partition added to it too.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                auto_offset_reset="earliest", isolation_level="read_committed",
+                                metadata_max_age_ms=15_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     decode = decode_incident if incidents else decode_anomaly
+    handover = _Handover(consumer, admin, group, assigned, revoked)
     try:
-        await consumer.start()
-    except KafkaError as exc:
-        await consumer.stop()
-        raise SourceError(f"cannot read {topic} from Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from exc
-    log.info("notifier_started", topic=topic, group=group)
-    try:
+        try:
+            await admin.start()
+            # Subscribed once started: a consumer subscribed before its start waits there for its first
+            # assignment, forever when the topic does not exist (yet), and says nothing.
+            await consumer.start()
+        except KafkaError as exc:
+            raise SourceError(f"cannot read {topic} from Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from exc
+        consumer.subscribe([topic], listener=handover)
+        log.info("notifier_started", topic=topic, group=group)
+        probe = _Probe(consumer, topic)
         while True:
-            if heartbeat is not None:
+            if await probe.alive() and heartbeat is not None:
                 heartbeat()
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
             for tp, messages in batches.items():
+                if tp.partition not in handover.ready:  # its memory not read yet: read it again later
+                    consumer.seek(tp, messages[0].offset)
+                    continue
                 records = []
                 for m in messages:
                     decoded = decode(m.value, f"{m.topic}[{m.partition}]@{m.offset}")
@@ -52,9 +110,9 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
                                   origin=decoded.origin)
                     else:
                         records.append(decoded)
-                await handle(records)
+                memory = await handle(records, tp.partition)
                 try:
-                    await consumer.commit({TopicPartition(tp.topic, tp.partition): messages[-1].offset + 1})
+                    await consumer.commit({TopicPartition(tp.topic, tp.partition): (messages[-1].offset + 1, memory)})
                 except CommitFailedError as exc:
                     # The partition went to another notifier in a rebalance: it sends these again.
                     log.warning("notifier_commit_failed", partition=tp.partition, error=str(exc)[:300])
@@ -62,3 +120,38 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
         raise SourceError(f"reading {topic} from Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from exc
     finally:
         await consumer.stop()
+        await admin.close()
+
+
+class _Probe:
+    """Asks Kafka for its topics every PROBE_SECONDS: whether it answers (the heartbeat stops
+    ALIVE_SECONDS after it last did, so a notifier cut off from Kafka reads as unhealthy), and
+    whether the topic exists (logged when it does not, and when it appears)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str) -> None:
+        self.consumer, self.topic = consumer, topic
+        self.answered, self.asked = time.monotonic(), float("-inf")  # the start just talked to Kafka; ask at once
+        self.reachable, self.exists = True, True
+
+    async def alive(self) -> bool:
+        now = time.monotonic()
+        if now - self.asked >= PROBE_SECONDS:
+            self.asked = now
+            try:
+                topics: Any = await asyncio.wait_for(self.consumer.topics(), PROBE_SECONDS)
+            except (KafkaError, asyncio.TimeoutError) as exc:
+                if self.reachable:
+                    log.warning("kafka_unreachable", topic=self.topic, error=f"{type(exc).__name__}: {exc}"[:300])
+                self.reachable = False
+            else:
+                if not self.reachable:
+                    log.info("kafka_reachable", topic=self.topic)
+                self.answered, self.reachable = time.monotonic(), True
+                if (self.topic in topics) != self.exists:
+                    self.exists = not self.exists
+                    if self.exists:
+                        log.info("topic_appeared", topic=self.topic)
+                    else:
+                        log.warning("topic_missing", topic=self.topic,
+                                    detail="no such topic (yet): nothing to notify until a worker creates it")
+        return time.monotonic() - self.answered < ALIVE_SECONDS
