@@ -3,6 +3,8 @@ state, and gives the same anomalies however the stream is cut: for one symbol an
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from builders import T0, S, DetectorRun, calm_flow, insert, market_batch, run_detector
@@ -164,6 +166,32 @@ def test_price_change_flags_a_bad_print_once_and_not_its_reversal() -> None:
     assert len(found) == 1
     assert found[0].price == pytest.approx(spike["price"][0])
     assert "+" in found[0].reason
+
+
+@pytest.mark.parametrize("factor", [2.0, 0.5, 1.05])
+def test_price_change_and_vwap_reasons_state_the_percent_change_not_the_log_move(factor: float) -> None:
+    """A doubling reads +100%, a halving -50% (as log moves they were +69.3% and -69.3%)."""
+    flow = calm_flow(20_000)
+    jump = one_trade_like(flow, 15_000, price=round(float(flow["price"][14_999]) * factor, 2))
+    price = float(jump["price"][0])
+    (found,) = run_detector(PriceChangeDetector(), insert(flow, jump))[1]
+    said = re.search(r"moved ([+-][\d.]+)% from ([\d,.]+) ", found.reason)
+    assert said is not None, found.reason
+    reference = float(said[2].replace(",", ""))
+    assert float(said[1]) == pytest.approx((price / reference - 1) * 100, abs=0.006)
+    assert float(said[1]) == pytest.approx((factor - 1) * 100, abs=1.5)
+    (vwap,) = [a for a in run_detector(VwapDeviationDetector(), insert(flow, jump))[1] if a.price == price]
+    said = re.search(r"is ([+-][\d.]+)% from ACME's rolling VWAP ([\d,.]+);", vwap.reason)
+    assert said is not None, vwap.reason
+    assert float(said[1]) == pytest.approx((price / vwap.details["vwap"] - 1) * 100, abs=0.006)
+    assert float(said[2].replace(",", "")) == pytest.approx(vwap.details["vwap"], abs=0.005)
+
+
+def test_prices_in_reasons_are_quoted_in_cents_however_large() -> None:
+    flow = calm_flow(20_000, price=25_000.0)
+    jump = one_trade_like(flow, 15_000, price=round(float(flow["price"][14_999]) * 1.2, 2))
+    (found,) = run_detector(PriceChangeDetector(), insert(flow, jump))[1]
+    assert f"price {jump['price'][0]:,.2f} moved +" in found.reason and "e+" not in found.reason
 
 
 def test_price_change_flags_a_level_shift_once() -> None:

@@ -88,6 +88,23 @@ def pct(x: float) -> str:
     return f"{x * 100:.2f}%" if abs(x) >= 1e-3 else f"{x * 100:.4f}%"
 
 
+def change(log_move: float) -> str:
+    """A move measured in log price as the signed percent change an analyst reads: a doubling is
+    +100.00%, a halving -50.00% (the log moves are +69.31% and -69.31%)."""
+    simple = float(np.expm1(log_move))
+    return f"{'+' if simple > 0 else '-'}{pct(abs(simple))}"
+
+
+def change_bound(log_bound: float, log_move: float) -> str:
+    """A bound on |log move| as the percent change it allows in the direction of `log_move`."""
+    return pct(abs(float(np.expm1(log_bound if log_move > 0 else -log_bound))))
+
+
+def price_text(x: float) -> str:
+    """A price as quoted: cents (with thousands separators) from a dollar up, four decimals below."""
+    return f"{x:,.2f}" if abs(x) >= 1 else f"{x:.4f}"
+
+
 def qty(x: float) -> str:
     return f"{x:,.0f}"
 

@@ -11,7 +11,7 @@ from domain.compiled import new_hits
 from domain.detectors import tails
 from domain.detectors.forest import CompiledForest
 from domain.detectors.histogram import growth_table
-from domain.detectors.base import PooledInPlace, odds, pct, qty, record
+from domain.detectors.base import PooledInPlace, change, odds, qty, record
 from domain.market import MarketBatch
 from domain.model import Anomaly
 
@@ -134,7 +134,7 @@ class IsolationForestDetector(PooledInPlace):
         size_nats, move_nats, _, move = (float(x) for x in detail)
         symbol = batch.symbols[batch.slot[i]]
         reason = (f"size {qty(batch.size[i])} ({odds(np.exp(-size_nats))} of {symbol}'s prints) with a "
-                  f"{'+' if move > 0 else '-'}{pct(abs(move))} move ({odds(np.exp(-move_nats))} of its tick moves) "
+                  f"{change(move)} move ({odds(np.exp(-move_nats))} of its tick moves) "
                   f"are jointly unusual: isolation score {score:.3f} >= {self.min_score:.3f}")
         return batch.anomaly(self.name, i, score / self.min_score, reason,
                              {"isolation_score": score, "size_surprise": size_nats, "move_surprise": move_nats,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from domain.compiled import kernel, new_hits
-from domain.detectors.base import InPlace, pct, record
+from domain.detectors.base import InPlace, change, change_bound, price_text, record
 from domain.detectors.histogram import decay_table
 from domain.market import MarketBatch
 from domain.model import Anomaly
@@ -100,8 +100,8 @@ class PriceChangeDetector(InPlace):
         signed, threshold, typical = (float(x) for x in detail[:3])
         price = float(batch.price[i])
         ref = price / float(np.exp(signed))
-        reason = (f"price {price:,.4g} moved {'+' if signed > 0 else '-'}{pct(abs(signed))} from {ref:,.4g} "
-                  f"(nearest of the last {LOOKBACK} prints); threshold {pct(threshold)}, "
-                  f"{batch.symbols[batch.slot[i]]}'s typical tick move is {pct(typical)}")
+        reason = (f"price {price_text(price)} moved {change(signed)} from {price_text(ref)} "
+                  f"(nearest of the last {LOOKBACK} prints); threshold {change_bound(threshold, signed)}, "
+                  f"{batch.symbols[batch.slot[i]]}'s typical tick move is {change_bound(typical, signed)}")
         return batch.anomaly(self.name, i, score, reason,
                              {"move": signed, "threshold": threshold, "typical_move": typical})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from domain.compiled import kernel, new_hits
-from domain.detectors.base import InPlace, pct, record
+from domain.detectors.base import InPlace, change, change_bound, price_text, record
 from domain.market import MarketBatch
 from domain.model import Anomaly
 
@@ -100,7 +100,7 @@ class VwapDeviationDetector(InPlace):
     def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray) -> Anomaly:
         dev, reference, threshold, norm = (float(x) for x in detail)
         vwap = float(np.exp(reference))
-        reason = (f"price {batch.price[i]:,.4g} is {'+' if dev > 0 else '-'}{pct(abs(dev))} from "
-                  f"{batch.symbols[batch.slot[i]]}'s rolling VWAP {vwap:,.4g}; threshold {pct(threshold)}, "
-                  f"bars usually stray {pct(norm)}")
+        reason = (f"price {price_text(batch.price[i])} is {change(dev)} from "
+                  f"{batch.symbols[batch.slot[i]]}'s rolling VWAP {price_text(vwap)}; threshold "
+                  f"{change_bound(threshold, dev)}, bars usually stray {change_bound(norm, dev)}")
         return batch.anomaly(self.name, i, score, reason, {"deviation": dev, "vwap": vwap, "threshold": threshold})
