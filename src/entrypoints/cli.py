@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 from datetime import date as date_cls
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -129,6 +129,36 @@ def file_source(paths: tuple[str, ...], chunk_size: int, read_ahead: int = 0) ->
         fail(str(exc))
 
 
+def check_outputs(inputs: Sequence[str], reads: dict[str, str | None], writes: dict[str, str | None]) -> None:
+    """Refuse (one line, before any work) an output that is one of the inputs or another output:
+    opening it for writing would empty an input before it is read, or two outputs would share a
+    file. `inputs` are the files to read as given (a directory or glob stands for the files it
+    holds); `reads` and `writes` name other files by their option."""
+    from adapters.databento.paths import expand_paths
+
+    named: dict[Path, str] = {}  # what is read
+    writes_to: dict[Path, str] = {}
+    for given in inputs:
+        try:
+            files = expand_paths([given])
+        except DomainError:
+            continue  # the reader says what is wrong with it
+        for file in files:
+            named.setdefault(file.resolve(), f"the input {file}")
+    for option, given in reads.items():
+        if given:
+            named.setdefault(Path(given).resolve(), f"{option} {given}")
+    for option, given in writes.items():
+        if not given:
+            continue
+        target = Path(given).resolve()
+        if target in writes_to:
+            fail(f"{option} {given} is {writes_to[target]}: both would write that file; choose another")
+        if target in named:
+            fail(f"{option} {given} is {named[target]}: writing it would destroy it; choose another file")
+        writes_to[target] = option
+
+
 def event_window(since: str | None, until: str | None) -> tuple[int | None, int | None]:
     """--since / --until as event-time ns (None: open)."""
     import time
@@ -225,6 +255,11 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     from entrypoints.container import build_container
 
     window = event_window(since, until)
+    from adapters.files.records import incidents_path
+
+    check_outputs(paths, {"--thresholds": thresholds, "--suppressions": suppressions_path(suppressions_file)},
+                  {"--out": out, "--out's incidents file": out and str(incidents_path(out)), "--report": report,
+                   "--dead-letters": dead_letters})
     wanted = {s.strip().upper() for spec in only_symbols for s in spec.split(",") if s.strip()}
     if only_symbols and not wanted:
         raise click.BadParameter("names no symbol", param_hint="--symbols")
@@ -536,6 +571,7 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
     from adapters.files.thresholds import save_thresholds
     from application.calibrate import calibrate as learn
 
+    check_outputs(paths, {}, {"--out": out})
     source = file_source(paths, 262_144)
     with progress_bar("calibrating", None, enabled=err.is_terminal):
         try:

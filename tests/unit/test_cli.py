@@ -224,6 +224,43 @@ def test_replay_refuses_a_window_it_cannot_use_in_one_line(args: list[str], mess
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(("command", "option", "target", "message"), [
+    ("replay", "--out", "input", "--out {input} is the input {input}"),
+    ("replay", "--dead-letters", "input", "--dead-letters {input} is the input {input}"),
+    ("replay", "--report", "input", "--report {input} is the input {input}"),
+    ("replay", "--out", "thresholds", "--out {thresholds} is --thresholds {thresholds}"),
+    ("replay", "--dead-letters", "incidents", "--dead-letters {incidents} is --out's incidents file: both would "
+                                              "write that file; choose another"),
+    ("calibrate", "--out", "input", "--out {input} is the input {input}"),
+])
+def test_an_output_that_is_an_input_or_another_output_is_refused_before_anything_is_written(
+        tmp_path: Path, command: str, option: str, target: str, message: str) -> None:
+    """Opening such a file for writing emptied the input before it was read (a 6.5 MB day became 168
+    bytes), or two outputs wrote into one file."""
+    data = tmp_path / "day.csv"
+    data.write_text("ts_event,price,size,symbol\n" + "".join(
+        f"2025-05-05T14:{m:02d}:00Z,100.{m:02d},100,ACME\n" for m in range(30)))
+    thresholds = tmp_path / "thresholds.json"
+    thresholds.write_text('{"ACME": {"size_threshold": 500}}')
+    kept = {p: p.read_bytes() for p in (data, thresholds)}
+    paths = {"input": data, "thresholds": thresholds, "incidents": tmp_path / "a.incidents.jsonl"}
+    args = [command, str(tmp_path)] if command == "calibrate" else [command, str(data), "--thresholds", str(thresholds)]
+    if option != "--out" or command == "calibrate":
+        args += ["--out", str(tmp_path / "a.jsonl")] if command == "replay" else []
+    code, out = run(*args, option, str(paths[target]))
+    assert code == 1, out
+    said = message.format(**{k: str(v) for k, v in paths.items()})
+    ending = "" if "both would" in said else ": writing it would destroy it; choose another file"
+    assert out.strip().splitlines() == [f"Error: {said}{ending}"]
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_an_empty_input_path_is_refused_not_read_as_the_current_directory() -> None:
+    code, out = run("replay", "")
+    assert code == 1 and "an empty input path" in out
+
+
 def test_generate_then_evaluate(tmp_path: Path) -> None:
     data = tmp_path / "m.dbn.zst"
     code, out = run("generate", str(data), "--symbols", "4", "--trades", "120000", "--seed", "3")

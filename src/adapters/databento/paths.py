@@ -44,6 +44,8 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def _expand_one(raw: str) -> list[Path]:
+    if not raw.strip():
+        raise SourceError("an empty input path was given (Path('') would be the current directory)")
     path = Path(raw).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and _supported(p))
