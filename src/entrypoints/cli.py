@@ -176,18 +176,24 @@ def event_window(since: str | None, until: str | None) -> tuple[int | None, int 
 
 
 class Before:
-    """A source read until a whole chunk is at or after `until_ns` (event time): no later trade
-    changes a decision about an earlier one, and a file's prints are in time order up to a little
-    jitter across symbols, which a chunk (thousands of trades) covers."""
+    """A source's trades before `until_ns` (event time): each chunk cut there, and reading stopped
+    at the first chunk wholly at or after it (a file's prints are in time order up to a little
+    jitter across symbols, which a chunk of thousands of trades covers). No later trade changes a
+    decision about an earlier one, so the anomalies before `until_ns` are a full run's."""
 
     def __init__(self, source: Any, until_ns: int) -> None:
         self.source = source
         self.until_ns = until_ns
 
     def chunks(self) -> Iterator[Any]:
+        from domain.ports import SourceChunk
+
         for chunk in self.source.chunks():
-            if len(chunk.trades) and int(chunk.trades["ts_event"].min()) >= self.until_ns:
+            ts = chunk.trades["ts_event"]
+            if len(ts) and int(ts.min()) >= self.until_ns:
                 return
+            if len(ts) and int(ts.max()) >= self.until_ns:
+                chunk = SourceChunk(chunk.trades[ts < self.until_ns], chunk.dead_letters)
             yield chunk
 
 

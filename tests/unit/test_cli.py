@@ -215,6 +215,17 @@ def test_replay_reports_a_window_of_some_symbols_exactly_as_the_full_run_judged_
     assert json.loads(out)["anomalies"] == len(expected)
 
 
+def test_replay_until_reads_and_counts_only_the_trades_before_it(tmp_path: Path) -> None:
+    """It judged and counted the whole chunk it was in the middle of (the report charted 70 minutes
+    past it on a real day)."""
+    data = tmp_path / "day.csv"
+    data.write_text("ts_event,price,size,symbol\n" + "".join(
+        f"2025-05-05T14:{m // 60:02d}:{m % 60:02d}Z,100.{m % 100:02d},100,ACME\n" for m in range(3_000)))
+    code, out = run("replay", str(data), "--json", "--until", "2025-05-05T14:20:00Z")
+    assert code == 0, out
+    assert json.loads(out)["trades"] == 20 * 60
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--since", "2025-05-06T15:00Z", "--until", "2025-05-06T13:00Z"], "is not before --until"),
     (["--since", "yesterdayish"], "cannot read time 'yesterdayish'"),
