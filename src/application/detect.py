@@ -23,6 +23,13 @@ class BatchOutcome:
     clocks: dict[str, int] = field(default_factory=dict)  # symbol -> event time of its last accepted trade
     suppressed: dict[str, int] = field(default_factory=dict)  # suppression rule id -> anomalies it held back
     tape: BatchTape = field(default_factory=BatchTape)  # the batch's trades by symbol (the after-contexts')
+    # Every anomaly not suppressed, reported or not: what incidents are grouped from, so that a
+    # report narrowed to some symbols or times holds a full run's incidents (None: `anomalies`).
+    unsuppressed: list[Anomaly] | None = None
+
+    @property
+    def grouped(self) -> list[Anomaly]:
+        return self.anomalies if self.unsuppressed is None else self.unsuppressed
 
 
 class DetectTrades:
@@ -37,7 +44,8 @@ class DetectTrades:
                  reports: Callable[[Anomaly], bool] | None = None,
                  suppressions: Callable[[], Suppressions] | None = None, tapes: StateStore | None = None) -> None:
         """`tapes`: each symbol's last trades (the engine's tape_schema), for anomalies' context (None:
-        anomalies carry none); `reports`: which anomalies are published, counted and returned (default: all);
+        anomalies carry none); `reports`: which anomalies are published, counted and returned (default: all;
+        the outcome keeps the others apart, for incidents);
         `suppressions`: the rules in force (read per batch), whose anomalies are held back and only
         counted. Every trade is judged whatever they say, so state, models and ids stay those of a
         full run."""
@@ -66,18 +74,19 @@ class DetectTrades:
         self.pool_states.save(batch.pool_keys, result.pool_states)
         if self.tapes is not None and result.tapes is not None:
             self.tapes.save(batch.symbols, result.tapes)
-        if self.reports is not None:
-            result.anomalies = [a for a in result.anomalies if self.reports(a)]
-        suppressed: dict[str, int] = {}
+        suppressed: dict[str, int] = {}  # of the anomalies reported
         if self.suppressions is not None and result.anomalies:
             rules, kept = self.suppressions(), []
             for a in result.anomalies:
                 rule = rules.rule_for(a)
                 if rule is None:
                     kept.append(a)
-                else:
+                elif self.reports is None or self.reports(a):
                     suppressed[rule.id] = suppressed.get(rule.id, 0) + 1
             result.anomalies = kept
+        unsuppressed = None
+        if self.reports is not None:
+            unsuppressed, result.anomalies = result.anomalies, [a for a in result.anomalies if self.reports(a)]
         dead = list(rejected or []) + result.dead_letters
         if result.anomalies and self.anomalies is not None:
             self.anomalies.publish(result.anomalies)
@@ -85,7 +94,7 @@ class DetectTrades:
             self.dead_letters.publish(dead)
         self._count(result.accepted, result.anomalies, dead, len(trades), time.perf_counter() - started)
         clocks = {s: int(t) for s, t in zip(batch.symbols, result.last_seen.tolist()) if t >= 0}
-        return BatchOutcome(result.accepted, result.anomalies, dead, clocks, suppressed, result.tape)
+        return BatchOutcome(result.accepted, result.anomalies, dead, clocks, suppressed, result.tape, unsuppressed)
 
     def _fits(self) -> dict[str, int]:
         # Learning detectors count their (costly) model fits; the others have no `refits`.

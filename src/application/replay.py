@@ -72,10 +72,13 @@ class Replay:
     """
 
     def __init__(self, detect: DetectTrades, incidents: BlobStore, top_n: int = 10, per_symbol: int = 64,
-                 max_batch: int = 262_144, incident_sink: IncidentSink | None = None) -> None:
+                 max_batch: int = 262_144, incident_sink: IncidentSink | None = None,
+                 reports_incident: Callable[[Incident], bool] | None = None) -> None:
         """`incidents`: where open incidents are kept between batches; `incident_sink`: where closed
-        ones are published."""
+        ones are published; `reports_incident`: which are (default: all). Incidents are grouped from
+        every anomaly not suppressed, reported or not: a narrowed report holds a full run's incidents."""
         self.detect = detect
+        self.reports_incident = reports_incident
         self.incident_store = incidents
         self.incident_sink = incident_sink
         self.top_n = top_n
@@ -90,8 +93,8 @@ class Replay:
         started = time.perf_counter()
         for chunk in self._batches(source):
             outcome = self.detect(chunk.trades, chunk.dead_letters)
-            symbols.update(a.symbol for a in outcome.anomalies)
-            self._count_incidents(summary, incidents(outcome.anomalies, outcome.clocks, outcome.tape))
+            symbols.update(a.symbol for a in outcome.grouped)
+            self._count_incidents(summary, incidents(outcome.grouped, outcome.clocks, outcome.tape))
             summary.trades += len(chunk.trades) + sum(d.records for d in chunk.dead_letters)
             summary.accepted += outcome.accepted
             summary.anomalies += len(outcome.anomalies)
@@ -109,6 +112,8 @@ class Replay:
         return summary
 
     def _count_incidents(self, summary: ReplaySummary, closed: list[Incident]) -> None:
+        if self.reports_incident is not None:
+            closed = [i for i in closed if self.reports_incident(i)]
         if closed and self.incident_sink is not None:
             self.incident_sink.publish(closed)
         summary.incidents += len(closed)

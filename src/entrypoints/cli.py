@@ -138,16 +138,16 @@ def check_outputs(inputs: Sequence[str], reads: dict[str, str | None], writes: d
 
     named: dict[Path, str] = {}  # what is read
     writes_to: dict[Path, str] = {}
-    for given in inputs:
+    for raw in inputs:
         try:
-            files = expand_paths([given])
+            files = expand_paths([raw])
         except DomainError:
             continue  # the reader says what is wrong with it
         for file in files:
             named.setdefault(file.resolve(), f"the input {file}")
-    for option, given in reads.items():
-        if given:
-            named.setdefault(Path(given).resolve(), f"{option} {given}")
+    for option, read in reads.items():
+        if read:
+            named.setdefault(Path(read).resolve(), f"{option} {read}")
     for option, given in writes.items():
         if not given:
             continue
@@ -283,13 +283,18 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         chunk_size = int(container.config.chunk_size())
         source = file_source(paths, chunk_size) if paths else sample_source(chunk_size)
         files = source if isinstance(source, ReadToTheEnd) else None
+        selected: dict[str, Any] = {}
         if wanted or window != (None, None):
-            container.detect.add_kwargs(reports=lambda a: ((not wanted or a.symbol.upper() in wanted)
-                                                           and (window[0] is None or a.ts_event >= window[0])
-                                                           and (window[1] is None or a.ts_event < window[1])))
+            def chosen(symbol: str, first: int, last: int) -> bool:
+                return ((not wanted or symbol.upper() in wanted) and (window[0] is None or last >= window[0])
+                        and (window[1] is None or first < window[1]))
+
+            container.detect.add_kwargs(reports=lambda a: chosen(a.symbol, a.ts_event, a.ts_event))
+            # An incident in the selection is reported whole, as a full run groups it.
+            selected["reports_incident"] = lambda i: chosen(i.symbol, i.start_ns, i.end_ns)
         if window[1] is not None:
             source = Before(source, window[1])
-        use_case = container.replay(top_n=top)
+        use_case = container.replay(top_n=top, **selected)
         container.engine().warm_up()  # kernels loaded before the clock starts, as a worker does at start-up
     except DomainError as exc:
         fail(str(exc))

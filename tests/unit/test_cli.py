@@ -226,6 +226,22 @@ def test_replay_until_reads_and_counts_only_the_trades_before_it(tmp_path: Path)
     assert json.loads(out)["trades"] == 20 * 60
 
 
+def test_replay_narrowed_to_a_symbol_and_a_time_reports_the_full_runs_incidents_whole(tmp_path: Path) -> None:
+    """An incident in the selection (its symbol's, overlapping the window) is the full run's, even one
+    that started before --since: it used to be regrouped from the reported anomalies only (another
+    id, fewer members)."""
+    assert run("replay", "--out", str(tmp_path / "all.jsonl"))[0] == 0  # the built-in sample
+    incidents = [json.loads(line) for line in (tmp_path / "all.incidents.jsonl").read_text().splitlines()]
+    straddling = next(i for i in incidents if i["size"] >= 2)
+    since = (straddling["start_ns"] + straddling["end_ns"]) // 2
+    code, out = run("replay", "--out", str(tmp_path / "cut.jsonl"), "--symbols", straddling["symbol"],
+                    "--since", str(since))
+    assert code == 0, out
+    cut = [json.loads(line) for line in (tmp_path / "cut.incidents.jsonl").read_text().splitlines()]
+    assert cut == [i for i in incidents if i["symbol"] == straddling["symbol"] and i["end_ns"] >= since]
+    assert straddling in cut
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--since", "2025-05-06T15:00Z", "--until", "2025-05-06T13:00Z"], "is not before --until"),
     (["--since", "yesterdayish"], "cannot read time 'yesterdayish'"),
