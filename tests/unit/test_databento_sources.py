@@ -438,6 +438,20 @@ def test_several_files_merge_into_event_time_order(tmp_path: Path) -> None:
         assert trades["sequence"][trades["symbol"] == symbol].tolist() == original["sequence"].tolist()
 
 
+def test_one_feed_split_over_two_files_merges_back_into_its_own_order(tmp_path: Path) -> None:
+    """Prints at one nanosecond in both files come back in sequence order: they came file by file, and
+    the guard refused each sequence that went back as a resend (40,957 'duplicates' of a real day)."""
+    nvda = flow(4_000, seed=1, rate=20.0)
+    nvda["ts_event"] = nvda["ts_event"][::4].repeat(4)  # four prints at each timestamp
+    first = np.arange(len(nvda)) % 3 == 0  # split unevenly: the files' chunks end at different times
+    paths = [write_csv(tmp_path / "a.csv", csv_lines(nvda[first])),
+             write_csv(tmp_path / "b.csv", csv_lines(nvda[~first]))]
+    for chunk_size in (256, 255, 100):  # chunks that end between two prints of one timestamp
+        source = DatabentoFileSource([str(p) for p in paths], chunk_size=chunk_size)
+        trades = np.concatenate([c.trades for c in source.chunks()])
+        assert trades["sequence"].tolist() == nvda["sequence"].tolist(), chunk_size
+
+
 def test_files_decoded_on_threads_give_the_same_chunks_as_read_in_turn(tmp_path: Path) -> None:
     nvda = flow(3_000, seed=1, rate=20.0)
     amd = flow(2_000, symbol="AMD", instrument_id=77, seed=2, rate=10.0)

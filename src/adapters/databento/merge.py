@@ -32,18 +32,21 @@ class _Lane:
         self.watermark = int(chunk.trades["ts_event"][-1])
         self.buffer = _sort(np.concatenate((self.buffer, chunk.trades)) if len(self.buffer) else chunk.trades)
 
-    def take_until(self, watermark: int | None) -> np.ndarray:
+    def take_before(self, watermark: int | None) -> np.ndarray:
+        # Strictly before: a file whose last read print is at the watermark may hold more at that time.
         cut = len(self.buffer) if watermark is None else int(
-            np.searchsorted(self.buffer["ts_event"], watermark, side="right"))
+            np.searchsorted(self.buffer["ts_event"], watermark, side="left"))
         head, self.buffer = self.buffer[:cut], self.buffer[cut:]
         return head
 
 
 def merge_by_event_time(streams: Sequence[Iterator[SourceChunk]]) -> Iterator[SourceChunk]:
-    """k-way merge: emit every buffered trade at or before the lowest watermark among open files.
+    """k-way merge: emit every buffered trade before the lowest watermark among open files.
 
     Always reading next from the file that is furthest behind keeps memory near one chunk per file.
-    Equal timestamps in one emitted chunk keep file order, then record order. A file that is itself
+    Prints of several files at one timestamp are put in sequence order (one feed split over several
+    files comes back in its own order; the guard refuses a sequence that goes back as a resend),
+    then file order, then record order. A file that is itself
     out of order by more than a chunk comes out out of order; the domain rejects such trades.
     """
     lanes = [_Lane(stream) for stream in streams]
@@ -66,11 +69,11 @@ def _merged(lanes: list[_Lane]) -> Iterator[SourceChunk]:
         behind.pull(letters)
         still_open = [lane.watermark for lane in lanes if not lane.done]
         watermark = min(still_open) if still_open else None
-        heads = [head for lane in lanes if len(head := lane.take_until(watermark))]
+        heads = [head for lane in lanes if len(head := lane.take_before(watermark))]
         if len(heads) == 1:
             trades = heads[0]
         else:
-            trades = _sort(np.concatenate(heads)) if heads else np.empty(0, TRADE_DTYPE)
+            trades = _interleave(np.concatenate(heads)) if heads else np.empty(0, TRADE_DTYPE)
         if len(trades) or letters:
             yield SourceChunk(trades, letters)
             letters = []
@@ -81,3 +84,8 @@ def _sort(trades: np.ndarray) -> np.ndarray:
     if len(ts) < 2 or bool(np.all(ts[1:] >= ts[:-1])):
         return trades
     return trades[np.argsort(ts, kind="stable")]
+
+
+def _interleave(trades: np.ndarray) -> np.ndarray:
+    """Several files' trades by event time, then sequence (stable: then file and record order)."""
+    return trades[np.lexsort((trades["sequence"], trades["ts_event"]))]
