@@ -59,7 +59,7 @@ class Suppression:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "symbol": self.symbol, "detector": self.detector,
-                "between": None if self.start is None else f"{self.start:%H:%M}-{self.end:%H:%M}",
+                "between": None if self.start is None else f"{_clock(self.start)}-{_clock(self.end)}",
                 "until": None if self.until is None else self.until.isoformat(), "note": self.note}
 
     @classmethod
@@ -71,8 +71,11 @@ class Suppression:
             try:
                 first, _, last = between.partition("-")
                 start, end = time.fromisoformat(first.strip()), time.fromisoformat(last.strip())
+                if start.microsecond or end.microsecond or start.tzinfo or end.tzinfo:
+                    raise ValueError("whole seconds of New York time only")
             except ValueError:
-                raise ConfigError(f"suppression window {between!r} is not HH:MM-HH:MM (New York time)") from None
+                raise ConfigError(f"suppression window {between!r} is not HH:MM-HH:MM or HH:MM:SS-HH:MM:SS "
+                                  "(New York time)") from None
         if detector and detector not in DETECTOR_NAMES:
             raise ConfigError(f"unknown detector {detector!r} in a suppression; choose from {', '.join(DETECTOR_NAMES)}")
         day = None
@@ -92,3 +95,9 @@ class Suppressions:
     def rule_for(self, a: Anomaly) -> Suppression | None:
         """The first rule that suppresses `a`, if any."""
         return next((r for r in self.rules if r.matches(a)), None)
+
+
+def _clock(t: time) -> str:
+    """A window's bound as written: HH:MM, or HH:MM:SS when it has seconds (stored as given, so the
+    rule read back is the rule written, with the same id)."""
+    return f"{t:%H:%M:%S}" if t.second else f"{t:%H:%M}"

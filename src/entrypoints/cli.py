@@ -364,7 +364,8 @@ def suppressions_path(given: str | None) -> str:
 @main.command()
 @click.option("--symbol", help="Only this symbol's anomalies.")
 @click.option("--detector", help="Only this detector's anomalies.")
-@click.option("--between", help="Only within this New York time-of-day window, HH:MM-HH:MM (end excluded).")
+@click.option("--between", help="Only within this New York time-of-day window, HH:MM-HH:MM or HH:MM:SS-HH:MM:SS "
+                               "(end excluded).")
 @click.option("--until", "until_day", help="Last exchange date the rule applies (YYYY-MM-DD); default: no end.")
 @click.option("--note", default="", help="Why (shown by `stockanomaly suppressions`).")
 @click.option("--file", "path", type=OutputPath(),

@@ -141,6 +141,25 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output.strip()
 
 
+def test_a_window_with_seconds_is_kept_to_the_second_under_one_id(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was stored to the minute (the window widened), listed under another id than the one printed
+    (which --remove then did not know), and could be added twice."""
+    monkeypatch.chdir(tmp_path)
+    code, out = invoke("suppress", "--between", "15:50:30-16:00")
+    printed = out.split()[1]
+    assert code == 0 and out == f"suppression {printed} added to suppressions.json"
+    assert json.loads(invoke("suppressions", "--json")[1]) == [
+        {"id": printed, "symbol": None, "detector": None, "between": "15:50:30-16:00", "until": None, "note": ""}]
+    assert invoke("suppress", "--between", "15:50:30-16:00")[0] == 1  # the same rule twice
+    rule = load_suppressions(tmp_path / "suppressions.json")[0]
+    assert [rule.matches(at(f"2025-05-05T15:50:{s}")) for s in ("29", "30")] == [False, True]
+    code, out = invoke("suppress", "--between", "15:50:30.5-16:00")
+    assert code == 1 and "HH:MM:SS" in out
+    assert invoke("suppressions", "--remove", printed)[0] == 0
+    assert load_suppressions(tmp_path / "suppressions.json") == []
+
+
 def test_the_cli_adds_lists_and_removes_rules_and_records_verdicts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     code, out = invoke("suppress", "--symbol", "nvda", "--between", "15:50-16:00", "--note", "closing imbalance")
