@@ -263,7 +263,11 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     window = event_window(since, until)
     from adapters.files.records import incidents_path
 
-    check_outputs(paths, {"--thresholds": thresholds, "--suppressions": suppressions_path(suppressions_file)},
+    rules_file = suppressions_path(suppressions_file)
+    if not suppressions_file and rules_file != "suppressions.json" and not Path(rules_file).is_file():
+        # Named on purpose (the flag's file must exist too): a mistyped path must not pass in silence.
+        fail(f"STOCKANOMALY_SUPPRESSIONS names {rules_file}, which is not a file")
+    check_outputs(paths, {"--thresholds": thresholds, "--suppressions": rules_file},
                   {"--out": out, "--out's incidents file": out and str(incidents_path(out)), "--report": report,
                    "--dead-letters": dead_letters})
     wanted = {s.strip().upper() for spec in only_symbols for s in spec.split(",") if s.strip()}
@@ -271,7 +275,7 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         raise click.BadParameter("names no symbol", param_hint="--symbols")
     try:
         container = build_container(out=out, dead_letters=dead_letters, thresholds=thresholds, detectors=detectors,
-                                    suppressions=(rules_file := suppressions_path(suppressions_file)),
+                                    suppressions=rules_file,
                                     **({"metrics": "prometheus", "metrics_port": metrics_port}
                                        if metrics_port is not None else {}))
         if metrics_port is not None:

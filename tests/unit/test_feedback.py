@@ -114,6 +114,9 @@ def test_a_plain_replay_honours_the_rules_suppress_wrote_here(tmp_path: Path, mo
     assert "suppressed by suppressions.json (judged, not published)" in invoke("replay")[1]
     code, out = invoke("replay", "--suppressions", "typo.json")
     assert code == 2 and "'typo.json' does not exist" in out
+    monkeypatch.setenv("STOCKANOMALY_SUPPRESSIONS", "typo.json")  # it ran with no rules, saying nothing
+    code, out = invoke("replay")
+    assert (code, out) == (1, "Error: STOCKANOMALY_SUPPRESSIONS names typo.json, which is not a file")
 
 
 def test_verdicts_round_trip_the_last_one_counts_and_evaluate_scores_them(tmp_path: Path) -> None:
