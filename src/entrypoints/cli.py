@@ -429,7 +429,9 @@ def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None
 @main.command()
 @click.argument("out", type=OutputPath())
 @click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 5000))
-@click.option("--trades", default=1_000_000, show_default=True, type=click.IntRange(1000))
+@click.option("--trades", default=1_000_000, show_default=True, type=click.IntRange(1002),
+              help="Prints in all (at least 1,002: one symbol's 1,000 of history for an injected anomaly and its "
+                   "two auction crosses; more symbols need more).")
 @click.option("--seed", default=7, show_default=True, type=click.IntRange(0, 2**32 - 1))
 @click.option("--date", default="2025-03-03", show_default=True, callback=lambda _c, _p, v: trading_day(v),
               help="A full trading day (YYYY-MM-DD), or `last`: the last one before today (UTC).")
@@ -458,7 +460,10 @@ def trading_day(value: str) -> str:
         from adapters.synthetic.arrivals import Session
 
         return Session.last_full_day(datetime.now(timezone.utc).date()).isoformat()
-    return calendar_day(value)
+    day = calendar_day(value)
+    if not "1970-01-02" <= day <= "2262-04-10":  # event times are nanoseconds since 1970 in 64 bits
+        raise click.BadParameter(f"{day} is outside the days a trade's timestamp can hold (1970-01-02 to 2262-04-10)")
+    return day
 
 
 def verdicts_path(given: str | None) -> str:

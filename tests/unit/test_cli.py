@@ -94,14 +94,17 @@ def test_replay_reads_real_dbn_files() -> None:
     (["replay", "--detectors", ","], "no detector selected"),
     (["generate", "m.dbn.zst", "--symbols", "5000", "--trades", "20000"], "too few for 5,000 symbols"),
     (["generate", "m.dbn.zst", "--date", "2025-13-45"], "is not a calendar day"),
-    (["generate", "m.dbn.zst", "--symbols", "1", "--trades", "1000"],
-     "the busiest of 1 symbols would get 998 prints and an anomaly needs 1,000 of history; ask for at least 1,002"),
+    (["generate", "m.dbn.zst", "--symbols", "3", "--trades", "1100"],
+     "an anomaly needs 1,000 of history; ask for at least"),
+    (["generate", "m.dbn.zst", "--symbols", "1", "--trades", "1000"], "1000 is not in the range x>=1002"),
+    (["generate", "m.dbn.zst", "--date", "1969-12-31"], "outside the days a trade's timestamp can hold"),
     (["generate", "m.dbn.zst", "--date", "2025-03-01"], "2025-03-01 is a Saturday"),
     (["generate", "m.dbn.zst", "--date", "2025-12-25"], "2025-12-25 is an exchange holiday"),
     (["generate", "m.dbn.zst", "--date", "2025-11-28"], "2025-11-28 closes early"),
     (["replay", "--symbols", ","], "Invalid value for --symbols: names no symbol"),
 ], ids=["missing-file", "unknown-detector", "bad-extension", "no-paths", "no-detector", "impossible-market",
-        "bad-date", "no-room-for-anomalies", "weekend", "holiday", "early-close", "no-symbol"])
+        "bad-date", "no-room-for-anomalies", "fewer-than-one-symbol-needs", "before-1970", "weekend", "holiday",
+        "early-close", "no-symbol"])
 def test_bad_arguments_give_a_clear_error(args: list[str], message: str, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
