@@ -337,7 +337,7 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         from adapters.report import write_html_report
 
         write_html_report(report, bars, container.collected_anomalies().anomalies, result,
-                          incidents=container.collected_incidents().incidents)
+                          incidents=container.collected_incidents().incidents, only_symbols=wanted)
     log.info("replay_finished", trades=summary.trades, anomalies=summary.anomalies, seconds=round(summary.seconds, 3))
     if as_json:
         click.echo(json.dumps(result))

@@ -220,3 +220,27 @@ def test_report_with_no_anomalies_and_no_trades_still_renders(tmp_path):
 
     assert "No anomalies were found." in quiet and quiet.count('<section class="chart"') == 1
     assert "No trades to chart." in empty
+
+
+def test_symbols_left_out_of_the_charts_are_said_and_not_linked(tmp_path):
+    """A 500-symbol market charted 20 of 134 flagged symbols without saying so, and 9 incident links
+    pointed at charts that were not there."""
+    bars = BarCollector()
+    bars.add(mixed_trades())
+    summary = {**SUMMARY, "top_incidents": [{**SUMMARY["top_incidents"][0], "symbol": "AAPL"}]}
+    text = Path(write_html_report(tmp_path / "r.html", bars, ANOMALIES, summary, max_symbols=1)).read_text()
+    assert re.findall(r'<section class="chart" id="chart-([^"]+)"', text) == ["ZZZT"]
+    assert "The 1 symbol with the most anomalies first (count after each name); 2 more with anomalies are " \
+           "not charted" in text
+    incidents = text[text.index("<h2>Top incidents</h2>"):text.index("<h2>Charts</h2>")]
+    assert "<td>AAPL</td>" in incidents and 'href="#chart-AAPL"' not in text
+    targets = set(re.findall(r'href="#(chart-[^"]+)"', text))
+    assert targets <= set(re.findall(r'<section class="chart" id="(chart-[^"]+)"', text))
+
+
+def test_a_report_of_some_symbols_charts_only_those(tmp_path):
+    bars = BarCollector()
+    bars.add(mixed_trades())
+    mine = [a for a in ANOMALIES if a.symbol == "AAPL"]
+    text = Path(write_html_report(tmp_path / "r.html", bars, mine, SUMMARY, only_symbols=["aapl"])).read_text()
+    assert re.findall(r'<section class="chart" id="chart-([^"]+)"', text) == ["AAPL"]

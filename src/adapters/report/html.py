@@ -7,7 +7,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
@@ -75,23 +75,25 @@ table.anoms { width:100%; border-collapse:collapse; background:var(--card);
 
 def write_html_report(path: str | Path, bars: BarCollector, anomalies: Sequence[Anomaly],
                       summary: Mapping[str, Any], max_symbols: int = 20,
-                      max_rows: int = 500, incidents: Sequence[Incident] = ()) -> Path:
+                      max_rows: int = 500, incidents: Sequence[Incident] = (),
+                      only_symbols: Collection[str] = ()) -> Path:
     """Write the report to path and return it. plotly.js is inlined, so it opens anywhere, offline.
-    `incidents`: the replay's closed incidents, whose after-contexts complete each anomaly's tape."""
+    `incidents`: the replay's closed incidents, whose after-contexts complete each anomaly's tape;
+    `only_symbols` (upper case; empty: all): the symbols that may be charted."""
     styles = detector_styles(a.detector for a in anomalies)
     top = heapq.nlargest(max_rows, anomalies, key=lambda a: (a.score, -a.ts_event))
     index = {a.id: i for i, a in enumerate(top)}
     by_symbol: dict[str, list[Anomaly]] = {}
     for a in anomalies:
         by_symbol.setdefault(a.symbol, []).append(a)
-    symbols = _chart_symbols(bars, by_symbol, max_symbols)
+    symbols = _chart_symbols(bars, by_symbol, max_symbols, {s.upper() for s in only_symbols})
     after = {m: prints for i in incidents for m, prints in i.after.items()}
     incident_of = {m: i.id for i in incidents for m in i.members}
     body = [
         "<h1>Replay report</h1>",
         f'<p class="sub">{escape(_subtitle(bars))}</p>',
         _summary_section(summary),
-        _incidents_section(summary.get("top_incidents") or []),
+        _incidents_section(summary.get("top_incidents") or [], set(symbols)),
         _charts_section(bars, by_symbol, symbols, styles, index),
         _table_section(top, len(anomalies), styles, set(symbols)),
         _data_script([_row_data(a, after.get(a.id), incident_of.get(a.id, "")) for a in top]),
@@ -111,12 +113,13 @@ def write_html_report(path: str | Path, bars: BarCollector, anomalies: Sequence[
 
 
 def _chart_symbols(bars: BarCollector, by_symbol: Mapping[str, list[Anomaly]],
-                   limit: int) -> list[str]:
-    """Most anomalies first; the rest of the room goes to the most traded symbols."""
+                   limit: int, only: set[str]) -> list[str]:
+    """Most anomalies first; the rest of the room goes to the most traded symbols (of `only`, if any)."""
     ranked = sorted(by_symbol, key=lambda s: (-len(by_symbol[s]), s))[:limit]
     if len(ranked) < limit:
         volumes = bars.volumes()
-        quiet = sorted((s for s in volumes if s not in by_symbol), key=lambda s: (-volumes[s], s))
+        quiet = sorted((s for s in volumes if s not in by_symbol and (not only or s.upper() in only)),
+                       key=lambda s: (-volumes[s], s))
         ranked += quiet[: limit - len(ranked)]
     return ranked
 
@@ -179,14 +182,14 @@ def _mapping_card(key: str, value: Mapping[Any, Any]) -> str:
             f"<table>{rows}</table></div>")
 
 
-def _incidents_section(incidents: Sequence[Mapping[str, Any]]) -> str:
-    """The top incidents (replay's `top_incidents`, highest score first)."""
+def _incidents_section(incidents: Sequence[Mapping[str, Any]], charted: set[str]) -> str:
+    """The top incidents (replay's `top_incidents`, highest score first); a charted symbol links to its chart."""
     if not incidents:
         return ""
     rows = "".join(
         f'<tr><td>{escape(i.get("ts_local", "")[:23].replace("T", " ") or _utc(i["start_ns"], "ms"))}</td>'
         f'<td>{escape(i.get("session", "").replace("_", "-"))}</td>'
-        f'<td><a href="#{_anchor(i["symbol"])}">{escape(i["symbol"])}</a></td>'
+        f'<td>{_symbol_link(i["symbol"], charted)}</td>'
         f'<td class="n">{int(i["size"]):,}</td><td>{escape(", ".join(i["detectors"]))}</td>'
         f'<td class="n">{float(i["score"]):.2f}</td><td>{escape(i["headline"])}</td></tr>'
         for i in incidents)
@@ -196,6 +199,10 @@ def _incidents_section(incidents: Sequence[Mapping[str, Any]]) -> str:
             '<table class="anoms"><thead><tr><th>start</th><th>session</th><th>symbol</th><th>anomalies</th>'
             "<th>detectors</th><th>score</th><th>headline</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>")
+
+
+def _symbol_link(symbol: str, charted: set[str]) -> str:
+    return f'<a href="#{_anchor(symbol)}">{escape(symbol)}</a>' if symbol in charted else escape(symbol)
 
 
 def _anchor(symbol: str) -> str:
@@ -208,10 +215,14 @@ def _charts_section(bars: BarCollector, by_symbol: Mapping[str, list[Anomaly]], 
         return "<h2>Charts</h2><p class=\"note\">No trades to chart.</p>"
     toc = "".join(f'<li><a href="#{_anchor(s)}">{escape(s)} · {len(by_symbol.get(s, [])):,}</a></li>'
                   for s in symbols)
+    left_out = len(set(by_symbol) - set(symbols))
     parts = ["<h2>Charts</h2>",
-             '<p class="note">Symbols with the most anomalies first (count after each name). Drag to zoom, '
-             "double-click to reset, hover for numbers, click a marker for the tape around it. Line: 1-minute "
-             "close; band: 1-minute high–low; grey: volume per minute (log scale). Shaded: "
+             f'<p class="note">The {len(symbols):,} symbol{"" if len(symbols) == 1 else "s"} with the most '
+             "anomalies first (count after each name)"
+             + (f"; {left_out:,} more with anomalies are not charted (they are in the table below; "
+                "`replay --symbols` charts the ones you name)" if left_out else "")
+             + ". Drag to zoom, double-click to reset, hover for numbers, click a marker for the tape around it. "
+             "Line: 1-minute close; band: 1-minute high–low; grey: volume per minute (log scale). Shaded: "
              f"{escape(sessions_legend())} New York time; nights and weekends are cut out.</p>",
              f'<ul class="toc">{toc}</ul>']
     for symbol in symbols:
@@ -251,9 +262,7 @@ def _table_section(top: Sequence[Anomaly], total: int, styles: dict[str, Detecto
     rows = []
     for i, a in enumerate(top):
         style = styles[a.detector]
-        symbol = escape(a.symbol)
-        if a.symbol in charted:
-            symbol = f'<a href="#{_anchor(a.symbol)}">{symbol}</a>'
+        symbol = _symbol_link(a.symbol, charted)
         severity = escape(a.severity)
         rows.append(
             f'<tr data-row="{i}"><td class="t" title="{_utc(a.ts_event, "ns")}">{escape(_new_york(a))}</td>'
