@@ -59,7 +59,7 @@ class Suppression:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "symbol": self.symbol, "detector": self.detector,
-                "between": None if self.start is None else f"{_clock(self.start)}-{_clock(self.end)}",
+                "between": None if self.start is None or self.end is None else f"{_clock(self.start)}-{_clock(self.end)}",
                 "until": None if self.until is None else self.until.isoformat(), "note": self.note}
 
     @classmethod
