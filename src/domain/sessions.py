@@ -57,13 +57,21 @@ class SessionCalendar:
         # from the end of after-hours to the next pre-market no session at all.
         self.session_starts = ((pre_market_s, PRE_MARKET), (open_s, REGULAR), (close_s, AFTER_HOURS),
                                (after_hours_end_s, CLOSED))
+        # On early-close days the regular session ends at 13:00 and the after-hours four hours later.
+        self.early_starts = ((pre_market_s, PRE_MARKET), (open_s, REGULAR), (EARLY_CLOSE_S, AFTER_HOURS),
+                             (EARLY_CLOSE_S + after_hours_end_s - close_s, CLOSED))
         self._offsets: dict[int, int] = {}
 
     def session_of(self, ts_ns: int) -> str:
-        """The session a print at `ts_ns` (UTC nanoseconds) belongs to, by its local time of day."""
-        local_s = (ts_ns + self._offset_ns(ts_ns // NS_PER_DAY)) % NS_PER_DAY // NS_PER_S
+        """The session a print at `ts_ns` (UTC nanoseconds) belongs to, by its local day and time of day:
+        none (`closed`) on weekends and exchange holidays, the early closes' shorter sessions."""
+        local_ns = ts_ns + self._offset_ns(ts_ns // NS_PER_DAY)
+        day = _utc_date(local_ns // NS_PER_DAY)
+        if not self.trading_day(day):
+            return CLOSED
+        local_s = local_ns % NS_PER_DAY // NS_PER_S
         session = CLOSED
-        for start, name in self.session_starts:
+        for start, name in self.early_starts if day in EARLY_CLOSES else self.session_starts:
             if local_s >= start:
                 session = name
         return session
@@ -76,7 +84,7 @@ class SessionCalendar:
         """Whether the regular session is on at `ts_ns`: a trading day, from the open to the close
         (13:00 on early-close days), New York time. What a stopped feed is judged against."""
         local_ns = ts_ns + self._offset_ns(ts_ns // NS_PER_DAY)
-        day = date.fromordinal(date(1970, 1, 1).toordinal() + local_ns // NS_PER_DAY)
+        day = _utc_date(local_ns // NS_PER_DAY)
         if not self.trading_day(day):
             return False
         seconds = local_ns % NS_PER_DAY // NS_PER_S

@@ -29,6 +29,12 @@ def ns(local: str) -> int:
     ("2025-03-07 09:30:00", "regular"),  # the Friday before daylight saving time (UTC-5) ...
     ("2025-03-10 09:29:59", "pre_market"),  # ... and the Monday after (UTC-4)
     ("2025-03-10 09:30:00", "regular"),
+    ("2025-05-10 10:00:00", "closed"),  # a Saturday
+    ("2025-05-26 10:00:00", "closed"),  # Memorial Day
+    ("2025-07-03 12:59:59", "regular"),  # an early close: the regular session ends at 13:00 ...
+    ("2025-07-03 13:30:00", "after_hours"),
+    ("2025-07-03 16:59:59", "after_hours"),  # ... the after-hours at 17:00
+    ("2025-07-03 17:00:00", "closed"),
 ])
 def test_a_print_belongs_to_the_session_of_its_new_york_time(local: str, session: str) -> None:
     assert SessionCalendar().session_of(ns(local)) == session
