@@ -214,6 +214,8 @@ def test_csv_with_book_actions_keeps_only_trades(tmp_path: Path) -> None:
     pytest.param(1, "yesterday", "unparseable ts_event 'yesterday'", id="unparseable-timestamp"),
     pytest.param(3, "70000", "unparseable publisher_id '70000'", id="publisher-id-out-of-range"),
     pytest.param(13, "", "missing symbol", id="missing-symbol"),
+    pytest.param(13, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_ONE", "symbol longer than 24 characters 'ABCDEFGHIJKLMNOPQRSTUVWXYZ_ONE'",
+                 id="symbol-too-long"),  # cut to 24, two such names became one symbol
 ])
 def test_bad_csv_value_becomes_dead_letter_with_file_and_line(tmp_path: Path, column: int, value: str,
                                                               detail: str) -> None:

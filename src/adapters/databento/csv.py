@@ -136,8 +136,12 @@ def _convert(batch: pa.RecordBatch, formats: _Formats, lines: _LineNumbers,
     else:
         action_empty, wanted = np.zeros(n, bool), np.ones(n, bool)
     # (what is wrong, the column to quote in the dead letter, rows it applies to)
-    problems: list[tuple[str, str | None, np.ndarray]] = [("missing action", None, action_empty),
-                                                          ("missing symbol", None, symbol_empty)]
+    width = TRADE_DTYPE["symbol"].itemsize // 4
+    too_long = np.array([len(v) > width for v in batch.column("symbol").dictionary.to_pylist()], bool)
+    problems: list[tuple[str, str | None, np.ndarray]] = [
+        ("missing action", None, action_empty), ("missing symbol", None, symbol_empty),
+        # Cut to the width, two names would become one symbol.
+        (f"symbol longer than {width} characters", "symbol", too_long[symbol_index])]
     out = np.empty(n, TRADE_DTYPE)  # every field is assigned below
     for name, is_int in formats.int_ts.items():
         out[name], bad = columns.parse_timestamps(batch.column(name), is_int)
