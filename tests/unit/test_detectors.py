@@ -156,6 +156,7 @@ def test_a_calibrated_threshold_replaces_the_adaptive_rule_for_its_symbol_also_w
     # Calibrated above the print: quiet, although 8x the p99.9 is far below it.
     assert run_detector(HighVolumeDetector(calibrated={"ACME": 300_000}), merged)[1] == []
     assert [a.size for a in run_detector(HighVolumeDetector(calibrated={"OTHER": 300_000}), merged)[1]] == [200_000]
+    assert run_detector(HighVolumeDetector(calibrated={"acme": 300_000}), merged)[1] == []  # any case, as --symbols
 
 
 def test_price_change_flags_a_bad_print_once_and_not_its_reversal() -> None:

@@ -102,14 +102,14 @@ class HighVolumeDetector(InPlace):
         self.half_life_bars = half_life_bars
         self.max_gap_bars = max_gap_bars
         self.bar_ns = bar_ns
-        self.calibrated = dict(calibrated or {})
+        self.calibrated = {symbol.upper(): size for symbol, size in (calibrated or {}).items()}  # any case
         self._growth = growth_table(half_life_bars, max_gap_bars)
 
     def initial_state(self) -> np.ndarray:
         return record(STATE, weight=1.0, bar=-1, reference=np.nan)
 
     def update(self, batch: MarketBatch, st: np.ndarray) -> list[Anomaly]:
-        calibrated = (np.array([self.calibrated.get(s, 0.0) for s in batch.symbols], np.float64)
+        calibrated = (np.array([self.calibrated.get(s.upper(), 0.0) for s in batch.symbols], np.float64)
                       if self.calibrated else np.zeros(len(batch.symbols)))
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.size, batch.auction, calibrated, st["hist"], st["total"],
