@@ -188,6 +188,28 @@ def test_price_change_and_vwap_reasons_state_the_percent_change_not_the_log_move
     assert float(said[2].replace(",", "")) == pytest.approx(vwap.details["vwap"], abs=0.005)
 
 
+def test_an_overnight_gap_is_not_a_price_change_nor_a_vwap_deviation_but_a_jump_within_the_day_is() -> None:
+    """A day's first prints well above the last day's close fired both detectors at 04:00:01 (a real
+    NVDA day with a gap): they were judged against the day before."""
+    day = calm_flow(20_000)
+    night = 8 * 3600 * S + int(day["ts_event"][-1] - day["ts_event"][0]) + S
+    gapped = day.copy()
+    gapped["ts_event"] += night
+    gapped["ts_recv"] += night
+    gapped["sequence"] += len(day)
+    gapped["price"] = np.round(day["price"] * day["price"][-1] * 1.10 / day["price"][0], 2)  # opens 10% up
+    both = np.concatenate([day, gapped])
+    for detector in (PriceChangeDetector(), VwapDeviationDetector()):
+        found = run_detector(detector, both)[1]
+        assert not [a for a in found if a.ts_event >= gapped["ts_event"][0]], detector.name
+    # The same jump within the day (a minute without prints): found.
+    gapped["ts_event"] -= night - 60 * S + int(day["ts_event"][-1] - day["ts_event"][0])
+    gapped["ts_recv"] = gapped["ts_event"]
+    for detector in (PriceChangeDetector(), VwapDeviationDetector()):
+        found = run_detector(detector, np.concatenate([day, gapped]))[1]
+        assert [a.ts_event for a in found] == [gapped["ts_event"][0]], detector.name
+
+
 def test_prices_in_reasons_are_quoted_in_cents_however_large() -> None:
     flow = calm_flow(20_000, price=25_000.0)
     jump = one_trade_like(flow, 15_000, price=round(float(flow["price"][14_999]) * 1.2, 2))

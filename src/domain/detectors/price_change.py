@@ -27,7 +27,7 @@ STATE = np.dtype([
 def _scan(slot: np.ndarray, ts: np.ndarray, log_price: np.ndarray, auction: np.ndarray,
           recent: np.ndarray, n_recent: np.ndarray, move_sum: np.ndarray, move_n: np.ndarray, seen: np.ndarray,
           bar: np.ndarray, threshold: np.ndarray, bar_ns: int, decay: np.ndarray, max_gap_bars: int,
-          warmup: int, k_typical: float, min_move: float,
+          warmup: int, k_typical: float, min_move: float, reset_bars: int,
           hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
     k = 0
     for i in range(len(ts)):
@@ -35,6 +35,8 @@ def _scan(slot: np.ndarray, ts: np.ndarray, log_price: np.ndarray, auction: np.n
         b = ts[i] // bar_ns
         if b != bar[s]:
             if bar[s] >= 0:
+                if b - bar[s] >= reset_bars:
+                    n_recent[s] = 0  # hours without a print (a night): the first one after has no reference
                 keep = decay[min(b - bar[s], max_gap_bars)]
                 move_sum[s] *= keep
                 move_n[s] *= keep
@@ -48,7 +50,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, log_price: np.ndarray, auction: np.n
             if abs(d) < nearest:
                 nearest, signed = abs(d), d
         thr = threshold[s]
-        if thr == thr and not auction[i] and nearest >= thr:
+        if thr == thr and not auction[i] and n_recent[s] > 0 and nearest >= thr:
             hit[k], score[k] = i, nearest / thr
             detail[k, 0], detail[k, 1], detail[k, 2] = signed, thr, move_sum[s] / move_n[s]
             k += 1
@@ -70,14 +72,18 @@ class PriceChangeDetector(InPlace):
 
     Taking the smallest move against the last `LOOKBACK` prices means a lone bad print fires once and
     the print that returns to normal does not, while a real level shift fires once and the next
-    trade at the new level is near its predecessor.
+    trade at the new level is near its predecessor. A print after `reset_bars` without one (the
+    night between two days' sessions) is not compared with the last day's: an overnight gap is not
+    a print out of line.
     """
 
     name = "price_change"
 
     def __init__(self, k: float = 20.0, min_move: float = 0.0025, warmup_trades: int = 300,
-                 half_life_bars: float = 30.0, max_gap_bars: int = 60, bar_ns: int = 60_000_000_000) -> None:
+                 half_life_bars: float = 30.0, max_gap_bars: int = 60, bar_ns: int = 60_000_000_000,
+                 reset_bars: int = 240) -> None:
         self.k = k
+        self.reset_bars = reset_bars
         self.min_move = min_move
         self.warmup_trades = warmup_trades
         self.half_life_bars = half_life_bars
@@ -92,7 +98,7 @@ class PriceChangeDetector(InPlace):
         hit, score, detail = new_hits(len(batch))
         k = _scan(batch.slot, batch.ts, batch.log_price, batch.auction, st["recent"], st["n_recent"],
                   st["move_sum"], st["move_n"], st["seen"], st["bar"], st["threshold"], self.bar_ns,
-                  self._decay, self.max_gap_bars, self.warmup_trades, self.k, self.min_move,
+                  self._decay, self.max_gap_bars, self.warmup_trades, self.k, self.min_move, self.reset_bars,
                   hit, score, detail)
         return [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
 

@@ -29,7 +29,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, price: np.ndarray, log_price: np.nda
           auction: np.ndarray, pv: np.ndarray, v: np.ndarray, bar_pv: np.ndarray, bar_v: np.ndarray,
           dev_sum: np.ndarray, dev_n: np.ndarray, bars_seen: np.ndarray, bar: np.ndarray, reference: np.ndarray,
           threshold: np.ndarray, quiet_until: np.ndarray, bar_ns: int, keep: float, norm_keep: float,
-          warmup_bars: int, k_norm: float, min_dev: float, cooldown_ns: int,
+          warmup_bars: int, k_norm: float, min_dev: float, cooldown_ns: int, reset_bars: int,
           hit: np.ndarray, score: np.ndarray, detail: np.ndarray) -> int:
     k = 0
     for i in range(len(ts)):
@@ -44,6 +44,8 @@ def _scan(slot: np.ndarray, ts: np.ndarray, price: np.ndarray, log_price: np.nda
                 pv[s] = pv[s] * keep + bar_pv[s]
                 v[s] = v[s] * keep + bar_v[s]
                 bars_seen[s] += 1
+            if bar[s] >= 0 and b - bar[s] >= reset_bars:
+                pv[s] = v[s] = 0.0  # hours without a print (a night): a new day's VWAP, from its first bar
             bar[s] = b
             bar_pv[s] = 0.0
             bar_v[s] = 0.0
@@ -69,15 +71,18 @@ class VwapDeviationDetector(InPlace):
     """Flags the print at which |log(price / rolling VWAP)| first exceeds max(k x norm, min_dev).
 
     The reference is a decayed VWAP of completed bars (frozen within a bar); the norm is how far
-    bar VWAPs usually stray from it. This catches ramps whose every tick is small.
+    bar VWAPs usually stray from it. This catches ramps whose every tick is small. After `reset_bars`
+    without a print (the night between two days' sessions) the VWAP starts again from the new day's
+    first bar: an overnight gap is not a ramp.
     """
 
     name = "vwap_deviation"
 
     def __init__(self, k: float = 12.0, min_dev: float = 0.02, half_life_bars: float = 2.0,
                  norm_half_life_bars: float = 60.0, warmup_bars: int = 15,
-                 cooldown_ns: int = 300_000_000_000, bar_ns: int = 60_000_000_000) -> None:
+                 cooldown_ns: int = 300_000_000_000, bar_ns: int = 60_000_000_000, reset_bars: int = 240) -> None:
         self.k = k
+        self.reset_bars = reset_bars
         self.min_dev = min_dev
         self.half_life_bars = half_life_bars
         self.norm_half_life_bars = norm_half_life_bars
@@ -94,7 +99,7 @@ class VwapDeviationDetector(InPlace):
                   st["bar_pv"], st["bar_v"], st["dev_sum"], st["dev_n"], st["bars_seen"], st["bar"],
                   st["reference"], st["threshold"], st["quiet_until"], self.bar_ns,
                   0.5 ** (1.0 / self.half_life_bars), 0.5 ** (1.0 / self.norm_half_life_bars), self.warmup_bars,
-                  self.k, self.min_dev, self.cooldown_ns, hit, score, detail)
+                  self.k, self.min_dev, self.cooldown_ns, self.reset_bars, hit, score, detail)
         return [self._anomaly(batch, int(hit[j]), float(score[j]), detail[j]) for j in range(k)]
 
     def _anomaly(self, batch: MarketBatch, i: int, score: float, detail: np.ndarray) -> Anomaly:
