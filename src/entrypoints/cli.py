@@ -345,6 +345,9 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         from entrypoints.render import render_replay
 
         render_replay(result, out_path=out, report=report, dead_letters=dead_letters)
+    unseen = sorted(s for s in wanted if s not in container.state_store())
+    if unseen:  # a typo reads like a quiet symbol otherwise
+        err.print(f"--symbols: no trade of {', '.join(unseen)} was read", highlight=False)
     if files is not None:
         files.check("the results above cover only what was read before it")
 

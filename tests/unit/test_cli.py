@@ -215,7 +215,15 @@ def test_replay_reports_a_window_of_some_symbols_exactly_as_the_full_run_judged_
     some = [json.loads(line) for line in (tmp_path / "some.jsonl").read_text().splitlines()]
     expected = [a["id"] for a in everything if a["symbol"] == symbol and since <= a["ts_event"] < until]
     assert [a["id"] for a in some] == expected and expected
-    assert json.loads(out)["anomalies"] == len(expected)
+    assert json.loads(out.splitlines()[0])["anomalies"] == len(expected)
+    assert out.splitlines()[1:] == ["--symbols: no trade of NOSUCH was read"]
+
+
+def test_replay_says_which_of_the_symbols_asked_for_never_traded() -> None:
+    result = CliRunner().invoke(main, ["replay", "--json", "--symbols", "NOPE,vndr"])
+    assert result.exit_code == 0
+    assert result.stderr.strip().splitlines()[-1] == "--symbols: no trade of NOPE, VNDR was read"
+    assert json.loads(result.stdout)["anomalies"] == 0
 
 
 def test_replay_until_reads_and_counts_only_the_trades_before_it(tmp_path: Path) -> None:
