@@ -440,6 +440,21 @@ def test_several_files_merge_into_event_time_order(tmp_path: Path) -> None:
         assert trades["sequence"][trades["symbol"] == symbol].tolist() == original["sequence"].tolist()
 
 
+def test_whole_dollar_prices_are_dollars_and_later_decimal_prices_read_alike(tmp_path: Path) -> None:
+    """Integers in the head of the price column were taken for 1e-9 fixed point: $113 read as
+    $0.000000113, and every later decimal price was refused as unparseable."""
+    trades = flow(3_000)
+    lines = csv_lines(trades)
+    whole = [line.replace(f",{t['price']:.9f},", f",{round(float(t['price']))},") for line, t in zip(lines, trades)]
+    path = write_csv(tmp_path / "mixed.csv", whole[:1_500] + lines[1_500:])
+    got, letters = read(path)
+    assert letters == [] and len(got) == 3_000
+    assert got["price"][:1_500].tolist() == [float(round(float(p))) for p in trades["price"][:1_500]]
+    assert got["price"][1_500:] == pytest.approx(trades["price"][1_500:])
+    fixed, _ = read(write_csv(tmp_path / "fixed.csv", csv_lines(trades, pretty_px=False)))
+    assert fixed["price"] == pytest.approx(trades["price"])  # Databento's fixed point still is
+
+
 def test_one_feed_split_over_two_files_merges_back_into_its_own_order(tmp_path: Path) -> None:
     """Prints at one nanosecond in both files come back in sequence order: they came file by file, and
     the guard refused each sequence that went back as a resend (40,957 'duplicates' of a real day)."""

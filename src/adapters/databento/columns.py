@@ -27,6 +27,20 @@ def looks_like_integers(column: pa.Array, sample: int = 1000) -> bool:
     return pc.mean(pc.match_substring_regex(head, INT_PATTERN).cast(pa.int8())).as_py() > 0.5
 
 
+FIXED_POINT_FLOOR = 1_000_000  # 1e-9 units: $0.001. A price written in whole dollars is never this big
+
+
+def looks_like_fixed_point_prices(column: pa.Array, sample: int = 1000) -> bool:
+    """True when the column's head holds integers in Databento's 1e-9 fixed point: plain integers
+    (mostly) whose median is at least FIXED_POINT_FLOOR. Whole-dollar prices ("113") are integers
+    too, but small ones: read as decimal prices, they and any later "114.11" parse alike."""
+    if not looks_like_integers(column, sample):
+        return False
+    head = pc.filter(column.slice(0, sample), pc.match_substring_regex(column.slice(0, sample), INT_PATTERN))
+    values = np.asarray(head.cast(pa.float64()), np.float64)
+    return bool(len(values)) and float(np.median(values)) >= FIXED_POINT_FLOOR
+
+
 def parse(column: pa.Array, target: pa.DataType, pattern: str) -> tuple[np.ndarray, np.ndarray]:
     """Values as numpy (zero where unparseable) and the mask of rows that did not parse.
 

@@ -41,7 +41,7 @@ class _Formats:
         names = batch.schema.names
         self.int_ts = {name: columns.looks_like_integers(batch.column(name))
                        for name in ("ts_event", "ts_recv") if name in names}
-        self.fixed_price = columns.looks_like_integers(batch.column("price"))
+        self.fixed_price = columns.looks_like_fixed_point_prices(batch.column("price"))
 
 
 def read_csv(path: Path, chunk_size: int) -> Iterator[SourceChunk]:
