@@ -571,15 +571,21 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
     source.check("scores against the verdicts would be meaningless")
     found = container.collected_anomalies().anomalies
     table = score_verdicts(found, verdicts)
-    unknown = len(set(verdicts) - {a.id for a in found})
+    # `label` takes any id: an incident's says nothing about one detector (its members are what count).
+    on_incidents = len(set(verdicts) & {i.id for i in container.collected_incidents().incidents})
+    unknown = len(set(verdicts) - {a.id for a in found}) - on_incidents
     if as_json:
-        click.echo(json.dumps({"by_detector": table, "verdicts": len(verdicts), "verdicts_not_found": unknown}))
+        click.echo(json.dumps({"by_detector": table, "verdicts": len(verdicts), "verdicts_not_found": unknown,
+                               "verdicts_on_incidents": on_incidents}))
         return
     click.echo(f"{'detector':<18}{'detections':>11}{'confirmed':>11}{'false pos.':>11}{'unreviewed':>11}{'precision':>11}")
     for name, row in table.items():
         precision = "-" if row["precision"] is None else f"{row['precision']:.3f}"
         click.echo(f"{name:<18}{row['detections']:>11,}{row['confirmed']:>11,}{row['false_positive']:>11,}"
                    f"{row['unreviewed']:>11,}{precision:>11}")
+    if on_incidents:
+        click.echo(f"{on_incidents} verdicts are on incidents, not counted: label an incident's anomalies "
+                   "(`show ID` lists them)")
     if unknown:
         click.echo(f"{unknown} verdicts are on anomalies this run did not find (another file, or other thresholds)")
 

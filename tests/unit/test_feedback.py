@@ -138,6 +138,26 @@ def test_verdicts_round_trip_the_last_one_counts_and_evaluate_scores_them(tmp_pa
         load_verdicts(path)
 
 
+def test_evaluate_verdicts_counts_labelled_anomalies_and_tells_a_labelled_incident_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An incident's id was taken by `label` and counted as an anomaly 'this run did not find'."""
+    monkeypatch.chdir(tmp_path)
+    assert invoke("generate", "m.dbn", "--symbols", "4", "--trades", "120000", "--seed", "3")[0] == 0
+    assert invoke("replay", "m.dbn", "--out", "found.jsonl", "--json")[0] == 0
+    anomaly = json.loads((tmp_path / "found.jsonl").read_text().splitlines()[0])
+    incident = json.loads((tmp_path / "found.incidents.jsonl").read_text().splitlines()[0])
+    assert invoke("label", anomaly["id"], "--confirmed")[0] == 0
+    assert invoke("label", incident["id"], "--false-positive")[0] == 0
+    code, out = invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl", "--json")
+    assert code == 0, out
+    scored = json.loads(out)
+    assert (scored["verdicts"], scored["verdicts_on_incidents"], scored["verdicts_not_found"]) == (2, 1, 0)
+    assert scored["by_detector"][anomaly["detector"]]["confirmed"] == 1
+    assert scored["by_detector"]["all"]["false_positive"] == 0
+    code, out = invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl")
+    assert "1 verdicts are on incidents, not counted: label an incident's anomalies" in out
+
+
 def invoke(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, list(args))
     assert "Traceback" not in result.output
