@@ -58,7 +58,7 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
     from adapters.elasticsearch import ElasticsearchAdapterError, ElasticsearchAnomalyQuery, ElasticsearchSettings
     from adapters.elasticsearch import connect as connect_elasticsearch
     from application.query import QueryAnomalies
-    from entrypoints.render import exchange_time, incidents_table
+    from entrypoints.render import console, exchange_time, incidents_table
 
     from adapters.elasticsearch.mapping import ANOMALIES, INCIDENTS
 
@@ -93,7 +93,7 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
         click.echo(f"no {'incidents' if incidents else 'anomalies'} in {index_prefix}-* match")
         return
     if incidents:
-        Console().print(incidents_table([i.to_dict() for i in found], title))
+        console().print(incidents_table([i.to_dict() for i in found], title))
         return
     table = Table(title=title, title_justify="left")
     for col in ("time (New York), session", "symbol", "detector", "score"):
@@ -101,7 +101,7 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
     table.add_column("reason", overflow="fold", ratio=1)
     for a in found:
         table.add_row(exchange_time(a.to_dict()), a.symbol, a.detector, f"{a.score:.2f}", a.reason)
-    Console().print(table)
+    console().print(table)
 
 
 @main.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -10,7 +11,16 @@ from rich.table import Table
 
 from domain.incidents import GAP_NS
 
-out = Console()
+
+
+def console() -> Console:
+    """Standard output as rich writes it: the terminal's width, or, written to a file or a pipe (where
+    rich would assume 80 columns and fold every reason over several lines), one line per table row."""
+    probe = Console()
+    return probe if probe.is_terminal or "COLUMNS" in os.environ else Console(width=4096)
+
+
+out = console()
 
 
 def ts_text(ns: int) -> str:

@@ -194,6 +194,19 @@ def test_replay_top_zero_shows_no_top_anomalies_but_counts_them(sample_json: dic
     assert code == 0 and "Top anomalies" not in out and "Top incidents" not in out and "by session" in out
 
 
+def test_tables_written_to_a_pipe_keep_each_row_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich assumes 80 columns off a terminal: every reason was folded over several lines (ungreppable)."""
+    from entrypoints.render import console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert console().width > 1_000
+    code, out = run("replay", "--top", "3")
+    assert code == 0
+    top = out[out.index("Top anomalies"):out.index("Top incidents")].splitlines()
+    rows = [line for line in top if line.startswith("│ ")]
+    assert len(rows) == 3 and all(line.rstrip().endswith("│") and "x" in line.split("│")[5] for line in rows)
+
+
 def test_replay_with_metrics_port_zero_says_which_port_it_picked() -> None:
     result = CliRunner().invoke(main, ["replay", "--json", "--metrics-port", "0"])
     assert result.exit_code == 0, result.stderr
