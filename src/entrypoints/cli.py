@@ -108,7 +108,8 @@ class Commands(click.Group):
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="stockanomaly", message="%(prog)s %(version)s")
 @click.option("--log-level", default="WARNING", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="The commands' log level (the worker and indexer take STOCKANOMALY_LOG_LEVEL).")
 def main(log_level: str) -> None:
     """Real-time, explainable stock trade anomaly detection over Databento data."""
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(?!domain|application|adapters|entrypoints)")
@@ -237,7 +238,7 @@ def sample_source(chunk_size: int) -> Any:
 @click.option("--report", type=OutputPath(), help="Write a self-contained HTML report.")
 @click.option("--dead-letters", type=OutputPath(), help="Write rejected records as JSON lines.")
 @click.option("--thresholds", type=click.Path(exists=True, dir_okay=False), help="Calibrated thresholds file.")
-@click.option("--detectors", help="Comma-separated detectors to run (default: all).")
+@click.option("--detectors", help="Comma-separated detectors to run [default: STOCKANOMALY_DETECTORS, else all].")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=0),
               help="How many top anomalies to show (0: none).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
@@ -379,9 +380,9 @@ def suppressions_path(given: str | None) -> str:
               help="Suppressions file (default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json).")
 def suppress(symbol: str | None, detector: str | None, between: str | None, until_day: str | None, note: str,
              path: str | None) -> None:
-    """Stop publishing anomalies that match a known pattern: every part given must match. Replay and
-    a running worker honour the file (the worker re-reads it when it changes); trades are judged as
-    always, so state and ids are unchanged."""
+    """Stop publishing anomalies that match a known pattern: every part given must match. Replay
+    honours the file, and a running worker when STOCKANOMALY_SUPPRESSIONS names it (re-read when it
+    changes); trades are judged as always, so state and ids are unchanged."""
     from adapters.files.suppressions import load_suppressions, save_suppressions
     from domain.suppressions import Suppression
 
@@ -431,11 +432,12 @@ def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None
 
 @main.command()
 @click.argument("out", type=OutputPath())
-@click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 5000))
+@click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 5000), help="How many symbols.")
 @click.option("--trades", default=1_000_000, show_default=True, type=click.IntRange(1002),
               help="Prints in all (at least 1,002: one symbol's 1,000 of history for an injected anomaly and its "
                    "two auction crosses; more symbols need more).")
-@click.option("--seed", default=7, show_default=True, type=click.IntRange(0, 2**32 - 1))
+@click.option("--seed", default=7, show_default=True, type=click.IntRange(0, 2**32 - 1),
+              help="The same seed gives the same market, byte for byte.")
 @click.option("--date", default="2025-03-03", show_default=True, callback=lambda _c, _p, v: trading_day(v),
               help="A full trading day (YYYY-MM-DD), or `last`: the last one before today (UTC).")
 def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
@@ -503,8 +505,9 @@ def label(anomaly_id: str, confirmed: bool, false_positive: bool, note: str, pat
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Labels file (default: beside DATA).")
 @click.option("--verdicts", type=click.Path(dir_okay=False),
               help="Score against analysts' verdicts (stockanomaly label) instead of generated labels.")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--thresholds", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
+@click.option("--thresholds", type=click.Path(exists=True, dir_okay=False),
+              help="Calibrated thresholds file, as for replay.")
 def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as_json: bool,
              thresholds: str | None) -> None:
     """Replay generated DATA and score detections against its labels: precision, recall, F1. With
@@ -593,9 +596,12 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--out", required=True, type=OutputPath(), help="Where to write thresholds.json.")
-@click.option("--quantile", default=0.999, show_default=True, type=FiniteRange(0.5, 1.0, max_open=True))
-@click.option("--multiple", default=8.0, show_default=True, type=FiniteRange(1.0))
-@click.option("--min-trades", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--quantile", default=0.999, show_default=True, type=FiniteRange(0.5, 1.0, max_open=True),
+              help="The size quantile each symbol's threshold is a multiple of.")
+@click.option("--multiple", default=8.0, show_default=True, type=FiniteRange(1.0),
+              help="Threshold = this x the symbol's quantile size.")
+@click.option("--min-trades", default=1000, show_default=True, type=click.IntRange(1),
+              help="Symbols with fewer trades (auction crosses aside) get no threshold (the default rule judges them).")
 def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float, min_trades: int) -> None:
     """Learn per-symbol size thresholds from history, for `replay --thresholds` and the worker."""
     from adapters.files.thresholds import save_thresholds

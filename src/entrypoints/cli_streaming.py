@@ -40,7 +40,7 @@ def settings_or_fail(flags: Mapping[str, str] | None = None, /, **values: object
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--order", default="time", show_default=True, type=click.Choice(["time", "score"]),
               help="Newest first, or highest score first.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of anomalies.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of the anomalies (or incidents).")
 @click.option("--es-url", help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; "
                                 "credentials come from ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD or "
                                 "ELASTICSEARCH_API_KEY.")
@@ -138,8 +138,8 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
            topic: str | None, dlq_topic: str | None, anomalies_topic: str | None, incidents_topic: str | None,
            batch_trades: int, pace: str,
            partitions: int | None, replication_factor: int, compression: str, flush_ms: int, as_json: bool) -> None:
-    """Publish Databento trades (files, globs, directories, or --live) to Kafka, keyed by symbol, as
-    compact per-symbol micro-batches (docs/wire-format.md)."""
+    """Publish Databento trades (files, globs, directories, or --live) to Kafka as compact micro-batches:
+    one STB2 message per partition, holding the runs of its symbols (docs/wire-format.md)."""
     import asyncio
     import signal
 
@@ -267,7 +267,8 @@ def _each_record(config: Settings, topic: str, handle: Callable[[Any], bool], **
 def decode(bootstrap: str | None, topic: str | None, partitions: tuple[int, ...], offset: int | None,
            last: int | None, limit: int, as_json: bool) -> None:
     """Show messages of the trades topic as the trades they carry, one row each: the binary
-    formats ingest writes (STB1, STB2; docs/wire-format.md) that no Kafka tool can show."""
+    formats (STB2, which ingest writes, and the older STB1; docs/wire-format.md) that no Kafka tool
+    can show."""
     from adapters.kafka.codec import decode as decode_message
     from domain.sessions import SessionCalendar
 
@@ -314,7 +315,8 @@ def decode(bootstrap: str | None, topic: str | None, partitions: tuple[int, ...]
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
 @click.option("--topic", help="[default: STOCKANOMALY_ANOMALIES_TOPIC, else anomalies]")
 @click.option("-n", "--last", default=10, show_default=True, type=click.IntRange(1),
-              help="Start with the last N anomalies (of all partitions, in the order the workers committed them).")
+              help="Start with the last N anomalies or incidents (of all partitions, in the order the workers "
+                   "committed them).")
 @click.option("-f", "--follow", is_flag=True, help="Then keep printing new ones (Ctrl-C stops).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record, as the topic holds them.")
 @click.option("--incidents", is_flag=True,
@@ -426,8 +428,8 @@ def webhooks(given: str) -> list[tuple[str, str]]:
 @click.option("--per-symbol-seconds", type=FiniteRange(min=0),
               help="At most one per symbol in this much event time; the rest are counted into the next "
                    "[default: STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS, else 300].")
-@click.option("--group", help="Kafka consumer group: notifiers in one group share the records between them (more "
-                             "of one notifier); a notifier posting to other webhooks needs a group of its own, or "
+@click.option("--group", help="Kafka consumer group: notifiers in one group share the records between them (several "
+                             "instances of one notifier); a notifier posting to other webhooks needs a group of its own, or "
                              "each gets part of the records (a new group starts at the topic's beginning) "
                              "[default: STOCKANOMALY_NOTIFY_GROUP, else <app id>-notifier-<topic>].")
 @click.option("--heartbeat", type=OutputPath(),
