@@ -6,7 +6,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -158,7 +158,11 @@ async def read_ahead(source: TradeSource) -> AsyncIterator[SourceChunk]:
 
 class IngestTrades:
     """Publish every chunk of a source: its dead letters, then its trades, as per-symbol runs of at
-    most `batch_trades` handed to the publisher together when they are due."""
+    most `batch_trades` handed to the publisher together when they are due.
+
+    `summary` counts what the publisher was handed, message by message, as it goes: after an
+    interruption (the call cancelled) it still says what was sent, which the final flush delivered.
+    """
 
     def __init__(self, publisher: TradePublisher, batch_trades: int = 2_000, pace: float | None = None,
                  clock: Clock | None = None) -> None:
@@ -168,31 +172,36 @@ class IngestTrades:
         self.batch_trades = batch_trades
         self.clock = clock or SystemClock()
         self.pacer = Pacer(pace, self.clock)
+        self.summary = IngestSummary()
 
     async def __call__(self, source: TradeSource | AsyncIterable[SourceChunk],
                        on_progress: Callable[[IngestSummary], None] | None = None) -> IngestSummary:
         chunks = aiter(source) if isinstance(source, AsyncIterable) else read_ahead(source)
-        summary = IngestSummary()
+        summary = self.summary = IngestSummary()
+        sent, before = self.publisher.sent, replace(self.publisher.sent)
         started = self.clock.now()
+
+        def count() -> None:
+            summary.trades, summary.messages = sent.trades - before.trades, sent.messages - before.messages
+            summary.bytes, summary.dead_letters = sent.bytes - before.bytes, sent.dead_letters - before.dead_letters
+            summary.seconds = self.clock.now() - started
+
         try:
             async for chunk in chunks:
                 if chunk.dead_letters:
                     await self.publisher.publish_dead_letters(chunk.dead_letters)
-                    summary.dead_letters += len(chunk.dead_letters)
                 async for due in self.pacer.release(chunk.trades):
-                    runs = list(symbol_batches(due, self.batch_trades))
-                    messages, size = await self.publisher.publish(runs)
-                    summary.messages += messages
-                    summary.bytes += size
-                    summary.trades += sum(len(batch) for _, batch in runs)
-                    summary.seconds = self.clock.now() - started
+                    await self.publisher.publish(list(symbol_batches(due, self.batch_trades)))
+                    count()
                     if on_progress is not None:
                         on_progress(summary)
         finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:  # release the source (a reader thread, a live session) now
-                await aclose()
-            # Also on interruption: what was handed to the publisher gets delivered.
-            await self.publisher.flush()
-            summary.seconds = self.clock.now() - started
+            try:
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:  # release the source (a reader thread, a live session) now
+                    await aclose()
+            finally:
+                # Also on interruption: what was handed to the publisher gets delivered.
+                await self.publisher.flush()
+                count()
         return summary

@@ -135,17 +135,29 @@ class RecordLookup(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class Sent:
+    """What a publisher has handed to its client so far, counted message by message: everything in
+    it is delivered by the next successful flush, also what a publish cut short had handed over."""
+
+    trades: int = 0
+    messages: int = 0
+    bytes: int = 0
+    dead_letters: int = 0
+
+
 class TradePublisher(Protocol):
     """Publishes trades to the trade log (Kafka): runs of one symbol's event-time-ordered trades
     that are due together.
 
     `publish` may return before the runs are acknowledged; `flush` returns once everything
-    published so far is acknowledged, and raises if any of it was not.
+    published so far is acknowledged, and raises if any of it was not. `sent` counts as it goes.
     """
 
-    async def publish(self, runs: Sequence[tuple[str, np.ndarray]]) -> tuple[int, int]:
-        """Queue `runs` ((symbol, trades), each run in event-time order); returns the messages and
-        bytes they took."""
+    sent: Sent
+
+    async def publish(self, runs: Sequence[tuple[str, np.ndarray]]) -> None:
+        """Queue `runs` ((symbol, trades), each run in event-time order), counting them in `sent`."""
         ...
 
     async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None: ...

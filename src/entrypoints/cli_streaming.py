@@ -141,6 +141,7 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
     """Publish Databento trades (files, globs, directories, or --live) to Kafka as compact micro-batches:
     one STB2 message per partition, holding the runs of its symbols (docs/wire-format.md)."""
     import asyncio
+    import contextlib
     import signal
 
     from aiokafka.errors import KafkaError
@@ -176,9 +177,9 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
                                         compression=compression, anomalies_topic=config.anomalies_topic,
                                         incidents_topic=config.incidents_topic,
                                         message_trades=batch_trades)
+        ingest_trades = IngestTrades(publisher, batch_trades=batch_trades, pace=speed)
     except DomainError as exc:
         fail(str(exc))
-    latest = IngestSummary()
 
     stopped_by: list[int] = []  # the signal that ended the run, if one did
 
@@ -196,18 +197,16 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         except (RuntimeError, ValueError):
             pass  # not the main thread (ingest called from a test or a tool): signals are its host's
         async with publisher:
-            return await IngestTrades(publisher, batch_trades=batch_trades, pace=speed)(source, on_progress)
+            return await ingest_trades(source, on_progress)
 
     interrupted = False
     with progress_bar("ingesting", None, enabled=not as_json and err.is_terminal) as bar:
         def on_progress(summary: IngestSummary) -> None:
-            nonlocal latest
-            latest = summary
             bar.update(bar.task_ids[0], completed=summary.trades,
                        rate=f"{summary.trades_per_second:,.0f} trades/s")
 
         try:
-            latest = asyncio.run(run(on_progress))
+            asyncio.run(run(on_progress))
         except DomainError as exc:
             fail(str(exc))
         except KafkaError as exc:
@@ -218,6 +217,11 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
             if not stopped_by:
                 raise
             interrupted = True
+    latest = ingest_trades.summary  # also when interrupted: what was sent, and delivered by the final flush
+    with contextlib.suppress(ValueError):  # not the main thread: signals are its host's
+        # Everything is delivered: a SIGTERM now would only cut the summary off (the loop that
+        # handled it is closed, and the default action is to die).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     result = latest.to_dict() | {"topic": config.trades_topic, "dlq_topic": config.dlq_topic, "interrupted": interrupted}
     log.info("ingest_finished", **result)
     if as_json:

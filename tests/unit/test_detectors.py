@@ -202,8 +202,9 @@ def test_an_overnight_gap_is_not_a_price_change_nor_a_vwap_deviation_but_a_jump_
     for detector in (PriceChangeDetector(), VwapDeviationDetector()):
         found = run_detector(detector, both)[1]
         assert not [a for a in found if a.ts_event >= gapped["ts_event"][0]], detector.name
-    # The same jump within the day (a minute without prints): found.
-    gapped["ts_event"] -= night - 60 * S + int(day["ts_event"][-1] - day["ts_event"][0])
+    # The same jump within the day (a minute after the day's last print): found.
+    gapped["ts_event"] -= night - 60 * S - int(day["ts_event"][-1] - day["ts_event"][0])
+    assert gapped["ts_event"][0] - day["ts_event"][-1] == 60 * S
     gapped["ts_recv"] = gapped["ts_event"]
     for detector in (PriceChangeDetector(), VwapDeviationDetector()):
         found = run_detector(detector, np.concatenate([day, gapped]))[1]

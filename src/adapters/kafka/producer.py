@@ -16,6 +16,7 @@ from adapters.kafka.dead_letters import dead_letter_record
 from adapters.kafka.topics import ensure_topics
 from domain.errors import ConfigError
 from domain.model import DeadLetter
+from domain.ports import Sent
 
 log = structlog.get_logger()
 
@@ -69,6 +70,7 @@ class KafkaTradePublisher:
         self.linger_ms, self.window, self.client_id = linger_ms, window, client_id
         self._producer: AIOKafkaProducer | None = None
         self._pending: deque[Any] = deque()
+        self.sent = Sent()
 
     async def __aenter__(self) -> KafkaTradePublisher:
         await self.start()
@@ -106,7 +108,7 @@ class KafkaTradePublisher:
         await ensure_topics(self.bootstrap, self.topics, self.partitions, self.replication_factor,
                             client_id=self.client_id)
 
-    async def publish(self, runs: Sequence[tuple[str, np.ndarray]]) -> tuple[int, int]:
+    async def publish(self, runs: Sequence[tuple[str, np.ndarray]]) -> None:
         """The runs of each partition packed into messages of up to `message_trades` trades
         (docs/wire-format.md, `STB2`), sent to that partition: one message per partition and tick
         at market scale instead of one per symbol. A run never spans messages unless it is longer."""
@@ -114,18 +116,16 @@ class KafkaTradePublisher:
         for symbol, trades in runs:
             if len(trades):  # a message of no trades would be an `empty_batch` dead letter
                 by_partition.setdefault(partition_of(symbol, self.partitions), []).append((symbol, trades))
-        messages = size = 0
         for partition, mine in by_partition.items():
             for packed in pack(mine, self.message_trades):
                 value = encode_multi(packed)
-                await self._send(self.topic, key=None, value=value, partition=partition)
-                messages, size = messages + 1, size + len(value)
-        return messages, size
+                await self._send(self.topic, key=None, value=value, partition=partition,
+                                 trades=sum(len(trades) for _, trades in packed))
 
     async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         for letter in dead_letters:
             key, value, headers = dead_letter_record(letter)
-            await self._send(self.dlq_topic, key=key, value=value, headers=headers)
+            await self._send(self.dlq_topic, key=key, value=value, headers=headers, dead_letters=1)
 
     async def flush(self) -> None:
         producer = self._require_started()
@@ -133,10 +133,15 @@ class KafkaTradePublisher:
         while self._pending:
             await self._pending.popleft()
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes,
-                    headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
+    async def _send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None,
+                    partition: int | None = None, trades: int = 0, dead_letters: int = 0) -> None:
         producer = self._require_started()
         self._pending.append(await producer.send(topic, value=value, key=key, headers=headers, partition=partition))
+        # In the producer's buffer now, so delivered by the next flush even if this call is cancelled.
+        sent = self.sent
+        if trades:
+            sent.trades, sent.messages, sent.bytes = sent.trades + trades, sent.messages + 1, sent.bytes + len(value)
+        sent.dead_letters += dead_letters
         while len(self._pending) > self.window:
             await self._pending.popleft()
 

@@ -46,7 +46,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
     k = 0
     for i in range(len(ts)):
         s = slot[i]
-        b = ts[i] // bar_ns
+        b = max(ts[i] // bar_ns, bar[s])  # an older print (refused upstream) counts in the current bar
         if b != bar[s]:
             if bar[s] >= 0:
                 weight[s], scale = grow_weight(weight[s], growth[min(b - bar[s], max_gap_bars)])

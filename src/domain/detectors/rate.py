@@ -148,7 +148,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
     k = 0
     for i in range(len(ts)):
         s = slot[i]
-        b = ts[i] // bar_ns
+        b = max(ts[i] // bar_ns, bar[s])  # an older print (refused upstream) counts in the current bar
         if b != bar[s]:
             # The cap follows the size distribution, which moves slowly: re-read every 8 bars at most.
             if not count_trades and log_size[s, 0] > 0 and (b // 8 != bar[s] // 8 or cap[s] != cap[s]):
