@@ -62,7 +62,7 @@ def symbol_batches(trades: np.ndarray, max_trades: int,
     symbols that share it (Kafka orders per partition): the Isolation Forest's pooled samples
     allow a minute (`IsolationForestDetector.lateness_ns`), and within that a streamed run samples
     exactly like an embedded one. Inside a span, symbols come in order of first appearance. A chunk
-    of one symbol needs no span bound (nothing else to interleave with) and keeps full messages.
+    of one symbol needs no span bound (nothing else to interleave with): its runs are full but the last.
     """
     if len(trades) == 0:
         return

@@ -15,15 +15,15 @@ from typing import Any, NoReturn
 
 import click
 import structlog
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from domain.errors import DomainError
 from entrypoints import nearest_existing
 from entrypoints.logging_setup import configure_logging, quiet_kafka_client
+from entrypoints.render import console
 
 log = structlog.get_logger()
-err = Console(stderr=True)
+err = console(stderr=True)
 
 SAMPLE = {"symbols": 8, "trades": 400_000, "seed": 7}
 

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from domain.errors import DomainError
 from entrypoints.cli import FiniteRange, OutputPath, err, fail, file_source, log, main, progress_bar
-from entrypoints.settings import Settings, check_http_url, load_settings
+from entrypoints.settings import Settings, check_http_url, check_topic, load_settings
 
 
 # Each setting a command takes as an option, and that option (what a bad value's error names).
@@ -260,38 +260,47 @@ def _each_record(config: Settings, topic: str, handle: Callable[[Any], bool], **
         pass
 
 
+def topic_to_read(given: str | None, configured: str) -> str:
+    """The topic a read-only command reads: --topic when given (any topic, checked as Kafka would
+    check its name), else the configured one."""
+    if given is None:
+        return configured
+    try:
+        return check_topic(given)
+    except ValueError as exc:
+        fail(f"--topic: {exc}, got {given!r}")
+
+
 @main.command()
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
 @click.option("--topic", help="[default: STOCKANOMALY_TRADES_TOPIC, else trades]")
+@click.option("--dead-letters", is_flag=True,
+              help="The dead-letter topic instead (STOCKANOMALY_DLQ_TOPIC, else trades.dlq; --topic overrides): "
+                   "each record's reason, detail and origin, and the trade or the raw input it holds.")
 @click.option("--partition", "partitions", type=click.IntRange(0), multiple=True, help="Only this partition (repeatable).")
 @click.option("--offset", type=click.IntRange(0), help="From this offset of each partition [default: the beginning].")
 @click.option("--last", type=click.IntRange(1), help="Only the last N messages of each partition.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1), help="Stop after this many messages.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per trade (and per undecodable message).")
-def decode(bootstrap: str | None, topic: str | None, partitions: tuple[int, ...], offset: int | None,
-           last: int | None, limit: int, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per trade (and per undecodable message, and per dead letter).")
+def decode(bootstrap: str | None, topic: str | None, dead_letters: bool, partitions: tuple[int, ...],
+           offset: int | None, last: int | None, limit: int, as_json: bool) -> None:
     """Show messages of the trades topic as the trades they carry, one row each: the binary
     formats (STB2, which ingest writes, and the older STB1; docs/wire-format.md) that no Kafka tool
-    can show."""
+    can show. A dead letter (a record with a `reason` header) is shown with its reason first."""
     from adapters.kafka.codec import decode as decode_message
+    from adapters.kafka.dead_letters import read_dead_letter, truncated_length
     from domain.sessions import SessionCalendar
 
-    config = settings_or_fail({"trades_topic": "--topic"}, kafka_bootstrap_servers=bootstrap, trades_topic=topic)
+    config = settings_or_fail(kafka_bootstrap_servers=bootstrap)
+    name = topic_to_read(topic, config.dlq_topic if dead_letters else config.trades_topic)
     if offset is not None and last is not None:
         fail("give --offset or --last, not both")
     calendar = SessionCalendar()
     seen = 0
 
-    def show(record: Any) -> bool:
-        nonlocal seen
+    def trade_rows(record: Any, trades: Any) -> None:
         where = f"{record.partition}@{record.offset}"
-        trades, letters = decode_message(record.key, record.value, f"{record.topic}[{where}]")
-        for letter in letters:
-            if as_json:
-                click.echo(json.dumps({"partition": record.partition, "offset": record.offset,
-                                       "undecodable": letter.reason, "detail": letter.detail}))
-            else:
-                click.echo(f"{where:>12}  undecodable ({letter.reason}): {letter.detail}")
         for t in trades:
             ts = int(t["ts_event"])
             price = float(t["price"])  # a bad print can be NaN or infinite: null in JSON (which has neither)
@@ -305,14 +314,50 @@ def decode(bootstrap: str | None, topic: str | None, partitions: tuple[int, ...]
                 local = row["ts_local"]
                 click.echo(f"{where:>12}  {local[:10]} {local[11:29]}  {row['symbol']:<8} {price:>12,.4f} "
                            f"{row['size']:>10,} {row['side']}  seq {row['sequence']}")
+
+    def show_dead_letter(record: Any, letter: Any) -> None:
+        where = f"{record.partition}@{record.offset}"
+        # The engine's refusals hold the trade re-encoded as a message; a source's, the input as read.
+        trades, problems = decode_message(letter.key, letter.raw, where)
+        held = trades if len(trades) and not problems else None
+        cut = truncated_length(record.headers)
+        if as_json:
+            click.echo(json.dumps({"partition": record.partition, "offset": record.offset,
+                                   "dead_letter": letter.reason, "detail": letter.detail, "origin": letter.origin,
+                                   "raw": None if held is not None else letter.raw.decode("utf-8", errors="replace"),
+                                   "raw_bytes": len(letter.raw), "truncated_from": cut,
+                                   "trades": None if held is None else len(held)}))
+        else:
+            click.echo(f"{where:>12}  dead letter {letter.reason} from {letter.origin or '?'}: {letter.detail}")
+            if held is None:
+                text = letter.raw.decode("utf-8", errors="replace")
+                shown = text if len(text) <= 200 else f"{text[:200]}..."
+                click.echo(f"{'':>12}  raw ({len(letter.raw):,} bytes{f' of {cut:,}' if cut else ''}): {shown!r}")
+        if held is not None:
+            trade_rows(record, held)
+
+    def show(record: Any) -> bool:
+        nonlocal seen
         seen += 1
+        letter = read_dead_letter(record.key, record.value, record.headers)
+        if letter is not None:
+            show_dead_letter(record, letter)
+            return seen < limit
+        where = f"{record.partition}@{record.offset}"
+        trades, letters = decode_message(record.key, record.value, f"{record.topic}[{where}]")
+        for bad in letters:
+            if as_json:
+                click.echo(json.dumps({"partition": record.partition, "offset": record.offset,
+                                       "undecodable": bad.reason, "detail": bad.detail}))
+            else:
+                click.echo(f"{where:>12}  undecodable ({bad.reason}): {bad.detail}")
+        trade_rows(record, trades)
         return seen < limit
 
-    _each_record(config, config.trades_topic, show, last=last, offset=offset, partitions=list(partitions) or None,
+    _each_record(config, name, show, last=last, offset=offset, partitions=list(partitions) or None,
                  isolation_level="read_uncommitted")
     if not seen:
-        click.echo(f"no messages on {config.trades_topic}" + (f" from offset {offset}" if offset is not None else ""),
-                   err=True)
+        click.echo(f"no messages on {name}" + (f" from offset {offset}" if offset is not None else ""), err=True)
 
 
 @main.command()
@@ -331,9 +376,8 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
     from domain.model import Anomaly
     from entrypoints.render import exchange_time, incident_start
 
-    config = settings_or_fail({"incidents_topic": "--topic", "anomalies_topic": "--topic"},
-                              kafka_bootstrap_servers=bootstrap,
-                              **{"incidents_topic" if incidents else "anomalies_topic": topic})
+    config = settings_or_fail(kafka_bootstrap_servers=bootstrap)
+    name = topic_to_read(topic, config.incidents_topic if incidents else config.anomalies_topic)
     what = "incident" if incidents else "anomaly"
     shown = 0
 
@@ -355,7 +399,6 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
                        f"{item.score:>6.2f}  {item.reason}")
         return True
 
-    name = config.incidents_topic if incidents else config.anomalies_topic
     _each_record(config, name, show, last=last, follow=follow, overall=True)
     if not shown and not follow:
         err.print(f"no {'incidents' if incidents else 'anomalies'} on {name} yet", highlight=False)

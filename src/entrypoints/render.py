@@ -13,11 +13,12 @@ from domain.incidents import GAP_NS
 
 
 
-def console() -> Console:
-    """Standard output as rich writes it: the terminal's width, or, written to a file or a pipe (where
-    rich would assume 80 columns and fold every reason over several lines), one line per table row."""
-    probe = Console()
-    return probe if probe.is_terminal or "COLUMNS" in os.environ else Console(width=4096)
+def console(stderr: bool = False) -> Console:
+    """Standard output (or error) as rich writes it: the terminal's width, or, written to a file or a
+    pipe (where rich would assume 80 columns and fold every reason and message over several lines),
+    one line per table row and per message."""
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal or "COLUMNS" in os.environ else Console(stderr=stderr, width=4096)
 
 
 out = console()

@@ -10,11 +10,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner
 
+from adapters.kafka.codec import encode_batch
 from adapters.kafka.producer import KafkaTradePublisher
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
 from application.ingest import IngestTrades
-from domain.model import Anomaly, anomaly_id
+from domain.model import Anomaly, DeadLetter, anomaly_id
 from entrypoints.cli import main
 
 pytestmark = pytest.mark.integration
@@ -160,3 +161,40 @@ async def test_tail_incidents_shows_the_incidents_topic(kafka_bootstrap, new_top
     code, out, _ = await asyncio.to_thread(invoke, "tail", "--incidents", "--json", "--bootstrap", kafka_bootstrap,
                                            "--topic", topic)
     assert code == 0 and json.loads(out)["members"] == [m.id for m in members]
+
+
+@pytest.mark.asyncio
+async def test_decode_shows_dead_letters_with_their_reason_and_what_they_hold(kafka_bootstrap, new_topic) -> None:
+    """`decode --topic trades.dlq` was refused (the topic is also the dead-letter setting) and showed
+    a CSV row as an undecodable message, without the reason it was refused for."""
+    names = [await new_topic(name, partitions=1) for name in ("trades", "dlq")]
+    trade = generate_market(symbols=1, trades=2_000, seed=4).trades[:1]
+    key, value = encode_batch(str(trade["symbol"][0]), trade)
+    letters = [DeadLetter("bad_row", "unparseable price 'x'", "day.csv:7", b"1746451800,NVDA,x,100"),
+               DeadLetter("bad_price", "price is nan", f"{names[0]}[0]@5", value, key)]
+    async with KafkaTradePublisher(kafka_bootstrap, names[0], names[1], partitions=1, anomalies_topic=f"{names[0]}.a",
+                                   incidents_topic=f"{names[0]}.i") as publisher:
+        await publisher.publish_dead_letters(letters)
+    env = {"STOCKANOMALY_DLQ_TOPIC": names[1]}
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(main, [*args, "--bootstrap", kafka_bootstrap], env=env)
+        return result.exit_code, result.stdout, result.stderr
+
+    code, out, err = await asyncio.to_thread(run, "decode", "--dead-letters")
+    lines = out.splitlines()
+    assert code == 0, err
+    assert lines[0] == "         0@0  dead letter bad_row from day.csv:7: unparseable price 'x'"
+    assert lines[1].strip() == "raw (21 bytes): '1746451800,NVDA,x,100'"
+    assert lines[2] == f"         0@1  dead letter bad_price from {names[0]}[0]@5: price is nan"
+    assert lines[3].startswith("         0@1  ") and f" seq {int(trade['sequence'][0])}" in lines[3] and len(lines) == 4
+    # The same topic named with --topic, and a partition given twice read once.
+    code, out, err = await asyncio.to_thread(run, "decode", "--topic", names[1], "--json", "--partition", "0",
+                                             "--partition", "0")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0, err
+    assert [(r.get("dead_letter"), r.get("origin"), r.get("raw"), r.get("trades")) for r in rows[:2]] == [
+        ("bad_row", "day.csv:7", "1746451800,NVDA,x,100", None), ("bad_price", f"{names[0]}[0]@5", None, 1)]
+    assert rows[2]["sequence"] == int(trade["sequence"][0]) and len(rows) == 3
+    code, out, err = await asyncio.to_thread(run, "tail", "--topic", names[1])
+    assert code == 0 and "0@0: not an anomaly" in err and out == ""

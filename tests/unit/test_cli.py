@@ -236,6 +236,15 @@ def test_replay_says_which_of_the_symbols_asked_for_never_traded() -> None:
     result = CliRunner().invoke(main, ["replay", "--json", "--symbols", "NOPE,vndr"])
     assert result.exit_code == 0
     assert result.stderr.strip().splitlines()[-1] == "--symbols: no trade of NOPE, VNDR was read"
+
+
+def test_messages_on_stderr_stay_on_one_line_when_it_is_not_a_terminal() -> None:
+    """rich assumed 80 columns off a terminal and folded a message over several lines (a log
+    collector then sees fragments)."""
+    names = [f"NOSUCH{i:03d}" for i in range(40)]
+    result = CliRunner().invoke(main, ["replay", "--json", "--symbols", ",".join(names)])
+    assert result.exit_code == 0
+    assert result.stderr.strip().splitlines()[-1] == f"--symbols: no trade of {', '.join(names)} was read"
     assert json.loads(result.stdout)["anomalies"] == 0
 
 

@@ -9,6 +9,8 @@ original length when the value had to be cut to fit a Kafka record.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from domain.model import DeadLetter
 
 DETAIL_HEADER_BYTES = 4096
@@ -28,3 +30,19 @@ def dead_letter_record(letter: DeadLetter) -> Record:
         headers.append(("truncated", str(len(value)).encode()))
         value = value[:MAX_DEAD_LETTER_VALUE]
     return letter.key, value, headers
+
+
+def read_dead_letter(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None) -> DeadLetter | None:
+    """The dead letter a record of the dead-letter topic holds (None: a record without a `reason`
+    header, so not one `dead_letter_record` wrote). `truncated_length` tells whether its value was cut."""
+    found = {name: data for name, data in headers or ()}
+    if "reason" not in found:
+        return None
+    text = {name: data.decode("utf-8", errors="replace") for name, data in found.items()}
+    return DeadLetter(text["reason"], text.get("detail", ""), text.get("origin", ""), value or b"", key)
+
+
+def truncated_length(headers: Sequence[tuple[str, bytes]] | None) -> int | None:
+    """The original length of a dead letter's value cut to fit a record, None when it was not cut."""
+    found = dict(headers or ())
+    return int(found["truncated"]) if found.get("truncated", b"").isdigit() else None

@@ -32,7 +32,7 @@ async def read_records(bootstrap: str, topic: str, *, last: int | None = None, o
         known = await _partitions(bootstrap, topic)
         if not known:
             raise SourceError(f"no topic {topic!r} at {bootstrap}")
-        chosen = sorted(known) if partitions is None else partitions
+        chosen = sorted(known if partitions is None else set(partitions))  # a partition given twice is read once
         missing = sorted(set(chosen) - known)
         if missing:
             raise SourceError(f"{topic} has partitions {sorted(known)}, not {missing}")
