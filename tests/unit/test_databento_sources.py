@@ -540,3 +540,20 @@ def test_reading_csv_files_does_not_import_the_databento_client(tmp_path: Path) 
              "print(n, 'databento' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["50", "False"]
+
+
+def test_a_file_named_twice_is_read_once_and_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A glob and a path (or two spellings of one path) naming the same file: its trades once, and a
+    warning rather than silence."""
+    from structlog.testing import capture_logs
+
+    from adapters.databento.paths import expand_paths
+
+    (tmp_path / "d").mkdir()
+    first = write_csv(tmp_path / "d" / "a.csv", csv_lines(calm_flow(10)))
+    monkeypatch.chdir(tmp_path)
+    with capture_logs() as logs:
+        files = expand_paths(["d/*.csv", "d/../d/a.csv", str(first)])
+    assert files == [Path("d/a.csv")]
+    assert [(e["event"], e["file"]) for e in logs] == [("input_named_twice", "d/../d/a.csv"),
+                                                       ("input_named_twice", str(first))]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import structlog
 from click.testing import CliRunner
+import databento
 from databento.common.error import BentoError
 from databento_dbn import Action, ErrorMsg, Side, SType, SymbolMappingMsg, TradeMsg
 
@@ -357,6 +358,28 @@ async def test_a_failing_publisher_ends_the_live_session_at_once() -> None:
     with pytest.raises(ConnectionError):
         await IngestTrades(publisher)(live_source(Connections(client), flush_seconds=0.01))
     assert client.terminated and publisher.flushes == 1
+
+
+@pytest.mark.asyncio
+async def test_live_gives_up_at_once_when_the_datasets_gateway_has_no_address() -> None:
+    """A misspelt --dataset retried for ever (its gateway's host name does not exist); a name that
+    does not resolve for now (EAI_AGAIN), or once a session has worked, is still retried."""
+    nxdomain = BentoError("Connection to xnas-ithc.lsg.databento.com:13000 failed: [Errno -2] Name or service not known")
+    sleeps: list[float] = []
+    source = DatabentoLiveSource(Connections(nxdomain), "XNAS.ITHC", "trades", ["NVDA"], sleep=sleeps.append)
+    chunks, gave_up = await collect(source)
+    assert chunks == [] and sleeps == []
+    assert str(gave_up) == (
+        "databento live: the gateway of dataset 'XNAS.ITHC' has no address (BentoError: Connection to "
+        "xnas-ithc.lsg.databento.com:13000 failed: [Errno -2] Name or service not known); check --dataset "
+        f"(XNAS.ITHC is none of the {len(list(databento.Dataset))} datasets databento knows) and this machine's DNS")
+    outage = BentoError("Connection to xnas-itch.lsg.databento.com:13000 failed: [Errno -3] Temporary failure "
+                        "in name resolution")
+    chunks, gave_up = await collect(live_source(Connections(outage, outage), sleeps, max_retries=2))
+    assert "gave up after 2 reconnect attempts" in str(gave_up) and len(sleeps) == 2
+    worked = FakeLive([mapping(1, "NVDA"), trade(1)])
+    chunks, gave_up = await collect(live_source(Connections(worked, nxdomain), max_retries=1))
+    assert len(chunks) == 1 and "gave up after 1 reconnect attempts" in str(gave_up)
 
 
 @pytest.mark.asyncio

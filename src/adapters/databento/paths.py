@@ -6,12 +6,15 @@ import glob
 from collections.abc import Sequence
 from pathlib import Path
 
+import structlog
+
 from domain.errors import SourceError
 
 DBN_SUFFIXES = (".dbn", ".dbn.zst")
 CSV_SUFFIXES = (".csv", ".csv.zst")
 SUPPORTED_SUFFIXES = DBN_SUFFIXES + CSV_SUFFIXES
 _GLOB_CHARS = frozenset("*?[")
+log = structlog.get_logger()
 
 
 def file_kind(path: Path) -> str:
@@ -36,11 +39,14 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
         paths = [paths]
     if not paths:
         raise SourceError("no input paths given")
-    found: list[Path] = []
+    found: dict[Path, Path] = {}  # the file itself -> as first named
     for raw in paths:
-        found.extend(_expand_one(str(raw)))
-    # The same file named twice (a glob and an explicit path) would replay its trades twice.
-    return list(dict.fromkeys(found))
+        for file in _expand_one(str(raw)):
+            # The same file named twice (a glob and an explicit path) would replay its trades twice.
+            first = found.setdefault(file.resolve(), file)
+            if first is not file:
+                log.warning("input_named_twice", file=str(file), read_once_as=str(first))
+    return list(found.values())
 
 
 def _expand_one(raw: str) -> list[Path]:

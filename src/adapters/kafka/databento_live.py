@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -65,6 +66,20 @@ class DatabentoLiveConnector:
 
     def __repr__(self) -> str:
         return "DatabentoLiveConnector(key=****)"
+
+
+def _no_such_host(exc: BaseException) -> bool:
+    """A connection that failed because its host name does not exist (EAI_NONAME). databento wraps
+    the socket error in a BentoError, keeping only its text."""
+    return isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME or (
+        f"[Errno {socket.EAI_NONAME}]" in str(exc))
+
+
+def _unknown_dataset(dataset: str) -> str:
+    import databento
+
+    known = {d.value for d in databento.Dataset}
+    return "" if dataset in known else f" ({dataset} is none of the {len(known)} datasets databento knows)"
 
 
 class Backoff:
@@ -194,6 +209,13 @@ class DatabentoLiveSource:
                 raise SourceError(f"databento live: {self.redact(str(exc))}") from None
             except (BentoError, OSError) as exc:
                 reason = self.redact(f"{type(exc).__name__}: {exc}")
+                if not self.sessions and _no_such_host(exc):
+                    # Never connected, and the gateway's name does not exist (a DNS outage says "try
+                    # again" instead): a misspelt dataset, or a machine that resolves no names. No
+                    # retry would change either.
+                    raise SourceError(f"databento live: the gateway of dataset {self.dataset!r} has no address "
+                                      f"({reason}); check --dataset{_unknown_dataset(self.dataset)} and this "
+                                      "machine's DNS") from None
             finally:
                 _terminate(client)
             if received:  # the session worked: the next failure starts the backoff over
