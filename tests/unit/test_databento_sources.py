@@ -134,6 +134,24 @@ def test_instrument_without_mapping_becomes_a_dead_letter_with_its_record_index(
     assert "instrument_id 999" in letters[0].detail
 
 
+def test_a_symbol_longer_than_a_trade_holds_is_a_dead_letter_not_cut(tmp_path: Path) -> None:
+    """Cut to 24 characters, two instruments' names would become one symbol (as CSV already refuses)."""
+    trades = flow(6)
+    trades["instrument_id"][2:4], trades["instrument_id"][4:] = 21, 22
+    long_a, long_b = "ESM5-ESU5-ESZ5-ESH6 BUTTERFLY", "ESM5-ESU5-ESZ5-ESH6 CONDOR"
+    mappings = {"NVDA": [(dt.date(2025, 3, 4), dt.date(2025, 3, 5), 11667)],
+                long_a: [(dt.date(2025, 3, 4), dt.date(2025, 3, 5), 21)],
+                long_b: [(dt.date(2025, 3, 4), dt.date(2025, 3, 5), 22)]}
+    path = write_dbn(tmp_path / "long.dbn", trades, mappings=mappings)
+
+    got, letters = read(path)
+
+    assert got["symbol"].tolist() == ["NVDA"] * 2
+    assert [(d.reason, d.origin) for d in letters] == [("bad_row", f"{path}:{i}") for i in range(2, 6)]
+    assert letters[0].detail == f"symbol longer than 24 characters: {long_a!r} (instrument_id 21)"
+    assert letters[3].detail == f"symbol longer than 24 characters: {long_b!r} (instrument_id 22)"
+
+
 def test_symbol_follows_the_mapping_in_force_on_each_utc_date(tmp_path: Path) -> None:
     day1 = flow(3, start=T0)
     day2 = flow(3, start=T0 + DAY, seed=2)

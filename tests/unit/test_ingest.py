@@ -326,12 +326,15 @@ async def test_live_session_records_become_trades_named_by_their_symbol_mappings
 
 @pytest.mark.asyncio
 async def test_live_trades_are_cut_every_n_trades_and_unmapped_instruments_are_dead_letters() -> None:
-    records = [mapping(1, "NVDA"), trade(1), trade(2), trade(3, instrument_id=99), trade(4), trade(5)]
+    spread = "ESM5-ESU5-ESZ5-ESH6 BUTTERFLY"  # longer than a trade's symbol holds: a dead letter, not cut
+    records = [mapping(1, "NVDA"), mapping(7, spread), trade(1), trade(2), trade(3, instrument_id=99), trade(4),
+               trade(6, instrument_id=7), trade(5)]
     chunks, _ = await collect(live_source(Connections(FakeLive(records)), flush_trades=2))
     assert [c.trades["sequence"].tolist() for c in chunks] == [[1, 2], [4, 5]]
     letters = [d for c in chunks for d in c.dead_letters]
-    assert [d.reason for d in letters] == ["unknown_instrument"]
+    assert [d.reason for d in letters] == ["unknown_instrument", "bad_row"]
     assert "99" in letters[0].detail and len(letters[0].raw) == 48
+    assert letters[1].detail == f"symbol longer than 24 characters: {spread!r} (instrument_id 7)"
     row = chunks[0].trades[0]
     assert (float(row["price"]), int(row["size"]), row["side"], int(row["flags"]), int(row["ts_recv"])) == (
         100.250000001, 10, b"B", 130, T0 + S + 5)

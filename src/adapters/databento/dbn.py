@@ -12,7 +12,7 @@ from databento_dbn import RType, Schema
 from adapters.databento import dead_letters as dl
 from adapters.databento.dbn_records import READ_ERRORS, noting_damage, read_records
 from adapters.databento.paths import is_zstd
-from adapters.databento.symbology import SymbolTable
+from adapters.databento.symbology import SYMBOL_WIDTH, SymbolTable
 from adapters.databento.zstd_check import zstd_damage
 from domain.errors import SourceError
 from domain.model import TRADE_DTYPE, DeadLetter
@@ -101,7 +101,12 @@ def to_trades(records: np.ndarray, offset: int, rtype: int, symbols: SymbolTable
     for i in np.flatnonzero(~known):
         row = int(rows[i])
         instrument = int(records["instrument_id"][row])
-        letters.append(dl.unknown_instrument(path, offset + row, instrument, int(dates[i])))
+        name = symbols.long_symbol(instrument, int(dates[i]))
+        if name is None:
+            letters.append(dl.unknown_instrument(path, offset + row, instrument, int(dates[i])))
+        else:  # cut to the width, two names could become one symbol
+            letters.append(dl.bad_row(path, offset + row, f"symbol longer than {SYMBOL_WIDTH} characters: "
+                                                          f"{name!r} (instrument_id {instrument})"))
     keep = rows[known]
     # Gather field by field: a structured-array fancy index would copy every record's full width.
     whole = len(keep) == len(records)

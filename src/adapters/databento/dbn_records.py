@@ -15,7 +15,7 @@ from databento_dbn import DBNError, MBP1Msg, MBP10Msg, SymbolMappingMsg, TradeMs
 from zstandard import ZstdError
 
 from adapters.databento import dead_letters as dl
-from adapters.databento.symbology import SymbolTable
+from adapters.databento.symbology import SYMBOL_WIDTH, SymbolTable
 from domain.model import TRADE_DTYPE, DeadLetter
 from domain.ports import SourceChunk
 
@@ -93,6 +93,10 @@ class _RecordReader:
                     letters.append(dl.unknown_instrument(self.path, index, record.instrument_id,
                                                          record.ts_recv))
                     continue
+                if len(symbol) > SYMBOL_WIDTH:  # cut to the width, two names could become one symbol
+                    letters.append(dl.bad_row(self.path, index, f"symbol longer than {SYMBOL_WIDTH} characters: "
+                                                                f"{symbol!r} (instrument_id {record.instrument_id})"))
+                    continue
                 price = record.price
                 rows.append((record.ts_event, record.ts_recv, np.nan if price == UNDEF_PRICE else price / 1e9,
                              record.size, record.publisher_id, record.instrument_id, record.sequence,
@@ -110,7 +114,8 @@ class _RecordReader:
         if symbol is None and self.metadata_symbols is not None:
             names, known = self.metadata_symbols.resolve(np.array([record.instrument_id]),
                                                          np.array([record.ts_recv], np.uint64))
-            symbol = str(names[0]) if known[0] else None
+            symbol = str(names[0]) if known[0] else self.metadata_symbols.long_symbol(record.instrument_id,
+                                                                                        record.ts_recv)
         return symbol
 
     def _is_copy(self, record: Any) -> bool:

@@ -13,6 +13,8 @@ from databento_dbn import SType
 NS_PER_DAY = 86_400_000_000_000
 _EPOCH = dt.date(1970, 1, 1)
 _SYMBOL_DTYPE = np.dtype("U24")
+SYMBOL_WIDTH = _SYMBOL_DTYPE.itemsize // 4
+TOO_LONG = -2  # a code: the instrument's symbol is longer than SYMBOL_WIDTH (cut, two names could become one)
 
 
 class SymbolTable:
@@ -49,7 +51,8 @@ class SymbolTable:
         self._codes.clear()
 
     def resolve(self, instrument_ids: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Symbols (U24) for each record and a mask of the records that have a mapping."""
+        """Symbols (U24) for each record and a mask of the records that have a mapping (one to a
+        symbol longer than U24 holds does not count: `long_symbol` names it)."""
         n = len(instrument_ids)
         if n == 0 or not self._intervals:
             return np.zeros(n, _SYMBOL_DTYPE), np.zeros(n, bool)
@@ -67,6 +70,14 @@ class SymbolTable:
         symbols[known] = self._symbol_array[codes[known]]
         return symbols, known
 
+    def long_symbol(self, instrument_id: int, ts: int) -> str | None:
+        """The symbol of an instrument on the day of `ts` when it is too long to hold, else None."""
+        day = min(max(int(ts) // NS_PER_DAY, 0), 0xFFFFFFFF)
+        if self._lookup(instrument_id, day) != TOO_LONG:
+            return None
+        intervals = self._intervals[instrument_id]
+        return intervals[bisect.bisect_right(intervals, (day, float("inf"), "")) - 1][2]
+
     def _code(self, key: int) -> int:
         code = self._codes.get(key)
         if code is None:
@@ -80,6 +91,8 @@ class SymbolTable:
         if pos < 0 or day >= intervals[pos][1]:
             return -1
         symbol = intervals[pos][2]
+        if len(symbol) > SYMBOL_WIDTH:
+            return TOO_LONG
         if symbol not in self._symbol_codes:
             self._symbol_codes[symbol] = len(self._symbols)
             self._symbols.append(symbol)

@@ -13,6 +13,7 @@ import structlog
 from databento.common.error import BentoError
 from databento_dbn import ErrorMsg, MBP1Msg, MBP10Msg, SymbolMappingMsg, SystemMsg, TradeMsg
 
+from adapters.databento.symbology import SYMBOL_WIDTH
 from domain.errors import ConfigError, SourceError
 from domain.model import TRADE_DTYPE, DeadLetter
 from domain.ports import SourceChunk
@@ -139,6 +140,11 @@ class _TradeBuffer:
         if symbol is None:
             self.letters.append(DeadLetter("unknown_instrument",
                                            f"instrument_id {record.instrument_id} has no symbol mapping yet",
+                                           f"{self.origin}:{self.index}", bytes(record)))
+            return
+        if len(symbol) > SYMBOL_WIDTH:  # cut to the width, two names could become one symbol
+            self.letters.append(DeadLetter("bad_row", f"symbol longer than {SYMBOL_WIDTH} characters: {symbol!r} "
+                                                      f"(instrument_id {record.instrument_id})",
                                            f"{self.origin}:{self.index}", bytes(record)))
             return
         price = record.price
