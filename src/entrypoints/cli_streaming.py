@@ -399,7 +399,16 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
                        f"{item.score:>6.2f}  {item.reason}")
         return True
 
-    _each_record(config, name, show, last=last, follow=follow, overall=True)
+    def event_time(record: Any) -> int:
+        """Ties of Kafka's millisecond timestamps across partitions in the order a worker writes a
+        take: by event time (an incident's start)."""
+        try:
+            value = json.loads(record.value).get("start_ns" if incidents else "ts_event")
+        except (ValueError, TypeError, AttributeError):
+            return 0
+        return value if isinstance(value, int) else 0
+
+    _each_record(config, name, show, last=last, follow=follow, overall=True, tie=event_time)
     if not shown and not follow:
         err.print(f"no {'incidents' if incidents else 'anomalies'} on {name} yet", highlight=False)
 

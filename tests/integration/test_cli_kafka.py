@@ -198,3 +198,29 @@ async def test_decode_shows_dead_letters_with_their_reason_and_what_they_hold(ka
     assert rows[2]["sequence"] == int(trade["sequence"][0]) and len(rows) == 3
     code, out, err = await asyncio.to_thread(run, "tail", "--topic", names[1])
     assert code == 0 and "0@0: not an anomaly" in err and out == ""
+
+
+@pytest.mark.asyncio
+async def test_tail_orders_anomalies_of_one_millisecond_by_event_time_not_by_partition(
+        kafka_bootstrap, new_topic) -> None:
+    """A worker writes a take's anomalies to several partitions within one millisecond of Kafka's
+    timestamps, in event-time order; tail put partition 0's first whatever their times."""
+    topic = await new_topic("anomalies", partitions=2)
+    ts = 1_746_451_800_000_000_000  # 2025-05-05 09:30:00 New York
+    late, early = (Anomaly(id=anomaly_id("high_volume", s, 2, 7, ts + k, k), detector="high_volume", symbol=s,
+                           ts_event=ts + k, price=113.0, size=50_000, score=2.0, severity="medium",
+                           reason=f"{s} large", sequence=k, session="regular",
+                           ts_local=f"2025-05-05T09:30:00.00000000{k}-04:00") for s, k in (("NVDA", 5), ("AMD", 1)))
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        written = int(time.time() * 1000)
+        for anomaly, partition in ((early, 1), (late, 0)):
+            await producer.send_and_wait(topic, json.dumps(anomaly.to_dict()).encode(), key=anomaly.symbol.encode(),
+                                         partition=partition, timestamp_ms=written)
+    finally:
+        await producer.stop()
+    for n, want in ((2, [early, late]), (1, [late])):
+        code, out, _ = await asyncio.to_thread(invoke, "tail", "--bootstrap", kafka_bootstrap, "--topic", topic,
+                                               "-n", str(n), "--json")
+        assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == [a.id for a in want]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -14,11 +14,13 @@ from domain.errors import SourceError
 
 async def read_records(bootstrap: str, topic: str, *, last: int | None = None, offset: int | None = None,
                        partitions: list[int] | None = None, follow: bool = False, overall: bool = False,
-                       isolation_level: str = "read_committed") -> AsyncGenerator[Any, None]:
+                       isolation_level: str = "read_committed",
+                       tie: Callable[[Any], Any] | None = None) -> AsyncGenerator[Any, None]:
     """Records of `topic` (every partition, or `partitions`), per partition in offset order: the
     `last` of each partition (with `overall`, the `last` of them all, in the order they were
-    written: Kafka's record timestamps), or from `offset` on (default: from the beginning), up to the end
-    offsets as they were at the start; with `follow`, then whatever arrives until cancelled. No
+    written: Kafka's record timestamps, in milliseconds; `tie` orders records of one millisecond
+    across partitions, where Kafka keeps no order), or from `offset` on (default: from the
+    beginning), up to the end offsets as they were at the start; with `follow`, then whatever arrives until cancelled. No
     consumer group: nothing is committed, no worker's position moves. SourceError, one line, when
     the topic or a partition does not exist or the broker cannot be reached."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation_level,
@@ -43,7 +45,8 @@ async def read_records(bootstrap: str, topic: str, *, last: int | None = None, o
             newest = await _last_records(consumer, tps, starts, ends, last)
             records = [r for tp in tps for r in newest[tp]]
             if overall:  # the last `last` of the topic: by the time they were written, then where
-                records = sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset))[-last:]
+                records = sorted(records, key=lambda r: (r.timestamp, tie(r) if tie else 0, r.partition,
+                                                         r.offset))[-last:]
             for record in records:
                 yield record
             for tp in tps:
