@@ -32,7 +32,8 @@ def dead_letter_record(letter: DeadLetter) -> Record:
     return letter.key, value, headers
 
 
-def read_dead_letter(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None) -> DeadLetter | None:
+def read_dead_letter(key: bytes | None, value: bytes | None,
+                     headers: Sequence[tuple[str, bytes]] | None) -> DeadLetter | None:
     """The dead letter a record of the dead-letter topic holds (None: a record without a `reason`
     header, so not one `dead_letter_record` wrote). `truncated_length` tells whether its value was cut."""
     found = {name: data for name, data in headers or ()}

@@ -20,9 +20,10 @@ async def read_records(bootstrap: str, topic: str, *, last: int | None = None, o
     `last` of each partition (with `overall`, the `last` of them all, in the order they were
     written: Kafka's record timestamps, in milliseconds; `tie` orders records of one millisecond
     across partitions, where Kafka keeps no order), or from `offset` on (default: from the
-    beginning), up to the end offsets as they were at the start; with `follow`, then whatever arrives until cancelled. No
-    consumer group: nothing is committed, no worker's position moves. SourceError, one line, when
-    the topic or a partition does not exist or the broker cannot be reached."""
+    beginning), up to the end offsets as they were at the start; with `follow`, then whatever
+    arrives until cancelled. No consumer group: nothing is committed, no worker's position moves.
+    SourceError, one line, when the topic or a partition does not exist or the broker cannot be
+    reached."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation_level,
                                 enable_auto_commit=False, request_timeout_ms=10_000)
     try:
