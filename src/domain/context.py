@@ -11,11 +11,15 @@ back), but the tape itself is never stored. So each symbol keeps its last `CONTE
   An anomaly is not held back waiting for trades that have not happened yet.
 
 "The print it was found at" is the anomaly's own print, except for a rate episode, which is found
-(reported) at the print that completed its measure: its context is the end of the episode.
+(reported) at the print that completed its measure: its context is the end of the episode, up to
+and including that print (which is neither the anomaly's own print nor one of the trades after),
+and usually holds the print the episode is anchored at (`own_print_at` finds it).
 Both sides depend only on the symbol's trades in arrival order, never on how the stream was cut.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -61,15 +65,18 @@ def _print(ts: int, price: float, size: float, side: int) -> Print:
     return Print(int(ts), float(price), int(size), _SIDES.get(int(side), "N"))
 
 
-def before(market: MarketBatch, starts: np.ndarray, found: int, tape: np.void) -> tuple[Print, ...]:
+def before(market: MarketBatch, starts: np.ndarray, found: int, tape: np.void,
+           through: bool = False) -> tuple[Print, ...]:
     """The trades of the symbol at grouped position `found` that came before it, oldest first: the
-    batch's own, then (when fewer than CONTEXT_TRADES) its ring as it was before the batch (`tape`).
-    `starts`: the grouped position where each symbol's run begins (ascending)."""
+    batch's own, then (when fewer than CONTEXT_TRADES) its ring as it was before the batch (`tape`);
+    `through`: up to and including `found` (a rate episode's, found at the print that completed its
+    measure). `starts`: the grouped position where each symbol's run begins (ascending)."""
     start = int(starts[np.searchsorted(starts, found, side="right") - 1])
     since = int(market.ts[found]) - CONTEXT_WINDOW_NS
-    lo = max(start, found - CONTEXT_TRADES)
+    end = found + 1 if through else found
+    lo = max(start, end - CONTEXT_TRADES)
     side = market.side.view(np.uint8)
-    batch = [_print(market.ts[i], market.price[i], market.size[i], side[i]) for i in range(lo, found)]
+    batch = [_print(market.ts[i], market.price[i], market.size[i], side[i]) for i in range(lo, end)]
     older: list[Print] = []
     n, want = len(tape["ts"]), CONTEXT_TRADES - len(batch)
     count, head = int(tape["count"]), int(tape["head"])
@@ -126,3 +133,14 @@ class BatchTape:
     def found_ts(self, found: int) -> int:
         assert self.market is not None
         return int(self.market.ts[found])
+
+
+def own_print_at(context: Sequence[Print], ts_event: int, price: float, size: int) -> int | None:
+    """Where an anomaly's own print is among the trades of its context: a rate episode's context runs
+    past it, to the print that completed its measure, and usually holds it (the first print of its
+    time, price and size). None when the context ends before it (every other detector's) or no
+    longer reaches back to it: a reader shows it in its place among them."""
+    if not context or context[-1].ts_event <= ts_event:
+        return None
+    return next((j for j, p in enumerate(context)
+                 if p.ts_event == ts_event and p.price == price and p.size == size), None)

@@ -151,8 +151,11 @@ class DetectionEngine:
                 result.anomalies += cast(Detector, det).update(market, rows[det.name])
         if tape_rows is not None:
             tape = tape_rows["tape"]
+            # A rate episode is found at the print that completed its measure, not at its own.
             result.anomalies = [a if a.found < 0 else
-                                replace(a, context=before(market, starts, a.found, tape[market.slot[a.found]]))
+                                replace(a, context=before(market, starts, a.found, tape[market.slot[a.found]],
+                                                          through=int(market.ts[a.found]) != a.ts_event
+                                                          or int(market.sequence[a.found]) != a.sequence))
                                 for a in result.anomalies]
             remember(market, tape)
             result.tape = BatchTape(market, starts)

@@ -9,7 +9,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from domain.context import own_print_at
 from domain.incidents import GAP_NS
+from domain.model import Print
 
 
 
@@ -130,15 +132,22 @@ def tape_table(before: list[dict[str, Any]], after: list[dict[str, Any]] | None,
         return (local_clock(p["ts_event"], like), f"{(p['ts_event'] - at) / 1e6:+,.1f}", price(p["price"]),
                 f"{p['size']:,}", p["side"])
 
-    # The anomaly's own print, in time order among the trades before (a rate episode's context is its
-    # end, so its print comes first), then a line where the trades after begin.
-    k = sum(1 for p in before if p["ts_event"] <= at)
-    for p in before[:k]:
-        table.add_row(*row(p))
-    table.add_row(f"[bold]{local_clock(at, like)}[/]", "0.0", f"[bold]{price(anomaly['price'])}[/]",
-                  f"[bold]{anomaly['size']:,}[/]", f"[bold]<- {anomaly['detector']}[/]", end_section=k == len(before))
-    for j, p in enumerate(before[k:], k + 1):
-        table.add_row(*row(p), end_section=j == len(before))
+    # The anomaly's own print marked in its place among the trades before (a rate episode's context
+    # runs on to the print that completed its measure, and holds it), then a line where the trades
+    # after begin.
+    own = own_print_at([Print.from_dict(p) for p in before], at, float(anomaly["price"]), int(anomaly["size"]))
+    if own is None:  # not among them: shown in time order
+        k = sum(1 for p in before if p["ts_event"] <= at)
+        marked = [*before[:k], None, *before[k:]]
+    else:
+        marked = [*before[:own], None, *before[own + 1:]]
+    for j, p in enumerate(marked, 1):
+        if p is None:
+            table.add_row(f"[bold]{local_clock(at, like)}[/]", "0.0", f"[bold]{price(anomaly['price'])}[/]",
+                          f"[bold]{anomaly['size']:,}[/]", f"[bold]<- {anomaly['detector']}[/]",
+                          end_section=j == len(marked))
+        else:
+            table.add_row(*row(p), end_section=j == len(marked))
     if after is None:
         table.add_row("(the trades after it come with its incident, which has not closed)", "", "", "", "")
     for p in after or []:
@@ -170,9 +179,10 @@ def render_shown(shown: Any) -> None:
         out.print(f"  {a.reason}")
         if incident is None:
             out.print("  (its incident is not stored: still open, or not written)")
-    where = "its print" if a.detector not in ("trade_burst", "volume_surge") else \
-        "the print that completed its measure (the episode's end)"
-    title = (f"the tape around {a.detector} at {exchange_time(d)}: {len(shown.before)} trades before "
-             f"{where}, {len(shown.after or [])} after")
+    episode = bool(shown.before) and shown.before[-1].ts_event > a.ts_event  # its tape runs on past its print
+    where = ("up to the print that completed its measure (the episode's end: the last before the line)"
+             if episode else "before its print")
+    title = (f"the tape around {a.detector} at {exchange_time(d)}: {len(shown.before)} trades {where}, "
+             f"{len(shown.after or [])} after")
     out.print(tape_table([p.to_dict() for p in shown.before],
                          None if shown.after is None else [p.to_dict() for p in shown.after], d, title))

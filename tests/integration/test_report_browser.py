@@ -96,7 +96,7 @@ def test_clicking_a_row_shows_the_tape_around_that_anomaly(page, report) -> None
     row = rows[pick]
     assert page.inner_text("#context h3").startswith(f"{row['symbol']} · {row['detector']} · {row['local']}")
     tape = page.locator("#context-tape tbody tr")
-    assert tape.count() == len(row["before"]) + 1 + len(row["after"])
+    assert tape.count() == len(row["before"]) + (row["own"] < 0) + len(row["after"])
     found = page.locator("#context-tape tr.found td")
     assert found.nth(4).inner_text() == f"← {row['detector']}" and found.nth(3).inner_text() == f"{row['size']:,}"
     cells = [c.inner_text() for c in tape.nth(tape.count() - 1).locator("td").all()]
@@ -113,3 +113,39 @@ def test_clicking_a_chart_marker_shows_its_anomaly(page, report) -> None:  # typ
     marker.click(force=True)
     heading = page.inner_text("#context h3")
     assert any(heading.startswith(f"{r['symbol']} · {r['detector']} · {r['local']}") for r in rows)
+
+
+def test_an_episodes_own_print_is_marked_in_its_place_not_shown_twice(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A rate episode's tape runs on to the print that completed its measure and holds the episode's
+    own print: that row is marked (it was listed twice, and the completing print was missing)."""
+    import numpy as np
+
+    from adapters.report.bars import BarCollector
+    from adapters.report.html import write_html_report
+    from domain.model import TRADE_DTYPE, Anomaly, Print
+
+    s, t0 = 1_000_000_000, 1_741_100_400_000_000_000  # 2025-03-04 10:00 New York
+    tape = [Print(t0 + k * s // 10, 100.0 + k / 100, 100 + k, "B") for k in range(10)]
+    own = tape[6]
+    episode = Anomaly(id="e1", detector="trade_burst", symbol="ZZZT", ts_event=own.ts_event, price=own.price,
+                      size=own.size, score=2.0, severity="medium", reason="a burst", session="regular",
+                      context=tuple(tape))
+    trades = np.zeros(len(tape), TRADE_DTYPE)
+    trades["symbol"], trades["ts_event"] = "ZZZT", [p.ts_event for p in tape]
+    trades["price"], trades["size"] = [p.price for p in tape], [p.size for p in tape]
+    bars = BarCollector()
+    bars.add(trades)
+    path = write_html_report(tmp_path / "episode.html", bars, [episode],
+                             {"trades": 10, "anomalies": 1, "by_detector": {"trade_burst": 1}, "seconds": 0.1,
+                              "trades_per_second": 100.0, "source": ["x.csv"]})
+    page.goto(path.as_uri())
+    page.wait_for_selector(".plotly-graph-div .main-svg")
+    page.locator('#anomaly-table tbody tr[data-row="0"] td').nth(3).click()
+    rows = page.locator("#context-tape tbody tr")
+    assert rows.count() == len(tape) + 1  # the ten trades and the line saying the trades after are not known
+    assert page.locator("#context-tape tr.found").count() == 1
+    marked = [c.inner_text() for c in page.locator("#context-tape tr.found td").all()]
+    assert marked[3] == f"{own.size:,}" and marked[4] == "← trade_burst"
+    assert [c.inner_text() for c in rows.nth(6).locator("td").all()] == marked  # in its place
+    assert rows.nth(9).locator("td").nth(3).inner_text() == f"{tape[-1].size:,}"  # the print that completed it
+    assert "10 trades up to the print that completed its measure" in page.inner_text("#context .note >> nth=1")

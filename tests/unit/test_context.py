@@ -78,6 +78,66 @@ def test_contexts_are_the_same_however_the_stream_was_cut() -> None:
     assert sum(len(after) for _, _, after in incident_sets[0]) > 0
 
 
+def with_a_burst(n: int = 400, within_ns: int = 500_000_000, symbol: str = "AAA", at: int = 9_000) -> np.ndarray:
+    """market() and `n` trades of `symbol` within `within_ns` after its `at`-th (a trade_burst
+    episode), then its calm again."""
+    trades = market()
+    mine = np.flatnonzero(trades["symbol"] == symbol)
+    burst = np.repeat(trades[mine[at]:mine[at] + 1], n)
+    burst["ts_event"] += np.linspace(1, within_ns, n).astype(np.int64)
+    burst["ts_recv"] = burst["ts_event"]
+    merged = np.concatenate([trades, burst])
+    merged = merged[np.argsort(merged["ts_event"], kind="stable")]
+    merged["sequence"] = np.arange(1, len(merged) + 1)
+    return merged
+
+
+@pytest.mark.parametrize(("symbol", "chunk"), [("AAA", 4_096), ("AAA", 7), ("THIN", 4_096), ("THIN", 7)])
+def test_a_rate_episodes_tape_runs_on_to_the_print_that_completed_it_with_no_print_lost(symbol: str, chunk: int) -> None:
+    """An episode is found at the print that completed its measure: that print was in neither its
+    context (the trades before it) nor its incident's (the trades after it), and `show` listed the
+    episode's own print twice."""
+    from domain.context import own_print_at
+
+    # AAA's burst goes on well past its crossing; THIN's crosses near its end, and THIN is then quiet
+    # for seconds: its episode's tape reaches back to its own print.
+    trades = with_a_burst(400, 500_000_000) if symbol == "AAA" else with_a_burst(100, 200_000_000, "THIN", 700)
+    anomalies, incidents = replayed(trades, chunk)
+    after = {m: ps for i in incidents for m, ps in i.after.items()}
+    episodes = [a for a in anomalies if a.detector == "trade_burst" and a.symbol == symbol]
+    assert episodes
+    for a in episodes:
+        tape = prints(trades[trades["symbol"] == a.symbol])
+        around = a.context + after[a.id]
+        starts = [k for k in range(len(tape)) if tape[k:k + len(around)] == around]
+        assert starts, f"{a.id}: its tape is not a run of its symbol's trades"
+        assert a.context[-1].ts_event > a.ts_event  # runs on past its own print
+        own = own_print_at(a.context, a.ts_event, a.price, a.size)
+        reaches = a.context[0].ts_event <= a.ts_event  # the context reaches back to its own print
+        assert (own is not None) == reaches and (own is None or a.context[own].ts_event == a.ts_event)
+        assert reaches == (symbol == "THIN")
+    singles = [a for a in anomalies if a.detector in POINT_DETECTORS]
+    assert singles and all(own_print_at(a.context, a.ts_event, a.price, a.size) is None for a in singles)
+
+
+def test_show_marks_an_episodes_own_print_among_its_tape_once(tmp_path: Path) -> None:
+    data = tmp_path / "burst.csv"
+    from fixtures_sources.writers import csv_lines, write_csv
+
+    write_csv(data, csv_lines(with_a_burst(100, 200_000_000, "THIN", 700)))
+    out = tmp_path / "a.jsonl"
+    assert run("replay", str(data), "--out", str(out))[0] == 0
+    episode = next(a for a in map(json.loads, out.read_text().splitlines())
+                   if a["detector"] == "trade_burst" and a["symbol"] == "THIN")
+    code, text = run("show", episode["id"], "--file", str(out))
+    assert code == 0, text
+    rows = [line for line in text.splitlines() if line.startswith("│")]
+    own = [r for r in rows if "<- trade_burst" in r]
+    clock = episode["ts_local"][11:26]
+    assert len(own) == 1 and not [r for r in rows if clock in r and r not in own]
+    assert "trades up to the print that completed its measure" in text
+
+
 def test_the_tape_kept_per_symbol_is_small_and_fixed() -> None:
     engine = build_container().engine()
     assert engine.tape_schema.record_bytes <= 256  # 10 trades: time, price, size, side

@@ -18,6 +18,7 @@ from plotly.offline import get_plotlyjs
 
 from adapters.report.bars import BarCollector
 from adapters.report.charts import DetectorStyle, detector_styles, figure, local_times, sessions_legend
+from domain.context import own_print_at
 from domain.incidents import GAP_NS, Incident
 from domain.model import Anomaly, Print
 
@@ -299,7 +300,13 @@ def _row_data(a: Anomaly, after: Sequence[Print] | None, incident: str) -> dict[
             "severity": ["low", "medium", "high"].index(a.severity) if a.severity in ("low", "medium", "high") else -1,
             "score": a.score, "price": a.price, "size": a.size, "reason": a.reason, "incident": incident,
             "local": _new_york(a), "before": _tape_rows(a.context, a.ts_event),
-            "after": None if after is None else _tape_rows(after, a.ts_event)}
+            "own": _own(a), "after": None if after is None else _tape_rows(after, a.ts_event)}
+
+
+def _own(a: Anomaly) -> int:
+    """Where the anomaly's own print is among `before` (-1: not there, shown in time order)."""
+    at = own_print_at(a.context, a.ts_event, a.price, a.size)
+    return -1 if at is None else at
 
 
 def _data_script(rows: list[dict[str, Any]]) -> str:
@@ -376,8 +383,11 @@ _SCRIPT = """
     ["time (New York)", "ms from it", "price", "size", "side"].forEach(x => {
       const th = document.createElement("th"); th.textContent = x; head.appendChild(th); });
     const tb = t.createTBody();
-    const before = r.before.filter(p => p[1] <= 0), later = r.before.filter(p => p[1] > 0);
-    before.forEach(p => tapeRow(tb, p));
+    // The anomaly's own print marked in its place: where `own` says (a rate episode's tape runs on
+    // past it), else in time order among the trades before.
+    const split = r.own >= 0 ? r.own : r.before.filter(p => p[1] <= 0).length;
+    const later = r.before.slice(r.own >= 0 ? r.own + 1 : split);
+    r.before.slice(0, split).forEach(p => tapeRow(tb, p));
     tapeRow(tb, [r.local.slice(11), 0, r.price, r.size, "\u2190 " + r.detector], "found");
     later.forEach(p => tapeRow(tb, p));
     if (r.after === null) {
@@ -388,8 +398,9 @@ _SCRIPT = """
     }
     const note = document.createElement("div");
     note.className = "note";
-    note.textContent = r.before.length + " trades before it, " + (r.after ? r.after.length : 0) + " after"
-      + (later.length ? " (a rate episode: its tape is around the print that completed its measure)" : "");
+    note.textContent = r.before.length + (later.length ? " trades up to the print that completed its measure "
+      + "(a rate episode's end: the last before the line), " : " trades before it, ")
+      + (r.after ? r.after.length : 0) + " after";
     panel.append(h, reason, note, t);
     panel.hidden = false;
     panel.scrollIntoView({block: "nearest"});
