@@ -104,7 +104,8 @@ class Settings(BaseSettings):
     detectors: str = ",".join(DETECTOR_NAMES)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 7  # the Isolation Forest's (scikit-learn's range)
     partitions: Annotated[int, Field(ge=1, le=10_000)] = 4  # of the topics; model pools follow them
-    chunk_size: Annotated[int, Field(ge=1)] = 16_384  # trades read per source chunk
+    # trades read per source chunk; at most 1,048,576 (a CSV read block of 128 MiB: Arrow takes no more than 2 GiB)
+    chunk_size: Annotated[int, Field(ge=1, le=1_048_576)] = 16_384
     out: str = ""
     verdicts: str = ""  # where `stockanomaly label` writes analysts' verdicts; empty: ./verdicts.jsonl
     suppressions: str = ""  # a suppressions file (stockanomaly suppress); empty: none. Re-read when it changes

@@ -435,3 +435,21 @@ def test_the_kafka_clients_repeated_errors_are_shown_once_per_interval() -> None
     shown = [once.filter(record("Unable connect to node with id %s: %s", 1, "refused")) for _ in range(1000)]
     assert shown.count(True) == 1 and shown[0]  # a reconnect loop's thousand errors: the first one
     assert once.filter(record("Unable to update metadata from %s", [1]))  # another message: shown too
+
+
+def test_ctrl_c_while_the_cli_is_still_loading_is_one_line_and_status_130(monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C in the half second the CLI's imports take printed a KeyboardInterrupt traceback."""
+    import sys
+    import types
+
+    from entrypoints import launch
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name: str) -> object:
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "entrypoints.cli", Loading("entrypoints.cli"))
+    with pytest.raises(SystemExit) as ended:
+        launch.main()
+    assert ended.value.code == 130 and capsys.readouterr().err == "interrupted\n"

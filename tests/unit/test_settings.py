@@ -26,6 +26,8 @@ def test_the_environment_overrides_defaults_and_explicit_values_override_both(mo
 
 @pytest.mark.parametrize("variable, value, expected", [
     ("STOCKANOMALY_CHUNK_SIZE", "abc", "STOCKANOMALY_CHUNK_SIZE: Input should be a valid integer"),
+    # A CSV read block of 128 bytes a trade: over 16.7M trades it overflowed Arrow's int32 (a traceback).
+    ("STOCKANOMALY_CHUNK_SIZE", "20000000", "STOCKANOMALY_CHUNK_SIZE: Input should be less than or equal to 1048576"),
     ("STOCKANOMALY_STATE", "redis", "STOCKANOMALY_STATE: Input should be 'memory', got 'redis'"),
     ("STOCKANOMALY_PARTITIONS", "0", "STOCKANOMALY_PARTITIONS: Input should be greater than or equal to 1"),
     ("STOCKANOMALY_PROCESSING_GUARANTEE", "maybe", "STOCKANOMALY_PROCESSING_GUARANTEE: Input should be"),
