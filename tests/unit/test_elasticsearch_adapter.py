@@ -472,3 +472,47 @@ def test_query_command_takes_its_url_and_index_prefix_from_the_settings(monkeypa
     monkeypatch.setenv("STOCKANOMALY_ES_INDEX_PREFIX", "Desk A")
     result = CliRunner().invoke(main, ["query"])
     assert result.exit_code == 1 and "STOCKANOMALY_ES_INDEX_PREFIX" in result.output.splitlines()[-1]
+
+
+class NotElasticsearch(http.server.BaseHTTPRequestHandler):
+    """Another server on the port: plain text without a content type (a metrics endpoint: 9100 is
+    one digit off 9200), or an HTML error page."""
+
+    html = False
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.html:
+            body = b"<!DOCTYPE html>\n<html>\n<head><title>404</title></head>\n<body>\n<h1>Not Found</h1>\n" * 3
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+        else:
+            body = b"# HELP stockanomaly_trades_processed_total\nstockanomaly_trades_processed_total 5.0\n"
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("html", [False, True], ids=["metrics_port", "html_404"])
+@pytest.mark.parametrize("command", [["query"], ["query", "--incidents"], ["show", "0" * 32]])
+def test_a_server_that_is_not_elasticsearch_is_one_line(command: list[str], html: bool) -> None:
+    """query and show printed a 70-line traceback (a SerializationError) when the URL named a server
+    answering with something other than JSON, and pasted a whole HTML page into the error."""
+    handler = type("Server", (NotElasticsearch,), {"html": html})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = CliRunner().invoke(main, [*command, "--es-url", f"http://127.0.0.1:{server.server_port}"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert f"127.0.0.1:{server.server_port}" in lines[0] and len(lines[0]) < 400

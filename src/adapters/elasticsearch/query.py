@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from elasticsearch import ApiError, ConnectionTimeout, Elasticsearch
+from elasticsearch import ApiError, ConnectionTimeout, Elasticsearch, SerializationError
 from elasticsearch import ConnectionError as EsConnectionError
 
 from adapters.elasticsearch.errors import ElasticsearchRejected, ElasticsearchUnavailable
@@ -15,6 +15,12 @@ from domain.incidents import Incident
 from domain.model import Anomaly
 
 MAX_LIMIT = 10_000  # index.max_result_window
+
+
+def one_line(text: str, most: int = 200) -> str:
+    """A server's message as one short line (another server's HTML page pasted whole was 15 lines)."""
+    line = " ".join(text.split())
+    return line if len(line) <= most else f"{line[:most]}..."
 ORDERS = ("time", "score")
 
 
@@ -83,8 +89,14 @@ class ElasticsearchAnomalyQuery:
                                            f"{type(exc).__name__}") from exc
         except ApiError as exc:
             raise ElasticsearchRejected(f"Elasticsearch at {self.where} refused the search: "
-                                        f"HTTP {exc.meta.status}: {exc.message}", exc.meta.status) from exc
-        hits: list[dict[str, Any]] = response["hits"]["hits"]
+                                        f"HTTP {exc.meta.status}: {one_line(str(exc.message))}", exc.meta.status) from exc
+        except SerializationError as exc:  # an answer that is not JSON: another server on that port
+            raise ElasticsearchRejected(f"{self.where} did not answer as Elasticsearch does (is it Elasticsearch? "
+                                        f"check ELASTICSEARCH_URL or --es-url): {one_line(str(exc))}", 0) from exc
+        hits = response.get("hits", {}).get("hits") if isinstance(response.body, dict) else None
+        if not isinstance(hits, list):
+            raise ElasticsearchRejected(f"{self.where} did not answer as Elasticsearch does (is it Elasticsearch? "
+                                        "check ELASTICSEARCH_URL or --es-url): a search answer without hits", 0)
         return hits
 
     def close(self) -> None:
