@@ -12,7 +12,8 @@ import sys
 
 from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging, throttle_kafka_client
-from entrypoints.topics import before_start, check_elasticsearch, serve_metrics
+from entrypoints.topics import (before_start, check_elasticsearch, faust_web_address, require_directory,
+                                require_port, serve_metrics)
 from domain.errors import ConfigError
 
 try:
@@ -33,6 +34,10 @@ def prepare() -> None:
     # The Elasticsearch client logs every request at INFO (each bulk, each retention check): its
     # warnings are enough, the indexer logs what it wrote and retried.
     logging.getLogger("elastic_transport").setLevel(logging.WARNING)
+    require_directory(container.settings().data_dir, "STOCKANOMALY_DATA_DIR")  # Faust's own files: <it>/indexer
+    web = faust_web_address(sys.argv, "127.0.0.1", container.settings().indexer_web_port)
+    if web is not None:
+        require_port(*web, "STOCKANOMALY_INDEXER_WEB_PORT (or --web-port)")
     serve_metrics(container.metrics_server(), "STOCKANOMALY_METRICS_ADDR / STOCKANOMALY_INDEXER_METRICS_PORT")
     check_elasticsearch(container.settings().elasticsearch_url)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,38 @@ def serve_metrics(server: MetricsServer, variables: str) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot serve /metrics on {server.addr}:{server.port} ({variables}): "
                           f"{exc.strerror or exc}") from None
+
+
+def faust_web_address(argv: Sequence[str], bind: str, port: int) -> tuple[str, int] | None:
+    """Where `faust -A ... worker` will serve its web pages: the app's bind and port unless the
+    command line says otherwise (`--web-port/-p`, `--web-bind/-b`; Faust applies a worker's flags
+    after the app is prepared, so app.conf does not know them yet when the start is checked); None
+    with `--without-web`. A value that is not a port is left for Faust to refuse."""
+    if "--without-web" in argv:
+        return None
+    for i, arg in enumerate(argv):
+        for names in (("--web-port", "-p"), ("--web-bind", "-b")):
+            name, _, inline = arg.partition("=")
+            if name not in names:
+                continue
+            value = inline if inline else (argv[i + 1] if i + 1 < len(argv) else "")
+            if names[0] == "--web-bind":
+                bind = value or bind
+            elif value.isdigit():
+                port = int(value)
+    return bind, port
+
+
+def require_port(host: str, port: int, variable: str) -> None:
+    """The Faust web server's port is free: taken (a second worker on a host with the first one's
+    port), Faust would stop with a crash report of a hundred lines once it had joined the group."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds it
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"{variable} {port}: cannot listen on {host}:{port}: {exc.strerror or exc} "
+                              "(another worker or indexer on this host? give each its own port)") from None
 
 
 def check_elasticsearch(url: str) -> None:

@@ -8,7 +8,8 @@ from adapters.kafka.codec import warm_up as warm_up_decoder
 from domain.errors import ConfigError
 from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging, throttle_kafka_client
-from entrypoints.topics import before_start, describe_suppressions, require_directory, serve_metrics
+from entrypoints.topics import (before_start, describe_suppressions, faust_web_address, require_directory,
+                                require_port, serve_metrics)
 
 try:
     container = build_container(metrics="prometheus")
@@ -32,6 +33,9 @@ def prepare() -> None:
     # When the worker starts, not at import: `faust -A entrypoints.worker <other command>` and tests
     # importing this module must not bind STOCKANOMALY_METRICS_PORT (default 9100).
     require_directory(container.settings().data_dir, "STOCKANOMALY_DATA_DIR")
+    web = faust_web_address(sys.argv, "127.0.0.1", container.settings().worker_web_port)
+    if web is not None:
+        require_port(*web, "STOCKANOMALY_WORKER_WEB_PORT (or --web-port)")
     serve_metrics(container.metrics_server(), "STOCKANOMALY_METRICS_ADDR / STOCKANOMALY_METRICS_PORT")
 
 

@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from adapters.metrics.server import MetricsServer
 from domain.errors import ConfigError
-from entrypoints.topics import check_elasticsearch, describe_suppressions, require_directory, serve_metrics
+from entrypoints.topics import (check_elasticsearch, describe_suppressions, faust_web_address, require_directory,
+                                require_port, serve_metrics)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -53,6 +54,35 @@ def test_a_taken_metrics_port_is_one_line_naming_the_variables() -> None:
             serve_metrics(server, "STOCKANOMALY_METRICS_PORT")
     assert str(raised.value) == (f"cannot serve /metrics on 127.0.0.1:{port} (STOCKANOMALY_METRICS_PORT): "
                                  "Address already in use")
+
+
+def test_a_taken_web_port_is_one_line_naming_its_variable() -> None:
+    """A second worker on a host with the first one's STOCKANOMALY_WORKER_WEB_PORT: Faust stopped with
+    a crash report of about a hundred lines once it had joined the group."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError) as raised:
+            require_port("127.0.0.1", port, "STOCKANOMALY_WORKER_WEB_PORT")
+    assert str(raised.value) == (f"STOCKANOMALY_WORKER_WEB_PORT {port}: cannot listen on 127.0.0.1:{port}: Address "
+                                 "already in use (another worker or indexer on this host? give each its own port)")
+    require_port("127.0.0.1", port, "STOCKANOMALY_WORKER_WEB_PORT")  # free again once closed
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["faust", "-A", "entrypoints.worker", "worker", "-l", "info"], ("127.0.0.1", 6066)),
+    (["faust", "-A", "entrypoints.worker", "worker", "--without-web"], None),
+    (["faust", "-A", "entrypoints.worker", "worker", "--web-port", "6070"], ("127.0.0.1", 6070)),
+    (["faust", "-A", "entrypoints.worker", "worker", "-p", "6071", "-b", "0.0.0.0"], ("0.0.0.0", 6071)),
+    (["faust", "-A", "entrypoints.worker", "worker", "--web-port=6072"], ("127.0.0.1", 6072)),
+    (["faust", "-A", "entrypoints.worker", "worker", "--web-port", "x"], ("127.0.0.1", 6066)),  # Faust refuses it
+])
+def test_the_web_port_checked_is_the_one_the_worker_command_will_use(argv: list[str],
+                                                                    expected: tuple[str, int] | None) -> None:
+    """Faust applies a worker's flags after the app is prepared (where the start is checked): a
+    port given with --web-port, or no web server at all, must not be refused for the configured one."""
+    assert faust_web_address(argv, "127.0.0.1", 6066) == expected
 
 
 def test_an_address_that_does_not_resolve_is_one_line() -> None:

@@ -11,6 +11,7 @@ on, and the indexer catches up from its committed offsets.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -82,6 +83,7 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
         f"{settings.app_id}-indexer",
         broker=f"kafka://{settings.bootstrap}",
         store="memory://",  # no tables: everything it knows is in Kafka and Elasticsearch
+        datadir=os.path.join(settings.data_dir, "indexer"),  # Faust's own files (not <app id>-data in the cwd)
         # Transactions only for the read_committed consumer and for committing offsets together
         # with the dead letters of a take; the documents themselves are idempotent.
         processing_guarantee="exactly_once",
