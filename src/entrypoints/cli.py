@@ -161,14 +161,24 @@ def check_outputs(inputs: Sequence[str], reads: dict[str, str | None], writes: d
 
 
 def event_window(since: str | None, until: str | None) -> tuple[int | None, int | None]:
-    """--since / --until as event-time ns (None: open)."""
+    """--since / --until as event-time ns (None: open). An age (1h, 7d) or `now` counts from the
+    clock, which a replay of history has nothing to do with: refused (it selected nothing, silently)."""
     import time
 
     from application.query import parse_time
 
-    try:
+    def at(option: str, text: str | None) -> int | None:
+        if text is None:
+            return None
         now = time.time_ns()
-        window = (None if since is None else parse_time(since, now), None if until is None else parse_time(until, now))
+        moment = parse_time(text, now)
+        if parse_time(text, now + 1) != moment:
+            raise click.BadParameter(f"{option} {text!r} is relative to now, and a replay reads history: give "
+                                     "a time (2025-05-05T13:00:00Z, 2025-05-05T09:30:00-04:00), a date or integer ns")
+        return moment
+
+    try:
+        window = (at("--since", since), at("--until", until))
     except DomainError as exc:
         raise click.BadParameter(str(exc)) from None
     if None not in window and window[0] >= window[1]:  # type: ignore[operator]

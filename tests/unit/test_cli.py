@@ -278,6 +278,9 @@ def test_replay_narrowed_to_a_symbol_and_a_time_reports_the_full_runs_incidents_
 @pytest.mark.parametrize(("args", "message"), [
     (["--since", "2025-05-06T15:00Z", "--until", "2025-05-06T13:00Z"], "is not before --until"),
     (["--since", "yesterdayish"], "cannot read time 'yesterdayish'"),
+    # An age counts from the clock: a replay of history selected nothing with it, silently.
+    (["--since", "1h"], "--since '1h' is relative to now, and a replay reads history"),
+    (["--until", "now"], "--until 'now' is relative to now, and a replay reads history"),
 ])
 def test_replay_refuses_a_window_it_cannot_use_in_one_line(args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, ["replay", *args])
@@ -453,3 +456,14 @@ def test_ctrl_c_while_the_cli_is_still_loading_is_one_line_and_status_130(monkey
     with pytest.raises(SystemExit) as ended:
         launch.main()
     assert ended.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_the_reports_incidents_do_not_follow_the_terminals_top(tmp_path: Path) -> None:
+    """`--top` is how many the terminal lists: with --top 0 the report had no incidents at all."""
+    for top in ("0", "3"):
+        code, out = run("replay", "--top", top, "--json", "--report", str(tmp_path / f"r{top}.html"))
+        assert code == 0, out
+        html = (tmp_path / f"r{top}.html").read_text(encoding="utf-8")
+        section = html[html.index("<h2>Top incidents</h2>"):html.index("<h2>Charts</h2>")]
+        incidents = json.loads(out.splitlines()[0])["incidents"]
+        assert section.count("<tr>") - 1 == min(incidents, 50) and incidents > 3

@@ -132,7 +132,8 @@ ANOMALIES = [
     anomaly("AAPL", T0 + 600 * S, 1.2),
 ]
 INCIDENT = Incident("i1", "ZZZT", T0 + 90 * S, T0 + 90 * S, 2, (ANOMALIES[0].id, ANOMALIES[1].id),
-                    ("high_volume", "price_change"), 5.0, "high", "high_volume: x",
+                    ("high_volume", "price_change"), 5.0, "high", "high_volume: size <b>5000</b>",
+                    session="regular", ts_local="2025-03-04T10:01:30.000000000-05:00",
                     after={ANOMALIES[0].id: (Print(T0 + 91 * S, 100.2, 30, "N"),)})
 
 

@@ -23,6 +23,7 @@ from domain.incidents import GAP_NS, Incident
 from domain.model import Anomaly, Print
 
 _MAX_MAPPING_ITEMS = 12  # e.g. by_symbol can hold thousands of entries
+MAX_INCIDENTS = 50  # listed in the report, highest score first
 
 _CSS = """
 :root { --ink:#1f2933; --muted:#616e7c; --line:#e4e7eb; --bg:#f5f7fa; --card:#fff; }
@@ -94,7 +95,7 @@ def write_html_report(path: str | Path, bars: BarCollector, anomalies: Sequence[
         "<h1>Replay report</h1>",
         f'<p class="sub">{escape(_subtitle(bars))}</p>',
         _summary_section(summary),
-        _incidents_section(summary.get("top_incidents") or [], set(symbols)),
+        _incidents_section(_top_incidents(incidents, summary), set(symbols)),
         _charts_section(bars, by_symbol, symbols, styles, index),
         _table_section(top, len(anomalies), styles, set(symbols)),
         _data_script([_row_data(a, after.get(a.id), incident_of.get(a.id, "")) for a in top]),
@@ -183,8 +184,18 @@ def _mapping_card(key: str, value: Mapping[Any, Any]) -> str:
             f"<table>{rows}</table></div>")
 
 
+def _top_incidents(incidents: Sequence[Incident], summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The incidents the report lists: the replay's closed incidents by score, the first MAX_INCIDENTS
+    (whatever `--top` said of the terminal's list: `--top 0` left the report without them), else the
+    summary's `top_incidents`."""
+    if not incidents:
+        return list(summary.get("top_incidents") or [])
+    ranked = sorted(incidents, key=lambda i: (-i.score, i.start_ns, i.id))[:MAX_INCIDENTS]
+    return [i.to_dict() for i in ranked]
+
+
 def _incidents_section(incidents: Sequence[Mapping[str, Any]], charted: set[str]) -> str:
-    """The top incidents (replay's `top_incidents`, highest score first); a charted symbol links to its chart."""
+    """The top incidents (highest score first); a charted symbol links to its chart."""
     if not incidents:
         return ""
     rows = "".join(
