@@ -335,6 +335,8 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     container.anomaly_sink().close()
     container.incident_sink().close()
     container.dead_letter_sink().close()
+    if files is not None and not interrupted and summary.trades == 0:
+        files.check("nothing was read")  # an empty summary above the error would only be noise
     if interrupted:
         written = [path for path in (out, dead_letters) if path]
         click.echo("interrupted: no summary" + (f"; {' and '.join(written)} {'hold' if len(written) > 1 else 'holds'} "

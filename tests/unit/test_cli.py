@@ -467,3 +467,15 @@ def test_the_reports_incidents_do_not_follow_the_terminals_top(tmp_path: Path) -
         section = html[html.index("<h2>Top incidents</h2>"):html.index("<h2>Charts</h2>")]
         incidents = json.loads(out.splitlines()[0])["incidents"]
         assert section.count("<tr>") - 1 == min(incidents, 50) and incidents > 3
+
+
+@pytest.mark.parametrize("name", ["empty.csv", "empty.csv.zst"])
+def test_a_file_with_nothing_in_it_is_one_line_without_an_empty_summary(tmp_path: Path, name: str) -> None:
+    """It printed a summary of 0 trades and empty tables, then "ArrowInvalid: Empty CSV file; the
+    results above cover only what was read before it"."""
+    empty = tmp_path / name
+    empty.write_bytes(b"")
+    result = CliRunner().invoke(main, ["replay", str(empty)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {empty}: unreadable from line 1 on: the file is empty (no header line); nothing was read"]

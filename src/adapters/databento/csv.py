@@ -78,7 +78,9 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
             convert_options=pcsv.ConvertOptions(column_types=COLUMN_TYPES, strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, OSError) as exc:
-        yield dl.letters_only(*pending, dl.bad_file(path, "line 1", stream.damage or exc))
+        empty = stream.damage is None and "Empty CSV file" in str(exc)  # not even a header line
+        yield dl.letters_only(*pending, dl.bad_file(path, "line 1", "the file is empty (no header line)" if empty
+                                                    else stream.damage or exc))
         return
     missing = [name for name in REQUIRED if name not in reader.schema.names]
     if missing:
