@@ -245,3 +245,14 @@ def test_a_report_of_some_symbols_charts_only_those(tmp_path):
     mine = [a for a in ANOMALIES if a.symbol == "AAPL"]
     text = Path(write_html_report(tmp_path / "r.html", bars, mine, SUMMARY, only_symbols=["aapl"])).read_text()
     assert re.findall(r'<section class="chart" id="chart-([^"]+)"', text) == ["AAPL"]
+
+
+def test_a_detector_looks_the_same_in_every_report() -> None:
+    """Styles were handed out in order of the detectors present: trade_burst was a diamond in a
+    report with price_change and a square in one without it."""
+    from adapters.report.charts import detector_styles
+
+    alone = detector_styles(["trade_burst"])
+    together = detector_styles(["high_volume", "price_change", "trade_burst", "volume_surge", "mine"])
+    assert alone["trade_burst"] == together["trade_burst"]
+    assert len({(s.color, s.marker) for s in together.values()}) == len(together)

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from adapters.report.bars import MINUTE_NS
+from domain.detectors import DETECTOR_NAMES
 from domain.model import Anomaly
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -44,10 +45,14 @@ class DetectorStyle:
 
 
 def detector_styles(detectors: Iterable[str]) -> dict[str, DetectorStyle]:
-    """A fixed colour and marker per detector, so charts and table agree across the report."""
-    names = sorted(set(detectors))
-    return {name: DetectorStyle(_PALETTE[i % len(_PALETTE)], _SYMBOLS[i % len(_SYMBOLS)])
-            for i, name in enumerate(names)}
+    """A colour and marker per detector, the same in every report (a detector's place among the
+    built-in ones, then any other after them), so charts and table agree and one report reads like
+    the next: trade_burst was a diamond in one report and a square in another."""
+    present = set(detectors)
+    order = {name: i for i, name in enumerate(DETECTOR_NAMES)}
+    order |= {name: len(DETECTOR_NAMES) + i for i, name in enumerate(sorted(present - set(order)))}
+    return {name: DetectorStyle(_PALETTE[order[name] % len(_PALETTE)], _SYMBOLS[order[name] % len(_SYMBOLS)])
+            for name in sorted(present)}
 
 
 def local_times(ts_ns: np.ndarray) -> list[str]:
