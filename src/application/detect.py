@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,27 +74,46 @@ class DetectTrades:
         self.pool_states.save(batch.pool_keys, result.pool_states)
         if self.tapes is not None and result.tapes is not None:
             self.tapes.save(batch.symbols, result.tapes)
+        outcome = self._outcome(result.anomalies)
+        dead = list(rejected or []) + result.dead_letters
+        if dead and self.dead_letters is not None:
+            self.dead_letters.publish(dead)
+        self._count(result.accepted, outcome.anomalies, dead, len(trades), time.perf_counter() - started)
+        outcome.accepted, outcome.dead_letters, outcome.tape = result.accepted, dead, result.tape
+        outcome.clocks = {s: int(t) for s, t in zip(batch.symbols, result.last_seen.tolist()) if t >= 0}
+        return outcome
+
+    def finish(self, symbols: Sequence[str]) -> BatchOutcome:
+        """The input has ended (an embedded run; a stream never does): what detectors were still
+        measuring for `symbols` (every symbol that traded) is reported with what is known, once."""
+        states = self.states.load(symbols)
+        tapes = self.tapes.load(symbols) if self.tapes is not None else None
+        found = self.engine.unfinished(symbols, states, tapes)
+        if found:
+            self.states.save(symbols, states)
+        outcome = self._outcome(found)
+        for a in outcome.anomalies:
+            self.metrics.anomalies_found(a.detector, a.symbol, 1)
+        return outcome
+
+    def _outcome(self, anomalies: list[Anomaly]) -> BatchOutcome:
+        """Hold back what the suppressions say, keep apart what is not reported, publish the rest."""
         suppressed: dict[str, int] = {}  # of the anomalies reported
-        if self.suppressions is not None and result.anomalies:
+        if self.suppressions is not None and anomalies:
             rules, kept = self.suppressions(), []
-            for a in result.anomalies:
+            for a in anomalies:
                 rule = rules.rule_for(a)
                 if rule is None:
                     kept.append(a)
                 elif self.reports is None or self.reports(a):
                     suppressed[rule.id] = suppressed.get(rule.id, 0) + 1
-            result.anomalies = kept
+            anomalies = kept
         unsuppressed = None
         if self.reports is not None:
-            unsuppressed, result.anomalies = result.anomalies, [a for a in result.anomalies if self.reports(a)]
-        dead = list(rejected or []) + result.dead_letters
-        if result.anomalies and self.anomalies is not None:
-            self.anomalies.publish(result.anomalies)
-        if dead and self.dead_letters is not None:
-            self.dead_letters.publish(dead)
-        self._count(result.accepted, result.anomalies, dead, len(trades), time.perf_counter() - started)
-        clocks = {s: int(t) for s, t in zip(batch.symbols, result.last_seen.tolist()) if t >= 0}
-        return BatchOutcome(result.accepted, result.anomalies, dead, clocks, suppressed, result.tape, unsuppressed)
+            unsuppressed, anomalies = anomalies, [a for a in anomalies if self.reports(a)]
+        if anomalies and self.anomalies is not None:
+            self.anomalies.publish(anomalies)
+        return BatchOutcome(0, anomalies, suppressed=suppressed, unsuppressed=unsuppressed)
 
     def _fits(self) -> dict[str, int]:
         # Learning detectors count their (costly) model fits; the others have no `refits`.

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from application.detect import DetectTrades
+from application.detect import BatchOutcome, DetectTrades
 from application.incidents import INCIDENT_GAP_NS, GroupIncidents
 from domain.incidents import Incident
 from domain.model import Anomaly
@@ -89,27 +89,36 @@ class Replay:
                  on_chunk: Callable[[np.ndarray, list[Anomaly]], None] | None = None) -> ReplaySummary:
         summary = ReplaySummary()
         incidents = GroupIncidents(self.incident_store, self.detect.engine.report_lateness_ns, INCIDENT_GAP_NS)
-        symbols: set[str] = set()
+        symbols: set[str] = set()  # with anomalies (whose incidents may be open)
+        traded: set[str] = set()
         started = time.perf_counter()
         for chunk in self._batches(source):
             outcome = self.detect(chunk.trades, chunk.dead_letters)
-            symbols.update(a.symbol for a in outcome.grouped)
-            self._count_incidents(summary, incidents(outcome.grouped, outcome.clocks, outcome.tape))
+            traded.update(outcome.clocks)
             summary.trades += len(chunk.trades) + sum(d.records for d in chunk.dead_letters)
-            summary.accepted += outcome.accepted
-            summary.anomalies += len(outcome.anomalies)
-            summary.suppressed.update(outcome.suppressed)
-            summary.dead_letters.update(d.reason for d in outcome.dead_letters)
-            for a in outcome.anomalies:
-                summary.by_detector[a.detector] += 1
-                summary.by_symbol[a.symbol] += 1
-                summary.by_session[a.session] += 1
-                _keep_top(summary.top, (a.score, a.id, a), self.top_n)
+            self._count_outcome(summary, outcome, incidents, symbols)
             if on_chunk is not None:
                 on_chunk(chunk.trades, outcome.anomalies)
+        # The input has ended: what was still being measured (a trade burst within its second) is
+        # reported with what is known, and then the incidents still open are closed.
+        self._count_outcome(summary, self.detect.finish(sorted(traded)), incidents, symbols)
         self._count_incidents(summary, incidents.flush(sorted(symbols)))
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def _count_outcome(self, summary: ReplaySummary, outcome: BatchOutcome, incidents: GroupIncidents,
+                       symbols: set[str]) -> None:
+        symbols.update(a.symbol for a in outcome.grouped)
+        self._count_incidents(summary, incidents(outcome.grouped, outcome.clocks, outcome.tape))
+        summary.accepted += outcome.accepted
+        summary.anomalies += len(outcome.anomalies)
+        summary.suppressed.update(outcome.suppressed)
+        summary.dead_letters.update(d.reason for d in outcome.dead_letters)
+        for a in outcome.anomalies:
+            summary.by_detector[a.detector] += 1
+            summary.by_symbol[a.symbol] += 1
+            summary.by_session[a.session] += 1
+            _keep_top(summary.top, (a.score, a.id, a), self.top_n)
 
     def _count_incidents(self, summary: ReplaySummary, closed: list[Incident]) -> None:
         if self.reports_incident is not None:

@@ -77,13 +77,18 @@ def before(market: MarketBatch, starts: np.ndarray, found: int, tape: np.void,
     lo = max(start, end - CONTEXT_TRADES)
     side = market.side.view(np.uint8)
     batch = [_print(market.ts[i], market.price[i], market.size[i], side[i]) for i in range(lo, end)]
-    older: list[Print] = []
-    n, want = len(tape["ts"]), CONTEXT_TRADES - len(batch)
-    count, head = int(tape["count"]), int(tape["head"])
-    for j in range(max(0, count - want), count):
+    older = last_trades(tape, CONTEXT_TRADES - len(batch))
+    return tuple(p for p in older + tuple(batch) if p.ts_event >= since)
+
+
+def last_trades(tape: np.void, most: int = CONTEXT_TRADES) -> tuple[Print, ...]:
+    """The newest `most` trades of a symbol's ring (`tape`: its tape_state row), oldest first."""
+    n, count, head = len(tape["ts"]), int(tape["count"]), int(tape["head"])
+    out = []
+    for j in range(max(0, count - most), count):
         k = (head - count + j) % n
-        older.append(_print(tape["ts"][k], tape["price"][k], tape["size"][k], tape["side"][k]))
-    return tuple(p for p in older + batch if p.ts_event >= since)
+        out.append(_print(tape["ts"][k], tape["price"][k], tape["size"][k], tape["side"][k]))
+    return tuple(out)
 
 
 def after(market: MarketBatch, first: int, end: int, since_ts: int, have: int) -> list[Print]:

@@ -8,7 +8,7 @@ from typing import cast
 
 import numpy as np
 
-from domain.context import BatchTape, before, remember, tape_state
+from domain.context import BatchTape, before, last_trades, remember, tape_state
 from domain.detectors.base import AnyDetector, Detector, PooledDetector
 from domain.errors import ConfigError
 from domain.guard import ACCEPTED, VERDICTS, SequenceGuard, initial_guard_state
@@ -163,6 +163,24 @@ class DetectionEngine:
                                            ts_local=self.calendar.local_time(a.ts_event))
                                    for a in result.anomalies), key=lambda a: (a.ts_event, a.symbol, a.detector))
         return result
+
+    def unfinished(self, symbols: Sequence[str], states: np.ndarray,
+                   tapes: np.ndarray | None = None) -> list[Anomaly]:
+        """What detectors still measure when the input ends (a rate episode within its measure),
+        reported with what is known: an embedded run's end, never a stream's. `states` (one row per
+        symbol) are updated in place so that nothing is reported twice; each anomaly's context is
+        its symbol's last trades (`tapes`: tape_schema rows)."""
+        found: list[Anomaly] = []
+        last_ts = states["guard"]["last_ts"]
+        for det in self.enabled:
+            unfinished = getattr(det, "unfinished", None)
+            if unfinished is not None:
+                found += unfinished(symbols, states[det.name], last_ts)
+        slot = {symbol: k for k, symbol in enumerate(symbols)}
+        return sorted((replace(a, session=self.calendar.session_of(a.ts_event),
+                               ts_local=self.calendar.local_time(a.ts_event),
+                               context=() if tapes is None else last_trades(tapes["tape"][slot[a.symbol]]))
+                       for a in found), key=lambda a: (a.ts_event, a.symbol, a.detector))
 
     def warm_up(self) -> None:
         """Run every detector on short made-up tapes (fresh state, results discarded), so compiled

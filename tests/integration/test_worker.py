@@ -46,7 +46,9 @@ def market() -> np.ndarray:
 def embedded_ids(market: np.ndarray) -> set[str]:
     container = build_container()
     container.replay()(InMemoryTradeSource(market, chunk_size=10_000))
-    ids = {a.id for a in container.collected_anomalies().anomalies}
+    # What a replay reports because its input ended (a burst within its measure) a worker reports
+    # when the symbol trades on: not in a stream that ends there.
+    ids = {a.id for a in container.collected_anomalies().anomalies if "input_ended" not in a.details}
     assert len(ids) >= 10
     return ids
 
@@ -71,7 +73,7 @@ def embedded_records(market: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]
     """The embedded replay's anomalies and incidents by id (with the tape around each)."""
     container = build_container()
     summary = container.replay(top_n=100_000)(InMemoryTradeSource(market, chunk_size=10_000))
-    return ({a.id: a for a in container.collected_anomalies().anomalies},
+    return ({a.id: a for a in container.collected_anomalies().anomalies if "input_ended" not in a.details},
             {i.id: i for i in summary.ranked_incidents()})
 
 

@@ -53,6 +53,48 @@ def test_replay_groups_anomalies_into_the_same_incidents_however_the_source_is_c
     assert seen[0] == seen[1] == seen[2]
 
 
+def with_a_burst_at_the_end(pause_ns: int | None) -> np.ndarray:
+    """Two calm symbols; AAA's last trades a burst of 400 within half a second, then (`pause_ns`
+    later) a calm print of AAA, or (None) nothing: the input ends within the burst's measure."""
+    flows = [calm_flow(15_000, symbol="AAA", seed=1), calm_flow(15_000, symbol="BBB", seed=2)]
+    trades = np.concatenate(flows)
+    trades = trades[np.argsort(trades["ts_event"], kind="stable")]
+    end = int(trades["ts_event"].max())
+    burst = np.repeat(trades[trades["symbol"] == "AAA"][-1:], 400)
+    burst["ts_event"] = end + np.linspace(1, 500_000_000, 400).astype(np.int64)
+    extra = [burst]
+    if pause_ns is not None:
+        extra.append(burst[-1:].copy())
+        extra[-1]["ts_event"] += pause_ns
+    out = np.concatenate([trades, *extra])
+    out["ts_recv"] = out["ts_event"]
+    out["sequence"] = np.arange(1, len(out) + 1)
+    return out
+
+
+@pytest.mark.parametrize("chunk", [65_536, 997])
+def test_a_burst_the_input_ends_within_is_reported_with_its_peak_so_far(chunk: int) -> None:
+    """A replay ending (a file's end, --until) within a burst's measure dropped it without a word;
+    it is reported with the peak so far, said so, and in an incident. The same burst with its
+    measure completed is reported as before."""
+    from application.replay import Replay
+
+    found = {}
+    for pause in (None, 5_000_000_000):
+        container = build_container()
+        replay = Replay(container.detect(), InMemoryBlobStore(), top_n=10_000)
+        summary = replay(InMemoryTradeSource(with_a_burst_at_the_end(pause), chunk_size=chunk))
+        bursts = [a for a in container.collected_anomalies().anomalies if a.detector == "trade_burst"]
+        assert len(bursts) == 1 and summary.by_detector["trade_burst"] == 1
+        assert any(bursts[0].id in i.members for i in summary.ranked_incidents())
+        found[pause] = bursts[0]
+    cut, whole = found[None], found[5_000_000_000]
+    assert cut.id == whole.id and cut.details["input_ended"] == 1.0 and "input_ended" not in whole.details
+    assert cut.reason.endswith("after crossing, when the input ended)") and cut.context
+    assert cut.details["measured_seconds"] < 1.0 == whole.details["measured_seconds"]
+    assert cut.details["window_total"] == whole.details["window_total"] and 400 <= cut.details["window_total"] <= 410
+
+
 def test_replay_resumes_from_stored_state_without_warming_up_again() -> None:
     trades = market()
     engine = build_container().engine()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros  # LLVM's cttz, as numba's own bit operations use
 
@@ -338,23 +340,41 @@ class WindowRateDetector(InPlace):
                   self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns, self.memory_bars,
                   self._empty_decay, self._recent_decay, self.max_gap_bars, self.warmup_bars, self.multiple,
                   self.minimum, self.cooldown_ns, self.settle_ns, hit, where, what)
-        return [self._anomaly(batch, int(hit[j]), where[j], what[j]) for j in range(k)]
+        return [self._anomaly(batch.symbols[batch.slot[int(hit[j])]], where[j], what[j], found=int(hit[j]))
+                for j in range(k)]
 
-    def _anomaly(self, batch: MarketBatch, i: int, where: np.ndarray, what: np.ndarray) -> Anomaly:
+    def unfinished(self, symbols: Sequence[str], st: np.ndarray, last_ts: np.ndarray) -> list[Anomaly]:
+        """The episodes still being measured when the input ended (`last_ts`: each symbol's last
+        event time), reported with their peak so far and marked reported. Only an embedded run ends:
+        a stream reports them at the symbol's next print, as ever, and then completes their measure."""
+        out = []
+        for s in np.flatnonzero(st["episode"] == 1).tolist():
+            where = np.array([st["at_ts"][s], st["at_sequence"][s], st["at_size"][s], st["at_publisher"][s],
+                              st["at_instrument"][s]], np.int64)
+            measured = max(int(last_ts[s]) - int(st["at_ts"][s]), 0) / 1e9
+            what = np.array([st["peak"][s], st["at_expected"][s], st["at_threshold"][s],
+                             np.nan if self.count_trades else st["cap"][s], st["at_price"][s], measured,
+                             st["at_part"][s], st["at_norm"][s]], np.float64)
+            out.append(self._anomaly(symbols[s], where, what, cut_short=True))
+            st["episode"][s] = 2
+        return out
+
+    def _anomaly(self, symbol: str, where: np.ndarray, what: np.ndarray, found: int = -1,
+                 cut_short: bool = False) -> Anomaly:
         ts, sequence, size, publisher, instrument = (int(x) for x in where)
         peak, expected, threshold, cap, price, measured, part, norm = (float(x) for x in what)
-        symbol = batch.symbols[batch.slot[i]]
         secs = self.window_ns / 1e9
         name = PERIOD_NAMES[int(part)]
         capped = "" if self.count_trades else f" (each print counted up to {qty(cap)})"
         judged = (f"recent level of {expected:,.1f} per {secs:g}s (its {name} norm: {norm:,.1f})" if expected > norm
                   else f"{name} norm of {expected:,.1f} per {secs:g}s")
         reason = (f"{qty(peak)} {self.unit} in {secs:g}s at the peak{capped}, {peak / max(expected, 1e-9):.1f}x "
-                  f"{symbol}'s {judged} (alert at {qty(threshold)}; peak of the {measured:g}s after crossing)")
+                  f"{symbol}'s {judged} (alert at {qty(threshold)}; peak of the {measured:.3g}s after crossing"
+                  + (", when the input ended)" if cut_short else ")"))
+        details = {"window_total": peak, "expected": expected, "part_norm": norm, "threshold": threshold,
+                   "measured_seconds": measured} | ({"input_ended": 1.0} if cut_short else {})
         return Anomaly.of_print(self.name, symbol, ts, price, size, publisher, instrument, sequence,
-                                peak / threshold, reason,
-                                {"window_total": peak, "expected": expected, "part_norm": norm, "threshold": threshold,
-                                 "measured_seconds": measured}, found=i)
+                                peak / threshold, reason, details, found=found)
 
 
 
