@@ -8,7 +8,7 @@ import numpy as np
 
 from domain.compiled import kernel, new_hits
 from domain.detectors.base import InPlace, qty, record
-from domain.detectors.histogram import grow_weight, growth_table, log_bin, robust_quantile, top_quantile
+from domain.detectors.histogram import bin_quantile, grow_weight, growth_table, log_bin, robust_quantile
 from domain.market import MarketBatch
 from domain.model import Anomaly
 
@@ -32,8 +32,8 @@ def size_bins(size: np.ndarray) -> np.ndarray:
 
 
 def size_quantile(hist: np.ndarray, quantile: float) -> float:
-    """The `quantile` size of a histogram, read off it as the detector does (the bin's upper edge)."""
-    return float(top_quantile(hist.astype(np.float64), float(hist.sum()), 1.0 - quantile, 1.0, BINS_PER_OCTAVE))
+    """The `quantile` size of a histogram, read off it as the detector does (within its bin)."""
+    return float(bin_quantile(hist.astype(np.float64), float(hist.sum()), 1.0 - quantile, 1.0, BINS_PER_OCTAVE))
 
 
 @kernel

@@ -43,6 +43,20 @@ def top_quantile(hist: np.ndarray, total: float, tail_share: float, lowest: floa
 
 
 @kernel
+def bin_quantile(hist: np.ndarray, total: float, tail_share: float, lowest: float,
+                 bins_per_octave: float) -> float:
+    """The (1 - tail_share) quantile, interpolated within its bin (evenly in log size, as the bins
+    are): the bin's upper edge overstated a p99.9 by up to a bin's width (NVDA: 4,096 for 3,500)."""
+    target = tail_share * total
+    acc = 0.0
+    for b in range(len(hist) - 1, 0, -1):
+        if hist[b] > 0 and acc + hist[b] >= target:
+            return upper_edge(b, lowest, bins_per_octave) * 2.0 ** (-(target - acc) / hist[b] / bins_per_octave)
+        acc += hist[b]
+    return lowest
+
+
+@kernel
 def tail_mass(hist: np.ndarray, b: int) -> float:
     """Mass in bins b and above."""
     acc = 0.0
@@ -111,5 +125,5 @@ def robust_quantile(hist: np.ndarray, total: float, tail_share: float, min_mass:
     anchor, nats, mean_excess = fit_tail(hist, total, min_mass, bins_per_octave)
     target = -np.log(tail_share)
     if anchor < 1.0 or nats >= target:
-        return top_quantile(hist, total, tail_share, lowest, bins_per_octave)
+        return bin_quantile(hist, total, tail_share, lowest, bins_per_octave)
     return upper_edge(int(anchor) - 1, lowest, bins_per_octave) * 2.0 ** ((target - nats) * mean_excess)
