@@ -433,19 +433,18 @@ def test_query_command_explains_an_unreachable_elasticsearch_without_a_traceback
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
 
 
-class RecordingElasticsearch(http.server.BaseHTTPRequestHandler):
-    """Answers every request as an empty Elasticsearch would, and records the paths asked."""
+class Answering(http.server.BaseHTTPRequestHandler):
+    """A quiet test server: every GET and POST (its body read) gets `answer`'s reply."""
 
-    paths: list[str] = []
+    def answer(self) -> tuple[int, bytes, dict[str, str]]:
+        raise NotImplementedError
 
     def _answer(self) -> None:
-        self.paths.append(self.path)
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.dumps({"hits": {"total": {"value": 0}, "hits": []}, "version": {"number": "9.0.0"}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("X-Elastic-Product", "Elasticsearch")
-        self.send_header("Content-Length", str(len(body)))
+        status, body, headers = self.answer()
+        self.send_response(status)
+        for name, value in (headers | {"Content-Length": str(len(body))}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -453,6 +452,17 @@ class RecordingElasticsearch(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+class RecordingElasticsearch(Answering):
+    """Answers every request as an empty Elasticsearch would, and records the paths asked."""
+
+    paths: list[str] = []
+
+    def answer(self) -> tuple[int, bytes, dict[str, str]]:
+        self.paths.append(self.path)
+        body = json.dumps({"hits": {"total": {"value": 0}, "hits": []}, "version": {"number": "9.0.0"}}).encode()
+        return 200, body, {"Content-Type": "application/json", "X-Elastic-Product": "Elasticsearch"}
 
 
 def test_query_command_takes_its_url_and_index_prefix_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -474,29 +484,17 @@ def test_query_command_takes_its_url_and_index_prefix_from_the_settings(monkeypa
     assert result.exit_code == 1 and "STOCKANOMALY_ES_INDEX_PREFIX" in result.output.splitlines()[-1]
 
 
-class NotElasticsearch(http.server.BaseHTTPRequestHandler):
+class NotElasticsearch(Answering):
     """Another server on the port: plain text without a content type (a metrics endpoint: 9100 is
     one digit off 9200), or an HTML error page."""
 
     html = False
 
-    def _answer(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+    def answer(self) -> tuple[int, bytes, dict[str, str]]:
         if self.html:
-            body = b"<!DOCTYPE html>\n<html>\n<head><title>404</title></head>\n<body>\n<h1>Not Found</h1>\n" * 3
-            self.send_response(404)
-            self.send_header("Content-Type", "text/html")
-        else:
-            body = b"# HELP stockanomaly_trades_processed_total\nstockanomaly_trades_processed_total 5.0\n"
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            page = b"<!DOCTYPE html>\n<html>\n<head><title>404</title></head>\n<body>\n<h1>Not Found</h1>\n" * 3
+            return 404, page, {"Content-Type": "text/html"}
+        return 200, b"# HELP stockanomaly_trades_processed_total\nstockanomaly_trades_processed_total 5.0\n", {}
 
 
 @pytest.mark.parametrize("html", [False, True], ids=["metrics_port", "html_404"])
