@@ -34,18 +34,23 @@ async def test_a_jump_checked_while_the_broker_is_down_is_answered_once_it_is_ba
         await producer.stop()
     tp = TP(topic, 0)
     reader = LogReader(kafka_bootstrap, read_committed=True)
+    fresh = LogReader(kafka_bootstrap, read_committed=True)  # its consumer starts in the outage
     try:
         # Read committed, 1-3 hold markers and an aborted record: no hole between 0 and 4.
         assert await reader.next_record(tp, 1, 4) is None
         broker.kill()
         check = asyncio.create_task(reader.next_record(tp, 1, 4))
+        first = asyncio.create_task(fresh.next_record(tp, 1, 4))
         await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself, not a wait for a condition
         assert not check.done(), f"the check ended during the outage: {check.exception()!r}"
+        assert not first.done(), f"the fresh reader's check ended during the outage: {first.exception()!r}"
         await asyncio.to_thread(broker.start)
         assert await asyncio.wait_for(check, timeout=120) is None
+        assert await asyncio.wait_for(first, timeout=120) is None
         assert await reader.next_record(tp, 0, 4) == 0  # a record in the jump is still found
     finally:
         await reader.close()
+        await fresh.close()
 
 
 @pytest.mark.asyncio

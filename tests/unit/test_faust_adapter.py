@@ -487,3 +487,33 @@ def test_a_windowed_tables_changelog_keeps_its_retention() -> None:
     assert changelog_topics(app) == {
         "a-changelog": {"cleanup.policy": "compact,delete", "retention.ms": "3600000"},
         "b-changelog": {"cleanup.policy": "compact,delete", "retention.ms": "90500"}}
+
+
+@pytest.mark.asyncio
+async def test_a_jump_check_that_must_start_its_reader_while_the_broker_is_away_waits_for_it() -> None:
+    """The reader's consumer starts on first use; its start raised at once while the broker was away
+    (a broker restart in the middle of a take stopped the indexer: CI, 2026-12-05)."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from adapters.faust.sequence import LogReader
+
+    class Starting(_UnreachableThenBack):
+        attempts = 0
+
+        async def start(self) -> None:
+            Starting.attempts += 1
+            if Starting.attempts == 1:
+                raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
+
+        async def stop(self) -> None:
+            pass
+
+    reader = LogReader("unused:9092", read_committed=True, patience=60.0, poll=0.0)
+    reader.new_consumer = lambda: Starting(silent=3, log=[0, 3, 5])  # type: ignore[assignment,method-assign]
+    assert await reader.next_record(SimpleNamespace(topic="anomalies", partition=0), 1, 5) == 3
+    assert Starting.attempts == 2
+    gone = LogReader("unused:9092", read_committed=True, patience=0.0, poll=0.0)
+    gone.new_consumer = lambda: Starting(silent=0, log=[])  # type: ignore[assignment,method-assign]
+    Starting.attempts = 0
+    with pytest.raises(TimeoutError, match=r"could not reach the broker to read anomalies\[0\] within 0 s"):
+        await gone.next_record(SimpleNamespace(topic="anomalies", partition=0), 1, 5)

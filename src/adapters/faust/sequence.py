@@ -9,6 +9,7 @@ from typing import Any
 import faust
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from faust.types.enums import ProcessingGuarantee
 
 log = structlog.get_logger()
@@ -18,6 +19,7 @@ RESUME_CHECK_SECONDS = 1.0  # how often partitions left behind by a recovery are
 # worker stops, for its supervisor to restart it), and how often it says it is waiting.
 BROKER_PATIENCE_SECONDS = 600.0
 WAIT_WARNING_SECONDS = 10.0
+RECONNECT_SECONDS = 1.0  # between attempts to start the log reader's consumer while the broker is away
 
 # (partition, first offset, before) -> the offset of the first record the log holds in [first,
 # before) for this consumer (committed records under read_committed), or None when there is none
@@ -134,28 +136,52 @@ class LogReader:
         self.patience, self.poll = patience, poll
         self.consumer: AIOKafkaConsumer | None = None
 
+    def new_consumer(self) -> AIOKafkaConsumer:
+        # earliest: a check from offset 0 of a log whose start retention moved on reads from there
+        return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+                                auto_offset_reset="earliest",
+                                isolation_level="read_committed" if self.read_committed else "read_uncommitted")
+
+    async def _started(self, tp: Any, started: float) -> AIOKafkaConsumer:
+        """The reader's consumer, started on first use; a broker away at that moment is waited for
+        within the same patience (its start used to raise at once, and stopped the indexer in the
+        middle of a broker restart it would have outlived)."""
+        loop = asyncio.get_running_loop()
+        warned = None
+        while self.consumer is None:
+            consumer = self.new_consumer()
+            try:
+                await consumer.start()
+            except KafkaConnectionError as exc:
+                await consumer.stop()
+                if loop.time() - started >= self.patience:
+                    raise TimeoutError(f"could not reach the broker to read {tp.topic}[{tp.partition}] within "
+                                       f"{self.patience:.0f} s: {exc}") from None
+                if warned is None or loop.time() - warned >= WAIT_WARNING_SECONDS:
+                    warned = loop.time()
+                    log.warning("log_check_waiting", tp=f"{tp.topic}[{tp.partition}]", error=str(exc),
+                                waited_s=round(warned - started, 1), gives_up_after_s=self.patience)
+                await asyncio.sleep(max(self.poll, RECONNECT_SECONDS))
+                continue
+            self.consumer = consumer
+        return self.consumer
+
     async def next_record(self, tp: Any, first: int, before: int) -> int | None:
-        if self.consumer is None:
-            # earliest: a check from offset 0 of a log whose start retention moved on reads from there
-            self.consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-                auto_offset_reset="earliest",
-                isolation_level="read_committed" if self.read_committed else "read_uncommitted")
-            await self.consumer.start()
-        partition = TopicPartition(tp.topic, tp.partition)
-        self.consumer.assign([partition])
-        self.consumer.seek(partition, first)
         loop = asyncio.get_running_loop()
         started = loop.time()
+        consumer = await self._started(tp, started)
+        partition = TopicPartition(tp.topic, tp.partition)
+        consumer.assign([partition])
+        consumer.seek(partition, first)
         warned = started
         # Bounded: the records up to `before` are all there (it was delivered); only an unreachable
         # broker keeps the read from getting there.
         while loop.time() - started < self.patience:
-            batch = (await self.consumer.getmany(partition, timeout_ms=int(self.poll * 1000),
-                                                 max_records=1)).get(partition, [])
+            batch = (await consumer.getmany(partition, timeout_ms=int(self.poll * 1000),
+                                            max_records=1)).get(partition, [])
             if batch:
                 return batch[0].offset if batch[0].offset < before else None
-            if await self.consumer.position(partition) >= before:
+            if await consumer.position(partition) >= before:
                 return None  # read past the jump (markers, aborted records) and found nothing
             if loop.time() - warned >= WAIT_WARNING_SECONDS:
                 warned = loop.time()
