@@ -72,11 +72,8 @@ class SymbolTable:
 
     def long_symbol(self, instrument_id: int, ts: int) -> str | None:
         """The symbol of an instrument on the day of `ts` when it is too long to hold, else None."""
-        day = min(max(int(ts) // NS_PER_DAY, 0), 0xFFFFFFFF)
-        if self._lookup(instrument_id, day) != TOO_LONG:
-            return None
-        intervals = self._intervals[instrument_id]
-        return intervals[bisect.bisect_right(intervals, (day, float("inf"), "")) - 1][2]
+        symbol = self._mapped(instrument_id, min(max(int(ts) // NS_PER_DAY, 0), 0xFFFFFFFF))
+        return symbol if symbol is not None and len(symbol) > SYMBOL_WIDTH else None
 
     def _code(self, key: int) -> int:
         code = self._codes.get(key)
@@ -85,12 +82,16 @@ class SymbolTable:
             self._codes[key] = code
         return code
 
-    def _lookup(self, instrument_id: int, day: int) -> int:
+    def _mapped(self, instrument_id: int, day: int) -> str | None:
+        """The symbol an instrument is mapped to on `day`, None when it has no mapping then."""
         intervals = self._intervals.get(instrument_id, [])
         pos = bisect.bisect_right(intervals, (day, float("inf"), "")) - 1
-        if pos < 0 or day >= intervals[pos][1]:
+        return None if pos < 0 or day >= intervals[pos][1] else intervals[pos][2]
+
+    def _lookup(self, instrument_id: int, day: int) -> int:
+        symbol = self._mapped(instrument_id, day)
+        if symbol is None:
             return -1
-        symbol = intervals[pos][2]
         if len(symbol) > SYMBOL_WIDTH:
             return TOO_LONG
         if symbol not in self._symbol_codes:
