@@ -15,13 +15,16 @@ from adapters.memory import (InMemoryAnomalySink, InMemoryBlobStore, InMemoryDea
                              InMemoryMetrics, InMemoryStateStore)
 from adapters.faust.settings import StreamingSettings
 from adapters.faust.state import FaustTableStateStore
-from adapters.kafka.keys import pooling_by_partition
+from adapters.kafka.keys import MESSAGE_REASONS, pooling_by_partition
+from adapters.kafka.records import INDEXER_REASONS
 from adapters.metrics import MetricsServer, PrometheusMetrics, process_registry
 from application.detect import DetectTrades
 from application.replay import Replay
 from domain.detectors import default_detectors
 from domain.engine import DetectionEngine
 from domain.errors import ConfigError
+from domain.guard import VERDICTS
+from domain.validation import REASONS
 from entrypoints.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # Faust is imported by the streaming processes only: replay starts without it
@@ -35,6 +38,15 @@ def size_thresholds(path: str | None) -> dict[str, float] | None:
 
 def detector_names(spec: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in spec.split(",") if name.strip())
+
+
+def dead_letter_reasons(exports: str) -> tuple[str, ...]:
+    """The reasons a kind of process dead-letters for: a worker's (a message it cannot read, a trade
+    the record checks or the duplicate guard refuse), the indexer's (a record it cannot read, a
+    document Elasticsearch refused); the notifier dead-letters nothing."""
+    if exports == "detector":
+        return (*MESSAGE_REASONS, *REASONS, *(v for v in VERDICTS if v))
+    return INDEXER_REASONS if exports == "indexer" else ()
 
 
 def suppressions_or_none(path: str | None) -> SuppressionsFile | None:
@@ -139,6 +151,7 @@ class Container(containers.DeclarativeContainer):
         prometheus=providers.Singleton(PrometheusMetrics, registry=metrics_registry,
                                        symbols=providers.Callable(detector_names, config.metrics_symbols),
                                        detectors=providers.Callable(detector_names, config.detectors),
+                                       reasons=providers.Callable(dead_letter_reasons, config.metrics_exports),
                                        exports=config.metrics_exports),
     )
     metrics_server = providers.Singleton(MetricsServer, registry=metrics_registry, addr=config.metrics_addr,

@@ -67,6 +67,24 @@ def test_known_detectors_start_at_zero_so_the_first_anomaly_shows_in_rate(regist
     assert value(registry, "stockanomaly_model_refits_total", detector="high_volume") == 0
 
 
+@pytest.mark.parametrize("kind, present, absent", [
+    ("detector", ["bad_json", "bad_encoding", "wrong_partition", "bad_price", "missing_symbol", "duplicate",
+                  "out_of_order"], ["bad_anomaly", "index_rejected"]),
+    ("indexer", ["bad_anomaly", "bad_incident", "index_rejected"], ["bad_price", "duplicate"]),
+])
+def test_each_process_exports_its_dead_letter_reasons_at_zero_from_the_start(kind, present, absent) -> None:
+    """A worker's first burst of bad records must show in rate(): a series that appears at its
+    first increment has no earlier sample to rise from, and the dead-letter alerts read rate()."""
+    container = build_container(metrics="prometheus")
+    container.config.metrics_exports.from_value(kind)  # as the indexer's entrypoint does
+    container.metrics()
+    registry = container.metrics_registry()
+    for reason in present:
+        assert value(registry, "stockanomaly_dead_letters_total", reason=reason) == 0, reason
+    for reason in absent:
+        assert value(registry, "stockanomaly_dead_letters_total", reason=reason) is None, reason
+
+
 def test_batches_feed_both_histograms(registry) -> None:
     m = PrometheusMetrics(registry)
     m.batch_processed(2_000, 0.004)

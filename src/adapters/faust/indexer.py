@@ -24,7 +24,7 @@ from adapters.faust.app import GAUGE_REFRESH_SECONDS, NEVER, committed_takes, in
 from adapters.faust.outputs import KafkaDeadLetterSink, PartitionProducer
 from adapters.faust.recovery import fetch_without_long_polls
 from adapters.faust.settings import StreamingSettings
-from adapters.kafka.records import decode_anomaly, decode_incident
+from adapters.kafka.records import INDEX_REJECTED, decode_anomaly, decode_incident
 from domain.incidents import Incident
 from domain.model import Anomaly, DeadLetter
 from domain.ports import Metrics
@@ -155,7 +155,7 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
             a = failure.anomaly
             detail = f"Elasticsearch refused document {a.id}: HTTP {failure.status}: {failure.reason}"[:300]
             letters.append((events[-1].message.partition,
-                            DeadLetter("index_rejected", detail, f"{topic}:{a.id}",
+                            DeadLetter(INDEX_REJECTED, detail, f"{topic}:{a.id}",
                                        json.dumps(a.to_dict()).encode(), key=a.symbol.encode())))
         for partition in sorted({p for p, _ in letters}):
             # In the transaction of the source partition they came from, with its offsets.

@@ -17,6 +17,7 @@ MISSING_KEY = "missing_key"    # a binary batch without the symbol as its key
 BAD_FIELD = "bad_field"        # a JSON field of the wrong type or out of range
 EMPTY_BATCH = "empty_batch"    # a message that holds no trade at all (`[]`, a binary batch of 0)
 WRONG_PARTITION = "wrong_partition"  # a trade on another partition than its symbol's (its state lives there)
+MESSAGE_REASONS = (BAD_JSON, BAD_ENCODING, MISSING_FIELD, MISSING_KEY, BAD_FIELD, EMPTY_BATCH, WRONG_PARTITION)
 
 SYMBOL_CHARS = TRADE_DTYPE["symbol"].itemsize // 4
 

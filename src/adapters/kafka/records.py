@@ -10,18 +10,22 @@ from typing import Any
 from domain.incidents import Incident
 from domain.model import Anomaly, DeadLetter
 
+BAD_ANOMALY, BAD_INCIDENT = "bad_anomaly", "bad_incident"
+INDEX_REJECTED = "index_rejected"  # a document Elasticsearch refused for good (the indexer's)
+INDEXER_REASONS = (BAD_ANOMALY, BAD_INCIDENT, INDEX_REJECTED)
 
-def _decode(kind: Any, what: str, value: bytes | None, origin: str) -> Any:
+
+def _decode(kind: Any, what: str, reason: str, value: bytes | None, origin: str) -> Any:
     try:
         return kind.from_dict(json.loads(value or b""))
     except (ValueError, KeyError, TypeError) as exc:
-        return DeadLetter(f"bad_{what}", f"not an {what} record: {type(exc).__name__}: {exc}"[:300], origin,
+        return DeadLetter(reason, f"not an {what} record: {type(exc).__name__}: {exc}"[:300], origin,
                           value or b"")
 
 
 def decode_anomaly(value: bytes | None, origin: str) -> Anomaly | DeadLetter:
-    return _decode(Anomaly, "anomaly", value, origin)
+    return _decode(Anomaly, "anomaly", BAD_ANOMALY, value, origin)
 
 
 def decode_incident(value: bytes | None, origin: str) -> Incident | DeadLetter:
-    return _decode(Incident, "incident", value, origin)
+    return _decode(Incident, "incident", BAD_INCIDENT, value, origin)

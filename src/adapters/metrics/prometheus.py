@@ -45,13 +45,14 @@ class PrometheusMetrics:
 
     Cardinality is bounded by configuration: anomalies carry a `symbol` label only for symbols in
     `symbols`; every other symbol gets the empty value, which Prometheus stores as no label at all.
-    Series for the known detectors exist from the start at 0, so the first anomalies after a
+    Series for the known detectors and dead-letter reasons exist from the start at 0, so the first anomalies after a
     (re)start show up in rate() instead of being the series' first sample. `exports` names the kind
     of process (`EXPORTS`): only its families are registered, the others count into nothing.
     """
 
     def __init__(self, registry: CollectorRegistry, *, symbols: Iterable[str] = (),
-                 detectors: Iterable[str] = (), namespace: str = "stockanomaly", exports: str = "detector") -> None:
+                 detectors: Iterable[str] = (), reasons: Iterable[str] = (), namespace: str = "stockanomaly",
+                 exports: str = "detector") -> None:
         if exports not in EXPORTS:
             raise ValueError(f"exports must be one of {sorted(EXPORTS)}, got {exports!r}")
         self.symbols = parse_symbols(symbols)
@@ -106,6 +107,8 @@ class PrometheusMetrics:
         for detector in detectors:
             self.anomalies.labels(detector=detector, symbol="")
             self.refits.labels(detector=detector)
+        for reason in reasons:  # so a process's first dead letters show in rate(), not as a new series
+            self.dead.labels(reason=reason)
 
     def trades_processed(self, count: int) -> None:
         self.trades.inc(count)
