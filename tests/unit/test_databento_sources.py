@@ -487,6 +487,34 @@ def test_one_feed_split_over_two_files_merges_back_into_its_own_order(tmp_path: 
         assert trades["sequence"].tolist() == nvda["sequence"].tolist(), chunk_size
 
 
+def test_a_late_print_is_reordered_or_kept_in_place_the_same_however_the_file_is_chunked(tmp_path: Path) -> None:
+    """A print a little behind its file's newest (a consolidated feed in capture order) goes to its
+    event-time place; one far behind keeps its place in the file, so the guard refuses it as out of
+    order. Sorting each chunk instead made both depend on the chunk size: a print hours late in the
+    same chunk was moved back and judged, one chunk later it was refused."""
+    nvda = flow(3_000, seed=1, rate=20.0)  # a print every ~50 ms
+    late = nvda.copy()
+    slightly, far = late[1_000].copy(), late[20].copy()
+    slightly["ts_event"] = late["ts_event"][1_010] - 2 * 10**9  # 2 s behind the print before it
+    far_ts = int(late["ts_event"][20])
+    late = np.concatenate((late[:1_010], [slightly], late[1_010:2_500], [far], late[2_500:]))
+    late = np.delete(late, [1_000, 20])
+    path = write_csv(tmp_path / "late.csv", csv_lines(late))
+
+    orders = set()
+    for chunk_size in (64, 255, 1_000, 100_000):
+        trades = np.concatenate([c.trades for c in DatabentoFileSource([str(path)], chunk_size=chunk_size).chunks()])
+        assert len(trades) == len(late)
+        orders.add(trades.tobytes())
+    assert len(orders) == 1
+    ts = trades["ts_event"]
+    slightly_at = int(np.flatnonzero(trades["sequence"] == slightly["sequence"])[0])
+    assert ts[slightly_at - 1] <= ts[slightly_at] <= ts[slightly_at + 1]  # in its place
+    far_at = int(np.flatnonzero(trades["sequence"] == far["sequence"])[0])
+    assert far_at == int(np.flatnonzero(late["sequence"] == far["sequence"])[0])  # where the file had it
+    assert ts[far_at] == far_ts < ts[far_at - 1]
+
+
 def test_files_decoded_on_threads_give_the_same_chunks_as_read_in_turn(tmp_path: Path) -> None:
     nvda = flow(3_000, seed=1, rate=20.0)
     amd = flow(2_000, symbol="AMD", instrument_id=77, seed=2, rate=10.0)

@@ -12,14 +12,32 @@ from domain.ports import SourceChunk
 _BEFORE_ANY = np.iinfo(np.int64).min
 
 
+# How far back in event time a print may come after a later one of its file and still be put in its
+# place: Databento files are in capture order (ts_recv), so a consolidated feed's prints can arrive a
+# little out of event-time order. Fixed, so what is reordered never depends on how the file is read
+# (chunk size); a print later than this keeps its place in the file, behind the newer prints, where
+# the duplicate guard refuses it as out_of_order if its symbol has moved past it.
+REORDER_NS = 5 * 10**9
+
+
 class _Lane:
-    """One file's stream: its sorted, not yet emitted trades and how far into event time it has read."""
+    """One file's stream: its not yet emitted trades in merge order, and their merge keys.
+
+    A print's key is its event time, or, when it is more than REORDER_NS older than the newest
+    print before it in the file, that newest time (it stays behind that print): no later print of
+    the file can have a key below `floor` (the newest time read so far less REORDER_NS), so every
+    buffered key under it is final, whatever the chunks were."""
 
     def __init__(self, stream: Iterator[SourceChunk]) -> None:
         self.stream = stream
         self.buffer = np.empty(0, TRADE_DTYPE)
-        self.watermark = _BEFORE_ANY  # ts_event of the last record read: later ones are assumed >= it
+        self.keys = np.empty(0, np.int64)
+        self.newest = _BEFORE_ANY  # the newest event time read so far
         self.done = False
+
+    @property
+    def floor(self) -> int:
+        return self.newest - REORDER_NS if self.newest != _BEFORE_ANY else _BEFORE_ANY
 
     def pull(self, letters: list[DeadLetter]) -> None:
         chunk = next(self.stream, None)
@@ -29,25 +47,36 @@ class _Lane:
         letters.extend(chunk.dead_letters)
         if len(chunk.trades) == 0:
             return
-        self.watermark = int(chunk.trades["ts_event"][-1])
-        self.buffer = _sort(np.concatenate((self.buffer, chunk.trades)) if len(self.buffer) else chunk.trades)
+        ts = chunk.trades["ts_event"]
+        before = np.maximum.accumulate(np.concatenate(([self.newest], ts[:-1])))  # newest before each
+        in_reach = (before == _BEFORE_ANY) | (ts >= before - REORDER_NS)  # (no wrap-around below int64)
+        keys = np.where(in_reach, ts, before)  # too late: right behind the newest print before it
+        self.newest = max(self.newest, int(ts.max()))
+        trades = np.concatenate((self.buffer, chunk.trades)) if len(self.buffer) else chunk.trades
+        keys = np.concatenate((self.keys, keys)) if len(self.keys) else keys
+        if len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
+            order = np.argsort(keys, kind="stable")
+            trades, keys = trades[order], keys[order]
+        self.buffer, self.keys = trades, keys
 
-    def take_before(self, watermark: int | None) -> np.ndarray:
-        # Strictly before: a file whose last read print is at the watermark may hold more at that time.
-        cut = len(self.buffer) if watermark is None else int(
-            np.searchsorted(self.buffer["ts_event"], watermark, side="left"))
+    def take_before(self, floor: int | None) -> tuple[np.ndarray, np.ndarray]:
+        # Strictly before: a later print of some file may still get a key equal to the floor.
+        cut = len(self.buffer) if floor is None else int(np.searchsorted(self.keys, floor, side="left"))
         head, self.buffer = self.buffer[:cut], self.buffer[cut:]
-        return head
+        keys, self.keys = self.keys[:cut], self.keys[cut:]
+        return head, keys
 
 
 def merge_by_event_time(streams: Sequence[Iterator[SourceChunk]]) -> Iterator[SourceChunk]:
-    """k-way merge: emit every buffered trade before the lowest watermark among open files.
+    """k-way merge by event time: emit every buffered trade whose key is below the lowest floor
+    among open files (`_Lane`), so the trades come out in the same order however the files are
+    chunked.
 
     Always reading next from the file that is furthest behind keeps memory near one chunk per file.
     Prints of several files at one timestamp are put in sequence order (one feed split over several
     files comes back in its own order; the guard refuses a sequence that goes back as a resend),
-    then file order, then record order. A file that is itself
-    out of order by more than a chunk comes out out of order; the domain rejects such trades.
+    then file order, then record order. A print more than REORDER_NS behind its file's newest is
+    not moved back: it comes out where it was, and the guard rejects it if its symbol is past it.
     """
     lanes = [_Lane(stream) for stream in streams]
     try:
@@ -65,27 +94,22 @@ def _merged(lanes: list[_Lane]) -> Iterator[SourceChunk]:
         open_lanes = [lane for lane in lanes if not lane.done]
         if not open_lanes:
             break
-        behind = min(open_lanes, key=lambda lane: lane.watermark)
+        behind = min(open_lanes, key=lambda lane: lane.newest)
         behind.pull(letters)
-        still_open = [lane.watermark for lane in lanes if not lane.done]
-        watermark = min(still_open) if still_open else None
-        heads = [head for lane in lanes if len(head := lane.take_before(watermark))]
+        floors = [lane.floor for lane in lanes if not lane.done]
+        floor = min(floors) if floors else None
+        heads = [head for lane in lanes if len((head := lane.take_before(floor))[0])]
         if len(heads) == 1:
-            trades = heads[0]
+            trades = heads[0][0]
         else:
-            trades = _interleave(np.concatenate(heads)) if heads else np.empty(0, TRADE_DTYPE)
+            trades = _interleave(heads) if heads else np.empty(0, TRADE_DTYPE)
         if len(trades) or letters:
             yield SourceChunk(trades, letters)
             letters = []
 
 
-def _sort(trades: np.ndarray) -> np.ndarray:
-    ts = trades["ts_event"]
-    if len(ts) < 2 or bool(np.all(ts[1:] >= ts[:-1])):
-        return trades
-    return trades[np.argsort(ts, kind="stable")]
-
-
-def _interleave(trades: np.ndarray) -> np.ndarray:
-    """Several files' trades by event time, then sequence (stable: then file and record order)."""
-    return trades[np.lexsort((trades["sequence"], trades["ts_event"]))]
+def _interleave(heads: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Several files' trades by merge key, then sequence (stable: then file and record order)."""
+    trades = np.concatenate([trades for trades, _ in heads])
+    keys = np.concatenate([keys for _, keys in heads])
+    return trades[np.lexsort((trades["sequence"], keys))]
