@@ -8,25 +8,16 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from domain.exchange_days import EARLY_CLOSES, HOLIDAYS
+
 NS_PER_S = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_S
 PRE_MARKET, REGULAR, AFTER_HOURS, CLOSED = "pre_market", "regular", "after_hours", "closed"
 SESSIONS = (PRE_MARKET, REGULAR, AFTER_HOURS, CLOSED)
 
 
-# NYSE and Nasdaq full-day closures (weekends aside) and 13:00 early closes, as the exchanges publish
-# them. Days after the last year listed are taken as ordinary weekdays.
-HOLIDAYS = frozenset(date.fromisoformat(d) for d in (
-    "2025-01-01", "2025-01-09", "2025-01-20", "2025-02-17", "2025-04-18", "2025-05-26", "2025-06-19",
-    "2025-07-04", "2025-09-01", "2025-11-27", "2025-12-25",
-    "2026-01-01", "2026-01-19", "2026-02-16", "2026-04-03", "2026-05-25", "2026-06-19", "2026-07-03",
-    "2026-09-07", "2026-11-26", "2026-12-25",
-    "2027-01-01", "2027-01-18", "2027-02-15", "2027-03-26", "2027-05-31", "2027-06-18", "2027-07-05",
-    "2027-09-06", "2027-11-25", "2027-12-24",
-))
-EARLY_CLOSES = frozenset(date.fromisoformat(d) for d in (
-    "2025-07-03", "2025-11-28", "2025-12-24", "2026-11-27", "2026-12-24", "2027-11-26",
-))
+# NYSE and Nasdaq full-day closures (weekends aside) and 13:00 early closes: domain.exchange_days,
+# 2000-2035; days outside those years are taken as ordinary weekdays.
 EARLY_CLOSE_S = 13 * 3600
 
 
@@ -122,21 +113,19 @@ class SessionCalendar:
         return first, offsets, closes
 
     def auction_mask(self, ts: np.ndarray, side: np.ndarray) -> np.ndarray:
-        """True for prints with side N within `window_s` after a scheduled cross."""
+        """True for prints with side N within `window_s` after a scheduled cross: the open and the
+        day's close (13:00 on early-close days)."""
         out = side == b"N"
         rows = np.flatnonzero(out)
         if not len(rows):
             return out
         t = ts[rows]
-        days = t // NS_PER_DAY
-        offsets = np.zeros(len(t), np.int64)
-        for day in np.unique(days):
-            offsets[days == day] = self._offset_ns(int(day))
-        local = (t + offsets) % NS_PER_DAY
-        near = np.zeros(len(t), bool)
-        for cross in self.crosses_ns.tolist():
-            near |= (local >= cross) & (local < cross + self.window_ns)
-        out[rows] = near
+        first, offsets, closes = self.day_table(t)
+        day = t // NS_PER_DAY - first
+        local = (t + offsets[day]) % NS_PER_DAY
+        opening = int(self.crosses_ns[0])
+        out[rows] = (((local >= opening) & (local < opening + self.window_ns))
+                     | ((local >= closes[day]) & (local < closes[day] + self.window_ns)))
         return out
 
 
