@@ -284,6 +284,8 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     wanted = {s.strip().upper() for spec in only_symbols for s in spec.split(",") if s.strip()}
     if only_symbols and not wanted:
         raise click.BadParameter("names no symbol", param_hint="--symbols")
+    if detectors is not None and not detectors.strip(" ,"):  # (a blank STOCKANOMALY_DETECTORS means all)
+        raise click.BadParameter("names no detector", param_hint="--detectors")
     try:
         container = build_container(out=out, dead_letters=dead_letters, thresholds=thresholds, detectors=detectors,
                                     suppressions=rules_file,
@@ -544,7 +546,8 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
     parts = []
     for labels_path in labels_paths:
         if not labels_path.exists():
-            fail(f"no labels at {labels_path}; pass --labels")
+            fail(f"no labels at {labels_path}; pass --labels (a generated market's), or --verdicts to score "
+                 "the detections against analysts' verdicts (any data, real days too)")
         try:
             parts.append((labels_path.name.removesuffix(".labels.json"), load_labels(labels_path)))
         except ValueError as exc:  # not JSON, or not a labels file
@@ -631,7 +634,8 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
     for symbol, t in sorted(thresholds.symbols.items()):
         click.echo(f"{symbol:<10} p{quantile * 100:g} {t.size_quantile_value:>12,.0f}  "
                    f"threshold {t.size_threshold:>12,.0f}  ({t.trades:,} trades)")
-    click.echo(f"wrote thresholds for {len(thresholds.symbols)} symbols to {out}")
+    count = len(thresholds.symbols)
+    click.echo(f"wrote thresholds for {count} symbol{'' if count == 1 else 's'} to {out}")
 
 
 # Registers `ingest` and `query` on `main`; imported last because it imports from here.

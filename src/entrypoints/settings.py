@@ -101,7 +101,9 @@ class Settings(BaseSettings):
 
     # The core (replay and the worker)
     thresholds: str = ""  # a calibrate output file; empty: the detectors' own defaults
-    detectors: str = ",".join(DETECTOR_NAMES)
+    # empty (an exported but blank STOCKANOMALY_DETECTORS): all of them, as for the other files' settings
+    detectors: Annotated[str, AfterValidator(lambda v: v if v.strip(" ,") else ",".join(DETECTOR_NAMES))] = \
+        ",".join(DETECTOR_NAMES)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 7  # the Isolation Forest's (scikit-learn's range)
     partitions: Annotated[int, Field(ge=1, le=10_000)] = 4  # of the topics; model pools follow them
     # trades read per source chunk; at most 1,048,576 (a CSV read block of 128 MiB: Arrow takes no more than 2 GiB)

@@ -91,7 +91,7 @@ def test_replay_reads_real_dbn_files() -> None:
     (["replay", "--detectors", "telepathy"], "unknown detectors"),
     (["generate", "market.txt"], "must end with .dbn"),
     (["calibrate", "--out", "x.json"], "Missing argument"),
-    (["replay", "--detectors", ","], "no detector selected"),
+    (["replay", "--detectors", ","], "Invalid value for --detectors: names no detector"),
     (["generate", "m.dbn.zst", "--symbols", "5000", "--trades", "20000"], "too few for 5,000 symbols"),
     (["generate", "m.dbn.zst", "--date", "2025-13-45"], "is not a calendar day"),
     (["generate", "m.dbn.zst", "--symbols", "3", "--trades", "1100"],
@@ -345,6 +345,18 @@ def test_calibrate_writes_thresholds_the_replay_accepts(tmp_path: Path) -> None:
     assert 1_000 < saved["symbols"]["NVDA"]["size_threshold"] < 100_000
     code, text = run("replay", "--json", "--thresholds", str(out), "--detectors", "high_volume", str(DBN_SAMPLE))
     assert code == 0, text
+
+
+@needs_shared
+def test_calibrate_counts_symbols_in_words_and_a_bad_thresholds_file_is_named(tmp_path: Path) -> None:
+    out = tmp_path / "thresholds.json"
+    code, text = run("calibrate", str(NVDA_DAY), "--out", str(out))
+    assert code == 0 and f"wrote thresholds for 1 symbol to {out}" in text, text
+    saved = json.loads(out.read_text())
+    saved["symbols"]["NVDA"]["size_threshold"] = 0
+    out.write_text(json.dumps(saved))
+    assert one_line_error(["replay", "--thresholds", str(out), str(DBN_SAMPLE)]) == \
+        f"Error: thresholds file {out}: symbol 'NVDA': size_threshold must be positive, got 0.0"
 
 
 @pytest.mark.parametrize(("option", "value"), [("--quantile", "nan"), ("--multiple", "inf"), ("--multiple", "nan")])

@@ -233,6 +233,14 @@ def test_symbols_left_out_of_the_charts_are_said_and_not_linked(tmp_path):
     assert re.findall(r'<section class="chart" id="chart-([^"]+)"', text) == ["ZZZT"]
     assert "The 1 symbol with the most anomalies first (count after each name); 2 more with anomalies are " \
            "not charted" in text
+    assert "(they are in the table below;" in text
+    # With a table too short for them, the note says so instead of sending the reader to it (a
+    # 2,000-symbol report sent 289 symbols' readers to a top-500 table that did not hold them).
+    short = Path(write_html_report(tmp_path / "short.html", bars, ANOMALIES, summary, max_symbols=1,
+                                   max_rows=1)).read_text()
+    assert short.count('<tr data-row="') == 1
+    assert ("2 more with anomalies are not charted (0 of them have rows in the table below, which holds the "
+            "top anomalies by score; every anomaly is in `replay --out`") in short
     incidents = text[text.index("<h2>Top incidents</h2>"):text.index("<h2>Charts</h2>")]
     assert "<td>AAPL</td>" in incidents and 'href="#chart-AAPL"' not in text
     targets = set(re.findall(r'href="#(chart-[^"]+)"', text))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from domain.detectors import DETECTOR_NAMES
 from domain.errors import ConfigError
 from entrypoints.cli import main
 from entrypoints.container import build_container
@@ -89,3 +90,13 @@ def test_a_bad_option_is_named_by_its_flag_not_the_setting() -> None:
     assert result.exit_code == 1 and "--index: invalid Elasticsearch index prefix 'NoSuch'" in result.output
     result = CliRunner().invoke(main, ["tail", "--topic", "a b"])
     assert result.exit_code == 1 and "--topic: a topic name is" in result.output
+
+
+@pytest.mark.parametrize("value", ["", " ", ","])
+def test_a_blank_detectors_variable_means_all_of_them_like_the_other_blank_settings(monkeypatch, value: str) -> None:  # type: ignore[no-untyped-def]
+    """`export STOCKANOMALY_DETECTORS=` made every command fail with "no detector selected", where
+    the blank thresholds, suppressions and output variables mean their defaults."""
+    monkeypatch.setenv("STOCKANOMALY_DETECTORS", value)
+    assert load_settings().detectors == ",".join(DETECTOR_NAMES)
+    monkeypatch.setenv("STOCKANOMALY_DETECTORS", "high_volume")
+    assert load_settings().detectors == "high_volume"

@@ -17,7 +17,10 @@ def load_thresholds(path: str | Path) -> Thresholds:
         raise ConfigError(f"thresholds file {p} does not exist") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"thresholds file {p} is not valid JSON: {exc}") from exc
-    return Thresholds.from_dict(data)
+    try:
+        return Thresholds.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"thresholds file {p}: {exc}") from None
 
 
 def save_thresholds(thresholds: Thresholds, path: str | Path) -> None:

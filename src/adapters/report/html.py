@@ -96,7 +96,7 @@ def write_html_report(path: str | Path, bars: BarCollector, anomalies: Sequence[
         f'<p class="sub">{escape(_subtitle(bars))}</p>',
         _summary_section(summary),
         _incidents_section(_top_incidents(incidents, summary), set(symbols)),
-        _charts_section(bars, by_symbol, symbols, styles, index),
+        _charts_section(bars, by_symbol, symbols, styles, index, {a.symbol for a in top}),
         _table_section(top, len(anomalies), styles, set(symbols)),
         _data_script([_row_data(a, after.get(a.id), incident_of.get(a.id, "")) for a in top]),
         f"<script>{_SCRIPT}</script>",
@@ -222,17 +222,15 @@ def _anchor(symbol: str) -> str:
 
 
 def _charts_section(bars: BarCollector, by_symbol: Mapping[str, list[Anomaly]], symbols: list[str],
-                    styles: dict[str, DetectorStyle], index: dict[str, int]) -> str:
+                    styles: dict[str, DetectorStyle], index: dict[str, int], tabled: set[str]) -> str:
     if not symbols:
         return "<h2>Charts</h2><p class=\"note\">No trades to chart.</p>"
     toc = "".join(f'<li><a href="#{_anchor(s)}">{escape(s)} · {len(by_symbol.get(s, [])):,}</a></li>'
                   for s in symbols)
-    left_out = len(set(by_symbol) - set(symbols))
+    left_out = set(by_symbol) - set(symbols)
     parts = ["<h2>Charts</h2>",
              f'<p class="note">The {len(symbols):,} symbol{"" if len(symbols) == 1 else "s"} with the most '
-             "anomalies first (count after each name)"
-             + (f"; {left_out:,} more with anomalies are not charted (they are in the table below; "
-                "`replay --symbols` charts the ones you name)" if left_out else "")
+             "anomalies first (count after each name)" + _left_out_note(left_out, tabled)
              + ". Drag to zoom, double-click to reset, hover for numbers, click a marker for the tape around it. "
              "Line: 1-minute close; band: 1-minute high–low; grey: volume per minute (log scale). Shaded: "
              f"{escape(sessions_legend())} New York time; nights and weekends are cut out.</p>",
@@ -265,6 +263,16 @@ def _price(value: float) -> str:
 
 def _new_york(a: Anomaly) -> str:
     return a.ts_local[:23].replace("T", " ") if a.ts_local else local_times(np.array([a.ts_event]))[0]
+
+
+def _left_out_note(left_out: set[str], tabled: set[str]) -> str:
+    """What the charts leave out, and where those symbols' anomalies are to be found instead."""
+    if not left_out:
+        return ""
+    where = ("they are in the table below" if left_out <= tabled else
+             f"{len(left_out & tabled):,} of them have rows in the table below, which holds the top anomalies "
+             "by score; every anomaly is in `replay --out`")
+    return f"; {len(left_out):,} more with anomalies are not charted ({where}; `replay --symbols` charts the ones you name)"
 
 
 def _table_section(top: Sequence[Anomaly], total: int, styles: dict[str, DetectorStyle], charted: set[str]) -> str:
