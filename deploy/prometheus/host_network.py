@@ -28,9 +28,12 @@ def render(project_config: str, env: dict[str, str]) -> str:
     text = text.replace('"127.0.0.1:9094"', f'"alertmanager:{alertmanager}"')
     return text + f"""
   # Host networking (docker-compose.host.yml): each worker replica on its own port of the span.
+  # port_span: a spare port (fewer replicas than ports) is down by design (StockanomalyTargetDown).
   - job_name: stockanomaly-worker
     static_configs:
       - targets: [{workers}]
+        labels:
+          port_span: "true"
   - job_name: stockanomaly-indexer
     static_configs:
       - targets: ["indexer:{int(env["STOCKANOMALY_INDEXER_METRICS_PORT"])}"]

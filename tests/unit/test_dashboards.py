@@ -409,3 +409,22 @@ def test_every_alert_has_a_runbook_url_that_lands_on_its_row_of_the_readme() -> 
         anchor = f"alert-{rule['alert'].lower()}"
         assert rule["annotations"]["runbook_url"] == f"{{{{ $externalLabels.runbook_base }}}}#{anchor}", rule["alert"]
         assert f'<a id="{anchor}"></a>`{rule["alert"]}`' in readme, f"no README row for {rule['alert']}"
+
+
+def test_the_host_network_scrape_config_labels_the_worker_port_range_as_a_span() -> None:
+    """Spare ports of the range (fewer replicas than ports) must not raise StockanomalyTargetDown:
+    the rule tells them apart by this label (its promtool test covers the rule)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("host_network", REPO / "deploy" / "prometheus" / "host_network.py")
+    assert spec is not None and spec.loader is not None
+    host_network = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(host_network)
+    text = host_network.render((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text(), {
+        "PROMETHEUS_PORT": "29090", "ALERTMANAGER_PORT": "29094", "STOCKANOMALY_METRICS_PORT": "29100",
+        "STOCKANOMALY_METRICS_PORT_SPAN": "4", "STOCKANOMALY_INDEXER_METRICS_PORT": "29104"})
+    jobs = {job["job_name"]: job for job in yaml.safe_load(text)["scrape_configs"]}
+    [workers] = jobs["stockanomaly-worker"]["static_configs"]
+    assert workers["targets"] == [f"worker:{port}" for port in range(29100, 29104)]
+    assert workers["labels"] == {"port_span": "true"}
+    assert "port_span" not in str(jobs["stockanomaly-indexer"])
