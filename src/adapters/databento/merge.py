@@ -15,29 +15,32 @@ _BEFORE_ANY = np.iinfo(np.int64).min
 # How far back in event time a print may come after a later one of its file and still be put in its
 # place: Databento files are in capture order (ts_recv), so a consolidated feed's prints can arrive a
 # little out of event-time order. Fixed, so what is reordered never depends on how the file is read
-# (chunk size); a print later than this keeps its place in the file, behind the newer prints, where
-# the duplicate guard refuses it as out_of_order if its symbol has moved past it.
+# (chunk size); a print later than this stays behind the newer prints, where the duplicate guard
+# refuses it as out_of_order if its symbol has moved past it.
 REORDER_NS = 5 * 10**9
 
 
 class _Lane:
     """One file's stream: its not yet emitted trades in merge order, and their merge keys.
 
-    A print's key is its event time, or, when it is more than REORDER_NS older than the newest
-    print before it in the file, that newest time (it stays behind that print): no later print of
-    the file can have a key below `floor` (the newest time read so far less REORDER_NS), so every
-    buffered key under it is final, whatever the chunks were."""
+    How far the file has got is `reached`: the newest time two consecutive prints have both passed,
+    so a lone print dated far ahead (a typo'd year) moves nothing; it waits, in its place by time,
+    for the file to get there. A print's key is its event time, or, when it is more than REORDER_NS
+    behind `reached`, `reached` itself (it stays behind those prints). No later print can then have a
+    key below `floor` (`reached` less REORDER_NS), so every buffered key under it is final, whatever
+    the chunks were."""
 
     def __init__(self, stream: Iterator[SourceChunk]) -> None:
         self.stream = stream
         self.buffer = np.empty(0, TRADE_DTYPE)
         self.keys = np.empty(0, np.int64)
-        self.newest = _BEFORE_ANY  # the newest event time read so far
+        self.reached = _BEFORE_ANY
+        self.last = _BEFORE_ANY  # the event time of the last print read
         self.done = False
 
     @property
     def floor(self) -> int:
-        return self.newest - REORDER_NS if self.newest != _BEFORE_ANY else _BEFORE_ANY
+        return self.reached - REORDER_NS if self.reached != _BEFORE_ANY else _BEFORE_ANY
 
     def pull(self, letters: list[DeadLetter]) -> None:
         chunk = next(self.stream, None)
@@ -48,10 +51,12 @@ class _Lane:
         if len(chunk.trades) == 0:
             return
         ts = chunk.trades["ts_event"]
-        before = np.maximum.accumulate(np.concatenate(([self.newest], ts[:-1])))  # newest before each
+        passed = np.minimum(ts, np.concatenate(([self.last], ts[:-1])))  # by this print and the one before
+        reached = np.maximum.accumulate(np.concatenate(([self.reached], passed)))  # [i]: before print i
+        before = reached[:-1]
         in_reach = (before == _BEFORE_ANY) | (ts >= before - REORDER_NS)  # (no wrap-around below int64)
-        keys = np.where(in_reach, ts, before)  # too late: right behind the newest print before it
-        self.newest = max(self.newest, int(ts.max()))
+        keys = np.where(in_reach, ts, before)
+        self.reached, self.last = int(reached[-1]), int(ts[-1])
         trades = np.concatenate((self.buffer, chunk.trades)) if len(self.buffer) else chunk.trades
         keys = np.concatenate((self.keys, keys)) if len(self.keys) else keys
         if len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
@@ -75,8 +80,8 @@ def merge_by_event_time(streams: Sequence[Iterator[SourceChunk]]) -> Iterator[So
     Always reading next from the file that is furthest behind keeps memory near one chunk per file.
     Prints of several files at one timestamp are put in sequence order (one feed split over several
     files comes back in its own order; the guard refuses a sequence that goes back as a resend),
-    then file order, then record order. A print more than REORDER_NS behind its file's newest is
-    not moved back: it comes out where it was, and the guard rejects it if its symbol is past it.
+    then file order, then record order. A print more than REORDER_NS behind how far its file has
+    got is not moved back, and the guard rejects it if its symbol is past it.
     """
     lanes = [_Lane(stream) for stream in streams]
     try:
@@ -94,7 +99,7 @@ def _merged(lanes: list[_Lane]) -> Iterator[SourceChunk]:
         open_lanes = [lane for lane in lanes if not lane.done]
         if not open_lanes:
             break
-        behind = min(open_lanes, key=lambda lane: lane.newest)
+        behind = min(open_lanes, key=lambda lane: lane.reached)
         behind.pull(letters)
         floors = [lane.floor for lane in lanes if not lane.done]
         floor = min(floors) if floors else None
