@@ -444,3 +444,28 @@ def test_ingest_command_rejects_contradictions_before_touching_kafka(args: list[
     assert result.exit_code != 0
     assert message in result.output
     assert SECRET not in result.output
+
+
+@pytest.mark.asyncio
+async def test_topic_set_up_gives_up_on_a_port_that_accepts_and_never_answers() -> None:
+    """Not Kafka behind the address (a load balancer, a wrong service): `ingest` sat silent for
+    aiokafka's default 40 s request timeout before its one-line error; now one 10 s request."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from adapters.kafka.topics import ensure_topics
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(KafkaConnectionError):
+            await asyncio.wait_for(ensure_topics(f"127.0.0.1:{port}", ["trades"], 1), timeout=25)
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
