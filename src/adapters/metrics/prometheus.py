@@ -45,8 +45,9 @@ class PrometheusMetrics:
 
     Cardinality is bounded by configuration: anomalies carry a `symbol` label only for symbols in
     `symbols`; every other symbol gets the empty value, which Prometheus stores as no label at all.
-    Series for the known detectors and dead-letter reasons exist from the start at 0, so the first anomalies after a
-    (re)start show up in rate() instead of being the series' first sample. `exports` names the kind
+    Series for the known detectors and dead-letter reasons exist from the start at 0, so the first
+    anomalies or dead letters after a (re)start show up in rate() instead of being the series' first
+    sample. `exports` names the kind
     of process (`EXPORTS`): only its families are registered, the others count into nothing.
     """
 
