@@ -272,7 +272,8 @@ def _left_out_note(left_out: set[str], tabled: set[str]) -> str:
     where = ("they are in the table below" if left_out <= tabled else
              f"{len(left_out & tabled):,} of them have rows in the table below, which holds the top anomalies "
              "by score; every anomaly is in `replay --out`")
-    return f"; {len(left_out):,} more with anomalies are not charted ({where}; `replay --symbols` charts the ones you name)"
+    return (f"; {len(left_out):,} more with anomalies are not charted ({where}; "
+            "`replay --symbols` charts the ones you name)")
 
 
 def _table_section(top: Sequence[Anomaly], total: int, styles: dict[str, DetectorStyle], charted: set[str]) -> str:
