@@ -507,6 +507,8 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
     from domain.errors import ConfigError
     from domain.notifications import NotificationPolicy
 
+    if group is not None and not group.strip():  # it would be the default group: another notifier's records
+        raise click.BadParameter("names no consumer group", param_hint="--group")
     config = settings_or_fail(kafka_bootstrap_servers=bootstrap, notify_min_severity=min_severity,
                               notify_per_symbol_seconds=per_symbol_seconds)
     try:

@@ -43,7 +43,7 @@ def require_topics(settings: StreamingSettings, who: str,
     except ConfigError as exc:
         sys.exit(f"stockanomaly {who}: {exc}")
     except KafkaError as exc:
-        sys.exit(f"stockanomaly {who}: Kafka at {settings.bootstrap}: {type(exc).__name__}: {exc}")
+        sys.exit(f"stockanomaly {who}: Kafka at {settings.bootstrap}: {exc}")  # (its str names its type)
 
 
 def changelog_topics(app: Any) -> dict[str, dict[str, str]]:

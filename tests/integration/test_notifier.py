@@ -264,3 +264,66 @@ async def test_a_notifier_started_before_its_topic_exists_says_so_and_reads_it_o
         if notifier.returncode is None:
             await stop(notifier)
         await receiver.stop()
+
+
+class SlowFirstChannel:
+    """A webhook whose first post takes `first_seconds` (an outage that ends), then answers at once."""
+
+    name = "slow-first"
+
+    def __init__(self, first_seconds: float) -> None:
+        self.first_seconds = first_seconds
+        self.ids: list[str] = []
+        self.held_back: dict[str, int] = {}
+
+    async def send(self, notification) -> None:  # type: ignore[no-untyped-def]
+        if not self.ids:
+            await asyncio.sleep(self.first_seconds)
+        self.ids.append(notification.id)
+        self.held_back[notification.id] = notification.held_back
+
+
+@pytest.mark.asyncio
+async def test_a_batch_sent_past_the_poll_interval_is_read_again_and_the_limits_memory_survives(
+        kafka_bootstrap, new_topic, suffix) -> None:
+    """A webhook outage longer than the consumer's poll interval makes it leave its group, and its
+    partition (with the per-symbol limit's memory) is revoked while the batch is being sent: the
+    batch was committed anyway, with an empty memory, and the next record within the limit was sent
+    where a notifier that never stopped holds it back."""
+    from adapters.kafka.notifier import notify_from_topic
+    from application.notify import Notify
+
+    topic = await new_topic("anomalies", partitions=1)
+    first = [made("NVDA", 0, 2.5, 1), made("NVDA", 60, 3.0, 2), made("NVDA", 400, 3.1, 3)]
+    later = made("NVDA", 450, 3.2, 4)  # within 300 s of the last one sent: held back
+    await produce(kafka_bootstrap, topic, first)
+    channel = SlowFirstChannel(first_seconds=6.0)
+    notify = Notify(lambda: NotificationPolicy("medium", 300 * S), [channel])
+    group = f"it-notify-poll-{suffix}"
+
+    async def handle(records, partition: int) -> str:  # type: ignore[no-untyped-def]
+        await notify(records, partition)
+        return notify.policy(partition).memory()[0]
+
+    tp = TopicPartition(topic, 0)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+
+    async def committed_to(end: int) -> bool:
+        found = (await admin.list_consumer_group_offsets(group, partitions=[tp])).get(tp)
+        return found is not None and found.offset == end
+
+    task = asyncio.create_task(notify_from_topic(kafka_bootstrap, topic, group, handle, assigned=notify.recall,
+                                                 revoked=notify.forget, max_poll_interval_ms=2_000))
+    try:
+        await eventually_async(lambda: committed_to(3), timeout=90, what="the first three committed")
+        assert (await admin.list_consumer_group_offsets(group, partitions=[tp]))[tp].metadata  # the memory
+        await produce(kafka_bootstrap, topic, [later])
+        await eventually_async(lambda: committed_to(4), timeout=60, what="the fourth committed")
+        assert later.id not in channel.ids  # held back, as by a notifier that never stopped
+        assert set(channel.ids) == {first[0].id, first[2].id}  # the slow batch sent again: at least once
+        assert channel.held_back[first[2].id] == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await admin.close()

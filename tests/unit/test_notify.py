@@ -108,6 +108,39 @@ def test_a_webhook_answering_503_is_retried_until_it_takes_the_message_once() ->
     assert [b["id"] for b in receiver.bodies] == [notification().id]
 
 
+def test_a_redirect_is_a_refusal_not_a_delivery() -> None:
+    """aiohttp follows a 301/302 by sending a GET without the body: the target answered 200 and the
+    message counted as sent (an http -> https redirect lost every one, committed)."""
+    reached: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        return web.Response(status=301, headers={"Location": "/elsewhere"})
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        reached.append(request.method)
+        return web.Response(text="ok")
+
+    async def go() -> None:
+        app = web.Application()
+        app.router.add_post("/hook", moved)
+        app.router.add_route("*", "/elsewhere", elsewhere)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        channel = WebhookChannel(f"http://127.0.0.1:{port}/hook", "json", first_wait_s=0.01)
+        try:
+            with pytest.raises(NotificationRefused, match="HTTP 301, a redirect to /elsewhere: not followed"):
+                await channel.send(notification())
+        finally:
+            await channel.close()
+            await runner.cleanup()
+
+    asyncio.run(go())
+    assert reached == []
+
+
 def test_a_refusal_for_good_is_not_retried() -> None:
     async def go() -> Receiver:
         receiver = Receiver([400])
@@ -257,6 +290,12 @@ def test_notify_configuration_errors_are_one_line(args: list[str], env: dict[str
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_an_empty_group_is_refused_not_taken_for_the_default_one() -> None:
+    """`--group ""` joined the default group, sharing (taking) the records of the notifiers in it."""
+    result = CliRunner().invoke(main, ["notify", "--webhook", "http://127.0.0.1:1/h", "--group", ""])
+    assert result.exit_code == 2 and "Error: Invalid value for --group: names no consumer group" in result.output
 
 
 def test_a_webhook_is_named_in_logs_by_its_host_never_its_secret_path() -> None:

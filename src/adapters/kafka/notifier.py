@@ -45,11 +45,18 @@ class _Handover(ConsumerRebalanceListener):
                  assigned: Callable[[int, str], None], revoked: Callable[[int], None]) -> None:
         self.consumer, self.admin, self.group, self.assigned, self.revoked = consumer, admin, group, assigned, revoked
         self.ready: set[int] = set()
+        self.handovers: dict[int, int] = {}  # per partition, how often it was revoked
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         for tp in revoked:
             self.ready.discard(tp.partition)
+            self.handovers[tp.partition] = self.handovers.get(tp.partition, 0) + 1
             self.revoked(tp.partition)
+
+    def held_throughout(self, partition: int, handovers: int) -> bool:
+        """Whether `partition` is still this notifier's, and has been since it had been revoked
+        `handovers` times."""
+        return partition in self.ready and self.handovers.get(partition, 0) == handovers
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         if not assigned:
@@ -71,7 +78,8 @@ class _Handover(ConsumerRebalanceListener):
 async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Handler, incidents: bool = False,
                             max_records: int = 256, heartbeat: Callable[[], None] | None = None,
                             assigned: Callable[[int, str], None] = lambda partition, memory: None,
-                            revoked: Callable[[int], None] = lambda partition: None) -> None:
+                            revoked: Callable[[int], None] = lambda partition: None,
+                            max_poll_interval_ms: int = 300_000) -> None:
     """Poll, `handle` the decoded records of each partition in order, commit; until cancelled (the
     batch in hand is then not committed). `heartbeat` is called at each poll while Kafka answers
     (a health check's proof that the loop is neither stuck nor cut off from Kafka)."""
@@ -79,7 +87,7 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
     # first worker) is read within that, and a partition added to it too.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
                                 auto_offset_reset="earliest", isolation_level="read_committed",
-                                metadata_max_age_ms=15_000)
+                                metadata_max_age_ms=15_000, max_poll_interval_ms=max_poll_interval_ms)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     decode = decode_incident if incidents else decode_anomaly
     handover = _Handover(consumer, admin, group, assigned, revoked)
@@ -90,7 +98,7 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
             # assignment, forever when the topic does not exist (yet), and says nothing.
             await consumer.start()
         except KafkaError as exc:
-            raise SourceError(f"cannot read {topic} from Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from exc
+            raise SourceError(f"cannot read {topic} from Kafka at {bootstrap}: {exc}") from exc  # (its str names its type)
         consumer.subscribe([topic], listener=handover)
         log.info("notifier_started", topic=topic, group=group)
         probe = _Probe(consumer, topic)
@@ -110,14 +118,24 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
                                   origin=decoded.origin)
                     else:
                         records.append(decoded)
+                handovers = handover.handovers.get(tp.partition, 0)
                 memory = await handle(records, tp.partition)
+                if not handover.held_throughout(tp.partition, handovers):
+                    # Revoked while the batch was being sent (a webhook outage longer than the poll
+                    # interval makes the consumer leave its group): its memory is gone with it, and
+                    # whoever holds the partition now reads the batch again from the last commit,
+                    # with the memory committed there.
+                    log.warning("notifier_batch_not_committed", partition=tp.partition, records=len(messages),
+                                detail="the partition was revoked while the batch was being sent; "
+                                       "it is read again from its last commit")
+                    continue
                 try:
                     await consumer.commit({TopicPartition(tp.topic, tp.partition): (messages[-1].offset + 1, memory)})
                 except CommitFailedError as exc:
                     # The partition went to another notifier in a rebalance: it sends these again.
                     log.warning("notifier_commit_failed", partition=tp.partition, error=str(exc)[:300])
     except KafkaError as exc:
-        raise SourceError(f"reading {topic} from Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from exc
+        raise SourceError(f"reading {topic} from Kafka at {bootstrap}: {exc}") from exc
     finally:
         await consumer.stop()
         await admin.close()

@@ -68,8 +68,15 @@ class WebhookChannel:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         try:
-            async with self._session.post(self.url, json=body) as response:
+            # Not followed: a 301/302 turns the POST into a GET without the body, which the target
+            # answers 200, and the message would count as delivered while it went nowhere.
+            async with self._session.post(self.url, json=body, allow_redirects=False) as response:
                 text = (await response.text())[:200]
+                if 300 <= response.status < 400:
+                    raise NotificationRefused(
+                        f"{self.name} answered HTTP {response.status}, a redirect to "
+                        f"{response.headers.get('Location', '(no Location)')}: not followed (the message would "
+                        "arrive as a GET without its body); give the webhook's final URL")
                 if response.status in (408, 429) or response.status >= 500:
                     raise WebhookUnavailable(f"HTTP {response.status}: {text}")
                 if response.status >= 400:
