@@ -574,16 +574,18 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
         try:
             await notify_from_topic(config.kafka_bootstrap_servers, topic, group, handle, incidents=incidents,
                                     heartbeat=touch if heartbeat else None, assigned=assigned,
-                                    revoked=use_case.forget)
+                                    revoked=use_case.forget, started=banner)
         except asyncio.CancelledError:
             log.info("notifier_stopped")
         finally:
             for channel in channels:
                 await channel.close()
 
-    err.print(f"notifying {topic} (consumer group {group}) to {len(channels)} webhook(s): severity "
-              f"{config.notify_min_severity} and above, "
-              f"at most one per symbol per {config.notify_per_symbol_seconds:g}s of event time", highlight=False)
+    def banner() -> None:  # once started: a start that fails says so in one line, with nothing before it
+        err.print(f"notifying {topic} (consumer group {group}) to {len(channels)} webhook(s): severity "
+                  f"{config.notify_min_severity} and above, "
+                  f"at most one per symbol per {config.notify_per_symbol_seconds:g}s of event time", highlight=False)
+
     try:
         asyncio.run(run())
     except DomainError as exc:

@@ -345,3 +345,15 @@ def test_the_heartbeat_stops_while_kafka_does_not_answer_and_a_missing_topic_is_
     finally:
         structlog.configure(**saved)
     assert [e["event"] for e in logs] == ["topic_missing", "topic_appeared", "kafka_unreachable", "kafka_reachable"]
+
+
+def test_a_notifier_that_cannot_start_says_so_in_one_line_without_its_banner() -> None:
+    """The 'notifying ...' banner came before a start-up error, and the Kafka error named its type twice."""
+    result = CliRunner().invoke(main, ["notify", "--webhook", "http://127.0.0.1:1/h"],
+                                env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "STOCKANOMALY_NOTIFIER_METRICS_PORT": "0",
+                                     "STOCKANOMALY_METRICS_ADDR": "127.0.0.1"})
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "notifying" not in result.output
+    [error] = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert error.startswith("Error: cannot read anomalies from Kafka at 127.0.0.1:1: KafkaConnectionError: Unable")
+    assert error.count("KafkaConnectionError") == 1

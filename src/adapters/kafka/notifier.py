@@ -79,9 +79,9 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
                             max_records: int = 256, heartbeat: Callable[[], None] | None = None,
                             assigned: Callable[[int, str], None] = lambda partition, memory: None,
                             revoked: Callable[[int], None] = lambda partition: None,
-                            max_poll_interval_ms: int = 300_000) -> None:
+                            max_poll_interval_ms: int = 300_000, started: Callable[[], None] = lambda: None) -> None:
     """Poll, `handle` the decoded records of each partition in order, commit; until cancelled (the
-    batch in hand is then not committed). `heartbeat` is called at each poll while Kafka answers
+    batch in hand is then not committed). `started` is called once Kafka has accepted the consumer. `heartbeat` is called at each poll while Kafka answers
     (a health check's proof that the loop is neither stuck nor cut off from Kafka)."""
     # Metadata refreshed every 15 s (default 5 min): a topic created after the notifier started (by the
     # first worker) is read within that, and a partition added to it too.
@@ -101,6 +101,7 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
             raise SourceError(f"cannot read {topic} from Kafka at {bootstrap}: {exc}") from exc  # (its str names its type)
         consumer.subscribe([topic], listener=handover)
         log.info("notifier_started", topic=topic, group=group)
+        started()
         probe = _Probe(consumer, topic)
         while True:
             if await probe.alive() and heartbeat is not None:
