@@ -81,8 +81,9 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
                             revoked: Callable[[int], None] = lambda partition: None,
                             max_poll_interval_ms: int = 300_000, started: Callable[[], None] = lambda: None) -> None:
     """Poll, `handle` the decoded records of each partition in order, commit; until cancelled (the
-    batch in hand is then not committed). `started` is called once Kafka has accepted the consumer. `heartbeat` is called at each poll while Kafka answers
-    (a health check's proof that the loop is neither stuck nor cut off from Kafka)."""
+    batch in hand is then not committed). `started` is called once Kafka has accepted the consumer;
+    `heartbeat` at each poll while Kafka answers (a health check's proof that the loop is neither
+    stuck nor cut off from Kafka)."""
     # Metadata refreshed every 15 s (default 5 min): a topic created after the notifier started (by the
     # first worker) is read within that, and a partition added to it too.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
@@ -98,7 +99,8 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
             # assignment, forever when the topic does not exist (yet), and says nothing.
             await consumer.start()
         except KafkaError as exc:
-            raise SourceError(f"cannot read {topic} from Kafka at {bootstrap}: {exc}") from exc  # (its str names its type)
+            # (a KafkaError's text starts with its type's name)
+            raise SourceError(f"cannot read {topic} from Kafka at {bootstrap}: {exc}") from exc
         consumer.subscribe([topic], listener=handover)
         log.info("notifier_started", topic=topic, group=group)
         started()
