@@ -111,6 +111,12 @@ def scrape(port: int) -> dict[str, float]:
             (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("stockanomaly_"))}
 
 
+async def committed_to(admin: AIOKafkaAdminClient, group: str, tp: TopicPartition, end: int) -> bool:
+    """Whether `group` has committed `tp` up to `end`."""
+    found = (await admin.list_consumer_group_offsets(group, partitions=[tp])).get(tp)
+    return found is not None and found.offset == end
+
+
 async def stop(process: asyncio.subprocess.Process) -> int:
     process.send_signal(signal.SIGTERM)
     return await asyncio.wait_for(process.wait(), 30)
@@ -214,19 +220,15 @@ async def test_a_restarted_notifier_remembers_what_it_held_back_as_if_it_had_nev
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
 
-    async def committed_to(end: int) -> bool:
-        found = (await admin.list_consumer_group_offsets(group, partitions=[tp])).get(tp)
-        return found is not None and found.offset == end
-
     notifier = await start_notifier(kafka_bootstrap, topic, app_id, port, tmp_path / "alive")
     try:
-        await eventually_async(lambda: committed_to(3), timeout=90, what="the first three committed")
+        await eventually_async(lambda: committed_to(admin, group, tp, 3), timeout=90, what="the first three committed")
         assert receiver.ids == [before[0].id]
         assert (await admin.list_consumer_group_offsets(group, partitions=[tp]))[tp].metadata  # the memory
         assert await stop(notifier) == 0
         await produce(kafka_bootstrap, topic, after)
         notifier = await start_notifier(kafka_bootstrap, topic, app_id, port, tmp_path / "alive")
-        await eventually_async(lambda: committed_to(5), timeout=90, what="the last two committed")
+        await eventually_async(lambda: committed_to(admin, group, tp, 5), timeout=90, what="the last two committed")
         assert receiver.held_back == told  # NVDA at 200 s still held back; 400 s says 3 were
         assert await stop(notifier) == 0
     finally:
@@ -309,17 +311,13 @@ async def test_a_batch_sent_past_the_poll_interval_is_read_again_and_the_limits_
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
 
-    async def committed_to(end: int) -> bool:
-        found = (await admin.list_consumer_group_offsets(group, partitions=[tp])).get(tp)
-        return found is not None and found.offset == end
-
     task = asyncio.create_task(notify_from_topic(kafka_bootstrap, topic, group, handle, assigned=notify.recall,
                                                  revoked=notify.forget, max_poll_interval_ms=2_000))
     try:
-        await eventually_async(lambda: committed_to(3), timeout=90, what="the first three committed")
+        await eventually_async(lambda: committed_to(admin, group, tp, 3), timeout=90, what="the first three committed")
         assert (await admin.list_consumer_group_offsets(group, partitions=[tp]))[tp].metadata  # the memory
         await produce(kafka_bootstrap, topic, [later])
-        await eventually_async(lambda: committed_to(4), timeout=60, what="the fourth committed")
+        await eventually_async(lambda: committed_to(admin, group, tp, 4), timeout=60, what="the fourth committed")
         assert later.id not in channel.ids  # held back, as by a notifier that never stopped
         assert set(channel.ids) == {first[0].id, first[2].id}  # the slow batch sent again: at least once
         assert channel.held_back[first[2].id] == 1
