@@ -55,11 +55,13 @@ def test_the_slack_body_reads_as_a_message_and_the_json_body_carries_the_record_
 
 
 class Receiver:
-    """An HTTP server on loopback that answers each POST with the next status of `script` (then 200)."""
+    """An HTTP server on loopback that answers each POST with the next status of `script` (then 200);
+    a 3xx points at /elsewhere, which records the method of each request that follows it there."""
 
     def __init__(self, script: list[int], port: int = 0) -> None:
         self.script, self.port, self.bodies = list(script), port, []  # type: ignore[var-annotated]
         self.requests = 0
+        self.redirected: list[str] = []
         self.runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -67,11 +69,18 @@ class Receiver:
         status = self.script.pop(0) if self.script else 200
         if status == 200:
             self.bodies.append(await request.json())
+        if 300 <= status < 400:
+            return web.Response(status=status, headers={"Location": "/elsewhere"})
         return web.Response(status=status, text="ok" if status == 200 else "no")
+
+    async def elsewhere(self, request: web.Request) -> web.Response:
+        self.redirected.append(request.method)
+        return web.Response(text="ok")
 
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/hook", self.handle)
+        app.router.add_route("*", "/elsewhere", self.elsewhere)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", self.port)
@@ -111,34 +120,18 @@ def test_a_webhook_answering_503_is_retried_until_it_takes_the_message_once() ->
 def test_a_redirect_is_a_refusal_not_a_delivery() -> None:
     """aiohttp follows a 301/302 by sending a GET without the body: the target answered 200 and the
     message counted as sent (an http -> https redirect lost every one, committed)."""
-    reached: list[str] = []
-
-    async def moved(request: web.Request) -> web.Response:
-        return web.Response(status=301, headers={"Location": "/elsewhere"})
-
-    async def elsewhere(request: web.Request) -> web.Response:
-        reached.append(request.method)
-        return web.Response(text="ok")
-
-    async def go() -> None:
-        app = web.Application()
-        app.router.add_post("/hook", moved)
-        app.router.add_route("*", "/elsewhere", elsewhere)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        channel = WebhookChannel(f"http://127.0.0.1:{port}/hook", "json", first_wait_s=0.01)
+    async def go() -> Receiver:
+        receiver = Receiver([301])
+        channel = WebhookChannel(await receiver.start(), "json", first_wait_s=0.01)
         try:
             with pytest.raises(NotificationRefused, match="HTTP 301, a redirect to /elsewhere: not followed"):
                 await channel.send(notification())
         finally:
             await channel.close()
-            await runner.cleanup()
+            await receiver.stop()
+        return receiver
 
-    asyncio.run(go())
-    assert reached == []
+    assert asyncio.run(go()).redirected == []
 
 
 def test_a_refusal_for_good_is_not_retried() -> None:
