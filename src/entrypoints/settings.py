@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     # exactly_once: changelog writes, outputs and offsets commit together (see README); the
     # at_least_once alternative can lose an anomaly whose state was saved just before a crash.
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    # Seconds without a heartbeat before Kafka gives a worker's (or the indexer's) partitions to the
+    # others: how long a killed process's partitions wait. Heartbeats come from Faust's consumer
+    # thread, every third of this at most, so a long take does not miss them. From the brokers' least
+    # (group.min.session.timeout.ms, 6 s) to Faust's former default.
+    kafka_session_timeout: Annotated[float, Field(ge=6, le=60)] = 10.0
     take_max: Annotated[int, Field(ge=1)] = 256  # messages per detect call (per bulk for the indexer) at most
     take_within: Annotated[float, Field(gt=0, le=10)] = 0.05  # seconds to wait for more messages per take
     # The indexer's: 0 = a bulk of whatever has arrived (bulks grow by themselves while one is in
@@ -197,7 +202,7 @@ class Settings(BaseSettings):
             elasticsearch_refresh=self.es_refresh,
             elasticsearch_replicas=self.es_replicas, elasticsearch_refresh_interval=self.es_refresh_interval,
             web_port=self.worker_web_port, indexer_web_port=self.indexer_web_port,
-            processing_guarantee=self.processing_guarantee, take_max=self.take_max, take_within=self.take_within,
+            processing_guarantee=self.processing_guarantee, session_timeout=self.kafka_session_timeout, take_max=self.take_max, take_within=self.take_within,
             indexer_take_within=self.indexer_take_within)
 
 

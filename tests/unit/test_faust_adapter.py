@@ -12,6 +12,7 @@ import pytest
 from builders import calm_flow, until
 
 from adapters.faust.app import by_partition, create_app
+from adapters.faust.indexer import create_indexer_app
 from adapters.kafka.keys import partition_of
 from adapters.faust.sequence import InSequence
 from adapters.kafka.codec import encode_batch
@@ -43,6 +44,22 @@ def test_building_the_worker_app_leaves_it_transactional_once_it_runs_as_a_worke
     assert "in_transaction" not in vars(app)  # not computed (and cached) yet
     app.in_worker = True  # what faust.Worker.on_start does
     assert app.in_transaction
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("timeout", "heartbeat"), [(None, 3.0), ("6", 2.0), ("45", 3.0)])
+async def test_a_killed_process_leaves_the_group_after_the_session_timeout_the_settings_give(
+        monkeypatch, timeout: str | None, heartbeat: float) -> None:  # type: ignore[no-untyped-def]
+    """Faust's own 60 s kept a killed worker's partitions from the others (and from its restarted
+    self) for a minute; the consumers Faust builds take the setting, with heartbeats to match."""
+    if timeout is not None:
+        monkeypatch.setenv("STOCKANOMALY_KAFKA_SESSION_TIMEOUT", timeout)
+    settings = load_settings(store="memory://", app_id="unit-session").streaming()
+    expected = float(timeout or 10)
+    for app in (worker_app(settings), create_indexer_app(settings, sink=None)):  # type: ignore[arg-type]
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        await consumer.stop()  # never started: only its client's resources to let go
+        assert (consumer._session_timeout_ms, consumer._heartbeat_interval_ms) == (expected * 1000, heartbeat * 1000)
 
 
 @pytest.mark.asyncio

@@ -262,6 +262,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         table_standby_replicas=0,
         broker_commit_interval=NEVER,
         broker_commit_every=2**62,
+        **settings.membership(),
         # A take's state changes go out as one record batch per partition (under the broker's
         # 1 MiB message.max.bytes).
         producer_max_batch_size=1_000_000,

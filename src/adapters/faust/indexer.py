@@ -93,6 +93,7 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
         web_bind="127.0.0.1",
         broker_commit_interval=NEVER,
         broker_commit_every=2**62,
+        **settings.membership(),
         # An outage holds a take for as long as it lasts: stay in the group meanwhile.
         broker_max_poll_interval=24 * 3600.0,
         # ... and a stop (SIGTERM) does not wait for that take to finish: it is cancelled, its offsets

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+HEARTBEAT_SECONDS = 3.0  # Faust's default heartbeat interval
+
 
 @dataclass(frozen=True, slots=True)
 class StreamingSettings:
@@ -27,6 +29,13 @@ class StreamingSettings:
     web_port: int
     indexer_web_port: int
     processing_guarantee: str
+    session_timeout: float
     take_max: int
     take_within: float
     indexer_take_within: float
+
+    def membership(self) -> dict[str, float]:
+        """The Faust settings that say how soon the group notices a process gone: the session
+        timeout, and heartbeats at least three per timeout (Kafka's advice)."""
+        return {"broker_session_timeout": self.session_timeout,
+                "broker_heartbeat_interval": min(HEARTBEAT_SECONDS, self.session_timeout / 3)}
