@@ -262,7 +262,9 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         table_standby_replicas=0,
         broker_commit_interval=NEVER,
         broker_commit_every=2**62,
-        **settings.membership(),
+        # How soon the group notices a process gone (a killed one's partitions wait that long).
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.heartbeat_interval,
         # A take's state changes go out as one record batch per partition (under the broker's
         # 1 MiB message.max.bytes).
         producer_max_batch_size=1_000_000,

@@ -34,8 +34,7 @@ class StreamingSettings:
     take_within: float
     indexer_take_within: float
 
-    def membership(self) -> dict[str, float]:
-        """The Faust settings that say how soon the group notices a process gone: the session
-        timeout, and heartbeats at least three per timeout (Kafka's advice)."""
-        return {"broker_session_timeout": self.session_timeout,
-                "broker_heartbeat_interval": min(HEARTBEAT_SECONDS, self.session_timeout / 3)}
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between a consumer's heartbeats: at least three per session timeout (Kafka's advice)."""
+        return min(HEARTBEAT_SECONDS, self.session_timeout / 3)
