@@ -108,6 +108,36 @@ async def test_table_recovery_asks_the_broker_for_changelog_end_offsets_under_ex
     assert await AIOKafkaConsumerThread._highwaters(thread, [changelog]) == {changelog: 4}
 
 
+@pytest.mark.asyncio
+async def test_table_recovery_counts_a_second_without_changelog_records_as_idle(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Under exactly-once recovery ends only after two idle waits for the next changelog record (the
+    # commit markers at the changelogs' ends are never delivered); Faust waits 5 s each time.
+    import inspect
+    import re
+
+    import faust.tables.recovery as faust_recovery
+
+    from adapters.faust.recovery import RECOVERY_IDLE_SECONDS, end_recovery_sooner
+
+    loop = inspect.getsource(faust_recovery.Recovery)
+    assert re.search(r"asyncio\.wait_for\(\s*changelog_queue\.get\(\),\s*timeout=5\.0", loop), "Faust's wait moved"
+    end_recovery_sooner()
+    end_recovery_sooner()
+    waits: list[float] = []
+
+    async def wait_for(awaitable: Any, timeout: float) -> None:
+        waits.append(timeout)
+        awaitable.close()
+        raise asyncio.TimeoutError
+
+    monkeypatch.setattr(asyncio, "wait_for", wait_for)
+    with pytest.raises(asyncio.TimeoutError):
+        await faust_recovery.asyncio.wait_for(asyncio.sleep(60), timeout=5.0)
+    assert waits == [RECOVERY_IDLE_SECONDS] == [1.0]
+    # Everything else it uses of asyncio is asyncio's.
+    assert (faust_recovery.asyncio.sleep, faust_recovery.asyncio.TimeoutError) == (asyncio.sleep, asyncio.TimeoutError)
+
+
 def test_a_transaction_request_refused_while_the_last_one_ends_is_retried_soon() -> None:
     # CONCURRENT_TRANSACTIONS: the broker is still writing the previous transaction's markers. aiokafka
     # would wait its 100 ms retry backoff; the worker retries after 5 ms. Other refusals keep 100 ms.

@@ -22,7 +22,7 @@ from faust.types import TP
 from adapters.faust.outputs import (KafkaDeadLetterSink, KafkaJsonSink, PartitionProducer, traced_to_messages,
                                     write_changelog)
 from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
-from adapters.faust.recovery import (fetch_without_long_polls, restore_tables_from_broker_offsets,
+from adapters.faust.recovery import (end_recovery_sooner, fetch_without_long_polls, restore_tables_from_broker_offsets,
                                      retry_concurrent_transactions_soon)
 from adapters.faust.sequence import InSequence, in_sequence
 from adapters.faust.settings import StreamingSettings
@@ -245,6 +245,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     from the last commit (the open transaction is aborted when the successor fences it).
     """
     restore_tables_from_broker_offsets()
+    end_recovery_sooner()
     fetch_without_long_polls()
     retry_concurrent_transactions_soon()
     app = faust.App(

@@ -1,6 +1,7 @@
 """Fixes to Faust's and aiokafka's behaviour, applied by `adapters.faust.app.create_app`: table
-recovery's highwaters under exactly-once, fetch long polls, and the retry of a transaction request
-refused while the partition's previous transaction ends (each explained where it is made).
+recovery's highwaters under exactly-once and how long its end waits, fetch long polls, and the retry
+of a transaction request refused while the partition's previous transaction ends (each explained
+where it is made).
 
 Recovery reads each changelog partition up to its highwater, which Faust (faust-streaming 0.15)
 takes from `AIOKafkaConsumer.last_stable_offset(tp)` when the consumer is transactional. That is
@@ -16,12 +17,14 @@ Faust uses `end_offsets()` already when not transactional, so the fix is to use 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from aiokafka.errors import ConcurrentTransactions
 from aiokafka.producer.sender import (AddOffsetsToTxnHandler, AddPartitionsToTxnHandler, EndTxnHandler,
                                       TxnOffsetCommitHandler)
+import faust.tables.recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
@@ -34,6 +37,35 @@ async def _end_offsets(self: AIOKafkaConsumerThread, partitions: Sequence[TP]) -
 def restore_tables_from_broker_offsets() -> None:
     """Make Faust's recovery read changelog highwaters from the broker (idempotent)."""
     AIOKafkaConsumerThread._highwaters = _end_offsets  # type: ignore[method-assign]
+
+
+# How long recovery waits for a changelog record before it counts the wait as idle. Under exactly-once
+# each changelog partition ends in a transaction's commit marker: an offset no record is delivered
+# for, so the highwater recovery waits for is never reached by a record. faust-streaming 0.15 settles
+# that after two idle waits in a row (it then asks whether the consumer's position passed the
+# highwater), each a hardcoded 5 s: every restart or rebalance of a worker spent 15-17 s there, with
+# its changelogs read in the first few, judging nothing (benchmarks/failover.py). A second per wait
+# keeps the rule (two quiet seconds before the question) and the rest of Faust's recovery as it is.
+RECOVERY_IDLE_SECONDS = 1.0
+
+
+class _CappedWaits:
+    """`asyncio` as faust.tables.recovery sees it: the module itself but for `wait_for`, whose
+    timeout is capped (its recovery loop's wait for the next changelog record is the one call)."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    async def wait_for(self, awaitable: Any, timeout: float | None) -> Any:
+        return await asyncio.wait_for(awaitable, self.cap if timeout is None else min(timeout, self.cap))
+
+
+def end_recovery_sooner(idle: float = RECOVERY_IDLE_SECONDS) -> None:
+    """Make Faust's table recovery count a wait of `idle` seconds without a record as idle (idempotent)."""
+    faust.tables.recovery.asyncio = _CappedWaits(idle)  # type: ignore[assignment]
 
 
 # How long a fetch may wait on the broker for partitions with nothing new. Faust 0.15 hardcodes
