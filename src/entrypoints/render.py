@@ -60,6 +60,20 @@ def incidents_table(incidents: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def count_table(title: str, column: str, counts: list[tuple[str, int]], limit: int | None = None) -> Table:
+    """Counts as a two-column table, the first `limit` rows of them; the title says when rows were left
+    out, and is never folded over two lines (rich folds a title to its table's width)."""
+    shown = counts[:limit] if limit is not None else counts
+    if len(shown) < len(counts):
+        title = f"{title} (the first {len(shown):,} of {len(counts):,})"
+    table = Table(title=title, title_justify="left", min_width=len(title))
+    table.add_column(column)
+    table.add_column("count", justify="right")
+    for name, n in shown:
+        table.add_row(name, f"{n:,}")
+    return table
+
+
 def render_replay(result: dict[str, Any], out_path: str | None = None, report: str | None = None,
                   dead_letters: str | None = None, **_: Any) -> None:
     out.print(f"[bold]Replayed[/] {', '.join(result['source'])}")
@@ -73,18 +87,11 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
     if result["dead_letters"]:
         rejected = ", ".join(f"{k} {v:,}" for k, v in result["dead_letters"].items())
         out.print(f"[yellow]rejected[/]: {rejected}")
-    by_det = Table(title="Anomalies by detector", title_justify="left")
-    by_det.add_column("detector")
-    by_det.add_column("count", justify="right")
-    for name, n in sorted(result["by_detector"].items(), key=lambda kv: -kv[1]):
-        by_det.add_row(name, f"{n:,}")
-    out.print(by_det)
-    by_sym = Table(title="Anomalies by symbol", title_justify="left")
-    by_sym.add_column("symbol")
-    by_sym.add_column("count", justify="right")
-    for name, n in list(result["by_symbol"].items())[:15]:
-        by_sym.add_row(name, f"{n:,}")
-    out.print(by_sym)
+    by_detector = sorted(result["by_detector"].items(), key=lambda kv: -kv[1])
+    for table in (count_table("Anomalies by detector", "detector", by_detector),
+                  count_table("Anomalies by symbol", "symbol", list(result["by_symbol"].items()), limit=15)):
+        if table.row_count:  # nothing found: no empty tables
+            out.print(table)
     top = Table(title="Top anomalies", title_justify="left", show_lines=False)
     for col in ("time (New York), session", "symbol", "detector", "score", "reason"):
         top.add_column(col, overflow="fold")

@@ -491,3 +491,31 @@ def test_a_file_with_nothing_in_it_is_one_line_without_an_empty_summary(tmp_path
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         f"Error: {empty}: unreadable from line 1 on: the file is empty (no header line); nothing was read"]
+
+
+def test_count_tables_keep_their_title_on_one_line_say_what_was_left_out_and_are_not_printed_empty(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A narrow table folded its title ('Anomalies by' / 'symbol'); 15 of 19 symbols were shown as if they
+    were all; a run that found nothing printed two empty tables."""
+    import io
+
+    from rich.console import Console
+
+    from entrypoints import render
+
+    def shown(result: dict) -> str:
+        buffer = io.StringIO()
+        monkeypatch.setattr(render, "out", Console(file=buffer, width=4096))
+        render.render_replay({"source": ["x"], "trades": 10, "seconds": 1.0, "trades_per_second": 10.0,
+                              "anomalies": sum(result.values()), "dead_letters": {}, "top": [],
+                              "by_detector": {"high_volume": sum(result.values())} if result else {},
+                              "by_symbol": result})
+        return buffer.getvalue()
+
+    many = {f"S{i:02d}": 20 - i for i in range(19)}
+    text = shown(many)
+    lines = [line.rstrip() for line in text.splitlines()]
+    assert "Anomalies by symbol (the first 15 of 19)" in lines and "Anomalies by detector" in lines
+    assert "S14" in text and "S15" not in text
+    text = shown({})
+    assert "Anomalies by" not in text and "0 anomalies" in text
