@@ -133,7 +133,9 @@ def tape_table(before: list[dict[str, Any]], after: list[dict[str, Any]] | None,
     like, at = anomaly.get("ts_local") or "", int(anomaly["ts_event"])
 
     def price(x: float) -> str:
-        return f"{x:,.4f}".rstrip("0").rstrip(".")
+        # Cents always (112.30 beside 112.34, not 112.3), sub-penny prints to four decimals (114.255).
+        whole, _, frac = f"{x:,.4f}".rstrip("0").partition(".")
+        return f"{whole}.{frac:0<2}"
 
     def row(p: dict[str, Any]) -> tuple[str, ...]:
         return (local_clock(p["ts_event"], like), f"{(p['ts_event'] - at) / 1e6:+,.1f}", price(p["price"]),

@@ -213,3 +213,29 @@ def test_show_explains_in_one_line_what_it_cannot_find(replay_out: Path, tmp_pat
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{}\n")
     assert "line 1: not an anomaly" in one_line_error(["show", "0123", "--file", str(bad)])
+
+
+def test_the_tape_quotes_prices_in_cents_and_sub_penny_prints_in_full() -> None:
+    """`show` printed 112.3 beside 112.34 (trailing zeros stripped) and the report's tape 114 beside
+    113.99: a column of prices an analyst compares at a glance."""
+    import io
+
+    from rich.console import Console
+
+    from entrypoints.render import tape_table
+
+    ts = 1_746_537_393_000_000_000
+    before = [{"ts_event": ts - 2_000_000, "price": 112.3, "size": 5, "side": "A"},
+              {"ts_event": ts - 1_000_000, "price": 114.255, "size": 7, "side": "N"}]
+    after = [{"ts_event": ts + 1_000_000, "price": 1234.5, "size": 9, "side": "B"}]
+    anomaly = {"ts_event": ts, "ts_local": "2025-05-06T09:16:33.000000000-04:00", "price": 114.0, "size": 100,
+               "detector": "high_volume"}
+    buffer = io.StringIO()
+    Console(file=buffer, width=200).print(tape_table(before, after, anomaly, "tape"))
+    prices = [line.split("│")[3].strip() for line in buffer.getvalue().splitlines() if line.startswith("│")]
+    assert prices == ["112.30", "114.255", "114.00", "1,234.50"], buffer.getvalue()
+    # The report's tape (formatted by its script) keeps cents the same way.
+    from adapters.report import html
+
+    script = Path(html.__file__).read_text()
+    assert 'p[2].toLocaleString("en-US", {minimumFractionDigits: 2, maximumFractionDigits: 4})' in script

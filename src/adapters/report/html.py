@@ -384,7 +384,9 @@ _SCRIPT = """
     const tr = document.createElement("tr");
     if (cls) tr.className = cls;
     cell(tr, p[0]); cell(tr, (p[1] >= 0 ? "+" : "") + p[1].toLocaleString("en-US", {maximumFractionDigits: 3}));
-    cell(tr, p[2]); cell(tr, p[3].toLocaleString("en-US")); cell(tr, p[4]);
+    // Cents always (112.30 beside 112.34, not 112.3), sub-penny prints to four decimals (114.255).
+    cell(tr, p[2].toLocaleString("en-US", {minimumFractionDigits: 2, maximumFractionDigits: 4}));
+    cell(tr, p[3].toLocaleString("en-US")); cell(tr, p[4]);
     tbody.appendChild(tr);
   }
   function show(i) {
