@@ -602,10 +602,14 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
         click.echo(f"{name:<18}{row['detections']:>11,}{row['confirmed']:>11,}{row['false_positive']:>11,}"
                    f"{row['unreviewed']:>11,}{precision:>11}")
     if on_incidents:
-        click.echo(f"{on_incidents} verdicts are on incidents, not counted: label an incident's anomalies "
+        click.echo(f"{_verdicts(on_incidents)} on incidents, not counted: label an incident's anomalies "
                    "(`show ID` lists them)")
     if unknown:
-        click.echo(f"{unknown} verdicts are on anomalies this run did not find (another file, or other thresholds)")
+        click.echo(f"{_verdicts(unknown)} on anomalies this run did not find (another file, or other thresholds)")
+
+
+def _verdicts(n: int) -> str:
+    return "1 verdict is" if n == 1 else f"{n:,} verdicts are"
 
 
 @main.command()
