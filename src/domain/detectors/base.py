@@ -109,6 +109,13 @@ def qty(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def level(x: float) -> str:
+    """A norm or level per window, precise enough that the multiple quoted beside it can be checked by
+    hand: one decimal from 10 up, three significant digits below (0.311, not 0.3: 102 trades are then
+    328x it, not 340x)."""
+    return f"{x:,.1f}" if abs(x) >= 10 else f"{x:.3g}"
+
+
 def odds(p: float) -> str:
     """A small probability an analyst can read: 'top 0.02%'."""
     share = p * 100

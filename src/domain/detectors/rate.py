@@ -8,7 +8,7 @@ import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros  # LLVM's cttz, as numba's own bit operations use
 
 from domain.compiled import inline, kernel
-from domain.detectors.base import InPlace, qty, record
+from domain.detectors.base import InPlace, level, qty, record
 from domain.detectors.histogram import decay_table
 from domain.market import MarketBatch
 from domain.model import Anomaly
@@ -366,8 +366,8 @@ class WindowRateDetector(InPlace):
         secs = self.window_ns / 1e9
         name = PERIOD_NAMES[int(part)]
         capped = "" if self.count_trades else f" (each print counted up to {qty(cap)})"
-        judged = (f"recent level of {expected:,.1f} per {secs:g}s (its {name} norm: {norm:,.1f})" if expected > norm
-                  else f"{name} norm of {expected:,.1f} per {secs:g}s")
+        judged = (f"recent level of {level(expected)} per {secs:g}s (its {name} norm: {level(norm)})"
+                  if expected > norm else f"{name} norm of {level(expected)} per {secs:g}s")
         reason = (f"{qty(peak)} {self.unit} in {secs:g}s at the peak{capped}, {peak / max(expected, 1e-9):.1f}x "
                   f"{symbol}'s {judged} (alert at {qty(threshold)}; peak of the {measured:.3g}s after crossing"
                   + (", when the input ended)" if cut_short else ")"))
