@@ -73,11 +73,14 @@ def one_run(args: argparse.Namespace, market: Path, workdir: Path) -> dict[str, 
         return processes[-1]
 
     try:
-        start([str(BIN / "stockanomaly"), "ingest", str(market), "--pace", args.pace], workdir / f"{app_id}-ingest.log")
+        ingest = start([str(BIN / "stockanomaly"), "ingest", str(market), "--pace", args.pace],
+                       workdir / f"{app_id}-ingest.log")
         first = start(worker, workdir / f"{app_id}-first.log")
         committed = wait_for_line(workdir / f"{app_id}-first.log", PHASES["first_take"], time.monotonic(), first)
         say(f"{app_id}: first worker committing {committed:.1f} s after its start; killing it in {args.run_for:.0f} s")
         time.sleep(args.run_for)  # letting it work (and leave a transaction open), not awaiting a condition
+        if ingest.poll() is not None:  # the restarted worker would have nothing left to take
+            raise SystemExit("failover: the input ended before the kill: a slower --pace or a shorter --run-for")
         first.send_signal(signal.SIGKILL)
         first.wait()
         restarted_at = time.monotonic()

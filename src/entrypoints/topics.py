@@ -59,6 +59,7 @@ def changelog_topics(app: Any) -> dict[str, dict[str, str]]:
         topic = table.changelog_topic
         policy = ",".join(flag for flag, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on)
         config = {"cleanup.policy": policy} if policy else {}
+        config.update({key: str(value) for key, value in (topic.config or {}).items()})
         if topic.retention:  # a windowed table's (none here yet): seconds, or a timedelta
             retention = topic.retention
             seconds = retention.total_seconds() if isinstance(retention, timedelta) else float(retention)

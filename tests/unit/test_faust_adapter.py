@@ -485,17 +485,19 @@ async def test_a_jump_check_gives_up_with_a_clear_error_once_its_patience_is_spe
 
 
 def test_the_worker_creates_its_table_changelogs_as_faust_would_before_its_consumer_starts() -> None:
-    """Every table's changelog, with the cleanup policy Faust gives it, is among the topics the
-    worker makes sure of before it joins the group (entrypoints.topics.before_start)."""
+    """Every table's changelog, with the cleanup policy Faust gives it and segments small enough to
+    be compacted within minutes (what a takeover reads back), is among the topics the worker makes
+    sure of before it joins the group (entrypoints.topics.before_start)."""
     from entrypoints.topics import changelog_topics
 
     app = worker_app(load_settings(store="memory://", app_id="unit-changelogs").streaming())
-    assert changelog_topics(app) == {f"unit-changelogs-{table}-changelog": {"cleanup.policy": "compact"}
-                                     for table in ("symbol-state", "pool-state", "tape-state", "incident-state")}
+    assert changelog_topics(app) == {
+        f"unit-changelogs-{table}-changelog": {"cleanup.policy": "compact", "segment.bytes": "16777216"}
+        for table in ("symbol-state", "pool-state", "tape-state", "incident-state")}
     transport = app.transport
     for table in app.tables.values():  # the configs Faust itself would create them with
         topic = table.changelog_topic
-        want = transport._topic_config(compacting=topic.compacting, deleting=topic.deleting)
+        want = {**transport._topic_config(compacting=topic.compacting, deleting=topic.deleting), **topic.config}
         assert changelog_topics(app)[topic.get_topic_name()] == want
 
 
@@ -527,7 +529,8 @@ def test_a_windowed_tables_changelog_keeps_its_retention() -> None:
     from entrypoints.topics import changelog_topics
 
     def table(name: str, retention: object) -> SimpleNamespace:
-        topic = SimpleNamespace(compacting=True, deleting=True, retention=retention, get_topic_name=lambda: name)
+        topic = SimpleNamespace(compacting=True, deleting=True, retention=retention, config=None,
+                                get_topic_name=lambda: name)
         return SimpleNamespace(changelog_topic=topic)
 
     app = SimpleNamespace(tables={"a": table("a-changelog", timedelta(hours=1)), "b": table("b-changelog", 90.5)})
