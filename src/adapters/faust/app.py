@@ -294,22 +294,21 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     sequence = in_sequence(app, settings.bootstrap)
     trades = app.topic(settings.trades_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
-    # value_type=bytes makes Faust store the encoded state as is (raw codec). Per-symbol state, and
-    # the Isolation Forest's pooled samples keyed by pool (= partition, see adapters.kafka.keys):
-    # both written while acting as an event of the partition, so each lands in that changelog.
-    changelogs = {"extra_topic_configs": CHANGELOG_CONFIGS}
-    table = app.Table("symbol-state", default=None, partitions=settings.partitions, key_type=str,
-                      value_type=bytes, options={"driver": "rocksdict"}, **changelogs)
-    pools = app.Table("pool-state", default=None, partitions=settings.partitions, key_type=str,
-                      value_type=bytes, options={"driver": "rocksdict"}, **changelogs)
+    def state_table(name: str) -> Any:
+        """value_type=bytes: Faust stores the encoded state as is (raw codec)."""
+        return app.Table(name, default=None, partitions=settings.partitions, key_type=str, value_type=bytes,
+                         options={"driver": "rocksdict"}, extra_topic_configs=CHANGELOG_CONFIGS)
+
+    # Per-symbol state, and the Isolation Forest's pooled samples keyed by pool (= partition, see
+    # adapters.kafka.keys): both written while acting as an event of the partition, so each lands in
+    # that changelog.
+    table, pools = state_table("symbol-state"), state_table("pool-state")
     # Each symbol's last trades: the context of its next anomaly (domain.context).
-    tapes = app.Table("tape-state", default=None, partitions=settings.partitions, key_type=str,
-                      value_type=bytes, options={"driver": "rocksdict"}, **changelogs)
+    tapes = state_table("tape-state")
     detect = make_detect(table, pools, tapes)
     # Each symbol's open incidents (application.incidents), kept like its state: closed incidents go
     # to the incidents topic in the take's transaction, with the open ones' changes.
-    open_incidents = app.Table("incident-state", default=None, partitions=settings.partitions, key_type=str,
-                               value_type=bytes, options={"driver": "rocksdict"}, **changelogs)
+    open_incidents = state_table("incident-state")
     incident_store = FaustTableBlobStore(open_incidents, batched=True)
     incidents = make_incidents(incident_store) if make_incidents is not None else None
 
