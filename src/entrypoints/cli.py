@@ -278,9 +278,17 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     if not suppressions_file and rules_file != "suppressions.json" and not Path(rules_file).is_file():
         # Named on purpose (the flag's file must exist too): a mistyped path must not pass in silence.
         fail(f"STOCKANOMALY_SUPPRESSIONS names {rules_file}, which is not a file")
-    check_outputs(paths, {"--thresholds": thresholds, "--suppressions": rules_file},
-                  {"--out": out, "--out's incidents file": out and str(incidents_path(out)), "--report": report,
-                   "--dead-letters": dead_letters})
+    # STOCKANOMALY_OUT / _DEAD_LETTERS / _THRESHOLDS stand in for their flags: checked as the flags are
+    # (an output variable naming an input emptied the input), and named as what gave them.
+    out_option = "--out" if out else "STOCKANOMALY_OUT"
+    letters_option = "--dead-letters" if dead_letters else "STOCKANOMALY_DEAD_LETTERS"
+    thresholds_option = "--thresholds" if thresholds else "STOCKANOMALY_THRESHOLDS"
+    out = out or file_setting(None, "out", "") or None
+    dead_letters = dead_letters or file_setting(None, "dead_letters", "") or None
+    thresholds_read = thresholds or file_setting(None, "thresholds", "") or None
+    check_outputs(paths, {thresholds_option: thresholds_read, "--suppressions": rules_file},
+                  {out_option: out, f"{out_option}'s incidents file": out and str(incidents_path(out)),
+                   "--report": report, letters_option: dead_letters})
     wanted = {s.strip().upper() for spec in only_symbols for s in spec.split(",") if s.strip()}
     if only_symbols and not wanted:
         raise click.BadParameter("names no symbol", param_hint="--symbols")

@@ -319,6 +319,23 @@ def test_an_output_that_is_an_input_or_another_output_is_refused_before_anything
     assert not (tmp_path / "a.jsonl").exists()
 
 
+@pytest.mark.parametrize("variable", ["STOCKANOMALY_OUT", "STOCKANOMALY_DEAD_LETTERS"])
+def test_an_output_variable_that_names_an_input_is_refused_as_the_flag_is(
+        tmp_path: Path, variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variables stand in for --out and --dead-letters: one naming the input emptied it before it
+    was read (`nothing was read`), where the flag is refused."""
+    data = tmp_path / "day.csv"
+    data.write_text("ts_event,price,size,symbol\n" + "".join(
+        f"2025-05-05T14:{m:02d}:00Z,100.{m:02d},100,ACME\n" for m in range(30)))
+    kept = data.read_bytes()
+    monkeypatch.setenv(variable, str(data))
+    code, out = run("replay", str(data))
+    assert code == 1, out
+    assert out.strip().splitlines() == [f"Error: {variable} {data} is the input {data}: writing it would destroy it; "
+                                        "choose another file"]
+    assert data.read_bytes() == kept
+
+
 def test_an_empty_input_path_is_refused_not_read_as_the_current_directory() -> None:
     code, out = run("replay", "")
     assert code == 1 and "an empty input path" in out
