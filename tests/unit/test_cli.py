@@ -155,6 +155,15 @@ def test_a_csv_with_another_header_fails_in_one_line_in_every_command(tmp_path: 
         assert "CSV header lacks" in one_line_error([*command, "other.csv"])
 
 
+def test_a_csv_naming_a_column_twice_fails_in_one_line_in_every_command(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was a traceback (pyarrow: 'Field "price" exists 2 times in schema')."""
+    monkeypatch.chdir(tmp_path)
+    Path("twice.csv").write_text("ts_event,price,size,symbol,price\n2025-05-05T14:00:00Z,100.5,10,ACME,100.6\n")
+    for command in (["replay"], ["calibrate", "--out", "t.json"]):
+        assert one_line_error([*command, "twice.csv"]) == "Error: twice.csv: CSV header names price more than once"
+
+
 def test_a_csv_with_only_the_required_columns_keeps_prints_that_share_a_nanosecond(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

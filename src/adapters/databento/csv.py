@@ -86,6 +86,11 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
     if missing:
         raise SourceError(f"{path}: CSV header lacks {', '.join(missing)} "
                           f"(has {dl.printable(', '.join(reader.schema.names))})")
+    # A column the reader uses named twice: which one holds the value is anyone's guess.
+    names = reader.schema.names
+    twice = sorted({name for name in names if name in COLUMN_TYPES and names.count(name) > 1})
+    if twice:
+        raise SourceError(f"{path}: CSV header names {', '.join(twice)} more than once")
     formats: _Formats | None = None
     done = 0  # rows arrow has delivered so far; with `skipped` this gives each row's line number
     while True:
