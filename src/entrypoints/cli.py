@@ -573,6 +573,13 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
     if "total_trades" in truth and int(truth["total_trades"]) != summary.trades:
         fail(f"the labels describe {int(truth['total_trades']):,} trades but DATA holds {summary.trades:,}: "
              f"they are not its labels ({', '.join(str(p) for p in labels_paths)})")
+    # Another market with as many trades (another seed) has other symbols: its events would all read as missed.
+    traded = container.state_store()
+    strangers = sorted({str(event["symbol"]) for event in truth["events"] if event["symbol"] not in traded})
+    if strangers:
+        shown = ", ".join(strangers[:5]) + (f" and {len(strangers) - 5:,} more" if len(strangers) > 5 else "")
+        fail(f"the labels' events are on symbols DATA does not trade ({shown}): they are not its labels "
+             f"({', '.join(str(p) for p in labels_paths)})")
     report = score(truth, container.collected_anomalies().anomalies, total_trades=summary.accepted)
     if as_json:
         click.echo(json.dumps(report.to_dict()))

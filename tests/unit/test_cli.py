@@ -363,6 +363,17 @@ def test_generate_then_evaluate(tmp_path: Path) -> None:
 
 
 @needs_shared
+def test_evaluate_refuses_another_markets_labels_with_as_many_trades(tmp_path: Path) -> None:
+    """Another seed's labels passed the trade count check and scored every event as missed, exit 0."""
+    for seed in ("1", "2"):
+        code, out = run("generate", str(tmp_path / f"m{seed}.dbn.zst"), "--symbols", "2", "--trades", "3000",
+                        "--seed", seed)
+        assert code == 0, out
+    error = one_line_error(["evaluate", str(tmp_path / "m1.dbn.zst"), "--labels", str(tmp_path / "m2.labels.json")])
+    assert error.startswith("Error: the labels' events are on symbols DATA does not trade (") and \
+        error.endswith(f"they are not its labels ({tmp_path / 'm2.labels.json'})")
+
+
 def test_calibrate_writes_thresholds_the_replay_accepts(tmp_path: Path) -> None:
     out = tmp_path / "thresholds.json"
     code, text = run("calibrate", str(NVDA_DAY), "--out", str(out))
