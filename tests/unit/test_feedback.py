@@ -138,6 +138,16 @@ def test_verdicts_round_trip_the_last_one_counts_and_evaluate_scores_them(tmp_pa
         load_verdicts(path)
 
 
+def test_a_verdict_appended_to_a_file_whose_last_line_lacks_its_newline_starts_a_line_of_its_own(
+        tmp_path: Path) -> None:
+    """It was glued to that line: both verdicts lost, and the whole file refused ('line 1: not a verdict')."""
+    path = tmp_path / "v.jsonl"
+    a, b = (Anomaly.of_print("high_volume", "NVDA", T0 + k * S, 1.0, 1, 1, 1, k, 1.2, "r") for k in range(2))
+    path.write_text(json.dumps({"id": a.id, "verdict": "false_positive"}))
+    append_verdict(path, b.id, "confirmed")
+    assert load_verdicts(path) == {a.id: "false_positive", b.id: "confirmed"}
+
+
 def test_evaluate_verdicts_counts_labelled_anomalies_and_tells_a_labelled_incident_apart(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An incident's id was taken by `label` and counted as an anomaly 'this run did not find'."""

@@ -22,8 +22,13 @@ def append_verdict(path: str | Path, anomaly_id: str, verdict: str, note: str = 
               "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    with p.open("a+b") as f:
+        # A last line without its newline (an editor, a cut copy) would swallow this verdict into it.
+        if f.seek(0, 2) > 0:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")  # (append mode: every write goes to the end)
+        f.write(json.dumps(record).encode() + b"\n")
     return record
 
 
