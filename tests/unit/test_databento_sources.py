@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from pathlib import Path
 
@@ -427,10 +428,13 @@ def test_glob_expands_to_matching_files_once_each(tmp_path: Path) -> None:
     pytest.param("nothing-*.dbn.zst", "glob matches no Databento files", id="glob-matching-nothing"),
     pytest.param("empty-dir", "directory has no Databento files", id="directory-without-data"),
     pytest.param("trades.parquet", "unsupported file type", id="unsupported-extension"),
+    # It was 'no such file or directory', of a file that is there.
+    pytest.param("pipe.csv", "not a regular file or directory", id="named-pipe"),
 ])
 def test_path_naming_no_readable_file_is_a_source_error(tmp_path: Path, name: str, message: str) -> None:
     (tmp_path / "empty-dir").mkdir()
     (tmp_path / "trades.parquet").write_bytes(b"PAR1")
+    os.mkfifo(tmp_path / "pipe.csv")
 
     with pytest.raises(SourceError, match=message):
         DatabentoFileSource([str(tmp_path / name)])

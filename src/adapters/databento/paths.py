@@ -69,6 +69,8 @@ def _expand_one(raw: str) -> list[Path]:
             detail = f" ({len(matches)} matched, none a supported file)" if matches else ""
             raise SourceError(f"glob matches no Databento files: {raw}{detail}")
         return files
+    if path.exists():  # a named pipe, a device, a socket: there is a file, but not one to read to its end
+        raise SourceError(f"not a regular file or directory: {raw} (give a Databento file, not a pipe or device)")
     raise SourceError(f"no such file or directory: {raw}")
 
 
