@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from domain.detectors.high_volume import N_BINS, size_bins, size_quantile
@@ -13,8 +15,10 @@ from domain.validation import invalid_rows
 
 
 def calibrate(source: TradeSource, quantile: float = 0.999, multiple: float = 8.0,
-              min_trades: int = 1000, calendar: SessionCalendar | None = None) -> Thresholds:
-    """Threshold = multiple x the symbol's size quantile, auction crosses and bad rows excluded.
+              min_trades: int = 1000, calendar: SessionCalendar | None = None,
+              rejected: Counter[str] | None = None) -> Thresholds:
+    """Threshold = multiple x the symbol's size quantile, auction crosses and bad rows excluded
+    (counted by reason in `rejected`, when given: the reader's dead letters and invalid trades).
 
     Sizes are counted in the same log-scale histogram the online detector uses, so memory is
     a few kilobytes per symbol however long the history. Symbols with fewer than `min_trades`
@@ -23,7 +27,10 @@ def calibrate(source: TradeSource, quantile: float = 0.999, multiple: float = 8.
     calendar = calendar or SessionCalendar()
     hists: dict[str, np.ndarray] = {}
     for chunk in source.chunks():
-        bad, _ = invalid_rows(chunk.trades)
+        bad, reasons = invalid_rows(chunk.trades)
+        if rejected is not None:
+            rejected.update(letter.reason for letter in chunk.dead_letters)
+            rejected.update(reasons)
         trades = np.delete(chunk.trades, bad) if len(bad) else chunk.trades
         trades = trades[~calendar.auction_mask(trades["ts_event"], trades["side"])]
         codes, names = factorize(trades["symbol"])

@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from datetime import date as date_cls
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -643,9 +644,11 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
 
     check_outputs(paths, {}, {"--out": out})
     source = file_source(paths, 262_144)
+    rejected: Counter[str] = Counter()
     with progress_bar("calibrating", None, enabled=err.is_terminal):
         try:
-            thresholds = learn(source, quantile=quantile, multiple=multiple, min_trades=min_trades)
+            thresholds = learn(source, quantile=quantile, multiple=multiple, min_trades=min_trades,
+                               rejected=rejected)
         except DomainError as exc:
             fail(str(exc))
     source.check(f"no thresholds written to {out} (they would come from part of the history)")
@@ -655,6 +658,8 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
                    f"threshold {t.size_threshold:>12,.0f}  ({t.trades:,} trades)")
     count = len(thresholds.symbols)
     click.echo(f"wrote thresholds for {count} symbol{'' if count == 1 else 's'} to {out}")
+    if rejected:  # as replay's summary says them (replay --dead-letters shows each with its reason)
+        click.echo("rejected, not counted: " + ", ".join(f"{k} {v:,}" for k, v in sorted(rejected.items())))
 
 
 # Registers `ingest` and `query` on `main`; imported last because it imports from here.

@@ -374,6 +374,19 @@ def test_evaluate_refuses_another_markets_labels_with_as_many_trades(tmp_path: P
         error.endswith(f"they are not its labels ({tmp_path / 'm2.labels.json'})")
 
 
+def test_calibrate_says_how_many_records_it_rejected_and_why(tmp_path: Path) -> None:
+    """They were left out of the thresholds in silence (replay counts the same rows as rejected)."""
+    data = tmp_path / "day.csv"
+    rows = [f"2025-05-05T14:{m:02d}:00Z,100.{m:02d},100,ACME" for m in range(30)]
+    rows[3], rows[7], rows[9] = "2025-05-05T14:03:00Z,abc,100,ACME", "2025-05-05T14:07:00Z,-1,100,ACME", \
+        "2025-05-05T14:09:00Z,100.09,0,ACME"
+    data.write_text("ts_event,price,size,symbol\n" + "\n".join(rows) + "\n")
+    code, out = run("calibrate", str(data), "--out", str(tmp_path / "t.json"), "--min-trades", "1")
+    assert code == 0, out
+    assert "(27 trades)" in out
+    assert out.strip().splitlines()[-1] == "rejected, not counted: bad_price 1, bad_row 1, bad_size 1"
+
+
 def test_calibrate_writes_thresholds_the_replay_accepts(tmp_path: Path) -> None:
     out = tmp_path / "thresholds.json"
     code, text = run("calibrate", str(NVDA_DAY), "--out", str(out))
