@@ -440,6 +440,17 @@ def test_path_naming_no_readable_file_is_a_source_error(tmp_path: Path, name: st
         DatabentoFileSource([str(tmp_path / name)])
 
 
+@pytest.mark.parametrize("unit", [10**9, 10**6, 10**3], ids=["seconds", "milliseconds", "microseconds"])
+def test_integer_timestamps_too_small_for_nanoseconds_are_refused(tmp_path: Path, unit: int) -> None:
+    """Read as nanoseconds they were prints of January 1970, every one accepted."""
+    path = tmp_path / "day.csv"
+    path.write_text("ts_event,price,size,symbol\n" + "".join(
+        f"{(T0 + k * 10**9) // unit},100.5,10,ACME\n" for k in range(20)))
+
+    with pytest.raises(SourceError, match="ts_event holds integers like .*, too small for nanoseconds"):
+        list(DatabentoFileSource([str(path)]).chunks())
+
+
 # --- merge ----------------------------------------------------------------------------------------
 
 def test_several_files_merge_into_event_time_order(tmp_path: Path) -> None:

@@ -27,6 +27,14 @@ def looks_like_integers(column: pa.Array, sample: int = 1000) -> bool:
     return pc.mean(pc.match_substring_regex(head, INT_PATTERN).cast(pa.int8())).as_py() > 0.5
 
 
+def integer_median(column: pa.Array, sample: int = 1000) -> float | None:
+    """The median of the plain integers among the column's head (None: there are none)."""
+    head = column.slice(0, sample)
+    head = pc.filter(head, pc.match_substring_regex(head, INT_PATTERN))
+    values = np.asarray(head.cast(pa.float64()), np.float64)
+    return float(np.median(values)) if len(values) else None
+
+
 FIXED_POINT_FLOOR = 1_000_000  # 1e-9 units: $0.001. A price written in whole dollars is never this big
 
 

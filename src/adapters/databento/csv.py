@@ -34,13 +34,25 @@ _INTEGERS = (("publisher_id", pa.uint16(), 0), ("instrument_id", pa.uint32(), 0)
 BYTES_PER_ROW = 128  # a real XNAS.ITCH trades row is ~120 bytes
 
 
+# Integer timestamps are nanoseconds since the epoch; any after 1973-03-03 are at least this. Seconds,
+# milliseconds and microseconds of any date since 1970 stay under it: read as nanoseconds they were
+# prints of January 1970, every one accepted.
+NS_FLOOR = 10**17
+
+
 class _Formats:
     """How this file writes timestamps and prices, decided once from its first block."""
 
-    def __init__(self, batch: pa.RecordBatch) -> None:
+    def __init__(self, batch: pa.RecordBatch, path: Path) -> None:
         names = batch.schema.names
         self.int_ts = {name: columns.looks_like_integers(batch.column(name))
                        for name in ("ts_event", "ts_recv") if name in names}
+        for name, integers in self.int_ts.items():
+            median = columns.integer_median(batch.column(name)) if integers else None
+            if median is not None and median < NS_FLOOR:
+                raise SourceError(f"{path}: {name} holds integers like {median:.0f}, too small for nanoseconds since "
+                                  "the epoch (seconds, milliseconds or microseconds?); write integer timestamps in "
+                                  "nanoseconds, or ISO 8601")
         self.fixed_price = columns.looks_like_fixed_point_prices(batch.column("price"))
 
 
@@ -101,7 +113,7 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
         except (pa.ArrowInvalid, OSError) as exc:
             pending.append(dl.bad_file(path, f"line {_next_line(done, skipped)}", exc))
             break
-        formats = formats or _Formats(batch)
+        formats = formats or _Formats(batch, path)
         trades, letters = _convert(batch, formats, _LineNumbers(done, skipped), path)
         done += batch.num_rows
         yield SourceChunk(trades, pending + letters)
