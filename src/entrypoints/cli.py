@@ -562,8 +562,11 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
         except ValueError as exc:  # not JSON, or not a labels file
             fail(f"{labels_path} is not a labels file written by `stockanomaly generate`: {exc}")
     truth = merge_labels(parts)
-    container = build_container(thresholds=thresholds)
-    container.engine().warm_up()
+    try:  # a bad setting or thresholds file: one line, as for replay (it was a traceback here)
+        container = build_container(thresholds=thresholds)
+        container.engine().warm_up()
+    except DomainError as exc:
+        fail(str(exc))
     source = file_source(data, int(container.config.chunk_size()))
     with progress_bar("evaluating", None, enabled=not as_json and err.is_terminal) as bar:
         try:

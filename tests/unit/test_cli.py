@@ -387,6 +387,21 @@ def test_calibrate_says_how_many_records_it_rejected_and_why(tmp_path: Path) -> 
     assert out.strip().splitlines()[-1] == "rejected, not counted: bad_price 1, bad_row 1, bad_size 1"
 
 
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("STOCKANOMALY_CHUNK_SIZE", "abc", "Error: STOCKANOMALY_CHUNK_SIZE: Input should be a valid integer"),
+    ("STOCKANOMALY_DETECTORS", "nope", "Error: unknown detectors ['nope']"),
+    ("STOCKANOMALY_THRESHOLDS", "labels", "Error: thresholds file {labels}: not a thresholds file"),
+])
+def test_evaluate_with_a_bad_setting_fails_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       variable: str, value: str, message: str) -> None:
+    """It was a traceback (ConfigError) when scoring against generated labels."""
+    data, labels = tmp_path / "m.dbn.zst", tmp_path / "m.labels.json"
+    code, out = run("generate", str(data), "--symbols", "2", "--trades", "3000", "--seed", "1")
+    assert code == 0, out
+    monkeypatch.setenv(variable, str(labels) if value == "labels" else value)
+    assert one_line_error(["evaluate", str(data)]).startswith(message.format(labels=labels))
+
+
 def test_calibrate_writes_thresholds_the_replay_accepts(tmp_path: Path) -> None:
     out = tmp_path / "thresholds.json"
     code, text = run("calibrate", str(NVDA_DAY), "--out", str(out))
