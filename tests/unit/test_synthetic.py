@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import databento as db
@@ -183,6 +184,31 @@ def test_dbn_file_round_trips_through_databento_with_symbols_mapped(generated) -
 def test_plain_dbn_is_written_uncompressed(tmp_path) -> None:
     result = generate(tmp_path / "day.dbn", **SMALL)
     assert result.path.read_bytes()[:4] == b"DBN\x03"
+
+
+def test_a_generation_stopped_while_writing_leaves_the_previous_market_whole(tmp_path, monkeypatch) -> None:
+    """Ctrl-C while writing left a cut file (42 of 66 MB) beside the previous market's labels."""
+    import zstandard
+
+    from adapters.synthetic import dbn_writer
+
+    first = generate(tmp_path / "day.dbn.zst", **SMALL)
+    kept = {p: p.read_bytes() for p in (first.path, first.labels_path)}
+    assert zstandard.get_frame_parameters(kept[first.path]).has_checksum  # damage inside is found on reading
+
+    class Interrupted:  # a compressor stopped by Ctrl-C after part of the frame
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        def stream_writer(self, raw, **kwargs):  # type: ignore[no-untyped-def]
+            raw.write(b"(\xb5/\xfd half a frame")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(dbn_writer, "zstandard", SimpleNamespace(ZstdCompressor=Interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        generate(tmp_path / "day.dbn.zst", **{**SMALL, "seed": 12})
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["day.dbn.zst", "day.labels.json"]
 
 
 def test_labels_file_sits_beside_the_data_and_matches_the_market(generated) -> None:

@@ -71,12 +71,22 @@ def write_dbn(path: str | Path, metadata: bytes, records: np.ndarray, level: int
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = np.ascontiguousarray(records).view(np.uint8)
-    with path.open("wb") as raw:
-        if path.suffix == ".zst":
-            with zstandard.ZstdCompressor(level=level, threads=-1).stream_writer(raw, closefd=False) as out:
-                out.write(metadata)
-                out.write(body.data)
-        else:
-            raw.write(metadata)
-            raw.write(body.data)
+    # Written beside it and renamed when whole: stopped half-way (Ctrl-C, a full disk), the file named
+    # is the one it was before, not a cut one next to the previous market's labels.
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with partial.open("wb") as raw:
+            if path.suffix == ".zst":
+                # With the content checksum, as Databento's files have: damage inside is found on reading.
+                compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
+                with compressor.stream_writer(raw, closefd=False) as out:
+                    out.write(metadata)
+                    out.write(body.data)
+            else:
+                raw.write(metadata)
+                raw.write(body.data)
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return path

@@ -57,7 +57,13 @@ def generate(out_path: str | Path, symbols: int = 20, trades: int = 1_000_000, s
     simulated = time.perf_counter()
     path = write_market_dbn(out_path, market)
     labels_path = labels_path_for(path)
-    labels_path.write_text(json.dumps(market.labels(), indent=1) + "\n", encoding="utf-8")
+    partial = labels_path.with_name(labels_path.name + ".partial")
+    try:
+        partial.write_text(json.dumps(market.labels(), indent=1) + "\n", encoding="utf-8")
+        partial.replace(labels_path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return GenerationResult(path, labels_path, market, simulated - started, time.perf_counter() - simulated)
 
 
