@@ -543,6 +543,8 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
     from entrypoints.container import build_container
 
     if verdicts is not None:
+        if labels:  # it would be ignored: the scores are the analysts', not the labels'
+            raise click.UsageError("give --labels (a generated market's) or --verdicts (analysts'), not both")
         evaluate_verdicts(data, verdicts, as_json, thresholds)
         return
     if labels:

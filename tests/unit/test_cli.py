@@ -402,6 +402,17 @@ def test_evaluate_with_a_bad_setting_fails_in_one_line(tmp_path: Path, monkeypat
     assert one_line_error(["evaluate", str(data)]).startswith(message.format(labels=labels))
 
 
+def test_evaluate_refuses_labels_and_verdicts_together(tmp_path: Path) -> None:
+    """--labels was ignored in silence: the table scored the verdicts."""
+    (tmp_path / "v.jsonl").write_text("")
+    (tmp_path / "m.labels.json").write_text("{}")
+    result = CliRunner().invoke(main, ["evaluate", str(DBN_SAMPLE), "--labels", str(tmp_path / "m.labels.json"),
+                                       "--verdicts", str(tmp_path / "v.jsonl")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == \
+        "Error: give --labels (a generated market's) or --verdicts (analysts'), not both"
+
+
 def test_calibrate_writes_thresholds_the_replay_accepts(tmp_path: Path) -> None:
     out = tmp_path / "thresholds.json"
     code, text = run("calibrate", str(NVDA_DAY), "--out", str(out))
