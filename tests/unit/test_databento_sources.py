@@ -451,6 +451,18 @@ def test_integer_timestamps_too_small_for_nanoseconds_are_refused(tmp_path: Path
         list(DatabentoFileSource([str(path)]).chunks())
 
 
+@pytest.mark.parametrize("name", [b"caf\xe9.csv", b"caf\xe9.csv.zst"], ids=["csv", "csv-zst"])
+def test_a_csv_whose_name_is_not_utf8_is_read(tmp_path: Path, name: bytes) -> None:
+    """A Latin-1 name (its byte surrogate-escaped by Python) was a UnicodeEncodeError traceback from arrow."""
+    path = tmp_path / os.fsdecode(name)
+    text = "ts_event,price,size,symbol\n" + "".join(f"{T0 + k * 10**9},100.5,10,ACME\n" for k in range(20))
+    path.write_bytes(zstandard.ZstdCompressor().compress(text.encode()) if name.endswith(b".zst") else text.encode())
+
+    chunks = list(DatabentoFileSource([str(path)]).chunks())
+
+    assert sum(len(c.trades) for c in chunks) == 20 and not [d for c in chunks for d in c.dead_letters]
+
+
 # --- merge ----------------------------------------------------------------------------------------
 
 def test_several_files_merge_into_event_time_order(tmp_path: Path) -> None:

@@ -24,7 +24,12 @@ class WholeLineStream(io.RawIOBase):
     for the decompression itself."""
 
     def __init__(self, path: Path, compression: str | None) -> None:
-        self._source = pa.input_stream(str(path), compression=compression)
+        try:
+            self._source = pa.input_stream(str(path), compression=compression)
+        except UnicodeEncodeError:
+            # A name that is not UTF-8 (its bytes surrogate-escaped): arrow opens no such path, Python
+            # does (the stream closes the file).
+            self._source = pa.input_stream(open(path, "rb"), compression=compression)
         self._buffer = bytearray()  # decompressed, not yet handed out
         self._whole = 0  # how much of the buffer ends at a newline: what may be handed out
         self._ended = False
