@@ -7,10 +7,10 @@ import math
 import os
 import sys
 import warnings
-from datetime import date as date_cls
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date as date_cls
 from pathlib import Path
 from typing import Any, NoReturn
 
