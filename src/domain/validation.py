@@ -8,10 +8,14 @@ from domain.compiled import kernel
 from domain.model import DeadLetter
 from domain.symbols import words_of
 
+# How far a print's event time may be after the time it was received (ts_recv, when known). A feed's
+# clocks differ by microseconds; a print dated later than this (a typo'd year or day) is none.
+MAX_AHEAD_NS = 60 * 10**9
+
 # reason code -> human explanation, in the order they are checked
 REASONS = {
     "missing_symbol": "no symbol",
-    "bad_timestamp": "ts_event is not a positive nanosecond timestamp",
+    "bad_timestamp": "ts_event is not a positive nanosecond timestamp, or is over a minute after ts_recv (its receipt)",
     "bad_price": "price is NaN, infinite, zero or negative",
     "bad_size": "size is zero or negative",
 }
@@ -20,20 +24,23 @@ REASONS = {
 def invalid_rows(trades: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """(indices of invalid rows, the first failing reason code of each), checked in one compiled
     pass over the records; reason strings are only made for the (rare) invalid rows."""
-    verdict = _verdicts(words_of(trades["symbol"])[:, 0], trades["ts_event"], trades["price"], trades["size"])
+    verdict = _verdicts(words_of(trades["symbol"])[:, 0], trades["ts_event"], trades["ts_recv"], trades["price"],
+                        trades["size"])
     rows = np.flatnonzero(verdict)
     names = list(REASONS)
     return rows, [names[v - 1] for v in verdict[rows].tolist()]
 
 
 @kernel
-def _verdicts(first_char: np.ndarray, ts: np.ndarray, price: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """Per row: 0 if valid, else 1 + the position in REASONS of the first check it fails."""
+def _verdicts(first_char: np.ndarray, ts: np.ndarray, ts_recv: np.ndarray, price: np.ndarray,
+              size: np.ndarray) -> np.ndarray:
+    """Per row: 0 if valid, else 1 + the position in REASONS of the first check it fails. A ts_recv of
+    0 or less is unknown (Databento's undefined timestamp reads as -1)."""
     out = np.zeros(len(ts), np.uint8)
     for i in range(len(ts)):
         if first_char[i] == 0:
             out[i] = 1
-        elif ts[i] <= 0:
+        elif ts[i] <= 0 or (ts_recv[i] > 0 and ts[i] - ts_recv[i] > MAX_AHEAD_NS):
             out[i] = 2
         elif not (np.isfinite(price[i]) and price[i] > 0):
             out[i] = 3

@@ -18,6 +18,7 @@ from fixtures_sources.writers import HEADER, csv_lines, dbn_bytes, write_csv, wr
 from adapters.databento import DatabentoFileSource
 from domain.errors import SourceError
 from domain.model import TRADE_DTYPE, DeadLetter
+from domain.validation import invalid_rows
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SAMPLES = DATA / "databento"
@@ -563,6 +564,23 @@ def test_a_print_dated_far_ahead_waits_for_its_time_and_holds_nothing_else_back(
     plain_sizes = [len(c.trades) for c in DatabentoFileSource([str(write_csv(tmp_path / "plain.csv", csv_lines(plain))),
                                                                 ], chunk_size=64).chunks()]
     assert len(sizes) == len(plain_sizes) > 3 and max(sizes) <= max(plain_sizes) + 1  # emitted as read, not held
+
+
+def test_two_prints_in_a_row_dated_far_after_their_receipt_hold_nothing_back(tmp_path: Path) -> None:
+    """Two typo'd rows in a row passed the file on to their time: every later print of the file came
+    out behind them and was refused as out of order (133,300 of a real day's). Dated over a minute
+    after their receipt (ts_recv), they vouch for nothing; the engine refuses them (bad_timestamp)."""
+    nvda = flow(3_000, seed=1, rate=20.0)
+    nvda["ts_event"][1_500:1_502] += 365 * 86_400 * 10**9
+    path = write_csv(tmp_path / "ahead.csv", csv_lines(nvda))
+    for chunk_size in (64, 100_000):
+        trades = np.concatenate([c.trades for c in DatabentoFileSource([str(path)], chunk_size=chunk_size).chunks()])
+        expected = np.concatenate((np.delete(nvda["sequence"], [1_500, 1_501]), nvda["sequence"][1_500:1_502]))
+        assert trades["sequence"].tolist() == expected.tolist()  # the others in file order, those two last
+    bad, reasons = invalid_rows(trades)
+    assert (bad.tolist(), reasons) == ([len(nvda) - 2, len(nvda) - 1], ["bad_timestamp"] * 2)
+    kept = np.delete(trades["ts_event"], bad)
+    assert bool(np.all(kept[1:] >= kept[:-1]))  # so the guard refuses none of the others as out of order
 
 
 def test_files_decoded_on_threads_give_the_same_chunks_as_read_in_turn(tmp_path: Path) -> None:

@@ -25,17 +25,19 @@ class _Lane:
 
     How far the file has got is `reached`: the newest time two consecutive prints have both passed,
     so a lone print dated far ahead (a typo'd year) moves nothing; it waits, in its place by time,
-    for the file to get there. A print's key is its event time, or, when it is more than REORDER_NS
-    behind `reached`, `reached` itself (it stays behind those prints). No later print can then have a
-    key below `floor` (`reached` less REORDER_NS), so every buffered key under it is final, whatever
-    the chunks were."""
+    for the file to get there. Nor does a print vouch for a time after its receipt (ts_recv, when
+    known): two typo'd prints in a row move nothing either (the engine refuses a print dated over a
+    minute after its receipt as bad_timestamp). A print's key is its event time, or, when it is more
+    than REORDER_NS behind `reached`, `reached` itself (it stays behind those prints). No later print
+    can then have a key below `floor` (`reached` less REORDER_NS), so every buffered key under it is
+    final, whatever the chunks were."""
 
     def __init__(self, stream: Iterator[SourceChunk]) -> None:
         self.stream = stream
         self.buffer = np.empty(0, TRADE_DTYPE)
         self.keys = np.empty(0, np.int64)
         self.reached = _BEFORE_ANY
-        self.last = _BEFORE_ANY  # the event time of the last print read
+        self.last = _BEFORE_ANY  # the time the last print read vouches for (see pull)
         self.done = False
 
     @property
@@ -50,13 +52,14 @@ class _Lane:
         letters.extend(chunk.dead_letters)
         if len(chunk.trades) == 0:
             return
-        ts = chunk.trades["ts_event"]
-        passed = np.minimum(ts, np.concatenate(([self.last], ts[:-1])))  # by this print and the one before
+        ts, recv = chunk.trades["ts_event"], chunk.trades["ts_recv"]
+        vouched = np.where(recv > 0, np.minimum(ts, recv), ts)
+        passed = np.minimum(vouched, np.concatenate(([self.last], vouched[:-1])))  # by this print and the one before
         reached = np.maximum.accumulate(np.concatenate(([self.reached], passed)))  # [i]: before print i
         before = reached[:-1]
         in_reach = (before == _BEFORE_ANY) | (ts >= before - REORDER_NS)  # (no wrap-around below int64)
         keys = np.where(in_reach, ts, before)
-        self.reached, self.last = int(reached[-1]), int(ts[-1])
+        self.reached, self.last = int(reached[-1]), int(vouched[-1])
         trades = np.concatenate((self.buffer, chunk.trades)) if len(self.buffer) else chunk.trades
         keys = np.concatenate((self.keys, keys)) if len(self.keys) else keys
         if len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
