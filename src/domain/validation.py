@@ -12,12 +12,18 @@ from domain.symbols import words_of
 # clocks differ by microseconds; a print dated later than this (a typo'd year or day) is none.
 MAX_AHEAD_NS = 60 * 10**9
 
+# The largest price and size a print can have: Databento's own fields hold no more (a price in 1e-9
+# units in an int64 stops at ~9.2e9; a size is a uint32). A CSV can write anything: 1e300 was taken as
+# a price, and the rolling VWAP it joined then made normal prints look 100% off it.
+MAX_PRICE = 1e9
+MAX_SIZE = 2**32 - 1
+
 # reason code -> human explanation, in the order they are checked
 REASONS = {
     "missing_symbol": "no symbol",
     "bad_timestamp": "ts_event is not a positive nanosecond timestamp, or is over a minute after ts_recv (its receipt)",
-    "bad_price": "price is NaN, infinite, zero or negative",
-    "bad_size": "size is zero or negative",
+    "bad_price": "price is NaN, infinite, zero, negative or over 1,000,000,000",
+    "bad_size": "size is zero, negative or over 4,294,967,295",
 }
 
 
@@ -42,9 +48,9 @@ def _verdicts(first_char: np.ndarray, ts: np.ndarray, ts_recv: np.ndarray, price
             out[i] = 1
         elif ts[i] <= 0 or (ts_recv[i] > 0 and ts[i] - ts_recv[i] > MAX_AHEAD_NS):
             out[i] = 2
-        elif not (np.isfinite(price[i]) and price[i] > 0):
+        elif not (np.isfinite(price[i]) and 0 < price[i] <= MAX_PRICE):
             out[i] = 3
-        elif size[i] <= 0:
+        elif not 0 < size[i] <= MAX_SIZE:
             out[i] = 4
     return out
 

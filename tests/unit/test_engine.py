@@ -43,12 +43,14 @@ class Run:
     ("price", -1.0, "bad_price"),
     ("price", 0.0, "bad_price"),
     ("size", 0, "bad_size"),
+    ("price", 1e300, "bad_price"),  # no feed's price (Databento's stop at ~9.2e9)
     ("size", -5, "bad_size"),
+    ("size", 2**32, "bad_size"),
     ("symbol", "", "missing_symbol"),
     ("ts_event", 0, "bad_timestamp"),
     ("ts_event", T0 + 1 + 61 * 10**9, "bad_timestamp"),  # over a minute after its receipt (ts_recv)
-], ids=["nan-price", "inf-price", "negative-price", "zero-price", "zero-size", "negative-size",
-        "no-symbol", "no-timestamp", "dated-after-receipt"])
+], ids=["nan-price", "inf-price", "negative-price", "zero-price", "zero-size", "absurd-price", "negative-size",
+        "absurd-size", "no-symbol", "no-timestamp", "dated-after-receipt"])
 def test_impossible_values_become_dead_letters_and_the_rest_is_processed(
         field: str, value: object, reason: str) -> None:
     batch = batch_of(make_trade(sequence=1), make_trade(ts_event=T0 + 1, sequence=2),
