@@ -153,6 +153,8 @@ def check_outputs(inputs: Sequence[str], reads: dict[str, str | None], writes: d
     for option, given in writes.items():
         if not given:
             continue
+        if given == "-":  # (it would make a file named "-")
+            fail(f"{option} - : writes a file, not standard output (--json prints the summary there)")
         target = Path(given).resolve()
         if target in writes_to:
             fail(f"{option} {given} is {writes_to[target]}: both would write that file; choose another")
@@ -329,11 +331,14 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         from adapters.report import BarCollector
 
         bars = BarCollector()
+    latest: list[int] = []  # the newest event time read (--since's check)
     with progress_bar("replaying", None, enabled=not as_json and err.is_terminal) as bar:
         def on_chunk(trades: Any, anomalies: Any) -> None:
             bar.advance(bar.task_ids[0], len(trades))
             if bars is not None:
                 bars.add(trades)
+            if len(trades):
+                latest[:] = [max(latest + [int(trades["ts_event"].max())])]
 
         try:
             summary = use_case(source, on_chunk=on_chunk)
@@ -372,6 +377,14 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     unseen = sorted(s for s in wanted if s not in container.state_store())
     if unseen:  # a typo reads like a quiet symbol otherwise
         err.print(f"--symbols: no trade of {', '.join(unseen)} was read", highlight=False)
+    # A window outside the data reads like a quiet day otherwise, as a mistyped symbol would.
+    if window[1] is not None and not latest and not interrupted:
+        err.print(f"--until {until}: no trade was read before it", highlight=False)
+    elif window[0] is not None and latest and latest[0] < window[0]:
+        import numpy as np
+
+        last = np.datetime_as_string(np.datetime64(latest[0], "ns"), unit="s")
+        err.print(f"--since {since}: no trade was read from then on (the last at {last}Z)", highlight=False)
     if files is not None:
         files.check("the results above cover only what was read before it")
 
@@ -477,7 +490,7 @@ def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
             fail(str(exc))
         except MemoryError:
             fail(f"not enough memory to generate {trades:,} trades at once; ask for fewer")
-    click.echo(f"wrote {result.total_trades:,} trades for {symbols} symbols to {out}")
+    click.echo(f"wrote {result.total_trades:,} trades for {symbols} symbol{'' if symbols == 1 else 's'} to {out}")
     click.echo(f"wrote {len(result.events)} labelled anomalies to {labels_path_for(out)}")
 
 

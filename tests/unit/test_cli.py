@@ -102,9 +102,10 @@ def test_replay_reads_real_dbn_files() -> None:
     (["generate", "m.dbn.zst", "--date", "2025-12-25"], "2025-12-25 is an exchange holiday"),
     (["generate", "m.dbn.zst", "--date", "2025-11-28"], "2025-11-28 closes early"),
     (["replay", "--symbols", ","], "Invalid value for --symbols: names no symbol"),
+    (["replay", "--out", "-"], "--out - : writes a file, not standard output"),
 ], ids=["missing-file", "unknown-detector", "bad-extension", "no-paths", "no-detector", "impossible-market",
         "bad-date", "no-room-for-anomalies", "fewer-than-one-symbol-needs", "before-1970", "weekend", "holiday",
-        "early-close", "no-symbol"])
+        "early-close", "no-symbol", "out-to-stdout"])
 def test_bad_arguments_give_a_clear_error(args: list[str], message: str, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -241,10 +242,28 @@ def test_replay_reports_a_window_of_some_symbols_exactly_as_the_full_run_judged_
     assert out.splitlines()[1:] == ["--symbols: no trade of NOSUCH was read"]
 
 
+def test_generate_counts_one_symbol_as_one(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["generate", str(tmp_path / "m.dbn.zst"), "--symbols", "1", "--trades", "1002"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"wrote 1,002 trades for 1 symbol to {tmp_path / 'm.dbn.zst'}"
+
+
 def test_replay_says_which_of_the_symbols_asked_for_never_traded() -> None:
     result = CliRunner().invoke(main, ["replay", "--json", "--symbols", "NOPE,vndr"])
     assert result.exit_code == 0
     assert result.stderr.strip().splitlines()[-1] == "--symbols: no trade of NOPE, VNDR was read"
+
+
+@pytest.mark.parametrize(("window", "said"), [
+    (["--since", "2030-01-01"], "--since 2030-01-01: no trade was read from then on (the last at 2025-"),
+    (["--until", "2000-01-01"], "--until 2000-01-01: no trade was read before it"),
+])
+def test_replay_says_when_its_window_holds_no_trade(window: list[str], said: str) -> None:
+    """Nothing judged or reported, exit 0: a mistyped year read like a quiet day."""
+    result = CliRunner().invoke(main, ["replay", "--json", *window])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["anomalies"] == 0
+    assert result.stderr.strip().splitlines()[-1].startswith(said)
 
 
 def test_messages_on_stderr_stay_on_one_line_when_it_is_not_a_terminal() -> None:
