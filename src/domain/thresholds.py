@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,12 +44,19 @@ class Thresholds:
             raise ConfigError(f"not a thresholds file of format {FORMAT} (expected keys format, quantile, multiple, symbols)")
         symbols = {}
         for name, entry in data["symbols"].items():
-            try:
-                threshold = float(entry["size_threshold"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ConfigError(f"symbol {name!r}: size_threshold missing or not a number") from exc
+            entry = entry if isinstance(entry, dict) else {}
+            threshold = _number(name, entry, "size_threshold", None)
             if not threshold > 0:
                 raise ConfigError(f"symbol {name!r}: size_threshold must be positive, got {threshold}")
-            symbols[str(name)] = SymbolThresholds(threshold, float(entry.get("size_quantile_value", 0.0)),
-                                                  int(entry.get("trades", 0)))
+            symbols[str(name)] = SymbolThresholds(threshold, _number(name, entry, "size_quantile_value", 0.0),
+                                                  int(_number(name, entry, "trades", 0)))
         return cls(float(data.get("quantile", 0.999)), float(data.get("multiple", 8.0)), symbols)
+
+
+def _number(symbol: str, entry: dict[str, Any], key: str, default: float | None) -> float:
+    """A finite JSON number (`default` when absent and allowed): `true` is no size, and Infinity or
+    1e400 (read as infinite) none a threshold can be."""
+    value = entry.get(key, default)
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"symbol {symbol!r}: {key} missing or not a finite number, got {value!r}")
+    return float(value)

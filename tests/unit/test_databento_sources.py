@@ -236,6 +236,8 @@ def test_csv_with_book_actions_keeps_only_trades(tmp_path: Path) -> None:
     pytest.param(13, "", "missing symbol", id="missing-symbol"),
     pytest.param(13, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_ONE", "symbol longer than 24 characters 'ABCDEFGHIJKLMNOPQRSTUVWXYZ_ONE'",
                  id="symbol-too-long"),  # cut to 24, two such names became one symbol
+    pytest.param(6, "BB", "side not A, B or N 'BB'", id="side-too-long"),  # was read as B
+    pytest.param(6, "Z", "side not A, B or N 'Z'", id="unknown-side"),
 ])
 def test_bad_csv_value_becomes_dead_letter_with_file_and_line(tmp_path: Path, column: int, value: str,
                                                               detail: str) -> None:
@@ -253,6 +255,15 @@ def test_bad_csv_value_becomes_dead_letter_with_file_and_line(tmp_path: Path, co
     assert letters[0].detail == "expected 14 fields, got 15"
     assert letters[1].detail.startswith(detail)
     assert letters[1].raw == lines[2_500].encode()
+
+
+def test_an_empty_side_is_none_given(tmp_path: Path) -> None:
+    lines = csv_lines(flow(4))
+    fields = lines[1].split(",")
+    fields[6] = ""
+    path = write_csv(tmp_path / "sides.csv", [",".join(fields) if i == 1 else line for i, line in enumerate(lines)])
+    trades, letters = read(path)
+    assert not letters and trades["side"].tolist() == [flow(4)["side"][0], b"N", *flow(4)["side"][2:]]
 
 
 def test_row_with_too_few_fields_is_reported_and_the_rest_kept(tmp_path: Path) -> None:

@@ -152,8 +152,14 @@ def test_calibrated_thresholds_round_trip_and_drive_the_replay(tmp_path) -> None
     assert all(a.size >= low for a in container.collected_anomalies().anomalies)
 
 
-@pytest.mark.parametrize("content", ["{", '{"format": 1}', '{"format": 1, "symbols": {"X": {"size_threshold": -1}}}'],
-                         ids=["not-json", "no-symbols", "negative"])
+@pytest.mark.parametrize("content", [
+    "{", '{"format": 1}', '{"format": 1, "symbols": {"X": {"size_threshold": -1}}}',
+    '{"format": 1, "symbols": {"X": {"size_threshold": true}}}',  # it was read as 1: every print alerted
+    '{"format": 1, "symbols": {"X": {"size_threshold": Infinity}}}',
+    '{"format": 1, "symbols": {"X": {"size_threshold": 1e400}}}',
+    '{"format": 1, "symbols": {"X": {"size_threshold": 3000, "trades": "many"}}}',  # a ValueError traceback
+    '{"format": 1, "symbols": {"X": 3000}}',
+], ids=["not-json", "no-symbols", "negative", "boolean", "infinity", "overflow", "text-count", "no-entry"])
 def test_bad_thresholds_file_is_a_clear_error(tmp_path, content: str) -> None:
     path = tmp_path / "t.json"
     path.write_text(content)

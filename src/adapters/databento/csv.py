@@ -31,6 +31,7 @@ COLUMN_TYPES = {name: pa.string() for name in _TEXT} | {name: pa.dictionary(pa.i
 # required, or for `sequence` each row's line, see _convert)
 _INTEGERS = (("publisher_id", pa.uint16(), 0), ("instrument_id", pa.uint32(), 0), ("size", pa.int64(), None),
              ("flags", pa.uint8(), 0), ("sequence", pa.uint64(), None))
+SIDES = ("A", "B", "N", "")
 BYTES_PER_ROW = 128  # a real XNAS.ITCH trades row is ~120 bytes
 
 
@@ -180,7 +181,15 @@ def _convert(batch: pa.RecordBatch, formats: _Formats, lines: _LineNumbers,
         # all look like one trade sent again (the duplicate guard's key): each row's line instead,
         # unique within the file and rising, so only the same line read twice is a duplicate.
         out["sequence"] = lines(np.arange(n))
-    out["side"] = _codes(batch.column("side"), "S1")[0] if "side" in names else b"N"
+    if "side" in names:
+        # Databento's sides: A, B, or N (none, as an empty one reads). Any other would have been cut
+        # to its first character (BB as B) or taken as given (Z): one a cross exemption misreads.
+        values = batch.column("side").dictionary.to_pylist()
+        index = batch.column("side").indices.to_numpy(zero_copy_only=False)
+        out["side"] = np.array([(v or "N").encode()[:1] for v in values], "S1")[index]
+        problems.append(("side not A, B or N", "side", np.array([v not in SIDES for v in values], bool)[index]))
+    else:
+        out["side"] = b"N"
     # Copied as the characters' uint32 words: numpy's unicode copy is several times slower.
     words_of(out["symbol"])[:] = words_of(symbol_table)[symbol_index]
 
