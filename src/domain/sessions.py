@@ -44,6 +44,9 @@ class SessionCalendar:
         self.opening_ns = np.array([open_s - pre_open_s, open_s, open_s + first_part_s], np.int64) * NS_PER_S
         self.closing_ns = np.array([-closing_s, 0, post_close_s], np.int64) * NS_PER_S
         self.window_ns = window_s * NS_PER_S
+        # When the exchange trades at all: from the pre-market's start (local time of day) to the end
+        # of the after-hours (an offset from the day's close: 20:00, 17:00 on early-close days).
+        self.trading_ns = np.array([pre_market_s, after_hours_end_s - close_s], np.int64) * NS_PER_S
         # Session starts in local time of day: pre-market, regular (open to close), after-hours, and
         # from the end of after-hours to the next pre-market no session at all.
         self.session_starts = ((pre_market_s, PRE_MARKET), (open_s, REGULAR), (close_s, AFTER_HOURS),

@@ -12,7 +12,7 @@ import pytest
 from builders import S, DetectorRun, calm_flow, run_detector
 
 from domain.detectors import TradeBurstDetector, VolumeSurgeDetector
-from domain.detectors.rate import AFTER_HOURS, PERIOD_NAMES, _fold, _fold_empty, _period
+from domain.detectors.rate import AFTER_HOURS, PERIOD_NAMES, PRE_MARKET, _fold, _fold_empty, _period
 from domain.sessions import SessionCalendar
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -136,3 +136,21 @@ def test_empty_bars_fold_at_once_as_they_would_one_by_one(seen: int, gap: int) -
     _fold_empty(at_once[0], at_once[1], 0, gap, memory, (1 - steady) ** np.arange(61.0))
     assert at_once[0][0] == pytest.approx(one[0][0], rel=1e-9)
     assert at_once[1][0] == one[1][0]
+
+
+def test_the_hours_the_exchange_is_shut_are_no_quiet_minutes_of_a_norm() -> None:
+    """One stray print at 03:00, then the pre-market from 04:00 at 1 trade/s: the hour between had
+    been folded into the pre-market's norm as 59 empty minutes, warm and near zero, and the first
+    minutes of 04:00 fired as a surge thousands of times that norm. The shut hours now count for
+    nothing (the stray print's own minute does), so 04:00 is judged once its part has warmed up on
+    its own minutes."""
+    premarket = between("2025-03-04 04:00", "2025-03-04 05:00", 1.0, seed=11)
+    stray = premarket[:1].copy()
+    stray["ts_event"] = at("2025-03-04 03:00")
+    run, found = run_detector(VolumeSurgeDetector(), tape(stray, premarket), chunk=1_000)
+    assert found == []
+    assert int(run.state()["seen"][PRE_MARKET]) == 1 + 59  # the stray minute and 04:00-04:58 (04:59 is open)
+    # Minutes the exchange trades still count as empty: a pre-market quiet for an hour fires as before.
+    quiet = tape(stray, between("2025-03-04 04:00", "2025-03-04 04:20", 1.0, seed=12),
+                 between("2025-03-04 05:30", "2025-03-04 05:40", 1.0, seed=13))
+    assert run_detector(VolumeSurgeDetector(), quiet, chunk=1_000)[1]

@@ -84,6 +84,19 @@ def _period(t: int, day0: int, offsets: np.ndarray, closes: np.ndarray, opening:
 
 
 @inline
+def _trading_bars(first: int, stop: int, t: int, day0: int, offsets: np.ndarray, closes: np.ndarray,
+                  trading: np.ndarray, bar_ns: int) -> int:
+    """How many of bars first .. stop - 1 (all of UTC time `t`'s local day) fall within the hours
+    the exchange trades (`trading`: the pre-market's start, local time of day, and the after-hours'
+    end as an offset from the day's close; see SessionCalendar.trading_ns)."""
+    d = min(max(t // NS_PER_DAY - day0, 0), len(offsets) - 1)
+    midnight = t - (t + offsets[d]) % NS_PER_DAY
+    lo = (midnight + trading[0]) // bar_ns
+    hi = (midnight + closes[d] + trading[1]) // bar_ns
+    return max(0, min(stop, hi) - max(first, lo))
+
+
+@inline
 def _fold(norm: np.ndarray, seen: np.ndarray, p: int, total: float, clip: float, warmup_bars: int,
           steady: float) -> None:
     """One bar's total into part `p`'s norm: the plain mean of its first bars, then an exponentially
@@ -137,7 +150,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
           at_threshold: np.ndarray, at_expected: np.ndarray, at_norm: np.ndarray, at_part: np.ndarray,
           log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
           day0: int, offsets: np.ndarray, closes: np.ndarray, opening: np.ndarray, closing: np.ndarray,
-          borrows: np.ndarray, cap_z: float, cap_multiple: float, size_decay: np.ndarray, floor_caps: float,
+          trading: np.ndarray, borrows: np.ndarray, cap_z: float, cap_multiple: float, size_decay: np.ndarray, floor_caps: float,
           norm_clip: float, rearm: float, bar_ns: int, bucket_ns: int, window_bars: float, memory_bars: int,
           empty_decay: np.ndarray, recent_decay: np.ndarray, max_gap_bars: int, warmup_bars: int, multiple: float,
           minimum: float, cooldown_ns: int, settle_ns: int, hit: np.ndarray, where: np.ndarray, what: np.ndarray) -> int:
@@ -164,13 +177,16 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
             now = _period(ts[i], day0, offsets, closes, opening, closing)
             if bar[s] >= 0:
                 # The bar just ended goes into the norm of its part of the day. Empty bars count as
-                # zero within a part; a part left and come back to (the next day's regular session)
-                # resumes its norm as it was.
+                # zero within a part, while the exchange trades (a stray print at 03:00 made the hour
+                # to 04:00 a warm pre-market norm of nothing); a part left and come back to (the next
+                # day's regular session) resumes its norm as it was.
                 p = period[s]
                 gap = min(b - bar[s] - 1, max_gap_bars)
                 _fold(norm[s], seen[s], p, bar_total[s], norm_clip, warmup_bars, steady)
                 if now == p and (b - bar[s]) * bar_ns < NS_PER_DAY // 2 and gap > 0:
-                    _fold_empty(norm[s], seen[s], p, gap, memory_bars, empty_decay)
+                    quiet = min(_trading_bars(bar[s] + 1, b, ts[i], day0, offsets, closes, trading, bar_ns), gap)
+                    if quiet > 0:
+                        _fold_empty(norm[s], seen[s], p, quiet, memory_bars, empty_decay)
                 # The recent level follows every bar, empty ones as zero: a symbol whose activity has
                 # moved to a new level (an evening busier than yesterday's, whose norm the after-hours
                 # resumes) is judged against that level once it has held for a while, so the shift
@@ -336,7 +352,7 @@ class WindowRateDetector(InPlace):
                   st["at_sequence"], st["at_price"], st["at_size"], st["at_publisher"], st["at_instrument"],
                   st["peak"], st["at_threshold"], st["at_expected"], st["at_norm"], st["at_part"], log_size, cap,
                   self.count_trades, day0, offsets, closes, self.calendar.opening_ns, self.calendar.closing_ns,
-                  BORROWS, self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
+                  self.calendar.trading_ns, BORROWS, self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
                   self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns, self.memory_bars,
                   self._empty_decay, self._recent_decay, self.max_gap_bars, self.warmup_bars, self.multiple,
                   self.minimum, self.cooldown_ns, self.settle_ns, hit, where, what)
