@@ -253,6 +253,21 @@ def test_a_burst_reason_quotes_its_norm_precisely_enough_to_check_its_multiple(r
     assert norm < 10 and peak / norm == pytest.approx(multiple, rel=0.01), found[0].reason
 
 
+@pytest.mark.parametrize(("expected", "norm", "judged"), [
+    (4.1401, 4.1399, "regular-session norm of 4.14 per 1s"),  # not 'recent level of 4.14 (its norm: 4.14)'
+    (5.0, 4.14, "recent level of 5 per 1s (its regular-session norm: 4.14)"),
+    (4.14, 4.14, "regular-session norm of 4.14 per 1s"),
+])
+def test_a_rate_reason_names_a_recent_level_only_when_it_reads_apart_from_the_norm(
+        expected: float, norm: float, judged: str) -> None:
+    from domain.detectors.rate import REGULAR_HOURS
+
+    where = np.array([T0, 1, 100, 1, 1], np.int64)
+    what = np.array([300.0, expected, 124.0, 0.0, 100.0, 1.0, REGULAR_HOURS, norm])
+    reason = TradeBurstDetector()._anomaly("ACME", where, what).reason
+    assert f"ACME's {judged} (alert at 124;" in reason, reason
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 50], ids=lambda c: f"batches-of-{c}")
 def test_rate_window_holds_exactly_the_trades_of_its_window(chunk: int) -> None:
     """The sliding window's sum, kept incrementally over a ring of buckets, equals a count from scratch

@@ -147,6 +147,8 @@ def _number(key: str, value: Any) -> str:
     number = float(value)
     if "second" in key and "per" not in key:
         return f"{number:,.2f} s"
+    if "per_second" in key:  # a rate: whole trades a second (395,086, not 395,086.3)
+        return f"{number:,.0f}"
     return f"{number:,.1f}" if abs(number) >= 100 else f"{number:,.3g}"
 
 

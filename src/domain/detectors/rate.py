@@ -382,8 +382,10 @@ class WindowRateDetector(InPlace):
         secs = self.window_ns / 1e9
         name = PERIOD_NAMES[int(part)]
         capped = "" if self.count_trades else f" (each print counted up to {qty(cap)})"
+        # (a recent level that reads as the norm, 4.14 and 4.14, is quoted as the norm)
         judged = (f"recent level of {level(expected)} per {secs:g}s (its {name} norm: {level(norm)})"
-                  if expected > norm else f"{name} norm of {level(expected)} per {secs:g}s")
+                  if expected > norm and level(expected) != level(norm)
+                  else f"{name} norm of {level(expected)} per {secs:g}s")
         reason = (f"{qty(peak)} {self.unit} in {secs:g}s at the peak{capped}, {peak / max(expected, 1e-9):.1f}x "
                   f"{symbol}'s {judged} (alert at {qty(threshold)}; peak of the {measured:.3g}s after crossing"
                   + (", when the input ended)" if cut_short else ")"))
