@@ -289,3 +289,18 @@ def test_misrouted_finds_the_trades_whose_symbol_belongs_on_another_partition() 
     expected = [i for i, s in enumerate(trades["symbol"].tolist()) if s and partition_of(s, 4) != home]
     assert wrong.tolist() == expected and 0 < len(expected) < len(trades) - 1
     assert misrouted(trades[[i for i in range(len(trades)) if i not in expected]], home, 4).tolist() == []
+
+
+@pytest.mark.parametrize("text", ["2025-13-04T15:00:00Z", "2025-02-30T15:00:00Z", "2025-03-04T25:00:00Z",
+                                  "1000-01-01T00:00:00Z", "9999-01-01T00:00:00Z"],
+                         ids=["month-13", "feb-30", "hour-25", "year-1000", "year-9999"])
+def test_an_impossible_or_out_of_range_iso_timestamp_is_a_bad_field_not_a_crash_nor_another_time(text: str) -> None:
+    # A well-formed but impossible date raised ValueError out of decode (the worker stopped on the
+    # take, and again on every restart); a year outside int64 nanoseconds wrapped silently (year
+    # 1000 was judged as a print of 2169, moving its symbol's clock a century ahead).
+    value = json.dumps({"ts_event": text, "price": 1, "size": 2}).encode()
+    got, letters = decode(b"NVDA", value, "trades[3]@1234")
+    assert len(got) == 0
+    [letter] = letters
+    assert letter.reason == "bad_field"
+    assert "ts_event" in letter.detail

@@ -102,8 +102,17 @@ def _timestamp(item: dict[str, Any], name: str) -> int:
         if match is None:
             raise _Rejected(BAD_FIELD, f"{name} {value!r} is not an ISO 8601 timestamp")
         base, zone = match.groups()
-        ns = int(np.datetime64(base.replace(" ", "T"), "ns").astype(np.int64))
-        return ns - _offset_minutes(zone) * _NS_PER_MINUTE
+        # Whole seconds first (numpy's "ns" wraps years outside 1678-2261 silently), then the fraction:
+        # an impossible date (month 13) or one outside int64 nanoseconds is a bad field, not a crash.
+        whole, _, fraction = base.replace(" ", "T").partition(".")
+        try:
+            seconds = int(np.datetime64(whole, "s").astype(np.int64))
+        except (ValueError, OverflowError) as exc:
+            raise _Rejected(BAD_FIELD, f"{name} {value!r} is not a valid date and time: {exc}") from None
+        ns = seconds * 1_000_000_000 + int(fraction.ljust(9, "0")) - _offset_minutes(zone) * _NS_PER_MINUTE
+        if not _INT64[0] <= ns <= _INT64[1]:
+            raise _Rejected(BAD_FIELD, f"{name} {value!r} is outside the nanosecond timestamps int64 holds")
+        return ns
     return _integer(item, name, *_INT64)
 
 
