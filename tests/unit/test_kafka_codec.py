@@ -304,3 +304,23 @@ def test_an_impossible_or_out_of_range_iso_timestamp_is_a_bad_field_not_a_crash_
     [letter] = letters
     assert letter.reason == "bad_field"
     assert "ts_event" in letter.detail
+
+
+def test_json_nested_deeper_than_the_parser_goes_is_a_bad_json_dead_letter_not_a_crash() -> None:
+    # 2 KB of brackets raised RecursionError out of decode: the worker stopped on the take, and on
+    # every restart at the same uncommitted message (its partition stuck for good).
+    value = b"[" * 1001 + b"]" * 1001
+    got, letters = decode(b"NVDA", value, "trades[3]@1234")
+    assert len(got) == 0
+    [letter] = letters
+    assert (letter.reason, letter.raw, letter.key) == ("bad_json", value, b"NVDA")
+
+
+def test_a_json_price_too_large_for_a_float_is_a_bad_price_as_1e400_is_not_a_crash() -> None:
+    # An integer price of 401 digits raised OverflowError (float() of it) out of decode; written
+    # as 1e400 it reads as infinity and is a bad_price: both are now the same.
+    for price in (b"1" + b"0" * 400, b"1e400"):
+        value = b'{"ts_event": %d, "price": %s, "size": 1}' % (T0, price)
+        got, letters = decode(b"NVDA", value, "o")
+        assert letters == [] and len(got) == 1
+        assert float(got["price"][0]) == float("inf")  # the engine refuses it as bad_price

@@ -31,7 +31,7 @@ def decode_json(key: bytes | None, raw: bytes, origin: str) -> tuple[np.ndarray,
     """Trades of a JSON value; a bad element of a list costs only itself (its own JSON as raw)."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         return np.empty(0, TRADE_DTYPE), [DeadLetter(BAD_JSON, f"not JSON: {exc}", origin, raw)]
     single = not isinstance(doc, list)
     items = [doc] if single else doc
@@ -73,13 +73,17 @@ def _row(item: Any, key_symbol: str, no_symbol: str) -> tuple[Any, ...]:
     price = item["price"]
     if isinstance(price, bool) or not isinstance(price, (int, float)):
         raise _Rejected(BAD_FIELD, f"price must be a number, got {price!r}")
+    try:
+        price = float(price)
+    except OverflowError:  # an integer of hundreds of digits: as 1e400 reads, infinite (a bad_price)
+        price = math.inf if price > 0 else -math.inf
     size = _integer(item, "size", *_INT64)
     ints = [_integer(item, name, low, high) if item.get(name) is not None else 0 for name, low, high in _INTEGERS]
     side = item.get("side", "N")
     if not (isinstance(side, str) and len(side) == 1 and side.isascii()):
         raise _Rejected(BAD_FIELD, f"side must be one character (A, B or N), got {side!r}")
     publisher_id, instrument_id, sequence, flags = ints
-    return (ts_event, ts_recv, float(price), size, publisher_id, instrument_id, sequence, side.encode(), flags,
+    return (ts_event, ts_recv, price, size, publisher_id, instrument_id, sequence, side.encode(), flags,
             symbol)
 
 
