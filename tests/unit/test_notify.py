@@ -350,3 +350,41 @@ def test_a_notifier_that_cannot_start_says_so_in_one_line_without_its_banner() -
     [error] = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert error.startswith("Error: cannot read anomalies from Kafka at 127.0.0.1:1: KafkaConnectionError: Unable")
     assert error.count("KafkaConnectionError") == 1
+
+
+@pytest.mark.parametrize("status", [200, 503, 400])
+def test_a_reply_body_that_is_not_utf8_does_not_break_the_delivery(status: int) -> None:
+    """The receiver's reply is only read for the log line: a 200 answered with Latin-1 (or binary)
+    text raised UnicodeDecodeError out of `send`, and the notifier stopped with a traceback, the
+    message delivered but its batch never committed (sent again, and stopped again, at every restart)."""
+    script = [status, 200] if status == 503 else [status]
+
+    async def go() -> list[int]:
+        seen: list[int] = []
+
+        async def handle(request: web.Request) -> web.Response:
+            await request.read()
+            answer = script.pop(0) if script else 200
+            seen.append(answer)
+            return web.Response(status=answer, body=b"caf\xe9 \xff", content_type="text/plain")
+
+        app = web.Application()
+        app.router.add_post("/hook", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        channel = WebhookChannel(f"http://127.0.0.1:{port}/hook", "json", first_wait_s=0.01, max_wait_s=0.05)
+        try:
+            if status == 400:
+                with pytest.raises(NotificationRefused, match="HTTP 400: caf"):
+                    await channel.send(notification())
+            else:
+                await channel.send(notification())
+        finally:
+            await channel.close()
+            await runner.cleanup()
+        return seen
+
+    assert asyncio.run(go()) == ([503, 200] if status == 503 else [status])

@@ -71,7 +71,7 @@ class WebhookChannel:
             # Not followed: a 301/302 turns the POST into a GET without the body, which the target
             # answers 200, and the message would count as delivered while it went nowhere.
             async with self._session.post(self.url, json=body, allow_redirects=False) as response:
-                text = (await response.text())[:200]
+                text = (await response.text(errors="replace"))[:200]  # only for the log: any bytes
                 if 300 <= response.status < 400:
                     raise NotificationRefused(
                         f"{self.name} answered HTTP {response.status}, a redirect to "
