@@ -9,7 +9,7 @@ from builders import until
 
 from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
 from adapters.faust.indexer import create_indexer_app
-from adapters.kafka.records import decode_anomaly
+from adapters.kafka.records import decode_anomaly, decode_incident
 from adapters.memory import InMemoryMetrics
 from domain.model import Anomaly, DeadLetter
 from entrypoints.settings import load_settings
@@ -57,6 +57,19 @@ def test_an_anomaly_survives_the_topic_round_trip() -> None:
         letter = decode_anomaly(bad, "anomalies[0]@7")
         assert isinstance(letter, DeadLetter) and letter.reason == "bad_anomaly"
         assert letter.origin == "anomalies[0]@7" and letter.raw == (bad or b"")
+
+
+@pytest.mark.parametrize("bad", [
+    json.dumps({**ANOMALY.to_dict(), "ts_event": 1e999}).encode(),  # Infinity: int() raised OverflowError
+    json.dumps({**ANOMALY.to_dict(), "context": [{"ts_event": 1e999, "price": 1, "size": 1}]}).encode(),
+    b"[" * 1001 + b"]" * 1001,  # nested deeper than json.loads goes: RecursionError
+], ids=["infinite-ts", "infinite-context-ts", "too-deep"])
+def test_a_record_that_does_not_decode_is_a_dead_letter_whatever_it_holds(bad: bytes) -> None:
+    # These raised out of the decoder: the indexer (and the notifier) stopped on the record, and
+    # stopped again at every restart, stuck before it for good.
+    for decode, reason in ((decode_anomaly, "bad_anomaly"), (decode_incident, "bad_incident")):
+        letter = decode(bad, "anomalies[0]@7")
+        assert isinstance(letter, DeadLetter) and letter.reason == reason and letter.raw == bad
 
 
 @pytest.mark.asyncio

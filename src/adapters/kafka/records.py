@@ -18,7 +18,8 @@ INDEXER_REASONS = (BAD_ANOMALY, BAD_INCIDENT, INDEX_REJECTED)
 def _decode(kind: Any, what: str, reason: str, value: bytes | None, origin: str) -> Any:
     try:
         return kind.from_dict(json.loads(value or b""))
-    except (ValueError, KeyError, TypeError) as exc:
+    # OverflowError: Infinity where an integer goes; RecursionError: JSON nested deeper than it reads
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         return DeadLetter(reason, f"not an {what} record: {type(exc).__name__}: {exc}"[:300], origin,
                           value or b"")
 
