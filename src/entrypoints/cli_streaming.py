@@ -372,23 +372,23 @@ def decode(bootstrap: str | None, topic: str | None, dead_letters: bool, partiti
               help="The incidents topic instead (STOCKANOMALY_INCIDENTS_TOPIC, else incidents; --topic overrides).")
 def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_json: bool, incidents: bool) -> None:
     """Show the anomalies (or incidents) the workers committed, in New York time."""
-    from domain.incidents import Incident
-    from domain.model import Anomaly
+    from adapters.kafka.records import decode_anomaly, decode_incident
+    from domain.model import DeadLetter
     from entrypoints.render import exchange_time, incident_start
 
     config = settings_or_fail(kafka_bootstrap_servers=bootstrap)
     name = topic_to_read(topic, config.incidents_topic if incidents else config.anomalies_topic)
-    what = "incident" if incidents else "anomaly"
     shown = 0
 
     def show(record: Any) -> bool:
         nonlocal shown
         shown += 1
-        try:
-            item: Any = (Incident if incidents else Anomaly).from_dict(json.loads(record.value))
-        except (ValueError, KeyError, TypeError) as exc:
-            err.print(f"{record.partition}@{record.offset}: not an {what} ({type(exc).__name__}: {exc})",
-                      highlight=False)
+        # The indexer's decoding: whatever the record holds (Infinity for an integer, nesting too
+        # deep), a line saying so, never a traceback.
+        decode = decode_incident if incidents else decode_anomaly
+        item: Any = decode(record.value, f"{record.partition}@{record.offset}")
+        if isinstance(item, DeadLetter):
+            err.print(f"{item.origin}: {item.detail}", highlight=False)
             return True
         if as_json:
             click.echo(json.dumps(item.to_dict()))
@@ -404,7 +404,7 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
         take: by event time (an incident's start)."""
         try:
             value = json.loads(record.value).get("start_ns" if incidents else "ts_event")
-        except (ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError, AttributeError, RecursionError):
             return 0
         return value if isinstance(value, int) else 0
 

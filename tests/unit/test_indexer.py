@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from builders import until
 
 from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
-from adapters.faust.indexer import create_indexer_app
+from adapters.faust.indexer import create_indexer_app, rejected_letters
 from adapters.kafka.records import decode_anomaly, decode_incident
 from adapters.memory import InMemoryMetrics
 from domain.model import Anomaly, DeadLetter
@@ -100,3 +101,15 @@ async def test_a_refusal_retrying_cannot_fix_stops_the_indexer_without_committin
         await until(lambda: crashes)
     assert len(crashes) == 1 and "403" in str(crashes[0])
     assert sink.written == []
+
+
+def test_a_document_elasticsearch_refused_is_dead_lettered_with_its_own_partition() -> None:
+    """A take spans partitions; each refusal's letter commits with its record's partition (it went
+    with the take's last one: revoked before the commit, the refusal was lost)."""
+    other = replace(ANOMALY, id="other-id", symbol="AMD")
+    letters = rejected_letters([FailedAnomaly(ANOMALY, 400, "mapper_parsing_exception"),
+                                FailedAnomaly(other, 400, "mapper_parsing_exception")],
+                               {ANOMALY.id: 3, other.id: 0}, "anomalies")
+    assert [(p, d.reason, d.origin, d.key) for p, d in letters] == [
+        (3, "index_rejected", f"anomalies:{ANOMALY.id}", b"NVDA"), (0, "index_rejected", "anomalies:other-id", b"AMD")]
+    assert "HTTP 400: mapper_parsing_exception" in letters[0][1].detail

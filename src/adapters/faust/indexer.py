@@ -25,8 +25,7 @@ from adapters.faust.outputs import KafkaDeadLetterSink, PartitionProducer
 from adapters.faust.recovery import fetch_without_long_polls
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.records import INDEX_REJECTED, decode_anomaly, decode_incident
-from domain.incidents import Incident
-from domain.model import Anomaly, DeadLetter
+from domain.model import DeadLetter
 from domain.ports import Metrics
 
 log = structlog.get_logger()
@@ -53,6 +52,22 @@ class Retention(Protocol):
     async def __call__(self) -> list[str]: ...
 
     async def close(self) -> None: ...
+
+
+def rejected_letters(failures: Sequence[FailedAnomaly], source: dict[str, int],
+                     topic: str) -> list[tuple[int, DeadLetter]]:
+    """The documents Elasticsearch refused for good as INDEX_REJECTED dead letters, each with the
+    partition its record came from (`source`: id -> partition): the letter commits in that
+    partition's transaction, with its offset. (Sent with the take's last partition instead, a
+    refusal from another partition revoked before the commit was lost: its offset committed
+    elsewhere while the letter's transaction aborted.)"""
+    letters = []
+    for failure in failures:
+        a = failure.anomaly
+        detail = f"Elasticsearch refused document {a.id}: HTTP {failure.status}: {failure.reason}"[:300]
+        letters.append((source[a.id], DeadLetter(INDEX_REJECTED, detail, f"{topic}:{a.id}",
+                                                 json.dumps(a.to_dict()).encode(), key=a.symbol.encode())))
+    return letters
 
 
 class ElasticsearchTally:
@@ -113,11 +128,11 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
     sequences = {topic: in_sequence(app, settings.bootstrap)
                  for topic in (settings.anomalies_topic, settings.incidents_topic)}
 
-    async def index_topic(stream: Any, topic: str, kind_sink: IndexSink, decode: Any, kind: type) -> None:
+    async def index_topic(stream: Any, topic: str, kind_sink: IndexSink, decode: Any) -> None:
         try:
             async for events in committed_takes(app, stream, settings.take_max, settings.indexer_take_within,
                                                 sequences[topic]):
-                await index(events, topic, kind_sink, decode, kind)
+                await index(events, topic, kind_sink, decode)
         except Exception as exc:  # noqa: BLE001 - refused for good (credentials, mapping) or a failed commit
             # Stop, committing nothing more: Faust would restart the agent past this take.
             log.error("indexer_stopped", topic=topic, error=f"{type(exc).__name__}: {exc}"[:500])
@@ -125,7 +140,7 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
 
     @app.agent(anomalies)
     async def index_anomalies(stream: Any) -> None:
-        await index_topic(stream, settings.anomalies_topic, sink, decode_anomaly, Anomaly)
+        await index_topic(stream, settings.anomalies_topic, sink, decode_anomaly)
 
     if incident_sink is not None:
         incidents = app.topic(settings.incidents_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -134,32 +149,29 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
 
         @app.agent(incidents)
         async def index_incidents(stream: Any) -> None:
-            await index_topic(stream, settings.incidents_topic, known_sink, decode_incident, Incident)
+            await index_topic(stream, settings.incidents_topic, known_sink, decode_incident)
 
         app.index_incidents = index_incidents  # type: ignore[attr-defined]
 
-    async def index(events: list[Any], topic: str, kind_sink: IndexSink, decode: Any, kind: type) -> None:
+    async def index(events: list[Any], topic: str, kind_sink: IndexSink, decode: Any) -> None:
         letters: list[tuple[int, DeadLetter]] = []  # (source partition, letter)
         documents: list[Any] = []
+        source: dict[str, int] = {}  # document id -> the partition it came from
         for event in events:
             m = event.message
             decoded = decode(m.value, f"{m.topic}[{m.partition}]@{m.offset}")
-            if isinstance(decoded, kind):
-                documents.append(decoded)
-            else:
+            if isinstance(decoded, DeadLetter):
                 letters.append((m.partition, replace(decoded, key=m.key)))
+            else:  # an anomaly or an incident
+                documents.append(decoded)
+                source[decoded.id] = m.partition
         try:
             await kind_sink.publish(documents)
             await kind_sink.flush()  # transient failures are retried inside, for as long as they last
         finally:
             for tally in tallies:
                 tally.report()
-        for failure in kind_sink.drain_failed():
-            a = failure.anomaly
-            detail = f"Elasticsearch refused document {a.id}: HTTP {failure.status}: {failure.reason}"[:300]
-            letters.append((events[-1].message.partition,
-                            DeadLetter(INDEX_REJECTED, detail, f"{topic}:{a.id}",
-                                       json.dumps(a.to_dict()).encode(), key=a.symbol.encode())))
+        letters += rejected_letters(kind_sink.drain_failed(), source, topic)
         for partition in sorted({p for p, _ in letters}):
             # In the transaction of the source partition they came from, with its offsets.
             out = PartitionProducer(app.producer, transactional_id(app, topic, partition))
