@@ -12,7 +12,7 @@ import pytest
 
 from adapters.faust.outputs import KafkaDeadLetterSink, KafkaJsonSink, PartitionProducer, traced_to_messages
 from adapters.kafka.codec import decode
-from adapters.kafka.dead_letters import MAX_DEAD_LETTER_VALUE, dead_letter_record
+from adapters.kafka.dead_letters import MAX_DEAD_LETTER_VALUE, dead_letter_record, read_dead_letter, truncated_length
 from builders import batch_of, make_trade
 from domain.model import DeadLetter
 from domain.validation import dead_letter_for
@@ -64,6 +64,15 @@ def test_a_dead_letter_too_large_for_a_kafka_record_is_cut_and_flagged() -> None
     assert dict(headers)["truncated"] == b"1040000" and dict(headers)["origin"] == b"t[0]@5"
     _, small, headers = dead_letter_record(DeadLetter("bad_json", "not JSON", "t[0]@6", b"{", b"NVDA"))
     assert small == b"{" and "truncated" not in dict(headers)
+
+
+def test_a_dead_letter_record_with_a_header_without_value_reads_as_an_empty_one() -> None:
+    """Another producer's record on the topic may carry a header whose value is null: `decode
+    --dead-letters` stopped on it with an AttributeError."""
+    headers = [("reason", b"bad_json"), ("detail", None), ("truncated", None)]
+    letter = read_dead_letter(b"NVDA", b"{", headers)  # type: ignore[arg-type]
+    assert letter == DeadLetter("bad_json", "", "", b"{", b"NVDA")
+    assert truncated_length(headers) is None  # type: ignore[arg-type]
 
 
 def test_a_refused_trade_is_traced_to_its_own_message_and_re_encoded_alone() -> None:

@@ -36,7 +36,7 @@ def read_dead_letter(key: bytes | None, value: bytes | None,
                      headers: Sequence[tuple[str, bytes]] | None) -> DeadLetter | None:
     """The dead letter a record of the dead-letter topic holds (None: a record without a `reason`
     header, so not one `dead_letter_record` wrote). `truncated_length` tells whether its value was cut."""
-    found = {name: data for name, data in headers or ()}
+    found = {name: data or b"" for name, data in headers or ()}  # (a header may have no value: None)
     if "reason" not in found:
         return None
     text = {name: data.decode("utf-8", errors="replace") for name, data in found.items()}
@@ -45,5 +45,5 @@ def read_dead_letter(key: bytes | None, value: bytes | None,
 
 def truncated_length(headers: Sequence[tuple[str, bytes]] | None) -> int | None:
     """The original length of a dead letter's value cut to fit a record, None when it was not cut."""
-    found = dict(headers or ())
+    found = {name: data or b"" for name, data in headers or ()}
     return int(found["truncated"]) if found.get("truncated", b"").isdigit() else None
