@@ -266,6 +266,21 @@ def test_an_empty_side_is_none_given(tmp_path: Path) -> None:
     assert not letters and trades["side"].tolist() == [flow(4)["side"][0], b"N", *flow(4)["side"][2:]]
 
 
+@pytest.mark.parametrize(("name", "said"), [
+    ("day.csv.zst", "holds DBN records, not CSV text: name it .dbn (or .dbn.zst, compressed)"),
+    ("day.csv", "is not CSV text (compressed? a .csv.zst is read as zstd"),
+])
+def test_a_dbn_file_named_as_csv_is_said_to_be_one_not_quoted_as_a_header(tmp_path: Path, name: str,
+                                                                          said: str) -> None:
+    """The error quoted the file's first bytes as its header: escapes and replacement characters."""
+    path = write_dbn(tmp_path / "x.dbn.zst", flow(4)).rename(tmp_path / name)
+    if name.endswith(".zst"):
+        path.write_bytes(zstandard.ZstdCompressor().compress(dbn_bytes(flow(4))))
+    with pytest.raises(SourceError) as raised:
+        read(path)
+    assert str(raised.value).startswith(f"{path}: {said}")
+
+
 def test_row_with_too_few_fields_is_reported_and_the_rest_kept(tmp_path: Path) -> None:
     lines = csv_lines(flow(4))
     cut = lines[1][:40]

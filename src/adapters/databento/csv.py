@@ -97,8 +97,13 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
         return
     missing = [name for name in REQUIRED if name not in reader.schema.names]
     if missing:
-        raise SourceError(f"{path}: CSV header lacks {', '.join(missing)} "
-                          f"(has {dl.printable(', '.join(reader.schema.names))})")
+        header = ", ".join(reader.schema.names)
+        if header.startswith("DBN"):  # DBN's magic: its metadata read as a header line
+            raise SourceError(f"{path}: holds DBN records, not CSV text: name it .dbn (or .dbn.zst, compressed)")
+        if not header.replace("\t", " ").isprintable():  # compressed or binary bytes, not a header
+            raise SourceError(f"{path}: is not CSV text (compressed? a .csv.zst is read as zstd, a .csv as plain "
+                              "text, a .dbn/.dbn.zst as DBN)")
+        raise SourceError(f"{path}: CSV header lacks {', '.join(missing)} (has {dl.printable(header)})")
     # A column the reader uses named twice: which one holds the value is anyone's guess.
     names = reader.schema.names
     twice = sorted({name for name in names if name in COLUMN_TYPES and names.count(name) > 1})
