@@ -20,7 +20,7 @@ RUN pip wheel --no-deps --wheel-dir /app-wheel .
 
 FROM ${BASE_IMAGE}
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    STOCKANOMALY_METRICS_PORT=9100
+    STOCKANOMALY_METRICS_ADDR=0.0.0.0 STOCKANOMALY_METRICS_PORT=9100
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin stockanomaly \
     && mkdir -p /var/lib/stockanomaly \
     && chown stockanomaly:stockanomaly /var/lib/stockanomaly

@@ -115,7 +115,8 @@ class Settings(BaseSettings):
     state: Literal["memory"] = "memory"  # the worker keeps state in its Faust tables instead
     metrics: Literal["memory", "prometheus"] = "memory"
     metrics_symbols: str = ""  # symbols allowed as a label value of stockanomaly_anomalies_total
-    metrics_addr: Annotated[str, Field(min_length=1)] = "0.0.0.0"
+    # Loopback unless told otherwise: the image sets 0.0.0.0 (Prometheus scrapes it from another container).
+    metrics_addr: Annotated[str, Field(min_length=1)] = "127.0.0.1"
     metrics_port: Port = 9100
     # Ports tried from metrics_port on, the first free one bound: replicas on one network (compose
     # --scale with host networking) each take their own and Prometheus scrapes the range.

@@ -187,6 +187,15 @@ def test_replay_reports_trades_batches_and_model_refits() -> None:
     assert metrics.refits["isolation_forest"] == len(pools)  # one per pool and epoch, not per symbol
 
 
+def test_metrics_are_served_on_loopback_unless_an_address_is_given() -> None:
+    """Every interface was the default: a worker run on a host served its metrics to the network."""
+    server = build_container(metrics="prometheus", metrics_port=0).metrics_server().start()
+    try:
+        assert server.addr == "127.0.0.1"
+    finally:
+        server.stop()
+
+
 def test_container_serves_the_prometheus_metrics_over_http() -> None:
     container = build_container(metrics="prometheus", metrics_addr="127.0.0.1", metrics_port=0,
                                 metrics_symbols="NVDA")

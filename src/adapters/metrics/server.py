@@ -23,7 +23,7 @@ class MetricsServer:
     """
 
     registry: CollectorRegistry
-    addr: str = "0.0.0.0"  # noqa: S104 - containers are scraped from outside; set STOCKANOMALY_METRICS_ADDR to narrow
+    addr: str = "127.0.0.1"  # containers widen it (the image sets STOCKANOMALY_METRICS_ADDR=0.0.0.0)
     port: int = 9100
     span: int = 1
     _server: object | None = field(default=None, init=False, repr=False)
