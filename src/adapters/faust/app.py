@@ -237,7 +237,7 @@ def acting_as(event: Any) -> Iterator[None]:
 # (1 GiB, about half a million states a partition and table) hours of a busy market stay uncompacted.
 # Measured (benchmarks/failover.py, 5,000 symbols at 17,000 trades/s, the worker SIGKILLed after a
 # minute): its restart read the changelogs for 140 s; with 16 MiB segments, compacted as they close,
-# for 16 s.
+# for 16-19 s.
 CHANGELOG_CONFIGS = {"segment.bytes": str(16 * 1024 * 1024)}
 
 

@@ -150,10 +150,11 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
           at_threshold: np.ndarray, at_expected: np.ndarray, at_norm: np.ndarray, at_part: np.ndarray,
           log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
           day0: int, offsets: np.ndarray, closes: np.ndarray, opening: np.ndarray, closing: np.ndarray,
-          trading: np.ndarray, borrows: np.ndarray, cap_z: float, cap_multiple: float, size_decay: np.ndarray, floor_caps: float,
-          norm_clip: float, rearm: float, bar_ns: int, bucket_ns: int, window_bars: float, memory_bars: int,
-          empty_decay: np.ndarray, recent_decay: np.ndarray, max_gap_bars: int, warmup_bars: int, multiple: float,
-          minimum: float, cooldown_ns: int, settle_ns: int, hit: np.ndarray, where: np.ndarray, what: np.ndarray) -> int:
+          trading: np.ndarray, borrows: np.ndarray, cap_z: float, cap_multiple: float, size_decay: np.ndarray,
+          floor_caps: float, norm_clip: float, rearm: float, bar_ns: int, bucket_ns: int, window_bars: float,
+          memory_bars: int, empty_decay: np.ndarray, recent_decay: np.ndarray, max_gap_bars: int, warmup_bars: int,
+          multiple: float, minimum: float, cooldown_ns: int, settle_ns: int, hit: np.ndarray, where: np.ndarray,
+          what: np.ndarray) -> int:
     """Returns the number of episodes reported; for each, `hit` = the trade that closed its
     measurement, `where` its anchor print (ts, sequence, size, publisher, instrument) and `what`
     (peak, expected per window, threshold, cap, price, seconds the peak was measured over, the part of
