@@ -474,9 +474,13 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(command: li
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
-def test_a_full_disk_ends_the_command_in_one_line() -> None:
-    result = CliRunner().invoke(main, ["replay", "--out", "/dev/full"])
-    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == "Error: No space left on device"
+@pytest.mark.parametrize("option", ["--out", "--dead-letters", "--report"])
+def test_a_full_disk_ends_the_command_in_one_line_naming_the_file(option: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"  # a row the reader refuses: a dead letter to write
+    bad.write_text("ts_event,price,size,symbol\n2025-05-05T14:00:00Z,100.0,10,NVDA\n2025-05-05T14:00:01Z,x,10,NVDA\n")
+    result = CliRunner().invoke(main, ["replay", option, "/dev/full"] + ([str(bad)] if option == "--dead-letters" else []))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == "Error: /dev/full: No space left on device"
 
 
 def test_ctrl_c_during_a_replay_closes_its_outputs_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

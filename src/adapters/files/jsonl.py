@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from adapters.files.naming import naming
 from domain.incidents import Incident
 from domain.model import Anomaly, DeadLetter
 
@@ -19,11 +20,13 @@ class _JsonLinesFile:
         self.written = 0
 
     def _write(self, records: Sequence[dict]) -> None:
-        self._fh.writelines(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+        with naming(self.path):
+            self._fh.writelines(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
         self.written += len(records)
 
     def close(self) -> None:
-        self._fh.close()
+        with naming(self.path):
+            self._fh.close()
 
 
 class JsonLinesAnomalySink(_JsonLinesFile):

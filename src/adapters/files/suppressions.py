@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from domain.errors import ConfigError
 import structlog
 
+from adapters.files.naming import naming
+from domain.errors import ConfigError
 from domain.suppressions import Suppression, Suppressions
 
 log = structlog.get_logger()
@@ -48,7 +49,8 @@ def save_suppressions(path: str | Path, rules: list[Suppression]) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps({"suppressions": [r.to_dict() for r in rules]}, indent=2) + "\n", encoding="utf-8")
+    with naming(p):
+        tmp.write_text(json.dumps({"suppressions": [r.to_dict() for r in rules]}, indent=2) + "\n", encoding="utf-8")
     tmp.replace(p)  # never a half-written file for a worker to read
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from adapters.files.naming import naming
 from domain.errors import ConfigError
 from domain.thresholds import Thresholds
 
@@ -26,4 +27,5 @@ def load_thresholds(path: str | Path) -> Thresholds:
 def save_thresholds(thresholds: Thresholds, path: str | Path) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(thresholds.to_dict(), indent=2) + "\n", encoding="utf-8")
+    with naming(p):
+        p.write_text(json.dumps(thresholds.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -7,6 +7,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+from adapters.files.naming import naming
 from domain.errors import ConfigError
 
 VERDICTS = ("confirmed", "false_positive")
@@ -22,7 +23,7 @@ def append_verdict(path: str | Path, anomaly_id: str, verdict: str, note: str = 
               "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("a+b") as f:
+    with naming(p), p.open("a+b") as f:
         # A last line without its newline (an editor, a cut copy) would swallow this verdict into it.
         if f.seek(0, 2) > 0:
             f.seek(-1, 2)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from plotly.offline import get_plotlyjs
 
+from adapters.files.naming import naming
 from adapters.report.bars import BarCollector
 from adapters.report.charts import DetectorStyle, detector_styles, figure, local_times, sessions_legend
 from domain.context import own_print_at
@@ -103,14 +104,15 @@ def write_html_report(path: str | Path, bars: BarCollector, anomalies: Sequence[
     ]
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>Replay report</title><style>{_CSS}</style>"
-        f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
-        f"<body><main>{''.join(body)}</main></body></html>\n",
-        encoding="utf-8",
-    )
+    with naming(out):
+        out.write_text(
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>Replay report</title><style>{_CSS}</style>"
+            f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
+            f"<body><main>{''.join(body)}</main></body></html>\n",
+            encoding="utf-8",
+        )
     return out
 
 

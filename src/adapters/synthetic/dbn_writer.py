@@ -14,6 +14,8 @@ import databento_dbn as dbn
 import numpy as np
 import zstandard
 
+from adapters.files.naming import naming
+
 FIXED_PRICE_SCALE = 1_000_000_000  # DBN prices are 1e-9 units
 RTYPE_MBP_0 = 0  # the trades schema's record type
 # DBN v3 TradeMsg: RecordHeader (length in 4-byte words, rtype, publisher_id, instrument_id, ts_event)
@@ -75,7 +77,7 @@ def write_dbn(path: str | Path, metadata: bytes, records: np.ndarray, level: int
     # is the one it was before, not a cut one next to the previous market's labels.
     partial = path.with_name(path.name + ".partial")
     try:
-        with partial.open("wb") as raw:
+        with naming(path), partial.open("wb") as raw:
             if path.suffix == ".zst":
                 # With the content checksum, as Databento's files have: damage inside is found on reading.
                 compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)

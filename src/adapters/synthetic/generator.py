@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from adapters.files.naming import naming
 from adapters.synthetic.dbn_writer import FIXED_PRICE_SCALE, trade_records, trades_metadata, write_dbn
 from adapters.synthetic.market import PUBLISHER_ID, InjectedEvent, SyntheticMarket, simulate
 
@@ -59,7 +60,8 @@ def generate(out_path: str | Path, symbols: int = 20, trades: int = 1_000_000, s
     labels_path = labels_path_for(path)
     partial = labels_path.with_name(labels_path.name + ".partial")
     try:
-        partial.write_text(json.dumps(market.labels(), indent=1) + "\n", encoding="utf-8")
+        with naming(labels_path):
+            partial.write_text(json.dumps(market.labels(), indent=1) + "\n", encoding="utf-8")
         partial.replace(labels_path)
     except BaseException:
         partial.unlink(missing_ok=True)
