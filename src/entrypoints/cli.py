@@ -331,14 +331,16 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         from adapters.report import BarCollector
 
         bars = BarCollector()
-    latest: list[int] = []  # the newest event time read (--since's check)
+    latest: int | None = None  # the newest event time read (--since's check)
     with progress_bar("replaying", None, enabled=not as_json and err.is_terminal) as bar:
         def on_chunk(trades: Any, anomalies: Any) -> None:
+            nonlocal latest
             bar.advance(bar.task_ids[0], len(trades))
             if bars is not None:
                 bars.add(trades)
             if len(trades):
-                latest[:] = [max(latest + [int(trades["ts_event"].max())])]
+                newest = int(trades["ts_event"].max())
+                latest = newest if latest is None else max(latest, newest)
 
         try:
             summary = use_case(source, on_chunk=on_chunk)
@@ -378,12 +380,12 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     if unseen:  # a typo reads like a quiet symbol otherwise
         err.print(f"--symbols: no trade of {', '.join(unseen)} was read", highlight=False)
     # A window outside the data reads like a quiet day otherwise, as a mistyped symbol would.
-    if window[1] is not None and not latest and not interrupted:
+    if window[1] is not None and latest is None and not interrupted:
         err.print(f"--until {until}: no trade was read before it", highlight=False)
-    elif window[0] is not None and latest and latest[0] < window[0]:
+    elif window[0] is not None and latest is not None and latest < window[0]:
         import numpy as np
 
-        last = np.datetime_as_string(np.datetime64(latest[0], "ns"), unit="s")
+        last = np.datetime_as_string(np.datetime64(latest, "ns"), unit="s")
         err.print(f"--since {since}: no trade was read from then on (the last at {last}Z)", highlight=False)
     if files is not None:
         files.check("the results above cover only what was read before it")

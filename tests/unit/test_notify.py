@@ -55,22 +55,28 @@ def test_the_slack_body_reads_as_a_message_and_the_json_body_carries_the_record_
 
 
 class Receiver:
-    """An HTTP server on loopback that answers each POST with the next status of `script` (then 200);
-    a 3xx points at /elsewhere, which records the method of each request that follows it there."""
+    """An HTTP server on loopback that answers each POST with the next status of `script` (then 200),
+    and `reply` as its body when given; a 3xx points at /elsewhere, which records the method of each
+    request that follows it there. `answered`: the statuses it gave, in order."""
 
-    def __init__(self, script: list[int], port: int = 0) -> None:
+    def __init__(self, script: list[int], port: int = 0, reply: bytes | None = None) -> None:
         self.script, self.port, self.bodies = list(script), port, []  # type: ignore[var-annotated]
+        self.reply = reply
         self.requests = 0
+        self.answered: list[int] = []
         self.redirected: list[str] = []
         self.runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
         status = self.script.pop(0) if self.script else 200
+        self.answered.append(status)
         if status == 200:
             self.bodies.append(await request.json())
         if 300 <= status < 400:
             return web.Response(status=status, headers={"Location": "/elsewhere"})
+        if self.reply is not None:
+            return web.Response(status=status, body=self.reply, content_type="text/plain")
         return web.Response(status=status, text="ok" if status == 200 else "no")
 
     async def elsewhere(self, request: web.Request) -> web.Response:
@@ -357,25 +363,9 @@ def test_a_reply_body_that_is_not_utf8_does_not_break_the_delivery(status: int) 
     """The receiver's reply is only read for the log line: a 200 answered with Latin-1 (or binary)
     text raised UnicodeDecodeError out of `send`, and the notifier stopped with a traceback, the
     message delivered but its batch never committed (sent again, and stopped again, at every restart)."""
-    script = [status, 200] if status == 503 else [status]
-
     async def go() -> list[int]:
-        seen: list[int] = []
-
-        async def handle(request: web.Request) -> web.Response:
-            await request.read()
-            answer = script.pop(0) if script else 200
-            seen.append(answer)
-            return web.Response(status=answer, body=b"caf\xe9 \xff", content_type="text/plain")
-
-        app = web.Application()
-        app.router.add_post("/hook", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        channel = WebhookChannel(f"http://127.0.0.1:{port}/hook", "json", first_wait_s=0.01, max_wait_s=0.05)
+        receiver = Receiver([status], reply=b"caf\xe9 \xff")
+        channel = WebhookChannel(await receiver.start(), "json", first_wait_s=0.01, max_wait_s=0.05)
         try:
             if status == 400:
                 with pytest.raises(NotificationRefused, match="HTTP 400: caf"):
@@ -384,7 +374,7 @@ def test_a_reply_body_that_is_not_utf8_does_not_break_the_delivery(status: int) 
                 await channel.send(notification())
         finally:
             await channel.close()
-            await runner.cleanup()
-        return seen
+            await receiver.stop()
+        return receiver.answered
 
     assert asyncio.run(go()) == ([503, 200] if status == 503 else [status])
