@@ -31,7 +31,8 @@ class SessionCalendar:
     def __init__(self, tz: str = "America/New_York", open_s: int = 9 * 3600 + 1800,
                  close_s: int = 16 * 3600, window_s: int = 60, pre_market_s: int = 4 * 3600,
                  after_hours_end_s: int = 20 * 3600, pre_open_s: int = 300, first_part_s: int = 1800,
-                 closing_s: int = 600, post_close_s: int = 1800) -> None:
+                 closing_s: int = 600, post_close_s: int = 1800,
+                 broker_opens_s: tuple[int, ...] = (7 * 3600, 8 * 3600), broker_open_s: int = 120) -> None:
         self.tz = ZoneInfo(tz)
         self.crosses_ns = np.array([open_s, close_s], np.int64) * NS_PER_S
         # The transitions, each a part of the day with a norm of its own in the rate detectors: the
@@ -43,6 +44,13 @@ class SessionCalendar:
         # rest of the after-hours begin.
         self.opening_ns = np.array([open_s - pre_open_s, open_s, open_s + first_part_s], np.int64) * NS_PER_S
         self.closing_ns = np.array([-closing_s, 0, post_close_s], np.int64) * NS_PER_S
+        # The pre-market's broker-open minutes, [start, end) local times of day: brokers release the
+        # orders their customers queued overnight at 07:00 and at 08:00. On both real NVDA days the
+        # minute from each trades five to ten times the minutes around it, much of it within a second
+        # (78-101 prints), every day: a part of their own, like the open and the close. Two minutes
+        # each: the release's and the one whose one-minute windows still hold it.
+        self.broker_open_ns = np.array([[start, start + broker_open_s] for start in broker_opens_s],
+                                       np.int64).reshape(-1, 2) * NS_PER_S
         self.window_ns = window_s * NS_PER_S
         # When the exchange trades at all: from the pre-market's start (local time of day) to the end
         # of the after-hours (an offset from the day's close: 20:00, 17:00 on early-close days).

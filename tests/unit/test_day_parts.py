@@ -12,7 +12,7 @@ import pytest
 from builders import S, DetectorRun, calm_flow, run_detector
 
 from domain.detectors import TradeBurstDetector, VolumeSurgeDetector
-from domain.detectors.rate import AFTER_HOURS, PERIOD_NAMES, PRE_MARKET, _fold, _fold_empty, _period
+from domain.detectors.rate import AFTER_HOURS, BROKER_OPEN, PERIOD_NAMES, PRE_MARKET, _fold, _fold_empty, _period
 from domain.sessions import SessionCalendar
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -44,11 +44,13 @@ def tape(*pieces: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("local", "part"), [
-    ("2025-03-04 08:00", "pre-market"), ("2025-03-04 09:25", "pre-open"), ("2025-03-04 09:30", "first-half-hour"),
+    ("2025-03-04 04:00", "pre-market"), ("2025-03-04 06:59", "pre-market"), ("2025-03-04 07:00", "broker-open-minute"),
+    ("2025-03-04 07:01", "broker-open-minute"), ("2025-03-04 07:02", "pre-market"),
+    ("2025-03-04 08:00", "broker-open-minute"), ("2025-03-04 08:02", "pre-market"), ("2025-03-04 09:25", "pre-open"), ("2025-03-04 09:30", "first-half-hour"),
     ("2025-03-04 09:59", "first-half-hour"), ("2025-03-04 10:00", "regular-session"),
     ("2025-03-04 15:49", "regular-session"), ("2025-03-04 15:50", "closing-minutes"),
     ("2025-03-04 16:00", "post-close"), ("2025-03-04 16:30", "after-hours"), ("2025-03-04 21:00", "after-hours"),
-    ("2025-07-15 09:27", "pre-open"),  # summer time: the same local clock
+    ("2025-07-15 09:27", "pre-open"), ("2025-07-15 08:01", "broker-open-minute"),  # summer time: the same clock
     ("2025-11-28 12:50", "closing-minutes"), ("2025-11-28 13:05", "post-close"),  # an early close (13:00)
     ("2025-11-28 13:31", "after-hours"),
 ])
@@ -56,7 +58,8 @@ def test_the_parts_of_the_day_follow_the_new_york_clock(local: str, part: str) -
     calendar = SessionCalendar()
     ts = at(local)
     day0, offsets, closes = calendar.day_table(np.array([ts], np.int64))
-    assert PERIOD_NAMES[_period(ts, day0, offsets, closes, calendar.opening_ns, calendar.closing_ns)] == part
+    assert PERIOD_NAMES[_period(ts, day0, offsets, closes, calendar.opening_ns, calendar.closing_ns,
+                                 calendar.broker_open_ns)] == part
 
 
 def closing_days(days: int, extra: dict[int, np.ndarray] | None = None) -> np.ndarray:
@@ -154,3 +157,36 @@ def test_the_hours_the_exchange_is_shut_are_no_quiet_minutes_of_a_norm() -> None
     quiet = tape(stray, between("2025-03-04 04:00", "2025-03-04 04:20", 1.0, seed=12),
                  between("2025-03-04 05:30", "2025-03-04 05:40", 1.0, seed=13))
     assert run_detector(VolumeSurgeDetector(), quiet, chunk=1_000)[1]
+
+
+def pre_markets(days: int, release: int = 150, extra: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """Mornings of consecutive weekdays, 06:30-08:30 at 0.3 trades/s, with a second of `release` prints
+    at 07:00 and at 08:00 (the orders brokers queued overnight, released every day)."""
+    pieces = []
+    for d in range(days):
+        day = f"2025-03-{3 + d + 2 * (d // 5):02d}"  # Monday 3 March on, weekends skipped
+        calm = between(f"{day} 06:30", f"{day} 08:30", 0.3, seed=80 + d)
+        pieces += [calm, sweep(calm, f"{day} 07:00", release), sweep(calm, f"{day} 08:00", release)]
+        if extra and d in extra:
+            pieces.append(extra[d])
+    return tape(*pieces)
+
+
+@pytest.mark.parametrize("detector", [TradeBurstDetector, VolumeSurgeDetector])
+def test_the_broker_open_minutes_are_judged_apart_from_the_pre_market(detector: type) -> None:
+    """150 prints in the first second of 07:00 and of 08:00 would be 500x the pre-market's 0.3/s and
+    fired every morning (a real NVDA day's 08:00 did); their own part, whose trading is expected at
+    once, makes them the daily routine they are, while warming up (no alert) and after; nor does
+    the release still in a minute-long window at 08:01 fire against the pre-market's norm."""
+    run, found = run_detector(detector(), pre_markets(6), chunk=2_000)
+    assert found == []
+    assert int(run.state()["seen"][BROKER_OPEN]) >= 15  # warm: four bars a day
+
+
+def test_a_release_far_beyond_the_usual_one_still_fires() -> None:
+    like = between("2025-03-10 08:00", "2025-03-10 08:01", 1.0, seed=9)
+    _, found = run_detector(TradeBurstDetector(), pre_markets(6, extra={5: sweep(like, "2025-03-10 08:00", 4_000)}),
+                            chunk=2_000)
+    assert len(found) == 1
+    assert at("2025-03-10 08:00") <= found[0].ts_event < at("2025-03-10 08:00:01")
+    assert "broker-open-minute norm" in found[0].reason

@@ -20,16 +20,17 @@ from domain.sessions import SessionCalendar
 # On the real NVDA days, the minutes before the open (opening imbalances published) trade two to three
 # times the pre-market's rate, the first half hour three to five times the midday's, the last ten
 # minutes (closing imbalances) four to five times, the half hour after the close several times the
-# evening's.
-PRE_MARKET, PRE_OPEN, FIRST_HALF_HOUR, REGULAR_HOURS, CLOSING_MINUTES, POST_CLOSE, AFTER_HOURS = range(7)
+# evening's; and the pre-market's broker-open minutes (07:00 and 08:00, `broker_open_ns`, judged apart
+# from the rest of the pre-market) five to ten times the minutes around them.
+PRE_MARKET, PRE_OPEN, FIRST_HALF_HOUR, REGULAR_HOURS, CLOSING_MINUTES, POST_CLOSE, AFTER_HOURS, BROKER_OPEN = range(8)
 PERIOD_NAMES = ("pre-market", "pre-open", "first-half-hour", "regular-session", "closing-minutes", "post-close",
-                "after-hours")
+                "after-hours", "broker-open-minute")
 PARTS = len(PERIOD_NAMES)
 # A part still warming up (a symbol's first day) borrows the norm of the busier part before it, if that
 # one is warm: the rest of the regular session the first half hour's, the evening the post-close's. A
 # borrowed norm is higher than the part's own would be, so it can only make alerts rarer. The
 # transitions themselves have nothing busier before them and raise no rate alert until warm.
-BORROWS = np.array([-1, -1, -1, FIRST_HALF_HOUR, -1, -1, POST_CLOSE], np.int64)
+BORROWS = np.array([-1, -1, -1, FIRST_HALF_HOUR, -1, -1, POST_CLOSE, -1], np.int64)
 NS_PER_DAY = 86_400_000_000_000
 
 
@@ -65,17 +66,22 @@ def rate_state(n_buckets: int, sized: bool) -> np.dtype:
 
 @inline
 def _period(t: int, day0: int, offsets: np.ndarray, closes: np.ndarray, opening: np.ndarray,
-            closing: np.ndarray) -> int:
-    """The part of the day (PRE_MARKET .. AFTER_HOURS) of UTC time `t`: `opening` holds the local
-    times of day the pre-open, the first half hour and the rest of the regular session begin, `closing`
-    the offsets from the day's close at which the closing minutes, the post-close and the after-hours
-    begin (see SessionCalendar.day_table: a day before the table's first counts as its first)."""
+            closing: np.ndarray, broker_open: np.ndarray) -> int:
+    """The part of the day (PERIOD_NAMES) of UTC time `t`: `opening` holds the local times of day the
+    pre-open, the first half hour and the rest of the regular session begin, `closing` the offsets from
+    the day's close at which the closing minutes, the post-close and the after-hours begin,
+    `broker_open` the pre-market's broker-open minutes as [start, end) local times of day (see
+    SessionCalendar.day_table: a day before the table's first counts as its first)."""
     d = min(max(t // NS_PER_DAY - day0, 0), len(offsets) - 1)
     local = (t + offsets[d]) % NS_PER_DAY
     part = PRE_MARKET
     for edge in opening:
         if local >= edge:
             part += 1
+    if part == PRE_MARKET:
+        for j in range(len(broker_open)):
+            if broker_open[j, 0] <= local < broker_open[j, 1]:
+                return BROKER_OPEN
     if part == REGULAR_HOURS:
         for edge in closing:
             if local >= closes[d] + edge:
@@ -150,7 +156,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
           at_threshold: np.ndarray, at_expected: np.ndarray, at_norm: np.ndarray, at_part: np.ndarray,
           log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
           day0: int, offsets: np.ndarray, closes: np.ndarray, opening: np.ndarray, closing: np.ndarray,
-          trading: np.ndarray, borrows: np.ndarray, cap_z: float, cap_multiple: float, size_decay: np.ndarray,
+          broker_open: np.ndarray, trading: np.ndarray, borrows: np.ndarray, cap_z: float, cap_multiple: float, size_decay: np.ndarray,
           floor_caps: float, norm_clip: float, rearm: float, bar_ns: int, bucket_ns: int, window_bars: float,
           memory_bars: int, empty_decay: np.ndarray, recent_decay: np.ndarray, max_gap_bars: int, warmup_bars: int,
           multiple: float, minimum: float, cooldown_ns: int, settle_ns: int, hit: np.ndarray, where: np.ndarray,
@@ -175,7 +181,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
                 kept = size_decay[min(b - bar[s], max_gap_bars)]
                 for m in range(3):
                     log_size[s, m] *= kept
-            now = _period(ts[i], day0, offsets, closes, opening, closing)
+            now = _period(ts[i], day0, offsets, closes, opening, closing, broker_open)
             if bar[s] >= 0:
                 # The bar just ended goes into the norm of its part of the day. Empty bars count as
                 # zero within a part, while the exchange trades (a stray print at 03:00 made the hour
@@ -192,8 +198,9 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
                 # moved to a new level (an evening busier than yesterday's, whose norm the after-hours
                 # resumes) is judged against that level once it has held for a while, so the shift
                 # alerts once, not every few minutes until the part's norm catches up. Clipped like the
-                # norm, so that one surge hardly raises the bar for the next.
-                added = bar_total[s]
+                # norm, so that one surge hardly raises the bar for the next. A broker-open minute is
+                # the overnight queue, not the tape's level: it leaves the level as it was.
+                added = recent[s] if p == BROKER_OPEN else bar_total[s]
                 level = max(recent[s], norm[s, p])
                 if seen[s, p] >= warmup_bars and added > norm_clip * level:
                     added = norm_clip * level
@@ -264,14 +271,17 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
             p = borrows[p]
         if (episode[s] == 0 and total >= floor and not auction[i] and seen[s, p] >= warmup_bars
                 and (at_ts[s] < 0 or ts[i] >= at_ts[s] + cooldown_ns)):
-            expected = max(norm[s, p], recent[s]) * window_bars
+            # A broker-open minute's trading comes at once (the queue released), not spread over its
+            # bar: a window shorter than a bar is judged against the whole bar's norm there.
+            scale = max(window_bars, 1.0) if p == BROKER_OPEN else window_bars
+            expected = max(norm[s, p], recent[s]) * scale
             thr = max(multiple * expected, floor)
             if total >= thr:
                 episode[s] = 1
                 at_ts[s], at_sequence[s], at_price[s], at_size[s] = ts[i], sequence[i], price[i], np.uint32(size[i])
                 at_publisher[s], at_instrument[s] = publisher[i], instrument[i]
                 peak[s], at_threshold[s], at_expected[s] = total, thr, expected
-                at_norm[s], at_part[s] = norm[s, p] * window_bars, p
+                at_norm[s], at_part[s] = norm[s, p] * scale, p
         bar_total[s] += w
     return k
 
@@ -353,7 +363,7 @@ class WindowRateDetector(InPlace):
                   st["at_sequence"], st["at_price"], st["at_size"], st["at_publisher"], st["at_instrument"],
                   st["peak"], st["at_threshold"], st["at_expected"], st["at_norm"], st["at_part"], log_size, cap,
                   self.count_trades, day0, offsets, closes, self.calendar.opening_ns, self.calendar.closing_ns,
-                  self.calendar.trading_ns, BORROWS, self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
+                  self.calendar.broker_open_ns, self.calendar.trading_ns, BORROWS, self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
                   self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns, self.memory_bars,
                   self._empty_decay, self._recent_decay, self.max_gap_bars, self.warmup_bars, self.multiple,
                   self.minimum, self.cooldown_ns, self.settle_ns, hit, where, what)
