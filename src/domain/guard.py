@@ -16,7 +16,7 @@ GUARD_DTYPE = np.dtype([
     ("last_sequence", "u8"),
     ("ring", "u8", (RING,)),   # trade_key digests of the last RING accepted trades
     ("ring_next", "u1"),
-    ("trades", "u8"),          # trades accepted so far
+    ("trades", "u4"),          # trades accepted so far (modulo 2**32)
 ])
 
 

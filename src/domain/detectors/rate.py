@@ -43,8 +43,7 @@ def rate_state(n_buckets: int, sized: bool) -> np.dtype:
         ("norm", "f4", (PARTS,)),      # per part of the day: mean per-bar total (see _fold)
         ("seen", "u1", (PARTS,)),      # per part of the day: bars folded into it (saturates at 255)
         ("recent", "f4"),              # mean per-bar total of the last bars, whatever their part (see _scan)
-        ("bar_total", "f4"),           # total of the bar in progress
-        ("bar", "i4"),                 # bar in progress (minutes since the epoch; -1: none yet)
+        ("bar_total", "f4"),           # total of the bar in progress (the bar of `head`'s bucket)
         ("period", "u1"),              # the part of the day of that bar
         ("episode", "u1"),             # 0 none; 1 crossed, peak still being measured; 2 reported, not over
         # The print at which the episode crossed the threshold: the anomaly is anchored there.
@@ -150,7 +149,7 @@ def _drop(ring: np.ndarray, slots: np.uint64, window: np.ndarray, s: int, subtra
 def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, price: np.ndarray,
           publisher: np.ndarray, instrument: np.ndarray, sequence: np.ndarray,
           ring: np.ndarray, head: np.ndarray, window: np.ndarray, filled: np.ndarray, norm: np.ndarray,
-          seen: np.ndarray, recent: np.ndarray, bar_total: np.ndarray, bar: np.ndarray, period: np.ndarray,
+          seen: np.ndarray, recent: np.ndarray, bar_total: np.ndarray, period: np.ndarray,
           episode: np.ndarray, at_ts: np.ndarray, at_sequence: np.ndarray, at_price: np.ndarray,
           at_size: np.ndarray, at_publisher: np.ndarray, at_instrument: np.ndarray, peak: np.ndarray,
           at_threshold: np.ndarray, at_expected: np.ndarray, at_norm: np.ndarray, at_part: np.ndarray,
@@ -166,32 +165,35 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
     (peak, expected per window, threshold, cap, price, seconds the peak was measured over, the part of
     the day whose norm judged it, that norm per window)."""
     n_buckets = ring.shape[1]
+    per_bar = bar_ns // bucket_ns
     steady = 1.0 / memory_bars
     k = 0
     for i in range(len(ts)):
         s = slot[i]
-        b = max(ts[i] // bar_ns, bar[s])  # an older print (refused upstream) counts in the current bar
-        if b != bar[s]:
+        # The bar in progress is the newest bucket's (a bar is a whole number of buckets; -1: none yet).
+        last = head[s] // per_bar
+        b = max(ts[i] // bar_ns, last)  # an older print (refused upstream) counts in the current bar
+        if b != last:
             # The cap follows the size distribution, which moves slowly: re-read every 8 bars at most.
-            if not count_trades and log_size[s, 0] > 0 and (b // 8 != bar[s] // 8 or cap[s] != cap[s]):
+            if not count_trades and log_size[s, 0] > 0 and (b // 8 != last // 8 or cap[s] != cap[s]):
                 n, mean = log_size[s, 0], log_size[s, 1] / log_size[s, 0]
                 sd = np.sqrt(max(log_size[s, 2] / n - mean * mean, 0.0))
                 cap[s] = cap_multiple * np.exp(mean + cap_z * sd)
-            if not count_trades and bar[s] >= 0:
-                kept = size_decay[min(b - bar[s], max_gap_bars)]
+            if not count_trades and last >= 0:
+                kept = size_decay[min(b - last, max_gap_bars)]
                 for m in range(3):
                     log_size[s, m] *= kept
             now = _period(ts[i], day0, offsets, closes, opening, closing, broker_open)
-            if bar[s] >= 0:
+            if last >= 0:
                 # The bar just ended goes into the norm of its part of the day. Empty bars count as
                 # zero within a part, while the exchange trades (a stray print at 03:00 made the hour
                 # to 04:00 a warm pre-market norm of nothing); a part left and come back to (the next
                 # day's regular session) resumes its norm as it was.
                 p = period[s]
-                gap = min(b - bar[s] - 1, max_gap_bars)
+                gap = min(b - last - 1, max_gap_bars)
                 _fold(norm[s], seen[s], p, bar_total[s], norm_clip, warmup_bars, steady)
-                if now == p and (b - bar[s]) * bar_ns < NS_PER_DAY // 2 and gap > 0:
-                    quiet = min(_trading_bars(bar[s] + 1, b, ts[i], day0, offsets, closes, trading, bar_ns), gap)
+                if now == p and (b - last) * bar_ns < NS_PER_DAY // 2 and gap > 0:
+                    quiet = min(_trading_bars(last + 1, b, ts[i], day0, offsets, closes, trading, bar_ns), gap)
                     if quiet > 0:
                         _fold_empty(norm[s], seen[s], p, quiet, memory_bars, empty_decay)
                 # The recent level follows every bar, empty ones as zero: a symbol whose activity has
@@ -205,7 +207,6 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
                 if seen[s, p] >= warmup_bars and added > norm_clip * level:
                     added = norm_clip * level
                 recent[s] = (recent[s] + recent_decay[0] * (added - recent[s])) * recent_decay[gap + 1]
-            bar[s] = b
             period[s] = now
             bar_total[s] = 0.0
         if count_trades:
@@ -333,6 +334,8 @@ class WindowRateDetector(InPlace):
         self.calendar = calendar or SessionCalendar()
         if not 0 < window_ns // bucket_ns <= 63:
             raise ValueError("a window holds 1 to 63 buckets (one bit each)")
+        if bar_ns % bucket_ns:
+            raise ValueError("a bar is a whole number of buckets (the bar in progress is the newest bucket's)")
         if not 1 <= memory_bars <= 255 or recent_bars < 1:
             raise ValueError("memory_bars is 1 to 255 (bars are counted in a byte), recent_bars at least 1")
         if not 0 < warmup_bars <= 255:
@@ -346,7 +349,7 @@ class WindowRateDetector(InPlace):
         self._recent_decay[0] = 1.0 / recent_bars
 
     def initial_state(self) -> np.ndarray:
-        values = {"head": -1, "bar": -1, "at_ts": -1}
+        values = {"head": -1, "at_ts": -1}
         return record(self.state_dtype, **values, **({} if self.count_trades else {"cap": np.nan}))
 
     def update(self, batch: MarketBatch, st: np.ndarray) -> list[Anomaly]:
@@ -359,7 +362,7 @@ class WindowRateDetector(InPlace):
         day0, offsets, closes = self.calendar.day_table(batch.ts)
         k = _scan(batch.slot, batch.ts, batch.size, batch.auction, batch.price, batch.publisher, batch.instrument,
                   batch.sequence, st["ring"], st["head"], st["window"], st["filled"], st["norm"], st["seen"],
-                  st["recent"], st["bar_total"], st["bar"], st["period"], st["episode"], st["at_ts"],
+                  st["recent"], st["bar_total"], st["period"], st["episode"], st["at_ts"],
                   st["at_sequence"], st["at_price"], st["at_size"], st["at_publisher"], st["at_instrument"],
                   st["peak"], st["at_threshold"], st["at_expected"], st["at_norm"], st["at_part"], log_size, cap,
                   self.count_trades, day0, offsets, closes, self.calendar.opening_ns, self.calendar.closing_ns,
