@@ -121,6 +121,36 @@ def test_undefined_dbn_price_becomes_nan_and_impossible_values_pass_through(tmp_
     assert got["price"][2] == 0.0 and got["size"][3] == 0
 
 
+# --- where a dead letter comes from ---------------------------------------------------------------
+
+def test_dead_letters_name_the_position_counted_from_one_as_a_line_or_a_record(tmp_path: Path) -> None:
+    """A DBN file's records were numbered from 0 (`x.dbn:0` for its first), a CSV's rows by their
+    1-based line (`x.csv:2` for the first under the header): the same first record read as two
+    different numbers. Both now count from 1 and say which they count."""
+    trades = flow(5)
+    trades["instrument_id"][0] = 999
+    mappings = {"NVDA": [(dt.date(2025, 3, 4), dt.date(2025, 3, 5), 11667)]}
+    dbn_path = write_dbn(tmp_path / "x.dbn", trades, mappings=mappings)
+    lines = csv_lines(flow(5))
+    lines[0] = lines[0].rsplit(",", 1)[0] + ","  # the first data row without its symbol
+    csv_path = write_csv(tmp_path / "x.csv", lines)
+
+    _, letters = read(dbn_path, csv_path)
+
+    assert sorted(d.origin for d in letters) == [f"{csv_path}, line 2", f"{dbn_path}, record 1"]
+
+
+def test_a_dbn_file_cut_short_names_the_first_record_it_could_not_read(tmp_path: Path) -> None:
+    data = dbn_bytes(flow(10))
+    path = tmp_path / "cut.dbn"
+    path.write_bytes(data[: len(data) - 3 * 48 - 20])  # records 1-6 whole, the seventh cut short
+
+    trades, letters = read(path)
+
+    assert len(trades) == 6
+    assert [d.detail.split(":")[0] for d in letters] == ["unreadable from record 7 on"]
+
+
 # --- symbology ------------------------------------------------------------------------------------
 
 def test_instrument_without_mapping_becomes_a_dead_letter_with_its_record_index(tmp_path: Path) -> None:
@@ -132,7 +162,7 @@ def test_instrument_without_mapping_becomes_a_dead_letter_with_its_record_index(
     got, letters = read(path)
 
     assert len(got) == 4
-    assert [(d.reason, d.origin) for d in letters] == [("unknown_instrument", f"{path}:3")]
+    assert [(d.reason, d.origin) for d in letters] == [("unknown_instrument", f"{path}, record 4")]
     assert "instrument_id 999" in letters[0].detail
 
 
@@ -149,7 +179,7 @@ def test_a_symbol_longer_than_a_trade_holds_is_a_dead_letter_not_cut(tmp_path: P
     got, letters = read(path)
 
     assert got["symbol"].tolist() == ["NVDA"] * 2
-    assert [(d.reason, d.origin) for d in letters] == [("bad_row", f"{path}:{i}") for i in range(2, 6)]
+    assert [(d.reason, d.origin) for d in letters] == [("bad_row", f"{path}, record {i}") for i in range(3, 7)]
     assert letters[0].detail == f"symbol longer than 24 characters: {long_a!r} (instrument_id 21)"
     assert letters[3].detail == f"symbol longer than 24 characters: {long_b!r} (instrument_id 22)"
 
@@ -251,7 +281,7 @@ def test_bad_csv_value_becomes_dead_letter_with_file_and_line(tmp_path: Path, co
     trades, letters = read(path, chunk_size=256)
 
     assert len(trades) == 2_998
-    assert [(d.reason, d.origin) for d in letters] == [("bad_row", f"{path}:12"), ("bad_row", f"{path}:2502")]
+    assert [(d.reason, d.origin) for d in letters] == [("bad_row", f"{path}, line 12"), ("bad_row", f"{path}, line 2502")]
     assert letters[0].detail == "expected 14 fields, got 15"
     assert letters[1].detail.startswith(detail)
     assert letters[1].raw == lines[2_500].encode()
@@ -289,7 +319,7 @@ def test_row_with_too_few_fields_is_reported_and_the_rest_kept(tmp_path: Path) -
     trades, letters = read(path)
 
     assert len(trades) == 3
-    assert [(d.reason, d.origin, d.raw) for d in letters] == [("bad_row", f"{path}:3", cut.encode())]
+    assert [(d.reason, d.origin, d.raw) for d in letters] == [("bad_row", f"{path}, line 3", cut.encode())]
 
 
 def test_a_row_of_bytes_that_are_not_text_is_one_bad_row_and_the_rest_kept(tmp_path: Path,
@@ -301,7 +331,7 @@ def test_a_row_of_bytes_that_are_not_text_is_one_bad_row_and_the_rest_kept(tmp_p
 
     trades, letters = read(path)
 
-    assert len(trades) == 4 and [(d.reason, d.origin) for d in letters] == [("bad_row", f"{path}:4")]
+    assert len(trades) == 4 and [(d.reason, d.origin) for d in letters] == [("bad_row", f"{path}, line 4")]
     assert "Exception ignored" not in capfd.readouterr().err  # Arrow could not show the row to our handler
 
 
@@ -324,7 +354,7 @@ def test_blank_lines_are_skipped_without_shifting_line_numbers(tmp_path: Path) -
     trades, letters = read(path)
 
     assert len(trades) == 3
-    assert [(d.origin, d.detail) for d in letters] == [(f"{path}:6", "unparseable size 'x'")]
+    assert [(d.origin, d.detail) for d in letters] == [(f"{path}, line 6", "unparseable size 'x'")]
 
 
 def test_empty_csv_price_is_an_undefined_price_not_a_bad_row(tmp_path: Path) -> None:
@@ -381,14 +411,14 @@ def test_dbn_zst_cut_on_a_frame_boundary_is_still_reported(tmp_path: Path) -> No
 def test_corrupt_dbn_record_header_is_a_bad_row_and_the_rest_is_kept(tmp_path: Path) -> None:
     data = bytearray(dbn_bytes(flow(10)))
     record = 48
-    data[len(data) - 7 * record + 1] = 99  # rtype of record 3
+    data[len(data) - 7 * record + 1] = 99  # rtype of the fourth record
     path = tmp_path / "flip.dbn"
     path.write_bytes(bytes(data))
 
     trades, letters = read(path)
 
     assert len(trades) == 9
-    assert [(d.reason, d.origin) for d in letters] == [("bad_row", f"{path}:3")]
+    assert [(d.reason, d.origin) for d in letters] == [("bad_row", f"{path}, record 4")]
 
 
 def test_file_that_is_not_dbn_at_all_is_a_bad_file(tmp_path: Path) -> None:
@@ -627,7 +657,7 @@ def test_files_decoded_on_threads_give_the_same_chunks_as_read_in_turn(tmp_path:
 
     in_turn = chunks(0)
     letters = [letter for _, found in in_turn for letter in found]
-    assert ("bad_row", f"{paths[1]}:502") in letters and ("bad_file", str(broken)) in letters
+    assert ("bad_row", f"{paths[1]}, line 502") in letters and ("bad_file", str(broken)) in letters
     # A budget smaller than a chunk (each file still holds one) and one that fits whole files.
     assert chunks(1) == in_turn
     assert chunks(100_000) == in_turn

@@ -178,7 +178,7 @@ async def test_time_spent_sending_counts_against_the_wait_and_late_trades_do_not
 @pytest.mark.asyncio
 async def test_ingest_publishes_every_trade_in_per_symbol_order_and_the_dead_letters() -> None:
     trades = interleaved()
-    bad = DeadLetter("bad_row", "unparseable price 'x'", "f.csv:7", b"raw,row")
+    bad = DeadLetter("bad_row", "unparseable price 'x'", "f.csv, line 7", b"raw,row")
 
     async def chunks() -> AsyncIterator[SourceChunk]:
         yield SourceChunk(trades[:1_500], [bad])

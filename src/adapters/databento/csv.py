@@ -62,7 +62,7 @@ def read_csv(path: Path, chunk_size: int) -> Iterator[SourceChunk]:
     try:
         stream = WholeLineStream(path, "zstd" if is_zstd(path) else None)
     except OSError as exc:
-        yield dl.letters_only(dl.bad_file(path, "line 1", exc))
+        yield dl.letters_only(dl.bad_file(path, dl.line(1), exc))
         return
     with stream:
         yield from _read_stream(stream, path, chunk_size)
@@ -75,7 +75,7 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
     def invalid_row(row: pcsv.InvalidRow) -> str:
         # Lines arrow cannot split into the header's fields (wrong count, a line cut short).
         skipped.append(row.number if row.number is not None else -1)
-        pending.append(dl.bad_row(path, row.number if row.number is not None else "?",
+        pending.append(dl.bad_row(path, dl.line(row.number if row.number is not None else "?"),
                                   f"expected {row.expected_columns} fields, got {row.actual_columns}",
                                   row.text.encode()))
         return "skip"
@@ -92,7 +92,7 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
         )
     except (pa.ArrowInvalid, OSError) as exc:
         empty = stream.damage is None and "Empty CSV file" in str(exc)  # not even a header line
-        yield dl.letters_only(*pending, dl.bad_file(path, "line 1", "the file is empty (no header line)" if empty
+        yield dl.letters_only(*pending, dl.bad_file(path, dl.line(1), "the file is empty (no header line)" if empty
                                                     else stream.damage or exc))
         return
     missing = [name for name in REQUIRED if name not in reader.schema.names]
@@ -117,7 +117,7 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
         except StopIteration:
             break
         except (pa.ArrowInvalid, OSError) as exc:
-            pending.append(dl.bad_file(path, f"line {_next_line(done, skipped)}", exc))
+            pending.append(dl.bad_file(path, dl.line(_next_line(done, skipped)), exc))
             break
         formats = formats or _Formats(batch, path)
         trades, letters = _convert(batch, formats, _LineNumbers(done, skipped), path)
@@ -125,7 +125,7 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
         yield SourceChunk(trades, pending + letters)
         pending = []
     if stream.damage is not None:
-        pending.append(dl.bad_file(path, f"line {_next_line(done, skipped)}", stream.damage))
+        pending.append(dl.bad_file(path, dl.line(_next_line(done, skipped)), stream.damage))
     if pending:
         yield dl.letters_only(*pending)
 
@@ -210,7 +210,7 @@ def _convert(batch: pa.RecordBatch, formats: _Formats, lines: _LineNumbers,
         for row, line in zip(rows.tolist(), lines(rows).tolist()):
             detail = "; ".join(what if name is None else f"{what} {batch.column(name)[row].as_py()!r}"
                                for what, name, mask in problems if mask[row])
-            letters.append(dl.bad_row(path, line, detail, _raw(batch, row)))
+            letters.append(dl.bad_row(path, dl.line(line), detail, _raw(batch, row)))
     keep = wanted & ~bad
     return (out if keep.all() else out[keep]), letters
 

@@ -64,12 +64,12 @@ def _read_arrays(store: databento.DBNStore, schema: Schema, path: Path,
             yield to_trades(records, offset, rtype, symbols, path)
             offset += len(records)
         if damage is not None:
-            yield dl.letters_only(dl.bad_file(path, f"record {offset}", damage))
+            yield dl.letters_only(dl.bad_file(path, dl.record(offset), damage))
             return
         if records is None:
             break
     if is_zstd(path) and (damage := zstd_damage(path)) is not None:
-        yield dl.letters_only(dl.bad_file(path, f"record {offset}", damage))
+        yield dl.letters_only(dl.bad_file(path, dl.record(offset), damage))
 
 
 def _next_records(chunks: Iterator[np.ndarray]) -> tuple[np.ndarray | None, BaseException | str | None]:
@@ -90,7 +90,7 @@ def to_trades(records: np.ndarray, offset: int, rtype: int, symbols: SymbolTable
     letters: list[DeadLetter] = []
     well_formed = (records["rtype"] == rtype) & (records["length"].astype(np.int64) * 4 == records.itemsize)
     for i in np.flatnonzero(~well_formed):
-        letters.append(dl.bad_row(path, offset + int(i),
+        letters.append(dl.bad_row(path, dl.record(offset + int(i)),
                                   f"record header rtype={records['rtype'][i]} length={records['length'][i]}, "
                                   f"expected rtype={rtype} length={records.itemsize // 4}"))
     rows = np.flatnonzero(well_formed & (records["action"] == b"T"))
@@ -105,7 +105,7 @@ def to_trades(records: np.ndarray, offset: int, rtype: int, symbols: SymbolTable
         if name is None:
             letters.append(dl.unknown_instrument(path, offset + row, instrument, int(dates[i])))
         else:  # cut to the width, two names could become one symbol
-            letters.append(dl.bad_row(path, offset + row, f"symbol longer than {SYMBOL_WIDTH} characters: "
+            letters.append(dl.bad_row(path, dl.record(offset + row), f"symbol longer than {SYMBOL_WIDTH} characters: "
                                                           f"{name!r} (instrument_id {instrument})"))
     keep = rows[known]
     # Gather field by field: a structured-array fancy index would copy every record's full width.

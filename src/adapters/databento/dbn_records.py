@@ -36,7 +36,7 @@ def read_records(store: databento.DBNStore, path: Path, chunk_size: int) -> Iter
         if batch:
             yield reader.to_trades(batch)
         if damage is not None:
-            yield dl.letters_only(dl.bad_file(path, f"record {reader.index}", damage))
+            yield dl.letters_only(dl.bad_file(path, dl.record(reader.index), damage))
             return
         if len(batch) < chunk_size:
             return
@@ -94,7 +94,7 @@ class _RecordReader:
                                                          record.ts_recv))
                     continue
                 if len(symbol) > SYMBOL_WIDTH:  # cut to the width, two names could become one symbol
-                    letters.append(dl.bad_row(self.path, index, f"symbol longer than {SYMBOL_WIDTH} characters: "
+                    letters.append(dl.bad_row(self.path, dl.record(index), f"symbol longer than {SYMBOL_WIDTH} characters: "
                                                                 f"{symbol!r} (instrument_id {record.instrument_id})"))
                     continue
                 price = record.price

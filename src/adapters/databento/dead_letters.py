@@ -14,19 +14,38 @@ BAD_FILE = "bad_file"
 UNKNOWN_INSTRUMENT = "unknown_instrument"
 
 
-def bad_row(path: Path, position: int | str, detail: str, raw: bytes = b"") -> DeadLetter:
-    return DeadLetter(reason=BAD_ROW, detail=detail, origin=f"{path}:{position}", raw=raw)
+# Where in a file a dead letter comes from, as a user reads it: both counted from 1, and named, so a
+# DBN record number is never taken for a line or counted from 0 (`x.csv, line 2`: the first data row
+# under the header; `x.dbn, record 1`: the file's first record, counting every record it holds).
+
+def line(number: int | str) -> str:
+    """A CSV's physical line, 1-based: the header is line 1 ("?" when the parser could not say)."""
+    return f"line {number}"
+
+
+def record(index: int) -> str:
+    """A DBN record given by its 0-based index in the file, as the 1-based position users read."""
+    return f"record {index + 1}"
+
+
+def origin(path: Path, where: str) -> str:
+    return f"{path}, {where}"
+
+
+def bad_row(path: Path, where: str, detail: str, raw: bytes = b"") -> DeadLetter:
+    """`where`: line(n) or record(i)."""
+    return DeadLetter(reason=BAD_ROW, detail=detail, origin=origin(path, where), raw=raw)
 
 
 def unknown_instrument(path: Path, record_index: int, instrument_id: int, ts: int) -> DeadLetter:
     day = np.datetime64(int(ts), "ns").astype("datetime64[D]")
     return DeadLetter(reason=UNKNOWN_INSTRUMENT,
                       detail=f"instrument_id {instrument_id} has no symbol mapping on {day}",
-                      origin=f"{path}:{record_index}")
+                      origin=origin(path, record(record_index)))
 
 
 def bad_file(path: Path, where: str, error: BaseException | str) -> DeadLetter:
-    """The rest of a file from `where` on could not be read."""
+    """The rest of a file from `where` (line(n), record(i), "the start") on could not be read."""
     cause = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     return DeadLetter(reason=BAD_FILE, detail=f"unreadable from {where} on: {printable(cause)}", origin=str(path),
                       records=0)

@@ -140,12 +140,12 @@ class _TradeBuffer:
         if symbol is None:
             self.letters.append(DeadLetter("unknown_instrument",
                                            f"instrument_id {record.instrument_id} has no symbol mapping yet",
-                                           f"{self.origin}:{self.index}", bytes(record)))
+                                           f"{self.origin}, record {self.index}", bytes(record)))
             return
         if len(symbol) > SYMBOL_WIDTH:  # cut to the width, two names could become one symbol
             self.letters.append(DeadLetter("bad_row", f"symbol longer than {SYMBOL_WIDTH} characters: {symbol!r} "
                                                       f"(instrument_id {record.instrument_id})",
-                                           f"{self.origin}:{self.index}", bytes(record)))
+                                           f"{self.origin}, record {self.index}", bytes(record)))
             return
         price = record.price
         self.rows.append((record.ts_event, record.ts_recv, np.nan if price == UNDEF_PRICE else price / 1e9,
