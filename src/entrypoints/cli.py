@@ -679,7 +679,10 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
     count = len(thresholds.symbols)
     click.echo(f"wrote thresholds for {count} symbol{'' if count == 1 else 's'} to {out}")
     if rejected:  # as replay's summary says them (replay --dead-letters shows each with its reason)
-        click.echo("rejected, not counted: " + ", ".join(f"{k} {v:,}" for k, v in sorted(rejected.items())))
+        # Duplicates are what reading one day twice (a copy, a CSV and a DBN of it) gives: say so.
+        why = " (duplicate: a trade read more than once, as from one day in two files, counts once)" \
+            if rejected["duplicate"] else ""
+        click.echo("rejected, not counted: " + ", ".join(f"{k} {v:,}" for k, v in sorted(rejected.items())) + why)
 
 
 # Registers `ingest` and `query` on `main`; imported last because it imports from here.

@@ -406,6 +406,21 @@ def test_calibrate_says_how_many_records_it_rejected_and_why(tmp_path: Path) -> 
     assert out.strip().splitlines()[-1] == "rejected, not counted: bad_price 1, bad_row 1, bad_size 1"
 
 
+def test_calibrate_counts_a_day_given_twice_once_and_says_so(tmp_path: Path) -> None:
+    """A copy of the day beside it doubled every symbol's trades (and let --min-trades through)."""
+    code, out = run("generate", str(tmp_path / "m.dbn.zst"), "--symbols", "2", "--trades", "3000", "--seed", "1")
+    assert code == 0, out
+    (tmp_path / "copy.dbn.zst").write_bytes((tmp_path / "m.dbn.zst").read_bytes())
+    code, once = run("calibrate", str(tmp_path / "m.dbn.zst"), "--out", str(tmp_path / "a.json"), "--min-trades", "1")
+    assert code == 0, once
+    code, twice = run("calibrate", str(tmp_path / "m.dbn.zst"), str(tmp_path / "copy.dbn.zst"),
+                      "--out", str(tmp_path / "b.json"), "--min-trades", "1")
+    assert code == 0, twice
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    assert twice.strip().splitlines()[-1] == ("rejected, not counted: duplicate 3,000 (duplicate: a trade read more "
+                                              "than once, as from one day in two files, counts once)")
+
+
 @pytest.mark.parametrize(("variable", "value", "message"), [
     ("STOCKANOMALY_CHUNK_SIZE", "abc", "Error: STOCKANOMALY_CHUNK_SIZE: Input should be a valid integer"),
     ("STOCKANOMALY_DETECTORS", "nope", "Error: unknown detectors ['nope']"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -150,6 +151,22 @@ def test_calibrated_thresholds_round_trip_and_drive_the_replay(tmp_path) -> None
     low = min(t.size_threshold for t in loaded.symbols.values())
     assert summary.by_detector["high_volume"] > 2  # a 3x p99 threshold also flags big normal prints
     assert all(a.size >= low for a in container.collected_anomalies().anomalies)
+
+
+def test_calibrate_counts_a_trade_read_twice_once() -> None:
+    """The same day in two files (a copy, a CSV and a DBN export of it) was counted twice: every
+    symbol's trade count doubled, so --min-trades gave a threshold to a symbol with half the history
+    it asks for. Judged as a replay judges it, the copy is refused as duplicates."""
+    trades = np.sort(calm_flow(800, symbol="AAA", seed=3), order="ts_event")
+    twice = np.sort(np.concatenate([trades, trades]), order=["ts_event", "sequence"], kind="stable")
+    rejected: Counter[str] = Counter()
+
+    once = calibrate(InMemoryTradeSource(trades), min_trades=100)
+    again = calibrate(InMemoryTradeSource(twice, chunk_size=300), min_trades=100, rejected=rejected)
+
+    assert again == once and once.symbols["AAA"].trades <= 800
+    assert rejected == {"duplicate": 800}
+    assert calibrate(InMemoryTradeSource(twice), min_trades=1000).symbols == {}
 
 
 @pytest.mark.parametrize("content", [
