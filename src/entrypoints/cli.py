@@ -614,8 +614,9 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
     from application.evaluate import score_verdicts
     from entrypoints.container import build_container
 
+    changed: dict[str, int] = {}  # ids whose verdicts disagree -> the line of the one that counts
     try:
-        verdicts = load_verdicts(path)
+        verdicts = load_verdicts(path, changed)
         container = build_container(thresholds=thresholds)
         container.engine().warm_up()
         source = file_source(data, int(container.config.chunk_size()))
@@ -630,7 +631,7 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
     unknown = len(set(verdicts) - {a.id for a in found}) - on_incidents
     if as_json:
         click.echo(json.dumps({"by_detector": table, "verdicts": len(verdicts), "verdicts_not_found": unknown,
-                               "verdicts_on_incidents": on_incidents}))
+                               "verdicts_on_incidents": on_incidents, "verdicts_changed": len(changed)}))
         return
     click.echo(f"{'detector':<18}{'detections':>11}{'confirmed':>11}{'false pos.':>11}{'unreviewed':>11}{'precision':>11}")
     for name, row in table.items():
@@ -642,6 +643,11 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
                    "(`show ID` lists them)")
     if unknown:
         click.echo(f"{_verdicts(unknown)} on anomalies this run did not find (another file, or other thresholds)")
+    if changed:  # relabelled (or two analysts disagree): the last line counts, as `label` says
+        first_id, line = next(iter(changed.items()))
+        click.echo(f"{'1 anomaly has' if len(changed) == 1 else f'{len(changed):,} anomalies have'} verdicts that "
+                   f"disagree, the last counting ({first_id}: {path}, line {line}"
+                   f"{'' if len(changed) == 1 else ', and more'})")
 
 
 def _verdicts(n: int) -> str:

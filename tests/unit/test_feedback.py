@@ -138,6 +138,64 @@ def test_verdicts_round_trip_the_last_one_counts_and_evaluate_scores_them(tmp_pa
         load_verdicts(path)
 
 
+ANOMALY_ID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(("line", "said"), [
+    ('{"id": 123, "verdict": "confirmed"}', "id 123 is not an anomaly id"),  # was: 'not found', in silence
+    ('{"id": null, "verdict": "confirmed"}', "id None is not an anomaly id"),
+    ('{"id": "ev000001", "verdict": "confirmed"}', "id 'ev000001' is not an anomaly id"),
+    (f'{{"id": "{ANOMALY_ID}"}}', "lacks verdict"),
+    ('{"note": "x"}', "lacks id and verdict"),
+    (f'{{"id": "{ANOMALY_ID}", "verdict": "fp"}}', "verdict 'fp' is not one of confirmed, false_positive"),
+    (f'{{"id": "{ANOMALY_ID}", "verdict": true}}', "verdict True is not one of"),
+    ('[1, 2]', "not a verdict written by stockanomaly label (a JSON object with id and verdict, not list)"),
+    (f'{{"id": "{ANOMALY_ID}", "verdict": "confirmed",}}', "not a verdict written by stockanomaly label (not JSON: "),
+])
+def test_a_hand_edited_verdict_line_is_refused_naming_the_file_and_line(tmp_path: Path, line: str,
+                                                                        said: str) -> None:
+    path = tmp_path / "v.jsonl"
+    append_verdict(path, ANOMALY_ID, "confirmed")
+    path.write_text(path.read_text() + "\n" + line + "\n")
+    with pytest.raises(ConfigError) as raised:
+        load_verdicts(path)
+    assert str(raised.value).startswith(f"verdicts file {path}, line 3: {said}")
+
+
+def test_a_hand_edited_id_is_read_as_label_takes_it_and_a_changed_verdict_is_reported(tmp_path: Path) -> None:
+    """An id in capitals or with a space matched no anomaly: its verdict was lost in silence. A
+    byte-order mark (an editor's) made line 1 'not a verdict'."""
+    path = tmp_path / "v.jsonl"
+    other = "f" * 32
+    path.write_bytes("\ufeff".encode() + "\n".join([
+        json.dumps({"id": ANOMALY_ID.upper(), "verdict": "confirmed"}),
+        json.dumps({"id": f" {other} ", "verdict": "false_positive"}),
+        json.dumps({"id": ANOMALY_ID, "verdict": "false_positive"}),  # relabelled: the last counts
+        json.dumps({"id": other, "verdict": "false_positive"}),  # the same again: no change
+    ]).encode() + b"\n")
+    changed: dict[str, int] = {}
+    assert load_verdicts(path, changed) == {ANOMALY_ID: "false_positive", other: "false_positive"}
+    assert changed == {ANOMALY_ID: 3}
+
+
+def test_evaluate_says_which_verdicts_disagree_and_refuses_a_bad_line_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert invoke("generate", "m.dbn", "--symbols", "2", "--trades", "3000", "--seed", "1")[0] == 0
+    assert invoke("label", ANOMALY_ID, "--confirmed")[0] == 0
+    assert invoke("label", ANOMALY_ID, "--false-positive")[0] == 0
+    code, out = invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl")
+    assert code == 0 and out.splitlines()[-1] == (f"1 anomaly has verdicts that disagree, the last counting "
+                                                  f"({ANOMALY_ID}: verdicts.jsonl, line 2)")
+    code, out = invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl", "--json")
+    assert json.loads(out)["verdicts_changed"] == 1
+    with open("verdicts.jsonl", "a") as f:
+        f.write('{"id": 7, "verdict": "confirmed"}\n')
+    assert invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl") == (
+        1, "Error: verdicts file verdicts.jsonl, line 3: id 7 is not an anomaly id (32 hex digits, as replay --out "
+           "and query show)")
+
+
 def test_a_verdict_appended_to_a_file_whose_last_line_lacks_its_newline_starts_a_line_of_its_own(
         tmp_path: Path) -> None:
     """It was glued to that line: both verdicts lost, and the whole file refused ('line 1: not a verdict')."""

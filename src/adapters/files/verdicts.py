@@ -33,12 +33,18 @@ def append_verdict(path: str | Path, anomaly_id: str, verdict: str, note: str = 
     return record
 
 
-def load_verdicts(path: str | Path) -> dict[str, str]:
-    """anomaly id -> its latest verdict."""
+def load_verdicts(path: str | Path, changed: dict[str, int] | None = None) -> dict[str, str]:
+    """anomaly id -> its latest verdict. Every line is checked as `label` writes it, a hand-edited one
+    too: one that is not (not JSON, a field missing, an id that is not one, a verdict not known) is a
+    ConfigError naming the file and line, never a verdict lost in silence (an id of another type or
+    case matched no anomaly: counted as one 'this run did not find'). An id is read as `label` takes
+    it (trimmed, lower case). `changed`, when given, gets each id whose verdicts disagree (relabelled,
+    or two analysts) with the line of the last one, the one that counts."""
     p = Path(path)
     out: dict[str, str] = {}
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: an editor's byte-order mark is not part of the first line
+        lines = p.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise ConfigError(f"verdicts file {p} does not exist (stockanomaly label writes it)") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -46,12 +52,26 @@ def load_verdicts(path: str | Path) -> dict[str, str]:
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        where = f"verdicts file {p}, line {n}"
         try:
             record = json.loads(line)
-            anomaly_id, verdict = record["id"], record["verdict"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ConfigError(f"verdicts file {p}, line {n}: not a verdict written by stockanomaly label") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: not a verdict written by stockanomaly label (not JSON: {exc.msg}, "
+                              f"column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise ConfigError(f"{where}: not a verdict written by stockanomaly label "
+                              f"(a JSON object with id and verdict, not {type(record).__name__})")
+        missing = [name for name in ("id", "verdict") if name not in record]
+        if missing:
+            raise ConfigError(f"{where}: lacks {' and '.join(missing)}")
+        anomaly_id, verdict = record["id"], record["verdict"]
+        if not isinstance(anomaly_id, str) or not ANOMALY_ID.match(anomaly_id.strip().lower()):
+            raise ConfigError(f"{where}: id {anomaly_id!r} is not an anomaly id (32 hex digits, as replay --out "
+                              "and query show)")
         if verdict not in VERDICTS:
-            raise ConfigError(f"verdicts file {p}, line {n}: verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
-        out[str(anomaly_id)] = verdict
+            raise ConfigError(f"{where}: verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
+        anomaly_id = anomaly_id.strip().lower()
+        if changed is not None and (anomaly_id in changed or out.get(anomaly_id, verdict) != verdict):
+            changed[anomaly_id] = n
+        out[anomaly_id] = verdict
     return out
