@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from domain.detectors import DETECTOR_NAMES
 from domain.model import Anomaly
 
 EXACT_NS = 1_000_000
@@ -99,24 +100,54 @@ class EvaluationReport:
 # What every labelled event carries, and the types scoring reads it as.
 EVENT_FIELDS: dict[str, tuple[type, ...]] = {"id": (str,), "type": (str,), "symbol": (str,), "ts_start": (int,),
                                              "ts_end": (int,), "n_trades": (int,), "expected_detector": (str,)}
+MAX_NS = 2**63 - 1  # event times are int64 nanoseconds
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # (JSON true is no count)
 
 
 def load_labels(path: str | Path) -> dict[str, Any]:
-    """A labels file of `stockanomaly generate`, checked (ValueError: what is wrong, where)."""
+    """A labels file of `stockanomaly generate`, checked (ValueError: what is wrong, and which event:
+    its place in `events`, from 1, and its id). A hand-edited one is held to what generate writes:
+    each of those mistakes scored without a word (an event listed twice counted twice, an expected
+    detector misspelt or a window ending before it starts a miss) or ended in a traceback."""
     labels = json.loads(Path(path).read_text(encoding="utf-8"))  # a JSONDecodeError is a ValueError
     if not isinstance(labels, dict) or labels.get("format") != LABELS_FORMAT:
         found = labels.get("format") if isinstance(labels, dict) else type(labels).__name__
-        raise ValueError(f"{path}: labels format {found!r}, expected {LABELS_FORMAT}")
+        raise ValueError(f"labels format {found!r}, expected {LABELS_FORMAT}")
+    for count in ("total_trades", "anomalous_trades"):
+        if count in labels and not (_is_int(labels[count]) and labels[count] >= 0):
+            raise ValueError(f"{count} {labels[count]!r} is not a count of trades")
+    if labels.get("anomalous_trades", 0) > labels.get("total_trades", MAX_NS):
+        raise ValueError(f"anomalous_trades {labels['anomalous_trades']} is more than total_trades "
+                         f"{labels['total_trades']}")
     events = labels.get("events")
     if not isinstance(events, list):
-        raise ValueError(f"{path}: no list of events")
+        raise ValueError("no list of events")
+    first_of: dict[str, int] = {}  # event id -> the place of the event that has it
     for n, event in enumerate(events, 1):
         if not isinstance(event, dict):
-            raise ValueError(f"{path}: event {n} is not an object")
+            raise ValueError(f"event {n} is not an object")
         wrong = [name for name, kinds in EVENT_FIELDS.items()
                  if not isinstance(event.get(name), kinds) or isinstance(event.get(name), bool)]
         if wrong:
-            raise ValueError(f"{path}: event {n} lacks {', '.join(wrong)} (or has them of another type)")
+            raise ValueError(f"event {n} lacks {', '.join(wrong)} (or has them of another type)")
+        which = f"event {n} ({event['id']})"
+        empty = [name for name, kinds in EVENT_FIELDS.items() if kinds == (str,) and not event[name].strip()]
+        if empty:
+            raise ValueError(f"{which}: {', '.join(empty)} empty")
+        if event["id"] in first_of:
+            raise ValueError(f"{which} has the id of event {first_of[event['id']]}: each event is scored once")
+        first_of[event["id"]] = n
+        if event["expected_detector"] not in DETECTOR_NAMES:
+            raise ValueError(f"{which}: expected_detector {event['expected_detector']!r} is not a detector "
+                             f"({', '.join(DETECTOR_NAMES)})")
+        if not 0 < event["ts_start"] <= event["ts_end"] <= MAX_NS:
+            raise ValueError(f"{which}: ts_start {event['ts_start']} to ts_end {event['ts_end']} is not a window "
+                             "of event time (ns since the epoch, the end not before the start)")
+        if event["n_trades"] < 1:
+            raise ValueError(f"{which}: n_trades {event['n_trades']} is not a count of prints (1 or more)")
     return labels
 
 

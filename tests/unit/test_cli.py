@@ -196,6 +196,22 @@ def test_evaluate_with_a_file_that_is_not_labels_fails_in_one_line(tmp_path: Pat
     assert "is not a labels file" in one_line_error(["evaluate", str(data), "--labels", str(anomalies)])
 
 
+def test_evaluate_refuses_hand_edited_labels_in_one_line(tmp_path: Path) -> None:
+    """A count that is not one was a traceback (ValueError from int()); an event listed twice scored twice."""
+    data, labels = tmp_path / "m.dbn", tmp_path / "m.labels.json"
+    assert run("generate", str(data), "--symbols", "2", "--trades", "20000")[0] == 0
+    written = json.loads(labels.read_text())
+    edited = tmp_path / "edited.labels.json"
+    edited.write_text(json.dumps({**written, "anomalous_trades": "many"}))
+    assert one_line_error(["evaluate", str(data), "--labels", str(edited)]) == (
+        f"Error: {edited} is not a labels file written by `stockanomaly generate`: anomalous_trades 'many' is not a "
+        "count of trades")
+    edited.write_text(json.dumps({**written, "events": written["events"] + written["events"][:1]}))
+    n = len(written["events"]) + 1
+    assert one_line_error(["evaluate", str(data), "--labels", str(edited)]).endswith(
+        f"event {n} ({written['events'][0]['id']}) has the id of event 1: each event is scored once")
+
+
 def test_replay_top_zero_shows_no_top_anomalies_but_counts_them(sample_json: dict) -> None:
     code, out = run("replay", "--json", "--top", "0")
     assert code == 0, out

@@ -158,6 +158,30 @@ def test_load_labels_checks_every_event(tmp_path, content: dict, message: str) -
         load_labels(path)
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    # each of these was scored without a word (or, for a count that is not one, a traceback)
+    (labels(event(), event()), r"^event 2 \(ev000001\) has the id of event 1: each event is scored once$"),
+    (labels(event(), burst(id="ev000001")), r"^event 2 \(ev000001\) has the id of event 1"),
+    (labels(event(expected_detector="high_volum")),
+     r"^event 1 \(ev000001\): expected_detector 'high_volum' is not a detector \(high_volume, price_change, "),
+    (labels(burst(ts_end=T0 - S)), r"^event 1 \(ev000001\): ts_start \d+ to ts_end \d+ is not a window of event time"),
+    (labels(event(ts_start=-1)), r"^event 1 \(ev000001\): ts_start -1 to ts_end -1 is not a window"),
+    (labels(event(ts_start=10**30)), r"is not a window"),
+    (labels(burst(n_trades=0)), r"^event 1 \(ev000001\): n_trades 0 is not a count of prints \(1 or more\)$"),
+    (labels(event(symbol=" ")), r"^event 1 \(ev000001\): symbol empty$"),
+    ({**labels(event()), "total_trades": "abc"}, r"^total_trades 'abc' is not a count of trades$"),
+    ({**labels(event()), "total_trades": 100_000.5}, r"^total_trades 100000.5 is not a count of trades$"),
+    ({**labels(event()), "total_trades": True}, r"^total_trades True is not a count of trades$"),
+    ({**labels(event()), "anomalous_trades": "abc"}, r"^anomalous_trades 'abc' is not a count of trades$"),
+    (labels(event(), total_trades=10, anomalous_trades=11), r"^anomalous_trades 11 is more than total_trades 10$"),
+])
+def test_a_hand_edited_labels_file_is_refused_naming_the_event(tmp_path, content: dict, message: str) -> None:
+    path = tmp_path / "x.labels.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=message):
+        load_labels(path)
+
+
 def test_labels_of_several_files_merge_with_their_ids_kept_apart() -> None:
     one, two = labels(event()), labels(event())
     merged = merge_labels([("a", one), ("b", two)])
