@@ -156,6 +156,10 @@ def merge_labels(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, An
     with its file's name (every file numbers its events from ev000001), trade counts summed."""
     if len(parts) == 1:
         return dict(parts[0][1])
+    names = [name for name, _ in parts]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:  # their events' ids would be one another's (the `missed` list could not tell them apart)
+        raise ValueError(f"two labels files under one name: {', '.join(twice)}")
     events = [{**event, "id": f"{name}:{event['id']}"} for name, labels in parts for event in labels["events"]]
     merged: dict[str, Any] = {"format": LABELS_FORMAT, "events": events}
     for count in ("total_trades", "anomalous_trades"):

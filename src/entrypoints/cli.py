@@ -570,12 +570,15 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
         except DomainError as exc:
             fail(str(exc))
     parts = []
-    for labels_path in labels_paths:
+    names = [labels_path.name.removesuffix(".labels.json") for labels_path in labels_paths]
+    if len(set(names)) < len(names):  # d1/m.dbn.zst and d2/m.dbn.zst: each event's id is kept apart by its path
+        names = [str(labels_path).removesuffix(".labels.json") for labels_path in labels_paths]
+    for name, labels_path in zip(names, labels_paths):
         if not labels_path.exists():
             fail(f"no labels at {labels_path}; pass --labels (a generated market's), or --verdicts to score "
                  "the detections against analysts' verdicts (any data, real days too)")
         try:
-            parts.append((labels_path.name.removesuffix(".labels.json"), load_labels(labels_path)))
+            parts.append((name, load_labels(labels_path)))
         except ValueError as exc:  # not JSON, or not a labels file
             fail(f"{labels_path} is not a labels file written by `stockanomaly generate`: {exc}")
     truth = merge_labels(parts)

@@ -196,6 +196,16 @@ def test_evaluate_with_a_file_that_is_not_labels_fails_in_one_line(tmp_path: Pat
     assert "is not a labels file" in one_line_error(["evaluate", str(data), "--labels", str(anomalies)])
 
 
+def test_evaluate_keeps_apart_the_events_of_two_files_of_one_name(tmp_path: Path) -> None:
+    for seed in ("1", "2"):
+        (tmp_path / seed).mkdir()
+        assert run("generate", str(tmp_path / seed / "m.dbn"), "--symbols", "2", "--trades", "20000",
+                   "--seed", seed)[0] == 0
+    code, out = run("evaluate", "--json", str(tmp_path / "1" / "m.dbn"), str(tmp_path / "2" / "m.dbn"))
+    assert code == 0, out
+    assert json.loads(out)["events"] == 2 * len(json.loads((tmp_path / "1" / "m.labels.json").read_text())["events"])
+
+
 def test_evaluate_refuses_hand_edited_labels_in_one_line(tmp_path: Path) -> None:
     """A count that is not one was a traceback (ValueError from int()); an event listed twice scored twice."""
     data, labels = tmp_path / "m.dbn", tmp_path / "m.labels.json"

@@ -188,3 +188,5 @@ def test_labels_of_several_files_merge_with_their_ids_kept_apart() -> None:
     assert [e["id"] for e in merged["events"]] == ["a:ev000001", "b:ev000001"]
     assert merged["total_trades"] == one["total_trades"] + two["total_trades"]
     assert merge_labels([("a", one)]) == one
+    with pytest.raises(ValueError, match="two labels files under one name: a"):
+        merge_labels([("a", one), ("a", two)])  # both files' ev000001 was a:ev000001
