@@ -162,6 +162,24 @@ def test_a_hand_edited_verdict_line_is_refused_naming_the_file_and_line(tmp_path
     assert str(raised.value).startswith(f"verdicts file {path}, line 3: {said}")
 
 
+def test_label_writes_to_no_file_but_a_verdicts_file(tmp_path: Path) -> None:
+    """`label --file` naming a replay's --out (or a labels file, or a day's data) appended a verdict to
+    it: `show --file` then refused its last line, and `evaluate` the labels."""
+    out = tmp_path / "anomalies.jsonl"
+    anomaly = Anomaly.of_print("high_volume", "NVDA", T0, 1.0, 1, 1, 1, 1, 1.2, "r")
+    out.write_text(json.dumps(anomaly.to_dict()) + "\n")
+    before = out.read_bytes()
+    with pytest.raises(ConfigError) as raised:
+        append_verdict(out, anomaly.id, "confirmed")
+    assert str(raised.value) == (f"{out} holds something other than verdicts (verdicts file {out}, line 1: lacks "
+                                 "verdict); nothing written")
+    assert out.read_bytes() == before
+    data = tmp_path / "m.dbn"
+    data.write_bytes(b"DBN\x02\xff\xfe")
+    with pytest.raises(ConfigError, match="holds something other than verdicts"):
+        append_verdict(data, anomaly.id, "confirmed")
+
+
 def test_a_hand_edited_id_is_read_as_label_takes_it_and_a_changed_verdict_is_reported(tmp_path: Path) -> None:
     """An id in capitals or with a space matched no anomaly: its verdict was lost in silence. A
     byte-order mark (an editor's) made line 1 'not a verdict'."""

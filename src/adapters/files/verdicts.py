@@ -22,6 +22,13 @@ def append_verdict(path: str | Path, anomaly_id: str, verdict: str, note: str = 
     record = {"id": anomaly_id, "verdict": verdict, "note": note,
               "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     p = Path(path)
+    if p.is_file() and p.stat().st_size:
+        # --file naming another file (a replay's --out, a labels file, a day's data) was appended to,
+        # spoiling it; a verdicts file spoilt by hand is said now, not at the next evaluate.
+        try:
+            load_verdicts(p)
+        except ConfigError as exc:
+            raise ConfigError(f"{p} holds something other than verdicts ({exc}); nothing written") from None
     p.parent.mkdir(parents=True, exist_ok=True)
     with naming(p), p.open("a+b") as f:
         # A last line without its newline (an editor, a cut copy) would swallow this verdict into it.
