@@ -170,7 +170,7 @@ async def test_decode_shows_dead_letters_with_their_reason_and_what_they_hold(ka
     names = [await new_topic(name, partitions=1) for name in ("trades", "dlq")]
     trade = generate_market(symbols=1, trades=2_000, seed=4).trades[:1]
     key, value = encode_batch(str(trade["symbol"][0]), trade)
-    letters = [DeadLetter("bad_row", "unparseable price 'x'", "day.csv:7", b"1746451800,NVDA,x,100"),
+    letters = [DeadLetter("bad_row", "unparseable price 'x'", "day.csv, line 7", b"1746451800,NVDA,x,100"),
                DeadLetter("bad_price", "price is nan", f"{names[0]}[0]@5", value, key)]
     async with KafkaTradePublisher(kafka_bootstrap, names[0], names[1], partitions=1, anomalies_topic=f"{names[0]}.a",
                                    incidents_topic=f"{names[0]}.i") as publisher:
@@ -184,7 +184,7 @@ async def test_decode_shows_dead_letters_with_their_reason_and_what_they_hold(ka
     code, out, err = await asyncio.to_thread(run, "decode", "--dead-letters")
     lines = out.splitlines()
     assert code == 0, err
-    assert lines[0] == "         0@0  dead letter bad_row from day.csv:7: unparseable price 'x'"
+    assert lines[0] == "         0@0  dead letter bad_row from day.csv, line 7: unparseable price 'x'"
     assert lines[1].strip() == "raw (21 bytes): '1746451800,NVDA,x,100'"
     assert lines[2] == f"         0@1  dead letter bad_price from {names[0]}[0]@5: price is nan"
     assert lines[3].startswith("         0@1  ") and f" seq {int(trade['sequence'][0])}" in lines[3] and len(lines) == 4
@@ -194,7 +194,7 @@ async def test_decode_shows_dead_letters_with_their_reason_and_what_they_hold(ka
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0, err
     assert [(r.get("dead_letter"), r.get("origin"), r.get("raw"), r.get("trades")) for r in rows[:2]] == [
-        ("bad_row", "day.csv:7", "1746451800,NVDA,x,100", None), ("bad_price", f"{names[0]}[0]@5", None, 1)]
+        ("bad_row", "day.csv, line 7", "1746451800,NVDA,x,100", None), ("bad_price", f"{names[0]}[0]@5", None, 1)]
     assert rows[2]["sequence"] == int(trade["sequence"][0]) and len(rows) == 3
     code, out, err = await asyncio.to_thread(run, "tail", "--topic", names[1])
     assert code == 0 and "0@0: not an anomaly" in err and out == ""

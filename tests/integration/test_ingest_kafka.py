@@ -111,8 +111,8 @@ async def test_bad_csv_rows_go_to_the_dead_letter_topic_with_reason_and_raw_row(
 
     letters = sorted(await read_all(kafka_bootstrap, dlq, partition_count=4), key=lambda r: dict(r.headers)["origin"])
     headers = [dict(r.headers) for r in letters]
-    assert [(h["reason"], h["origin"].decode()) for h in headers] == [(b"bad_row", f"{path}:4"),
-                                                                      (b"bad_row", f"{path}:5")]
+    assert [(h["reason"], h["origin"].decode()) for h in headers] == [(b"bad_row", f"{path}, line 4"),
+                                                                      (b"bad_row", f"{path}, line 5")]
     assert [r.value for r in letters] == [bad_price.encode(), short.encode()]
     assert b"unparseable price" in headers[0]["detail"]
     trades = decoded_by_symbol(await read_all(kafka_bootstrap, topic, partition_count=4), 4)["NVDA"]
