@@ -12,7 +12,8 @@ import pytest
 from builders import S, DetectorRun, calm_flow, run_detector
 
 from domain.detectors import TradeBurstDetector, VolumeSurgeDetector
-from domain.detectors.rate import AFTER_HOURS, BROKER_OPEN, PERIOD_NAMES, PRE_MARKET, _fold, _fold_empty, _period
+from domain.detectors.rate import (AFTER_HOURS, BROKER_OPEN, FINAL_MINUTE, PERIOD_NAMES, POST_CLOSE, PRE_MARKET, _fold,
+                                   _fold_empty, _period)
 from domain.sessions import SessionCalendar
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -49,9 +50,11 @@ def tape(*pieces: np.ndarray) -> np.ndarray:
     ("2025-03-04 08:00", "broker-open-minute"), ("2025-03-04 08:02", "pre-market"), ("2025-03-04 09:25", "pre-open"), ("2025-03-04 09:30", "first-half-hour"),
     ("2025-03-04 09:59", "first-half-hour"), ("2025-03-04 10:00", "regular-session"),
     ("2025-03-04 15:49", "regular-session"), ("2025-03-04 15:50", "closing-minutes"),
+    ("2025-03-04 15:58", "closing-minutes"), ("2025-03-04 15:59", "final-minute"),
     ("2025-03-04 16:00", "post-close"), ("2025-03-04 16:30", "after-hours"), ("2025-03-04 21:00", "after-hours"),
     ("2025-07-15 09:27", "pre-open"), ("2025-07-15 08:01", "broker-open-minute"),  # summer time: the same clock
-    ("2025-11-28 12:50", "closing-minutes"), ("2025-11-28 13:05", "post-close"),  # an early close (13:00)
+    ("2025-11-28 12:50", "closing-minutes"), ("2025-11-28 12:59", "final-minute"),  # an early close (13:00)
+    ("2025-11-28 13:05", "post-close"),
     ("2025-11-28 13:31", "after-hours"),
 ])
 def test_the_parts_of_the_day_follow_the_new_york_clock(local: str, part: str) -> None:
@@ -59,7 +62,7 @@ def test_the_parts_of_the_day_follow_the_new_york_clock(local: str, part: str) -
     ts = at(local)
     day0, offsets, closes = calendar.day_table(np.array([ts], np.int64))
     assert PERIOD_NAMES[_period(ts, day0, offsets, closes, calendar.opening_ns, calendar.closing_ns,
-                                 calendar.broker_open_ns)] == part
+                                 calendar.broker_open_ns, calendar.final_ns)] == part
 
 
 def closing_days(days: int, extra: dict[int, np.ndarray] | None = None) -> np.ndarray:
@@ -190,3 +193,43 @@ def test_a_release_far_beyond_the_usual_one_still_fires() -> None:
     assert len(found) == 1
     assert at("2025-03-10 08:00") <= found[0].ts_event < at("2025-03-10 08:00:01")
     assert "broker-open-minute norm" in found[0].reason
+
+
+def last_minutes(days: int, final: dict[int, float] | None = None, post_close: float = 0.0) -> np.ndarray:
+    """The closing minutes of consecutive weekdays at 5 trades/s, and their final minute (15:59) at
+    50/s, or at `final[day]` trades/s; then the post-close half hour at `post_close` trades/s."""
+    pieces = []
+    for d in range(days):
+        day = f"2025-03-{3 + d + 2 * (d // 5):02d}"  # Monday 3 March on, weekends skipped
+        rate = (final or {}).get(d, 50.0)
+        pieces += [between(f"{day} 15:50", f"{day} 15:59", 5.0, seed=100 + d),
+                   between(f"{day} 15:59", f"{day} 16:00", rate, seed=200 + d)]
+        if post_close:
+            pieces.append(between(f"{day} 16:00", f"{day} 16:30", post_close, seed=300 + d))
+    return tape(*pieces)
+
+
+def test_the_final_minute_is_judged_against_its_own_norm() -> None:
+    """The minute before the close trades 10x the other closing minutes every day. Pooled with them, its
+    norm was one the nine calm minutes before it had just pulled down, and the final minute fired on
+    most days (12 of these 18). Against the final minutes' own norm a day whose final minute doubled is
+    2x, and only a final minute far beyond its own days' fires."""
+    doubled = last_minutes(18, final={17: 100.0})
+    run, found = run_detector(VolumeSurgeDetector(), doubled, chunk=4_096)
+    assert found == []
+    assert int(run.state()["seen"][FINAL_MINUTE]) >= 15  # judged warm on the last day
+    # (a day after it, whose first print reports the episode)
+    _, found = run_detector(VolumeSurgeDetector(), last_minutes(19, final={17: 600.0}), chunk=4_096)
+    assert len(found) == 1
+    assert at("2025-03-26 15:59") <= found[0].ts_event < at("2025-03-26 16:00")
+    assert "final-minute norm" in found[0].reason
+
+
+def test_a_window_reaching_back_into_the_part_before_is_judged_against_the_busier_part() -> None:
+    """At 16:00:20 the last minute's window still holds 40 seconds of the final minute's 50 trades/s,
+    50x the post-close's 1/s: judged against the post-close's norm it fired every day once that part was
+    warm. It holds prints of both parts, so it is judged against the busier (the final minute's), and
+    not at all while that one is warming up."""
+    run, found = run_detector(VolumeSurgeDetector(), last_minutes(18, post_close=1.0), chunk=4_096)
+    assert found == []
+    assert int(run.state()["seen"][FINAL_MINUTE]) >= 15 and int(run.state()["seen"][POST_CLOSE]) >= 15

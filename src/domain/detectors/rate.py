@@ -20,17 +20,19 @@ from domain.sessions import SessionCalendar
 # On the real NVDA days, the minutes before the open (opening imbalances published) trade two to three
 # times the pre-market's rate, the first half hour three to five times the midday's, the last ten
 # minutes (closing imbalances) four to five times, the half hour after the close several times the
-# evening's; and the pre-market's broker-open minutes (07:00 and 08:00, `broker_open_ns`, judged apart
-# from the rest of the pre-market) five to ten times the minutes around them.
-PRE_MARKET, PRE_OPEN, FIRST_HALF_HOUR, REGULAR_HOURS, CLOSING_MINUTES, POST_CLOSE, AFTER_HOURS, BROKER_OPEN = range(8)
+# evening's; the pre-market's broker-open minutes (07:00 and 08:00, `broker_open_ns`, judged apart
+# from the rest of the pre-market) five to ten times the minutes around them, and the final minute
+# before the close (`final_ns`, apart from the other closing minutes) 8-13x their shares, 4-7x their trades.
+(PRE_MARKET, PRE_OPEN, FIRST_HALF_HOUR, REGULAR_HOURS, CLOSING_MINUTES, POST_CLOSE, AFTER_HOURS, BROKER_OPEN,
+ FINAL_MINUTE) = range(9)
 PERIOD_NAMES = ("pre-market", "pre-open", "first-half-hour", "regular-session", "closing-minutes", "post-close",
-                "after-hours", "broker-open-minute")
+                "after-hours", "broker-open-minute", "final-minute")
 PARTS = len(PERIOD_NAMES)
 # A part still warming up (a symbol's first day) borrows the norm of the busier part before it, if that
 # one is warm: the rest of the regular session the first half hour's, the evening the post-close's. A
 # borrowed norm is higher than the part's own would be, so it can only make alerts rarer. The
 # transitions themselves have nothing busier before them and raise no rate alert until warm.
-BORROWS = np.array([-1, -1, -1, FIRST_HALF_HOUR, -1, -1, POST_CLOSE, -1], np.int64)
+BORROWS = np.array([-1, -1, -1, FIRST_HALF_HOUR, -1, -1, POST_CLOSE, -1, -1], np.int64)
 NS_PER_DAY = 86_400_000_000_000
 
 
@@ -65,12 +67,13 @@ def rate_state(n_buckets: int, sized: bool) -> np.dtype:
 
 @inline
 def _period(t: int, day0: int, offsets: np.ndarray, closes: np.ndarray, opening: np.ndarray,
-            closing: np.ndarray, broker_open: np.ndarray) -> int:
+            closing: np.ndarray, broker_open: np.ndarray, final: int) -> int:
     """The part of the day (PERIOD_NAMES) of UTC time `t`: `opening` holds the local times of day the
     pre-open, the first half hour and the rest of the regular session begin, `closing` the offsets from
     the day's close at which the closing minutes, the post-close and the after-hours begin,
-    `broker_open` the pre-market's broker-open minutes as [start, end) local times of day (see
-    SessionCalendar.day_table: a day before the table's first counts as its first)."""
+    `broker_open` the pre-market's broker-open minutes as [start, end) local times of day, `final`
+    how long before the close the final minute begins (see SessionCalendar.day_table: a day before the
+    table's first counts as its first)."""
     d = min(max(t // NS_PER_DAY - day0, 0), len(offsets) - 1)
     local = (t + offsets[d]) % NS_PER_DAY
     part = PRE_MARKET
@@ -85,6 +88,8 @@ def _period(t: int, day0: int, offsets: np.ndarray, closes: np.ndarray, opening:
         for edge in closing:
             if local >= closes[d] + edge:
                 part += 1
+        if part == CLOSING_MINUTES and local >= closes[d] - final:
+            return FINAL_MINUTE
     return part
 
 
@@ -145,6 +150,34 @@ def _drop(ring: np.ndarray, slots: np.uint64, window: np.ndarray, s: int, subtra
         slots &= slots - np.uint64(1)
 
 
+@inline
+def _judge(part: int, seen: np.ndarray, borrows: np.ndarray, warmup_bars: int) -> int:
+    """The part whose norm judges a window of part `part`: its own once warm, meanwhile the busier
+    part it borrows from if that one is warm (BORROWS); -1 when none is warm yet."""
+    if seen[part] < warmup_bars and borrows[part] >= 0:
+        part = borrows[part]
+    return part if seen[part] >= warmup_bars else -1
+
+
+@inline
+def _scale(part: int, window_bars: float) -> float:
+    """A norm (per bar) to a window: its share of the bar, but a whole bar's for a window of a
+    broker-open minute, whose trading comes at once (the queue released), not spread over the bar."""
+    return max(window_bars, 1.0) if part == BROKER_OPEN else window_bars
+
+
+@inline
+def _oldest(head: int, filled: np.uint64, n_buckets: int) -> int:
+    """The oldest bucket of the window (newest `head`) whose ring slot is in use (`filled`)."""
+    first = (head + 1) % n_buckets  # the slot of the oldest bucket the window can hold
+    mask = (np.uint64(1) << np.uint64(n_buckets)) - np.uint64(1)
+    rotated = ((filled >> np.uint64(first)) | (filled << np.uint64(n_buckets - first))) & mask
+    if rotated == np.uint64(0):
+        return head
+    j: int = trailing_zeros(rotated)  # type: ignore[call-arg]  # an intrinsic: typed by numba, not mypy
+    return head - n_buckets + 1 + j
+
+
 @kernel
 def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarray, price: np.ndarray,
           publisher: np.ndarray, instrument: np.ndarray, sequence: np.ndarray,
@@ -155,7 +188,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
           at_threshold: np.ndarray, at_expected: np.ndarray, at_norm: np.ndarray, at_part: np.ndarray,
           log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
           day0: int, offsets: np.ndarray, closes: np.ndarray, opening: np.ndarray, closing: np.ndarray,
-          broker_open: np.ndarray, trading: np.ndarray, borrows: np.ndarray, cap_z: float, cap_multiple: float, size_decay: np.ndarray,
+          broker_open: np.ndarray, final: int, trading: np.ndarray, borrows: np.ndarray, cap_z: float, cap_multiple: float, size_decay: np.ndarray,
           floor_caps: float, norm_clip: float, rearm: float, bar_ns: int, bucket_ns: int, window_bars: float,
           memory_bars: int, empty_decay: np.ndarray, recent_decay: np.ndarray, max_gap_bars: int, warmup_bars: int,
           multiple: float, minimum: float, cooldown_ns: int, settle_ns: int, hit: np.ndarray, where: np.ndarray,
@@ -183,7 +216,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
                 kept = size_decay[min(b - last, max_gap_bars)]
                 for m in range(3):
                     log_size[s, m] *= kept
-            now = _period(ts[i], day0, offsets, closes, opening, closing, broker_open)
+            now = _period(ts[i], day0, offsets, closes, opening, closing, broker_open, final)
             if last >= 0:
                 # The bar just ended goes into the norm of its part of the day. Empty bars count as
                 # zero within a part, while the exchange trades (a stray print at 03:00 made the hour
@@ -266,18 +299,21 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
             episode[s] = 0  # over: the next crossing is a new episode
         # The threshold, max(multiple x norm, floor), is at least the floor: below it nothing can
         # fire, and a quiet symbol's window almost always is, so the norm is only read above it.
-        p = period[s]
+        p = _judge(period[s], seen[s], borrows, warmup_bars)
         floor = minimum if count_trades else floor_caps * cap[s]
-        if seen[s, p] < warmup_bars and borrows[p] >= 0:
-            p = borrows[p]
-        if (episode[s] == 0 and total >= floor and not auction[i] and seen[s, p] >= warmup_bars
+        if (episode[s] == 0 and total >= floor and not auction[i] and p >= 0
                 and (at_ts[s] < 0 or ts[i] >= at_ts[s] + cooldown_ns)):
-            # A broker-open minute's trading comes at once (the queue released), not spread over its
-            # bar: a window shorter than a bar is judged against the whole bar's norm there.
-            scale = max(window_bars, 1.0) if p == BROKER_OPEN else window_bars
+            # A window whose prints reach back into the part before (a one-minute window in its part's
+            # first minute) holds prints of both: it is judged against the busier, once both are warm.
+            before = _judge(_period(_oldest(head[s], filled[s], n_buckets) * bucket_ns, day0, offsets, closes,
+                                    opening, closing, broker_open, final), seen[s], borrows, warmup_bars)
+            if before >= 0 and before != p and (norm[s, before] * _scale(before, window_bars)
+                                                > norm[s, p] * _scale(p, window_bars)):
+                p = before
+            scale = _scale(p, window_bars)
             expected = max(norm[s, p], recent[s]) * scale
             thr = max(multiple * expected, floor)
-            if total >= thr:
+            if total >= thr and before >= 0:
                 episode[s] = 1
                 at_ts[s], at_sequence[s], at_price[s], at_size[s] = ts[i], sequence[i], price[i], np.uint32(size[i])
                 at_publisher[s], at_instrument[s] = publisher[i], instrument[i]
@@ -366,7 +402,7 @@ class WindowRateDetector(InPlace):
                   st["at_sequence"], st["at_price"], st["at_size"], st["at_publisher"], st["at_instrument"],
                   st["peak"], st["at_threshold"], st["at_expected"], st["at_norm"], st["at_part"], log_size, cap,
                   self.count_trades, day0, offsets, closes, self.calendar.opening_ns, self.calendar.closing_ns,
-                  self.calendar.broker_open_ns, self.calendar.trading_ns, BORROWS, self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
+                  self.calendar.broker_open_ns, self.calendar.final_ns, self.calendar.trading_ns, BORROWS, self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
                   self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns, self.memory_bars,
                   self._empty_decay, self._recent_decay, self.max_gap_bars, self.warmup_bars, self.multiple,
                   self.minimum, self.cooldown_ns, self.settle_ns, hit, where, what)
