@@ -123,7 +123,7 @@ class _Answer(BaseHTTPRequestHandler):
         self.send_response(self.status)
         self.send_header("Content-Type", "text/plain")
         self.end_headers()
-        self.wfile.write(b"404 page not found")
+        self.wfile.write(b"404 page not found\n")  # as Prometheus answers, newline and all
 
     def log_message(self, *args: object) -> None:
         pass
@@ -135,8 +135,11 @@ def test_a_server_that_is_not_elasticsearch_stops_the_indexer_at_its_start() -> 
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_port}"
-        with pytest.raises(ConfigError, match=rf"^ELASTICSEARCH_URL: {url} answered HTTP 404 to a cluster health "):
+        with pytest.raises(ConfigError,
+                           match=rf"^ELASTICSEARCH_URL: {url} answered HTTP 404 to a cluster health ") as exc:
             check_elasticsearch(url)
+        assert "\n" not in str(exc.value)  # one line, the server's message in it
+        assert "request: 404 page not found (is it Elasticsearch?" in str(exc.value)
     finally:
         server.shutdown()
         server.server_close()

@@ -78,6 +78,7 @@ def probe(settings: ElasticsearchSettings, timeout: float = 5.0) -> str | None:
     when it cannot be reached now (down, timed out, 429/5xx: worth waiting for); raises
     ElasticsearchRejected when the server says no for good (credentials, or not Elasticsearch)."""
     from adapters.elasticsearch.errors import ElasticsearchRejected
+    from adapters.elasticsearch.query import one_line
     from adapters.elasticsearch.sink import transient_reason
     from elasticsearch import ApiError
 
@@ -91,7 +92,8 @@ def probe(settings: ElasticsearchSettings, timeout: float = 5.0) -> str | None:
             return reason
         if isinstance(exc, ApiError):
             raise ElasticsearchRejected(f"{settings.safe_url} answered HTTP {exc.meta.status} to a cluster health "
-                                        f"request: {exc.message} (is it Elasticsearch? are the credentials right?)",
+                                        f"request: {one_line(str(exc.message))} (is it Elasticsearch? are the credentials "
+                                        "right?)",
                                         exc.meta.status) from None
         return f"{type(exc).__name__}: {exc}"[:300]
     finally:
