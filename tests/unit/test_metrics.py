@@ -67,6 +67,16 @@ def test_known_detectors_start_at_zero_so_the_first_anomaly_shows_in_rate(regist
     assert value(registry, "stockanomaly_model_refits_total", detector="high_volume") == 0
 
 
+def test_allow_listed_symbols_start_at_zero_too_so_their_first_anomaly_shows_in_rate(registry) -> None:
+    # A series born at 1 is its own first sample: rate() and increase() never see that anomaly.
+    m = PrometheusMetrics(registry, symbols=parse_symbols("NVDA,AAPL"), detectors=["high_volume", "trade_burst"])
+    for symbol in ("NVDA", "AAPL", ""):
+        for detector in ("high_volume", "trade_burst"):
+            assert value(registry, "stockanomaly_anomalies_total", detector=detector, symbol=symbol) == 0
+    m.anomalies_found("trade_burst", "NVDA", 1)
+    assert value(registry, "stockanomaly_anomalies_total", detector="trade_burst", symbol="NVDA") == 1
+
+
 @pytest.mark.parametrize("kind, present, absent", [
     ("detector", ["bad_json", "bad_encoding", "wrong_partition", "bad_price", "missing_symbol", "duplicate",
                   "out_of_order"], ["bad_anomaly", "index_rejected"]),

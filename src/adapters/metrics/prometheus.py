@@ -45,10 +45,10 @@ class PrometheusMetrics:
 
     Cardinality is bounded by configuration: anomalies carry a `symbol` label only for symbols in
     `symbols`; every other symbol gets the empty value, which Prometheus stores as no label at all.
-    Series for the known detectors and dead-letter reasons exist from the start at 0, so the first
-    anomalies or dead letters after a (re)start show up in rate() instead of being the series' first
-    sample. `exports` names the kind
-    of process (`EXPORTS`): only its families are registered, the others count into nothing.
+    Series for the known detectors (each allow-listed symbol's too) and dead-letter reasons exist from
+    the start at 0, so the first anomalies or dead letters after a (re)start show up in rate() instead
+    of being the series' first sample. `exports` names the kind of process (`EXPORTS`): only its
+    families are registered, the others count into nothing.
     """
 
     def __init__(self, registry: CollectorRegistry, *, symbols: Iterable[str] = (),
@@ -106,7 +106,8 @@ class PrometheusMetrics:
                                "the retention (STOCKANOMALY_ES_RETENTION_DAYS).", namespace=ns,
                                registry=registry_of("elasticsearch_indices_deleted"))
         for detector in detectors:
-            self.anomalies.labels(detector=detector, symbol="")
+            for label in ("", *sorted(self.symbols)):  # the allow-listed symbols' series too
+                self.anomalies.labels(detector=detector, symbol=label)
             self.refits.labels(detector=detector)
         for reason in reasons:  # so a process's first dead letters show in rate(), not as a new series
             self.dead.labels(reason=reason)
