@@ -136,6 +136,8 @@ GOOD_KEY, GOOD_VALUE = encode_batch("NVDA", calm_flow(3, symbol="NVDA"))
     (b"NVDA", b"", "bad_encoding", "empty value"),
     (b"NVDA", b"STB9" + GOOD_VALUE[4:], "bad_encoding", "expected"),
     (b"NVDA", b"\x00\x01garbage", "bad_encoding", "expected"),
+    # names both binary formats, STB2 (what ingest writes) first
+    (b"NVDA", b"not json at all", "bad_encoding", "expected b'STB2', b'STB1' or JSON"),
     (b"NVDA", MAGIC + b"\x03", "bad_encoding", "truncated header"),
     (b"NVDA", GOOD_VALUE[:-5], "bad_encoding", "truncated"),
     (b"NVDA", GOOD_VALUE[:4] + struct.pack("<I", 4) + GOOD_VALUE[8:], "bad_encoding", "count mismatch"),
@@ -157,7 +159,7 @@ GOOD_KEY, GOOD_VALUE = encode_batch("NVDA", calm_flow(3, symbol="NVDA"))
      "bad_field", "outside"),
     (b"NVDA", json.dumps({"ts_event": T0, "price": 1, "size": 2, "side": "Bid"}).encode(), "bad_field", "side"),
     (b"NVDA", json.dumps({"ts_event": T0, "price": True, "size": 2}).encode(), "bad_field", "price"),
-], ids=["none-value", "empty-value", "wrong-magic", "not-ours", "short-header", "truncated-rows",
+], ids=["none-value", "empty-value", "wrong-magic", "not-ours", "names-both-formats", "short-header", "truncated-rows",
         "count-mismatch", "no-key", "empty-key", "key-not-utf8", "key-too-long", "bad-json", "list-of-scalars",
         "json-missing-ts", "json-no-symbol-no-key", "json-no-symbol-bad-key", "json-price-string", "json-fractional-size",
         "json-bad-iso", "json-out-of-range", "json-bad-side", "json-bool-price"])

@@ -121,7 +121,8 @@ def decode_many(messages: Sequence[tuple[bytes | None, bytes | None, str]],
             one, found = decode_json(key, raw, origin)  # a bad element of a list costs only itself
             letters[m] = [replace(d, key=key) for d in found]
         else:
-            what = "empty value" if not raw else f"value starts with {raw[:8]!r}, expected {MAGIC!r} or JSON"
+            what = "empty value" if not raw else \
+                f"value starts with {raw[:8]!r}, expected {MAGIC_MULTI!r}, {MAGIC!r} or JSON"
             one = DeadLetter(BAD_ENCODING, what, origin, raw)
         if isinstance(one, DeadLetter):
             letters[m] = [replace(one, key=key)]
