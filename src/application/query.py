@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
+from domain.detectors import DETECTOR_NAMES
 from domain.errors import DomainError
 from domain.model import Anomaly
 from domain.ports import AnomalyQuery
@@ -19,7 +20,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class InvalidQuery(DomainError):
-    """A query that cannot be run as asked (unreadable time, empty range, bad limit)."""
+    """A query that cannot be run as asked (unreadable time, empty range, bad limit, unknown detector)."""
 
 
 def parse_time(text: str, now_ns: int) -> int:
@@ -77,5 +78,8 @@ class QueryAnomalies:
             raise InvalidQuery(f"limit must be at least 1, got {limit}")
         if order not in ("time", "score"):
             raise InvalidQuery(f"order must be 'time' or 'score', got {order!r}")
+        unknown = [d for d in detectors if d not in DETECTOR_NAMES]
+        if unknown:  # a misspelt one would match nothing, which reads as "all quiet"
+            raise InvalidQuery(f"unknown detectors {unknown}; choose from {', '.join(DETECTOR_NAMES)}")
         return self.query.search(symbols=tuple(symbols), detectors=tuple(detectors), since_ns=since_ns,
                                  until_ns=until_ns, min_score=min_score, limit=limit, order=order)

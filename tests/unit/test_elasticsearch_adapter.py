@@ -403,11 +403,18 @@ def test_query_resolves_relative_times_against_the_clock() -> None:
                            "min_score": 2.0, "limit": 5, "order": "time"}
 
 
-@pytest.mark.parametrize("criteria", [{"since": "yesterday-ish"}, {"since": "1h", "until": "2h"}, {"limit": 0}],
-                         ids=["unreadable", "empty-range", "zero-limit"])
+@pytest.mark.parametrize("criteria", [{"since": "yesterday-ish"}, {"since": "1h", "until": "2h"}, {"limit": 0},
+                                      {"detectors": ["high_volume", "highvolume"]}],
+                         ids=["unreadable", "empty-range", "zero-limit", "unknown-detector"])
 def test_query_refuses_requests_it_cannot_run(criteria: dict) -> None:
     with pytest.raises(InvalidQuery):
         QueryAnomalies(FakeAnomalyQuery(), clock=lambda: TS)(**criteria)
+
+
+def test_query_names_the_detectors_when_one_is_unknown() -> None:
+    # A misspelt detector matched nothing: "no anomalies match" read as all quiet (replay and suppress refuse it).
+    with pytest.raises(InvalidQuery, match=r"^unknown detectors \['highvolume'\]; choose from high_volume, "):
+        QueryAnomalies(FakeAnomalyQuery(), clock=lambda: TS)(detectors=["highvolume"])
 
 
 def test_search_body_filters_and_sorts_newest_first() -> None:
