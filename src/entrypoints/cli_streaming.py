@@ -582,9 +582,10 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
                 await channel.close()
 
     def banner() -> None:  # once started: a start that fails says so in one line, with nothing before it
+        limit = (f"at most one per symbol per {config.notify_per_symbol_seconds:g}s of event time"
+                 if config.notify_per_symbol_seconds else "no per-symbol limit")
         err.print(f"notifying {topic} (consumer group {group}) to {len(channels)} webhook(s): severity "
-                  f"{config.notify_min_severity} and above, "
-                  f"at most one per symbol per {config.notify_per_symbol_seconds:g}s of event time", highlight=False)
+                  f"{config.notify_min_severity} and above, {limit}", highlight=False)
 
     try:
         asyncio.run(run())

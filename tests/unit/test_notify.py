@@ -358,6 +358,24 @@ def test_a_notifier_that_cannot_start_says_so_in_one_line_without_its_banner() -
     assert error.count("KafkaConnectionError") == 1
 
 
+@pytest.mark.parametrize(("seconds", "limit"), [("300", "at most one per symbol per 300s of event time"),
+                                                ("0", "no per-symbol limit")])
+def test_the_banner_says_the_per_symbol_limit_or_that_there_is_none(monkeypatch, seconds: str, limit: str) -> None:
+    """With STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS=0 the banner promised 'at most one per symbol per 0s'."""
+    import adapters.kafka.notifier
+
+    async def started_then_done(*args: object, started: Any, **kwargs: object) -> None:
+        started()
+
+    monkeypatch.setattr(adapters.kafka.notifier, "notify_from_topic", started_then_done)
+    result = CliRunner().invoke(main, ["notify", "--webhook", "http://127.0.0.1:1/h"],
+                                env={"STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS": seconds,
+                                     "STOCKANOMALY_NOTIFIER_METRICS_PORT": "0", "STOCKANOMALY_METRICS_ADDR": "127.0.0.1"})
+    assert result.exit_code == 0, result.output
+    [banner] = [line for line in result.output.splitlines() if line.startswith("notifying")]
+    assert banner.endswith(f"severity medium and above, {limit}")
+
+
 @pytest.mark.parametrize("status", [200, 503, 400])
 def test_a_reply_body_that_is_not_utf8_does_not_break_the_delivery(status: int) -> None:
     """The receiver's reply is only read for the log line: a 200 answered with Latin-1 (or binary)
