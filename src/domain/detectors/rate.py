@@ -201,6 +201,9 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
     per_bar = bar_ns // bucket_ns
     steady = 1.0 / memory_bars
     k = 0
+    # Whether the bar of `edge_s`'s prints `edge_bar` begins a part of the day (its minute before is of
+    # another part): what a window reaching back a bar is asked, once per symbol and bar of the batch.
+    edge_s, edge_bar, edge = -1, -1, False
     for i in range(len(ts)):
         s = slot[i]
         # The bar in progress is the newest bucket's (a bar is a whole number of buckets; -1: none yet).
@@ -305,8 +308,16 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
                 and (at_ts[s] < 0 or ts[i] >= at_ts[s] + cooldown_ns)):
             # A window whose prints reach back into the part before (a one-minute window in its part's
             # first minute) holds prints of both: it is judged against the busier, once both are warm.
-            before = _judge(_period(_oldest(head[s], filled[s], n_buckets) * bucket_ns, day0, offsets, closes,
-                                    opening, closing, broker_open, final), seen[s], borrows, warmup_bars)
+            b = head[s] // per_bar
+            oldest = _oldest(head[s], filled[s], n_buckets)
+            if oldest // per_bar < b and (s, b) != (edge_s, edge_bar):
+                edge_s, edge_bar = s, b
+                edge = (_period(b * bar_ns - 1, day0, offsets, closes, opening, closing, broker_open, final)
+                        != _period(b * bar_ns, day0, offsets, closes, opening, closing, broker_open, final))
+            before = p
+            if oldest // per_bar < b - 1 or (oldest // per_bar == b - 1 and edge):
+                before = _judge(_period(oldest * bucket_ns, day0, offsets, closes, opening, closing, broker_open,
+                                        final), seen[s], borrows, warmup_bars)
             if before >= 0 and before != p and (norm[s, before] * _scale(before, window_bars)
                                                 > norm[s, p] * _scale(p, window_bars)):
                 p = before
