@@ -362,6 +362,87 @@ def decode(bootstrap: str | None, topic: str | None, dead_letters: bool, partiti
 
 @main.command()
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
+@click.option("--topic", help="The dead-letter topic [default: STOCKANOMALY_DLQ_TOPIC, else trades.dlq].")
+@click.option("--es-url", help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; "
+                                "credentials as for `query`.")
+@click.option("--retry-seconds", default=60.0, show_default=True, type=FiniteRange(min=0),
+              help="How long to retry while Elasticsearch is unavailable before giving up.")
+def reindex(bootstrap: str | None, topic: str | None, es_url: str | None, retry_seconds: float) -> None:
+    """Index again the documents Elasticsearch refused (dead letters `index_rejected`), once the cause
+    is fixed (a mapping, a template): each is written under its id into the indices the indexer
+    writes (STOCKANOMALY_ES_INDEX_PREFIX / _INCIDENTS_PREFIX), so one already there is replaced, not
+    duplicated, and running it twice is harmless. Reads the topic to its end as it is at the start;
+    nothing goes back through Kafka (the notifier sees nothing again). Exits 1 when any document is
+    refused again, or cannot be read, saying which and why."""
+    import asyncio
+    from dataclasses import replace
+
+    from adapters.elasticsearch import ElasticsearchAdapterError, ElasticsearchUnavailable
+    from adapters.kafka.dead_letters import read_dead_letter, truncated_length
+    from adapters.kafka.records import INDEX_REJECTED, decode_anomaly, decode_incident
+    from application.reindex import reindex as index_again
+    from domain.model import DeadLetter
+    from entrypoints.container import elasticsearch_sink
+
+    config = settings_or_fail(kafka_bootstrap_servers=bootstrap, elasticsearch_url=es_url)
+    name = topic_to_read(topic, config.dlq_topic)
+    streaming = config.streaming()
+    if not streaming.elasticsearch_url:
+        streaming = replace(streaming, elasticsearch_url="http://127.0.0.1:9200")
+    # kind -> id -> its latest record (a document refused twice is indexed once)
+    documents: dict[str, dict[str, Any]] = {"anomalies": {}, "incidents": {}}
+    decoders = {"anomalies": decode_anomaly, "incidents": decode_incident}
+    unreadable: list[str] = []
+    letters = 0
+
+    def collect(record: Any) -> bool:
+        nonlocal letters
+        letter = read_dead_letter(record.key, record.value, record.headers)
+        if letter is None or letter.reason != INDEX_REJECTED:
+            return True
+        letters += 1
+        # The origin is `<topic>:<id>`; the incidents topic's hold incidents (the other kind is tried
+        # too, in case the topics were renamed since).
+        first = "incidents" if letter.origin.rpartition(":")[0] == config.incidents_topic else "anomalies"
+        failures = []
+        for kind in (first, *(k for k in decoders if k != first)):
+            document = decoders[kind](letter.raw, letter.origin)
+            if not isinstance(document, DeadLetter):
+                documents[kind][document.id] = document
+                return True
+            failures.append(document.detail)
+        cut = truncated_length(record.headers)
+        unreadable.append(f"{record.partition}@{record.offset} ({letter.origin or '?'}): " + (
+            f"its record was cut to {len(letter.raw):,} of {cut:,} bytes" if cut else failures[0]))
+        return True
+
+    _each_record(config, name, collect)
+    if not letters:
+        click.echo(f"no {INDEX_REJECTED} dead letters on {name}")
+        return
+    sinks = {"anomalies": elasticsearch_sink(streaming, retry_seconds=retry_seconds),
+             "incidents": elasticsearch_sink(streaming, incidents=True, retry_seconds=retry_seconds)}
+    try:
+        outcome = asyncio.run(index_again({k: list(v.values()) for k, v in documents.items()},
+                                          sinks))  # type: ignore[arg-type]  # the container builds `object`s
+    except ElasticsearchUnavailable as exc:
+        fail(f"Elasticsearch unavailable for {retry_seconds:g}s: {exc.pending:,} documents not written; their "
+             f"dead letters stay on {name}: run reindex again once it answers")
+    except ElasticsearchAdapterError as exc:
+        fail(f"nothing more indexed: {exc}")
+    one = {"anomalies": "anomaly", "incidents": "incident"}
+    done = ", ".join(f"{n:,} {kind if n != 1 else one[kind]}" for kind, n in outcome.indexed.items() if n)
+    click.echo(f"indexed again: {done or 'nothing'} (from {letters:,} {INDEX_REJECTED} dead letters on {name})")
+    for doc_id, why in outcome.refused:
+        click.echo(f"refused again: {doc_id}: {why}", err=True)
+    for line in unreadable:
+        click.echo(f"unreadable: {line}", err=True)
+    if outcome.refused or unreadable:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
 @click.option("--topic", help="[default: STOCKANOMALY_ANOMALIES_TOPIC, else anomalies]")
 @click.option("-n", "--last", default=10, show_default=True, type=click.IntRange(1),
               help="Start with the last N anomalies or incidents (of all partitions, in the order the workers "

@@ -64,9 +64,9 @@ def incident_file(out: str | None) -> object | None:
     return JsonLinesIncidentSink(incidents_path(out)) if out else None
 
 
-def elasticsearch_sink(settings: StreamingSettings, incidents: bool = False) -> object:
+def elasticsearch_sink(settings: StreamingSettings, incidents: bool = False, retry_seconds: float = math.inf) -> object:
     """The indexer's Elasticsearch sink (of anomalies, or of incidents): transient failures retried
-    for as long as they last."""
+    for as long as they last (a command: for `retry_seconds`)."""
     if not settings.elasticsearch_url:
         raise ConfigError("the indexer needs ELASTICSEARCH_URL (e.g. http://127.0.0.1:9200)")
     from adapters.elasticsearch import AsyncElasticsearchAnomalySink, ElasticsearchSettings, RetryPolicy, connect_async
@@ -77,7 +77,7 @@ def elasticsearch_sink(settings: StreamingSettings, incidents: bool = False) -> 
         connect_async(ElasticsearchSettings.from_env(url=settings.elasticsearch_url)),
         index_prefix=settings.elasticsearch_incidents_index if incidents else settings.elasticsearch_index,
         refresh=refresh, replicas=settings.elasticsearch_replicas,
-        refresh_interval=settings.elasticsearch_refresh_interval, retry=RetryPolicy(total=math.inf),
+        refresh_interval=settings.elasticsearch_refresh_interval, retry=RetryPolicy(total=retry_seconds),
         kind=INCIDENTS if incidents else ANOMALIES)
 
 

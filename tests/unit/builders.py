@@ -6,9 +6,10 @@ import asyncio
 
 import numpy as np
 
+from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
 from domain.detectors.base import PooledDetector
 from domain.market import MarketBatch
-from domain.model import TRADE_DTYPE, Trade, trades_to_batch
+from domain.model import TRADE_DTYPE, Anomaly, Trade, trades_to_batch
 from domain.symbols import factorize
 
 # 2025-03-04 15:00:00 UTC = 10:00 New York: inside the regular session, away from the crosses.
@@ -99,3 +100,38 @@ async def until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-un
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "the agent did not get there in time"
         await asyncio.sleep(0.01)
+
+
+class FakeIndexSink:
+    """An Elasticsearch sink of the indexer's kind: writes what it is given but the ids in `reject`
+    (refused for good, as a mapping would: `drain_failed`), or fails every flush with `refuse`."""
+
+    def __init__(self, refuse: Exception | None = None, reject: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.counters = SinkCounters()
+        self.buffered: list[Anomaly] = []
+        self.written: list[Anomaly] = []
+        self.failed: list[FailedAnomaly] = []
+        self.refuse, self.reject = refuse, reject
+        self.closed = False
+
+    async def publish(self, anomalies):  # type: ignore[no-untyped-def]
+        self.buffered += anomalies
+
+    async def flush(self) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        for a in self.buffered:
+            if a.id in self.reject:
+                self.failed.append(FailedAnomaly(a, 400, "mapper_parsing_exception"))
+                self.counters.failed += 1
+            else:
+                self.written.append(a)
+                self.counters.written += 1
+        self.buffered = []
+
+    def drain_failed(self) -> list[FailedAnomaly]:
+        failed, self.failed = self.failed, []
+        return failed
+
+    async def close(self, flush: bool = True) -> None:
+        self.closed = True

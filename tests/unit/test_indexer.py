@@ -6,9 +6,9 @@ import json
 from dataclasses import replace
 
 import pytest
-from builders import until
+from builders import FakeIndexSink as FakeSink, until
 
-from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
+from adapters.elasticsearch.bulk import FailedAnomaly
 from adapters.faust.indexer import create_indexer_app, rejected_letters
 from adapters.kafka.records import decode_anomaly, decode_incident
 from adapters.memory import InMemoryMetrics
@@ -18,38 +18,6 @@ from entrypoints.settings import load_settings
 ANOMALY = Anomaly(id="a1", detector="high_volume", symbol="NVDA", ts_event=1_746_450_000_000_000_000, price=113.5,
                   size=120_000, score=45.2, severity="high", reason="size 120,000 is 45.2x NVDA's p99.9 of 2,656",
                   publisher_id=2, instrument_id=11667, sequence=42, details={"threshold": 2656.0})
-
-
-class FakeSink:
-    def __init__(self, refuse: Exception | None = None, reject: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-        self.counters = SinkCounters()
-        self.buffered: list[Anomaly] = []
-        self.written: list[Anomaly] = []
-        self.failed: list[FailedAnomaly] = []
-        self.refuse, self.reject = refuse, reject
-        self.closed = False
-
-    async def publish(self, anomalies):  # type: ignore[no-untyped-def]
-        self.buffered += anomalies
-
-    async def flush(self) -> None:
-        if self.refuse is not None:
-            raise self.refuse
-        for a in self.buffered:
-            if a.id in self.reject:
-                self.failed.append(FailedAnomaly(a, 400, "mapper_parsing_exception"))
-                self.counters.failed += 1
-            else:
-                self.written.append(a)
-                self.counters.written += 1
-        self.buffered = []
-
-    def drain_failed(self) -> list[FailedAnomaly]:
-        failed, self.failed = self.failed, []
-        return failed
-
-    async def close(self, flush: bool = True) -> None:
-        self.closed = True
 
 
 def test_an_anomaly_survives_the_topic_round_trip() -> None:
