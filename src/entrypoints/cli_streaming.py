@@ -426,8 +426,8 @@ def reindex(bootstrap: str | None, topic: str | None, es_url: str | None, retry_
         outcome = asyncio.run(index_again({k: list(v.values()) for k, v in documents.items()},
                                           sinks))  # type: ignore[arg-type]  # the container builds `object`s
     except ElasticsearchUnavailable as exc:
-        fail(f"Elasticsearch unavailable for {retry_seconds:g}s: {exc.pending:,} documents not written; their "
-             f"dead letters stay on {name}: run reindex again once it answers")
+        fail(f"Elasticsearch unavailable for {retry_seconds:g}s: {exc.pending:,} document{'s' * (exc.pending != 1)} "
+             f"not written; their dead letters stay on {name}: run reindex again once it answers")
     except ElasticsearchAdapterError as exc:
         fail(f"nothing more indexed: {exc}")
     one = {"anomalies": "anomaly", "incidents": "incident"}

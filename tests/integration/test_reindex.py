@@ -111,5 +111,5 @@ async def test_reindex_gives_up_on_an_unreachable_elasticsearch_in_one_line(kafk
         "--retry-seconds", "0.5"])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        f"Error: Elasticsearch unavailable for 0.5s: 1 documents not written; their dead letters stay on {dlq}: "
+        f"Error: Elasticsearch unavailable for 0.5s: 1 document not written; their dead letters stay on {dlq}: "
         "run reindex again once it answers")

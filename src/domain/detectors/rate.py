@@ -188,7 +188,8 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
           at_threshold: np.ndarray, at_expected: np.ndarray, at_norm: np.ndarray, at_part: np.ndarray,
           log_size: np.ndarray, cap: np.ndarray, count_trades: bool,
           day0: int, offsets: np.ndarray, closes: np.ndarray, opening: np.ndarray, closing: np.ndarray,
-          broker_open: np.ndarray, final: int, trading: np.ndarray, borrows: np.ndarray, cap_z: float, cap_multiple: float, size_decay: np.ndarray,
+          broker_open: np.ndarray, final: int, trading: np.ndarray, borrows: np.ndarray, cap_z: float,
+          cap_multiple: float, size_decay: np.ndarray,
           floor_caps: float, norm_clip: float, rearm: float, bar_ns: int, bucket_ns: int, window_bars: float,
           memory_bars: int, empty_decay: np.ndarray, recent_decay: np.ndarray, max_gap_bars: int, warmup_bars: int,
           multiple: float, minimum: float, cooldown_ns: int, settle_ns: int, hit: np.ndarray, where: np.ndarray,
@@ -201,8 +202,8 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
     per_bar = bar_ns // bucket_ns
     steady = 1.0 / memory_bars
     k = 0
-    # Whether the bar of `edge_s`'s prints `edge_bar` begins a part of the day (its minute before is of
-    # another part): what a window reaching back a bar is asked, once per symbol and bar of the batch.
+    # Whether bar `edge_bar` begins a part of the day (the minute before it is of another part): asked
+    # for a window of symbol `edge_s` that reaches back into the bar before, once per symbol and bar.
     edge_s, edge_bar, edge = -1, -1, False
     for i in range(len(ts)):
         s = slot[i]
@@ -308,8 +309,7 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
                 and (at_ts[s] < 0 or ts[i] >= at_ts[s] + cooldown_ns)):
             # A window whose prints reach back into the part before (a one-minute window in its part's
             # first minute) holds prints of both: it is judged against the busier, once both are warm.
-            b = head[s] // per_bar
-            oldest = _oldest(head[s], filled[s], n_buckets)
+            oldest = _oldest(head[s], filled[s], n_buckets)  # (`b` is the newest bucket's bar)
             if oldest // per_bar < b and (s, b) != (edge_s, edge_bar):
                 edge_s, edge_bar = s, b
                 edge = (_period(b * bar_ns - 1, day0, offsets, closes, opening, closing, broker_open, final)
@@ -413,7 +413,8 @@ class WindowRateDetector(InPlace):
                   st["at_sequence"], st["at_price"], st["at_size"], st["at_publisher"], st["at_instrument"],
                   st["peak"], st["at_threshold"], st["at_expected"], st["at_norm"], st["at_part"], log_size, cap,
                   self.count_trades, day0, offsets, closes, self.calendar.opening_ns, self.calendar.closing_ns,
-                  self.calendar.broker_open_ns, self.calendar.final_ns, self.calendar.trading_ns, BORROWS, self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
+                  self.calendar.broker_open_ns, self.calendar.final_ns, self.calendar.trading_ns, BORROWS,
+                  self.cap_z, self.cap_multiple, self._size_decay, self.floor_caps, self.norm_clip,
                   self.rearm, self.bar_ns, self.bucket_ns, self.window_ns / self.bar_ns, self.memory_bars,
                   self._empty_decay, self._recent_decay, self.max_gap_bars, self.warmup_bars, self.multiple,
                   self.minimum, self.cooldown_ns, self.settle_ns, hit, where, what)
