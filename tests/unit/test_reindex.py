@@ -1,6 +1,6 @@
 """`reindex`: the documents Elasticsearch refused, written again by their kind's sink, what it
 refuses again reported (not retried), and every sink closed however it ends. (That a document
-written again replaces the one under its id: tests/integration/test_reindex.py.)"""
+written again replaces the one under its id: tests/integration/test_reindex_dead_letters.py.)"""
 
 from __future__ import annotations
 
