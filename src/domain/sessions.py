@@ -49,13 +49,13 @@ class SessionCalendar:
         # orders their customers queued overnight at 07:00 and at 08:00. On both real NVDA days the
         # minute from each trades five to ten times the minutes around it, much of it within a second
         # (78-101 prints), every day: a part of their own, like the open and the close. Two minutes
-        # each: the release's and the one whose one-minute windows still hold it.
+        # each: the release's and the one after it, still busier than the pre-market.
+        self.broker_open_ns = np.array([[start, start + broker_open_s] for start in broker_opens_s],
+                                       np.int64).reshape(-1, 2) * NS_PER_S
         # The closing minutes' last (`final_s` before the close): on the real NVDA days it trades 7.7x and
         # 12.8x the shares of the nine before it (their mean; 3.7x and 7.0x the trades), so pooled with
         # them it fired whenever it was a little busier than the day before's. A part of its own.
         self.final_ns = final_s * NS_PER_S
-        self.broker_open_ns = np.array([[start, start + broker_open_s] for start in broker_opens_s],
-                                       np.int64).reshape(-1, 2) * NS_PER_S
         self.window_ns = window_s * NS_PER_S
         # When the exchange trades at all: from the pre-market's start (local time of day) to the end
         # of the after-hours (an offset from the day's close: 20:00, 17:00 on early-close days).
