@@ -333,6 +333,7 @@ async def test_live_trades_are_cut_every_n_trades_and_unmapped_instruments_are_d
     assert [c.trades["sequence"].tolist() for c in chunks] == [[1, 2], [4, 5]]
     letters = [d for c in chunks for d in c.dead_letters]
     assert [d.reason for d in letters] == ["unknown_instrument", "bad_row"]
+    assert [d.origin for d in letters] == ["live:XNAS.ITCH, record 5", "live:XNAS.ITCH, record 7"]  # from 1
     assert "99" in letters[0].detail and len(letters[0].raw) == 48
     assert letters[1].detail == f"symbol longer than 24 characters: {spread!r} (instrument_id 7)"
     row = chunks[0].trades[0]

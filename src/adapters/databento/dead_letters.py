@@ -28,7 +28,7 @@ def record(index: int) -> str:
     return f"record {index + 1}"
 
 
-def origin(path: Path, where: str) -> str:
+def origin(path: Path | str, where: str) -> str:
     return f"{path}, {where}"
 
 

@@ -13,6 +13,7 @@ import structlog
 from databento.common.error import BentoError
 from databento_dbn import ErrorMsg, MBP1Msg, MBP10Msg, SymbolMappingMsg, SystemMsg, TradeMsg
 
+from adapters.databento.dead_letters import origin, record as record_at
 from adapters.databento.symbology import SYMBOL_WIDTH
 from domain.errors import ConfigError, SourceError
 from domain.model import TRADE_DTYPE, DeadLetter
@@ -137,15 +138,16 @@ class _TradeBuffer:
         if len(self.recent) > RECENT_TRADES:
             del self.recent[next(iter(self.recent))]
         symbol = self.symbols.get(record.instrument_id)
+        where = origin(self.origin, record_at(self.index - 1))  # (`index` counts from 1)
         if symbol is None:
             self.letters.append(DeadLetter("unknown_instrument",
                                            f"instrument_id {record.instrument_id} has no symbol mapping yet",
-                                           f"{self.origin}, record {self.index}", bytes(record)))
+                                           where, bytes(record)))
             return
         if len(symbol) > SYMBOL_WIDTH:  # cut to the width, two names could become one symbol
             self.letters.append(DeadLetter("bad_row", f"symbol longer than {SYMBOL_WIDTH} characters: {symbol!r} "
                                                       f"(instrument_id {record.instrument_id})",
-                                           f"{self.origin}, record {self.index}", bytes(record)))
+                                           where, bytes(record)))
             return
         price = record.price
         self.rows.append((record.ts_event, record.ts_recv, np.nan if price == UNDEF_PRICE else price / 1e9,
