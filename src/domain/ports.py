@@ -98,6 +98,15 @@ class Metrics(Protocol):
         """Whether the exchange's regular session is on now: when trades are expected to flow."""
         ...
 
+    def partition_stalled(self, seconds: Mapping[int, float]) -> None:
+        """Per input partition this process owns now: how long it has had messages waiting while
+        none was processed (0: caught up or moving on)."""
+        ...
+
+    def event_loop_beat(self) -> None:
+        """The process's event loop runs (called every second by a timer on it)."""
+        ...
+
     def notifications(self, result: str, count: int, retries: int = 0) -> None:
         """The notifier's records by result (sent, held_back, below_severity, refused), and webhook
         attempts retried, since the last call."""

@@ -544,6 +544,77 @@ async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_is_pro
     assert sum(e["count"] for e in batches) == len(letters) and len(batches) < len(letters)
 
 
+def worker_gauges(port: int) -> dict[str, dict[str, float]]:
+    """A worker's stockanomaly_* gauges on its /metrics: name -> partition label ('' without) -> value."""
+    out: dict[str, dict[str, float]] = {}
+    try:
+        samples = scrape(port)
+    except OSError:  # not serving yet (the worker is starting)
+        return out
+    for (name, labels), value in samples.items():
+        if name in ("stockanomaly_consumer_lag", "stockanomaly_partition_stalled_seconds",
+                    "stockanomaly_event_loop_blocked_seconds", "stockanomaly_trades_processed_total"):
+            out.setdefault(name, {})[dict(labels).get("partition", "")] = value
+    return out
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["await", "block"])
+async def test_a_stuck_worker_says_so_on_its_metrics_while_its_partitions_wait(stream: Stream, market,
+                                                                               how: str) -> None:
+    """A worker alive but stuck in a take holds its partitions: no other worker takes them over and
+    nothing it owns is judged. Its /metrics must show it (the alert StockanomalyWorkerStuck reads
+    them): the lag growing with what is sent, the seconds its partitions have waited without
+    progress, and, when the take blocks the event loop itself, how long that has been blocked."""
+    metrics_port = free_port()
+    env = dict(stream.env, STOCKANOMALY_DATA_DIR=str(stream.workdir / "w1-data"), STOCKANOMALY_WORKER_WEB_PORT="16078",
+               STOCKANOMALY_METRICS_PORT=str(metrics_port), STUCK_SYMBOL="STUCK", STUCK_HOW=how,
+               PYTHONPATH=str(Path(__file__).parent))
+    worker = stream._start("stuck_worker_app", "w1", env)
+    first, rest = market[:40_000], market[40_000:]
+    await stream.produce(as_messages(first))
+
+    def healthy() -> dict[str, dict[str, float]] | None:
+        gauges = worker_gauges(metrics_port)
+        lags = gauges.get("stockanomaly_consumer_lag", {})
+        done = gauges.get("stockanomaly_trades_processed_total", {}).get("", 0)
+        return gauges if done == len(first) and len(lags) == PARTITIONS and not any(lags.values()) else None
+
+    gauges = eventually(healthy, timeout=240, interval=1.0, what="the first trades processed, every lag 0")
+    await stream.wait(stream.offsets_committed_to_the_end, 60, "the first trades committed")
+    assert set(gauges["stockanomaly_partition_stalled_seconds"].values()) == {0.0}
+    assert gauges["stockanomaly_event_loop_blocked_seconds"][""] < 5
+
+    stuck = with_symbol(rest[:1], "STUCK")
+    await stream.produce([encode_batch("STUCK", stuck)])
+    stuck_partition = str(partition_of("STUCK", PARTITIONS))
+    try:
+        if how == "await":
+            def stalled_for(seconds: float) -> dict[str, dict[str, float]] | None:
+                gauges = worker_gauges(metrics_port)
+                waited = gauges.get("stockanomaly_partition_stalled_seconds", {}).get(stuck_partition, 0)
+                return gauges if waited >= seconds else None
+
+            before = sum(eventually(lambda: stalled_for(1), timeout=60, interval=1.0,
+                                    what="the stuck take's partition stalled")["stockanomaly_consumer_lag"].values())
+            # Sent once the worker is stuck: none of these can be processed, and the lag must count them.
+            await stream.produce(later := as_messages(rest[1:]))
+
+            def waiting() -> dict[str, dict[str, float]] | None:
+                gauges = stalled_for(15)
+                lag = sum(gauges["stockanomaly_consumer_lag"].values()) if gauges else 0
+                return gauges if lag >= before + len(later) else None
+
+            gauges = eventually(waiting, timeout=120, interval=1.0, what="the lag and the stall of a stuck worker")
+            assert gauges["stockanomaly_event_loop_blocked_seconds"][""] < 5  # the loop itself is fine
+        else:
+            eventually(lambda: worker_gauges(metrics_port).get("stockanomaly_event_loop_blocked_seconds", {}).get("", 0)
+                       >= 15, timeout=120, interval=1.0, what="the blocked seconds of a worker whose loop is blocked")
+        assert worker.poll() is None  # stuck, not gone: its partitions are not handed to anyone
+    finally:
+        worker.kill()  # a stuck worker does not answer SIGTERM
+        worker.wait(timeout=30)
+
 
 OUTAGE_SECONDS = 200  # longer than any retry budget a sink could have had
 

@@ -14,7 +14,7 @@ from builders import calm_flow
 from prometheus_client import CollectorRegistry
 
 from adapters.elasticsearch.bulk import SinkCounters
-from adapters.faust.app import partition_lags
+from adapters.faust.app import PartitionProgress, partition_lags
 from adapters.faust.indexer import ElasticsearchTally
 from adapters.memory import InMemoryMetrics, InMemoryTradeSource
 from adapters.metrics import MetricsServer, PrometheusMetrics, parse_symbols
@@ -144,7 +144,8 @@ def test_each_kind_of_process_exports_only_its_own_metrics() -> None:
     assert {"trades_processed", "market_open", "state_symbols", "anomalies", "dead_letters"} <= exported["detector"]
     assert not exported["detector"] & {"elasticsearch_writes", "notifications"}
     assert exported["indexer"] == {"dead_letters", "elasticsearch_writes", "elasticsearch_retries",
-                                   "elasticsearch_failures", "elasticsearch_indices_deleted"}
+                                   "elasticsearch_failures", "elasticsearch_indices_deleted",
+                                   "event_loop_blocked_seconds"}
     assert exported["notifier"] == {"notifications", "webhook_retries"}
     with pytest.raises(ValueError, match="exports must be one of"):
         PrometheusMetrics(CollectorRegistry(), exports="worker")
@@ -157,6 +158,7 @@ def test_every_metric_the_rules_and_dashboards_use_is_exported() -> None:
         m = PrometheusMetrics(registry, detectors=["high_volume"], exports=kind)
         m.dead_letters("bad_price", 1)
         m.consumer_lag({0: 0})
+        m.partition_stalled({0: 0.0})
         exported |= exported_names(registry)
     texts = [p.read_text() for p in (REPO / "deploy" / "prometheus" / "rules").glob("*.yml")]
     texts += [p.read_text() for p in (REPO / "deploy" / "grafana" / "dashboards").glob("*.json")]
@@ -169,6 +171,42 @@ def test_partition_lags_count_messages_after_the_last_processed_offset() -> None
     ends = {0: 100, 1: 50, 2: None}
     lags = partition_lags(lambda tp: ends[tp.partition], tps, {0: 89, 1: 49})
     assert lags == {0: 10, 1: 0}  # partition 2: nothing known yet, so no value rather than 0
+
+
+def test_partition_stalled_counts_from_the_last_progress_while_messages_wait() -> None:
+    now = [100.0]
+    progress = PartitionProgress(clock=lambda: now[0])
+    assert progress.stalled({0: 5, 1: 0}, {0: 10, 1: 20}) == {0: 0.0, 1: 0.0}  # first seen: counts from now
+    now[0] = 130.0
+    assert progress.stalled({0: 9, 1: 0}, {0: 10, 1: 20}) == {0: 30.0, 1: 0.0}  # 0 stuck at offset 10
+    now[0] = 140.0
+    # 0 moved on; 1 has messages waiting, since it was last seen caught up (130 s) at most
+    assert progress.stalled({0: 9, 1: 4}, {0: 12, 1: 20}) == {0: 0.0, 1: 10.0}
+    now[0] = 150.0
+    assert progress.stalled({0: 2, 1: 4}, {0: 12, 1: 20}) == {0: 10.0, 1: 20.0}
+    assert progress.stalled({1: 4}, {1: 20}) == {1: 20.0}  # 0 revoked: forgotten
+    assert progress.stalled({0: 2}, {0: 12}) == {0: 0.0}  # back again: counts afresh
+
+
+def test_stalled_partitions_are_exported_per_partition_and_forgotten_when_handed_over(registry) -> None:
+    m = PrometheusMetrics(registry)
+    m.partition_stalled({0: 12.5, 1: 0.0})
+    m.partition_stalled({1: 3.0})
+    assert value(registry, "stockanomaly_partition_stalled_seconds", partition="0") is None
+    assert value(registry, "stockanomaly_partition_stalled_seconds", partition="1") == 3.0
+
+
+def test_event_loop_blocked_is_measured_when_scraped_from_the_last_beat(registry) -> None:
+    now = [50.0]
+    m = PrometheusMetrics(registry, clock=lambda: now[0])
+    assert value(registry, "stockanomaly_event_loop_blocked_seconds") == 0.0  # no beat yet: not started
+    m.event_loop_beat()
+    now[0] = 50.4
+    assert value(registry, "stockanomaly_event_loop_blocked_seconds") == pytest.approx(0.4)
+    now[0] = 171.0  # no beat for two minutes: the loop is blocked, and the value says for how long
+    assert value(registry, "stockanomaly_event_loop_blocked_seconds") == pytest.approx(121.0)
+    m.event_loop_beat()
+    assert value(registry, "stockanomaly_event_loop_blocked_seconds") == 0.0
 
 
 def test_elasticsearch_tally_reports_increments_of_the_sink_counters() -> None:

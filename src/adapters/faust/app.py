@@ -39,6 +39,7 @@ from domain.ports import Metrics
 log = structlog.get_logger()
 
 GAUGE_REFRESH_SECONDS = 5.0  # how often consumer lag and held state are re-read for the gauges
+LOOP_BEAT_SECONDS = 1.0  # how often the event loop says it runs (stockanomaly_event_loop_blocked_seconds)
 NEVER = 10 * 365 * 86_400.0  # seconds: a Faust timer that must not fire
 
 
@@ -82,6 +83,31 @@ def partition_lags(highwater: Callable[[TP], int | None], owned: Iterable[TP],
             continue
         lags[tp.partition] = max(0, end - (processed[tp.partition] + 1))
     return lags
+
+
+class PartitionProgress:
+    """How long each owned partition has had messages waiting while none was processed: 0 while it
+    is caught up or moving on, else the time since it was last seen caught up or moving (to within
+    a refresh). A worker stuck in a take keeps its partitions, so nobody else takes them over: this
+    is what shows it. A partition first seen with a lag counts from then (one newly assigned shows
+    its tables' recovery time)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.moved: dict[int, tuple[int, float]] = {}  # partition -> (last processed offset, when it was seen move)
+
+    def stalled(self, lags: Mapping[int, int], processed: Mapping[int, int]) -> dict[int, float]:
+        now = self.clock()
+        out: dict[int, float] = {}
+        for partition, lag in lags.items():
+            offset = processed[partition]
+            last = self.moved.get(partition)
+            if lag == 0 or last is None or offset != last[0]:
+                self.moved[partition] = last = (offset, now)
+            out[partition] = 0.0 if lag == 0 else round(now - last[1], 1)
+        for gone in self.moved.keys() - lags.keys():
+            del self.moved[gone]
+        return out
 
 
 # (symbol-state, pool-state, tape-state tables) -> the detect use case, without sinks (see PublishOutcome)
@@ -487,6 +513,11 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     if metrics is not None:
         gauges = metrics
         calendar = SessionCalendar()
+        progress = PartitionProgress()
+
+        @app.timer(interval=LOOP_BEAT_SECONDS)
+        async def beat() -> None:
+            gauges.event_loop_beat()  # what /metrics (its own thread) measures a blocked loop from
 
         @app.timer(interval=GAUGE_REFRESH_SECONDS)
         async def refresh_gauges() -> None:
@@ -502,7 +533,10 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
                         position = await app.consumer.position(tp)
                         if position is not None:
                             done[tp.partition] = position - 1
-                gauges.consumer_lag(partition_lags(app.consumer.highwater, owned, done))
+                # The consumer fetches on while a take is stuck (measured), so the lag grows meanwhile.
+                lags = partition_lags(app.consumer.highwater, owned, done)
+                gauges.consumer_lag(lags)
+                gauges.partition_stalled(progress.stalled(lags, done))
                 gauges.state_symbols(len(table))
             except Exception as exc:  # noqa: BLE001 - a gauge refresh must never stop the worker
                 # Before the consumer starts or mid-rebalance the consumer and table refuse; the

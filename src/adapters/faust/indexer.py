@@ -20,7 +20,8 @@ import faust
 import structlog
 
 from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
-from adapters.faust.app import GAUGE_REFRESH_SECONDS, NEVER, committed_takes, in_sequence, transactional_id
+from adapters.faust.app import (GAUGE_REFRESH_SECONDS, LOOP_BEAT_SECONDS, NEVER, committed_takes, in_sequence,
+                                transactional_id)
 from adapters.faust.outputs import KafkaDeadLetterSink, PartitionProducer
 from adapters.faust.recovery import fetch_without_long_polls
 from adapters.faust.settings import StreamingSettings
@@ -184,6 +185,13 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
                 for letter in mine:
                     metrics.dead_letters(letter.reason, 1)
         log.debug("indexed", messages=len(events), documents=len(documents), dead_letters=len(letters))
+
+    if metrics is not None:
+        beating = metrics
+
+        @app.timer(interval=LOOP_BEAT_SECONDS)
+        async def beat() -> None:
+            beating.event_loop_beat()  # what /metrics (its own thread) measures a blocked loop from
 
     if tallies:
         @app.timer(interval=GAUGE_REFRESH_SECONDS)

@@ -16,6 +16,8 @@ class InMemoryMetrics:
         self.symbols = 0
         self.elasticsearch: Counter[str] = Counter()
         self.lag: dict[int, int] = {}
+        self.stalled: dict[int, float] = {}
+        self.beats = 0
         self.session_open: bool | None = None
         self.notified: Counter[str] = Counter()
 
@@ -49,6 +51,12 @@ class InMemoryMetrics:
 
     def market_open(self, is_open: bool) -> None:
         self.session_open = is_open
+
+    def partition_stalled(self, seconds: Mapping[int, float]) -> None:
+        self.stalled = dict(seconds)
+
+    def event_loop_beat(self) -> None:
+        self.beats += 1
 
     def notifications(self, result: str, count: int, retries: int = 0) -> None:
         self.notified[result] += count

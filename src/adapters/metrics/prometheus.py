@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
@@ -18,9 +19,10 @@ BATCH_TRADES_BUCKETS = (1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50
 # the workers' family.
 EXPORTS: dict[str, frozenset[str]] = {
     "detector": frozenset({"trades_processed", "anomalies", "dead_letters", "batch_seconds", "batch_trades",
-                           "model_refits", "state_symbols", "consumer_lag", "market_open"}),
+                           "model_refits", "state_symbols", "consumer_lag", "market_open", "partition_stalled",
+                           "event_loop_blocked"}),
     "indexer": frozenset({"dead_letters", "elasticsearch_writes", "elasticsearch_retries",
-                          "elasticsearch_failures", "elasticsearch_indices_deleted"}),
+                          "elasticsearch_failures", "elasticsearch_indices_deleted", "event_loop_blocked"}),
     "notifier": frozenset({"notifications", "webhook_retries"}),
 }
 
@@ -53,7 +55,7 @@ class PrometheusMetrics:
 
     def __init__(self, registry: CollectorRegistry, *, symbols: Iterable[str] = (),
                  detectors: Iterable[str] = (), reasons: Iterable[str] = (), namespace: str = "stockanomaly",
-                 exports: str = "detector") -> None:
+                 exports: str = "detector", clock: Callable[[], float] = time.monotonic) -> None:
         if exports not in EXPORTS:
             raise ValueError(f"exports must be one of {sorted(EXPORTS)}, got {exports!r}")
         self.symbols = parse_symbols(symbols)
@@ -91,6 +93,19 @@ class PrometheusMetrics:
         self.lag = Gauge("consumer_lag", "Messages between the last processed offset and the end, per partition.",
                          ["partition"], namespace=ns, registry=registry_of("consumer_lag"))
         self._lag_partitions: set[str] = set()
+        self.stalled = Gauge("partition_stalled_seconds", "Seconds a partition owned here has had messages waiting "
+                             "while none was processed (0: caught up or moving on).", ["partition"], namespace=ns,
+                             registry=registry_of("partition_stalled"))
+        self._stalled_partitions: set[str] = set()
+        # Measured when /metrics is read (in the endpoint's own thread), from the last beat of the
+        # event loop: a loop blocked by a call that never returns stops beating, and every other
+        # gauge stops moving with it. 0 until the first beat (the loop has not started).
+        self._clock: Callable[[], float] = clock
+        self._beat: float | None = None
+        self.loop_blocked = Gauge("event_loop_blocked_seconds", "Seconds since the event loop last ran its "
+                                  "once-a-second beat (about 0-1 while it runs).", namespace=ns,
+                                  registry=registry_of("event_loop_blocked"))
+        self.loop_blocked.set_function(lambda: 0.0 if self._beat is None else round(self._clock() - self._beat, 3))
         self.session = Gauge("market_open", "1 while the exchange's regular session is on (New York time, "
                              "trading days), else 0: when trades are expected to flow.", namespace=ns,
                              registry=registry_of("market_open"))
@@ -145,14 +160,25 @@ class PrometheusMetrics:
         self.es_failed.labels(kind).inc(failed)
 
     def consumer_lag(self, lags: Mapping[int, int]) -> None:
-        owned = {str(p): lag for p, lag in lags.items()}
-        # A partition handed to another worker must stop being reported here, or two workers
-        # would both claim it (and a stale value would never move again).
-        for gone in self._lag_partitions - owned.keys():
-            self.lag.remove(gone)
-        for partition, lag in owned.items():
-            self.lag.labels(partition=partition).set(lag)
-        self._lag_partitions = set(owned)
+        self._lag_partitions = _per_partition(self.lag, lags, self._lag_partitions)
+
+    def partition_stalled(self, seconds: Mapping[int, float]) -> None:
+        self._stalled_partitions = _per_partition(self.stalled, seconds, self._stalled_partitions)
+
+    def event_loop_beat(self) -> None:
+        self._beat = self._clock()
 
     def market_open(self, is_open: bool) -> None:
         self.session.set(1 if is_open else 0)
+
+
+def _per_partition(gauge: Gauge, values: Mapping[int, float], reported: set[str]) -> set[str]:
+    """Set one series per partition owned now; returns their labels. A partition handed to another
+    worker stops being reported here, or two workers would both claim it (and a stale value would
+    never move again)."""
+    owned = {str(p): value for p, value in values.items()}
+    for gone in reported - owned.keys():
+        gauge.remove(gone)
+    for partition, value in owned.items():
+        gauge.labels(partition=partition).set(value)
+    return set(owned)
