@@ -177,6 +177,27 @@ def test_a_csv_with_only_the_required_columns_keeps_prints_that_share_a_nanoseco
     assert code == 0 and summary["accepted"] == 90 and summary["dead_letters"] == {"duplicate": 90}
 
 
+def test_replay_dead_letters_of_merged_files_say_which_file_and_line_each_refused_print_is_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A negative price, a zero size and a date far after its receipt, in two files merged by time:
+    the engine refused them after the merge, where no file or line is known (`origin` empty)."""
+    monkeypatch.chdir(tmp_path)
+    header = "ts_recv,ts_event,price,size,symbol"
+    rows = {name: [f"2025-05-05T14:00:{i:02d}.0001Z,2025-05-05T14:00:{i:02d}Z,{100 + i / 100:.2f},{100 + i},{name.upper()}"
+                   for i in range(40)] for name in ("acme", "bolt")}
+    rows["acme"][5] = rows["acme"][5].replace(",100.05,", ",-100.05,")
+    rows["bolt"][7] = rows["bolt"][7].replace(",107,BOLT", ",0,BOLT")
+    rows["bolt"][30] = rows["bolt"][30].replace(",2025-05-05T14:00:30Z,", ",2026-05-05T14:00:30Z,")
+    for name, lines in rows.items():
+        Path(f"{name}.csv").write_text("\n".join([header, *lines]) + "\n")
+    code, out = run("replay", "--json", "--dead-letters", "dead.jsonl", "acme.csv", "bolt.csv")
+    assert code == 0 and json.loads(out)["dead_letters"] == {"bad_price": 1, "bad_size": 1, "bad_timestamp": 1}
+    letters = [json.loads(line) for line in Path("dead.jsonl").read_text().splitlines()]
+    assert sorted((d["reason"], d["origin"], d["raw"]) for d in letters) == [
+        ("bad_price", "acme.csv, line 7", rows["acme"][5]), ("bad_size", "bolt.csv, line 9", rows["bolt"][7]),
+        ("bad_timestamp", "bolt.csv, line 32", rows["bolt"][30])]
+
+
 def test_evaluate_scores_each_generated_file_against_its_own_labels(tmp_path: Path) -> None:
     one, two = tmp_path / "one.dbn", tmp_path / "two.dbn"
     assert run("generate", str(one), "--symbols", "2", "--trades", "20000", "--seed", "1")[0] == 0

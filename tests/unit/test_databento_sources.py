@@ -107,7 +107,9 @@ def test_mbp1_file_keeps_only_its_trade_actions(tmp_path: Path) -> None:
     assert trades["sequence"].tolist() == book["sequence"][actions == b"T"].tolist()
 
 
-def test_undefined_dbn_price_becomes_nan_and_impossible_values_pass_through(tmp_path: Path) -> None:
+def test_impossible_dbn_values_are_refused_where_they_are_read_naming_their_record(tmp_path: Path) -> None:
+    """An undefined price (NaN), a zero price, a zero size: the engine refuses them too, but once files
+    are merged it cannot say where they were; the reader can."""
     trades = flow(4)
     trades["price"][1] = np.nan
     trades["price"][2] = 0.0
@@ -116,9 +118,11 @@ def test_undefined_dbn_price_becomes_nan_and_impossible_values_pass_through(tmp_
 
     got, letters = read(path)
 
-    assert letters == []
-    assert np.isnan(got["price"][1])
-    assert got["price"][2] == 0.0 and got["size"][3] == 0
+    assert got["sequence"].tolist() == trades["sequence"][:1].tolist()
+    assert [(d.reason, d.origin) for d in letters] == [("bad_price", f"{path}, record 2"),
+                                                       ("bad_price", f"{path}, record 3"),
+                                                       ("bad_size", f"{path}, record 4")]
+    assert "price=nan" in letters[0].detail and "size=0" in letters[2].detail
 
 
 # --- where a dead letter comes from ---------------------------------------------------------------
@@ -357,7 +361,7 @@ def test_blank_lines_are_skipped_without_shifting_line_numbers(tmp_path: Path) -
     assert [(d.origin, d.detail) for d in letters] == [(f"{path}, line 6", "unparseable size 'x'")]
 
 
-def test_empty_csv_price_is_an_undefined_price_not_a_bad_row(tmp_path: Path) -> None:
+def test_empty_csv_price_is_an_undefined_price_refused_as_bad_price_not_a_bad_row(tmp_path: Path) -> None:
     lines = csv_lines(flow(2))
     fields = lines[0].split(",")
     fields[8] = ""
@@ -365,7 +369,9 @@ def test_empty_csv_price_is_an_undefined_price_not_a_bad_row(tmp_path: Path) -> 
 
     trades, letters = read(path)
 
-    assert letters == [] and np.isnan(trades["price"][0]) and trades["price"][1] > 0
+    assert len(trades) == 1 and trades["price"][0] > 0
+    assert [(d.reason, d.origin) for d in letters] == [("bad_price", f"{path}, line 2")]
+    assert "price=nan" in letters[0].detail and letters[0].raw == ",".join(fields).encode()
 
 
 @pytest.mark.parametrize("kind", ["dbn", "csv"])
@@ -602,9 +608,11 @@ def test_a_late_print_is_reordered_or_kept_in_place_the_same_however_the_file_is
 
 def test_a_print_dated_far_ahead_waits_for_its_time_and_holds_nothing_else_back(tmp_path: Path) -> None:
     """One print with a typo'd year must not make the rest of the file late (all its symbol's prints
-    refused as out of order) nor keep the whole file in memory waiting for that time."""
+    refused as out of order) nor keep the whole file in memory waiting for that time. (Its receipt
+    time unknown: with one, it is refused where it is read, as the next test shows.)"""
     nvda = flow(3_000, seed=1, rate=20.0)
     nvda["ts_event"][1_500] += 365 * 86_400 * 10**9
+    nvda["ts_recv"][1_500] = 0
     path = write_csv(tmp_path / "ahead.csv", csv_lines(nvda))
     orders = set()
     for chunk_size in (64, 1_000, 100_000):
@@ -625,18 +633,18 @@ def test_a_print_dated_far_ahead_waits_for_its_time_and_holds_nothing_else_back(
 def test_two_prints_in_a_row_dated_far_after_their_receipt_hold_nothing_back(tmp_path: Path) -> None:
     """Two typo'd rows in a row passed the file on to their time: every later print of the file came
     out behind them and was refused as out of order (133,300 of a real day's). Dated over a minute
-    after their receipt (ts_recv), they vouch for nothing; the engine refuses them (bad_timestamp)."""
+    after their receipt (ts_recv), they are refused where they are read (bad_timestamp, with their
+    lines), and the rest comes out in file order."""
     nvda = flow(3_000, seed=1, rate=20.0)
     nvda["ts_event"][1_500:1_502] += 365 * 86_400 * 10**9
     path = write_csv(tmp_path / "ahead.csv", csv_lines(nvda))
     for chunk_size in (64, 100_000):
-        trades = np.concatenate([c.trades for c in DatabentoFileSource([str(path)], chunk_size=chunk_size).chunks()])
-        expected = np.concatenate((np.delete(nvda["sequence"], [1_500, 1_501]), nvda["sequence"][1_500:1_502]))
-        assert trades["sequence"].tolist() == expected.tolist()  # the others in file order, those two last
-    bad, reasons = invalid_rows(trades)
-    assert (bad.tolist(), reasons) == ([len(nvda) - 2, len(nvda) - 1], ["bad_timestamp"] * 2)
-    kept = np.delete(trades["ts_event"], bad)
-    assert bool(np.all(kept[1:] >= kept[:-1]))  # so the guard refuses none of the others as out of order
+        chunks = list(DatabentoFileSource([str(path)], chunk_size=chunk_size).chunks())
+        trades = np.concatenate([c.trades for c in chunks])
+        assert trades["sequence"].tolist() == np.delete(nvda["sequence"], [1_500, 1_501]).tolist()
+        assert [(d.reason, d.origin) for c in chunks for d in c.dead_letters] == [
+            ("bad_timestamp", f"{path}, line 1502"), ("bad_timestamp", f"{path}, line 1503")]
+    assert invalid_rows(trades)[0].tolist() == []
 
 
 def test_files_decoded_on_threads_give_the_same_chunks_as_read_in_turn(tmp_path: Path) -> None:

@@ -202,7 +202,7 @@ def _convert(batch: pa.RecordBatch, formats: _Formats, lines: _LineNumbers,
     for _, _, mask in problems:
         bad |= mask
     bad &= wanted
-    letters: list[DeadLetter] = []
+    letters: list[tuple[int, DeadLetter]] = []  # (line, letter): in file order once both kinds are in
     if bad.any():
         rows = np.flatnonzero(bad)
         blank = _blank_lines(batch, rows)
@@ -210,9 +210,16 @@ def _convert(batch: pa.RecordBatch, formats: _Formats, lines: _LineNumbers,
         for row, line in zip(rows.tolist(), lines(rows).tolist()):
             detail = "; ".join(what if name is None else f"{what} {batch.column(name)[row].as_py()!r}"
                                for what, name, mask in problems if mask[row])
-            letters.append(dl.bad_row(path, dl.line(line), detail, _raw(batch, row)))
+            letters.append((line, dl.bad_row(path, dl.line(line), detail, _raw(batch, row))))
     keep = wanted & ~bad
-    return (out if keep.all() else out[keep]), letters
+    kept = np.flatnonzero(keep)
+    trades, refused = dl.refused_by_checks(out if keep.all() else out[keep], path,
+                                           lambda rows: [dl.line(line) for line in lines(kept[rows]).tolist()],
+                                           lambda row: _raw(batch, int(kept[row])))
+    if refused:
+        at = lines(kept[[row for row, _ in refused]]).tolist()
+        letters = sorted(letters + [(line, letter) for line, (_, letter) in zip(at, refused)], key=lambda x: x[0])
+    return trades, [letter for _, letter in letters]
 
 
 def _dictionary(column: pa.DictionaryArray, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -122,4 +122,5 @@ def to_trades(records: np.ndarray, offset: int, rtype: int, symbols: SymbolTable
     for name in ("size", "publisher_id", "instrument_id", "sequence", "side", "flags"):
         trades[name] = field(name)
     trades["symbol"] = symbol if len(keep) == len(rows) else symbol[known]
-    return SourceChunk(trades, letters)
+    trades, refused = dl.refused_by_checks(trades, path, lambda bad: [dl.record(offset + int(i)) for i in keep[bad]])
+    return SourceChunk(trades, letters + [letter for _, letter in refused])

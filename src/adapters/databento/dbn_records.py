@@ -79,6 +79,7 @@ class _RecordReader:
 
     def to_trades(self, batch: list[Any]) -> SourceChunk:
         rows: list[tuple[Any, ...]] = []
+        places: list[int] = []  # each row's record index
         letters: list[DeadLetter] = []
         for record in batch:
             index = self.index
@@ -101,8 +102,10 @@ class _RecordReader:
                 rows.append((record.ts_event, record.ts_recv, np.nan if price == UNDEF_PRICE else price / 1e9,
                              record.size, record.publisher_id, record.instrument_id, record.sequence,
                              _value(record.side).encode(), int(record.flags), symbol))
+                places.append(index)
         trades = np.array(rows, dtype=TRADE_DTYPE) if rows else np.empty(0, TRADE_DTYPE)
-        return SourceChunk(trades, letters)
+        trades, refused = dl.refused_by_checks(trades, self.path, lambda bad: [dl.record(places[i]) for i in bad])
+        return SourceChunk(trades, letters + [letter for _, letter in refused])
 
     def _map(self, record: SymbolMappingMsg) -> None:
         # Same choice as databento's InstrumentMap: the output symbol, unless it is a bare instrument id.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from domain.model import TRADE_DTYPE, DeadLetter
 from domain.ports import SourceChunk
+from domain.validation import dead_letter_for, invalid_rows
 
 BAD_ROW = "bad_row"
 BAD_FILE = "bad_file"
@@ -60,3 +63,20 @@ def printable(text: str, limit: int = 200) -> str:
 
 def letters_only(*letters: DeadLetter) -> SourceChunk:
     return SourceChunk(np.empty(0, TRADE_DTYPE), list(letters))
+
+
+def refused_by_checks(trades: np.ndarray, path: Path, places: Callable[[np.ndarray], Sequence[str]],
+                      raw: Callable[[int], bytes] | None = None
+                      ) -> tuple[np.ndarray, list[tuple[int, DeadLetter]]]:
+    """The engine's own record checks (domain.validation: no symbol, bad timestamp, price or size),
+    made while each trade's place in its file is known: the trades that pass, and (row, dead letter)
+    for each that does not, the letter saying where it is (`places`: rows -> line(n) or record(i))
+    and, with `raw`, holding the row as it stood. The engine makes the same checks on whatever
+    reaches it, but once several files are merged it can only quote the values."""
+    bad, reasons = invalid_rows(trades)
+    if not len(bad):
+        return trades, []
+    refused = [(row, replace(dead_letter_for(trades[row], reason), origin=origin(path, place),
+                             raw=raw(row) if raw is not None else b""))
+               for row, reason, place in zip(bad.tolist(), reasons, places(bad))]
+    return np.delete(trades, bad), refused
