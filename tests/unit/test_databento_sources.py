@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
+import time
 from pathlib import Path
 
 import databento
@@ -691,6 +692,52 @@ def test_stopping_early_closes_every_file_and_its_reader(tmp_path: Path) -> None
 
     assert len(first.trades) > 0
     assert not [t for t in threading.enumerate() if t.name.startswith("read-")]
+
+
+@pytest.mark.parametrize("stops", ["refused_header", "consumer_stopped"])
+def test_a_csv_reader_that_stops_leaves_no_read_of_its_file_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   stops: str) -> None:
+    """Arrow reads a CSV ahead on a thread of its own, calling the stream (Python) there. Left reading
+    when the reader stopped, that thread called into the interpreter as it shut down: a DBN file
+    named .csv.zst aborted or hung `replay` at exit in about half the runs."""
+    from adapters.databento import csv as csv_reader
+    from adapters.databento.text_stream import WholeLineStream
+
+    running: list[int] = []  # reads under way
+    read_ahead = threading.Event()
+
+    class SlowStream(WholeLineStream):  # a slow disk: arrow's read ahead is still inside a read
+        reads = 0
+
+        def read(self, size: int = -1) -> bytes:
+            running.append(size)
+            self.reads += 1
+            try:
+                if self.reads > 1:  # the header's block comes at once
+                    read_ahead.set()
+                    time.sleep(0.2)
+                return super().read(size)
+            finally:
+                running.pop()
+
+    def open_csv(*args: object, **kwargs: object) -> object:
+        reader = real_open_csv(*args, **kwargs)
+        read_ahead.wait(5)  # the read after the header's is under way
+        return reader
+
+    real_open_csv = csv_reader.pcsv.open_csv
+    monkeypatch.setattr(csv_reader, "WholeLineStream", SlowStream)
+    monkeypatch.setattr(csv_reader.pcsv, "open_csv", open_csv)
+    if stops == "refused_header":
+        path = write_csv(tmp_path / "odd.csv", ["1,2"] * 100_000, header="ts_event,size")
+        with pytest.raises(SourceError, match="price, symbol"):
+            list(csv_reader.read_csv(path, 512))
+    else:
+        chunks = csv_reader.read_csv(write_csv(tmp_path / "day.csv", csv_lines(flow(20_000))), 512)
+        assert len(next(chunks).trades) > 0
+        chunks.close()  # type: ignore[attr-defined]
+
+    assert read_ahead.is_set() and running == []
 
 
 def test_read_ahead_must_not_be_negative(tmp_path: Path) -> None:

@@ -95,6 +95,30 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
         yield dl.letters_only(*pending, dl.bad_file(path, dl.line(1), "the file is empty (no header line)" if empty
                                                     else stream.damage or exc))
         return
+    try:
+        yield from _read_batches(reader, stream, path, pending, skipped)
+    finally:
+        _finish(reader, stream)
+
+
+def _finish(reader: pcsv.CSVStreamingReader, stream: WholeLineStream) -> None:
+    """Let arrow's reader run out before the stream closes. It reads ahead on a thread of its own, in
+    Python (the stream is a Python object), and `close()` does not wait for it: left reading when the
+    file was refused (a DBN file named .csv.zst) or its consumer stopped early, that thread called
+    into an interpreter that was shutting down, and the process aborted or hung at exit."""
+    stream.end()
+    try:
+        while True:
+            reader.read_next_batch()
+    except StopIteration:
+        pass
+    except (pa.ArrowException, OSError):
+        pass  # what is left unread is abandoned on purpose; an error in it is no news
+    reader.close()
+
+
+def _read_batches(reader: pcsv.CSVStreamingReader, stream: WholeLineStream, path: Path,
+                  pending: list[DeadLetter], skipped: list[int]) -> Iterator[SourceChunk]:
     missing = [name for name in REQUIRED if name not in reader.schema.names]
     if missing:
         header = ", ".join(reader.schema.names)

@@ -55,6 +55,12 @@ class WholeLineStream(io.RawIOBase):
         buffer[:len(data)] = data
         return len(data)
 
+    def end(self) -> None:
+        """Read nothing more: every later read finds the stream at its end."""
+        self._ended = True
+        self._buffer.clear()
+        self._whole = 0
+
     def close(self) -> None:
         self._source.close()
         super().close()
