@@ -17,7 +17,9 @@ class NotFound(DomainError):
 @dataclass(frozen=True, slots=True)
 class Shown:
     """What `show` prints: the anomaly asked for (or the incident's peak member), its incident, the
-    incident's members, and the tape around `anomaly`: the trades before it, then after it."""
+    incident's members, and the tape around `anomaly`: the trades before it, then after it.
+    `absent`: the ids of the incident's members the store does not hold (a replay's --since or
+    --symbols leaves a member out of --out while its incident, grouped from the full run, keeps it)."""
 
     kind: str  # what the id named: "anomaly" or "incident"
     anomaly: Anomaly | None
@@ -25,6 +27,7 @@ class Shown:
     members: list[Anomaly] = field(default_factory=list)  # the incident's, in time order
     before: tuple[Print, ...] = ()
     after: tuple[Print, ...] | None = None  # None: not known (its incident has not closed, or was not stored)
+    absent: tuple[str, ...] = ()
 
 
 class ShowRecord:
@@ -38,7 +41,8 @@ class ShowRecord:
             anomaly = found[0]
             incident = self.lookup.incident_of(anomaly.id)
             members = self._members(incident) if incident is not None else [anomaly]
-            return Shown("anomaly", anomaly, incident, members, anomaly.context, self._after(incident, anomaly.id))
+            return Shown("anomaly", anomaly, incident, members, anomaly.context, self._after(incident, anomaly.id),
+                         _absent(incident, members))
         incident = self.lookup.incident(record_id)
         if incident is None:
             raise NotFound(f"no anomaly or incident has id {record_id!r} here")
@@ -47,7 +51,8 @@ class ShowRecord:
         peak = next((m for m in sorted(members, key=lambda m: (-m.score, m.ts_event)) if m.id in incident.after),
                     members[0] if members else None)
         before = peak.context if peak is not None else incident.before
-        return Shown("incident", peak, incident, members, before, self._after(incident, peak.id if peak else ""))
+        return Shown("incident", peak, incident, members, before, self._after(incident, peak.id if peak else ""),
+                     _absent(incident, members))
 
     def _members(self, incident: Incident) -> list[Anomaly]:
         return sorted(self.lookup.anomalies(list(incident.members)), key=lambda a: (a.ts_event, a.detector))
@@ -57,3 +62,8 @@ class ShowRecord:
         if incident is None or anomaly_id not in incident.after:
             return None
         return incident.after[anomaly_id]
+
+
+def _absent(incident: Incident | None, members: list[Anomaly]) -> tuple[str, ...]:
+    found = {m.id for m in members}
+    return tuple(m for m in incident.members if m not in found) if incident is not None else ()

@@ -531,6 +531,7 @@ def show(record_id: str, out_file: str | None, es_url: str | None, as_json: bool
         click.echo(json.dumps({"kind": shown.kind, "anomaly": shown.anomaly.to_dict() if shown.anomaly else None,
                                "incident": shown.incident.to_dict() if shown.incident else None,
                                "members": [m.to_dict() for m in shown.members],
+                               "absent_members": list(shown.absent),
                                "before": [p.to_dict() for p in shown.before],
                                "after": None if shown.after is None else [p.to_dict() for p in shown.after]}))
         return

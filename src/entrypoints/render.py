@@ -173,12 +173,16 @@ def render_shown(shown: Any) -> None:
         out.print(f"[bold]incident {incident.id}[/] {incident.symbol}  {incident_start(i)} to {end}  "
                   f"{incident.size} anomalies  score {incident.score:.2f} ({incident.severity})")
         out.print(f"  {incident.headline}")
-        if shown.kind == "incident" and shown.members:
+        if shown.kind == "incident" and (shown.members or shown.absent):
             out.print("members:")
             for m in shown.members:
                 clock = local_clock(m.ts_event, m.ts_local)[:12]  # the day is the incident's
                 out.print(f"  {clock}  {m.detector:<16} {m.score:5.2f}  {m.id}", highlight=False)
                 out.print(f"      {m.reason}", highlight=False)
+        if shown.absent:
+            out.print(f"  not stored here: {len(shown.absent)} of its {incident.size} anomalies "
+                      f"({', '.join(shown.absent)}); a replay's --since or --symbols leaves them out of --out",
+                      highlight=False)
     if a is None:
         return
     d = a.to_dict()

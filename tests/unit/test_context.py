@@ -205,6 +205,24 @@ def test_show_prints_an_incident_with_its_members(replay_out: Path) -> None:
     assert all(m in text for m in incident["members"][:3])
 
 
+def test_show_names_the_members_of_an_incident_its_file_does_not_hold(replay_out: Path, tmp_path: Path) -> None:
+    """`replay --since` writes an incident whole (grouped from the full run) but only the members from
+    --since on: `show` said "2 anomalies", listed one, and its headline's anomaly was nowhere."""
+    incidents = [json.loads(line) for line in (replay_out.parent / "anomalies.incidents.jsonl").read_text().splitlines()]
+    incident = next(i for i in incidents if len(i["members"]) >= 2)
+    first = incident["members"][0]
+    out = tmp_path / "since.jsonl"
+    out.write_text("".join(line + "\n" for line in replay_out.read_text().splitlines() if json.loads(line)["id"] != first))
+    (tmp_path / "since.incidents.jsonl").write_text((replay_out.parent / "anomalies.incidents.jsonl").read_text())
+
+    code, text = run("show", incident["id"], "--file", str(out), "--json")
+    assert code == 0, text
+    shown = json.loads(text)
+    assert shown["absent_members"] == [first] and first not in [m["id"] for m in shown["members"]]
+    code, text = run("show", incident["id"], "--file", str(out))
+    assert code == 0 and f"not stored here: 1 of its {len(incident['members'])} anomalies ({first})" in text
+
+
 def test_show_explains_in_one_line_what_it_cannot_find(replay_out: Path, tmp_path: Path) -> None:
     from test_cli import one_line_error
 
