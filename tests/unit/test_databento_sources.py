@@ -316,6 +316,20 @@ def test_a_dbn_file_named_as_csv_is_said_to_be_one_not_quoted_as_a_header(tmp_pa
     assert str(raised.value).startswith(f"{path}: {said}")
 
 
+@pytest.mark.parametrize("name", ["day.dbn", "day.dbn.zst"])
+def test_a_csv_export_named_as_dbn_is_said_to_be_one(tmp_path: Path, name: str) -> None:
+    """databento's own words were 'Could not determine compression format' (or 'unable to determine
+    encoding'), as a dead letter for the file: nothing said it was a CSV export under a DBN name."""
+    text = ("\n".join([HEADER, *csv_lines(flow(4))]) + "\n").encode()
+    path = tmp_path / name
+    path.write_bytes(zstandard.ZstdCompressor().compress(text) if name.endswith(".zst") else text)
+
+    with pytest.raises(SourceError) as raised:
+        read(path)
+
+    assert str(raised.value) == f"{path}: holds CSV text, not DBN records: name it .csv (or .csv.zst, compressed)"
+
+
 def test_row_with_too_few_fields_is_reported_and_the_rest_kept(tmp_path: Path) -> None:
     lines = csv_lines(flow(4))
     cut = lines[1][:40]

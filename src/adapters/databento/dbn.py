@@ -7,6 +7,7 @@ from pathlib import Path
 
 import databento
 import numpy as np
+import zstandard
 from databento_dbn import RType, Schema
 
 from adapters.databento import dead_letters as dl
@@ -22,6 +23,7 @@ from domain.ports import SourceChunk
 TRADE_SCHEMAS = (Schema.TRADES, Schema.TBBO, Schema.MBP_1, Schema.MBP_10)
 UNDEF_PRICE = np.iinfo(np.int64).max
 UNDEF_TIMESTAMP = np.iinfo(np.uint64).max
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def open_store(path: Path) -> databento.DBNStore:
@@ -39,6 +41,9 @@ def read_dbn(path: Path, chunk_size: int) -> Iterator[SourceChunk]:
     try:
         store = open_store(path)
     except READ_ERRORS as exc:
+        if _holds_csv(path):  # as the CSV reader says of a DBN file named .csv
+            raise SourceError(f"{path}: holds CSV text, not DBN records: name it .csv (or .csv.zst, compressed)") \
+                from exc
         yield dl.letters_only(dl.bad_file(path, "the start", exc))
         return
     try:
@@ -50,6 +55,24 @@ def read_dbn(path: Path, chunk_size: int) -> Iterator[SourceChunk]:
     finally:
         # DBNStore never closes its file; closing its reader (a fresh one) closes the file under it.
         store.reader.close()
+
+
+def _holds_csv(path: Path) -> bool:
+    """Whether the file (zstd-compressed or not, whatever its name says) begins with a CSV header line
+    naming ts_event: a CSV export given a DBN name, which databento refuses without saying so."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(0)
+            if head == ZSTD_MAGIC:
+                with zstandard.ZstdDecompressor().stream_reader(f) as text:
+                    head = text.read(4096)
+            else:
+                head = f.read(4096)
+    except (OSError, zstandard.ZstdError):
+        return False
+    line = head.split(b"\n", 1)[0].strip().lstrip(b"\xef\xbb\xbf")
+    return line.isascii() and b"ts_event" in line.split(b",")
 
 
 def _read_arrays(store: databento.DBNStore, schema: Schema, path: Path,
