@@ -13,7 +13,9 @@ back), but the tape itself is never stored. So each symbol keeps its last `CONTE
 "The print it was found at" is the anomaly's own print, except for a rate episode, which is found
 (reported) at the print that completed its measure: its context is the end of the episode, up to
 and including that print (which is neither the anomaly's own print nor one of the trades after),
-and usually holds the print the episode is anchored at (`own_print_at` finds it).
+and holds the print the episode is anchored at only when the episode was short (`own_print_at`
+finds it): on the real NVDA days no episode's did, its end being up to hundreds of trades later, so a
+reader marks the trades between as not kept.
 Both sides depend only on the symbol's trades in arrival order, never on how the stream was cut.
 """
 
@@ -142,8 +144,8 @@ class BatchTape:
 
 def own_print_at(context: Sequence[Print], ts_event: int, price: float, size: int) -> int | None:
     """Where an anomaly's own print is among the trades of its context: a rate episode's context runs
-    past it, to the print that completed its measure, and usually holds it (the first print of its
-    time, price and size). None when the context ends before it (every other detector's) or no
+    past it, to the print that completed its measure, and holds it when the episode was short (the
+    first print of its time, price and size). None when the context ends before it (every other detector's) or no
     longer reaches back to it: a reader shows it in its place among them."""
     if not context or context[-1].ts_event <= ts_event:
         return None

@@ -123,6 +123,12 @@ def local_clock(ns: int, like: str) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=tz).strftime("%H:%M:%S.%f")
 
 
+# The row between an episode's print and the tape kept up to its end: without it the table read as
+# if nothing had traded in between, where a real NVDA burst had hundreds of trades (on both real days
+# no rate episode's kept tape reached back to its print).
+EPISODE_GAP = "..."
+
+
 def tape_table(before: list[dict[str, Any]], after: list[dict[str, Any]] | None, anomaly: dict[str, Any],
                title: str) -> Table:
     """The trades before and after the print an anomaly was found at (as `Print.to_dict`), times on the
@@ -145,9 +151,12 @@ def tape_table(before: list[dict[str, Any]], after: list[dict[str, Any]] | None,
     # runs on to the print that completed its measure, and holds it), then a line where the trades
     # after begin.
     own = own_print_at([Print.from_dict(p) for p in before], at, float(anomaly["price"]), int(anomaly["size"]))
+    gap: list[Any] = []
     if own is None:  # not among them: shown in time order
         k = sum(1 for p in before if p["ts_event"] <= at)
-        marked = [*before[:k], None, *before[k:]]
+        if k == 0 and before:  # an episode's tape that no longer reaches back to its print
+            gap = [EPISODE_GAP]
+        marked = [*before[:k], None, *gap, *before[k:]]
     else:
         marked = [*before[:own], None, *before[own + 1:]]
     for j, p in enumerate(marked, 1):
@@ -155,6 +164,8 @@ def tape_table(before: list[dict[str, Any]], after: list[dict[str, Any]] | None,
             table.add_row(f"[bold]{local_clock(at, like)}[/]", "0.0", f"[bold]{price(anomaly['price'])}[/]",
                           f"[bold]{anomaly['size']:,}[/]", f"[bold]<- {anomaly['detector']}[/]",
                           end_section=j == len(marked))
+        elif p is EPISODE_GAP:
+            table.add_row(EPISODE_GAP, EPISODE_GAP, EPISODE_GAP, EPISODE_GAP, EPISODE_GAP)
         else:
             table.add_row(*row(p), end_section=j == len(marked))
     if after is None:
@@ -193,7 +204,9 @@ def render_shown(shown: Any) -> None:
         if incident is None:
             out.print("  (its incident is not stored: still open, or not written)")
     episode = bool(shown.before) and shown.before[-1].ts_event > a.ts_event  # its tape runs on past its print
-    where = ("up to the print that completed its measure (the episode's end: the last before the line)"
+    where = ("up to the print that completed its measure (the episode's end: the last before the line"
+             + ("; the trades between its print and them, at the ..., are not kept)"
+                if shown.before[0].ts_event > a.ts_event else ")")
              if episode else "before its print")
     title = (f"the tape around {a.detector} at {exchange_time(d)}: {len(shown.before)} trades {where}, "
              f"{len(shown.after or [])} after")

@@ -138,6 +138,28 @@ def test_show_marks_an_episodes_own_print_among_its_tape_once(tmp_path: Path) ->
     assert "trades up to the print that completed its measure" in text
 
 
+def test_an_episodes_tape_that_no_longer_reaches_its_print_says_trades_are_left_out() -> None:
+    """Every rate episode on the real NVDA days: its print, then the ten trades before its end (0.07 ms
+    to 58 s later), read as if nothing had traded in between, where a burst had hundreds of trades."""
+    import io
+
+    from rich.console import Console
+
+    from entrypoints import render
+    from entrypoints.render import tape_table
+
+    ts = 1_746_537_393_000_000_000
+    anomaly = {"ts_event": ts, "ts_local": "2025-05-06T09:16:33.000000000-04:00", "price": 112.5, "size": 100,
+               "detector": "trade_burst"}
+    later = [{"ts_event": ts + 800_000_000 + k, "price": 112.6, "size": 5, "side": "B"} for k in range(10)]
+    console = Console(file=io.StringIO(), width=200)
+    console.print(tape_table(later, [], anomaly, "tape"))
+    rows = [line for line in console.file.getvalue().splitlines() if line.startswith("│")]  # type: ignore[attr-defined]
+
+    assert "<- trade_burst" in rows[0] and rows[1].split("│")[1].strip() == render.EPISODE_GAP
+    assert "+800.0" in rows[2] and len(rows) == 12
+
+
 def test_the_tape_kept_per_symbol_is_small_and_fixed() -> None:
     engine = build_container().engine()
     assert engine.tape_schema.record_bytes <= 256  # 10 trades: time, price, size, side

@@ -415,6 +415,13 @@ _SCRIPT = """
     const later = r.before.slice(r.own >= 0 ? r.own + 1 : split);
     r.before.slice(0, split).forEach(p => tapeRow(tb, p));
     tapeRow(tb, [r.local.slice(11), 0, r.price, r.size, "\u2190 " + r.detector], "found");
+    // An episode's tape that no longer reaches back to its print: the trades between are not kept,
+    // and without a row saying so the table read as if nothing had traded in between.
+    const gap = r.own < 0 && split === 0 && later.length > 0;
+    if (gap) {
+      const tr = tb.insertRow(); tr.className = "gap";
+      for (let k = 0; k < 5; k++) tr.insertCell().textContent = "\u2026";
+    }
     later.forEach(p => tapeRow(tb, p));
     if (r.after === null) {
       const tr = tb.insertRow(); const td = tr.insertCell(); td.colSpan = 5;
@@ -425,7 +432,9 @@ _SCRIPT = """
     const note = document.createElement("div");
     note.className = "note";
     note.textContent = r.before.length + (later.length ? " trades up to the print that completed its measure "
-      + "(a rate episode's end: the last before the line), " : " trades before it, ")
+      + "(a rate episode's end: the last before the line"
+      + (gap ? "; the trades between its print and them, at the \u2026, are not kept), " : "), ")
+      : " trades before it, ")
       + (r.after ? r.after.length : 0) + " after";
     panel.append(h, reason, note, t);
     panel.hidden = false;
