@@ -74,12 +74,18 @@ def count_table(title: str, column: str, counts: list[tuple[str, int]], limit: i
     return table
 
 
+def counted(n: int, noun: str, nouns: str = "") -> str:
+    """'1 incident', '2 incidents', '1,000 anomalies'."""
+    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
+
+
 def render_replay(result: dict[str, Any], out_path: str | None = None, report: str | None = None,
                   dead_letters: str | None = None, **_: Any) -> None:
     out.print(f"[bold]Replayed[/] {', '.join(result['source'])}")
-    out.print(f"{result['trades']:,} trades in {result['seconds']:.2f}s "
+    out.print(f"{counted(result['trades'], 'trade')} in {result['seconds']:.2f}s "
               f"([bold]{result['trades_per_second']:,.0f} trades/s[/]); "
-              f"[bold]{result['anomalies']:,} anomalies[/] in [bold]{result.get('incidents', 0):,} incidents[/]")
+              f"[bold]{counted(result['anomalies'], 'anomaly', 'anomalies')}[/] in "
+              f"[bold]{counted(result.get('incidents', 0), 'incident')}[/]")
     if result.get("suppressed"):
         held = ", ".join(f"rule {k} {v:,}" for k, v in result["suppressed"].items())
         where = f" by {result['suppressions_file']}" if result.get("suppressions_file") else ""
@@ -182,7 +188,7 @@ def render_shown(shown: Any) -> None:
         i = incident.to_dict()
         end = local_clock(incident.end_ns, i.get("ts_local") or "")[:12]
         out.print(f"[bold]incident {incident.id}[/] {incident.symbol}  {incident_start(i)} to {end}  "
-                  f"{incident.size} anomalies  score {incident.score:.2f} ({incident.severity})")
+                  f"{counted(incident.size, 'anomaly', 'anomalies')}  score {incident.score:.2f} ({incident.severity})")
         out.print(f"  {incident.headline}")
         if shown.kind == "incident" and (shown.members or shown.absent):
             out.print("members:")

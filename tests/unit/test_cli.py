@@ -680,3 +680,26 @@ def test_count_tables_keep_their_title_on_one_line_say_what_was_left_out_and_are
     assert "S14" in text and "S15" not in text
     text = shown({})
     assert "Anomalies by" not in text and "0 anomalies" in text
+
+
+def test_the_replay_summary_counts_one_of_a_thing_in_the_singular(monkeypatch: pytest.MonkeyPatch) -> None:
+    """'2 anomalies in 1 incidents' (replay --symbols GIM on a generated market), '1 trades in',
+    and show's '1 anomalies' for an incident of one."""
+    import io
+
+    from rich.console import Console
+
+    from entrypoints import render
+
+    console = Console(file=io.StringIO(), width=200)
+    monkeypatch.setattr(render, "out", console)
+    render.render_replay({"source": ["x.csv"], "trades": 1, "seconds": 0.1, "trades_per_second": 10.0,
+                          "anomalies": 1, "incidents": 1, "by_detector": {}, "by_symbol": {}, "dead_letters": {},
+                          "top": []})
+    render.render_replay({"source": ["x.csv"], "trades": 2_000, "seconds": 0.1, "trades_per_second": 10.0,
+                          "anomalies": 2, "incidents": 1, "by_detector": {}, "by_symbol": {}, "dead_letters": {},
+                          "top": []})
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+
+    assert "1 trade in 0.10s" in text and "1 anomaly in 1 incident\n" in text
+    assert "2,000 trades in" in text and "2 anomalies in 1 incident\n" in text
