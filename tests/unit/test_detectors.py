@@ -471,3 +471,15 @@ def test_isolation_forest_samples_the_same_when_symbols_arrive_interleaved_withi
         n = embedded.pool["open_n"][0, slot, stratum]
         keys = [np.sort(run.pool["open_key"][0, slot, stratum, :n]) for run in (streamed, embedded)]
         assert np.array_equal(*keys)
+
+
+@pytest.mark.parametrize(("p", "said"), [
+    (0.0023, "top 0.23%"), (0.0001, "top 0.01%"), (2.7e-05, "1 in 37,000"), (8.9e-08, "1 in 11,000,000"),
+    (0.0, "1 in over 1,000,000,000,000"),
+], ids=["share", "smallest_share", "one_in", "one_in_millions", "underflow"])
+def test_a_rare_tail_is_said_as_one_in_so_many_not_in_exponent_notation(p: float, said: str) -> None:
+    """The isolation forest's reasons on a generated market read 'top 2.7e-03% of its tick moves',
+    and 'top 8.9e-06%' for one in eleven million."""
+    from domain.detectors.base import odds
+
+    assert odds(p) == said

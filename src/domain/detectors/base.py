@@ -117,6 +117,11 @@ def level(x: float) -> str:
 
 
 def odds(p: float) -> str:
-    """A small probability an analyst can read: 'top 0.02%'."""
+    """A small probability an analyst can read: 'top 0.02%', and under 0.01% as one in so many,
+    to two figures ('1 in 37,000'; it was 'top 2.7e-03%', and 'top 8.9e-06%' for 1 in 11 million)."""
     share = p * 100
-    return f"top {share:.2g}%" if share >= 0.01 else f"top {share:.1e}%"
+    if share >= 0.01:
+        return f"top {share:.2g}%"
+    if p < 1e-12:  # exp(-nats) can underflow to 0
+        return "1 in over 1,000,000,000,000"
+    return f"1 in {float(f'{1 / p:.2g}'):,.0f}"
