@@ -56,10 +56,10 @@ class WholeLineStream(io.RawIOBase):
         return len(data)
 
     def end(self) -> None:
-        """Read nothing more: every later read finds the stream at its end."""
+        """Read nothing more from the file: later reads hand out what whole lines are buffered, then
+        find the stream at its end. Only a flag is set: arrow's thread may be inside `read` (holding
+        a view of the buffer) when another thread calls this."""
         self._ended = True
-        self._buffer.clear()
-        self._whole = 0
 
     def close(self) -> None:
         self._source.close()
