@@ -545,6 +545,14 @@ def test_a_full_disk_ends_the_command_in_one_line_naming_the_file(option: str, t
     assert result.output.strip().splitlines()[-1] == "Error: /dev/full: No space left on device"
 
 
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
+def test_generate_names_the_file_it_was_asked_for_not_the_one_written_in_its_place() -> None:
+    """It said 'Error: /proc/x.dbn.zst.partial: No such file or directory': a name the user never gave."""
+    result = CliRunner().invoke(main, ["generate", "/proc/x.dbn.zst", "--trades", "5000"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == "Error: /proc/x.dbn.zst: No such file or directory"
+
+
 def test_ctrl_c_during_a_replay_closes_its_outputs_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import entrypoints.cli as cli
 

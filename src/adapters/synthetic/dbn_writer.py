@@ -77,7 +77,7 @@ def write_dbn(path: str | Path, metadata: bytes, records: np.ndarray, level: int
     # is the one it was before, not a cut one next to the previous market's labels.
     partial = path.with_name(path.name + ".partial")
     try:
-        with naming(path), partial.open("wb") as raw:
+        with naming(path, via=partial), partial.open("wb") as raw:
             if path.suffix == ".zst":
                 # With the content checksum, as Databento's files have: damage inside is found on reading.
                 compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)

@@ -60,7 +60,7 @@ def generate(out_path: str | Path, symbols: int = 20, trades: int = 1_000_000, s
     labels_path = labels_path_for(path)
     partial = labels_path.with_name(labels_path.name + ".partial")
     try:
-        with naming(labels_path):
+        with naming(labels_path, via=partial):
             partial.write_text(json.dumps(market.labels(), indent=1) + "\n", encoding="utf-8")
         partial.replace(labels_path)
     except BaseException:
