@@ -681,6 +681,9 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
         except DomainError as exc:
             fail(str(exc))
     source.check(f"no thresholds written to {out} (they would come from part of the history)")
+    if not thresholds.symbols:  # a file of none would judge everything by the default rule, silently
+        fail(f"no symbol has --min-trades {min_trades:,} trades (auction crosses aside) in "
+             f"{', '.join(paths)}: no thresholds written to {out}")
     save_thresholds(thresholds, out)
     for symbol, t in sorted(thresholds.symbols.items()):
         click.echo(f"{symbol:<10} p{quantile * 100:g} {t.size_quantile_value:>12,.0f}  "

@@ -453,6 +453,18 @@ def test_calibrate_says_how_many_records_it_rejected_and_why(tmp_path: Path) -> 
     assert out.strip().splitlines()[-1] == "rejected, not counted: bad_price 1, bad_row 1, bad_size 1"
 
 
+def test_calibrate_with_no_symbol_reaching_min_trades_writes_nothing_and_says_why(tmp_path: Path) -> None:
+    """It wrote a thresholds file of 0 symbols and exited 0: given to a worker, it changes nothing."""
+    data = tmp_path / "day.csv"
+    data.write_text("ts_event,price,size,symbol\n" + "\n".join(f"2025-05-05T14:{m:02d}:00Z,100,100,ACME"
+                                                                for m in range(30)) + "\n")
+    out = tmp_path / "t.json"
+    assert one_line_error(["calibrate", str(data), "--out", str(out)]) == (
+        f"Error: no symbol has --min-trades 1,000 trades (auction crosses aside) in {data}: "
+        f"no thresholds written to {out}")
+    assert not out.exists()
+
+
 def test_calibrate_counts_a_day_given_twice_once_and_says_so(tmp_path: Path) -> None:
     """A copy of the day beside it doubled every symbol's trades (and let --min-trades through)."""
     code, out = run("generate", str(tmp_path / "m.dbn.zst"), "--symbols", "2", "--trades", "3000", "--seed", "1")
