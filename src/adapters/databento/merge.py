@@ -27,10 +27,10 @@ class _Lane:
     so a lone print dated far ahead (a typo'd year) moves nothing; it waits, in its place by time,
     for the file to get there. Nor does a print vouch for a time after its receipt (ts_recv, when
     known): two typo'd prints in a row move nothing either (a print dated over a minute after its
-    receipt is refused as bad_timestamp, by the file's reader or else by the engine). A print's key is its event time, or, when it is more
-    than REORDER_NS behind `reached`, `reached` itself (it stays behind those prints). No later print
-    can then have a key below `floor` (`reached` less REORDER_NS), so every buffered key under it is
-    final, whatever the chunks were."""
+    receipt is refused as bad_timestamp, by the file's reader or else by the engine). A print's key
+    is its event time, or, when it is more than REORDER_NS behind `reached`, `reached` itself (it
+    stays behind those prints). No later print can then have a key below `floor` (`reached` less
+    REORDER_NS), so every buffered key under it is final, whatever the chunks were."""
 
     def __init__(self, stream: Iterator[SourceChunk]) -> None:
         self.stream = stream
