@@ -170,20 +170,23 @@ def event_window(since: str | None, until: str | None) -> tuple[int | None, int 
 
     from application.query import parse_time
 
+    forms = "a time (2025-05-05T13:00:00Z, 2025-05-05T09:30:00-04:00), a date or integer ns"
+
     def at(option: str, text: str | None) -> int | None:
         if text is None:
             return None
         now = time.time_ns()
-        moment = parse_time(text, now)
+        try:
+            moment = parse_time(text, now)
+        except DomainError as exc:  # query's message offers ages (30m, 1h), which a replay refuses below
+            unreadable = str(exc).startswith("cannot read time")
+            raise click.BadParameter(f"{option}: cannot read time {text!r}: give {forms}" if unreadable
+                                     else f"{option}: {exc}") from None
         if parse_time(text, now + 1) != moment:
-            raise click.BadParameter(f"{option} {text!r} is relative to now, and a replay reads history: give "
-                                     "a time (2025-05-05T13:00:00Z, 2025-05-05T09:30:00-04:00), a date or integer ns")
+            raise click.BadParameter(f"{option} {text!r} is relative to now, and a replay reads history: give {forms}")
         return moment
 
-    try:
-        window = (at("--since", since), at("--until", until))
-    except DomainError as exc:
-        raise click.BadParameter(str(exc)) from None
+    window = (at("--since", since), at("--until", until))
     if None not in window and window[0] >= window[1]:  # type: ignore[operator]
         raise click.BadParameter(f"--since {since} is not before --until {until}")
     return window

@@ -352,7 +352,10 @@ def test_replay_narrowed_to_a_symbol_and_a_time_reports_the_full_runs_incidents_
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--since", "2025-05-06T15:00Z", "--until", "2025-05-06T13:00Z"], "is not before --until"),
-    (["--since", "yesterdayish"], "cannot read time 'yesterdayish'"),
+    # Named, and without the age (1h) that query's message offers: a replay refuses ages.
+    (["--since", "yesterdayish"], "--since: cannot read time 'yesterdayish': give a time (2025-05-05T13:00:00Z, "
+                                  "2025-05-05T09:30:00-04:00), a date or integer ns"),
+    (["--until", "2025-13-01"], "--until: cannot read time '2025-13-01'"),
     # An age counts from the clock: a replay of history selected nothing with it, silently.
     (["--since", "1h"], "--since '1h' is relative to now, and a replay reads history"),
     (["--until", "now"], "--until 'now' is relative to now, and a replay reads history"),
