@@ -62,16 +62,22 @@ class OutputPath(click.Path):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         path = Path(os.fsdecode(super().convert(value, param, ctx)))
-        if path.exists():
-            if not os.access(path, os.W_OK):
-                self.fail(f"{str(path)!r} is not writable", param, ctx)
-            return str(path)
-        ancestor = nearest_existing(path.parent)
-        if not ancestor.is_dir():
-            self.fail(f"{str(path)!r} cannot be created: {str(ancestor)!r} is not a directory", param, ctx)
-        if not os.access(ancestor, os.W_OK | os.X_OK):
-            self.fail(f"{str(path)!r} cannot be created: {str(ancestor)!r} is not writable", param, ctx)
+        problem = unwritable(path)
+        if problem:
+            self.fail(problem, param, ctx)
         return str(path)
+
+
+def unwritable(path: Path) -> str | None:
+    """Why the file `path` cannot be written (None: it can, a missing directory being created)."""
+    if path.exists():
+        return None if os.access(path, os.W_OK) else f"{str(path)!r} is not writable"
+    ancestor = nearest_existing(path.parent)
+    if not ancestor.is_dir():
+        return f"{str(path)!r} cannot be created: {str(ancestor)!r} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{str(path)!r} cannot be created: {str(ancestor)!r} is not writable"
+    return None
 
 
 def calendar_day(value: str) -> str:
@@ -289,8 +295,8 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     out_option = "--out" if out else "STOCKANOMALY_OUT"
     letters_option = "--dead-letters" if dead_letters else "STOCKANOMALY_DEAD_LETTERS"
     thresholds_option = "--thresholds" if thresholds else "STOCKANOMALY_THRESHOLDS"
-    out = out or file_setting(None, "out", "") or None
-    dead_letters = dead_letters or file_setting(None, "dead_letters", "") or None
+    out = out or file_setting(None, "out", "", writes=True) or None
+    dead_letters = dead_letters or file_setting(None, "dead_letters", "", writes=True) or None
     thresholds_read = thresholds or file_setting(None, "thresholds", "") or None
     check_outputs(paths, {thresholds_option: thresholds_read, "--suppressions": rules_file},
                   {out_option: out, f"{out_option}'s incidents file": out and str(incidents_path(out)),
@@ -394,20 +400,26 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         files.check("the results above cover only what was read before it")
 
 
-def file_setting(given: str | None, setting: str, default: str) -> str:
-    """--file, else the setting (its STOCKANOMALY_ variable), else `default` in this directory."""
-    from entrypoints.settings import load_settings
+def file_setting(given: str | None, setting: str, default: str, writes: bool = False) -> str:
+    """--file, else the setting (its STOCKANOMALY_ variable), else `default` in this directory. A file
+    the command `writes` is checked as OutputPath checks a flag's, and refused naming the variable
+    (creating its directory under a file failed later as 'README.md: File exists')."""
+    from entrypoints.settings import PREFIX, load_settings
 
     if given:
         return given
     try:
-        return str(getattr(load_settings(), setting)) or default
+        value = str(getattr(load_settings(), setting))
     except DomainError as exc:
         fail(str(exc))
+    problem = unwritable(Path(value)) if value and writes else None
+    if problem:
+        fail(f"{PREFIX}{setting.upper()}: {problem}")
+    return value or default
 
 
-def suppressions_path(given: str | None) -> str:
-    return file_setting(given, "suppressions", "suppressions.json")
+def suppressions_path(given: str | None, writes: bool = False) -> str:
+    return file_setting(given, "suppressions", "suppressions.json", writes)
 
 
 @main.command()
@@ -427,7 +439,7 @@ def suppress(symbol: str | None, detector: str | None, between: str | None, unti
     from adapters.files.suppressions import load_suppressions, save_suppressions
     from domain.suppressions import Suppression
 
-    target = suppressions_path(path)
+    target = suppressions_path(path, writes=True)
     try:
         rule = Suppression.of(symbol, detector, between, until_day, note)
         rules = load_suppressions(target)
@@ -512,8 +524,8 @@ def trading_day(value: str) -> str:
     return day
 
 
-def verdicts_path(given: str | None) -> str:
-    return file_setting(given, "verdicts", "verdicts.jsonl")
+def verdicts_path(given: str | None, writes: bool = False) -> str:
+    return file_setting(given, "verdicts", "verdicts.jsonl", writes)
 
 
 @main.command()
@@ -533,7 +545,7 @@ def label(anomaly_id: str, confirmed: bool, false_positive: bool, note: str, pat
              "give --confirmed or --false-positive, not both")
     verdict = "confirmed" if confirmed else "false_positive"
     anomaly_id = anomaly_id.strip().lower()  # hex: the same id whatever its case
-    target = verdicts_path(path)
+    target = verdicts_path(path, writes=True)
     try:
         append_verdict(target, anomaly_id, verdict, note)
     except DomainError as exc:

@@ -726,3 +726,21 @@ def test_the_replay_summary_counts_one_of_a_thing_in_the_singular(monkeypatch: p
 
     assert "1 trade in 0.10s" in text and "1 anomaly in 1 incident\n" in text
     assert "2,000 trades in" in text and "2 anomalies in 1 incident\n" in text
+
+
+@pytest.mark.parametrize(("variable", "args"), [
+    ("STOCKANOMALY_OUT", ["replay", "--top", "0"]),
+    ("STOCKANOMALY_DEAD_LETTERS", ["replay", "--top", "0"]),
+    ("STOCKANOMALY_VERDICTS", ["label", "6a3e76bb1970fb5d3a8a335adcc3a6e7", "--confirmed"]),
+    ("STOCKANOMALY_SUPPRESSIONS", ["suppress", "--symbol", "NVDA"]),
+], ids=["out", "dead-letters", "verdicts", "suppressions"])
+def test_an_output_variable_under_a_file_is_refused_naming_the_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, args: list[str]) -> None:
+    """As the flags are: creating the directory failed with 'notes.txt: File exists', naming neither
+    the variable nor what was wrong."""
+    (tmp_path / "notes.txt").write_text("a file, not a directory\n")
+    monkeypatch.setenv(variable, str(tmp_path / "notes.txt" / "out.jsonl"))
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {variable}: '{tmp_path}/notes.txt/out.jsonl' cannot be created: "
+                             f"'{tmp_path}/notes.txt' is not a directory\n")
