@@ -25,7 +25,10 @@ describe_suppressions(rules_file)
 # so the first batches do not wait on them and no consumer heartbeat waits on a compiler.
 engine.warm_up()
 warm_up_decoder()
-app = container.worker_app()
+try:
+    app = container.worker_app()  # holds the data directory: another worker's stops here
+except ConfigError as exc:
+    sys.exit(f"stockanomaly worker: {exc}")
 throttle_kafka_client()  # a broker away for a minute made 369 client error lines
 
 

@@ -299,6 +299,23 @@ def test_the_local_store_is_rebuilt_unless_the_last_run_stopped_cleanly(tmp_path
     assert not tables.exists()
 
 
+def test_a_second_worker_on_one_data_directory_is_refused_and_leaves_the_running_ones_tables(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The second found no clean-stop marker (the first was running, so had not stopped) and deleted
+    the running worker's RocksDB tables, then stopped on its taken web port."""
+    from pathlib import Path
+
+    from domain.errors import ConfigError
+
+    settings = load_settings(store="rocksdb://", data_dir=str(tmp_path / "data"), app_id="unit-held").streaming()
+    running = worker_app(settings)
+    tables = Path(running.conf.tabledir)
+    (tables / "symbol-state-0.db").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"^data directory '.*data' is in use by another worker on this host "
+                                          r"\(pid \d+\): give each worker on a host its own STOCKANOMALY_DATA_DIR$"):
+        worker_app(settings)
+    assert (tables / "symbol-state-0.db").exists()
+
+
 @pytest.mark.asyncio
 async def test_messages_delivered_before_the_tables_are_recovered_are_left_for_later() -> None:
     from adapters.faust.app import committed_takes

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import shutil
 import time
 import weakref
@@ -11,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import faust
 import numpy as np
@@ -31,6 +33,7 @@ from adapters.kafka.keys import WRONG_PARTITION, misrouted, partition_of
 from application.detect import DetectTrades
 from application.incidents import GroupIncidents
 from application.publish import PublishOutcome
+from domain.errors import ConfigError
 from domain.model import DeadLetter
 from domain.sessions import SessionCalendar
 from domain.state import StateFormatError
@@ -44,6 +47,34 @@ NEVER = 10 * 365 * 86_400.0  # seconds: a Faust timer that must not fire
 
 
 CLEAN_STOP = "clean-stop"  # marker file in the table directory: the local state is committed state
+HOLDER = "worker.lock"  # in the app's directory, beside (not in) the table directory
+_held: list[IO[str]] = []  # the worker's hold on its state directory, kept until the process exits
+
+
+def hold_state_directory(appdir: Path, data_dir: str) -> IO[str] | None:
+    """Hold the worker's state directory for this process (an exclusive flock, released when it
+    exits, killed or not): a second worker started on one host with the same data directory found
+    no clean-stop marker (the first was running) and deleted the running worker's RocksDB tables.
+    ConfigError when another process holds it; None when the directory cannot be made (the start-up
+    check says so in its own line)."""
+    try:
+        appdir.mkdir(parents=True, exist_ok=True)
+        handle = open(appdir / HOLDER, "a+")  # noqa: SIM115 - open for the process's lifetime
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ConfigError(f"data directory {data_dir!r} is in use by another worker on this host (pid {holder}): "
+                          "give each worker on a host its own STOCKANOMALY_DATA_DIR") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def discard_state_after_unclean_stop(tabledir: Path) -> bool:
@@ -311,6 +342,9 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         value_serializer="raw",
     )
     local_store = settings.store.startswith("rocksdb")
+    if local_store:
+        held = hold_state_directory(Path(app.conf.appdir), settings.data_dir)  # before anything is discarded
+        _held.extend([held] if held else [])
     if local_store and discard_state_after_unclean_stop(Path(app.conf.tabledir)):
         log.warning("state_store_discarded", reason="the last run did not stop cleanly",
                     tabledir=str(app.conf.tabledir), action="restoring every table from its changelog")
