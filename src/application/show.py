@@ -45,7 +45,7 @@ class ShowRecord:
                          _absent(incident, members))
         incident = self.lookup.incident(record_id)
         if incident is None:
-            raise NotFound(f"no anomaly or incident has id {record_id!r} here")
+            raise NotFound(f"no anomaly or incident has id {record_id!r}")
         members = self._members(incident)
         # The tape of an incident: around its peak member when its context is known, else its first.
         peak = next((m for m in sorted(members, key=lambda m: (-m.score, m.ts_event)) if m.id in incident.after),

@@ -505,10 +505,11 @@ def show(record_id: str, out_file: str | None, es_url: str | None, as_json: bool
     print it was found at (an incident: around its peak member), from a replay's --out file or from
     the indices the indexer writes."""
     from adapters.elasticsearch import ElasticsearchAdapterError
-    from application.show import ShowRecord
+    from application.show import NotFound, ShowRecord
     from entrypoints.render import render_shown
 
     lookup: Any
+    where = out_file or ""  # where it was looked for, for a record not found ("here" named neither)
     try:
         if out_file:
             from adapters.files.records import ReplayRecords
@@ -524,7 +525,11 @@ def show(record_id: str, out_file: str | None, es_url: str | None, as_json: bool
                                                       request_timeout=10.0)
             lookup = ElasticsearchRecords(connect_elasticsearch(settings), anomalies_prefix=config.es_index_prefix,
                                           incidents_prefix=config.es_incidents_prefix, where=settings.safe_url)
+            where = (f"Elasticsearch at {settings.safe_url} ({config.es_index_prefix}-*, "
+                     f"{config.es_incidents_prefix}-*)")
         shown = ShowRecord(lookup)(record_id)
+    except NotFound as exc:
+        fail(f"{exc} in {where}")
     except (DomainError, ElasticsearchAdapterError, ValueError) as exc:
         fail(str(exc))
     if as_json:

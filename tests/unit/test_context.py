@@ -248,7 +248,8 @@ def test_show_names_the_members_of_an_incident_its_file_does_not_hold(replay_out
 def test_show_explains_in_one_line_what_it_cannot_find(replay_out: Path, tmp_path: Path) -> None:
     from test_cli import one_line_error
 
-    assert "no anomaly or incident has id '0123'" in one_line_error(["show", "0123", "--file", str(replay_out)])
+    assert one_line_error(["show", "0123", "--file", str(replay_out)]) == \
+        f"Error: no anomaly or incident has id '0123' in {replay_out}"  # it said 'here'
     assert "does not exist" in one_line_error(["show", "0123", "--file", str(tmp_path / "none.jsonl")])
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{}\n")
