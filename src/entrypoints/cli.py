@@ -466,6 +466,8 @@ def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None
     except DomainError as exc:
         fail(str(exc))
     if remove_id is not None:
+        if not Path(target).exists():
+            fail(f"{target} does not exist: there are no rules to remove (--file names another file)")
         if not any(r.id == remove_id for r in rules):
             fail(f"{target} holds no rule with id {remove_id!r}")
         save_suppressions(target, [r for r in rules if r.id != remove_id])

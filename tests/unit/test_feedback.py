@@ -270,6 +270,14 @@ def test_a_window_with_seconds_is_kept_to_the_second_under_one_id(tmp_path: Path
     assert load_suppressions(tmp_path / "suppressions.json") == []
 
 
+def test_removing_a_rule_where_there_is_no_rules_file_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said 'suppressions.json holds no rule with id ...' of a file that does not exist."""
+    monkeypatch.chdir(tmp_path)
+    assert invoke("suppressions", "--remove", "deadbeef") == (
+        1, "Error: suppressions.json does not exist: there are no rules to remove (--file names another file)")
+    assert not (tmp_path / "suppressions.json").exists()
+
+
 def test_the_cli_adds_lists_and_removes_rules_and_records_verdicts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     code, out = invoke("suppress", "--symbol", "nvda", "--between", "15:50-16:00", "--note", "closing imbalance")
