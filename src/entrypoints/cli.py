@@ -42,6 +42,25 @@ def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
+def kernels_cached() -> bool:
+    """Whether numba has the detectors' kernels compiled on disk (its index of the record checks, the
+    first kernel any run calls; an attribute path of numba's own, so True when it cannot tell)."""
+    from domain.validation import _verdicts
+
+    try:
+        return os.path.exists(_verdicts._cache._cache_file._index_path)  # type: ignore[attr-defined]
+    except AttributeError:
+        return True
+
+
+def say_when_compiling() -> None:
+    """A machine's first run compiles the kernels: 20-40 s in which nothing moves (the compiler holds
+    the interpreter, so not even the progress bar's spinner), which read as a hang. Said on a terminal."""
+    if err.is_terminal and not kernels_cached():
+        err.print("compiling the detectors' kernels: once per machine, 20-40 s (later runs start in seconds)",
+                  highlight=False)
+
+
 class FiniteRange(click.FloatRange):
     """click's FloatRange, refusing nan and inf too: nan passes its bound checks (every comparison
     with nan is false), and a threshold of nan or inf silently turns a rule always on or off."""
@@ -332,6 +351,7 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         if window[1] is not None:
             source = Before(source, window[1])
         use_case = container.replay(top_n=top, **selected)
+        say_when_compiling()
         container.engine().warm_up()  # kernels loaded before the clock starts, as a worker does at start-up
     except DomainError as exc:
         fail(str(exc))
@@ -601,6 +621,7 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
     truth = merge_labels(parts)
     try:  # a bad setting or thresholds file: one line, as for replay (it was a traceback here)
         container = build_container(thresholds=thresholds)
+        say_when_compiling()
         container.engine().warm_up()
     except DomainError as exc:
         fail(str(exc))

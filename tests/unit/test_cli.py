@@ -744,3 +744,24 @@ def test_an_output_variable_under_a_file_is_refused_naming_the_variable(
     assert result.exit_code == 1
     assert result.output == (f"Error: {variable}: '{tmp_path}/notes.txt/out.jsonl' cannot be created: "
                              f"'{tmp_path}/notes.txt' is not a directory\n")
+
+
+def test_a_first_run_says_it_is_compiling_the_kernels_before_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """make replay's first run sat 20-40 s on a still progress bar (the compiler holds the
+    interpreter): it read as a hang. Said on a terminal when numba has no kernel on disk yet."""
+    import io
+
+    from rich.console import Console
+
+    import entrypoints.cli as cli
+
+    assert cli.kernels_cached()  # this suite has run the kernels: numba's index of them exists
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=200))
+    monkeypatch.setattr(cli, "kernels_cached", lambda: False)
+    assert run("replay", "--top", "0", "--detectors", "high_volume", str(DBN_SAMPLE))[0] == 0
+    assert "compiling the detectors' kernels: once per machine, 20-40 s" in screen.getvalue()
+    monkeypatch.setattr(cli, "kernels_cached", lambda: True)
+    screen.truncate(0)
+    assert run("replay", "--top", "0", "--detectors", "high_volume", str(DBN_SAMPLE))[0] == 0
+    assert "compiling" not in screen.getvalue()
