@@ -146,6 +146,8 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
 
     from aiokafka.errors import KafkaError
 
+    from adapters.kafka.errors import said
+
     from adapters.kafka.producer import KafkaTradePublisher
     from application.ingest import IngestSummary, IngestTrades, parse_pace
 
@@ -210,7 +212,7 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         except DomainError as exc:
             fail(str(exc))
         except KafkaError as exc:
-            fail(f"Kafka at {config.kafka_bootstrap_servers}: {exc}")
+            fail(f"Kafka at {config.kafka_bootstrap_servers}: {said(exc)}")
         except KeyboardInterrupt:
             interrupted = True
         except asyncio.CancelledError:

@@ -16,6 +16,7 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from adapters.faust.settings import StreamingSettings
+from adapters.kafka.errors import said
 from adapters.kafka.topics import ensure_topics
 from adapters.metrics.server import MetricsServer
 from domain.errors import ConfigError
@@ -43,7 +44,7 @@ def require_topics(settings: StreamingSettings, who: str,
     except ConfigError as exc:
         sys.exit(f"stockanomaly {who}: {exc}")
     except KafkaError as exc:
-        sys.exit(f"stockanomaly {who}: Kafka at {settings.bootstrap}: {exc}")  # (its str names its type)
+        sys.exit(f"stockanomaly {who}: Kafka at {settings.bootstrap}: {said(exc)}")
 
 
 def changelog_topics(app: Any) -> dict[str, dict[str, str]]:

@@ -765,3 +765,23 @@ def test_a_first_run_says_it_is_compiling_the_kernels_before_the_wait(monkeypatc
     screen.truncate(0)
     assert run("replay", "--top", "0", "--detectors", "high_volume", str(DBN_SAMPLE))[0] == 0
     assert "compiling" not in screen.getvalue()
+
+
+@pytest.mark.parametrize("command", [["tail"], ["decode"], ["ingest", str(DBN_SAMPLE)]])
+def test_a_kafka_that_does_not_answer_is_said_in_one_line(command: list[str]) -> None:
+    """The Kafka client's own message of the failed first connection came first: two lines."""
+    result = CliRunner().invoke(main, [*command, "--bootstrap", "127.0.0.1:1"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "Error: Kafka at 127.0.0.1:1: KafkaConnectionError: no broker answered at 127.0.0.1:1"]
+
+
+def test_kafka_errors_read_as_one_clause_with_their_type() -> None:
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    from adapters.kafka.errors import said
+
+    both = "Unable to bootstrap from [('a', 9092, <AddressFamily.AF_INET: 2>), ('::1', 9093, <AddressFamily.AF_INET6: 10>)]"
+    assert said(KafkaConnectionError(both)) == "KafkaConnectionError: no broker answered at a:9092, ::1:9093"
+    assert said(KafkaTimeoutError()) == "KafkaTimeoutError"
+    assert said(ValueError("x")) == "ValueError: x"

@@ -354,7 +354,8 @@ def test_a_notifier_that_cannot_start_says_so_in_one_line_without_its_banner() -
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "notifying" not in result.output
     [error] = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert error.startswith("Error: cannot read anomalies from Kafka at 127.0.0.1:1: KafkaConnectionError: Unable")
+    assert error == ("Error: cannot read anomalies from Kafka at 127.0.0.1:1: "
+                     "KafkaConnectionError: no broker answered at 127.0.0.1:1")
     assert error.count("KafkaConnectionError") == 1
 
 

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from adapters.kafka.errors import said
 from adapters.kafka.records import decode_anomaly, decode_incident
 from domain.errors import SourceError
 from domain.incidents import Incident
@@ -100,7 +101,7 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
             await consumer.start()
         except KafkaError as exc:
             # (a KafkaError's text starts with its type's name)
-            raise SourceError(f"cannot read {topic} from Kafka at {bootstrap}: {exc}") from exc
+            raise SourceError(f"cannot read {topic} from Kafka at {bootstrap}: {said(exc)}") from exc
         consumer.subscribe([topic], listener=handover)
         log.info("notifier_started", topic=topic, group=group)
         started()

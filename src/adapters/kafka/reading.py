@@ -9,6 +9,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from adapters.kafka.errors import said
+
 from domain.errors import SourceError
 
 
@@ -30,7 +32,7 @@ async def read_records(bootstrap: str, topic: str, *, last: int | None = None, o
         await consumer.start()
     except KafkaError as exc:
         await consumer.stop()  # what it opened before failing
-        raise SourceError(f"Kafka at {bootstrap}: {exc}") from None
+        raise SourceError(f"Kafka at {bootstrap}: {said(exc)}") from None
     try:
         known = await _partitions(bootstrap, topic)
         if not known:
