@@ -781,7 +781,8 @@ def test_kafka_errors_read_as_one_clause_with_their_type() -> None:
 
     from adapters.kafka.errors import said
 
-    both = "Unable to bootstrap from [('a', 9092, <AddressFamily.AF_INET: 2>), ('::1', 9093, <AddressFamily.AF_INET6: 10>)]"
+    both = ("Unable to bootstrap from [('a', 9092, <AddressFamily.AF_INET: 2>), "
+            "('::1', 9093, <AddressFamily.AF_INET6: 10>)]")
     assert said(KafkaConnectionError(both)) == "KafkaConnectionError: no broker answered at a:9092, ::1:9093"
     assert said(KafkaTimeoutError()) == "KafkaTimeoutError"
     assert said(ValueError("x")) == "ValueError: x"
