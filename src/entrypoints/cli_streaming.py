@@ -147,7 +147,6 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
     from aiokafka.errors import KafkaError
 
     from adapters.kafka.errors import said
-
     from adapters.kafka.producer import KafkaTradePublisher
     from application.ingest import IngestSummary, IngestTrades, parse_pace
 

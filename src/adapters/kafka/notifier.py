@@ -100,7 +100,6 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
             # assignment, forever when the topic does not exist (yet), and says nothing.
             await consumer.start()
         except KafkaError as exc:
-            # (a KafkaError's text starts with its type's name)
             raise SourceError(f"cannot read {topic} from Kafka at {bootstrap}: {said(exc)}") from exc
         consumer.subscribe([topic], listener=handover)
         log.info("notifier_started", topic=topic, group=group)

@@ -10,7 +10,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from adapters.kafka.errors import said
-
 from domain.errors import SourceError
 
 
