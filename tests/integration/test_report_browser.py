@@ -115,14 +115,33 @@ def test_clicking_a_chart_marker_shows_its_anomaly(page, report) -> None:  # typ
     assert any(heading.startswith(f"{r['symbol']} · {r['detector']} · {r['local']}") for r in rows)
 
 
-def test_an_episodes_own_print_is_marked_in_its_place_not_shown_twice(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """A rate episode's tape runs on to the print that completed its measure and holds the episode's
-    own print: that row is marked (it was listed twice, and the completing print was missing)."""
+def open_episode_tape(page, path: Path, episode):  # type: ignore[no-untyped-def]
+    """A report of one rate episode over the trades of its tape, opened with the episode's tape shown:
+    the tape's rows."""
     import numpy as np
 
     from adapters.report.bars import BarCollector
     from adapters.report.html import write_html_report
-    from domain.model import TRADE_DTYPE, Anomaly, Print
+    from domain.model import TRADE_DTYPE
+
+    tape = episode.context
+    trades = np.zeros(len(tape), TRADE_DTYPE)
+    trades["symbol"], trades["ts_event"] = episode.symbol, [p.ts_event for p in tape]
+    trades["price"], trades["size"] = [p.price for p in tape], [p.size for p in tape]
+    bars = BarCollector()
+    bars.add(trades)
+    write_html_report(path, bars, [episode], {"trades": len(tape), "anomalies": 1, "by_detector": {episode.detector: 1},
+                                              "seconds": 0.1, "trades_per_second": 100.0, "source": ["x.csv"]})
+    page.goto(path.as_uri())
+    page.wait_for_selector(".plotly-graph-div .main-svg")
+    page.locator('#anomaly-table tbody tr[data-row="0"] td').nth(3).click()
+    return page.locator("#context-tape tbody tr")
+
+
+def test_an_episodes_own_print_is_marked_in_its_place_not_shown_twice(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A rate episode's tape runs on to the print that completed its measure and holds the episode's
+    own print: that row is marked (it was listed twice, and the completing print was missing)."""
+    from domain.model import Anomaly, Print
 
     s, t0 = 1_000_000_000, 1_741_100_400_000_000_000  # 2025-03-04 10:00 New York
     tape = [Print(t0 + k * s // 10, 100.0 + k / 100, 100 + k, "B") for k in range(10)]
@@ -130,18 +149,7 @@ def test_an_episodes_own_print_is_marked_in_its_place_not_shown_twice(page, tmp_
     episode = Anomaly(id="e1", detector="trade_burst", symbol="ZZZT", ts_event=own.ts_event, price=own.price,
                       size=own.size, score=2.0, severity="medium", reason="a burst", session="regular",
                       context=tuple(tape))
-    trades = np.zeros(len(tape), TRADE_DTYPE)
-    trades["symbol"], trades["ts_event"] = "ZZZT", [p.ts_event for p in tape]
-    trades["price"], trades["size"] = [p.price for p in tape], [p.size for p in tape]
-    bars = BarCollector()
-    bars.add(trades)
-    path = write_html_report(tmp_path / "episode.html", bars, [episode],
-                             {"trades": 10, "anomalies": 1, "by_detector": {"trade_burst": 1}, "seconds": 0.1,
-                              "trades_per_second": 100.0, "source": ["x.csv"]})
-    page.goto(path.as_uri())
-    page.wait_for_selector(".plotly-graph-div .main-svg")
-    page.locator('#anomaly-table tbody tr[data-row="0"] td').nth(3).click()
-    rows = page.locator("#context-tape tbody tr")
+    rows = open_episode_tape(page, tmp_path / "episode.html", episode)
     assert rows.count() == len(tape) + 1  # the ten trades and the line saying the trades after are not known
     assert page.locator("#context-tape tr.found").count() == 1
     marked = [c.inner_text() for c in page.locator("#context-tape tr.found td").all()]
@@ -155,28 +163,13 @@ def test_an_episodes_tape_that_no_longer_reaches_its_print_shows_where_trades_ar
         page, tmp_path: Path) -> None:
     """The kept tape is the ten trades before an episode's end; on the real NVDA days it never reached
     back to the episode's print, and the tape read as if nothing had traded in between."""
-    import numpy as np
-
-    from adapters.report.bars import BarCollector
-    from adapters.report.html import write_html_report
-    from domain.model import TRADE_DTYPE, Anomaly, Print
+    from domain.model import Anomaly, Print
 
     s, t0 = 1_000_000_000, 1_741_100_400_000_000_000  # 2025-03-04 10:00 New York
     tape = [Print(t0 + s + k * s // 100, 100.0, 10 + k, "B") for k in range(10)]  # from 1 s after its print
     episode = Anomaly(id="e2", detector="trade_burst", symbol="ZZZT", ts_event=t0, price=100.0, size=7, score=2.0,
                       severity="medium", reason="a burst", session="regular", context=tuple(tape))
-    trades = np.zeros(len(tape), TRADE_DTYPE)
-    trades["symbol"], trades["ts_event"] = "ZZZT", [p.ts_event for p in tape]
-    trades["price"], trades["size"] = [p.price for p in tape], [p.size for p in tape]
-    bars = BarCollector()
-    bars.add(trades)
-    path = write_html_report(tmp_path / "gap.html", bars, [episode],
-                             {"trades": 10, "anomalies": 1, "by_detector": {"trade_burst": 1}, "seconds": 0.1,
-                              "trades_per_second": 100.0, "source": ["x.csv"]})
-    page.goto(path.as_uri())
-    page.wait_for_selector(".plotly-graph-div .main-svg")
-    page.locator('#anomaly-table tbody tr[data-row="0"] td').nth(3).click()
-    rows = page.locator("#context-tape tbody tr")
+    rows = open_episode_tape(page, tmp_path / "gap.html", episode)
     assert "found" in (rows.nth(0).get_attribute("class") or "")
     assert rows.nth(1).get_attribute("class") == "gap" and rows.nth(2).locator("td").nth(3).inner_text() == "10"
     assert "are not kept" in page.inner_text("#context .note >> nth=1")
