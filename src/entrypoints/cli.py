@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from domain.errors import DomainError
 from entrypoints import nearest_existing
 from entrypoints.logging_setup import configure_logging, quiet_kafka_client
-from entrypoints.render import console
+from entrypoints.render import console, counted
 
 log = structlog.get_logger()
 err = console(stderr=True)
@@ -409,7 +409,11 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     if unseen:  # a typo reads like a quiet symbol otherwise
         err.print(f"--symbols: no trade of {', '.join(unseen)} was read", highlight=False)
     # A window outside the data reads like a quiet day otherwise, as a mistyped symbol would.
-    if window[1] is not None and latest is None and not interrupted:
+    if files is not None and summary.trades == 0 and window[1] is None and not interrupted:
+        # Files read whole without a word: a book file (mbp-1) of a quiet window has no trade in it.
+        err.print("no trade in the input: book files (mbp-1, mbp-10, tbbo) hold trades only as their records "
+                  "with action T", highlight=False)
+    elif window[1] is not None and latest is None and not interrupted:
         err.print(f"--until {until}: no trade was read before it", highlight=False)
     elif window[0] is not None and latest is not None and latest < window[0]:
         import numpy as np
@@ -666,6 +670,10 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
         fail(str(exc))
     source.check("scores against the verdicts would be meaningless")
     found = container.collected_anomalies().anomalies
+    if not found and not as_json:  # a table of zeros would not say why there is nothing to score
+        click.echo(f"no detections in {', '.join(data)}: nothing to score against {counted(len(verdicts), 'verdict')} "
+                   f"in {path}")
+        return
     table = score_verdicts(found, verdicts)
     # `label` takes any id: an incident's says nothing about one detector (its members are what count).
     on_incidents = len(set(verdicts) & {i.id for i in container.collected_incidents().incidents})

@@ -509,6 +509,30 @@ def test_evaluate_refuses_labels_and_verdicts_together(tmp_path: Path) -> None:
         "Error: give --labels (a generated market's) or --verdicts (analysts'), not both"
 
 
+@needs_shared
+def test_a_book_file_without_trades_says_so_and_evaluate_says_there_is_nothing_to_score(tmp_path: Path) -> None:
+    """An mbp-1 file of book adds only replayed as '0 trades' without a word, and `evaluate
+    --verdicts` on it printed a table header and nothing else."""
+    book = SHARED / "databento" / "xnas-itch.mbp-1.sample.dbn.zst"
+    code, out = run("replay", str(book))
+    assert code == 0, out
+    assert "0 trades in" in out
+    assert out.strip().splitlines()[-1] == ("no trade in the input: book files (mbp-1, mbp-10, tbbo) hold trades "
+                                            "only as their records with action T")
+    verdicts = tmp_path / "v.jsonl"
+    assert run("label", "0" * 32, "--confirmed", "--file", str(verdicts))[0] == 0
+    code, out = run("evaluate", str(book), "--verdicts", str(verdicts))
+    assert code == 0, out
+    assert out.strip().splitlines() == [f"no detections in {book}: nothing to score against 1 verdict in {verdicts}"]
+
+
+@needs_shared
+def test_a_file_with_trades_says_nothing_of_book_files() -> None:
+    code, out = run("replay", "--top", "0", str(DBN_SAMPLE))
+    assert code == 0 and "trades in" in out and "0 trades in" not in out
+    assert "book files" not in out
+
+
 def test_calibrate_writes_thresholds_the_replay_accepts(tmp_path: Path) -> None:
     out = tmp_path / "thresholds.json"
     code, text = run("calibrate", str(NVDA_DAY), "--out", str(out))
