@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -60,7 +60,10 @@ class DetectTrades:
         self.metrics = metrics
         self.last_symbols = 0  # symbols in the last batch: how a replay sizes the next one
 
-    def __call__(self, trades: np.ndarray, rejected: list[DeadLetter] | None = None) -> BatchOutcome:
+    def __call__(self, trades: np.ndarray, rejected: list[DeadLetter] | None = None,
+                 origin: Callable[[int], str] | None = None) -> BatchOutcome:
+        """`rejected`: what the source refused, published with the engine's dead letters; `origin`:
+        where a trade comes from by its row (SourceChunk.origin), for the engine's dead letters."""
         started = time.perf_counter()
         batch = self.engine.prepare(trades)
         self.last_symbols = len(batch.symbols)
@@ -75,7 +78,11 @@ class DetectTrades:
         if self.tapes is not None and result.tapes is not None:
             self.tapes.save(batch.symbols, result.tapes)
         outcome = self._outcome(result.anomalies)
-        dead = list(rejected or []) + result.dead_letters
+        engine_letters = result.dead_letters
+        if origin is not None:
+            engine_letters = [replace(d, origin=origin(d.row)) if d.row >= 0 and not d.origin else d
+                              for d in engine_letters]
+        dead = list(rejected or []) + engine_letters
         if dead and self.dead_letters is not None:
             self.dead_letters.publish(dead)
         self._count(result.accepted, outcome.anomalies, dead, len(trades), time.perf_counter() - started)

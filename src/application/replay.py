@@ -93,7 +93,7 @@ class Replay:
         traded: set[str] = set()
         started = time.perf_counter()
         for chunk in self._batches(source):
-            outcome = self.detect(chunk.trades, chunk.dead_letters)
+            outcome = self.detect(chunk.trades, chunk.dead_letters, chunk.origin)
             traded.update(outcome.clocks)
             summary.trades += len(chunk.trades) + sum(d.records for d in chunk.dead_letters)
             self._count_outcome(summary, outcome, incidents, symbols)
@@ -154,4 +154,6 @@ def _keep_top(heap: list[Any], item: tuple[float, str, Any], n: int) -> None:
 def _joined(chunks: list[SourceChunk]) -> SourceChunk:
     if len(chunks) == 1:
         return chunks[0]
-    return SourceChunk(np.concatenate([c.trades for c in chunks]), [d for c in chunks for d in c.dead_letters])
+    places = None if any(c.places is None for c in chunks) else np.concatenate([c.places for c in chunks])
+    return SourceChunk(np.concatenate([c.trades for c in chunks]), [d for c in chunks for d in c.dead_letters],
+                       places, chunks[0].describe)

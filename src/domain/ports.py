@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,6 +19,17 @@ class SourceChunk:
 
     trades: np.ndarray
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    # Per trade, where it stands in the source as a number `describe` names ("x.csv, line 7"): the
+    # origin of a dead letter the engine writes for it (a duplicate). None: the source does not say.
+    places: np.ndarray | None = None
+    describe: Callable[[int], str] | None = None
+
+    def origin(self, row: int) -> str:
+        """Where trade `row` comes from, as a dead letter's origin ("" when the source does not say)."""
+        if self.places is None or self.describe is None or row < 0:
+            return ""
+        place = int(self.places[row])
+        return self.describe(place) if place >= 0 else ""
 
 
 class TradeSource(Protocol):

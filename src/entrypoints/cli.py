@@ -235,7 +235,9 @@ class Before:
             if len(ts) and int(ts.min()) >= self.until_ns:
                 return
             if len(ts) and int(ts.max()) >= self.until_ns:
-                chunk = SourceChunk(chunk.trades[ts < self.until_ns], chunk.dead_letters)
+                before = ts < self.until_ns
+                chunk = SourceChunk(chunk.trades[before], chunk.dead_letters,
+                                    None if chunk.places is None else chunk.places[before], chunk.describe)
             yield chunk
 
 

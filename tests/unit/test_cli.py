@@ -198,6 +198,25 @@ def test_replay_dead_letters_of_merged_files_say_which_file_and_line_each_refuse
         ("bad_timestamp", "bolt.csv, line 32", rows["bolt"][30])]
 
 
+def test_replay_dead_letters_of_duplicates_and_late_prints_say_which_file_and_line_they_are_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The duplicate guard refuses prints after the files are merged: their dead letters had an
+    empty origin, unlike every other refused print of a file."""
+    monkeypatch.chdir(tmp_path)
+    header = "ts_recv,ts_event,price,size,symbol,sequence"
+    rows = {name: [f"2025-05-05T14:00:{i:02d}.0001Z,2025-05-05T14:00:{i:02d}Z,{100 + i / 100:.2f},{100 + i},"
+                   f"{name.upper()},{i + 1}" for i in range(40)] for name in ("acme", "bolt")}
+    rows["bolt"].insert(20, rows["bolt"][12])  # sent again: line 22
+    rows["acme"].insert(30, rows["acme"][29].replace(":29Z", ":19Z").replace(",30", ",99"))  # 10 s late: line 32
+    for name, lines in rows.items():
+        Path(f"{name}.csv").write_text("\n".join([header, *lines]) + "\n")
+    code, out = run("replay", "--json", "--dead-letters", "dead.jsonl", "acme.csv", "bolt.csv")
+    assert code == 0 and json.loads(out)["dead_letters"] == {"duplicate": 1, "out_of_order": 1}
+    letters = [json.loads(line) for line in Path("dead.jsonl").read_text().splitlines()]
+    assert sorted((d["reason"], d["origin"]) for d in letters) == [("duplicate", "bolt.csv, line 22"),
+                                                                   ("out_of_order", "acme.csv, line 32")]
+
+
 def test_evaluate_scores_each_generated_file_against_its_own_labels(tmp_path: Path) -> None:
     one, two = tmp_path / "one.dbn", tmp_path / "two.dbn"
     assert run("generate", str(one), "--symbols", "2", "--trades", "20000", "--seed", "1")[0] == 0

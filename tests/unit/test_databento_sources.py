@@ -145,6 +145,28 @@ def test_dead_letters_name_the_position_counted_from_one_as_a_line_or_a_record(t
     assert sorted(d.origin for d in letters) == [f"{csv_path}, line 2", f"{dbn_path}, record 1"]
 
 
+@pytest.mark.parametrize("chunk_size", [7, 65_536])
+def test_every_merged_trade_knows_its_file_and_line_or_record(tmp_path: Path, chunk_size: int) -> None:
+    """A print the engine refuses after the merge (a duplicate, one out of order) had a dead letter
+    with no origin: the merged trades no longer knew where they came from."""
+    dbn_trades, csv_trades = flow(60, seed=1), flow(60, symbol="AMD", instrument_id=5, seed=2)
+    csv_trades["ts_event"][10], csv_trades["ts_event"][11] = csv_trades["ts_event"][11], csv_trades["ts_event"][10]
+    dbn_path = write_dbn(tmp_path / "x.dbn", dbn_trades)
+    csv_path = write_csv(tmp_path / "y.csv.zst", csv_lines(csv_trades))
+    file_rows = {str(dbn_path): {f"record {k + 1}": t for k, t in enumerate(dbn_trades)},
+                 str(csv_path): {f"line {k + 2}": t for k, t in enumerate(csv_trades)}}
+
+    seen = 0
+    for chunk in DatabentoFileSource([dbn_path, csv_path], chunk_size=chunk_size).chunks():
+        for row, trade in enumerate(chunk.trades):
+            path, where = chunk.origin(row).split(", ")
+            original = file_rows[path].pop(where)  # each place once
+            assert (trade["symbol"], trade["ts_event"], trade["size"]) == \
+                (original["symbol"], original["ts_event"], original["size"])
+            seen += 1
+    assert seen == 120 and not any(file_rows.values())
+
+
 def test_a_dbn_file_cut_short_names_the_first_record_it_could_not_read(tmp_path: Path) -> None:
     data = dbn_bytes(flow(10))
     path = tmp_path / "cut.dbn"

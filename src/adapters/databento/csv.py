@@ -144,9 +144,10 @@ def _read_batches(reader: pcsv.CSVStreamingReader, stream: WholeLineStream, path
             pending.append(dl.bad_file(path, dl.line(_next_line(done, skipped)), exc))
             break
         formats = formats or _Formats(batch, path)
-        trades, letters = _convert(batch, formats, _LineNumbers(done, skipped), path)
+        chunk = _convert(batch, formats, _LineNumbers(done, skipped), path)
         done += batch.num_rows
-        yield SourceChunk(trades, pending + letters)
+        chunk.dead_letters = pending + chunk.dead_letters
+        yield chunk
         pending = []
     if stream.damage is not None:
         pending.append(dl.bad_file(path, dl.line(_next_line(done, skipped)), stream.damage))
@@ -174,8 +175,8 @@ def _line_numbers(rows: np.ndarray, skipped: list[int]) -> np.ndarray:
     return rows + 2 + np.searchsorted(rows_before, rows, side="right")
 
 
-def _convert(batch: pa.RecordBatch, formats: _Formats, lines: _LineNumbers,
-             path: Path) -> tuple[np.ndarray, list[DeadLetter]]:
+def _convert(batch: pa.RecordBatch, formats: _Formats, lines: _LineNumbers, path: Path) -> SourceChunk:
+    """The batch's trades, each with its line as its place, and the dead letters of its other rows."""
     n = batch.num_rows
     names = batch.schema.names
     symbol_table, symbol_index, symbol_empty = _dictionary(batch.column("symbol"), "U24")
@@ -237,13 +238,13 @@ def _convert(batch: pa.RecordBatch, formats: _Formats, lines: _LineNumbers,
             letters.append((line, dl.bad_row(path, dl.line(line), detail, _raw(batch, row))))
     keep = wanted & ~bad
     kept = np.flatnonzero(keep)
-    trades, refused = dl.refused_by_checks(out if keep.all() else out[keep], path,
-                                           lambda rows: [dl.line(line) for line in lines(kept[rows]).tolist()],
-                                           lambda row: _raw(batch, int(kept[row])))
+    at = lines(kept)
+    chunk, refused = dl.refused_by_checks(out if keep.all() else out[keep], path, at, dl.line,
+                                          lambda row: _raw(batch, int(kept[row])))
     if refused:
-        at = lines(kept[[row for row, _ in refused]]).tolist()
-        letters = sorted(letters + [(line, letter) for line, (_, letter) in zip(at, refused)], key=lambda x: x[0])
-    return trades, [letter for _, letter in letters]
+        letters = sorted(letters + [(int(at[row]), letter) for row, letter in refused], key=lambda x: x[0])
+    chunk.dead_letters = [letter for _, letter in letters]
+    return chunk
 
 
 def _dictionary(column: pa.DictionaryArray, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -109,7 +109,8 @@ def _symbol_table(store: databento.DBNStore, path: Path) -> SymbolTable:
 
 def to_trades(records: np.ndarray, offset: int, rtype: int, symbols: SymbolTable,
               path: Path) -> SourceChunk:
-    """Trades among one array of same-schema DBN records; offset is the first record's index in the file."""
+    """Trades among one array of same-schema DBN records, each with its record index as its place;
+    offset is the first record's index in the file."""
     letters: list[DeadLetter] = []
     well_formed = (records["rtype"] == rtype) & (records["length"].astype(np.int64) * 4 == records.itemsize)
     for i in np.flatnonzero(~well_formed):
@@ -145,5 +146,6 @@ def to_trades(records: np.ndarray, offset: int, rtype: int, symbols: SymbolTable
     for name in ("size", "publisher_id", "instrument_id", "sequence", "side", "flags"):
         trades[name] = field(name)
     trades["symbol"] = symbol if len(keep) == len(rows) else symbol[known]
-    trades, refused = dl.refused_by_checks(trades, path, lambda bad: [dl.record(offset + int(i)) for i in keep[bad]])
-    return SourceChunk(trades, letters + [letter for _, letter in refused])
+    chunk, refused = dl.refused_by_checks(trades, path, offset + keep, dl.record)
+    chunk.dead_letters = letters + [letter for _, letter in refused]
+    return chunk

@@ -104,8 +104,9 @@ class _RecordReader:
                              _value(record.side).encode(), int(record.flags), symbol))
                 places.append(index)
         trades = np.array(rows, dtype=TRADE_DTYPE) if rows else np.empty(0, TRADE_DTYPE)
-        trades, refused = dl.refused_by_checks(trades, self.path, lambda bad: [dl.record(places[i]) for i in bad])
-        return SourceChunk(trades, letters + [letter for _, letter in refused])
+        chunk, refused = dl.refused_by_checks(trades, self.path, np.array(places, np.int64), dl.record)
+        chunk.dead_letters = letters + [letter for _, letter in refused]
+        return chunk
 
     def _map(self, record: SymbolMappingMsg) -> None:
         # Same choice as databento's InstrumentMap: the output symbol, unless it is a bare instrument id.

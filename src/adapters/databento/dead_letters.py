@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -65,18 +65,19 @@ def letters_only(*letters: DeadLetter) -> SourceChunk:
     return SourceChunk(np.empty(0, TRADE_DTYPE), list(letters))
 
 
-def refused_by_checks(trades: np.ndarray, path: Path, places: Callable[[np.ndarray], Sequence[str]],
+def refused_by_checks(trades: np.ndarray, path: Path, places: np.ndarray, where: Callable[[int], str],
                       raw: Callable[[int], bytes] | None = None
-                      ) -> tuple[np.ndarray, list[tuple[int, DeadLetter]]]:
+                      ) -> tuple[SourceChunk, list[tuple[int, DeadLetter]]]:
     """The engine's own record checks (domain.validation: no symbol, bad timestamp, price or size),
-    made while each trade's place in its file is known: the trades that pass, and (row, dead letter)
-    for each that does not, the letter saying where it is (`places`: rows -> line(n) or record(i))
-    and, with `raw`, holding the row as it stood. The engine makes the same checks on whatever
-    reaches it, but once several files are merged it can only quote the values."""
+    made while each trade's place in its file is known (`places`: per row, the number `where` names:
+    line or record): the chunk of trades that pass, with their places, and (row, dead letter) for
+    each that does not, the letter saying where it is and, with `raw`, holding the row as it stood.
+    The engine makes the same checks on whatever reaches it, but once several files are merged it
+    can only quote the values."""
     bad, reasons = invalid_rows(trades)
     if not len(bad):
-        return trades, []
-    refused = [(row, replace(dead_letter_for(trades[row], reason), origin=origin(path, place),
+        return SourceChunk(trades, places=places), []
+    refused = [(row, replace(dead_letter_for(trades[row], reason), origin=origin(path, where(place)),
                              raw=raw(row) if raw is not None else b""))
-               for row, reason, place in zip(bad.tolist(), reasons, places(bad))]
-    return np.delete(trades, bad), refused
+               for row, reason, place in zip(bad.tolist(), reasons, places[bad].tolist())]
+    return SourceChunk(np.delete(trades, bad), places=np.delete(places, bad)), refused

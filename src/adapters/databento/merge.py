@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -36,6 +36,7 @@ class _Lane:
         self.stream = stream
         self.buffer = np.empty(0, TRADE_DTYPE)
         self.keys = np.empty(0, np.int64)
+        self.places = np.empty(0, np.int64)  # each buffered trade's place (SourceChunk.places; -1: unknown)
         self.reached = _BEFORE_ANY
         self.last = _BEFORE_ANY  # the time the last print read vouches for (see pull)
         self.done = False
@@ -60,22 +61,27 @@ class _Lane:
         in_reach = (before == _BEFORE_ANY) | (ts >= before - REORDER_NS)  # (no wrap-around below int64)
         keys = np.where(in_reach, ts, before)
         self.reached, self.last = int(reached[-1]), int(vouched[-1])
+        places = chunk.places if chunk.places is not None else np.full(len(chunk.trades), -1, np.int64)
         trades = np.concatenate((self.buffer, chunk.trades)) if len(self.buffer) else chunk.trades
         keys = np.concatenate((self.keys, keys)) if len(self.keys) else keys
+        places = np.concatenate((self.places, places)) if len(self.places) else places
         if len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
             order = np.argsort(keys, kind="stable")
-            trades, keys = trades[order], keys[order]
-        self.buffer, self.keys = trades, keys
+            trades, keys, places = trades[order], keys[order], places[order]
+        self.buffer, self.keys, self.places = trades, keys, places
 
-    def take_before(self, floor: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def take_before(self, floor: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(trades, their keys, their places) of every buffered key below `floor` (None: all)."""
         # Strictly before: a later print of some file may still get a key equal to the floor.
         cut = len(self.buffer) if floor is None else int(np.searchsorted(self.keys, floor, side="left"))
         head, self.buffer = self.buffer[:cut], self.buffer[cut:]
         keys, self.keys = self.keys[:cut], self.keys[cut:]
-        return head, keys
+        places, self.places = self.places[:cut], self.places[cut:]
+        return head, keys, places
 
 
-def merge_by_event_time(streams: Sequence[Iterator[SourceChunk]]) -> Iterator[SourceChunk]:
+def merge_by_event_time(streams: Sequence[Iterator[SourceChunk]],
+                        describe: Callable[[int], str] | None = None) -> Iterator[SourceChunk]:
     """k-way merge by event time: emit every buffered trade whose key is below the lowest floor
     among open files (`_Lane`), so the trades come out in the same order however the files are
     chunked.
@@ -84,11 +90,12 @@ def merge_by_event_time(streams: Sequence[Iterator[SourceChunk]]) -> Iterator[So
     Prints of several files at one timestamp are put in sequence order (one feed split over several
     files comes back in its own order; the guard refuses a sequence that goes back as a resend),
     then file order, then record order. A print more than REORDER_NS behind how far its file has
-    got is not moved back, and the guard rejects it if its symbol is past it.
+    got is not moved back, and the guard rejects it if its symbol is past it. Each trade keeps its
+    place (SourceChunk.places), which `describe` names.
     """
     lanes = [_Lane(stream) for stream in streams]
     try:
-        yield from _merged(lanes)
+        yield from _merged(lanes, describe)
     finally:  # stopped early or failed: close every file's stream (and its reader thread, if any)
         for stream in streams:
             close = getattr(stream, "close", None)
@@ -96,7 +103,7 @@ def merge_by_event_time(streams: Sequence[Iterator[SourceChunk]]) -> Iterator[So
                 close()
 
 
-def _merged(lanes: list[_Lane]) -> Iterator[SourceChunk]:
+def _merged(lanes: list[_Lane], describe: Callable[[int], str] | None) -> Iterator[SourceChunk]:
     letters: list[DeadLetter] = []
     while True:
         open_lanes = [lane for lane in lanes if not lane.done]
@@ -108,16 +115,20 @@ def _merged(lanes: list[_Lane]) -> Iterator[SourceChunk]:
         floor = min(floors) if floors else None
         heads = [head for lane in lanes if len((head := lane.take_before(floor))[0])]
         if len(heads) == 1:
-            trades = heads[0][0]
+            trades, _, places = heads[0]
+        elif heads:
+            trades, places = _interleave(heads)
         else:
-            trades = _interleave(heads) if heads else np.empty(0, TRADE_DTYPE)
+            trades, places = np.empty(0, TRADE_DTYPE), np.empty(0, np.int64)
         if len(trades) or letters:
-            yield SourceChunk(trades, letters)
+            yield SourceChunk(trades, letters, places, describe)
             letters = []
 
 
-def _interleave(heads: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Several files' trades by merge key, then sequence (stable: then file and record order)."""
-    trades = np.concatenate([trades for trades, _ in heads])
-    keys = np.concatenate([keys for _, keys in heads])
-    return trades[np.lexsort((trades["sequence"], keys))]
+def _interleave(heads: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Several files' trades (and their places) by merge key, then sequence (stable: then file and
+    record order)."""
+    trades = np.concatenate([trades for trades, _, _ in heads])
+    keys = np.concatenate([keys for _, keys, _ in heads])
+    order = np.lexsort((trades["sequence"], keys))
+    return trades[order], np.concatenate([places for _, _, places in heads])[order]

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
+from adapters.databento import dead_letters as dl
 from adapters.databento.csv import read_csv
 from adapters.databento.merge import merge_by_event_time
 from adapters.databento.paths import expand_paths, file_kind
 from adapters.prefetch import ReadAheadBudget, read_ahead
 from domain.errors import SourceError
 from domain.ports import SourceChunk
+
+
+def _numbered(read: Callable[[Path, int], Iterator[SourceChunk]], path: Path, chunk_size: int,
+              number: int) -> Iterator[SourceChunk]:
+    """A file's chunks with their trades' places made the file's `number`'s (see FILE_PLACES)."""
+    chunks = read(path, chunk_size)
+    try:
+        for chunk in chunks:
+            if chunk.places is not None:
+                chunk.places = chunk.places + number * FILE_PLACES
+            yield chunk
+    finally:  # closed with this one, not when collected: the CSV reader's thread stops now
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _read_dbn(path: Path, chunk_size: int) -> Iterator[SourceChunk]:
@@ -23,6 +39,9 @@ def _read_dbn(path: Path, chunk_size: int) -> Iterator[SourceChunk]:
 
 
 _READERS = {"dbn": _read_dbn, "csv": read_csv}
+# A trade's place across the files: its file's number times FILE_PLACES plus its line (CSV) or record
+# index (DBN) in that file.
+FILE_PLACES = 1 << 40
 # What a caller whose bottleneck is reading (ingest) gives as `read_ahead`: trades the files of a
 # multi-file source may hold decoded ahead of the merge, all files together (~36 MiB of records).
 # Each file is then decoded on a thread of its own (Arrow's CSV parser and zstd release the GIL), so
@@ -55,12 +74,19 @@ class DatabentoFileSource:
         self.read_ahead = read_ahead
 
     def chunks(self) -> Iterator[SourceChunk]:
-        readers = [partial(_READERS[file_kind(path)], path, self.chunk_size) for path in self.files]
+        readers = [partial(_numbered, _READERS[file_kind(path)], path, self.chunk_size, n)
+                   for n, path in enumerate(self.files)]
         if len(readers) < 2 or self.read_ahead == 0:
-            return merge_by_event_time([read() for read in readers])
+            return merge_by_event_time([read() for read in readers], self.origin)
         budget = ReadAheadBudget(self.read_ahead)
         return merge_by_event_time([read_ahead(read, budget, name=f"read-{path.name}")
-                                    for read, path in zip(readers, self.files)])
+                                    for read, path in zip(readers, self.files)], self.origin)
+
+    def origin(self, place: int) -> str:
+        """Where a trade of these files is, by its place: `x.csv, line 7` or `x.dbn, record 3`."""
+        path = self.files[place // FILE_PLACES]
+        at = place % FILE_PLACES
+        return dl.origin(path, dl.line(at) if file_kind(path) == "csv" else dl.record(at))
 
     def __repr__(self) -> str:
         return (f"DatabentoFileSource({[str(p) for p in self.files]!r}, chunk_size={self.chunk_size}, "
