@@ -11,10 +11,11 @@ first alone has no points where anomalies live and scores everything beyond its 
 second shows it what ordinary large prints and ordinary large moves look like, so it can rank the
 trades that are both. Each stratum keeps the trades with the smallest key digests: the same set
 whatever order the pool's trades arrive in. An epoch is sealed `lateness_ns` after it ends (and
-needs a full first stratum and `min_tail` unusual trades to count); a sealed sample becomes the pool's model when it is the first, or `refit_epochs` newer than
-the model in force, and it judges trades from its seal time on. So embedded, streamed and resumed
-runs fit the same models on the same samples and apply them to the same trades, provided no trade
-reaches its pool more than `lateness_ns` behind a later one.
+needs a full first stratum and `min_tail` unusual trades to count); a sealed sample becomes the
+pool's model when it is the first, or at least `refit_epochs` newer than the model in force, and
+it judges trades from its seal time on. So embedded, streamed and resumed runs fit the same models
+on the same samples and apply them to the same trades, provided no trade reaches its pool more
+than `lateness_ns` behind a later one.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ SYMBOL_STATE = np.dtype([
     ("move_hist", "f4", (MOVE_BINS,)),
     ("totals", "f8", (2,)),      # masses of the two histograms
     ("weight", "f8"),            # weight of the next observation (lazy decay)
-    ("bar", "i4"),                  # current bar (minutes since the epoch; -1: none yet)
+    ("bar", "i4"),               # current bar (minutes since the epoch; -1: none yet)
     ("seen", "i4"),
     ("last_log_price", "f8"),    # previous regular print (NaN: none)
     # Size and move at the tail and at the gate quantiles (NaN: warming up): cheap per-trade tests

@@ -17,7 +17,7 @@ STATE = np.dtype([
     ("dev_sum", "f8"),     # decayed sum of |log(bar VWAP / reference VWAP)|
     ("dev_n", "f8"),
     ("bars_seen", "i4"),
-    ("bar", "i4"),                  # current bar (minutes since the epoch; -1: none yet)
+    ("bar", "i4"),         # current bar (minutes since the epoch; -1: none yet)
     ("reference", "f8"),   # log reference VWAP in force for the current bar
     ("threshold", "f8"),
     ("quiet_until", "i8"),
