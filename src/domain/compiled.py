@@ -1,9 +1,10 @@
 """Compiled kernels: the per-trade recurrences run as numba loops over the whole market batch.
 
-Each detector walks the batch's trades once in event-time order and updates the state row of the
-trade's symbol (`slot[i]`), so the cost per trade is the same for one symbol or five thousand and
-the result is the same however the stream is cut. Kernels are compiled on first use and cached on
-disk (`cache=True`: next to the sources, or in NUMBA_CACHE_DIR), so only the first run ever waits.
+Each detector walks the batch's trades once (each symbol's in arrival order, which the guard has
+made event-time order) and updates the state row of the trade's symbol (`slot[i]`), so the cost per
+trade is the same for one symbol or five thousand and the result is the same however the stream
+is cut. Kernels are compiled on first use and cached on disk (`cache=True`: next to the sources,
+or in NUMBA_CACHE_DIR), so only the first run ever waits.
 """
 
 from __future__ import annotations
