@@ -75,8 +75,8 @@ class DetectionEngine:
             if not enabled:
                 raise ConfigError(f"no detector selected; choose from {', '.join(names)}")
         self.enabled = [d for d in self.detectors if enabled is None or d.name in enabled]
-        # Checked once: a runtime Protocol check walks the protocol's members (measured ~1% of a
-        # streaming worker when done per detector and batch).
+        # Checked once: a runtime Protocol check walks the protocol's members (about 1% of a
+        # streaming worker's time if done per detector and batch).
         self._pooled = [isinstance(d, PooledDetector) for d in self.enabled]
         self.guard = guard or SequenceGuard()
         self.calendar = calendar or SessionCalendar()
@@ -94,8 +94,8 @@ class DetectionEngine:
 
     @property
     def report_lateness_ns(self) -> int:
-        """How long after the print it is anchored at an anomaly can be reported, at most (a rate
-        episode is reported once its peak is known): what incident grouping waits for."""
+        """The longest an anomaly can be reported after the print it is anchored at (a rate episode
+        is reported once its peak is known): what incident grouping waits for."""
         return max((int(getattr(d, "settle_ns", 0)) for d in self.enabled), default=0)
 
     def prepare(self, trades: np.ndarray) -> PreparedBatch:
@@ -189,8 +189,8 @@ class DetectionEngine:
         batch and a replay's clock then see only steady-state cost. Kernels are specialised on array
         layout, and numpy calls an array of one element contiguous whatever its stride, so one
         symbol (or pool) and several, one trade and several, are each a shape of their own: a worker
-        meets them all (a take with one trade for a partition), and each one left out was compiled
-        in the middle of its first batch (2-9 s of a fresh container's stream, measured)."""
+        meets them all (a take with one trade for a partition), and a shape left out here would be
+        compiled in the middle of its first batch (2-9 s of a fresh container's stream)."""
         names = [f"WARM{k}" for k in range(64)]
         same = next((n for n in names[1:] if self._pool(n) == self._pool(names[0])), names[1])
         other = next((n for n in names[1:] if self._pool(n) != self._pool(names[0])), names[1])
