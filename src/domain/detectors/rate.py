@@ -52,7 +52,7 @@ def rate_state(n_buckets: int, sized: bool) -> np.dtype:
         ("at_ts", "i8"), ("at_sequence", "u8"), ("at_price", "f8"), ("at_size", "u4"),
         ("at_publisher", "u2"), ("at_instrument", "u4"),
         ("peak", "f4"),                # the episode's largest window total so far
-        ("at_threshold", "f4"),        # threshold and norm (per window) when it crossed
+        ("at_threshold", "f4"),        # threshold and expected level (per window) when it crossed
         ("at_expected", "f4"),
         ("at_norm", "f4"),             # the norm (per window) of the part that judged it, and that part
         ("at_part", "u1"),             # (at_expected is the higher of at_norm and the recent level)
@@ -455,7 +455,6 @@ class WindowRateDetector(InPlace):
                    "measured_seconds": measured} | ({"input_ended": 1.0} if cut_short else {})
         return Anomaly.of_print(self.name, symbol, ts, price, size, publisher, instrument, sequence,
                                 peak / threshold, reason, details, found=found)
-
 
 
 class TradeBurstDetector(WindowRateDetector):
