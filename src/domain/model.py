@@ -34,7 +34,7 @@ def empty_trades(n: int = 0) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class Trade:
-    """One trade, for builders, tests and display; batches are numpy arrays of TRADE_DTYPE."""
+    """One trade, for the tests' builders; batches are numpy arrays of TRADE_DTYPE."""
 
     symbol: str
     ts_event: int
@@ -47,24 +47,9 @@ class Trade:
     flags: int = 0
     ts_recv: int | None = None
 
-    @classmethod
-    def from_row(cls, row: np.void) -> Trade:
-        return cls(
-            symbol=str(row["symbol"]),
-            ts_event=int(row["ts_event"]),
-            price=float(row["price"]),
-            size=int(row["size"]),
-            publisher_id=int(row["publisher_id"]),
-            instrument_id=int(row["instrument_id"]),
-            sequence=int(row["sequence"]),
-            side=row["side"].decode() if row["side"] else "N",
-            flags=int(row["flags"]),
-            ts_recv=int(row["ts_recv"]),
-        )
-
 
 def trades_to_batch(trades: list[Trade]) -> np.ndarray:
-    """Pack Trade objects into a batch (used by tests and small sources)."""
+    """Pack Trade objects into a batch (used by the tests' builders)."""
     batch = empty_trades(len(trades))
     for i, t in enumerate(trades):
         batch[i] = (
