@@ -193,7 +193,7 @@ def evaluate(labels: Mapping[str, Any], anomalies: Iterable[Anomaly | Mapping[st
     for name, ok in zip(names, matched.tolist()):
         false_alarms[name] = false_alarms.get(name, 0) + (not ok)
     by_type = _by_type(events, hits, false_alarms)
-    by_detector = _by_detector(events, hits, names, matched, false_alarms)
+    by_detector = _by_detector(events, hits, names, false_alarms)
     total = int(labels["total_trades"] if total_trades is None else total_trades)
     anomalous = int(labels.get("anomalous_trades", sum(int(e["n_trades"]) for e in events)))
     normal = total - anomalous
@@ -250,7 +250,7 @@ def _by_type(events: list[Mapping[str, Any]], hits: list[set[str]],
     return tuple(out)
 
 
-def _by_detector(events: list[Mapping[str, Any]], hits: list[set[str]], names: list[str], matched: np.ndarray,
+def _by_detector(events: list[Mapping[str, Any]], hits: list[set[str]], names: list[str],
                  false_alarms: dict[str, int]) -> tuple[DetectorScore, ...]:
     out = []
     for name in sorted(set(names) | {e["expected_detector"] for e in events}):

@@ -68,7 +68,7 @@ def _days(ts_ns: np.ndarray) -> list[date]:
     return [first + timedelta(days=k) for k in range((last - first).days + 1)]
 
 
-def figure(symbol: str, bars: np.ndarray, anomalies: Sequence[Anomaly], styles: dict[str, DetectorStyle],
+def figure(bars: np.ndarray, anomalies: Sequence[Anomaly], styles: dict[str, DetectorStyle],
            index: dict[str, int]) -> go.Figure:
     """The chart of one symbol; each anomaly marker carries its row in the report's anomaly list
     (`index`: anomaly id -> row) as customdata, so clicking it shows its context."""

@@ -254,7 +254,7 @@ def _chart_block(symbol: str, bars: np.ndarray, found: list[Anomaly], styles: di
             f"volume {int(bars['volume'].sum()):,}"]
     if len(bars):
         meta.append(f"price {bars['low'].min():,.2f}–{bars['high'].max():,.2f}")
-    plot = figure(symbol, bars, found, styles, index).to_html(
+    plot = figure(bars, found, styles, index).to_html(
         full_html=False, include_plotlyjs=False, div_id=f"plot-{_anchor(symbol)}",
         default_width="100%", config={"displaylogo": False, "responsive": True})
     return (f'<section class="chart" id="{_anchor(symbol)}"><h3>{escape(symbol)}</h3>'
