@@ -1,4 +1,4 @@
-"""The `stockanomaly` command: replay, generate, evaluate and calibrate (ingest and query in cli_streaming)."""
+"""The `stockanomaly` command group and its commands over files (those over Kafka and Elasticsearch: cli_streaming)."""
 
 from __future__ import annotations
 
@@ -745,7 +745,7 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
         click.echo("rejected, not counted: " + ", ".join(f"{k} {v:,}" for k, v in sorted(rejected.items())) + why)
 
 
-# Registers `ingest` and `query` on `main`; imported last because it imports from here.
+# Registers the streaming commands on `main`; imported last because it imports from here.
 from entrypoints import cli_streaming  # noqa: E402,F401
 
 

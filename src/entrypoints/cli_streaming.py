@@ -1,4 +1,4 @@
-"""The streaming commands of `stockanomaly`: ingest trades into Kafka, query anomalies in Elasticsearch."""
+"""The `stockanomaly` commands over Kafka and Elasticsearch: ingest, decode, tail, reindex, notify, query, show."""
 
 from __future__ import annotations
 
