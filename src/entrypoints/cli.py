@@ -190,7 +190,7 @@ def check_outputs(inputs: Sequence[str], reads: dict[str, str | None], writes: d
 
 def event_window(since: str | None, until: str | None) -> tuple[int | None, int | None]:
     """--since / --until as event-time ns (None: open). An age (1h, 7d) or `now` counts from the
-    clock, which a replay of history has nothing to do with: refused (it selected nothing, silently)."""
+    clock, which a replay of history has nothing to do with: refused (it would select nothing, silently)."""
     import time
 
     from application.query import parse_time
@@ -302,17 +302,16 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
 
     --symbols and --since judge every trade all the same (the state, models and ids are a full
     run's) and report only what they select; --until stops reading there."""
+    from adapters.files.records import incidents_path
     from entrypoints.container import build_container
 
     window = event_window(since, until)
-    from adapters.files.records import incidents_path
-
     rules_file = suppressions_path(suppressions_file)
     if not suppressions_file and rules_file != "suppressions.json" and not Path(rules_file).is_file():
         # Named on purpose (the flag's file must exist too): a mistyped path must not pass in silence.
         fail(f"STOCKANOMALY_SUPPRESSIONS names {rules_file}, which is not a file")
     # STOCKANOMALY_OUT / _DEAD_LETTERS / _THRESHOLDS stand in for their flags: checked as the flags are
-    # (an output variable naming an input emptied the input), and named as what gave them.
+    # (an output variable naming an input would empty the input), and named as what gave them.
     out_option = "--out" if out else "STOCKANOMALY_OUT"
     letters_option = "--dead-letters" if dead_letters else "STOCKANOMALY_DEAD_LETTERS"
     thresholds_option = "--thresholds" if thresholds else "STOCKANOMALY_THRESHOLDS"
@@ -429,7 +428,7 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
 def file_setting(given: str | None, setting: str, default: str, writes: bool = False) -> str:
     """--file, else the setting (its STOCKANOMALY_ variable), else `default` in this directory. A file
     the command `writes` is checked as OutputPath checks a flag's, and refused naming the variable
-    (creating its directory under a file failed later as 'README.md: File exists')."""
+    (not later, when creating its directory fails with an error that names neither)."""
     from entrypoints.settings import PREFIX, load_settings
 
     if given:
@@ -594,9 +593,9 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
     """Replay generated DATA and score detections against its labels: precision, recall, F1. With
     --verdicts, any DATA (real days too): per detector, how many detections analysts confirmed or
     called false positives, and the precision over those reviewed."""
+    from adapters.databento.paths import expand_paths
     from adapters.synthetic import labels_path_for
     from application.evaluate import evaluate as score
-    from adapters.databento.paths import expand_paths
     from application.evaluate import load_labels, merge_labels, render_text
     from entrypoints.container import build_container
 
@@ -625,7 +624,7 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
         except ValueError as exc:  # not JSON, or not a labels file
             fail(f"{labels_path} is not a labels file written by `stockanomaly generate`: {exc}")
     truth = merge_labels(parts)
-    try:  # a bad setting or thresholds file: one line, as for replay (it was a traceback here)
+    try:  # a bad setting or thresholds file: one line, as for replay
         container = build_container(thresholds=thresholds)
         say_when_compiling()
         container.engine().warm_up()

@@ -510,7 +510,7 @@ def show(record_id: str, out_file: str | None, es_url: str | None, as_json: bool
     from entrypoints.render import render_shown
 
     lookup: Any
-    where = out_file or ""  # where it was looked for, for a record not found ("here" named neither)
+    where = out_file or ""  # where it was looked for: what a record not found is said to be missing from
     try:
         if out_file:
             from adapters.files.records import ReplayRecords
