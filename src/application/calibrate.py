@@ -22,8 +22,8 @@ def calibrate(source: TradeSource, quantile: float = 0.999, multiple: float = 8.
     (counted by reason in `rejected`, when given: the reader's dead letters and invalid trades).
 
     Trades are judged as a replay judges them: a duplicate (the same trade read twice, as from one
-    day in two files) or an out-of-order print is refused by the same guard, and counted once, not
-    twice (which doubled a symbol's count, so `min_trades` let through half the history it asks for).
+    day in two files) or an out-of-order print is refused by the same guard, so a trade counts once
+    (counted twice, a symbol would pass `min_trades` with half the history it asks for).
 
     Sizes are counted in the same log-scale histogram the online detector uses, so memory is
     a few kilobytes per symbol however long the history. Symbols with fewer than `min_trades`

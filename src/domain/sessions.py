@@ -54,7 +54,7 @@ class SessionCalendar:
                                        np.int64).reshape(-1, 2) * NS_PER_S
         # The closing minutes' last (`final_s` before the close): on the real NVDA days it trades 7.7x and
         # 12.8x the shares of the nine before it (their mean; 3.7x and 7.0x the trades), so pooled with
-        # them it fired whenever it was a little busier than the day before's. A part of its own.
+        # them it would fire whenever it was a little busier than the day before's. A part of its own.
         self.final_ns = final_s * NS_PER_S
         self.window_ns = window_s * NS_PER_S
         # When the exchange trades at all: from the pre-market's start (local time of day) to the end

@@ -13,8 +13,8 @@ from domain.symbols import words_of
 MAX_AHEAD_NS = 60 * 10**9
 
 # The largest price and size a print can have: Databento's own fields hold no more (a price in 1e-9
-# units in an int64 stops at ~9.2e9; a size is a uint32). A CSV can write anything: 1e300 was taken as
-# a price, and the rolling VWAP it joined then made normal prints look 100% off it.
+# units in an int64 stops at ~9.2e9; a size is a uint32). A CSV can write anything: 1e300 taken as a
+# price would join the rolling VWAP and make normal prints look 100% off it.
 MAX_PRICE = 1e9
 MAX_SIZE = 2**32 - 1
 

@@ -117,8 +117,8 @@ def level(x: float) -> str:
 
 
 def odds(p: float) -> str:
-    """A small probability an analyst can read: 'top 0.02%', and under 0.01% as one in so many,
-    to two figures ('1 in 37,000'; it was 'top 2.7e-03%', and 'top 8.9e-06%' for 1 in 11 million)."""
+    """A small probability an analyst can read: 'top 0.02%', and under 0.01% as one in so many, to
+    two figures ('1 in 37,000', '1 in 11,000,000'), where a percent would need an exponent."""
     share = p * 100
     if share >= 0.01:
         return f"top {share:.2g}%"

@@ -46,7 +46,7 @@ def top_quantile(hist: np.ndarray, total: float, tail_share: float, lowest: floa
 def bin_quantile(hist: np.ndarray, total: float, tail_share: float, lowest: float,
                  bins_per_octave: float) -> float:
     """The (1 - tail_share) quantile, interpolated within its bin (evenly in log size, as the bins
-    are): the bin's upper edge overstated a p99.9 by up to a bin's width (NVDA: 4,096 for 3,500)."""
+    are): the bin's upper edge would overstate a p99.9 by up to a bin's width (NVDA: 4,096 for 3,500)."""
     target = tail_share * total
     acc = 0.0
     for b in range(len(hist) - 1, 0, -1):
