@@ -36,8 +36,8 @@ BYTES_PER_ROW = 128  # a real XNAS.ITCH trades row is ~120 bytes
 
 
 # Integer timestamps are nanoseconds since the epoch; any after 1973-03-03 are at least this. Seconds,
-# milliseconds and microseconds of any date since 1970 stay under it: read as nanoseconds they were
-# prints of January 1970, every one accepted.
+# milliseconds and microseconds of any date since 1970 stay under it: read as nanoseconds they would
+# be prints of January 1970, every one accepted.
 NS_FLOOR = 10**17
 
 

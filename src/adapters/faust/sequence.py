@@ -125,9 +125,9 @@ class LogReader:
 
     A broker that is down or restarting is waited for, up to `patience` seconds (nothing of the
     app moves without it anyway): a message fetched just before the broker went away must not stop
-    the worker over a check the broker will answer once it is back. (It used to give up after
-    10 s, and a killed broker takes 15-20 s to come back here: the check raised and stopped the
-    app in the middle of an outage it would have outlived.)
+    the worker over a check the broker will answer once it is back. A killed broker takes 15-20 s
+    to come back here: a patience of seconds would stop the app in the middle of an outage it
+    would outlive.
     """
 
     def __init__(self, bootstrap: str, read_committed: bool, patience: float = BROKER_PATIENCE_SECONDS,
@@ -144,8 +144,8 @@ class LogReader:
 
     async def _started(self, tp: Any, started: float) -> AIOKafkaConsumer:
         """The reader's consumer, started on first use; a broker away at that moment is waited for
-        within the same patience (its start used to raise at once, and stopped the indexer in the
-        middle of a broker restart it would have outlived)."""
+        within the same patience (raising at once would stop the indexer in the middle of a broker
+        restart it would outlive)."""
         loop = asyncio.get_running_loop()
         warned = None
         while self.consumer is None:

@@ -23,8 +23,8 @@ def append_verdict(path: str | Path, anomaly_id: str, verdict: str, note: str = 
               "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     p = Path(path)
     if p.is_file() and p.stat().st_size:
-        # --file naming another file (a replay's --out, a labels file, a day's data) was appended to,
-        # spoiling it; a verdicts file spoilt by hand is said now, not at the next evaluate.
+        # --file naming another file (a replay's --out, a labels file, a day's data) would be appended
+        # to and spoilt; a verdicts file spoilt by hand is said now, not at the next evaluate.
         try:
             load_verdicts(p)
         except ConfigError as exc:
