@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import cast
 
@@ -159,9 +159,7 @@ class DetectionEngine:
                                 for a in result.anomalies]
             remember(market, tape)
             result.tape = BatchTape(market, starts)
-        result.anomalies = sorted((replace(a, session=self.calendar.session_of(a.ts_event),
-                                           ts_local=self.calendar.local_time(a.ts_event))
-                                   for a in result.anomalies), key=lambda a: (a.ts_event, a.symbol, a.detector))
+        result.anomalies = self._stamped_and_sorted(result.anomalies)
         return result
 
     def unfinished(self, symbols: Sequence[str], states: np.ndarray,
@@ -176,11 +174,16 @@ class DetectionEngine:
             unfinished = getattr(det, "unfinished", None)
             if unfinished is not None:
                 found += unfinished(symbols, states[det.name], last_ts)
-        slot = {symbol: k for k, symbol in enumerate(symbols)}
+        if tapes is not None:
+            slot = {symbol: k for k, symbol in enumerate(symbols)}
+            found = [replace(a, context=last_trades(tapes["tape"][slot[a.symbol]])) for a in found]
+        return self._stamped_and_sorted(found)
+
+    def _stamped_and_sorted(self, anomalies: Iterable[Anomaly]) -> list[Anomaly]:
+        """The anomalies with their session and exchange-local time, in (time, symbol, detector) order."""
         return sorted((replace(a, session=self.calendar.session_of(a.ts_event),
-                               ts_local=self.calendar.local_time(a.ts_event),
-                               context=() if tapes is None else last_trades(tapes["tape"][slot[a.symbol]]))
-                       for a in found), key=lambda a: (a.ts_event, a.symbol, a.detector))
+                               ts_local=self.calendar.local_time(a.ts_event)) for a in anomalies),
+                      key=lambda a: (a.ts_event, a.symbol, a.detector))
 
     def warm_up(self) -> None:
         """Run every detector on short made-up tapes (fresh state, results discarded), so compiled
