@@ -664,6 +664,7 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
     try:
         verdicts = load_verdicts(path, changed)
         container = build_container(thresholds=thresholds)
+        say_when_compiling()
         container.engine().warm_up()
         source = file_source(data, int(container.config.chunk_size()))
         container.replay()(source)

@@ -810,6 +810,23 @@ def test_a_first_run_says_it_is_compiling_the_kernels_before_the_wait(monkeypatc
     assert "compiling" not in screen.getvalue()
 
 
+def test_evaluate_against_verdicts_says_it_is_compiling_the_kernels_too(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate --verdicts replays its DATA as evaluate does: the same wait, said the same way."""
+    import io
+
+    from rich.console import Console
+
+    import entrypoints.cli as cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=200))
+    monkeypatch.setattr(cli, "kernels_cached", lambda: False)
+    (tmp_path / "v.jsonl").write_text("")
+    assert run("evaluate", str(DBN_SAMPLE), "--verdicts", str(tmp_path / "v.jsonl"))[0] == 0
+    assert "compiling the detectors' kernels: once per machine, 20-40 s" in screen.getvalue()
+
+
 @pytest.mark.parametrize("command", [["tail"], ["decode"], ["ingest", str(DBN_SAMPLE)]])
 def test_a_kafka_that_does_not_answer_is_said_in_one_line(command: list[str]) -> None:
     """The Kafka client's own message of the failed first connection came first: two lines."""
