@@ -159,6 +159,19 @@ def test_a_calibrated_threshold_replaces_the_adaptive_rule_for_its_symbol_also_w
     assert run_detector(HighVolumeDetector(calibrated={"acme": 300_000}), merged)[1] == []  # any case, as --symbols
 
 
+def test_a_calibrated_threshold_below_the_default_floor_is_the_one_judged_by() -> None:
+    """A symbol whose shares trade a few at a time (BRK.A: p99.9 of 10, x8 = 80) calibrated to 20 was
+    held to the default rule's floor of 100 shares: a print of 90 passed, and one of 100 read
+    'calibrated threshold of 100'."""
+    flow = calm_flow(400, symbol="BRK.A")
+    flow["size"] = np.minimum(flow["size"], 10)
+    merged = insert(flow, one_trade_like(flow, 300, size=90))
+    found = run_detector(HighVolumeDetector(calibrated={"BRK.A": 20}), merged)[1]
+    assert [a.size for a in found] == [90]
+    assert found[0].reason == "size 90 is 4.5x BRK.A's calibrated threshold of 20"
+    assert run_detector(HighVolumeDetector(), merged)[1] == []  # the default rule keeps its floor
+
+
 def test_price_change_flags_a_bad_print_once_and_not_its_reversal() -> None:
     flow = calm_flow(20_000)
     spike = one_trade_like(flow, 15_000, price=flow["price"][15_000] * 1.05)

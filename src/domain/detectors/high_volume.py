@@ -65,7 +65,8 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
             continue
         threshold = calibrated[s] if calibrated[s] > 0 else multiple * reference[s]
         if threshold == threshold:  # not NaN: warmed up or calibrated
-            threshold = max(threshold, min_size)
+            if calibrated[s] <= 0:  # the default rule's floor; a calibrated threshold is the analyst's own
+                threshold = max(threshold, min_size)
             if size[i] >= threshold:
                 hit[k], score[k] = i, size[i] / threshold
                 detail[k, 0], detail[k, 1] = threshold, reference[s]
@@ -77,9 +78,10 @@ def _scan(slot: np.ndarray, ts: np.ndarray, size: np.ndarray, auction: np.ndarra
 
 
 class HighVolumeDetector(InPlace):
-    """Flags size >= multiple x the symbol's `quantile` size, or, for a symbol with a calibrated
-    threshold, size >= that threshold instead (higher or lower: calibrating is how an analyst quiets
-    a symbol whose large prints are routine, as well as how one watches a symbol more closely).
+    """Flags size >= multiple x the symbol's `quantile` size (and at least `min_size`), or, for a
+    symbol with a calibrated threshold, size >= that threshold instead (higher or lower, below
+    `min_size` too: calibrating is how an analyst quiets a symbol whose large prints are routine, as
+    well as how one watches a symbol more closely, such as one whose shares trade a few at a time).
 
     The size distribution is a decayed log-scale histogram (fixed size); its quantile is read at a
     bar boundary once `refresh_trades` new prints have arrived (extrapolated along the fitted tail
