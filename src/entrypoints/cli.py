@@ -159,9 +159,10 @@ def file_source(paths: tuple[str, ...], chunk_size: int, read_ahead: int = 0) ->
 def check_outputs(inputs: Sequence[str], reads: dict[str, str | None], writes: dict[str, str | None]) -> None:
     """Refuse (one line, before any work) an output that is one of the inputs or another output:
     opening it for writing would empty an input before it is read, or two outputs would share a
-    file. `inputs` are the files to read as given (a directory or glob stands for the files it
+    file; and one named like a file of trades (`--out day.dbn.zst` wrote JSON lines over a day's
+    data). `inputs` are the files to read as given (a directory or glob stands for the files it
     holds); `reads` and `writes` name other files by their option."""
-    from adapters.databento.paths import expand_paths
+    from adapters.databento.paths import SUPPORTED_SUFFIXES, expand_paths
 
     named: dict[Path, str] = {}  # what is read
     writes_to: dict[Path, str] = {}
@@ -185,6 +186,9 @@ def check_outputs(inputs: Sequence[str], reads: dict[str, str | None], writes: d
             fail(f"{option} {given} is {writes_to[target]}: both would write that file; choose another")
         if target in named:
             fail(f"{option} {given} is {named[target]}: writing it would destroy it; choose another file")
+        if given.lower().endswith(SUPPORTED_SUFFIXES):  # our outputs are JSON or HTML, never trades
+            fail(f"{option} {given} is named as a file of trades ({', '.join(SUPPORTED_SUFFIXES)}), which this "
+                 "command does not write: it would overwrite one, or leave one no reader can read; choose another name")
         writes_to[target] = option
 
 

@@ -416,6 +416,27 @@ def test_an_output_that_is_an_input_or_another_output_is_refused_before_anything
     assert not (tmp_path / "a.jsonl").exists()
 
 
+@pytest.mark.parametrize(("command", "option"), [("replay", "--out"), ("replay", "--report"),
+                                                 ("replay", "--dead-letters"), ("calibrate", "--out")])
+def test_an_output_named_as_a_file_of_trades_is_refused_before_anything_is_written(
+        tmp_path: Path, command: str, option: str) -> None:
+    """`replay DAY --out other-day.dbn.zst` wrote the anomalies' JSON lines over another day's data (and
+    its incidents beside it, as other-day.dbn.incidents.zst), exit 0; a new file of that name was left
+    for replay to fail on later."""
+    data = tmp_path / "day.csv"
+    data.write_text("ts_event,price,size,symbol\n" + "".join(
+        f"2025-05-05T14:{m:02d}:00Z,100.{m:02d},100,ACME\n" for m in range(30)))
+    other = tmp_path / "other-day.dbn.zst"
+    other.write_bytes(b"market data")
+    code, out = run(command, str(data), option, str(other))
+    assert code == 1, out
+    assert out.strip().splitlines() == [
+        f"Error: {option} {other} is named as a file of trades (.dbn, .dbn.zst, .csv, .csv.zst), which this command "
+        "does not write: it would overwrite one, or leave one no reader can read; choose another name"]
+    assert other.read_bytes() == b"market data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["day.csv", "other-day.dbn.zst"]
+
+
 @pytest.mark.parametrize("variable", ["STOCKANOMALY_OUT", "STOCKANOMALY_DEAD_LETTERS"])
 def test_an_output_variable_that_names_an_input_is_refused_as_the_flag_is(
         tmp_path: Path, variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
