@@ -17,7 +17,7 @@ from domain.validation import invalid_rows
 
 def calibrate(source: TradeSource, quantile: float = 0.999, multiple: float = 8.0,
               min_trades: int = 1000, calendar: SessionCalendar | None = None,
-              rejected: Counter[str] | None = None) -> Thresholds:
+              rejected: Counter[str] | None = None, too_few: dict[str, int] | None = None) -> Thresholds:
     """Threshold = multiple x the symbol's size quantile, auction crosses and bad rows excluded
     (counted by reason in `rejected`, when given: the reader's dead letters and invalid trades).
 
@@ -27,7 +27,8 @@ def calibrate(source: TradeSource, quantile: float = 0.999, multiple: float = 8.
 
     Sizes are counted in the same log-scale histogram the online detector uses, so memory is
     a few kilobytes per symbol however long the history. Symbols with fewer than `min_trades`
-    trades get no threshold (the online estimate covers them).
+    trades get no threshold (the online estimate covers them); `too_few`, when given, gets each of
+    them with its count, so that a caller can say how many were left to the default rule.
     """
     calendar = calendar or SessionCalendar()
     hists: dict[str, np.ndarray] = {}
@@ -64,4 +65,6 @@ def calibrate(source: TradeSource, quantile: float = 0.999, multiple: float = 8.
         if n >= min_trades:
             q = size_quantile(hist, quantile)
             symbols[symbol] = SymbolThresholds(round(multiple * q, 1), round(q, 1), n)
+        elif too_few is not None:
+            too_few[symbol] = n
     return Thresholds(quantile, multiple, symbols)

@@ -709,6 +709,9 @@ def _verdicts(n: int) -> str:
     return "1 verdict is" if n == 1 else f"{n:,} verdicts are"
 
 
+CALIBRATE_LISTED = 20  # symbols calibrate lists, one line each; the rest are counted
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--out", required=True, type=OutputPath(), help="Where to write thresholds.json.")
@@ -726,10 +729,11 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
     check_outputs(paths, {}, {"--out": out})
     source = file_source(paths, 262_144)
     rejected: Counter[str] = Counter()
+    too_few: dict[str, int] = {}
     with progress_bar("calibrating", None, enabled=err.is_terminal):
         try:
             thresholds = learn(source, quantile=quantile, multiple=multiple, min_trades=min_trades,
-                               rejected=rejected)
+                               rejected=rejected, too_few=too_few)
         except DomainError as exc:
             fail(str(exc))
     source.check(f"no thresholds written to {out} (they would come from part of the history)")
@@ -737,11 +741,18 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
         fail(f"no symbol has --min-trades {min_trades:,} trades (auction crosses aside) in "
              f"{', '.join(paths)}: no thresholds written to {out}")
     save_thresholds(thresholds, out)
-    for symbol, t in sorted(thresholds.symbols.items()):
+    # A line per symbol reads for a few; for a market (thousands) it buried the summary: the file has them all.
+    listed = sorted(thresholds.symbols.items())
+    for symbol, t in listed[:CALIBRATE_LISTED]:
         click.echo(f"{symbol:<10} p{quantile * 100:g} {t.size_quantile_value:>12,.0f}  "
                    f"threshold {t.size_threshold:>12,.0f}  ({t.trades:,} trades)")
+    if len(listed) > CALIBRATE_LISTED:
+        click.echo(f"... and {len(listed) - CALIBRATE_LISTED:,} more (every symbol's is in {out})")
     count = len(thresholds.symbols)
-    click.echo(f"wrote thresholds for {count} symbol{'' if count == 1 else 's'} to {out}")
+    click.echo(f"wrote thresholds for {count:,} symbol{'' if count == 1 else 's'} to {out}")
+    if too_few:  # left to the default rule: say so, or a market's thin symbols go missing in silence
+        click.echo(f"no threshold for {len(too_few):,} symbol{'' if len(too_few) == 1 else 's'} with fewer than "
+                   f"--min-trades {min_trades:,} trades (auction crosses aside): the default rule judges them")
     if rejected:  # as replay's summary says them (replay --dead-letters shows each with its reason)
         # Duplicates are what reading one day twice (a copy, a CSV and a DBN of it) gives: say so.
         why = " (duplicate: a trade read more than once, as from one day in two files, counts once)" \

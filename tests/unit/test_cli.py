@@ -573,6 +573,33 @@ def test_a_file_with_trades_says_nothing_of_book_files() -> None:
     assert "book files" not in out
 
 
+def test_calibrate_on_a_market_lists_a_few_symbols_and_counts_the_rest_and_those_left_out(tmp_path: Path) -> None:
+    """It printed a line per symbol: 1,488 lines for a 2,000-symbol market, the summary at their end, and
+    not a word on the 512 symbols that got no threshold (too few trades) and stay on the default rule."""
+    from entrypoints.cli import CALIBRATE_LISTED
+
+    rows = [f"2025-05-05T14:00:{k // 100:02d}.{k % 100:02d}Z,100,{1 + k % 7},S{s:03d}"
+            for s in range(CALIBRATE_LISTED + 5) for k in range(3 if s % 5 == 0 else 20)]
+    data = tmp_path / "day.csv"
+    data.write_text("ts_event,price,size,symbol,side\n" + "".join(r + ",B\n" for r in rows))
+    out = tmp_path / "t.json"
+    code, text = run("calibrate", str(data), "--out", str(out), "--min-trades", "10")
+    assert code == 0, text
+    lines = text.strip().splitlines()
+    assert len(json.loads(out.read_text())["symbols"]) == 20 == len(lines) - 2
+    assert lines[-2:] == [f"wrote thresholds for 20 symbols to {out}",
+                          "no threshold for 5 symbols with fewer than --min-trades 10 trades (auction crosses aside): "
+                          "the default rule judges them"]
+    more = [f"S{s:03d}" for s in range(CALIBRATE_LISTED + 5) if s % 5] + ["S999"]
+    data.write_text("ts_event,price,size,symbol,side\n" + "".join(
+        f"2025-05-05T14:00:{k // 100:02d}.{k % 100:02d}Z,100,{1 + k % 7},{s},B\n" for s in more for k in range(20)))
+    code, text = run("calibrate", str(data), "--out", str(out), "--min-trades", "10")
+    assert code == 0, text
+    lines = text.strip().splitlines()
+    assert len(lines) == CALIBRATE_LISTED + 2 and lines[0].startswith("S001 ")
+    assert lines[-2:] == [f"... and 1 more (every symbol's is in {out})", f"wrote thresholds for 21 symbols to {out}"]
+
+
 def test_calibrate_writes_thresholds_the_replay_accepts(tmp_path: Path) -> None:
     out = tmp_path / "thresholds.json"
     code, text = run("calibrate", str(NVDA_DAY), "--out", str(out))
