@@ -276,6 +276,9 @@ def sample_source(chunk_size: int) -> Any:
     return InMemoryTradeSource(market.trades, chunk_size=chunk_size)
 
 
+UNSEEN_LISTED = 20  # symbols of --symbols that no trade had, named one by one; the rest are counted
+
+
 @main.command()
 @click.argument("paths", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the readable summary.")
@@ -412,7 +415,10 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         render_replay(result, out_path=out, report=report, dead_letters=dead_letters)
     unseen = sorted(s for s in wanted if s not in container.state_store())
     if unseen:  # a typo reads like a quiet symbol otherwise
-        err.print(f"--symbols: no trade of {', '.join(unseen)} was read", highlight=False)
+        # A market's watch list can miss thousands: the first few named, the rest counted.
+        names = ", ".join(unseen[:UNSEEN_LISTED]) + (f" and {len(unseen) - UNSEEN_LISTED:,} more"
+                                                     if len(unseen) > UNSEEN_LISTED else "")
+        err.print(f"--symbols: no trade of {names} was read", highlight=False)
     # A window outside the data reads like a quiet day otherwise, as a mistyped symbol would.
     if files is not None and summary.trades == 0 and window[1] is None and not interrupted:
         # Files read whole without a word: a book file (mbp-1) of a quiet window has no trade in it.

@@ -338,7 +338,8 @@ def test_messages_on_stderr_stay_on_one_line_when_it_is_not_a_terminal() -> None
     names = [f"NOSUCH{i:03d}" for i in range(40)]
     result = CliRunner().invoke(main, ["replay", "--json", "--symbols", ",".join(names)])
     assert result.exit_code == 0
-    assert result.stderr.strip().splitlines()[-1] == f"--symbols: no trade of {', '.join(names)} was read"
+    assert result.stderr.strip().splitlines()[-1] == \
+        f"--symbols: no trade of {', '.join(names[:20])} and 20 more was read"
     assert json.loads(result.stdout)["anomalies"] == 0
 
 
@@ -598,6 +599,17 @@ def test_calibrate_on_a_market_lists_a_few_symbols_and_counts_the_rest_and_those
     lines = text.strip().splitlines()
     assert len(lines) == CALIBRATE_LISTED + 2 and lines[0].startswith("S001 ")
     assert lines[-2:] == [f"... and 1 more (every symbol's is in {out})", f"wrote thresholds for 21 symbols to {out}"]
+
+
+def test_replay_names_a_few_unseen_symbols_and_counts_the_rest(tmp_path: Path) -> None:
+    """A watch list of 2,000 symbols, none traded in the file, gave a 14 KB line naming each."""
+    data = tmp_path / "day.csv"
+    data.write_text("ts_event,price,size,symbol\n2025-05-05T14:00:00Z,100,100,ACME\n")
+    wanted = ",".join(f"Q{k:04d}" for k in range(2000))
+    result = CliRunner().invoke(main, ["replay", str(data), "--symbols", wanted])
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.output.splitlines() if line.startswith("--symbols")]
+    assert said == ["--symbols: no trade of " + ", ".join(f"Q{k:04d}" for k in range(20)) + " and 1,980 more was read"]
 
 
 def test_calibrate_writes_thresholds_the_replay_accepts(tmp_path: Path) -> None:
