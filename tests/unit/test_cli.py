@@ -780,6 +780,18 @@ def test_a_file_with_nothing_in_it_is_one_line_without_an_empty_summary(tmp_path
         f"Error: {empty}: unreadable from line 1 on: the file is empty (no header line); nothing was read"]
 
 
+@pytest.mark.parametrize("name", ["empty.dbn", "empty.dbn.zst"])
+def test_an_empty_dbn_file_is_said_as_an_empty_csv_is(tmp_path: Path, name: str) -> None:
+    """It said "unreadable from the start on: ValueError: Cannot create data source from empty file:
+    .../empty.dbn" (databento's exception, its class name and the path a second time)."""
+    empty = tmp_path / name
+    empty.write_bytes(b"")
+    result = CliRunner().invoke(main, ["replay", str(empty)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {empty}: unreadable from the start on: the file is empty (no DBN header); nothing was read"]
+
+
 def test_count_tables_keep_their_title_on_one_line_say_what_was_left_out_and_are_not_printed_empty(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A narrow table folded its title ('Anomalies by' / 'symbol'); 15 of 19 symbols were shown as if they

@@ -38,6 +38,9 @@ def open_store(path: Path) -> databento.DBNStore:
 
 def read_dbn(path: Path, chunk_size: int) -> Iterator[SourceChunk]:
     """Trades of one DBN file in file order; damage ends the file with a bad_file dead letter."""
+    if path.stat().st_size == 0:  # said as the CSV reader says it, not as databento's ValueError
+        yield dl.letters_only(dl.bad_file(path, "the start", "the file is empty (no DBN header)"))
+        return
     try:
         store = open_store(path)
     except READ_ERRORS as exc:
