@@ -160,10 +160,10 @@ def embedded_rows(report: str) -> list[dict]:
     return json.loads(text)
 
 
-def test_report_charts_most_flagged_symbols_first_up_to_the_cap(report):
+def test_report_charts_the_highest_scoring_symbols_first_up_to_the_cap(report):
     charted = re.findall(r'<section class="chart" id="chart-([^"]+)"', report)
 
-    assert charted == ["ZZZT", "AAPL", "MSFT"] or charted == ["ZZZT", "MSFT", "AAPL"]
+    assert charted == ["ZZZT", "MSFT", "AAPL"]
     assert len(re.findall(r'class="plotly-graph-div"', report)) == 3
     assert report.count("Plotly.newPlot(") == 3
 
@@ -223,6 +223,17 @@ def test_report_with_no_anomalies_and_no_trades_still_renders(tmp_path):
     assert "No trades to chart." in empty
 
 
+def test_a_symbol_with_one_severe_anomaly_is_charted_before_one_with_many_mild_ones(tmp_path):
+    """At 5,000 symbols the 20 charts went to names with 4-7 low-scoring anomalies each, and the
+    incidents scoring 16.55 and 15.96 (one anomaly each) had none."""
+    bars = BarCollector()
+    bars.add(mixed_trades())
+    mild = [anomaly("AAPL", T0 + k * 60 * S, 1.1) for k in range(1, 7)]
+    text = Path(write_html_report(tmp_path / "r.html", bars, [*mild, anomaly("MSFT", T0 + 300 * S, 16.5)],
+                                  SUMMARY, max_symbols=1)).read_text()
+    assert re.findall(r'<section class="chart" id="chart-([^"]+)"', text) == ["MSFT"]
+
+
 def test_symbols_left_out_of_the_charts_are_said_and_not_linked(tmp_path):
     """A 500-symbol market charted 20 of 134 flagged symbols without saying so, and 9 incident links
     pointed at charts that were not there."""
@@ -231,8 +242,8 @@ def test_symbols_left_out_of_the_charts_are_said_and_not_linked(tmp_path):
     summary = {**SUMMARY, "top_incidents": [{**SUMMARY["top_incidents"][0], "symbol": "AAPL"}]}
     text = Path(write_html_report(tmp_path / "r.html", bars, ANOMALIES, summary, max_symbols=1)).read_text()
     assert re.findall(r'<section class="chart" id="chart-([^"]+)"', text) == ["ZZZT"]
-    assert "The 1 symbol with the most anomalies first (count after each name); 2 more with anomalies are " \
-           "not charted" in text
+    assert "The 1 symbol with the highest-scoring anomalies first (count after each name); 2 more with " \
+           "anomalies are not charted" in text
     assert "(they are in the table below;" in text
     # With a table too short for them, the note says so instead of sending the reader to it (a
     # 2,000-symbol report sent 289 symbols' readers to a top-500 table that did not hold them).

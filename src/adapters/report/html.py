@@ -118,8 +118,11 @@ def write_html_report(path: str | Path, bars: BarCollector, anomalies: Sequence[
 
 def _chart_symbols(bars: BarCollector, by_symbol: Mapping[str, list[Anomaly]],
                    limit: int, only: set[str]) -> list[str]:
-    """Most anomalies first; the rest of the room goes to the most traded symbols (of `only`, if any)."""
-    ranked = sorted(by_symbol, key=lambda s: (-len(by_symbol[s]), s))[:limit]
+    """The symbols whose anomalies score highest first (then most anomalies): an analyst looks at the
+    worst first, and at market scale the symbols with the most anomalies are quiet names with a few
+    low-scoring ones each. The rest of the room goes to the most traded symbols (of `only`, if any)."""
+    peak = {s: max(a.score for a in found) for s, found in by_symbol.items()}
+    ranked = sorted(by_symbol, key=lambda s: (-peak[s], -len(by_symbol[s]), s))[:limit]
     if len(ranked) < limit:
         volumes = bars.volumes()
         quiet = sorted((s for s in volumes if s not in by_symbol and (not only or s.upper() in only)),
@@ -233,8 +236,8 @@ def _charts_section(bars: BarCollector, by_symbol: Mapping[str, list[Anomaly]], 
                   for s in symbols)
     left_out = set(by_symbol) - set(symbols)
     parts = ["<h2>Charts</h2>",
-             f'<p class="note">The {len(symbols):,} symbol{"" if len(symbols) == 1 else "s"} with the most '
-             "anomalies first (count after each name)" + _left_out_note(left_out, tabled)
+             f'<p class="note">The {len(symbols):,} symbol{"" if len(symbols) == 1 else "s"} with the '
+             "highest-scoring anomalies first (count after each name)" + _left_out_note(left_out, tabled)
              + ". Drag to zoom, double-click to reset, hover for numbers, click a marker for the tape around it. "
              "Line: 1-minute close; band: 1-minute high–low; grey: volume per minute (log scale). Shaded: "
              f"{escape(sessions_legend())} New York time; nights and weekends are cut out.</p>",
