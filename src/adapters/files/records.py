@@ -26,8 +26,10 @@ def _read(path: Path, parse: Callable[[dict[str, Any]], T], what: str) -> list[T
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise SourceError(f"{path} does not exist (replay --out writes it)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{path} is not readable: {exc}") from None
+    except UnicodeDecodeError:  # a file of trades (DBN, zstd) given where replay's output is wanted
+        raise SourceError(f"{path} is not text: give the JSON lines replay --out wrote") from None
+    except OSError as exc:
+        raise SourceError(f"{path} is not readable: {exc.strerror or exc}") from None
     items = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
