@@ -544,7 +544,7 @@ def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
             fail(str(exc))
         except MemoryError:
             fail(f"not enough memory to generate {trades:,} trades at once; ask for fewer")
-    click.echo(f"wrote {result.total_trades:,} trades for {symbols} symbol{'' if symbols == 1 else 's'} to {out}")
+    click.echo(f"wrote {result.total_trades:,} trades for {symbols:,} symbol{'' if symbols == 1 else 's'} to {out}")
     click.echo(f"wrote {len(result.events)} labelled anomalies to {labels_path_for(out)}")
 
 

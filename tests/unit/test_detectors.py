@@ -252,18 +252,20 @@ def test_trade_burst_fires_once_per_burst() -> None:
     assert "trades in 1s" in found[0].reason
 
 
-@pytest.mark.parametrize("rate", [0.37, 2.46])
+@pytest.mark.parametrize("rate", [0.37, 2.46, 0.05])
 def test_a_burst_reason_quotes_its_norm_precisely_enough_to_check_its_multiple(rate: float) -> None:
     """'102 trades in 1s at the peak, 327.6x NVDA's pre-market norm of 0.3 per 1s': 102 / 0.3 is 340,
-    not 327.6 (the norm was 0.311). The multiple quoted must follow from the norm quoted, within 1%."""
+    not 327.6 (the norm was 0.311). The multiple quoted must follow from the norm quoted, within 1%,
+    and read like the counts beside it (a quiet name's '11010.7x' had no thousands separator)."""
     flow = calm_flow(8_000, rate=rate)
     _, found = run_detector(TradeBurstDetector(), insert(flow, burst_of(flow, 4_000, 300, S // 2)))
     assert len(found) == 1
-    said = re.search(r"^([\d,]+) trades in 1s at the peak, ([\d.]+)x ACME's .*?(?:norm of|recent level of) "
+    said = re.search(r"^([\d,]+) trades in 1s at the peak, ([\d.,]+)x ACME's .*?(?:norm of|recent level of) "
                      r"([\d.,]+) per 1s", found[0].reason)
     assert said is not None, found[0].reason
     peak, multiple, norm = (float(g.replace(",", "")) for g in said.groups())
     assert norm < 10 and peak / norm == pytest.approx(multiple, rel=0.01), found[0].reason
+    assert said.group(2) == f"{multiple:,.1f}"
 
 
 @pytest.mark.parametrize(("expected", "norm", "judged"), [

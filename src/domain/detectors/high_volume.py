@@ -126,9 +126,9 @@ class HighVolumeDetector(InPlace):
         symbol = batch.symbols[batch.slot[i]]
         size, threshold, reference = float(batch.size[i]), float(detail[0]), float(detail[1])
         if calibrated[batch.slot[i]] > 0:
-            reason = f"size {qty(size)} is {score:.1f}x {symbol}'s calibrated threshold of {qty(threshold)}"
+            reason = f"size {qty(size)} is {score:,.1f}x {symbol}'s calibrated threshold of {qty(threshold)}"
         else:
-            reason = (f"size {qty(size)} is {size / reference:.1f}x {symbol}'s "
+            reason = (f"size {qty(size)} is {size / reference:,.1f}x {symbol}'s "
                       f"p{self.quantile * 100:g} of {qty(reference)} (alert at {self.multiple:g}x)")
         return batch.anomaly(self.name, i, score, reason,
                              {"threshold": threshold, "reference": reference if reference == reference else 0.0})

@@ -448,7 +448,7 @@ class WindowRateDetector(InPlace):
         judged = (f"recent level of {level(expected)} per {secs:g}s (its {name} norm: {level(norm)})"
                   if expected > norm and level(expected) != level(norm)
                   else f"{name} norm of {level(expected)} per {secs:g}s")
-        reason = (f"{qty(peak)} {self.unit} in {secs:g}s at the peak{capped}, {peak / max(expected, 1e-9):.1f}x "
+        reason = (f"{qty(peak)} {self.unit} in {secs:g}s at the peak{capped}, {peak / max(expected, 1e-9):,.1f}x "
                   f"{symbol}'s {judged} (alert at {qty(threshold)}; peak of the {measured:.3g}s after crossing"
                   + (", when the input ended)" if cut_short else ")"))
         details = {"window_total": peak, "expected": expected, "part_norm": norm, "threshold": threshold,
