@@ -690,9 +690,13 @@ def test_ctrl_c_during_a_replay_closes_its_outputs_and_exits_130(tmp_path: Path,
 
     monkeypatch.setattr(cli, "sample_source", Interrupted)
     out = tmp_path / "a.jsonl"
-    result = CliRunner().invoke(main, ["replay", "--out", str(out)])
+    result = CliRunner().invoke(main, ["replay", "--out", str(out), "--report", str(tmp_path / "r.html")])
     assert result.exit_code == 130 and "Traceback" not in result.output
-    assert result.output.strip().splitlines()[-1] == f"interrupted: no summary; {out} holds what was found until then"
+    # Every file it wrote named (the incidents beside --out were not), and the report it did not write.
+    assert result.output.strip().splitlines()[-1] == (
+        f"interrupted: no summary; {out} and {tmp_path / 'a.incidents.jsonl'} hold what was found until then; "
+        f"no report written to {tmp_path / 'r.html'}")
+    assert (tmp_path / "a.incidents.jsonl").exists() and not (tmp_path / "r.html").exists()
     found = [json.loads(line) for line in out.read_text().splitlines()]  # whole lines: the file was closed
     assert found and all(a["detector"] for a in found)
 
