@@ -41,6 +41,7 @@ import numpy as np
 
 from domain.detectors import DETECTOR_NAMES
 from domain.model import Anomaly
+from domain.sessions import SessionCalendar
 
 EXACT_NS = 1_000_000
 DEFAULT_TOLERANCE_NS = 2_000_000_000
@@ -92,6 +93,8 @@ class EvaluationReport:
     false_alarms_per_100k_normal: float | None
     tolerance_ns: int
     missed: tuple[str, ...]  # ids of events their expected detector did not catch
+    # The same events as the analyst looks them up: id, type, symbol, start (New York time, ISO 8601).
+    missed_events: tuple[dict[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +104,7 @@ class EvaluationReport:
 EVENT_FIELDS: dict[str, tuple[type, ...]] = {"id": (str,), "type": (str,), "symbol": (str,), "ts_start": (int,),
                                              "ts_end": (int,), "n_trades": (int,), "expected_detector": (str,)}
 MAX_NS = 2**63 - 1  # event times are int64 nanoseconds
+MISSED_SHOWN = 20  # missed events the text report lists (every id is in `missed`)
 
 
 def _is_int(value: Any) -> bool:
@@ -208,6 +212,9 @@ def evaluate(labels: Mapping[str, Any], anomalies: Iterable[Anomaly | Mapping[st
         total_trades=total, anomalous_trades=anomalous, normal_trades=normal,
         false_alarms_per_100k_normal=_ratio(100_000 * n_false, normal), tolerance_ns=tolerance_ns,
         missed=tuple(ev["id"] for ev, h in zip(events, hits) if ev["expected_detector"] not in h),
+        missed_events=tuple({"id": str(ev["id"]), "type": str(ev["type"]), "symbol": str(ev["symbol"]),
+                             "start": SessionCalendar().local_time(int(ev["ts_start"]))}
+                            for ev, h in zip(events, hits) if ev["expected_detector"] not in h),
     )
 
 
@@ -293,9 +300,12 @@ def render_text(report: EvaluationReport) -> str:
         f"detections {report.detections:,}; false alarms {report.false_alarms:,} over {report.normal_trades:,} "
         f"normal trades = {_fmt(report.false_alarms_per_100k_normal, 2)} per 100k",
     ]
-    if report.missed:
-        shown = ", ".join(report.missed[:20]) + (" ..." if len(report.missed) > 20 else "")
-        lines.append(f"missed: {shown}")
+    if report.missed_events:
+        # Enough to look each one up (`replay --symbols SYMBOL --report`), not a page of them.
+        shown = report.missed_events[:MISSED_SHOWN]
+        lines += ["", f"missed{'' if len(shown) == report.events - report.caught else f' (the first {len(shown)})'}:"]
+        lines += [f"  {e['id']}  {e['type']:<15}{e['symbol']:<9}{e['start'][:19].replace('T', ' ')} New York"
+                  for e in shown]
     return "\n".join(lines)
 
 

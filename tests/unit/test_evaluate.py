@@ -134,7 +134,9 @@ def test_report_serialises_and_renders() -> None:
     assert json.loads(json.dumps(report.to_dict()))["false_alarms"] == 1
     text = render_text(report)
     assert "block_trade" in text and "trade_burst" in text and "per 100k" in text
-    assert "missed: ev000002" in text
+    # Each missed event as an analyst looks it up: type, symbol and New York time (the ids alone said nothing).
+    assert text.splitlines()[-2:] == ["missed:", "  ev000002  trade_burst    OTHR     2025-03-04 10:00:00 New York"]
+    assert report.to_dict()["missed_events"][0]["symbol"] == "OTHR"
 
 
 def test_load_labels_checks_the_format(tmp_path) -> None:
