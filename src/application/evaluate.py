@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from domain.detectors import DETECTOR_NAMES
+from domain.incidents import Incident
 from domain.model import Anomaly
 from domain.sessions import SessionCalendar
 
@@ -311,6 +312,23 @@ def render_text(report: EvaluationReport) -> str:
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def with_incident_verdicts(verdicts: Mapping[str, str], incidents: Iterable[Incident]) -> tuple[dict[str, str], int]:
+    """Verdicts per anomaly, an incident's given to each of its members that has none of its own (an
+    analyst triages incidents: one called a false positive made every alert in it one), and how many
+    members got their verdict that way."""
+    out = dict(verdicts)
+    inherited = 0
+    for incident in incidents:
+        verdict = verdicts.get(incident.id)
+        if verdict is None:
+            continue
+        for member in incident.members:
+            if member not in verdicts:
+                out[member] = verdict
+                inherited += 1
+    return out, inherited
 
 
 def score_verdicts(anomalies: list[Anomaly], verdicts: dict[str, str]) -> dict[str, dict[str, Any]]:

@@ -570,15 +570,16 @@ def verdicts_path(given: str | None, writes: bool = False) -> str:
 
 
 @main.command()
-@click.argument("anomaly_id")
+@click.argument("anomaly_id", metavar="ID")
 @click.option("--confirmed", is_flag=True, help="It was worth an alert.")
 @click.option("--false-positive", is_flag=True, help="It was not.")
 @click.option("--note", default="", help="Why (kept with the verdict).")
 @click.option("--file", "path", type=OutputPath(),
               help="Verdicts file (default: STOCKANOMALY_VERDICTS, else ./verdicts.jsonl).")
 def label(anomaly_id: str, confirmed: bool, false_positive: bool, note: str, path: str | None) -> None:
-    """Record an analyst's verdict on an anomaly (the last one for an id counts); `evaluate
-    --verdicts` scores detectors against them."""
+    """Record an analyst's verdict on an anomaly or an incident (the last one for an id counts; an
+    incident's counts for each of its anomalies with none of its own); `evaluate --verdicts` scores
+    detectors against them."""
     from adapters.files.verdicts import append_verdict
 
     if confirmed == false_positive:
@@ -671,7 +672,7 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
 
 def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, thresholds: str | None) -> None:
     from adapters.files.verdicts import load_verdicts
-    from application.evaluate import score_verdicts
+    from application.evaluate import score_verdicts, with_incident_verdicts
     from entrypoints.container import build_container
 
     changed: dict[str, int] = {}  # ids whose verdicts disagree -> the line of the one that counts
@@ -690,13 +691,15 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
         click.echo(f"no detections in {', '.join(data)}: nothing to score against {counted(len(verdicts), 'verdict')} "
                    f"in {path}")
         return
-    table = score_verdicts(found, verdicts)
-    # `label` takes any id: an incident's says nothing about one detector (its members are what count).
-    on_incidents = len(set(verdicts) & {i.id for i in container.collected_incidents().incidents})
+    incidents = container.collected_incidents().incidents
+    per_anomaly, inherited = with_incident_verdicts(verdicts, incidents)
+    table = score_verdicts(found, per_anomaly)
+    on_incidents = len(set(verdicts) & {i.id for i in incidents})
     unknown = len(set(verdicts) - {a.id for a in found}) - on_incidents
     if as_json:
         click.echo(json.dumps({"by_detector": table, "verdicts": len(verdicts), "verdicts_not_found": unknown,
-                               "verdicts_on_incidents": on_incidents, "verdicts_changed": len(changed)}))
+                               "verdicts_on_incidents": on_incidents, "anomalies_judged_by_incident": inherited,
+                               "verdicts_changed": len(changed)}))
         return
     click.echo(f"{'detector':<18}{'detections':>11}{'confirmed':>11}{'false pos.':>11}{'unreviewed':>11}{'precision':>11}")
     for name, row in table.items():
@@ -704,8 +707,8 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
         click.echo(f"{name:<18}{row['detections']:>11,}{row['confirmed']:>11,}{row['false_positive']:>11,}"
                    f"{row['unreviewed']:>11,}{precision:>11}")
     if on_incidents:
-        click.echo(f"{_verdicts(on_incidents)} on incidents, not counted: label an incident's anomalies "
-                   "(`show ID` lists them)")
+        click.echo(f"{_verdicts(on_incidents)} on incidents, counted for {counted(inherited, 'anomaly', 'anomalies')} "
+                   "of theirs with no verdict of their own")
     if unknown:
         click.echo(f"{_verdicts(unknown)} on anomalies this run did not find (another file, or other thresholds)")
     if changed:  # relabelled (or two analysts disagree): the last line counts, as `label` says

@@ -131,7 +131,7 @@ def test_verdicts_round_trip_the_last_one_counts_and_evaluate_scores_them(tmp_pa
     assert table["high_volume"] == {"detections": 2, "confirmed": 1, "false_positive": 1, "unreviewed": 0,
                                     "precision": 0.5}
     assert table["trade_burst"]["precision"] is None and table["all"]["detections"] == 3
-    with pytest.raises(ConfigError, match="is not an anomaly id"):
+    with pytest.raises(ConfigError, match="is not an anomaly or incident id"):
         append_verdict(path, "abc", "confirmed")
     path.write_text(path.read_text() + "garbage\n")
     with pytest.raises(ConfigError, match="line 4: not a verdict"):
@@ -142,9 +142,9 @@ ANOMALY_ID = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.mark.parametrize(("line", "said"), [
-    ('{"id": 123, "verdict": "confirmed"}', "id 123 is not an anomaly id"),  # was: 'not found', in silence
-    ('{"id": null, "verdict": "confirmed"}', "id None is not an anomaly id"),
-    ('{"id": "ev000001", "verdict": "confirmed"}', "id 'ev000001' is not an anomaly id"),
+    ('{"id": 123, "verdict": "confirmed"}', "id 123 is not an anomaly or incident id"),  # was: 'not found', in silence
+    ('{"id": null, "verdict": "confirmed"}', "id None is not an anomaly or incident id"),
+    ('{"id": "ev000001", "verdict": "confirmed"}', "id 'ev000001' is not an anomaly or incident id"),
     (f'{{"id": "{ANOMALY_ID}"}}', "lacks verdict"),
     ('{"note": "x"}', "lacks id and verdict"),
     (f'{{"id": "{ANOMALY_ID}", "verdict": "fp"}}', "verdict 'fp' is not one of confirmed, false_positive"),
@@ -210,7 +210,7 @@ def test_evaluate_says_which_verdicts_disagree_and_refuses_a_bad_line_in_one_lin
     with open("verdicts.jsonl", "a") as f:
         f.write('{"id": 7, "verdict": "confirmed"}\n')
     assert invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl") == (
-        1, "Error: verdicts file verdicts.jsonl, line 3: id 7 is not an anomaly id (32 hex digits, as replay --out "
+        1, "Error: verdicts file verdicts.jsonl, line 3: id 7 is not an anomaly or incident id (32 hex digits, as replay --out "
            "and query show)")
 
 
@@ -224,24 +224,31 @@ def test_a_verdict_appended_to_a_file_whose_last_line_lacks_its_newline_starts_a
     assert load_verdicts(path) == {a.id: "false_positive", b.id: "confirmed"}
 
 
-def test_evaluate_verdicts_counts_labelled_anomalies_and_tells_a_labelled_incident_apart(
+def test_evaluate_verdicts_counts_an_incidents_verdict_for_its_anomalies_without_one_of_their_own(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An incident's id was taken by `label` and counted as an anomaly 'this run did not find'."""
+    """An incident's id was taken by `label` and counted as an anomaly 'this run did not find'; then
+    it was told apart but not counted: an analyst who triaged incidents scored nothing."""
     monkeypatch.chdir(tmp_path)
-    assert invoke("generate", "m.dbn", "--symbols", "4", "--trades", "120000", "--seed", "3")[0] == 0
+    assert invoke("generate", "m.dbn", "--symbols", "4", "--trades", "120000", "--seed", "1")[0] == 0
     assert invoke("replay", "m.dbn", "--out", "found.jsonl", "--json")[0] == 0
-    anomaly = json.loads((tmp_path / "found.jsonl").read_text().splitlines()[0])
-    incident = json.loads((tmp_path / "found.incidents.jsonl").read_text().splitlines()[0])
-    assert invoke("label", anomaly["id"], "--confirmed")[0] == 0
+    incidents = [json.loads(line) for line in (tmp_path / "found.incidents.jsonl").read_text().splitlines()]
+    incident = next(i for i in incidents if i["size"] > 1)
+    elsewhere = next(json.loads(line)["id"] for line in (tmp_path / "found.jsonl").read_text().splitlines()
+                     if json.loads(line)["id"] not in incident["members"])
+    assert invoke("label", elsewhere, "--confirmed")[0] == 0
     assert invoke("label", incident["id"], "--false-positive")[0] == 0
+    assert invoke("label", incident["members"][0], "--confirmed")[0] == 0  # its own verdict counts over the incident's
     code, out = invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl", "--json")
     assert code == 0, out
     scored = json.loads(out)
-    assert (scored["verdicts"], scored["verdicts_on_incidents"], scored["verdicts_not_found"]) == (2, 1, 0)
-    assert scored["by_detector"][anomaly["detector"]]["confirmed"] == 1
-    assert scored["by_detector"]["all"]["false_positive"] == 0
+    assert (scored["verdicts"], scored["verdicts_on_incidents"], scored["verdicts_not_found"]) == (3, 1, 0)
+    assert scored["anomalies_judged_by_incident"] == incident["size"] - 1
+    assert (scored["by_detector"]["all"]["confirmed"], scored["by_detector"]["all"]["false_positive"]) == \
+        (2, incident["size"] - 1)
     code, out = invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl")
-    assert "1 verdict is on incidents, not counted: label an incident's anomalies" in out
+    others = incident["size"] - 1
+    assert (f"1 verdict is on incidents, counted for {others} {'anomaly' if others == 1 else 'anomalies'} of theirs "
+            "with no verdict of their own") in out
     assert "verdicts are" not in out  # '1 verdicts are ...'
 
 
