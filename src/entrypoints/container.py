@@ -1,4 +1,4 @@
-"""The composition root: one container builds the embedded (and later the streaming) setup."""
+"""The composition root: one container builds the embedded, streaming (worker, indexer) and test setups."""
 
 from __future__ import annotations
 

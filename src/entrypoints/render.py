@@ -1,4 +1,4 @@
-"""Readable terminal output for the replay summary."""
+"""Readable terminal output: the replay summary, incident tables, and `show`'s record with its tape."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""AsyncElasticsearchAnomalySink: the asyncio twin of ElasticsearchAnomalySink, for the Faust worker."""
+"""AsyncElasticsearchAnomalySink: the asyncio twin of ElasticsearchAnomalySink, for the Faust indexer."""
 
 from __future__ import annotations
 

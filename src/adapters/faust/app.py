@@ -1,4 +1,4 @@
-"""The Faust app: trades topic in, per-symbol state in a RocksDB table, anomalies and dead letters out."""
+"""The worker's Faust app: trades in, per-symbol state in RocksDB tables, anomalies, incidents, dead letters out."""
 
 from __future__ import annotations
 
@@ -278,8 +278,8 @@ def transactional_id(app: faust.App, source_topic: str, partition: int) -> str |
 def acting_as(event: Any) -> Iterator[None]:
     """Make `event` Faust's current event, so table writes go to its partition's changelog and store.
 
-    Faust finds the partition of a table write through this context variable; a batch taken
-    with `take_events` would otherwise leave whichever event came last in charge.
+    Faust finds the partition of a table write through this context variable; a take holding
+    several partitions' events would otherwise leave whichever event was fetched last in charge.
     """
     token = _current_event.set(weakref.ref(event))
     try:

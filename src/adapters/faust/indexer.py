@@ -33,7 +33,7 @@ log = structlog.get_logger()
 
 
 class IndexSink(Protocol):
-    """An Elasticsearch anomaly sink whose flush retries transient failures until they pass."""
+    """An Elasticsearch sink of anomalies or incidents whose flush retries transient failures until they pass."""
 
     @property
     def counters(self) -> SinkCounters: ...

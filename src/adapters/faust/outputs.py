@@ -1,4 +1,4 @@
-"""The worker's outputs on Kafka: a take's anomalies and dead letters, in its partition's transaction."""
+"""A take's anomalies, incidents, dead letters and state changelog on Kafka, in its partition's transaction."""
 
 from __future__ import annotations
 

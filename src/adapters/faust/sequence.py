@@ -144,8 +144,8 @@ class LogReader:
 
     async def _started(self, tp: Any, started: float) -> AIOKafkaConsumer:
         """The reader's consumer, started on first use; a broker away at that moment is waited for
-        within the same patience (raising at once would stop the indexer in the middle of a broker
-        restart it would outlive)."""
+        within the same patience (raising at once would stop the worker or the indexer in the middle of
+        a broker restart it would outlive)."""
         loop = asyncio.get_running_loop()
         warned = None
         while self.consumer is None:

@@ -119,7 +119,7 @@ class FaustTableStateStore:
 
     def store_partition(self, partition: int, changelog_topic: str) -> int:
         """Write `partition`'s committed values not yet in the local store there, with the changelog
-        offset they reach (what recovery resumes after), in one atomic write. Returns the keys written."""
+        offset they reach (what recovery resumes after), in one atomic write. Returns how many keys it wrote."""
         keys = sorted(self._unstored.pop(partition, set()))
         offset = self._commit_offset.pop(partition, None)
         committed = self._committed.get(partition, {})

@@ -1,1 +1,1 @@
-"""File adapters: JSON-lines sinks and the thresholds file."""
+"""File adapters: JSON-lines sinks, replay output read back, thresholds, suppressions and verdicts files."""

@@ -1,4 +1,4 @@
-"""Anomalies and dead letters written as JSON lines, one record per line."""
+"""Anomalies, incidents and dead letters written as JSON lines, one record per line."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class JsonLinesDeadLetterSink(_JsonLinesFile):
 
 
 class FanOutSink:
-    """Publish anomalies or dead letters to several sinks (memory for the summary, a file)."""
+    """Publish anomalies, incidents or dead letters to several sinks (memory for the summary, a file)."""
 
     def __init__(self, *sinks: object) -> None:
         self.sinks = [s for s in sinks if s is not None]

@@ -1,4 +1,4 @@
-"""Analysts' verdicts on anomalies, as JSON lines: {"id", "verdict", "note", "at"}; the last line for an id wins."""
+"""Analysts' verdicts on anomalies or incidents, JSON lines {"id", "verdict", "note", "at"}; an id's last wins."""
 
 from __future__ import annotations
 

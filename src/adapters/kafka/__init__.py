@@ -1,1 +1,1 @@
-"""Kafka adapters: the trades wire format and the producer that publishes trade batches."""
+"""Kafka adapters: wire format, producer, topics, dead letters, records read back, notifier, Databento live feed."""

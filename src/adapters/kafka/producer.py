@@ -47,8 +47,8 @@ def pack(runs: list[tuple[str, np.ndarray]], most: int) -> Iterator[list[tuple[s
 
 class KafkaTradePublisher:
     """Trade batches to `topic` keyed by symbol (so one symbol stays on one partition, in order);
-    dead letters to `dlq_topic` (adapters.kafka.dead_letters). On start, the trades, anomalies and
-    dead-letter topics are created when missing and refused when their partition count differs.
+    dead letters to `dlq_topic` (adapters.kafka.dead_letters). On start, the trades, anomalies,
+    incidents and dead-letter topics are created when missing and refused when their partition count differs.
 
     Sends are pipelined: `publish` returns once the message is queued in the producer, keeping up
     to `window` messages unacknowledged; the oldest is awaited when the window is full, so a

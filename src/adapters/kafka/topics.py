@@ -1,7 +1,8 @@
 """The project's topics: created with the configured partition count, or refused when they differ.
 
-`trades`, `anomalies` and `trades.dlq` are created by whichever starts first, the worker or ingest,
-never by the broker (auto-creation would make one partition). A topic that exists with another
+`trades`, `anomalies`, `incidents` and `trades.dlq` (and the worker's table changelogs) are created by
+whichever starts first, a worker, the indexer or ingest, never by the broker (auto-creation would make
+one partition). A topic that exists with another
 partition count is refused with one error: the worker's tables and model pools follow the trades
 partitions, and a symbol's anomalies and dead letters are keyed like its trades.
 """

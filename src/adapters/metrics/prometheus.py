@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
-# Per detect call: a worker take is ~1-256 messages of up to 2,000 trades; a replay chunk is 262,144.
+# Per detect call: a worker take is ~1-256 messages of up to 2,000 trades; a replay batch at most 262,144.
 BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_TRADES_BUCKETS = (1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 262_144, 1_000_000)
 

@@ -18,7 +18,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """The regular session of one day, in UTC nanoseconds; `date` decides the UTC offset (EST/EDT)."""
+    """The regular session of one day, in UTC nanoseconds; `day` decides the UTC offset (EST/EDT)."""
 
     day: Date
     open_ns: int
