@@ -52,7 +52,7 @@ def quiet_kafka_client(seconds: float = 30.0) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"kafka client: %(message)s (each shown at most every {seconds:g} s)"))
     # A broker that does not answer the first connection: the command stops on the client's error,
-    # in its own line; the client's message of it made that two.
+    # in its own line; the client's message of it would make that two.
     handler.addFilter(lambda record: record.funcName != "bootstrap")
     handler.addFilter(OncePer(seconds))
     client = logging.getLogger("aiokafka")

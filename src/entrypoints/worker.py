@@ -29,7 +29,7 @@ try:
     app = container.worker_app()  # holds the data directory: another worker's stops here
 except ConfigError as exc:
     sys.exit(f"stockanomaly worker: {exc}")
-throttle_kafka_client()  # a broker away for a minute made 369 client error lines
+throttle_kafka_client()  # unthrottled, a broker away for a minute makes 369 client error lines
 
 
 def prepare() -> None:

@@ -104,8 +104,8 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
 def _finish(reader: pcsv.CSVStreamingReader, stream: WholeLineStream) -> None:
     """Let arrow's reader run out before the stream closes. It reads ahead on a thread of its own, in
     Python (the stream is a Python object), and `close()` does not wait for it: left reading when the
-    file was refused (a DBN file named .csv.zst) or its consumer stopped early, that thread called
-    into an interpreter that was shutting down, and the process aborted or hung at exit."""
+    file is refused (a DBN file named .csv.zst) or its consumer stops early, that thread would call
+    into an interpreter that is shutting down, and the process would abort or hang at exit."""
     stream.end()
     try:
         while True:

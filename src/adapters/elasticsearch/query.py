@@ -18,7 +18,7 @@ MAX_LIMIT = 10_000  # index.max_result_window
 
 
 def one_line(text: str, most: int = 200) -> str:
-    """A server's message as one short line (another server's HTML page pasted whole was 15 lines)."""
+    """A server's message as one short line (another server's HTML page, pasted whole, would take 15)."""
     line = " ".join(text.split())
     return line if len(line) <= most else f"{line[:most]}..."
 ORDERS = ("time", "score")

@@ -53,8 +53,8 @@ _held: list[IO[str]] = []  # the worker's hold on its state directory, kept unti
 
 def hold_state_directory(appdir: Path, data_dir: str) -> IO[str] | None:
     """Hold the worker's state directory for this process (an exclusive flock, released when it
-    exits, killed or not): a second worker started on one host with the same data directory found
-    no clean-stop marker (the first was running) and deleted the running worker's RocksDB tables.
+    exits, killed or not): a second worker started on one host with the same data directory would
+    find no clean-stop marker (the first is running) and delete the running worker's RocksDB tables.
     ConfigError when another process holds it; None when the directory cannot be made (the start-up
     check says so in its own line)."""
     try:

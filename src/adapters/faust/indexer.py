@@ -60,7 +60,7 @@ def rejected_letters(failures: Sequence[FailedAnomaly], source: dict[str, int],
     """The documents Elasticsearch refused for good as INDEX_REJECTED dead letters, each with the
     partition its record came from (`source`: id -> partition): the letter commits in that
     partition's transaction, with its offset. (Sent with the take's last partition instead, a
-    refusal from another partition revoked before the commit was lost: its offset committed
+    refusal from another partition revoked before the commit would be lost: its offset would commit
     elsewhere while the letter's transaction aborted.)"""
     letters = []
     for failure in failures:

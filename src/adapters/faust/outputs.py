@@ -21,8 +21,8 @@ class PartitionProducer:
     transaction (`transactional_id`), so they commit or abort with the take's state and offsets.
 
     Faust's `topic.send` picks the transaction of the *destination* partition, and for a topic the
-    worker does not consume (anomalies, dead letters) none at all: those records were sent outside
-    any transaction, visible before their offsets committed, and written again after a crash.
+    worker does not consume (anomalies, dead letters) none at all: those records would be sent outside
+    any transaction, visible before their offsets commit, and written again after a crash.
     `delivered()` waits for the broker's acknowledgement of everything sent, and raises if any
     failed: the take must not commit then.
     """

@@ -44,7 +44,7 @@ def load_verdicts(path: str | Path, changed: dict[str, int] | None = None) -> di
     """anomaly id -> its latest verdict. Every line is checked as `label` writes it, a hand-edited one
     too: one that is not (not JSON, a field missing, an id that is not one, a verdict not known) is a
     ConfigError naming the file and line, never a verdict lost in silence (an id of another type or
-    case matched no anomaly: counted as one 'this run did not find'). An id is read as `label` takes
+    case would match no anomaly and count as one 'this run did not find'). An id is read as `label` takes
     it (trimmed, lower case). `changed`, when given, gets each id whose verdicts disagree (relabelled,
     or two analysts) with the line of the last one, the one that counts."""
     p = Path(path)

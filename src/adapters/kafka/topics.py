@@ -30,8 +30,8 @@ async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int, r
     cleanup.policy); the names created. Raises ConfigError when one exists with a partition count
     other than `partitions`, KafkaError when Kafka refuses."""
     wanted = list(dict.fromkeys(names))
-    # 10 s per request, as the CLI's readers: aiokafka's default 40 s made `ingest` against a port
-    # that accepts and never answers (not Kafka) sit silent that long before failing.
+    # 10 s per request, as the CLI's readers: with aiokafka's default 40 s, `ingest` against a port
+    # that accepts and never answers (not Kafka) would sit silent that long before failing.
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id, request_timeout_ms=10_000)
     await admin.start()
     try:

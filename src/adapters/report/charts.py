@@ -47,7 +47,7 @@ class DetectorStyle:
 def detector_styles(detectors: Iterable[str]) -> dict[str, DetectorStyle]:
     """A colour and marker per detector, the same in every report (a detector's place among the
     built-in ones, then any other after them), so charts and table agree and one report reads like
-    the next: trade_burst was a diamond in one report and a square in another."""
+    the next (numbered per report, trade_burst would be a diamond in one and a square in another)."""
     present = set(detectors)
     order = {name: i for i, name in enumerate(DETECTOR_NAMES)}
     order |= {name: len(DETECTOR_NAMES) + i for i, name in enumerate(sorted(present - set(order)))}

@@ -193,7 +193,7 @@ def _mapping_card(key: str, value: Mapping[Any, Any]) -> str:
 
 def _top_incidents(incidents: Sequence[Incident], summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The incidents the report lists: the replay's closed incidents by score, the first MAX_INCIDENTS
-    (whatever `--top` said of the terminal's list: `--top 0` left the report without them), else the
+    (whatever `--top` said of the terminal's list: `--top 0` must not leave the report without them), else the
     summary's `top_incidents`."""
     if not incidents:
         return list(summary.get("top_incidents") or [])
