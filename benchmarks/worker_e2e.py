@@ -40,23 +40,23 @@ latency phase (target: p99 produce -> anomalies topic < 50 ms, produce -> search
   stamps time.time() when each record arrives; it polls Elasticsearch with an `ids` search (a
   search, not a GET: only refreshed documents count) for every id seen on the topic and not yet
   found, every --poll seconds (default 10 ms), stamping time.time() when the response arrives.
-  Each anomaly of the paced part is matched to the message that held its trade by (sequence,
-  symbol, ts_event) (the synthetic tape's sequence numbers are unique); latency = stamp - that
-  message's produce time. A rate episode (trade_burst, volume_surge) is anchored at the print that
-  crossed its threshold but reported at the first print of its symbol once its peak is known (its
+  Each anomaly of the paced part is matched to the message that held its trade by (sequence, symbol,
+  ts_event) (the synthetic tape's sequence numbers are unique); latency = stamp - that message's
+  produce time. A rate episode (trade_burst, volume_surge) is anchored at the print that crossed its
+  threshold but reported at the first print of its symbol once its peak is known (its
   `measured_seconds`, at most one window, after the anchor): its latency counts from the message
   holding that later print, and the event-time delays are reported apart
   (rate_episode_report_delay_event_ms), since a benchmark that replays event time faster than the
-  wall clock would otherwise fold them, compressed, into the pipeline's latency. All clocks are read on this host. Anomalies of the warm-up are left
-  out. Reported: p50/p90/p99/max in ms and their counts, anomalies topic -> searchable (the
-  indexer's share), the achieved send rate, the producer's ack latency, the worker's takes during
-  the paced part (from its "batch" log lines: messages, trades and seconds per partition group,
-  and the share of wall time spent in them) and how long after the last send the worker had
-  committed everything (drain_seconds: far above 0 means it did not keep up), and the CPU used
-  while sending (cpu_during_send, from /proc: the host's busy cores out of host_cores, and the
-  worker's, indexer's, observer's and this process's, and Kafka's and Elasticsearch's when
-  `scripts/services.sh` started them (their pid files); the rest is whatever else runs: a host
-  near host_cores busy had no room, whatever the worker's code).
+  wall clock would otherwise fold them, compressed, into the pipeline's latency. All clocks are read
+  on this host. Anomalies of the warm-up are left out. Reported: p50/p90/p99/max in ms and their
+  counts, anomalies topic -> searchable (the indexer's share), the achieved send rate, the
+  producer's ack latency, the worker's takes during the paced part (from its "batch" log lines:
+  messages, trades and seconds per partition group, and the share of wall time spent in them) and
+  how long after the last send the worker had committed everything (drain_seconds: far above 0 means
+  it did not keep up), and the CPU used while sending (cpu_during_send, from /proc: the host's busy
+  cores out of host_cores, and the worker's, indexer's, observer's and this process's, and Kafka's
+  and Elasticsearch's when `scripts/services.sh` started them (their pid files); the rest is
+  whatever else runs: a host near host_cores busy had no room, whatever the worker's code).
   Before the warm-up, a probe anomaly (id "<run>-probe") is written to the anomalies topic; the
   paced part starts only after the worker has committed the warm-up and the probe is searchable.
 
