@@ -251,10 +251,7 @@ def _dictionary(column: pa.DictionaryArray, dtype: str) -> tuple[np.ndarray, np.
     """A dictionary column as (its values as a fixed-width numpy array, each row's index into them,
     the mask of empty rows)."""
     values = column.dictionary.to_pylist()
-    if dtype.startswith("S"):
-        table = np.array([v.encode()[:1] for v in values], dtype)
-    else:
-        table = np.array(values, dtype)
+    table = np.array(values, dtype)
     indices = column.indices.to_numpy(zero_copy_only=False)
     empty = np.array([v == "" for v in values], bool)
     return table, indices, empty[indices]
