@@ -44,9 +44,8 @@ def looks_like_fixed_point_prices(column: pa.Array, sample: int = 1000) -> bool:
     too, but small ones: read as decimal prices, they and any later "114.11" parse alike."""
     if not looks_like_integers(column, sample):
         return False
-    head = pc.filter(column.slice(0, sample), pc.match_substring_regex(column.slice(0, sample), INT_PATTERN))
-    values = np.asarray(head.cast(pa.float64()), np.float64)
-    return bool(len(values)) and float(np.median(values)) >= FIXED_POINT_FLOOR
+    median = integer_median(column, sample)
+    return median is not None and median >= FIXED_POINT_FLOOR
 
 
 def parse(column: pa.Array, target: pa.DataType, pattern: str) -> tuple[np.ndarray, np.ndarray]:
