@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -120,7 +120,3 @@ def figure(bars: np.ndarray, anomalies: Sequence[Anomaly], styles: dict[str, Det
 
 def sessions_legend() -> str:
     return ", ".join(f"{label} {start:%H:%M}–{end:%H:%M}" for start, end, _, label in _SHADED)
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
