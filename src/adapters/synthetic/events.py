@@ -39,7 +39,7 @@ class EventPlan:
     params: dict[str, float] = field(default_factory=dict)
 
 
-def events_per_type(rng: np.random.Generator, trades: int) -> dict[str, int]:
+def draw_event_counts(rng: np.random.Generator, trades: int) -> dict[str, int]:
     lo, hi = EVENTS_PER_MILLION
     return {kind: max(1, int(round(rng.uniform(lo, hi) * trades / 1e6))) for kind in EVENT_TYPES}
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from adapters.synthetic.arrivals import NS, Activity, Session, draw_times
-from adapters.synthetic.events import EVENT_TYPES, EXPECTED_DETECTOR, MIN_TRADES_FOR_EVENTS, EventPlan, plan_events
-from adapters.synthetic.events import events_per_type as draw_event_counts
+from adapters.synthetic.events import (EVENT_TYPES, EXPECTED_DETECTOR, MIN_TRADES_FOR_EVENTS, EventPlan,
+                                       draw_event_counts, plan_events)
 from adapters.synthetic.injection import NORMAL, SymbolTape, apply_overrides, extra_times, ramp_shift
 from adapters.synthetic.prices import log_returns, quote_prices
 from adapters.synthetic.profiles import SymbolProfile, draw_sizes, make_profiles
