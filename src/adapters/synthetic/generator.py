@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,6 @@ class GenerationResult:
     path: Path
     labels_path: Path
     market: SyntheticMarket
-    simulate_s: float
-    write_s: float
 
     @property
     def total_trades(self) -> int:
@@ -53,9 +50,7 @@ def labels_path_for(data_path: str | Path) -> Path:
 def generate(out_path: str | Path, symbols: int = 20, trades: int = 1_000_000, seed: int = 7,
              date: str = "2025-03-03", events_per_type: int | None = None) -> GenerationResult:
     """Simulate the day, write it as DBN (zstd when the name ends with .zst) and write its labels."""
-    started = time.perf_counter()
     market = simulate(symbols=symbols, trades=trades, seed=seed, date=date, events_per_type=events_per_type)
-    simulated = time.perf_counter()
     path = write_market_dbn(out_path, market)
     labels_path = labels_path_for(path)
     partial = labels_path.with_name(labels_path.name + ".partial")
@@ -66,7 +61,7 @@ def generate(out_path: str | Path, symbols: int = 20, trades: int = 1_000_000, s
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    return GenerationResult(path, labels_path, market, simulated - started, time.perf_counter() - simulated)
+    return GenerationResult(path, labels_path, market)
 
 
 def write_market_dbn(out_path: str | Path, market: SyntheticMarket) -> Path:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TICK_CENTS = 1  # prices are kept as integer cents: the $0.01 tick is one unit
 PRICE_RANGE = (5.0, 900.0)
 TAIL_Z = 2.5758  # the body's 99.5th percentile, where the Pareto tail takes over
 TAIL_INDEX = 2.2  # P(size >= k x p99.9) = 0.1% x k**-2.2, as on real NVDA days up to about 6x
