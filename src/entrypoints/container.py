@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # Faust is imported by the streaming processes only: replay s
 
     from adapters.files.suppressions import SuppressionsFile
 
+
 def size_thresholds(path: str | None) -> dict[str, float] | None:
     return load_thresholds(path).size_thresholds() if path else None
 

@@ -14,7 +14,6 @@ from domain.incidents import GAP_NS
 from domain.model import Print
 
 
-
 def console(stderr: bool = False) -> Console:
     """Standard output (or error) as rich writes it: the terminal's width, or, written to a file or a
     pipe (where rich would assume 80 columns and fold every reason and message over several lines),

@@ -187,7 +187,6 @@ def from_document(source: dict[str, Any]) -> Anomaly:
     )
 
 
-
 ANOMALIES = DocumentKind("anomalies", ANOMALY_MAPPINGS, to_document, lambda a: a.ts_event, from_document,
                          "ts_event", "detector")
 INCIDENTS = DocumentKind("incidents", INCIDENT_MAPPINGS, incident_document, lambda i: i.start_ns,

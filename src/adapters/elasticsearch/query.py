@@ -21,6 +21,8 @@ def one_line(text: str, most: int = 200) -> str:
     """A server's message as one short line (another server's HTML page, pasted whole, would take 15)."""
     line = " ".join(text.split())
     return line if len(line) <= most else f"{line[:most]}..."
+
+
 ORDERS = ("time", "score")
 
 

@@ -354,6 +354,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     sequence = in_sequence(app, settings.bootstrap)
     trades = app.topic(settings.trades_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
+
     def state_table(name: str) -> Any:
         """value_type=bytes: Faust stores the encoded state as is (raw codec)."""
         return app.Table(name, default=None, partitions=settings.partitions, key_type=str, value_type=bytes,
