@@ -772,28 +772,19 @@ def test_the_reports_incidents_do_not_follow_the_terminals_top(tmp_path: Path) -
         assert section.count("<tr>") - 1 == min(incidents, 50) and incidents > 3
 
 
-@pytest.mark.parametrize("name", ["empty.csv", "empty.csv.zst"])
-def test_a_file_with_nothing_in_it_is_one_line_without_an_empty_summary(tmp_path: Path, name: str) -> None:
-    """It printed a summary of 0 trades and empty tables, then "ArrowInvalid: Empty CSV file; the
-    results above cover only what was read before it"."""
+@pytest.mark.parametrize(("name", "where"), [
+    ("empty.csv", "line 1"), ("empty.csv.zst", "line 1"), ("empty.dbn", "the start"), ("empty.dbn.zst", "the start")])
+def test_a_file_with_nothing_in_it_is_one_line_without_an_empty_summary(tmp_path: Path, name: str, where: str) -> None:
+    """A CSV printed a summary of 0 trades and empty tables, then "ArrowInvalid: Empty CSV file; the
+    results above cover only what was read before it"; a DBN file said "ValueError: Cannot create
+    data source from empty file: .../empty.dbn" (databento's exception, and the path a second time)."""
     empty = tmp_path / name
     empty.write_bytes(b"")
     result = CliRunner().invoke(main, ["replay", str(empty)])
     assert result.exit_code == 1
+    header = "header line" if name.startswith("empty.csv") else "DBN header"
     assert result.output.strip().splitlines() == [
-        f"Error: {empty}: unreadable from line 1 on: the file is empty (no header line); nothing was read"]
-
-
-@pytest.mark.parametrize("name", ["empty.dbn", "empty.dbn.zst"])
-def test_an_empty_dbn_file_is_said_as_an_empty_csv_is(tmp_path: Path, name: str) -> None:
-    """It said "unreadable from the start on: ValueError: Cannot create data source from empty file:
-    .../empty.dbn" (databento's exception, its class name and the path a second time)."""
-    empty = tmp_path / name
-    empty.write_bytes(b"")
-    result = CliRunner().invoke(main, ["replay", str(empty)])
-    assert result.exit_code == 1
-    assert result.output.strip().splitlines() == [
-        f"Error: {empty}: unreadable from the start on: the file is empty (no DBN header); nothing was read"]
+        f"Error: {empty}: unreadable from {where} on: the file is empty (no {header}); nothing was read"]
 
 
 def test_count_tables_keep_their_title_on_one_line_say_what_was_left_out_and_are_not_printed_empty(
