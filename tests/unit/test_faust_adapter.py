@@ -584,3 +584,21 @@ async def test_a_jump_check_that_must_start_its_reader_while_the_broker_is_away_
     Starting.attempts = 0
     with pytest.raises(TimeoutError, match=r"could not reach the broker to read anomalies\[0\] within 0 s"):
         await gone.next_record(SimpleNamespace(topic="anomalies", partition=0), 1, 5)
+
+
+def test_the_state_tables_rocksdb_write_buffers_stay_small_beside_their_state(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Faust's defaults (3 write buffers of 64 MiB per table and partition: 3 GiB over the 16
+    databases of 4 partitions) for ~1.25 MB of state a table partition holds: a worker's RSS grew
+    twice as much over a generated day at 2,000 symbols. The options each table's RocksDB is built
+    from cap them."""
+    from faust.stores.rocksdb import RocksDBOptions
+
+    app = worker_app(load_settings(store="rocksdb://", data_dir=str(tmp_path), app_id="unit-rocksdb").streaming())
+    tables = {name: table for name, table in app.tables.items()
+              if name in ("symbol-state", "pool-state", "tape-state", "incident-state")}
+    assert len(tables) == 4
+    for table in tables.values():
+        extra = {k: v for k, v in table.options.items() if k not in ("driver", "read_only")}
+        options = RocksDBOptions(**extra)
+        assert table.options["driver"] == "rocksdict"
+        assert options.write_buffer_size * options.max_write_buffer_number <= 8 * 1024 * 1024

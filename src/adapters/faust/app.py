@@ -297,6 +297,13 @@ def acting_as(event: Any) -> Iterator[None]:
 # for 16-19 s.
 CHANGELOG_CONFIGS = {"segment.bytes": str(16 * 1024 * 1024)}
 
+# Faust opens one RocksDB per table and partition (4 tables: 16 of them on 4 partitions) and by
+# default gives each up to 3 write buffers of 64 MiB (3 GiB in all), for ~1.25 MB of state a table
+# partition holds (500 symbols of ~2.5 KB). Measured at 2,000 symbols, one worker on 4 partitions, a
+# generated day at x100: RSS 499 -> 779 MB, the write-ahead logs (what the buffers hold) 214 MiB; with
+# two 4 MiB buffers each (128 MiB in all): 493 -> 633 MB and 32 MiB, takes no slower.
+ROCKSDB_OPTIONS = {"write_buffer_size": 4 * 1024 * 1024, "max_write_buffer_number": 2}
+
 
 def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics: Metrics | None = None,
                on_batch: Callable[[int, int], Awaitable[None]] | None = None,
@@ -358,7 +365,8 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     def state_table(name: str) -> Any:
         """value_type=bytes: Faust stores the encoded state as is (raw codec)."""
         return app.Table(name, default=None, partitions=settings.partitions, key_type=str, value_type=bytes,
-                         options={"driver": "rocksdict"}, extra_topic_configs=CHANGELOG_CONFIGS)
+                         options={"driver": "rocksdict", **ROCKSDB_OPTIONS},
+                         extra_topic_configs=CHANGELOG_CONFIGS)
 
     # Per-symbol state, and the Isolation Forest's pooled samples keyed by pool (= partition, see
     # adapters.kafka.keys): both written while acting as an event of the partition, so each lands in
