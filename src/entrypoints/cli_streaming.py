@@ -126,8 +126,9 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
               help="Files: max, realtime (reproduce event-time gaps) or xN (N times faster than realtime).")
 @click.option("--partitions", type=click.IntRange(1), help="Partitions of the topics when this creates them "
                                                            "[default: STOCKANOMALY_PARTITIONS, else 4].")
-@click.option("--replication-factor", default=1, show_default=True, type=click.IntRange(1),
-              help="Replication factor of the topics when this creates them.")
+@click.option("--replication-factor", type=click.IntRange(1, 32),
+              help="Replication factor of the topics when this creates them "
+                   "[default: STOCKANOMALY_REPLICATION_FACTOR, else 1].")
 @click.option("--compression", default="none", show_default=True,
               type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
               help="Kafka compression (snappy, lz4 and zstd need the cramjam package).")
@@ -137,7 +138,8 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
 def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbols: str, bootstrap: str | None,
            topic: str | None, dlq_topic: str | None, anomalies_topic: str | None, incidents_topic: str | None,
            batch_trades: int, pace: str,
-           partitions: int | None, replication_factor: int, compression: str, flush_ms: int, as_json: bool) -> None:
+           partitions: int | None, replication_factor: int | None, compression: str, flush_ms: int,
+           as_json: bool) -> None:
     """Publish Databento trades (files, globs, directories, or --live) to Kafka as compact micro-batches:
     one STB2 message per partition, holding the runs of its symbols (docs/wire-format.md)."""
     import asyncio
@@ -151,9 +153,10 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
     from application.ingest import IngestSummary, IngestTrades, parse_pace
 
     config = settings_or_fail({"trades_topic": "--topic", "anomalies_topic": "--anomalies-topic",
-                               "incidents_topic": "--incidents-topic"},
+                               "incidents_topic": "--incidents-topic", "replication_factor": "--replication-factor"},
                               kafka_bootstrap_servers=bootstrap, trades_topic=topic, dlq_topic=dlq_topic,
-                              anomalies_topic=anomalies_topic, incidents_topic=incidents_topic, partitions=partitions)
+                              anomalies_topic=anomalies_topic, incidents_topic=incidents_topic, partitions=partitions,
+                              replication_factor=replication_factor)
     if live == bool(paths):
         fail("give PATHs (files, globs, directories) or --live, not both" if live else
              "give one or more PATHs (files, globs, directories) or --live")
@@ -174,7 +177,7 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
             # Reading is what bounds ingest: several files are decoded side by side.
             source = file_source(paths, 65_536, read_ahead=FILES_READ_AHEAD_TRADES)
         publisher = KafkaTradePublisher(config.kafka_bootstrap_servers, config.trades_topic, config.dlq_topic,
-                                        partitions=config.partitions, replication_factor=replication_factor,
+                                        partitions=config.partitions, replication_factor=config.replication_factor,
                                         compression=compression, anomalies_topic=config.anomalies_topic,
                                         incidents_topic=config.incidents_topic,
                                         message_trades=batch_trades)

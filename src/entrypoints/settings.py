@@ -106,6 +106,10 @@ class Settings(BaseSettings):
         ",".join(DETECTOR_NAMES)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 7  # the Isolation Forest's (scikit-learn's range)
     partitions: Annotated[int, Field(ge=1, le=10_000)] = 4  # of the topics; model pools follow them
+    # Copies Kafka keeps of every topic the project creates (trades, anomalies, incidents, trades.dlq,
+    # the worker's changelogs, Faust's own): 1 suits one broker; a cluster wants 3, so that losing a
+    # broker loses no trade, anomaly or state.
+    replication_factor: Annotated[int, Field(ge=1, le=32)] = 1
     # trades read per source chunk; at most 1,048,576 (a CSV read block of 128 MiB: Arrow takes no more than 2 GiB)
     chunk_size: Annotated[int, Field(ge=1, le=1_048_576)] = 16_384
     out: str = ""
@@ -197,7 +201,8 @@ class Settings(BaseSettings):
     def streaming(self) -> StreamingSettings:
         return StreamingSettings(
             app_id=self.app_id, bootstrap=self.kafka_bootstrap_servers, trades_topic=self.trades_topic,
-            anomalies_topic=self.anomalies_topic, incidents_topic=self.incidents_topic, dlq_topic=self.dlq_topic, partitions=self.partitions,
+            anomalies_topic=self.anomalies_topic, incidents_topic=self.incidents_topic, dlq_topic=self.dlq_topic,
+            partitions=self.partitions, replication_factor=self.replication_factor,
             store=self.store, data_dir=self.data_dir, elasticsearch_url=self.elasticsearch_url,
             elasticsearch_index=self.es_index_prefix, elasticsearch_incidents_index=self.es_incidents_prefix,
             elasticsearch_refresh=self.es_refresh,

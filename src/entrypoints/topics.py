@@ -39,6 +39,7 @@ def require_topics(settings: StreamingSettings, who: str,
     try:
         with ThreadPoolExecutor(1) as pool:
             pool.submit(asyncio.run, ensure_topics(settings.bootstrap, names, settings.partitions,
+                                                   replication_factor=settings.replication_factor,
                                                    client_id=f"{settings.app_id}-{who}",
                                                    configs=changelogs)).result()
     except ConfigError as exc:

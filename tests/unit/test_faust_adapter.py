@@ -602,3 +602,44 @@ def test_the_state_tables_rocksdb_write_buffers_stay_small_beside_their_state(tm
         options = RocksDBOptions(**extra)
         assert table.options["driver"] == "rocksdict"
         assert options.write_buffer_size * options.max_write_buffer_number <= 8 * 1024 * 1024
+
+
+def test_every_topic_the_streaming_processes_create_has_the_replication_factor_the_settings_give(
+        monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Every topic (changelogs and Faust's own included) was created with one copy whatever the
+    cluster: on three brokers, losing one lost trades, anomalies and state."""
+    from click.testing import CliRunner
+
+    import adapters.kafka.producer as producer
+    import entrypoints.topics as topics
+    from entrypoints.cli import main
+
+    monkeypatch.setenv("STOCKANOMALY_REPLICATION_FACTOR", "3")
+    settings = load_settings(store="memory://", app_id="unit-replicas").streaming()
+    assert worker_app(settings).conf.topic_replication_factor == 3
+    assert create_indexer_app(settings, sink=None).conf.topic_replication_factor == 3  # type: ignore[arg-type]
+
+    asked: list[tuple[list[str], int]] = []
+
+    async def ensure(bootstrap: str, names: list[str], partitions: int, replication_factor: int = 1,
+                     **_: Any) -> list[str]:
+        asked.append((names, replication_factor))
+        return []
+
+    monkeypatch.setattr(topics, "ensure_topics", ensure)
+    topics.require_topics(settings, "worker", {"unit-replicas-symbol-state-changelog": {}})
+    assert asked == [(["trades", "anomalies", "incidents", "trades.dlq", "unit-replicas-symbol-state-changelog"], 3)]
+
+    made: list[int] = []
+
+    class Publisher:  # what ingest would create its topics with is all this needs
+        def __init__(self, *args: Any, replication_factor: int, **kwargs: Any) -> None:
+            made.append(replication_factor)
+            raise SystemExit(0)
+
+    monkeypatch.setattr(producer, "KafkaTradePublisher", Publisher)
+    day = tmp_path / "day.csv"
+    day.write_text("ts_event,price,size,symbol\n2025-05-05T14:00:00Z,100,10,ACME\n")
+    for flags in ([], ["--replication-factor", "2"]):
+        CliRunner().invoke(main, ["ingest", *flags, str(day)])
+    assert made == [3, 2]

@@ -331,7 +331,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         # worker killed mid-stream resumes from state that matches its committed offsets.
         processing_guarantee=settings.processing_guarantee,
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         web_port=settings.web_port,
         web_bind="127.0.0.1",
         table_standby_replicas=0,

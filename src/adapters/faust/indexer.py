@@ -104,7 +104,7 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
         # with the dead letters of a take; the documents themselves are idempotent.
         processing_guarantee="exactly_once",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         web_port=settings.indexer_web_port,
         web_bind="127.0.0.1",
         broker_commit_interval=NEVER,

@@ -18,6 +18,7 @@ class StreamingSettings:
     incidents_topic: str
     dlq_topic: str
     partitions: int
+    replication_factor: int
     store: str
     data_dir: str
     elasticsearch_url: str
