@@ -393,8 +393,6 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     if files is not None and not interrupted and summary.trades == 0:
         files.check("nothing was read")  # an empty summary above the error would only be noise
     if interrupted:
-        from adapters.files.records import incidents_path
-
         written = [str(path) for path in (out, out and incidents_path(out), dead_letters) if path]
         listed = ", ".join(written[:-1]) + " and " + written[-1] if len(written) > 1 else "".join(written)
         click.echo("interrupted: no summary" + (f"; {listed} {'hold' if len(written) > 1 else 'holds'} what was found "

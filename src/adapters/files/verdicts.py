@@ -16,7 +16,8 @@ ANOMALY_ID = re.compile(r"^[0-9a-f]{32}$")
 
 def append_verdict(path: str | Path, anomaly_id: str, verdict: str, note: str = "") -> dict[str, str]:
     if not ANOMALY_ID.match(anomaly_id):
-        raise ConfigError(f"{anomaly_id!r} is not an anomaly or incident id (32 hex digits, as replay --out and query show)")
+        raise ConfigError(f"{anomaly_id!r} is not an anomaly or incident id (32 hex digits, as replay --out and "
+                          "query show)")
     if verdict not in VERDICTS:
         raise ConfigError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
     record = {"id": anomaly_id, "verdict": verdict, "note": note,
@@ -73,8 +74,8 @@ def load_verdicts(path: str | Path, changed: dict[str, int] | None = None) -> di
             raise ConfigError(f"{where}: lacks {' and '.join(missing)}")
         anomaly_id, verdict = record["id"], record["verdict"]
         if not isinstance(anomaly_id, str) or not ANOMALY_ID.match(anomaly_id.strip().lower()):
-            raise ConfigError(f"{where}: id {anomaly_id!r} is not an anomaly or incident id (32 hex digits, as replay --out "
-                              "and query show)")
+            raise ConfigError(f"{where}: id {anomaly_id!r} is not an anomaly or incident id (32 hex digits, as "
+                              "replay --out and query show)")
         if verdict not in VERDICTS:
             raise ConfigError(f"{where}: verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
         anomaly_id = anomaly_id.strip().lower()
