@@ -205,6 +205,8 @@ def evaluate(labels: Mapping[str, Any], anomalies: Iterable[Anomaly | Mapping[st
     caught = sum(ev["expected_detector"] in h for ev, h in zip(events, hits))
     n_false = int((~matched).sum())
     f1s = [t.f1 for t in by_type if t.f1 is not None]
+    missed = [ev for ev, h in zip(events, hits) if ev["expected_detector"] not in h]
+    calendar = SessionCalendar()
     return EvaluationReport(
         by_type=by_type, by_detector=by_detector, events=len(events), caught=caught,
         caught_by_any=sum(bool(h) for h in hits), recall=_ratio(caught, len(events)),
@@ -212,10 +214,9 @@ def evaluate(labels: Mapping[str, Any], anomalies: Iterable[Anomaly | Mapping[st
         macro_f1=sum(f1s) / len(f1s) if f1s else None, detections=len(detections), false_alarms=n_false,
         total_trades=total, anomalous_trades=anomalous, normal_trades=normal,
         false_alarms_per_100k_normal=_ratio(100_000 * n_false, normal), tolerance_ns=tolerance_ns,
-        missed=tuple(ev["id"] for ev, h in zip(events, hits) if ev["expected_detector"] not in h),
+        missed=tuple(str(ev["id"]) for ev in missed),
         missed_events=tuple({"id": str(ev["id"]), "type": str(ev["type"]), "symbol": str(ev["symbol"]),
-                             "start": SessionCalendar().local_time(int(ev["ts_start"]))}
-                            for ev, h in zip(events, hits) if ev["expected_detector"] not in h),
+                             "start": calendar.local_time(int(ev["ts_start"]))} for ev in missed),
     )
 
 
