@@ -279,6 +279,12 @@ def sample_source(chunk_size: int) -> Any:
 UNSEEN_LISTED = 20  # symbols of --symbols that no trade had, named one by one; the rest are counted
 
 
+def named(names: Sequence[str], limit: int) -> str:
+    """The first `limit` names, comma-separated, and how many more there are ('A, B and 1,998 more')."""
+    more = f" and {len(names) - limit:,} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 @main.command()
 @click.argument("paths", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the readable summary.")
@@ -418,9 +424,7 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     unseen = sorted(s for s in wanted if s not in container.state_store())
     if unseen:  # a typo reads like a quiet symbol otherwise
         # A market's watch list can miss thousands: the first few named, the rest counted.
-        names = ", ".join(unseen[:UNSEEN_LISTED]) + (f" and {len(unseen) - UNSEEN_LISTED:,} more"
-                                                     if len(unseen) > UNSEEN_LISTED else "")
-        err.print(f"--symbols: no trade of {names} was read", highlight=False)
+        err.print(f"--symbols: no trade of {named(unseen, UNSEEN_LISTED)} was read", highlight=False)
     # A window outside the data reads like a quiet day otherwise, as a mistyped symbol would.
     if files is not None and summary.trades == 0 and window[1] is None and not interrupted:
         # Files read whole without a word: a book file (mbp-1) of a quiet window has no trade in it.
@@ -657,8 +661,7 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
     traded = container.state_store()
     strangers = sorted({str(event["symbol"]) for event in truth["events"] if event["symbol"] not in traded})
     if strangers:
-        shown = ", ".join(strangers[:5]) + (f" and {len(strangers) - 5:,} more" if len(strangers) > 5 else "")
-        fail(f"the labels' events are on symbols DATA does not trade ({shown}): they are not its labels "
+        fail(f"the labels' events are on symbols DATA does not trade ({named(strangers, 5)}): they are not its labels "
              f"({', '.join(str(p) for p in labels_paths)})")
     report = score(truth, container.collected_anomalies().anomalies, total_trades=summary.accepted)
     if as_json:
