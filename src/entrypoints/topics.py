@@ -70,13 +70,37 @@ def changelog_topics(app: Any) -> dict[str, dict[str, str]]:
     return topics
 
 
+# Faust's options before its command that take a value (`-A entrypoints.worker`, `-l info`, ...).
+FAUST_VALUE_OPTIONS = frozenset({"-A", "--app", "-W", "--workdir", "-D", "--datadir", "-L", "--loop", "-f",
+                                 "--logfile", "-l", "--loglevel", "--blocking-timeout", "--console-port"})
+
+
+def starts_worker(argv: Sequence[str]) -> bool:
+    """Whether Faust's command line runs its `worker` command, not `--help` or another command: Faust
+    prepares the app (and sends on_worker_init) for any of them, `worker --help` included."""
+    if "--help" in argv:
+        return False
+    args = list(argv[1:])
+    i = 0
+    while i < len(args):
+        if args[i] in FAUST_VALUE_OPTIONS:
+            i += 2
+        elif args[i].startswith("-"):
+            i += 1
+        else:
+            return args[i] == "worker"
+    return False
+
+
 def before_start(app: Any, settings: StreamingSettings, who: str, prepare: Callable[[], None]) -> None:
-    """When `faust -A ... worker` prepares the app (not when a test imports it): check the topics,
-    then `prepare` (the data directory, the metrics endpoint), and exit with one line on a problem
-    rather than Faust's crash report."""
+    """When `faust -A ... worker` prepares the app (not when a test imports it, nor for `--help` or
+    another Faust command): check the topics, then `prepare` (the data directory, the metrics
+    endpoint), and exit with one line on a problem rather than Faust's crash report."""
 
     @app.on_worker_init.connect
     def check_topics(sender: Any, **kwargs: Any) -> None:
+        if not starts_worker(sys.argv):
+            return
         require_topics(settings, who, changelog_topics(app))
         try:
             prepare()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import sys
 from types import SimpleNamespace
 from typing import Any
 
@@ -530,6 +531,7 @@ def test_the_workers_start_check_creates_the_changelogs_with_the_other_topics(mo
         return []
 
     monkeypatch.setattr(topics, "ensure_topics", ensure_topics)
+    monkeypatch.setattr(sys, "argv", ["faust", "-A", "entrypoints.worker", "worker", "-l", "info"])
     prepared: list[bool] = []
     topics.before_start(app, settings, "worker", lambda: prepared.append(True))
     app.on_worker_init.send()  # what `faust -A entrypoints.worker worker` does before its consumer starts
@@ -538,6 +540,47 @@ def test_the_workers_start_check_creates_the_changelogs_with_the_other_topics(mo
                      *topics.changelog_topics(app)]
     assert configs == topics.changelog_topics(app) and len(configs) == 4
     assert prepared == [True]  # then the data directory and the metrics endpoint
+
+
+@pytest.mark.parametrize("argv", [
+    ["faust", "-A", "entrypoints.worker", "worker", "--help"],
+    ["faust", "-A", "entrypoints.worker", "--help"],
+    ["faust", "-A", "entrypoints.worker", "-l", "info", "tables"],
+    ["faust", "-A", "entrypoints.worker"],
+], ids=["worker-help", "faust-help", "another-command", "no-command"])
+def test_faust_help_or_another_command_creates_no_topic_and_binds_no_port(monkeypatch, argv: list[str]) -> None:
+    """Faust prepares the app (on_worker_init) for any command line naming it: `worker --help` used to
+    create the topics on the configured Kafka and bind the metrics and web ports."""
+    import entrypoints.topics as topics
+
+    settings = load_settings(store="memory://", app_id="unit-help").streaming()
+    app = worker_app(settings)
+    asked: list[list[str]] = []
+
+    async def ensure_topics(bootstrap: str, names: list[str], partitions: int, **kwargs: Any) -> list[str]:
+        asked.append(list(names))
+        return []
+
+    monkeypatch.setattr(topics, "ensure_topics", ensure_topics)
+    monkeypatch.setattr(sys, "argv", argv)
+    prepared: list[bool] = []
+    topics.before_start(app, settings, "worker", lambda: prepared.append(True))
+    app.on_worker_init.send()
+    assert asked == [] and prepared == []
+
+
+@pytest.mark.parametrize(("argv", "starts"), [
+    (["faust", "-A", "entrypoints.worker", "worker", "-l", "info"], True),
+    (["/venv/lib/faust/__main__.py", "-A", "entrypoints.indexer", "worker", "--without-web"], True),
+    (["faust", "--app=entrypoints.worker", "-l", "info", "worker"], True),
+    (["faust", "-A", "entrypoints.worker", "worker", "-h", "host.example"], True),  # -h: the worker's --web-host
+    (["faust", "-A", "entrypoints.worker", "worker", "--help"], False),
+    (["faust", "-A", "entrypoints.worker", "agents"], False),
+])
+def test_starts_worker_reads_faust_command_line(argv: list[str], starts: bool) -> None:
+    from entrypoints.topics import starts_worker
+
+    assert starts_worker(argv) is starts
 
 
 def test_a_windowed_tables_changelog_keeps_its_retention() -> None:
