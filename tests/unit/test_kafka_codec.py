@@ -158,11 +158,12 @@ GOOD_KEY, GOOD_VALUE = encode_batch("NVDA", calm_flow(3, symbol="NVDA"))
     (b"NVDA", json.dumps({"ts_event": T0, "price": 1, "size": 2, "publisher_id": 70_000}).encode(),
      "bad_field", "outside"),
     (b"NVDA", json.dumps({"ts_event": T0, "price": 1, "size": 2, "side": "Bid"}).encode(), "bad_field", "side"),
+    (b"NVDA", json.dumps({"ts_event": T0, "price": 1, "size": 2, "side": "Z"}).encode(), "bad_field", "A, B or N"),
     (b"NVDA", json.dumps({"ts_event": T0, "price": True, "size": 2}).encode(), "bad_field", "price"),
 ], ids=["none-value", "empty-value", "wrong-magic", "not-ours", "names-both-formats", "short-header", "truncated-rows",
         "count-mismatch", "no-key", "empty-key", "key-not-utf8", "key-too-long", "bad-json", "list-of-scalars",
         "json-missing-ts", "json-no-symbol-no-key", "json-no-symbol-bad-key", "json-price-string", "json-fractional-size",
-        "json-bad-iso", "json-out-of-range", "json-bad-side", "json-bool-price"])
+        "json-bad-iso", "json-out-of-range", "json-bad-side", "json-side-not-a-databento-side", "json-bool-price"])
 def test_bad_input_becomes_one_dead_letter_with_reason_and_raw_bytes(
         key: bytes | None, value: bytes | None, reason: str, detail: str) -> None:
     got, letters = decode(key, value, "trades[3]@1234")
