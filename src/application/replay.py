@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,26 @@ class ReplaySummary:
             "incidents": self.incidents,
             "top_incidents": [i.to_dict() for i in self.ranked_incidents()],
         }
+
+
+SELECTION_LISTED = 10  # symbols a selection's note names; the rest are counted
+
+
+def selection_note(selection: Mapping[str, Any]) -> str:
+    """A narrowed replay's selection (`--symbols`, `--since`, `--until`, as the summary's `selection`
+    holds them) in words: its counts and tables are of that selection, and without saying so a
+    report of one quiet symbol of a busy day read as a quiet day."""
+    symbols = list(selection.get("symbols") or [])
+    parts = []
+    if symbols:
+        more = f" and {len(symbols) - SELECTION_LISTED:,} more" if len(symbols) > SELECTION_LISTED else ""
+        parts.append(f"symbol{'' if len(symbols) == 1 else 's'} {', '.join(symbols[:SELECTION_LISTED])}{more}")
+    if selection.get("since"):
+        parts.append(f"from {selection['since']}")
+    if selection.get("until"):
+        parts.append(f"before {selection['until']}")
+    return (f"reported only: {', '.join(parts)}; the anomaly and incident figures are of these, not of "
+            "every trade read")
 
 
 class Replay:

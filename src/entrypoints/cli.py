@@ -221,6 +221,15 @@ def event_window(since: str | None, until: str | None) -> tuple[int | None, int 
     return window
 
 
+def utc_text(ns: int | None) -> str | None:
+    """Event-time ns as ISO 8601 UTC, to the second when that is exact (2025-05-05T13:30:00Z)."""
+    if ns is None:
+        return None
+    import numpy as np
+
+    return str(np.datetime_as_string(np.datetime64(ns, "ns"), unit="s" if ns % 1_000_000_000 == 0 else "ns")) + "Z"
+
+
 class Before:
     """A source's trades before `until_ns` (event time): each chunk cut there, and reading stopped
     at the first chunk wholly at or after it (a file's prints are in time order up to a little
@@ -407,6 +416,10 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         raise click.exceptions.Exit(130)
     result = summary.to_dict()
     result["source"] = list(paths) or [f"built-in sample ({SAMPLE['symbols']} symbols, seed {SAMPLE['seed']})"]
+    if wanted or window != (None, None):  # the counts are the selection's: said with them, in --json and the report
+        result["selection"] = {key: value for key, value in (("symbols", sorted(wanted)),
+                                                              ("since", utc_text(window[0])),
+                                                              ("until", utc_text(window[1]))) if value}
     if result["suppressed"]:
         result["suppressions_file"] = rules_file  # which rules held anomalies back: it may be ./suppressions.json
     if report and bars is not None:

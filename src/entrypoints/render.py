@@ -85,6 +85,10 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
               f"([bold]{result['trades_per_second']:,.0f} trades/s[/]); "
               f"[bold]{counted(result['anomalies'], 'anomaly', 'anomalies')}[/] in "
               f"[bold]{counted(result.get('incidents', 0), 'incident')}[/]")
+    if result.get("selection"):
+        from application.replay import selection_note
+
+        out.print(f"[yellow]{selection_note(result['selection'])}[/]", highlight=False)
     if result.get("suppressed"):
         held = ", ".join(f"rule {k} {v:,}" for k, v in result["suppressed"].items())
         where = f" by {result['suppressions_file']}" if result.get("suppressions_file") else ""

@@ -343,6 +343,21 @@ def test_messages_on_stderr_stay_on_one_line_when_it_is_not_a_terminal() -> None
     assert json.loads(result.stdout)["anomalies"] == 0
 
 
+def test_replay_narrowed_by_symbols_or_time_says_its_figures_are_of_that_selection() -> None:
+    """--json and the summary said '0 anomalies' for a symbol or window of a busy tape, with nothing to
+    tell them from a quiet run's."""
+    code, out = run("replay", "--json", "--symbols", "nope,ZVE", "--since", "2025-03-03T14:30:00Z")
+    assert code == 0, out
+    assert json.loads(out.splitlines()[0])["selection"] == {"symbols": ["NOPE", "ZVE"],
+                                                            "since": "2025-03-03T14:30:00Z"}
+    code, out = run("replay", "--until", "1741012200000000001")
+    assert code == 0, out
+    assert ("reported only: before 2025-03-03T14:30:00.000000001Z; the anomaly and incident figures are of these, "
+            "not of every trade read") in out.splitlines()
+    code, out = run("replay", "--json", "--top", "0")
+    assert "selection" not in json.loads(out)
+
+
 def test_replay_until_reads_and_counts_only_the_trades_before_it(tmp_path: Path) -> None:
     """It judged and counted the whole chunk it was in the middle of (the report charted 70 minutes
     past it on a real day)."""

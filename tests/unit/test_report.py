@@ -275,3 +275,15 @@ def test_a_detector_looks_the_same_in_every_report() -> None:
     together = detector_styles(["high_volume", "price_change", "trade_burst", "volume_surge", "mine"])
     assert alone["trade_burst"] == together["trade_burst"]
     assert len({(s.color, s.marker) for s in together.values()}) == len(together)
+
+
+def test_a_report_of_a_selection_says_so_above_its_figures(tmp_path):
+    """A report of `replay --symbols AAPL` over a day of other symbols read 'anomalies 0' like a quiet day."""
+    bars = BarCollector()
+    bars.add(mixed_trades())
+    summary = {**SUMMARY, "selection": {"symbols": ["AAPL"], "since": "2025-03-04T15:00:00Z"}}
+    text = markup(Path(write_html_report(tmp_path / "r.html", bars, [], summary, only_symbols=["AAPL"])).read_text())
+    said = text[text.index('<p class="sub">'):text.index("<h2>Summary</h2>")]
+    assert "Reported only: symbol AAPL, from 2025-03-04T15:00:00Z; the anomaly and incident figures are of these" \
+        in said
+    assert "selection" not in text[text.index("<h2>Summary</h2>"):]

@@ -19,6 +19,7 @@ from plotly.offline import get_plotlyjs
 from adapters.files.naming import naming
 from adapters.report.bars import BarCollector
 from adapters.report.charts import DetectorStyle, detector_styles, figure, local_times, sessions_legend
+from application.replay import selection_note
 from domain.context import own_print_at
 from domain.incidents import GAP_NS, Incident
 from domain.model import Anomaly, Print
@@ -95,6 +96,8 @@ def write_html_report(path: str | Path, bars: BarCollector, anomalies: Sequence[
     body = [
         "<h1>Replay report</h1>",
         f'<p class="sub">{escape(_subtitle(bars))}</p>',
+        f'<p class="sub"><strong>{escape(_sentence(selection_note(summary["selection"])))}</strong></p>'
+        if summary.get("selection") else "",
         _summary_section(summary),
         _incidents_section(_top_incidents(incidents, summary), set(symbols)),
         _charts_section(bars, by_symbol, symbols, styles, index, {a.symbol for a in top}),
@@ -131,6 +134,10 @@ def _chart_symbols(bars: BarCollector, by_symbol: Mapping[str, list[Anomaly]],
     return ranked
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
 def _utc(ts_ns: int, precision: str = "s") -> str:
     return str(np.datetime64(int(ts_ns), "ns").astype(f"datetime64[{precision}]")) + "Z"
 
@@ -164,6 +171,8 @@ def _label(key: str) -> str:
 def _summary_section(summary: Mapping[str, Any]) -> str:
     figures, breakdowns = [], []
     for key, value in summary.items():
+        if key == "selection":
+            continue  # said under the title, above every figure it qualifies
         if isinstance(value, Mapping):
             breakdowns.append(_mapping_card(key, value))
         elif key == "source" and isinstance(value, (list, tuple)):
