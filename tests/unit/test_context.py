@@ -254,6 +254,10 @@ def test_show_explains_in_one_line_what_it_cannot_find(replay_out: Path, tmp_pat
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{}\n")
     assert "line 1: not an anomaly" in one_line_error(["show", "0123", "--file", str(bad)])
+    incidents = replay_out.parent / "anomalies.incidents.jsonl"  # replay's last 'written to' line names it
+    assert one_line_error(["show", "0123", "--file", str(incidents)]) == \
+        f"Error: {incidents} holds a replay's incidents: give the --out file they were written beside " \
+        f"({replay_out}); show reads both"
     trades = tmp_path / "day.dbn.zst"  # the day replayed, not what replay wrote ('utf-8' codec can't decode ...)
     trades.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(256)))
     assert one_line_error(["show", "0123", "--file", str(trades)]) == \

@@ -37,8 +37,28 @@ def _read(path: Path, parse: Callable[[dict[str, Any]], T], what: str) -> list[T
         try:
             items.append(parse(json.loads(line)))
         except (ValueError, KeyError, TypeError):
+            # The incidents file is the last replay names ('incidents written to ...'): said what it is.
+            if parse == Anomaly.from_dict and _is_incident(line):
+                beside = anomalies_path(path)
+                raise SourceError(f"{path} holds a replay's incidents: give the --out file they were written beside"
+                                  f"{f' ({beside})' if beside != path else ''}; show reads both") from None
             raise SourceError(f"{path}, line {n}: not {what} as replay --out writes it") from None
     return items
+
+
+def anomalies_path(incidents: Path) -> Path:
+    """The `--out` file an incidents file was written beside: `incidents_path`'s inverse (the path
+    itself when it is not named as one)."""
+    stem = incidents.stem.removesuffix(".incidents")
+    return incidents.with_name(stem + incidents.suffix) if stem != incidents.stem else incidents
+
+
+def _is_incident(line: str) -> bool:
+    try:
+        Incident.from_dict(json.loads(line))
+    except (ValueError, KeyError, TypeError):
+        return False
+    return True
 
 
 class ReplayRecords:
