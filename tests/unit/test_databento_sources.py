@@ -495,6 +495,28 @@ def test_csv_without_sequence_numbers_gives_each_row_its_line_as_its_sequence(tm
     assert letters == [] and trades["sequence"].tolist() == [2, 3, 5]
 
 
+@pytest.mark.parametrize(("separator", "quote", "said"), [
+    (",", '"', "its fields are in double quotes"),
+    (";", "", "its fields are separated by semicolons"),
+    ("\t", '"', "its fields are separated by tabs and in double quotes"),
+    (", ", "", "its fields are padded with spaces"),
+], ids=["quoted", "semicolons", "tabs-quoted", "spaced"])
+def test_a_csv_written_in_another_dialect_is_said_to_be_one(tmp_path: Path, separator: str, quote: str,
+                                                             said: str) -> None:
+    """A spreadsheet's or script's rewrite of an export was refused as 'CSV header lacks ts_event, price,
+    size, symbol (has "ts_recv", "ts_event", ...)': the columns it lacked listed among those it had."""
+    lines = [separator.join(f"{quote}{field}{quote}" for field in line.split(","))
+             for line in [HEADER, *csv_lines(flow(4))]]
+    path = tmp_path / "rewritten.csv"
+    path.write_text("\n".join(lines) + "\n")
+
+    with pytest.raises(SourceError) as raised:
+        read(path)
+
+    assert str(raised.value) == (f"{path}: {said}; this reader takes CSV as Databento exports it, comma-separated "
+                                 "and unquoted: write it that way")
+
+
 def test_csv_without_required_columns_is_a_source_error(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "odd.csv", ["1,2"], header="ts_event,size")
 

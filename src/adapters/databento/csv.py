@@ -101,6 +101,19 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
         _finish(reader, stream)
 
 
+def _other_dialect(names: list[str]) -> str | None:
+    """How a header that holds the required columns in another CSV dialect (fields separated by
+    semicolons or tabs, quoted, or padded with spaces, as spreadsheets and scripts write them) is
+    written; None for any other."""
+    for separator, said in ((",", ""), (";", "separated by semicolons"), ("\t", "separated by tabs")):
+        fields = [field for name in names for field in name.split(separator)]
+        if all(name in [field.strip().strip('"') for field in fields] for name in REQUIRED):
+            ways = [said, "in double quotes" if any('"' in field for field in fields) else "",
+                    "padded with spaces" if any(field != field.strip() for field in fields) else ""]
+            return "its fields are " + " and ".join(way for way in ways if way)
+    return None
+
+
 def _finish(reader: pcsv.CSVStreamingReader, stream: WholeLineStream) -> None:
     """Let arrow's reader run out before the stream closes. It reads ahead on a thread of its own, in
     Python (the stream is a Python object), and `close()` does not wait for it: left reading when the
@@ -127,6 +140,10 @@ def _read_batches(reader: pcsv.CSVStreamingReader, stream: WholeLineStream, path
         if not header.replace("\t", " ").isprintable():  # compressed or binary bytes, not a header
             raise SourceError(f"{path}: is not CSV text (compressed? a .csv.zst is read as zstd, a .csv as plain "
                               "text, a .dbn/.dbn.zst as DBN)")
+        dialect = _other_dialect(reader.schema.names)
+        if dialect:  # the columns are there, written another way: 'lacks ts_event (has "ts_event", ...)' said neither
+            raise SourceError(f"{path}: {dialect}; this reader takes CSV as Databento exports it, comma-separated "
+                              "and unquoted: write it that way")
         raise SourceError(f"{path}: CSV header lacks {', '.join(missing)} (has {dl.printable(header)})")
     # A column the reader uses named twice: which one holds the value is anyone's guess.
     names = reader.schema.names
