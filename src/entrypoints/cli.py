@@ -288,6 +288,19 @@ def sample_source(chunk_size: int) -> Any:
 UNSEEN_LISTED = 20  # symbols of --symbols that no trade had, named one by one; the rest are counted
 
 
+def say_if_no_threshold_applied(option: str, path: str | None, traded: Any) -> None:
+    """A thresholds file none of whose symbols traded (another market's) changes nothing, and nothing in
+    a summary shows it: said, as a --symbols that matched nothing is."""
+    if not path:
+        return
+    from adapters.files.thresholds import load_thresholds
+
+    symbols = sorted(load_thresholds(path).symbols)
+    if symbols and not any(s in traded or s.upper() in traded or s.lower() in traded for s in symbols):
+        err.print(f"{option} {path}: none of its {counted(len(symbols), 'symbol')} ({named(symbols, 5)}) traded "
+                  "here: every print was judged by the default rule", highlight=False)
+
+
 def named(names: Sequence[str], limit: int) -> str:
     """The first `limit` names, comma-separated, and how many more there are ('A, B and 1,998 more')."""
     more = f" and {len(names) - limit:,} more" if len(names) > limit else ""
@@ -434,6 +447,7 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         from entrypoints.render import render_replay
 
         render_replay(result, out_path=out, report=report, dead_letters=dead_letters)
+    say_if_no_threshold_applied(thresholds_option, thresholds_read, container.state_store())
     unseen = sorted(s for s in wanted if s not in container.state_store())
     if unseen:  # a typo reads like a quiet symbol otherwise
         # A market's watch list can miss thousands: the first few named, the rest counted.
@@ -676,6 +690,7 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
     if strangers:
         fail(f"the labels' events are on symbols DATA does not trade ({named(strangers, 5)}): they are not its labels "
              f"({', '.join(str(p) for p in labels_paths)})")
+    say_if_no_threshold_applied("--thresholds", thresholds, traded)
     report = score(truth, container.collected_anomalies().anomalies, total_trades=summary.accepted)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
@@ -700,6 +715,7 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
     except DomainError as exc:
         fail(str(exc))
     source.check("scores against the verdicts would be meaningless")
+    say_if_no_threshold_applied("--thresholds", thresholds, container.state_store())
     found = container.collected_anomalies().anomalies
     if not found and not as_json:  # a table of zeros would not say why there is nothing to score
         click.echo(f"no detections in {', '.join(data)}: nothing to score against {counted(len(verdicts), 'verdict')} "

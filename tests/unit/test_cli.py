@@ -637,6 +637,23 @@ def test_calibrate_writes_thresholds_the_replay_accepts(tmp_path: Path) -> None:
     assert code == 0, text
 
 
+def test_thresholds_of_which_no_symbol_traded_are_said_to_have_changed_nothing(tmp_path: Path) -> None:
+    """Thresholds calibrated on another market (NVDA's, over a generated one) were taken without a
+    word, and every print was judged by the default rule as if they had been read."""
+    data, thresholds = tmp_path / "m.dbn", tmp_path / "t.json"
+    assert run("generate", str(data), "--symbols", "4", "--trades", "20000")[0] == 0
+    thresholds.write_text(json.dumps({"format": 1, "quantile": 0.999, "multiple": 8.0,
+                                      "symbols": {"NVDA": {"size_threshold": 28_000.0}}}))
+    said = (f"--thresholds {thresholds}: none of its 1 symbol (NVDA) traded here: every print was judged by the "
+            "default rule")
+    for command in (["replay", "--json"], ["evaluate", "--json"]):
+        result = CliRunner().invoke(main, [*command, str(data), "--thresholds", str(thresholds)])
+        assert result.exit_code == 0, result.output
+        assert result.stderr.strip().splitlines()[-1] == said
+    result = CliRunner().invoke(main, ["replay", "--json", str(DBN_SAMPLE), "--thresholds", str(thresholds)])
+    assert result.exit_code == 0 and "none of its" not in result.stderr  # the sample trades NVDA
+
+
 @needs_shared
 def test_calibrate_counts_symbols_in_words_and_a_bad_thresholds_file_is_named(tmp_path: Path) -> None:
     out = tmp_path / "thresholds.json"
