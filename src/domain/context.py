@@ -32,6 +32,9 @@ from domain.model import Print
 
 CONTEXT_TRADES = 10  # trades each side of an anomaly
 CONTEXT_WINDOW_NS = 60_000_000_000  # and none further than this from it
+# What a tape keeps, said with it (`show`, the report): '0 trades before its print' read as a symbol's
+# first print, where it had only not traded in the minute before.
+TAPE_BOUNDS = f"at most {CONTEXT_TRADES} each side, none over {CONTEXT_WINDOW_NS // 1_000_000_000} s away"
 
 _SIDES = {65: "A", 66: "B"}
 

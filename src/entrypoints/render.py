@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from domain.context import own_print_at
+from domain.context import TAPE_BOUNDS, own_print_at
 from domain.incidents import GAP_NS
 from domain.model import Print
 
@@ -218,6 +218,6 @@ def render_shown(shown: Any) -> None:
                 if shown.before[0].ts_event > a.ts_event else ")")
              if episode else "before its print")
     title = (f"the tape around {a.detector} at {exchange_time(d)}: {len(shown.before)} trades {where}, "
-             f"{len(shown.after or [])} after")
+             f"{len(shown.after or [])} after ({TAPE_BOUNDS})")
     out.print(tape_table([p.to_dict() for p in shown.before],
                          None if shown.after is None else [p.to_dict() for p in shown.after], d, title))

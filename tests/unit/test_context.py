@@ -288,3 +288,14 @@ def test_the_tape_quotes_prices_in_cents_and_sub_penny_prints_in_full() -> None:
 
     script = Path(html.__file__).read_text()
     assert 'p[2].toLocaleString("en-US", {minimumFractionDigits: 2, maximumFractionDigits: 4})' in script
+
+
+def test_show_and_the_report_say_how_far_a_tape_reaches(replay_out: Path, tmp_path: Path) -> None:
+    """'0 trades before its print' read as a symbol's first print, where it had only not traded in the
+    minute before."""
+    anomaly = json.loads(replay_out.read_text().splitlines()[0])
+    code, text = run("show", anomaly["id"], "--file", str(replay_out))
+    assert code == 0, text
+    assert " after (at most 10 each side, none over 60 s away)" in " ".join(text.split())
+    code, text = run("replay", "--top", "0", "--report", str(tmp_path / "r.html"))
+    assert code == 0 and '" after (at most 10 each side, none over 60 s away)"' in (tmp_path / "r.html").read_text()

@@ -20,7 +20,7 @@ from adapters.files.naming import naming
 from adapters.report.bars import BarCollector
 from adapters.report.charts import DetectorStyle, detector_styles, figure, local_times, sessions_legend
 from application.replay import selection_note
-from domain.context import own_print_at
+from domain.context import TAPE_BOUNDS, own_print_at
 from domain.incidents import GAP_NS, Incident
 from domain.model import Anomaly, Print
 
@@ -103,7 +103,7 @@ def write_html_report(path: str | Path, bars: BarCollector, anomalies: Sequence[
         _charts_section(bars, by_symbol, symbols, styles, index, {a.symbol for a in top}),
         _table_section(top, len(anomalies), styles, set(symbols)),
         _data_script([_row_data(a, after.get(a.id), incident_of.get(a.id, "")) for a in top]),
-        f"<script>{_SCRIPT}</script>",
+        f"<script>{_SCRIPT.replace('TAPE_BOUNDS', TAPE_BOUNDS)}</script>",
     ]
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -447,7 +447,7 @@ _SCRIPT = """
       + "(a rate episode's end: the last before the line"
       + (gap ? "; the trades between its print and them, at the \u2026, are not kept), " : "), ")
       : " trades before it, ")
-      + (r.after ? r.after.length : 0) + " after";
+      + (r.after ? r.after.length : 0) + " after (TAPE_BOUNDS)";
     panel.append(h, reason, note, t);
     panel.hidden = false;
     panel.scrollIntoView({block: "nearest"});
