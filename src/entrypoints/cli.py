@@ -318,7 +318,8 @@ def named(names: Sequence[str], limit: int) -> str:
 @click.option("--thresholds", type=click.Path(exists=True, dir_okay=False), help="Calibrated thresholds file.")
 @click.option("--detectors", help="Comma-separated detectors to run [default: STOCKANOMALY_DETECTORS, else all].")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=0),
-              help="How many top anomalies to show (0: none).")
+              help="How many top anomalies, and top incidents, to show and to list in --json (0: none; the "
+                   "report lists its own).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Serve Prometheus metrics on this port while replaying (address: STOCKANOMALY_METRICS_ADDR).")
 @click.option("--symbols", "only_symbols", multiple=True,

@@ -270,6 +270,14 @@ def test_replay_top_zero_shows_no_top_anomalies_but_counts_them(sample_json: dic
     assert code == 0 and "Top anomalies" not in out and "Top incidents" not in out and "by session" in out
 
 
+def test_replay_top_says_it_limits_the_top_incidents_too() -> None:
+    """Its help said 'How many top anomalies to show': --top 0 left out the incidents as well, unsaid."""
+    code, out = run("replay", "--json", "--top", "2")
+    assert code == 0 and len(json.loads(out)["top"]) == len(json.loads(out)["top_incidents"]) == 2
+    code, out = run("replay", "--help")
+    assert "How many top anomalies, and top incidents, to show and to list in --json" in " ".join(out.split())
+
+
 def test_tables_written_to_a_pipe_keep_each_row_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rich assumes 80 columns off a terminal: every reason was folded over several lines (ungreppable)."""
     from entrypoints.render import console
