@@ -537,10 +537,12 @@ def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None
     if remove_id is not None:
         if not Path(target).exists():
             fail(f"{target} does not exist: there are no rules to remove (--file names another file)")
-        if not any(r.id == remove_id for r in rules):
+        # Hex, as `label` takes an id: in any case, spaces around it trimmed.
+        removed = [r for r in rules if r.id.lower() == remove_id.strip().lower()]
+        if not removed:
             fail(f"{target} holds no rule with id {remove_id!r}")
-        save_suppressions(target, [r for r in rules if r.id != remove_id])
-        click.echo(f"suppression {remove_id} removed from {target}")
+        save_suppressions(target, [r for r in rules if r not in removed])
+        click.echo(f"suppression {removed[0].id} removed from {target}")
         return
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rules]))

@@ -277,6 +277,15 @@ def test_a_window_with_seconds_is_kept_to_the_second_under_one_id(tmp_path: Path
     assert load_suppressions(tmp_path / "suppressions.json") == []
 
 
+def test_a_rule_is_removed_by_its_id_in_any_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`label` takes an id in any case; `suppressions --remove DA343DF7` said the file held no such rule."""
+    monkeypatch.chdir(tmp_path)
+    rule_id = invoke("suppress", "--symbol", "NVDA")[1].split()[1]
+    assert invoke("suppressions", "--remove", f" {rule_id.upper()} ") == (
+        0, f"suppression {rule_id} removed from suppressions.json")
+    assert load_suppressions(tmp_path / "suppressions.json") == []
+
+
 def test_removing_a_rule_where_there_is_no_rules_file_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """It said 'suppressions.json holds no rule with id ...' of a file that does not exist."""
     monkeypatch.chdir(tmp_path)
