@@ -695,11 +695,21 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
              f"({', '.join(str(p) for p in labels_paths)})")
     say_if_no_threshold_applied("--thresholds", thresholds, traded)
     report = score(truth, container.collected_anomalies().anomalies, total_trades=summary.accepted)
+    off = detectors_not_run(container.engine())
     if as_json:
-        click.echo(json.dumps(report.to_dict()))
+        click.echo(json.dumps({**report.to_dict(), **({"detectors_not_run": off} if off else {})}))
     else:
+        if off:  # above the tables whose zeros it explains
+            click.echo(f"not run (STOCKANOMALY_DETECTORS): {', '.join(off)}; the events they are expected to "
+                       "catch count as missed\n")
         click.echo(render_text(report))
         click.echo(f"\n{summary.trades:,} trades in {summary.seconds:.2f}s ({summary.trades_per_second:,.0f}/s)")
+
+
+def detectors_not_run(engine: Any) -> list[str]:
+    """The detectors STOCKANOMALY_DETECTORS left out: evaluate has no --detectors, and a variable left set
+    from a replay read as detectors that caught nothing (recall 0 for every type they are expected to catch)."""
+    return [d.name for d in engine.detectors if d not in engine.enabled]
 
 
 def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, thresholds: str | None) -> None:
@@ -729,10 +739,11 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
     table = score_verdicts(found, per_anomaly)
     on_incidents = len(set(verdicts) & {i.id for i in incidents})
     unknown = len(set(verdicts) - {a.id for a in found}) - on_incidents
+    off = detectors_not_run(container.engine())
     if as_json:
         click.echo(json.dumps({"by_detector": table, "verdicts": len(verdicts), "verdicts_not_found": unknown,
                                "verdicts_on_incidents": on_incidents, "anomalies_judged_by_incident": inherited,
-                               "verdicts_changed": len(changed)}))
+                               "verdicts_changed": len(changed), **({"detectors_not_run": off} if off else {})}))
         return
     click.echo(f"{'detector':<18}{'detections':>11}{'confirmed':>11}{'false pos.':>11}{'unreviewed':>11}{'precision':>11}")
     for name, row in table.items():
@@ -743,7 +754,10 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
         click.echo(f"{_verdicts(on_incidents)} on incidents, counted for {counted(inherited, 'anomaly', 'anomalies')} "
                    "of theirs with no verdict of their own")
     if unknown:
-        click.echo(f"{_verdicts(unknown)} on anomalies this run did not find (another file, or other thresholds)")
+        click.echo(f"{_verdicts(unknown)} on anomalies this run did not find (another file, or other thresholds"
+                   f"{', or detectors not run' if off else ''})")
+    if off:
+        click.echo(f"not run (STOCKANOMALY_DETECTORS): {', '.join(off)}")
     if changed:  # relabelled (or two analysts disagree): the last line counts, as `label` says
         first_id, line = next(iter(changed.items()))
         click.echo(f"{'1 anomaly has' if len(changed) == 1 else f'{len(changed):,} anomalies have'} verdicts that "
