@@ -434,6 +434,9 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         result["selection"] = {key: value for key, value in (("symbols", sorted(wanted)),
                                                               ("since", utc_text(window[0])),
                                                               ("until", utc_text(window[1]))) if value}
+    off = detectors_not_run(container.engine())
+    if off:  # a detector that found nothing reads the same as one that never ran (STOCKANOMALY_DETECTORS left set)
+        result["detectors_not_run"] = off
     if result["suppressed"]:
         result["suppressions_file"] = rules_file  # which rules held anomalies back: it may be ./suppressions.json
     if report and bars is not None:

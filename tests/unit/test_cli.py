@@ -247,6 +247,18 @@ def test_evaluate_says_which_detectors_stockanomaly_detectors_left_out(tmp_path:
     assert code == 0 and f"not run (STOCKANOMALY_DETECTORS): {', '.join(off)}" in out.splitlines()
 
 
+def test_replay_says_which_detectors_did_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A detector left out (STOCKANOMALY_DETECTORS left set from another run) read as one that found nothing."""
+    assert "detectors_not_run" not in json.loads(run("replay", "--json", "--top", "0")[1])
+    monkeypatch.setenv("STOCKANOMALY_DETECTORS", "trade_burst")
+    code, out = run("replay", "--json", "--top", "0", "--detectors", "high_volume,price_change")
+    assert code == 0 and json.loads(out)["detectors_not_run"] == [
+        "isolation_forest", "trade_burst", "volume_surge", "vwap_deviation"]
+    code, out = run("replay", "--top", "0")
+    assert code == 0 and ("not run (--detectors, STOCKANOMALY_DETECTORS): high_volume, price_change, "
+                          "isolation_forest, volume_surge, vwap_deviation") in out.splitlines()
+
+
 def test_evaluate_with_a_file_that_is_not_labels_fails_in_one_line(tmp_path: Path) -> None:
     data, anomalies = tmp_path / "m.dbn", tmp_path / "a.jsonl"
     assert run("generate", str(data), "--symbols", "2", "--trades", "20000")[0] == 0

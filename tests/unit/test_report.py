@@ -287,3 +287,12 @@ def test_a_report_of_a_selection_says_so_above_its_figures(tmp_path):
     assert "Reported only: symbol AAPL, from 2025-03-04T15:00:00Z; the anomaly and incident figures are of these" \
         in said
     assert "selection" not in text[text.index("<h2>Summary</h2>"):]
+
+
+def test_a_report_names_the_detectors_that_did_not_run(tmp_path):
+    bars = BarCollector()
+    bars.add(mixed_trades())
+    summary = {**SUMMARY, "detectors_not_run": ["trade_burst", "volume_surge"]}
+    text = markup(Path(write_html_report(tmp_path / "r.html", bars, ANOMALIES, summary)).read_text())
+    said = text[text.index('<p class="sub">'):text.index("<h2>Summary</h2>")]
+    assert "Detectors not run (--detectors, STOCKANOMALY_DETECTORS): trade_burst, volume_surge." in said

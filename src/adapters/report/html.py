@@ -98,6 +98,8 @@ def write_html_report(path: str | Path, bars: BarCollector, anomalies: Sequence[
         f'<p class="sub">{escape(_subtitle(bars))}</p>',
         f'<p class="sub"><strong>{escape(_sentence(selection_note(summary["selection"])))}</strong></p>'
         if summary.get("selection") else "",
+        f'<p class="sub"><strong>Detectors not run (--detectors, STOCKANOMALY_DETECTORS): '
+        f'{escape(", ".join(summary["detectors_not_run"]))}.</strong></p>' if summary.get("detectors_not_run") else "",
         _summary_section(summary),
         _incidents_section(_top_incidents(incidents, summary), set(symbols)),
         _charts_section(bars, by_symbol, symbols, styles, index, {a.symbol for a in top}),
