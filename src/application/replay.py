@@ -76,10 +76,13 @@ def selection_note(selection: Mapping[str, Any]) -> str:
         parts.append(f"symbol{'' if len(symbols) == 1 else 's'} {', '.join(symbols[:SELECTION_LISTED])}{more}")
     if selection.get("since"):
         parts.append(f"from {selection['since']}")
+    said = []
+    if parts:
+        said.append(f"reported only: {', '.join(parts)}; the anomaly and incident figures are of these, not of "
+                    "every trade read")
     if selection.get("until"):
-        parts.append(f"before {selection['until']}")
-    return (f"reported only: {', '.join(parts)}; the anomaly and incident figures are of these, not of "
-            "every trade read")
+        said.append(f"read only up to {selection['until']} (--until)")
+    return "; ".join(said)
 
 
 class Replay:
