@@ -258,6 +258,10 @@ def test_show_explains_in_one_line_what_it_cannot_find(replay_out: Path, tmp_pat
     assert one_line_error(["show", "0123", "--file", str(incidents)]) == \
         f"Error: {incidents} holds a replay's incidents: give the --out file they were written beside " \
         f"({replay_out}); show reads both"
+    (tmp_path / "bare").write_text(replay_out.read_text())  # an --out without a suffix: its incidents got .jsonl
+    (tmp_path / "bare.incidents.jsonl").write_text(incidents.read_text())
+    assert one_line_error(["show", "0123", "--file", str(tmp_path / "bare.incidents.jsonl")]).endswith(
+        f"written beside ({tmp_path / 'bare'}); show reads both")
     trades = tmp_path / "day.dbn.zst"  # the day replayed, not what replay wrote ('utf-8' codec can't decode ...)
     trades.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(256)))
     assert one_line_error(["show", "0123", "--file", str(trades)]) == \

@@ -48,9 +48,13 @@ def _read(path: Path, parse: Callable[[dict[str, Any]], T], what: str) -> list[T
 
 def anomalies_path(incidents: Path) -> Path:
     """The `--out` file an incidents file was written beside: `incidents_path`'s inverse (the path
-    itself when it is not named as one)."""
+    itself when it is not named as one). An --out without a suffix (`anomalies`) got `.jsonl` for its
+    incidents: that one, when it is there."""
     stem = incidents.stem.removesuffix(".incidents")
-    return incidents.with_name(stem + incidents.suffix) if stem != incidents.stem else incidents
+    if stem == incidents.stem:
+        return incidents
+    bare = incidents.with_name(stem)
+    return bare if incidents.suffix == ".jsonl" and bare.is_file() else incidents.with_name(stem + incidents.suffix)
 
 
 def _is_incident(line: str) -> bool:
