@@ -17,7 +17,7 @@ from domain.model import TRADE_DTYPE, Anomaly, DeadLetter
 from domain.sessions import SessionCalendar
 from domain.state import StateSchema, copy_rows
 from domain.symbols import factorize
-from domain.validation import dead_letter_for, invalid_rows
+from domain.validation import dead_letter_for, dead_letters_for, invalid_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +131,11 @@ class DetectionEngine:
         verdict = self.guard.check(codes, market.ts, market.publisher, market.instrument, market.sequence,
                                    rows["guard"])
         refused = np.flatnonzero(verdict != ACCEPTED)
-        for r in refused[np.argsort(market.index[refused])]:  # dead letters in arrival order
-            given = int(market.index[r]) if batch.positions is None else int(batch.positions[market.index[r]])
-            result.dead_letters.append(dead_letter_for(market.trade(r), VERDICTS[verdict[r]], row=given))
+        if len(refused):
+            refused = refused[np.argsort(market.index[refused])]  # dead letters in arrival order
+            given = market.index[refused] if batch.positions is None else batch.positions[market.index[refused]]
+            result.dead_letters += dead_letters_for(market.rows[market.index[refused]],
+                                                    [VERDICTS[v] for v in verdict[refused].tolist()], given.tolist())
         if len(refused):
             market = market.select(verdict == ACCEPTED)
         result.accepted = len(market)

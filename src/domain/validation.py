@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from domain.compiled import kernel
@@ -53,6 +55,16 @@ def _verdicts(first_char: np.ndarray, ts: np.ndarray, ts_recv: np.ndarray, price
         elif not 0 < size[i] <= MAX_SIZE:
             out[i] = 4
     return out
+
+
+def dead_letters_for(trades: np.ndarray, reasons: Sequence[str], rows: Sequence[int]) -> list[DeadLetter]:
+    """`dead_letter_for` of each of `trades` (TRADE_DTYPE) with its reason and row, worded alike: each
+    column read once, not each field of each trade (a day read twice is a dead letter per trade)."""
+    symbol, ts, price, size, sequence = (trades[name].tolist()
+                                         for name in ("symbol", "ts_event", "price", "size", "sequence"))
+    return [DeadLetter(reason=reason, row=row, detail=f"{REASONS.get(reason, reason)}: symbol={symbol[k]!r} "
+                       f"ts_event={ts[k]} price={price[k]!r} size={size[k]} sequence={sequence[k]}")
+            for k, (reason, row) in enumerate(zip(reasons, rows))]
 
 
 def dead_letter_for(trade: np.void, reason: str, origin: str = "", row: int = -1) -> DeadLetter:

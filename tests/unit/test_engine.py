@@ -70,6 +70,22 @@ def test_duplicates_in_a_batch_and_across_batches_are_refused() -> None:
     assert [d.reason for d in r2.dead_letters] == ["duplicate"] and r2.accepted == 0
 
 
+def test_refused_trades_are_worded_one_by_one_as_a_single_refusal_is() -> None:
+    """The guard's refusals are built for a whole batch at once (a day read twice is a letter per trade),
+    each worded and placed exactly as one built alone."""
+    from domain.validation import dead_letter_for, dead_letters_for
+
+    trades = batch_of(make_trade(sequence=1, price=101.25, symbol="BRK.B"), make_trade(ts_event=T0 + 5, sequence=2**63))
+    built = dead_letters_for(trades, ["duplicate", "out_of_order"], [7, 3])
+    assert built == [dead_letter_for(trades[0], "duplicate", row=7), dead_letter_for(trades[1], "out_of_order", row=3)]
+    assert dead_letters_for(trades[:0], [], []) == []
+    run = Run()
+    first = batch_of(make_trade(sequence=1), make_trade(ts_event=T0 + 5, sequence=2))
+    refused = run(np.concatenate((first, first[:1], first[1:]))).dead_letters
+    assert [(d.reason, d.row) for d in refused] == [("duplicate", 2), ("duplicate", 3)]
+    assert refused[0] == dead_letter_for(first[0], "duplicate", row=2)
+
+
 def test_a_redelivered_message_is_refused_whole_however_long() -> None:
     """Twenty prints at one timestamp (a sweep), delivered twice: more than the digests remembered."""
     sweep = batch_of(*[make_trade(sequence=100 + k, price=100.0 + k / 100) for k in range(20)])

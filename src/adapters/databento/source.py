@@ -72,6 +72,8 @@ class DatabentoFileSource:
         self.files = expand_paths(paths)
         self.chunk_size = chunk_size
         self.read_ahead = read_ahead
+        # Each file's name and how its places read, worked out once: a day read twice names one per trade.
+        self._places = [(str(path), dl.line if file_kind(path) == "csv" else dl.record) for path in self.files]
 
     def chunks(self) -> Iterator[SourceChunk]:
         readers = [partial(_numbered, _READERS[file_kind(path)], path, self.chunk_size, n)
@@ -84,9 +86,8 @@ class DatabentoFileSource:
 
     def origin(self, place: int) -> str:
         """Where a trade of these files is, by its place: `x.csv, line 7` or `x.dbn, record 3`."""
-        path = self.files[place // FILE_PLACES]
-        at = place % FILE_PLACES
-        return dl.origin(path, dl.line(at) if file_kind(path) == "csv" else dl.record(at))
+        path, where = self._places[place // FILE_PLACES]
+        return dl.origin(path, where(place % FILE_PLACES))
 
     def __repr__(self) -> str:
         return (f"DatabentoFileSource({[str(p) for p in self.files]!r}, chunk_size={self.chunk_size}, "
