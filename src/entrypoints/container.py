@@ -11,8 +11,8 @@ from dependency_injector import containers, providers
 from adapters.files.jsonl import FanOutSink, JsonLinesAnomalySink, JsonLinesDeadLetterSink, JsonLinesIncidentSink
 from adapters.files.records import incidents_path
 from adapters.files.thresholds import load_thresholds
-from adapters.memory import (InMemoryAnomalySink, InMemoryBlobStore, InMemoryDeadLetterSink, InMemoryIncidentSink,
-                             InMemoryMetrics, InMemoryStateStore)
+from adapters.memory import (InMemoryAnomalySink, InMemoryBlobStore, InMemoryIncidentSink, InMemoryMetrics,
+                             InMemoryStateStore)
 from adapters.faust.settings import StreamingSettings
 from adapters.faust.state import FaustTableStateStore
 from adapters.kafka.keys import MESSAGE_REASONS, pooling_by_partition
@@ -143,8 +143,9 @@ class Container(containers.DeclarativeContainer):
     anomaly_file = providers.Singleton(jsonl_or_none, JsonLinesAnomalySink, config.out)
     anomaly_sink = providers.Singleton(FanOutSink, collected_anomalies, anomaly_file)
     dead_letter_file = providers.Singleton(jsonl_or_none, JsonLinesDeadLetterSink, config.dead_letters)
-    collected_dead_letters = providers.Singleton(InMemoryDeadLetterSink)
-    dead_letter_sink = providers.Singleton(FanOutSink, collected_dead_letters, dead_letter_file)
+    # Only the file (--dead-letters): nothing reads a replay's dead letters back, and kept in memory they
+    # grew with every refused trade (a 2,000,000-trade market read twice held 2,000,000, +750 MB).
+    dead_letter_sink = providers.Singleton(FanOutSink, dead_letter_file)
     metrics_registry = providers.Singleton(process_registry)
     metrics = providers.Selector(
         config.metrics,
