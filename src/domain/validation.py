@@ -57,18 +57,19 @@ def _verdicts(first_char: np.ndarray, ts: np.ndarray, ts_recv: np.ndarray, price
     return out
 
 
-def dead_letters_for(trades: np.ndarray, reasons: Sequence[str], rows: Sequence[int]) -> list[DeadLetter]:
-    """`dead_letter_for` of each of `trades` (TRADE_DTYPE) with its reason and row, worded alike: each
-    column read once, not each field of each trade (a day read twice is a dead letter per trade)."""
+def dead_letters_for(trades: np.ndarray, reasons: Sequence[str], rows: Sequence[int],
+                     origin: str = "") -> list[DeadLetter]:
+    """The dead letter of each of `trades` (TRADE_DTYPE) with its reason and row (its position in the
+    batch it was judged in, which lets an adapter find its message). Each column is read once, not
+    each field of each trade: a day read twice is a dead letter per trade."""
     symbol, ts, price, size, sequence = (trades[name].tolist()
                                          for name in ("symbol", "ts_event", "price", "size", "sequence"))
-    return [DeadLetter(reason=reason, row=row, detail=f"{REASONS.get(reason, reason)}: symbol={symbol[k]!r} "
-                       f"ts_event={ts[k]} price={price[k]!r} size={size[k]} sequence={sequence[k]}")
+    return [DeadLetter(reason=reason, row=row, origin=origin,
+                       detail=f"{REASONS.get(reason, reason)}: symbol={str(symbol[k])!r} ts_event={ts[k]} "
+                              f"price={float(price[k])!r} size={size[k]} sequence={sequence[k]}")
             for k, (reason, row) in enumerate(zip(reasons, rows))]
 
 
 def dead_letter_for(trade: np.void, reason: str, origin: str = "", row: int = -1) -> DeadLetter:
-    """`row`: the trade's position in the batch it was judged in (lets an adapter find its message)."""
-    detail = (f"{REASONS.get(reason, reason)}: symbol={str(trade['symbol'])!r} ts_event={int(trade['ts_event'])} "
-              f"price={float(trade['price'])!r} size={int(trade['size'])} sequence={int(trade['sequence'])}")
-    return DeadLetter(reason=reason, detail=detail, origin=origin, row=row)
+    """`dead_letters_for` of one trade."""
+    return dead_letters_for(np.array([trade], trade.dtype), [reason], [row], origin)[0]

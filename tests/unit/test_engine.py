@@ -77,6 +77,9 @@ def test_refused_trades_are_worded_one_by_one_as_a_single_refusal_is() -> None:
 
     trades = batch_of(make_trade(sequence=1, price=101.25, symbol="BRK.B"), make_trade(ts_event=T0 + 5, sequence=2**63))
     built = dead_letters_for(trades, ["duplicate", "out_of_order"], [7, 3])
+    assert [(d.reason, d.row) for d in built] == [("duplicate", 7), ("out_of_order", 3)]
+    assert "symbol='BRK.B'" in built[0].detail and "price=101.25 " in built[0].detail
+    assert built[1].detail.endswith(f"sequence={2**63}") and f"ts_event={T0 + 5} " in built[1].detail
     assert built == [dead_letter_for(trades[0], "duplicate", row=7), dead_letter_for(trades[1], "out_of_order", row=3)]
     assert dead_letters_for(trades[:0], [], []) == []
     run = Run()
