@@ -330,9 +330,12 @@ def named(names: Sequence[str], limit: int) -> str:
 @click.option("--suppressions", "suppressions_file", type=click.Path(exists=True, dir_okay=False),
               help="Suppressions file to honour (default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json: "
                    "where `stockanomaly suppress` writes).")
+@click.option("--no-suppressions", is_flag=True,
+              help="Honour no suppression rule: report everything the detectors found.")
 def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str | None, dead_letters: str | None,
            thresholds: str | None, detectors: str | None, top: int, metrics_port: int | None,
-           only_symbols: tuple[str, ...], since: str | None, until: str | None, suppressions_file: str | None) -> None:
+           only_symbols: tuple[str, ...], since: str | None, until: str | None, suppressions_file: str | None,
+           no_suppressions: bool) -> None:
     """Run the detection core in-process over Databento files (DBN or CSV, plain or .zst, globs,
     directories). With no PATH it runs on a built-in synthetic sample with injected anomalies.
 
@@ -342,8 +345,10 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     from entrypoints.container import build_container
 
     window = event_window(since, until)
-    rules_file = suppressions_path(suppressions_file)
-    if not suppressions_file and rules_file != "suppressions.json" and not Path(rules_file).is_file():
+    if no_suppressions and suppressions_file:
+        raise click.UsageError("--suppressions and --no-suppressions: choose one")
+    rules_file = "" if no_suppressions else suppressions_path(suppressions_file)
+    if not suppressions_file and rules_file not in ("", "suppressions.json") and not Path(rules_file).is_file():
         # Named on purpose (the flag's file must exist too): a mistyped path must not pass in silence.
         fail(f"STOCKANOMALY_SUPPRESSIONS names {rules_file}, which is not a file")
     # STOCKANOMALY_OUT / _DEAD_LETTERS / _THRESHOLDS stand in for their flags: checked as the flags are
@@ -675,7 +680,8 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
             fail(f"{labels_path} is not a labels file written by `stockanomaly generate`: {exc}")
     truth = merge_labels(parts)
     try:  # a bad setting or thresholds file: one line, as for replay
-        container = build_container(thresholds=thresholds)
+        # The detectors are scored, not the analyst's rules: no suppression holds a detection back.
+        container = build_container(thresholds=thresholds, suppressions="")
         say_when_compiling()
         container.engine().warm_up()
     except DomainError as exc:
@@ -723,7 +729,7 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
     changed: dict[str, int] = {}  # ids whose verdicts disagree -> the line of the one that counts
     try:
         verdicts = load_verdicts(path, changed)
-        container = build_container(thresholds=thresholds)
+        container = build_container(thresholds=thresholds, suppressions="")  # the detectors', as above
         say_when_compiling()
         container.engine().warm_up()
         source = file_source(data, int(container.config.chunk_size()))

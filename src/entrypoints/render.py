@@ -95,7 +95,8 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
     if result.get("suppressed"):
         held = ", ".join(f"rule {k} {v:,}" for k, v in result["suppressed"].items())
         where = f" by {result['suppressions_file']}" if result.get("suppressions_file") else ""
-        out.print(f"[yellow]suppressed[/]{where} (judged, not published): {held}", highlight=False)
+        out.print(f"[yellow]suppressed[/]{where} (judged, not published; --no-suppressions shows them): {held}",
+                  highlight=False)
     if result["dead_letters"]:
         rejected = ", ".join(f"{k} {v:,}" for k, v in result["dead_letters"].items())
         out.print(f"[yellow]rejected[/]: {rejected}")

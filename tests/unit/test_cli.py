@@ -247,6 +247,26 @@ def test_evaluate_says_which_detectors_stockanomaly_detectors_left_out(tmp_path:
     assert code == 0 and f"not run (STOCKANOMALY_DETECTORS): {', '.join(off)}" in out.splitlines()
 
 
+def test_evaluate_scores_the_detectors_whatever_stockanomaly_suppressions_holds_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rules file named by the variable (the worker's) held detections back from evaluate: the
+    events they caught counted as missed, and the detectors' recall fell with no word of why."""
+    from adapters.files.suppressions import save_suppressions
+    from domain.suppressions import Suppression
+
+    data = tmp_path / "m.dbn"
+    assert run("generate", str(data), "--symbols", "2", "--trades", "20000", "--seed", "1")[0] == 0
+    plain = json.loads(run("evaluate", "--json", str(data))[1])
+    assert plain["detections"] > 0 and plain["caught"]
+    rules = tmp_path / "rules.json"
+    save_suppressions(rules, [Suppression.of(detector=d) for d in ("high_volume", "price_change", "trade_burst",
+                                                                   "volume_surge", "vwap_deviation", "isolation_forest")])
+    monkeypatch.setenv("STOCKANOMALY_SUPPRESSIONS", str(rules))
+    assert json.loads(run("evaluate", "--json", str(data))[1]) == plain
+    held = json.loads(run("replay", "--json", "--top", "0", str(data))[1])
+    assert held["anomalies"] == 0 and sum(held["suppressed"].values()) > 0  # replay honours them, as it should
+
+
 def test_replay_says_which_detectors_did_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """A detector left out (STOCKANOMALY_DETECTORS left set from another run) read as one that found nothing."""
     assert "detectors_not_run" not in json.loads(run("replay", "--json", "--top", "0")[1])

@@ -111,7 +111,14 @@ def test_a_plain_replay_honours_the_rules_suppress_wrote_here(tmp_path: Path, mo
     assert after["suppressed"] == {Suppression.of(detector="price_change").id: before["by_detector"]["price_change"]}
     assert after["anomalies"] == before["anomalies"] - before["by_detector"]["price_change"]
     assert after["suppressions_file"] == "suppressions.json" and "suppressions_file" not in before
-    assert "suppressed by suppressions.json (judged, not published)" in invoke("replay")[1]
+    assert "suppressed by suppressions.json (judged, not published; --no-suppressions shows them)" in invoke("replay")[1]
+    # Everything the detectors found, the rules left in place: what the run before the rule reported.
+    unheld = json.loads(invoke("replay", "--json", "--no-suppressions")[1])
+    assert (unheld["anomalies"], unheld["by_detector"], unheld["suppressed"]) == (
+        before["anomalies"], before["by_detector"], {})
+    assert "suppressions_file" not in unheld and load_suppressions(tmp_path / "suppressions.json")
+    code, out = invoke("replay", "--no-suppressions", "--suppressions", "suppressions.json")
+    assert code == 2 and "--suppressions and --no-suppressions: choose one" in out
     code, out = invoke("replay", "--suppressions", "typo.json")
     assert code == 2 and "'typo.json' does not exist" in out
     monkeypatch.setenv("STOCKANOMALY_SUPPRESSIONS", "typo.json")  # it ran with no rules, saying nothing
