@@ -43,6 +43,10 @@ def _parse_time(text: str, now_ns: int) -> int:
         return now_ns - int(float(relative.group(1)) * UNIT_NS[relative.group(2)])
     if value.isdigit() and len(value) >= 16:
         return int(value)
+    if value.isdigit() and len(value) > 8:  # (eight digits are a date: 20250505)
+        unit = "seconds" if len(value) <= 10 else "milliseconds" if len(value) <= 13 else "microseconds"
+        raise InvalidQuery(f"time {text!r} reads as {unit} since the epoch; integers are nanoseconds "
+                           f"({int(value) * 10 ** {'seconds': 9, 'milliseconds': 6}.get(unit, 3)})")
     fraction = 0
     split = _FRACTION.match(value)
     if split:

@@ -41,7 +41,8 @@ class Thresholds:
     @classmethod
     def from_dict(cls, data: Any) -> Thresholds:
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("symbols"), dict):
-            raise ConfigError(f"not a thresholds file of format {FORMAT} (expected keys format, quantile, multiple, symbols)")
+            raise ConfigError(f'not a thresholds file of format {FORMAT} (expected {{"format": {FORMAT}, "symbols": '
+                              "{...}}, quantile and multiple optional: what `stockanomaly calibrate` writes)")
         symbols = {}
         for name, entry in data["symbols"].items():
             entry = entry if isinstance(entry, dict) else {}

@@ -38,7 +38,8 @@ def size_thresholds(path: str | None) -> dict[str, float] | None:
 
 
 def detector_names(spec: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in spec.split(",") if name.strip())
+    """The names of a comma-separated list, in any case (as --symbols takes symbols)."""
+    return tuple(name.strip().lower() for name in spec.split(",") if name.strip())
 
 
 def dead_letter_reasons(exports: str) -> tuple[str, ...]:

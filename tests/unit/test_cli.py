@@ -277,6 +277,9 @@ def test_replay_says_which_detectors_did_not_run(monkeypatch: pytest.MonkeyPatch
     code, out = run("replay", "--top", "0")
     assert code == 0 and ("not run (--detectors, STOCKANOMALY_DETECTORS): high_volume, price_change, "
                           "isolation_forest, volume_surge, vwap_deviation") in out.splitlines()
+    code, out = run("replay", "--json", "--top", "0", "--detectors", "High_Volume, PRICE_CHANGE")  # any case, as --symbols
+    assert code == 0 and json.loads(out)["detectors_not_run"] == [
+        "isolation_forest", "trade_burst", "volume_surge", "vwap_deviation"]
 
 
 def test_evaluate_with_a_file_that_is_not_labels_fails_in_one_line(tmp_path: Path) -> None:

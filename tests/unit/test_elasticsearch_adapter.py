@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -384,6 +385,18 @@ def test_a_time_outside_what_event_times_hold_is_refused_here(text: str) -> None
     # Not handed on: Elasticsearch answered HTTP 400, and a huge integer broke the date conversion.
     with pytest.raises(InvalidQuery, match="outside what event times hold"):
         parse_time(text, now_ns=TS)
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("1746451800", "reads as seconds since the epoch; integers are nanoseconds (1746451800000000000)"),
+    ("1746451800123", "reads as milliseconds since the epoch; integers are nanoseconds (1746451800123000000)"),
+    ("174645180012345", "reads as microseconds since the epoch; integers are nanoseconds (174645180012345000)"),
+])
+def test_an_integer_too_short_for_nanoseconds_is_named_for_the_unit_it_looks_like(text: str, said: str) -> None:
+    # It read as no time at all ("use ISO 8601 ... or integer ns") though it was an integer.
+    with pytest.raises(InvalidQuery, match=re.escape(said)):
+        parse_time(text, now_ns=TS)
+    assert parse_time("20250505", now_ns=TS) == 1_746_403_200 * NS  # eight digits: a date
 
 
 class FakeAnomalyQuery:

@@ -242,8 +242,7 @@ def test_symbols_left_out_of_the_charts_are_said_and_not_linked(tmp_path):
     summary = {**SUMMARY, "top_incidents": [{**SUMMARY["top_incidents"][0], "symbol": "AAPL"}]}
     text = Path(write_html_report(tmp_path / "r.html", bars, ANOMALIES, summary, max_symbols=1)).read_text()
     assert re.findall(r'<section class="chart" id="chart-([^"]+)"', text) == ["ZZZT"]
-    assert "The 1 symbol with the highest-scoring anomalies first (count after each name); 2 more with " \
-           "anomalies are not charted" in text
+    assert "The symbol's anomaly count is after its name; 2 more with anomalies are not charted" in text
     assert "(they are in the table below;" in text
     # With a table too short for them, the note says so instead of sending the reader to it (a
     # 2,000-symbol report sent 289 symbols' readers to a top-500 table that did not hold them).
@@ -256,6 +255,13 @@ def test_symbols_left_out_of_the_charts_are_said_and_not_linked(tmp_path):
     assert "<td>AAPL</td>" in incidents and 'href="#chart-AAPL"' not in text
     targets = set(re.findall(r'href="#(chart-[^"]+)"', text))
     assert targets <= set(re.findall(r'<section class="chart" id="(chart-[^"]+)"', text))
+
+
+def test_the_summary_writes_sessions_as_the_tables_do(tmp_path):
+    """The session card said pre_market and after_hours where every table says pre-market."""
+    summary = {**SUMMARY, "by_session": {"pre_market": 3, "regular": 1, "after_hours": 2}}
+    text = Path(write_html_report(tmp_path / "r.html", BarCollector(), [], summary)).read_text()
+    assert "<td>pre-market</td>" in text and "<td>after-hours</td>" in text and "pre_market" not in text
 
 
 def test_a_report_of_some_symbols_charts_only_those(tmp_path):

@@ -196,6 +196,17 @@ def test_bad_thresholds_file_is_a_clear_error(tmp_path, content: str) -> None:
         load_thresholds(path)
 
 
+def test_a_file_that_is_not_thresholds_says_what_one_holds_and_what_is_optional(tmp_path) -> None:
+    """It listed quantile and multiple as expected keys, though a file without them is read."""
+    path = tmp_path / "t.json"
+    path.write_text('{"x": 1}')
+    with pytest.raises(ConfigError, match=r'expected \{"format": 1, "symbols": \{\.\.\.\}\}, quantile and multiple '
+                                          "optional: what `stockanomaly calibrate` writes"):
+        load_thresholds(path)
+    path.write_text('{"format": 1, "symbols": {"X": {"size_threshold": 3000}}}')
+    assert load_thresholds(path).multiple == 8.0  # the optional keys take the defaults
+
+
 def test_unknown_detector_name_is_refused() -> None:
     with pytest.raises(ConfigError, match="unknown detectors"):
         build_container(detectors="high_volume,telepathy").engine()

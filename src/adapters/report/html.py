@@ -191,7 +191,9 @@ def _summary_section(summary: Mapping[str, Any]) -> str:
 
 def _mapping_card(key: str, value: Mapping[Any, Any]) -> str:
     items = list(value.items())
-    rows = "".join(f'<tr><td>{escape(str(k))}</td><td class="n">{_number(str(k), v)}</td></tr>'
+    # Sessions are written as the tables write them (pre-market, not pre_market).
+    shown = (lambda k: str(k).replace("_", "-")) if key == "by_session" else str
+    rows = "".join(f'<tr><td>{escape(shown(k))}</td><td class="n">{_number(str(k), v)}</td></tr>'
                    for k, v in items[:_MAX_MAPPING_ITEMS])
     if len(items) > _MAX_MAPPING_ITEMS:
         rows += f'<tr><td class="note" colspan="2">… and {len(items) - _MAX_MAPPING_ITEMS:,} more</td></tr>'
@@ -247,8 +249,9 @@ def _charts_section(bars: BarCollector, by_symbol: Mapping[str, list[Anomaly]], 
                   for s in symbols)
     left_out = set(by_symbol) - set(symbols)
     parts = ["<h2>Charts</h2>",
-             f'<p class="note">The {len(symbols):,} symbol{"" if len(symbols) == 1 else "s"} with the '
-             "highest-scoring anomalies first (count after each name)" + _left_out_note(left_out, tabled)
+             '<p class="note">' + ("The symbol's anomaly count is after its name" if len(symbols) == 1 else
+                                   f"The {len(symbols):,} symbols with the highest-scoring anomalies first "
+                                   "(count after each name)") + _left_out_note(left_out, tabled)
              + ". Drag to zoom, double-click to reset, hover for numbers, click a marker for the tape around it. "
              "Line: 1-minute close; band: 1-minute high–low; grey: volume per minute (log scale). Shaded: "
              f"{escape(sessions_legend())} New York time; nights and weekends are cut out.</p>",
