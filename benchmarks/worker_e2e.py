@@ -340,7 +340,7 @@ class Run:
             STOCKANOMALY_TRADES_TOPIC=self.topics["trades"], STOCKANOMALY_ANOMALIES_TOPIC=self.topics["anomalies"],
             STOCKANOMALY_DLQ_TOPIC=self.topics["dlq"], STOCKANOMALY_INCIDENTS_TOPIC=self.topics["incidents"],
             STOCKANOMALY_PARTITIONS=str(args.partitions),
-            STOCKANOMALY_LOG_LEVEL="INFO", ELASTICSEARCH_URL=args.es_url, STOCKANOMALY_ES_INDEX_PREFIX=self.id,
+            STOCKANOMALY_LOG_LEVEL="DEBUG", ELASTICSEARCH_URL=args.es_url, STOCKANOMALY_ES_INDEX_PREFIX=self.id,
             STOCKANOMALY_DATA_DIR=str(self.workdir / "worker-data"),
             STOCKANOMALY_WORKER_WEB_PORT=str(free_port()), STOCKANOMALY_INDEXER_WEB_PORT=str(free_port()),
             STOCKANOMALY_METRICS_ADDR="127.0.0.1", STOCKANOMALY_METRICS_PORT="0",

@@ -119,7 +119,7 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
                STOCKANOMALY_ES_INCIDENTS_PREFIX=f"{es_prefix}.incidents", STOCKANOMALY_PARTITIONS=str(PARTITIONS),
                STOCKANOMALY_DATA_DIR=str(tmp_path / "data"), STOCKANOMALY_WORKER_WEB_PORT=str(free_port()),
                STOCKANOMALY_METRICS_ADDR="127.0.0.1", STOCKANOMALY_METRICS_PORT=str(metrics_port),
-               STOCKANOMALY_LOG_LEVEL="INFO", ELASTICSEARCH_URL=es_url, STOCKANOMALY_ES_INDEX_PREFIX=es_prefix)
+               STOCKANOMALY_LOG_LEVEL="DEBUG", ELASTICSEARCH_URL=es_url, STOCKANOMALY_ES_INDEX_PREFIX=es_prefix)
     log_path = tmp_path / "worker.log"
     indexer_port = free_port()
     gate = GatedProxy(es_url)  # the indexer's way to Elasticsearch, cut later on

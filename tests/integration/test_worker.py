@@ -88,7 +88,7 @@ class Stream:
                         STOCKANOMALY_TRADES_TOPIC=topics["trades"], STOCKANOMALY_ANOMALIES_TOPIC=topics["anomalies"],
                         STOCKANOMALY_DLQ_TOPIC=topics["dlq"], STOCKANOMALY_INCIDENTS_TOPIC=topics["incidents"],
                         STOCKANOMALY_PARTITIONS=str(PARTITIONS),
-                        STOCKANOMALY_LOG_LEVEL="INFO", ELASTICSEARCH_URL=es_url,
+                        STOCKANOMALY_LOG_LEVEL="DEBUG", ELASTICSEARCH_URL=es_url,
                         STOCKANOMALY_ES_INDEX_PREFIX=es_prefix,
                         # Out of the anomalies' pattern (<prefix>-*), inside the fixture's cleanup (<prefix>*).
                         STOCKANOMALY_ES_INCIDENTS_PREFIX=f"{es_prefix}.incidents",

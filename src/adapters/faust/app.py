@@ -43,6 +43,7 @@ log = structlog.get_logger()
 
 GAUGE_REFRESH_SECONDS = 5.0  # how often consumer lag and held state are re-read for the gauges
 LOOP_BEAT_SECONDS = 1.0  # how often the event loop says it runs (stockanomaly_event_loop_blocked_seconds)
+PROGRESS_SECONDS = 60.0  # how often an INFO `progress` line sums up the takes committed since the last
 NEVER = 10 * 365 * 86_400.0  # seconds: a Faust timer that must not fire
 
 
@@ -312,6 +313,25 @@ ROCKSDB_OPTIONS = {"write_buffer_size": 4 * 1024 * 1024, "max_write_buffer_numbe
                    "block_cache_size": 4 * 1024 * 1024}
 
 
+class TakeProgress:
+    """What the takes committed since the last `progress` line did, summed."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def committed(self, totals: Mapping[str, int]) -> None:
+        self.counts.update(totals)
+        self.counts["takes"] += 1
+
+    def line(self) -> dict[str, int] | None:
+        """The sums since the last call (takes first), and a fresh start; None when no take committed."""
+        if not self.counts:
+            return None
+        line = {"takes": self.counts.pop("takes"), **self.counts}
+        self.counts = Counter()
+        return line
+
+
 def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics: Metrics | None = None,
                on_batch: Callable[[int, int], Awaitable[None]] | None = None,
                make_incidents: IncidentsFactory | None = None) -> faust.App:
@@ -416,7 +436,16 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     # What the take in hand did per partition, logged once committed (a partition revoked before
     # its commit is left out: its next owner judges it again). A worker killed between the commit
     # and this line leaves it out too, so exact counts come from the `batch` lines (the tests').
+    # Both are DEBUG lines (a take is tens of milliseconds: at INFO they were 2,500 lines a minute);
+    # INFO has one `progress` line a minute that worked, with what its committed takes did.
     done_in_take: dict[int, dict[str, int]] = {}
+    progress_made = TakeProgress()
+
+    @app.timer(interval=PROGRESS_SECONDS)
+    async def log_progress() -> None:
+        line = progress_made.line()
+        if line is not None:
+            log.info("progress", seconds=PROGRESS_SECONDS, **line)
 
     def finished(committed: set[int], timing: dict[str, float | None]) -> None:
         nonlocal taking
@@ -428,7 +457,8 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         for partition in committed & done_in_take.keys():
             for key, n in done_in_take[partition].items():
                 totals[key] = totals.get(key, 0) + n
-        log.info("take_committed", partitions=sorted(committed), **totals, **timing)
+        log.debug("take_committed", partitions=sorted(committed), **totals, **timing)
+        progress_made.committed(totals)
         done_in_take.clear()
 
     if local_store:
@@ -549,12 +579,13 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
             log.warning("dead_letters", count=len(outcome.dead_letters),
                         reasons=dict(Counter(d.reason for d in outcome.dead_letters)), topic=settings.dlq_topic,
                         first_reason=first.reason, first_detail=first.detail[:300], first_origin=first.origin)
-        log.info("batch", messages=len(group), trades=len(batch), accepted=outcome.accepted,
+        log.debug("batch", messages=len(group), trades=len(batch), accepted=outcome.accepted,
                  anomalies=len(outcome.anomalies), incidents=len(closed), dead_letters=len(outcome.dead_letters),
                  **({"suppressed": outcome.suppressed} if outcome.suppressed else {}),
                  seconds=round(time.perf_counter() - started, 4))
         for key, n in (("messages", len(group)), ("accepted", outcome.accepted), ("anomalies", len(outcome.anomalies)),
-                       ("incidents", len(closed)), ("dead_letters", len(outcome.dead_letters))):
+                       ("incidents", len(closed)), ("dead_letters", len(outcome.dead_letters)),
+                       ("suppressed", sum(outcome.suppressed.values()))):
             counts = done_in_take.setdefault(partition, {})
             counts[key] = counts.get(key, 0) + n
         if on_batch is not None:
