@@ -287,6 +287,31 @@ async def test_a_take_commits_what_it_finished_per_partition_and_nothing_of_a_re
     assert fake._committed_offset == {("trades", 0): 6, ("trades", 1): 8}
 
 
+@pytest.mark.asyncio
+async def test_the_gaps_faust_notes_at_offset_jumps_are_dropped_once_committed_past() -> None:
+    from collections import defaultdict
+
+    from faust.transport.consumer import Consumer
+    from intervaltree import IntervalTree
+
+    from adapters.faust.app import committed_takes
+
+    # Read committed, every transaction's commit marker is a jump in the offsets, and Faust's fetcher
+    # notes each as a gap; only Faust's own commit (not used) ever dropped them: the indexer grew by
+    # one interval per worker take with anomalies, for as long as it ran.
+    fake = _Stream(0, 2, 4, 6, None)
+    fake._gap = defaultdict(IntervalTree)  # type: ignore[attr-defined]
+    fake._committed_offset = defaultdict(lambda: None)  # type: ignore[assignment]  # as Faust keeps it
+    tp = ("trades", 0)
+    for before, offset in ((0, 2), (2, 4), (4, 6)):
+        await Consumer._add_gap(fake, tp, before + 1, offset)  # type: ignore[arg-type]  # as its fetcher does
+    await Consumer._add_gap(fake, tp, 7, 9)  # type: ignore[arg-type]  # one beyond what the take holds
+    assert len(fake._gap[tp]) == 4  # type: ignore[attr-defined]
+    taken = [_offsets(t) async for t in committed_takes(fake, fake, 100, 0.05)]  # type: ignore[arg-type]
+    assert taken == [[0, 2, 4, 6]] and fake.commits == [{tp: 7}]
+    assert [(i.begin, i.end) for i in sorted(fake._gap[tp])] == [(7, 10)]  # type: ignore[attr-defined]  # past the commit: kept
+
+
 def test_the_local_store_is_rebuilt_unless_the_last_run_stopped_cleanly(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from adapters.faust.app import CLEAN_STOP, discard_state_after_unclean_stop
 
