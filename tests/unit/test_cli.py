@@ -259,8 +259,8 @@ def test_evaluate_scores_the_detectors_whatever_stockanomaly_suppressions_holds_
     plain = json.loads(run("evaluate", "--json", str(data))[1])
     assert plain["detections"] > 0 and plain["caught"]
     rules = tmp_path / "rules.json"
-    save_suppressions(rules, [Suppression.of(detector=d) for d in ("high_volume", "price_change", "trade_burst",
-                                                                   "volume_surge", "vwap_deviation", "isolation_forest")])
+    every = ("high_volume", "price_change", "trade_burst", "volume_surge", "vwap_deviation", "isolation_forest")
+    save_suppressions(rules, [Suppression.of(detector=d) for d in every])
     monkeypatch.setenv("STOCKANOMALY_SUPPRESSIONS", str(rules))
     assert json.loads(run("evaluate", "--json", str(data))[1]) == plain
     held = json.loads(run("replay", "--json", "--top", "0", str(data))[1])
@@ -277,7 +277,8 @@ def test_replay_says_which_detectors_did_not_run(monkeypatch: pytest.MonkeyPatch
     code, out = run("replay", "--top", "0")
     assert code == 0 and ("not run (--detectors, STOCKANOMALY_DETECTORS): high_volume, price_change, "
                           "isolation_forest, volume_surge, vwap_deviation") in out.splitlines()
-    code, out = run("replay", "--json", "--top", "0", "--detectors", "High_Volume, PRICE_CHANGE")  # any case, as --symbols
+    # Any case, as --symbols takes.
+    code, out = run("replay", "--json", "--top", "0", "--detectors", "High_Volume, PRICE_CHANGE")
     assert code == 0 and json.loads(out)["detectors_not_run"] == [
         "isolation_forest", "trade_burst", "volume_surge", "vwap_deviation"]
 

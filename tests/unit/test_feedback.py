@@ -111,7 +111,8 @@ def test_a_plain_replay_honours_the_rules_suppress_wrote_here(tmp_path: Path, mo
     assert after["suppressed"] == {Suppression.of(detector="price_change").id: before["by_detector"]["price_change"]}
     assert after["anomalies"] == before["anomalies"] - before["by_detector"]["price_change"]
     assert after["suppressions_file"] == "suppressions.json" and "suppressions_file" not in before
-    assert "suppressed by suppressions.json (judged, not published; --no-suppressions shows them)" in invoke("replay")[1]
+    said = "suppressed by suppressions.json (judged, not published; --no-suppressions shows them)"
+    assert said in invoke("replay")[1]
     # Everything the detectors found, the rules left in place: what the run before the rule reported.
     unheld = json.loads(invoke("replay", "--json", "--no-suppressions")[1])
     assert (unheld["anomalies"], unheld["by_detector"], unheld["suppressed"]) == (

@@ -589,9 +589,9 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
                         reasons=dict(Counter(d.reason for d in outcome.dead_letters)), topic=settings.dlq_topic,
                         first_reason=first.reason, first_detail=first.detail[:300], first_origin=first.origin)
         log.debug("batch", messages=len(group), trades=len(batch), accepted=outcome.accepted,
-                 anomalies=len(outcome.anomalies), incidents=len(closed), dead_letters=len(outcome.dead_letters),
-                 **({"suppressed": outcome.suppressed} if outcome.suppressed else {}),
-                 seconds=round(time.perf_counter() - started, 4))
+                  anomalies=len(outcome.anomalies), incidents=len(closed), dead_letters=len(outcome.dead_letters),
+                  **({"suppressed": outcome.suppressed} if outcome.suppressed else {}),
+                  seconds=round(time.perf_counter() - started, 4))
         for key, n in (("messages", len(group)), ("accepted", outcome.accepted), ("anomalies", len(outcome.anomalies)),
                        ("incidents", len(closed)), ("dead_letters", len(outcome.dead_letters)),
                        ("suppressed", sum(outcome.suppressed.values()))):
