@@ -83,7 +83,7 @@ def _row(item: Any, key_symbol: str, no_symbol: str) -> tuple[Any, ...]:
     # Databento's sides only, as a CSV's: another (Z) would be taken for an aggressor side and judged
     # where an N (an auction cross) is exempt.
     if not (isinstance(side, str) and side in ("A", "B", "N")):
-        raise _Rejected(BAD_FIELD, f"side must be one character (A, B or N), got {side!r}")
+        raise _Rejected(BAD_FIELD, f"side must be A, B or N, got {side!r}")
     publisher_id, instrument_id, sequence, flags = ints
     return (ts_event, ts_recv, price, size, publisher_id, instrument_id, sequence, side.encode(), flags,
             symbol)
