@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from adapters.faust.outputs import KafkaDeadLetterSink, KafkaJsonSink, PartitionProducer, traced_to_messages
-from adapters.kafka.codec import decode
+from adapters.kafka.codec import Placement, decode, decode_many
 from adapters.kafka.dead_letters import MAX_DEAD_LETTER_VALUE, dead_letter_record, read_dead_letter, truncated_length
 from builders import batch_of, make_trade
 from domain.model import DeadLetter
@@ -81,11 +81,32 @@ def test_a_refused_trade_is_traced_to_its_own_message_and_re_encoded_alone() -> 
     trades = batch_of(make_trade(symbol="AAA", sequence=1), make_trade(symbol="AAA", sequence=2),
                       make_trade(symbol="BBB", sequence=1), make_trade(symbol="AAA", ts_event=2, sequence=3))
     trades["price"][2] = np.nan
-    counts = [2, 1, 1]
+    placement = Placement([2, 1, 1])
     whole = DeadLetter("bad_json", "not JSON", "trades[2]@39", b"{", b"ZZZ")  # decoding: already its message's
-    letters = traced_to_messages([whole, dead_letter_for(trades[2], "bad_price", row=2),
-                                  dead_letter_for(trades[3], "out_of_order", row=3)], trades, messages, counts)
+    letters = traced_to_messages([whole, dead_letter_for(trades[1], "duplicate", row=1),
+                                  dead_letter_for(trades[2], "bad_price", row=2),
+                                  dead_letter_for(trades[3], "out_of_order", row=3)], trades, messages, placement)
     assert letters[0] == whole
-    assert [(d.origin, d.key) for d in letters[1:]] == [("trades[2]@41", b"BBB"), ("trades[2]@42", b"AAA")]
-    again, problems = decode(letters[1].key, letters[1].raw, "dlq")
+    assert [(d.origin, d.key) for d in letters[1:]] == [("trades[2]@40#1", b"AAA"), ("trades[2]@41#0", b"BBB"),
+                                                        ("trades[2]@42#0", b"AAA")]
+    again, problems = decode(letters[2].key, letters[2].raw, "dlq")
     assert problems == [] and len(again) == 1 and np.isnan(again["price"][0]) and again["symbol"][0] == "BBB"
+
+
+def test_a_refused_trade_of_a_json_list_names_its_element_whatever_elements_decoding_refused() -> None:
+    """The origin's `#i` is the trade's element in the list as the producer sent it (the list's
+    undecodable elements have dead letters of their own, with their own `#i`), its row in a binary
+    batch, and absent for a single JSON object."""
+    def item(sequence: int, price: object = 10.0) -> dict[str, object]:
+        return {"ts_event": 1_746_451_800_000_000_000 + sequence, "price": price, "size": 100, "sequence": sequence}
+
+    values = [json.dumps([item(1), {"price": 1}, item(2), item(3)]).encode(), json.dumps(item(4)).encode(),
+              json.dumps([{"size": 1}, item(5)]).encode()]
+    messages = [SimpleNamespace(topic="trades", partition=1, offset=70 + i, key=b"AAA", value=v)
+                for i, v in enumerate(values)]
+    trades, undecodable, placement = decode_many([(m.key, m.value, f"trades[1]@{m.offset}") for m in messages])
+    assert [d.origin for d in undecodable] == ["trades[1]@70#1", "trades[1]@72#0"]
+    assert list(trades["sequence"]) == [1, 2, 3, 4, 5]
+    refused = [dead_letter_for(trades[r], "duplicate", row=r) for r in range(len(trades))]
+    origins = [d.origin for d in traced_to_messages(refused, trades, messages, placement)]
+    assert origins == ["trades[1]@70#0", "trades[1]@70#2", "trades[1]@70#3", "trades[1]@71", "trades[1]@72#1"]

@@ -222,9 +222,9 @@ def test_a_take_of_mixed_messages_decodes_as_its_messages_one_by_one() -> None:
         (None, b"[]"),
     ]
     messages = [(key, value, f"trades[0]@{i}") for i, (key, value) in enumerate(values)]
-    trades, letters, counts = decode_many(messages)
+    trades, letters, placement = decode_many(messages)
     one_by_one = [decode(*m) for m in messages]
-    assert counts == [len(t) for t, _ in one_by_one] == [8, 40, 2, 0, 0, 2, 0]
+    assert placement.counts == [len(t) for t, _ in one_by_one] == [8, 40, 2, 0, 0, 2, 0]
     assert_same_trades(trades, np.concatenate([t for t, _ in one_by_one]))
     assert letters == [d for _, found in one_by_one for d in found]
     assert [d.reason for d in letters] == ["missing_field", "bad_encoding", "bad_encoding", "empty_batch"]
@@ -256,7 +256,8 @@ def test_the_fast_table_walk_reads_exactly_what_the_plain_parser_reads(longest: 
         values.append(bytes(value))
     values += [encode_multi([]), b"STB2" + bytes(6), b"STB2\x01\x00\x00\x00\x00\x00"]
     messages = [(None, v, f"trades[2]@{i}") for i, v in enumerate(values)]
-    got, letters, counts = decode_many(messages)
+    got, letters, placement = decode_many(messages)
+    counts = placement.counts
     want_rows, want_letters, want_counts = [], [], []
     for value, (_, _, origin) in zip(values, messages):
         read = _parse_multi(value, origin)

@@ -547,7 +547,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     async def process_group(partition: int, group: list[Any], deliveries: list[Awaitable[Any]]) -> None:
         started = time.perf_counter()
         messages = [e.message for e in group]
-        batch, undecodable, per_message = decode_many([(m.key, m.value, f"{m.topic}[{partition}]@{m.offset}")
+        batch, undecodable, placement = decode_many([(m.key, m.value, f"{m.topic}[{partition}]@{m.offset}")
                                                        for m in messages])
         wrong = misrouted(batch, partition, settings.partitions)
         judged = np.delete(np.arange(len(batch)), wrong) if len(wrong) else None
@@ -555,7 +555,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         # and counts them with the rest (stockanomaly_dead_letters_total{reason="wrong_partition"}):
         # traced to their message now, while their rows are still rows of `batch`.
         strays = [replace(d, row=-1) for d in traced_to_messages(
-            [wrong_partition(batch, r, partition) for r in wrong.tolist()], batch, messages, per_message)]
+            [wrong_partition(batch, r, partition) for r in wrong.tolist()], batch, messages, placement)]
         with acting_as(group[-1]):
             try:
                 outcome = detect(batch if judged is None else batch[judged], undecodable + strays)
@@ -570,7 +570,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         if judged is not None:  # rows of the engine's letters are rows of what it judged
             outcome.dead_letters = [replace(d, row=int(judged[d.row])) if d.row >= 0 else d
                                     for d in outcome.dead_letters]
-        outcome.dead_letters = traced_to_messages(outcome.dead_letters, batch, messages, per_message)
+        outcome.dead_letters = traced_to_messages(outcome.dead_letters, batch, messages, placement)
         tid = transactional_id(app, settings.trades_topic, partition)
         out = PartitionProducer(app.producer, tid)
         await PublishOutcome(KafkaJsonSink(out, settings.anomalies_topic),

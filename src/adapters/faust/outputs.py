@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.kafka.codec import encode_batch
+from adapters.kafka.codec import Placement, encode_batch
 from adapters.kafka.dead_letters import dead_letter_record
 from domain.incidents import Incident
 from domain.model import Anomaly, DeadLetter
@@ -66,22 +66,24 @@ class KafkaDeadLetterSink:
 
 
 def traced_to_messages(letters: Sequence[DeadLetter], trades: np.ndarray, messages: Sequence[Any],
-                       counts: Sequence[int]) -> list[DeadLetter]:
+                       placement: Placement) -> list[DeadLetter]:
     """Dead letters of trades the engine refused (`row` >= 0: a row of `trades`, the concatenated
-    trades of `messages`, `counts[i]` of them from message i) given the message their trade came in
-    (`topic[partition]@offset`) and, as key and value, the trade alone encoded as a one-trade message
-    keyed by its symbol (`STB1`), whatever the message held. Letters of whole messages (decoding)
-    already carry their message's key and bytes and are kept as they are."""
-    ends = np.cumsum(counts)
+    trades of `messages`, placed in them as `placement` says) given the message their trade came in
+    and its position there (`topic[partition]@offset#i`: the i-th trade of a binary batch or element
+    of a JSON list, from 0; no `#i` for a single JSON object) and, as key and value, the trade alone
+    encoded as a one-trade message keyed by its symbol (`STB1`), whatever the message held. Letters
+    of whole messages (decoding) already carry their message's key and bytes and are kept as they are."""
     traced = []
     for letter in letters:
         if letter.row < 0:
             traced.append(letter)
             continue
-        m = messages[int(np.searchsorted(ends, letter.row, side="right"))]
+        at, position = placement.locate(letter.row)
+        m = messages[at]
         trade = trades[letter.row:letter.row + 1]
         key, value = encode_batch(str(trade["symbol"][0]), trade)
-        traced.append(replace(letter, origin=f"{m.topic}[{m.partition}]@{m.offset}", key=key, raw=value))
+        where = f"{m.topic}[{m.partition}]@{m.offset}" + (f"#{position}" if position >= 0 else "")
+        traced.append(replace(letter, origin=where, key=key, raw=value))
     return traced
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -85,6 +85,30 @@ def decode(key: bytes | None, value: bytes | None, origin: str) -> tuple[np.ndar
     return trades, letters
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where each trade `decode_many` gave sits in its messages: `counts[m]` trades came from message
+    m, in its order. Its position there is its row in a binary batch, or its element in a JSON list
+    (`json_elements[m]`: the list's bad elements are dead letters of their own); a single JSON
+    object has none (`json_elements[m]` is None)."""
+
+    counts: list[int]
+    json_elements: dict[int, list[int] | None] = field(default_factory=dict)
+
+    @functools.cached_property
+    def _ends(self) -> np.ndarray:
+        return np.cumsum(self.counts)
+
+    def locate(self, row: int) -> tuple[int, int]:
+        """(message, position in it; -1 for a single JSON object) of trade `row`."""
+        m = int(np.searchsorted(self._ends, row, side="right"))
+        at = row - int(self._ends[m]) + self.counts[m]
+        if m not in self.json_elements:
+            return m, at
+        elements = self.json_elements[m]
+        return m, -1 if elements is None else elements[at]
+
+
 # A binary message read but not yet unpacked: its rows (WIRE_DTYPE bytes), and its symbols' names
 # and trade counts in row order.
 Parsed = tuple[memoryview, np.ndarray, np.ndarray]
@@ -92,9 +116,10 @@ SYMBOL_DTYPE = TRADE_DTYPE["symbol"]
 
 
 def decode_many(messages: Sequence[tuple[bytes | None, bytes | None, str]],
-                ) -> tuple[np.ndarray, list[DeadLetter], list[int]]:
+                ) -> tuple[np.ndarray, list[DeadLetter], Placement]:
     """`decode` of several messages ((key, value, origin) each) at once: their trades concatenated
-    in message order, the dead letters (in message order), and how many trades each message gave.
+    in message order, the dead letters (in message order), and where each trade sits in them (how
+    many trades each message gave, `Placement.counts`).
 
     A worker's take holds dozens of small messages per partition, each naming dozens of symbols:
     the symbol tables of all `STB2` messages are walked in one compiled pass and each distinct name
@@ -104,6 +129,7 @@ def decode_many(messages: Sequence[tuple[bytes | None, bytes | None, str]],
     """
     read: list[Parsed | np.ndarray | None] = [None] * len(messages)
     letters: list[list[DeadLetter]] = [[] for _ in messages]
+    json_elements: dict[int, list[int] | None] = {}
     multi: list[int] = []
     multi_raws: list[bytes] = []
     for m, (key, value, origin) in enumerate(messages):
@@ -118,7 +144,7 @@ def decode_many(messages: Sequence[tuple[bytes | None, bytes | None, str]],
         elif raw[:4] == MAGIC_MULTI:
             one = _parse_multi(raw, origin)  # too short for a header: the parser says so
         elif raw.lstrip()[:1] in (b"{", b"["):
-            one, found = decode_json(key, raw, origin)  # a bad element of a list costs only itself
+            one, found, json_elements[m] = decode_json(key, raw, origin)  # a bad element costs only itself
             letters[m] = [replace(d, key=key) for d in found]
         else:
             what = "empty value" if not raw else \
@@ -136,7 +162,7 @@ def decode_many(messages: Sequence[tuple[bytes | None, bytes | None, str]],
                 read[m] = one
     counts = [0 if r is None else len(r) if isinstance(r, np.ndarray) else int(r[2].sum()) for r in read]
     return (_materialized([r for r in read if r is not None], sum(counts)),
-            [d for found in letters for d in found], counts)
+            [d for found in letters for d in found], Placement(counts, json_elements))
 
 
 def _parse_multis(raws: list[bytes], origins: list[str]) -> list[Parsed | DeadLetter]:

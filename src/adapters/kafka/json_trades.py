@@ -27,29 +27,33 @@ class _Rejected(Exception):
         self.reason, self.detail = reason, detail
 
 
-def decode_json(key: bytes | None, raw: bytes, origin: str) -> tuple[np.ndarray, list[DeadLetter]]:
-    """Trades of a JSON value; a bad element of a list costs only itself (its own JSON as raw)."""
+def decode_json(key: bytes | None, raw: bytes, origin: str,
+                ) -> tuple[np.ndarray, list[DeadLetter], list[int] | None]:
+    """Trades of a JSON value; a bad element of a list costs only itself (its own JSON as raw). The
+    third value is, for a list, each trade's element position in it (None for a single object)."""
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
-        return np.empty(0, TRADE_DTYPE), [DeadLetter(BAD_JSON, f"not JSON: {exc}", origin, raw)]
+        return np.empty(0, TRADE_DTYPE), [DeadLetter(BAD_JSON, f"not JSON: {exc}", origin, raw)], None
     single = not isinstance(doc, list)
     items = [doc] if single else doc
     if not items:  # a message that says nothing is still a message: counted, not silently gone
-        return np.empty(0, TRADE_DTYPE), [DeadLetter(EMPTY_BATCH, "an empty list of trades", origin, raw)]
+        return np.empty(0, TRADE_DTYPE), [DeadLetter(EMPTY_BATCH, "an empty list of trades", origin, raw)], []
     key_symbol, key_problem = symbol_of(key)
     # What a trade without a `symbol` field falls back on, said when there is none to fall back on.
     no_symbol = ("symbol (and no message key)" if not key else
                  f"symbol (and the message key names none: {key_problem[1] if key_problem else 'empty'})")
     rows: list[tuple[Any, ...]] = []
+    kept: list[int] = []
     letters: list[DeadLetter] = []
     for i, item in enumerate(items):
         try:
             rows.append(_row(item, key_symbol, no_symbol))
+            kept.append(i)
         except _Rejected as exc:
             where, item_raw = (origin, raw) if single else (f"{origin}#{i}", _dumps(item))
             letters.append(DeadLetter(exc.reason, exc.detail, where, item_raw))
-    return (np.array(rows, TRADE_DTYPE) if rows else np.empty(0, TRADE_DTYPE)), letters
+    return (np.array(rows, TRADE_DTYPE) if rows else np.empty(0, TRADE_DTYPE)), letters, None if single else kept
 
 
 def _row(item: Any, key_symbol: str, no_symbol: str) -> tuple[Any, ...]:
