@@ -9,7 +9,7 @@ or in NUMBA_CACHE_DIR), so only the first run ever waits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import numba
@@ -19,16 +19,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 HIT_FIELDS = 4  # detail columns a kernel can report per hit
 
+_DISPATCHERS: list[Any] = []  # every kernel and helper made below, for `compiled_in_this_process`
+
 
 def kernel(fn: F) -> F:
     """numba-compile `fn` with an on-disk cache and numpy's error model (x / 0 -> inf, not an exception).
     Kernels release the GIL, so a source can decode the next chunk on another thread meanwhile."""
-    return cast(F, numba.njit(cache=True, nogil=True, error_model="numpy")(fn))
+    dispatcher = numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
+    _DISPATCHERS.append(dispatcher)
+    return cast(F, dispatcher)
 
 
 def inline(fn: F) -> F:
     """A small compiled helper, inlined into the kernels that call it (no call per trade)."""
-    return cast(F, numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(fn))
+    dispatcher = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(fn)
+    _DISPATCHERS.append(dispatcher)
+    return cast(F, dispatcher)
+
+
+def compiled_in_this_process(dispatchers: Iterable[Any] | None = None) -> int:
+    """How many kernel specialisations this process compiled (numba's on-disk cache had none for them:
+    a fresh checkout, edited sources, another CPU) instead of loading them from the cache. A process
+    that compiled keeps what LLVM built for as long as it runs: a worker that compiled its kernels at
+    start sat ~200 MiB above one that loaded them (648 against 451 MiB), and freeing memory
+    (gc, malloc_trim) gives none of it back."""
+    chosen = _DISPATCHERS if dispatchers is None else dispatchers
+    # Under NUMBA_DISABLE_JIT a "kernel" is the plain function: nothing compiled.
+    return sum(sum(d.stats.cache_misses.values()) for d in chosen if hasattr(d, "stats"))
 
 
 @inline
