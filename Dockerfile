@@ -30,8 +30,10 @@ COPY --from=build /app-wheel /app-wheel
 RUN pip install --no-deps /app-wheel/*.whl && rm -rf /app-wheel
 USER stockanomaly
 # The detectors' numba kernels, compiled once here into a cache the image carries, so a container
-# starts in about a second instead of compiling for ~20 s.
-ENV NUMBA_CACHE_DIR=/home/stockanomaly/.cache/numba
+# starts in about a second instead of compiling for ~20 s. numba keys its cache by CPU model and
+# features: compiled for a generic x86-64 CPU, the cache serves whatever machine runs the image
+# (the kernels measured as fast as compiled for the host's own CPU: docs/benchmarks.md).
+ENV NUMBA_CACHE_DIR=/home/stockanomaly/.cache/numba NUMBA_CPU_NAME=generic
 RUN python -c "from entrypoints.container import build_container; build_container().engine().warm_up(); \
     from adapters.kafka.codec import warm_up; warm_up()"
 # Faust keeps its RocksDB tables under the working directory ({app id}-data).

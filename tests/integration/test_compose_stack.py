@@ -237,12 +237,19 @@ async def test_the_stack_streams_a_real_day_through_two_workers_into_elasticsear
     seen = latest[0]
     assert {t["labels"]["instance"] for t in up} == set(seen["processed"]) == set(seen["lag"])
     print(f"[compose-test] timings {stack['timings']}", file=sys.stderr)
+    # Both workers ran on the kernels compiled into the image: neither compiled (and so restarted) at start.
+    worker_logs = service_logs(stack, "worker")
+    assert '"anomaly"' in worker_logs and "kernels_compiled" not in worker_logs
+
+
+def service_logs(stack: dict, service: str) -> str:
+    compose = ["docker-compose", "-f", "docker-compose.yml", "-f", "docker-compose.host.yml"]
+    return subprocess.run([*compose, "logs", "--no-color", service], cwd=REPO, env=stack["env"],
+                          capture_output=True, text=True, timeout=60).stdout
 
 
 def stack_trades(stack: dict) -> int:
     """The trades ingest reported sending (its last log line: `ingested N trades ...`)."""
-    compose = ["docker-compose", "-f", "docker-compose.yml", "-f", "docker-compose.host.yml"]
-    logs = subprocess.run([*compose, "logs", "--no-color", "ingest"], cwd=REPO, env=stack["env"],
-                          capture_output=True, text=True, timeout=60).stdout
+    logs = service_logs(stack, "ingest")
     line = next(line for line in reversed(logs.splitlines()) if "ingested " in line)
     return int(line.split("ingested ", 1)[1].split()[0].replace(",", ""))
