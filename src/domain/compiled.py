@@ -9,7 +9,7 @@ or in NUMBA_CACHE_DIR), so only the first run ever waits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import numba
@@ -37,15 +37,14 @@ def inline(fn: F) -> F:
     return cast(F, dispatcher)
 
 
-def compiled_in_this_process(dispatchers: Iterable[Any] | None = None) -> int:
+def compiled_in_this_process() -> int:
     """How many kernel specialisations this process compiled (numba's on-disk cache had none for them:
     a fresh checkout, edited sources, another CPU) instead of loading them from the cache. A process
     that compiled keeps what LLVM built for as long as it runs: a worker that compiled its kernels at
     start sat ~200 MiB above one that loaded them (648 against 451 MiB), and freeing memory
     (gc, malloc_trim) gives none of it back."""
-    chosen = _DISPATCHERS if dispatchers is None else dispatchers
     # Under NUMBA_DISABLE_JIT a "kernel" is the plain function: nothing compiled.
-    return sum(sum(d.stats.cache_misses.values()) for d in chosen if hasattr(d, "stats"))
+    return sum(sum(d.stats.cache_misses.values()) for d in _DISPATCHERS if hasattr(d, "stats"))
 
 
 @inline

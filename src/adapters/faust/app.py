@@ -548,7 +548,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         started = time.perf_counter()
         messages = [e.message for e in group]
         batch, undecodable, placement = decode_many([(m.key, m.value, f"{m.topic}[{partition}]@{m.offset}")
-                                                       for m in messages])
+                                                     for m in messages])
         wrong = misrouted(batch, partition, settings.partitions)
         judged = np.delete(np.arange(len(batch)), wrong) if len(wrong) else None
         # Refused before judging, with the messages' undecodable records, so the use case publishes
