@@ -35,7 +35,7 @@ import time
 import uuid
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
+from kafka_runs import delete_topics
 
 BIN = Path(sys.executable).parent
 PHASES = {"joined": "Joined group", "recovered": "[^---Recovery]: Worker ready", "first_take": '"event": "take_committed"'}
@@ -99,17 +99,6 @@ def one_run(args: argparse.Namespace, market: Path, workdir: Path) -> dict[str, 
             except subprocess.TimeoutExpired:
                 process.kill()
         asyncio.run(delete_topics(args.bootstrap, app_id))
-
-
-async def delete_topics(bootstrap: str, app_id: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        doomed = [t for t in await admin.list_topics() if t.startswith(f"{app_id}-")]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
 
 
 def main() -> None:

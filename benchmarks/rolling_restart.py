@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from kafka_runs import delete_topics, free_port
+
 BIN = Path(sys.executable).parent
 PARTITIONS = 4
 DEADLINE = 240.0  # seconds any one wait may take before the run is called failed
@@ -52,12 +53,6 @@ DEADLINE = 240.0  # seconds any one wait may take before the run is called faile
 
 def say(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def lines(log: Path) -> list[dict]:
@@ -409,17 +404,6 @@ class Run:
                 process.kill()
                 process.wait(timeout=10)
         asyncio.run(delete_topics(self.args.bootstrap, self.app_id))
-
-
-async def delete_topics(bootstrap: str, app_id: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        doomed = [t for t in await admin.list_topics() if t.startswith(f"{app_id}-")]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
 
 
 def main() -> None:

@@ -82,7 +82,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -107,6 +106,7 @@ from adapters.kafka.producer import pack
 from adapters.synthetic import generate_market
 from application.ingest import PACE_TICK_SECONDS, symbol_batches
 from domain.model import Anomaly
+from kafka_runs import free_port
 
 INGEST_CHUNK = 65_536  # trades per chunk when `stockanomaly ingest` reads a file
 INGEST_BATCH = 2_000  # ingest's --batch-trades default: trades per run and per message at most
@@ -119,12 +119,6 @@ STARTED = time.monotonic()
 
 def say(message: str) -> None:
     print(f"[worker_e2e {time.monotonic() - STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stats_ms(values: list[float] | np.ndarray) -> dict[str, Any]:

@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
+from kafka_runs import delete_topics, free_port
 
 BIN = Path(sys.executable).parent
 DEADLINE = 300.0  # seconds any one wait may take before the run is called failed
@@ -45,12 +44,6 @@ PARTITIONS = int(os.environ.get("STOCKANOMALY_PARTITIONS", "4"))
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def memory(pid: int) -> dict[str, int]:
@@ -134,17 +127,6 @@ def one_run(args: argparse.Namespace, market: Path, workdir: Path, k: int) -> di
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
         asyncio.run(delete_topics(args.bootstrap, app_id))
-
-
-async def delete_topics(bootstrap: str, app_id: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        doomed = [t for t in await admin.list_topics() if t.startswith(f"{app_id}-")]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
 
 
 def main() -> None:
