@@ -35,7 +35,7 @@ import time
 import uuid
 from pathlib import Path
 
-from kafka_runs import delete_topics
+from kafka_runs import delete_topics, stop_all
 
 BIN = Path(sys.executable).parent
 PHASES = {"joined": "Joined group", "recovered": "[^---Recovery]: Worker ready", "first_take": '"event": "take_committed"'}
@@ -90,14 +90,7 @@ def one_run(args: argparse.Namespace, market: Path, workdir: Path) -> dict[str, 
         say(f"{app_id}: {phases}")
         return phases
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
         asyncio.run(delete_topics(args.bootstrap, app_id))
 
 

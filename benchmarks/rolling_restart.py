@@ -44,7 +44,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from kafka_runs import delete_topics, free_port
+from kafka_runs import delete_topics, free_port, stop_all
 
 BIN = Path(sys.executable).parent
 PARTITIONS = 4
@@ -394,15 +394,7 @@ class Run:
                                 "ids_more_than_once": len(ids) - len(set(ids)), **embedded}}
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_all(self.processes)
         asyncio.run(delete_topics(self.args.bootstrap, self.app_id))
 
 
