@@ -451,6 +451,32 @@ def test_dbn_zst_cut_on_a_frame_boundary_is_still_reported(tmp_path: Path) -> No
     assert [d.reason for d in letters] == ["bad_file"]
 
 
+def test_uncompressed_dbn_named_zst_is_read_whole_without_a_damage_report(tmp_path: Path) -> None:
+    """databento reads it (it detects compression by content), but the frame check went by the name
+    and reported 'no zstd frame at byte 0' after every record had been read."""
+    path = tmp_path / "plain.dbn.zst"
+    path.write_bytes(dbn_bytes(flow(100)))
+
+    trades, letters = read(path)
+
+    assert len(trades) == 100
+    assert letters == []
+
+
+def test_compressed_dbn_named_plain_and_cut_on_a_frame_boundary_is_reported(tmp_path: Path) -> None:
+    data = dbn_bytes(flow(100))
+    head = len(data) - 50 * 48
+    compressor = zstandard.ZstdCompressor(write_checksum=True)
+    whole = compressor.compress(data[:head]) + compressor.compress(data[head:])
+    path = tmp_path / "cut.dbn"
+    path.write_bytes(whole[: len(whole) - 10])
+
+    trades, letters = read(path)
+
+    assert len(trades) == 50
+    assert [d.reason for d in letters] == ["bad_file"]
+
+
 def test_corrupt_dbn_record_header_is_a_bad_row_and_the_rest_is_kept(tmp_path: Path) -> None:
     data = bytearray(dbn_bytes(flow(10)))
     record = 48

@@ -12,7 +12,6 @@ from databento_dbn import RType, Schema
 
 from adapters.databento import dead_letters as dl
 from adapters.databento.dbn_records import READ_ERRORS, noting_damage, read_records
-from adapters.databento.paths import is_zstd
 from adapters.databento.symbology import SYMBOL_WIDTH, SymbolTable
 from adapters.databento.zstd_check import zstd_damage
 from domain.errors import SourceError
@@ -94,8 +93,16 @@ def _read_arrays(store: databento.DBNStore, schema: Schema, path: Path,
             return
         if records is None:
             break
-    if is_zstd(path) and (damage := zstd_damage(path)) is not None:
+    if _compressed(path) and (damage := zstd_damage(path)) is not None:
         yield dl.letters_only(dl.bad_file(path, dl.record(offset), damage))
+
+
+def _compressed(path: Path) -> bool:
+    """Whether the file is zstd by its content, as databento decides: by the name, a plain DBN named
+    .dbn.zst was read whole and then reported damaged ('no zstd frame at byte 0'), and a cut-off
+    compressed one named .dbn was never checked."""
+    with open(path, "rb") as f:
+        return f.read(4) == ZSTD_MAGIC
 
 
 def _next_records(chunks: Iterator[np.ndarray]) -> tuple[np.ndarray | None, BaseException | str | None]:
