@@ -368,7 +368,8 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     if detectors is not None and not detectors.strip(" ,"):  # (a blank STOCKANOMALY_DETECTORS means all)
         raise click.BadParameter("names no detector", param_hint="--detectors")
     try:
-        container = build_container(out=out, dead_letters=dead_letters, thresholds=thresholds, detectors=detectors,
+        container = build_container({"detectors": "--detectors"}, out=out, dead_letters=dead_letters,
+                                    thresholds=thresholds, detectors=detectors,
                                     suppressions=rules_file,
                                     **({"metrics": "prometheus", "metrics_port": metrics_port}
                                        if metrics_port is not None else {}))

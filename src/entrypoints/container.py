@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from dependency_injector import containers, providers
@@ -187,10 +187,11 @@ class Container(containers.DeclarativeContainer):
                                       config.es_retention_check_seconds.as_float())
 
 
-def build_container(**overrides: object) -> Container:
+def build_container(flags: Mapping[str, str] | None = None, /, **overrides: object) -> Container:
     """Defaults, then STOCKANOMALY_* environment variables, then explicit overrides (CLI flags; None
-    = not given), validated together (ConfigError, one line per bad value)."""
-    settings = load_settings(**overrides)
+    = not given), validated together (ConfigError, one line per bad value, naming its variable or, for
+    an override, its option in `flags`: setting -> option)."""
+    settings = load_settings(flags, **overrides)
     container = Container(settings=settings)
     container.config.from_dict(settings.model_dump())
     # Which metric families this process exports (adapters.metrics.EXPORTS): the indexer and the

@@ -86,6 +86,16 @@ def check_interval(value: str) -> str:
     return value
 
 
+def check_detectors(spec: str) -> str:
+    """Comma-separated detector names in any case; blank: all of them. Checked here (the engine checks
+    too) so that a name no detector has is refused naming the variable or flag that gave it."""
+    names = {name.strip().lower() for name in spec.split(",") if name.strip()}
+    unknown = sorted(names - set(DETECTOR_NAMES))
+    if unknown:
+        raise ValueError(f"unknown detectors {unknown}; choose from {', '.join(DETECTOR_NAMES)}")
+    return spec if names else ",".join(DETECTOR_NAMES)
+
+
 def _url_or_default(url: str) -> str:
     return check_http_url(url) if url else url  # empty: the commands' default, http://127.0.0.1:9200
 
@@ -102,8 +112,7 @@ class Settings(BaseSettings):
     # The core (replay and the worker)
     thresholds: str = ""  # a calibrate output file; empty: the detectors' own defaults
     # empty (an exported but blank STOCKANOMALY_DETECTORS): all of them, as for the other files' settings
-    detectors: Annotated[str, AfterValidator(lambda v: v if v.strip(" ,") else ",".join(DETECTOR_NAMES))] = \
-        ",".join(DETECTOR_NAMES)
+    detectors: Annotated[str, AfterValidator(check_detectors)] = ",".join(DETECTOR_NAMES)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 7  # the Isolation Forest's (scikit-learn's range)
     partitions: Annotated[int, Field(ge=1, le=10_000)] = 4  # of the topics; model pools follow them
     # Copies Kafka keeps of every topic the project creates (trades, anomalies, incidents, trades.dlq,

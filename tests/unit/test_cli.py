@@ -602,7 +602,7 @@ def test_calibrate_counts_a_day_given_twice_once_and_says_so(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(("variable", "value", "message"), [
     ("STOCKANOMALY_CHUNK_SIZE", "abc", "Error: STOCKANOMALY_CHUNK_SIZE: Input should be a valid integer"),
-    ("STOCKANOMALY_DETECTORS", "nope", "Error: unknown detectors ['nope']"),
+    ("STOCKANOMALY_DETECTORS", "nope", "Error: STOCKANOMALY_DETECTORS: unknown detectors ['nope']"),
     ("STOCKANOMALY_THRESHOLDS", "labels", "Error: thresholds file {labels}: not a thresholds file"),
 ])
 def test_evaluate_with_a_bad_setting_fails_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -613,6 +613,15 @@ def test_evaluate_with_a_bad_setting_fails_in_one_line(tmp_path: Path, monkeypat
     assert code == 0, out
     monkeypatch.setenv(variable, str(labels) if value == "labels" else value)
     assert one_line_error(["evaluate", str(data)]).startswith(message.format(labels=labels))
+
+
+def test_an_unknown_detector_is_refused_naming_the_flag_or_the_variable_that_gave_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate has no --detectors: 'unknown detectors' alone left a variable set long ago to be guessed."""
+    assert one_line_error(["replay", "--detectors", "high_volume,telepathy"]).startswith(
+        "Error: --detectors: unknown detectors ['telepathy']; choose from high_volume, ")
+    monkeypatch.setenv("STOCKANOMALY_DETECTORS", "Telepathy")
+    assert one_line_error(["replay"]).startswith("Error: STOCKANOMALY_DETECTORS: unknown detectors ['telepathy']")
 
 
 def test_evaluate_refuses_labels_and_verdicts_together(tmp_path: Path) -> None:
