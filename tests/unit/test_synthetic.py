@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
@@ -252,6 +253,16 @@ def test_a_market_of_five_thousand_symbols_is_generated() -> None:
 def test_impossible_combinations_are_refused_with_the_reason(symbols: int, trades: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         simulate(symbols=symbols, trades=trades, seed=3)
+
+
+@pytest.mark.parametrize("trades", [1_002, 11_200], ids=["too-few-for-the-symbols", "too-few-for-an-anomaly"])
+def test_the_trades_a_refusal_asks_for_are_enough(trades: int) -> None:
+    """1,002 trades for 100 symbols asked for 11,200, which was then refused asking for 22,360."""
+    with pytest.raises(ValueError, match=r"ask for at least ([\d,]+) trades") as refused:
+        simulate(symbols=100, trades=trades, seed=7)
+    enough = int(re.search(r"ask for at least ([\d,]+) trades", str(refused.value)).group(1).replace(",", ""))  # type: ignore[union-attr]
+
+    assert len(simulate(symbols=100, trades=enough, seed=7).tape) == enough
 
 
 @pytest.mark.parametrize(("today", "last"), [("2025-03-04", "2025-03-03"), ("2025-03-03", "2025-02-28"),

@@ -102,8 +102,7 @@ def simulate(symbols: int = 20, trades: int = 1_000_000, seed: int = 7, date: st
     if budget * weights.max() < MIN_TRADES_FOR_EVENTS:
         raise ValueError(f"{trades:,} trades are too few for an injected anomaly: the busiest of {symbols:,} "
                          f"symbols would get {int(budget * weights.max()):,} prints and an anomaly needs "
-                         f"{MIN_TRADES_FOR_EVENTS:,} of history; ask for at least "
-                         f"{int(np.ceil(MIN_TRADES_FOR_EVENTS / weights.max())) + 2 * symbols:,} trades")
+                         f"{MIN_TRADES_FOR_EVENTS:,} of history; ask for at least {_enough(symbols, weights):,} trades")
     plans = plan_events(rng, session, weights, activity, counts, budget * weights)
     normal = _split(budget - sum(p.n_extra for p in plans), weights)
     parts = []
@@ -117,7 +116,11 @@ def simulate(symbols: int = 20, trades: int = 1_000_000, seed: int = 7, date: st
 
 
 def _enough(symbols: int, weights: np.ndarray) -> int:
-    return int(np.ceil(MIN_TRADES_PER_SYMBOL / weights.min() / 1000) * 1000) + 2 * symbols
+    """The fewest trades that pass both checks above: each refusal asks for them, or the count one
+    asked for could be refused by the other (100 symbols: 11,200 asked for, then 22,360)."""
+    quietest = int(np.ceil(MIN_TRADES_PER_SYMBOL / weights.min() / 1000) * 1000)
+    busiest = int(np.ceil(MIN_TRADES_FOR_EVENTS / weights.max()))
+    return max(quietest, busiest) + 2 * symbols
 
 
 def _split(n: int, weights: np.ndarray) -> np.ndarray:
