@@ -82,6 +82,7 @@ class QueryAnomalies:
             raise InvalidQuery(f"limit must be at least 1, got {limit}")
         if order not in ("time", "score"):
             raise InvalidQuery(f"order must be 'time' or 'score', got {order!r}")
+        detectors = [d.strip().lower() for d in detectors if d.strip()]  # any case, as replay's --detectors
         unknown = [d for d in detectors if d not in DETECTOR_NAMES]
         if unknown:  # a misspelt one would match nothing, which reads as "all quiet"
             raise InvalidQuery(f"unknown detectors {unknown}; choose from {', '.join(DETECTOR_NAMES)}")

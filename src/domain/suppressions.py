@@ -76,6 +76,7 @@ class Suppression:
             except ValueError:
                 raise ConfigError(f"suppression window {between!r} is not HH:MM-HH:MM or HH:MM:SS-HH:MM:SS "
                                   "(New York time)") from None
+        detector = detector.strip().lower() if detector and detector.strip() else None  # any case, as replay's
         if detector and detector not in DETECTOR_NAMES:
             raise ConfigError(f"unknown detector {detector!r} in a suppression; choose from {', '.join(DETECTOR_NAMES)}")
         day = None

@@ -424,6 +424,12 @@ def test_query_refuses_requests_it_cannot_run(criteria: dict) -> None:
         QueryAnomalies(FakeAnomalyQuery(), clock=lambda: TS)(**criteria)
 
 
+def test_query_takes_detectors_in_any_case_as_replay_does() -> None:
+    store = FakeAnomalyQuery()
+    QueryAnomalies(store, clock=lambda: TS)(detectors=["HIGH_VOLUME", " Trade_Burst"])
+    assert store.asked["detectors"] == ("high_volume", "trade_burst")
+
+
 def test_query_names_the_detectors_when_one_is_unknown() -> None:
     # A misspelt detector matched nothing: "no anomalies match" read as all quiet (replay and suppress refuse it).
     with pytest.raises(InvalidQuery, match=r"^unknown detectors \['highvolume'\]; choose from high_volume, "):

@@ -40,6 +40,12 @@ def test_a_rule_matches_every_part_it_names_and_nothing_else() -> None:
     assert Suppression.of(detector="volume_surge").matches(at("2025-05-05T04:00:00", detector="volume_surge"))
 
 
+def test_a_rules_detector_is_named_in_any_case_as_replay_takes_detectors() -> None:
+    rule = Suppression.of(detector=" Trade_Burst ")
+    assert rule == Suppression.of(detector="trade_burst")
+    assert rule.matches(at("2025-05-05T15:55:00"))
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({}, "an empty one would silence every anomaly"),
     ({"between": "16:00-15:50"}, "must start before it ends"),
