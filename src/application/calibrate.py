@@ -45,8 +45,8 @@ def calibrate(source: TradeSource, quantile: float = 0.999, multiple: float = 8.
         slot = np.array([slots.setdefault(name, len(slots)) for name in names], np.int32)
         if len(slots) > len(guards):
             guards = np.concatenate([guards] + [initial_guard_state()] * (len(slots) - len(guards)))
-        verdict = guard.check(slot[codes], trades["ts_event"], trades["publisher_id"], trades["instrument_id"],
-                              trades["sequence"], guards)
+        verdict, _ = guard.check(slot[codes], trades["ts_event"], trades["publisher_id"], trades["instrument_id"],
+                                 trades["sequence"], guards)
         refused = verdict != ACCEPTED
         if refused.any():
             if rejected is not None:

@@ -11,7 +11,7 @@ import numpy as np
 from domain.context import BatchTape, before, last_trades, remember, tape_state
 from domain.detectors.base import AnyDetector, Detector, PooledDetector
 from domain.errors import ConfigError
-from domain.guard import ACCEPTED, VERDICTS, SequenceGuard, initial_guard_state
+from domain.guard import ACCEPTED, VERDICTS, SequenceGuard, explain, initial_guard_state
 from domain.market import MarketBatch
 from domain.model import TRADE_DTYPE, Anomaly, DeadLetter
 from domain.sessions import SessionCalendar
@@ -128,14 +128,17 @@ class DetectionEngine:
         market = MarketBatch.of(batch.trades, batch.symbols, batch.codes, np.zeros(len(batch.codes), bool),
                                 batch.pools, batch.pool_of_symbol[batch.codes], group=len(batch.symbols) > 1)
         codes = market.slot
-        verdict = self.guard.check(codes, market.ts, market.publisher, market.instrument, market.sequence,
-                                   rows["guard"])
+        verdict, passed = self.guard.check(codes, market.ts, market.publisher, market.instrument,
+                                           market.sequence, rows["guard"])
         refused = np.flatnonzero(verdict != ACCEPTED)
         if len(refused):
             refused = refused[np.argsort(market.index[refused])]  # dead letters in arrival order
             given = market.index[refused] if batch.positions is None else batch.positions[market.index[refused]]
+            codes_refused = verdict[refused].tolist()
+            why = [explain(v, t, p) for v, t, p in zip(codes_refused, market.ts[refused].tolist(),
+                                                        passed[refused].tolist())]
             result.dead_letters += dead_letters_for(market.rows[market.index[refused]],
-                                                    [VERDICTS[v] for v in verdict[refused].tolist()], given.tolist())
+                                                    [VERDICTS[v] for v in codes_refused], given.tolist(), why=why)
         if len(refused):
             market = market.select(verdict == ACCEPTED)
         result.accepted = len(market)

@@ -6,8 +6,8 @@ import numpy as np
 
 from domain.compiled import kernel, trade_key
 
-ACCEPTED, DUPLICATE, OUT_OF_ORDER = 0, 1, 2
-VERDICTS = ("", "duplicate", "out_of_order")
+ACCEPTED, DUPLICATE, OUT_OF_ORDER, REDELIVERED = 0, 1, 2, 3
+VERDICTS = ("", "duplicate", "out_of_order", "duplicate")  # verdict code -> dead-letter reason
 RING = 8  # digests of a symbol's last accepted trades
 
 GUARD_DTYPE = np.dtype([
@@ -29,7 +29,7 @@ def initial_guard_state() -> np.ndarray:
 @kernel
 def _check(slot: np.ndarray, ts: np.ndarray, pub: np.ndarray, inst: np.ndarray, seq: np.ndarray,
            last_ts: np.ndarray, last_pub: np.ndarray, last_seq: np.ndarray, ring: np.ndarray,
-           ring_next: np.ndarray, trades: np.ndarray, verdict: np.ndarray) -> None:
+           ring_next: np.ndarray, trades: np.ndarray, verdict: np.ndarray, passed: np.ndarray) -> None:
     for i in range(len(ts)):
         s = slot[i]
         key = trade_key(pub[i], inst[i], ts[i], seq[i])
@@ -43,9 +43,11 @@ def _check(slot: np.ndarray, ts: np.ndarray, pub: np.ndarray, inst: np.ndarray, 
             verdict[i] = DUPLICATE
         elif t < last_ts[s]:
             verdict[i] = OUT_OF_ORDER
+            passed[i] = last_ts[s]
         elif t == last_ts[s] and pub[i] == last_pub[s] and seq[i] <= last_seq[s]:
             # Behind the feed's sequence at the newest timestamp: a redelivery the ring has forgotten.
-            verdict[i] = DUPLICATE
+            verdict[i] = REDELIVERED
+            passed[i] = last_seq[s]
         else:
             verdict[i] = ACCEPTED
             last_ts[s] = t
@@ -67,10 +69,24 @@ class SequenceGuard:
     """
 
     def check(self, slot: np.ndarray, ts: np.ndarray, publisher: np.ndarray, instrument: np.ndarray,
-              sequence: np.ndarray, state: np.ndarray) -> np.ndarray:
-        """Update `state` (GUARD_DTYPE rows, in place) and return a verdict code per trade; trades of a
-        symbol must come in the order they arrived."""
+              sequence: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Update `state` (GUARD_DTYPE rows, in place) and return a verdict code per trade and what it
+        was refused against (an OUT_OF_ORDER's symbol's newest accepted time, a REDELIVERED's feed
+        sequence at that time; undefined elsewhere); trades of a symbol must come in the order they
+        arrived."""
         verdict = np.empty(len(ts), np.int8)
+        passed = np.empty(len(ts), np.int64)
         _check(slot, ts, publisher, instrument, sequence, state["last_ts"], state["last_publisher"],
-               state["last_sequence"], state["ring"], state["ring_next"], state["trades"], verdict)
-        return verdict
+               state["last_sequence"], state["ring"], state["ring_next"], state["trades"], verdict, passed)
+        return verdict, passed
+
+
+def explain(verdict: int, ts: int, passed: int) -> str:
+    """Why the guard refused a trade (event time `ts`; `passed` as `SequenceGuard.check` gives it), for
+    its dead letter."""
+    if verdict == OUT_OF_ORDER:
+        return (f"{(passed - ts) / 1e9:,.6f} s older than the symbol's newest accepted print "
+                f"(ts_event {passed})")
+    if verdict == REDELIVERED:
+        return f"a sequence the feed has passed at the symbol's newest time (it reached {passed})"
+    return "the same trade (publisher, instrument, ts_event, sequence) was accepted already"

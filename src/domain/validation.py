@@ -58,14 +58,16 @@ def _verdicts(first_char: np.ndarray, ts: np.ndarray, ts_recv: np.ndarray, price
 
 
 def dead_letters_for(trades: np.ndarray, reasons: Sequence[str], rows: Sequence[int],
-                     origin: str = "") -> list[DeadLetter]:
+                     origin: str = "", why: Sequence[str] | None = None) -> list[DeadLetter]:
     """The dead letter of each of `trades` (TRADE_DTYPE) with its reason and row (its position in the
-    batch it was judged in, which lets an adapter find its message). Each column is read once, not
+    batch it was judged in, which lets an adapter find its message); its detail explains the reason
+    (`why`, one per trade, else REASONS' words) and quotes the trade. Each column is read once, not
     each field of each trade: a day read twice is a dead letter per trade."""
     symbol, ts, price, size, sequence = (trades[name].tolist()
                                          for name in ("symbol", "ts_event", "price", "size", "sequence"))
+    explained = why if why is not None else [REASONS.get(reason, reason) for reason in reasons]
     return [DeadLetter(reason=reason, row=row, origin=origin,
-                       detail=f"{REASONS.get(reason, reason)}: symbol={str(symbol[k])!r} ts_event={ts[k]} "
+                       detail=f"{explained[k]}: symbol={str(symbol[k])!r} ts_event={ts[k]} "
                               f"price={float(price[k])!r} size={size[k]} sequence={sequence[k]}")
             for k, (reason, row) in enumerate(zip(reasons, rows))]
 

@@ -47,7 +47,7 @@ def dead_letter_reasons(exports: str) -> tuple[str, ...]:
     the record checks or the duplicate guard refuse), the indexer's (a record it cannot read, a
     document Elasticsearch refused); the notifier dead-letters nothing."""
     if exports == "detector":
-        return (*MESSAGE_REASONS, *REASONS, *(v for v in VERDICTS if v))
+        return (*MESSAGE_REASONS, *REASONS, *dict.fromkeys(v for v in VERDICTS if v))
     return INDEXER_REASONS if exports == "indexer" else ()
 
 

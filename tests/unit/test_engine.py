@@ -86,7 +86,10 @@ def test_refused_trades_are_worded_one_by_one_as_a_single_refusal_is() -> None:
     first = batch_of(make_trade(sequence=1), make_trade(ts_event=T0 + 5, sequence=2))
     refused = run(np.concatenate((first, first[:1], first[1:]))).dead_letters
     assert [(d.reason, d.row) for d in refused] == [("duplicate", 2), ("duplicate", 3)]
-    assert refused[0] == dead_letter_for(first[0], "duplicate", row=2)
+    # worded by the guard (what it matched), the trade quoted as any refusal quotes it
+    assert refused[0].detail.startswith("the same trade (publisher, instrument, ts_event, sequence) was accepted "
+                                        "already: ")
+    assert refused[0].detail.split(": ", 1)[1] == dead_letter_for(first[0], "duplicate", row=2).detail.split(": ", 1)[1]
 
 
 def test_a_redelivered_message_is_refused_whole_however_long() -> None:
@@ -109,6 +112,19 @@ def test_out_of_order_trade_is_refused() -> None:
     run(batch_of(make_trade(ts_event=T0 + 10 * S, sequence=5)))
     r2 = run(batch_of(make_trade(ts_event=T0, sequence=6)))
     assert [d.reason for d in r2.dead_letters] == ["out_of_order"]
+    # how far behind, and behind what: an operator tells a late feed from a replayed file
+    assert r2.dead_letters[0].detail.startswith(
+        f"10.000000 s older than the symbol's newest accepted print (ts_event {T0 + 10 * S}): symbol=")
+
+
+def test_a_sequence_the_feed_has_passed_at_the_newest_time_is_a_duplicate_saying_so() -> None:
+    run = Run()
+    run(batch_of(make_trade(sequence=5)))
+    again = run(batch_of(make_trade(sequence=3), make_trade(sequence=6)))
+    assert [d.reason for d in again.dead_letters] == ["duplicate"] and again.accepted == 1
+    assert again.dead_letters[0].detail.startswith(
+        "a sequence the feed has passed at the symbol's newest time (it reached 5): symbol=")
+    assert again.dead_letters[0].detail.endswith("sequence=3")
 
 
 def test_sequence_numbers_restarting_next_day_are_new_trades() -> None:
