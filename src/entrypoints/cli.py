@@ -465,8 +465,11 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     # A window outside the data reads like a quiet day otherwise, as a mistyped symbol would.
     if files is not None and summary.trades == 0 and window[1] is None and not interrupted:
         # Files read whole without a word: a book file (mbp-1) of a quiet window has no trade in it.
-        err.print("no trade in the input: book files (mbp-1, mbp-10, tbbo) hold trades only as their records "
-                  "with action T", highlight=False)
+        from adapters.databento.paths import expand_paths, file_kind
+
+        books = any(file_kind(path) == "dbn" for path in expand_paths(list(paths)))
+        err.print("no trade in the input" + (": book files (mbp-1, mbp-10, tbbo) hold trades only as their "
+                                             "records with action T" if books else ""), highlight=False)
     elif window[1] is not None and latest is None and not interrupted:
         err.print(f"--until {until}: no trade was read before it", highlight=False)
     elif window[0] is not None and latest is not None and latest < window[0]:
@@ -556,8 +559,9 @@ def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rules]))
         return
-    if not rules:
-        click.echo(f"no suppressions in {target}")
+    if not rules:  # a mistyped --file reads as an empty one otherwise
+        click.echo(f"no suppressions in {target}" if Path(target).exists() else
+                   f"no suppressions: {target} does not exist (`stockanomaly suppress` creates it)")
         return
     for r in rules:
         d = r.to_dict()

@@ -645,6 +645,12 @@ def test_a_book_file_without_trades_says_so_and_evaluate_says_there_is_nothing_t
     assert "0 trades in" in out
     assert out.strip().splitlines()[-1] == ("no trade in the input: book files (mbp-1, mbp-10, tbbo) hold trades "
                                             "only as their records with action T")
+    # a CSV of a header only is no book file: no hint about them
+    header = tmp_path / "header.csv"
+    header.write_text("ts_recv,ts_event,rtype,publisher_id,instrument_id,action,side,depth,price,size,flags,"
+                      "ts_in_delta,sequence,symbol\n")
+    code, out = run("replay", str(header))
+    assert code == 0 and out.strip().splitlines()[-1] == "no trade in the input"
     verdicts = tmp_path / "v.jsonl"
     assert run("label", "0" * 32, "--confirmed", "--file", str(verdicts))[0] == 0
     code, out = run("evaluate", str(book), "--verdicts", str(verdicts))

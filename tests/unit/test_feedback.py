@@ -322,6 +322,9 @@ def test_the_cli_adds_lists_and_removes_rules_and_records_verdicts(tmp_path: Pat
     assert invoke("suppressions", "--remove", "deadbeef")[0] == 1
     assert invoke("suppressions", "--remove", rule.id)[0] == 0
     assert invoke("suppressions") == (0, "no suppressions in suppressions.json")
+    # a mistyped --file is not read as an empty one
+    assert invoke("suppressions", "--file", "supressions.json") == (
+        0, "no suppressions: supressions.json does not exist (`stockanomaly suppress` creates it)")
     anomaly_id = "0123456789abcdef0123456789abcdef"
     assert invoke("label", anomaly_id, "--false-positive", "--note", "a sweep")[0] == 0
     assert load_verdicts(tmp_path / "verdicts.jsonl") == {anomaly_id: "false_positive"}
