@@ -289,6 +289,9 @@ def test_csv_with_book_actions_keeps_only_trades(tmp_path: Path) -> None:
     pytest.param(9, "", "unparseable size ''", id="empty-size"),
     pytest.param(1, "2025-13-45T10:00:00.000000001Z", "unparseable ts_event", id="impossible-date"),
     pytest.param(1, "yesterday", "unparseable ts_event 'yesterday'", id="unparseable-timestamp"),
+    # a local time as often as UTC: refused, saying what to add, not guessed
+    pytest.param(1, "2025-05-05T10:00:00.000000001", "time zone missing (a Z for UTC, as Databento writes) in "
+                 "ts_event '2025-05-05T10:00:00.000000001'", id="timestamp-without-zone"),
     pytest.param(3, "70000", "unparseable publisher_id '70000'", id="publisher-id-out-of-range"),
     pytest.param(13, "", "missing symbol", id="missing-symbol"),
     pytest.param(13, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_ONE", "symbol longer than 24 characters 'ABCDEFGHIJKLMNOPQRSTUVWXYZ_ONE'",

@@ -13,6 +13,9 @@ DECIMAL_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(?
 ISO_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
                r"(Z|[+-][0-9]{2}:?[0-9]{2})$")
 
+# ISO 8601 but with no zone: a local time as often as UTC, so not guessed (see `zoneless`).
+ZONELESS_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?$"
+
 UTC_NS = pa.timestamp("ns", tz="UTC")
 UNDEF_PRICE = np.iinfo(np.int64).max
 PRICE_SCALE = 1e9
@@ -75,6 +78,17 @@ def parse_timestamps(column: pa.Array, integers: bool) -> tuple[np.ndarray, np.n
     if integers:
         return parse(column, pa.int64(), INT_PATTERN)
     return parse(column, UTC_NS, ISO_PATTERN)
+
+
+def zoneless(column: pa.Array, bad: np.ndarray) -> np.ndarray:
+    """Of the `bad` rows of a timestamp column, those that are ISO 8601 times with no zone: their dead
+    letters say what to add, where 'unparseable' would leave a reader to find it. Only the bad rows
+    are matched (none, normally)."""
+    out = np.zeros(len(column), bool)
+    rows = np.flatnonzero(bad)
+    if len(rows):
+        out[rows] = _mask(pc.match_substring_regex(column.take(pa.array(rows)), ZONELESS_PATTERN))
+    return out
 
 
 def parse_prices(column: pa.Array, fixed_point: bool) -> tuple[np.ndarray, np.ndarray]:

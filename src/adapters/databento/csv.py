@@ -212,7 +212,9 @@ def _convert(batch: pa.RecordBatch, formats: _Formats, lines: _LineNumbers, path
     out = np.empty(n, TRADE_DTYPE)  # every field is assigned below
     for name, is_int in formats.int_ts.items():
         out[name], bad = columns.parse_timestamps(batch.column(name), is_int)
-        problems.append((f"unparseable {name}", name, bad))
+        local = np.zeros(n, bool) if is_int else columns.zoneless(batch.column(name), bad)
+        problems.append((f"unparseable {name}", name, bad & ~local))
+        problems.append((f"time zone missing (a Z for UTC, as Databento writes) in {name}", name, local))
     if "ts_recv" not in names:
         out["ts_recv"] = out["ts_event"]
     out["price"], bad = columns.parse_prices(batch.column("price"), formats.fixed_price)
