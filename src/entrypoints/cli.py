@@ -584,7 +584,7 @@ def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
     from adapters.synthetic import generate as write_market
     from adapters.synthetic import labels_path_for
 
-    if not (out.endswith(".dbn") or out.endswith(".dbn.zst")):
+    if not out.lower().endswith((".dbn", ".dbn.zst")):  # in any case, as the readers take it
         fail(f"OUT must end with .dbn or .dbn.zst, got {out!r}")
     with progress_bar("generating", None, enabled=err.is_terminal):
         try:

@@ -376,6 +376,15 @@ def test_generate_counts_one_symbol_as_one(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[0] == f"wrote 1,002 trades for 1 symbol to {tmp_path / 'm.dbn.zst'}"
 
 
+def test_generate_takes_a_name_in_capitals_as_the_readers_do(tmp_path: Path) -> None:
+    """X.DBN.ZST was refused (the readers take it), and its labels or compression went by the case."""
+    result = CliRunner().invoke(main, ["generate", str(tmp_path / "M.DBN.ZST"), "--symbols", "1", "--trades", "1002"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "M.DBN.ZST").read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # zstd, as the name says
+    assert result.stdout.splitlines()[1].endswith(f"to {tmp_path / 'M.labels.json'}")
+    assert (tmp_path / "M.labels.json").exists()
+
+
 def test_replay_says_which_of_the_symbols_asked_for_never_traded() -> None:
     result = CliRunner().invoke(main, ["replay", "--json", "--symbols", "NOPE,vndr"])
     assert result.exit_code == 0

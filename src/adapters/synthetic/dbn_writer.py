@@ -78,7 +78,7 @@ def write_dbn(path: str | Path, metadata: bytes, records: np.ndarray, level: int
     partial = path.with_name(path.name + ".partial")
     try:
         with naming(path, via=partial), partial.open("wb") as raw:
-            if path.suffix == ".zst":
+            if path.suffix.lower() == ".zst":
                 # With the content checksum, as Databento's files have: damage inside is found on reading.
                 compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
                 with compressor.stream_writer(raw, closefd=False) as out:

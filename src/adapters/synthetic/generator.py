@@ -43,7 +43,7 @@ class GenerationResult:
 def labels_path_for(data_path: str | Path) -> Path:
     """`day.dbn.zst` -> `day.labels.json`, in the same folder."""
     path = Path(data_path)
-    stem = next((path.name[: -len(s)] for s in _DATA_SUFFIXES if path.name.endswith(s)), path.stem)
+    stem = next((path.name[: -len(s)] for s in _DATA_SUFFIXES if path.name.lower().endswith(s)), path.stem)
     return path.with_name(f"{stem}.labels.json")
 
 
