@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from domain.errors import DomainError
+from domain.errors import ConfigError, DomainError
 from domain.incidents import Incident
-from domain.model import Anomaly, Print
+from domain.model import NOT_AN_ID, Anomaly, Print, is_record_id
 from domain.ports import RecordLookup
 
 
@@ -36,6 +36,8 @@ class ShowRecord:
 
     def __call__(self, record_id: str) -> Shown:
         record_id = record_id.strip().lower()
+        if not is_record_id(record_id):  # (as `label` says it; "no anomaly has id" would send one looking)
+            raise ConfigError(f"{record_id!r} {NOT_AN_ID}")
         found = self.lookup.anomalies([record_id])
         if found:
             anomaly = found[0]

@@ -86,6 +86,15 @@ def anomaly_id(detector: str, symbol: str, publisher_id: int, instrument_id: int
     return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
+# What a user is told when something given as an id (anomaly_id's, or an incident's) is none.
+NOT_AN_ID = "is not an anomaly or incident id (32 hex digits, as replay --out and query show)"
+
+
+def is_record_id(text: str) -> bool:
+    """Whether `text` has the shape of an anomaly's or incident's id: 32 lowercase hex digits."""
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
 @dataclass(frozen=True, slots=True)
 class Print:
     """One trade of the tape around an anomaly (its context), as an analyst reads it."""

@@ -248,12 +248,16 @@ def test_show_names_the_members_of_an_incident_its_file_does_not_hold(replay_out
 def test_show_explains_in_one_line_what_it_cannot_find(replay_out: Path, tmp_path: Path) -> None:
     from test_cli import one_line_error
 
+    unknown = "0123" * 8
+    assert one_line_error(["show", unknown, "--file", str(replay_out)]) == \
+        f"Error: no anomaly or incident has id '{unknown}' in {replay_out}"  # it said 'here'
+    # what cannot be an id is said so, as `label` says it, not looked for
     assert one_line_error(["show", "0123", "--file", str(replay_out)]) == \
-        f"Error: no anomaly or incident has id '0123' in {replay_out}"  # it said 'here'
-    assert "does not exist" in one_line_error(["show", "0123", "--file", str(tmp_path / "none.jsonl")])
+        "Error: '0123' is not an anomaly or incident id (32 hex digits, as replay --out and query show)"
+    assert "does not exist" in one_line_error(["show", unknown, "--file", str(tmp_path / "none.jsonl")])
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{}\n")
-    assert "line 1: not an anomaly" in one_line_error(["show", "0123", "--file", str(bad)])
+    assert "line 1: not an anomaly" in one_line_error(["show", unknown, "--file", str(bad)])
     incidents = replay_out.parent / "anomalies.incidents.jsonl"  # replay's last 'written to' line names it
     assert one_line_error(["show", "0123", "--file", str(incidents)]) == \
         f"Error: {incidents} holds a replay's incidents: give the --out file they were written beside " \

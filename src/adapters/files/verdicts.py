@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 from adapters.files.naming import naming
 from domain.errors import ConfigError
+from domain.model import NOT_AN_ID, is_record_id
 
 VERDICTS = ("confirmed", "false_positive")
-ANOMALY_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def append_verdict(path: str | Path, anomaly_id: str, verdict: str, note: str = "") -> dict[str, str]:
-    if not ANOMALY_ID.match(anomaly_id):
-        raise ConfigError(f"{anomaly_id!r} is not an anomaly or incident id (32 hex digits, as replay --out and "
-                          "query show)")
+    if not is_record_id(anomaly_id):
+        raise ConfigError(f"{anomaly_id!r} {NOT_AN_ID}")
     if verdict not in VERDICTS:
         raise ConfigError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
     record = {"id": anomaly_id, "verdict": verdict, "note": note,
@@ -73,9 +71,8 @@ def load_verdicts(path: str | Path, changed: dict[str, int] | None = None) -> di
         if missing:
             raise ConfigError(f"{where}: lacks {' and '.join(missing)}")
         anomaly_id, verdict = record["id"], record["verdict"]
-        if not isinstance(anomaly_id, str) or not ANOMALY_ID.match(anomaly_id.strip().lower()):
-            raise ConfigError(f"{where}: id {anomaly_id!r} is not an anomaly or incident id (32 hex digits, as "
-                              "replay --out and query show)")
+        if not isinstance(anomaly_id, str) or not is_record_id(anomaly_id.strip().lower()):
+            raise ConfigError(f"{where}: id {anomaly_id!r} {NOT_AN_ID}")
         if verdict not in VERDICTS:
             raise ConfigError(f"{where}: verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
         anomaly_id = anomaly_id.strip().lower()
