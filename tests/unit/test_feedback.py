@@ -131,6 +131,12 @@ def test_a_plain_replay_honours_the_rules_suppress_wrote_here(tmp_path: Path, mo
     monkeypatch.setenv("STOCKANOMALY_SUPPRESSIONS", "typo.json")  # it ran with no rules, saying nothing
     code, out = invoke("replay")
     assert (code, out) == (1, "Error: STOCKANOMALY_SUPPRESSIONS names typo.json, which is not a file")
+    monkeypatch.delenv("STOCKANOMALY_SUPPRESSIONS")
+    (tmp_path / "suppressions.json").write_text("{broken")  # every replay in this folder stops: say the way out
+    code, out = invoke("replay")
+    assert code == 1 and out.startswith("Error: suppressions file suppressions.json is not readable JSON: ")
+    assert out.endswith(" (--no-suppressions replays without it)") and "\n" not in out
+    assert invoke("replay", "--json", "--no-suppressions")[0] == 0
 
 
 def test_verdicts_round_trip_the_last_one_counts_and_evaluate_scores_them(tmp_path: Path) -> None:
