@@ -99,7 +99,8 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
                   highlight=False)
     if result["dead_letters"]:
         rejected = ", ".join(f"{k} {v:,}" for k, v in result["dead_letters"].items())
-        out.print(f"[yellow]rejected[/]: {rejected}")
+        said = "" if dead_letters else " (--dead-letters FILE keeps each with its place and why)"
+        out.print(f"[yellow]rejected[/]{said}: {rejected}", highlight=False)
     by_detector = sorted(result["by_detector"].items(), key=lambda kv: -kv[1])
     for table in (count_table("Anomalies by detector", "detector", by_detector),
                   count_table("Anomalies by symbol", "symbol", list(result["by_symbol"].items()), limit=15)):

@@ -582,6 +582,19 @@ def test_calibrate_says_how_many_records_it_rejected_and_why(tmp_path: Path) -> 
     assert out.strip().splitlines()[-1] == "rejected, not counted: bad_price 1, bad_row 1, bad_size 1"
 
 
+def test_replay_says_where_its_rejected_records_can_be_seen(tmp_path: Path) -> None:
+    """'rejected: bad_row 1' alone left the way to the rows and their reasons to the help page."""
+    data = tmp_path / "day.csv"
+    data.write_text("ts_event,price,size,symbol\n2025-05-05T14:00:00Z,100.5,100,ACME\n"
+                    "2025-05-05T14:01:00Z,abc,100,ACME\n")
+    code, out = run("replay", str(data))
+    assert code == 0, out
+    assert "rejected (--dead-letters FILE keeps each with its place and why): bad_row 1" in out.splitlines()
+    code, out = run("replay", str(data), "--dead-letters", str(tmp_path / "dl.jsonl"))
+    assert code == 0 and "rejected: bad_row 1" in out.splitlines()  # kept: nothing to point to
+    assert json.loads((tmp_path / "dl.jsonl").read_text())["origin"] == f"{data}, line 3"
+
+
 def test_calibrate_with_no_symbol_reaching_min_trades_writes_nothing_and_says_why(tmp_path: Path) -> None:
     """It wrote a thresholds file of 0 symbols and exited 0: given to a worker, it changes nothing."""
     data = tmp_path / "day.csv"
