@@ -23,6 +23,8 @@ from domain.errors import ConfigError
 
 Port = Annotated[int, Field(ge=0, le=65_535)]
 PREFIX = "STOCKANOMALY_"
+DYNAMIC_SESSION_TIMEOUT = 10.0  # seconds: how long a killed worker's partitions wait for the group to notice
+STATIC_SESSION_TIMEOUT = 30.0  # seconds: a static member's, longer than its graceful restart (see group_instance_id)
 
 
 def check_bootstrap(servers: str) -> str:
@@ -66,6 +68,15 @@ def check_app_id(app_id: str) -> str:
         raise ValueError(f"an app id is 1 to {MAX_APP_ID} of the characters A-Z a-z 0-9 . _ - "
                          "(it prefixes the worker's topic names)")
     return app_id
+
+
+def check_group_instance_id(instance_id: str) -> str:
+    """Kafka's group.instance.id (static membership), empty for none: the broker holds it to a topic
+    name's rules and would refuse any other only when the worker joins its group."""
+    if instance_id and (not KAFKA_NAME.fullmatch(instance_id) or instance_id in (".", "..") or len(instance_id) > 249):
+        raise ValueError("an instance id is 1 to 249 of the characters A-Z a-z 0-9 . _ - (not . or ..), "
+                         "or empty for none")
+    return instance_id
 
 
 def check_store(url: str) -> str:
@@ -157,8 +168,16 @@ class Settings(BaseSettings):
     # Seconds without a heartbeat before Kafka gives a worker's (or the indexer's) partitions to the
     # others: how long a killed process's partitions wait. Heartbeats come from Faust's consumer
     # thread, every third of this at most, so a long take does not miss them. From the brokers' least
-    # (group.min.session.timeout.ms, 6 s) to Faust's former default.
-    kafka_session_timeout: Annotated[float, Field(ge=6, le=60)] = 10.0
+    # (group.min.session.timeout.ms, 6 s) to Faust's former default. Unset: 10 s, or 30 s for a
+    # static member (below).
+    kafka_session_timeout: Annotated[float | None, Field(ge=6, le=60)] = None
+    # The worker's static membership of its consumer group (Kafka's group.instance.id; empty: none,
+    # the group reshuffles whenever a worker leaves or joins). Unique to each worker and kept across
+    # its restarts: one back within the session timeout gets its own partitions again, and nobody
+    # else's move. A graceful restart here took 15-20 s from SIGTERM to rejoining (benchmarks/
+    # rolling_restart.py): with 10 s the session ran out first and the group reshuffled anyway, once
+    # when it ran out and again when the worker came back, each a longer pause than a dynamic member's.
+    group_instance_id: Annotated[str, AfterValidator(check_group_instance_id)] = ""
     take_max: Annotated[int, Field(ge=1)] = 256  # messages per detect call (per bulk for the indexer) at most
     take_within: Annotated[float, Field(gt=0, le=10)] = 0.05  # seconds to wait for more messages per take
     # The indexer's: 0 = a bulk of whatever has arrived (bulks grow by themselves while one is in
@@ -207,6 +226,13 @@ class Settings(BaseSettings):
                               f"{a!r}, and neither may start with the other and '-' (each kind has the indices "
                               "<prefix>-*)")
 
+    @property
+    def session_timeout(self) -> float:
+        """The Kafka session timeout in seconds: as set, else a static member's or a dynamic one's."""
+        if self.kafka_session_timeout is not None:
+            return self.kafka_session_timeout
+        return STATIC_SESSION_TIMEOUT if self.group_instance_id else DYNAMIC_SESSION_TIMEOUT
+
     def streaming(self) -> StreamingSettings:
         return StreamingSettings(
             app_id=self.app_id, bootstrap=self.kafka_bootstrap_servers, trades_topic=self.trades_topic,
@@ -217,7 +243,8 @@ class Settings(BaseSettings):
             elasticsearch_refresh=self.es_refresh,
             elasticsearch_replicas=self.es_replicas, elasticsearch_refresh_interval=self.es_refresh_interval,
             web_port=self.worker_web_port, indexer_web_port=self.indexer_web_port,
-            processing_guarantee=self.processing_guarantee, session_timeout=self.kafka_session_timeout, take_max=self.take_max, take_within=self.take_within,
+            processing_guarantee=self.processing_guarantee, session_timeout=self.session_timeout,
+            group_instance_id=self.group_instance_id, take_max=self.take_max, take_within=self.take_within,
             indexer_take_within=self.indexer_take_within)
 
 

@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import faust
 import numpy as np
+from aiokafka.errors import ProducerFenced
 import structlog
 from faust.streams import _current_event
 from faust.types import TP
@@ -26,6 +27,7 @@ from adapters.faust.outputs import (KafkaDeadLetterSink, KafkaJsonSink, Partitio
 from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
 from adapters.faust.recovery import (end_recovery_sooner, fetch_without_long_polls, restore_tables_from_broker_offsets,
                                      retry_concurrent_transactions_soon)
+from adapters.faust.membership import FencedInstanceIdError, heartbeat_as_instance, on_fenced
 from adapters.faust.sequence import InSequence, in_sequence
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.codec import decode_many
@@ -276,6 +278,41 @@ async def commit_offsets(app: faust.App, offsets: Mapping[Any, int]) -> set[int]
     return {tp.partition for tp in mine}
 
 
+def static_membership(instance_id: str) -> dict[str, Any]:
+    """Faust settings for a static member of the consumer group (KIP-345; none for an empty id).
+
+    A static member sends no LeaveGroup when it stops: back within the session timeout, the broker
+    gives it the assignment it had, without a rebalance. Faust's assignor names each member in that
+    assignment by its `canonical_url` (by default the host name and web port) and refuses one made
+    for another URL (an AssertionError that ends the consumer's group coordination, leaving the
+    worker up but idle): measured with a second process that joined as the same instance on another
+    port, and a container recreated under a new host name would meet it too. The URL names nothing
+    else here (the web server binds to loopback and serves no table routes), so a static member's is
+    its instance id."""
+    if not instance_id:
+        return {}
+    return {"consumer_group_instance_id": instance_id, "canonical_url": f"http://{instance_id}"}
+
+
+def stop_when_fenced(app: faust.App, instance_id: str) -> None:
+    """Stop the worker, with one `group_instance_fenced` line, when the broker says another process
+    joined its consumer group as `instance_id`: the newcomer has its partitions (and fenced its
+    producers, the same transactional ids); staying would only take them back and forth."""
+    fenced = False
+
+    def stop() -> None:  # on the consumer's thread
+        nonlocal fenced
+        if fenced:
+            return
+        fenced = True
+        log.error("group_instance_fenced", instance_id=instance_id, group=app.conf.id,
+                  reason="another process joined the group as this instance and took its partitions",
+                  action="stopping; give each worker its own STOCKANOMALY_GROUP_INSTANCE_ID")
+        app.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(app.crash(FencedInstanceIdError())))
+
+    on_fenced(app.conf.id, instance_id, stop)
+
+
 def transactional_id(app: faust.App, source_topic: str, partition: int) -> str | None:
     """The transaction Faust keeps for `partition` of a topic the app consumes (the partition's state
     changelog writes and its offsets commit in it); None when the app is not exactly-once."""
@@ -355,6 +392,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     from the last commit (the open transaction is aborted when the successor fences it).
     """
     restore_tables_from_broker_offsets()
+    heartbeat_as_instance()
     end_recovery_sooner()
     fetch_without_long_polls()
     retry_concurrent_transactions_soon()
@@ -376,6 +414,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         # How soon the group notices a process gone (a killed one's partitions wait that long).
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
+        **static_membership(settings.group_instance_id),
         # A take's state changes go out as one record batch per partition (under the broker's
         # 1 MiB message.max.bytes).
         producer_max_batch_size=1_000_000,
@@ -384,6 +423,8 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         key_serializer="raw",
         value_serializer="raw",
     )
+    if settings.group_instance_id:
+        stop_when_fenced(app, settings.group_instance_id)
     local_store = settings.store.startswith("rocksdb")
     if local_store:
         held = hold_state_directory(Path(app.conf.appdir), settings.data_dir)  # before anything is discarded
@@ -439,7 +480,14 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         except Exception as exc:  # noqa: BLE001 - whatever it was (detecting, sending, committing): stop here
             # Faust would restart a crashed agent past this take; stopping the worker makes its
             # successor start again from the last commit instead.
-            log.error("take_failed", messages=len(events), error=f"{type(exc).__name__}: {exc}")
+            hint = {}
+            if settings.group_instance_id and isinstance(exc, ProducerFenced):
+                # A process that joined as this instance takes its partitions and their transactional
+                # ids at once; the broker's FENCED_INSTANCE_ID answer (group_instance_fenced) may come
+                # a heartbeat later.
+                hint = {"hint": "another process took this worker's partitions: if no rebalance moved them, "
+                                f"one running with this worker's instance id {settings.group_instance_id!r}"}
+            log.error("take_failed", messages=len(events), error=f"{type(exc).__name__}: {exc}", **hint)
             await app.crash(exc)
 
     # What the take in hand did per partition, logged once committed (a partition revoked before

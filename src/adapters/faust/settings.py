@@ -31,6 +31,7 @@ class StreamingSettings:
     indexer_web_port: int
     processing_guarantee: str
     session_timeout: float
+    group_instance_id: str  # empty: dynamic membership
     take_max: int
     take_within: float
     indexer_take_within: float
