@@ -15,13 +15,21 @@ From the workers' `take_committed` and `batch` lines it prints one JSON object:
   steps       per step: SIGTERM to exit, start to "Worker ready" and to the first committed take,
               whether the local store was kept (no `state_store_discarded`) and how many changelog
               records recovery read, which partitions each worker committed before and after, and
-              per partition the longest time without a committed take over the step
+              per partition the longest time without a committed take over the step, the partitions
+              that changed hands, the changelog records the restarted worker read back, the group
+              generations any worker joined meanwhile and how often the other worker had partitions
+              revoked (0 and none new: the step cost the other worker nothing)
   baseline    the same longest gap per partition over the --settle seconds before the first step
   correctness trades ingested, trades and accepted trades committed as judged (a take's `batch`
               lines superseded by a later run from the same offset), committed == end offsets,
               anomaly ids on the anomalies topic (read_committed): how many, how many more than once
 
+With --static the workers join as static members (STOCKANOMALY_GROUP_INSTANCE_ID worker-a and
+worker-b, the same on every start; the session timeout then defaults to 30 s). --logs DIR keeps
+every run's logs and JSON line in DIR/<app id>/, a failed run's too.
+
 Usage: .venv/bin/python benchmarks/rolling_restart.py [--pace x200] [--settle 10] [--label NAME]
+           [--static] [--logs DIR] [--compare-embedded]
 """
 
 from __future__ import annotations
@@ -117,6 +125,8 @@ class Run:
         log = self.workdir / f"w{name}{self.runs[name]}.log"
         env = {**self.env, "STOCKANOMALY_DATA_DIR": str(self.workdir / f"{name}-data"),
                "STOCKANOMALY_WORKER_WEB_PORT": str(self.ports[name])}
+        if self.args.static:  # the same id on every start of the worker, as a deployment would give it
+            env["STOCKANOMALY_GROUP_INSTANCE_ID"] = f"worker-{name.lower()}"
         started = time.time()
         proc = self.spawn([str(BIN / "faust"), "-A", "entrypoints.worker", "worker", "-l", "info"], log, env)
         self.current[name] = (proc, log, started)
@@ -230,6 +240,31 @@ class Run:
                     e["from"] = "scratch"
             found.append({"at": at, "partitions": per})
         return found
+
+    def membership(self, name: str, since: float, until: float) -> dict:
+        """What the group did in [since, until]: the generations any worker joined, and how often the
+        worker that was not restarted had partitions revoked (a rebalance reached it)."""
+        joined: set[int] = set()
+        revoked = 0
+        for log in self.workdir.glob("w*.log"):
+            text = log.read_text(errors="replace")
+            for line in text.splitlines():
+                at = self._line_stamp(line)
+                if at is None or not since <= at <= until:
+                    continue
+                m = re.search(r"Joined group '[^']*' \(generation (\d+)\)", line)
+                if m:
+                    joined.add(int(m.group(1)))
+                if log.stem[1] != name and "Revoking previously assigned partitions" in line and "set()" not in line:
+                    revoked += 1
+        return {"generations_joined": sorted(joined), "other_worker_revocations": revoked}
+
+    @staticmethod
+    def _line_stamp(line: str) -> float | None:
+        m = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)\]", line)
+        if not m:
+            return None
+        return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
 
     @staticmethod
     def _assignments(text: str) -> list[str]:
@@ -368,7 +403,13 @@ class Run:
             Path(self.args.ids_out).write_text("".join(f"{i}\n" for i in sorted(ids)))
         trades, accepted, anomalies, dead = self.committed_trades()
         for step in steps:
-            step["gap_s_per_partition"] = self.gaps(*step.pop("window"))
+            window = step.pop("window")
+            step["gap_s_per_partition"] = self.gaps(*window)
+            step.update(self.membership(step["worker"], *window))
+            before, after = step["committed_before"], step["committed_after"]
+            step["partitions_moved"] = sorted(p for name, parts in after.items() for p in parts
+                                              if p not in before.get(name, []))
+            step["records_restored"] = sum(e["records"] for r in step["recovery"] for e in r["partitions"].values())
             step.pop("settle_began")
         warnings: dict[str, int] = {}
         for log in sorted(self.workdir.glob("w*.log")):
@@ -412,7 +453,11 @@ def main() -> None:
                         help="also replay the market in-process and compare its anomaly ids with the stream's")
     parser.add_argument("--ids-out", metavar="FILE", help="write the anomaly ids read off the topic here")
     parser.add_argument("--keep", action="store_true", help="keep the logs and data directories")
+    parser.add_argument("--logs", metavar="DIR",
+                        help="copy every run's logs (and its JSON line) to DIR/<app id>/, whether it ends well or not")
     parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--static", action="store_true",
+                        help="static group membership: workers A and B join as instances worker-a and worker-b")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="rolling-"))
     run = Run(args, workdir)
@@ -426,13 +471,21 @@ def main() -> None:
         raise
     finally:
         run.stop()
+        if args.logs:  # every run's, a failed one's too: what a crash is diagnosed from
+            kept = Path(args.logs) / run.app_id
+            kept.mkdir(parents=True, exist_ok=True)
+            for log in workdir.glob("*.log"):
+                shutil.copy2(log, kept / log.name)
+    line = json.dumps({"benchmark": "rolling_restart", "label": args.label, "static": args.static,
+                       "symbols": args.symbols, "trades": args.trades, "seed": args.seed, "settle": args.settle,
+                       "worker_env": args.worker_env, **result})
+    if args.logs:
+        (Path(args.logs) / run.app_id / "result.json").write_text(line + "\n")
     if args.keep:
         say(f"rolling_restart: logs kept in {workdir}")
     else:
         shutil.rmtree(workdir)
-    print(json.dumps({"benchmark": "rolling_restart", "label": args.label, "symbols": args.symbols,
-                      "trades": args.trades, "seed": args.seed, "settle": args.settle,
-                      "worker_env": args.worker_env, **result}))
+    print(line)
 
 
 if __name__ == "__main__":
