@@ -300,7 +300,9 @@ class Run:
             for d in lines(log):
                 if d.get("event") == "batch":
                     first, last = (int(x) for x in d["offsets"].rsplit("@", 1)[1].split("-"))
-                    groups.append((d["timestamp"], d["partition"], first, last, d["trades"], d["accepted"],
+                    # by time, not by the stamp's text: a stamp on a whole second has no fraction
+                    # ("...:07Z" sorts after "...:07.07Z"), and a group then superseded later ones
+                    groups.append((stamp(d), d["partition"], first, last, d["trades"], d["accepted"],
                                    d["anomalies"], d["dead_letters"]))
         kept: dict[int, list[tuple]] = {}
         for _, partition, first, last, *counts in sorted(groups):

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,13 +204,16 @@ class Stream:
         later (the take was not committed before a kill, or the partition moved) is superseded by
         the later one from where that starts. Also checks that the groups kept cover each
         partition's offsets without a gap, from 0."""
-        groups: list[tuple[str, int, int, int, int]] = []
+        groups: list[tuple[datetime, int, int, int, int]] = []
         for log in self.workdir.glob("w*.log"):
             for line in log.read_text(errors="replace").splitlines():
                 if line.startswith("{") and '"event": "batch"' in line:
                     d = json.loads(line)
                     first, last = (int(x) for x in d["offsets"].rsplit("@", 1)[1].split("-"))
-                    groups.append((d["timestamp"], d["partition"], first, last, d["accepted"]))
+                    # by time, not by the stamp's text: one on a whole second has no fraction and
+                    # would sort after the later stamps of that second
+                    at = datetime.fromisoformat(d["timestamp"].replace("Z", "+00:00"))
+                    groups.append((at, d["partition"], first, last, d["accepted"]))
         kept: dict[int, list[tuple[int, int, int]]] = {}
         for _, partition, first, last, accepted in sorted(groups):
             mine = [g for g in kept.get(partition, []) if g[0] < first]  # anything from `first` on: redone
