@@ -29,6 +29,7 @@ from adapters.faust.recovery import (end_recovery_sooner, fetch_without_long_pol
                                      retry_concurrent_transactions_soon)
 from adapters.faust.membership import FencedInstanceIdError, heartbeat_as_instance, on_fenced
 from adapters.faust.sequence import InSequence, in_sequence
+from adapters.faust.transactions import stop_producers_of_partitions_not_held
 from adapters.faust.settings import StreamingSettings
 from adapters.kafka.codec import decode_many
 from adapters.kafka.keys import WRONG_PARTITION, misrouted, partition_of
@@ -393,6 +394,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     """
     restore_tables_from_broker_offsets()
     heartbeat_as_instance()
+    stop_producers_of_partitions_not_held()
     end_recovery_sooner()
     fetch_without_long_polls()
     retry_concurrent_transactions_soon()
