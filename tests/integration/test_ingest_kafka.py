@@ -185,3 +185,17 @@ async def test_ingest_stopped_by_sigterm_flushes_and_sums_up_what_it_sent(
     assert (summary["messages"], summary["trades"]) == (len(records), trades) and 0 < trades < total
     assert summary["bytes"] == sum(len(r.value) for r in records)
     assert "Traceback" not in err
+
+
+@pytest.mark.asyncio
+async def test_processes_creating_the_same_topics_at_once_all_start(kafka_bootstrap, new_topic, suffix) -> None:
+    """Workers started together on a new broker each create the topics they need; one of two was
+    refused ("'...-changelog' has 0" partitions), the other's creation still under way."""
+    from adapters.kafka.topics import ensure_topics
+
+    names = [f"it-race-{k}-{suffix}" for k in range(6)]  # removed with the suffix's topics (new_topic)
+    for attempt in range(3):  # the window is short: several rounds of six topics, each by four at once
+        round_names = [f"{name}-{attempt}" for name in names]
+        created = await asyncio.gather(*(ensure_topics(kafka_bootstrap, round_names, 4, client_id=f"it-race-{k}")
+                                          for k in range(4)))
+        assert sorted(name for made in created for name in made) == sorted(round_names)  # each created once

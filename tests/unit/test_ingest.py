@@ -470,3 +470,37 @@ async def test_topic_set_up_gives_up_on_a_port_that_accepts_and_never_answers() 
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+class _CreatingElsewhere:
+    """An admin client of a broker on which another process is creating `trades` at this instant: it
+    is listed, and described first with no partitions, then with its 4."""
+
+    def __init__(self, **_: Any) -> None:
+        self.descriptions = 0
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def list_topics(self) -> list[str]:
+        return ["trades"]
+
+    async def describe_topics(self, topics: list[str]) -> list[dict]:
+        self.descriptions += 1
+        partitions = [{"partition": p, "leader": 1} for p in range(4)] if self.descriptions > 2 else []
+        return [{"topic": t, "error_code": 0 if partitions else 5, "partitions": partitions} for t in topics]
+
+
+@pytest.mark.asyncio
+async def test_a_topic_another_process_is_creating_is_waited_for_not_taken_for_one_of_no_partitions(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers started together on a new broker: one exited with "'trades' has 0" partitions."""
+    from adapters.kafka import topics
+
+    made: list[_CreatingElsewhere] = []
+    monkeypatch.setattr(topics, "AIOKafkaAdminClient", lambda **kw: made.append(_CreatingElsewhere(**kw)) or made[-1])
+    assert await topics.ensure_topics("127.0.0.1:9092", ["trades"], 4) == []
+    assert made[0].descriptions == 3
+    with pytest.raises(ConfigError, match="'trades' has 4"):  # a real difference is still refused
+        await topics.ensure_topics("127.0.0.1:9092", ["trades"], 2)

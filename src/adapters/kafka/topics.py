@@ -37,7 +37,7 @@ async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int, r
     try:
         existing = set(await admin.list_topics())
         present = [n for n in wanted if n in existing]
-        _check_partitions(await admin.describe_topics(present) if present else [], partitions, wanted)
+        _check_partitions(await _described(admin, present), partitions, wanted)
         missing = [NewTopic(n, partitions, replication_factor, topic_configs=dict((configs or {}).get(n, {})))
                    for n in wanted if n not in existing]
         if not missing:
@@ -51,13 +51,28 @@ async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int, r
                 message = rest[0] if rest and rest[0] else for_code(code).__name__
                 raise KafkaError(f"creating topic {name}: {message}")
         if raced:
-            _check_partitions(await admin.describe_topics(raced), partitions, wanted)
+            _check_partitions(await _described(admin, raced), partitions, wanted)
         created = [t.name for t in missing if t.name not in raced]
         log.info("topics_created", topics=created, partitions=partitions)
         await _await_leaders(admin, [t.name for t in missing])
         return created
     finally:
         await admin.close()
+
+
+async def _described(admin: AIOKafkaAdminClient, topics: list[str], timeout: float = 15.0) -> list[dict]:
+    """The topics as the broker describes them, once each has its partitions (bounded): a topic
+    another process is creating at this instant is listed before its partitions are, and was taken
+    for one of 0 partitions (two workers started together: one exited, 'has 0')."""
+    if not topics:
+        return []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        described = await admin.describe_topics(topics)
+        if all(t["error_code"] == 0 and t["partitions"] for t in described) or \
+                asyncio.get_running_loop().time() >= deadline:
+            return described
+        await asyncio.sleep(0.05)
 
 
 def _check_partitions(described: list[dict], partitions: int, order: list[str]) -> None:
