@@ -17,20 +17,20 @@ from typing import IO, Any
 
 import faust
 import numpy as np
-from aiokafka.errors import ProducerFenced
 import structlog
+from aiokafka.errors import ProducerFenced
 from faust.streams import _current_event
 from faust.types import TP
 
+from adapters.faust.membership import FencedInstanceIdError, heartbeat_as_instance, on_fenced
 from adapters.faust.outputs import (KafkaDeadLetterSink, KafkaJsonSink, PartitionProducer, traced_to_messages,
                                     write_changelog)
-from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
 from adapters.faust.recovery import (end_recovery_sooner, fetch_without_long_polls, restore_tables_from_broker_offsets,
                                      retry_concurrent_transactions_soon)
-from adapters.faust.membership import FencedInstanceIdError, heartbeat_as_instance, on_fenced
 from adapters.faust.sequence import InSequence, in_sequence
-from adapters.faust.transactions import stop_producers_of_partitions_not_held
 from adapters.faust.settings import StreamingSettings
+from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
+from adapters.faust.transactions import stop_producers_of_partitions_not_held
 from adapters.kafka.codec import decode_many
 from adapters.kafka.keys import WRONG_PARTITION, misrouted, partition_of
 from application.detect import DetectTrades
