@@ -244,6 +244,7 @@ class Settings(BaseSettings):
             elasticsearch_replicas=self.es_replicas, elasticsearch_refresh_interval=self.es_refresh_interval,
             web_port=self.worker_web_port, indexer_web_port=self.indexer_web_port,
             processing_guarantee=self.processing_guarantee, session_timeout=self.session_timeout,
+            indexer_session_timeout=self.kafka_session_timeout or DYNAMIC_SESSION_TIMEOUT,
             group_instance_id=self.group_instance_id, take_max=self.take_max, take_within=self.take_within,
             indexer_take_within=self.indexer_take_within)
 

@@ -16,6 +16,7 @@ from builders import until
 import adapters.faust.app as app_module
 import adapters.faust.membership as membership
 from adapters.faust.app import create_app
+from adapters.faust.indexer import create_indexer_app
 from entrypoints.container import build_container
 from entrypoints.settings import load_settings
 
@@ -44,6 +45,12 @@ async def test_the_instance_id_reaches_the_workers_consumer_with_a_session_to_ou
     # Faust's assignor names a member by its URL and refuses an assignment made for another: a static
     # member is handed the one made for its instance, whatever host or port it restarts on.
     assert (str(app.conf.canonical_url) == "http://worker-a") == bool(instance)
+    # the indexer, never a static member, keeps a dynamic member's session whatever the worker's id
+    indexer = create_indexer_app(load_settings(store="memory://", app_id="unit-static").streaming(),
+                                 sink=None)  # type: ignore[arg-type]
+    consumer = indexer.consumer._thread._create_worker_consumer(indexer.transport)
+    await consumer.stop()
+    assert (consumer._group_instance_id, consumer._session_timeout_ms) == (None, float(timeout or 10) * 1000)
 
 
 @pytest.mark.parametrize("value", ["worker a", "a/b", "..", "w" * 250])

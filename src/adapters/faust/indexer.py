@@ -110,8 +110,8 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
         broker_commit_interval=NEVER,
         broker_commit_every=2**62,
         # How soon the group notices a process gone (a killed one's partitions wait that long).
-        broker_session_timeout=settings.session_timeout,
-        broker_heartbeat_interval=settings.heartbeat_interval,
+        broker_session_timeout=settings.indexer_session_timeout,
+        broker_heartbeat_interval=settings.indexer_heartbeat_interval,
         # An outage holds a take for as long as it lasts: stay in the group meanwhile.
         broker_max_poll_interval=24 * 3600.0,
         # ... and a stop (SIGTERM) does not wait for that take to finish: it is cancelled, its offsets

@@ -30,13 +30,19 @@ class StreamingSettings:
     web_port: int
     indexer_web_port: int
     processing_guarantee: str
-    session_timeout: float
-    group_instance_id: str  # empty: dynamic membership
+    session_timeout: float  # the worker's (a static member's default is longer)
+    indexer_session_timeout: float  # the indexer's: it is never a static member
+    group_instance_id: str  # the worker's; empty: dynamic membership
     take_max: int
     take_within: float
     indexer_take_within: float
 
     @property
     def heartbeat_interval(self) -> float:
-        """Seconds between a consumer's heartbeats: at least three per session timeout (Kafka's advice)."""
+        """Seconds between a worker's heartbeats: at least three per session timeout (Kafka's advice)."""
         return min(HEARTBEAT_SECONDS, self.session_timeout / 3)
+
+    @property
+    def indexer_heartbeat_interval(self) -> float:
+        """The same for the indexer's session."""
+        return min(HEARTBEAT_SECONDS, self.indexer_session_timeout / 3)
