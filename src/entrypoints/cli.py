@@ -367,13 +367,6 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         raise click.BadParameter("names no symbol", param_hint="--symbols")
     if detectors is not None and not detectors.strip(" ,"):  # (a blank STOCKANOMALY_DETECTORS means all)
         raise click.BadParameter("names no detector", param_hint="--detectors")
-    if rules_file:  # a broken ./suppressions.json would stop every replay in its folder: say the way out
-        from adapters.files.suppressions import load_suppressions
-
-        try:
-            load_suppressions(rules_file)
-        except DomainError as exc:
-            fail(f"{exc} (--no-suppressions replays without it)")
     try:
         container = build_container({"detectors": "--detectors"}, out=out, dead_letters=dead_letters,
                                     thresholds=thresholds, detectors=detectors,
@@ -404,7 +397,10 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         say_when_compiling()
         container.engine().warm_up()  # kernels loaded before the clock starts, as a worker does at start-up
     except DomainError as exc:
-        fail(str(exc))
+        from adapters.files.suppressions import SuppressionsUnreadable
+
+        # a broken ./suppressions.json would stop every replay in its folder: say the way out
+        fail(f"{exc} (--no-suppressions replays without it)" if isinstance(exc, SuppressionsUnreadable) else str(exc))
     bars = None
     if report:
         from adapters.report import BarCollector

@@ -13,6 +13,11 @@ from domain.suppressions import Suppression, Suppressions
 
 log = structlog.get_logger()
 
+
+class SuppressionsUnreadable(ConfigError):
+    """A suppressions file that does not hold rules this release reads (a replay says how to do
+    without it)."""
+
 KNOWN = {"id", "symbol", "detector", "between", "until", "note"}
 
 
@@ -24,24 +29,24 @@ def load_suppressions(path: str | Path) -> list[Suppression]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"suppressions file {p} is not readable JSON: {exc}") from None
+        raise SuppressionsUnreadable(f"suppressions file {p} is not readable JSON: {exc}") from None
     rules = data.get("suppressions") if isinstance(data, dict) else None
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
-        raise ConfigError(f"suppressions file {p} must hold {{\"suppressions\": [rule, ...]}}")
+        raise SuppressionsUnreadable(f"suppressions file {p} must hold {{\"suppressions\": [rule, ...]}}")
     out = []
     for n, rule in enumerate(rules, 1):
         unknown = sorted(set(rule) - KNOWN)
         if unknown:
-            raise ConfigError(f"suppressions file {p}, rule {n}: unknown fields {unknown}")
+            raise SuppressionsUnreadable(f"suppressions file {p}, rule {n}: unknown fields {unknown}")
         not_text = sorted(k for k, v in rule.items() if v is not None and not isinstance(v, str))
         if not_text:
-            raise ConfigError(f"suppressions file {p}, rule {n}: {', '.join(not_text)} must be text "
+            raise SuppressionsUnreadable(f"suppressions file {p}, rule {n}: {', '.join(not_text)} must be text "
                               f"(as `stockanomaly suppress` writes them)")
         try:
             out.append(Suppression.of(rule.get("symbol"), rule.get("detector"), rule.get("between"),
                                       rule.get("until"), rule.get("note") or ""))
         except ConfigError as exc:
-            raise ConfigError(f"suppressions file {p}, rule {n}: {exc}") from None
+            raise SuppressionsUnreadable(f"suppressions file {p}, rule {n}: {exc}") from None
     return out
 
 
