@@ -10,7 +10,7 @@ partitions, and a symbol's anomalies and dead letters are keyed like its trades.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -37,7 +37,7 @@ async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int, r
     try:
         existing = set(await admin.list_topics())
         present = [n for n in wanted if n in existing]
-        _check_partitions(await _described(admin, present), partitions, wanted)
+        _check_partitions((await _described(admin, present))[0], partitions, wanted)
         missing = [NewTopic(n, partitions, replication_factor, topic_configs=dict((configs or {}).get(n, {})))
                    for n in wanted if n not in existing]
         if not missing:
@@ -51,7 +51,7 @@ async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int, r
                 message = rest[0] if rest and rest[0] else for_code(code).__name__
                 raise KafkaError(f"creating topic {name}: {message}")
         if raced:
-            _check_partitions(await _described(admin, raced), partitions, wanted)
+            _check_partitions((await _described(admin, raced))[0], partitions, wanted)
         created = [t.name for t in missing if t.name not in raced]
         log.info("topics_created", topics=created, partitions=partitions)
         await _await_leaders(admin, [t.name for t in missing])
@@ -60,18 +60,29 @@ async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int, r
         await admin.close()
 
 
-async def _described(admin: AIOKafkaAdminClient, topics: list[str], timeout: float = 15.0) -> list[dict]:
-    """The topics as the broker describes them, once each has its partitions (bounded): a topic
-    another process is creating at this instant is listed before its partitions are, and was taken
-    for one of 0 partitions (two workers started together: one exited, 'has 0')."""
+def _has_partitions(topic: dict) -> bool:
+    return topic["error_code"] == 0 and bool(topic["partitions"])
+
+
+def _has_leaders(topic: dict) -> bool:
+    return _has_partitions(topic) and all(p["leader"] >= 0 for p in topic["partitions"])
+
+
+async def _described(admin: AIOKafkaAdminClient, topics: list[str], settled: Callable[[dict], bool] = _has_partitions,
+                     timeout: float = 15.0) -> tuple[list[dict], bool]:
+    """The topics as the broker describes them once each is `settled` (by default: has its
+    partitions), polled for up to `timeout` seconds; and whether they all are. A topic another
+    process is creating at this instant is listed before its partitions are, and was taken for one
+    of 0 partitions (two workers started together: one exited, 'has 0')."""
     if not topics:
-        return []
+        return [], True
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         described = await admin.describe_topics(topics)
-        if all(t["error_code"] == 0 and t["partitions"] for t in described) or \
-                asyncio.get_running_loop().time() >= deadline:
-            return described
+        if all(settled(t) for t in described):
+            return described, True
+        if asyncio.get_running_loop().time() >= deadline:
+            return described, False
         await asyncio.sleep(0.05)
 
 
@@ -86,11 +97,5 @@ def _check_partitions(described: list[dict], partitions: int, order: list[str]) 
 async def _await_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeout: float = 15.0) -> None:
     """Wait (bounded) until every partition of new topics has a leader: sends before that are
     refused with NotLeaderForPartition and only succeed on retry."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        described = await admin.describe_topics(topics)
-        if all(t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
-               for t in described):
-            return
-        await asyncio.sleep(0.05)
-    log.warning("topic_leaders_pending", topics=topics, waited_seconds=timeout)
+    if not (await _described(admin, topics, _has_leaders, timeout))[1]:
+        log.warning("topic_leaders_pending", topics=topics, waited_seconds=timeout)
