@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 from builders import calm_flow, until
 
 from adapters.faust.app import TakeProgress, by_partition, create_app
@@ -177,6 +178,7 @@ class _Stream:
 
     def __init__(self, *offsets: int | None) -> None:
         self.queue: asyncio.Queue[SimpleNamespace | None] = asyncio.Queue()
+        self.handed: int | None = None  # the highest offset queued so far: Faust's read offset
         self.put(*offsets)
         self.acked: list[int] = []
         self.flushed: list[int] = []
@@ -191,6 +193,8 @@ class _Stream:
     def put(self, *offsets: int | None) -> None:
         for o in offsets:
             self.queue.put_nowait(None if o is None else _event(o))
+            if o is not None:
+                self.handed = o
 
     def noack(self) -> _Stream:
         return self
@@ -221,8 +225,10 @@ class _Stream:
         assert self.commits[-1] == offsets  # the tables hear of exactly what was committed
         self.committing = False
 
-    async def seek(self, tp: object, offset: int) -> None:
+    async def seek(self, tp: object, offset: int) -> int | None:
         self.seeks.append(offset)
+        handed, self.handed = self.handed, offset
+        return handed
 
 
 def _offsets(take: list[SimpleNamespace]) -> list[int]:
@@ -267,7 +273,7 @@ async def test_a_repeated_offset_is_dropped_and_a_hole_is_read_again() -> None:
     sequence = InSequence(fake.seek)
     taken = [_offsets(t) async for t in committed_takes(fake, fake, 100, 0.05, sequence)]  # type: ignore[arg-type]
     assert sum(taken, []) == [0, 1, 2, 3, 4, 5]
-    assert fake.seeks == [2, 2]  # and again after the message fetched before the seek
+    assert fake.seeks == [2]  # 5 was queued before the seek, which still holds: no second one
     assert fake.acked == [0, 1, 2, 3, 4, 5] and fake.commits[-1] == {("trades", 0): 6}
 
 
@@ -366,7 +372,36 @@ async def test_a_partition_resumes_at_its_committed_offset_whatever_comes_first(
     fake = _Stream(9, 10, 7, 8, 9, 10, None)  # 9 and 10 fetched before the seek back to 7
     sequence = InSequence(fake.seek, start_of=lambda tp: 7)
     taken = [_offsets(t) async for t in committed_takes(fake, fake, 100, 0.05, sequence)]  # type: ignore[arg-type]
-    assert sum(taken, []) == [7, 8, 9, 10] and fake.seeks == [7, 7]
+    assert sum(taken, []) == [7, 8, 9, 10] and fake.seeks == [7]
+
+
+@pytest.mark.asyncio
+async def test_a_full_buffer_behind_a_hole_costs_a_seek_back_only_per_message_handed_over_after_one() -> None:
+    """A restarted worker met a hole with Faust's buffer full behind it: seeking again for each of
+    the 4,096 queued messages held its first take back by seconds. Only a message the fetch loop
+    hands over after a seek (above what that seek reports as handed over) moves the read offset
+    past the record awaited; the rest need no seek."""
+    seeks: list[int] = []
+    read = {"offset": 4100}  # Faust's read offset: the last message its fetch loop handed over
+
+    async def seek(tp: object, offset: int) -> int | None:
+        seeks.append(offset)
+        handed, read["offset"] = read["offset"], offset
+        return handed
+
+    sequence = InSequence(seek, start_of=lambda tp: 0)
+    admitted = [await sequence.admit(_event(o).message) for o in (0, 1, 2, 3, 5)]  # 4 never delivered
+    assert admitted == [True, True, True, True, False] and seeks == [4]
+    assert not any([await sequence.admit(_event(o).message) for o in range(6, 4101)])  # queued before it
+    assert seeks == [4]
+    read["offset"] = 4102  # the fetch loop handed 4101 and 4102 over after the seek: 4 would be dropped
+    assert not await sequence.admit(_event(4101).message) and seeks == [4, 4]
+    assert not await sequence.admit(_event(4102).message) and seeks == [4, 4]  # before the second seek
+    with capture_logs() as logs:
+        assert [await sequence.admit(_event(o).message) for o in (4, 5, 6)] == [True, True, True]
+    assert seeks == [4, 4]
+    rewound = [e for e in logs if e["event"] == "consumer_rewound"]  # what an operator reads
+    assert [(e["offset"], e["seeks"], e["dropped"]) for e in rewound] == [(4, 2, 4097)]
 
 
 @pytest.mark.asyncio

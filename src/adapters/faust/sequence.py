@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -24,6 +26,19 @@ RECONNECT_SECONDS = 1.0  # between attempts to start the log reader's consumer w
 # (partition, first offset, before) -> the offset of the first record the log holds in [first,
 # before) for this consumer (committed records under read_committed), or None when there is none
 NextRecord = Callable[[Any, int, int], Awaitable[int | None]]
+# (partition, offset) -> moves the consumer's read position there; returns the highest offset of the
+# partition it had handed over before the move (None when it cannot say)
+Seek = Callable[[Any, int], Awaitable[int | None]]
+
+
+@dataclass
+class Rewind:
+    """A partition sought back to a record it is waiting for: since when, how many seeks it took,
+    how many messages were dropped meanwhile (told once the record comes)."""
+
+    since: float = field(default_factory=time.monotonic)
+    seeks: int = 1
+    dropped: int = 0
 
 
 class InSequence:
@@ -43,21 +58,30 @@ class InSequence:
     partition with nothing newer to deliver then never shows the hole. So `resume()` (called
     periodically) seeks every partition that had messages dropped and none judged since back to
     where it resumes. Dropped messages are never acknowledged, so never committed.
+
+    A seek is repeated only for a message handed over *after* the last seek (above the offset that
+    seek reports as handed over already): only such a message moves the consumer's read position
+    past the record awaited. The rest of a full buffer, queued before the seek, is dropped as it
+    comes. (Seeking for each of them, up to Faust's 4,096 buffered messages, each a round trip to
+    the consumer's thread that also restarts its fetch, held a restarted worker's first take back
+    by up to 8.7 s.)
     """
 
-    def __init__(self, seek: Callable[[Any, int], Awaitable[None]], ready: Callable[[], bool] | None = None,
+    def __init__(self, seek: Seek, ready: Callable[[], bool] | None = None,
                  start_of: Callable[[Any], int | None] | None = None, next_record: NextRecord | None = None) -> None:
         self.seek, self.ready, self.start_of, self.next_record = seek, ready, start_of, next_record
         self.positions: dict[Any, int] = {}  # partition -> next offset expected
-        self.rewinding: set[Any] = set()
+        self.rewinding: dict[Any, Rewind] = {}
         self.dropped: set[Any] = set()  # partitions with messages dropped while not ready
+        self.handed: dict[Any, int | None] = {}  # partition -> highest offset handed over before its last seek
 
     def forget(self, partitions: Iterable[Any]) -> None:
         """Revoked: whoever gets them next, maybe this worker again, starts from the committed offset."""
         for tp in partitions:
             self.positions.pop(tp, None)
-            self.rewinding.discard(tp)
+            self.rewinding.pop(tp, None)
             self.dropped.discard(tp)
+            self.handed.pop(tp, None)
 
     async def resume(self, owned: Iterable[Any]) -> list[Any]:
         """Once ready: seek each of the `owned` partitions that had messages dropped while not ready,
@@ -72,12 +96,12 @@ class InSequence:
                 # known (a consumer that resets to the log's end): its own reset is all there is.
                 self.dropped.discard(tp)
                 continue
-            await self.seek(tp, start)  # raises mid-rebalance: left in `dropped`, tried again next time
+            self.handed[tp] = await self.seek(tp, start)  # raises mid-rebalance: left in `dropped`, tried again next time
             log.info("consumer_resumed_dropped", tp=f"{tp.topic}[{tp.partition}]", offset=start)
             self.dropped.discard(tp)
             if tp not in self.positions:  # a message judged while seeking keeps its place: repeats drop
                 self.positions[tp] = start
-                self.rewinding.add(tp)
+                self.rewinding[tp] = Rewind()
             sought.append(tp)
         return sought
 
@@ -98,17 +122,26 @@ class InSequence:
                 log.warning("consumer_skipped_offsets", tp=f"{m.topic}[{m.partition}]", first=skipped,
                             last=m.offset - 1, action="seeking back")
                 self.positions[m.tp] = skipped
-                self.rewinding.add(m.tp)
-                await self.seek(m.tp, skipped)
+                self.rewinding[m.tp] = Rewind()
+                self.handed[m.tp] = await self.seek(m.tp, skipped)
                 return False
         if expected is None or m.offset == expected:
-            self.rewinding.discard(m.tp)
+            rewound = self.rewinding.pop(m.tp, None)
+            if rewound is not None:
+                log.info("consumer_rewound", tp=f"{m.topic}[{m.partition}]", offset=m.offset, seeks=rewound.seeks,
+                         dropped=rewound.dropped, took_s=round(time.monotonic() - rewound.since, 3))
             self.positions[m.tp] = m.offset + 1
             return True
-        if m.tp in self.rewinding and m.offset > expected:
-            # Fetched before the seek: Faust moved its read offset past it and would drop the
-            # messages the seek brings back. Seek again, to the record it is waiting for.
-            await self.seek(m.tp, expected)
+        rewind = self.rewinding.get(m.tp)
+        if rewind is not None and m.offset > expected:
+            rewind.dropped += 1
+            handed = self.handed.get(m.tp)
+            if handed is None or m.offset > handed:
+                # Fetched before the seek but handed over after it: Faust moved its read offset
+                # past it and would drop the messages the seek brings back. Seek again.
+                self.handed[m.tp] = await self.seek(m.tp, expected)
+                rewind.seeks += 1
+            # else queued before the last seek, which still holds: dropped
         else:
             log.info("consumer_repeated_offset", tp=f"{m.topic}[{m.partition}]", offset=m.offset, expected=expected)
         return False
@@ -218,13 +251,18 @@ def in_sequence(app: faust.App, bootstrap: str) -> InSequence:
         recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager has it; its type does not say
         return bool(recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
 
-    async def seek(tp: Any, offset: int) -> None:
+    async def seek(tp: Any, offset: int) -> int | None:
         # In the consumer's own thread: Faust's `consumer.seek` changes the aiokafka consumer from
         # this one, racing its fetcher (measured: KeyError in `fetched_records`, the worker crashed).
         consumer = app.consumer
         thread = consumer._thread  # type: ignore[attr-defined]
         await thread.call_thread(thread.seek, tp, offset)
+        # Faust's read offset: the last message its fetch loop handed over (it drops any below it).
+        # Read after the seek, in the same step as it is reset: a message handed over from here on
+        # is above it.
+        handed = consumer._read_offset.get(tp)  # type: ignore[attr-defined]
         consumer._read_offset[tp] = offset  # type: ignore[attr-defined]  # what Faust's seek also sets
+        return None if handed is None else int(handed)
 
     # Not `app.in_transaction`: Faust caches that property the first time it is read, and read here,
     # at start-up before the worker sets `in_worker`, it would stay False: the whole worker would then
