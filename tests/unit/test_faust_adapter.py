@@ -405,6 +405,38 @@ async def test_a_full_buffer_behind_a_hole_costs_a_seek_back_only_per_message_ha
 
 
 @pytest.mark.asyncio
+async def test_a_partition_still_waiting_for_its_record_a_while_after_a_seek_back_is_sought_again() -> None:
+    """Should the consumer drop the record a seek went back for (a race with its fetch loop), the
+    messages after it are all at or below what was handed over, so none makes admit seek again:
+    the periodic `resume` does, once the partition has waited `REWIND_PATIENCE_SECONDS`."""
+    from faust.types import TP
+
+    from adapters.faust.sequence import REWIND_PATIENCE_SECONDS
+
+    seeks: list[int] = []
+    now = {"t": 100.0}
+
+    async def seek(tp: object, offset: int) -> int | None:
+        seeks.append(offset)
+        return 50  # everything up to 50 had been handed over
+
+    sequence = InSequence(seek, start_of=lambda tp: 0, clock=lambda: now["t"])
+    owned = [TP("trades", 0), TP("trades", 1)]
+    assert [await sequence.admit(_event(o).message) for o in (0, 1, 3)] == [True, True, False] and seeks == [2]
+    assert not await sequence.admit(_event(3).message)  # 2 lost again: 3 comes, at or below 50
+    now["t"] += REWIND_PATIENCE_SECONDS - 0.1
+    assert await sequence.resume(owned) == [] and seeks == [2]  # not yet
+    now["t"] += 0.1
+    with capture_logs() as logs:
+        assert await sequence.resume(owned) == [TP("trades", 0)] and seeks == [2, 2]
+    assert [e["event"] for e in logs] == ["consumer_rewind_stalled"]
+    assert await sequence.resume(owned) == []  # just sought: waits its patience again
+    assert [await sequence.admit(_event(o).message) for o in (2, 3)] == [True, True]
+    now["t"] += REWIND_PATIENCE_SECONDS
+    assert await sequence.resume(owned) == [] and seeks == [2, 2]  # caught up: nothing more to do
+
+
+@pytest.mark.asyncio
 async def test_a_revoked_partition_resumes_at_its_committed_offset_when_it_comes_back() -> None:
     fake = _Stream()
     sequence = InSequence(fake.seek, start_of=lambda tp: 3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -17,6 +17,9 @@ from faust.types.enums import ProcessingGuarantee
 log = structlog.get_logger()
 
 RESUME_CHECK_SECONDS = 1.0  # how often partitions left behind by a recovery are looked for
+# A partition sought back this long ago and still waiting for its record is sought again: whatever
+# race left the record dropped (see `InSequence`), nothing else would bring it back.
+REWIND_PATIENCE_SECONDS = 5.0
 # How long a check of an offset jump waits for an unreachable broker before it gives up (and the
 # worker stops, for its supervisor to restart it), and how often it says it is waiting.
 BROKER_PATIENCE_SECONDS = 600.0
@@ -33,10 +36,13 @@ Seek = Callable[[Any, int], Awaitable[int | None]]
 
 @dataclass
 class Rewind:
-    """A partition sought back to a record it is waiting for: since when, how many seeks it took,
-    how many messages were dropped meanwhile (told once the record comes)."""
+    """A partition sought back to a record it is waiting for: the highest offset handed over before
+    the last seek, when that seek ran, and since when, how many seeks and how many messages dropped
+    (told once the record comes)."""
 
-    since: float = field(default_factory=time.monotonic)
+    since: float
+    last_seek: float
+    handed: int | None = None
     seeks: int = 1
     dropped: int = 0
 
@@ -62,18 +68,21 @@ class InSequence:
     A seek is repeated only for a message handed over *after* the last seek (above the offset that
     seek reports as handed over already): only such a message moves the consumer's read position
     past the record awaited. The rest of a full buffer, queued before the seek, is dropped as it
-    comes. (Seeking for each of them, up to Faust's 4,096 buffered messages, each a round trip to
-    the consumer's thread that also restarts its fetch, held a restarted worker's first take back
-    by up to 8.7 s.)
+    comes (measured on a restarted worker: 8-10 seeks where seeking for every such message made
+    1,353, each a round trip to the consumer's thread that restarts the partition's fetch). A
+    partition still waiting `REWIND_PATIENCE_SECONDS` after its last seek is sought again by
+    `resume()`: should a race leave its record dropped by the consumer after all, nothing else
+    would bring it back.
     """
 
     def __init__(self, seek: Seek, ready: Callable[[], bool] | None = None,
-                 start_of: Callable[[Any], int | None] | None = None, next_record: NextRecord | None = None) -> None:
+                 start_of: Callable[[Any], int | None] | None = None, next_record: NextRecord | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.seek, self.ready, self.start_of, self.next_record = seek, ready, start_of, next_record
+        self.clock = clock
         self.positions: dict[Any, int] = {}  # partition -> next offset expected
         self.rewinding: dict[Any, Rewind] = {}
         self.dropped: set[Any] = set()  # partitions with messages dropped while not ready
-        self.handed: dict[Any, int | None] = {}  # partition -> highest offset handed over before its last seek
 
     def forget(self, partitions: Iterable[Any]) -> None:
         """Revoked: whoever gets them next, maybe this worker again, starts from the committed offset."""
@@ -81,14 +90,26 @@ class InSequence:
             self.positions.pop(tp, None)
             self.rewinding.pop(tp, None)
             self.dropped.discard(tp)
-            self.handed.pop(tp, None)
 
     async def resume(self, owned: Iterable[Any]) -> list[Any]:
         """Once ready: seek each of the `owned` partitions that had messages dropped while not ready,
-        and none judged since, back to where it resumes. Returns the partitions sought."""
+        and none judged since, back to where it resumes; and each sought back more than
+        `REWIND_PATIENCE_SECONDS` ago and still waiting, back to its record again. Returns the
+        partitions sought."""
         if self.ready is not None and not self.ready():
             return []
+        owned = list(owned)
         sought = []
+        now = self.clock()
+        for tp in [tp for tp in owned if tp in self.rewinding and tp in self.positions]:
+            rewind = self.rewinding[tp]
+            if now - rewind.last_seek < REWIND_PATIENCE_SECONDS:
+                continue
+            log.warning("consumer_rewind_stalled", tp=f"{tp.topic}[{tp.partition}]", offset=self.positions[tp],
+                        waited_s=round(now - rewind.last_seek, 1), action="seeking back again")
+            rewind.last_seek, rewind.seeks = now, rewind.seeks + 1
+            rewind.handed = await self.seek(tp, self.positions[tp])  # raises mid-rebalance: tried again next time
+            sought.append(tp)
         for tp in [tp for tp in owned if tp in self.dropped]:
             start = self.start_of(tp) if self.start_of is not None else None
             if tp in self.positions or start is None:
@@ -96,12 +117,12 @@ class InSequence:
                 # known (a consumer that resets to the log's end): its own reset is all there is.
                 self.dropped.discard(tp)
                 continue
-            self.handed[tp] = await self.seek(tp, start)  # raises mid-rebalance: left in `dropped`, tried again next time
+            handed = await self.seek(tp, start)  # raises mid-rebalance: left in `dropped`, tried again next time
             log.info("consumer_resumed_dropped", tp=f"{tp.topic}[{tp.partition}]", offset=start)
             self.dropped.discard(tp)
             if tp not in self.positions:  # a message judged while seeking keeps its place: repeats drop
                 self.positions[tp] = start
-                self.rewinding[tp] = Rewind()
+                self.rewinding[tp] = Rewind(since=now, last_seek=now, handed=handed)
             sought.append(tp)
         return sought
 
@@ -122,25 +143,25 @@ class InSequence:
                 log.warning("consumer_skipped_offsets", tp=f"{m.topic}[{m.partition}]", first=skipped,
                             last=m.offset - 1, action="seeking back")
                 self.positions[m.tp] = skipped
-                self.rewinding[m.tp] = Rewind()
-                self.handed[m.tp] = await self.seek(m.tp, skipped)
+                now = self.clock()
+                rewind = self.rewinding[m.tp] = Rewind(since=now, last_seek=now)
+                rewind.handed = await self.seek(m.tp, skipped)
                 return False
         if expected is None or m.offset == expected:
             rewound = self.rewinding.pop(m.tp, None)
             if rewound is not None:
                 log.info("consumer_rewound", tp=f"{m.topic}[{m.partition}]", offset=m.offset, seeks=rewound.seeks,
-                         dropped=rewound.dropped, took_s=round(time.monotonic() - rewound.since, 3))
+                         dropped=rewound.dropped, took_s=round(self.clock() - rewound.since, 3))
             self.positions[m.tp] = m.offset + 1
             return True
-        rewind = self.rewinding.get(m.tp)
-        if rewind is not None and m.offset > expected:
-            rewind.dropped += 1
-            handed = self.handed.get(m.tp)
-            if handed is None or m.offset > handed:
+        waiting = self.rewinding.get(m.tp)
+        if waiting is not None and m.offset > expected:
+            waiting.dropped += 1
+            if waiting.handed is None or m.offset > waiting.handed:
                 # Fetched before the seek but handed over after it: Faust moved its read offset
                 # past it and would drop the messages the seek brings back. Seek again.
-                self.handed[m.tp] = await self.seek(m.tp, expected)
-                rewind.seeks += 1
+                waiting.last_seek, waiting.seeks = self.clock(), waiting.seeks + 1
+                waiting.handed = await self.seek(m.tp, expected)
             # else queued before the last seek, which still holds: dropped
         else:
             log.info("consumer_repeated_offset", tp=f"{m.topic}[{m.partition}]", offset=m.offset, expected=expected)
@@ -277,7 +298,7 @@ def in_sequence(app: faust.App, bootstrap: str) -> InSequence:
 
     @app.timer(interval=RESUME_CHECK_SECONDS)
     async def resume_dropped() -> None:
-        if not sequence.dropped:
+        if not sequence.dropped and not sequence.rewinding:
             return
         try:
             await sequence.resume(app.consumer.assignment())
