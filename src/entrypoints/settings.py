@@ -178,6 +178,10 @@ class Settings(BaseSettings):
     # rolling_restart.py): with 10 s the session ran out first and the group reshuffled anyway, once
     # when it ran out and again when the worker came back, each a longer pause than a dynamic member's.
     group_instance_id: Annotated[str, AfterValidator(check_group_instance_id)] = ""
+    # How many other workers keep a warm copy of each partition's state (Faust's standby replicas),
+    # so that one taking a partition over reads only the changelog's tail instead of all of it. Off
+    # by default: see README, "Fail-over".
+    table_standby_replicas: Annotated[int, Field(ge=0, le=9)] = 0
     take_max: Annotated[int, Field(ge=1)] = 256  # messages per detect call (per bulk for the indexer) at most
     take_within: Annotated[float, Field(gt=0, le=10)] = 0.05  # seconds to wait for more messages per take
     # The indexer's: 0 = a bulk of whatever has arrived (bulks grow by themselves while one is in
@@ -245,7 +249,8 @@ class Settings(BaseSettings):
             web_port=self.worker_web_port, indexer_web_port=self.indexer_web_port,
             processing_guarantee=self.processing_guarantee, session_timeout=self.session_timeout,
             indexer_session_timeout=self.kafka_session_timeout or DYNAMIC_SESSION_TIMEOUT,
-            group_instance_id=self.group_instance_id, take_max=self.take_max, take_within=self.take_within,
+            group_instance_id=self.group_instance_id, standby_replicas=self.table_standby_replicas,
+            take_max=self.take_max, take_within=self.take_within,
             indexer_take_within=self.indexer_take_within)
 
 

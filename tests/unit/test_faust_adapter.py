@@ -48,6 +48,15 @@ def test_building_the_worker_app_leaves_it_transactional_once_it_runs_as_a_worke
     assert app.in_transaction
 
 
+@pytest.mark.parametrize(("given", "replicas"), [(None, 0), ("1", 1)])
+def test_the_workers_tables_keep_the_standby_replicas_the_settings_give(monkeypatch, given: str | None,  # type: ignore[no-untyped-def]
+                                                                        replicas: int) -> None:
+    if given is not None:
+        monkeypatch.setenv("STOCKANOMALY_TABLE_STANDBY_REPLICAS", given)
+    app = worker_app(load_settings(store="memory://", app_id="unit-standby").streaming())
+    assert app.conf.table_standby_replicas == replicas  # what Faust's partition assignor reads
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("timeout", "heartbeat"), [(None, 3.0), ("6", 2.0), ("45", 3.0)])
 async def test_a_killed_process_leaves_the_group_after_the_session_timeout_the_settings_give(

@@ -58,6 +58,8 @@ def test_the_environment_overrides_defaults_and_explicit_values_override_both(mo
     ("STOCKANOMALY_WORKER_WEB_PORT", "0", "STOCKANOMALY_WORKER_WEB_PORT: Input should be greater than or equal to 1"),
     ("STOCKANOMALY_KAFKA_SESSION_TIMEOUT", "5", "STOCKANOMALY_KAFKA_SESSION_TIMEOUT: Input should be greater than or equal to 6"),
     ("STOCKANOMALY_REPLICATION_FACTOR", "0", "STOCKANOMALY_REPLICATION_FACTOR: Input should be greater than or equal to 1"),
+    ("STOCKANOMALY_TABLE_STANDBY_REPLICAS", "-1",
+     "STOCKANOMALY_TABLE_STANDBY_REPLICAS: Input should be greater than or equal to 0"),
 ])
 def test_a_bad_value_is_one_line_naming_its_variable(monkeypatch, variable: str, value: str,  # type: ignore[no-untyped-def]
                                                      expected: str) -> None:

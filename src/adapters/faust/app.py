@@ -410,7 +410,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         topic_replication_factor=settings.replication_factor,
         web_port=settings.web_port,
         web_bind="127.0.0.1",
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
         broker_commit_interval=NEVER,
         broker_commit_every=2**62,
         # How soon the group notices a process gone (a killed one's partitions wait that long).

@@ -33,6 +33,7 @@ class StreamingSettings:
     session_timeout: float  # the worker's (a static member's default is longer)
     indexer_session_timeout: float  # the indexer's: it is never a static member
     group_instance_id: str  # the worker's; empty: dynamic membership
+    standby_replicas: int  # the worker's tables'
     take_max: int
     take_within: float
     indexer_take_within: float
