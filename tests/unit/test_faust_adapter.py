@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import sys
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -384,8 +385,27 @@ async def test_a_partition_resumes_at_its_committed_offset_whatever_comes_first(
     assert sum(taken, []) == [7, 8, 9, 10] and fake.seeks == [7]
 
 
+@pytest.fixture
+def sequence_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """What `adapters.faust.sequence` logs, every level, whatever an earlier test configured (a
+    logger cached on first use, a level filter)."""
+    import structlog
+
+    import adapters.faust.sequence as module
+
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    try:
+        with capture_logs() as logs:
+            monkeypatch.setattr(module, "log", structlog.get_logger())
+            yield logs
+    finally:
+        structlog.configure(**saved)
+
+
 @pytest.mark.asyncio
-async def test_a_full_buffer_behind_a_hole_costs_a_seek_back_only_per_message_handed_over_after_one() -> None:
+async def test_a_full_buffer_behind_a_hole_costs_a_seek_back_only_per_message_handed_over_after_one(
+        sequence_logs: list[dict[str, Any]]) -> None:
     """A restarted worker met a hole with Faust's buffer full behind it: seeking again for each of
     the 4,096 queued messages held its first take back by seconds. Only a message the fetch loop
     hands over after a seek (above what that seek reports as handed over) moves the read offset
@@ -406,15 +426,15 @@ async def test_a_full_buffer_behind_a_hole_costs_a_seek_back_only_per_message_ha
     read["offset"] = 4102  # the fetch loop handed 4101 and 4102 over after the seek: 4 would be dropped
     assert not await sequence.admit(_event(4101).message) and seeks == [4, 4]
     assert not await sequence.admit(_event(4102).message) and seeks == [4, 4]  # before the second seek
-    with capture_logs() as logs:
-        assert [await sequence.admit(_event(o).message) for o in (4, 5, 6)] == [True, True, True]
+    assert [await sequence.admit(_event(o).message) for o in (4, 5, 6)] == [True, True, True]
     assert seeks == [4, 4]
-    rewound = [e for e in logs if e["event"] == "consumer_rewound"]  # what an operator reads
+    rewound = [e for e in sequence_logs if e["event"] == "consumer_rewound"]  # what an operator reads
     assert [(e["offset"], e["seeks"], e["dropped"]) for e in rewound] == [(4, 2, 4097)]
 
 
 @pytest.mark.asyncio
-async def test_a_partition_still_waiting_for_its_record_a_while_after_a_seek_back_is_sought_again() -> None:
+async def test_a_partition_still_waiting_for_its_record_a_while_after_a_seek_back_is_sought_again(
+        sequence_logs: list[dict[str, Any]]) -> None:
     """Should the consumer drop the record a seek went back for (a race with its fetch loop), the
     messages after it are all at or below what was handed over, so none makes admit seek again:
     the periodic `resume` does, once the partition has waited `REWIND_PATIENCE_SECONDS`."""
@@ -436,9 +456,9 @@ async def test_a_partition_still_waiting_for_its_record_a_while_after_a_seek_bac
     now["t"] += REWIND_PATIENCE_SECONDS - 0.1
     assert await sequence.resume(owned) == [] and seeks == [2]  # not yet
     now["t"] += 0.1
-    with capture_logs() as logs:
-        assert await sequence.resume(owned) == [TP("trades", 0)] and seeks == [2, 2]
-    assert [e["event"] for e in logs] == ["consumer_rewind_stalled"]
+    told = len(sequence_logs)
+    assert await sequence.resume(owned) == [TP("trades", 0)] and seeks == [2, 2]
+    assert [e["event"] for e in sequence_logs[told:]] == ["consumer_rewind_stalled"]
     assert await sequence.resume(owned) == []  # just sought: waits its patience again
     assert [await sequence.admit(_event(o).message) for o in (2, 3)] == [True, True]
     now["t"] += REWIND_PATIENCE_SECONDS
