@@ -24,12 +24,19 @@ From the workers' `take_committed` and `batch` lines it prints one JSON object:
               lines superseded by a later run from the same offset), committed == end offsets,
               anomaly ids on the anomalies topic (read_committed): how many, how many more than once
 
+With --kill A (or B) there is no rolling restart: once the group settles that worker is SIGKILLed
+and never started again, and the one step says how long its partitions waited for the other to
+take them over (the group's session timeout, then reading their state back: standby replicas,
+STOCKANOMALY_TABLE_STANDBY_REPLICAS=1 through --worker-env, shorten the read): from the kill to the
+survivor's joining a new generation, to its first committed take of each orphaned partition, and
+the changelog records it read back.
+
 With --static the workers join as static members (STOCKANOMALY_GROUP_INSTANCE_ID worker-a and
 worker-b, the same on every start; the session timeout then defaults to 30 s). --logs DIR keeps
 every run's logs and JSON line in DIR/<app id>/, a failed run's too.
 
 Usage: .venv/bin/python benchmarks/rolling_restart.py [--pace x200] [--settle 10] [--label NAME]
-           [--static] [--logs DIR] [--compare-embedded]
+           [--static] [--kill A|B] [--logs DIR] [--compare-embedded] [--worker-env KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -193,6 +200,41 @@ class Run:
                 "committed_before": before, "committed_after": after,
                 "assignments": self._assignments(text),
                 "window": (term, end), "settle_began": settle_began}
+
+    def kill(self, name: str) -> dict:
+        """SIGKILL `name` and leave it dead: the other worker must take its partitions over."""
+        proc, _, _ = self.current[name]
+        other = "B" if name == "A" else "A"
+        survivor, log, _ = self.current[other]
+        before = self.committed_by(time.time() - self.args.settle, time.time())
+        orphans = set(before.get(name, []))
+        killed = time.time()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+        def taken_over() -> dict[int, float] | None:
+            if survivor.poll() is not None:
+                raise SystemExit(f"rolling_restart: worker {other} exited ({survivor.returncode}); see {log}")
+            first: dict[int, float] = {}
+            for t, parts in commits(log):
+                for p in parts:
+                    if t >= killed and p in orphans:
+                        first.setdefault(p, t)
+            return first if set(first) == orphans else None
+
+        first = poll(f"{other}'s first committed take of each of {name}'s partitions {sorted(orphans)}", taken_over)
+        text = log.read_text(errors="replace")
+        joined = [at for line in text.splitlines() if "Joined group" in line
+                  and (at := self._line_stamp(line)) is not None and at >= killed]
+        settle_began = self.settle(f"after killing {name}")
+        end = time.time()
+        since_kill = [r for r in self._recovery(text)
+                      if datetime.strptime(r["at"], "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp() >= killed]
+        return {"worker": name, "killed": True, "committed_before": before,
+                "kill_to_joined_s": round(joined[0] - killed, 2) if joined else None,
+                "kill_to_first_take_s": {p: round(t - killed, 2) for p, t in sorted(first.items())},
+                "recovery": since_kill, "committed_after": self.committed_by(end - self.args.settle, end),
+                "window": (killed, end), "settle_began": settle_began}
 
     @staticmethod
     def _plain_stamp(text: str, needle: str) -> float | None:
@@ -364,13 +406,18 @@ class Run:
         began = self.settle("both workers started")
         baseline_window = (time.time() - self.args.settle, time.time())
         steps = []
-        for name in ("A", "B"):
-            say(f"SIGTERM {name}")
+        for name in [self.args.kill] if self.args.kill else ["A", "B"]:
             if ingest.poll() is not None:
                 raise SystemExit("rolling_restart: the input ended before the restarts: a slower --pace")
-            step = self.restart(name)
-            say(f"{name} back: {step['start_to_first_take_s']} s start to first take; "
-                f"before {step['committed_before']} after {step['committed_after']}")
+            if self.args.kill:
+                say(f"SIGKILL {name}")
+                step = self.kill(name)
+                say(f"{name}'s partitions taken over: {step['kill_to_first_take_s']} s from the kill")
+            else:
+                say(f"SIGTERM {name}")
+                step = self.restart(name)
+                say(f"{name} back: {step['start_to_first_take_s']} s start to first take; "
+                    f"before {step['committed_before']} after {step['committed_after']}")
             steps.append(step)
         input_running_after = ingest.poll() is None
         try:
@@ -458,6 +505,8 @@ def main() -> None:
     parser.add_argument("--logs", metavar="DIR",
                         help="copy every run's logs (and its JSON line) to DIR/<app id>/, whether it ends well or not")
     parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--kill", choices=("A", "B"),
+                        help="instead of the rolling restart, SIGKILL this worker and never start it again")
     parser.add_argument("--static", action="store_true",
                         help="static group membership: workers A and B join as instances worker-a and worker-b")
     args = parser.parse_args()
@@ -478,7 +527,7 @@ def main() -> None:
             kept.mkdir(parents=True, exist_ok=True)
             for log in workdir.glob("*.log"):
                 shutil.copy2(log, kept / log.name)
-    line = json.dumps({"benchmark": "rolling_restart", "label": args.label, "static": args.static,
+    line = json.dumps({"benchmark": "rolling_restart", "label": args.label, "static": args.static, "kill": args.kill,
                        "symbols": args.symbols, "trades": args.trades, "seed": args.seed, "settle": args.settle,
                        "worker_env": args.worker_env, **result})
     if args.logs:
