@@ -379,6 +379,20 @@ def test_a_row_of_bytes_that_are_not_text_is_one_bad_row_and_the_rest_kept(tmp_p
     assert "Exception ignored" not in capfd.readouterr().err  # Arrow could not show the row to our handler
 
 
+def test_a_character_that_a_read_of_the_file_cuts_in_two_is_read_whole(tmp_path: Path) -> None:
+    """Arrow reads 64 KiB at a time (its block size at chunk_size 256); the stream made each read valid
+    UTF-8 on its own, so a character across two reads became two replacement characters in its symbol."""
+    before = "ts_event,price,size,symbol\n" + "2025-05-05T12:00:00Z,113.70,100,NVDA\n" * 1_769
+    zeros = (1 << 16) - len(before) - len("2025-05-05T12:00:01Z,113.7,100,") - 1  # to end the read in the Å
+    path = tmp_path / "names.csv"
+    path.write_bytes((before + "2025-05-05T12:00:01Z,113.7" + "0" * zeros + ",100,ÅÅÅÅ\n").encode())
+    assert path.read_bytes()[1 << 16] & 0xC0 == 0x80  # the first read ends after the first byte of an Å
+
+    trades, letters = read(path, chunk_size=256)
+
+    assert letters == [] and trades["symbol"].tolist() == ["NVDA"] * 1_769 + ["ÅÅÅÅ"]
+
+
 def test_a_file_of_binary_bytes_named_csv_is_one_printable_line(tmp_path: Path) -> None:
     path = tmp_path / "garbage.csv"
     path.write_bytes(bytes(range(256)) * 40)
