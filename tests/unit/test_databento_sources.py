@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
+import itertools
 import os
 import threading
 import time
@@ -11,12 +13,14 @@ from pathlib import Path
 import databento
 import databento_dbn as dbn
 import numpy as np
+import pyarrow.csv as pcsv
 import pytest
 import zstandard
 from builders import T0, calm_flow
 from fixtures_sources.writers import HEADER, csv_lines, dbn_bytes, write_csv, write_dbn
 
 from adapters.databento import DatabentoFileSource
+from adapters.databento.quoting import close_open_quotes
 from domain.errors import SourceError
 from domain.model import TRADE_DTYPE, DeadLetter
 from domain.validation import invalid_rows
@@ -527,11 +531,11 @@ def test_csv_without_sequence_numbers_gives_each_row_its_line_as_its_sequence(tm
 
 
 @pytest.mark.parametrize(("separator", "quote", "said"), [
-    (",", '"', "its fields are in double quotes"),
     (";", "", "its fields are separated by semicolons"),
     ("\t", '"', "its fields are separated by tabs and in double quotes"),
     (", ", "", "its fields are padded with spaces"),
-], ids=["quoted", "semicolons", "tabs-quoted", "spaced"])
+    (', ', '"', "its fields are in double quotes and padded with spaces"),  # RFC 4180: the spaces are the field's
+], ids=["semicolons", "tabs-quoted", "spaced", "spaced-quoted"])
 def test_a_csv_written_in_another_dialect_is_said_to_be_one(tmp_path: Path, separator: str, quote: str,
                                                              said: str) -> None:
     """A spreadsheet's or script's rewrite of an export was refused as 'CSV header lacks ts_event, price,
@@ -545,7 +549,96 @@ def test_a_csv_written_in_another_dialect_is_said_to_be_one(tmp_path: Path, sepa
         read(path)
 
     assert str(raised.value) == (f"{path}: {said}; this reader takes CSV as Databento exports it, comma-separated "
-                                 "and unquoted: write it that way")
+                                 "with nothing around the fields (which may be in double quotes): write it that way")
+
+
+def quoted(line: str, columns: set[int] | None = None) -> str:
+    """A CSV line with its fields (or those at `columns`) in double quotes, as other CSV tools write them."""
+    return ",".join(f'"{field}"' if columns is None or i in columns else field
+                    for i, field in enumerate(line.split(",")))
+
+
+@pytest.mark.parametrize("columns", [None, {13}], ids=["every-field-header-too", "symbol-only"])
+def test_quoted_fields_read_as_the_same_trades_as_unquoted_ones(tmp_path: Path, columns: set[int] | None) -> None:
+    """A quoted symbol kept its quotes: '"NVDA"' was a symbol of its own, and --symbols NVDA missed it."""
+    trades = flow(2_000)
+    reference, _ = read(write_csv(tmp_path / "plain.csv", csv_lines(trades)))
+    lines = [quoted(line, columns) for line in csv_lines(trades)]
+    path = write_csv(tmp_path / "quoted.csv.zst", lines, header=HEADER if columns else quoted(HEADER))
+
+    got, letters = read(path, chunk_size=256)
+
+    assert letters == [] and got.tobytes() == reference.tobytes()
+
+
+def test_a_quoted_field_holds_commas_and_doubled_quotes_as_rfc_4180_has_them(tmp_path: Path) -> None:
+    lines = csv_lines(flow(3))
+    lines[0] = lines[0].removesuffix(",NVDA") + ',"BRK,B"'
+    lines[1] = lines[1].removesuffix(",NVDA") + ',"NV""DA"'
+    bad = lines[2].split(",")
+    bad[9] = '"1,000"'  # a size written with a thousands separator: one field, and not a size
+    lines[2] = ",".join(bad)
+    path = write_csv(tmp_path / "rfc.csv", lines)
+
+    trades, letters = read(path)
+
+    assert trades["symbol"].tolist() == ["BRK,B", 'NV"DA']
+    assert [(d.origin, d.detail) for d in letters] == [(f"{path}, line 4", "unparseable size '1,000'")]
+    assert letters[0].raw == lines[2].encode()  # written back quoted, so it reads as the same fields
+
+
+@pytest.mark.parametrize("line", [
+    '2025-05-05T12:00:01Z,113.70,100,"NVDA',
+    '2025-05-05T12:00:01Z,"113.70,100,NVDA',
+    '2025-05-05T12:00:01Z,113.70,100,"NV""DA',  # the doubled quote is a quote inside: still open
+    '2025-05-05T12:00:01Z,113.70,1"00,"NVDA',  # a quote inside an unquoted field opens nothing
+    '"2025-05-05T12:00:01Z"x,113.70,100,"NVDA\r',  # text after a closing quote; a CRLF line
+], ids=["symbol", "price", "doubled-quote", "quote-inside-a-field", "after-a-closed-one"])
+def test_a_quote_left_open_costs_its_line_only(tmp_path: Path, line: str) -> None:
+    """Left to arrow, an open quote reads the next lines into its field, then the rest of the file is refused
+    ('CSV parser got out of sync with chunk 0', one bad_file letter); before quotes were read, '"NVDA' was a
+    symbol of its own."""
+    lines = ["2025-05-05T12:00:00Z,113.60,100,NVDA", line, "2025-05-05T12:00:02Z,113.80,100,NVDA",
+             "2025-05-05T12:00:03Z,113.90,1x,NVDA", '"2025-05-05T12:00:04Z",113.95,100,"NVDA"']
+    path = write_csv(tmp_path / "open.csv", lines, header="ts_event,price,size,symbol")
+
+    trades, letters = read(path, chunk_size=1)
+
+    assert trades["sequence"].tolist() == [2, 4, 6] and set(trades["symbol"].tolist()) == {"NVDA"}
+    assert [(d.origin, d.detail, d.raw) for d in letters] == [
+        (f"{path}, line 3", "a quoted field is not closed on its line", line.encode()),
+        (f"{path}, line 5", "unparseable size '1x'", b"2025-05-05T12:00:03Z,113.90,1x,NVDA")]
+
+
+def test_the_lines_kept_to_themselves_are_exactly_those_arrow_would_read_past() -> None:
+    """Every line of up to 6 characters of a, comma and quote: written as one field (close_open_quotes)
+    exactly when arrow, given it and a line 'z', reads 'z' into one of its fields."""
+    def arrow_reads_past(line: bytes) -> bool:
+        texts: list[str] = []  # of the rows it refused
+
+        def refused(row: pcsv.InvalidRow) -> str:
+            texts.append(row.text)
+            return "skip"
+
+        table = pcsv.read_csv(io.BytesIO(b"h\n" + line + b"\nz\n"), read_options=pcsv.ReadOptions(use_threads=False),
+                              parse_options=pcsv.ParseOptions(quote_char='"', ignore_empty_lines=False,
+                                                              invalid_row_handler=refused),
+                              convert_options=pcsv.ConvertOptions(strings_can_be_null=False))
+        return table.column("h").to_pylist()[-1:] != ["z"] or any("\n" in text for text in texts)
+
+    lines = [bytes(chars) for n in range(7) for chars in itertools.product(b'a,"', repeat=n)]
+    kept = {line for line in lines if close_open_quotes(line, set()) != line}
+    assert kept == {line for line in lines if arrow_reads_past(line)}
+
+
+def test_a_header_that_leaves_a_quote_open_is_said_to(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "open.csv", ["2025-05-05T12:00:00Z,113.60,100,NVDA"],
+                     header='ts_event,price,size,"symbol')
+
+    with pytest.raises(SourceError) as raised:
+        read(path)
+
+    assert str(raised.value) == f'{path}: a quote in its header line is not closed (ts_event,price,size,"symbol)'
 
 
 def test_csv_without_required_columns_is_a_source_error(tmp_path: Path) -> None:

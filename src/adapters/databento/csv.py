@@ -13,6 +13,7 @@ import pyarrow.csv as pcsv
 from adapters.databento import columns
 from adapters.databento import dead_letters as dl
 from adapters.databento.paths import is_zstd
+from adapters.databento.quoting import as_csv_field, line_left_open
 from adapters.databento.text_stream import WholeLineStream
 from domain.errors import SourceError
 from domain.model import TRADE_DTYPE, DeadLetter
@@ -73,11 +74,13 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
     pending: list[DeadLetter] = []
 
     def invalid_row(row: pcsv.InvalidRow) -> str:
-        # Lines arrow cannot split into the header's fields (wrong count, a line cut short).
+        # Lines arrow cannot split into the header's fields (wrong count, a line cut short, a quote left open).
         skipped.append(row.number if row.number is not None else -1)
-        pending.append(dl.bad_row(path, dl.line(row.number if row.number is not None else "?"),
-                                  f"expected {row.expected_columns} fields, got {row.actual_columns}",
-                                  row.text.encode()))
+        left_open = line_left_open(row.text, stream.unclosed)
+        detail = ("a quoted field is not closed on its line" if left_open is not None
+                  else f"expected {row.expected_columns} fields, got {row.actual_columns}")
+        pending.append(dl.bad_row(path, dl.line(row.number if row.number is not None else "?"), detail,
+                                  (row.text if left_open is None else left_open).encode()))
         return "skip"
 
     try:
@@ -86,7 +89,9 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
             # One thread: the invalid-row callback then sees lines in order, which line numbers rely on.
             read_options=pcsv.ReadOptions(block_size=max(1 << 16, chunk_size * BYTES_PER_ROW),
                                           use_threads=False),
-            parse_options=pcsv.ParseOptions(quote_char=False, ignore_empty_lines=False,
+            # Quoted fields read as RFC 4180 has them (other CSV tools quote what Databento does not),
+            # each within its line: the stream keeps a quote left open to its own line.
+            parse_options=pcsv.ParseOptions(quote_char='"', double_quote=True, ignore_empty_lines=False,
                                             invalid_row_handler=invalid_row),
             convert_options=pcsv.ConvertOptions(column_types=COLUMN_TYPES, strings_can_be_null=False),
         )
@@ -103,8 +108,8 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
 
 def _other_dialect(names: list[str]) -> str | None:
     """How a header that holds the required columns in another CSV dialect (fields separated by
-    semicolons or tabs, quoted, or padded with spaces, as spreadsheets and scripts write them) is
-    written; None for any other."""
+    semicolons or tabs, or padded with spaces, quoted or not, as spreadsheets and scripts write them)
+    is written; None for any other. (Quotes alone are read: RFC 4180, see `_read_stream`.)"""
     for separator, said in ((",", ""), (";", "separated by semicolons"), ("\t", "separated by tabs")):
         fields = [field for name in names for field in name.split(separator)]
         if all(name in [field.strip().strip('"') for field in fields] for name in REQUIRED):
@@ -140,10 +145,12 @@ def _read_batches(reader: pcsv.CSVStreamingReader, stream: WholeLineStream, path
         if not header.replace("\t", " ").isprintable():  # compressed or binary bytes, not a header
             raise SourceError(f"{path}: is not CSV text (compressed? a .csv.zst is read as zstd, a .csv as plain "
                               "text, a .dbn/.dbn.zst as DBN)")
+        if len(reader.schema.names) == 1 and reader.schema.names[0] in stream.unclosed:
+            raise SourceError(f"{path}: a quote in its header line is not closed ({dl.printable(header)})")
         dialect = _other_dialect(reader.schema.names)
         if dialect:  # the columns are there, written another way: 'lacks ts_event (has "ts_event", ...)' said neither
             raise SourceError(f"{path}: {dialect}; this reader takes CSV as Databento exports it, comma-separated "
-                              "and unquoted: write it that way")
+                              "with nothing around the fields (which may be in double quotes): write it that way")
         raise SourceError(f"{path}: CSV header lacks {', '.join(missing)} (has {dl.printable(header)})")
     # A column the reader uses named twice: which one holds the value is anyone's guess.
     names = reader.schema.names
@@ -293,5 +300,7 @@ def _blank_lines(batch: pa.RecordBatch, rows: np.ndarray) -> np.ndarray:
 
 
 def _raw(batch: pa.RecordBatch, row: int) -> bytes:
-    """The row as it stood in the file (the export has no quoting, so joining fields restores it)."""
-    return ",".join("" if c[row].as_py() is None else str(c[row].as_py()) for c in batch.columns).encode()
+    """The row as CSV: as it stood in the file when unquoted (as exports are), else a line that reads
+    back to the same values (only the fields that need them quoted)."""
+    return ",".join("" if c[row].as_py() is None else as_csv_field(str(c[row].as_py()))
+                    for c in batch.columns).encode()

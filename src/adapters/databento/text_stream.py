@@ -3,7 +3,8 @@
 Arrow's CSV reader reads blocks ahead, so a decompression error raised inside it would also throw
 away every complete row in the blocks it had prefetched; and a line cut short by the damage could
 still split into the right number of fields and pass for a real trade. Here the damage becomes an
-end of stream, the partial line is withheld, and the error is kept for the reader to report.
+end of stream, the partial line is withheld, and the error is kept for the reader to report. In the
+same way a line that leaves a quote open is kept to itself (adapters.databento.quoting).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import io
 from pathlib import Path
 
 import pyarrow as pa
+
+from adapters.databento.quoting import close_open_quotes
 
 READ_SIZE = 1 << 16  # bounds what a decompression error can take with it
 
@@ -34,8 +37,9 @@ class WholeLineStream(io.RawIOBase):
         self._buffer = bytearray()  # decompressed, not yet handed out
         self._whole = 0  # how much of the buffer ends at a newline: what may be handed out
         self._ended = False
-        self._unusual = False  # the buffer past `_whole` may hold bytes that are not ASCII
+        self._unusual = False  # the buffer past `_whole` may hold bytes that are not ASCII, or a quote
         self.damage: OSError | None = None
+        self.unclosed: set[str] = set()  # lines that left a quote open, as they stood (see close_open_quotes)
 
     def readable(self) -> bool:
         return True
@@ -76,22 +80,27 @@ class WholeLineStream(io.RawIOBase):
             self._lines_end_at(len(self._buffer))  # a last line without its newline is a line all the same
             return
         self._buffer += data
-        self._unusual = self._unusual or not data.isascii()
+        # Databento's exports are ASCII and unquoted: for them these two passes are all it costs.
+        self._unusual = self._unusual or not data.isascii() or b'"' in data
         cut = data.rfind(b"\n")
         if cut >= 0:
             self._lines_end_at(len(self._buffer) - len(data) + cut + 1)
 
     def _lines_end_at(self, end: int) -> None:
-        """The buffer holds whole lines up to `end`: made valid UTF-8 if they are not ASCII, they may be
-        handed out. Here, not in `read`, which cuts where arrow's read size falls: in a line, and in a
-        character, whose two halves became two replacement characters."""
+        """The buffer holds whole lines up to `end`: made valid UTF-8 if they are not ASCII, and kept each
+        to itself if they hold quotes, they may be handed out. Here, not in `read`, which cuts where
+        arrow's read size falls: in a line (which then looked open), and in a character (whose two
+        halves became two replacement characters)."""
         if self._unusual:
             lines = bytes(self._buffer[self._whole:end])
-            if not lines.isascii():
-                fit = _as_utf8(lines)
+            fit = lines if lines.isascii() else _as_utf8(lines)
+            if b'"' in fit:
+                fit = close_open_quotes(fit, self.unclosed)
+            if fit is not lines:
                 self._buffer[self._whole:end] = fit
                 end += len(fit) - len(lines)
-            self._unusual = not bytes(self._buffer[end:]).isascii()  # what is left: part of one line
+            rest = bytes(self._buffer[end:])  # part of one line
+            self._unusual = not rest.isascii() or b'"' in rest
         self._whole = end
 
 
