@@ -19,9 +19,9 @@ import structlog
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from domain.errors import DomainError
-from entrypoints import nearest_existing
 from entrypoints.logging_setup import configure_logging, quiet_kafka_client
 from entrypoints.render import console, counted
+from entrypoints.writable import unwritable
 
 log = structlog.get_logger()
 err = console(stderr=True)
@@ -74,7 +74,8 @@ class FiniteRange(click.FloatRange):
 
 class OutputPath(click.Path):
     """A file the command will write: refused before any work when it cannot be (its directory is a
-    file, or not writable), instead of failing after a long run. A missing directory is created."""
+    file, or not writable; tried, see `unwritable`), instead of failing after a long run. A missing
+    directory is created."""
 
     def __init__(self) -> None:
         super().__init__(dir_okay=False)
@@ -85,18 +86,6 @@ class OutputPath(click.Path):
         if problem:
             self.fail(problem, param, ctx)
         return str(path)
-
-
-def unwritable(path: Path) -> str | None:
-    """Why the file `path` cannot be written (None: it can, a missing directory being created)."""
-    if path.exists():
-        return None if os.access(path, os.W_OK) else f"{str(path)!r} is not writable"
-    ancestor = nearest_existing(path.parent)
-    if not ancestor.is_dir():
-        return f"{str(path)!r} cannot be created: {str(ancestor)!r} is not a directory"
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        return f"{str(path)!r} cannot be created: {str(ancestor)!r} is not writable"
-    return None
 
 
 def calendar_day(value: str) -> str:
@@ -589,6 +578,9 @@ def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
 
     if not out.lower().endswith((".dbn", ".dbn.zst")):  # in any case, as the readers take it
         fail(f"OUT must end with .dbn or .dbn.zst, got {out!r}")
+    problem = unwritable(labels_path_for(out))  # written after the market: refused then, it left one unlabelled
+    if problem:
+        raise click.BadParameter(f"its labels are written beside it, but {problem}", param_hint="'OUT'")
     with progress_bar("generating", None, enabled=err.is_terminal):
         try:
             result = write_market(out, symbols=symbols, trades=trades, seed=seed, date=date)

@@ -783,6 +783,46 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(command: li
     assert f"'{target}' cannot be created: '{tmp_path / 'a-file'}' is not a directory" in result.output
 
 
+@pytest.mark.parametrize("command", [["replay", "--report"], ["replay", "--out"], ["replay", "--dead-letters"],
+                                     ["calibrate", "x.dbn", "--out"], ["generate"],
+                                     ["suppress", "--symbol", "NVDA", "--file"],
+                                     ["label", "0" * 32, "--confirmed", "--file"]],
+                         ids=["replay-report", "replay-out", "replay-dead-letters", "calibrate-out", "generate",
+                              "suppress-file", "label-file"])
+@pytest.mark.parametrize("where", ["a link to a missing directory", "/proc"], ids=["link-to-nowhere", "proc"])
+def test_an_output_the_system_would_refuse_is_refused_before_any_data_is_read(
+        command: list[str], where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked of its directory (os.access), the check said yes: `replay --report` failed once the whole run
+    was over ('Error: r.html: No such file or directory'), as calibrate's --out and generate's OUT did."""
+    import entrypoints.cli as cli
+
+    if where == "/proc" and not Path("/proc/self").exists():
+        pytest.skip("needs Linux's /proc")
+    monkeypatch.setattr(cli, "sample_source", lambda *_: pytest.fail("data was read"))
+    monkeypatch.setattr(cli, "file_source", lambda *_: pytest.fail("data was read"))
+    target = Path("/proc/out.dbn") if where == "/proc" else tmp_path / "out.dbn"
+    if where != "/proc":
+        target.symlink_to(tmp_path / "missing" / "out.dbn")
+
+    result = CliRunner().invoke(main, [*command, str(target)])
+
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    option = "'OUT'" if command == ["generate"] else f"'{command[-1]}'"
+    assert result.output.splitlines()[-1].startswith(f"Error: Invalid value for {option}: '{target}' cannot be created: ")
+
+
+def test_generate_refuses_before_generating_when_its_labels_cannot_be_written_beside_it(tmp_path: Path) -> None:
+    """It wrote the market, then failed on its labels ('Error: m.labels.json.partial: Is a directory'): a
+    market without labels, and an error naming a file the user never named."""
+    (tmp_path / "m.labels.json").mkdir()
+
+    result = CliRunner().invoke(main, ["generate", str(tmp_path / "m.dbn.zst"), "--trades", "5000"])
+
+    assert result.exit_code == 2 and not (tmp_path / "m.dbn.zst").exists()
+    assert result.output.splitlines()[-1] == (f"Error: Invalid value for 'OUT': its labels are written beside it, "
+                                              f"but '{tmp_path}/m.labels.json' is a directory")
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
 @pytest.mark.parametrize("option", ["--out", "--dead-letters", "--report"])
 def test_a_full_disk_ends_the_command_in_one_line_naming_the_file(option: str, tmp_path: Path) -> None:
@@ -794,8 +834,13 @@ def test_a_full_disk_ends_the_command_in_one_line_naming_the_file(option: str, t
 
 
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
-def test_generate_names_the_file_it_was_asked_for_not_the_one_written_in_its_place() -> None:
-    """It said 'Error: /proc/x.dbn.zst.partial: No such file or directory': a name the user never gave."""
+def test_generate_names_the_file_it_was_asked_for_not_the_one_written_in_its_place(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said 'Error: /proc/x.dbn.zst.partial: No such file or directory': a name the user never gave.
+    (OUT is tried before the work now; skipped here, as when only the write itself fails.)"""
+    import entrypoints.cli as cli
+
+    monkeypatch.setattr(cli, "unwritable", lambda _: None)
     result = CliRunner().invoke(main, ["generate", "/proc/x.dbn.zst", "--trades", "5000"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == "Error: /proc/x.dbn.zst: No such file or directory"
