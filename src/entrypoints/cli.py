@@ -636,10 +636,12 @@ def label(anomaly_id: str, confirmed: bool, false_positive: bool, note: str, pat
 
 
 @main.command()
-@click.argument("data", nargs=-1, required=True)
+@click.argument("data", nargs=-1, metavar="DATA...")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Labels file (default: beside DATA).")
-@click.option("--verdicts", type=click.Path(dir_okay=False),
-              help="Score against analysts' verdicts (stockanomaly label) instead of generated labels.")
+# A flag or an option: `label` writes to a default file, and `--verdicts` alone reads that one.
+@click.option("--verdicts", is_flag=False, flag_value="", metavar="[FILE]",
+              help="Score against analysts' verdicts (stockanomaly label) instead of generated labels. Without "
+                   "FILE, those `label` wrote: STOCKANOMALY_VERDICTS, else ./verdicts.jsonl.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
 @click.option("--thresholds", type=click.Path(exists=True, dir_okay=False),
               help="Calibrated thresholds file, as for replay.")
@@ -648,16 +650,22 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
     """Replay generated DATA and score detections against its labels: precision, recall, F1. With
     --verdicts, any DATA (real days too): per detector, how many detections analysts confirmed or
     called false positives, and the precision over those reviewed."""
-    from adapters.databento.paths import expand_paths
+    from adapters.databento.paths import SUPPORTED_SUFFIXES, expand_paths
     from adapters.synthetic import labels_path_for
     from application.evaluate import evaluate as score
     from application.evaluate import load_labels, merge_labels, render_text
     from entrypoints.container import build_container
 
+    if verdicts and (verdicts.lower().endswith(SUPPORTED_SUFFIXES) or Path(verdicts).is_dir()):
+        # `evaluate --verdicts day.csv`, the options first as the usage line has them: the flag alone, and
+        # DATA taken for its FILE (verdicts are JSON lines, never a file of trades)
+        data, verdicts = (verdicts, *data), ""
+    if not data:
+        raise click.UsageError("Missing argument 'DATA...'.")
     if verdicts is not None:
         if labels:  # it would be ignored: the scores are the analysts', not the labels'
             raise click.UsageError("give --labels (a generated market's) or --verdicts (analysts'), not both")
-        evaluate_verdicts(data, verdicts, as_json, thresholds)
+        evaluate_verdicts(data, verdicts_path(verdicts), as_json, thresholds)
         return
     if labels:
         labels_paths = [Path(labels)]
@@ -673,7 +681,8 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
     for name, labels_path in zip(names, labels_paths):
         if not labels_path.exists():
             fail(f"no labels at {labels_path}; pass --labels (a generated market's), or --verdicts to score "
-                 "the detections against analysts' verdicts (any data, real days too)")
+                 "the detections against analysts' verdicts instead (any data, real days too; alone, it reads "
+                 f"those `label` wrote, to {verdicts_path(None)})")
         try:
             parts.append((name, load_labels(labels_path)))
         except ValueError as exc:  # not JSON, or not a labels file
@@ -750,10 +759,12 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
     unknown = len(set(verdicts) - {a.id for a in found}) - on_incidents
     off = detectors_not_run(container.engine())
     if as_json:
-        click.echo(json.dumps({"by_detector": table, "verdicts": len(verdicts), "verdicts_not_found": unknown,
+        click.echo(json.dumps({"by_detector": table, "verdicts_file": path, "verdicts": len(verdicts),
+                               "verdicts_not_found": unknown,
                                "verdicts_on_incidents": on_incidents, "anomalies_judged_by_incident": inherited,
                                "verdicts_changed": len(changed), **({"detectors_not_run": off} if off else {})}))
         return
+    click.echo(f"scored against {counted(len(verdicts), 'verdict')} in {path}")  # (chosen by `--verdicts` alone, too)
     click.echo(f"{'detector':<18}{'detections':>11}{'confirmed':>11}{'false pos.':>11}{'unreviewed':>11}{'precision':>11}")
     for name, row in table.items():
         precision = "-" if row["precision"] is None else f"{row['precision']:.3f}"

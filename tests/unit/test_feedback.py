@@ -234,6 +234,28 @@ def test_evaluate_says_which_verdicts_disagree_and_refuses_a_bad_line_in_one_lin
            "and query show)")
 
 
+def test_evaluate_verdicts_alone_scores_the_verdicts_label_wrote_wherever_it_is_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`label` writes to a default file, but `evaluate --verdicts` needed its path: given alone it was
+    'Option '--verdicts' requires an argument', and before DATA it took DATA for the verdicts file."""
+    monkeypatch.chdir(tmp_path)
+    assert invoke("generate", "m.dbn", "--symbols", "2", "--trades", "3000", "--seed", "1")[0] == 0
+    assert invoke("label", ANOMALY_ID, "--confirmed")[0] == 0
+    for args in (["m.dbn", "--verdicts"], ["--verdicts", "m.dbn"], ["--verdicts", "--", "m.dbn"],
+                 ["m.dbn", "--verdicts", "verdicts.jsonl"]):  # the path, as before
+        code, out = invoke("evaluate", *args)
+        assert code == 0 and out.splitlines()[0] == "scored against 1 verdict in verdicts.jsonl", (args, out)
+    monkeypatch.setenv("STOCKANOMALY_VERDICTS", str(tmp_path / "elsewhere.jsonl"))
+    assert invoke("label", ANOMALY_ID, "--false-positive")[0] == 0
+    code, out = invoke("evaluate", "--verdicts", "--json", "m.dbn")
+    assert code == 0 and json.loads(out)["verdicts_file"] == str(tmp_path / "elsewhere.jsonl")
+    (tmp_path / "m.labels.json").unlink()  # as for a real day: the way to its verdicts is said
+    assert invoke("evaluate", "m.dbn") == (1, (
+        "Error: no labels at m.labels.json; pass --labels (a generated market's), or --verdicts to score the "
+        "detections against analysts' verdicts instead (any data, real days too; alone, it reads those `label` "
+        f"wrote, to {tmp_path / 'elsewhere.jsonl'})"))
+
+
 def test_a_verdict_appended_to_a_file_whose_last_line_lacks_its_newline_starts_a_line_of_its_own(
         tmp_path: Path) -> None:
     """It was glued to that line: both verdicts lost, and the whole file refused ('line 1: not a verdict')."""
