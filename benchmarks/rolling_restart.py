@@ -28,8 +28,8 @@ With --kill A (or B) there is no rolling restart: once the group settles that wo
 and never started again, and the one step says how long its partitions waited for the other to
 take them over (the group's session timeout, then reading their state back: standby replicas,
 STOCKANOMALY_TABLE_STANDBY_REPLICAS=1 through --worker-env, shorten the read): from the kill to the
-survivor's joining a new generation, to its first committed take of each orphaned partition, and
-the changelog records it read back.
+survivor's assignment in a new generation, to its first committed take of each orphaned partition,
+and the changelog records it read back.
 
 With --static the workers join as static members (STOCKANOMALY_GROUP_INSTANCE_ID worker-a and
 worker-b, the same on every start; the session timeout then defaults to 30 s). --logs DIR keeps
@@ -224,7 +224,8 @@ class Run:
 
         first = poll(f"{other}'s first committed take of each of {name}'s partitions {sorted(orphans)}", taken_over)
         text = log.read_text(errors="replace")
-        joined = [at for line in text.splitlines() if "Joined group" in line
+        # Faust's line for each assignment it gets (aiokafka says "Joined group" only for a new member)
+        joined = [at for line in text.splitlines() if re.search(r"generation id \d+ app consumers id", line)
                   and (at := self._line_stamp(line)) is not None and at >= killed]
         settle_began = self.settle(f"after killing {name}")
         end = time.time()
