@@ -68,7 +68,7 @@ class InSequence:
     A seek is repeated only for a message handed over *after* the last seek (above the offset that
     seek reports as handed over already): only such a message moves the consumer's read position
     past the record awaited. The rest of a full buffer, queued before the seek, is dropped as it
-    comes (measured on a restarted worker: 8-10 seeks where seeking for every such message made
+    comes (measured on restarted workers: 6-10 seeks where seeking for every such message made
     1,353, each a round trip to the consumer's thread that restarts the partition's fetch). A
     partition still waiting `REWIND_PATIENCE_SECONDS` after its last seek is sought again by
     `resume()`: should a race leave its record dropped by the consumer after all, nothing else
