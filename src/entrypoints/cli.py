@@ -18,6 +18,7 @@ import click
 import structlog
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from domain.detectors import DETECTOR_NAMES
 from domain.errors import DomainError
 from entrypoints.logging_setup import configure_logging, quiet_kafka_client
 from entrypoints.render import console, counted
@@ -122,11 +123,15 @@ class Commands(click.Group):
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="stockanomaly", message="%(prog)s %(version)s")
-@click.option("--log-level", default="WARNING", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              help="The commands' log level (the worker and indexer take STOCKANOMALY_LOG_LEVEL).")
+# Shown as click shows choices in any case (lower), the default too; configure_logging takes any case.
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              help="The commands' log level, in any case (the worker and indexer take STOCKANOMALY_LOG_LEVEL).")
 def main(log_level: str) -> None:
-    """Real-time, explainable stock trade anomaly detection over Databento data."""
+    """Real-time, explainable stock trade anomaly detection over Databento data.
+
+    Start with `stockanomaly replay FILE...` (no FILE: a built-in sample), or make a market to replay
+    with `stockanomaly generate m.dbn.zst`."""
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(?!domain|application|adapters|entrypoints)")
     configure_logging(log_level)
     quiet_kafka_client()
@@ -301,24 +306,31 @@ def named(names: Sequence[str], limit: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the readable summary.")
 @click.option("--out", type=OutputPath(),
               help="Write every anomaly as JSON lines to this file, and every incident (with the trades after "
-                   "each anomaly) beside it: anomalies.jsonl -> anomalies.incidents.jsonl. `show ID --file` reads both.")
+                   "each anomaly) beside it: anomalies.jsonl -> anomalies.incidents.jsonl. `show ID --file` reads both "
+                   "[default: STOCKANOMALY_OUT, else none].")
 @click.option("--report", type=OutputPath(), help="Write a self-contained HTML report.")
-@click.option("--dead-letters", type=OutputPath(), help="Write rejected records as JSON lines.")
-@click.option("--thresholds", type=click.Path(exists=True, dir_okay=False), help="Calibrated thresholds file.")
-@click.option("--detectors", help="Comma-separated detectors to run [default: STOCKANOMALY_DETECTORS, else all].")
-@click.option("--top", default=10, show_default=True, type=click.IntRange(min=0),
+@click.option("--dead-letters", type=OutputPath(),
+              help="Write rejected records as JSON lines [default: STOCKANOMALY_DEAD_LETTERS, else none].")
+@click.option("--thresholds", type=click.Path(exists=True, dir_okay=False),
+              help="Calibrated thresholds file (`stockanomaly calibrate`) [default: STOCKANOMALY_THRESHOLDS, else "
+                   "none: the default rule].")
+@click.option("--detectors", metavar="NAMES",
+              help=f"Comma-separated detectors to run, of {', '.join(DETECTOR_NAMES)} "
+                   "[default: STOCKANOMALY_DETECTORS, else all].")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=0), metavar="N",
               help="How many top anomalies, and top incidents, to show and to list in --json (0: none; the "
                    "report lists its own).")
-@click.option("--metrics-port", type=click.IntRange(0, 65535),
-              help="Serve Prometheus metrics on this port while replaying (address: STOCKANOMALY_METRICS_ADDR).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Serve Prometheus metrics on this port while replaying (0: any free one; address: "
+                   "STOCKANOMALY_METRICS_ADDR).")
 @click.option("--symbols", "only_symbols", multiple=True,
               help="Report only these symbols' anomalies (comma-separated or repeated, any case).")
 @click.option("--since", help="Report only anomalies from this event time on: ISO 8601 (2025-05-05T13:00:00Z, "
                               "an offset like -04:00 (none: UTC), or a date) or integer ns since the epoch.")
 @click.option("--until", help="Stop before this event time (same forms as --since).")
 @click.option("--suppressions", "suppressions_file", type=click.Path(exists=True, dir_okay=False),
-              help="Suppressions file to honour (default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json: "
-                   "where `stockanomaly suppress` writes).")
+              help="Suppressions file to honour [default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json, "
+                   "where `stockanomaly suppress` writes].")
 @click.option("--no-suppressions", is_flag=True,
               help="Honour no suppression rule: report everything the detectors found.")
 def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str | None, dead_letters: str | None,
@@ -500,10 +512,10 @@ def suppressions_path(given: str | None, writes: bool = False) -> str:
 @click.option("--detector", help="Only this detector's anomalies.")
 @click.option("--between", help="Only within this New York time-of-day window, HH:MM-HH:MM or HH:MM:SS-HH:MM:SS "
                                "(end excluded).")
-@click.option("--until", "until_day", help="Last exchange date the rule applies (YYYY-MM-DD); default: no end.")
+@click.option("--until", "until_day", help="Last exchange date the rule applies (YYYY-MM-DD) [default: no end].")
 @click.option("--note", default="", help="Why (shown by `stockanomaly suppressions`).")
 @click.option("--file", "path", type=OutputPath(),
-              help="Suppressions file (default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json).")
+              help="Suppressions file [default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json].")
 def suppress(symbol: str | None, detector: str | None, between: str | None, until_day: str | None, note: str,
              path: str | None) -> None:
     """Stop publishing anomalies that match a known pattern: every part given must match. Replay
@@ -528,7 +540,7 @@ def suppress(symbol: str | None, detector: str | None, between: str | None, unti
 @click.option("--remove", "remove_id", help="Remove the rule with this id.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rules as JSON.")
 @click.option("--file", "path", type=click.Path(dir_okay=False),
-              help="Suppressions file (default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json).")
+              help="Suppressions file [default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json].")
 def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None:
     """List the suppression rules in force (or remove one)."""
     from adapters.files.suppressions import load_suppressions, save_suppressions
@@ -563,16 +575,18 @@ def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None
 
 @main.command()
 @click.argument("out", type=OutputPath())
-@click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 5000), help="How many symbols.")
-@click.option("--trades", default=1_000_000, show_default=True, type=click.IntRange(1002),
+@click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 5000), metavar="N",
+              help="How many symbols.")
+@click.option("--trades", default=1_000_000, show_default=True, type=click.IntRange(1002), metavar="N",
               help="Prints in all (at least 1,002: one symbol's 1,000 of history for an injected anomaly and its "
                    "two auction crosses; more symbols need more).")
-@click.option("--seed", default=7, show_default=True, type=click.IntRange(0, 2**32 - 1),
+@click.option("--seed", default=7, show_default=True, type=click.IntRange(0, 2**32 - 1), metavar="N",
               help="The same seed gives the same market, byte for byte.")
 @click.option("--date", default="2025-03-03", show_default=True, callback=lambda _c, _p, v: trading_day(v),
               help="A full trading day (YYYY-MM-DD), or `last`: the last one before today (UTC).")
 def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
-    """Write a synthetic market with labelled, injected anomalies as DBN (labels beside it)."""
+    """Write a synthetic market with labelled, injected anomalies to OUT as DBN (.dbn or .dbn.zst), and
+    its labels beside it (m.dbn.zst -> m.labels.json), for `replay` and `evaluate`."""
     from adapters.synthetic import generate as write_market
     from adapters.synthetic import labels_path_for
 
@@ -609,17 +623,20 @@ def verdicts_path(given: str | None, writes: bool = False) -> str:
     return file_setting(given, "verdicts", "verdicts.jsonl", writes)
 
 
-@main.command()
+@main.command(options_metavar="--confirmed|--false-positive [OPTIONS]")
 @click.argument("anomaly_id", metavar="ID")
 @click.option("--confirmed", is_flag=True, help="It was worth an alert.")
 @click.option("--false-positive", is_flag=True, help="It was not.")
 @click.option("--note", default="", help="Why (kept with the verdict).")
 @click.option("--file", "path", type=OutputPath(),
-              help="Verdicts file (default: STOCKANOMALY_VERDICTS, else ./verdicts.jsonl).")
+              help="Verdicts file [default: STOCKANOMALY_VERDICTS, else ./verdicts.jsonl].")
 def label(anomaly_id: str, confirmed: bool, false_positive: bool, note: str, path: str | None) -> None:
-    """Record an analyst's verdict on an anomaly or an incident (the last one for an id counts; an
-    incident's counts for each of its anomalies with none of its own); `evaluate --verdicts` scores
-    detectors against them."""
+    """Record an analyst's verdict on an anomaly or an incident: give ID and one of --confirmed and
+    --false-positive. IDs are in a replay's --out file and its --json, in `tail --json` and `query
+    --json`, and shown by `show`.
+
+    The last verdict for an id counts (an incident's, for each of its anomalies with none of its
+    own); `evaluate --verdicts` scores detectors against them."""
     from adapters.files.verdicts import append_verdict
 
     if confirmed == false_positive:
@@ -637,19 +654,23 @@ def label(anomaly_id: str, confirmed: bool, false_positive: bool, note: str, pat
 
 @main.command()
 @click.argument("data", nargs=-1, metavar="DATA...")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Labels file (default: beside DATA).")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+              help="Labels file [default: each DATA file's, beside it: m.dbn.zst -> m.labels.json].")
 # A flag or an option: `label` writes to a default file, and `--verdicts` alone reads that one.
 @click.option("--verdicts", is_flag=False, flag_value="", metavar="[FILE]",
               help="Score against analysts' verdicts (stockanomaly label) instead of generated labels. Without "
                    "FILE, those `label` wrote: STOCKANOMALY_VERDICTS, else ./verdicts.jsonl.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
 @click.option("--thresholds", type=click.Path(exists=True, dir_okay=False),
-              help="Calibrated thresholds file, as for replay.")
+              help="Calibrated thresholds file, as for replay [default: STOCKANOMALY_THRESHOLDS, else none].")
 def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as_json: bool,
              thresholds: str | None) -> None:
     """Replay generated DATA and score detections against its labels: precision, recall, F1. With
     --verdicts, any DATA (real days too): per detector, how many detections analysts confirmed or
-    called false positives, and the precision over those reviewed."""
+    called false positives, and the precision over those reviewed.
+
+    The detectors scored are those STOCKANOMALY_DETECTORS names (unset: all); no suppression rule is
+    honoured."""
     from adapters.databento.paths import SUPPORTED_SUFFIXES, expand_paths
     from adapters.synthetic import labels_path_for
     from application.evaluate import evaluate as score
@@ -795,11 +816,11 @@ CALIBRATE_LISTED = 20  # symbols calibrate lists, one line each; the rest are co
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--out", required=True, type=OutputPath(), help="Where to write thresholds.json.")
-@click.option("--quantile", default=0.999, show_default=True, type=FiniteRange(0.5, 1.0, max_open=True),
+@click.option("--quantile", default=0.999, show_default=True, type=FiniteRange(0.5, 1.0, max_open=True), metavar="Q",
               help="The size quantile each symbol's threshold is a multiple of.")
-@click.option("--multiple", default=8.0, show_default=True, type=FiniteRange(1.0),
+@click.option("--multiple", default=8.0, show_default=True, type=FiniteRange(1.0), metavar="M",
               help="Threshold = this x the symbol's quantile size.")
-@click.option("--min-trades", default=1000, show_default=True, type=click.IntRange(1),
+@click.option("--min-trades", default=1000, show_default=True, type=click.IntRange(1), metavar="N",
               help="Symbols with fewer trades (auction crosses aside) get no threshold (the default rule judges them).")
 def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float, min_trades: int) -> None:
     """Learn per-symbol size thresholds from history, for `replay --thresholds` and the worker."""

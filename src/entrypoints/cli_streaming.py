@@ -36,14 +36,15 @@ def settings_or_fail(flags: Mapping[str, str] | None = None, /, **values: object
 @click.option("--detector", "detectors", multiple=True, help="Only this detector (repeatable).")
 @click.option("--since", help="From this event time: ISO 8601 (2025-05-05T13:00:00Z), integer ns, or an age (30m, 1h, 7d).")
 @click.option("--until", help="Before this event time (same forms as --since).")
-@click.option("--min-score", type=FiniteRange(min=0), help="Only anomalies scoring at least this.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--min-score", type=FiniteRange(min=0), metavar="SCORE", help="Only anomalies scoring at least this.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), metavar="N",
+              help="Show at most N.")
 @click.option("--order", default="time", show_default=True, type=click.Choice(["time", "score"]),
               help="Newest first, or highest score first.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of the anomalies (or incidents).")
-@click.option("--es-url", help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; "
-                                "credentials come from ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD or "
-                                "ELASTICSEARCH_API_KEY.")
+@click.option("--es-url", metavar="URL",
+              help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; credentials come "
+                   "from ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD or ELASTICSEARCH_API_KEY.")
 @click.option("--index", "index_prefix", help="Index prefix, indices being <prefix>-YYYY.MM.DD "
                                               "[default: STOCKANOMALY_ES_INDEX_PREFIX, else stockanomaly-anomalies; "
                                               "with --incidents STOCKANOMALY_ES_INCIDENTS_PREFIX, else "
@@ -120,19 +121,19 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
 @click.option("--incidents-topic", help="Created with the others when missing (the worker writes it) "
                                         "[default: STOCKANOMALY_INCIDENTS_TOPIC, else incidents].")
 # 20,000 trades x 48 bytes stays under Kafka's default 1 MiB message limit.
-@click.option("--batch-trades", default=2_000, show_default=True, type=click.IntRange(1, 20_000),
+@click.option("--batch-trades", default=2_000, show_default=True, type=click.IntRange(1, 20_000), metavar="N",
               help="Most trades per Kafka message.")
 @click.option("--pace", default="max", show_default=True,
               help="Files: max, realtime (reproduce event-time gaps) or xN (N times faster than realtime).")
-@click.option("--partitions", type=click.IntRange(1), help="Partitions of the topics when this creates them "
-                                                           "[default: STOCKANOMALY_PARTITIONS, else 4].")
-@click.option("--replication-factor", type=click.IntRange(1, 32),
+@click.option("--partitions", type=click.IntRange(1), metavar="N",
+              help="Partitions of the topics when this creates them [default: STOCKANOMALY_PARTITIONS, else 4].")
+@click.option("--replication-factor", type=click.IntRange(1, 32), metavar="N",
               help="Replication factor of the topics when this creates them "
                    "[default: STOCKANOMALY_REPLICATION_FACTOR, else 1].")
 @click.option("--compression", default="none", show_default=True,
               type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
               help="Kafka compression (snappy, lz4 and zstd need the cramjam package).")
-@click.option("--flush-ms", default=50, show_default=True, type=click.IntRange(1),
+@click.option("--flush-ms", default=50, show_default=True, type=click.IntRange(1), metavar="MS",
               help="Live: the longest a trade waits for its message to fill.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbols: str, bootstrap: str | None,
@@ -277,14 +278,17 @@ def topic_to_read(given: str | None, configured: str) -> str:
 
 @main.command()
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
-@click.option("--topic", help="[default: STOCKANOMALY_TRADES_TOPIC, else trades]")
+@click.option("--topic", help="The topic to read [default: STOCKANOMALY_TRADES_TOPIC, else trades].")
 @click.option("--dead-letters", is_flag=True,
               help="The dead-letter topic instead (STOCKANOMALY_DLQ_TOPIC, else trades.dlq; --topic overrides): "
                    "each record's reason, detail and origin, and the trade or the raw input it holds.")
-@click.option("--partition", "partitions", type=click.IntRange(0), multiple=True, help="Only this partition (repeatable).")
-@click.option("--offset", type=click.IntRange(0), help="From this offset of each partition [default: the beginning].")
-@click.option("--last", type=click.IntRange(1), help="Only the last N messages of each partition.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1), help="Stop after this many messages.")
+@click.option("--partition", "partitions", type=click.IntRange(0), multiple=True, metavar="N",
+              help="Only this partition (repeatable).")
+@click.option("--offset", type=click.IntRange(0), metavar="N",
+              help="From this offset of each partition [default: the beginning].")
+@click.option("--last", type=click.IntRange(1), metavar="N", help="Only the last N messages of each partition.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1), metavar="N",
+              help="Stop after this many messages.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per trade (and per undecodable message, and per dead letter).")
 def decode(bootstrap: str | None, topic: str | None, dead_letters: bool, partitions: tuple[int, ...],
@@ -367,9 +371,10 @@ def decode(bootstrap: str | None, topic: str | None, dead_letters: bool, partiti
 @main.command()
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
 @click.option("--topic", help="The dead-letter topic [default: STOCKANOMALY_DLQ_TOPIC, else trades.dlq].")
-@click.option("--es-url", help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; "
-                                "credentials as for `query`.")
-@click.option("--retry-seconds", default=60.0, show_default=True, type=FiniteRange(min=0),
+@click.option("--es-url", metavar="URL",
+              help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; "
+                   "credentials as for `query`.")
+@click.option("--retry-seconds", default=60.0, show_default=True, type=FiniteRange(min=0), metavar="SECONDS",
               help="How long to retry while Elasticsearch is unavailable before giving up.")
 def reindex(bootstrap: str | None, topic: str | None, es_url: str | None, retry_seconds: float) -> None:
     """Index again the documents Elasticsearch refused (dead letters `index_rejected`), once the cause
@@ -447,8 +452,8 @@ def reindex(bootstrap: str | None, topic: str | None, es_url: str | None, retry_
 
 @main.command()
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
-@click.option("--topic", help="[default: STOCKANOMALY_ANOMALIES_TOPIC, else anomalies]")
-@click.option("-n", "--last", default=10, show_default=True, type=click.IntRange(1),
+@click.option("--topic", help="The topic to read [default: STOCKANOMALY_ANOMALIES_TOPIC, else anomalies].")
+@click.option("-n", "--last", default=10, show_default=True, type=click.IntRange(1), metavar="N",
               help="Start with the last N anomalies or incidents (of all partitions, in the order the workers "
                    "committed them).")
 @click.option("-f", "--follow", is_flag=True, help="Then keep printing new ones (Ctrl-C stops).")
@@ -501,8 +506,10 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
 @main.command()
 @click.argument("record_id", metavar="ID")
 @click.option("--file", "out_file", type=click.Path(dir_okay=False),
-              help="A replay's --out file (its incidents are read from beside it). Default: Elasticsearch.")
-@click.option("--es-url", help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200].")
+              help="A replay's --out file (its incidents are read from beside it) [default: Elasticsearch].")
+@click.option("--es-url", metavar="URL",
+              help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; "
+                   "credentials as for `query`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the anomaly, its incident and its tape as JSON.")
 def show(record_id: str, out_file: str | None, es_url: str | None, as_json: bool) -> None:
     """One anomaly or incident by its id, with the tape around it: the trades before and after the
@@ -569,10 +576,11 @@ def webhooks(given: str) -> list[tuple[str, str]]:
 @click.option("--webhook", "json_hooks", multiple=True, metavar="URL",
               help="POST each notification as JSON here (repeatable; adds to STOCKANOMALY_NOTIFY_WEBHOOKS).")
 @click.option("--slack", "slack_hooks", multiple=True, metavar="URL",
-              help="POST each as a Slack message (an incoming-webhook URL; repeatable).")
+              help="POST each as a Slack message (an incoming-webhook URL; repeatable; adds to "
+                   "STOCKANOMALY_NOTIFY_WEBHOOKS, which takes slack:URL too).")
 @click.option("--min-severity", type=click.Choice(["low", "medium", "high"]),
               help="Send only these and above [default: STOCKANOMALY_NOTIFY_MIN_SEVERITY, else medium].")
-@click.option("--per-symbol-seconds", type=FiniteRange(min=0),
+@click.option("--per-symbol-seconds", type=FiniteRange(min=0), metavar="SECONDS",
               help="At most one per symbol in this much event time; the rest are counted into the next "
                    "[default: STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS, else 300].")
 @click.option("--group", help="Kafka consumer group: notifiers in one group share the records between them (several "

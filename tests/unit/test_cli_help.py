@@ -1,0 +1,107 @@
+"""The help screens as a new user reads them: where to start, what each option takes, and which
+variable stands in for an option that is not given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from adapters.synthetic import labels_path_for
+from domain.detectors import default_detectors
+from entrypoints.cli import main
+
+
+def help_of(*command: str) -> str:
+    """A command's --help as one line: click wraps at the terminal's width, a phrase anywhere."""
+    result = CliRunner().invoke(main, [*command, "--help"], prog_name="stockanomaly", catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+def option_help(command: str, option: str) -> str:
+    """One option's line of `command --help`, as click renders it (its own default included)."""
+    cmd = main.commands[command]
+    with click.Context(cmd, info_name=command) as ctx:
+        record = next(p for p in cmd.params if option in p.opts).get_help_record(ctx)
+    assert record is not None
+    return " ".join(" ".join(record).split())
+
+
+def test_the_group_help_says_where_to_start() -> None:
+    text = help_of()
+    assert "Start with `stockanomaly replay FILE...`" in text and "`stockanomaly generate m.dbn.zst`" in text
+
+
+def test_the_log_level_shows_its_choices_and_default_in_one_case_and_takes_any(tmp_path: Path) -> None:
+    """The choices showed in lower case (click shows a case-insensitive choice so) beside `[default: WARNING]`."""
+    assert "--log-level [debug|info|warning|error]" in help_of() and "[default: warning]" in help_of()
+    listed = CliRunner().invoke(main, ["--log-level", "WARNING", "suppressions", "--json",
+                                       "--file", str(tmp_path / "none.json")])
+    assert (listed.exit_code, listed.output) == (0, "[]\n")
+
+
+STAND_INS = [  # (command, option, the variable that stands in for it)
+    ("replay", "--out", "STOCKANOMALY_OUT"),
+    ("replay", "--dead-letters", "STOCKANOMALY_DEAD_LETTERS"),
+    ("replay", "--thresholds", "STOCKANOMALY_THRESHOLDS"),
+    ("replay", "--detectors", "STOCKANOMALY_DETECTORS"),
+    ("replay", "--suppressions", "STOCKANOMALY_SUPPRESSIONS"),
+    ("evaluate", "--thresholds", "STOCKANOMALY_THRESHOLDS"),
+    ("label", "--file", "STOCKANOMALY_VERDICTS"),
+    ("suppress", "--file", "STOCKANOMALY_SUPPRESSIONS"),
+    ("suppressions", "--file", "STOCKANOMALY_SUPPRESSIONS"),
+    ("notify", "--webhook", "STOCKANOMALY_NOTIFY_WEBHOOKS"),
+    ("notify", "--slack", "STOCKANOMALY_NOTIFY_WEBHOOKS"),
+    ("notify", "--min-severity", "STOCKANOMALY_NOTIFY_MIN_SEVERITY"),
+    ("notify", "--group", "STOCKANOMALY_NOTIFY_GROUP"),
+    ("ingest", "--bootstrap", "KAFKA_BOOTSTRAP_SERVERS"),
+    ("ingest", "--partitions", "STOCKANOMALY_PARTITIONS"),
+    ("decode", "--topic", "STOCKANOMALY_TRADES_TOPIC"),
+    ("tail", "--topic", "STOCKANOMALY_ANOMALIES_TOPIC"),
+    ("query", "--es-url", "ELASTICSEARCH_URL"),
+    ("show", "--es-url", "ELASTICSEARCH_URL"),
+]
+
+
+@pytest.mark.parametrize(("command", "option", "variable"), STAND_INS, ids=[f"{c} {o}" for c, o, _ in STAND_INS])
+def test_an_option_a_variable_stands_in_for_names_it(command: str, option: str, variable: str) -> None:
+    """A set STOCKANOMALY_OUT made every replay write (over) a file its help did not mention."""
+    assert variable in option_help(command, option)
+
+
+def test_replay_detectors_lists_every_detector_it_takes() -> None:
+    entry = option_help("replay", "--detectors")
+    assert all(detector.name in entry for detector in default_detectors())
+
+
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_no_option_shows_clicks_type_name_for_a_number(command: str) -> None:
+    """`--top INTEGER RANGE`, `--metrics-port INTEGER RANGE`: the range is shown beside the help anyway."""
+    text = help_of(command)
+    assert "INTEGER RANGE" not in text and "FLOAT RANGE" not in text
+
+
+def test_replay_names_what_its_numbers_are() -> None:
+    assert option_help("replay", "--top").startswith("--top N ")
+    assert option_help("replay", "--metrics-port").startswith("--metrics-port PORT ")
+
+
+def test_label_says_it_needs_one_verdict_and_where_ids_are_found(tmp_path: Path) -> None:
+    """Its usage line, `label [OPTIONS] ID`, hid that a verdict is required, and nothing said where an id comes from."""
+    text = help_of("label")
+    assert text.startswith("Usage: stockanomaly label --confirmed|--false-positive [OPTIONS] ID")
+    assert all(where in text for where in ("replay's --out file", "`tail --json`", "`query --json`", "`show`"))
+    for given in ([], ["--confirmed", "--false-positive"]):
+        result = CliRunner().invoke(main, ["label", "0" * 32, *given, "--file", str(tmp_path / "v.jsonl")])
+        assert result.exit_code != 0 and len(result.output.splitlines()) == 1
+        assert "--confirmed or --false-positive" in result.output
+    assert not (tmp_path / "v.jsonl").exists()
+
+
+def test_evaluate_says_which_detectors_it_scores_and_where_its_labels_are() -> None:
+    text = help_of("evaluate")
+    assert "STOCKANOMALY_DETECTORS" in text and "no suppression rule is honoured" in text
+    assert f"m.dbn.zst -> {labels_path_for('m.dbn.zst').name}" in option_help("evaluate", "--labels")
