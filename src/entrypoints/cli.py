@@ -710,8 +710,9 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
             fail(f"{labels_path} is not a labels file written by `stockanomaly generate`: {exc}")
     truth = merge_labels(parts)
     try:  # a bad setting or thresholds file: one line, as for replay
-        # The detectors are scored, not the analyst's rules: no suppression holds a detection back.
-        container = build_container(thresholds=thresholds, suppressions="")
+        # The detectors are scored, not the analyst's rules: no suppression holds a detection back. And
+        # replay's outputs are replay's: STOCKANOMALY_OUT / _DEAD_LETTERS had evaluate write them, unsaid.
+        container = build_container(thresholds=thresholds, suppressions="", out="", dead_letters="")
         say_when_compiling()
         container.engine().warm_up()
     except DomainError as exc:
@@ -759,7 +760,7 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
     changed: dict[str, int] = {}  # ids whose verdicts disagree -> the line of the one that counts
     try:
         verdicts = load_verdicts(path, changed)
-        container = build_container(thresholds=thresholds, suppressions="")  # the detectors', as above
+        container = build_container(thresholds=thresholds, suppressions="", out="", dead_letters="")  # as above
         say_when_compiling()
         container.engine().warm_up()
         source = file_source(data, int(container.config.chunk_size()))

@@ -267,6 +267,20 @@ def test_evaluate_scores_the_detectors_whatever_stockanomaly_suppressions_holds_
     assert held["anomalies"] == 0 and sum(held["suppressed"].values()) > 0  # replay honours them, as it should
 
 
+def test_evaluate_writes_nothing_where_replays_output_variables_point(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """STOCKANOMALY_OUT and _DEAD_LETTERS stand in for replay's --out and --dead-letters: evaluate, which
+    has neither, wrote (over) both files all the same, unchecked and unsaid."""
+    data = tmp_path / "m.dbn"
+    assert run("generate", str(data), "--symbols", "2", "--trades", "20000", "--seed", "1")[0] == 0
+    monkeypatch.setenv("STOCKANOMALY_OUT", str(tmp_path / "a.jsonl"))
+    monkeypatch.setenv("STOCKANOMALY_DEAD_LETTERS", str(tmp_path / "dl.jsonl"))
+    assert run("evaluate", "--json", str(data))[0] == 0
+    assert run("label", "0" * 32, "--confirmed", "--file", str(tmp_path / "v.jsonl"))[0] == 0
+    assert run("evaluate", "--json", str(data), "--verdicts", str(tmp_path / "v.jsonl"))[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dbn", "m.labels.json", "v.jsonl"]
+
+
 def test_replay_says_which_detectors_did_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """A detector left out (STOCKANOMALY_DETECTORS left set from another run) read as one that found nothing."""
     assert "detectors_not_run" not in json.loads(run("replay", "--json", "--top", "0")[1])
