@@ -301,7 +301,7 @@ def named(names: Sequence[str], limit: int) -> str:
     return ", ".join(names[:limit]) + more
 
 
-@main.command()
+@main.command(short_help="Detect anomalies in Databento files, in-process.")
 @click.argument("paths", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the readable summary.")
 @click.option("--out", type=OutputPath(),
@@ -507,9 +507,9 @@ def suppressions_path(given: str | None, writes: bool = False) -> str:
     return file_setting(given, "suppressions", "suppressions.json", writes)
 
 
-@main.command()
+@main.command(short_help="Stop publishing anomalies that match a known pattern.")
 @click.option("--symbol", help="Only this symbol's anomalies.")
-@click.option("--detector", help="Only this detector's anomalies.")
+@click.option("--detector", metavar="NAME", help=f"Only this detector's anomalies: one of {', '.join(DETECTOR_NAMES)}.")
 @click.option("--between", help="Only within this New York time-of-day window, HH:MM-HH:MM or HH:MM:SS-HH:MM:SS "
                                "(end excluded).")
 @click.option("--until", "until_day", help="Last exchange date the rule applies (YYYY-MM-DD) [default: no end].")
@@ -536,7 +536,7 @@ def suppress(symbol: str | None, detector: str | None, between: str | None, unti
     click.echo(f"suppression {rule.id} added to {target}")
 
 
-@main.command()
+@main.command(short_help="List the suppression rules in force (or remove one).")
 @click.option("--remove", "remove_id", help="Remove the rule with this id.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rules as JSON.")
 @click.option("--file", "path", type=click.Path(dir_okay=False),
@@ -573,7 +573,7 @@ def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None
         click.echo(f"{r.id}  {', '.join(parts)}" + (f"  ({r.note})" if r.note else ""))
 
 
-@main.command()
+@main.command(short_help="Write a synthetic market with labelled anomalies.")
 @click.argument("out", type=OutputPath())
 @click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 5000), metavar="N",
               help="How many symbols.")
@@ -623,7 +623,8 @@ def verdicts_path(given: str | None, writes: bool = False) -> str:
     return file_setting(given, "verdicts", "verdicts.jsonl", writes)
 
 
-@main.command(options_metavar="--confirmed|--false-positive [OPTIONS]")
+@main.command(short_help="Record an analyst's verdict on an anomaly or incident.",
+              options_metavar="--confirmed|--false-positive [OPTIONS]")
 @click.argument("anomaly_id", metavar="ID")
 @click.option("--confirmed", is_flag=True, help="It was worth an alert.")
 @click.option("--false-positive", is_flag=True, help="It was not.")
@@ -652,7 +653,7 @@ def label(anomaly_id: str, confirmed: bool, false_positive: bool, note: str, pat
     click.echo(f"{anomaly_id} marked {verdict.replace('_', ' ')} in {target}")
 
 
-@main.command()
+@main.command(short_help="Score detections against labels or analysts' verdicts.")
 @click.argument("data", nargs=-1, metavar="DATA...")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False),
               help="Labels file [default: each DATA file's, beside it: m.dbn.zst -> m.labels.json].")
@@ -814,7 +815,7 @@ def _verdicts(n: int) -> str:
 CALIBRATE_LISTED = 20  # symbols calibrate lists, one line each; the rest are counted
 
 
-@main.command()
+@main.command(short_help="Learn per-symbol size thresholds from history.")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--out", required=True, type=OutputPath(), help="Where to write thresholds.json.")
 @click.option("--quantile", default=0.999, show_default=True, type=FiniteRange(0.5, 1.0, max_open=True), metavar="Q",

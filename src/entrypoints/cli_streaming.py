@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from domain.detectors import DETECTOR_NAMES
 from domain.errors import DomainError
 from entrypoints.cli import FiniteRange, OutputPath, err, fail, file_source, log, main, progress_bar
 from entrypoints.settings import Settings, check_http_url, check_topic, load_settings
@@ -31,9 +32,10 @@ def settings_or_fail(flags: Mapping[str, str] | None = None, /, **values: object
         fail(str(exc))
 
 
-@main.command()
+@main.command(short_help="Search the anomalies (or incidents) in Elasticsearch.")
 @click.option("--symbol", "symbols", multiple=True, help="Only this symbol (repeatable, any case).")
-@click.option("--detector", "detectors", multiple=True, help="Only this detector (repeatable).")
+@click.option("--detector", "detectors", multiple=True, metavar="NAME",
+              help=f"Only this detector (repeatable): {', '.join(DETECTOR_NAMES)}.")
 @click.option("--since", help="From this event time: ISO 8601 (2025-05-05T13:00:00Z), integer ns, or an age (30m, 1h, 7d).")
 @click.option("--until", help="Before this event time (same forms as --since).")
 @click.option("--min-score", type=FiniteRange(min=0), metavar="SCORE", help="Only anomalies scoring at least this.")
@@ -105,7 +107,7 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
     console().print(table)
 
 
-@main.command()
+@main.command(short_help="Publish Databento trades (files or live) to Kafka.")
 @click.argument("paths", nargs=-1)
 @click.option("--live", is_flag=True, help="Read the Databento live feed (API key from DATABENTO_API_KEY).")
 @click.option("--dataset", default="XNAS.ITCH", show_default=True, help="Live: dataset.")
@@ -276,7 +278,7 @@ def topic_to_read(given: str | None, configured: str) -> str:
         fail(f"--topic: {exc}, got {given!r}")
 
 
-@main.command()
+@main.command(short_help="Show the trades (or dead letters) a topic holds.")
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
 @click.option("--topic", help="The topic to read [default: STOCKANOMALY_TRADES_TOPIC, else trades].")
 @click.option("--dead-letters", is_flag=True,
@@ -368,7 +370,7 @@ def decode(bootstrap: str | None, topic: str | None, dead_letters: bool, partiti
         click.echo(f"no messages on {name}" + (f" from offset {offset}" if offset is not None else ""), err=True)
 
 
-@main.command()
+@main.command(short_help="Index again what Elasticsearch refused.")
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
 @click.option("--topic", help="The dead-letter topic [default: STOCKANOMALY_DLQ_TOPIC, else trades.dlq].")
 @click.option("--es-url", metavar="URL",
@@ -450,7 +452,7 @@ def reindex(bootstrap: str | None, topic: str | None, es_url: str | None, retry_
         raise SystemExit(1)
 
 
-@main.command()
+@main.command(short_help="Show the anomalies (or incidents) the workers committed.")
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
 @click.option("--topic", help="The topic to read [default: STOCKANOMALY_ANOMALIES_TOPIC, else anomalies].")
 @click.option("-n", "--last", default=10, show_default=True, type=click.IntRange(1), metavar="N",
@@ -503,7 +505,7 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
         err.print(f"no {'incidents' if incidents else 'anomalies'} on {name} yet", highlight=False)
 
 
-@main.command()
+@main.command(short_help="One anomaly or incident, with the tape around it.")
 @click.argument("record_id", metavar="ID")
 @click.option("--file", "out_file", type=click.Path(dir_okay=False),
               help="A replay's --out file (its incidents are read from beside it) [default: Elasticsearch].")
@@ -570,7 +572,7 @@ def webhooks(given: str) -> list[tuple[str, str]]:
     return hooks
 
 
-@main.command()
+@main.command(short_help="Post the anomalies that matter to webhooks.")
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
 @click.option("--incidents", is_flag=True, help="Notify incidents (the incidents topic) instead of anomalies.")
 @click.option("--webhook", "json_hooks", multiple=True, metavar="URL",

@@ -72,8 +72,10 @@ def test_an_option_a_variable_stands_in_for_names_it(command: str, option: str, 
     assert variable in option_help(command, option)
 
 
-def test_replay_detectors_lists_every_detector_it_takes() -> None:
-    entry = option_help("replay", "--detectors")
+@pytest.mark.parametrize(("command", "option"), [("replay", "--detectors"), ("query", "--detector"),
+                                                  ("suppress", "--detector")])
+def test_an_option_naming_detectors_lists_every_detector_it_takes(command: str, option: str) -> None:
+    entry = option_help(command, option)
     assert all(detector.name in entry for detector in default_detectors())
 
 
@@ -105,3 +107,13 @@ def test_evaluate_says_which_detectors_it_scores_and_where_its_labels_are() -> N
     text = help_of("evaluate")
     assert "STOCKANOMALY_DETECTORS" in text and "no suppression rule is honoured" in text
     assert f"m.dbn.zst -> {labels_path_for('m.dbn.zst').name}" in option_help("evaluate", "--labels")
+
+
+def test_the_command_list_shows_each_commands_summary_whole_at_80_columns() -> None:
+    """Click cut each command's first docstring sentence at about 60 characters ("Learn per-symbol
+    size thresholds from history, for..."): a summary of its own fits."""
+    result = CliRunner().invoke(main, ["--help"], prog_name="stockanomaly", terminal_width=80)
+    listed = result.output.split("Commands:", 1)[1].splitlines()
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in listed if line.strip()}
+    assert set(rows) == set(main.commands)
+    assert not [row for row in rows.values() if row.endswith("...")]
