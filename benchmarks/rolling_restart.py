@@ -208,6 +208,8 @@ class Run:
         survivor, log, _ = self.current[other]
         before = self.committed_by(time.time() - self.args.settle, time.time())
         orphans = set(before.get(name, []))
+        if not orphans:  # nothing would be taken over: the wait below could never end
+            raise SystemExit(f"rolling_restart: worker {name} committed no partition in the last {self.args.settle} s")
         killed = time.time()
         proc.send_signal(signal.SIGKILL)
         proc.wait()
