@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 import urllib.request
 from urllib.parse import urlsplit
@@ -16,6 +17,19 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord
 
 T = TypeVar("T")
+
+
+def stop_processes(processes: Iterable[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every process still running, SIGKILL to any not gone within 60 s."""
+    processes = list(processes)
+    for proc in processes:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in processes:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
 from entrypoints.container import build_container
-from integration_support import GatedProxy, as_messages, eventually, eventually_async, free_port
+from integration_support import GatedProxy, as_messages, eventually, eventually_async, free_port, stop_processes
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -202,13 +202,7 @@ async def test_a_burst_of_anomalies_through_a_scraped_worker_fires_the_anomaly_r
                    timeout=120, interval=1.0, what="the indexer catching up once Elasticsearch is back")
     finally:
         gate.close()
-        for proc in (worker, indexer):
-            proc.terminate()
-        for proc in (worker, indexer):
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes((worker, indexer))
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     batches = [line for line in lines if line.get("event") == "batch"]
     assert batches and all({"partition", "offsets", "trades", "seconds"} <= set(b) for b in batches)

@@ -20,7 +20,7 @@ from adapters.kafka.producer import KafkaTradePublisher
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
 from application.ingest import IngestTrades
-from integration_support import ConditionTimeout, eventually_async, free_port
+from integration_support import ConditionTimeout, eventually_async, free_port, stop_processes
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -82,14 +82,7 @@ class Workers:
         return (self.workdir / name).read_text(errors="replace")
 
     def stop(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.processes:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.processes)
 
 
 @pytest_asyncio.fixture

@@ -32,7 +32,7 @@ from click.testing import CliRunner
 from entrypoints.cli import main
 from entrypoints.container import build_container
 from integration_support import (ConditionTimeout, GatedProxy, as_messages, eventually, eventually_async,
-                                 free_port, read_all, scrape, topic_config)
+                                 free_port, read_all, scrape, stop_processes, topic_config)
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -274,15 +274,7 @@ class Stream:
         return [i for i in eventually(search, timeout=30, interval=0.5, what=f"a search of {index}") if i]
 
     def stop(self) -> None:
-        """SIGTERM to every process still running, SIGKILL to any not gone within 60 s."""
-        for proc in self.workers:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.workers:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.workers)
 
 
 @pytest_asyncio.fixture
