@@ -633,8 +633,8 @@ def verdicts_path(given: str | None, writes: bool = False) -> str:
               help="Verdicts file [default: STOCKANOMALY_VERDICTS, else ./verdicts.jsonl].")
 def label(anomaly_id: str, confirmed: bool, false_positive: bool, note: str, path: str | None) -> None:
     """Record an analyst's verdict on an anomaly or an incident: give ID and one of --confirmed and
-    --false-positive. IDs are in a replay's --out file and its --json, in `tail --json` and `query
-    --json`, and shown by `show`.
+    --false-positive. IDs are in the tables of `replay` and `query`, at the end of `tail`'s lines,
+    in their --json, in a replay's --out file, and shown by `show`.
 
     The last verdict for an id counts (an incident's, for each of its anomalies with none of its
     own); `evaluate --verdicts` scores detectors against them."""

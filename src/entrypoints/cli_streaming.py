@@ -56,12 +56,10 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
           min_score: float | None, limit: int, order: str, as_json: bool, es_url: str | None,
           index_prefix: str | None, incidents: bool) -> None:
     """Search the anomalies (or incidents) the workers stored in Elasticsearch."""
-    from rich.table import Table
-
     from adapters.elasticsearch import ElasticsearchAdapterError, ElasticsearchAnomalyQuery, ElasticsearchSettings
     from adapters.elasticsearch import connect as connect_elasticsearch
     from application.query import QueryAnomalies
-    from entrypoints.render import console, exchange_time, incidents_table
+    from entrypoints.render import anomalies_table, console, incidents_table
 
     from adapters.elasticsearch.mapping import ANOMALIES, INCIDENTS
 
@@ -95,16 +93,9 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
     if not found:
         click.echo(f"no {'incidents' if incidents else 'anomalies'} in {index_prefix}-* match")
         return
-    if incidents:
-        console().print(incidents_table([i.to_dict() for i in found], title))
-        return
-    table = Table(title=title, title_justify="left")
-    for col in ("time (New York), session", "symbol", "detector", "score"):
-        table.add_column(col, no_wrap=True, justify="right" if col == "score" else "left")
-    table.add_column("reason", overflow="fold", ratio=1)
-    for a in found:
-        table.add_row(exchange_time(a.to_dict()), a.symbol, a.detector, f"{a.score:.2f}", a.reason)
-    console().print(table)
+    shown = console()
+    table = incidents_table if incidents else anomalies_table
+    shown.print(table([x.to_dict() for x in found], title, shown.width))
 
 
 @main.command(short_help="Publish Databento trades (files or live) to Kafka.")
@@ -485,10 +476,11 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
         if as_json:
             click.echo(json.dumps(item.to_dict()))
         elif incidents:
-            click.echo(f"{incident_start(item.to_dict())}  {item.symbol:<8} {item.size:>3} anomalies  {item.score:>6.2f}  {item.headline}")
-        else:
+            click.echo(f"{incident_start(item.to_dict())}  {item.symbol:<8} {item.size:>3} anomalies  {item.score:>6.2f}  "
+                       f"{item.headline}  id {item.id}")
+        else:  # the id last, for `show` and `label` (awk '{print $NF}')
             click.echo(f"{exchange_time(item.to_dict())}  {item.symbol:<8} {item.detector:<16} "
-                       f"{item.score:>6.2f}  {item.reason}")
+                       f"{item.score:>6.2f}  {item.reason}  id {item.id}")
         return True
 
     def event_time(record: Any) -> int:

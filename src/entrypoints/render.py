@@ -48,15 +48,43 @@ def incident_start(incident: dict[str, Any]) -> str:
                           "session": incident.get("session", "")})
 
 
-def incidents_table(incidents: list[dict[str, Any]], title: str) -> Table:
-    """Incidents (as `Incident.to_dict`) as rows: start, symbol, size, detectors, score, headline."""
+# Tables give each row's id (what `show` and `label` take) whole, never folded, so it can be copied:
+# in a column of its own where the console is this wide (a pipe's is), under the row's time where not.
+ID_COLUMN_FROM = 160
+
+
+def records_table(title: str, first: str, columns: tuple[str, ...], text: str,
+                  rows: list[tuple[str, tuple[str, ...], str, str]], width: int) -> Table:
+    """Rows of (time, columns, text, id): the time and `columns` kept on one line each (but an
+    incident's detectors), `text` (a reason, a headline) folded into the width left, and the id in a
+    column of its own or under the time (by the `width` of the console it is for)."""
+    apart = width >= ID_COLUMN_FROM
     table = Table(title=title, title_justify="left")
-    for col in ("start (New York), session", "symbol", "anomalies", "detectors", "score", "headline"):
-        table.add_column(col, overflow="fold")
-    for i in incidents:
-        table.add_row(incident_start(i), i["symbol"], str(i["size"]), ", ".join(i["detectors"]),
-                      f"{i['score']:.2f}", i["headline"])
+    table.add_column(first if apart else f"{first}\nid", no_wrap=True)
+    for col in columns:  # (an incident's detectors can be five names long: folded like its headline)
+        table.add_column(col, no_wrap=col != "detectors", overflow="fold",
+                         justify="right" if col in ("score", "anomalies") else "left")
+    table.add_column(text, overflow="fold", ratio=1)
+    if apart:
+        table.add_column("id", no_wrap=True)
+    for when, cells, what, record_id in rows:
+        table.add_row(when if apart else f"{when}\n[dim]{record_id}[/]", *cells, what,
+                      *((record_id,) if apart else ()))
     return table
+
+
+def anomalies_table(anomalies: list[dict[str, Any]], title: str, width: int) -> Table:
+    """Anomalies (as `Anomaly.to_dict`) as rows: time, symbol, detector, score, reason, id."""
+    return records_table(title, "time (New York), session", ("symbol", "detector", "score"), "reason",
+                         [(exchange_time(a), (a["symbol"], a["detector"], f"{a['score']:.2f}"), a["reason"], a["id"])
+                          for a in anomalies], width)
+
+
+def incidents_table(incidents: list[dict[str, Any]], title: str, width: int) -> Table:
+    """Incidents (as `Incident.to_dict`) as rows: start, symbol, size, detectors, score, headline, id."""
+    return records_table(title, "start (New York), session", ("symbol", "anomalies", "detectors", "score"), "headline",
+                         [(incident_start(i), (i["symbol"], str(i["size"]), ", ".join(i["detectors"]),
+                                               f"{i['score']:.2f}"), i["headline"], i["id"]) for i in incidents], width)
 
 
 def count_table(title: str, column: str, counts: list[tuple[str, int]], limit: int | None = None) -> Table:
@@ -106,16 +134,12 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
                   count_table("Anomalies by symbol", "symbol", list(result["by_symbol"].items()), limit=15)):
         if table.row_count:  # nothing found: no empty tables
             out.print(table)
-    top = Table(title="Top anomalies", title_justify="left", show_lines=False)
-    for col in ("time (New York), session", "symbol", "detector", "score", "reason"):
-        top.add_column(col, overflow="fold")
-    for a in result["top"]:
-        top.add_row(exchange_time(a), a["symbol"], a["detector"], f"{a['score']:.2f}", a["reason"])
     if result["top"]:  # none found, or --top 0
-        out.print(top)
+        out.print(anomalies_table(result["top"], "Top anomalies", out.width))
     if result.get("top_incidents"):
         out.print(incidents_table(result["top_incidents"],
-                                  f"Top incidents (a symbol's anomalies each within {GAP_NS // 60_000_000_000} minutes of the next)"))
+                                  f"Top incidents (a symbol's anomalies each within {GAP_NS // 60_000_000_000} minutes of the next)",
+                                  out.width))
     if result.get("by_session"):
         out.print("by session: " + ", ".join(f"{SESSION_LABELS.get(k, k)} {v:,}" for k, v in result["by_session"].items()))
     incidents_out = None

@@ -102,6 +102,7 @@ async def test_tail_shows_the_last_anomalies_of_the_topic_in_order_and_skips_wha
     assert "1@0: not an anomaly" in err
     code, out, _ = await asyncio.to_thread(invoke, "tail", "--bootstrap", kafka_bootstrap, "--topic", topic, "-n", "1")
     assert code == 0 and out.startswith("2025-05-05 09:30:00.000 regular  NVDA") and "size 50,004 is large" in out
+    assert out.rstrip().endswith(f"  id {anomalies[-1].id}")  # what `show` and `label` take, last on the line
 
 
 @pytest.mark.asyncio
@@ -157,7 +158,8 @@ async def test_tail_incidents_shows_the_incidents_topic(kafka_bootstrap, new_top
     code, out, _ = await asyncio.to_thread(invoke, "tail", "--incidents", "--bootstrap", kafka_bootstrap,
                                            "--topic", topic)
     assert code == 0
-    assert out.strip() == "2025-05-05 09:30:00.000 regular  NVDA       2 anomalies    2.50  trade_burst: trade_burst fired"
+    assert out.strip() == ("2025-05-05 09:30:00.000 regular  NVDA       2 anomalies    2.50  trade_burst: trade_burst fired"
+                           f"  id {incident.id}")
     code, out, _ = await asyncio.to_thread(invoke, "tail", "--incidents", "--json", "--bootstrap", kafka_bootstrap,
                                            "--topic", topic)
     assert code == 0 and json.loads(out)["members"] == [m.id for m in members]

@@ -207,6 +207,7 @@ def test_query_command_prints_json_and_a_table(es_url: str, stored: str) -> None
     table = CliRunner().invoke(main, args)
     assert table.exit_code == 0, table.output
     assert "2 anomalies" in table.output and "price_change" in table.output
+    assert A1.id in table.output and A2.id in table.output  # whole, for `show` and `label`
     assert "more match" not in table.output
     cut = CliRunner().invoke(main, [*args, "--limit", "1"])  # two match: the table says it shows one of them
     assert cut.exit_code == 0 and "1 anomalies (the first 1 by --order time; more match" in cut.output

@@ -359,6 +359,28 @@ def test_tables_written_to_a_pipe_keep_each_row_on_one_line(monkeypatch: pytest.
     assert len(rows) == 3 and all(line.startswith("│ 2025-") for line in rows)  # no continuation lines
 
 
+def test_replay_tables_give_each_row_its_whole_id_where_show_and_label_can_take_it(
+        sample_json: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ids were only in --json and --out: an analyst who saw an anomaly in the table had no id to
+    `show` or `label` it by."""
+    top = [a["id"] for a in sample_json["top"][:3]]
+    incidents = [i["id"] for i in sample_json["top_incidents"][:3]]
+    monkeypatch.delenv("COLUMNS", raising=False)  # a pipe: one line a row, the id its last cell
+    code, out = run("replay", "--top", "3")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("│ 2025-")]
+    assert [row.split("│")[-2].strip() for row in rows] == top + incidents
+    from rich.console import Console
+
+    import entrypoints.render
+
+    monkeypatch.setattr(entrypoints.render, "out", Console(width=100))  # a narrow terminal: under the time
+    code, out = run("replay", "--top", "3")
+    assert code == 0 and max(map(len, out.splitlines())) <= 100
+    under = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│ ")]
+    assert [cell for cell in under if len(cell) == 32 and " " not in cell] == top + incidents
+
+
 def test_replay_with_metrics_port_zero_says_which_port_it_picked() -> None:
     result = CliRunner().invoke(main, ["replay", "--json", "--metrics-port", "0"])
     assert result.exit_code == 0, result.stderr

@@ -95,7 +95,8 @@ def test_label_says_it_needs_one_verdict_and_where_ids_are_found(tmp_path: Path)
     """Its usage line, `label [OPTIONS] ID`, hid that a verdict is required, and nothing said where an id comes from."""
     text = help_of("label")
     assert text.startswith("Usage: stockanomaly label --confirmed|--false-positive [OPTIONS] ID")
-    assert all(where in text for where in ("replay's --out file", "`tail --json`", "`query --json`", "`show`"))
+    assert all(where in text for where in ("tables of `replay` and `query`", "end of `tail`'s lines",
+                                           "replay's --out file", "`show`"))
     for given in ([], ["--confirmed", "--false-positive"]):
         result = CliRunner().invoke(main, ["label", "0" * 32, *given, "--file", str(tmp_path / "v.jsonl")])
         assert result.exit_code != 0 and len(result.output.splitlines()) == 1
