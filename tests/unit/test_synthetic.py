@@ -273,3 +273,26 @@ def test_the_last_full_trading_day_skips_weekends_holidays_and_early_closes(toda
     from adapters.synthetic.arrivals import Session
 
     assert Session.last_full_day(date.fromisoformat(today)).isoformat() == last
+
+
+def test_each_symbols_activity_mood_is_a_slow_ar1_walk_from_its_own_level() -> None:
+    from adapters.synthetic.arrivals import Activity
+
+    activity = Activity.draw(np.random.default_rng(5), symbols=400, seconds=390 * 60)
+    mood = activity.mood
+    slope = float(np.polyfit(mood[:, :-1].ravel(), mood[:, 1:].ravel(), 1)[0])
+    assert mood.shape == (400, 390) and abs(slope - 0.92) < 0.02
+    assert 0.2 < float(mood.std()) < 0.4  # stationary: 0.1 / sqrt(1 - 0.92**2) ~ 0.26, not a random walk
+    assert np.allclose([activity.per_second(s).sum() for s in (0, 199, 399)], 1.0)
+
+
+def test_making_a_market_imports_no_scipy() -> None:
+    """scipy.signal (for one AR(1) filter) took a second of every replay of the built-in sample."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from adapters.synthetic import generate_market; "
+            "generate_market(symbols=3, trades=5_000, seed=1); print(sorted(m for m in sys.modules if m.startswith('scipy')))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

@@ -8,7 +8,6 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from scipy.signal import lfilter
 
 from domain.sessions import EARLY_CLOSES, HOLIDAYS
 
@@ -74,14 +73,19 @@ class Activity:
     @classmethod
     def draw(cls, rng: np.random.Generator, symbols: int, seconds: int) -> Activity:
         minutes = -(-seconds // 60)
-        mood = np.empty((symbols, minutes))
         curve = u_curve(seconds)
-        scale = np.empty(symbols)
-        for s in range(symbols):
-            level = rng.normal(0.0, 0.25)
-            # level_m = 0.92 level_{m-1} + noise, started from `level`, as one filter call per symbol.
-            mood[s] = lfilter([1.0], [1.0, -0.92], rng.normal(0.0, 0.1, minutes), zi=[0.92 * level])[0]
-            scale[s] = 1.0 / (curve * np.exp(np.repeat(mood[s], 60)[:seconds])).sum()
+        level, mood = np.empty(symbols), np.empty((symbols, minutes))
+        for s in range(symbols):  # each symbol's draws in turn, as markets of a given seed always had them
+            level[s] = rng.normal(0.0, 0.25)
+            mood[s] = rng.normal(0.0, 0.1, minutes)  # the noise, made the mood in place below
+        # mood_m = 0.92 mood_{m-1} + noise_m, started from `level`: one step a minute for all symbols at
+        # once. (scipy.signal's lfilter did this per symbol, with the same arithmetic, but importing
+        # scipy.signal took a second of every replay of the built-in sample.)
+        previous = level
+        for m in range(minutes):
+            mood[:, m] += 0.92 * previous
+            previous = mood[:, m]
+        scale = np.array([1.0 / (curve * np.exp(np.repeat(mood[s], 60)[:seconds])).sum() for s in range(symbols)])
         return cls(curve, mood, scale)
 
     def per_second(self, symbol: int) -> np.ndarray:
