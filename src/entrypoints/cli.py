@@ -323,11 +323,11 @@ def named(names: Sequence[str], limit: int) -> str:
 @click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
               help="Serve Prometheus metrics on this port while replaying (0: any free one; address: "
                    "STOCKANOMALY_METRICS_ADDR).")
-@click.option("--symbols", "only_symbols", multiple=True,
+@click.option("--symbols", "only_symbols", metavar="SYMBOLS", multiple=True,
               help="Report only these symbols' anomalies (comma-separated or repeated, any case).")
-@click.option("--since", help="Report only anomalies from this event time on: ISO 8601 (2025-05-05T13:00:00Z, "
+@click.option("--since", metavar="TIME", help="Report only anomalies from this event time on: ISO 8601 (2025-05-05T13:00:00Z, "
                               "an offset like -04:00 (none: UTC), or a date) or integer ns since the epoch.")
-@click.option("--until", help="Stop before this event time (same forms as --since).")
+@click.option("--until", metavar="TIME", help="Stop before this event time (same forms as --since).")
 @click.option("--suppressions", "suppressions_file", type=click.Path(exists=True, dir_okay=False),
               help="Suppressions file to honour [default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json, "
                    "where `stockanomaly suppress` writes].")
@@ -508,11 +508,11 @@ def suppressions_path(given: str | None, writes: bool = False) -> str:
 
 
 @main.command(short_help="Stop publishing anomalies that match a known pattern.")
-@click.option("--symbol", help="Only this symbol's anomalies.")
+@click.option("--symbol", metavar="SYMBOL", help="Only this symbol's anomalies.")
 @click.option("--detector", metavar="NAME", help=f"Only this detector's anomalies: one of {', '.join(DETECTOR_NAMES)}.")
-@click.option("--between", help="Only within this New York time-of-day window, HH:MM-HH:MM or HH:MM:SS-HH:MM:SS "
+@click.option("--between", metavar="HH:MM-HH:MM", help="Only within this New York time-of-day window, HH:MM-HH:MM or HH:MM:SS-HH:MM:SS "
                                "(end excluded).")
-@click.option("--until", "until_day", help="Last exchange date the rule applies (YYYY-MM-DD) [default: no end].")
+@click.option("--until", "until_day", metavar="DATE", help="Last exchange date the rule applies (YYYY-MM-DD) [default: no end].")
 @click.option("--note", default="", help="Why (shown by `stockanomaly suppressions`).")
 @click.option("--file", "path", type=OutputPath(),
               help="Suppressions file [default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json].")
@@ -537,7 +537,7 @@ def suppress(symbol: str | None, detector: str | None, between: str | None, unti
 
 
 @main.command(short_help="List the suppression rules in force (or remove one).")
-@click.option("--remove", "remove_id", help="Remove the rule with this id.")
+@click.option("--remove", "remove_id", metavar="ID", help="Remove the rule with this id.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rules as JSON.")
 @click.option("--file", "path", type=click.Path(dir_okay=False),
               help="Suppressions file [default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json].")
@@ -582,7 +582,7 @@ def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None
                    "two auction crosses; more symbols need more).")
 @click.option("--seed", default=7, show_default=True, type=click.IntRange(0, 2**32 - 1), metavar="N",
               help="The same seed gives the same market, byte for byte.")
-@click.option("--date", default="2025-03-03", show_default=True, callback=lambda _c, _p, v: trading_day(v),
+@click.option("--date", metavar="DATE", default="2025-03-03", show_default=True, callback=lambda _c, _p, v: trading_day(v),
               help="A full trading day (YYYY-MM-DD), or `last`: the last one before today (UTC).")
 def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
     """Write a synthetic market with labelled, injected anomalies to OUT as DBN (.dbn or .dbn.zst), and

@@ -33,11 +33,11 @@ def settings_or_fail(flags: Mapping[str, str] | None = None, /, **values: object
 
 
 @main.command(short_help="Search the anomalies (or incidents) in Elasticsearch.")
-@click.option("--symbol", "symbols", multiple=True, help="Only this symbol (repeatable, any case).")
+@click.option("--symbol", "symbols", metavar="SYMBOL", multiple=True, help="Only this symbol (repeatable, any case).")
 @click.option("--detector", "detectors", multiple=True, metavar="NAME",
               help=f"Only this detector (repeatable): {', '.join(DETECTOR_NAMES)}.")
-@click.option("--since", help="From this event time: ISO 8601 (2025-05-05T13:00:00Z), integer ns, or an age (30m, 1h, 7d).")
-@click.option("--until", help="Before this event time (same forms as --since).")
+@click.option("--since", metavar="TIME", help="From this event time: ISO 8601 (2025-05-05T13:00:00Z), integer ns, or an age (30m, 1h, 7d).")
+@click.option("--until", metavar="TIME", help="Before this event time (same forms as --since).")
 @click.option("--min-score", type=FiniteRange(min=0), metavar="SCORE", help="Only anomalies scoring at least this.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), metavar="N",
               help="Show at most N.")
@@ -47,7 +47,7 @@ def settings_or_fail(flags: Mapping[str, str] | None = None, /, **values: object
 @click.option("--es-url", metavar="URL",
               help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; credentials come "
                    "from ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD or ELASTICSEARCH_API_KEY.")
-@click.option("--index", "index_prefix", help="Index prefix, indices being <prefix>-YYYY.MM.DD "
+@click.option("--index", "index_prefix", metavar="PREFIX", help="Index prefix, indices being <prefix>-YYYY.MM.DD "
                                               "[default: STOCKANOMALY_ES_INDEX_PREFIX, else stockanomaly-anomalies; "
                                               "with --incidents STOCKANOMALY_ES_INCIDENTS_PREFIX, else "
                                               "stockanomaly-incidents].")
@@ -101,22 +101,22 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
 @main.command(short_help="Publish Databento trades (files or live) to Kafka.")
 @click.argument("paths", nargs=-1)
 @click.option("--live", is_flag=True, help="Read the Databento live feed (API key from DATABENTO_API_KEY).")
-@click.option("--dataset", default="XNAS.ITCH", show_default=True, help="Live: dataset.")
+@click.option("--dataset", metavar="DATASET", default="XNAS.ITCH", show_default=True, help="Live: dataset.")
 @click.option("--schema", default="trades", show_default=True,
               type=click.Choice(["trades", "tbbo", "mbp-1", "mbp-10"]), help="Live: schema carrying the trades.")
-@click.option("--symbols", default="ALL_SYMBOLS", show_default=True, help="Live: comma-separated symbols.")
-@click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
-@click.option("--topic", help="Trades topic [default: STOCKANOMALY_TRADES_TOPIC, else trades].")
-@click.option("--dlq-topic", help="Where rejected source records go (raw bytes; reason/detail/origin headers) "
+@click.option("--symbols", metavar="SYMBOLS", default="ALL_SYMBOLS", show_default=True, help="Live: comma-separated symbols.")
+@click.option("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
+@click.option("--topic", metavar="TOPIC", help="Trades topic [default: STOCKANOMALY_TRADES_TOPIC, else trades].")
+@click.option("--dlq-topic", metavar="TOPIC", help="Where rejected source records go (raw bytes; reason/detail/origin headers) "
                                   "[default: STOCKANOMALY_DLQ_TOPIC, else trades.dlq].")
-@click.option("--anomalies-topic", help="Created with the others when missing (the worker writes it) "
+@click.option("--anomalies-topic", metavar="TOPIC", help="Created with the others when missing (the worker writes it) "
                                         "[default: STOCKANOMALY_ANOMALIES_TOPIC, else anomalies].")
-@click.option("--incidents-topic", help="Created with the others when missing (the worker writes it) "
+@click.option("--incidents-topic", metavar="TOPIC", help="Created with the others when missing (the worker writes it) "
                                         "[default: STOCKANOMALY_INCIDENTS_TOPIC, else incidents].")
 # 20,000 trades x 48 bytes stays under Kafka's default 1 MiB message limit.
 @click.option("--batch-trades", default=2_000, show_default=True, type=click.IntRange(1, 20_000), metavar="N",
               help="Most trades per Kafka message.")
-@click.option("--pace", default="max", show_default=True,
+@click.option("--pace", metavar="PACE", default="max", show_default=True,
               help="Files: max, realtime (reproduce event-time gaps) or xN (N times faster than realtime).")
 @click.option("--partitions", type=click.IntRange(1), metavar="N",
               help="Partitions of the topics when this creates them [default: STOCKANOMALY_PARTITIONS, else 4].")
@@ -270,8 +270,8 @@ def topic_to_read(given: str | None, configured: str) -> str:
 
 
 @main.command(short_help="Show the trades (or dead letters) a topic holds.")
-@click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
-@click.option("--topic", help="The topic to read [default: STOCKANOMALY_TRADES_TOPIC, else trades].")
+@click.option("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
+@click.option("--topic", metavar="TOPIC", help="The topic to read [default: STOCKANOMALY_TRADES_TOPIC, else trades].")
 @click.option("--dead-letters", is_flag=True,
               help="The dead-letter topic instead (STOCKANOMALY_DLQ_TOPIC, else trades.dlq; --topic overrides): "
                    "each record's reason, detail and origin, and the trade or the raw input it holds.")
@@ -362,8 +362,8 @@ def decode(bootstrap: str | None, topic: str | None, dead_letters: bool, partiti
 
 
 @main.command(short_help="Index again what Elasticsearch refused.")
-@click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
-@click.option("--topic", help="The dead-letter topic [default: STOCKANOMALY_DLQ_TOPIC, else trades.dlq].")
+@click.option("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
+@click.option("--topic", metavar="TOPIC", help="The dead-letter topic [default: STOCKANOMALY_DLQ_TOPIC, else trades.dlq].")
 @click.option("--es-url", metavar="URL",
               help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; "
                    "credentials as for `query`.")
@@ -444,8 +444,8 @@ def reindex(bootstrap: str | None, topic: str | None, es_url: str | None, retry_
 
 
 @main.command(short_help="Show the anomalies (or incidents) the workers committed.")
-@click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
-@click.option("--topic", help="The topic to read [default: STOCKANOMALY_ANOMALIES_TOPIC, else anomalies].")
+@click.option("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
+@click.option("--topic", metavar="TOPIC", help="The topic to read [default: STOCKANOMALY_ANOMALIES_TOPIC, else anomalies].")
 @click.option("-n", "--last", default=10, show_default=True, type=click.IntRange(1), metavar="N",
               help="Start with the last N anomalies or incidents (of all partitions, in the order the workers "
                    "committed them).")
@@ -565,7 +565,7 @@ def webhooks(given: str) -> list[tuple[str, str]]:
 
 
 @main.command(short_help="Post the anomalies that matter to webhooks.")
-@click.option("--bootstrap", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
+@click.option("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092].")
 @click.option("--incidents", is_flag=True, help="Notify incidents (the incidents topic) instead of anomalies.")
 @click.option("--webhook", "json_hooks", multiple=True, metavar="URL",
               help="POST each notification as JSON here (repeatable; adds to STOCKANOMALY_NOTIFY_WEBHOOKS).")
@@ -577,7 +577,7 @@ def webhooks(given: str) -> list[tuple[str, str]]:
 @click.option("--per-symbol-seconds", type=FiniteRange(min=0), metavar="SECONDS",
               help="At most one per symbol in this much event time; the rest are counted into the next "
                    "[default: STOCKANOMALY_NOTIFY_PER_SYMBOL_SECONDS, else 300].")
-@click.option("--group", help="Kafka consumer group: notifiers in one group share the records between them (several "
+@click.option("--group", metavar="GROUP", help="Kafka consumer group: notifiers in one group share the records between them (several "
                              "instances of one notifier); a notifier posting to other webhooks needs a group of its own, or "
                              "each gets part of the records (a new group starts at the topic's beginning) "
                              "[default: STOCKANOMALY_NOTIFY_GROUP, else <app id>-notifier-<topic>].")

@@ -86,6 +86,15 @@ def test_no_option_shows_clicks_type_name_for_a_number(command: str) -> None:
     assert "INTEGER RANGE" not in text and "FLOAT RANGE" not in text
 
 
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_an_option_that_takes_free_text_is_the_only_one_shown_as_text(command: str) -> None:
+    """`--since TEXT`, `--bootstrap TEXT`, `--between TEXT`: the metavar said nothing of the form asked for."""
+    import re
+
+    options = re.findall(r"(--[a-z-]+) TEXT\b", help_of(command))
+    assert set(options) <= {"--note"}  # a free-text note, nothing else
+
+
 def test_replay_names_what_its_numbers_are() -> None:
     assert option_help("replay", "--top").startswith("--top N ")
     assert option_help("replay", "--metrics-port").startswith("--metrics-port PORT ")
