@@ -40,9 +40,10 @@ from typing import Any
 import numpy as np
 
 from domain.detectors import DETECTOR_NAMES
-from domain.incidents import Incident
+from domain.incidents import Incident, IncidentGrouper
 from domain.model import Anomaly
 from domain.sessions import SessionCalendar
+from domain.suppressions import Suppressions
 
 EXACT_NS = 1_000_000
 DEFAULT_TOLERANCE_NS = 2_000_000_000
@@ -330,6 +331,16 @@ def with_incident_verdicts(verdicts: Mapping[str, str], incidents: Iterable[Inci
                 out[member] = verdict
                 inherited += 1
     return out, inherited
+
+
+def incidents_under(rules: Suppressions, anomalies: Iterable[Anomaly]) -> list[Incident]:
+    """The incidents a run honouring `rules` reports: those of the anomalies no rule holds back. An
+    incident's id is derived from its earliest member, so a rule that holds that one back gives the
+    rest another id, which an analyst may have labelled; grouping does not depend on how the stream
+    was cut, so grouping the run's anomalies again gives the very incidents that run closed."""
+    grouper = IncidentGrouper()
+    grouper.add(sorted((a for a in anomalies if rules.rule_for(a) is None), key=lambda a: (a.ts_event, a.id)))
+    return grouper.flush()
 
 
 def score_verdicts(anomalies: list[Anomaly], verdicts: dict[str, str]) -> dict[str, dict[str, Any]]:

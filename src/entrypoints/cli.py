@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from domain.detectors import DETECTOR_NAMES
 from domain.errors import DomainError
+from domain.suppressions import Suppressions
 from entrypoints.logging_setup import configure_logging, quiet_kafka_client
 from entrypoints.render import console, counted
 from entrypoints.writable import unwritable
@@ -671,7 +672,7 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
     called false positives, and the precision over those reviewed.
 
     The detectors scored are those STOCKANOMALY_DETECTORS names (unset: all); no suppression rule is
-    honoured."""
+    honoured (an incident labelled from a replay under the rules is still known by its id)."""
     from adapters.databento.paths import SUPPORTED_SUFFIXES, expand_paths
     from adapters.synthetic import labels_path_for
     from application.evaluate import evaluate as score
@@ -755,7 +756,7 @@ def detectors_not_run(engine: Any) -> list[str]:
 
 def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, thresholds: str | None) -> None:
     from adapters.files.verdicts import load_verdicts
-    from application.evaluate import score_verdicts, with_incident_verdicts
+    from application.evaluate import incidents_under, score_verdicts, with_incident_verdicts
     from entrypoints.container import build_container
 
     changed: dict[str, int] = {}  # ids whose verdicts disagree -> the line of the one that counts
@@ -775,7 +776,10 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
         click.echo(f"no detections in {', '.join(data)}: nothing to score against {counted(len(verdicts), 'verdict')} "
                    f"in {path}")
         return
-    incidents = container.collected_incidents().incidents
+    # The detectors are scored without rules, but an incident was labelled as a replay under them
+    # grouped it: a rule holding back its earliest member gave it an id of its own. Both count.
+    grouped = container.collected_incidents().incidents + incidents_under(rules_in_force(), found)
+    incidents = list({i.id: i for i in grouped}.values())
     per_anomaly, inherited = with_incident_verdicts(verdicts, incidents)
     table = score_verdicts(found, per_anomaly)
     on_incidents = len(set(verdicts) & {i.id for i in incidents})
@@ -806,6 +810,17 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
         click.echo(f"{'1 anomaly has' if len(changed) == 1 else f'{len(changed):,} anomalies have'} verdicts that "
                    f"disagree, the last counting ({first_id}: {path}, line {line}"
                    f"{'' if len(changed) == 1 else ', and more'})")
+
+
+def rules_in_force() -> Suppressions:
+    """The suppression rules a plain `replay` here honours: none when their file cannot be read, as no
+    replay ran under it."""
+    from adapters.files.suppressions import SuppressionsUnreadable, load_suppressions
+
+    try:
+        return Suppressions(load_suppressions(suppressions_path(None)))
+    except SuppressionsUnreadable:
+        return Suppressions([])
 
 
 def _verdicts(n: int) -> str:

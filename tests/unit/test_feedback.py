@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -364,3 +365,34 @@ def test_the_cli_adds_lists_and_removes_rules_and_records_verdicts(tmp_path: Pat
     assert load_verdicts(tmp_path / "verdicts.jsonl") == {anomaly_id: "confirmed"}
     code, out = invoke("evaluate", "--verdicts", "missing.jsonl", "x.dbn")
     assert code == 1 and out.startswith("Error: verdicts file missing.jsonl does not exist")
+
+
+def test_evaluate_verdicts_counts_a_verdict_on_an_incident_as_a_replay_under_the_rules_grouped_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rule that holds back an incident's earliest member gives the rest of it another id (an id is
+    derived from the earliest member). Labelled from that replay, the incident read as one 'this run did
+    not find (another file, or other thresholds)': evaluate honours no rule, so never grouped it so."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STOCKANOMALY_SUPPRESSIONS", raising=False)
+    assert invoke("generate", "m.dbn", "--symbols", "4", "--trades", "120000", "--seed", "1")[0] == 0
+    assert invoke("replay", "m.dbn", "--out", "all.jsonl", "--json")[0] == 0
+    found = {a["id"]: a for a in map(json.loads, (tmp_path / "all.jsonl").read_text().splitlines())}
+    whole = [json.loads(line) for line in (tmp_path / "all.incidents.jsonl").read_text().splitlines()]
+    incident = next(i for i in whole if i["size"] > 1)
+    first = found[incident["members"][0]]
+    at = datetime.fromisoformat(first["ts_local"][:19])  # its second alone, New York time
+    assert invoke("suppress", "--symbol", first["symbol"], "--detector", first["detector"],
+                  "--between", f"{at:%H:%M:%S}-{at + timedelta(seconds=1):%H:%M:%S}")[0] == 0
+    assert invoke("replay", "m.dbn", "--out", "held.jsonl", "--json")[0] == 0
+    held = [json.loads(line) for line in (tmp_path / "held.incidents.jsonl").read_text().splitlines()]
+    regrouped = next(i for i in held if set(i["members"]) < set(incident["members"]))
+    assert regrouped["id"] not in {i["id"] for i in whole}
+    assert invoke("label", regrouped["id"], "--false-positive")[0] == 0
+    code, out = invoke("evaluate", "m.dbn", "--verdicts", "--json")
+    assert code == 0, out
+    scored = json.loads(out)
+    assert (scored["verdicts_on_incidents"], scored["verdicts_not_found"]) == (1, 0)
+    assert scored["anomalies_judged_by_incident"] == regrouped["size"]
+    assert scored["by_detector"]["all"]["false_positive"] == regrouped["size"]
+    code, out = invoke("evaluate", "m.dbn", "--verdicts")
+    assert "did not find" not in out
