@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from application.detect import BatchOutcome, DetectTrades
 from application.incidents import INCIDENT_GAP_NS, GroupIncidents
 from domain.incidents import Incident
 from domain.model import Anomaly
-from domain.sessions import SESSIONS
+from domain.sessions import SESSIONS, SessionCalendar
 from domain.ports import BlobStore, IncidentSink, SourceChunk, TradeSource
 
 
@@ -75,14 +76,24 @@ def selection_note(selection: Mapping[str, Any]) -> str:
         more = f" and {len(symbols) - SELECTION_LISTED:,} more" if len(symbols) > SELECTION_LISTED else ""
         parts.append(f"symbol{'' if len(symbols) == 1 else 's'} {', '.join(symbols[:SELECTION_LISTED])}{more}")
     if selection.get("since"):
-        parts.append(f"from {selection['since']}")
+        parts.append(f"from {on_both_clocks(selection['since'])}")
     said = []
     if parts:
         said.append(f"reported only: {', '.join(parts)}; the anomaly and incident figures are of these, not of "
                     "every trade read")
     if selection.get("until"):
-        said.append(f"read only up to {selection['until']} (--until)")
+        said.append(f"read only up to {on_both_clocks(selection['until'])} (--until)")
     return "; ".join(said)
+
+
+def on_both_clocks(utc: str) -> str:
+    """A selection's bound (ISO 8601 UTC, as `selection` holds it) with the exchange's time beside it,
+    and its date when that differs: every table shows New York time, and a --since typed without an
+    offset is UTC (the 09:50 of a table selected 05:50 New York, said only as '09:50:00Z')."""
+    moment = datetime.fromisoformat(utc[:19]).replace(tzinfo=timezone.utc)
+    local = moment.astimezone(SessionCalendar().tz)
+    shown = f"{local:%H:%M:%S}" if local.date() == moment.date() else f"{local:%Y-%m-%d %H:%M:%S}"
+    return f"{utc} ({shown} New York)"
 
 
 class Replay:

@@ -327,7 +327,8 @@ def named(names: Sequence[str], limit: int) -> str:
 @click.option("--symbols", "only_symbols", metavar="SYMBOLS", multiple=True,
               help="Report only these symbols' anomalies (comma-separated or repeated, any case).")
 @click.option("--since", metavar="TIME", help="Report only anomalies from this event time on: ISO 8601 (2025-05-05T13:00:00Z, "
-                              "an offset like -04:00 (none: UTC), or a date) or integer ns since the epoch.")
+                              "an offset like -04:00 (none: UTC, not New York; the summary says both), or a date) or "
+                              "integer ns since the epoch.")
 @click.option("--until", metavar="TIME", help="Stop before this event time (same forms as --since).")
 @click.option("--suppressions", "suppressions_file", type=click.Path(exists=True, dir_okay=False),
               help="Suppressions file to honour [default: STOCKANOMALY_SUPPRESSIONS, else ./suppressions.json, "

@@ -459,9 +459,19 @@ def test_replay_narrowed_by_symbols_or_time_says_its_figures_are_of_that_selecti
                                                             "since": "2025-03-03T14:30:00Z"}
     code, out = run("replay", "--until", "1741012200000000001")
     assert code == 0, out
-    assert "read only up to 2025-03-03T14:30:00.000000001Z (--until)" in out.splitlines()
+    assert "read only up to 2025-03-03T14:30:00.000000001Z (09:30:00 New York) (--until)" in out.splitlines()
     code, out = run("replay", "--json", "--top", "0")
     assert "selection" not in json.loads(out)
+
+
+def test_a_replays_time_selection_is_said_on_the_exchanges_clock_too() -> None:
+    """Every table shows New York time, but a --since without an offset is UTC: an analyst who typed the
+    09:50 of a table got 05:50 New York, and the note said only '2025-05-06T09:50:00Z'."""
+    code, out = run("replay", "--since", "2025-03-03T14:30", "--until", "2025-03-04T00:00Z", "--top", "0")
+    assert code == 0, out
+    note = next(line for line in out.splitlines() if line.startswith("reported only"))
+    assert "from 2025-03-03T14:30:00Z (09:30:00 New York)" in note
+    assert note.endswith("read only up to 2025-03-04T00:00:00Z (2025-03-03 19:00:00 New York) (--until)")
 
 
 def test_replay_until_reads_and_counts_only_the_trades_before_it(tmp_path: Path) -> None:

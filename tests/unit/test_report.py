@@ -290,8 +290,8 @@ def test_a_report_of_a_selection_says_so_above_its_figures(tmp_path):
     summary = {**SUMMARY, "selection": {"symbols": ["AAPL"], "since": "2025-03-04T15:00:00Z"}}
     text = markup(Path(write_html_report(tmp_path / "r.html", bars, [], summary, only_symbols=["AAPL"])).read_text())
     said = text[text.index('<p class="sub">'):text.index("<h2>Summary</h2>")]
-    assert "Reported only: symbol AAPL, from 2025-03-04T15:00:00Z; the anomaly and incident figures are of these" \
-        in said
+    assert ("Reported only: symbol AAPL, from 2025-03-04T15:00:00Z (10:00:00 New York); the anomaly and "
+            "incident figures are of these") in said
     assert "selection" not in text[text.index("<h2>Summary</h2>"):]
 
 
