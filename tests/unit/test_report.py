@@ -206,6 +206,15 @@ def test_report_lists_the_top_incidents_linked_to_their_charts(report):
     assert "size &lt;b&gt;5000&lt;/b&gt;" in incidents
 
 
+def test_report_gives_each_top_incidents_id_as_the_terminals_tables_do(report):
+    """An incident triaged in the report could not be labelled or shown: its id was in no column (an
+    anomaly's is said when its row is clicked)."""
+    incidents = report[report.index("<h2>Top incidents</h2>"):report.index("<h2>Charts</h2>")]
+    head = re.findall(r"<th>([^<]*)</th>", incidents)
+    row = re.findall(r"<td[^>]*>(.*?)</td>", incidents[incidents.index("<tbody>"):])
+    assert head[-1] == "id" and len(row) == len(head) and row[-1] == INCIDENT.id
+
+
 def test_report_needs_nothing_from_the_network(report):
     # plotly.js is inlined; the browser test also checks that the page requests nothing.
     assert not re.search(r"<script[^>]+src=", report) and not re.search(r"<link[^>]+href=", report)

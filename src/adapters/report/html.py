@@ -69,6 +69,7 @@ table.anoms { width:100%; border-collapse:collapse; background:var(--card);
 .anoms tr:nth-child(even) td { background:#fafbfc; }
 .anoms td.n { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 .anoms td.t { white-space:nowrap; font-variant-numeric:tabular-nums; }
+.anoms td.id { font-family:ui-monospace,Menlo,Consolas,monospace; font-size:12px; white-space:nowrap; }
 .anoms a { color:inherit; }
 .sev { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600; }
 .sev-high { background:#fde2e1; color:#a61b1b; } .sev-medium { background:#fff1d6; color:#8a5a00; }
@@ -215,7 +216,8 @@ def _top_incidents(incidents: Sequence[Incident], summary: Mapping[str, Any]) ->
 
 
 def _incidents_section(incidents: Sequence[Mapping[str, Any]], charted: set[str]) -> str:
-    """The top incidents (highest score first); a charted symbol links to its chart."""
+    """The top incidents (highest score first); a charted symbol links to its chart. The id is last, as
+    in the terminal's tables: `show` and `label` take it."""
     if not incidents:
         return ""
     rows = "".join(
@@ -223,13 +225,14 @@ def _incidents_section(incidents: Sequence[Mapping[str, Any]], charted: set[str]
         f'<td>{escape(i.get("session", "").replace("_", "-"))}</td>'
         f'<td>{_symbol_link(i["symbol"], charted)}</td>'
         f'<td class="n">{int(i["size"]):,}</td><td>{escape(", ".join(i["detectors"]))}</td>'
-        f'<td class="n">{float(i["score"]):.2f}</td><td>{escape(i["headline"])}</td></tr>'
+        f'<td class="n">{float(i["score"]):.2f}</td><td>{escape(i["headline"])}</td>'
+        f'<td class="id">{escape(i["id"])}</td></tr>'
         for i in incidents)
     return ('<h2>Top incidents</h2><p class="note">A symbol\'s anomalies each within '
             f"{GAP_NS // 60_000_000_000} minutes of the next, "
             "whichever detectors raised them; headline: the highest-scoring one. Times in New York.</p>"
             '<table class="anoms"><thead><tr><th>start</th><th>session</th><th>symbol</th><th>anomalies</th>'
-            "<th>detectors</th><th>score</th><th>headline</th></tr></thead>"
+            "<th>detectors</th><th>score</th><th>headline</th><th>id</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>")
 
 
