@@ -214,12 +214,20 @@ def tape_table(before: list[dict[str, Any]], after: list[dict[str, Any]] | None,
 
 
 def render_shown(shown: Any) -> None:
-    """`stockanomaly show`: an anomaly or incident (application.show.Shown) and the tape around it."""
+    """`stockanomaly show`: an anomaly or incident (application.show.Shown) and the tape around it.
+    An anomaly asked for comes first, then the incident it is in."""
     a, incident = shown.anomaly, shown.incident
+    if shown.kind == "anomaly":
+        out.print(f"[bold]anomaly {a.id}[/] {a.symbol} {a.detector}  {exchange_time(a.to_dict())}  score {a.score:.2f} "
+                  f"({a.severity})")
+        out.print(f"  {a.reason}")
+        if incident is None:
+            out.print("  (its incident is not stored: still open, or not written)")
     if incident is not None:
         i = incident.to_dict()
         end = local_clock(incident.end_ns, i.get("ts_local") or "")[:12]
-        out.print(f"[bold]incident {incident.id}[/] {incident.symbol}  {incident_start(i)} to {end}  "
+        within = "in " if shown.kind == "anomaly" else ""
+        out.print(f"{within}[bold]incident {incident.id}[/] {incident.symbol}  {incident_start(i)} to {end}  "
                   f"{counted(incident.size, 'anomaly', 'anomalies')}  score {incident.score:.2f} ({incident.severity})")
         out.print(f"  {incident.headline}")
         if shown.kind == "incident" and (shown.members or shown.absent):
@@ -235,12 +243,6 @@ def render_shown(shown: Any) -> None:
     if a is None:
         return
     d = a.to_dict()
-    if shown.kind == "anomaly":
-        out.print(f"[bold]anomaly {a.id}[/] {a.symbol} {a.detector}  {exchange_time(d)}  score {a.score:.2f} "
-                  f"({a.severity})")
-        out.print(f"  {a.reason}")
-        if incident is None:
-            out.print("  (its incident is not stored: still open, or not written)")
     episode = bool(shown.before) and shown.before[-1].ts_event > a.ts_event  # its tape runs on past its print
     where = ("up to the print that completed its measure (the episode's end: the last before the line"
              + ("; the trades between its print and them, at the ..., are not kept)"

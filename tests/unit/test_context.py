@@ -216,6 +216,8 @@ def test_show_prints_an_anomaly_with_the_trades_around_it(replay_out: Path) -> N
     assert shown["after"] == incident["after"][member] and len(shown["after"]) == CONTEXT_TRADES
     code, text = run("show", member, "--file", str(replay_out))
     assert code == 0 and f"anomaly {member}" in text and "the tape around high_volume" in text
+    # what was asked for first, then the incident it is in (which came first, unsaid what it was to it)
+    assert text.index(f"anomaly {member}") < text.index(f"in incident {incident['id']}")
     assert f"{anomalies[member]['size']:,}" in text and "<- high_volume" in text
 
 
