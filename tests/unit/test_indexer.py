@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from builders import FakeIndexSink as FakeSink, until
+from faust.transport.consumer import TransactionManager
+from faust.types import TP
 
 from adapters.elasticsearch.bulk import FailedAnomaly
 from adapters.faust.indexer import create_indexer_app, rejected_letters
@@ -81,3 +85,29 @@ def test_a_document_elasticsearch_refused_is_dead_lettered_with_its_own_partitio
     assert [(p, d.reason, d.origin, d.key) for p, d in letters] == [
         (3, "index_rejected", f"anomalies:{ANOMALY.id}", b"NVDA"), (0, "index_rejected", "anomalies:other-id", b"AMD")]
     assert "HTTP 400: mapper_parsing_exception" in letters[0][1].detail
+
+
+@pytest.mark.asyncio
+async def test_partitions_a_second_indexer_took_and_gave_back_get_fresh_producers(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Measured: a second indexer joined the group and left again; the first crashed with ProducerFenced on
+    its next take. The partitions it had lent out stayed with it as standbys, their producers kept (Faust
+    stops only the revoked partitions' that are not standbys now), fenced by the other's, and reused."""
+    async def faust_on_rebalance(self: Any, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
+        pass  # Faust's own, as it treats revoked partitions that are standbys now: their producers kept
+
+    monkeypatch.setattr(TransactionManager, "on_rebalance", faust_on_rebalance)
+    app = create_indexer_app(load_settings(app_id="unit-indexer-lent").streaming(), FakeSink())  # type: ignore[arg-type]
+    assert app.conf.table_standby_replicas > 0  # 0 with no tables: Faust assigns round-robin, no topic groups
+
+    producers = {f"unit-indexer-lent-indexer-1-{p}": object() for p in range(4)}
+
+    async def stop_transaction(tid: str) -> None:
+        producers.pop(tid)
+
+    manager = SimpleNamespace(
+        producer=SimpleNamespace(_transaction_producers=producers, stop_transaction=stop_transaction),
+        _tps_to_transactional_ids=lambda tps: {f"unit-indexer-lent-indexer-1-{tp.partition}" for tp in tps})
+    held = {TP(topic, p) for topic in ("anomalies", "incidents") for p in (2, 3)}
+    lent = {TP(topic, p) for topic in ("anomalies", "incidents") for p in (0, 1)}
+    await TransactionManager.on_rebalance(manager, held, lent, set())  # type: ignore[arg-type]
+    assert set(producers) == {"unit-indexer-lent-indexer-1-2", "unit-indexer-lent-indexer-1-3"}

@@ -25,6 +25,7 @@ from adapters.faust.app import (GAUGE_REFRESH_SECONDS, LOOP_BEAT_SECONDS, NEVER,
 from adapters.faust.outputs import KafkaDeadLetterSink, PartitionProducer
 from adapters.faust.recovery import fetch_without_long_polls
 from adapters.faust.settings import StreamingSettings
+from adapters.faust.transactions import stop_producers_of_partitions_not_held
 from adapters.kafka.records import INDEX_REJECTED, decode_anomaly, decode_incident
 from domain.model import DeadLetter
 from domain.ports import Metrics
@@ -95,6 +96,11 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
     agent: its takes, retries and commits are its own, so a refusal of one kind stalls only that one).
     `retention`, when given, deletes expired indices every `retention_every` seconds."""
     fetch_without_long_polls()  # an anomaly waits on no long poll of a quiet partition
+    # A second indexer that joined and left crashed this one on its next take (ProducerFenced): the
+    # partitions it took stayed here as standbys with their producers, which it fenced and Faust then
+    # reused when they came back. The worker's fix. (Standbys cannot be turned off here: with no tables
+    # and none, Faust assigns round-robin and its transactions then crash on the unknown topic groups.)
+    stop_producers_of_partitions_not_held()
     app = faust.App(
         f"{settings.app_id}-indexer",
         broker=f"kafka://{settings.bootstrap}",
