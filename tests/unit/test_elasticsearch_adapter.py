@@ -17,6 +17,8 @@ from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
 from elasticsearch import ApiError
 from elasticsearch import ConnectionError as EsConnectionError
 
+import adapters.elasticsearch.async_sink as async_sink_module
+import adapters.elasticsearch.sink as sink_module
 from adapters.elasticsearch import (
     AsyncElasticsearchAnomalySink,
     ElasticsearchAnomalySink,
@@ -349,6 +351,35 @@ async def test_async_sink_retries_connection_errors_and_loses_nothing() -> None:
     assert set(fake.stored) == {a.id for a in anomalies}
     assert clock.sleeps == [0.5, 1.0] and sink.counters.retries == 2 and sink.counters.written == 5
     assert client.closed and list(client.indices.templates) == ["t"]
+
+
+@pytest.mark.asyncio
+async def test_the_write_that_ends_an_outage_says_so_once(logs_of: Any) -> None:
+    """An outage was a warning per retry and then silence: nothing said the indexer was writing again."""
+    fake = FakeBulk(EsConnectionError("refused"), EsConnectionError("refused"))
+    clock = Clock()
+    fake_client: Any = AsyncFakeClient()
+    sink = AsyncElasticsearchAnomalySink(fake_client, index_prefix="t", retry=POLICY, bulk=async_bulk_of(fake),
+                                         sleep=clock.async_sleep, clock=clock, now=lambda: INGESTED)
+    logs = logs_of(sink_module, async_sink_module)
+    await sink.publish([make_anomaly(sequence=i) for i in range(5)])
+    await sink.flush()
+    await sink.publish([make_anomaly(sequence=9)])
+    await sink.flush()  # no outage: nothing to say
+    assert [e["event"] for e in logs] == ["elasticsearch_template_installed", "elasticsearch_bulk_retry",
+                                          "elasticsearch_bulk_retry", "elasticsearch_recovered"]
+    assert {k: logs[-1][k] for k in ("kind", "attempts", "seconds", "written", "log_level")} == {
+        "kind": "anomalies", "attempts": 3, "seconds": 1.5, "written": 5, "log_level": "info"}
+
+
+def test_the_sync_sink_says_when_its_writes_went_through_after_retries(logs_of: Any) -> None:
+    clock = Clock()
+    sink = sync_sink(FakeBulk(EsConnectionError("refused")), clock=clock)
+    sink.publish([make_anomaly(sequence=i) for i in range(3)])
+    logs = logs_of(sink_module)
+    sink.flush()
+    assert [(e["event"], e.get("written")) for e in logs if e["event"] != "elasticsearch_template_installed"] == [
+        ("elasticsearch_bulk_retry", None), ("elasticsearch_recovered", 3)]
 
 
 # -- settings and secrets -------------------------------------------------------------------------

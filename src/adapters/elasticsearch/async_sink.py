@@ -60,7 +60,7 @@ class AsyncElasticsearchAnomalySink(SinkCore):
             await self._flush()
 
     async def _flush(self) -> None:
-        started = self._clock()
+        started, written = self._clock(), self.counters.written
         attempt = 0
         while self.buffer.pending:
             try:
@@ -69,6 +69,7 @@ class AsyncElasticsearchAnomalySink(SinkCore):
                                                  **self.bulk_options):
                     self._check(self.buffer.record(ok, item))
                 if not self.buffer.pending:
+                    self._written(attempt, started, self._clock(), written)
                     return
                 reason = "documents answered 429/5xx"
             except (ApiError, EsConnectionError, ConnectionTimeout) as exc:

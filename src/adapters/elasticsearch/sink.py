@@ -97,6 +97,12 @@ class SinkCore:
                     pending=self.pending, error=reason)
         return delay
 
+    def _written(self, attempt: int, started: float, now: float, written_before: int) -> None:
+        # After retries: the one line that says the outage is over (it was only warnings, then silence).
+        if attempt:
+            log.info("elasticsearch_recovered", kind=self.kind.name, attempts=attempt + 1,
+                     seconds=round(now - started, 1), written=self.counters.written - written_before)
+
 
 class ElasticsearchAnomalySink(SinkCore):
     """AnomalySink over Elasticsearch: publish() buffers, flush() bulk-writes with `_id` = anomaly id.
@@ -134,7 +140,7 @@ class ElasticsearchAnomalySink(SinkCore):
             self.flush()
 
     def flush(self) -> None:
-        started = self._clock()
+        started, written = self._clock(), self.counters.written
         attempt = 0
         while self.buffer.pending:
             try:
@@ -142,6 +148,7 @@ class ElasticsearchAnomalySink(SinkCore):
                 for ok, item in self._bulk(self.client, self.buffer.actions(self._now()), **self.bulk_options):
                     self._check(self.buffer.record(ok, item))
                 if not self.buffer.pending:
+                    self._written(attempt, started, self._clock(), written)
                     return
                 reason = "documents answered 429/5xx"
             except (ApiError, EsConnectionError, ConnectionTimeout) as exc:
