@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -94,6 +95,21 @@ def starts_worker(argv: Sequence[str]) -> bool:
 
 # Set in the environment of a worker that restarted itself after compiling its kernels: once only.
 RESTARTED_AFTER_COMPILING = "STOCKANOMALY_RESTARTED_AFTER_COMPILING"
+
+
+def warm_up_kernels(steps: Sequence[Callable[[], object]], environ: Mapping[str, str]) -> float:
+    """Run the warm-up `steps` (loading the compiled kernels, or compiling them) and return the
+    seconds they took, saying first what is happening: a first start on a machine compiled for 110 s
+    with two workers starting at once, and their logs stayed empty all that time. Not said again by
+    the process started again after compiling (its `kernels_compiled` line said it)."""
+    if not environ.get(RESTARTED_AFTER_COMPILING):
+        log.info("kernels_loading", action="from numba's cache, about a second; a first start on this machine "
+                 "or after the sources changed compiles them instead (20-40 s, minutes with several workers "
+                 "starting at once), then starts itself again once")
+    started = time.monotonic()
+    for step in steps:
+        step()
+    return time.monotonic() - started
 
 
 def restart_after_compiling(compiled: int, argv: Sequence[str], orig_argv: Sequence[str], executable: str,

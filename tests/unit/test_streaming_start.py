@@ -9,16 +9,18 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 from prometheus_client import CollectorRegistry
 
+import entrypoints.topics as topics
 from adapters.metrics.server import MetricsServer
 from domain.errors import ConfigError
 from entrypoints.topics import (RESTARTED_AFTER_COMPILING, check_elasticsearch, describe_suppressions,
                                 faust_web_address, require_directory, require_port, restart_after_compiling,
-                                serve_metrics)
+                                serve_metrics, warm_up_kernels)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -235,3 +237,14 @@ def test_a_worker_that_compiled_its_kernels_starts_again_once_with_the_same_comm
     assert restart_after_compiling(27, argv, orig, "/venv/bin/python", {RESTARTED_AFTER_COMPILING: "1"}) is None
     for other in (["faust", "-A", "entrypoints.worker", "tables"], [*argv, "--help"], ["pytest", "tests/unit"]):
         assert restart_after_compiling(27, other, other, "/venv/bin/python", {}) is None
+
+
+def test_the_worker_says_it_is_loading_its_kernels_before_a_warm_up_that_may_compile_for_minutes(logs_of: Any) -> None:
+    """A first start compiled for 110 s (two workers at once) with nothing in either log: the line
+    comes before the warm-up, and not again from the process started again after compiling."""
+    seen: list[list[str]] = []
+    logs = logs_of(topics)
+    seconds = warm_up_kernels([lambda: seen.append([e["event"] for e in logs]), lambda: None], {})
+    warm_up_kernels([lambda: seen.append([e["event"] for e in logs])], {RESTARTED_AFTER_COMPILING: "1"})
+    assert seen == [["kernels_loading"], ["kernels_loading"]] and seconds >= 0
+    assert logs[0]["log_level"] == "info" and "compiles them" in logs[0]["action"]
