@@ -377,10 +377,14 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
                                     **({"metrics": "prometheus", "metrics_port": metrics_port}
                                        if metrics_port is not None else {}))
         if metrics_port is not None:
+            from domain.errors import ConfigError
+            from entrypoints.topics import serve_metrics
+
+            server = container.metrics_server()
             try:
-                server = container.metrics_server().start()
-            except OSError as exc:
-                fail(f"cannot serve metrics on port {metrics_port}: {exc}")
+                serve_metrics(server, "STOCKANOMALY_METRICS_ADDR / --metrics-port")
+            except ConfigError as exc:
+                fail(str(exc))
             err.print(f"metrics on http://{server.addr}:{server.port}/metrics", highlight=False)  # port 0: the one picked
         chunk_size = int(container.config.chunk_size())
         source = file_source(paths, chunk_size) if paths else sample_source(chunk_size)

@@ -612,6 +612,7 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
     if not hooks:
         fail("no webhook to notify: give --webhook URL, --slack URL or STOCKANOMALY_NOTIFY_WEBHOOKS")
     from entrypoints.container import build_container
+    from entrypoints.topics import serve_metrics
 
     container = build_container(metrics="prometheus")
     container.config.metrics_port.from_value(config.notifier_metrics_port)  # beside a worker's 9100
@@ -653,10 +654,8 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
         Path(heartbeat).touch()  # type: ignore[arg-type]
 
     async def run() -> None:
-        try:
-            container.metrics_server().start()
-        except OSError as exc:
-            raise ConfigError(f"STOCKANOMALY_NOTIFIER_METRICS_PORT {config.notifier_metrics_port}: {exc}") from None
+        # Named as the worker and the indexer name theirs: an address that cannot be bound was blamed on the port.
+        serve_metrics(container.metrics_server(), "STOCKANOMALY_METRICS_ADDR / STOCKANOMALY_NOTIFIER_METRICS_PORT")
         # A signal cancels whatever is in hand, a webhook retry included: that batch is not committed,
         # and is sent again on restart.
         main_task = asyncio.current_task()

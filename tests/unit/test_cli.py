@@ -388,6 +388,15 @@ def test_replay_with_metrics_port_zero_says_which_port_it_picked() -> None:
     assert port > 0
 
 
+def test_replay_names_the_address_it_cannot_serve_metrics_on_and_its_variable() -> None:
+    """'cannot serve metrics on port 0: [Errno 99] ...' named only the port; the address was the problem."""
+    result = CliRunner().invoke(main, ["replay", "--json", "--metrics-port", "0"],
+                                env={"STOCKANOMALY_METRICS_ADDR": "192.0.2.1"})  # TEST-NET-1: on no interface
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip() == ("Error: cannot serve /metrics on 192.0.2.1:0 (STOCKANOMALY_METRICS_ADDR / "
+                                     "--metrics-port): Cannot assign requested address")
+
+
 def test_replay_reports_a_window_of_some_symbols_exactly_as_the_full_run_judged_them(tmp_path: Path) -> None:
     data = tmp_path / "m.dbn"
     assert run("generate", str(data), "--symbols", "4", "--trades", "120000", "--seed", "3")[0] == 0

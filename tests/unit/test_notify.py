@@ -359,6 +359,18 @@ def test_a_notifier_that_cannot_start_says_so_in_one_line_without_its_banner() -
     assert error.count("KafkaConnectionError") == 1
 
 
+def test_an_address_the_notifier_cannot_serve_metrics_on_is_named_with_its_variable() -> None:
+    """It said 'STOCKANOMALY_NOTIFIER_METRICS_PORT 9102: [Errno 99] Cannot assign requested address', blaming
+    the port for STOCKANOMALY_METRICS_ADDR (192.0.2.1: TEST-NET-1, on no machine's interfaces)."""
+    result = CliRunner().invoke(main, ["notify", "--webhook", "http://127.0.0.1:1/h"],
+                                env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "STOCKANOMALY_NOTIFIER_METRICS_PORT": "0",
+                                     "STOCKANOMALY_METRICS_ADDR": "192.0.2.1"})
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    [error] = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert error == ("Error: cannot serve /metrics on 192.0.2.1:0 (STOCKANOMALY_METRICS_ADDR / "
+                     "STOCKANOMALY_NOTIFIER_METRICS_PORT): Cannot assign requested address")
+
+
 @pytest.mark.parametrize(("seconds", "limit"), [("300", "at most one per symbol per 300s of event time"),
                                                 ("0", "no per-symbol limit")])
 def test_the_banner_says_the_per_symbol_limit_or_that_there_is_none(monkeypatch, seconds: str, limit: str) -> None:
