@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import click
 import structlog
+from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from domain.detectors import DETECTOR_NAMES
@@ -127,7 +128,7 @@ class Commands(click.Group):
 # Shown as click shows choices in any case (lower), the default too; configure_logging takes any case.
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-              help="The commands' log level, in any case (the worker and indexer take STOCKANOMALY_LOG_LEVEL).")
+              help="The commands' log level, in any case (the worker, the indexer and, unless this is given, notify take STOCKANOMALY_LOG_LEVEL).")
 def main(log_level: str) -> None:
     """Real-time, explainable stock trade anomaly detection over Databento data.
 
@@ -136,6 +137,14 @@ def main(log_level: str) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(?!domain|application|adapters|entrypoints)")
     configure_logging(log_level)
     quiet_kafka_client()
+
+
+def service_log_level(level: str) -> None:
+    """A command that runs as a service (`notify`) logs at STOCKANOMALY_LOG_LEVEL (`level`, INFO by
+    default) as the worker and the indexer do, unless --log-level was given: at the commands' WARNING
+    a notifier said `kafka_unreachable` and never `kafka_reachable`, nor that it had started."""
+    if click.get_current_context().find_root().get_parameter_source("log_level") is ParameterSource.DEFAULT:
+        configure_logging(level)
 
 
 def file_source(paths: tuple[str, ...], chunk_size: int, read_ahead: int = 0) -> Any:

@@ -12,7 +12,8 @@ from rich.console import Console
 
 from domain.detectors import DETECTOR_NAMES
 from domain.errors import DomainError
-from entrypoints.cli import FiniteRange, OutputPath, err, fail, file_source, log, main, progress_bar
+from entrypoints.cli import (FiniteRange, OutputPath, err, fail, file_source, log, main, progress_bar,
+                             service_log_level)
 from entrypoints.settings import Settings, check_http_url, check_topic, load_settings
 
 
@@ -604,6 +605,7 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
         raise click.BadParameter("names no consumer group", param_hint="--group")
     config = settings_or_fail(kafka_bootstrap_servers=bootstrap, notify_min_severity=min_severity,
                               notify_per_symbol_seconds=per_symbol_seconds)
+    service_log_level(config.log_level)
     try:
         hooks = webhooks(",".join([config.notify_webhooks, *(f"json:{u}" for u in json_hooks),
                                    *(f"slack:{u}" for u in slack_hooks)]))

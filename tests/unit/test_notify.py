@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 from builders import T0, S
 from click.testing import CliRunner
@@ -369,6 +370,36 @@ def test_an_address_the_notifier_cannot_serve_metrics_on_is_named_with_its_varia
     [error] = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert error == ("Error: cannot serve /metrics on 192.0.2.1:0 (STOCKANOMALY_METRICS_ADDR / "
                      "STOCKANOMALY_NOTIFIER_METRICS_PORT): Cannot assign requested address")
+
+
+@pytest.mark.parametrize(("flags", "env", "shown"), [
+    ([], {}, True),  # a service: STOCKANOMALY_LOG_LEVEL's INFO, as the worker and the indexer
+    ([], {"STOCKANOMALY_LOG_LEVEL": "WARNING"}, False),
+    (["--log-level", "warning"], {}, False),  # said on the command line: that level
+], ids=["default-info", "variable", "flag"])
+def test_the_notifier_logs_at_the_services_level_so_kafka_coming_back_is_said(
+        monkeypatch, flags: list[str], env: dict[str, str], shown: bool) -> None:
+    """At the commands' default (WARNING) a notifier logged kafka_unreachable when Kafka went away
+    and nothing when it came back (kafka_reachable is INFO), nor notifier_started."""
+    import adapters.kafka.notifier
+
+    async def back_then_done(*args: object, started: Any, **kwargs: object) -> None:
+        started()
+        structlog.get_logger().warning("kafka_unreachable", topic="anomalies")
+        structlog.get_logger().info("kafka_reachable", topic="anomalies")
+
+    monkeypatch.setattr(adapters.kafka.notifier, "notify_from_topic", back_then_done)
+    monkeypatch.delenv("STOCKANOMALY_LOG_LEVEL", raising=False)
+    saved = structlog.get_config()
+    try:
+        result = CliRunner().invoke(main, [*flags, "notify", "--webhook", "http://127.0.0.1:1/h"],
+                                    env={"STOCKANOMALY_NOTIFIER_METRICS_PORT": "0",
+                                         "STOCKANOMALY_METRICS_ADDR": "127.0.0.1", **env})
+    finally:
+        structlog.configure(**saved)
+    assert result.exit_code == 0, result.output
+    assert "kafka_unreachable" in result.stderr
+    assert ("kafka_reachable" in result.stderr) is shown
 
 
 @pytest.mark.parametrize(("seconds", "limit"), [("300", "at most one per symbol per 300s of event time"),
