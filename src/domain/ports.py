@@ -11,6 +11,7 @@ import numpy as np
 from domain.incidents import Incident
 from domain.model import Anomaly, DeadLetter
 from domain.notifications import Notification
+from domain.symbols import SymbolRuns
 
 
 @dataclass(slots=True)
@@ -176,8 +177,8 @@ class TradePublisher(Protocol):
 
     sent: Sent
 
-    async def publish(self, runs: Sequence[tuple[str, np.ndarray]]) -> None:
-        """Queue `runs` ((symbol, trades), each run in event-time order), counting them in `sent`."""
+    async def publish(self, runs: SymbolRuns) -> None:
+        """Queue `runs` (each one symbol's trades in event-time order), counting them in `sent`."""
         ...
 
     async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None: ...

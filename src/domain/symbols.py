@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 
 from domain.compiled import inline, kernel
@@ -119,3 +122,50 @@ def factorize(symbols: np.ndarray) -> tuple[np.ndarray, list[str]]:
     codes, first = _factorize(symbols.view(np.dtype((np.uint64, symbols.dtype.itemsize // 8))))
     names: list[str] = symbols[first].tolist()
     return codes, names
+
+
+@kernel
+def runs_by_span(codes: np.ndarray, span: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(run of each row, code of each run): a run is one code's rows within one span (`span` is per
+    row, non-decreasing), runs numbered span by span, within a span in order of first appearance."""
+    seen_in = np.full(n_codes, -1, np.int64)  # the span a code last started a run in
+    current = np.empty(n_codes, np.int64)  # that run
+    run_of = np.empty(len(codes), np.int64)
+    run_code = np.empty(len(codes), np.int64)
+    runs = 0
+    for i in range(len(codes)):
+        c = codes[i]
+        if seen_in[c] != span[i]:
+            seen_in[c] = span[i]
+            current[c] = runs
+            run_code[runs] = c
+            runs += 1
+        run_of[i] = current[c]
+    return run_of, run_code[:runs]
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolRuns:
+    """Trades cut into runs of one symbol each: run i is rows `starts[i]` to `starts[i] + lengths[i]`
+    of `trades` in `order` (positions in `trades`; None: as they are), all of them symbol
+    `names[codes[i]]`, runs in the order they are to be sent. Iterating gives (symbol, trades) pairs;
+    the columns serve whoever handles thousands of runs at once (see `rows`)."""
+
+    trades: np.ndarray
+    names: tuple[str, ...]
+    codes: np.ndarray  # int64 per run
+    starts: np.ndarray  # int64 per run
+    lengths: np.ndarray  # int64 per run
+    order: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        for code, start, length in zip(self.codes.tolist(), self.starts.tolist(), self.lengths.tolist()):
+            yield self.names[code], self.rows(np.arange(start, start + length)) if self.order is not None \
+                else self.trades[start:start + length]
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        """The trades at `positions` of the runs' order, copied in one gather."""
+        return self.trades[positions if self.order is None else self.order[positions]]

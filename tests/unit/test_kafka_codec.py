@@ -12,6 +12,7 @@ from adapters.kafka.codec import MAGIC, WIRE_DTYPE, decode, encode_batch
 from adapters.kafka.keys import misrouted, partition_of
 from builders import T0, calm_flow
 from domain.model import TRADE_DTYPE
+from domain.symbols import SymbolRuns
 
 
 def assert_same_trades(got: np.ndarray, want: np.ndarray) -> None:
@@ -273,14 +274,54 @@ def test_the_fast_table_walk_reads_exactly_what_the_plain_parser_reads(longest: 
     assert_same_trades(got, np.concatenate(want_rows))
 
 
-def test_the_publisher_packs_runs_up_to_the_limit_and_each_symbol_once_per_message() -> None:
-    from adapters.kafka.producer import pack
+def runs_of(pairs: list[tuple[str, np.ndarray]]) -> SymbolRuns:
+    """(symbol, trades) pairs as the SymbolRuns ingest hands a publisher."""
+    names = list(dict.fromkeys(s for s, _ in pairs))
+    lengths = np.array([len(t) for _, t in pairs], np.int64)
+    return SymbolRuns(np.concatenate([t for _, t in pairs]), tuple(names),
+                      np.array([names.index(s) for s, _ in pairs], np.int64), np.cumsum(lengths) - lengths, lengths)
 
-    runs = [("A", calm_flow(3, symbol="A")), ("B", calm_flow(4, symbol="B")), ("A", calm_flow(2, symbol="A")),
-            ("C", calm_flow(9, symbol="C"))]
-    groups = list(pack(runs, 5))
-    assert [[(s, len(t)) for s, t in g] for g in groups] == [
-        [("A", 3), ("B", 2)], [("B", 2), ("A", 2), ("C", 1)], [("C", 5)], [("C", 3)]]
+
+def test_the_publisher_packs_runs_up_to_the_limit_and_each_symbol_once_per_message() -> None:
+    from adapters.kafka.codec import encode_multi, encode_runs
+
+    pairs = [("A", calm_flow(3, symbol="A")), ("B", calm_flow(4, symbol="B", seed=2)),
+             ("A", calm_flow(2, symbol="A", seed=3)), ("C", calm_flow(9, symbol="C", seed=4))]
+    a, b, a2, c = (t for _, t in pairs)
+    want = [[("A", a), ("B", b[:2])], [("B", b[2:]), ("A", a2), ("C", c[:1])], [("C", c[1:6])], [("C", c[6:])]]
+    runs = runs_of(pairs)
+    got = list(encode_runs(runs, np.zeros(len(runs), np.int64), 5))
+    assert got == [(0, encode_multi(group), sum(len(t) for _, t in group)) for group in want]
+    # each partition its own runs, in their order (partitions in the order of their first run); -1: none
+    assert list(encode_runs(runs, np.array([3, 1, -1, 1]), 5)) == [
+        (3, encode_multi([("A", a)]), 3), (1, encode_multi([("B", b), ("C", c[:1])]), 5),
+        (1, encode_multi([("C", c[1:6])]), 5), (1, encode_multi([("C", c[6:])]), 3)]
+    assert list(encode_runs(runs, np.full(len(runs), -1), 5)) == []
+
+
+def test_a_market_of_runs_encodes_as_its_messages_one_by_one_would() -> None:
+    """Thousands of runs of a trade or two (what ingest sends at market scale) packed in one pass:
+    the same bytes as packing them one at a time into encode_multi, with names of every length."""
+    from adapters.kafka.codec import encode_multi, encode_runs
+
+    rng = np.random.default_rng(11)
+    names = ["A", "ÉTÉ", "BRK.B", "X" * 40] + [f"S{k}" for k in range(300)]
+    pairs = [(names[k], calm_flow(int(rng.integers(1, 9)), symbol=names[k], seed=i))
+             for i, k in enumerate(rng.integers(0, len(names), 3_000).tolist())]
+    most = 37
+    want: list[tuple[int, bytes, int]] = []
+    group: list[tuple[str, np.ndarray]] = []
+    for symbol, trades in pairs:  # the rule, one run at a time
+        while len(trades):
+            room = most - sum(len(t) for _, t in group)
+            if room == 0 or symbol in [s for s, _ in group]:
+                want.append((0, encode_multi(group), most - room))
+                group, room = [], most
+            group.append((symbol, trades[:room]))
+            trades = trades[room:]
+    want.append((0, encode_multi(group), sum(len(t) for _, t in group)))
+    runs = runs_of(pairs)
+    assert list(encode_runs(runs, np.zeros(len(runs), np.int64), most)) == want
 
 
 def test_misrouted_finds_the_trades_whose_symbol_belongs_on_another_partition() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -13,6 +13,7 @@ from adapters.kafka.json_trades import decode_json
 from adapters.kafka.keys import BAD_ENCODING, EMPTY_BATCH, check_symbol, symbol_of
 from domain.compiled import kernel
 from domain.model import TRADE_DTYPE, DeadLetter
+from domain.symbols import SymbolRuns
 
 # One message is one symbol's trades in event-time order: key = symbol (utf-8); value = b"STB1",
 # uint32 count, then `count` packed little-endian WIRE_DTYPE rows (TRADE_DTYPE minus the symbol,
@@ -69,6 +70,79 @@ def encode_multi(runs: list[tuple[str, np.ndarray]]) -> bytes:
         parts += [bytes([len(encoded)]), encoded, len(trades).to_bytes(4, "little")]
     parts += [_packed(trades) for _, trades in runs]
     return b"".join(parts)
+
+
+@kernel
+def _pack_runs(codes: np.ndarray, lengths: np.ndarray, most: int, n_codes: int) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Runs (of `codes`, `lengths` trades, in order) packed into messages of at most `most` trades,
+    each code at most once a message (its next run starts a new one; a run longer than the room left
+    is cut): (run, offset into it, trades, message) per piece, pieces in order."""
+    n = len(lengths)
+    most_pieces = n + int(lengths.sum()) // most + 1
+    run, offset = np.empty(most_pieces, np.int64), np.empty(most_pieces, np.int64)
+    take, message = np.empty(most_pieces, np.int64), np.empty(most_pieces, np.int64)
+    in_message = np.full(n_codes, -1, np.int64)  # the message a code last went into
+    m, room, k = 0, most, 0
+    for r in range(n):
+        at, left = 0, lengths[r]
+        while left > 0:
+            if room == 0 or in_message[codes[r]] == m:
+                m, room = m + 1, most
+            t = min(room, left)
+            run[k], offset[k], take[k], message[k] = r, at, t, m
+            in_message[codes[r]] = m
+            room -= t
+            at += t
+            left -= t
+            k += 1
+    return run[:k], offset[:k], take[:k], message[:k]
+
+
+@kernel
+def _symbol_tables(codes: np.ndarray, takes: np.ndarray, names: np.ndarray, name_at: np.ndarray) -> np.ndarray:
+    """STB2 symbol-table entries of pieces (`codes`, `takes`), one after another: each its name as
+    `names[name_at[c]:name_at[c + 1]]` holds it (the length byte, then UTF-8), then uint32 trades."""
+    size = 0
+    for c in codes:
+        size += name_at[c + 1] - name_at[c] + 4
+    out = np.empty(size, np.uint8)
+    at = 0
+    for i in range(len(codes)):
+        for j in range(name_at[codes[i]], name_at[codes[i] + 1]):
+            out[at] = names[j]
+            at += 1
+        for shift in range(4):  # little-endian
+            out[at] = (takes[i] >> (8 * shift)) & 0xFF
+            at += 1
+    return out
+
+
+def encode_runs(runs: SymbolRuns, home: np.ndarray, most: int) -> Iterator[tuple[int, bytes, int]]:
+    """(partition, STB2 value, trades) of the messages holding `runs`, run i going to partition
+    `home[i]` (none if negative), each partition's packed in order as `encode_multi` would write them
+    message by message: at most `most` trades and each symbol at most once a message. A pass over the
+    trades and the run columns whatever the number of runs (at market scale, a trade or two each)."""
+    encoded = [name.encode() for name in runs.names]
+    sizes = np.array([1 + len(e) for e in encoded], np.int64)
+    names = np.frombuffer(b"".join(bytes([len(e)]) + e for e in encoded), np.uint8)  # ValueError past 255
+    name_at = np.concatenate(([0], np.cumsum(sizes)))
+    for partition in dict.fromkeys(home[home >= 0].tolist()):  # in order of their first run
+        picks = np.flatnonzero(home == partition)
+        run, offset, take, message = _pack_runs(runs.codes[picks], runs.lengths[picks], most, len(runs.names))
+        codes = runs.codes[picks][run]
+        tables = _symbol_tables(codes, take, names, name_at)
+        first = runs.starts[picks][run] + offset  # each piece's first trade in the runs' order
+        body = _packed(runs.rows(np.repeat(first - (np.cumsum(take) - take), take) + np.arange(int(take.sum()))))
+        # Message m: pieces [cut[m], cut[m + 1]), their table entries and their rows.
+        cut = np.flatnonzero(np.diff(message, prepend=-1, append=message[-1] + 1)).tolist()
+        table_end = np.concatenate(([0], np.cumsum(sizes[codes] + 4))).tolist()
+        row_end = np.concatenate(([0], np.cumsum(take))).tolist()
+        width = WIRE_DTYPE.itemsize
+        for a, b in zip(cut[:-1], cut[1:]):
+            count = row_end[b] - row_end[a]
+            yield partition, (MULTI_HEADER.pack(MAGIC_MULTI, count, b - a) + tables[table_end[a]:table_end[b]].tobytes()
+                              + body[row_end[a] * width:row_end[b] * width]), count
 
 
 def wire_view(value: bytes) -> np.ndarray:

@@ -3,46 +3,27 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from adapters.kafka.codec import encode_multi
+from adapters.kafka.codec import encode_runs
 from adapters.kafka.keys import partition_of
 from adapters.kafka.dead_letters import dead_letter_record
 from adapters.kafka.topics import ensure_topics
 from domain.errors import ConfigError
 from domain.model import DeadLetter
 from domain.ports import Sent
+from domain.symbols import SymbolRuns
 
 log = structlog.get_logger()
 
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 # A record batch must fit the broker's message.max.bytes (1 MiB by default) after compression.
 MAX_BATCH_BYTES = 1_000_000
-
-
-def pack(runs: list[tuple[str, np.ndarray]], most: int) -> Iterator[list[tuple[str, np.ndarray]]]:
-    """`runs` in order, in groups of at most `most` trades (a longer run is cut), each symbol at most
-    once per group (a symbol's second run starts a new group, keeping its order)."""
-    group: list[tuple[str, np.ndarray]] = []
-    seen: set[str] = set()
-    room = most
-    for symbol, trades in runs:
-        while len(trades):
-            if room == 0 or symbol in seen:
-                yield group
-                group, seen, room = [], set(), most
-            take = trades[:room]
-            group.append((symbol, take))
-            seen.add(symbol)
-            room -= len(take)
-            trades = trades[len(take):]
-    if group:
-        yield group
 
 
 class KafkaTradePublisher:
@@ -66,6 +47,7 @@ class KafkaTradePublisher:
         self.topics = [topic, anomalies_topic, incidents_topic, dlq_topic]
         self.message_trades = message_trades
         self.partitions, self.replication_factor = partitions, replication_factor
+        self._partitions: dict[str, int] = {}  # symbol -> its partition (see _partition)
         self.compression = None if compression == "none" else compression
         self.linger_ms, self.window, self.client_id = linger_ms, window, client_id
         self._producer: AIOKafkaProducer | None = None
@@ -108,19 +90,24 @@ class KafkaTradePublisher:
         await ensure_topics(self.bootstrap, self.topics, self.partitions, self.replication_factor,
                             client_id=self.client_id)
 
-    async def publish(self, runs: Sequence[tuple[str, np.ndarray]]) -> None:
+    async def publish(self, runs: SymbolRuns) -> None:
         """The runs of each partition packed into messages of up to `message_trades` trades
         (docs/wire-format.md, `STB2`), sent to that partition: one message per partition and tick
         at market scale instead of one per symbol. A run never spans messages unless it is longer."""
-        by_partition: dict[int, list[tuple[str, np.ndarray]]] = {}
-        for symbol, trades in runs:
-            if len(trades):  # a message of no trades would be an `empty_batch` dead letter
-                by_partition.setdefault(partition_of(symbol, self.partitions), []).append((symbol, trades))
-        for partition, mine in by_partition.items():
-            for packed in pack(mine, self.message_trades):
-                value = encode_multi(packed)
-                await self._send(self.topic, key=None, value=value, partition=partition,
-                                 trades=sum(len(trades) for _, trades in packed))
+        if not len(runs):
+            return
+        home = np.array([self._partition(name) for name in runs.names], np.int64)[runs.codes]
+        home[runs.lengths == 0] = -1  # a message of no trades would be an `empty_batch` dead letter
+        for partition, value, trades in encode_runs(runs, home, self.message_trades):
+            await self._send(self.topic, key=None, value=value, partition=partition, trades=trades)
+
+    def _partition(self, symbol: str) -> int:
+        """`partition_of`, remembered: Kafka's murmur2 in Python costs microseconds a symbol, and a
+        market's symbols come back in every batch."""
+        known = self._partitions.get(symbol)
+        if known is None:
+            known = self._partitions[symbol] = partition_of(symbol, self.partitions)
+        return known
 
     async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         for letter in dead_letters:
