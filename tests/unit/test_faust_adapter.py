@@ -11,7 +11,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 from builders import calm_flow, until
 
 from adapters.faust.app import TakeProgress, by_partition, create_app
@@ -386,21 +385,11 @@ async def test_a_partition_resumes_at_its_committed_offset_whatever_comes_first(
 
 
 @pytest.fixture
-def sequence_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
-    """What `adapters.faust.sequence` logs, every level, whatever an earlier test configured (a
-    logger cached on first use, a level filter)."""
-    import structlog
-
+def sequence_logs(logs_of: Any) -> list[dict[str, Any]]:
+    """What `adapters.faust.sequence` logs, every level (conftest's `logs_of`)."""
     import adapters.faust.sequence as module
 
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    try:
-        with capture_logs() as logs:
-            monkeypatch.setattr(module, "log", structlog.get_logger())
-            yield logs
-    finally:
-        structlog.configure(**saved)
+    return logs_of(module)
 
 
 @pytest.mark.asyncio

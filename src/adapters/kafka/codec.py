@@ -129,8 +129,9 @@ def encode_runs(runs: SymbolRuns, home: np.ndarray, most: int) -> Iterator[tuple
     name_at = np.concatenate(([0], np.cumsum(sizes)))
     for partition in dict.fromkeys(home[home >= 0].tolist()):  # in order of their first run
         picks = np.flatnonzero(home == partition)
-        run, offset, take, message = _pack_runs(runs.codes[picks], runs.lengths[picks], most, len(runs.names))
-        codes = runs.codes[picks][run]
+        mine = runs.codes[picks]
+        run, offset, take, message = _pack_runs(mine, runs.lengths[picks], most, len(runs.names))
+        codes = mine[run]
         tables = _symbol_tables(codes, take, names, name_at)
         first = runs.starts[picks][run] + offset  # each piece's first trade in the runs' order
         body = _packed(runs.rows(np.repeat(first - (np.cumsum(take) - take), take) + np.arange(int(take.sum()))))
