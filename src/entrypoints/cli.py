@@ -799,13 +799,20 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
     on_incidents = len(set(verdicts) & {i.id for i in incidents})
     unknown = len(set(verdicts) - {a.id for a in found}) - on_incidents
     off = detectors_not_run(container.engine())
+    if unknown == len(verdicts):  # a table of unreviewed detections "scored against" verdicts that count for nothing
+        which = f"the verdict in {path} is not" if len(verdicts) == 1 else \
+            f"none of the {len(verdicts):,} verdicts in {path} is"
+        fail(f"{which} on an anomaly or incident this run found ({counted(len(found), 'anomaly', 'anomalies')}): "
+             f"given on another file, or under other thresholds{', or detectors not run' if off else ''}; "
+             "nothing to score")
     if as_json:
         click.echo(json.dumps({"by_detector": table, "verdicts_file": path, "verdicts": len(verdicts),
                                "verdicts_not_found": unknown,
                                "verdicts_on_incidents": on_incidents, "anomalies_judged_by_incident": inherited,
                                "verdicts_changed": len(changed), **({"detectors_not_run": off} if off else {})}))
         return
-    click.echo(f"scored against {counted(len(verdicts), 'verdict')} in {path}")  # (chosen by `--verdicts` alone, too)
+    scored = f"{len(verdicts) - unknown:,} of {len(verdicts):,} verdicts" if unknown else counted(len(verdicts), "verdict")
+    click.echo(f"scored against {scored} in {path}")  # (chosen by `--verdicts` alone, too)
     click.echo(f"{'detector':<18}{'detections':>11}{'confirmed':>11}{'false pos.':>11}{'unreviewed':>11}{'precision':>11}")
     for name, row in table.items():
         precision = "-" if row["precision"] is None else f"{row['precision']:.3f}"

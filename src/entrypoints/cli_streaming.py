@@ -501,7 +501,8 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
 @main.command(short_help="One anomaly or incident, with the tape around it.")
 @click.argument("record_id", metavar="ID")
 @click.option("--file", "out_file", type=click.Path(dir_okay=False),
-              help="A replay's --out file (its incidents are read from beside it) [default: Elasticsearch].")
+              help="A replay's --out file, or the incidents file written beside it (both are read) [default: "
+                   "Elasticsearch].")
 @click.option("--es-url", metavar="URL",
               help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; "
                    "credentials as for `query`.")

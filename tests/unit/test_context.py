@@ -261,17 +261,35 @@ def test_show_explains_in_one_line_what_it_cannot_find(replay_out: Path, tmp_pat
     bad.write_text("{}\n")
     assert "line 1: not an anomaly" in one_line_error(["show", unknown, "--file", str(bad)])
     incidents = replay_out.parent / "anomalies.incidents.jsonl"  # replay's last 'written to' line names it
-    assert one_line_error(["show", "0123", "--file", str(incidents)]) == \
-        f"Error: {incidents} holds a replay's incidents: give the --out file they were written beside " \
-        f"({replay_out}); show reads both"
-    (tmp_path / "bare").write_text(replay_out.read_text())  # an --out without a suffix: its incidents got .jsonl
-    (tmp_path / "bare.incidents.jsonl").write_text(incidents.read_text())
+    alone = tmp_path / "copied" / incidents.name  # without the --out file it was written beside
+    alone.parent.mkdir()
+    alone.write_text(incidents.read_text())
+    assert one_line_error(["show", "0123", "--file", str(alone)]) == \
+        f"Error: {alone} holds a replay's incidents: give the --out file they were written beside " \
+        f"({alone.parent / replay_out.name}); show reads both"
+    (tmp_path / "bare.incidents.jsonl").write_text(incidents.read_text())  # an --out without a suffix: .jsonl
     assert one_line_error(["show", "0123", "--file", str(tmp_path / "bare.incidents.jsonl")]).endswith(
-        f"written beside ({tmp_path / 'bare'}); show reads both")
+        f"written beside ({tmp_path / 'bare.jsonl'}); show reads both")
     trades = tmp_path / "day.dbn.zst"  # the day replayed, not what replay wrote ('utf-8' codec can't decode ...)
     trades.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(256)))
     assert one_line_error(["show", "0123", "--file", str(trades)]) == \
         f"Error: {trades} is not text: give the JSON lines replay --out wrote"
+
+
+def test_show_given_the_incidents_file_reads_the_out_file_beside_it(replay_out: Path, tmp_path: Path) -> None:
+    """Replay's last line names its incidents file, so that is the path copied into `show --file`: it
+    was refused, with a pointer to the file beside it. Now that file is read, as if it had been given."""
+    incidents_file = replay_out.parent / "anomalies.incidents.jsonl"
+    incident = json.loads(incidents_file.read_text().splitlines()[0])
+    anomaly = json.loads(replay_out.read_text().splitlines()[-1])["id"]
+    for record in (incident["id"], anomaly):
+        assert run("show", record, "--file", str(incidents_file), "--json") == \
+            run("show", record, "--file", str(replay_out), "--json")
+        assert run("show", record, "--file", str(incidents_file))[0] == 0
+    (tmp_path / "bare").write_text(replay_out.read_text())  # an --out without a suffix: its incidents got .jsonl
+    (tmp_path / "bare.incidents.jsonl").write_text(incidents_file.read_text())
+    code, text = run("show", anomaly, "--file", str(tmp_path / "bare.incidents.jsonl"), "--json")
+    assert code == 0 and json.loads(text)["anomaly"]["id"] == anomaly
 
 
 def test_the_tape_quotes_prices_in_cents_and_sub_penny_prints_in_full() -> None:

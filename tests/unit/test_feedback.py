@@ -220,12 +220,12 @@ def test_a_hand_edited_id_is_read_as_label_takes_it_and_a_changed_verdict_is_rep
 def test_evaluate_says_which_verdicts_disagree_and_refuses_a_bad_line_in_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert invoke("generate", "m.dbn", "--symbols", "2", "--trades", "3000", "--seed", "1")[0] == 0
-    assert invoke("label", ANOMALY_ID, "--confirmed")[0] == 0
-    assert invoke("label", ANOMALY_ID, "--false-positive")[0] == 0
+    found = found_ids(tmp_path)[0]
+    assert invoke("label", found, "--confirmed")[0] == 0
+    assert invoke("label", found, "--false-positive")[0] == 0
     code, out = invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl")
     assert code == 0 and out.splitlines()[-1] == (f"1 anomaly has verdicts that disagree, the last counting "
-                                                  f"({ANOMALY_ID}: verdicts.jsonl, line 2)")
+                                                  f"({found}: verdicts.jsonl, line 2)")
     code, out = invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl", "--json")
     assert json.loads(out)["verdicts_changed"] == 1
     with open("verdicts.jsonl", "a") as f:
@@ -240,14 +240,14 @@ def test_evaluate_verdicts_alone_scores_the_verdicts_label_wrote_wherever_it_is_
     """`label` writes to a default file, but `evaluate --verdicts` needed its path: given alone it was
     'Option '--verdicts' requires an argument', and before DATA it took DATA for the verdicts file."""
     monkeypatch.chdir(tmp_path)
-    assert invoke("generate", "m.dbn", "--symbols", "2", "--trades", "3000", "--seed", "1")[0] == 0
-    assert invoke("label", ANOMALY_ID, "--confirmed")[0] == 0
+    found = found_ids(tmp_path)[0]
+    assert invoke("label", found, "--confirmed")[0] == 0
     for args in (["m.dbn", "--verdicts"], ["--verdicts", "m.dbn"], ["--verdicts", "--", "m.dbn"],
                  ["m.dbn", "--verdicts", "verdicts.jsonl"]):  # the path, as before
         code, out = invoke("evaluate", *args)
         assert code == 0 and out.splitlines()[0] == "scored against 1 verdict in verdicts.jsonl", (args, out)
     monkeypatch.setenv("STOCKANOMALY_VERDICTS", str(tmp_path / "elsewhere.jsonl"))
-    assert invoke("label", ANOMALY_ID, "--false-positive")[0] == 0
+    assert invoke("label", found, "--false-positive")[0] == 0
     code, out = invoke("evaluate", "--verdicts", "--json", "m.dbn")
     assert code == 0 and json.loads(out)["verdicts_file"] == str(tmp_path / "elsewhere.jsonl")
     (tmp_path / "m.labels.json").unlink()  # as for a real day: the way to its verdicts is said
@@ -255,6 +255,35 @@ def test_evaluate_verdicts_alone_scores_the_verdicts_label_wrote_wherever_it_is_
         "Error: no labels at m.labels.json; pass --labels (a generated market's), or --verdicts to score the "
         "detections against analysts' verdicts instead (any data, real days too; alone, it reads those `label` "
         f"wrote, to {tmp_path / 'elsewhere.jsonl'})"))
+
+
+def test_evaluate_refuses_verdicts_none_of_which_it_found_and_says_how_many_of_them_it_scored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verdicts given on another file scored nothing, yet the table of unreviewed detections was headed
+    'scored against 1 verdict'; when only some matched, the headline counted them all."""
+    monkeypatch.chdir(tmp_path)
+    found = found_ids(tmp_path)
+    assert invoke("label", ANOMALY_ID, "--confirmed")[0] == 0  # on no anomaly of m.dbn
+    refused = (1, f"Error: the verdict in verdicts.jsonl is not on an anomaly or incident this run found "
+                  f"({len(found):,} anomalies): given on another file, or under other thresholds; nothing to score")
+    assert invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl") == refused
+    assert invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl", "--json") == refused
+    assert invoke("label", "f" * 32, "--false-positive")[0] == 0
+    assert invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl")[1].startswith(
+        "Error: none of the 2 verdicts in verdicts.jsonl is on an anomaly or incident this run found")
+    assert invoke("label", found[0], "--confirmed")[0] == 0
+    code, out = invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl")
+    assert code == 0 and out.splitlines()[0] == "scored against 1 of 3 verdicts in verdicts.jsonl", out
+    assert "2 verdicts are on anomalies this run did not find" in out
+
+
+def found_ids(folder: Path) -> list[str]:
+    """The ids of the anomalies a replay finds in a small generated market written to folder/m.dbn."""
+    assert invoke("generate", str(folder / "m.dbn"), "--symbols", "2", "--trades", "3000", "--seed", "1")[0] == 0
+    assert invoke("replay", str(folder / "m.dbn"), "--out", str(folder / "found.jsonl"), "--json")[0] == 0
+    ids = [json.loads(line)["id"] for line in (folder / "found.jsonl").read_text().splitlines()]
+    assert ids, "the market should give at least one anomaly"
+    return ids
 
 
 def test_a_verdict_appended_to_a_file_whose_last_line_lacks_its_newline_starts_a_line_of_its_own(

@@ -57,6 +57,20 @@ def anomalies_path(incidents: Path) -> Path:
     return bare if incidents.suffix == ".jsonl" and bare.is_file() else incidents.with_name(stem + incidents.suffix)
 
 
+def _out_file(path: Path) -> Path:
+    """The --out file for a path given as one: the incidents file (which replay names last, so it is
+    the one copied) stands for the --out file beside it, when that is there."""
+    beside = anomalies_path(path)
+    if beside == path or not beside.is_file():
+        return path
+    try:
+        with path.open(encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+    except (OSError, UnicodeDecodeError):
+        return path  # said by _read, as for any path
+    return beside if _is_incident(first) else path
+
+
 def _is_incident(line: str) -> bool:
     try:
         Incident.from_dict(json.loads(line))
@@ -70,8 +84,8 @@ class ReplayRecords:
     interrupted before its end may have no incidents file: its anomalies are still found)."""
 
     def __init__(self, out: str | Path) -> None:
-        self.anomaly_path = Path(out)
-        self.incident_path = incidents_path(out)
+        self.anomaly_path = _out_file(Path(out))
+        self.incident_path = incidents_path(self.anomaly_path)
         self._anomalies = {a.id: a for a in _read(self.anomaly_path, Anomaly.from_dict, "an anomaly")}
         self._incidents = (_read(self.incident_path, Incident.from_dict, "an incident")
                            if self.incident_path.exists() else [])
