@@ -427,8 +427,8 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
         def on_chunk(trades: Any, anomalies: Any) -> None:
             nonlocal latest
             bar.advance(bar.task_ids[0], len(trades))
-            if bars is not None:
-                bars.add(trades)
+            if bars is not None:  # the charts show what the report is of: from --since on
+                bars.add(trades if window[0] is None else trades[trades["ts_event"] >= window[0]])
             if len(trades):
                 newest = int(trades["ts_event"].max())
                 latest = newest if latest is None else max(latest, newest)

@@ -483,6 +483,18 @@ def test_a_replays_time_selection_is_said_on_the_exchanges_clock_too() -> None:
     assert note.endswith("read only up to 2025-03-04T00:00:00Z (2025-03-03 19:00:00 New York) (--until)")
 
 
+def test_a_report_narrowed_by_since_charts_the_trades_from_then_on(tmp_path: Path) -> None:
+    """Its note said 'reported only: from 11:00', and its charts and subtitle began at the open (every
+    trade read: the trades before --since are judged, for the state, not reported)."""
+    report = tmp_path / "r.html"
+    code, out = run("replay", "--since", "2025-03-03T16:00:00Z", "--report", str(report), "--top", "0")
+    assert code == 0, out
+    html = report.read_text()
+    assert "Trades from 2025-03-03 11:00 to 2025-03-03 16:00 New York time" in html
+    code, out = run("replay", "--report", str(report), "--top", "0")
+    assert code == 0 and "Trades from 2025-03-03 09:30 to" in report.read_text()  # the whole day without it
+
+
 def test_replay_until_reads_and_counts_only_the_trades_before_it(tmp_path: Path) -> None:
     """It judged and counted the whole chunk it was in the middle of (the report charted 70 minutes
     past it on a real day)."""
