@@ -45,23 +45,24 @@ def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
-def kernels_cached() -> bool:
-    """Whether numba has the detectors' kernels compiled on disk (its index of the record checks, the
-    first kernel any run calls; an attribute path of numba's own, so True when it cannot tell)."""
-    from domain.validation import _verdicts
+def kernels_cached(kernel: Any = None) -> bool:
+    """Whether numba has a kernel compiled on disk (default: the record checks, the first kernel any
+    detecting run calls). Read from its index file, an attribute path of numba's own: True when it
+    cannot tell."""
+    if kernel is None:
+        from domain.validation import _verdicts as kernel
 
     try:
-        return os.path.exists(_verdicts._cache._cache_file._index_path)  # type: ignore[attr-defined]
+        return os.path.exists(kernel._cache._cache_file._index_path)
     except AttributeError:
         return True
 
 
-def say_when_compiling() -> None:
-    """A machine's first run compiles the kernels: 20-40 s in which nothing moves (the compiler holds
+def say_when_compiling(kernel: Any = None, what: str = "the detectors' kernels", seconds: str = "20-40 s") -> None:
+    """A machine's first run compiles the kernels: seconds in which nothing moves (the compiler holds
     the interpreter, so not even the progress bar's spinner), which read as a hang. Said on a terminal."""
-    if err.is_terminal and not kernels_cached():
-        err.print("compiling the detectors' kernels: once per machine, 20-40 s (later runs start in seconds)",
-                  highlight=False)
+    if err.is_terminal and not kernels_cached(kernel):
+        err.print(f"compiling {what}: once per machine, {seconds} (later runs start at once)", highlight=False)
 
 
 class FiniteRange(click.FloatRange):
@@ -799,11 +800,12 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
     on_incidents = len(set(verdicts) & {i.id for i in incidents})
     unknown = len(set(verdicts) - {a.id for a in found}) - on_incidents
     off = detectors_not_run(container.engine())
-    if unknown == len(verdicts):  # a table of unreviewed detections "scored against" verdicts that count for nothing
+    if verdicts and unknown == len(verdicts):  # a table of unreviewed detections "scored against" verdicts that count for nothing
+        not_run = f", or by detectors not run (STOCKANOMALY_DETECTORS): {', '.join(off)}" if off else ""
         which = f"the verdict in {path} is not" if len(verdicts) == 1 else \
             f"none of the {len(verdicts):,} verdicts in {path} is"
         fail(f"{which} on an anomaly or incident this run found ({counted(len(found), 'anomaly', 'anomalies')}): "
-             f"given on another file, or under other thresholds{', or detectors not run' if off else ''}; "
+             f"given on another file, or under other thresholds{not_run}; "
              "nothing to score")
     if as_json:
         click.echo(json.dumps({"by_detector": table, "verdicts_file": path, "verdicts": len(verdicts),

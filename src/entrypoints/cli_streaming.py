@@ -12,7 +12,7 @@ from rich.console import Console
 
 from domain.detectors import DETECTOR_NAMES
 from domain.errors import DomainError
-from entrypoints.cli import (FiniteRange, OutputPath, err, fail, file_source, log, main, progress_bar,
+from entrypoints.cli import (FiniteRange, OutputPath, err, fail, file_source, log, main, progress_bar, say_when_compiling,
                              service_log_level)
 from entrypoints.settings import Settings, check_http_url, check_topic, load_settings
 
@@ -198,6 +198,9 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         async with publisher:
             return await ingest_trades(source, on_progress)
 
+    from adapters.kafka.codec import _symbol_tables  # the last of the kernels a first message compiles
+
+    say_when_compiling(_symbol_tables, "the ingest's kernels", "about 10 s")
     interrupted = False
     with progress_bar("ingesting", None, enabled=not as_json and err.is_terminal) as bar:
         def on_progress(summary: IngestSummary) -> None:

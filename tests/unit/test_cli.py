@@ -243,6 +243,14 @@ def test_evaluate_says_which_detectors_stockanomaly_detectors_left_out(tmp_path:
     assert code == 0 and out.splitlines()[0] == (f"not run (STOCKANOMALY_DETECTORS): {', '.join(off)}; the events "
                                                  "they are expected to catch count as missed")
     code, out = run("label", "0" * 32, "--confirmed", "--file", str(tmp_path / "v.jsonl"))
+    code, out = run("evaluate", str(data), "--verdicts", str(tmp_path / "v.jsonl"))  # on no anomaly found here
+    assert code == 1 and out.rstrip().endswith(f"or by detectors not run (STOCKANOMALY_DETECTORS): {', '.join(off)}; "
+                                               "nothing to score"), out
+    monkeypatch.delenv("STOCKANOMALY_DETECTORS")
+    assert run("replay", str(data), "--json", "--out", str(tmp_path / "all.jsonl"))[0] == 0
+    found = json.loads((tmp_path / "all.jsonl").read_text().splitlines()[0])["id"]
+    assert run("label", found, "--confirmed", "--file", str(tmp_path / "v.jsonl"))[0] == 0
+    monkeypatch.setenv("STOCKANOMALY_DETECTORS", "high_volume,price_change")
     code, out = run("evaluate", str(data), "--verdicts", str(tmp_path / "v.jsonl"))
     assert code == 0 and f"not run (STOCKANOMALY_DETECTORS): {', '.join(off)}" in out.splitlines()
 
@@ -273,12 +281,15 @@ def test_evaluate_writes_nothing_where_replays_output_variables_point(
     has neither, wrote (over) both files all the same, unchecked and unsaid."""
     data = tmp_path / "m.dbn"
     assert run("generate", str(data), "--symbols", "2", "--trades", "20000", "--seed", "1")[0] == 0
+    found = tmp_path / "found" / "all.jsonl"  # an anomaly of m.dbn to give a verdict on
+    assert run("replay", str(data), "--json", "--out", str(found))[0] == 0
     monkeypatch.setenv("STOCKANOMALY_OUT", str(tmp_path / "a.jsonl"))
     monkeypatch.setenv("STOCKANOMALY_DEAD_LETTERS", str(tmp_path / "dl.jsonl"))
     assert run("evaluate", "--json", str(data))[0] == 0
-    assert run("label", "0" * 32, "--confirmed", "--file", str(tmp_path / "v.jsonl"))[0] == 0
+    anomaly = json.loads(found.read_text().splitlines()[0])["id"]
+    assert run("label", anomaly, "--confirmed", "--file", str(tmp_path / "v.jsonl"))[0] == 0
     assert run("evaluate", "--json", str(data), "--verdicts", str(tmp_path / "v.jsonl"))[0] == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dbn", "m.labels.json", "v.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["found", "m.dbn", "m.labels.json", "v.jsonl"]
 
 
 def test_replay_says_which_detectors_did_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1110,10 +1121,10 @@ def test_a_first_run_says_it_is_compiling_the_kernels_before_the_wait(monkeypatc
     assert cli.kernels_cached()  # this suite has run the kernels: numba's index of them exists
     screen = io.StringIO()
     monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=200))
-    monkeypatch.setattr(cli, "kernels_cached", lambda: False)
+    monkeypatch.setattr(cli, "kernels_cached", lambda kernel=None: False)
     assert run("replay", "--top", "0", "--detectors", "high_volume", str(DBN_SAMPLE))[0] == 0
     assert "compiling the detectors' kernels: once per machine, 20-40 s" in screen.getvalue()
-    monkeypatch.setattr(cli, "kernels_cached", lambda: True)
+    monkeypatch.setattr(cli, "kernels_cached", lambda kernel=None: True)
     screen.truncate(0)
     assert run("replay", "--top", "0", "--detectors", "high_volume", str(DBN_SAMPLE))[0] == 0
     assert "compiling" not in screen.getvalue()
@@ -1130,10 +1141,27 @@ def test_evaluate_against_verdicts_says_it_is_compiling_the_kernels_too(tmp_path
 
     screen = io.StringIO()
     monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=200))
-    monkeypatch.setattr(cli, "kernels_cached", lambda: False)
+    monkeypatch.setattr(cli, "kernels_cached", lambda kernel=None: False)
     (tmp_path / "v.jsonl").write_text("")
     assert run("evaluate", str(DBN_SAMPLE), "--verdicts", str(tmp_path / "v.jsonl"))[0] == 0
     assert "compiling the detectors' kernels: once per machine, 20-40 s" in screen.getvalue()
+
+
+def test_a_first_ingest_says_it_is_compiling_its_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine's first ingest sat ~7 s on a still progress bar while its kernels compiled."""
+    import io
+
+    from rich.console import Console
+
+    import entrypoints.cli as cli
+    from adapters.kafka.codec import _symbol_tables
+
+    assert cli.kernels_cached(_symbol_tables)  # this suite has encoded messages: numba's index of them exists
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=200))
+    monkeypatch.setattr(cli, "kernels_cached", lambda kernel=None: kernel is not _symbol_tables)
+    assert run("ingest", str(DBN_SAMPLE), "--bootstrap", "127.0.0.1:1")[0] == 1  # said before Kafka is reached
+    assert "compiling the ingest's kernels: once per machine, about 10 s" in screen.getvalue()
 
 
 @pytest.mark.parametrize("command", [["tail"], ["decode"], ["ingest", str(DBN_SAMPLE)]])
