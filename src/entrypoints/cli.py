@@ -886,7 +886,7 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
     listed = sorted(thresholds.symbols.items())
     for symbol, t in listed[:CALIBRATE_LISTED]:
         click.echo(f"{symbol:<10} p{quantile * 100:g} {t.size_quantile_value:>12,.0f}  "
-                   f"threshold {t.size_threshold:>12,.0f}  ({t.trades:,} trades)")
+                   f"threshold {t.size_threshold:>12,.0f}  ({t.trades:,} trades, auction crosses aside)")
     if len(listed) > CALIBRATE_LISTED:
         click.echo(f"... and {len(listed) - CALIBRATE_LISTED:,} more (every symbol's is in {out})")
     count = len(thresholds.symbols)
