@@ -7,13 +7,16 @@ import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from domain.errors import ConfigError
 from domain.symbols import SymbolRuns, factorize, group_by_code, runs_by_span
-from domain.ports import SourceChunk, TradePublisher, TradeSource
+from domain.ports import IngestMark, SourceChunk, TradePublisher, TradeSource
+
+if TYPE_CHECKING:
+    from application.resume import ResumePlan
 
 NS_PER_SECOND = 1e9
 # Trades due within one tick of wall time go out together: sleeping per trade would cost more
@@ -100,20 +103,21 @@ class Pacer:
         self.speed, self.clock, self.tick = speed, clock, tick
         self.origin: tuple[int, float] | None = None  # (first ts_event, clock time it was seen)
 
-    async def release(self, trades: np.ndarray) -> AsyncIterator[np.ndarray]:
-        """The trades, cut into runs due in the same tick, each yielded once it is due."""
+    async def release(self, trades: np.ndarray, whole: bool = False, lead: int = 0) -> AsyncIterator[np.ndarray]:
+        """The trades, cut into runs due in the same tick, each yielded once it is due; `whole`: in
+        one piece, once trade `lead` is due (those before it are not sent: a resumed ingest's)."""
         if self.speed is None or len(trades) == 0:
             yield trades
             return
         ts = trades["ts_event"]
         if self.origin is None:
-            self.origin = (int(ts[0]), self.clock.now())
+            self.origin = (int(ts[lead]), self.clock.now())
         first_ts, first_wall = self.origin
         offset = (ts - first_ts) / NS_PER_SECOND / self.speed
         ticks = np.floor(offset / self.tick)
-        cuts = (np.flatnonzero(ticks[1:] != ticks[:-1]) + 1).tolist()
+        cuts = [] if whole else (np.flatnonzero(ticks[1:] != ticks[:-1]) + 1).tolist()
         for start, stop in zip([0, *cuts], [*cuts, len(trades)]):
-            wait = first_wall + float(offset[start]) - self.clock.now()
+            wait = first_wall + float(offset[lead if whole else start]) - self.clock.now()
             if wait > 0:
                 await self.clock.sleep(wait)
             yield trades[start:stop]
@@ -126,6 +130,7 @@ class IngestSummary:
     bytes: int = 0
     dead_letters: int = 0
     seconds: float = 0.0
+    skipped: int = 0  # trades of the source the trade log held already (a resumed ingest)
 
     @property
     def trades_per_second(self) -> float:
@@ -133,7 +138,7 @@ class IngestSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"trades": self.trades, "messages": self.messages, "bytes": self.bytes,
-                "dead_letters": self.dead_letters, "seconds": round(self.seconds, 4),
+                "dead_letters": self.dead_letters, "skipped": self.skipped, "seconds": round(self.seconds, 4),
                 "trades_per_second": round(self.trades_per_second, 1)}
 
 
@@ -161,16 +166,24 @@ class IngestTrades:
 
     `summary` counts what the publisher was handed, message by message, as it goes: after an
     interruption (the call cancelled) it still says what was sent, which the final flush delivered.
+
+    With `source_id` (files), every message is marked with the source's trades its `publish` covered
+    (`IngestMark`), which is what makes a `resume` plan possible; with `resume`, the trades the trade
+    log holds already are skipped (application.resume).
     """
 
     def __init__(self, publisher: TradePublisher, batch_trades: int = 2_000, pace: float | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, source_id: str | None = None,
+                 resume: ResumePlan | None = None) -> None:
         if batch_trades < 1:
             raise ConfigError(f"batch_trades must be positive, got {batch_trades}")
+        if resume is not None and source_id is None:
+            raise ConfigError("resuming needs the source's id: what the log's marks are compared with")
         self.publisher = publisher
         self.batch_trades = batch_trades
         self.clock = clock or SystemClock()
         self.pacer = Pacer(pace, self.clock)
+        self.source_id, self.resume = source_id, resume
         self.summary = IngestSummary()
 
     async def __call__(self, source: TradeSource | AsyncIterable[SourceChunk],
@@ -185,15 +198,32 @@ class IngestTrades:
             summary.bytes, summary.dead_letters = sent.bytes - before.bytes, sent.dead_letters - before.dead_letters
             summary.seconds = self.clock.now() - started
 
+        resume, read = self.resume, 0
         try:
             async for chunk in chunks:
-                if chunk.dead_letters:
+                read += len(chunk.trades)
+                if chunk.dead_letters and (resume is None or
+                                           not resume.dead_letters_sent(read - len(chunk.trades), read)):
                     await self.publisher.publish_dead_letters(chunk.dead_letters)
-                async for due in self.pacer.release(chunk.trades):
-                    await self.publisher.publish(symbol_batches(due, self.batch_trades))
-                    count()
-                    if on_progress is not None:
-                        on_progress(summary)
+                pieces = [(chunk.trades, read - len(chunk.trades), False)] if resume is None else resume.cut(chunk.trades)
+                for trades, at, whole in pieces:
+                    if resume is not None and at + len(trades) <= resume.first_unsent:
+                        summary.skipped += len(trades)  # all on the log: not even paced
+                        continue
+                    lead = int(np.argmin(resume.on_log(trades, at))) if whole and resume is not None else 0
+                    async for due in self.pacer.release(trades, whole, lead):
+                        runs = symbol_batches(due, self.batch_trades)
+                        mark = None if self.source_id is None else IngestMark(self.source_id, at, at + len(due))
+                        if resume is not None:
+                            runs, skipped = resume.unsent(runs, at)
+                            summary.skipped += skipped
+                        at += len(due)
+                        await self.publisher.publish(runs, mark)
+                        count()
+                        if on_progress is not None:
+                            on_progress(summary)
+            if resume is not None:
+                resume.finish()
         finally:
             try:
                 aclose = getattr(chunks, "aclose", None)

@@ -11,3 +11,7 @@ class SourceError(DomainError):
 
 class ConfigError(DomainError):
     """Configuration or thresholds that make no sense."""
+
+
+class ResumeError(DomainError):
+    """An ingest that cannot be resumed as asked: the trade log holds what the files do not explain."""

@@ -167,6 +167,18 @@ class Sent:
     dead_letters: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class IngestMark:
+    """Where the trades of a published message come from: one `publish` of the source's trades
+    [first, stop) (counted from 0 in the order the source gives them), cut into runs by
+    `application.ingest.symbol_batches`. `source` names the source (a fingerprint of its files).
+    Every message says it, so an interrupted ingest can be resumed from the log's last messages."""
+
+    source: str
+    first: int
+    stop: int
+
+
 class TradePublisher(Protocol):
     """Publishes trades to the trade log (Kafka): runs of one symbol's event-time-ordered trades
     that are due together.
@@ -177,13 +189,39 @@ class TradePublisher(Protocol):
 
     sent: Sent
 
-    async def publish(self, runs: SymbolRuns) -> None:
-        """Queue `runs` (each one symbol's trades in event-time order), counting them in `sent`."""
+    async def publish(self, runs: SymbolRuns, mark: IngestMark | None = None) -> None:
+        """Queue `runs` (each one symbol's trades in event-time order), counting them in `sent`;
+        each message carries `mark` when given."""
         ...
 
     async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None: ...
 
     async def flush(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LogTail:
+    """One partition of the trade log as its last committed message leaves it."""
+
+    partition: int
+    offset: int  # of that message; -1: the partition holds none
+    timestamp_ms: int  # when it was written (the producer's clock)
+    trades: np.ndarray  # TRADE_DTYPE, in the message's order; empty when it holds none we can read
+    mark: IngestMark | None  # what its publisher said it holds (None: not an ingest of files)
+    partitions: int | None  # the partition count it was written for, when marked
+
+
+class TradeLogTails(Protocol):
+    """The trade log's last message of each partition, read without reading the rest, and where a
+    symbol's trades go in it."""
+
+    partitions: int
+
+    def partition_of(self, symbol: str) -> int: ...
+
+    async def tails(self) -> list[LogTail]:
+        """One per partition, in partition order."""
+        ...
 
 
 class NotificationRefused(Exception):

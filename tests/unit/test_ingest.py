@@ -64,7 +64,7 @@ class InMemoryPublisher:
         self.stall_after = stall_after  # messages after which a publish waits forever (a full buffer)
         self.stalled = asyncio.Event()
 
-    async def publish(self, runs: list[tuple[str, np.ndarray]]) -> None:
+    async def publish(self, runs: list[tuple[str, np.ndarray]], mark: object = None) -> None:
         for symbol, trades in runs:  # one message per run, as a producer for one symbol would send
             if len(self.messages) == self.stall_after:
                 self.stalled.set()
@@ -354,7 +354,7 @@ async def test_live_trades_wait_at_most_flush_seconds_for_their_batch() -> None:
 @pytest.mark.asyncio
 async def test_a_failing_publisher_ends_the_live_session_at_once() -> None:
     class BrokenPublisher(InMemoryPublisher):
-        async def publish(self, runs: list[tuple[str, np.ndarray]]) -> None:
+        async def publish(self, runs: list[tuple[str, np.ndarray]], mark: object = None) -> None:
             raise ConnectionError("broker gone")
 
     client = FakeLive([mapping(1, "NVDA"), trade(1)], hang=True)
@@ -439,7 +439,8 @@ def test_live_without_an_api_key_is_a_clear_error() -> None:
     (["x.csv", "--live"], "not both"),
     (["--live", "--pace", "realtime"], "--pace applies to files"),
     (["x.csv", "--pace", "soon"], "pace must be"),
-], ids=["nothing", "both", "live-paced", "bad-pace"])
+    (["--live", "--resume"], "--resume applies to files"),
+], ids=["nothing", "both", "live-paced", "bad-pace", "live-resumed"])
 def test_ingest_command_rejects_contradictions_before_touching_kafka(args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, ["ingest", *args], env={"DATABENTO_API_KEY": SECRET})
     assert result.exit_code != 0

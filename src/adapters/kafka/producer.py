@@ -12,11 +12,12 @@ from aiokafka import AIOKafkaProducer
 
 from adapters.kafka.codec import encode_runs
 from adapters.kafka.keys import partition_of
+from adapters.kafka.marks import mark_header
 from adapters.kafka.dead_letters import dead_letter_record
 from adapters.kafka.topics import ensure_topics
 from domain.errors import ConfigError
 from domain.model import DeadLetter
-from domain.ports import Sent
+from domain.ports import IngestMark, Sent
 from domain.symbols import SymbolRuns
 
 log = structlog.get_logger()
@@ -90,16 +91,18 @@ class KafkaTradePublisher:
         await ensure_topics(self.bootstrap, self.topics, self.partitions, self.replication_factor,
                             client_id=self.client_id)
 
-    async def publish(self, runs: SymbolRuns) -> None:
+    async def publish(self, runs: SymbolRuns, mark: IngestMark | None = None) -> None:
         """The runs of each partition packed into messages of up to `message_trades` trades
         (docs/wire-format.md, `STB2`), sent to that partition: one message per partition and tick
-        at market scale instead of one per symbol. A run never spans messages unless it is longer."""
+        at market scale instead of one per symbol. A run never spans messages unless it is longer.
+        Each message carries `mark` as its `stockanomaly-ingest` header (adapters.kafka.marks)."""
         if not len(runs):
             return
         home = np.array([self._partition(name) for name in runs.names], np.int64)[runs.codes]
         home[runs.lengths == 0] = -1  # a message of no trades would be an `empty_batch` dead letter
+        headers = None if mark is None else [mark_header(mark, self.partitions)]
         for partition, value, trades in encode_runs(runs, home, self.message_trades):
-            await self._send(self.topic, key=None, value=value, partition=partition, trades=trades)
+            await self._send(self.topic, key=None, value=value, headers=headers, partition=partition, trades=trades)
 
     def _partition(self, symbol: str) -> int:
         """`partition_of`, remembered: Kafka's murmur2 in Python costs microseconds a symbol, and a

@@ -33,7 +33,7 @@ async def read_records(bootstrap: str, topic: str, *, last: int | None = None, o
         await consumer.stop()  # what it opened before failing
         raise SourceError(f"Kafka at {bootstrap}: {said(exc)}") from None
     try:
-        known = await _partitions(bootstrap, topic)
+        known = await partitions_of(bootstrap, topic)
         if not known:
             raise SourceError(f"no topic {topic!r} at {bootstrap}")
         chosen = sorted(known if partitions is None else set(partitions))  # a partition given twice is read once
@@ -44,7 +44,7 @@ async def read_records(bootstrap: str, topic: str, *, last: int | None = None, o
         consumer.assign(tps)
         starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
         if last is not None:
-            newest = await _last_records(consumer, tps, starts, ends, last)
+            newest = await last_records(consumer, tps, starts, ends, last)
             records = [r for tp in tps for r in newest[tp]]
             if overall:  # the last `last` of the topic: by the time they were written, then where
                 records = sorted(records, key=lambda r: (r.timestamp, tie(r) if tie else 0, r.partition,
@@ -69,7 +69,7 @@ async def read_records(bootstrap: str, topic: str, *, last: int | None = None, o
         await consumer.stop()
 
 
-async def _last_records(consumer: AIOKafkaConsumer, tps: list[TopicPartition], starts: dict[TopicPartition, int],
+async def last_records(consumer: AIOKafkaConsumer, tps: list[TopicPartition], starts: dict[TopicPartition, int],
                         ends: dict[TopicPartition, int], last: int) -> dict[TopicPartition, list[Any]]:
     """The last `last` records of each partition below its end offset. On a transactional topic
     (anomalies, incidents) every transaction's commit marker takes an offset too, and aborted
@@ -99,7 +99,7 @@ async def _last_records(consumer: AIOKafkaConsumer, tps: list[TopicPartition], s
     return newest
 
 
-async def _partitions(bootstrap: str, topic: str) -> set[int]:
+async def partitions_of(bootstrap: str, topic: str) -> set[int]:
     """The partitions of `topic` (empty: no such topic), from the broker's metadata."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

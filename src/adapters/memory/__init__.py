@@ -4,6 +4,7 @@ from adapters.memory.metrics import InMemoryMetrics
 from adapters.memory.sinks import InMemoryAnomalySink, InMemoryDeadLetterSink, InMemoryIncidentSink
 from adapters.memory.source import InMemoryTradeSource
 from adapters.memory.state import InMemoryBlobStore, InMemoryStateStore
+from adapters.memory.trade_log import InMemoryTradeLog, Interrupted
 
 __all__ = ["InMemoryAnomalySink", "InMemoryBlobStore", "InMemoryDeadLetterSink", "InMemoryIncidentSink", "InMemoryMetrics",
-           "InMemoryStateStore", "InMemoryTradeSource"]
+           "InMemoryStateStore", "InMemoryTradeLog", "InMemoryTradeSource", "Interrupted"]
