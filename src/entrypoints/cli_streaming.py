@@ -129,14 +129,23 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
               help="Kafka compression (snappy, lz4 and zstd need the cramjam package).")
 @click.option("--flush-ms", default=50, show_default=True, type=click.IntRange(1), metavar="MS",
               help="Live: the longest a trade waits for its message to fill.")
+@click.option("--resume", is_flag=True,
+              help="Files: pick up an interrupted ingest of the same files to the same topic. Each partition's "
+                   "last message says which of the files' trades it holds; those are skipped (said on stderr), "
+                   "the rest sent. Refused, before sending anything, when the topic ends with other data.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbols: str, bootstrap: str | None,
            topic: str | None, dlq_topic: str | None, anomalies_topic: str | None, incidents_topic: str | None,
            batch_trades: int, pace: str,
            partitions: int | None, replication_factor: int | None, compression: str, flush_ms: int,
-           as_json: bool) -> None:
+           resume: bool, as_json: bool) -> None:
     """Publish Databento trades (files, globs, directories, or --live) to Kafka as compact micro-batches:
-    one STB2 message per partition, holding the runs of its symbols (docs/wire-format.md)."""
+    one STB2 message per partition, holding the runs of its symbols (docs/wire-format.md).
+
+    \b
+    An interrupted file ingest (Ctrl-C, a crash, Kafka gone) is resumed by running the same command
+    with --resume: what the topic holds already is skipped, nothing is sent twice or lost.
+    """
     import asyncio
     import contextlib
     import signal
@@ -155,6 +164,10 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
     if live == bool(paths):
         fail("give PATHs (files, globs, directories) or --live, not both" if live else
              "give one or more PATHs (files, globs, directories) or --live")
+    if live and resume:
+        fail("--resume applies to files: the live feed has no place to resume from")
+    files: Any = None  # the files read plainly, for resume's look-up
+    source_id: str | None = None  # their fingerprint, on every message (adapters.kafka.marks)
     try:
         speed = parse_pace(pace)
         if live:
@@ -167,18 +180,23 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
                                               names if names != ["ALL_SYMBOLS"] else "ALL_SYMBOLS",
                                               flush_trades=batch_trades, flush_seconds=flush_ms / 1000)
         else:
-            from adapters.databento.source import FILES_READ_AHEAD_TRADES
+            from adapters.databento.source import FILES_READ_AHEAD_TRADES, DatabentoFileSource
 
             # Reading is what bounds ingest: several files are decoded side by side.
             source = file_source(paths, 65_536, read_ahead=FILES_READ_AHEAD_TRADES)
+            files = DatabentoFileSource(list(paths))  # the same trades, read plainly: resume's look-up
+            source_id = files.fingerprint()
         publisher = KafkaTradePublisher(config.kafka_bootstrap_servers, config.trades_topic, config.dlq_topic,
                                         partitions=config.partitions, replication_factor=config.replication_factor,
                                         compression=compression, anomalies_topic=config.anomalies_topic,
                                         incidents_topic=config.incidents_topic,
                                         message_trades=batch_trades)
-        ingest_trades = IngestTrades(publisher, batch_trades=batch_trades, pace=speed)
+        ingest_trades = IngestTrades(publisher, batch_trades=batch_trades, pace=speed,
+                                     source_id=source_id)
     except DomainError as exc:
         fail(str(exc))
+    except OSError as exc:  # a file gone between naming it and its size being read
+        fail(f"{exc.filename}: {exc.strerror}")
 
     stopped_by: list[int] = []  # the signal that ended the run, if one did
 
@@ -196,6 +214,16 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         except (RuntimeError, ValueError):
             pass  # not the main thread (ingest called from a test or a tool): signals are its host's
         async with publisher:
+            if resume:
+                from adapters.kafka.tails import KafkaTradeLogTails
+                from application.resume import plan_resume
+
+                tails = KafkaTradeLogTails(config.kafka_bootstrap_servers, config.trades_topic, config.partitions)
+                assert source_id is not None
+                ingest_trades.resume = await plan_resume(tails, files, source_id, config.trades_topic)
+                click.echo(ingest_trades.resume.describe(), err=True)
+                log.info("ingest_resumed", skipped=ingest_trades.resume.skipped, source=source_id,
+                         partitions_reached=sorted(ingest_trades.resume.reached))
             return await ingest_trades(source, on_progress)
 
     from adapters.kafka.codec import _symbol_tables  # the last of the kernels a first message compiles
@@ -224,14 +252,17 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         # Everything is delivered: a SIGTERM now would only cut the summary off (the loop that
         # handled it is closed, and the default action is to die).
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    result = latest.to_dict() | {"topic": config.trades_topic, "dlq_topic": config.dlq_topic, "interrupted": interrupted}
+    result = latest.to_dict() | {"topic": config.trades_topic, "dlq_topic": config.dlq_topic, "resumed": resume,
+                                 "interrupted": interrupted}
     log.info("ingest_finished", **result)
     if as_json:
         click.echo(json.dumps(result))
     else:
         click.echo(f"ingested {latest.trades:,} trades in {latest.messages:,} messages to {config.trades_topic} in "
                    f"{latest.seconds:.2f}s ({latest.trades_per_second:,.0f} trades/s); "
-                   f"{latest.dead_letters:,} dead letters to {config.dlq_topic}" + (" (interrupted)" if interrupted else ""))
+                   f"{latest.dead_letters:,} dead letters to {config.dlq_topic}"
+                   + (f"; {latest.skipped:,} trades skipped, already there" if resume else "")
+                   + (" (interrupted)" if interrupted else ""))
     if interrupted:  # the summary says what was sent; the status that it is not everything
         raise click.exceptions.Exit(128 + (stopped_by[0] if stopped_by else signal.SIGINT))
     if not live:  # a file that could not be read to its end: said, and not a success

@@ -7,7 +7,7 @@ import json
 import signal
 import subprocess
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +199,95 @@ async def test_processes_creating_the_same_topics_at_once_all_start(kafka_bootst
         created = await asyncio.gather(*(ensure_topics(kafka_bootstrap, round_names, 4, client_id=f"it-race-{k}")
                                           for k in range(4)))
         assert sorted(name for made in created for name in made) == sorted(round_names)  # each created once
+
+
+async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """Each partition's committed end offset (read_committed: the last stable offset)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+def identity_counts(trades: np.ndarray) -> Counter:
+    """How often each trade is there, by the guard's identity (publisher, instrument, ts_event, sequence)."""
+    return Counter(zip(trades["publisher_id"].tolist(), trades["instrument_id"].tolist(),
+                       trades["ts_event"].tolist(), trades["sequence"].tolist()))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+async def test_an_interrupted_ingest_resumed_holds_every_trade_of_the_file_exactly_once(
+        kafka_bootstrap, new_topic, tmp_path: Path, stop: signal.Signals) -> None:
+    """A real ingest stopped once 40 messages are on the topic (killed: what was in flight is lost,
+    partitions end unevenly), then the same command with --resume: the topic holds the file."""
+    names = [await new_topic(n, partitions=4) for n in ("resume", "resume-anomalies", "resume-incidents", "resume-dlq")]
+    path = tmp_path / "day.dbn.zst"
+    generated = CliRunner().invoke(main, ["generate", str(path), "--symbols", "8", "--trades", "300000"])
+    assert generated.exit_code == 0, generated.output
+    expected = np.concatenate([c.trades for c in DatabentoFileSource([path]).chunks()])
+    cli = Path(sys.executable).with_name("stockanomaly")
+    args = [str(cli), "ingest", str(path), "--json", "--batch-trades", "500", "--bootstrap", kafka_bootstrap,
+            "--topic", names[0], "--anomalies-topic", names[1], "--incidents-topic", names[2], "--dlq-topic", names[3],
+            "--partitions", "4"]
+    first = subprocess.Popen([*args, "--pace", "x200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        async def enough() -> int:
+            return sum((await end_offsets(kafka_bootstrap, names[0], 4)).values()) >= 40
+
+        await eventually_async(enough, timeout=60, interval=0.02, what="40 messages of the first ingest on the topic")
+        first.send_signal(stop)
+        _, first_err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == (-signal.SIGKILL if stop == signal.SIGKILL else 128 + signal.SIGINT), first_err
+    before = await end_offsets(kafka_bootstrap, names[0], 4)
+    held = sum(len(decode(r.key, r.value, "")[0]) for r in await read_all(kafka_bootstrap, names[0], partition_count=4))
+    assert 0 < held < len(expected)
+
+    resumed = await asyncio.to_thread(subprocess.run, [*args, "--resume"], capture_output=True, text=True, timeout=300)
+
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    said = [line for line in resumed.stderr.splitlines() if line.startswith("resume: ")]
+    assert said == [f"resume: skipped {held:,} trades of these files already on {names[0]} " + said[0].split(names[0] + " ")[1]]
+    assert (summary["skipped"], summary["trades"], summary["resumed"]) == (held, len(expected) - held, True)
+    records = await read_all(kafka_bootstrap, names[0], partition_count=4, timeout=60)
+    on_topic = np.concatenate([decode(r.key, r.value, "")[0] for r in records])
+    assert len(on_topic) == len(expected) == 300_000
+    counts = identity_counts(on_topic)
+    assert counts == identity_counts(expected) and set(counts.values()) == {1}  # each trade exactly once
+    for symbol, got in decoded_by_symbol(records, 4).items():  # each symbol in file order, on its partition
+        assert same_trades(got, expected[expected["symbol"] == symbol]), symbol
+    after = await end_offsets(kafka_bootstrap, names[0], 4)
+    assert sum(after.values()) - sum(before.values()) == summary["messages"] and sum(after.values()) == len(records)
+    assert "Traceback" not in resumed.stderr + first_err
+
+
+@pytest.mark.asyncio
+async def test_resuming_onto_a_topic_that_ends_with_another_file_is_refused_in_one_line(
+        kafka_bootstrap, new_topic, tmp_path: Path) -> None:
+    names = [await new_topic(n, partitions=4) for n in ("other", "other-anomalies", "other-incidents", "other-dlq")]
+    one, two = tmp_path / "one.dbn.zst", tmp_path / "two.dbn.zst"
+    for path, seed in ((one, "1"), (two, "2")):
+        made = CliRunner().invoke(main, ["generate", str(path), "--symbols", "4", "--trades", "5000", "--seed", seed])
+        assert made.exit_code == 0, made.output
+    args = ["ingest", "--bootstrap", kafka_bootstrap, "--topic", names[0], "--anomalies-topic", names[1],
+            "--incidents-topic", names[2], "--dlq-topic", names[3], "--partitions", "4"]
+    result = await asyncio.to_thread(CliRunner().invoke, main, [*args, str(one)])
+    assert result.exit_code == 0, result.output
+    ends = await end_offsets(kafka_bootstrap, names[0], 4)
+
+    result = await asyncio.to_thread(CliRunner().invoke, main, [*args, str(two), "--resume"])
+
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith(
+        f"Error: {names[0]} ends with messages that are not from these files ({names[0]}[")
+    assert "nothing of them to resume; ingest them without --resume, or to another topic" in result.output
+    assert await end_offsets(kafka_bootstrap, names[0], 4) == ends  # nothing sent

@@ -127,3 +127,9 @@ def test_the_command_list_shows_each_commands_summary_whole_at_80_columns() -> N
     rows = {line.split()[0]: line.split(None, 1)[1] for line in listed if line.strip()}
     assert set(rows) == set(main.commands)
     assert not [row for row in rows.values() if row.endswith("...")]
+
+
+def test_ingest_help_says_how_to_resume_an_interrupted_ingest() -> None:
+    text = help_of("ingest")
+    assert "is resumed by running the same command with --resume" in text
+    assert "those are skipped (said on stderr), the rest sent" in option_help("ingest", "--resume")
