@@ -221,21 +221,27 @@ def identity_counts(trades: np.ndarray) -> Counter:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+@pytest.mark.parametrize(("day", "pace", "stop"), [
+    ("generated", "x200", signal.SIGKILL), ("generated", "x200", signal.SIGINT),
+    pytest.param("nvda", "x5000", signal.SIGKILL, marks=pytest.mark.skipif(
+        not NVDA_DAY.exists(), reason="../shared/data/nasdaq is not beside the repository")),
+], ids=["generated-killed", "generated-ctrl-c", "nvda-killed"])
 async def test_an_interrupted_ingest_resumed_holds_every_trade_of_the_file_exactly_once(
-        kafka_bootstrap, new_topic, tmp_path: Path, stop: signal.Signals) -> None:
+        kafka_bootstrap, new_topic, tmp_path: Path, day: str, pace: str, stop: signal.Signals) -> None:
     """A real ingest stopped once 40 messages are on the topic (killed: what was in flight is lost,
-    partitions end unevenly), then the same command with --resume: the topic holds the file."""
+    partitions end unevenly), then the same command with --resume: the topic holds the file. The
+    real NVDA day has runs of prints at one timestamp, told apart by their sequence."""
     names = [await new_topic(n, partitions=4) for n in ("resume", "resume-anomalies", "resume-incidents", "resume-dlq")]
-    path = tmp_path / "day.dbn.zst"
-    generated = CliRunner().invoke(main, ["generate", str(path), "--symbols", "8", "--trades", "300000"])
-    assert generated.exit_code == 0, generated.output
+    path = NVDA_DAY if day == "nvda" else tmp_path / "day.dbn.zst"
+    if day == "generated":
+        generated = CliRunner().invoke(main, ["generate", str(path), "--symbols", "8", "--trades", "300000"])
+        assert generated.exit_code == 0, generated.output
     expected = np.concatenate([c.trades for c in DatabentoFileSource([path]).chunks()])
     cli = Path(sys.executable).with_name("stockanomaly")
     args = [str(cli), "ingest", str(path), "--json", "--batch-trades", "500", "--bootstrap", kafka_bootstrap,
             "--topic", names[0], "--anomalies-topic", names[1], "--incidents-topic", names[2], "--dlq-topic", names[3],
             "--partitions", "4"]
-    first = subprocess.Popen([*args, "--pace", "x200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([*args, "--pace", pace], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         async def enough() -> int:
             return sum((await end_offsets(kafka_bootstrap, names[0], 4)).values()) >= 40
@@ -260,7 +266,7 @@ async def test_an_interrupted_ingest_resumed_holds_every_trade_of_the_file_exact
     assert (summary["skipped"], summary["trades"], summary["resumed"]) == (held, len(expected) - held, True)
     records = await read_all(kafka_bootstrap, names[0], partition_count=4, timeout=60)
     on_topic = np.concatenate([decode(r.key, r.value, "")[0] for r in records])
-    assert len(on_topic) == len(expected) == 300_000
+    assert len(on_topic) == len(expected) == {"generated": 300_000, "nvda": 183_301}[day]
     counts = identity_counts(on_topic)
     assert counts == identity_counts(expected) and set(counts.values()) == {1}  # each trade exactly once
     for symbol, got in decoded_by_symbol(records, 4).items():  # each symbol in file order, on its partition
