@@ -240,7 +240,8 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         except DomainError as exc:
             fail(str(exc))
         except KafkaError as exc:
-            fail(f"Kafka at {config.kafka_bootstrap_servers}: {said(exc)}")
+            fail(f"Kafka at {config.kafka_bootstrap_servers}: {said(exc)}"
+                 + (f" ({RESUME_HINT})" if not live and ingest_trades.summary.messages else ""))
         except KeyboardInterrupt:
             interrupted = True
         except asyncio.CancelledError:
@@ -264,9 +265,14 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
                    + (f"; {latest.skipped:,} trades skipped, already there" if resume else "")
                    + (" (interrupted)" if interrupted else ""))
     if interrupted:  # the summary says what was sent; the status that it is not everything
+        if not live:
+            click.echo(f"interrupted: {RESUME_HINT}", err=True)
         raise click.exceptions.Exit(128 + (stopped_by[0] if stopped_by else signal.SIGINT))
     if not live:  # a file that could not be read to its end: said, and not a success
         source.check(f"what was read before it is on {config.trades_topic}, its dead letter on {config.dlq_topic}")
+
+
+RESUME_HINT = "the same command with --resume sends the rest, skipping what the topic holds"
 
 
 def _each_record(config: Settings, topic: str, handle: Callable[[Any], bool], **how: Any) -> None:

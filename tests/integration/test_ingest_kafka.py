@@ -185,6 +185,8 @@ async def test_ingest_stopped_by_sigterm_flushes_and_sums_up_what_it_sent(
     assert (summary["messages"], summary["trades"]) == (len(records), trades) and 0 < trades < total
     assert summary["bytes"] == sum(len(r.value) for r in records)
     assert "Traceback" not in err
+    assert err.splitlines()[-1] == "interrupted: the same command with --resume sends the rest, skipping what the " \
+                                   "topic holds"
 
 
 @pytest.mark.asyncio
