@@ -127,12 +127,17 @@ def restart_after_compiling(compiled: int, argv: Sequence[str], orig_argv: Seque
 def before_start(app: Any, settings: StreamingSettings, who: str, prepare: Callable[[], None]) -> None:
     """When `faust -A ... worker` prepares the app (not when a test imports it, nor for `--help` or
     another Faust command): check the topics, then `prepare` (the data directory, the metrics
-    endpoint), and exit with one line on a problem rather than Faust's crash report."""
+    endpoint), and exit with one line on a problem rather than Faust's crash report. Once: Faust's
+    command line finds (and prepares) the app twice, sending on_worker_init each time, and the indexer
+    said `elasticsearch_unreachable` twice in a row for one outage."""
+    checked = False
 
     @app.on_worker_init.connect
     def check_topics(sender: Any, **kwargs: Any) -> None:
-        if not starts_worker(sys.argv):
+        nonlocal checked
+        if checked or not starts_worker(sys.argv):
             return
+        checked = True
         require_topics(settings, who, changelog_topics(app))
         try:
             prepare()

@@ -248,3 +248,30 @@ def test_the_worker_says_it_is_loading_its_kernels_before_a_warm_up_that_may_com
     warm_up_kernels([lambda: seen.append([e["event"] for e in logs])], {RESTARTED_AFTER_COMPILING: "1"})
     assert seen == [["kernels_loading"], ["kernels_loading"]] and seconds >= 0
     assert logs[0]["log_level"] == "info" and "compiles them" in logs[0]["action"]
+
+
+class _Signal:
+    def __init__(self) -> None:
+        self.receivers: list[Any] = []
+
+    def connect(self, receiver: Any) -> Any:
+        self.receivers.append(receiver)
+        return receiver
+
+    def send(self) -> None:
+        for receiver in self.receivers:
+            receiver(None)
+
+
+def test_the_start_up_checks_run_once_though_faust_prepares_the_app_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`faust -A entrypoints.indexer worker` sends on_worker_init twice (its command line finds the app
+    twice): the indexer logged `elasticsearch_unreachable` twice for one outage."""
+    app = type("App", (), {"on_worker_init": _Signal()})()
+    checked: list[str] = []
+    monkeypatch.setattr(topics, "require_topics", lambda *args: checked.append("topics"))
+    monkeypatch.setattr(topics, "changelog_topics", lambda app: [])
+    monkeypatch.setattr(sys, "argv", ["faust", "-A", "entrypoints.indexer", "worker"])
+    topics.before_start(app, object(), "indexer", lambda: checked.append("prepared"))  # type: ignore[arg-type]
+    app.on_worker_init.send()
+    app.on_worker_init.send()
+    assert checked == ["topics", "prepared"]
