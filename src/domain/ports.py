@@ -115,6 +115,17 @@ class Metrics(Protocol):
         none was processed (0: caught up or moving on)."""
         ...
 
+    def indexer_lag(self, topic: str, lags: Mapping[int, int], stalled: Mapping[int, float]) -> None:
+        """Per partition of `topic` the indexer owns now (others are dropped): messages after the last
+        one written to the search store, and how long messages have waited with none written (0:
+        caught up or moving on)."""
+        ...
+
+    def notifier_lag(self, topic: str, lags: Mapping[int, int], stalled: Mapping[int, float]) -> None:
+        """Per partition of `topic` the notifier owns now (others are dropped): messages after the last
+        one handled (sent or skipped), and how long messages have waited with none handled."""
+        ...
+
     def event_loop_beat(self) -> None:
         """The process's event loop runs (called every second by a timer on it)."""
         ...

@@ -709,7 +709,8 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
         try:
             await notify_from_topic(config.kafka_bootstrap_servers, topic, group, handle, incidents=incidents,
                                     heartbeat=touch if heartbeat else None, assigned=assigned,
-                                    revoked=use_case.forget, started=banner)
+                                    revoked=use_case.forget, started=banner,
+                                    lag=lambda lags, stalled: metrics.notifier_lag(topic, lags, stalled))
         except asyncio.CancelledError:
             log.info("notifier_stopped")
         finally:

@@ -14,7 +14,7 @@ from builders import calm_flow
 from prometheus_client import CollectorRegistry
 
 from adapters.elasticsearch.bulk import SinkCounters
-from adapters.faust.app import PartitionProgress, partition_lags
+from adapters.kafka.lag import PartitionProgress, partition_lags
 from adapters.faust.indexer import ElasticsearchTally
 from adapters.memory import InMemoryMetrics, InMemoryTradeSource
 from adapters.metrics import MetricsServer, PrometheusMetrics, parse_symbols
@@ -133,6 +133,31 @@ def test_consumer_lag_forgets_partitions_handed_to_another_worker(registry) -> N
     assert value(registry, "stockanomaly_consumer_lag", partition="2") == 3
 
 
+@pytest.mark.parametrize("kind", ["indexer", "notifier"])
+def test_an_indexers_or_notifiers_lag_is_its_own_family_per_topic_and_never_the_workers(kind: str) -> None:
+    """Every process may be scraped under one job: the workers' alerts sum and count
+    `stockanomaly_consumer_lag` as the trades partitions', so nothing else may report into it."""
+    registry = CollectorRegistry()
+    m = PrometheusMetrics(registry, exports=kind)
+    report = m.indexer_lag if kind == "indexer" else m.notifier_lag
+    m.consumer_lag({0: 99})  # a worker's: not this process's to export
+    report("anomalies", {0: 5, 1: 0}, {0: 42.0, 1: 0.0})
+    report("incidents", {0: 2}, {0: 0.0})
+    report("anomalies", {1: 7, 2: 3}, {1: 10.0, 2: 0.0})  # 0 handed to another process, 2 taken over
+    assert value(registry, "stockanomaly_consumer_lag", partition="0") is None
+    assert value(registry, f"stockanomaly_{kind}_lag", topic="anomalies", partition="0") is None
+    assert value(registry, f"stockanomaly_{kind}_stalled_seconds", topic="anomalies", partition="0") is None
+    assert value(registry, f"stockanomaly_{kind}_lag", topic="anomalies", partition="1") == 7
+    assert value(registry, f"stockanomaly_{kind}_stalled_seconds", topic="anomalies", partition="1") == 10.0
+    assert value(registry, f"stockanomaly_{kind}_lag", topic="anomalies", partition="2") == 3
+    assert value(registry, f"stockanomaly_{kind}_lag", topic="incidents", partition="0") == 2  # its own topic's
+    worker = CollectorRegistry()
+    w = PrometheusMetrics(worker, exports="detector")
+    w.indexer_lag("anomalies", {0: 5}, {0: 1.0})
+    w.notifier_lag("anomalies", {0: 5}, {0: 1.0})
+    assert not {n for n in exported_names(worker) if "indexer" in n or "notifier" in n}
+
+
 def test_each_kind_of_process_exports_only_its_own_metrics() -> None:
     """An indexer's or a notifier's series at 0 must not stand in for workers that are gone: the
     trades-stopped page reads `market_open` and `trades_processed`."""
@@ -145,8 +170,8 @@ def test_each_kind_of_process_exports_only_its_own_metrics() -> None:
     assert not exported["detector"] & {"elasticsearch_writes", "notifications"}
     assert exported["indexer"] == {"dead_letters", "elasticsearch_writes", "elasticsearch_retries",
                                    "elasticsearch_failures", "elasticsearch_indices_deleted",
-                                   "event_loop_blocked_seconds"}
-    assert exported["notifier"] == {"notifications", "webhook_retries"}
+                                   "event_loop_blocked_seconds", "indexer_lag", "indexer_stalled_seconds"}
+    assert exported["notifier"] == {"notifications", "webhook_retries", "notifier_lag", "notifier_stalled_seconds"}
     with pytest.raises(ValueError, match="exports must be one of"):
         PrometheusMetrics(CollectorRegistry(), exports="worker")
 
@@ -159,6 +184,8 @@ def test_every_metric_the_rules_and_dashboards_use_is_exported() -> None:
         m.dead_letters("bad_price", 1)
         m.consumer_lag({0: 0})
         m.partition_stalled({0: 0.0})
+        m.indexer_lag("anomalies", {0: 0}, {0: 0.0})
+        m.notifier_lag("anomalies", {0: 0}, {0: 0.0})
         exported |= exported_names(registry)
     texts = [p.read_text() for p in (REPO / "deploy" / "prometheus" / "rules").glob("*.yml")]
     texts += [p.read_text() for p in (REPO / "deploy" / "grafana" / "dashboards").glob("*.json")]

@@ -33,6 +33,7 @@ from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
 from adapters.faust.transactions import stop_producers_of_partitions_not_held
 from adapters.kafka.codec import decode_many
 from adapters.kafka.keys import WRONG_PARTITION, misrouted, partition_of
+from adapters.kafka.lag import PartitionProgress, partition_lags
 from application.detect import DetectTrades
 from application.incidents import GroupIncidents
 from application.publish import PublishOutcome
@@ -105,44 +106,6 @@ def discard_state_after_unclean_stop(tabledir: Path) -> bool:
 
 class StopWorker(Exception):
     """The worker has been told to stop (app.crash): the take in hand is left unacknowledged."""
-
-
-def partition_lags(highwater: Callable[[TP], int | None], owned: Iterable[TP],
-                   processed: Mapping[int, int]) -> dict[int, int]:
-    """Messages after the last offset processed, per owned partition (`processed`: partition ->
-    last processed offset); partitions missing from `processed` are left out."""
-    lags: dict[int, int] = {}
-    for tp in owned:
-        end = highwater(tp)
-        if end is None or tp.partition not in processed:  # unknown, not zero
-            continue
-        lags[tp.partition] = max(0, end - (processed[tp.partition] + 1))
-    return lags
-
-
-class PartitionProgress:
-    """How long each owned partition has had messages waiting while none was processed: 0 while it
-    is caught up or moving on, else the time since it was last seen caught up or moving (to within
-    a refresh). A worker stuck in a take keeps its partitions, so nobody else takes them over: this
-    is what shows it. A partition first seen with a lag counts from then (one newly assigned shows
-    its tables' recovery time)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self.moved: dict[int, tuple[int, float]] = {}  # partition -> (last processed offset, when it was seen move)
-
-    def stalled(self, lags: Mapping[int, int], processed: Mapping[int, int]) -> dict[int, float]:
-        now = self.clock()
-        out: dict[int, float] = {}
-        for partition, lag in lags.items():
-            offset = processed[partition]
-            last = self.moved.get(partition)
-            if lag == 0 or last is None or offset != last[0]:
-                self.moved[partition] = last = (offset, now)
-            out[partition] = 0.0 if lag == 0 else round(now - last[1], 1)
-        for gone in self.moved.keys() - lags.keys():
-            del self.moved[gone]
-        return out
 
 
 # (symbol-state, pool-state, tape-state tables) -> the detect use case, without sinks (see PublishOutcome)

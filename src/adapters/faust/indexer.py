@@ -22,8 +22,10 @@ import structlog
 from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
 from adapters.faust.app import (GAUGE_REFRESH_SECONDS, LOOP_BEAT_SECONDS, NEVER, committed_takes, in_sequence,
                                 transactional_id)
+from adapters.faust.indexer_lag import IndexerLag
 from adapters.faust.outputs import KafkaDeadLetterSink, PartitionProducer
 from adapters.faust.recovery import fetch_without_long_polls
+from adapters.faust.sequence import LogReader
 from adapters.faust.settings import StreamingSettings
 from adapters.faust.transactions import stop_producers_of_partitions_not_held
 from adapters.kafka.records import INDEX_REJECTED, decode_anomaly, decode_incident
@@ -134,12 +136,19 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
     # consumer is assigned the one partition it reads; two agents sharing it would race).
     sequences = {topic: in_sequence(app, settings.bootstrap)
                  for topic in (settings.anomalies_topic, settings.incidents_topic)}
+    read = [settings.anomalies_topic] + ([settings.incidents_topic] if incident_sink is not None else [])
+    # The lag is read with a log reader of its own too (the agents' check their offset jumps), and
+    # waits on a broker that is away no longer than a refresh: the next one tries again.
+    lag_log = LogReader(settings.bootstrap, read_committed=True, patience=GAUGE_REFRESH_SECONDS, poll=0.05)
+    lag = IndexerLag(read, lag_log) if metrics is not None else None
 
     async def index_topic(stream: Any, topic: str, kind_sink: IndexSink, decode: Any) -> None:
         try:
             async for events in committed_takes(app, stream, settings.take_max, settings.indexer_take_within,
                                                 sequences[topic]):
                 await index(events, topic, kind_sink, decode)
+                if lag is not None:
+                    lag.written(topic, ((e.message.partition, e.message.offset) for e in events))
         except Exception as exc:  # noqa: BLE001 - refused for good (credentials, mapping) or a failed commit
             # Stop, committing nothing more: Faust would restart the agent past this take.
             log.error("indexer_stopped", topic=topic, error=f"{type(exc).__name__}: {exc}"[:500])
@@ -199,6 +208,21 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
         async def beat() -> None:
             beating.event_loop_beat()  # what /metrics (its own thread) measures a blocked loop from
 
+    if lag is not None and metrics is not None:
+        known_lag, reporting = lag, metrics
+
+        @app.timer(interval=GAUGE_REFRESH_SECONDS)
+        async def refresh_lag() -> None:
+            try:
+                committed = app.consumer._committed_offset.get  # type: ignore[attr-defined]  # what recovery sought to
+                measured = await known_lag.measure(list(app.consumer.assignment()), committed)
+            except Exception as exc:  # noqa: BLE001 - a gauge refresh must never stop the indexer
+                # Before the consumer starts, mid-rebalance or with the broker away; the next tick retries.
+                log.warning("metrics_refresh_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                return
+            for topic, (lags, stalled) in measured.items():
+                reporting.indexer_lag(topic, lags, stalled)
+
     if tallies:
         @app.timer(interval=GAUGE_REFRESH_SECONDS)
         async def report_retries() -> None:
@@ -227,6 +251,7 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
             await incident_sink.close(flush=False)
         if retention is not None:
             await retention.close()
+        await lag_log.close()
 
     app.index_anomalies = index_anomalies  # type: ignore[attr-defined]
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -243,6 +243,16 @@ class LogReader:
                             waited_s=round(warned - started, 1), gives_up_after_s=self.patience)
         raise TimeoutError(f"could not read {tp.topic}[{tp.partition}] from {first} to {before} "
                            f"within {self.patience:.0f} s")
+
+    async def end_offsets(self, tps: Sequence[Any]) -> dict[Any, int]:
+        """Each partition's end for this reader (under read_committed its last stable offset: a
+        transaction still open is not yet there), asked of the broker: a consumer's own idea of it
+        stops moving while the records it fetched wait to be taken."""
+        if not tps:
+            return {}
+        consumer = await self._started(tps[0], asyncio.get_running_loop().time())
+        ends = await consumer.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps])
+        return {tp: ends[TopicPartition(tp.topic, tp.partition)] for tp in tps}
 
     async def close(self) -> None:
         if self.consumer is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from adapters.kafka.errors import said
+from adapters.kafka.lag import PartitionProgress
 from adapters.kafka.records import decode_anomaly, decode_incident
 from domain.errors import SourceError
 from domain.incidents import Incident
@@ -32,7 +33,10 @@ log = structlog.get_logger("stockanomaly.notifier")
 
 # `handle(records, partition)` returns the memory to commit with the partition's offset.
 Handler = Callable[[Sequence[Anomaly | Incident], int], Awaitable[str]]
+# (lags, stalled seconds) per partition owned, every LAG_SECONDS
+LagReport = Callable[[Mapping[int, int], Mapping[int, float]], None]
 PROBE_SECONDS = 10.0  # how often Kafka is asked for its topics (does it answer; does ours exist)
+LAG_SECONDS = 5.0  # how often the lag is measured (as the worker's and the indexer's gauges)
 ALIVE_SECONDS = 30.0  # the heartbeat stops this long after Kafka last answered
 
 
@@ -80,11 +84,12 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
                             max_records: int = 256, heartbeat: Callable[[], None] | None = None,
                             assigned: Callable[[int, str], None] = lambda partition, memory: None,
                             revoked: Callable[[int], None] = lambda partition: None,
-                            max_poll_interval_ms: int = 300_000, started: Callable[[], None] = lambda: None) -> None:
+                            max_poll_interval_ms: int = 300_000, started: Callable[[], None] = lambda: None,
+                            lag: LagReport | None = None) -> None:
     """Poll, `handle` the decoded records of each partition in order, commit; until cancelled (the
     batch in hand is then not committed). `started` is called once Kafka has accepted the consumer;
     `heartbeat` at each poll while Kafka answers (a health check's proof that the loop is neither
-    stuck nor cut off from Kafka)."""
+    stuck nor cut off from Kafka); `lag` every LAG_SECONDS, also while a batch is in hand."""
     # Metadata refreshed every 15 s (default 5 min): a topic created after the notifier started (by the
     # first worker) is read within that, and a partition added to it too.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
@@ -93,6 +98,8 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     decode = decode_incident if incidents else decode_anomaly
     handover = _Handover(consumer, admin, group, assigned, revoked)
+    held: dict[int, int] = {}  # partition -> first offset of the batch in hand (fetched, not yet committed)
+    measuring: asyncio.Task[None] | None = None
     try:
         try:
             await admin.start()
@@ -104,11 +111,15 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
         consumer.subscribe([topic], listener=handover)
         log.info("notifier_started", topic=topic, group=group)
         started()
+        if lag is not None:
+            measuring = asyncio.ensure_future(_report_lag(consumer, held, lag))
         probe = _Probe(consumer, topic)
         while True:
             if await probe.alive() and heartbeat is not None:
                 heartbeat()
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
+            held.update({tp.partition: messages[0].offset for tp, messages in batches.items()
+                         if tp.partition in handover.ready})
             for tp, messages in batches.items():
                 if tp.partition not in handover.ready:  # its memory not read yet: read it again later
                     consumer.seek(tp, messages[0].offset)
@@ -123,6 +134,9 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
                         records.append(decoded)
                 handovers = handover.handovers.get(tp.partition, 0)
                 memory = await handle(records, tp.partition)
+                # Handled, so done with: committed below, or read again from the last commit by
+                # whoever holds the partition now (its fetch position says so).
+                held.pop(tp.partition, None)
                 if not handover.held_throughout(tp.partition, handovers):
                     # Revoked while the batch was being sent (a webhook outage longer than the poll
                     # interval makes the consumer leave its group): its memory is gone with it, and
@@ -140,8 +154,49 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
     except KafkaError as exc:
         raise SourceError(f"reading {topic} from Kafka at {bootstrap}: {exc}") from exc
     finally:
+        if measuring is not None:
+            measuring.cancel()
         await consumer.stop()
         await admin.close()
+
+
+async def notifier_lags(consumer: AIOKafkaConsumer, held: Mapping[int, int]) -> tuple[dict[int, int], dict[int, int]]:
+    """Per partition owned: the messages from the first one not yet handled to the end, and the last
+    offset handled. Not handled: the batch in hand (`held`), else everything from the fetch position
+    on. The end is the broker's (the consumer's own stops moving while a batch is in hand: it fetches
+    nothing more of that partition until the batch is taken), and under read_committed the fetch
+    position has moved past the commit markers that follow the last record: caught up is 0."""
+    owned = sorted(consumer.assignment())
+    if not owned:
+        return {}, {}
+    ends = await asyncio.wait_for(consumer.end_offsets(owned), LAG_SECONDS)
+    lags: dict[int, int] = {}
+    done: dict[int, int] = {}
+    for tp in owned:
+        first = held.get(tp.partition)
+        if first is None:
+            try:  # unknown until the consumer has found where to start (a committed offset, or the log's start)
+                first = await asyncio.wait_for(consumer.position(tp), 1.0)
+            except asyncio.TimeoutError:
+                continue
+        end = ends.get(tp)
+        if end is None or first is None:
+            continue
+        lags[tp.partition] = max(0, end - first)
+        done[tp.partition] = first - 1
+    return lags, done
+
+
+async def _report_lag(consumer: AIOKafkaConsumer, held: Mapping[int, int], report: LagReport) -> None:
+    progress = PartitionProgress()
+    while True:
+        await asyncio.sleep(LAG_SECONDS)  # a period, not a wait for something to happen
+        try:
+            lags, done = await notifier_lags(consumer, held)
+        except Exception as exc:  # noqa: BLE001 - the broker away, a rebalance: never the notifier's end; next tick retries
+            log.warning("metrics_refresh_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            continue
+        report(lags, progress.stalled(lags, done))
 
 
 class _Probe:

@@ -20,6 +20,9 @@ class InMemoryMetrics:
         self.beats = 0
         self.session_open: bool | None = None
         self.notified: Counter[str] = Counter()
+        # topic -> (lags, stalled) per partition, as last reported
+        self.indexer: dict[str, tuple[dict[int, int], dict[int, float]]] = {}
+        self.notifier: dict[str, tuple[dict[int, int], dict[int, float]]] = {}
 
     def trades_processed(self, count: int) -> None:
         self.trades += count
@@ -54,6 +57,12 @@ class InMemoryMetrics:
 
     def partition_stalled(self, seconds: Mapping[int, float]) -> None:
         self.stalled = dict(seconds)
+
+    def indexer_lag(self, topic: str, lags: Mapping[int, int], stalled: Mapping[int, float]) -> None:
+        self.indexer[topic] = (dict(lags), dict(stalled))
+
+    def notifier_lag(self, topic: str, lags: Mapping[int, int], stalled: Mapping[int, float]) -> None:
+        self.notifier[topic] = (dict(lags), dict(stalled))
 
     def event_loop_beat(self) -> None:
         self.beats += 1

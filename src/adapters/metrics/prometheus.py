@@ -16,14 +16,17 @@ BATCH_TRADES_BUCKETS = (1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50
 # The metric families each kind of process exports. Each exports only its own: a series at 0 from an
 # indexer would stand in for workers that are gone (StockanomalyTradesStopped reads `market_open` and
 # `trades_processed`). The indexer's dead letters (bad_anomaly, bad_incident, index_rejected) share
-# the workers' family.
+# the workers' family. Lag is a family per kind: the workers' alerts sum and count `consumer_lag` as
+# the trades partitions' (every process may be scraped under one job), and an indexer behind on the
+# anomalies topic is another matter, with another runbook.
 EXPORTS: dict[str, frozenset[str]] = {
     "detector": frozenset({"trades_processed", "anomalies", "dead_letters", "batch_seconds", "batch_trades",
                            "model_refits", "state_symbols", "consumer_lag", "market_open", "partition_stalled",
                            "event_loop_blocked"}),
     "indexer": frozenset({"dead_letters", "elasticsearch_writes", "elasticsearch_retries",
-                          "elasticsearch_failures", "elasticsearch_indices_deleted", "event_loop_blocked"}),
-    "notifier": frozenset({"notifications", "webhook_retries"}),
+                          "elasticsearch_failures", "elasticsearch_indices_deleted", "event_loop_blocked",
+                          "indexer_lag", "indexer_stalled"}),
+    "notifier": frozenset({"notifications", "webhook_retries", "notifier_lag", "notifier_stalled"}),
 }
 
 
@@ -97,6 +100,20 @@ class PrometheusMetrics:
                              "while none was processed (0: caught up or moving on).", ["partition"], namespace=ns,
                              registry=registry_of("partition_stalled"))
         self._stalled_partitions: set[str] = set()
+        # The indexer's and the notifier's, per topic read (anomalies, incidents) and partition owned.
+        self.indexer_behind = Gauge("indexer_lag", "Messages of a topic's partition after the last one the indexer "
+                                    "wrote to Elasticsearch.", ["topic", "partition"], namespace=ns,
+                                    registry=registry_of("indexer_lag"))
+        self.indexer_stalled = Gauge("indexer_stalled_seconds", "Seconds a partition the indexer owns has had "
+                                     "messages waiting while none was written (0: caught up or moving on).",
+                                     ["topic", "partition"], namespace=ns, registry=registry_of("indexer_stalled"))
+        self.notifier_behind = Gauge("notifier_lag", "Messages of a topic's partition after the last one the "
+                                     "notifier handled.", ["topic", "partition"], namespace=ns,
+                                     registry=registry_of("notifier_lag"))
+        self.notifier_stalled = Gauge("notifier_stalled_seconds", "Seconds a partition the notifier owns has had "
+                                      "messages waiting while none was handled (0: caught up or moving on).",
+                                      ["topic", "partition"], namespace=ns, registry=registry_of("notifier_stalled"))
+        self._reported: dict[tuple[str, str], set[str]] = {}  # (family, topic) -> partitions reported
         # Measured when /metrics is read (in the endpoint's own thread), from the last beat of the
         # event loop: a loop blocked by a call that never returns stops beating, and every other
         # gauge stops moving with it. 0 until the first beat (the loop has not started).
@@ -164,6 +181,24 @@ class PrometheusMetrics:
 
     def partition_stalled(self, seconds: Mapping[int, float]) -> None:
         self._stalled_partitions = _per_partition(self.stalled, seconds, self._stalled_partitions)
+
+    def indexer_lag(self, topic: str, lags: Mapping[int, int], stalled: Mapping[int, float]) -> None:
+        self._per_topic("indexer_lag", self.indexer_behind, topic, lags)
+        self._per_topic("indexer_stalled", self.indexer_stalled, topic, stalled)
+
+    def notifier_lag(self, topic: str, lags: Mapping[int, int], stalled: Mapping[int, float]) -> None:
+        self._per_topic("notifier_lag", self.notifier_behind, topic, lags)
+        self._per_topic("notifier_stalled", self.notifier_stalled, topic, stalled)
+
+    def _per_topic(self, family: str, gauge: Gauge, topic: str, values: Mapping[int, float]) -> None:
+        """One series per partition of `topic` owned now; those handed over are removed (as `_per_partition`)."""
+        key = (family, topic)
+        owned = {str(p): value for p, value in values.items()}
+        for gone in self._reported.get(key, set()) - owned.keys():
+            gauge.remove(topic, gone)
+        for partition, value in owned.items():
+            gauge.labels(topic=topic, partition=partition).set(value)
+        self._reported[key] = set(owned)
 
     def event_loop_beat(self) -> None:
         self._beat = self._clock()
