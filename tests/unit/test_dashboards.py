@@ -207,6 +207,10 @@ def test_overview_has_the_operational_panels(overview):
             f"p{quantile} latency"
     assert has(r"stockanomaly_consumer_lag"), "consumer lag"
     assert has(r"by \(partition\).*stockanomaly_consumer_lag"), "consumer lag per partition"
+    assert has(r"by \(topic\).*stockanomaly_indexer_lag"), "the indexer's lag per topic"
+    assert has(r"by \(instance, topic\).*stockanomaly_notifier_lag"), "each notifier's lag per topic"
+    assert has(r"stockanomaly_indexer_stalled_seconds") and has(r"stockanomaly_notifier_stalled_seconds"), \
+        "the indexer and notifier stuck"
     assert has(r"sum by \(detector\) \(rate\(stockanomaly_anomalies_total(\{[^}]*\})?\["), "anomaly rate by detector"
     assert has(r"sum by \(reason\) \(rate\(stockanomaly_dead_letters_total\["), "dead letters by reason"
     assert has(r"stockanomaly_elasticsearch_failures_total"), "Elasticsearch write failures"
