@@ -139,8 +139,9 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
     read = [settings.anomalies_topic] + ([settings.incidents_topic] if incident_sink is not None else [])
     # The lag is read with a log reader of its own too (the agents' check their offset jumps), and
     # waits on a broker that is away no longer than a refresh: the next one tries again.
-    lag_log = LogReader(settings.bootstrap, read_committed=True, patience=GAUGE_REFRESH_SECONDS, poll=0.05)
-    lag = IndexerLag(read, lag_log) if metrics is not None else None
+    lag_log = LogReader(settings.bootstrap, read_committed=True, patience=GAUGE_REFRESH_SECONDS, poll=0.05) \
+        if metrics is not None else None
+    lag = IndexerLag(read, lag_log) if lag_log is not None else None
 
     async def index_topic(stream: Any, topic: str, kind_sink: IndexSink, decode: Any) -> None:
         try:
@@ -251,7 +252,8 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
             await incident_sink.close(flush=False)
         if retention is not None:
             await retention.close()
-        await lag_log.close()
+        if lag_log is not None:
+            await lag_log.close()
 
     app.index_anomalies = index_anomalies  # type: ignore[attr-defined]
     return app
