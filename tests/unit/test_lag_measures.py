@@ -121,3 +121,26 @@ def test_the_notifier_counts_its_batch_in_hand_as_waiting_though_the_consumer_fe
     consumer.positions[tp(1)] = 40  # fetched past the last commit marker, nothing in hand: caught up
     lags, done = asyncio.run(notifier_lags(consumer, {}))  # type: ignore[arg-type]
     assert lags == {0: 0, 1: 0} and done == {0: 119, 1: 39}
+
+
+def test_a_refresh_failing_at_every_tick_is_said_once_per_outage_and_its_end_too(logs_of: Any) -> None:
+    """With the broker away each process logged metrics_refresh_failed every 5 s for the whole outage."""
+    from adapters.kafka import lag
+
+    logs = logs_of(lag)
+    now = [100.0]
+    failures = lag.RefreshFailures(clock=lambda: now[0])
+    away = ConnectionError("no broker answered at 127.0.0.1:9092")
+    for _ in range(12):  # a minute of ticks
+        failures.failed(away)
+        now[0] += 5
+    failures.failed(TimeoutError("metadata"))  # another error: said again
+    failures.succeeded()
+    failures.succeeded()  # nothing more to say
+    said = [(e["event"], e["log_level"]) for e in logs]
+    assert said == [("metrics_refresh_failed", "warning")] + [("metrics_refresh_failed", "debug")] * 11 + [
+        ("metrics_refresh_failed", "warning"), ("metrics_refresh_recovered", "info")]
+    assert logs[0]["error"] == "ConnectionError: no broker answered at 127.0.0.1:9092"
+    assert (logs[-2]["failures"], logs[-1]["failures"], logs[-1]["seconds"]) == (13, 13, 60.0)
+    failures.failed(away)  # a new outage: its first failure is a warning again
+    assert (logs[-1]["log_level"], "failures" in logs[-1]) == ("warning", False)

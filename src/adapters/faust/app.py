@@ -33,7 +33,7 @@ from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
 from adapters.faust.transactions import stop_producers_of_partitions_not_held
 from adapters.kafka.codec import decode_many
 from adapters.kafka.keys import WRONG_PARTITION, misrouted, partition_of
-from adapters.kafka.lag import PartitionProgress, partition_lags
+from adapters.kafka.lag import PartitionProgress, RefreshFailures, partition_lags
 from application.detect import DetectTrades
 from application.incidents import GroupIncidents
 from application.publish import PublishOutcome
@@ -616,7 +616,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     if metrics is not None:
         gauges = metrics
         calendar = SessionCalendar()
-        progress = PartitionProgress()
+        progress, failures = PartitionProgress(), RefreshFailures()
 
         @app.timer(interval=LOOP_BEAT_SECONDS)
         async def beat() -> None:
@@ -644,7 +644,9 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
             except Exception as exc:  # noqa: BLE001 - a gauge refresh must never stop the worker
                 # Before the consumer starts or mid-rebalance the consumer and table refuse; the
                 # next tick retries, and the failure is visible here rather than swallowed.
-                log.warning("metrics_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     app.detect_trades = detect_trades  # type: ignore[attr-defined]
     app.symbol_state = table  # type: ignore[attr-defined]

@@ -28,6 +28,7 @@ from adapters.faust.recovery import fetch_without_long_polls
 from adapters.faust.sequence import LogReader
 from adapters.faust.settings import StreamingSettings
 from adapters.faust.transactions import stop_producers_of_partitions_not_held
+from adapters.kafka.lag import RefreshFailures
 from adapters.kafka.records import INDEX_REJECTED, decode_anomaly, decode_incident
 from domain.model import DeadLetter
 from domain.ports import Metrics
@@ -210,7 +211,7 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
             beating.event_loop_beat()  # what /metrics (its own thread) measures a blocked loop from
 
     if lag is not None and metrics is not None:
-        known_lag, reporting = lag, metrics
+        known_lag, reporting, failures = lag, metrics, RefreshFailures()
 
         @app.timer(interval=GAUGE_REFRESH_SECONDS)
         async def refresh_lag() -> None:
@@ -219,8 +220,9 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
                 measured = await known_lag.measure(list(app.consumer.assignment()), committed)
             except Exception as exc:  # noqa: BLE001 - a gauge refresh must never stop the indexer
                 # Before the consumer starts, mid-rebalance or with the broker away; the next tick retries.
-                log.warning("metrics_refresh_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                failures.failed(exc)
                 return
+            failures.succeeded()
             for topic, (lags, stalled) in measured.items():
                 reporting.indexer_lag(topic, lags, stalled)
 

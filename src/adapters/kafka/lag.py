@@ -7,6 +7,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+import structlog
+
+log = structlog.get_logger()
+
 # (partition, first offset, before) -> the offset of the first record the log holds in [first,
 # before) for the reader (committed records under read_committed), or None when there is none
 NextRecord = Callable[[Any, int, int], Awaitable[int | None]]
@@ -84,3 +88,35 @@ class WaitingRecords:
         mine = set(owned)
         for gone in self.known.keys() - mine:
             del self.known[gone]
+
+
+class RefreshFailures:
+    """The failures of a periodic gauge refresh, said once per outage: with the broker away a refresh
+    fails at every tick (every 5 s, for as long as the outage lasts), which buried the log. The first
+    failure is a warning (`metrics_refresh_failed`); the same error again is said only at DEBUG, a
+    different one as a warning again; the first refresh that works after failures says
+    `metrics_refresh_recovered` with how many there were and for how long."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.failures = 0
+        self.since = 0.0
+        self.last = ""
+
+    def failed(self, exc: BaseException) -> None:
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        if self.failures == 0:
+            self.since = self.clock()
+        self.failures += 1
+        if error == self.last:
+            log.debug("metrics_refresh_failed", error=error, failures=self.failures)
+        else:
+            log.warning("metrics_refresh_failed", error=error,
+                        **({"failures": self.failures} if self.failures > 1 else {}))
+        self.last = error
+
+    def succeeded(self) -> None:
+        if self.failures:
+            log.info("metrics_refresh_recovered", failures=self.failures,
+                     seconds=round(self.clock() - self.since, 1))
+        self.failures, self.last = 0, ""

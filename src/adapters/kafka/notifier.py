@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from adapters.kafka.errors import said
-from adapters.kafka.lag import PartitionProgress
+from adapters.kafka.lag import PartitionProgress, RefreshFailures
 from adapters.kafka.records import decode_anomaly, decode_incident
 from domain.errors import SourceError
 from domain.incidents import Incident
@@ -188,14 +188,15 @@ async def notifier_lags(consumer: AIOKafkaConsumer, held: Mapping[int, int]) -> 
 
 
 async def _report_lag(consumer: AIOKafkaConsumer, held: Mapping[int, int], report: LagReport) -> None:
-    progress = PartitionProgress()
+    progress, failures = PartitionProgress(), RefreshFailures()
     while True:
         await asyncio.sleep(LAG_SECONDS)  # a period, not a wait for something to happen
         try:
             lags, done = await notifier_lags(consumer, held)
         except Exception as exc:  # noqa: BLE001 - the broker away, a rebalance: never the notifier's end; next tick retries
-            log.warning("metrics_refresh_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            failures.failed(exc)
             continue
+        failures.succeeded()
         report(lags, progress.stalled(lags, done))
 
 
