@@ -1153,10 +1153,16 @@ def test_a_first_ingest_says_it_is_compiling_its_kernels(monkeypatch: pytest.Mon
 
     from rich.console import Console
 
-    import entrypoints.cli as cli
-    from adapters.kafka.codec import _symbol_tables
+    import numpy as np
 
-    assert cli.kernels_cached(_symbol_tables)  # this suite has encoded messages: numba's index of them exists
+    import entrypoints.cli as cli
+    from adapters.kafka.codec import _symbol_tables, encode_runs
+    from application.ingest import symbol_batches
+    from builders import calm_flow
+
+    runs = symbol_batches(calm_flow(50), 20)
+    assert list(encode_runs(runs, np.zeros(len(runs), np.int64), 20))  # compiled, or loaded from numba's cache
+    assert cli.kernels_cached(_symbol_tables)  # so numba's index of it exists: what a first ingest lacks
     screen = io.StringIO()
     monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=200))
     monkeypatch.setattr(cli, "kernels_cached", lambda kernel=None: kernel is not _symbol_tables)
