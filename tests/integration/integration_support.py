@@ -196,3 +196,35 @@ class GatedProxy:
     def close(self) -> None:
         self.cut()
         self._server.close()
+
+
+class HookReceiver:
+    """A webhook receiver on loopback (POST /hook), not listening until started: the ids of the
+    notifications it got, in order, and the `held_back` count each one told."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.held_back: dict[str, int] = {}
+        self.runner: Any = None
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        body = await request.json()
+        self.ids.append(body["id"])
+        if "held_back" in body:
+            self.held_back[body["id"]] = body["held_back"]
+        return web.Response(text="ok")
+
+    async def start(self, port: int) -> None:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()

@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from domain.model import Anomaly, anomaly_id
-from integration_support import GatedProxy, eventually_async, free_port, scrape, stop_processes
+from integration_support import GatedProxy, HookReceiver, eventually_async, free_port, scrape, stop_processes
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -127,29 +126,6 @@ async def test_the_indexer_lag_rises_while_elasticsearch_is_away_and_falls_to_ze
         assert "stockanomaly_consumer_lag" not in {name for name, _ in scrape(metrics_port)}  # the workers' own
     finally:
         gate.close()
-
-
-class HookReceiver:
-    """A webhook receiver on loopback, not listening until started."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.runner: web.AppRunner | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.ids.append((await request.json())["id"])
-        return web.Response(text="ok")
-
-    async def start(self, port: int) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 @pytest.mark.asyncio

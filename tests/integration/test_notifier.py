@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiohttp import web
 
 from domain.model import Anomaly, anomaly_id
 from domain.notifications import NotificationPolicy
-from integration_support import eventually_async
+from integration_support import HookReceiver, eventually_async, free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -35,30 +34,6 @@ def made(symbol: str, at_s: int, score: float, k: int) -> Anomaly:
                    severity="high" if score >= 4 else "medium" if score >= 2 else "low",
                    reason=f"size 50,000 is large ({k})", sequence=k, session="regular",
                    ts_local="2025-05-05T09:30:00.000000000-04:00")
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.held_back: dict[str, int] = {}  # per id, the count its message told
-        self.runner: web.AppRunner | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.ids.append(body["id"])
-        self.held_back[body["id"]] = body["held_back"]
-        return web.Response(text="ok")
-
-    async def start(self, port: int) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 async def start_notifier(bootstrap: str, topic: str, app_id: str, port: int,
@@ -83,14 +58,6 @@ async def wait_for_line(process: asyncio.subprocess.Process, text: str, timeout:
                 return line.decode()
 
     return await asyncio.wait_for(read(), timeout)
-
-
-def free_port() -> int:
-    sock = __import__("socket").socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return int(port)
 
 
 async def produce(bootstrap: str, topic: str, records: list[Anomaly], partition: int = 0) -> None:
@@ -145,7 +112,7 @@ async def test_notifications_survive_a_receiver_outage_and_a_restart_exactly_as_
     ends = {TopicPartition(topic, 0): 4, TopicPartition(topic, 1): 4}
 
     port = free_port()
-    receiver = Receiver()
+    receiver = HookReceiver()
     app_id = f"it-notify-{suffix}"
     group = f"{app_id}-notifier-{topic}"
     offsets = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
@@ -212,7 +179,7 @@ async def test_a_restarted_notifier_remembers_what_it_held_back_as_if_it_had_nev
     told = {n.id: n.held_back for n in map(whole.admit, before + after) if n is not None}
     assert told == {before[0].id: 0, after[1].id: 3}  # one uninterrupted run
     await produce(kafka_bootstrap, topic, before)
-    port, receiver = free_port(), Receiver()
+    port, receiver = free_port(), HookReceiver()
     await receiver.start(port)
     app_id = f"it-notify-memory-{suffix}"
     group = f"{app_id}-notifier-{topic}"
@@ -245,7 +212,7 @@ async def test_a_notifier_started_before_its_topic_exists_says_so_and_reads_it_o
     the topic is missing (it used to wait in silence), and reads it within seconds of its creation
     (the consumer's metadata used to be refreshed every 5 minutes); stopped, it closes cleanly."""
     topic = f"it-anomalies-late-{suffix}"  # created below, once the notifier runs
-    port, receiver = free_port(), Receiver()
+    port, receiver = free_port(), HookReceiver()
     await receiver.start(port)
     notifier = await start_notifier(kafka_bootstrap, topic, f"it-notify-late-{suffix}", port, tmp_path / "alive")
     try:
