@@ -13,6 +13,7 @@ import numpy as np
 
 from domain.errors import ConfigError
 from domain.symbols import SymbolRuns, factorize, group_by_code, runs_by_span
+from domain.model import DeadLetter
 from domain.ports import IngestMark, SourceChunk, TradePublisher, TradeSource
 
 if TYPE_CHECKING:
@@ -199,12 +200,16 @@ class IngestTrades:
             summary.seconds = self.clock.now() - started
 
         resume, read = self.resume, 0
+        # A chunk's dead letters go out with its first trades, not when it is read: a paced chunk
+        # spans minutes, and a resume must be able to tell from the trade log alone whether they went
+        # (ResumePlan.dead_letters_sent); sent on reading, an interrupted chunk's went twice.
+        letters: list[DeadLetter] = []
         try:
             async for chunk in chunks:
                 read += len(chunk.trades)
                 if chunk.dead_letters and (resume is None or
                                            not resume.dead_letters_sent(read - len(chunk.trades), read)):
-                    await self.publisher.publish_dead_letters(chunk.dead_letters)
+                    letters.extend(chunk.dead_letters)
                 pieces = [(chunk.trades, read - len(chunk.trades), False)] if resume is None else resume.cut(chunk.trades)
                 for trades, at, whole in pieces:
                     if resume is not None and at + len(trades) <= resume.first_unsent:
@@ -218,10 +223,15 @@ class IngestTrades:
                             runs, skipped = resume.unsent(runs, at)
                             summary.skipped += skipped
                         at += len(due)
+                        if letters:
+                            await self.publisher.publish_dead_letters(letters)
+                            letters = []
                         await self.publisher.publish(runs, mark)
                         count()
                         if on_progress is not None:
                             on_progress(summary)
+            if letters:  # of the source's end: no trade follows them
+                await self.publisher.publish_dead_letters(letters)
             if resume is not None:
                 resume.finish()
         finally:

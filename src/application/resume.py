@@ -80,8 +80,9 @@ class ResumePlan:
 
     def dead_letters_sent(self, first: int, stop: int) -> bool:
         """Whether a read chunk holding the source's trades [first, stop) had its dead letters sent:
-        they went before its trades, so yes when the log holds all of those."""
-        return stop <= self.first_unsent if stop > first else first < self.first_unsent
+        they went just before the first `publish` from `first` on (IngestTrades), so yes when the log
+        holds a window that starts there or later (a publish never spans two chunks)."""
+        return any(r.first >= first and r.stop > r.first for r in self.reached.values())
 
     def cut(self, trades: np.ndarray) -> list[tuple[np.ndarray, int, bool]]:
         """The next read trades as pieces (trades, position of the first, whether it must go in one
