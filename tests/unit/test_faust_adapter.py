@@ -612,6 +612,29 @@ async def test_a_jump_check_gives_up_with_a_clear_error_once_its_patience_is_spe
         await reader.next_record(SimpleNamespace(topic="anomalies", partition=0), 1, 5)
 
 
+class _SilentBroker:
+    """A reader's consumer whose broker went away: asked for end offsets, it never answers (the
+    client's own request timeout is 40 s)."""
+
+    async def end_offsets(self, partitions: list[object]) -> dict[object, int]:
+        await asyncio.Event().wait()
+        return {}
+
+
+@pytest.mark.asyncio
+async def test_the_indexers_lag_read_of_the_log_ends_gives_up_within_its_patience() -> None:
+    """The indexer refreshes its lag every 5 s with a reader of that patience: a refresh hung for
+    the client's 40 s with the broker away (Faust's `refresh_lag is overlapping` warnings, and a
+    `metrics_refresh_recovered` that undercounted the outage)."""
+    from adapters.faust.sequence import LogReader
+
+    reader = LogReader("unused:9092", read_committed=True, patience=0.05, poll=0.0)
+    reader.consumer = _SilentBroker()  # type: ignore[assignment]
+    with pytest.raises(TimeoutError, match="the broker did not give the ends of anomalies, incidents within 0 s"):
+        await asyncio.wait_for(reader.end_offsets([SimpleNamespace(topic="anomalies", partition=0),
+                                                   SimpleNamespace(topic="incidents", partition=1)]), 5.0)
+
+
 def test_the_worker_creates_its_table_changelogs_as_faust_would_before_its_consumer_starts() -> None:
     """Every table's changelog, with the cleanup policy Faust gives it and segments small enough to
     be compacted within minutes (what a takeover reads back), is among the topics the worker makes

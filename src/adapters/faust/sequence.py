@@ -251,7 +251,12 @@ class LogReader:
         if not tps:
             return {}
         consumer = await self._started(tps[0], asyncio.get_running_loop().time())
-        ends = await consumer.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps])
+        try:  # bounded too: with the broker away the client's own timeout (40 s) outlasted every refresh
+            ends = await asyncio.wait_for(
+                consumer.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps]), self.patience)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"the broker did not give the ends of {', '.join(sorted({tp.topic for tp in tps}))} "
+                               f"within {self.patience:.0f} s") from None
         return {tp: ends[TopicPartition(tp.topic, tp.partition)] for tp in tps}
 
     async def close(self) -> None:
