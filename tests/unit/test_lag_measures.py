@@ -144,3 +144,20 @@ def test_a_refresh_failing_at_every_tick_is_said_once_per_outage_and_its_end_too
     assert (logs[-2]["failures"], logs[-1]["failures"], logs[-1]["seconds"]) == (13, 13, 60.0)
     failures.failed(away)  # a new outage: its first failure is a warning again
     assert (logs[-1]["log_level"], "failures" in logs[-1]) == ("warning", False)
+
+
+def test_refresh_errors_that_alternate_are_each_said_once_per_outage_and_read_once(logs_of: Any) -> None:
+    """A broker going away gave timeouts and refused connections by turns: each turn was a warning
+    again. aiokafka's errors carry their type in their message, and a timeout may carry none."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    from adapters.kafka import lag
+
+    logs = logs_of(lag)
+    failures = lag.RefreshFailures(clock=lambda: 0.0)
+    for _ in range(6):
+        failures.failed(KafkaTimeoutError("Failed to get offsets by times in 40000 ms"))
+        failures.failed(TimeoutError())
+    warned = [e["error"] for e in logs if e["log_level"] == "warning"]
+    assert warned == ["KafkaTimeoutError: Failed to get offsets by times in 40000 ms", "TimeoutError"]
+    assert [e["log_level"] for e in logs].count("debug") == 10

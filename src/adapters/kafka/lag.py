@@ -92,31 +92,41 @@ class WaitingRecords:
 
 class RefreshFailures:
     """The failures of a periodic gauge refresh, said once per outage: with the broker away a refresh
-    fails at every tick (every 5 s, for as long as the outage lasts), which buried the log. The first
-    failure is a warning (`metrics_refresh_failed`); the same error again is said only at DEBUG, a
-    different one as a warning again; the first refresh that works after failures says
-    `metrics_refresh_recovered` with how many there were and for how long."""
+    fails at every tick (every 5 s, for as long as the outage lasts), which buried the log. Each
+    error's first failure in an outage is a warning (`metrics_refresh_failed`); the same error again
+    is said only at DEBUG (also when errors alternate, as a broker going away and coming back gives);
+    the first refresh that works after failures says `metrics_refresh_recovered` with how many there
+    were and for how long."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.failures = 0
         self.since = 0.0
-        self.last = ""
+        self.said: set[str] = set()
 
     def failed(self, exc: BaseException) -> None:
-        error = f"{type(exc).__name__}: {exc}"[:300]
+        error = describe_error(exc)
         if self.failures == 0:
             self.since = self.clock()
         self.failures += 1
-        if error == self.last:
+        if error in self.said:
             log.debug("metrics_refresh_failed", error=error, failures=self.failures)
         else:
             log.warning("metrics_refresh_failed", error=error,
                         **({"failures": self.failures} if self.failures > 1 else {}))
-        self.last = error
+        self.said.add(error)
 
     def succeeded(self) -> None:
         if self.failures:
             log.info("metrics_refresh_recovered", failures=self.failures,
                      seconds=round(self.clock() - self.since, 1))
-        self.failures, self.last = 0, ""
+        self.failures, self.said = 0, set()
+
+
+def describe_error(exc: BaseException) -> str:
+    """`Type: message` for a log line, once: aiokafka's errors put their type in their message
+    already ("KafkaTimeoutError: KafkaTimeoutError: ..." otherwise), and a timeout may say nothing."""
+    name, text = type(exc).__name__, str(exc)
+    if not text:
+        return name
+    return (text if text.startswith(name) else f"{name}: {text}")[:300]
