@@ -342,3 +342,34 @@ def test_a_page_silences_the_warning_it_explains(alertmanager_url, suffix):
                            timeout=30, what="the warning inhibited by the page")
     assert inhibited["state"] == "suppressed"
     assert state("StockanomalyOnlyDeadLetters")["state"] == "active"
+
+
+@pytest.mark.parametrize("cause", ["StockanomalyWebhookFailing", "StockanomalyNotifierStuck"])
+def test_a_notifiers_trouble_silences_its_own_lag_warning_not_another_notifiers(alertmanager_url, suffix, cause):
+    """A receiver down for 10 minutes of a busy day raised both the webhook warning and the lag
+    warning, whose advice (another notifier, a higher --min-severity) does not help then."""
+    def post(alerts: list[dict]) -> None:
+        request = urllib.request.Request(f"{alertmanager_url}/api/v2/alerts", data=json.dumps(alerts).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+
+    def state(alertname: str, instance: str) -> dict | None:
+        query = urllib.parse.urlencode({"filter": [f'it="{suffix}-{cause}"', f'alertname="{alertname}"',
+                                                   f'instance="{instance}"']}, doseq=True)
+        with urllib.request.urlopen(f"{alertmanager_url}/api/v2/alerts?{query}", timeout=5) as response:
+            found = json.load(response)
+        return found[0]["status"] if found else None
+
+    labels = {"it": f"{suffix}-{cause}", "project": f"it-{suffix}-{cause}", "job": "stockanomaly", "topic": "anomalies"}
+    lag = [{"labels": dict(labels, alertname="StockanomalyNotifierLagGrowing", severity="warning", instance=i)}
+           for i in ("n1", "n2")]
+    post(lag)
+    for instance in ("n1", "n2"):
+        assert eventually(lambda: state("StockanomalyNotifierLagGrowing", instance), timeout=30,
+                          what="the lag warning")["state"] == "active"
+    post(lag + [{"labels": dict(labels, alertname=cause, severity="warning", instance="n1")}])
+    inhibited = eventually(lambda: (s := state("StockanomalyNotifierLagGrowing", "n1")) and s["inhibitedBy"] and s,
+                           timeout=30, what="n1's lag warning inhibited")
+    assert inhibited["state"] == "suppressed"
+    assert state("StockanomalyNotifierLagGrowing", "n2")["state"] == "active"
