@@ -345,6 +345,7 @@ def test_the_heartbeat_stops_while_kafka_does_not_answer_and_a_missing_topic_is_
     finally:
         structlog.configure(**saved)
     assert [e["event"] for e in logs] == ["topic_missing", "topic_appeared", "kafka_unreachable", "kafka_reachable"]
+    assert logs[2]["error"] == "KafkaConnectionError: Unable to bootstrap"  # its type once (it names it itself)
 
 
 def test_a_notifier_that_cannot_start_says_so_in_one_line_without_its_banner() -> None:
