@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from aiokafka import TopicPartition
 
 from adapters.faust.indexer_lag import IndexerLag
@@ -161,3 +163,42 @@ def test_refresh_errors_that_alternate_are_each_said_once_per_outage_and_read_on
     warned = [e["error"] for e in logs if e["log_level"] == "warning"]
     assert warned == ["KafkaTimeoutError: Failed to get offsets by times in 40000 ms", "TimeoutError"]
     assert [e["log_level"] for e in logs].count("debug") == 10
+
+
+class Broker:
+    """The ends of the trades partitions as the broker gives them; `away`: it does not answer."""
+
+    def __init__(self, ends: dict[Any, int]) -> None:
+        self.ends, self.away = ends, False
+
+    async def highwaters(self, *tps: Any) -> dict[Any, int]:
+        if self.away:
+            await asyncio.Event().wait()
+        return {t: self.ends[t] for t in tps}
+
+    async def position(self, where: Any) -> int | None:
+        if self.away:
+            await asyncio.Event().wait()
+        return 0
+
+
+def test_the_worker_lag_is_not_reported_as_it_was_while_the_broker_is_away() -> None:
+    """With Kafka stopped the worker went on reporting the lag it last fetched, for as long as the
+    outage lasted, so no alert said the partitions were unjudged (StockanomalyPartitionsUnowned)."""
+    from adapters.kafka.lag import ConsumerLag
+
+    now = [0.0]
+    broker = Broker({tp(0, "trades"): 50, tp(1, "trades"): 10})
+    lag = ConsumerLag(broker.highwaters, broker.position, timeout=0.05, clock=lambda: now[0])
+    owned = [tp(0, "trades"), tp(1, "trades")]
+
+    assert asyncio.run(lag.measure(owned, {0: 39, 1: 9})) == ({0: 10, 1: 0}, {0: 0.0, 1: 0.0})
+    now[0] = 60.0
+    assert asyncio.run(lag.measure(owned, {0: 39, 1: 9})) == ({0: 10, 1: 0}, {0: 60.0, 1: 0.0})
+    broker.away = True
+    for processed in ({0: 39, 1: 9}, {}):  # nothing processed yet: the consumer's position is asked too
+        with pytest.raises(TimeoutError, match="the broker did not give the ends of trades within 0.05 s"):
+            asyncio.run(asyncio.wait_for(lag.measure(owned, processed), 5.0))  # the worker then empties its gauges
+    broker.away, now[0] = False, 600.0
+    # Back: how long partition 0 waited is counted from now, not across the outage.
+    assert asyncio.run(lag.measure(owned, {0: 39, 1: 9})) == ({0: 10, 1: 0}, {0: 0.0, 1: 0.0})

@@ -33,7 +33,7 @@ from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
 from adapters.faust.transactions import stop_producers_of_partitions_not_held
 from adapters.kafka.codec import decode_many
 from adapters.kafka.keys import WRONG_PARTITION, misrouted, partition_of
-from adapters.kafka.lag import PartitionProgress, RefreshFailures, partition_lags
+from adapters.kafka.lag import ConsumerLag, RefreshFailures
 from application.detect import DetectTrades
 from application.incidents import GroupIncidents
 from application.publish import PublishOutcome
@@ -46,6 +46,9 @@ from domain.ports import Metrics
 log = structlog.get_logger()
 
 GAUGE_REFRESH_SECONDS = 5.0  # how often consumer lag and held state are re-read for the gauges
+# How long a refresh waits for the broker: well within its period, or Faust warns of an overlapping timer
+# at every tick of an outage.
+GAUGE_REFRESH_PATIENCE = 2.0
 LOOP_BEAT_SECONDS = 1.0  # how often the event loop says it runs (stockanomaly_event_loop_blocked_seconds)
 PROGRESS_SECONDS = 60.0  # how often an INFO `progress` line sums up the takes committed since the last
 NEVER = 10 * 365 * 86_400.0  # seconds: a Faust timer that must not fire
@@ -616,7 +619,9 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     if metrics is not None:
         gauges = metrics
         calendar = SessionCalendar()
-        progress, failures = PartitionProgress(), RefreshFailures()
+        consumer_lag, failures = ConsumerLag(
+            lambda *tps: app.consumer.highwaters(*tps), lambda tp: app.consumer.position(tp), GAUGE_REFRESH_PATIENCE), \
+            RefreshFailures()
 
         @app.timer(interval=LOOP_BEAT_SECONDS)
         async def beat() -> None:
@@ -630,20 +635,18 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
                 owned = [tp for tp in app.consumer.assignment() if tp.topic == settings.trades_topic]
                 for gone in processed.keys() - {tp.partition for tp in owned}:
                     del processed[gone]  # revoked: a later reassignment starts from its commit
-                done = dict(processed)
-                for tp in owned:
-                    if tp.partition not in done:  # nothing processed here yet: count from the fetch position
-                        position = await app.consumer.position(tp)
-                        if position is not None:
-                            done[tp.partition] = position - 1
-                # The consumer fetches on while a take is stuck (measured), so the lag grows meanwhile.
-                lags = partition_lags(app.consumer.highwater, owned, done)
+                # The ends are the broker's: the lag grows while a take is stuck, and a broker away
+                # fails the refresh instead of repeating the last lag fetched.
+                lags, stalled = await consumer_lag.measure(owned, processed)
                 gauges.consumer_lag(lags)
-                gauges.partition_stalled(progress.stalled(lags, done))
+                gauges.partition_stalled(stalled)
                 gauges.state_symbols(len(table))
             except Exception as exc:  # noqa: BLE001 - a gauge refresh must never stop the worker
-                # Before the consumer starts or mid-rebalance the consumer and table refuse; the
-                # next tick retries, and the failure is visible here rather than swallowed.
+                # Before the consumer starts, mid-rebalance or with the broker away the consumer and
+                # table refuse; the next tick retries, and the failure is visible here rather than
+                # swallowed. The lag is then unknown, not as it was: no series (PartitionsUnowned).
+                gauges.consumer_lag({})
+                gauges.partition_stalled({})
                 failures.failed(exc)
             else:
                 failures.succeeded()

@@ -20,8 +20,8 @@ import faust
 import structlog
 
 from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
-from adapters.faust.app import (GAUGE_REFRESH_SECONDS, LOOP_BEAT_SECONDS, NEVER, committed_takes, in_sequence,
-                                transactional_id)
+from adapters.faust.app import (GAUGE_REFRESH_PATIENCE, GAUGE_REFRESH_SECONDS, LOOP_BEAT_SECONDS, NEVER,
+                                committed_takes, in_sequence, transactional_id)
 from adapters.faust.indexer_lag import IndexerLag
 from adapters.faust.outputs import KafkaDeadLetterSink, PartitionProducer
 from adapters.faust.recovery import fetch_without_long_polls
@@ -140,7 +140,7 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
     read = [settings.anomalies_topic] + ([settings.incidents_topic] if incident_sink is not None else [])
     # The lag is read with a log reader of its own too (the agents' check their offset jumps), and
     # waits on a broker that is away no longer than a refresh: the next one tries again.
-    lag_log = LogReader(settings.bootstrap, read_committed=True, patience=GAUGE_REFRESH_SECONDS, poll=0.05) \
+    lag_log = LogReader(settings.bootstrap, read_committed=True, patience=GAUGE_REFRESH_PATIENCE, poll=0.05) \
         if metrics is not None else None
     lag = IndexerLag(read, lag_log) if lag_log is not None else None
 

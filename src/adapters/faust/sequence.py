@@ -256,7 +256,7 @@ class LogReader:
                 consumer.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps]), self.patience)
         except asyncio.TimeoutError:
             raise TimeoutError(f"the broker did not give the ends of {', '.join(sorted({tp.topic for tp in tps}))} "
-                               f"within {self.patience:.0f} s") from None
+                               f"within {self.patience:g} s") from None
         return {tp: ends[TopicPartition(tp.topic, tp.partition)] for tp in tps}
 
     async def close(self) -> None:

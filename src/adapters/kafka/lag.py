@@ -3,6 +3,7 @@ behind the lag and stalled gauges of the worker, the indexer and the notifier.""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -27,6 +28,43 @@ def partition_lags(highwater: Callable[[Any], int | None], owned: Iterable[Any],
             continue
         lags[tp.partition] = max(0, end - (processed[tp.partition] + 1))
     return lags
+
+
+class ConsumerLag:
+    """The worker's lag and stalled numbers, from the ends of its partitions asked of the broker at
+    each refresh (`highwaters`; a partition with nothing processed yet counts from the consumer's
+    `position`), all within `timeout`. The ends the consumer last fetched stood still with the
+    broker away: the worker went on reporting its last lag for the whole outage, so
+    StockanomalyPartitionsUnowned (no lag reported) could not fire. Now a refresh without the broker
+    fails, the gauges are emptied (unknown, not 0), and the stalled clocks start afresh after it."""
+
+    def __init__(self, highwaters: Callable[..., Awaitable[Mapping[Any, int]]],
+                 position: Callable[[Any], Awaitable[int | None]], timeout: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.highwaters, self.position, self.timeout = highwaters, position, timeout
+        self.progress = PartitionProgress(clock)
+
+    async def measure(self, owned: list[Any], processed: Mapping[int, int]) -> tuple[dict[int, int], dict[int, float]]:
+        try:
+            done, ends = await asyncio.wait_for(self._read(owned, processed), self.timeout)
+        except asyncio.TimeoutError:
+            self.progress.moved.clear()  # how long a partition waited is not known across the gap
+            topics = ", ".join(sorted({tp.topic for tp in owned}))
+            raise TimeoutError(f"the broker did not give the ends of {topics} within {self.timeout:g} s") from None
+        except BaseException:
+            self.progress.moved.clear()
+            raise
+        lags = partition_lags(ends.get, owned, done)
+        return lags, self.progress.stalled(lags, done)
+
+    async def _read(self, owned: list[Any], processed: Mapping[int, int]) -> tuple[dict[int, int], dict[Any, int]]:
+        done = dict(processed)
+        for tp in owned:
+            if tp.partition not in done:  # nothing processed here yet: count from the fetch position
+                position = await self.position(tp)
+                if position is not None:
+                    done[tp.partition] = position - 1
+        return done, (dict(await self.highwaters(*owned)) if owned else {})
 
 
 class PartitionProgress:
