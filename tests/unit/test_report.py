@@ -311,3 +311,24 @@ def test_a_report_names_the_detectors_that_did_not_run(tmp_path):
     text = markup(Path(write_html_report(tmp_path / "r.html", bars, ANOMALIES, summary)).read_text())
     said = text[text.index('<p class="sub">'):text.index("<h2>Summary</h2>")]
     assert "Detectors not run (--detectors, STOCKANOMALY_DETECTORS): trade_burst, volume_surge." in said
+
+
+def test_a_report_of_more_named_symbols_than_its_usual_cap_charts_each_of_them(tmp_path, monkeypatch):
+    """`replay --symbols` naming 30 symbols of a 2,000-symbol market charted 20 of them, and its note
+    said '`replay --symbols` charts the ones you name' of the 10 it left out."""
+    import adapters.report.html as html
+
+    names = [f"S{k:02d}" for k in range(25)]
+    bars = BarCollector()
+    bars.add(mixed_trades(n=500, symbols=tuple(names)))
+    found = [anomaly(s, T0 + 60 * S, 1.0 + k / 10) for k, s in enumerate(names)]
+
+    text = Path(write_html_report(tmp_path / "r.html", bars, found, SUMMARY, only_symbols=names)).read_text()
+    assert len(re.findall(r'<section class="chart"', text)) == 25 and "not charted" not in text
+
+    monkeypatch.setattr(html, "MAX_NAMED_CHARTS", 21)  # a list past the named cap: said, with the way out
+    text = Path(write_html_report(tmp_path / "r.html", bars, found, SUMMARY, only_symbols=names)).read_text()
+    assert len(re.findall(r'<section class="chart"', text)) == 21
+    assert ("4 more with anomalies are not charted (they are in the table below; a report charts at most 21 of "
+            "the symbols named: name fewer with `replay --symbols`)") in text
+    assert "charts the ones you name" not in text

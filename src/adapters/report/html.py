@@ -26,6 +26,9 @@ from domain.model import Anomaly, Print
 
 _MAX_MAPPING_ITEMS = 12  # e.g. by_symbol can hold thousands of entries
 MAX_INCIDENTS = 50  # listed in the report, highest score first
+# `replay --symbols` names the symbols an analyst wants to see: each is charted, up to this many (a chart
+# is ~75 KB, so 100 add ~7.5 MB to plotly.js's 5 MB: a file a browser still opens at once).
+MAX_NAMED_CHARTS = 100
 
 _CSS = """
 :root { --ink:#1f2933; --muted:#616e7c; --line:#e4e7eb; --bg:#f5f7fa; --card:#fff; }
@@ -84,14 +87,17 @@ def write_html_report(path: str | Path, bars: BarCollector, anomalies: Sequence[
                       only_symbols: Collection[str] = ()) -> Path:
     """Write the report to path and return it. plotly.js is inlined, so it opens anywhere, offline.
     `incidents`: the replay's closed incidents, whose after-contexts complete each anomaly's tape;
-    `only_symbols` (upper case; empty: all): the symbols that may be charted."""
+    `only_symbols` (any case; empty: all): the symbols that may be charted, each of them up to
+    MAX_NAMED_CHARTS (`max_symbols` is for a report of every symbol)."""
     styles = detector_styles(a.detector for a in anomalies)
     top = heapq.nlargest(max_rows, anomalies, key=lambda a: (a.score, -a.ts_event))
     index = {a.id: i for i, a in enumerate(top)}
     by_symbol: dict[str, list[Anomaly]] = {}
     for a in anomalies:
         by_symbol.setdefault(a.symbol, []).append(a)
-    symbols = _chart_symbols(bars, by_symbol, max_symbols, {s.upper() for s in only_symbols})
+    only = {s.upper() for s in only_symbols}
+    limit = min(max(max_symbols, len(only)), MAX_NAMED_CHARTS) if only else max_symbols
+    symbols = _chart_symbols(bars, by_symbol, limit, only)
     after = {m: prints for i in incidents for m, prints in i.after.items()}
     incident_of = {m: i.id for i in incidents for m in i.members}
     body = [
@@ -103,7 +109,7 @@ def write_html_report(path: str | Path, bars: BarCollector, anomalies: Sequence[
         f'{escape(", ".join(summary["detectors_not_run"]))}.</strong></p>' if summary.get("detectors_not_run") else "",
         _summary_section(summary),
         _incidents_section(_top_incidents(incidents, summary), set(symbols)),
-        _charts_section(bars, by_symbol, symbols, styles, index, {a.symbol for a in top}),
+        _charts_section(bars, by_symbol, symbols, styles, index, {a.symbol for a in top}, named=bool(only)),
         _table_section(top, len(anomalies), styles, set(symbols)),
         _data_script([_row_data(a, after.get(a.id), incident_of.get(a.id, "")) for a in top]),
         f"<script>{_SCRIPT.replace('TAPE_BOUNDS', TAPE_BOUNDS)}</script>",
@@ -245,7 +251,8 @@ def _anchor(symbol: str) -> str:
 
 
 def _charts_section(bars: BarCollector, by_symbol: Mapping[str, list[Anomaly]], symbols: list[str],
-                    styles: dict[str, DetectorStyle], index: dict[str, int], tabled: set[str]) -> str:
+                    styles: dict[str, DetectorStyle], index: dict[str, int], tabled: set[str],
+                    named: bool = False) -> str:
     if not symbols:
         return "<h2>Charts</h2><p class=\"note\">No trades to chart.</p>"
     toc = "".join(f'<li><a href="#{_anchor(s)}">{escape(s)} · {len(by_symbol.get(s, [])):,}</a></li>'
@@ -254,7 +261,7 @@ def _charts_section(bars: BarCollector, by_symbol: Mapping[str, list[Anomaly]], 
     parts = ["<h2>Charts</h2>",
              '<p class="note">' + ("The symbol's anomaly count is after its name" if len(symbols) == 1 else
                                    f"The {len(symbols):,} symbols with the highest-scoring anomalies first "
-                                   "(count after each name)") + _left_out_note(left_out, tabled)
+                                   "(count after each name)") + _left_out_note(left_out, tabled, named)
              + ". Drag to zoom, double-click to reset, hover for numbers, click a marker for the tape around it. "
              "Line: 1-minute close; band: 1-minute high–low; grey: volume per minute (log scale). Shaded: "
              f"{escape(sessions_legend())} New York time; nights and weekends are cut out.</p>",
@@ -289,15 +296,17 @@ def _new_york(a: Anomaly) -> str:
     return a.ts_local[:23].replace("T", " ") if a.ts_local else local_times(np.array([a.ts_event]))[0]
 
 
-def _left_out_note(left_out: set[str], tabled: set[str]) -> str:
-    """What the charts leave out, and where those symbols' anomalies are to be found instead."""
+def _left_out_note(left_out: set[str], tabled: set[str], named: bool = False) -> str:
+    """What the charts leave out, and where those symbols' anomalies are to be found instead (`named`:
+    the symbols were named with `replay --symbols`, so naming them is no way to chart them)."""
     if not left_out:
         return ""
     where = ("they are in the table below" if left_out <= tabled else
              f"{len(left_out & tabled):,} of them have rows in the table below, which holds the top anomalies "
              "by score; every anomaly is in `replay --out`")
-    return (f"; {len(left_out):,} more with anomalies are not charted ({where}; "
-            "`replay --symbols` charts the ones you name)")
+    how = (f"a report charts at most {MAX_NAMED_CHARTS} of the symbols named: name fewer with `replay --symbols`"
+           if named else "`replay --symbols` charts the ones you name")
+    return f"; {len(left_out):,} more with anomalies are not charted ({where}; {how})"
 
 
 def _table_section(top: Sequence[Anomaly], total: int, styles: dict[str, DetectorStyle], charted: set[str]) -> str:
