@@ -332,3 +332,9 @@ def test_a_report_of_more_named_symbols_than_its_usual_cap_charts_each_of_them(t
     assert ("4 more with anomalies are not charted (they are in the table below; a report charts at most 21 of "
             "the symbols named: name fewer with `replay --symbols`)") in text
     assert "charts the ones you name" not in text
+
+
+def test_a_charts_count_of_one_anomaly_is_singular(report):
+    """Every chart of a symbol with one anomaly (most of them, at market scale) read '1 anomalies'."""
+    metas = dict(re.findall(r'<h3>([^<]+)</h3><div class="meta">(\d+ anomal\w+)', report))
+    assert metas == {"ZZZT": "2 anomalies", "MSFT": "1 anomaly", "AAPL": "1 anomaly"}

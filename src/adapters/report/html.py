@@ -276,7 +276,7 @@ def _chart_block(symbol: str, bars: np.ndarray, found: list[Anomaly], styles: di
     counts = Counter(a.detector for a in found)
     flagged = ", ".join(f'<span style="color:{styles[d].color}">{styles[d].glyph}</span> '
                         f"{escape(d)} {n:,}" for d, n in sorted(counts.items()))
-    meta = [f"{len(found):,} anomalies" + (f" ({flagged})" if flagged else ""),
+    meta = [f"{len(found):,} anomal{'y' if len(found) == 1 else 'ies'}" + (f" ({flagged})" if flagged else ""),
             f"{len(bars):,} one-minute bars", f"{int(bars['trades'].sum()):,} trades",
             f"volume {int(bars['volume'].sum()):,}"]
     if len(bars):
