@@ -641,32 +641,34 @@ def verdicts_path(given: str | None, writes: bool = False) -> str:
 
 @main.command(short_help="Record an analyst's verdict on an anomaly or incident.",
               options_metavar="--confirmed|--false-positive [OPTIONS]")
-@click.argument("anomaly_id", metavar="ID")
+@click.argument("anomaly_ids", metavar="ID...", nargs=-1, required=True)
 @click.option("--confirmed", is_flag=True, help="It was worth an alert.")
 @click.option("--false-positive", is_flag=True, help="It was not.")
 @click.option("--note", default="", help="Why (kept with the verdict).")
 @click.option("--file", "path", type=OutputPath(),
               help="Verdicts file [default: STOCKANOMALY_VERDICTS, else ./verdicts.jsonl].")
-def label(anomaly_id: str, confirmed: bool, false_positive: bool, note: str, path: str | None) -> None:
-    """Record an analyst's verdict on an anomaly or an incident: give ID and one of --confirmed and
-    --false-positive. IDs are in the tables of `replay` and `query`, at the end of `tail`'s lines,
-    in their --json, in a replay's --out file, and shown by `show`.
+def label(anomaly_ids: tuple[str, ...], confirmed: bool, false_positive: bool, note: str, path: str | None) -> None:
+    """Record an analyst's verdict on anomalies or incidents: give one ID or several (the same verdict
+    and note on each; a mistyped one writes none) and one of --confirmed and --false-positive. IDs are
+    in the tables of `replay` and `query`, at the end of `tail`'s lines, in their --json, in a replay's
+    --out file, and shown by `show`.
 
     The last verdict for an id counts (an incident's, for each of its anomalies with none of its
     own); `evaluate --verdicts` scores detectors against them."""
-    from adapters.files.verdicts import append_verdict
+    from adapters.files.verdicts import append_verdicts
 
     if confirmed == false_positive:
         fail("give --confirmed or --false-positive" if not confirmed else
              "give --confirmed or --false-positive, not both")
     verdict = "confirmed" if confirmed else "false_positive"
-    anomaly_id = anomaly_id.strip().lower()  # hex: the same id whatever its case
+    ids = list(dict.fromkeys(i.strip().lower() for i in anomaly_ids))  # hex: the same id whatever its case
     target = verdicts_path(path, writes=True)
     try:
-        append_verdict(target, anomaly_id, verdict, note)
+        append_verdicts(target, ids, verdict, note)
     except DomainError as exc:
         fail(str(exc))
-    click.echo(f"{anomaly_id} marked {verdict.replace('_', ' ')} in {target}")
+    for anomaly_id in ids:
+        click.echo(f"{anomaly_id} marked {verdict.replace('_', ' ')} in {target}")
 
 
 @main.command(short_help="Score detections against labels or analysts' verdicts.")

@@ -425,3 +425,22 @@ def test_evaluate_verdicts_counts_a_verdict_on_an_incident_as_a_replay_under_the
     assert scored["by_detector"]["all"]["false_positive"] == regrouped["size"]
     code, out = invoke("evaluate", "m.dbn", "--verdicts")
     assert "did not find" not in out
+
+
+def test_label_records_one_verdict_on_each_of_several_ids_or_on_none_when_one_is_mistyped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A triage of a market's incidents took one `label` per id: `label` refused a second ID, so
+    `... | xargs stockanomaly label --false-positive` did not work either."""
+    monkeypatch.chdir(tmp_path)
+    first, second = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+    code, out = invoke("label", "--false-positive", "--note", "sweeps", first, second.upper(), first)
+    assert code == 0 and out.splitlines() == [f"{first} marked false positive in verdicts.jsonl",
+                                              f"{second} marked false positive in verdicts.jsonl"]
+    lines = [json.loads(line) for line in (tmp_path / "verdicts.jsonl").read_text().splitlines()]
+    assert [(v["id"], v["verdict"], v["note"]) for v in lines] == [(first, "false_positive", "sweeps"),
+                                                                 (second, "false_positive", "sweeps")]
+    code, out = invoke("label", "--confirmed", first, "abdfa575", second)
+    assert code == 1 and out == ("Error: 'abdfa575' is not an anomaly or incident id (32 hex digits, as replay "
+                                 "--out and query show); nothing written")
+    assert load_verdicts(tmp_path / "verdicts.jsonl") == {first: "false_positive", second: "false_positive"}
+    assert invoke("label", "--confirmed")[0] == 2  # no id at all: a usage error, as before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,12 +15,20 @@ VERDICTS = ("confirmed", "false_positive")
 
 
 def append_verdict(path: str | Path, anomaly_id: str, verdict: str, note: str = "") -> dict[str, str]:
-    if not is_record_id(anomaly_id):
-        raise ConfigError(f"{anomaly_id!r} {NOT_AN_ID}")
+    return append_verdicts(path, [anomaly_id], verdict, note)[0]
+
+
+def append_verdicts(path: str | Path, anomaly_ids: Sequence[str], verdict: str, note: str = "") -> list[dict[str, str]]:
+    """One verdict (and note) on each of the ids, in one append: every id is checked first, so a
+    mistyped one writes none of them (a triage of many ids is not left half recorded)."""
+    bad = [i for i in anomaly_ids if not is_record_id(i)]
+    if bad:
+        raise ConfigError(f"{bad[0]!r} {NOT_AN_ID}" + (f" (and {len(bad) - 1} more ids)" if len(bad) > 1 else "")
+                          + ("; nothing written" if len(anomaly_ids) > 1 else ""))
     if verdict not in VERDICTS:
         raise ConfigError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
-    record = {"id": anomaly_id, "verdict": verdict, "note": note,
-              "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    records = [{"id": i, "verdict": verdict, "note": note, "at": at} for i in anomaly_ids]
     p = Path(path)
     if p.is_file() and p.stat().st_size:
         # --file naming another file (a replay's --out, a labels file, a day's data) would be appended
@@ -35,8 +44,8 @@ def append_verdict(path: str | Path, anomaly_id: str, verdict: str, note: str = 
             f.seek(-1, 2)
             if f.read(1) != b"\n":
                 f.write(b"\n")  # (append mode: every write goes to the end)
-        f.write(json.dumps(record).encode() + b"\n")
-    return record
+        f.write(b"".join(json.dumps(r).encode() + b"\n" for r in records))
+    return records
 
 
 def load_verdicts(path: str | Path, changed: dict[str, int] | None = None) -> dict[str, str]:
