@@ -12,8 +12,8 @@ from rich.console import Console
 
 from domain.detectors import DETECTOR_NAMES
 from domain.errors import DomainError
-from entrypoints.cli import (FiniteRange, OutputPath, err, fail, file_source, log, main, progress_bar, say_when_compiling,
-                             service_log_level)
+from entrypoints.cli import (FiniteRange, OutputPath, err, fail, file_setting, file_source, log, main, progress_bar,
+                             say_when_compiling, service_log_level)
 from entrypoints.settings import Settings, check_http_url, check_topic, load_settings
 
 
@@ -420,6 +420,8 @@ def reindex(bootstrap: str | None, topic: str | None, es_url: str | None, retry_
     import asyncio
     from dataclasses import replace
 
+    from pathlib import Path
+
     from adapters.elasticsearch import ElasticsearchAdapterError, ElasticsearchUnavailable
     from adapters.kafka.dead_letters import read_dead_letter, truncated_length
     from adapters.kafka.records import INDEX_REJECTED, decode_anomaly, decode_incident
@@ -542,7 +544,7 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
 @click.argument("record_id", metavar="ID")
 @click.option("--file", "out_file", type=click.Path(dir_okay=False),
               help="A replay's --out file, or the incidents file written beside it (both are read) [default: "
-                   "Elasticsearch].")
+                   "STOCKANOMALY_OUT, where replay writes without --out, else Elasticsearch].")
 @click.option("--es-url", metavar="URL",
               help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; "
                    "credentials as for `query`.")
@@ -551,11 +553,18 @@ def show(record_id: str, out_file: str | None, es_url: str | None, as_json: bool
     """One anomaly or incident by its id, with the tape around it: the trades before and after the
     print it was found at (an incident: around its peak member), from a replay's --out file or from
     the indices the indexer writes."""
-    from adapters.elasticsearch import ElasticsearchAdapterError
+    from pathlib import Path
+
+    from adapters.elasticsearch import ElasticsearchAdapterError, ElasticsearchUnavailable
     from application.show import NotFound, ShowRecord
     from entrypoints.render import render_shown
 
     lookup: Any
+    # The file replay wrote by default is the one to look in: `replay` then `show ID` went to Elasticsearch.
+    if not out_file:
+        out_file = file_setting(None, "out", "") or None
+        if out_file and not Path(out_file).exists():
+            fail(f"STOCKANOMALY_OUT names {out_file}, which does not exist yet (replay writes it; --file names another)")
     where = out_file or ""  # where it was looked for: what a record not found is said to be missing from
     try:
         if out_file:
@@ -577,6 +586,8 @@ def show(record_id: str, out_file: str | None, es_url: str | None, as_json: bool
         shown = ShowRecord(lookup)(record_id)
     except NotFound as exc:
         fail(f"{exc} in {where}")
+    except ElasticsearchUnavailable as exc:  # an embedded run's ids are in its --out file, not there
+        fail(f"{exc} (a replay's anomalies and incidents: --file, its --out file)")
     except (DomainError, ElasticsearchAdapterError, ValueError) as exc:
         fail(str(exc))
     if as_json:

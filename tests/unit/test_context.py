@@ -327,3 +327,23 @@ def test_show_and_the_report_say_how_far_a_tape_reaches(replay_out: Path, tmp_pa
     assert " after (at most 10 each side, none over 60 s away)" in " ".join(text.split())
     code, text = run("replay", "--top", "0", "--report", str(tmp_path / "r.html"))
     assert code == 0 and '" after (at most 10 each side, none over 60 s away)"' in (tmp_path / "r.html").read_text()
+
+
+def test_show_looks_where_replay_wrote_by_default_and_points_an_embedded_run_at_its_file(
+        replay_out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With STOCKANOMALY_OUT set, `replay` wrote there but `show ID` asked Elasticsearch, and with no
+    Elasticsearch said only that it was not reachable, not where an embedded run's records are."""
+    from test_cli import one_line_error
+
+    anomaly = json.loads(replay_out.read_text().splitlines()[0])["id"]
+    monkeypatch.setenv("STOCKANOMALY_OUT", str(replay_out))
+    assert run("show", anomaly, "--json") == run("show", anomaly, "--file", str(replay_out), "--json")
+    monkeypatch.setenv("STOCKANOMALY_OUT", str(tmp_path / "later.jsonl"))
+    assert one_line_error(["show", anomaly]) == (
+        f"Error: STOCKANOMALY_OUT names {tmp_path / 'later.jsonl'}, which does not exist yet (replay writes it; "
+        "--file names another)")
+    monkeypatch.delenv("STOCKANOMALY_OUT")
+    monkeypatch.setenv("ELASTICSEARCH_URL", "http://127.0.0.1:1")  # nothing listens on port 1
+    error = one_line_error(["show", anomaly])
+    assert error.startswith("Error: Elasticsearch is not reachable at http://127.0.0.1:1")
+    assert error.endswith("(a replay's anomalies and incidents: --file, its --out file)")
