@@ -35,7 +35,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -97,6 +97,9 @@ class EvaluationReport:
     missed: tuple[str, ...]  # ids of events their expected detector did not catch
     # The same events as the analyst looks them up: id, type, symbol, start (New York time, ISO 8601).
     missed_events: tuple[dict[str, str], ...] = ()
+    # The detections that match no event, highest score first, by what `show` takes: id, detector,
+    # symbol, score, time (New York, ISO 8601). Tuning starts from them; a count alone named none.
+    false_alarm_detections: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +109,7 @@ class EvaluationReport:
 EVENT_FIELDS: dict[str, tuple[type, ...]] = {"id": (str,), "type": (str,), "symbol": (str,), "ts_start": (int,),
                                              "ts_end": (int,), "n_trades": (int,), "expected_detector": (str,)}
 MAX_NS = 2**63 - 1  # event times are int64 nanoseconds
-MISSED_SHOWN = 20  # missed events the text report lists (every id is in `missed`)
+MISSED_SHOWN = 20  # missed events (and false alarms) the text report lists; --json has every one
 
 
 def _is_int(value: Any) -> bool:
@@ -180,10 +183,10 @@ def evaluate(labels: Mapping[str, Any], anomalies: Iterable[Anomaly | Mapping[st
     detections = _unique(anomalies)
     hits: list[set[str]] = [set() for _ in events]  # detectors that caught each event
     matched = np.zeros(len(detections), bool)
-    all_ts = np.array([d[2] for d in detections], np.int64)
+    all_ts = np.array([d.ts_event for d in detections], np.int64)
     by_symbol: dict[str, list[int]] = {}
     for i, d in enumerate(detections):
-        by_symbol.setdefault(d[1], []).append(i)
+        by_symbol.setdefault(d.symbol, []).append(i)
     rows_of = {sym: np.array(rows, np.int64) for sym, rows in by_symbol.items()}
     for j, ev in enumerate(events):
         rows = rows_of.get(ev["symbol"])
@@ -193,8 +196,8 @@ def evaluate(labels: Mapping[str, Any], anomalies: Iterable[Anomaly | Mapping[st
         lo, hi = _window(ev, tolerance_ns)
         inside = rows[(ts >= lo) & (ts <= hi)]
         matched[inside] = True
-        hits[j].update(detections[i][0] for i in inside)
-    names = [d[0] for d in detections]
+        hits[j].update(detections[i].detector for i in inside)
+    names = [d.detector for d in detections]
     false_alarms: dict[str, int] = {}
     for name, ok in zip(names, matched.tolist()):
         false_alarms[name] = false_alarms.get(name, 0) + (not ok)
@@ -218,22 +221,36 @@ def evaluate(labels: Mapping[str, Any], anomalies: Iterable[Anomaly | Mapping[st
         missed=tuple(str(ev["id"]) for ev in missed),
         missed_events=tuple({"id": str(ev["id"]), "type": str(ev["type"]), "symbol": str(ev["symbol"]),
                              "start": calendar.local_time(int(ev["ts_start"]))} for ev in missed),
+        false_alarm_detections=tuple(
+            {"id": d.id, "detector": d.detector, "symbol": d.symbol, "score": d.score,
+             "time": calendar.local_time(d.ts_event)}
+            for d in sorted((d for d, ok in zip(detections, matched.tolist()) if not ok),
+                            key=lambda d: (-d.score, d.ts_event))),
     )
 
 
-def _unique(anomalies: Iterable[Anomaly | Mapping[str, Any]]) -> list[tuple[str, str, int]]:
-    """(detector, symbol, ts_event) per distinct detection; a detection without an id is its own."""
+class _Detection(NamedTuple):
+    detector: str
+    symbol: str
+    ts_event: int
+    id: str
+    score: float
+
+
+def _unique(anomalies: Iterable[Anomaly | Mapping[str, Any]]) -> list[_Detection]:
+    """Each distinct detection once; a detection without an id is its own."""
     seen: set[str] = set()
     out = []
     for a in anomalies:
         if isinstance(a, Anomaly):
-            key, row = a.id, (a.detector, a.symbol, int(a.ts_event))
+            row = _Detection(a.detector, a.symbol, int(a.ts_event), a.id, float(a.score))
         else:
-            key, row = str(a.get("id", "")), (str(a["detector"]), str(a["symbol"]), int(a["ts_event"]))
-        if key:
-            if key in seen:
+            row = _Detection(str(a["detector"]), str(a["symbol"]), int(a["ts_event"]), str(a.get("id", "")),
+                             float(a.get("score", 0.0)))
+        if row.id:
+            if row.id in seen:
                 continue
-            seen.add(key)
+            seen.add(row.id)
         out.append(row)
     return out
 
@@ -297,19 +314,29 @@ def render_text(report: EvaluationReport) -> str:
                      f"{d.expected_events:>10}{d.caught:>8}{_fmt(d.recall):>8}")
     lines += [
         "",
-        f"events {report.events}: caught by the expected detector {report.caught} (recall {_fmt(report.recall)}), "
-        f"by any detector {report.caught_by_any} ({_fmt(report.caught_by_any_recall)}); "
+        f"events {report.events:,}: caught by the expected detector {report.caught:,} (recall {_fmt(report.recall)}), "
+        f"by any detector {report.caught_by_any:,} ({_fmt(report.caught_by_any_recall)}); "
         f"macro F1 {_fmt(report.macro_f1)}",
         f"detections {report.detections:,}; false alarms {report.false_alarms:,} over {report.normal_trades:,} "
         f"normal trades = {_fmt(report.false_alarms_per_100k_normal, 2)} per 100k",
     ]
+    # Enough of each to look them up (`replay --symbols SYMBOL --report`, `show ID`), not a page of them.
     if report.missed_events:
-        # Enough to look each one up (`replay --symbols SYMBOL --report`), not a page of them.
         shown = report.missed_events[:MISSED_SHOWN]
-        lines += ["", f"missed{'' if len(shown) == report.events - report.caught else f' (the first {len(shown)})'}:"]
+        lines += ["", f"missed{_first(len(shown), len(report.missed_events), 'missed_events')}:"]
         lines += [f"  {e['id']}  {e['type']:<15}{e['symbol']:<9}{e['start'][:19].replace('T', ' ')} New York"
                   for e in shown]
+    if report.false_alarm_detections:
+        alarms = report.false_alarm_detections[:MISSED_SHOWN]
+        lines += ["", f"false alarms, highest score first"
+                      f"{_first(len(alarms), len(report.false_alarm_detections), 'false_alarm_detections')}:"]
+        lines += [f"  {d['id']}  {d['detector']:<17}{d['symbol']:<9}{d['time'][:19].replace('T', ' ')} New York"
+                  f"  score {d['score']:.2f}" for d in alarms]
     return "\n".join(lines)
+
+
+def _first(shown: int, total: int, field: str) -> str:
+    return "" if shown == total else f" (the first {shown:,} of {total:,}; --json lists every one: {field})"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

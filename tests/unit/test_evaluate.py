@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -135,7 +136,8 @@ def test_report_serialises_and_renders() -> None:
     text = render_text(report)
     assert "block_trade" in text and "trade_burst" in text and "per 100k" in text
     # Each missed event as an analyst looks it up: type, symbol and New York time (the ids alone said nothing).
-    assert text.splitlines()[-2:] == ["missed:", "  ev000002  trade_burst    OTHR     2025-03-04 10:00:00 New York"]
+    lines = text.splitlines()
+    assert lines[lines.index("missed:") + 1] == "  ev000002  trade_burst    OTHR     2025-03-04 10:00:00 New York"
     assert report.to_dict()["missed_events"][0]["symbol"] == "OTHR"
 
 
@@ -192,3 +194,30 @@ def test_labels_of_several_files_merge_with_their_ids_kept_apart() -> None:
     assert merge_labels([("a", one)]) == one
     with pytest.raises(ValueError, match="two labels files under one name: a"):
         merge_labels([("a", one), ("a", two)])  # both files' ev000001 was a:ev000001
+
+
+def test_false_alarms_are_listed_by_the_ids_show_takes_highest_score_first() -> None:
+    """Evaluate counted '7 false alarms' and named none of them: the detections to tune by could only be
+    found by replaying with --out and matching each against the labels by hand."""
+    mild = detection("price_change", T0 + 9 * S, sequence=2)
+    worse = dataclasses.replace(detection("vwap_deviation", T0 + 20 * S, symbol="OTHR", sequence=3), score=3.5)
+    report = evaluate(labels(event()), [detection(), mild, worse])
+
+    assert [(d["id"], d["detector"], d["symbol"], d["score"]) for d in report.false_alarm_detections] == [
+        (worse.id, "vwap_deviation", "OTHR", 3.5), (mild.id, "price_change", "ACME", 2.0)]
+    assert report.false_alarm_detections[1]["time"].startswith("2025-03-04T10:00:09")
+    lines = render_text(report).splitlines()
+    assert lines[-3:] == ["false alarms, highest score first:",
+                          f"  {worse.id}  vwap_deviation   OTHR     2025-03-04 10:00:20 New York  score 3.50",
+                          f"  {mild.id}  price_change     ACME     2025-03-04 10:00:09 New York  score 2.00"]
+
+
+def test_a_long_list_says_how_many_it_leaves_out_and_where_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    """'missed (the first 20):' of 28 missed events said neither how many more nor where they were."""
+    import application.evaluate as module
+
+    monkeypatch.setattr(module, "MISSED_SHOWN", 1)
+    events = [event(f"ev{i:06d}", ts_start=T0 + i * 60 * S) for i in range(1, 4)]
+    text = render_text(evaluate(labels(*events), [detection("price_change", T0 + 9 * S, sequence=i) for i in (1, 2)]))
+    assert "missed (the first 1 of 3; --json lists every one: missed_events):" in text
+    assert "false alarms, highest score first (the first 1 of 2; --json lists every one: false_alarm_detections):" in text
