@@ -619,7 +619,7 @@ def generate(out: str, symbols: int, trades: int, seed: int, date: str) -> None:
         except MemoryError:
             fail(f"not enough memory to generate {trades:,} trades at once; ask for fewer")
     click.echo(f"wrote {result.total_trades:,} trades for {symbols:,} symbol{'' if symbols == 1 else 's'} to {out}")
-    click.echo(f"wrote {len(result.events)} labelled anomalies to {labels_path_for(out)}")
+    click.echo(f"wrote {counted(len(result.events), 'labelled anomaly', 'labelled anomalies')} to {labels_path_for(out)}")
 
 
 def trading_day(value: str) -> str:

@@ -432,6 +432,23 @@ def test_generate_counts_one_symbol_as_one(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[0] == f"wrote 1,002 trades for 1 symbol to {tmp_path / 'm.dbn.zst'}"
 
 
+@pytest.mark.parametrize(("events", "said"), [(1_083, "1,083 labelled anomalies"), (1, "1 labelled anomaly")],
+                         ids=["thousands", "one"])
+def test_generate_counts_the_labelled_anomalies_as_it_counts_trades(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    events: int, said: str) -> None:
+    """A 5,000-symbol market said 'wrote 6,000,000 trades' above 'wrote 1083 labelled anomalies'."""
+    import types
+
+    import adapters.synthetic
+
+    monkeypatch.setattr(adapters.synthetic, "generate",
+                        lambda *_, **__: types.SimpleNamespace(total_trades=6_000_000, events=[{}] * events))
+    result = CliRunner().invoke(main, ["generate", str(tmp_path / "m.dbn.zst"), "--symbols", "5000"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"wrote 6,000,000 trades for 5,000 symbols to {tmp_path / 'm.dbn.zst'}",
+                                          f"wrote {said} to {tmp_path / 'm.labels.json'}"]
+
+
 def test_generate_takes_a_name_in_capitals_as_the_readers_do(tmp_path: Path) -> None:
     """X.DBN.ZST was refused (the readers take it), and its labels or compression went by the case."""
     result = CliRunner().invoke(main, ["generate", str(tmp_path / "M.DBN.ZST"), "--symbols", "1", "--trades", "1002"])
