@@ -536,7 +536,9 @@ def suppress(symbol: str | None, detector: str | None, between: str | None, unti
              path: str | None) -> None:
     """Stop publishing anomalies that match a known pattern: every part given must match. Replay
     honours the file, and a running worker when STOCKANOMALY_SUPPRESSIONS names it (re-read when it
-    changes); trades are judged as always, so state and ids are unchanged."""
+    changes); trades are judged as always, so state and the other anomalies' ids are unchanged.
+    Incidents are grouped from the anomalies published: one whose earliest anomaly a rule holds back
+    gets another id (labelled from such a replay, `evaluate --verdicts` still knows it)."""
     from adapters.files.suppressions import load_suppressions, save_suppressions
     from domain.suppressions import Suppression
 

@@ -51,6 +51,7 @@ STAND_INS = [  # (command, option, the variable that stands in for it)
     ("replay", "--suppressions", "STOCKANOMALY_SUPPRESSIONS"),
     ("evaluate", "--thresholds", "STOCKANOMALY_THRESHOLDS"),
     ("label", "--file", "STOCKANOMALY_VERDICTS"),
+    ("show", "--file", "STOCKANOMALY_OUT"),
     ("suppress", "--file", "STOCKANOMALY_SUPPRESSIONS"),
     ("suppressions", "--file", "STOCKANOMALY_SUPPRESSIONS"),
     ("notify", "--webhook", "STOCKANOMALY_NOTIFY_WEBHOOKS"),
@@ -133,3 +134,14 @@ def test_ingest_help_says_how_to_resume_an_interrupted_ingest() -> None:
     text = help_of("ingest")
     assert "is resumed by running the same command with --resume" in text
     assert "those are skipped (said on stderr), the rest sent" in option_help("ingest", "--resume")
+
+
+def test_suppress_does_not_promise_ids_a_rule_changes() -> None:
+    """It said 'state and ids are unchanged', but an incident whose earliest anomaly a rule holds back is
+    regrouped under another id (test_feedback: a verdict on such an incident), and `show` of the old id
+    then finds nothing in the replay's --out."""
+    text = help_of("suppress")
+    assert "state and ids are unchanged" not in text
+    assert "state and the other anomalies' ids are unchanged" in text
+    assert "Incidents are grouped from the anomalies published: one whose earliest anomaly a rule holds back gets " \
+           "another id" in text
