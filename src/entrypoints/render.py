@@ -168,7 +168,7 @@ EPISODE_GAP = "..."
 
 
 def tape_table(before: list[dict[str, Any]], after: list[dict[str, Any]] | None, anomaly: dict[str, Any],
-               title: str) -> Table:
+               title: str | None = None) -> Table:
     """The trades before and after the print an anomaly was found at (as `Print.to_dict`), times on the
     exchange's clock and in ms from the anomaly's print."""
     table = Table(title=title, title_justify="left")
@@ -250,5 +250,8 @@ def render_shown(shown: Any) -> None:
              if episode else "before its print")
     title = (f"the tape around {a.detector} at {exchange_time(d)}: {len(shown.before)} trades {where}, "
              f"{len(shown.after or [])} after ({TAPE_BOUNDS})")
+    # A line of its own: as the table's title it was folded to the table's 68 columns, three lines
+    # cut mid-phrase ("none over 60" / "s away").
+    out.print(title, highlight=False)
     out.print(tape_table([p.to_dict() for p in shown.before],
-                         None if shown.after is None else [p.to_dict() for p in shown.after], d, title))
+                         None if shown.after is None else [p.to_dict() for p in shown.after], d))

@@ -347,3 +347,14 @@ def test_show_looks_where_replay_wrote_by_default_and_points_an_embedded_run_at_
     error = one_line_error(["show", anomaly])
     assert error.startswith("Error: Elasticsearch is not reachable at http://127.0.0.1:1")
     assert error.endswith("(a replay's anomalies and incidents: --file, its --out file)")
+
+
+def test_show_says_what_its_tape_holds_on_one_line(replay_out: Path) -> None:
+    """The tape's caption was the table's title, folded to the table's width: 'the tape around ... : 3' /
+    'trades before its print, 1 after (at most 10 each side, none over 60' / 's away)'."""
+    anomaly = json.loads(replay_out.read_text().splitlines()[0])
+    code, text = run("show", anomaly["id"], "--file", str(replay_out))
+    assert code == 0, text
+    caption = next(line for line in text.splitlines() if line.startswith("the tape around"))
+    assert caption.endswith(" after (at most 10 each side, none over 60 s away)")
+    assert text.splitlines()[text.splitlines().index(caption) + 1].startswith("┏")  # the table right under it
