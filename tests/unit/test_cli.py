@@ -1164,6 +1164,26 @@ def test_evaluate_against_verdicts_says_it_is_compiling_the_kernels_too(tmp_path
     assert "compiling the detectors' kernels: once per machine, 20-40 s" in screen.getvalue()
 
 
+def test_replay_says_it_is_writing_the_report_after_its_bar_has_gone(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report of 100 named symbols took 8 s after the replay's progress bar had gone, with nothing on
+    the terminal; said on a terminal only, as the bar is."""
+    import io
+
+    from rich.console import Console
+
+    import entrypoints.cli as cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=200))
+    report = tmp_path / "r.html"
+    assert run("replay", "--top", "0", "--report", str(report), str(DBN_SAMPLE))[0] == 0
+    assert f"writing the report to {report}" in screen.getvalue() and report.exists()
+    screen.truncate(0)
+    assert run("replay", "--json", "--report", str(report), str(DBN_SAMPLE))[0] == 0
+    assert "writing the report" not in screen.getvalue()
+
+
 def test_a_first_ingest_says_it_is_compiling_its_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine's first ingest sat ~7 s on a still progress bar while its kernels compiled."""
     import io
