@@ -645,6 +645,7 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
     Ctrl-C or SIGTERM."""
     import asyncio
     import signal
+    import time
     from pathlib import Path
 
     from adapters.kafka.notifier import notify_from_topic
@@ -683,6 +684,7 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
     group = group or config.notify_group or f"{config.app_id}-notifier-{topic}"
 
     async def handle(records: Any, partition: int) -> str:
+        started = time.perf_counter()
         outcome = await use_case(records, partition)
         for result, count in (("sent", len(outcome.sent)), ("held_back", outcome.held_back),
                               ("below_severity", outcome.below_severity), ("refused", len(outcome.refused))):
@@ -690,8 +692,9 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
         for channel, record_id, why in outcome.refused:
             log.error("notification_refused", webhook=channel, id=record_id, error=why[:300])
         if outcome.sent or outcome.skipped:
+            # seconds: the batch's posts, each waiting for its webhook's answer (what a lag growing comes from)
             log.info("notified", partition=partition, sent=len(outcome.sent), skipped=outcome.skipped,
-                     refused=len(outcome.refused))
+                     refused=len(outcome.refused), seconds=round(time.perf_counter() - started, 3))
         memory, left_out = use_case.policy(partition).memory()
         if left_out:
             log.warning("notifier_memory_full", partition=partition, symbols_left_out=left_out,

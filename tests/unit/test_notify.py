@@ -441,3 +441,39 @@ def test_a_reply_body_that_is_not_utf8_does_not_break_the_delivery(status: int) 
         return receiver.answered
 
     assert asyncio.run(go()) == ([503, 200] if status == 503 else [status])
+
+
+def test_each_notified_line_says_how_long_its_batch_took_its_webhooks_to_take(monkeypatch) -> None:
+    """StockanomalyNotifierLagGrowing's runbook sends the operator to the `notified` lines for a slow
+    webhook, and they carried no time."""
+    import json
+
+    import adapters.kafka.notifier
+    from entrypoints import cli_streaming
+
+    receiver = Receiver([], port=free_port())
+
+    async def one_batch(bootstrap: str, topic: str, group: str, handle: Any, *args: object, started: Any,
+                        **kwargs: object) -> None:
+        started()
+        await receiver.start()
+        try:
+            await handle([anomaly()], 0)
+        finally:
+            await receiver.stop()
+
+    monkeypatch.setattr(adapters.kafka.notifier, "notify_from_topic", one_batch)
+    # a logger bound afresh under the notifier's configuration (the module's may be cached by an earlier test)
+    monkeypatch.setattr(cli_streaming, "log", structlog.get_logger())
+    saved = structlog.get_config()
+    try:
+        result = CliRunner().invoke(main, ["notify", "--webhook",
+                                           f"http://127.0.0.1:{receiver.port}/hook"],
+                                    env={"STOCKANOMALY_NOTIFIER_METRICS_PORT": "0",
+                                         "STOCKANOMALY_METRICS_ADDR": "127.0.0.1"})
+    finally:
+        structlog.configure(**saved)
+    assert result.exit_code == 0, result.output
+    assert len(receiver.bodies) == 1
+    [line] = [json.loads(x) for x in result.stderr.splitlines() if '"notified"' in x]
+    assert (line["sent"], line["partition"]) == (1, 0) and 0 < line["seconds"] < 30
