@@ -10,6 +10,8 @@ from typing import Any
 
 import structlog
 
+from adapters.kafka.errors import said
+
 log = structlog.get_logger()
 
 # (partition, first offset, before) -> the offset of the first record the log holds in [first,
@@ -143,7 +145,7 @@ class RefreshFailures:
         self.said: set[str] = set()
 
     def failed(self, exc: BaseException) -> None:
-        error = describe_error(exc)
+        error = said(exc)[:300]
         if self.failures == 0:
             self.since = self.clock()
         self.failures += 1
@@ -160,11 +162,3 @@ class RefreshFailures:
                      seconds=round(self.clock() - self.since, 1))
         self.failures, self.said = 0, set()
 
-
-def describe_error(exc: BaseException) -> str:
-    """`Type: message` for a log line, once: aiokafka's errors put their type in their message
-    already ("KafkaTimeoutError: KafkaTimeoutError: ..." otherwise), and a timeout may say nothing."""
-    name, text = type(exc).__name__, str(exc)
-    if not text:
-        return name
-    return (text if text.startswith(name) else f"{name}: {text}")[:300]

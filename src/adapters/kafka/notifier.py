@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from adapters.kafka.errors import said
-from adapters.kafka.lag import PartitionProgress, RefreshFailures, describe_error
+from adapters.kafka.lag import PartitionProgress, RefreshFailures
 from adapters.kafka.records import decode_anomaly, decode_incident
 from domain.errors import SourceError
 from domain.incidents import Incident
@@ -218,7 +218,7 @@ class _Probe:
                 topics: Any = await asyncio.wait_for(self.consumer.topics(), PROBE_SECONDS)
             except (KafkaError, asyncio.TimeoutError) as exc:
                 if self.reachable:
-                    log.warning("kafka_unreachable", topic=self.topic, error=describe_error(exc))
+                    log.warning("kafka_unreachable", topic=self.topic, error=said(exc)[:300])
                 self.reachable = False
             else:
                 if not self.reachable:
