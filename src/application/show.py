@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from domain.errors import ConfigError, DomainError
+from application.record_ids import NotFound, resolve_record_id
 from domain.incidents import Incident
-from domain.model import NOT_AN_ID, Anomaly, Print, is_record_id
+from domain.model import Anomaly, Print
 from domain.ports import RecordLookup
-
-
-class NotFound(DomainError):
-    """No anomaly or incident has the id asked for."""
-
 
 @dataclass(frozen=True, slots=True)
 class Shown:
@@ -35,9 +30,8 @@ class ShowRecord:
         self.lookup = lookup
 
     def __call__(self, record_id: str) -> Shown:
-        record_id = record_id.strip().lower()
-        if not is_record_id(record_id):  # (as `label` says it; "no anomaly has id" would send one looking)
-            raise ConfigError(f"{record_id!r} {NOT_AN_ID}")
+        """`record_id`: a whole id, or the start of one (at least 8 hex digits) that no other stored id has."""
+        record_id = resolve_record_id(record_id, self.lookup)
         found = self.lookup.anomalies([record_id])
         if found:
             anomaly = found[0]

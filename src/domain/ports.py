@@ -166,6 +166,11 @@ class RecordLookup(Protocol):
         """The incident that has the anomaly as a member, if stored."""
         ...
 
+    def ids_starting(self, prefix: str, most: int) -> tuple[int, list[str]]:
+        """How many stored anomaly and incident ids start with `prefix` (lower-case hex), and up to
+        `most` of them, in order."""
+        ...
+
 
 @dataclass(slots=True)
 class Sent:

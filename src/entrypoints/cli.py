@@ -20,7 +20,7 @@ from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from domain.detectors import DETECTOR_NAMES
-from domain.errors import DomainError
+from domain.errors import ConfigError, DomainError
 from domain.suppressions import Suppressions
 from entrypoints.logging_setup import configure_logging, quiet_kafka_client
 from entrypoints.render import console, counted
@@ -387,7 +387,6 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
                                     **({"metrics": "prometheus", "metrics_port": metrics_port}
                                        if metrics_port is not None else {}))
         if metrics_port is not None:
-            from domain.errors import ConfigError
             from entrypoints.topics import serve_metrics
 
             server = container.metrics_server()
@@ -651,22 +650,48 @@ def verdicts_path(given: str | None, writes: bool = False) -> str:
 @click.option("--note", default="", help="Why (kept with the verdict).")
 @click.option("--file", "path", type=OutputPath(),
               help="Verdicts file [default: STOCKANOMALY_VERDICTS, else ./verdicts.jsonl].")
-def label(anomaly_ids: tuple[str, ...], confirmed: bool, false_positive: bool, note: str, path: str | None) -> None:
+@click.option("--records", "records", type=click.Path(dir_okay=False),
+              help="Where a short ID is looked up: a replay's --out file, or the incidents file beside it [default: "
+                   "STOCKANOMALY_OUT, else Elasticsearch].")
+@click.option("--es-url", metavar="URL",
+              help="Elasticsearch URL, for short IDs [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; "
+                   "credentials as for `query`.")
+def label(anomaly_ids: tuple[str, ...], confirmed: bool, false_positive: bool, note: str, path: str | None,
+          records: str | None, es_url: str | None) -> None:
     """Record an analyst's verdict on anomalies or incidents: give one ID or several (the same verdict
     and note on each; a mistyped one writes none) and one of --confirmed and --false-positive. IDs are
     in the tables of `replay` and `query`, at the end of `tail`'s lines, in their --json, in a replay's
     --out file, and shown by `show`.
 
+    An ID is the whole id or its first 8 or more hex digits (any case), when no other id starts with them
+    (as git takes a commit's): those are looked up (--records), and the whole id is what is recorded.
+
     The last verdict for an id counts (an incident's, for each of its anomalies with none of its
     own); `evaluate --verdicts` scores detectors against them."""
     from adapters.files.verdicts import append_verdicts
+    from application.record_ids import resolve_record_id, typed_record_id
+    from domain.model import is_record_id
 
     if confirmed == false_positive:
         fail("give --confirmed or --false-positive" if not confirmed else
              "give --confirmed or --false-positive, not both")
     verdict = "confirmed" if confirmed else "false_positive"
-    ids = list(dict.fromkeys(i.strip().lower() for i in anomaly_ids))  # hex: the same id whatever its case
+    then = "; nothing written" if len(anomaly_ids) > 1 else ""
+    typed, bad = [], []
+    for text in anomaly_ids:
+        try:
+            typed.append(typed_record_id(text))
+        except ConfigError as exc:
+            bad.append(str(exc))
+    if bad:
+        fail(bad[0] + (f" (and {len(bad) - 1} more ids)" if len(bad) > 1 else "") + then)
     target = verdicts_path(path, writes=True)
+    if not all(map(is_record_id, typed)):  # a whole id is recorded as given, from wherever it was copied
+        from entrypoints.cli_streaming import with_records
+
+        typed = with_records(records, es_url, "--records", lambda lookup: [resolve_record_id(t, lookup) for t in typed],
+                             then, looked_up="short ids are looked up there; ")
+    ids = list(dict.fromkeys(typed))  # a short id and its whole one: one verdict
     try:
         append_verdicts(target, ids, verdict, note)
     except DomainError as exc:

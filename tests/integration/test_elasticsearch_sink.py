@@ -6,6 +6,8 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,9 @@ from adapters.elasticsearch import (
     ElasticsearchAnomalySink,
     RetryPolicy,
 )
+from adapters.elasticsearch.mapping import ANOMALIES, INCIDENTS
 from application.query import QueryAnomalies, parse_time
+from domain.incidents import Incident
 from domain.model import Anomaly, anomaly_id, severity_for
 from entrypoints.cli import main
 from integration_support import GatedProxy, eventually
@@ -212,3 +216,42 @@ def test_query_command_prints_json_and_a_table(es_url: str, stored: str) -> None
     cut = CliRunner().invoke(main, [*args, "--limit", "1"])  # two match: the table says it shows one of them
     assert cut.exit_code == 0 and "1 anomalies (the first 1 by --order time; more match" in cut.output
     assert json.loads(CliRunner().invoke(main, [*args, "--limit", "1", "--json"]).output) == [A2.to_dict()]
+
+
+@pytest.mark.asyncio
+async def test_show_and_label_take_a_unique_start_of_an_id_the_indices_hold(es: Elasticsearch, es_url: str,
+                                                                           es_prefix: str, tmp_path: Path) -> None:
+    """A prefix query on the templates' keyword `id`, over the anomaly and the incident indices."""
+    first = replace(A1, id="9d302921bbad48840e9783c0da2d2251")
+    twin = replace(A2, id="9d302921bbd4c275f5b00afdb1ce91dd")  # shares its first 10 digits
+    incident = Incident(id="ab12cd34" + "0" * 24, symbol="AAPL", start_ns=A3.ts_event, end_ns=A3.ts_event, size=1,
+                        members=(A3.id,), detectors=(A3.detector,), score=A3.score, severity=A3.severity,
+                        headline=f"{A3.detector}: {A3.reason}")
+    stores = ((ANOMALIES, es_prefix, [first, twin, A3]), (INCIDENTS, f"{es_prefix}i", [incident]))
+    for kind, prefix, documents in stores:
+        sink = AsyncElasticsearchAnomalySink(AsyncElasticsearch(es_url, max_retries=0), index_prefix=prefix,
+                                             replicas=0, kind=kind)
+        await sink.publish(documents)
+        await sink.close()
+        stored_count(es, prefix, len(documents))
+    env = {"STOCKANOMALY_ES_INDEX_PREFIX": es_prefix, "STOCKANOMALY_ES_INCIDENTS_PREFIX": f"{es_prefix}i",
+           "STOCKANOMALY_OUT": None}
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, [*args, "--es-url", es_url], env=env)
+        return result.exit_code, result.output.strip()
+
+    code, text = await asyncio.to_thread(run, "show", first.id[:11].upper(), "--json")
+    assert code == 0 and json.loads(text)["anomaly"]["id"] == first.id, text
+    code, text = await asyncio.to_thread(run, "show", incident.id[:8], "--json")
+    assert code == 0 and json.loads(text)["incident"]["id"] == incident.id, text
+    code, text = await asyncio.to_thread(run, "show", first.id[:10])
+    assert code == 1 and text == (f"Error: '9d302921bb' starts 2 ids in Elasticsearch at {es_url} ({es_prefix}-*, "
+                                  f"{es_prefix}i-*): {first.id}, {twin.id}; give more of it")
+    code, text = await asyncio.to_thread(run, "show", "ffffffff")
+    assert code == 1 and text.startswith("Error: no anomaly or incident id starts with 'ffffffff' in Elasticsearch")
+    verdicts = tmp_path / "v.jsonl"
+    code, text = await asyncio.to_thread(run, "label", "--confirmed", twin.id[:11], incident.id[:8].upper(),
+                                         "--file", str(verdicts))
+    assert code == 0, text
+    assert [json.loads(line)["id"] for line in verdicts.read_text().splitlines()] == [twin.id, incident.id]

@@ -255,7 +255,10 @@ def test_show_explains_in_one_line_what_it_cannot_find(replay_out: Path, tmp_pat
         f"Error: no anomaly or incident has id '{unknown}' in {replay_out}"  # it said 'here'
     # what cannot be an id is said so, as `label` says it, not looked for
     assert one_line_error(["show", "0123", "--file", str(replay_out)]) == \
-        "Error: '0123' is not an anomaly or incident id (32 hex digits, as replay --out and query show)"
+        "Error: '0123' is too short for an id: give at least 8 of its 32 hex digits"
+    assert one_line_error(["show", "0123456z", "--file", str(replay_out)]) == \
+        "Error: '0123456z' is not an anomaly or incident id (32 hex digits, or the first 8 or more of them, as " \
+        "replay --out and query show)"
     assert "does not exist" in one_line_error(["show", unknown, "--file", str(tmp_path / "none.jsonl")])
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{}\n")

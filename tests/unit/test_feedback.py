@@ -439,8 +439,8 @@ def test_label_records_one_verdict_on_each_of_several_ids_or_on_none_when_one_is
     lines = [json.loads(line) for line in (tmp_path / "verdicts.jsonl").read_text().splitlines()]
     assert [(v["id"], v["verdict"], v["note"]) for v in lines] == [(first, "false_positive", "sweeps"),
                                                                  (second, "false_positive", "sweeps")]
-    code, out = invoke("label", "--confirmed", first, "abdfa575", second)
-    assert code == 1 and out == ("Error: 'abdfa575' is not an anomaly or incident id (32 hex digits, as replay "
-                                 "--out and query show); nothing written")
+    code, out = invoke("label", "--confirmed", first, "abdfa5z5", second)
+    assert code == 1 and out == ("Error: 'abdfa5z5' is not an anomaly or incident id (32 hex digits, or the first 8 "
+                                 "or more of them, as replay --out and query show); nothing written")
     assert load_verdicts(tmp_path / "verdicts.jsonl") == {first: "false_positive", second: "false_positive"}
     assert invoke("label", "--confirmed")[0] == 2  # no id at all: a usage error, as before

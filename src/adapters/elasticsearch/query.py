@@ -83,6 +83,11 @@ class ElasticsearchAnomalyQuery:
         return [self.kind.from_document(hit["_source"]) for hit in self._search(self.index, body)]
 
     def _search(self, index: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        hits: list[dict[str, Any]] = self._answer(index, body)["hits"]
+        return hits
+
+    def _answer(self, index: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The search answer's `hits` object (its list of hits checked to be one)."""
         try:
             response = self.client.search(index=index, ignore_unavailable=True, allow_no_indices=True,
                                           **body)
@@ -95,11 +100,11 @@ class ElasticsearchAnomalyQuery:
         except SerializationError as exc:  # an answer that is not JSON: another server on that port
             raise ElasticsearchRejected(f"{self.where} did not answer as Elasticsearch does (is it Elasticsearch? "
                                         f"check ELASTICSEARCH_URL or --es-url): {one_line(str(exc))}", 0) from exc
-        hits = response.get("hits", {}).get("hits") if isinstance(response.body, dict) else None
-        if not isinstance(hits, list):
+        answer = response.get("hits") if isinstance(response.body, dict) else None
+        if not isinstance(answer, dict) or not isinstance(answer.get("hits"), list):
             raise ElasticsearchRejected(f"{self.where} did not answer as Elasticsearch does (is it Elasticsearch? "
                                         "check ELASTICSEARCH_URL or --es-url): a search answer without hits", 0)
-        return hits
+        return answer
 
     def close(self) -> None:
         self.client.close()
@@ -126,6 +131,19 @@ class ElasticsearchRecords:
 
     def incident_of(self, anomaly_id: str) -> Incident | None:
         return self._one({"term": {"members": anomaly_id}})
+
+    def ids_starting(self, prefix: str, most: int) -> tuple[int, list[str]]:
+        # `id` is a keyword in both templates (mapping.py), so a prefix query reads its terms index; the
+        # count is exact (track_total_hits), and an id is one document: its index is its event day's.
+        count, ids = 0, set[str]()
+        for q in (self.anomaly_query, self.incident_query):
+            answer = q._answer(q.index, {"query": {"prefix": {"id": {"value": prefix}}}, "size": most,
+                                         "sort": [{"id": {"order": "asc"}}], "_source": ["id"],
+                                         "track_total_hits": True})
+            total = answer.get("total")
+            count += int(total["value"]) if isinstance(total, dict) else len(answer["hits"])
+            ids.update(h["_source"]["id"] for h in answer["hits"])
+        return count, sorted(ids)[:most]
 
     def _one(self, query: dict[str, Any]) -> Incident | None:
         q = self.incident_query

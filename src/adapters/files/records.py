@@ -98,3 +98,8 @@ class ReplayRecords:
 
     def incident_of(self, anomaly_id: str) -> Incident | None:
         return next((i for i in self._incidents if anomaly_id in i.members), None)
+
+    def ids_starting(self, prefix: str, most: int) -> tuple[int, list[str]]:
+        found = sorted({i for i in self._anomalies if i.startswith(prefix)}
+                       | {i.id for i in self._incidents if i.id.startswith(prefix)})
+        return len(found), found[:most]
