@@ -894,7 +894,8 @@ CALIBRATE_LISTED = 20  # symbols calibrate lists, one line each; the rest are co
 @click.option("--min-trades", default=1000, show_default=True, type=click.IntRange(1), metavar="N",
               help="Symbols with fewer trades (auction crosses aside) get no threshold (the default rule judges them).")
 def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float, min_trades: int) -> None:
-    """Learn per-symbol size thresholds from history, for `replay --thresholds` and the worker."""
+    """Learn per-symbol size thresholds from history, for `replay --thresholds` and the worker. The
+    busiest symbols are listed, most trades first; the file written holds every symbol's, by name."""
     from adapters.files.thresholds import save_thresholds
     from application.calibrate import calibrate as learn
 
@@ -913,13 +914,15 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
         fail(f"no symbol has --min-trades {min_trades:,} trades (auction crosses aside) in "
              f"{', '.join(paths)}: no thresholds written to {out}")
     save_thresholds(thresholds, out)
-    # A line per symbol reads for a few; for a market (thousands) it buried the summary: the file has them all.
-    listed = sorted(thresholds.symbols.items())
+    # A line per symbol reads for a few; for a market (thousands) it buried the summary: the file has them all,
+    # by name. Listed busiest first: the names an analyst watches, whose thresholds judge the most prints
+    # and rest on the most history (alphabetically, a market's first 20 were whichever began with A).
+    listed = sorted(thresholds.symbols.items(), key=lambda st: (-st[1].trades, st[0]))
     for symbol, t in listed[:CALIBRATE_LISTED]:
         click.echo(f"{symbol:<10} p{quantile * 100:g} {t.size_quantile_value:>12,.0f}  "
                    f"threshold {t.size_threshold:>12,.0f}  ({t.trades:,} trades, auction crosses aside)")
     if len(listed) > CALIBRATE_LISTED:
-        click.echo(f"... and {len(listed) - CALIBRATE_LISTED:,} more (every symbol's is in {out})")
+        click.echo(f"... and {len(listed) - CALIBRATE_LISTED:,} more, none busier (every symbol's is in {out})")
     count = len(thresholds.symbols)
     click.echo(f"wrote thresholds for {count:,} symbol{'' if count == 1 else 's'} to {out}")
     if too_few:  # left to the default rule: say so, or a market's thin symbols go missing in silence

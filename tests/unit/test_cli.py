@@ -806,7 +806,35 @@ def test_calibrate_on_a_market_lists_a_few_symbols_and_counts_the_rest_and_those
     assert code == 0, text
     lines = text.strip().splitlines()
     assert len(lines) == CALIBRATE_LISTED + 2 and lines[0].startswith("S001 ")
-    assert lines[-2:] == [f"... and 1 more (every symbol's is in {out})", f"wrote thresholds for 21 symbols to {out}"]
+    assert lines[-2:] == [f"... and 1 more, none busier (every symbol's is in {out})",
+                          f"wrote thresholds for 21 symbols to {out}"]
+
+
+def test_calibrate_lists_the_busiest_symbols_first_and_its_file_keeps_every_one_by_name(tmp_path: Path) -> None:
+    """It listed the first 20 symbols by name: a market's A-names, whatever they trade. An analyst wants
+    the names that trade most: their thresholds judge the most prints and rest on the most history."""
+    from entrypoints.cli import CALIBRATE_LISTED
+
+    # Z00..Z24 trade 30..54 times (the busiest last by name); A00..A04 50 times, as Z20 does; B00 once.
+    counts = {f"Z{s:02d}": 30 + s for s in range(25)} | {f"A{s:02d}": 50 for s in range(5)} | {"B00": 1}
+    data = tmp_path / "day.csv"
+    data.write_text("ts_event,price,size,symbol,side\n" + "".join(
+        f"2025-05-05T14:{k // 60:02d}:{k % 60:02d}Z,100,{1 + k % 7},{symbol},B\n"
+        for k in range(max(counts.values())) for symbol, n in counts.items() if k < n))
+    out = tmp_path / "t.json"
+    code, text = run("calibrate", str(data), "--out", str(out), "--min-trades", "10")
+    assert code == 0 and "rejected" not in text, text
+    lines = text.strip().splitlines()
+    # Most trades first, a tie by name.
+    assert [line.split()[0] for line in lines[:CALIBRATE_LISTED]] == \
+        ["Z24", "Z23", "Z22", "Z21", "A00", "A01", "A02", "A03", "A04", "Z20"] + [f"Z{s:02d}" for s in range(19, 9, -1)]
+    assert [int(line.split("(")[1].split()[0]) for line in lines[:6]] == [54, 53, 52, 51, 50, 50]
+    assert lines[CALIBRATE_LISTED:] == [
+        f"... and 10 more, none busier (every symbol's is in {out})", f"wrote thresholds for 30 symbols to {out}",
+        "no threshold for 1 symbol with fewer than --min-trades 10 trades (auction crosses aside): the default rule "
+        "judges them"]
+    # The file holds every one, by name: a lookup table, and two calibrations compare line by line.
+    assert list(json.loads(out.read_text())["symbols"]) == sorted(set(counts) - {"B00"})
 
 
 def test_replay_names_a_few_unseen_symbols_and_counts_the_rest(tmp_path: Path) -> None:
