@@ -1,25 +1,19 @@
-"""The `stockanomaly` commands over Kafka and Elasticsearch: ingest, decode, tail, reindex, notify, query, show."""
+"""The `stockanomaly` commands over Kafka and Elasticsearch: ingest, decode, tail, reindex, notify, query."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 
 from domain.detectors import DETECTOR_NAMES
 from domain.errors import DomainError
-from entrypoints.cli import (FiniteRange, OutputPath, err, fail, file_setting, file_source, log, main, progress_bar,
+from entrypoints.cli import (FiniteRange, OutputPath, err, fail, file_source, log, main, progress_bar,
                              say_when_compiling, service_log_level)
 from entrypoints.settings import Settings, check_http_url, check_topic, load_settings
-
-if TYPE_CHECKING:
-    from domain.ports import RecordLookup
-
-T = TypeVar("T")
 
 
 # Each setting a command takes as an option, and that option (what a bad value's error names).
@@ -425,8 +419,6 @@ def reindex(bootstrap: str | None, topic: str | None, es_url: str | None, retry_
     import asyncio
     from dataclasses import replace
 
-    from pathlib import Path
-
     from adapters.elasticsearch import ElasticsearchAdapterError, ElasticsearchUnavailable
     from adapters.kafka.dead_letters import read_dead_letter, truncated_length
     from adapters.kafka.records import INDEX_REJECTED, decode_anomaly, decode_incident
@@ -543,80 +535,6 @@ def tail(bootstrap: str | None, topic: str | None, last: int, follow: bool, as_j
     _each_record(config, name, show, last=last, follow=follow, overall=True, tie=event_time)
     if not shown and not follow:
         err.print(f"no {'incidents' if incidents else 'anomalies'} on {name} yet", highlight=False)
-
-
-def open_records(out_file: str | None, es_url: str | None, option: str) -> tuple[RecordLookup, str]:
-    """Where `show` and `label` look ids up, and the words for it: a replay's --out file (`option`
-    names it; default STOCKANOMALY_OUT), else Elasticsearch."""
-    from pathlib import Path
-
-    # The file replay wrote by default is the one to look in: `replay` then `show ID` went to Elasticsearch.
-    if not out_file:
-        out_file = file_setting(None, "out", "") or None
-        if out_file and not Path(out_file).exists():
-            fail(f"STOCKANOMALY_OUT names {out_file}, which does not exist yet (replay writes it; {option} names another)")
-    if out_file:
-        from adapters.files.records import ReplayRecords
-
-        return ReplayRecords(out_file), out_file
-    from adapters.elasticsearch import ElasticsearchSettings
-    from adapters.elasticsearch import connect as connect_elasticsearch
-    from adapters.elasticsearch.query import ElasticsearchRecords
-
-    config = settings_or_fail(elasticsearch_url=es_url)
-    settings = ElasticsearchSettings.from_env(url=config.elasticsearch_url or "http://127.0.0.1:9200",
-                                              request_timeout=10.0)
-    lookup = ElasticsearchRecords(connect_elasticsearch(settings), anomalies_prefix=config.es_index_prefix,
-                                  incidents_prefix=config.es_incidents_prefix, where=settings.safe_url)
-    return lookup, f"Elasticsearch at {settings.safe_url} ({config.es_index_prefix}-*, {config.es_incidents_prefix}-*)"
-
-
-def with_records(out_file: str | None, es_url: str | None, option: str, use: Callable[[RecordLookup], T],
-                 then: str = "", looked_up: str = "") -> T:
-    """`use(lookup)` over the records `open_records` opens, each way it can fail said in one line (with
-    `then` after it: what the failure left undone; `looked_up`: why Elasticsearch was asked at all)."""
-    from adapters.elasticsearch import ElasticsearchAdapterError, ElasticsearchUnavailable
-    from application.record_ids import IdNotResolved
-
-    where = out_file or ""
-    try:
-        lookup, where = open_records(out_file, es_url, option)
-        return use(lookup)
-    except IdNotResolved as exc:
-        fail(exc.said(where) + then)
-    except ElasticsearchUnavailable as exc:  # an embedded run's ids are in its --out file, not there
-        fail(f"{exc} ({looked_up}a replay's anomalies and incidents: {option}, its --out file){then}")
-    except (DomainError, ElasticsearchAdapterError, ValueError) as exc:
-        fail(str(exc) + then)
-
-
-@main.command(short_help="One anomaly or incident, with the tape around it.")
-@click.argument("record_id", metavar="ID")
-@click.option("--file", "out_file", type=click.Path(dir_okay=False),
-              help="A replay's --out file, or the incidents file written beside it (both are read) [default: "
-                   "STOCKANOMALY_OUT, where replay writes without --out, else Elasticsearch].")
-@click.option("--es-url", metavar="URL",
-              help="Elasticsearch URL [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; "
-                   "credentials as for `query`.")
-@click.option("--json", "as_json", is_flag=True, help="Print the anomaly, its incident and its tape as JSON.")
-def show(record_id: str, out_file: str | None, es_url: str | None, as_json: bool) -> None:
-    """One anomaly or incident by its id, with the tape around it: the trades before and after the
-    print it was found at (an incident: around its peak member), from a replay's --out file or from
-    the indices the indexer writes. ID: the whole id or its first 8 or more hex digits (any case), when
-    no other id there starts with them (as git takes a commit's)."""
-    from application.show import ShowRecord
-    from entrypoints.render import render_shown
-
-    shown = with_records(out_file, es_url, "--file", lambda lookup: ShowRecord(lookup)(record_id))
-    if as_json:
-        click.echo(json.dumps({"kind": shown.kind, "anomaly": shown.anomaly.to_dict() if shown.anomaly else None,
-                               "incident": shown.incident.to_dict() if shown.incident else None,
-                               "members": [m.to_dict() for m in shown.members],
-                               "absent_members": list(shown.absent),
-                               "before": [p.to_dict() for p in shown.before],
-                               "after": None if shown.after is None else [p.to_dict() for p in shown.after]}))
-        return
-    render_shown(shown)
 
 
 def webhooks(given: str) -> list[tuple[str, str]]:

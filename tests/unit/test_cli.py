@@ -785,7 +785,7 @@ def test_a_file_with_trades_says_nothing_of_book_files() -> None:
 def test_calibrate_on_a_market_lists_a_few_symbols_and_counts_the_rest_and_those_left_out(tmp_path: Path) -> None:
     """It printed a line per symbol: 1,488 lines for a 2,000-symbol market, the summary at their end, and
     not a word on the 512 symbols that got no threshold (too few trades) and stay on the default rule."""
-    from entrypoints.cli import CALIBRATE_LISTED
+    from entrypoints.cli_review import CALIBRATE_LISTED
 
     rows = [f"2025-05-05T14:00:{k // 100:02d}.{k % 100:02d}Z,100,{1 + k % 7},S{s:03d}"
             for s in range(CALIBRATE_LISTED + 5) for k in range(3 if s % 5 == 0 else 20)]
@@ -813,7 +813,7 @@ def test_calibrate_on_a_market_lists_a_few_symbols_and_counts_the_rest_and_those
 def test_calibrate_lists_the_busiest_symbols_first_and_its_file_keeps_every_one_by_name(tmp_path: Path) -> None:
     """It listed the first 20 symbols by name: a market's A-names, whatever they trade. An analyst wants
     the names that trade most: their thresholds judge the most prints and rest on the most history."""
-    from entrypoints.cli import CALIBRATE_LISTED
+    from entrypoints.cli_review import CALIBRATE_LISTED
 
     # Z00..Z24 trade 30..54 times (the busiest last by name); A00..A04 50 times, as Z20 does; B00 once.
     counts = {f"Z{s:02d}": 30 + s for s in range(25)} | {f"A{s:02d}": 50 for s in range(5)} | {"B00": 1}
@@ -918,11 +918,13 @@ def test_an_output_the_system_would_refuse_is_refused_before_any_data_is_read(
     """Asked of its directory (os.access), the check said yes: `replay --report` failed once the whole run
     was over ('Error: r.html: No such file or directory'), as calibrate's --out and generate's OUT did."""
     import entrypoints.cli as cli
+    import entrypoints.cli_review as cli_review
 
     if where == "/proc" and not Path("/proc/self").exists():
         pytest.skip("needs Linux's /proc")
     monkeypatch.setattr(cli, "sample_source", lambda *_: pytest.fail("data was read"))
-    monkeypatch.setattr(cli, "file_source", lambda *_: pytest.fail("data was read"))
+    for module in (cli, cli_review):  # replay's and calibrate's
+        monkeypatch.setattr(module, "file_source", lambda *_: pytest.fail("data was read"))
     target = Path("/proc/out.dbn") if where == "/proc" else tmp_path / "out.dbn"
     if where != "/proc":
         target.symlink_to(tmp_path / "missing" / "out.dbn")

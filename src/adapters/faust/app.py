@@ -11,7 +11,7 @@ import weakref
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
