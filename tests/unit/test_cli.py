@@ -1028,21 +1028,6 @@ def test_the_command_starts_without_importing_the_model_library_or_the_search_cl
     assert out.strip() == "[]"
 
 
-def test_the_kafka_clients_repeated_errors_are_shown_once_per_interval() -> None:
-    import logging
-
-    from entrypoints.logging_setup import OncePer
-
-    once = OncePer(30.0)
-
-    def record(template: str, *args: object) -> logging.LogRecord:
-        return logging.LogRecord("aiokafka.cluster", logging.ERROR, __file__, 1, template, args, None)
-
-    shown = [once.filter(record("Unable connect to node with id %s: %s", 1, "refused")) for _ in range(1000)]
-    assert shown.count(True) == 1 and shown[0]  # a reconnect loop's thousand errors: the first one
-    assert once.filter(record("Unable to update metadata from %s", [1]))  # another message: shown too
-
-
 def test_ctrl_c_while_the_cli_is_still_loading_is_one_line_and_status_130(monkeypatch: pytest.MonkeyPatch,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """Ctrl-C in the half second the CLI's imports take printed a KeyboardInterrupt traceback."""

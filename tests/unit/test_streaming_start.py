@@ -177,10 +177,10 @@ def test_the_worker_says_which_suppressions_file_it_honours(tmp_path: Path) -> N
     assert describe_suppressions(None) is None
 
 
-def test_the_kafka_clients_repeated_messages_are_shown_once_per_period() -> None:
+def test_the_workers_kafka_client_says_each_message_once_per_outage_through_every_client_logger() -> None:
     import logging
 
-    from entrypoints.logging_setup import OncePer, throttle_kafka_client
+    from entrypoints.logging_setup import OncePerOutage, throttle_kafka_client
 
     child = logging.getLogger("aiokafka.test_throttle")
     seen: list[str] = []
@@ -192,7 +192,7 @@ def test_the_kafka_clients_repeated_messages_are_shown_once_per_period() -> None
     handler = Keep()
     child.addHandler(handler)
     try:
-        throttle_kafka_client(seconds=60)
+        throttle_kafka_client(quiet=60)
         for attempt in range(100):  # a client retrying while the broker is away
             child.error("Failed fetch messages from %s: %s", 1, f"attempt {attempt}")
         child.error("Unable connect to node with id %s", 1)
@@ -200,7 +200,7 @@ def test_the_kafka_clients_repeated_messages_are_shown_once_per_period() -> None
         child.removeHandler(handler)
         for logger in logging.Logger.manager.loggerDict.values():  # as it was for the other tests
             if isinstance(logger, logging.Logger):
-                logger.filters = [f for f in logger.filters if not isinstance(f, OncePer)]
+                logger.filters = [f for f in logger.filters if not isinstance(f, OncePerOutage)]
     assert seen == ["Failed fetch messages from 1: attempt 0", "Unable connect to node with id 1"]
 
 
