@@ -585,6 +585,7 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
     from pathlib import Path
 
     from adapters.kafka.notifier import notify_from_topic
+    from adapters.metrics.beat import beat_while_running
     from adapters.webhook import WebhookChannel
     from application.notify import Notify
     from domain.errors import ConfigError
@@ -656,6 +657,9 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, main_task.cancel)
+        # From this loop, as the worker's and the indexer's: a post or a call that blocks it shows as
+        # stockanomaly_event_loop_blocked_seconds growing (its other gauges stand still meanwhile).
+        beating = asyncio.ensure_future(beat_while_running(metrics.event_loop_beat))
         try:
             await notify_from_topic(config.kafka_bootstrap_servers, topic, group, handle, incidents=incidents,
                                     heartbeat=touch if heartbeat else None, assigned=assigned,
@@ -664,6 +668,7 @@ def notify(bootstrap: str | None, incidents: bool, json_hooks: tuple[str, ...], 
         except asyncio.CancelledError:
             log.info("notifier_stopped")
         finally:
+            beating.cancel()
             for channel in channels:
                 await channel.close()
 

@@ -17,7 +17,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from domain.model import Anomaly, anomaly_id
-from integration_support import GatedProxy, HookReceiver, eventually_async, free_port, scrape, stop_processes
+from integration_support import (GatedProxy, HookReceiver, eventually, eventually_async, free_port, scrape,
+                                 stop_processes)
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -171,6 +172,13 @@ async def test_the_notifier_lag_rises_while_its_webhook_is_down_and_falls_to_zer
                                       what=f"the notifier's lag back to 0 ({log_path})") == {"0": 0.0, "1": 0.0}
         assert sorted(receiver.ids) == sorted(a.id for a in anomalies(0, 10))
         assert gauge(metrics_port, "stockanomaly_notifier_stalled_seconds", topic) == {"0": 0.0, "1": 0.0}
+        # Its event loop beat all along, the webhook's retries included (they wait, they do not block):
+        # a beat within the last few seconds, measured when scraped.
+        def since_beat() -> float | None:  # 0.0 exactly is also "never beat": wait for a reading above it
+            seconds = scrape(metrics_port)[("stockanomaly_event_loop_blocked_seconds", ())]
+            return seconds if seconds > 0 else None
+
+        assert eventually(since_beat, timeout=10, what="the notifier's event loop gauge") < 5
     finally:
         stop_processes([notifier])
         await receiver.stop()

@@ -171,7 +171,8 @@ def test_each_kind_of_process_exports_only_its_own_metrics() -> None:
     assert exported["indexer"] == {"dead_letters", "elasticsearch_writes", "elasticsearch_retries",
                                    "elasticsearch_failures", "elasticsearch_indices_deleted",
                                    "event_loop_blocked_seconds", "indexer_lag", "indexer_stalled_seconds"}
-    assert exported["notifier"] == {"notifications", "webhook_retries", "notifier_lag", "notifier_stalled_seconds"}
+    assert exported["notifier"] == {"notifications", "webhook_retries", "notifier_lag", "notifier_stalled_seconds",
+                                    "event_loop_blocked_seconds"}
     with pytest.raises(ValueError, match="exports must be one of"):
         PrometheusMetrics(CollectorRegistry(), exports="worker")
 
@@ -234,6 +235,43 @@ def test_event_loop_blocked_is_measured_when_scraped_from_the_last_beat(registry
     assert value(registry, "stockanomaly_event_loop_blocked_seconds") == pytest.approx(121.0)
     m.event_loop_beat()
     assert value(registry, "stockanomaly_event_loop_blocked_seconds") == 0.0
+
+
+def test_the_notifiers_loop_blocked_gauge_rises_while_its_loop_is_blocked_and_falls_once_it_runs(registry) -> None:
+    """`stockanomaly notify` beats from its own loop (adapters.metrics.beat), as the worker's and the
+    indexer's Faust timers do: a notifier whose loop a synchronous call holds was invisible."""
+    import asyncio
+
+    from adapters.metrics.beat import beat_while_running
+
+    now = [50.0]
+    m = PrometheusMetrics(registry, exports="notifier", clock=lambda: now[0])
+
+    def blocked() -> float | None:  # as the metrics endpoint's thread reads it
+        return value(registry, "stockanomaly_event_loop_blocked_seconds")
+
+    async def go() -> list[float | None]:
+        beaten = asyncio.Event()
+
+        def beat() -> None:
+            m.event_loop_beat()
+            beaten.set()
+
+        beating = asyncio.ensure_future(beat_while_running(beat, seconds=0.01))
+        try:
+            await asyncio.wait_for(beaten.wait(), 5)
+            now[0] = 50.5
+            seen = [blocked()]
+            beaten.clear()
+            now[0] = 200.0  # the loop held by a call for 150 s: nothing here awaits, so no beat comes
+            seen.append(blocked())
+            await asyncio.wait_for(beaten.wait(), 5)  # the loop runs again: its next beat
+            seen.append(blocked())
+            return seen
+        finally:
+            beating.cancel()
+
+    assert asyncio.run(go()) == [pytest.approx(0.5), pytest.approx(150.0), 0.0]
 
 
 def test_elasticsearch_tally_reports_increments_of_the_sink_counters() -> None:

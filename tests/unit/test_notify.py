@@ -477,3 +477,33 @@ def test_each_notified_line_says_how_long_its_batch_took_its_webhooks_to_take(mo
     assert len(receiver.bodies) == 1
     [line] = [json.loads(x) for x in result.stderr.splitlines() if '"notified"' in x]
     assert (line["sent"], line["partition"]) == (1, 0) and 0 < line["seconds"] < 30
+
+
+def test_the_notifier_beats_its_loop_blocked_gauge_from_its_own_event_loop(monkeypatch) -> None:
+    """The notifier exported no stockanomaly_event_loop_blocked_seconds: a notifier whose loop was
+    blocked was invisible. Its beats come from the loop that runs the notifier."""
+    import adapters.kafka.notifier
+    from adapters.metrics import PrometheusMetrics
+
+    beats: list[asyncio.AbstractEventLoop] = []
+    loops: list[asyncio.AbstractEventLoop] = []
+    real_beat = PrometheusMetrics.event_loop_beat
+
+    def beat(self: PrometheusMetrics) -> None:
+        beats.append(asyncio.get_running_loop())
+        real_beat(self)
+
+    async def until_beaten(*args: object, started: Any, **kwargs: object) -> None:
+        started()
+        loops.append(asyncio.get_running_loop())
+        for _ in range(1000):  # the beat is a task of this loop: it runs when this one yields
+            if beats:
+                break
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(PrometheusMetrics, "event_loop_beat", beat)
+    monkeypatch.setattr(adapters.kafka.notifier, "notify_from_topic", until_beaten)
+    result = CliRunner().invoke(main, ["notify", "--webhook", "http://127.0.0.1:1/h"],
+                                env={"STOCKANOMALY_NOTIFIER_METRICS_PORT": "0", "STOCKANOMALY_METRICS_ADDR": "127.0.0.1"})
+    assert result.exit_code == 0, result.output
+    assert beats and set(beats) == set(loops)

@@ -34,6 +34,7 @@ from adapters.faust.transactions import stop_producers_of_partitions_not_held
 from adapters.kafka.codec import decode_many
 from adapters.kafka.keys import WRONG_PARTITION, misrouted, partition_of
 from adapters.kafka.lag import ConsumerLag, RefreshFailures
+from adapters.metrics.beat import LOOP_BEAT_SECONDS
 from application.detect import DetectTrades
 from application.incidents import GroupIncidents
 from application.publish import PublishOutcome
@@ -49,7 +50,6 @@ GAUGE_REFRESH_SECONDS = 5.0  # how often consumer lag and held state are re-read
 # How long a refresh waits for the broker: well within its period, or Faust warns of an overlapping timer
 # at every tick of an outage.
 GAUGE_REFRESH_PATIENCE = 2.0
-LOOP_BEAT_SECONDS = 1.0  # how often the event loop says it runs (stockanomaly_event_loop_blocked_seconds)
 PROGRESS_SECONDS = 60.0  # how often an INFO `progress` line sums up the takes committed since the last
 NEVER = 10 * 365 * 86_400.0  # seconds: a Faust timer that must not fire
 

@@ -20,8 +20,8 @@ import faust
 import structlog
 
 from adapters.elasticsearch.bulk import FailedAnomaly, SinkCounters
-from adapters.faust.app import (GAUGE_REFRESH_PATIENCE, GAUGE_REFRESH_SECONDS, LOOP_BEAT_SECONDS, NEVER,
-                                committed_takes, in_sequence, transactional_id)
+from adapters.faust.app import (GAUGE_REFRESH_PATIENCE, GAUGE_REFRESH_SECONDS, NEVER, committed_takes, in_sequence,
+                                transactional_id)
 from adapters.faust.indexer_lag import IndexerLag
 from adapters.faust.outputs import KafkaDeadLetterSink, PartitionProducer
 from adapters.faust.recovery import fetch_without_long_polls
@@ -30,6 +30,7 @@ from adapters.faust.settings import StreamingSettings
 from adapters.faust.transactions import stop_producers_of_partitions_not_held
 from adapters.kafka.lag import RefreshFailures
 from adapters.kafka.records import INDEX_REJECTED, decode_anomaly, decode_incident
+from adapters.metrics.beat import LOOP_BEAT_SECONDS
 from domain.model import DeadLetter
 from domain.ports import Metrics
 

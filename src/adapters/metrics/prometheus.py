@@ -26,7 +26,8 @@ EXPORTS: dict[str, frozenset[str]] = {
     "indexer": frozenset({"dead_letters", "elasticsearch_writes", "elasticsearch_retries",
                           "elasticsearch_failures", "elasticsearch_indices_deleted", "event_loop_blocked",
                           "indexer_lag", "indexer_stalled"}),
-    "notifier": frozenset({"notifications", "webhook_retries", "notifier_lag", "notifier_stalled"}),
+    "notifier": frozenset({"notifications", "webhook_retries", "notifier_lag", "notifier_stalled",
+                           "event_loop_blocked"}),
 }
 
 
