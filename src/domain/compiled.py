@@ -9,6 +9,7 @@ or in NUMBA_CACHE_DIR), so only the first run ever waits.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -45,6 +46,19 @@ def compiled_in_this_process() -> int:
     (gc, malloc_trim) gives none of it back."""
     # Under NUMBA_DISABLE_JIT a "kernel" is the plain function: nothing compiled.
     return sum(sum(d.stats.cache_misses.values()) for d in _DISPATCHERS if hasattr(d, "stats"))
+
+
+def kernels_cached(kernel: Any = None) -> bool:
+    """Whether numba has a kernel compiled on disk (default: the record checks, the first kernel any
+    detecting run calls). Read from its index file, an attribute path of numba's own: True when it
+    cannot tell."""
+    if kernel is None:
+        from domain.validation import _verdicts as kernel
+
+    try:
+        return os.path.exists(kernel._cache._cache_file._index_path)
+    except AttributeError:
+        return True
 
 
 @inline

@@ -19,6 +19,7 @@ import structlog
 from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from domain.compiled import kernels_cached
 from domain.detectors import DETECTOR_NAMES
 from domain.errors import ConfigError, DomainError
 from entrypoints.logging_setup import configure_logging, quiet_kafka_client
@@ -44,24 +45,18 @@ def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
-def kernels_cached(kernel: Any = None) -> bool:
-    """Whether numba has a kernel compiled on disk (default: the record checks, the first kernel any
-    detecting run calls). Read from its index file, an attribute path of numba's own: True when it
-    cannot tell."""
-    if kernel is None:
-        from domain.validation import _verdicts as kernel
-
-    try:
-        return os.path.exists(kernel._cache._cache_file._index_path)
-    except AttributeError:
-        return True
-
-
 def say_when_compiling(kernel: Any = None, what: str = "the detectors' kernels", seconds: str = "20-40 s") -> None:
     """A machine's first run compiles the kernels: seconds in which nothing moves (the compiler holds
-    the interpreter, so not even the progress bar's spinner), which read as a hang. Said on a terminal."""
-    if err.is_terminal and not kernels_cached(kernel):
-        err.print(f"compiling {what}: once per machine, {seconds} (later runs start at once)", highlight=False)
+    the interpreter, so not even the progress bar's spinner), which read as a hang. Said on a terminal,
+    and elsewhere too (CI logs, cron, `replay ... | jq`, a container's first start, where a first run
+    sat silent for ~49 s) as one plain line on stderr: stdout stays what a --json reader parses."""
+    if kernels_cached(kernel):
+        return
+    said = f"compiling {what}: once per machine, {seconds} (later runs start at once)"
+    if err.is_terminal:
+        err.print(said, highlight=False)
+    else:
+        click.echo(said, err=True)
 
 
 class FiniteRange(click.FloatRange):

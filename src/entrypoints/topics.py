@@ -97,12 +97,19 @@ def starts_worker(argv: Sequence[str]) -> bool:
 RESTARTED_AFTER_COMPILING = "STOCKANOMALY_RESTARTED_AFTER_COMPILING"
 
 
-def warm_up_kernels(steps: Sequence[Callable[[], object]], environ: Mapping[str, str]) -> float:
+def warm_up_kernels(steps: Sequence[Callable[[], object]], environ: Mapping[str, str], cached: bool = True) -> float:
     """Run the warm-up `steps` (loading the compiled kernels, or compiling them) and return the
     seconds they took, saying first what is happening: a first start on a machine compiled for 110 s
-    with two workers starting at once, and their logs stayed empty all that time. Not said again by
-    the process started again after compiling (its `kernels_compiled` line said it)."""
-    if not environ.get(RESTARTED_AFTER_COMPILING):
+    with two workers starting at once, and their logs stayed empty all that time. `cached`: whether
+    numba's cache has the kernels (else `compiling_kernels`, for sure; a cache there but stale, for
+    edited sources, still compiles, as `kernels_loading` says). Not said again by the process
+    started again after compiling (its `kernels_compiled` line said it)."""
+    if environ.get(RESTARTED_AFTER_COMPILING):
+        pass
+    elif not cached:
+        log.info("compiling_kernels", action="none in numba's cache yet (a first start on this machine): 20-40 s, "
+                 "minutes with several workers starting at once; then the worker starts itself again once")
+    else:
         log.info("kernels_loading", action="from numba's cache, about a second; a first start on this machine "
                  "or after the sources changed compiles them instead (20-40 s, minutes with several workers "
                  "starting at once), then starts itself again once")
@@ -110,6 +117,15 @@ def warm_up_kernels(steps: Sequence[Callable[[], object]], environ: Mapping[str,
     for step in steps:
         step()
     return time.monotonic() - started
+
+
+def say_compiled(compiled: int, seconds: float, restarting: bool) -> None:
+    """After a warm-up that compiled `compiled` kernels: how long it took (the start's line before it
+    said it would), and whether the worker now starts itself again."""
+    if compiled:
+        log.info("kernels_compiled", kernels=compiled, seconds=round(seconds, 1),
+                 **({"action": "starting again to load them from the cache (a process that compiled keeps "
+                               "~200 MiB more)"} if restarting else {}))
 
 
 def restart_after_compiling(compiled: int, argv: Sequence[str], orig_argv: Sequence[str], executable: str,

@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import sys
 
-import structlog
-
+from adapters.kafka.codec import _walk_tables as decoder_kernel
 from adapters.kafka.codec import warm_up as warm_up_decoder
-from domain.compiled import compiled_in_this_process
+from domain.compiled import compiled_in_this_process, kernels_cached
 from domain.errors import ConfigError
 from entrypoints.container import build_container
 from entrypoints.logging_setup import configure_logging, throttle_kafka_client
 from entrypoints.topics import (RESTARTED_AFTER_COMPILING, before_start, describe_suppressions, faust_web_address,
-                                require_directory, require_port, restart_after_compiling, serve_metrics,
-                                warm_up_kernels)
+                                require_directory, require_port, restart_after_compiling, say_compiled,
+                                serve_metrics, warm_up_kernels)
 
 try:
     container = build_container(metrics="prometheus")
@@ -28,15 +27,14 @@ configure_logging(container.settings().log_level)
 describe_suppressions(rules_file)
 # Compiled kernels loaded (or, on a machine's very first start, compiled) before the consumer starts,
 # so the first batches do not wait on them and no consumer heartbeat waits on a compiler.
-seconds = warm_up_kernels([engine.warm_up, warm_up_decoder], os.environ)
+seconds = warm_up_kernels([engine.warm_up, warm_up_decoder], os.environ,
+                          cached=kernels_cached() and kernels_cached(decoder_kernel))
 # A start that compiled them (no cache yet for these sources on this CPU) keeps LLVM's memory, ~200
 # MiB, for the process's life: start again, now loading them from the cache just written.
 compiled = compiled_in_this_process()
 restart = restart_after_compiling(compiled, sys.argv, sys.orig_argv, sys.executable, os.environ)
+say_compiled(compiled, seconds, restarting=restart is not None)  # also when it runs on (a cache it cannot write)
 if restart is not None:
-    structlog.get_logger().info("kernels_compiled", kernels=compiled, seconds=round(seconds, 1),
-                                action="starting again to load them from the cache (a process that compiled "
-                                       "keeps ~200 MiB more)")
     sys.stdout.flush()
     sys.stderr.flush()
     os.environ[RESTARTED_AFTER_COMPILING] = "1"

@@ -1162,6 +1162,35 @@ def test_a_first_run_says_it_is_compiling_the_kernels_before_the_wait(monkeypatc
     assert "compiling" not in screen.getvalue()
 
 
+def test_a_first_run_outside_a_terminal_says_it_is_compiling_in_one_plain_line_on_stderr(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside a terminal (CI logs, cron, `replay ... | jq`, a container's first start) a machine's
+    first run sat silent for ~49 s while numba compiled. Said there too, plainly, on stderr: stdout is
+    the --json reader's."""
+    import io
+
+    from rich.console import Console
+
+    import entrypoints.cli as cli
+
+    monkeypatch.setattr(cli, "err", Console(file=io.StringIO(), force_terminal=False, width=4096))
+    said = "compiling the detectors' kernels: once per machine, 20-40 s (later runs start at once)\n"
+    runs = {}
+    for cached in (False, True):
+        monkeypatch.setattr(cli, "kernels_cached", lambda kernel=None, cached=cached: cached)
+        result = CliRunner().invoke(main, ["replay", "--json", "--top", "1", "--detectors", "high_volume",
+                                           str(DBN_SAMPLE)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        runs[cached] = result
+    assert runs[False].stderr.count("compiling") == 1 and said in runs[False].stderr
+    assert "\x1b" not in runs[False].stderr  # no colour, no spinner: a line a log keeps as it is
+    assert "compiling" not in runs[True].stderr  # kernels on disk: a later run says nothing
+    summaries = [json.loads(runs[cached].stdout) for cached in (False, True)]  # stdout untouched: JSON alone
+    for summary in summaries:
+        del summary["seconds"], summary["trades_per_second"]  # the clock's, not the run's
+    assert summaries[0] == summaries[1] and summaries[0]["trades"] > 0
+
+
 def test_evaluate_against_verdicts_says_it_is_compiling_the_kernels_too(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """evaluate --verdicts replays its DATA as evaluate does: the same wait, said the same way."""

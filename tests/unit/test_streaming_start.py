@@ -20,7 +20,7 @@ from adapters.metrics.server import MetricsServer
 from domain.errors import ConfigError
 from entrypoints.topics import (RESTARTED_AFTER_COMPILING, check_elasticsearch, describe_suppressions,
                                 faust_web_address, require_directory, require_port, restart_after_compiling,
-                                serve_metrics, warm_up_kernels)
+                                say_compiled, serve_metrics, warm_up_kernels)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -248,6 +248,21 @@ def test_the_worker_says_it_is_loading_its_kernels_before_a_warm_up_that_may_com
     warm_up_kernels([lambda: seen.append([e["event"] for e in logs])], {RESTARTED_AFTER_COMPILING: "1"})
     assert seen == [["kernels_loading"], ["kernels_loading"]] and seconds >= 0
     assert logs[0]["log_level"] == "info" and "compiles them" in logs[0]["action"]
+
+
+def test_a_worker_with_no_kernels_cached_says_it_compiles_before_and_how_long_it_took_after(logs_of: Any) -> None:
+    """A first start (numba's cache empty) says `compiling_kernels` before the warm-up and
+    `kernels_compiled` with its seconds after, whether the worker then starts again or runs on."""
+    seen: list[list[str]] = []
+    logs = logs_of(topics)
+    warm_up_kernels([lambda: seen.append([e["event"] for e in logs])], {}, cached=False)
+    say_compiled(38, 41.26, restarting=True)
+    say_compiled(38, 40.0, restarting=False)  # a cache it could not write: it runs on, and says so too
+    say_compiled(0, 0.8, restarting=False)  # loaded from the cache: nothing more to say
+    assert seen == [["compiling_kernels"]]
+    assert [(e["event"], e.get("seconds"), "action" in e) for e in logs] == [
+        ("compiling_kernels", None, True), ("kernels_compiled", 41.3, True), ("kernels_compiled", 40.0, False)]
+    assert "first start" in logs[0]["action"]
 
 
 class _Signal:
