@@ -45,7 +45,7 @@ def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
-def say_when_compiling(kernel: Any = None, what: str = "the detectors' kernels", seconds: str = "20-40 s") -> None:
+def say_when_compiling(kernel: Any = None, what: str = "the detectors' kernels", seconds: str = "30-60 s") -> None:
     """A machine's first run compiles the kernels: seconds in which nothing moves (the compiler holds
     the interpreter, so not even the progress bar's spinner), which read as a hang. Said on a terminal,
     and elsewhere too (CI logs, cron, `replay ... | jq`, a container's first start, where a first run

@@ -107,11 +107,11 @@ def warm_up_kernels(steps: Sequence[Callable[[], object]], environ: Mapping[str,
     if environ.get(RESTARTED_AFTER_COMPILING):
         pass
     elif not cached:
-        log.info("compiling_kernels", action="none in numba's cache yet (a first start on this machine): 20-40 s, "
+        log.info("compiling_kernels", action="none in numba's cache yet (a first start on this machine): 30-60 s, "
                  "minutes with several workers starting at once; then the worker starts itself again once")
     else:
         log.info("kernels_loading", action="from numba's cache, about a second; a first start on this machine "
-                 "or after the sources changed compiles them instead (20-40 s, minutes with several workers "
+                 "or after the sources changed compiles them instead (30-60 s, minutes with several workers "
                  "starting at once), then starts itself again once")
     started = time.monotonic()
     for step in steps:

@@ -1142,7 +1142,7 @@ def test_an_output_variable_under_a_file_is_refused_naming_the_variable(
 
 
 def test_a_first_run_says_it_is_compiling_the_kernels_before_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    """make replay's first run sat 20-40 s on a still progress bar (the compiler holds the
+    """make replay's first run sat 30-60 s on a still progress bar (the compiler holds the
     interpreter): it read as a hang. Said on a terminal when numba has no kernel on disk yet."""
     import io
 
@@ -1155,7 +1155,7 @@ def test_a_first_run_says_it_is_compiling_the_kernels_before_the_wait(monkeypatc
     monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=200))
     monkeypatch.setattr(cli, "kernels_cached", lambda kernel=None: False)
     assert run("replay", "--top", "0", "--detectors", "high_volume", str(DBN_SAMPLE))[0] == 0
-    assert "compiling the detectors' kernels: once per machine, 20-40 s" in screen.getvalue()
+    assert "compiling the detectors' kernels: once per machine, 30-60 s" in screen.getvalue()
     monkeypatch.setattr(cli, "kernels_cached", lambda kernel=None: True)
     screen.truncate(0)
     assert run("replay", "--top", "0", "--detectors", "high_volume", str(DBN_SAMPLE))[0] == 0
@@ -1174,7 +1174,7 @@ def test_a_first_run_outside_a_terminal_says_it_is_compiling_in_one_plain_line_o
     import entrypoints.cli as cli
 
     monkeypatch.setattr(cli, "err", Console(file=io.StringIO(), force_terminal=False, width=4096))
-    said = "compiling the detectors' kernels: once per machine, 20-40 s (later runs start at once)\n"
+    said = "compiling the detectors' kernels: once per machine, 30-60 s (later runs start at once)\n"
     runs = {}
     for cached in (False, True):
         monkeypatch.setattr(cli, "kernels_cached", lambda kernel=None, cached=cached: cached)
@@ -1205,7 +1205,7 @@ def test_evaluate_against_verdicts_says_it_is_compiling_the_kernels_too(tmp_path
     monkeypatch.setattr(cli, "kernels_cached", lambda kernel=None: False)
     (tmp_path / "v.jsonl").write_text("")
     assert run("evaluate", str(DBN_SAMPLE), "--verdicts", str(tmp_path / "v.jsonl"))[0] == 0
-    assert "compiling the detectors' kernels: once per machine, 20-40 s" in screen.getvalue()
+    assert "compiling the detectors' kernels: once per machine, 30-60 s" in screen.getvalue()
 
 
 def test_replay_says_it_is_writing_the_report_after_its_bar_has_gone(tmp_path: Path,
