@@ -370,6 +370,21 @@ def test_row_with_too_few_fields_is_reported_and_the_rest_kept(tmp_path: Path) -
     assert [(d.reason, d.origin, d.raw) for d in letters] == [("bad_row", f"{path}, line 3", cut.encode())]
 
 
+@pytest.mark.parametrize("chunk_size", [64, 65_536])
+def test_rows_with_too_few_fields_in_every_block_of_a_file_are_each_reported(tmp_path: Path, chunk_size: int) -> None:
+    """Arrow reads a file in blocks (of chunk_size rows' bytes, 64 KiB at least): those of the blocks
+    after the first were lost."""
+    lines = csv_lines(flow(3_000))
+    for i in (10, 1_500, 2_999):
+        lines[i] = lines[i][:40]
+    path = write_csv(tmp_path / "short.csv", lines)
+
+    trades, letters = read(path, chunk_size=chunk_size)
+
+    assert len(trades) == 2_997
+    assert [d.origin for d in letters] == [f"{path}, line {i + 2}" for i in (10, 1_500, 2_999)]
+
+
 def test_a_row_of_bytes_that_are_not_text_is_one_bad_row_and_the_rest_kept(tmp_path: Path,
                                                                           capfd: pytest.CaptureFixture[str]) -> None:
     lines = csv_lines(flow(4))

@@ -170,9 +170,12 @@ def _read_batches(reader: pcsv.CSVStreamingReader, stream: WholeLineStream, path
         formats = formats or _Formats(batch, path)
         chunk = _convert(batch, formats, _LineNumbers(done, skipped), path)
         done += batch.num_rows
-        chunk.dead_letters = pending + chunk.dead_letters
+        # Taken out of the list the invalid-row handler appends to (a new list lost the letters of every
+        # block after the first); what it adds meanwhile goes with the next chunk.
+        taken = len(pending)
+        chunk.dead_letters = pending[:taken] + chunk.dead_letters
+        del pending[:taken]
         yield chunk
-        pending = []
     if stream.damage is not None:
         pending.append(dl.bad_file(path, dl.line(_next_line(done, skipped)), stream.damage))
     if pending:
