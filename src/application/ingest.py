@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -161,9 +162,33 @@ async def read_ahead(source: TradeSource) -> AsyncIterator[SourceChunk]:
             pending.exception()
 
 
+async def to_the_end(chunks: AsyncIterator[SourceChunk]) -> AsyncGenerator[tuple[SourceChunk, bool], None]:
+    """Each chunk, and whether no trade follows it: a chunk of trades is held until the next one with
+    trades comes (or the source ends), and the dead letters read after the source's last trade are
+    folded into its chunk, after its trades, so they can go with its last publish."""
+    held: list[SourceChunk] = []  # the last chunk with trades read, and the letters-only ones since
+    async for chunk in chunks:
+        if len(chunk.trades) and held:
+            for earlier in held:
+                yield earlier, False
+            held = []
+        held.append(chunk)
+    if held:
+        yield _folded(held), True
+
+
+def _folded(chunks: list[SourceChunk]) -> SourceChunk:
+    """One chunk of `chunks`, only the first of which may hold trades: their letters after them."""
+    if len(chunks) == 1:
+        return chunks[0]
+    first, rest = chunks[0], [d for c in chunks[1:] for d in c.dead_letters]
+    return SourceChunk(first.trades, first.dead_letters + rest, first.places, first.describe,
+                       dead_letters_at=first.letters_at() + [len(first.trades)] * len(rest))
+
+
 class IngestTrades:
-    """Publish every chunk of a source: its dead letters, then its trades, as per-symbol runs of at
-    most `batch_trades` handed to the publisher together when they are due.
+    """Publish every chunk of a source: its trades as per-symbol runs of at most `batch_trades` handed
+    to the publisher together when they are due, each of its dead letters with the trades after it.
 
     `summary` counts what the publisher was handed, message by message, as it goes: after an
     interruption (the call cancelled) it still says what was sent, which the final flush delivered.
@@ -200,17 +225,20 @@ class IngestTrades:
             summary.seconds = self.clock.now() - started
 
         resume, read = self.resume, 0
-        # A chunk's dead letters go out with its first trades, not when it is read: a paced chunk
-        # spans minutes, and a resume must be able to tell from the trade log alone whether they went
-        # (ResumePlan.dead_letters_sent); sent on reading, an interrupted chunk's went twice.
-        letters: list[DeadLetter] = []
+        # A dead letter goes with the publish holding the first trade after it in the source (its
+        # carrier), right after that publish's first message; one after the source's last trade goes
+        # with the last publish. So at any pace the dead-letter topic keeps to the trades' place in the
+        # source (a chunk spans minutes, hours on a thin day), and whether a letter went is what the trade
+        # log says of its carrier (ResumePlan.dead_letter_sent). A live feed is not held back for that.
+        waiting: deque[tuple[int, DeadLetter]] = deque()  # (its carrier, the letter), in order
+        ends = to_the_end(chunks) if self.source_id is not None else ((c, False) async for c in chunks)
         try:
-            async for chunk in chunks:
-                read += len(chunk.trades)
-                if chunk.dead_letters and (resume is None or
-                                           not resume.dead_letters_sent(read - len(chunk.trades), read)):
-                    letters.extend(chunk.dead_letters)
-                pieces = [(chunk.trades, read - len(chunk.trades), False)] if resume is None else resume.cut(chunk.trades)
+            async for chunk, last in ends:
+                first, read = read, read + len(chunk.trades)
+                waiting.extend(sorted(((min(first + k, read - 1) if last and read else first + k, letter)
+                                       for k, letter in zip(chunk.letters_at(), chunk.dead_letters)),
+                                      key=lambda waits: waits[0]))
+                pieces = [(chunk.trades, first, False)] if resume is None else resume.cut(chunk.trades)
                 for trades, at, whole in pieces:
                     if resume is not None and at + len(trades) <= resume.first_unsent:
                         summary.skipped += len(trades)  # all on the log: not even paced
@@ -223,19 +251,21 @@ class IngestTrades:
                             runs, skipped = resume.unsent(runs, at)
                             summary.skipped += skipped
                         at += len(due)
-                        if letters:
-                            await self.publisher.publish_dead_letters(letters)
-                            letters = []
-                        await self.publisher.publish(runs, mark)
+                        await self.publisher.publish(runs, mark, self._due_letters(waiting, at))
                         count()
                         if on_progress is not None:
                             on_progress(summary)
-            if letters:  # of the source's end: no trade follows them
-                await self.publisher.publish_dead_letters(letters)
+            letters = self._due_letters(waiting, None)
+            if letters and resume is not None and read == 0:
+                letters = await resume.unsent_without_trades(letters)
+            if letters:  # of a source without trades, or after a live feed's last
+                await self.publisher.publish_dead_letters(
+                    letters, None if self.source_id is None else IngestMark(self.source_id, read, read))
             if resume is not None:
                 resume.finish()
         finally:
             try:
+                await ends.aclose()
                 aclose = getattr(chunks, "aclose", None)
                 if aclose is not None:  # release the source (a reader thread, a live session) now
                     await aclose()
@@ -244,3 +274,13 @@ class IngestTrades:
                 await self.publisher.flush()
                 count()
         return summary
+
+    def _due_letters(self, waiting: deque[tuple[int, DeadLetter]], stop: int | None) -> list[DeadLetter]:
+        """The letters whose carrier is before `stop` (None: all), less those a resumed ingest's log
+        says went already."""
+        due = []
+        while waiting and (stop is None or waiting[0][0] < stop):
+            carrier, letter = waiting.popleft()
+            if self.resume is None or not self.resume.dead_letter_sent(carrier):
+                due.append(letter)
+        return due

@@ -10,7 +10,9 @@ its own last message), and trades at equal timestamps are told apart by the whol
 instrument, ts_event, sequence and the rest), never by time alone.
 
 A resumed ingest keeps the invariant for the next interruption: a partly sent window is sent again
-as one `publish` of the same trades, minus its prefix, so its runs keep their order.
+as one `publish` of the same trades, minus its prefix, so its runs keep their order. A source's dead
+letter goes right after the first message of the publish holding the first trade after it: it went
+if and only if the log holds a window reaching past that trade (`dead_letter_sent`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import numpy as np
 
 from application.ingest import symbol_batches
 from domain.errors import ResumeError
-from domain.ports import LogTail, TradeLogTails, TradeSource
+from domain.model import DeadLetter
+from domain.ports import IngestDeadLetters, LogTail, TradeLogTails, TradeSource
 from domain.symbols import SymbolRuns, factorize
 
 
@@ -50,6 +53,8 @@ class ResumePlan:
     partitions: int
     reached: dict[int, Reached] = field(default_factory=dict)
     first_unsent: int = 0  # the first trade of the source the log does not hold
+    source: str = ""  # the source's id (IngestMark.source)
+    dead_letters: IngestDeadLetters | None = None  # asked only of a source without trades
     _held: np.ndarray | None = None  # trades of a window not read to its end yet (see cut)
     _held_at: int = 0
     _read: int = 0
@@ -78,11 +83,19 @@ class ResumePlan:
         return (f"resume: skipped {self.skipped:,} trades of these files already on {self.topic} "
                 f"({stood}{none})")
 
-    def dead_letters_sent(self, first: int, stop: int) -> bool:
-        """Whether a read chunk holding the source's trades [first, stop) had its dead letters sent:
-        they went just before the first `publish` from `first` on (IngestTrades), so yes when the log
-        holds a window that starts there or later (a publish never spans two chunks)."""
-        return any(r.first >= first and r.stop > r.first for r in self.reached.values())
+    def dead_letter_sent(self, carrier: int) -> bool:
+        """Whether a dead letter went whose carrier is trade `carrier` of the source: it went right after
+        the first message of the publish holding that trade (IngestTrades), so yes when the log holds
+        a window reaching past it, that publish's or a later one's."""
+        return self.frontier > carrier
+
+    async def unsent_without_trades(self, letters: list[DeadLetter]) -> list[DeadLetter]:
+        """Of a source without trades, whose letters nothing on the trades topic accounts for: those
+        the dead-letter topic does not hold (all of them when it cannot be asked)."""
+        if self.dead_letters is None or not letters:
+            return letters
+        held = await self.dead_letters.origins(self.source)
+        return [letter for letter in letters if letter.origin not in held]
 
     def cut(self, trades: np.ndarray) -> list[tuple[np.ndarray, int, bool]]:
         """The next read trades as pieces (trades, position of the first, whether it must go in one
@@ -163,15 +176,17 @@ class ResumePlan:
         return np.array([known[n] for n in names], np.int64)[codes]
 
 
-async def plan_resume(log: TradeLogTails, source: TradeSource, source_id: str, topic: str) -> ResumePlan:
-    """The plan for ingesting `source` (named `source_id`) to `topic` again, skipping what it holds.
+async def plan_resume(log: TradeLogTails, source: TradeSource, source_id: str, topic: str,
+                      dead_letters: IngestDeadLetters | None = None) -> ResumePlan:
+    """The plan for ingesting `source` (named `source_id`) to `topic` again, skipping what it holds
+    (and, for a source without trades, the dead letters `dead_letters` holds).
 
     Reads the last message of each partition, then the source up to the furthest of them (in a
     thread); raises ResumeError, before anything is sent, when the log's end does not come from
     these files as this ingest writes them."""
     tails = await log.tails()
     own = [t for t in tails if t.mark is not None and t.mark.source == source_id]
-    plan = ResumePlan(topic, log.partition_of, log.partitions)
+    plan = ResumePlan(topic, log.partition_of, log.partitions, source=source_id, dead_letters=dead_letters)
     others = [t for t in tails if t.offset >= 0 and t not in own]
     if not own:
         if others:

@@ -219,6 +219,9 @@ class DeadLetter:
     key: bytes | None = None  # the key of the message it came in, when it came in one
     row: int = -1  # a rejected trade's position in the batch it was judged in; -1: not a trade of one
     records: int = 1  # input records it stands for: 0 for the unread rest of a file (counted as no trade)
+    # Where in its source it stands, numbered as SourceChunk.places numbers trades (a file's line or
+    # record); -1: not said. Not part of what the letter says: two reads of one row are one letter.
+    place: int = field(default=-1, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"reason": self.reason, "detail": self.detail, "origin": self.origin,

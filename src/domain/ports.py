@@ -24,6 +24,12 @@ class SourceChunk:
     # origin of a dead letter the engine writes for it (a duplicate). None: the source does not say.
     places: np.ndarray | None = None
     describe: Callable[[int], str] | None = None
+    # Per dead letter, how many of the chunk's trades go before it (0 to len(trades)), so ingest can
+    # send it with the trades around its place in the source. None: all of them go before the trades.
+    dead_letters_at: list[int] | None = None
+
+    def letters_at(self) -> list[int]:
+        return [0] * len(self.dead_letters) if self.dead_letters_at is None else self.dead_letters_at
 
     def origin(self, row: int) -> str:
         """Where trade `row` comes from, as a dead letter's origin ("" when the source does not say)."""
@@ -205,12 +211,17 @@ class TradePublisher(Protocol):
 
     sent: Sent
 
-    async def publish(self, runs: SymbolRuns, mark: IngestMark | None = None) -> None:
+    async def publish(self, runs: SymbolRuns, mark: IngestMark | None = None,
+                      dead_letters: Sequence[DeadLetter] = ()) -> None:
         """Queue `runs` (each one symbol's trades in event-time order), counting them in `sent`;
-        each message carries `mark` when given."""
+        each message (and dead letter) carries `mark` when given. `dead_letters` are queued right after
+        the first message, nothing in between, even when the call is cancelled there: the trade log
+        holds a message of this publish if and only if they went (application.resume relies on it)."""
         ...
 
-    async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None: ...
+    async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter], mark: IngestMark | None = None) -> None:
+        """Queue `dead_letters`, each carrying `mark` when given (those of a source without trades)."""
+        ...
 
     async def flush(self) -> None: ...
 
@@ -225,6 +236,14 @@ class LogTail:
     trades: np.ndarray  # TRADE_DTYPE, in the message's order; empty when it holds none we can read
     mark: IngestMark | None  # what its publisher said it holds (None: not an ingest of files)
     partitions: int | None  # the partition count it was written for, when marked
+
+
+class IngestDeadLetters(Protocol):
+    """The dead-letter topic, as far as a file ingest's own letters go."""
+
+    async def origins(self, source: str) -> set[str]:
+        """The origins of the dead letters it holds that an ingest of `source` sent (marked as such)."""
+        ...
 
 
 class TradeLogTails(Protocol):

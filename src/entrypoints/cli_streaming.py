@@ -214,12 +214,15 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
             pass  # not the main thread (ingest called from a test or a tool): signals are its host's
         async with publisher:
             if resume:
+                from adapters.kafka.ingest_letters import KafkaIngestDeadLetters
                 from adapters.kafka.tails import KafkaTradeLogTails
                 from application.resume import plan_resume
 
                 tails = KafkaTradeLogTails(config.kafka_bootstrap_servers, config.trades_topic, config.partitions)
                 assert source_id is not None
-                ingest_trades.resume = await plan_resume(tails, files, source_id, config.trades_topic)
+                ingest_trades.resume = await plan_resume(
+                    tails, files, source_id, config.trades_topic,
+                    KafkaIngestDeadLetters(config.kafka_bootstrap_servers, config.dlq_topic))
                 click.echo(ingest_trades.resume.describe(), err=True)
                 log.info("ingest_resumed", skipped=ingest_trades.resume.skipped, source=source_id,
                          partitions_reached=sorted(ingest_trades.resume.reached))

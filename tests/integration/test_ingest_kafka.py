@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from adapters.databento import DatabentoFileSource
 from adapters.kafka.codec import decode
 from adapters.kafka.keys import partition_of
+from adapters.kafka.marks import read_mark
 from adapters.kafka.producer import KafkaTradePublisher
 from adapters.memory import InMemoryTradeSource
 from adapters.synthetic import generate_market
@@ -299,3 +300,107 @@ async def test_resuming_onto_a_topic_that_ends_with_another_file_is_refused_in_o
         f"Error: {names[0]} ends with messages that are not from these files ({names[0]}[")
     assert "nothing of them to resume; ingest them without --resume, or to another topic" in result.output
     assert await end_offsets(kafka_bootstrap, names[0], 4) == ends  # nothing sent
+
+
+def csv_rows(trades: np.ndarray) -> list[str]:
+    """Trades as the lines of a Databento CSV export (integer nanosecond timestamps)."""
+    return [f"{t['ts_recv']},{t['ts_event']},0,{t['publisher_id']},{t['instrument_id']},T,{t['side'].decode()},0,"
+            f"{t['price']:.9f},{t['size']},{t['flags']},0,{t['sequence']},{t['symbol']}" for t in trades]
+
+
+@pytest.mark.asyncio
+async def test_a_paced_ingest_interrupted_and_resumed_sends_each_bad_row_once_with_the_trades_around_it(
+        kafka_bootstrap, new_topic, tmp_path: Path) -> None:
+    """Bad rows before the first trade, among the trades (one in a run of three, one cut short) and after
+    the last, in a file read almost whole as one chunk: each dead letter reaches trades.dlq once, with the publish of
+    the trade after it (its carrier), not with the chunk's first trades. Interrupted (Ctrl-C) mid-way,
+    the topic then holds exactly the letters whose carrier's publish it holds; resumed, the rest."""
+    names = [await new_topic(n, partitions=4) for n in ("dlq-pace", "dlq-pace-anomalies", "dlq-pace-incidents",
+                                                        "dlq-pace-dlq")]
+    good = csv_rows(generate_market(symbols=8, trades=40_000, seed=3).trades)
+    bad_at = [0, 0, 7_000, 15_000, 20_000, 20_001, 20_002, 31_000, 39_999, 40_000, 40_000, 40_000]
+    lines = list(good)
+    for k, at in enumerate(sorted(bad_at, reverse=True)):  # bad rows put before the good row `at`
+        neighbour = good[min(at, len(good) - 1)].split(",")
+        neighbour[8] = "1l3.2"
+        lines.insert(at, ",".join(neighbour) if k != 5 else ",".join(neighbour[:6]))
+    path = tmp_path / "day.csv"
+    path.write_text("\n".join([CSV_HEADER, *lines]) + "\n")
+    chunks = list(DatabentoFileSource([path]).chunks())
+    expected = np.concatenate([c.trades for c in chunks])
+    position, sent = {}, 0  # each dead letter's place among the trades ingest sends: how many go before it
+    for chunk in chunks:
+        position |= {d.origin: sent + k for k, d in zip(chunk.letters_at(), chunk.dead_letters)}
+        sent += len(chunk.trades)
+    assert len(chunks[0].trades) > 31_000 and len(expected) == 40_000 and len(position) == len(bad_at)
+    carrier = {origin: min(at, len(expected) - 1) for origin, at in position.items()}
+
+    cli = Path(sys.executable).with_name("stockanomaly")
+    args = [str(cli), "ingest", str(path), "--json", "--bootstrap", kafka_bootstrap, "--topic", names[0],
+            "--anomalies-topic", names[1], "--incidents-topic", names[2], "--dlq-topic", names[3], "--partitions", "4"]
+    first = subprocess.Popen([*args, "--pace", "x3000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        async def a_third_there() -> bool:
+            return sum((await end_offsets(kafka_bootstrap, names[0], 4)).values()) >= 1_500
+
+        await eventually_async(a_third_there, timeout=60, interval=0.05, what="1,500 messages of the first ingest")
+        first.send_signal(signal.SIGINT)
+        _, first_err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 128 + signal.SIGINT, first_err
+
+    def marked(records: list[ConsumerRecord]) -> list[tuple[int, int, int]]:
+        """(timestamp, first, stop) of each message: when it was sent, and its publish's trades."""
+        found = [(r.timestamp, read_mark(r.headers)) for r in records]
+        assert all(mark is not None for _, mark in found)
+        return [(t, mark[0].first, mark[0].stop) for t, mark in found if mark is not None]
+
+    reached = max(stop for _, _, stop in marked(await read_all(kafka_bootstrap, names[0], partition_count=4)))
+    went = [dict(r.headers)["origin"].decode() for r in await read_all(kafka_bootstrap, names[3], partition_count=4)]
+    assert 0 < reached < len(expected)
+    assert sorted(went) == sorted(o for o, c in carrier.items() if c < reached)  # none ahead of its trades
+
+    resumed = await asyncio.to_thread(subprocess.run, [*args, "--resume"], capture_output=True, text=True, timeout=300)
+
+    assert resumed.returncode == 0, resumed.stderr
+    records = await read_all(kafka_bootstrap, names[0], partition_count=4, timeout=60)
+    on_topic = np.concatenate([decode(r.key, r.value, "")[0] for r in records])
+    counts = identity_counts(on_topic)
+    assert len(on_topic) == 40_000 and counts == identity_counts(expected) and set(counts.values()) == {1}
+    letters = await read_all(kafka_bootstrap, names[3], partition_count=4)
+    origins = Counter(dict(r.headers)["origin"].decode() for r in letters)
+    assert origins == Counter(dict.fromkeys(carrier, 1))  # each bad row once, on one side of the resume or the other
+    assert json.loads(resumed.stdout)["dead_letters"] == len(bad_at) - len(went)
+    messages = marked(records)
+    for letter in letters:  # no publish after its carrier's went before it, and every one before it did
+        c, sent_at = carrier[dict(letter.headers)["origin"].decode()], letter.timestamp
+        assert all(t <= sent_at for t, _, stop in messages if stop <= c), letter.offset
+        assert all(t >= sent_at for t, first, _ in messages if first > c), letter.offset
+    assert "Traceback" not in resumed.stderr + first_err
+
+
+@pytest.mark.asyncio
+async def test_a_file_of_bad_rows_alone_resumed_sends_none_of_its_dead_letters_again(
+        kafka_bootstrap, new_topic, tmp_path: Path) -> None:
+    """No trade on the trades topic says which of its letters went: the resume reads the dead-letter
+    topic, where each letter a file ingest sends is marked with its files."""
+    names = [await new_topic(n, partitions=4) for n in ("bad-only", "bad-only-anomalies", "bad-only-incidents",
+                                                        "bad-only-dlq")]
+    rows = [line.split(",") for line in csv_rows(generate_market(symbols=8, trades=40_000, seed=3).trades[:3])]
+    path = tmp_path / "bad.csv"  # every price unreadable
+    path.write_text("\n".join([CSV_HEADER, *(",".join([*f[:8], "1l3.2", *f[9:]]) for f in rows)]) + "\n")
+    args = ["ingest", str(path), "--json", "--bootstrap", kafka_bootstrap, "--topic", names[0], "--anomalies-topic",
+            names[1], "--incidents-topic", names[2], "--dlq-topic", names[3], "--partitions", "4"]
+    first = await asyncio.to_thread(CliRunner().invoke, main, args)
+    assert first.exit_code == 0, first.output
+
+    again = await asyncio.to_thread(CliRunner().invoke, main, [*args, "--resume"])
+
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.output.strip().splitlines()[-1])
+    assert (summary["trades"], summary["dead_letters"]) == (0, 0)
+    letters = await read_all(kafka_bootstrap, names[3], partition_count=4)
+    assert sorted(dict(r.headers)["origin"].decode() for r in letters) == [f"{path}, line {n}" for n in (2, 3, 4)]
+    assert {read_mark(r.headers)[0].source for r in letters} == {DatabentoFileSource([path]).fingerprint()}  # type: ignore[index]

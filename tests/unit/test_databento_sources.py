@@ -20,6 +20,7 @@ from builders import T0, calm_flow
 from fixtures_sources.writers import HEADER, csv_lines, dbn_bytes, write_csv, write_dbn
 
 from adapters.databento import DatabentoFileSource
+from adapters.databento.source import FILE_PLACES
 from adapters.databento.quoting import close_open_quotes
 from domain.errors import SourceError
 from domain.model import TRADE_DTYPE, DeadLetter
@@ -744,6 +745,75 @@ def test_several_files_merge_into_event_time_order(tmp_path: Path) -> None:
     assert trades["symbol"][:2].tolist() == ["NVDA", "AMD"]  # a tie keeps the order files were given
     for symbol, original in (("NVDA", nvda), ("AMD", amd), ("MSFT", msft)):
         assert trades["sequence"][trades["symbol"] == symbol].tolist() == original["sequence"].tolist()
+
+
+def merged(paths: list[Path], chunk_size: int, read_ahead: int = 0) -> tuple[np.ndarray, list[tuple[int, DeadLetter]]]:
+    """The merged trades' places, and each dead letter with how many merged trades go before it."""
+    places: list[np.ndarray] = []
+    letters: list[tuple[int, DeadLetter]] = []
+    sent = 0
+    for chunk in DatabentoFileSource([str(p) for p in paths], chunk_size=chunk_size, read_ahead=read_ahead).chunks():
+        assert chunk.letters_at() == sorted(chunk.letters_at()) and all(0 <= k <= len(chunk.trades)
+                                                                        for k in chunk.letters_at())
+        letters += [(sent + k, letter) for k, letter in zip(chunk.letters_at(), chunk.dead_letters)]
+        places.append(chunk.places if chunk.places is not None else np.empty(0, np.int64))
+        sent += len(chunk.trades)
+    return np.concatenate(places), letters
+
+
+def broken_lines(trades: np.ndarray, bad: list[int]) -> list[str]:
+    """The trades as CSV lines, those at `bad` (indexes into them) made bad rows (price unreadable)."""
+    lines = csv_lines(trades)
+    for i in bad:
+        fields = lines[i].split(",")
+        fields[8] = "1l3.2"
+        lines[i] = ",".join(fields)
+    return lines
+
+
+@pytest.mark.parametrize("chunk_size", [64, 256, 1_000, 65_536])
+def test_a_bad_rows_dead_letter_comes_out_after_the_trades_above_it_and_before_those_below(
+        tmp_path: Path, chunk_size: int) -> None:
+    """Not with its chunk's first trades: ingest sends a letter with the trades around it, and a paced
+    chunk spans hours of a thin day. The first row, rows in a run, a chunk's last, the file's last."""
+    bad = [0, 63, 64, 65, 700, 701, 702, 1_500, 2_998, 2_999]
+    path = write_csv(tmp_path / "bad.csv", [*broken_lines(flow(3_000), bad), "2025-05-05T13:30:09Z,short"])
+
+    places, letters = merged([path], chunk_size)
+
+    lines = {i + 2 for i in bad} | {3_002}  # the header is line 1; the short line is the last
+    assert sorted(int(d.origin.rsplit(" ", 1)[1]) for _, d in letters) == sorted(lines)
+    for at, letter in letters:
+        line = int(letter.origin.rsplit(" ", 1)[1])
+        assert at == int((places < line).sum()), letter.origin  # after the good rows above it, before the rest
+
+
+@pytest.mark.parametrize("read_ahead", [0, 1, 100_000])
+def test_merged_files_dead_letters_go_between_their_own_files_neighbours(tmp_path: Path, read_ahead: int) -> None:
+    nvda = flow(3_000, seed=1, rate=20.0)
+    amd = flow(2_000, symbol="AMD", instrument_id=77, seed=2, rate=10.0)
+    compressed = zstandard.ZstdCompressor(write_checksum=True).compress(
+        ("\n".join([HEADER, *broken_lines(flow(20_000, symbol="MSFT", instrument_id=88, seed=3), [10, 4_000])])
+         + "\n").encode())
+    broken = tmp_path / "broken.csv.zst"  # damaged: its stream ends with a bad_file letter, after all it read
+    broken.write_bytes(compressed[: len(compressed) * 3 // 4])
+    paths = [write_csv(tmp_path / "nvda.csv", broken_lines(nvda, [0, 5, 1_000, 2_999])),
+             write_csv(tmp_path / "amd.csv.zst", broken_lines(amd, [255, 256, 1_999])), broken]
+
+    places, letters = merged(paths, 256, read_ahead)
+
+    assert len(letters) == 10 and [d.reason for _, d in letters].count("bad_file") == 1
+    files = places // FILE_PLACES
+    for at, letter in letters:
+        n = next(k for k, p in enumerate(paths) if letter.origin.startswith(str(p)))
+        mine = np.flatnonzero(files == n)
+        line = int(letter.origin.rsplit(" ", 1)[1]) + n * FILE_PLACES if letter.reason == "bad_row" else None
+        above = mine if line is None else mine[places[mine] < line]
+        below = mine[~np.isin(mine, above)]
+        assert not len(above) or above.max() < at, letter.origin  # never ahead of its file's trades above it
+        assert not len(below) or below.min() >= at, letter.origin  # nor behind those below it
+    in_turn_places, in_turn = merged(paths, 256, 0)  # decoded on threads or not, the same stream
+    assert np.array_equal(in_turn_places, places) and in_turn == letters
 
 
 def test_whole_dollar_prices_are_dollars_and_later_decimal_prices_read_alike(tmp_path: Path) -> None:

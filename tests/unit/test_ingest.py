@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,20 +64,25 @@ class InMemoryPublisher:
         self.stall_after = stall_after  # messages after which a publish waits forever (a full buffer)
         self.stalled = asyncio.Event()
 
-    async def publish(self, runs: list[tuple[str, np.ndarray]], mark: object = None) -> None:
-        for symbol, trades in runs:  # one message per run, as a producer for one symbol would send
+    async def publish(self, runs: list[tuple[str, np.ndarray]], mark: object = None,
+                      dead_letters: Sequence[DeadLetter] = ()) -> None:
+        if not len(runs):
+            await self.publish_dead_letters(dead_letters)
+        for n, (symbol, trades) in enumerate(runs):  # one message per run, as a producer for one symbol would send
             if len(self.messages) == self.stall_after:
                 self.stalled.set()
                 await asyncio.Event().wait()
             key, value = encode_batch(symbol, trades)
             self.messages.append((key, value))
+            if n == 0:
+                await self.publish_dead_letters(dead_letters)
             self.sent.trades, self.sent.messages = self.sent.trades + len(trades), self.sent.messages + 1
             self.sent.bytes += len(value)
             if self.clock is not None:
                 self.sent_at.append(self.clock.now())
                 self.clock.t += self.seconds_per_message
 
-    async def publish_dead_letters(self, dead_letters: list[DeadLetter]) -> None:
+    async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter], mark: object = None) -> None:
         self.dead_letters.extend(dead_letters)
         self.sent.dead_letters += len(dead_letters)
 
@@ -354,7 +359,8 @@ async def test_live_trades_wait_at_most_flush_seconds_for_their_batch() -> None:
 @pytest.mark.asyncio
 async def test_a_failing_publisher_ends_the_live_session_at_once() -> None:
     class BrokenPublisher(InMemoryPublisher):
-        async def publish(self, runs: list[tuple[str, np.ndarray]], mark: object = None) -> None:
+        async def publish(self, runs: list[tuple[str, np.ndarray]], mark: object = None,
+                          dead_letters: object = ()) -> None:
             raise ConnectionError("broker gone")
 
     client = FakeLive([mapping(1, "NVDA"), trade(1)], hang=True)

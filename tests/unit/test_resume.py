@@ -153,8 +153,9 @@ async def test_a_complete_ingest_resumed_sends_nothing_and_a_fresh_log_gets_ever
 @pytest.mark.asyncio
 @pytest.mark.parametrize("after", [1, 3, 40, 95, 250], ids=lambda n: f"after-{n}-messages")
 async def test_each_dead_letter_is_on_the_log_once_after_a_resume(after: int) -> None:
-    """A chunk's dead letters go with its first trades: an ingest stopped inside a chunk (a paced
-    chunk spans minutes) had sent them, one stopped before the chunk's first trades had not."""
+    """Letters a source does not place (no `dead_letters_at`) stand before their chunk's trades: an
+    ingest stopped inside a chunk had sent them, one stopped before the chunk's first message had not.
+    (Placed letters: test_ingest_dead_letters.)"""
     chunks = [SourceChunk(MARKET[i:i + 5_000], [DeadLetter("bad_row", "", f"day.csv, line {i + k}", b"x")
                                                 for k in range(3)])
               for i in range(0, len(MARKET), 5_000)]

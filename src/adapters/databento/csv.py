@@ -80,7 +80,8 @@ def _read_stream(stream: WholeLineStream, path: Path, chunk_size: int) -> Iterat
         detail = ("a quoted field is not closed on its line" if left_open is not None
                   else f"expected {row.expected_columns} fields, got {row.actual_columns}")
         pending.append(dl.bad_row(path, dl.line(row.number if row.number is not None else "?"), detail,
-                                  (row.text if left_open is None else left_open).encode()))
+                                  (row.text if left_open is None else left_open).encode(),
+                                  row.number if row.number is not None else -1))
         return "skip"
 
     try:
@@ -264,7 +265,7 @@ def _convert(batch: pa.RecordBatch, formats: _Formats, lines: _LineNumbers, path
         for row, line in zip(rows.tolist(), lines(rows).tolist()):
             detail = "; ".join(what if name is None else f"{what} {batch.column(name)[row].as_py()!r}"
                                for what, name, mask in problems if mask[row])
-            letters.append((line, dl.bad_row(path, dl.line(line), detail, _raw(batch, row))))
+            letters.append((line, dl.bad_row(path, dl.line(line), detail, _raw(batch, row), line)))
     keep = wanted & ~bad
     kept = np.flatnonzero(keep)
     at = lines(kept)

@@ -126,7 +126,7 @@ def to_trades(records: np.ndarray, offset: int, rtype: int, symbols: SymbolTable
     for i in np.flatnonzero(~well_formed):
         letters.append(dl.bad_row(path, dl.record(offset + int(i)),
                                   f"record header rtype={records['rtype'][i]} length={records['length'][i]}, "
-                                  f"expected rtype={rtype} length={records.itemsize // 4}"))
+                                  f"expected rtype={rtype} length={records.itemsize // 4}", place=offset + int(i)))
     rows = np.flatnonzero(well_formed & (records["action"] == b"T"))
     # Symbology dates follow ts_recv, as databento's own DataFrame mapping does.
     ts_recv = records["ts_recv"][rows]
@@ -140,7 +140,7 @@ def to_trades(records: np.ndarray, offset: int, rtype: int, symbols: SymbolTable
             letters.append(dl.unknown_instrument(path, offset + row, instrument, int(dates[i])))
         else:  # cut to the width, two names could become one symbol
             letters.append(dl.bad_row(path, dl.record(offset + row), f"symbol longer than {SYMBOL_WIDTH} characters: "
-                                                          f"{name!r} (instrument_id {instrument})"))
+                                                          f"{name!r} (instrument_id {instrument})", place=offset + row))
     keep = rows[known]
     # Gather field by field: a structured-array fancy index would copy every record's full width.
     whole = len(keep) == len(records)

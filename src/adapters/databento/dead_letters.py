@@ -35,16 +35,16 @@ def origin(path: Path | str, where: str) -> str:
     return f"{path}, {where}"
 
 
-def bad_row(path: Path, where: str, detail: str, raw: bytes = b"") -> DeadLetter:
-    """`where`: line(n) or record(i)."""
-    return DeadLetter(reason=BAD_ROW, detail=detail, origin=origin(path, where), raw=raw)
+def bad_row(path: Path, where: str, detail: str, raw: bytes = b"", place: int = -1) -> DeadLetter:
+    """`where`: line(n) or record(i); `place`: the same as a number, as the trades' places (-1: unknown)."""
+    return DeadLetter(reason=BAD_ROW, detail=detail, origin=origin(path, where), raw=raw, place=place)
 
 
 def unknown_instrument(path: Path, record_index: int, instrument_id: int, ts: int) -> DeadLetter:
     day = np.datetime64(int(ts), "ns").astype("datetime64[D]")
     return DeadLetter(reason=UNKNOWN_INSTRUMENT,
                       detail=f"instrument_id {instrument_id} has no symbol mapping on {day}",
-                      origin=origin(path, record(record_index)))
+                      origin=origin(path, record(record_index)), place=record_index)
 
 
 def bad_file(path: Path, where: str, error: BaseException | str) -> DeadLetter:
@@ -78,6 +78,6 @@ def refused_by_checks(trades: np.ndarray, path: Path, places: np.ndarray, where:
     if not len(bad):
         return SourceChunk(trades, places=places), []
     refused = [(row, replace(dead_letter_for(trades[row], reason), origin=origin(path, where(place)),
-                             raw=raw(row) if raw is not None else b""))
+                             raw=raw(row) if raw is not None else b"", place=place))
                for row, reason, place in zip(bad.tolist(), reasons, places[bad].tolist())]
     return SourceChunk(np.delete(trades, bad), places=np.delete(places, bad)), refused

@@ -40,17 +40,27 @@ class _Lane:
         self.reached = _BEFORE_ANY
         self.last = _BEFORE_ANY  # the time the last print read vouches for (see pull)
         self.done = False
+        # Dead letters read, not emitted yet: (their place, how many merged trades go before them as far
+        # as known, the letter), in file order. Each waits for the file's trades before it (`emitted`).
+        self.letters: list[tuple[int, int, DeadLetter]] = []
+        self.top_place = -1  # the highest place read so far
+        self.emitted_end = 0  # merged trades up to and including this file's last emitted one
 
     @property
     def floor(self) -> int:
         return self.reached - REORDER_NS if self.reached != _BEFORE_ANY else _BEFORE_ANY
 
-    def pull(self, letters: list[DeadLetter]) -> None:
+    def pull(self) -> None:
         chunk = next(self.stream, None)
         if chunk is None:
             self.done = True
             return
-        letters.extend(chunk.dead_letters)
+        places = chunk.places if chunk.places is not None else np.full(len(chunk.trades), -1, np.int64)
+        if len(places):
+            self.top_place = max(self.top_place, int(places.max()))
+        # A letter whose place is not known stands after everything read so far.
+        self.letters += sorted(((d.place if d.place >= 0 else self.top_place + 1, self.emitted_end, d)
+                                for d in chunk.dead_letters), key=lambda x: x[0])
         if len(chunk.trades) == 0:
             return
         ts, recv = chunk.trades["ts_event"], chunk.trades["ts_recv"]
@@ -61,7 +71,6 @@ class _Lane:
         in_reach = (before == _BEFORE_ANY) | (ts >= before - REORDER_NS)  # (no wrap-around below int64)
         keys = np.where(in_reach, ts, before)
         self.reached, self.last = int(reached[-1]), int(vouched[-1])
-        places = chunk.places if chunk.places is not None else np.full(len(chunk.trades), -1, np.int64)
         trades = np.concatenate((self.buffer, chunk.trades)) if len(self.buffer) else chunk.trades
         keys = np.concatenate((self.keys, keys)) if len(self.keys) else keys
         places = np.concatenate((self.places, places)) if len(self.places) else places
@@ -79,6 +88,33 @@ class _Lane:
         places, self.places = self.places[:cut], self.places[cut:]
         return head, keys, places
 
+    def emitted(self, places: np.ndarray, first: int, at: np.ndarray | None) -> None:
+        """This file's trades of `places` went out at merged positions `first` + `at` (None: one after
+        the other): each letter waiting learns which of them stood before it in the file, and must go
+        after them."""
+        if not len(places):
+            return
+        self.emitted_end = max(self.emitted_end, first + (len(places) if at is None else int(at.max()) + 1))
+        if not self.letters:
+            return
+        at = first + (np.arange(len(places)) if at is None else at)
+        by_place = np.argsort(places, kind="stable")
+        latest = np.maximum.accumulate(at[by_place])  # [i]: the last to go of the i + 1 lowest places
+        below = np.searchsorted(places[by_place], [place for place, _, _ in self.letters], side="left")
+        self.letters = [(place, max(after, int(latest[n - 1]) + 1) if n else after, letter)
+                        for (place, after, letter), n in zip(self.letters, below.tolist())]
+
+    def ready_letters(self) -> list[tuple[int, DeadLetter]]:
+        """(the merged trades before it, the letter) of each letter none of whose file's earlier
+        trades is still to go."""
+        if not self.letters:
+            return []
+        lowest = int(self.places.min()) if len(self.places) else None
+        cut = len(self.letters) if lowest is None else next(
+            (i for i, (place, _, _) in enumerate(self.letters) if place > lowest), len(self.letters))
+        ready, self.letters = self.letters[:cut], self.letters[cut:]
+        return [(after, letter) for _, after, letter in ready]
+
 
 def merge_by_event_time(streams: Sequence[Iterator[SourceChunk]],
                         describe: Callable[[int], str] | None = None) -> Iterator[SourceChunk]:
@@ -92,6 +128,11 @@ def merge_by_event_time(streams: Sequence[Iterator[SourceChunk]],
     then file order, then record order. A print more than REORDER_NS behind how far its file has
     got is not moved back, and the guard rejects it if its symbol is past it. Each trade keeps its
     place (SourceChunk.places), which `describe` names.
+
+    A dead letter comes out after every trade of its file that stands before it there (a bad row,
+    after the file's trades above it; a file's unreadable rest, after all it read), in the chunk
+    where the last of those trades is, `dead_letters_at` saying after how many of its trades: ingest
+    sends it with the trades around its place, not a chunk early.
     """
     lanes = [_Lane(stream) for stream in streams]
     try:
@@ -104,31 +145,44 @@ def merge_by_event_time(streams: Sequence[Iterator[SourceChunk]],
 
 
 def _merged(lanes: list[_Lane], describe: Callable[[int], str] | None) -> Iterator[SourceChunk]:
-    letters: list[DeadLetter] = []
+    sent = 0  # merged trades emitted so far
     while True:
         open_lanes = [lane for lane in lanes if not lane.done]
         if not open_lanes:
             break
         behind = min(open_lanes, key=lambda lane: lane.reached)
-        behind.pull(letters)
+        behind.pull()
         floors = [lane.floor for lane in lanes if not lane.done]
         floor = min(floors) if floors else None
-        heads = [head for lane in lanes if len((head := lane.take_before(floor))[0])]
+        heads = [(lane, head) for lane in lanes if len((head := lane.take_before(floor))[0])]
+        at: list[np.ndarray | None] = [None]  # where each file's trades went among them (None: in order)
         if len(heads) == 1:
-            trades, _, places = heads[0]
+            trades, _, places = heads[0][1]
         elif heads:
-            trades, places = _interleave(heads)
+            trades, places, went = _interleave([head for _, head in heads])
+            at = list(went)
         else:
             trades, places = np.empty(0, TRADE_DTYPE), np.empty(0, np.int64)
-        if len(trades) or letters:
-            yield SourceChunk(trades, letters, places, describe)
-            letters = []
+        for (lane, (_, _, lane_places)), lane_at in zip(heads, at):
+            lane.emitted(lane_places, sent, lane_at)
+        # A letter goes after every earlier trade of its file; one whose trades went in an earlier
+        # chunk (with other files' since) goes at the start of this one.
+        ready = sorted(((max(after - sent, 0), letter) for lane in lanes for after, letter in lane.ready_letters()),
+                       key=lambda x: x[0])
+        if len(trades) or ready:
+            yield SourceChunk(trades, [letter for _, letter in ready], places, describe,
+                              dead_letters_at=[after for after, _ in ready])
+        sent += len(trades)
 
 
-def _interleave(heads: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def _interleave(heads: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+                ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Several files' trades (and their places) by merge key, then sequence (stable: then file and
-    record order)."""
+    record order), and where each file's trades went among them."""
     trades = np.concatenate([trades for trades, _, _ in heads])
     keys = np.concatenate([keys for _, keys, _ in heads])
     order = np.lexsort((trades["sequence"], keys))
-    return trades[order], np.concatenate([places for _, _, places in heads])[order]
+    went = np.empty(len(order), np.int64)
+    went[order] = np.arange(len(order))
+    ends = np.cumsum([len(head) for head, _, _ in heads])
+    return trades[order], np.concatenate([places for _, _, places in heads])[order], np.split(went, ends[:-1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -18,12 +19,15 @@ from domain.ports import SourceChunk
 
 def _numbered(read: Callable[[Path, int], Iterator[SourceChunk]], path: Path, chunk_size: int,
               number: int) -> Iterator[SourceChunk]:
-    """A file's chunks with their trades' places made the file's `number`'s (see FILE_PLACES)."""
+    """A file's chunks with their trades' and dead letters' places made the file's `number`'s (see FILE_PLACES)."""
     chunks = read(path, chunk_size)
     try:
         for chunk in chunks:
             if chunk.places is not None:
                 chunk.places = chunk.places + number * FILE_PLACES
+            if number:
+                chunk.dead_letters = [replace(d, place=d.place + number * FILE_PLACES) if d.place >= 0 else d
+                                      for d in chunk.dead_letters]
             yield chunk
     finally:  # closed with this one, not when collected: the CSV reader's thread stops now
         close = getattr(chunks, "close", None)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,7 @@ class KafkaTradePublisher:
         self.linger_ms, self.window, self.client_id = linger_ms, window, client_id
         self._producer: AIOKafkaProducer | None = None
         self._pending: deque[Any] = deque()
+        self._handing: asyncio.Future[None] | None = None  # see publish
         self.sent = Sent()
 
     async def __aenter__(self) -> KafkaTradePublisher:
@@ -91,18 +93,40 @@ class KafkaTradePublisher:
         await ensure_topics(self.bootstrap, self.topics, self.partitions, self.replication_factor,
                             client_id=self.client_id)
 
-    async def publish(self, runs: SymbolRuns, mark: IngestMark | None = None) -> None:
+    async def publish(self, runs: SymbolRuns, mark: IngestMark | None = None,
+                      dead_letters: Sequence[DeadLetter] = ()) -> None:
         """The runs of each partition packed into messages of up to `message_trades` trades
         (docs/wire-format.md, `STB2`), sent to that partition: one message per partition and tick
         at market scale instead of one per symbol. A run never spans messages unless it is longer.
-        Each message carries `mark` as its `stockanomaly-ingest` header (adapters.kafka.marks)."""
-        if not len(runs):
-            return
-        home = np.array([self._partition(name) for name in runs.names], np.int64)[runs.codes]
-        home[runs.lengths == 0] = -1  # a message of no trades would be an `empty_batch` dead letter
+        Each message, and each of `dead_letters`, carries `mark` as its `stockanomaly-ingest` header
+        (adapters.kafka.marks). `dead_letters` are queued right after the first message (alone when
+        there is none)."""
+        messages: Iterator[tuple[int, bytes, int]] = iter(())
+        if len(runs):
+            home = np.array([self._partition(name) for name in runs.names], np.int64)[runs.codes]
+            home[runs.lengths == 0] = -1  # a message of no trades would be an `empty_batch` dead letter
+            messages = encode_runs(runs, home, self.message_trades)
         headers = None if mark is None else [mark_header(mark, self.partitions)]
-        for partition, value, trades in encode_runs(runs, home, self.message_trades):
+        if dead_letters:
+            # One step, finished even if the ingest is cancelled meanwhile (flush waits for it): the
+            # topic then holds the first message if and only if it holds the letters, which is how a
+            # resumed ingest tells whether they went (application.resume).
+            self._handing = asyncio.ensure_future(self._hand(next(messages, None), headers, dead_letters))
+            await asyncio.shield(self._handing)
+            self._handing = None
+            await self._bound()
+        for partition, value, trades in messages:
             await self._send(self.topic, key=None, value=value, headers=headers, partition=partition, trades=trades)
+
+    async def _hand(self, first: tuple[int, bytes, int] | None, headers: list[tuple[str, bytes]] | None,
+                    dead_letters: Sequence[DeadLetter]) -> None:
+        if first is not None:
+            partition, value, trades = first
+            await self._queue(self.topic, key=None, value=value, headers=headers, partition=partition, trades=trades)
+        for letter in dead_letters:
+            key, value, letter_headers = dead_letter_record(letter)
+            await self._queue(self.dlq_topic, key=key, value=value, headers=letter_headers + (headers or []),
+                              dead_letters=1)
 
     def _partition(self, symbol: str) -> int:
         """`partition_of`, remembered: Kafka's murmur2 in Python costs microseconds a symbol, and a
@@ -112,19 +136,30 @@ class KafkaTradePublisher:
             known = self._partitions[symbol] = partition_of(symbol, self.partitions)
         return known
 
-    async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
+    async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter], mark: IngestMark | None = None) -> None:
+        marked = [] if mark is None else [mark_header(mark, self.partitions)]
         for letter in dead_letters:
             key, value, headers = dead_letter_record(letter)
-            await self._send(self.dlq_topic, key=key, value=value, headers=headers, dead_letters=1)
+            await self._send(self.dlq_topic, key=key, value=value, headers=headers + marked, dead_letters=1)
 
     async def flush(self) -> None:
         producer = self._require_started()
+        handing, self._handing = self._handing, None
+        if handing is not None:  # a cancelled publish's first message and letters, still being queued
+            await asyncio.wait([handing])
+            if not handing.cancelled():
+                handing.exception()  # raised to the publish, if it was still there; the flush says the rest
         await producer.flush()
         while self._pending:
             await self._pending.popleft()
 
     async def _send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None,
                     partition: int | None = None, trades: int = 0, dead_letters: int = 0) -> None:
+        await self._queue(topic, key, value, headers, partition, trades, dead_letters)
+        await self._bound()
+
+    async def _queue(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None,
+                     partition: int | None = None, trades: int = 0, dead_letters: int = 0) -> None:
         producer = self._require_started()
         self._pending.append(await producer.send(topic, value=value, key=key, headers=headers, partition=partition))
         # In the producer's buffer now, so delivered by the next flush even if this call is cancelled.
@@ -132,6 +167,9 @@ class KafkaTradePublisher:
         if trades:
             sent.trades, sent.messages, sent.bytes = sent.trades + trades, sent.messages + 1, sent.bytes + len(value)
         sent.dead_letters += dead_letters
+
+    async def _bound(self) -> None:
+        """Wait for the oldest messages until at most `window` are unacknowledged."""
         while len(self._pending) > self.window:
             await self._pending.popleft()
 

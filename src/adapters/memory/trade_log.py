@@ -1,4 +1,4 @@
-"""InMemoryTradeLog: the trades topic as lists, both the TradePublisher and the TradeLogTails ports."""
+"""InMemoryTradeLog: the trades and dead-letter topics as lists (TradePublisher, TradeLogTails, IngestDeadLetters)."""
 
 from __future__ import annotations
 
@@ -32,13 +32,15 @@ class InMemoryTradeLog:
 
     `interrupt_after` messages appended, a publish raises Interrupted: the crash of an ingest.
     `lose_last(partition, n)` drops a partition's newest messages: those a crash left in flight,
-    so partitions end unevenly. Timestamps are a counter: a message written later has a larger one.
+    so partitions end unevenly. Timestamps are a counter: a message (or dead letter) written later has a larger one.
     """
 
     def __init__(self, partitions: int = 4, message_trades: int = 2_000, interrupt_after: int | None = None) -> None:
         self.partitions, self.message_trades = partitions, message_trades
         self.records: list[list[LogRecord]] = [[] for _ in range(partitions)]
         self.dead_letters: list[DeadLetter] = []
+        self.dead_letter_stamps: list[int] = []  # each letter's timestamp, on the messages' clock
+        self.dead_letter_marks: list[IngestMark | None] = []
         self.interrupt_after = interrupt_after
         self.sent = Sent()
         self.clock = 0
@@ -46,13 +48,21 @@ class InMemoryTradeLog:
     def partition_of(self, symbol: str) -> int:
         return partition_of(symbol, self.partitions)
 
-    async def publish(self, runs: SymbolRuns, mark: IngestMark | None = None) -> None:
-        if not len(runs):
-            return
-        home = np.array([self.partition_of(n) for n in runs.names], np.int64)[runs.codes]
-        home[runs.lengths == 0] = -1
-        for partition, value, trades in encode_runs(runs, home, self.message_trades):
+    async def publish(self, runs: SymbolRuns, mark: IngestMark | None = None,
+                      dead_letters: Sequence[DeadLetter] = ()) -> None:
+        """As KafkaTradePublisher: `dead_letters` right after the first message (nothing can come
+        between: an interruption is at a message)."""
+        messages = []
+        if len(runs):
+            home = np.array([self.partition_of(n) for n in runs.names], np.int64)[runs.codes]
+            home[runs.lengths == 0] = -1
+            messages = list(encode_runs(runs, home, self.message_trades))
+        for n, (partition, value, trades) in enumerate(messages):
             self.append(partition, value, mark, trades)
+            if n == 0:
+                await self.publish_dead_letters(dead_letters, mark)
+        if not messages:
+            await self.publish_dead_letters(dead_letters, mark)
 
     def append(self, partition: int, value: bytes, mark: IngestMark | None = None, trades: int = 0,
                partitions: int | None = None) -> None:
@@ -63,9 +73,18 @@ class InMemoryTradeLog:
         self.sent.trades, self.sent.messages = self.sent.trades + trades, self.sent.messages + 1
         self.sent.bytes += len(value)
 
-    async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
-        self.dead_letters.extend(dead_letters)
+    async def publish_dead_letters(self, dead_letters: Sequence[DeadLetter], mark: IngestMark | None = None) -> None:
+        for letter in dead_letters:
+            self.clock += 1
+            self.dead_letters.append(letter)
+            self.dead_letter_stamps.append(self.clock)
+            self.dead_letter_marks.append(mark)
         self.sent.dead_letters += len(dead_letters)
+
+    async def origins(self, source: str) -> set[str]:
+        """The IngestDeadLetters port: the origins of the letters an ingest of `source` sent."""
+        return {d.origin for d, mark in zip(self.dead_letters, self.dead_letter_marks)
+                if mark is not None and mark.source == source}
 
     async def flush(self) -> None:
         pass
