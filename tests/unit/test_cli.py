@@ -1142,7 +1142,7 @@ def test_an_output_variable_under_a_file_is_refused_naming_the_variable(
 
 
 def test_a_first_run_says_it_is_compiling_the_kernels_before_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    """make replay's first run sat 30-60 s on a still progress bar (the compiler holds the
+    """make replay's first run sat 20-50 s on a still progress bar (the compiler holds the
     interpreter): it read as a hang. Said on a terminal when numba has no kernel on disk yet."""
     import io
 
