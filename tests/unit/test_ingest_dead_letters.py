@@ -10,11 +10,13 @@ the dead-letter topic is never ahead of the trades topic by more than that one p
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
+from aiokafka.errors import LeaderNotAvailableError
 
 from adapters.kafka.producer import KafkaTradePublisher
 from adapters.memory import InMemoryTradeLog, Interrupted
@@ -295,3 +297,47 @@ async def test_a_publish_cancelled_while_its_letters_are_queued_still_queues_the
 
     assert [topic for topic, _ in producer.records] == ["trades"] + ["trades.dlq"] * 4  # no more of the publish
     assert publisher.sent.dead_letters == 4 and publisher.sent.messages == 1
+
+
+class FailingProducer:
+    """aiokafka's producer with the broker gone past its patience: every delivery future fails."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None, headers: object = None,
+                   partition: int | None = None) -> asyncio.Future[None]:
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(LeaderNotAvailableError())
+        return failed
+
+    async def flush(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+@pytest.mark.asyncio
+async def test_kafka_failing_every_delivery_stops_the_publisher_with_one_error_and_no_unread_failures() -> None:
+    """The first failed delivery stops the ingest; the window's other failed deliveries are read too,
+    or each is one more "Future exception was never retrieved" on stderr (508 of them in a run whose
+    broker was cut for 75 s)."""
+    loop = asyncio.get_running_loop()
+    unread: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: unread.append(context))
+    publisher = KafkaTradePublisher("unused:9092", "trades", "trades.dlq", partitions=4, message_trades=50, window=8)
+    producer = FailingProducer()
+    publisher._producer = producer  # type: ignore[assignment]
+    try:
+        with pytest.raises(LeaderNotAvailableError):
+            await publisher.publish(symbol_batches(MARKET[:2_000], 50), None, [])
+        with pytest.raises(LeaderNotAvailableError):
+            await publisher.stop()
+        assert producer.stopped and publisher._producer is None
+        del publisher  # the deliveries it held, forgotten: an unread failure is said as it is collected
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+
+    assert [context["message"] for context in unread] == []

@@ -150,8 +150,16 @@ class KafkaTradePublisher:
             if not handing.cancelled():
                 handing.exception()  # raised to the publish, if it was still there; the flush says the rest
         await producer.flush()
+        # Every delivery read, also after one failed: with the broker gone past the client's patience
+        # they all fail, and each left unread was one "Future exception was never retrieved" on stderr.
+        failed: BaseException | None = None
         while self._pending:
-            await self._pending.popleft()
+            try:
+                await self._pending.popleft()
+            except Exception as exc:  # noqa: BLE001 - the first is raised once the rest are read
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     async def _send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None,
                     partition: int | None = None, trades: int = 0, dead_letters: int = 0) -> None:
