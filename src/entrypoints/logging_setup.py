@@ -152,11 +152,34 @@ def quiet_kafka_client(quiet: float = 60.0) -> None:
     client.propagate = False
 
 
+class Demoted(logging.Filter):
+    """Some of a logger's INFO lines said at DEBUG (by their template, `record.msg`): shown only where
+    the logger shows DEBUG."""
+
+    def __init__(self, *templates: str) -> None:
+        super().__init__()
+        self.templates = frozenset(templates)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or str(record.msg) not in self.templates:
+            return True
+        if logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+            return True
+        return False
+
+
 def throttle_kafka_client(quiet: float = 60.0) -> None:
     """The worker's Kafka client messages, each once per outage (OncePerOutage; Faust's handlers and
     format kept): one filter on every aiokafka logger, as a logger's filters do not reach its children.
-    Call once the client's modules are imported."""
+    Call once the client's modules are imported.
+
+    A consumer's "Updating subscribed topics to:" is said at DEBUG: the log reader of the offset checks
+    (adapters.faust.sequence.LogReader) assigns itself each partition it reads, and the indexer checks
+    one after every take of the workers (their transaction markers): at INFO that was a six-line table
+    about twice a second. Faust's own tables still show what the group consumer subscribes to."""
     once = OncePerOutage(quiet)
     for name, logger in list(logging.Logger.manager.loggerDict.items()):
         if (name == "aiokafka" or name.startswith("aiokafka.")) and isinstance(logger, logging.Logger):
             logger.addFilter(once)
+    logging.getLogger("aiokafka.consumer.subscription_state").addFilter(Demoted("Updating subscribed topics to: %s"))

@@ -204,6 +204,45 @@ def test_the_workers_kafka_client_says_each_message_once_per_outage_through_ever
     assert seen == ["Failed fetch messages from 1: attempt 0", "Unable connect to node with id 1"]
 
 
+@pytest.mark.asyncio
+async def test_the_log_readers_partition_by_partition_checks_say_nothing_at_info() -> None:
+    """The indexer checks each offset jump (a transaction marker after every take of the workers) with
+    its log reader, which assigns itself that one partition: at INFO aiokafka said "Updating subscribed
+    topics to:" for each, a six-line table in Faust's log, about twice a second (2,256 lines in 5 min)."""
+    import logging
+
+    from aiokafka import TopicPartition
+
+    from adapters.faust.sequence import LogReader
+    from entrypoints.logging_setup import Demoted, OncePerOutage, throttle_kafka_client
+
+    state = logging.getLogger("aiokafka.consumer.subscription_state")
+    seen: list[tuple[str, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.levelname, record.getMessage()))
+
+    handler, level = Keep(), state.level
+    state.addHandler(handler)
+    consumer = LogReader("127.0.0.1:1", read_committed=True).new_consumer()
+    try:
+        throttle_kafka_client(quiet=60)
+        for shown in (logging.INFO, logging.DEBUG):
+            state.setLevel(shown)
+            for topic, partition in [("anomalies", 1), ("incidents", 0), ("anomalies", 3)]:
+                consumer.assign([TopicPartition(topic, partition)])
+    finally:
+        await consumer.stop()
+        state.removeHandler(handler)
+        state.setLevel(level)
+        for logger in logging.Logger.manager.loggerDict.values():  # as it was for the other tests
+            if isinstance(logger, logging.Logger):
+                logger.filters = [f for f in logger.filters if not isinstance(f, (OncePerOutage, Demoted))]
+    assert seen == [("DEBUG", f"Updating subscribed topics to: {frozenset({t})}")
+                    for t in ("anomalies", "incidents", "anomalies")]
+
+
 _COMPILE_ONE_KERNEL = """
 import numpy as np
 from domain.compiled import compiled_in_this_process
