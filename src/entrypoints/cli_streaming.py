@@ -151,7 +151,7 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
 
     from aiokafka.errors import KafkaError
 
-    from adapters.kafka.errors import said
+    from adapters.kafka.errors import AWAY_HINT, broker_away, said
     from adapters.kafka.producer import KafkaTradePublisher
     from application.ingest import IngestSummary, IngestTrades, parse_pace
 
@@ -242,8 +242,10 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         except DomainError as exc:
             fail(str(exc))
         except KafkaError as exc:
+            sent = ingest_trades.summary.messages  # (a first connection's failure names its hosts already)
             fail(f"Kafka at {config.kafka_bootstrap_servers}: {said(exc)}"
-                 + (f" ({RESUME_HINT})" if not live and ingest_trades.summary.messages else ""))
+                 + (f"; {AWAY_HINT}" if sent and broker_away(exc) else "")
+                 + (f" ({RESUME_HINT})" if not live and sent else ""))
         except KeyboardInterrupt:
             interrupted = True
         except asyncio.CancelledError:

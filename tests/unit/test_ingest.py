@@ -511,3 +511,47 @@ async def test_a_topic_another_process_is_creating_is_waited_for_not_taken_for_o
     assert made[0].descriptions == 3
     with pytest.raises(ConfigError, match="'trades' has 4"):  # a real difference is still refused
         await topics.ensure_topics("127.0.0.1:9092", ["trades"], 2)
+
+
+def test_an_ingest_whose_broker_goes_away_midway_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kafka cut during an ingest: its one line named only the client's error ("LeaderNotAvailableError:
+    [Error 5] LeaderNotAvailableError"), not that the broker had stopped answering."""
+    from aiokafka.errors import LeaderNotAvailableError
+
+    import adapters.kafka.producer as producer
+
+    class GoesAway(InMemoryPublisher):
+        def __init__(self, *_: object, **__: object) -> None:
+            super().__init__()
+
+        async def __aenter__(self) -> GoesAway:
+            return self
+
+        async def __aexit__(self, *_: object) -> None:
+            await self.flush()
+
+        async def publish(self, runs: list[tuple[str, np.ndarray]], mark: object = None,
+                          dead_letters: Sequence[DeadLetter] = ()) -> None:
+            if self.messages:
+                raise LeaderNotAvailableError()
+            await super().publish(runs, mark, dead_letters)
+
+    monkeypatch.setattr(producer, "KafkaTradePublisher", GoesAway)
+    sample = Path(__file__).resolve().parents[2].parent / "shared/data/databento/xnas-itch.trades.sample.dbn.zst"
+    result = CliRunner().invoke(main, ["ingest", str(sample), "--batch-trades", "1", "--bootstrap", "kafka:9092"])
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert result.output.splitlines() == [
+        "Error: Kafka at kafka:9092: LeaderNotAvailableError (Kafka error 5); no broker answered for the "
+        "partitions in time: is Kafka down or restarting? (the same command with --resume sends the rest, "
+        "skipping what the topic holds)"]
+
+
+def test_kafka_protocol_errors_read_with_their_code_once() -> None:
+    from aiokafka.errors import KafkaTimeoutError, LeaderNotAvailableError, UnknownTopicOrPartitionError
+
+    from adapters.kafka.errors import broker_away, said
+
+    assert said(LeaderNotAvailableError()) == "LeaderNotAvailableError (Kafka error 5)"
+    assert said(UnknownTopicOrPartitionError("t")) == "UnknownTopicOrPartitionError (Kafka error 3): t"
+    assert broker_away(LeaderNotAvailableError()) and broker_away(KafkaTimeoutError())
+    assert not broker_away(UnknownTopicOrPartitionError()) and not broker_away(ValueError("x"))
