@@ -379,6 +379,50 @@ async def test_the_broker_killed_mid_stream_and_restarted_loses_and_duplicates_n
     assert worker.poll() is None, f"the worker exited (code {worker.returncode}); log in {stream.workdir}"
 
 
+STOP_BOUND_SECONDS = 30  # generous for CI: here it stops in 3-4 s (it took 64 s before the fix)
+
+
+@pytest.mark.asyncio
+async def test_a_worker_stopped_while_the_broker_is_down_exits_at_once_and_its_successor_loses_nothing(
+        stream: Stream, market, embedded_ids, broker) -> None:
+    """SIGTERM during a broker outage (a rolling restart, a node drained): the worker used to wait
+    mode's 60 s shutdown timeout for its consumer thread (aiokafka's consumer stop re-raised a
+    cancelled fetch retry: adapters.faust.shutdown) and log two tracebacks; an orchestrator SIGKILLs
+    long before (docker after 10 s, Kubernetes 30 s). Now it exits cleanly at once, saying in one line
+    what it could not do."""
+    half = len(market) // 2  # a multiple of as_messages' chunk: the same messages as the whole market's
+    worker = stream.start_worker("w1", 16079)
+    await stream.produce(as_messages(market[:half]))
+    await stream.wait(stream.offsets_committed_to_the_end, 240, "the first half committed")
+    assert stream.committed_trades() == half
+    log = stream.workdir / "w1.log"
+    broker.kill()
+    # The worker's fetches fail (the retry the stop used to trip over).
+    eventually(lambda: "Failed fetch messages" in log.read_text(errors="replace"), timeout=60, interval=0.5,
+               what="the worker noticing the broker is gone")
+    worker.send_signal(signal.SIGTERM)
+    started = asyncio.get_running_loop().time()
+    try:
+        rc = await asyncio.to_thread(worker.wait, STOP_BOUND_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the worker did not stop within {STOP_BOUND_SECONDS} s of SIGTERM") from None
+    took = asyncio.get_running_loop().time() - started
+    output = log.read_text(errors="replace")
+    assert rc == 0, output[-3000:]  # as a stop with the broker up
+    assert "Traceback" not in output, output[-5000:]
+    [said] = [json.loads(line) for line in output.splitlines()
+              if line.startswith("{") and '"event": "stopped_without_broker"' in line]
+    assert said["level"] == "warning" and said["offsets"] == "every take processed was committed before the stop"
+    print(f"stopped {took:.1f} s after SIGTERM")
+    await asyncio.to_thread(broker.start)
+    await stream.produce(as_messages(market[half:]))
+    stream.start_worker("w1", 16079)  # the same data directory, as a restarted container would have
+    seen = await stream.wait_for(embedded_ids)
+    assert sorted(seen) == sorted(embedded_ids)  # each anomaly once (read committed), none missing or extra
+    await stream.wait(stream.offsets_committed_to_the_end, 60, "committed offsets at the end offsets")
+    assert stream.committed_trades() == len(market)  # the first half once, the rest once: nothing judged twice
+
+
 @pytest.mark.asyncio
 async def test_two_workers_share_partitions_and_state_follows_the_partition(stream: Stream, market,
                                                                           embedded_ids) -> None:

@@ -29,6 +29,7 @@ from adapters.faust.recovery import (end_recovery_sooner, fetch_without_long_pol
                                      retry_concurrent_transactions_soon)
 from adapters.faust.sequence import InSequence, in_sequence
 from adapters.faust.settings import StreamingSettings
+from adapters.faust.shutdown import stop_consumer_thread_without_broker, when_stopped_without_broker
 from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
 from adapters.faust.transactions import stop_producers_of_partitions_not_held
 from adapters.kafka.codec import decode_many
@@ -364,6 +365,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     end_recovery_sooner()
     fetch_without_long_polls()
     retry_concurrent_transactions_soon()
+    stop_consumer_thread_without_broker()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap}",
@@ -485,6 +487,22 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         log.debug("take_committed", partitions=sorted(committed), **totals, **timing)
         progress_made.committed(totals)
         done_in_take.clear()
+
+    def stopped_without_broker() -> None:
+        # What a stop could not do with the broker away, in one line (adapters.faust.shutdown).
+        if taking:
+            offsets = "the take in hand did not finish: its successor processes again whatever of it was not committed"
+        else:
+            offsets = "every take processed was committed before the stop"
+        group = ("the group keeps its partitions for this static member until its session timeout" if
+                 settings.group_instance_id else
+                 "the group was not told this worker left: once the broker is back, its partitions wait out "
+                 "the session timeout before another worker gets them")
+        log.warning("stopped_without_broker", offsets=offsets, group=group,
+                    session_timeout_s=settings.session_timeout,
+                    successor="resumes from the last committed offsets")
+
+    when_stopped_without_broker(app, stopped_without_broker)
 
     if local_store:
         @app.on_before_shutdown.connect
