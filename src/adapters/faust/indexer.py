@@ -27,6 +27,7 @@ from adapters.faust.outputs import KafkaDeadLetterSink, PartitionProducer
 from adapters.faust.recovery import fetch_without_long_polls
 from adapters.faust.sequence import LogReader
 from adapters.faust.settings import StreamingSettings
+from adapters.faust.shutdown import stop_consumer_thread_without_broker
 from adapters.faust.transactions import stop_producers_of_partitions_not_held
 from adapters.kafka.lag import RefreshFailures
 from adapters.kafka.records import INDEX_REJECTED, decode_anomaly, decode_incident
@@ -105,6 +106,7 @@ def create_indexer_app(settings: StreamingSettings, sink: IndexSink, metrics: Me
     # reused when they came back. The worker's fix. (Standbys cannot be turned off here: with no tables
     # and none, Faust assigns round-robin and its transactions then crash on the unknown topic groups.)
     stop_producers_of_partitions_not_held()
+    stop_consumer_thread_without_broker()  # stopped while the broker is away: at once, not after 60 s
     app = faust.App(
         f"{settings.app_id}-indexer",
         broker=f"kafka://{settings.bootstrap}",

@@ -65,7 +65,6 @@ def stop_consumer_thread_without_broker() -> None:
     AIOKafkaConsumerThread.on_thread_stop = on_thread_stop  # type: ignore[method-assign]
 
 
-
 _SAY = "_say_stopped_without_broker"
 
 
