@@ -66,7 +66,7 @@ async def test_a_consumer_stop_that_is_itself_cancelled_stays_cancelled() -> Non
 
 @pytest.mark.asyncio
 async def test_the_consumer_thread_stops_its_consumer_and_says_once_what_it_could_not_do(
-        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(AIOKafkaConsumerThread, "on_thread_stop", AIOKafkaConsumerThread.on_thread_stop)
     queue_stopped: list[bool] = []
 
