@@ -48,11 +48,14 @@ def typed_record_id(text: str) -> str:
     return typed
 
 
-def resolve_record_id(text: str, lookup: RecordLookup) -> str:
-    """The whole id that `text` names: itself when whole (stored or not: the caller looks), else the
-    one stored id that starts with it. NotFound when none does, AmbiguousId when several do."""
+def resolve_record_id(text: str, lookup: RecordLookup, whole_too: bool = False) -> str:
+    """The whole id that `text` names: itself when whole (stored or not, unless `whole_too`: the caller
+    looks), else the one stored id that starts with it. NotFound when none does (or, `whole_too`, a
+    whole id is not stored), AmbiguousId when several do."""
     typed = typed_record_id(text)
     if is_record_id(typed):
+        if whole_too and lookup.ids_starting(typed, 1)[0] == 0:
+            raise NotFound(f"no anomaly or incident has the id {typed!r}")
         return typed
     count, ids = lookup.ids_starting(typed, NAMED)
     if count == 0:

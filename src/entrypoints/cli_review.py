@@ -107,11 +107,11 @@ def verdicts_path(given: str | None, writes: bool = False) -> str:
 @click.option("--file", "path", type=OutputPath(),
               help="Verdicts file [default: STOCKANOMALY_VERDICTS, else ./verdicts.jsonl].")
 @click.option("--records", "records", type=click.Path(dir_okay=False),
-              help="Where a short ID is looked up: a replay's --out file, or the incidents file beside it [default: "
-                   "STOCKANOMALY_OUT, else Elasticsearch].")
+              help="Where IDs are looked up (a whole one too): a replay's --out file, or the incidents file beside "
+                   "it [default: STOCKANOMALY_OUT, else Elasticsearch, for short IDs].")
 @click.option("--es-url", metavar="URL",
-              help="Elasticsearch URL, for short IDs [default: ELASTICSEARCH_URL, else http://127.0.0.1:9200]; "
-                   "credentials as for `query`.")
+              help="Elasticsearch URL, for short IDs (given: whole ones too) [default: ELASTICSEARCH_URL, else "
+                   "http://127.0.0.1:9200]; credentials as for `query`.")
 def label(anomaly_ids: tuple[str, ...], confirmed: bool, false_positive: bool, note: str, path: str | None,
           records: str | None, es_url: str | None) -> None:
     """Record an analyst's verdict on anomalies or incidents: give one ID or several (the same verdict
@@ -120,7 +120,9 @@ def label(anomaly_ids: tuple[str, ...], confirmed: bool, false_positive: bool, n
     --out file, and shown by `show`.
 
     An ID is the whole id or its first 8 or more hex digits (any case), when no other id starts with them
-    (as git takes a commit's): those are looked up (--records), and the whole id is what is recorded.
+    (as git takes a commit's): those are looked up (--records), and the whole id is what is recorded. A
+    whole id is looked up too in a --records file, STOCKANOMALY_OUT's file, or Elasticsearch named by
+    --es-url (one none holds is refused); with none of those, it is recorded as given.
 
     The last verdict for an id counts (an incident's, for each of its anomalies with none of its
     own); `evaluate --verdicts` scores detectors against them."""
@@ -142,9 +144,14 @@ def label(anomaly_ids: tuple[str, ...], confirmed: bool, false_positive: bool, n
     if bad:
         fail(bad[0] + (f" (and {len(bad) - 1} more ids)" if len(bad) > 1 else "") + then)
     target = verdicts_path(path, writes=True)
-    if not all(map(is_record_id, typed)):  # a whole id is recorded as given, from wherever it was copied
-        typed = with_records(records, es_url, "--records", lambda lookup: [resolve_record_id(t, lookup) for t in typed],
-                             then, looked_up="short ids are looked up there; ")
+    # A whole id is looked up too where that costs no service the analyst did not name: a file of records
+    # (a typo inside an id copied from it is refused, not recorded), or Elasticsearch by --es-url. Else it is
+    # recorded as given, from wherever it was copied (Kibana: labelling needs no Elasticsearch reachable).
+    whole_too = bool(records or es_url) or Path(file_setting(None, "out", "") or "").is_file()
+    if whole_too or not all(map(is_record_id, typed)):
+        typed = with_records(records, es_url, "--records",
+                             lambda lookup: [resolve_record_id(t, lookup, whole_too) for t in typed], then,
+                             looked_up="ids are looked up there; " if whole_too else "short ids are looked up there; ")
     ids = list(dict.fromkeys(typed))  # a short id and its whole one: one verdict
     try:
         append_verdicts(target, ids, verdict, note)

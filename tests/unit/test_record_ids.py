@@ -231,6 +231,50 @@ def test_label_writes_nothing_when_an_id_names_no_one_record(out: Path, tmp_path
     assert not verdicts.exists()
 
 
+def test_a_whole_id_is_checked_when_asked_and_a_stored_one_passes(out: Path) -> None:
+    assert resolve_record_id(LONE.upper(), ReplayRecords(out), whole_too=True) == LONE
+    assert resolve_record_id(INCIDENT, ReplayRecords(out), whole_too=True) == INCIDENT
+    with pytest.raises(NotFound) as raised:
+        resolve_record_id(NOT_STORED, ReplayRecords(out), whole_too=True)
+    assert raised.value.said("here") == f"no anomaly or incident has the id '{NOT_STORED}' in here"
+
+
+TYPO = LONE[:20] + "f" + LONE[21:]  # one digit off inside a whole, stored id
+
+
+def test_label_refuses_a_whole_id_the_records_file_given_does_not_hold(out: Path, tmp_path: Path) -> None:
+    verdicts = tmp_path / "v.jsonl"
+    assert TYPO != LONE and len(TYPO) == 32
+    code, text = run("label", "--confirmed", TYPO, "--records", str(out), "--file", str(verdicts))
+    assert (code, text) == (1, f"Error: no anomaly or incident has the id '{TYPO}' in {out}")
+    code, text = run("label", "--confirmed", LONE, TYPO.upper(), "--records", str(out), "--file", str(verdicts))
+    assert (code, text) == (1, f"Error: no anomaly or incident has the id '{TYPO}' in {out}; nothing written")
+    assert not verdicts.exists()
+    assert run("label", "--confirmed", LONE, INCIDENT, "--records", str(out), "--file", str(verdicts)) == \
+        (0, f"{LONE} marked confirmed in {verdicts}\n{INCIDENT} marked confirmed in {verdicts}")
+
+
+def test_label_checks_a_whole_id_where_replay_wrote_by_default_when_that_file_is_there(
+        out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    verdicts = tmp_path / "v.jsonl"
+    monkeypatch.setenv("STOCKANOMALY_OUT", str(out))
+    code, text = run("label", "--false-positive", TYPO, "--file", str(verdicts))
+    assert (code, text) == (1, f"Error: no anomaly or incident has the id '{TYPO}' in {out}")
+    assert not verdicts.exists()
+    # Not written yet (replay will): no file to check against, so the id is recorded as given, as without one.
+    monkeypatch.setenv("STOCKANOMALY_OUT", str(tmp_path / "later.jsonl"))
+    assert run("label", "--false-positive", TYPO, "--file", str(verdicts)) == \
+        (0, f"{TYPO} marked false positive in {verdicts}")
+
+
+def test_label_checks_a_whole_id_in_elasticsearch_only_when_es_url_names_it(tmp_path: Path) -> None:
+    verdicts = tmp_path / "v.jsonl"
+    code, text = run("label", "--confirmed", NOT_STORED, "--es-url", "http://127.0.0.1:1", "--file", str(verdicts))
+    assert code == 1 and text.startswith("Error: Elasticsearch is not reachable at http://127.0.0.1:1")
+    assert text.endswith("(ids are looked up there; a replay's anomalies and incidents: --records, its --out file)")
+    assert not verdicts.exists()
+
+
 def test_label_looks_short_ids_up_where_replay_wrote_by_default_and_whole_ones_nowhere(
         out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     verdicts = tmp_path / "v.jsonl"
