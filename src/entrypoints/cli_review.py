@@ -348,7 +348,10 @@ CALIBRATE_LISTED = 20  # symbols calibrate lists, one line each; the rest are co
               help="Threshold = this x the symbol's quantile size.")
 @click.option("--min-trades", default=1000, show_default=True, type=click.IntRange(1), metavar="N",
               help="Symbols with fewer trades (auction crosses aside) get no threshold (the default rule judges them).")
-def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float, min_trades: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the lines: every symbol's "
+                                                      "threshold, busiest first, and those left to the default rule.")
+def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float, min_trades: int,
+              as_json: bool) -> None:
     """Learn per-symbol size thresholds from history, for `replay --thresholds` and the worker. The
     busiest symbols are listed, most trades first; the file written holds every symbol's, by name."""
     from adapters.files.thresholds import save_thresholds
@@ -358,7 +361,7 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
     source = file_source(paths, 262_144)
     rejected: Counter[str] = Counter()
     too_few: dict[str, int] = {}
-    with progress_bar("calibrating", None, enabled=err.is_terminal):
+    with progress_bar("calibrating", None, enabled=not as_json and err.is_terminal):
         try:
             thresholds = learn(source, quantile=quantile, multiple=multiple, min_trades=min_trades,
                                rejected=rejected, too_few=too_few)
@@ -373,6 +376,14 @@ def calibrate(paths: tuple[str, ...], out: str, quantile: float, multiple: float
     # by name. Listed busiest first: the names an analyst watches, whose thresholds judge the most prints
     # and rest on the most history (alphabetically, a market's first 20 were whichever began with A).
     listed = sorted(thresholds.symbols.items(), key=lambda st: (-st[1].trades, st[0]))
+    if as_json:  # every symbol (the lines list the busiest few), keyed as the file keys them
+        click.echo(json.dumps({
+            "source": list(paths), "out": out, "quantile": quantile, "multiple": multiple, "min_trades": min_trades,
+            "symbols": [{"symbol": symbol, "size_quantile_value": t.size_quantile_value,
+                         "size_threshold": t.size_threshold, "trades": t.trades} for symbol, t in listed],
+            "too_few": dict(sorted(too_few.items(), key=lambda st: (-st[1], st[0]))),
+            "dead_letters": dict(sorted(rejected.items()))}))  # as replay --json names what it rejected
+        return
     for symbol, t in listed[:CALIBRATE_LISTED]:
         click.echo(f"{symbol:<10} p{quantile * 100:g} {t.size_quantile_value:>12,.0f}  "
                    f"threshold {t.size_threshold:>12,.0f}  ({t.trades:,} trades, auction crosses aside)")

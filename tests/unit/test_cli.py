@@ -837,6 +837,29 @@ def test_calibrate_lists_the_busiest_symbols_first_and_its_file_keeps_every_one_
     assert list(json.loads(out.read_text())["symbols"]) == sorted(set(counts) - {"B00"})
 
 
+def test_calibrate_json_is_one_object_with_every_symbols_threshold_and_those_left_out(tmp_path: Path) -> None:
+    """Automation had only the lines: 20 symbols listed, the rest counted, to be parsed from words."""
+    from entrypoints.cli_review import CALIBRATE_LISTED
+
+    counts = {f"Z{s:02d}": 30 + s for s in range(CALIBRATE_LISTED + 5)} | {"B00": 1, "B01": 3}
+    rows = [f"2025-05-05T14:{k // 60:02d}:{k % 60:02d}Z,100,{1 + k % 7},{symbol},B"
+            for k in range(max(counts.values())) for symbol, n in counts.items() if k < n]
+    data = tmp_path / "day.csv"
+    data.write_text("ts_event,price,size,symbol,side\n" + "\n".join(rows) + "\n2025-05-05T15:00:00Z,abc,1,Z00,B\n")
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(main, ["calibrate", str(data), "--out", str(out), "--min-trades", "10", "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and len(result.stdout.splitlines()) == 1
+    said = json.loads(result.stdout)
+    written = json.loads(out.read_text())["symbols"]
+    assert [t["symbol"] for t in said["symbols"]] == [f"Z{s:02d}" for s in range(CALIBRATE_LISTED + 4, -1, -1)]
+    assert {t.pop("symbol"): t for t in said["symbols"]} == written  # every one, as the file holds it
+    assert {k: said[k] for k in ("source", "out", "quantile", "multiple", "min_trades", "too_few", "dead_letters")} \
+        == {"source": [str(data)], "out": str(out), "quantile": 0.999, "multiple": 8.0, "min_trades": 10,
+            "too_few": {"B01": 3, "B00": 1}, "dead_letters": {"bad_row": 1}}
+    assert list(said["too_few"]) == ["B01", "B00"]  # most trades first, as the symbols
+
+
 def test_replay_names_a_few_unseen_symbols_and_counts_the_rest(tmp_path: Path) -> None:
     """A watch list of 2,000 symbols, none traded in the file, gave a 14 KB line naming each."""
     data = tmp_path / "day.csv"
