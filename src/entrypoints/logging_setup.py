@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import threading
@@ -108,6 +109,16 @@ class OncePerOutage(logging.Filter):
         if held:
             self.schedule(max(min(held) + self.quiet - now, 0.0), self.settle)
 
+    def say_held(self) -> None:
+        """Say every run of repeats still held back, stopped or not: the process stops, and its timer
+        (a daemon thread) would never come."""
+        now = self.clock()
+        with self.lock:
+            held = [(key, episode) for key, episode in self.episodes.items() if episode.held]
+            for key, _ in held:
+                del self.episodes[key]
+        self._say(held, now, stopping=True)
+
     def _ended(self, now: float) -> list[tuple[tuple[str, str], _Episode]]:
         # Kept in the order last seen (a repeat moves its message to the end): the ones that have
         # stopped are at the front, and a record costs no walk through all of them.
@@ -116,20 +127,55 @@ class OncePerOutage(logging.Filter):
             ended.append(self.episodes.popitem(last=False))
         return ended
 
-    def _say(self, ended: list[tuple[tuple[str, str], _Episode]], now: float) -> None:
+    def _say(self, ended: list[tuple[tuple[str, str], _Episode]], now: float, stopping: bool = False) -> None:
         for (name, template), episode in ended:
             if not episode.held:
                 continue
             logger = logging.getLogger(name)
             quiet = now - episode.last
             text = (f"{episode.held:,} more of {template[:200]!r} held back over {episode.last - episode.first:,.0f} s "
-                    f"(none for {quiet:,.0f} s)")
+                    + (f"(the last {quiet:,.0f} s before the process stopped)" if stopping else
+                       f"(none for {quiet:,.0f} s)"))
             # A warning, also for errors: they were said when they began; that they stopped is not one.
             logger.handle(logger.makeRecord(name, logging.WARNING, "", 0, text, (), None, func="held_back",
                                             extra={HELD_BACK: episode.held}))
 
 
 HELD_BACK = "held_back"  # the attribute that marks OncePerOutage's own lines (and how many they stand for)
+
+
+def say_held_back_at_exit() -> None:
+    """What the OncePerOutage filters still installed hold back, said as the process exits (a command
+    stopped mid-outage, or a worker stopped): without it, how many repeats were hidden went unsaid.
+    Never raises: a handler whose stream is closed (a test runner's, a pipe gone) is passed over, and
+    one that fails to write drops the line, as logging does at exit anyway."""
+    saved, logging.raiseExceptions = logging.raiseExceptions, False  # no "--- Logging error ---" at exit
+    try:
+        for once in _installed_filters():
+            try:
+                once.say_held()
+            except Exception:  # the process is ending: nowhere left to say it, and no reason to fail its exit
+                continue
+    finally:
+        logging.raiseExceptions = saved
+
+
+def _installed_filters() -> list[OncePerOutage]:
+    """The OncePerOutage filters on a logger, or on a handler whose stream is open, each once."""
+    found: dict[int, OncePerOutage] = {}
+    loggers = [logging.getLogger(), *(logger for logger in list(logging.Logger.manager.loggerDict.values())
+                                      if isinstance(logger, logging.Logger))]
+    for logger in loggers:
+        filters = list(logger.filters)
+        for handler in list(logger.handlers):
+            if not getattr(getattr(handler, "stream", None), "closed", False):
+                filters.extend(handler.filters)
+        found.update((id(f), f) for f in filters if isinstance(f, OncePerOutage))
+    return list(found.values())
+
+
+# Registered after logging's own exit hook, so it runs before that one closes the handlers.
+atexit.register(say_held_back_at_exit)
 
 
 def _after(seconds: float, call: Callable[[], None]) -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import io
 import itertools
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from entrypoints.logging_setup import HELD_BACK, OncePerOutage, quiet_kafka_client
+from entrypoints.logging_setup import HELD_BACK, OncePerOutage, quiet_kafka_client, say_held_back_at_exit
 
 _names = itertools.count()
 
@@ -174,3 +176,57 @@ def test_a_commands_kafka_client_lines_are_said_once_on_stderr(monkeypatch: pyte
         client.handlers[:], client.propagate = saved
     assert stderr.getvalue().splitlines() == ["kafka client: Unable connect to node with id 1: 0",
                                               "kafka client: Topic anomalies not found in cluster metadata"]
+
+
+def test_what_is_held_back_when_the_process_stops_is_said_at_its_exit(client) -> None:
+    """A command stopped mid-outage never said its "N more of ..." lines: the timer is a daemon thread."""
+    logger, kept = client
+    clock = Clock()
+    logger.addFilter(OncePerOutage(quiet=60, clock=clock, schedule=clock.schedule))
+    for _ in range(3):
+        logger.warning("Topic %s not found in cluster metadata", "anomalies")
+    logger.error("Unable to update metadata from %s", [1])  # said once, nothing held back: nothing more to say
+    clock.advance(5)
+    assert len(kept.lines) == 2
+    say_held_back_at_exit()
+    assert kept.lines[2:] == [("WARNING", "2 more of 'Topic %s not found in cluster metadata' held back over 0 s "
+                                          "(the last 5 s before the process stopped)")]
+    say_held_back_at_exit()  # said once
+    assert len(kept.lines) == 3
+
+
+def test_at_exit_a_filter_no_longer_installed_or_on_a_closed_stream_says_nothing_and_nothing_raises(
+        client, capsys: pytest.CaptureFixture[str]) -> None:
+    logger, kept = client
+    removed = OncePerOutage(quiet=60, clock=Clock(), schedule=lambda seconds, call: None)
+    logger.addFilter(removed)
+    stream = io.StringIO()
+    closed = logging.StreamHandler(stream)
+    closed.addFilter(OncePerOutage(quiet=60, clock=Clock(), schedule=lambda seconds, call: None))
+    logger.addHandler(closed)
+    try:
+        for _ in range(3):
+            logger.warning("Heartbeat failed for group %s", "g")
+        logger.removeFilter(removed)
+        stream.close()
+        say_held_back_at_exit()
+    finally:
+        logger.removeHandler(closed)
+    assert [message for _, message in kept.lines] == ["Heartbeat failed for group g"]
+    assert capsys.readouterr().err == ""
+
+
+def test_a_command_stopped_mid_outage_says_what_it_held_back_as_it_exits() -> None:
+    program = """
+import logging
+from entrypoints.logging_setup import quiet_kafka_client
+quiet_kafka_client()
+for _ in range(3):
+    logging.getLogger("aiokafka.cluster").warning("Topic %s not found in cluster metadata", "anomalies")
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "kafka client: Topic anomalies not found in cluster metadata"
+    assert len(lines) == 2 and lines[1].startswith(
+        "kafka client: 2 more of 'Topic %s not found in cluster metadata' held back over 0 s (the last 0 s before")
