@@ -132,7 +132,9 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
               help="Files: pick up an interrupted ingest of the same files to the same topic. Each partition's "
                    "last message says which of the files' trades it holds; those are skipped (said on stderr), "
                    "the rest sent. Refused, before sending anything, when the topic ends with other data.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary as one JSON object, also when Kafka fails after something was sent (its "
+                   "`failed` says why, as the error line does).")
 def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbols: str, bootstrap: str | None,
            topic: str | None, dlq_topic: str | None, anomalies_topic: str | None, incidents_topic: str | None,
            batch_trades: int, pace: str,
@@ -232,6 +234,7 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
 
     say_when_compiling(_symbol_tables, "the ingest's kernels", "about 10 s")
     interrupted = False
+    failed: str | None = None  # Kafka's error, after something was sent: --json still says what was
     with progress_bar("ingesting", None, enabled=not as_json and err.is_terminal) as bar:
         def on_progress(summary: IngestSummary) -> None:
             bar.update(bar.task_ids[0], completed=summary.trades,
@@ -243,9 +246,11 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
             fail(str(exc))
         except KafkaError as exc:
             sent = ingest_trades.summary.messages  # (a first connection's failure names its hosts already)
-            fail(f"Kafka at {config.kafka_bootstrap_servers}: {said(exc)}"
-                 + (f"; {AWAY_HINT}" if sent and broker_away(exc) else "")
-                 + (f" ({RESUME_HINT})" if not live and sent else ""))
+            failed = (f"Kafka at {config.kafka_bootstrap_servers}: {said(exc)}"
+                      + (f"; {AWAY_HINT}" if sent and broker_away(exc) else "")
+                      + (f" ({RESUME_HINT})" if not live and sent else ""))
+            if not (as_json and sent):
+                fail(failed)
         except KeyboardInterrupt:
             interrupted = True
         except asyncio.CancelledError:
@@ -259,9 +264,13 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     result = latest.to_dict() | {"topic": config.trades_topic, "dlq_topic": config.dlq_topic, "resumed": resume,
                                  "interrupted": interrupted}
+    if failed:  # what was handed to the client before it failed: delivered, or not, as the broker had it
+        result["failed"] = failed
     log.info("ingest_finished", **result)
     if as_json:
         click.echo(json.dumps(result))
+        if failed:  # the same one line and status as without --json
+            fail(failed)
     else:
         click.echo(f"ingested {latest.trades:,} trades in {latest.messages:,} messages to {config.trades_topic} in "
                    f"{latest.seconds:.2f}s ({latest.trades_per_second:,.0f} trades/s); "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -513,7 +514,16 @@ async def test_a_topic_another_process_is_creating_is_waited_for_not_taken_for_o
         await topics.ensure_topics("127.0.0.1:9092", ["trades"], 2)
 
 
-def test_an_ingest_whose_broker_goes_away_midway_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def kernels_on_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No "compiling the ingest's kernels" line on stderr, whichever tests ran before (a fresh clone's first)."""
+    import entrypoints.cli as cli
+
+    monkeypatch.setattr(cli, "kernels_cached", lambda kernel=None: True)
+
+
+def test_an_ingest_whose_broker_goes_away_midway_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                                     kernels_on_disk: None) -> None:
     """Kafka cut during an ingest: its one line named only the client's error ("LeaderNotAvailableError:
     [Error 5] LeaderNotAvailableError"), not that the broker had stopped answering."""
     from aiokafka.errors import LeaderNotAvailableError
@@ -544,6 +554,52 @@ def test_an_ingest_whose_broker_goes_away_midway_says_so_in_one_line(monkeypatch
         "Error: Kafka at kafka:9092: LeaderNotAvailableError (Kafka error 5); no broker answered for the "
         "partitions in time: is Kafka down or restarting? (the same command with --resume sends the rest, "
         "skipping what the topic holds)"]
+
+
+@pytest.mark.parametrize("sends", [1, 0], ids=["after-a-message", "before-any"])
+def test_an_ingest_json_whose_broker_goes_away_midway_still_says_what_was_sent(
+        monkeypatch: pytest.MonkeyPatch, kernels_on_disk: None, sends: int) -> None:
+    """Automation got nothing on stdout (exit 1, one line on stderr): not what had been sent, nor whether to resume."""
+    from aiokafka.errors import LeaderNotAvailableError
+
+    import adapters.kafka.producer as producer
+
+    made: list[InMemoryPublisher] = []
+
+    class GoesAway(InMemoryPublisher):
+        def __init__(self, *_: object, **__: object) -> None:
+            super().__init__()
+            made.append(self)
+
+        async def __aenter__(self) -> GoesAway:
+            return self
+
+        async def __aexit__(self, *_: object) -> None:
+            await self.flush()
+
+        async def publish(self, runs: list[tuple[str, np.ndarray]], mark: object = None,
+                          dead_letters: Sequence[DeadLetter] = ()) -> None:
+            if len(self.messages) >= sends:
+                raise LeaderNotAvailableError()
+            await super().publish(runs, mark, dead_letters)
+
+    monkeypatch.setattr(producer, "KafkaTradePublisher", GoesAway)
+    sample = Path(__file__).resolve().parents[2].parent / "shared/data/databento/xnas-itch.trades.sample.dbn.zst"
+    result = CliRunner().invoke(main, ["ingest", str(sample), "--batch-trades", "1", "--bootstrap", "kafka:9092",
+                                       "--json"])
+    assert result.exit_code == 1, (result.output, result.exception)
+    if not sends:  # nothing sent: the error says it all, as without --json
+        assert (result.stdout, result.stderr) == ("", "Error: Kafka at kafka:9092: LeaderNotAvailableError (Kafka "
+                                                      "error 5)\n")
+        return
+    reason = ("Kafka at kafka:9092: LeaderNotAvailableError (Kafka error 5); no broker answered for the partitions "
+              "in time: is Kafka down or restarting? (the same command with --resume sends the rest, skipping what "
+              "the topic holds)")
+    assert result.stderr.splitlines() == [f"Error: {reason}"]
+    summary = json.loads(result.stdout)
+    sent = made[0].messages  # the first publish's, before the broker went away
+    assert sent and (summary["messages"], summary["trades"]) == (len(sent), len(made[0].trades()))
+    assert (summary["topic"], summary["interrupted"], summary["failed"]) == ("trades", False, reason)
 
 
 def test_kafka_protocol_errors_read_with_their_code_once() -> None:
