@@ -507,3 +507,55 @@ def test_the_notifier_beats_its_loop_blocked_gauge_from_its_own_event_loop(monke
                                 env={"STOCKANOMALY_NOTIFIER_METRICS_PORT": "0", "STOCKANOMALY_METRICS_ADDR": "127.0.0.1"})
     assert result.exit_code == 0, result.output
     assert beats and set(beats) == set(loops)
+
+
+def test_the_clients_lines_of_the_missing_topic_are_said_at_debug_while_topic_missing_says_it(
+        monkeypatch: pytest.MonkeyPatch, logs_of: Any) -> None:
+    """A fresh notify before the first worker printed 4 `kafka client:` lines (coordinator not available,
+    topic not found, coordinator dead, no partition metadata) beside its own `topic_missing`."""
+    import logging
+
+    from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaConnectionError
+
+    from adapters.kafka import notifier
+
+    class Kafka:
+        answers = {"other"}
+
+        async def topics(self) -> set[str]:
+            return self.answers
+
+    kafka = Kafka()
+    clock = [1000.0]
+    monkeypatch.setattr(notifier.time, "monotonic", lambda: clock[0])
+    logger = logging.getLogger("aiokafka.test_notify_missing")  # its own: its level changes below
+    logger.setLevel(logging.WARNING)
+    said = notifier.SaidWhileTopicMissing("anomalies", "g")
+    logs = logs_of(notifier)
+
+    def shown(template: str, *args: object, level: int = logging.ERROR) -> str | None:
+        record = logger.makeRecord(logger.name, level, "", 0, template, args, None)
+        return record.levelname if said.filter(record) else None
+
+    assert shown("Topic %s not found in cluster metadata", "anomalies") == "ERROR"  # no probe yet: shown
+    said.probe = notifier._Probe(kafka, "anomalies")
+    asyncio.run(said.probe.alive())
+    assert [e["event"] for e in logs] == ["topic_missing"]
+    assert shown("Topic %s not found in cluster metadata", "anomalies") is None
+    assert shown("No partition metadata for topic %s", "anomalies", level=logging.WARNING) is None
+    assert shown("Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError()) is None
+    assert shown("Marking the coordinator dead (node %s)for group %s.", 1, "g", level=logging.WARNING) is None
+    # Anything else is shown as it comes: another topic, group or error, another message.
+    assert shown("Topic %s not found in cluster metadata", "incidents") == "ERROR"
+    assert shown("Marking the coordinator dead (node %s)for group %s.", 1, "h", level=logging.WARNING) == "WARNING"
+    assert shown("Group Coordinator Request failed: %s", KafkaConnectionError()) == "ERROR"
+    assert shown("Unable connect to node with id %s: %s", 1, "refused") == "ERROR"
+    logger.setLevel(logging.DEBUG)  # where the client's debug is shown, they are, at DEBUG
+    assert shown("Topic %s not found in cluster metadata", "anomalies") == "DEBUG"
+    logger.setLevel(logging.WARNING)
+    kafka.answers = {"anomalies"}  # a worker created it: the client's lines of it are news again
+    clock[0] += notifier.PROBE_SECONDS
+    asyncio.run(said.probe.alive())
+    assert [e["event"] for e in logs] == ["topic_missing", "topic_appeared"]
+    assert shown("Topic %s not found in cluster metadata", "anomalies") == "ERROR"
+    assert shown("Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError()) == "ERROR"

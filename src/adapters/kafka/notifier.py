@@ -13,6 +13,7 @@ restart, or another after a rebalance) is assigned the partition, before it read
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, GroupCoordinatorNotAvailableError, KafkaError
 
 from adapters.kafka.errors import said
 from adapters.kafka.lag import PartitionProgress, RefreshFailures
@@ -100,6 +101,10 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
     handover = _Handover(consumer, admin, group, assigned, revoked)
     held: dict[int, int] = {}  # partition -> first offset of the batch in hand (fetched, not yet committed)
     measuring: asyncio.Task[None] | None = None
+    said_by_probe = SaidWhileTopicMissing(topic, group)
+    client_loggers = _client_loggers()
+    for logger in client_loggers:
+        logger.addFilter(said_by_probe)
     try:
         try:
             await admin.start()
@@ -108,12 +113,15 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
             await consumer.start()
         except KafkaError as exc:
             raise SourceError(f"cannot read {topic} from Kafka at {bootstrap}: {said(exc)}") from exc
+        # Asked before subscribing, so `topic_missing` is known before the client's own lines of it.
+        probe = _Probe(consumer, topic)
+        await probe.alive()
+        said_by_probe.probe = probe
         consumer.subscribe([topic], listener=handover)
         log.info("notifier_started", topic=topic, group=group)
         started()
         if lag is not None:
             measuring = asyncio.ensure_future(_report_lag(consumer, held, lag))
-        probe = _Probe(consumer, topic)
         while True:
             if await probe.alive() and heartbeat is not None:
                 heartbeat()
@@ -158,6 +166,8 @@ async def notify_from_topic(bootstrap: str, topic: str, group: str, handle: Hand
             measuring.cancel()
         await consumer.stop()
         await admin.close()
+        for logger in client_loggers:
+            logger.removeFilter(said_by_probe)
 
 
 async def notifier_lags(consumer: AIOKafkaConsumer, held: Mapping[int, int]) -> tuple[dict[int, int], dict[int, int]]:
@@ -232,3 +242,49 @@ class _Probe:
                         log.warning("topic_missing", topic=self.topic,
                                     detail="no such topic (yet): nothing to notify until a worker creates it")
         return time.monotonic() - self.answered < ALIVE_SECONDS
+
+
+# What the client says of a topic that does not exist (yet), and of a new broker's group coordinator
+# (its offsets topic is created at the first lookup): at a fresh notify's start, 4 lines beside the
+# probe's `topic_missing`, which says it.
+TOPIC_MISSING = frozenset({"Topic %s not found in cluster metadata", "No partition metadata for topic %s",
+                           "No partition metadata for topic %r",
+                           "Topic %s is not available during auto-create initialization"})
+COORDINATOR_LOOKUP_FAILED = "Group Coordinator Request failed: %s"
+COORDINATOR_DEAD = "Marking the coordinator dead (node %s)for group %s."
+
+
+class SaidWhileTopicMissing(logging.Filter):
+    """The client's warnings and errors of the notifier's topic missing (and of its group's coordinator
+    not ready yet) said at DEBUG while the probe's `topic_missing` stands: shown where the logger shows
+    DEBUG, else dropped. Before the probe has found the topic missing, once it has appeared, and for
+    any other topic or group or error, they are shown as they come."""
+
+    def __init__(self, topic: str, group: str) -> None:
+        super().__init__()
+        self.topic, self.group = topic, group
+        self.probe: _Probe | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.probe is None or self.probe.exists or record.levelno < logging.WARNING or not self._of_it(record):
+            return True
+        if logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+            return True
+        return False
+
+    def _of_it(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        template = str(record.msg)
+        if template in TOPIC_MISSING:
+            return args[:1] == (self.topic,)
+        if template == COORDINATOR_LOOKUP_FAILED:
+            return bool(args) and isinstance(args[0], GroupCoordinatorNotAvailableError)
+        return template == COORDINATOR_DEAD and args[1:2] == (self.group,)
+
+
+def _client_loggers() -> list[logging.Logger]:
+    """The client's loggers (a logger's filters do not reach its children's records): each module's,
+    imported with the consumer."""
+    return [logger for name, logger in list(logging.Logger.manager.loggerDict.items())
+            if (name == "aiokafka" or name.startswith("aiokafka.")) and isinstance(logger, logging.Logger)]
