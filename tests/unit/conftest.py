@@ -27,3 +27,16 @@ def logs_of(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., list[dict
             yield watch
     finally:
         structlog.configure(**saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernels_on_disk() -> Iterator[None]:
+    """The CLI's "compiling the ... kernels" line is not said, whichever tests ran before: a fresh
+    clone's first command to run them compiles, and its line on stderr came before the --json the test
+    parses (CliRunner's output holds both). For the whole session, so module fixtures (set up before
+    a function's) run under it too; the tests of that line set `kernels_cached` themselves."""
+    import entrypoints.cli as cli
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "kernels_cached", lambda kernel=None: True)
+        yield

@@ -514,16 +514,7 @@ async def test_a_topic_another_process_is_creating_is_waited_for_not_taken_for_o
         await topics.ensure_topics("127.0.0.1:9092", ["trades"], 2)
 
 
-@pytest.fixture
-def kernels_on_disk(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No "compiling the ingest's kernels" line on stderr, whichever tests ran before (a fresh clone's first)."""
-    import entrypoints.cli as cli
-
-    monkeypatch.setattr(cli, "kernels_cached", lambda kernel=None: True)
-
-
-def test_an_ingest_whose_broker_goes_away_midway_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch,
-                                                                     kernels_on_disk: None) -> None:
+def test_an_ingest_whose_broker_goes_away_midway_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """Kafka cut during an ingest: its one line named only the client's error ("LeaderNotAvailableError:
     [Error 5] LeaderNotAvailableError"), not that the broker had stopped answering."""
     from aiokafka.errors import LeaderNotAvailableError
@@ -558,7 +549,7 @@ def test_an_ingest_whose_broker_goes_away_midway_says_so_in_one_line(monkeypatch
 
 @pytest.mark.parametrize("sends", [1, 0], ids=["after-a-message", "before-any"])
 def test_an_ingest_json_whose_broker_goes_away_midway_still_says_what_was_sent(
-        monkeypatch: pytest.MonkeyPatch, kernels_on_disk: None, sends: int) -> None:
+        monkeypatch: pytest.MonkeyPatch, sends: int) -> None:
     """Automation got nothing on stdout (exit 1, one line on stderr): not what had been sent, nor whether to resume."""
     from aiokafka.errors import LeaderNotAvailableError
 
