@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import struct
 import sys
 import time
@@ -134,7 +135,7 @@ async def produce(args: argparse.Namespace, topic: str) -> int:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     parser.add_argument("--mode", choices=("eos", "alo"), default="eos")
     parser.add_argument("--aiokafka-backoff", action="store_true",
                         help="keep aiokafka's 100 ms retry after CONCURRENT_TRANSACTIONS")

@@ -100,12 +100,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 
-from adapters.kafka.codec import encode_batch, encode_multi
+from adapters.kafka.codec import decode, encode_batch, encode_runs
 from adapters.kafka.keys import partition_of
-from adapters.kafka.producer import pack
 from adapters.synthetic import generate_market
 from application.ingest import PACE_TICK_SECONDS, symbol_batches
 from domain.model import Anomaly
+from domain.symbols import SymbolRuns
 from kafka_runs import free_port
 
 INGEST_CHUNK = 65_536  # trades per chunk when `stockanomaly ingest` reads a file
@@ -492,26 +492,26 @@ def worker_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def to_messages(runs: list[tuple[str, np.ndarray]], partitions: int, message_trades: int,
-                per_symbol: bool) -> list[Message]:
+def to_messages(runs: SymbolRuns, partitions: int, message_trades: int, per_symbol: bool) -> list[Message]:
     """The messages ingest makes of runs due together (KafkaTradePublisher.publish): per partition
-    (`partition_of`), runs packed (`pack`) into STB2 messages of at most `message_trades` trades,
-    sent to that partition without a key; or, `per_symbol`, one keyed STB1 message per run."""
+    (`partition_of`), runs packed into STB2 messages of at most `message_trades` trades
+    (`encode_runs`), sent to that partition without a key; or, `per_symbol`, one keyed STB1 message
+    per run. Each with the trades it holds (an STB2 message's decoded back, as the worker reads it)."""
     if per_symbol:
         return [(*encode_batch(symbol, rows), partition_of(symbol, partitions), [rows]) for symbol, rows in runs]
-    by_partition: dict[int, list[tuple[str, np.ndarray]]] = {}
-    for symbol, rows in runs:
-        if len(rows):
-            by_partition.setdefault(partition_of(symbol, partitions), []).append((symbol, rows))
-    return [(None, encode_multi(group), partition, [rows for _, rows in group])
-            for partition, mine in by_partition.items() for group in pack(mine, message_trades)]
+    if not len(runs):
+        return []
+    home = np.array([partition_of(name, partitions) for name in runs.names], np.int64)[runs.codes]
+    home[runs.lengths == 0] = -1  # as the publisher: no message of no trades
+    return [(None, value, partition, [decode(None, value, "bench")[0]])
+            for partition, value, _ in encode_runs(runs, home, message_trades)]
 
 
 def ingest_messages(trades: np.ndarray, args: argparse.Namespace) -> list[tuple[bytes | None, bytes, int, int]]:
     """(key, value, partition, trades) as `stockanomaly ingest` sends a file at full speed."""
     out = []
     for start in range(0, len(trades), INGEST_CHUNK):
-        runs = list(symbol_batches(trades[start:start + INGEST_CHUNK], args.batch_trades))
+        runs = symbol_batches(trades[start:start + INGEST_CHUNK], args.batch_trades)
         for key, value, partition, rows in to_messages(runs, args.partitions, args.batch_trades,
                                                        args.per_symbol_messages):
             out.append((key, value, partition, sum(len(r) for r in rows)))
@@ -560,7 +560,7 @@ def build_paced(paced: np.ndarray, args: argparse.Namespace
         lo, hi = int(bounds[k]), int(bounds[k + 1])
         if hi <= lo:
             continue
-        runs = list(symbol_batches(paced[lo:hi], args.batch_trades))
+        runs = symbol_batches(paced[lo:hi], args.batch_trades)
         for key, value, partition, rows in to_messages(runs, args.partitions, args.batch_trades,
                                                        args.per_symbol_messages):
             for r in rows:
