@@ -143,7 +143,6 @@ def ingest(paths: tuple[str, ...], live: bool, dataset: str, schema: str, symbol
     """Publish Databento trades (files, globs, directories, or --live) to Kafka as compact micro-batches:
     one STB2 message per partition, holding the runs of its symbols (docs/wire-format.md).
 
-    \b
     An interrupted file ingest (Ctrl-C, a crash, Kafka gone) is resumed by running the same command
     with --resume: what the topic holds already is skipped, nothing is sent twice or lost.
     """
