@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from adapters.kafka.client_logs import at_debug
+
 
 def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     as_json = not sys.stderr.isatty() if json is None else json
@@ -92,10 +94,7 @@ class OncePerOutage(logging.Filter):
             self.schedule(self.quiet, self.settle)
         if shown:
             return True
-        if logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
-            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
-            return True
-        return False
+        return at_debug(record)
 
     def settle(self) -> None:
         """Say the runs of repeats that have stopped; while some have not, look again when the first
@@ -209,10 +208,7 @@ class Demoted(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.INFO or str(record.msg) not in self.templates:
             return True
-        if logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
-            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
-            return True
-        return False
+        return at_debug(record)
 
 
 def throttle_kafka_client(quiet: float = 60.0) -> None:

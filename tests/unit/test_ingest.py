@@ -514,43 +514,12 @@ async def test_a_topic_another_process_is_creating_is_waited_for_not_taken_for_o
         await topics.ensure_topics("127.0.0.1:9092", ["trades"], 2)
 
 
-def test_an_ingest_whose_broker_goes_away_midway_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Kafka cut during an ingest: its one line named only the client's error ("LeaderNotAvailableError:
-    [Error 5] LeaderNotAvailableError"), not that the broker had stopped answering."""
-    from aiokafka.errors import LeaderNotAvailableError
-
-    import adapters.kafka.producer as producer
-
-    class GoesAway(InMemoryPublisher):
-        def __init__(self, *_: object, **__: object) -> None:
-            super().__init__()
-
-        async def __aenter__(self) -> GoesAway:
-            return self
-
-        async def __aexit__(self, *_: object) -> None:
-            await self.flush()
-
-        async def publish(self, runs: list[tuple[str, np.ndarray]], mark: object = None,
-                          dead_letters: Sequence[DeadLetter] = ()) -> None:
-            if self.messages:
-                raise LeaderNotAvailableError()
-            await super().publish(runs, mark, dead_letters)
-
-    monkeypatch.setattr(producer, "KafkaTradePublisher", GoesAway)
-    sample = Path(__file__).resolve().parents[2].parent / "shared/data/databento/xnas-itch.trades.sample.dbn.zst"
-    result = CliRunner().invoke(main, ["ingest", str(sample), "--batch-trades", "1", "--bootstrap", "kafka:9092"])
-    assert result.exit_code == 1, (result.output, result.exception)
-    assert result.output.splitlines() == [
-        "Error: Kafka at kafka:9092: LeaderNotAvailableError (Kafka error 5); no broker answered for the "
-        "partitions in time: is Kafka down or restarting? (the same command with --resume sends the rest, "
-        "skipping what the topic holds)"]
+SAMPLE_DBN = Path(__file__).resolve().parents[2].parent / "shared/data/databento/xnas-itch.trades.sample.dbn.zst"
 
 
-@pytest.mark.parametrize("sends", [1, 0], ids=["after-a-message", "before-any"])
-def test_an_ingest_json_whose_broker_goes_away_midway_still_says_what_was_sent(
-        monkeypatch: pytest.MonkeyPatch, sends: int) -> None:
-    """Automation got nothing on stdout (exit 1, one line on stderr): not what had been sent, nor whether to resume."""
+def broker_gone_after(sends: int, monkeypatch: pytest.MonkeyPatch) -> list[InMemoryPublisher]:
+    """Ingest's KafkaTradePublisher made an in-memory one whose broker goes away once `sends` messages
+    went (its publishes then fail as aiokafka's do); the list gets each one the command makes."""
     from aiokafka.errors import LeaderNotAvailableError
 
     import adapters.kafka.producer as producer
@@ -575,8 +544,27 @@ def test_an_ingest_json_whose_broker_goes_away_midway_still_says_what_was_sent(
             await super().publish(runs, mark, dead_letters)
 
     monkeypatch.setattr(producer, "KafkaTradePublisher", GoesAway)
-    sample = Path(__file__).resolve().parents[2].parent / "shared/data/databento/xnas-itch.trades.sample.dbn.zst"
-    result = CliRunner().invoke(main, ["ingest", str(sample), "--batch-trades", "1", "--bootstrap", "kafka:9092",
+    return made
+
+
+def test_an_ingest_whose_broker_goes_away_midway_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kafka cut during an ingest: its one line named only the client's error ("LeaderNotAvailableError:
+    [Error 5] LeaderNotAvailableError"), not that the broker had stopped answering."""
+    broker_gone_after(1, monkeypatch)
+    result = CliRunner().invoke(main, ["ingest", str(SAMPLE_DBN), "--batch-trades", "1", "--bootstrap", "kafka:9092"])
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert result.output.splitlines() == [
+        "Error: Kafka at kafka:9092: LeaderNotAvailableError (Kafka error 5); no broker answered for the "
+        "partitions in time: is Kafka down or restarting? (the same command with --resume sends the rest, "
+        "skipping what the topic holds)"]
+
+
+@pytest.mark.parametrize("sends", [1, 0], ids=["after-a-message", "before-any"])
+def test_an_ingest_json_whose_broker_goes_away_midway_still_says_what_was_sent(
+        monkeypatch: pytest.MonkeyPatch, sends: int) -> None:
+    """Automation got nothing on stdout (exit 1, one line on stderr): not what had been sent, nor whether to resume."""
+    made = broker_gone_after(sends, monkeypatch)
+    result = CliRunner().invoke(main, ["ingest", str(SAMPLE_DBN), "--batch-trades", "1", "--bootstrap", "kafka:9092",
                                        "--json"])
     assert result.exit_code == 1, (result.output, result.exception)
     if not sends:  # nothing sent: the error says it all, as without --json

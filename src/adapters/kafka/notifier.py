@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, GroupCoordinatorNotAvailableError, KafkaError
 
+from adapters.kafka.client_logs import at_debug
 from adapters.kafka.errors import said
 from adapters.kafka.lag import PartitionProgress, RefreshFailures
 from adapters.kafka.records import decode_anomaly, decode_incident
@@ -268,10 +269,7 @@ class SaidWhileTopicMissing(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.probe is None or self.probe.exists or record.levelno < logging.WARNING or not self._of_it(record):
             return True
-        if logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
-            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
-            return True
-        return False
+        return at_debug(record)
 
     def _of_it(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
