@@ -406,7 +406,7 @@ class Run:
         self.start_worker("B")
         say(f"{self.app_id}: ingest and workers A, B started; workdir {self.workdir}")
         poll("commits of both workers", lambda: all(commits(log) for _, log, _ in self.current.values()))
-        began = self.settle("both workers started")
+        self.settle("both workers started")
         baseline_window = (time.time() - self.args.settle, time.time())
         steps = []
         for name in [self.args.kill] if self.args.kill else ["A", "B"]:
