@@ -286,13 +286,16 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
     on_incidents = len(set(verdicts) & {i.id for i in incidents})
     unknown = len(set(verdicts) - {a.id for a in found}) - on_incidents
     off = detectors_not_run(container.engine())
+    # Incidents are regrouped under the rules in force only: those of a replay under `--suppressions FILE`
+    # are known once STOCKANOMALY_SUPPRESSIONS names FILE, which only this can tell the analyst.
+    other_rules = (f"incidents grouped under other suppression rules than {suppressions_path(None)}'s "
+                   "(STOCKANOMALY_SUPPRESSIONS names theirs)")
     if verdicts and unknown == len(verdicts):  # a table of unreviewed detections "scored against" verdicts that count for nothing
-        not_run = f", or by detectors not run (STOCKANOMALY_DETECTORS): {', '.join(off)}" if off else ""
+        not_run = f", by detectors not run (STOCKANOMALY_DETECTORS: {', '.join(off)})" if off else ""
         which = f"the verdict in {path} is not" if len(verdicts) == 1 else \
             f"none of the {len(verdicts):,} verdicts in {path} is"
         fail(f"{which} on an anomaly or incident this run found ({counted(len(found), 'anomaly', 'anomalies')}): "
-             f"given on another file, or under other thresholds{not_run}; "
-             "nothing to score")
+             f"given on another file, under other thresholds{not_run}, or on {other_rules}; nothing to score")
     if as_json:
         click.echo(json.dumps({"by_detector": table, "verdicts_file": path, "verdicts": len(verdicts),
                                "verdicts_not_found": unknown,
@@ -310,8 +313,8 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
         click.echo(f"{_verdicts(on_incidents)} on incidents, counted for {counted(inherited, 'anomaly', 'anomalies')} "
                    "of theirs with no verdict of their own")
     if unknown:
-        click.echo(f"{_verdicts(unknown)} on anomalies this run did not find (another file, or other thresholds"
-                   f"{', or detectors not run' if off else ''})")
+        click.echo(f"{_verdicts(unknown)} on anomalies this run did not find: another file, other thresholds"
+                   f"{', detectors not run' if off else ''}, or {other_rules}")
     if off:
         click.echo(f"not run (STOCKANOMALY_DETECTORS): {', '.join(off)}")
     if changed:  # relabelled (or two analysts disagree): the last line counts, as `label` says

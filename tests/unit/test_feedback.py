@@ -265,7 +265,9 @@ def test_evaluate_refuses_verdicts_none_of_which_it_found_and_says_how_many_of_t
     found = found_ids(tmp_path)
     assert invoke("label", ANOMALY_ID, "--confirmed")[0] == 0  # on no anomaly of m.dbn
     refused = (1, f"Error: the verdict in verdicts.jsonl is not on an anomaly or incident this run found "
-                  f"({len(found):,} anomalies): given on another file, or under other thresholds; nothing to score")
+                  f"({len(found):,} anomalies): given on another file, under other thresholds, or on incidents grouped "
+                  "under other suppression rules than suppressions.json's (STOCKANOMALY_SUPPRESSIONS names theirs); "
+                  "nothing to score")
     assert invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl") == refused
     assert invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl", "--json") == refused
     assert invoke("label", "f" * 32, "--false-positive")[0] == 0
@@ -425,6 +427,35 @@ def test_evaluate_verdicts_counts_a_verdict_on_an_incident_as_a_replay_under_the
     assert scored["by_detector"]["all"]["false_positive"] == regrouped["size"]
     code, out = invoke("evaluate", "m.dbn", "--verdicts")
     assert "did not find" not in out
+
+
+def test_evaluate_verdicts_says_how_to_find_incidents_of_a_replay_under_a_named_suppressions_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Incidents labelled from `replay --suppressions rules.json` were refused as 'given on another file, or
+    under other thresholds': evaluate regroups under the rules in force only (STOCKANOMALY_SUPPRESSIONS,
+    else ./suppressions.json), and nothing said so."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STOCKANOMALY_SUPPRESSIONS", raising=False)
+    assert invoke("generate", "m.dbn", "--symbols", "4", "--trades", "120000", "--seed", "1")[0] == 0
+    assert invoke("replay", "m.dbn", "--out", "all.jsonl", "--json")[0] == 0
+    found = {a["id"]: a for a in map(json.loads, (tmp_path / "all.jsonl").read_text().splitlines())}
+    whole = [json.loads(line) for line in (tmp_path / "all.incidents.jsonl").read_text().splitlines()]
+    incident = next(i for i in whole if i["size"] > 1)
+    first = found[incident["members"][0]]
+    at = datetime.fromisoformat(first["ts_local"][:19])
+    assert invoke("suppress", "--file", "rules.json", "--symbol", first["symbol"], "--detector", first["detector"],
+                  "--between", f"{at:%H:%M:%S}-{at + timedelta(seconds=1):%H:%M:%S}")[0] == 0
+    assert invoke("replay", "m.dbn", "--suppressions", "rules.json", "--out", "held.jsonl", "--json")[0] == 0
+    held = [json.loads(line) for line in (tmp_path / "held.incidents.jsonl").read_text().splitlines()]
+    regrouped = next(i for i in held if set(i["members"]) < set(incident["members"]))
+    assert invoke("label", regrouped["id"], "--false-positive")[0] == 0
+
+    code, out = invoke("evaluate", "m.dbn", "--verdicts")
+    assert code == 1 and out.endswith("or on incidents grouped under other suppression rules than suppressions.json's "
+                                      "(STOCKANOMALY_SUPPRESSIONS names theirs); nothing to score"), out
+    monkeypatch.setenv("STOCKANOMALY_SUPPRESSIONS", "rules.json")  # the way out it names
+    code, out = invoke("evaluate", "m.dbn", "--verdicts", "--json")
+    assert code == 0 and json.loads(out)["verdicts_on_incidents"] == 1, out
 
 
 def test_label_records_one_verdict_on_each_of_several_ids_or_on_none_when_one_is_mistyped(
