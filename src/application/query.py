@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from domain.detectors import DETECTOR_NAMES
-from domain.errors import DomainError
+from domain.errors import DomainError, unknown_detectors
 from domain.model import Anomaly
 from domain.ports import AnomalyQuery
 
@@ -85,6 +85,6 @@ class QueryAnomalies:
         detectors = [d.strip().lower() for d in detectors if d.strip()]  # any case, as replay's --detectors
         unknown = [d for d in detectors if d not in DETECTOR_NAMES]
         if unknown:  # a misspelt one would match nothing, which reads as "all quiet"
-            raise InvalidQuery(f"unknown detectors {unknown}; choose from {', '.join(DETECTOR_NAMES)}")
+            raise InvalidQuery(unknown_detectors(unknown, DETECTOR_NAMES))
         return self.query.search(symbols=tuple(symbols), detectors=tuple(detectors), since_ns=since_ns,
                                  until_ns=until_ns, min_score=min_score, limit=limit, order=order)

@@ -10,7 +10,7 @@ import numpy as np
 
 from domain.context import BatchTape, before, last_trades, remember, tape_state
 from domain.detectors.base import AnyDetector, Detector, PooledDetector
-from domain.errors import ConfigError
+from domain.errors import ConfigError, unknown_detectors
 from domain.guard import ACCEPTED, VERDICTS, SequenceGuard, explain, initial_guard_state
 from domain.market import MarketBatch
 from domain.model import TRADE_DTYPE, Anomaly, DeadLetter
@@ -71,7 +71,7 @@ class DetectionEngine:
         if enabled is not None:
             unknown = sorted(set(enabled) - set(names))
             if unknown:
-                raise ConfigError(f"unknown detectors {unknown}; choose from {', '.join(names)}")
+                raise ConfigError(unknown_detectors(unknown, names))
             if not enabled:
                 raise ConfigError(f"no detector selected; choose from {', '.join(names)}")
         self.enabled = [d for d in self.detectors if enabled is None or d.name in enabled]

@@ -15,3 +15,9 @@ class ConfigError(DomainError):
 
 class ResumeError(DomainError):
     """An ingest that cannot be resumed as asked: the trade log holds what the files do not explain."""
+
+
+def unknown_detectors(unknown: list[str], known: tuple[str, ...] | list[str]) -> str:
+    """The refusal of detector names none has: `unknown detector 'telepathy'; choose from ...`."""
+    said = ", ".join(repr(name) for name in unknown)
+    return f"unknown detector{'s' if len(unknown) > 1 else ''} {said}; choose from {', '.join(known)}"

@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from adapters.elasticsearch.mapping import check_prefix
 from adapters.faust.settings import StreamingSettings
 from domain.detectors import DETECTOR_NAMES
-from domain.errors import ConfigError
+from domain.errors import ConfigError, unknown_detectors
 
 Port = Annotated[int, Field(ge=0, le=65_535)]
 PREFIX = "STOCKANOMALY_"
@@ -103,7 +103,7 @@ def check_detectors(spec: str) -> str:
     names = {name.strip().lower() for name in spec.split(",") if name.strip()}
     unknown = sorted(names - set(DETECTOR_NAMES))
     if unknown:
-        raise ValueError(f"unknown detectors {unknown}; choose from {', '.join(DETECTOR_NAMES)}")
+        raise ValueError(unknown_detectors(unknown, DETECTOR_NAMES))
     return spec if names else ",".join(DETECTOR_NAMES)
 
 

@@ -88,7 +88,7 @@ def test_replay_reads_real_dbn_files() -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["replay", "/no/such/file.dbn.zst"], "/no/such/file.dbn.zst"),
-    (["replay", "--detectors", "telepathy"], "unknown detectors"),
+    (["replay", "--detectors", "telepathy"], "unknown detector"),
     (["generate", "market.txt"], "must end with .dbn"),
     (["calibrate", "--out", "x.json"], "Missing argument"),
     (["replay", "--detectors", ","], "Invalid value for --detectors: names no detector"),
@@ -719,7 +719,7 @@ def test_calibrate_counts_a_day_given_twice_once_and_says_so(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(("variable", "value", "message"), [
     ("STOCKANOMALY_CHUNK_SIZE", "abc", "Error: STOCKANOMALY_CHUNK_SIZE: Input should be a valid integer"),
-    ("STOCKANOMALY_DETECTORS", "nope", "Error: STOCKANOMALY_DETECTORS: unknown detectors ['nope']"),
+    ("STOCKANOMALY_DETECTORS", "nope", "Error: STOCKANOMALY_DETECTORS: unknown detector 'nope'"),
     ("STOCKANOMALY_THRESHOLDS", "labels", "Error: thresholds file {labels}: not a thresholds file"),
 ])
 def test_evaluate_with_a_bad_setting_fails_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -736,9 +736,12 @@ def test_an_unknown_detector_is_refused_naming_the_flag_or_the_variable_that_gav
         monkeypatch: pytest.MonkeyPatch) -> None:
     """evaluate has no --detectors: 'unknown detectors' alone left a variable set long ago to be guessed."""
     assert one_line_error(["replay", "--detectors", "high_volume,telepathy"]).startswith(
-        "Error: --detectors: unknown detectors ['telepathy']; choose from high_volume, ")
+        "Error: --detectors: unknown detector 'telepathy'; choose from high_volume, ")
+    # Several are named as given, not as a Python list.
+    assert one_line_error(["replay", "--detectors", "telepathy,high_volume,clairvoyance"]).startswith(
+        "Error: --detectors: unknown detectors 'clairvoyance', 'telepathy'; choose from high_volume, ")
     monkeypatch.setenv("STOCKANOMALY_DETECTORS", "Telepathy")
-    assert one_line_error(["replay"]).startswith("Error: STOCKANOMALY_DETECTORS: unknown detectors ['telepathy']")
+    assert one_line_error(["replay"]).startswith("Error: STOCKANOMALY_DETECTORS: unknown detector 'telepathy'")
 
 
 def test_evaluate_refuses_labels_and_verdicts_together(tmp_path: Path) -> None:

@@ -463,7 +463,7 @@ def test_query_takes_detectors_in_any_case_as_replay_does() -> None:
 
 def test_query_names_the_detectors_when_one_is_unknown() -> None:
     # A misspelt detector matched nothing: "no anomalies match" read as all quiet (replay and suppress refuse it).
-    with pytest.raises(InvalidQuery, match=r"^unknown detectors \['highvolume'\]; choose from high_volume, "):
+    with pytest.raises(InvalidQuery, match=r"^unknown detector 'highvolume'; choose from high_volume, "):
         QueryAnomalies(FakeAnomalyQuery(), clock=lambda: TS)(detectors=["highvolume"])
 
 

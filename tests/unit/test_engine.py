@@ -182,7 +182,7 @@ def test_disabled_detectors_keep_their_state_part_untouched() -> None:
     assert row["high_volume"].tobytes() != initial["high_volume"].tobytes()
 
 
-@pytest.mark.parametrize(("enabled", "message"), [(["high_volume", "telepathy"], "unknown detectors"),
+@pytest.mark.parametrize(("enabled", "message"), [(["high_volume", "telepathy"], "unknown detector"),
                                                   ([], "no detector selected")], ids=["unknown", "none"])
 def test_a_detector_selection_that_makes_no_sense_is_refused(enabled: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -106,8 +106,8 @@ def test_a_free_port_is_served() -> None:
 
 
 @pytest.mark.parametrize("variable, value, expected", [
-    ("STOCKANOMALY_DETECTORS", "high_volume,bogus", "stockanomaly worker: STOCKANOMALY_DETECTORS: unknown detectors ['bogus']; choose from"),
-    ("STOCKANOMALY_DETECTORS", " ,telepathy", "stockanomaly worker: STOCKANOMALY_DETECTORS: unknown detectors ['telepathy']; choose from"),
+    ("STOCKANOMALY_DETECTORS", "high_volume,bogus", "stockanomaly worker: STOCKANOMALY_DETECTORS: unknown detector 'bogus'; choose from"),
+    ("STOCKANOMALY_DETECTORS", " ,telepathy", "stockanomaly worker: STOCKANOMALY_DETECTORS: unknown detector 'telepathy'; choose from"),
     ("STOCKANOMALY_THRESHOLDS", "/nonexistent/thresholds.json",
      "stockanomaly worker: thresholds file /nonexistent/thresholds.json does not exist"),
 ])

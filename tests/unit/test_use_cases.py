@@ -208,5 +208,5 @@ def test_a_file_that_is_not_thresholds_says_what_one_holds_and_what_is_optional(
 
 
 def test_unknown_detector_name_is_refused() -> None:
-    with pytest.raises(ConfigError, match="unknown detectors"):
+    with pytest.raises(ConfigError, match="unknown detector"):
         build_container(detectors="high_volume,telepathy").engine()
