@@ -172,14 +172,19 @@ def label(anomaly_ids: tuple[str, ...], confirmed: bool, false_positive: bool, n
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
 @click.option("--thresholds", type=click.Path(exists=True, dir_okay=False),
               help="Calibrated thresholds file, as for replay [default: STOCKANOMALY_THRESHOLDS, else none].")
+@click.option("--suppressions", "suppressions_file", type=click.Path(exists=True, dir_okay=False),
+              help="With --verdicts: the suppression rules the labelled replay honoured, so that the incidents "
+                   "they regrouped are known by their ids [default: STOCKANOMALY_SUPPRESSIONS, else "
+                   "./suppressions.json].")
 def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as_json: bool,
-             thresholds: str | None) -> None:
+             thresholds: str | None, suppressions_file: str | None) -> None:
     """Replay generated DATA and score detections against its labels: precision, recall, F1. With
     --verdicts, any DATA (real days too): per detector, how many detections analysts confirmed or
     called false positives, and the precision over those reviewed.
 
     The detectors scored are those STOCKANOMALY_DETECTORS names (unset: all); no suppression rule is
-    honoured (an incident labelled from a replay under the rules is still known by its id)."""
+    honoured (an incident labelled from a replay under the rules, or under --suppressions FILE, is still
+    known by its id)."""
     from adapters.databento.paths import SUPPORTED_SUFFIXES, expand_paths
     from adapters.synthetic import labels_path_for
     from application.evaluate import evaluate as score
@@ -195,8 +200,11 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
     if verdicts is not None:
         if labels:  # it would be ignored: the scores are the analysts', not the labels'
             raise click.UsageError("give --labels (a generated market's) or --verdicts (analysts'), not both")
-        evaluate_verdicts(data, verdicts_path(verdicts), as_json, thresholds)
+        evaluate_verdicts(data, verdicts_path(verdicts), as_json, thresholds, suppressions_path(suppressions_file))
         return
+    if suppressions_file:  # it would be ignored: labels score the detectors, which no rule holds back
+        raise click.UsageError("--suppressions goes with --verdicts (it names the rules an analyst's replay "
+                               "grouped incidents under); generated labels score the detectors without rules")
     if labels:
         labels_paths = [Path(labels)]
     else:  # each generated file's own labels, beside it
@@ -255,7 +263,8 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
         click.echo(f"\n{summary.trades:,} trades in {summary.seconds:.2f}s ({summary.trades_per_second:,.0f}/s)")
 
 
-def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, thresholds: str | None) -> None:
+def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, thresholds: str | None,
+                      rules_file: str) -> None:
     from adapters.files.verdicts import load_verdicts
     from application.evaluate import incidents_under, score_verdicts, with_incident_verdicts
     from entrypoints.container import build_container
@@ -279,17 +288,16 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
         return
     # The detectors are scored without rules, but an incident was labelled as a replay under them
     # grouped it: a rule holding back its earliest member gave it an id of its own. Both count.
-    grouped = container.collected_incidents().incidents + incidents_under(rules_in_force(), found)
+    grouped = container.collected_incidents().incidents + incidents_under(rules_in_force(rules_file), found)
     incidents = list({i.id: i for i in grouped}.values())
     per_anomaly, inherited = with_incident_verdicts(verdicts, incidents)
     table = score_verdicts(found, per_anomaly)
     on_incidents = len(set(verdicts) & {i.id for i in incidents})
     unknown = len(set(verdicts) - {a.id for a in found}) - on_incidents
     off = detectors_not_run(container.engine())
-    # Incidents are regrouped under the rules in force only: those of a replay under `--suppressions FILE`
-    # are known once STOCKANOMALY_SUPPRESSIONS names FILE, which only this can tell the analyst.
-    other_rules = (f"incidents grouped under other suppression rules than {suppressions_path(None)}'s "
-                   "(STOCKANOMALY_SUPPRESSIONS names theirs)")
+    # Incidents are regrouped under one file's rules: those of a replay under `replay --suppressions FILE`
+    # are known once `--suppressions FILE` names it here too, which only this can tell the analyst.
+    other_rules = f"incidents grouped under other suppression rules than {rules_file}'s (--suppressions names theirs)"
     if verdicts and unknown == len(verdicts):  # a table of unreviewed detections "scored against" verdicts that count for nothing
         not_run = f", by detectors not run (STOCKANOMALY_DETECTORS: {', '.join(off)})" if off else ""
         which = f"the verdict in {path} is not" if len(verdicts) == 1 else \
@@ -324,14 +332,17 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
                    f"{'' if len(changed) == 1 else ', and more'})")
 
 
-def rules_in_force() -> Suppressions:
-    """The suppression rules a plain `replay` here honours: none when their file cannot be read, as no
-    replay ran under it."""
+def rules_in_force(path: str) -> Suppressions:
+    """The suppression rules of `path`, as a replay under them honoured them. The default file (the
+    variable's, or ./suppressions.json) unreadable: none, as no replay ran under it; a file named with
+    --suppressions unreadable: one line, as replay says it."""
     from adapters.files.suppressions import SuppressionsUnreadable, load_suppressions
 
     try:
-        return Suppressions(load_suppressions(suppressions_path(None)))
-    except SuppressionsUnreadable:
+        return Suppressions(load_suppressions(path))
+    except SuppressionsUnreadable as exc:
+        if path != suppressions_path(None):
+            fail(str(exc))
         return Suppressions([])
 
 

@@ -266,7 +266,7 @@ def test_evaluate_refuses_verdicts_none_of_which_it_found_and_says_how_many_of_t
     assert invoke("label", ANOMALY_ID, "--confirmed")[0] == 0  # on no anomaly of m.dbn
     refused = (1, f"Error: the verdict in verdicts.jsonl is not on an anomaly or incident this run found "
                   f"({len(found):,} anomalies): given on another file, under other thresholds, or on incidents grouped "
-                  "under other suppression rules than suppressions.json's (STOCKANOMALY_SUPPRESSIONS names theirs); "
+                  "under other suppression rules than suppressions.json's (--suppressions names theirs); "
                   "nothing to score")
     assert invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl") == refused
     assert invoke("evaluate", "m.dbn", "--verdicts", "verdicts.jsonl", "--json") == refused
@@ -452,10 +452,19 @@ def test_evaluate_verdicts_says_how_to_find_incidents_of_a_replay_under_a_named_
 
     code, out = invoke("evaluate", "m.dbn", "--verdicts")
     assert code == 1 and out.endswith("or on incidents grouped under other suppression rules than suppressions.json's "
-                                      "(STOCKANOMALY_SUPPRESSIONS names theirs); nothing to score"), out
-    monkeypatch.setenv("STOCKANOMALY_SUPPRESSIONS", "rules.json")  # the way out it names
+                                      "(--suppressions names theirs); nothing to score"), out
+    code, out = invoke("evaluate", "m.dbn", "--verdicts", "--suppressions", "rules.json", "--json")  # the way out it names
+    assert code == 0 and json.loads(out)["verdicts_on_incidents"] == 1, out
+    monkeypatch.setenv("STOCKANOMALY_SUPPRESSIONS", "rules.json")  # or the variable, as for replay
     code, out = invoke("evaluate", "m.dbn", "--verdicts", "--json")
     assert code == 0 and json.loads(out)["verdicts_on_incidents"] == 1, out
+    # Generated labels score the detectors, which no rule holds back: the option would be ignored.
+    code, out = invoke("evaluate", "m.dbn", "--suppressions", "rules.json")
+    assert code == 2 and "--suppressions goes with --verdicts" in out, out
+    # A named file that is no rules file: one line, as replay says it.
+    (tmp_path / "broken.json").write_text("{not json")
+    code, out = invoke("evaluate", "m.dbn", "--verdicts", "--suppressions", "broken.json")
+    assert code == 1 and out.startswith("Error: ") and "broken.json" in out and len(out.strip().splitlines()) == 1, out
 
 
 def test_label_records_one_verdict_on_each_of_several_ids_or_on_none_when_one_is_mistyped(
