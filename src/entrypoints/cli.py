@@ -456,6 +456,8 @@ def replay(paths: tuple[str, ...], as_json: bool, out: str | None, report: str |
     off = detectors_not_run(container.engine())
     if off:  # a detector that found nothing reads the same as one that never ran (STOCKANOMALY_DETECTORS left set)
         result["detectors_not_run"] = off
+    if thresholds_read:  # they move high_volume's line per symbol, maybe from a variable set long ago: said
+        result["thresholds_file"] = thresholds_read
     if result["suppressed"]:
         result["suppressions_file"] = rules_file  # which rules held anomalies back: it may be ./suppressions.json
     if report and bars is not None:

@@ -120,6 +120,8 @@ def render_replay(result: dict[str, Any], out_path: str | None = None, report: s
     if result.get("detectors_not_run"):
         out.print(f"[yellow]not run[/] (--detectors, STOCKANOMALY_DETECTORS): {', '.join(result['detectors_not_run'])}",
                   highlight=False)
+    if result.get("thresholds_file"):
+        out.print(f"[yellow]calibrated size thresholds[/] from {result['thresholds_file']} (high_volume)", highlight=False)
     if result.get("suppressed"):
         held = ", ".join(f"rule {k} {v:,}" for k, v in result["suppressed"].items())
         where = f" by {result['suppressions_file']}" if result.get("suppressions_file") else ""

@@ -874,14 +874,21 @@ def test_replay_names_a_few_unseen_symbols_and_counts_the_rest(tmp_path: Path) -
     assert said == ["--symbols: no trade of " + ", ".join(f"Q{k:04d}" for k in range(20)) + " and 1,980 more was read"]
 
 
-def test_calibrate_writes_thresholds_the_replay_accepts(tmp_path: Path) -> None:
+def test_calibrate_writes_thresholds_the_replay_accepts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "thresholds.json"
     code, text = run("calibrate", str(NVDA_DAY), "--out", str(out))
     assert code == 0, text
     saved = json.loads(out.read_text())
     assert 1_000 < saved["symbols"]["NVDA"]["size_threshold"] < 100_000
     code, text = run("replay", "--json", "--thresholds", str(out), "--detectors", "high_volume", str(DBN_SAMPLE))
-    assert code == 0, text
+    assert code == 0 and json.loads(text)["thresholds_file"] == str(out), text
+    # Which file moved high_volume's line is said, also when a variable set long ago named it.
+    monkeypatch.setenv("STOCKANOMALY_THRESHOLDS", str(out))
+    code, text = run("replay", str(DBN_SAMPLE))
+    assert code == 0 and f"calibrated size thresholds from {out} (high_volume)" in " ".join(text.split()), text
+    monkeypatch.delenv("STOCKANOMALY_THRESHOLDS")
+    code, text = run("replay", "--json", str(DBN_SAMPLE))
+    assert code == 0 and "thresholds_file" not in json.loads(text), text
 
 
 def test_thresholds_of_which_no_symbol_traded_are_said_to_have_changed_nothing(tmp_path: Path) -> None:
