@@ -88,10 +88,16 @@ def suppressions(remove_id: str | None, as_json: bool, path: str | None) -> None
         click.echo(f"no suppressions in {target}" if Path(target).exists() else
                    f"no suppressions: {target} does not exist (`stockanomaly suppress` creates it)")
         return
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    today = datetime.now(ZoneInfo("America/New_York")).date()  # a rule's last day is an exchange date
     for r in rules:
         d = r.to_dict()
         parts = [f"{k} {d[k]}" for k in ("symbol", "detector", "between", "until") if d[k]]
-        click.echo(f"{r.id}  {', '.join(parts)}" + (f"  ({r.note})" if r.note else ""))
+        # Past its last day a rule holds nothing live back, only replays of days up to it: said, not hidden.
+        ended = " (ended)" if r.until is not None and r.until < today else ""
+        click.echo(f"{r.id}  {', '.join(parts)}{ended}" + (f"  ({r.note})" if r.note else ""))
 
 
 def verdicts_path(given: str | None, writes: bool = False) -> str:

@@ -376,6 +376,14 @@ def test_the_cli_adds_lists_and_removes_rules_and_records_verdicts(tmp_path: Pat
     assert invoke("suppress", "--symbol", "NVDA", "--between", "15:50-16:00")[0] == 1  # the same rule twice
     assert invoke("suppressions") == (0, f"{rule.id}  symbol NVDA, between 15:50-16:00  (closing imbalance)")
     assert json.loads(invoke("suppressions", "--json")[1])[0]["id"] == rule.id
+    # A rule past its last day holds nothing live back: the list says it ended (one of 2020 has).
+    assert invoke("suppress", "--detector", "trade_burst", "--until", "2020-01-31")[0] == 0
+    assert invoke("suppress", "--detector", "vwap_deviation", "--until", "2999-12-31")[0] == 0
+    listed = invoke("suppressions")[1].splitlines()
+    assert [line.split("  ", 1)[1] for line in listed[1:]] == ["detector trade_burst, until 2020-01-31 (ended)",
+                                                              "detector vwap_deviation, until 2999-12-31"]
+    for line in listed[1:]:
+        assert invoke("suppressions", "--remove", line.split()[0])[0] == 0
     code, out = invoke("suppress")
     assert code == 1 and out.splitlines() == ["Error: a suppression must name a symbol, a detector, a time-of-day "
                                               "window or an end date: an empty one would silence every anomaly"]
