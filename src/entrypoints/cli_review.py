@@ -163,8 +163,15 @@ def label(anomaly_ids: tuple[str, ...], confirmed: bool, false_positive: bool, n
         append_verdicts(target, ids, verdict, note)
     except DomainError as exc:
         fail(str(exc))
+    said = verdict.replace("_", " ")
+    if len(ids) > LABEL_LISTED:  # a triage's hundreds (`jq ... | xargs stockanomaly label`): counted, not a line each
+        click.echo(f"{len(ids):,} ids marked {said} in {target}: {named(ids, 2)}")
+        return
     for anomaly_id in ids:
-        click.echo(f"{anomaly_id} marked {verdict.replace('_', ' ')} in {target}")
+        click.echo(f"{anomaly_id} marked {said} in {target}")
+
+
+LABEL_LISTED = 10  # ids `label` confirms a line each; more are counted
 
 
 @main.command(short_help="Score detections against labels or analysts' verdicts.")

@@ -487,6 +487,11 @@ def test_label_records_one_verdict_on_each_of_several_ids_or_on_none_when_one_is
     lines = [json.loads(line) for line in (tmp_path / "verdicts.jsonl").read_text().splitlines()]
     assert [(v["id"], v["verdict"], v["note"]) for v in lines] == [(first, "false_positive", "sweeps"),
                                                                  (second, "false_positive", "sweeps")]
+    # A triage's hundreds are counted in one line, each still recorded.
+    many = [f"{k:032x}" for k in range(1, 849)]
+    code, out = invoke("label", "--confirmed", "--file", "many.jsonl", *many)
+    assert code == 0 and out == (f"848 ids marked confirmed in many.jsonl: {many[0]}, {many[1]} and 846 more"), out
+    assert load_verdicts(tmp_path / "many.jsonl") == dict.fromkeys(many, "confirmed")
     code, out = invoke("label", "--confirmed", first, "abdfa5z5", second)
     assert code == 1 and out == ("Error: 'abdfa5z5' is not an anomaly or incident id (32 hex digits, or the first 8 "
                                  "or more of them, as replay --out and query show); nothing written")
