@@ -285,6 +285,8 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
     changed: dict[str, int] = {}  # ids whose verdicts disagree -> the line of the one that counts
     try:
         verdicts = load_verdicts(path, changed)
+        if not verdicts:  # a replay of the whole DATA to print a table scored against nothing
+            fail(f"{path} holds no verdicts (`stockanomaly label` writes them); nothing to score")
         container = build_container(thresholds=thresholds, suppressions="", out="", dead_letters="")  # as above
         say_when_compiling()
         container.engine().warm_up()

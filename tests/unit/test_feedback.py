@@ -473,6 +473,10 @@ def test_evaluate_verdicts_says_how_to_find_incidents_of_a_replay_under_a_named_
     (tmp_path / "broken.json").write_text("{not json")
     code, out = invoke("evaluate", "m.dbn", "--verdicts", "--suppressions", "broken.json")
     assert code == 1 and out.startswith("Error: ") and "broken.json" in out and len(out.strip().splitlines()) == 1, out
+    # A verdicts file with none in it: said before replaying the data for a table scored against nothing.
+    (tmp_path / "none.jsonl").write_text("\n")
+    assert invoke("evaluate", "m.dbn", "--verdicts", "none.jsonl") == (
+        1, "Error: none.jsonl holds no verdicts (`stockanomaly label` writes them); nothing to score")
 
 
 def test_label_records_one_verdict_on_each_of_several_ids_or_on_none_when_one_is_mistyped(
