@@ -183,6 +183,11 @@ class Settings(BaseSettings):
     # by default: see README, "Fail-over".
     table_standby_replicas: Annotated[int, Field(ge=0, le=9)] = 0
     take_max: Annotated[int, Field(ge=1)] = 256  # messages per detect call (per bulk for the indexer) at most
+    # Seconds a take in hand may still take once the worker is told to stop (SIGTERM): then it is given
+    # up uncommitted, and its successor processes it again. A take needs tens of milliseconds; one
+    # still running is waiting on a broker that is away (its sends are retried for 20 minutes). 5 s,
+    # so that the rest of the stop (3-4 s with the broker away) fits docker's 10 s before its SIGKILL.
+    stop_grace: Annotated[float, Field(ge=0, le=600)] = 5.0
     take_within: Annotated[float, Field(gt=0, le=10)] = 0.05  # seconds to wait for more messages per take
     # The indexer's: 0 = a bulk of whatever has arrived (bulks grow by themselves while one is in
     # flight); anomalies are few, and waiting for more of them only delays the first.
@@ -251,7 +256,7 @@ class Settings(BaseSettings):
             indexer_session_timeout=self.kafka_session_timeout or DYNAMIC_SESSION_TIMEOUT,
             group_instance_id=self.group_instance_id, standby_replicas=self.table_standby_replicas,
             take_max=self.take_max, take_within=self.take_within,
-            indexer_take_within=self.indexer_take_within)
+            indexer_take_within=self.indexer_take_within, stop_grace=self.stop_grace)
 
 
 def load_settings(flags: Mapping[str, str] | None = None, /, **explicit: object) -> Settings:

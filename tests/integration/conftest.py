@@ -180,14 +180,28 @@ def alert_webhook(alertmanager_url: str) -> Iterator[WebhookReceiver]:
 
 class Broker:
     """The Kafka broker services.sh started, to be killed (-9, its whole process group) and restarted
-    on the same data directory, as a crashed broker and its supervisor would."""
+    on the same data directory, as a crashed broker and its supervisor would, or paused and resumed."""
 
     def __init__(self, pid_file: Path) -> None:
         self.pid_file = pid_file
+        self.paused = False
 
     def kill(self) -> None:
-        pid = json.loads(self.pid_file.read_text())["pid"]
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(self._pid(), signal.SIGKILL)
+        self.paused = False
+
+    def pause(self) -> None:
+        """SIGSTOP: the broker holds every connection open and answers nothing (a hung broker, or
+        one cut off by the network), so what a client has sent waits on it."""
+        os.killpg(self._pid(), signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        os.killpg(self._pid(), signal.SIGCONT)
+        self.paused = False
+
+    def _pid(self) -> int:
+        return int(json.loads(self.pid_file.read_text())["pid"])
 
     def start(self) -> None:
         started = subprocess.run(["bash", str(SERVICES_SH), "up", "kafka"], capture_output=True, text=True)
@@ -205,6 +219,8 @@ def broker(kafka_bootstrap: str) -> Iterator[Broker]:
         pytest.skip(message)
     control = Broker(pid_file)
     yield control
+    if control.paused:
+        control.resume()
     if not _kafka_up():  # whatever happened in the test, the next ones get their broker back
         control.start()
 

@@ -790,3 +790,95 @@ async def test_the_indexer_deletes_the_daily_indices_that_outlived_the_retention
     assert indexer.poll() is None
     log = (stream.workdir / "indexer.log").read_text()
     assert "Traceback" not in log
+
+
+
+
+def log_events(log: Path, *events: str) -> list[dict[str, Any]]:
+    """The structured lines of these events in a worker's log, in order."""
+    marks = tuple(f'"event": "{event}"' for event in events)
+    written = log.read_text(errors="replace").split("\n")[:-1]  # the last one may be half written
+    return [json.loads(line) for line in written if line.startswith("{") and any(mark in line for mark in marks)]
+
+
+def take_in_delivery(log: Path) -> list[dict[str, Any]]:
+    """The `batch` lines of the take in hand if it is still delivering (its groups' outputs and state
+    sent, not all acknowledged: no `take_delivered` since the last `take_committed`), else none."""
+    lines = log_events(log, "batch", "take_delivered", "take_committed")
+    ends = [i for i, line in enumerate(lines) if line["event"] == "take_committed"]
+    in_hand = lines[ends[-1] + 1:] if ends else lines
+    if any(line["event"] == "take_delivered" for line in in_hand):
+        return []
+    return in_hand
+
+
+STOP_GRACE_SECONDS = 5.0  # STOCKANOMALY_STOP_GRACE's default
+PAUSE_ATTEMPTS = 8  # a pause lands in a take's commit about once in five (its work ~50 ms, its commit ~13 ms)
+
+
+@pytest.mark.asyncio
+async def test_a_worker_stopped_with_a_take_caught_mid_delivery_gives_it_up_and_its_successor_redoes_it(
+        stream: Stream, market, embedded_ids, broker) -> None:
+    """SIGTERM while a take's sends wait on a broker that is away: the stop waited for them (Faust
+    waits for the messages in hand, the producer retries an idempotent batch for 20 minutes) until an
+    orchestrator's SIGKILL. Now the take is given up once the stop's grace has passed, uncommitted,
+    in one line; the worker exits, and its successor processes the take again."""
+    stream.env["STOCKANOMALY_TAKE_MAX"] = "16"  # a backlog of ~160 messages is 10 takes or more
+    await stream.produce(as_messages(market))
+    worker = stream.start_worker("w1", 19611)
+    log = stream.workdir / "w1.log"
+    # A take's `batch` line comes once its group's outputs and state were sent, before any of them is
+    # awaited. The broker stops answering (SIGSTOP) right then: what the take sent, and what it still
+    # has to send, waits on it; if the pause came too late (the take's `take_delivered` line is there:
+    # its commit is what waits), the broker goes on until the next take has sent something.
+    in_hand: list[dict[str, Any]] = []
+    for _ in range(PAUSE_ATTEMPTS):
+        committed_takes = len(log_events(log, "take_committed"))
+        eventually(lambda: take_in_delivery(log), timeout=180, interval=0.005, what="a take sending")
+        broker.pause()
+        in_hand = take_in_delivery(log)
+        if in_hand:
+            break
+        broker.resume()
+        eventually(lambda: len(log_events(log, "take_committed")) > committed_takes, timeout=60,
+                   what="the take caught committing committed")
+    assert in_hand, f"no pause in {PAUSE_ATTEMPTS} caught a take delivering"
+    committed_before = len(log_events(log, "take_committed"))
+    broker.kill()  # then the broker is gone for good, as in an outage
+    worker.send_signal(signal.SIGTERM)
+    started = asyncio.get_running_loop().time()
+    try:
+        rc = await asyncio.to_thread(worker.wait, STOP_BOUND_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the worker did not stop within {STOP_BOUND_SECONDS} s of SIGTERM") from None
+    took = asyncio.get_running_loop().time() - started
+    output = log.read_text(errors="replace")
+    assert rc == 0, output[-3000:]
+    assert "Traceback" not in output and "never retrieved" not in output, output[-5000:]
+    assert len(log_events(log, "take_committed")) == committed_before  # the take in hand never committed
+    [given_up] = log_events(log, "take_given_up")
+    assert given_up["level"] == "warning" and given_up["stage"] == "delivering", given_up
+    assert given_up["successor"] == "processes it again from the last committed offsets"
+    # What it gave up holds every group the log shows in hand (and any whose sends it was still making).
+    assert {line["offsets"] for line in in_hand} <= set(given_up["offsets"])
+    assert given_up["messages"] == sum(int(last) - int(first) + 1 for first, last in
+                                       (r.rsplit("@", 1)[1].split("-") for r in given_up["offsets"]))
+    assert took >= STOP_GRACE_SECONDS  # the take had its grace
+    print(f"stopped {took:.1f} s after SIGTERM, {given_up['messages']} messages given up")
+    await asyncio.to_thread(broker.start)
+    # Nothing of the take was committed: no committed offset of the group reaches into it.
+    admin = AIOKafkaAdminClient(bootstrap_servers=stream.bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(stream.env["STOCKANOMALY_APP_ID"])
+    finally:
+        await admin.close()
+    firsts = {int(r.split("[", 1)[1].split("]", 1)[0]): int(r.rsplit("@", 1)[1].split("-")[0])
+              for r in given_up["offsets"]}
+    assert all(meta.offset <= firsts[tp.partition] for tp, meta in committed.items()
+               if tp.topic == stream.topics["trades"] and tp.partition in firsts), committed
+    stream.start_worker("w1", 19611)  # the same data directory, as a restarted container would have
+    seen = await stream.wait_for(embedded_ids)
+    assert sorted(seen) == sorted(embedded_ids)  # each anomaly once (read committed), none missing or extra
+    await stream.wait(stream.offsets_committed_to_the_end, 60, "committed offsets at the end offsets")
+    assert stream.committed_trades() == len(market)  # the take given up was judged again, and counted once

@@ -95,6 +95,76 @@ async def test_a_state_value_the_worker_cannot_read_stops_it_naming_the_format()
     assert "state of 'ACME' was written as state format 1 (a pickled object" in str(crashes[0])
 
 
+class _Fetched:
+    """A message Faust's consumer tracks (weakly) until it is acknowledged."""
+
+
+class _AwayProducer:
+    """What the agent sends through with the broker away: nothing it sends is ever acknowledged."""
+
+    def __init__(self) -> None:
+        self.never: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent = 0
+
+    async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        self.sent += 1
+        return self.never
+
+    def create_batch(self) -> Any:
+        return SimpleNamespace(append=lambda **record: True)
+
+    async def send_batch(self, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+        self.sent += 1
+        return self.never
+
+
+@pytest.mark.asyncio
+async def test_a_worker_stopped_with_a_take_stuck_in_delivery_gives_it_up_after_the_grace_in_one_line(
+        monkeypatch, logs_of) -> None:  # type: ignore[no-untyped-def]
+    import adapters.faust.app as faust_app
+
+    monkeypatch.setenv("STOCKANOMALY_STOP_GRACE", "0")
+    settings = load_settings(store="memory://", app_id="unit-give-up").streaming()
+    given_up: list[list[Any]] = []
+
+    async def give_up_sends(producers: Any, patience: float) -> None:
+        given_up.append(list(producers))
+
+    monkeypatch.setattr(faust_app, "give_up_sends", give_up_sends)
+    app = worker_app(settings)
+    stopping = asyncio.Event()
+
+    async def wait_until_stopped() -> None:
+        await stopping.wait()
+
+    app.wait_until_stopped = wait_until_stopped  # type: ignore[method-assign]
+    away = _AwayProducer()
+    monkeypatch.setattr(app.producer, "send", away.send)
+    app.producer._producer = away  # type: ignore[attr-defined]  # the changelogs' (not transactional here)
+    logs = logs_of(faust_app)
+    app.tables.recovery.completed.set()
+    async with app.detect_trades.test_context() as agent:  # type: ignore[attr-defined]
+        partition = partition_of("ACME", settings.partitions)
+        await agent.put(b"not a trade", key=b"ACME", partition=partition)  # a dead letter to deliver
+        await until(lambda: away.sent and any(line["event"] == "batch" for line in logs))  # in delivery
+        unacked = app.consumer._unacked_messages
+        fetched_behind = _Fetched()  # a message fetched behind the take: never processed now
+        unacked.add(fetched_behind)
+        await asyncio.sleep(0.05)
+        assert not any(line["event"] == "take_given_up" for line in logs)  # not before the stop
+        stopping.set()
+        await until(lambda: given_up)
+    [said] = [line for line in logs if line["event"] == "take_given_up"]
+    assert said["log_level"] == "warning" and said["stage"] == "delivering" and said["messages"] == 1
+    assert said["offsets"] == [f"{settings.trades_topic}[{partition}]@0-0"]
+    assert said["successor"] == "processes it again from the last committed offsets"
+    assert given_up == [[away]] and len(unacked) == 0  # Faust's stop no longer waits for any message
+    assert not any(line["event"] == "take_committed" for line in logs)
+    getattr(app, "_say_stopped_without_broker")()  # what the consumer's stop then says of the group
+    [group] = [line for line in logs if line["event"] == "stopped_without_broker"]
+    assert group["offsets"] == "the take in hand was given up (take_given_up): its successor processes it again"
+
+
 @pytest.mark.asyncio
 async def test_table_recovery_asks_the_broker_for_changelog_end_offsets_under_exactly_once() -> None:
     # A transactional consumer knows a partition's last stable offset only after fetching from it;
@@ -271,6 +341,29 @@ async def test_a_take_the_agent_fails_on_is_neither_acknowledged_nor_committed()
             if 2 in _offsets(take):
                 raise RuntimeError("detector bug")
     assert fake.acked == [0, 1] and fake.commits == [{("trades", 0): 2}]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stage", ["delivering", "committing"])
+async def test_a_take_given_up_at_the_stop_is_neither_acknowledged_nor_committed(stage: str) -> None:
+    from adapters.faust.app import committed_takes
+    from adapters.faust.shutdown import TakeGivenUp
+
+    fake = _Stream(0, 1, 2, 3, None)
+    bounded: list[str] = []
+
+    async def grace_over_for_the_second_take(work: Any, at: str) -> Any:
+        bounded.append(at)
+        if len(bounded) > 2 and at == stage:  # the first take's flush and commit went through
+            work.close()
+            raise TakeGivenUp(at)
+        return await work
+
+    with pytest.raises(TakeGivenUp):
+        async for _ in committed_takes(fake, fake, 2, 0.05, bounded_by=grace_over_for_the_second_take):  # type: ignore[arg-type]
+            pass
+    assert fake.acked == [0, 1] and fake.commits == [{("trades", 0): 2}]
+    assert bounded[:2] == ["delivering", "committing"]  # the flush, then the commit, each bounded
 
 
 @pytest.mark.asyncio

@@ -86,3 +86,196 @@ async def test_the_consumer_thread_stops_its_consumer_and_says_once_what_it_coul
         assert thread._consumer.client.closed == 1
     assert queue_stopped == [True, True]  # Faust's own part of the stop, first
     assert said == ["away=True"]  # a stop with the broker up says nothing
+
+
+# -- a take caught by the outage: the stop's grace, and the sends given up ------------------------
+class Stop:
+    """Faust's `app.wait_until_stopped`, told when to return."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+
+@pytest.mark.asyncio
+async def test_a_take_finishes_however_long_it_takes_while_the_worker_is_not_stopping() -> None:
+    stop = Stop()
+    grace = shutdown.StopGrace(0.0, stop.wait)
+    slow = asyncio.Event()
+
+    async def work() -> str:
+        await slow.wait()
+        return "done"
+
+    task = asyncio.ensure_future(grace.within(work(), "delivering"))
+    for _ in range(20):  # the loop goes round: a grace of 0 s is not counted before a stop
+        await asyncio.sleep(0)
+    assert not task.done()
+    slow.set()
+    assert await task == "done" and not grace.over
+
+
+@pytest.mark.asyncio
+async def test_once_stopping_a_take_has_the_grace_then_is_given_up_and_cancelled() -> None:
+    stop = Stop()
+    grace = shutdown.StopGrace(0.0, stop.wait)
+    cancelled = asyncio.Event()
+    started = asyncio.Event()
+
+    async def stuck() -> None:  # a send to a broker that is away
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    task = asyncio.ensure_future(grace.within(stuck(), "delivering"))
+    await started.wait()
+    stop.event.set()
+    with pytest.raises(shutdown.TakeGivenUp) as given_up:
+        await task
+    assert given_up.value.stage == "delivering" and cancelled.is_set() and grace.over
+
+    ran: list[str] = []
+
+    async def commit() -> None:
+        ran.append("commit")
+
+    with pytest.raises(shutdown.TakeGivenUp) as given_up:  # the grace is over: not even started
+        await grace.within(commit(), "committing")
+    assert given_up.value.stage == "committing" and ran == []
+
+
+@pytest.mark.asyncio
+async def test_a_take_that_finishes_within_the_grace_is_kept_and_its_errors_are_its_own() -> None:
+    stop = Stop()
+    grace = shutdown.StopGrace(600.0, stop.wait)
+    stop.event.set()
+    step = asyncio.Event()
+
+    async def delivered() -> int:
+        await step.wait()
+        return 7
+
+    task = asyncio.ensure_future(grace.within(delivered(), "delivering"))
+    await asyncio.sleep(0)
+    step.set()
+    assert await task == 7  # the stop began, the grace had not run out
+
+    async def failed() -> None:
+        raise ValueError("a send the broker refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        await grace.within(failed(), "delivering")
+
+
+@pytest.mark.asyncio
+async def test_a_take_cancelled_while_within_the_grace_cancels_its_work() -> None:
+    grace = shutdown.StopGrace(600.0, Stop().wait)
+    cancelled = asyncio.Event()
+    started = asyncio.Event()
+
+    async def stuck() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    task = asyncio.ensure_future(grace.within(stuck(), "delivering"))
+    await started.wait()
+    task.cancel()  # Faust stopping the agent
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(cancelled.wait(), 5)
+
+
+class Cluster:
+    def leader_for_partition(self, tp: Any) -> int:
+        return 1
+
+
+class Producer:
+    """An aiokafka producer's parts `give_up_sends` meets: a real message accumulator, a sender whose
+    requests the broker never answers, and a stop that flushes the accumulator (as aiokafka's does)."""
+
+    def __init__(self, committing: bool = False) -> None:
+        from aiokafka.producer.message_accumulator import MessageAccumulator
+        from aiokafka.producer.transaction_manager import TransactionResult
+
+        self._message_accumulator = MessageAccumulator(Cluster(), 1000, 0, 1200)
+        self.sender_closed = False
+        self.stopped = False
+        self.client = SimpleNamespace(closed=False)
+        self._sender = SimpleNamespace(close=self._close_sender)
+        self._txn_manager = SimpleNamespace(
+            needs_transaction_commit=lambda: TransactionResult.COMMIT if committing else None)
+
+        async def close_client() -> None:
+            self.client.closed = True
+
+        self.client.close = close_client  # type: ignore[attr-defined]
+
+    async def _close_sender(self) -> None:
+        try:
+            await asyncio.Event().wait()  # awaiting a produce request the broker never answers
+        except asyncio.CancelledError:
+            self.sender_closed = True
+            raise
+
+    async def stop(self) -> None:
+        await self._message_accumulator.close()
+        self.stopped = True
+        await self.client.close()
+
+
+async def held_batches(producer: Producer) -> list[Any]:
+    """Three batches of one record each, as a take's sends leave them with the broker away: one sent
+    and queued again for a retry, one in flight, one never sent. Their records' futures."""
+    from aiokafka.structs import TopicPartition
+
+    acc = producer._message_accumulator
+    futures = [await acc.add_message(TopicPartition("anomalies", p), b"k", b"v", timeout=1) for p in (0, 1)]
+    drained, _ = acc.drain_by_nodes(ignore_nodes=set())
+    retried = drained[1][TopicPartition("anomalies", 0)]
+    acc.reenqueue(retried)  # its request failed (the connection closed): queued again
+    futures.append(await acc.add_message(TopicPartition("anomalies", 2), b"k", b"v", timeout=1))
+    return futures
+
+
+@pytest.mark.asyncio
+async def test_the_sends_of_a_take_given_up_fail_at_once_and_the_producer_stops_within_its_patience() -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        producer = Producer()
+        futures = await held_batches(producer)
+        started = loop.time()
+        await shutdown.give_up_sends([producer], patience=0.2)
+        assert loop.time() - started < 5  # the sender's request waited out its patience, not more
+        assert producer.sender_closed and producer.stopped and producer.client.closed
+        failed = [type(f.exception()) for f in futures]
+        assert failed == [shutdown.SendsGivenUp] * 3
+        del futures, producer
+        for _ in range(3):
+            await asyncio.sleep(0)  # the batches' delivery callbacks run
+        import gc
+
+        gc.collect()  # a future whose exception nobody retrieved says so when collected
+        assert errors == []  # aiokafka's callbacks found each batch where they expect it
+    finally:
+        loop.set_exception_handler(None)
+
+
+@pytest.mark.asyncio
+async def test_a_producer_committing_keeps_what_it_holds_and_its_stop_is_bounded_all_the_same() -> None:
+    producer = Producer(committing=True)
+    futures = await held_batches(producer)
+    await shutdown.give_up_sends([producer], patience=0.2)
+    assert not any(f.done() for f in futures)  # not failed: the commit would go out without them
+    assert producer.sender_closed and not producer.stopped and producer.client.closed  # stop cut short

@@ -25,6 +25,12 @@ def test_the_environment_overrides_defaults_and_explicit_values_override_both(mo
     assert build_container(partitions=2).engine().pool_of("NVDA") in (0, 1)  # pools follow the partitions
 
 
+def test_a_take_in_hand_at_a_stop_has_5_s_unless_the_environment_says_otherwise(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert load_settings().streaming().stop_grace == 5.0  # with docker's 10 s before its SIGKILL in mind
+    monkeypatch.setenv("STOCKANOMALY_STOP_GRACE", "12.5")
+    assert build_container().streaming().stop_grace == 12.5
+
+
 @pytest.mark.parametrize("variable, value, expected", [
     ("STOCKANOMALY_CHUNK_SIZE", "abc", "STOCKANOMALY_CHUNK_SIZE: Input should be a valid integer"),
     # A CSV read block of 128 bytes a trade: over 16.7M trades it overflowed Arrow's int32 (a traceback).
@@ -57,6 +63,7 @@ def test_the_environment_overrides_defaults_and_explicit_values_override_both(mo
     ("STOCKANOMALY_ES_REFRESH_INTERVAL", "soon", "STOCKANOMALY_ES_REFRESH_INTERVAL: an Elasticsearch interval is"),
     ("STOCKANOMALY_WORKER_WEB_PORT", "0", "STOCKANOMALY_WORKER_WEB_PORT: Input should be greater than or equal to 1"),
     ("STOCKANOMALY_KAFKA_SESSION_TIMEOUT", "5", "STOCKANOMALY_KAFKA_SESSION_TIMEOUT: Input should be greater than or equal to 6"),
+    ("STOCKANOMALY_STOP_GRACE", "-1", "STOCKANOMALY_STOP_GRACE: Input should be greater than or equal to 0"),
     ("STOCKANOMALY_REPLICATION_FACTOR", "0", "STOCKANOMALY_REPLICATION_FACTOR: Input should be greater than or equal to 1"),
     ("STOCKANOMALY_TABLE_STANDBY_REPLICAS", "-1",
      "STOCKANOMALY_TABLE_STANDBY_REPLICAS: Input should be greater than or equal to 0"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import inspect
 import os
 import shutil
 import time
@@ -29,7 +30,8 @@ from adapters.faust.recovery import (end_recovery_sooner, fetch_without_long_pol
                                      retry_concurrent_transactions_soon)
 from adapters.faust.sequence import InSequence, in_sequence
 from adapters.faust.settings import StreamingSettings
-from adapters.faust.shutdown import stop_consumer_thread_without_broker, when_stopped_without_broker
+from adapters.faust.shutdown import (StopGrace, TakeGivenUp, give_up_sends, stop_consumer_thread_without_broker,
+                                     when_stopped_without_broker)
 from adapters.faust.state import FaustTableBlobStore, FaustTableStateStore
 from adapters.faust.transactions import stop_producers_of_partitions_not_held
 from adapters.kafka.codec import decode_many
@@ -53,6 +55,9 @@ GAUGE_REFRESH_SECONDS = 5.0  # how often consumer lag and held state are re-read
 GAUGE_REFRESH_PATIENCE = 2.0
 PROGRESS_SECONDS = 60.0  # how often an INFO `progress` line sums up the takes committed since the last
 NEVER = 10 * 365 * 86_400.0  # seconds: a Faust timer that must not fire
+# How long each producer's stop may take once a take is given up: it closes its connections after
+# that, whatever it still had in flight (adapters.faust.shutdown.give_up_sends).
+GIVE_UP_PATIENCE = 0.5
 
 
 CLEAN_STOP = "clean-stop"  # marker file in the table directory: the local state is committed state
@@ -131,6 +136,7 @@ async def committed_takes(app: faust.App, stream: Any, max_messages: int, within
                           sequence: InSequence | None = None,
                           on_committed: Callable[[set[int], dict[str, float | None]], None] | None = None,
                           commit: Callable[[faust.App, Mapping[Any, int]], Awaitable[set[int]]] | None = None,
+                          bounded_by: Callable[[Awaitable[Any], str], Awaitable[Any]] | None = None,
                           ) -> AsyncIterator[list[Any]]:
     """Takes of up to `max_messages` messages (waiting up to `within` seconds for more), each
     acknowledged and committed only when the caller asks for the next one, i.e. once it has
@@ -142,8 +148,10 @@ async def committed_takes(app: faust.App, stream: Any, max_messages: int, within
     their trades were never judged) and repeated others. Here the events come straight from the
     stream, one `__anext__` at a time (admitted by `sequence`), and a fetch still waiting when a
     take closes is kept for the next take rather than cancelled (cancelling would end the stream).
+    `bounded_by(work, stage)` bounds the flush and the commit (`StopGrace.within`: a stop's grace).
     """
     commit = commit or commit_offsets
+    bounded = bounded_by or _unbounded
     manual = stream.noack()
     events = manual.events().__aiter__()
     pending: asyncio.Future[Any] | None = None
@@ -185,9 +193,12 @@ async def committed_takes(app: faust.App, stream: Any, max_messages: int, within
         started = loop.time()
         # Table writes are buffered (`send_soon`): send them now, into this take's transactions, or
         # the commit below would carry the take's offsets while its state went into the next one.
-        await app.producer.flush()
+        await bounded(app.producer.flush(), "delivering")
+        # Every output and state record of the take acknowledged: its commit starts. With the broker
+        # gone from here on, a stop finds the take committing, not delivering (`take_given_up`).
+        log.debug("take_delivered", messages=len(take))
         offsets = next_offsets(take)
-        committed = await commit(app, offsets)
+        committed = await bounded(commit(app, offsets), "committing")
         if on_committed is not None:
             # Where a take's time goes: gathering messages (from its first), the caller's work on
             # them (outputs delivered), the commit.
@@ -197,6 +208,10 @@ async def committed_takes(app: faust.App, stream: Any, max_messages: int, within
         for event in take:
             # After the commit, so Faust's own offset bookkeeping (which we do not use) stays empty.
             await manual.ack(event)
+
+
+async def _unbounded(work: Awaitable[Any], stage: str) -> Any:
+    return await work
 
 
 def next_offsets(take: Sequence[Any]) -> dict[Any, int]:
@@ -405,6 +420,9 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
     # A take is in hand (from its first message until its commit; a failed one never ends): its
     # state writes may be ahead of the last commit.
     taking = False
+    # Once the worker is told to stop, how long the take in hand may still take (its sends and commit).
+    grace = StopGrace(settings.stop_grace, lambda: app.wait_until_stopped())
+    given_up: str | None = None  # the stage a take was given up at
     sequence = in_sequence(app, settings.bootstrap)
     trades = app.topic(settings.trades_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
@@ -437,15 +455,13 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         events: list[Any] = []
         try:
             async for events in committed_takes(app, stream, settings.take_max, settings.take_within, sequence,
-                                                on_committed=finished):
+                                                on_committed=finished, bounded_by=grace.within):
                 taking = True
-                # Every group's outputs and state are sent first, then all awaited at once: one
-                # round trip to the broker per take, not one per partition.
-                deliveries: list[Awaitable[Any]] = []
-                for partition, group in by_partition(events):
-                    await process(partition, group, deliveries)
-                await asyncio.gather(*deliveries)  # before the take commits; a failed send fails the take
+                await grace.within(work(events), "delivering")
         except StopWorker:
+            return
+        except TakeGivenUp as exc:
+            await give_up(events, exc.stage)
             return
         except Exception as exc:  # noqa: BLE001 - whatever it was (detecting, sending, committing): stop here
             # Faust would restart a crashed agent past this take; stopping the worker makes its
@@ -459,6 +475,51 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
                                 f"one running with this worker's instance id {settings.group_instance_id!r}"}
             log.error("take_failed", messages=len(events), error=f"{type(exc).__name__}: {exc}", **hint)
             await app.crash(exc)
+
+    async def work(events: list[Any]) -> None:
+        # Every group's outputs and state are sent first, then all awaited at once: one round trip
+        # to the broker per take, not one per partition.
+        deliveries: list[Awaitable[Any]] = []
+        try:
+            for partition, group in by_partition(events):
+                await process(partition, group, deliveries)
+        except asyncio.CancelledError:
+            for delivery in deliveries:  # given up before they were awaited: they never will be
+                if inspect.iscoroutine(delivery):
+                    delivery.close()
+                elif isinstance(delivery, asyncio.Future):
+                    delivery.cancel()
+            raise
+        await asyncio.gather(*deliveries)  # before the take commits; a failed send fails the take
+
+    async def give_up(events: list[Any], stage: str) -> None:
+        """The stop's grace ran out with `events` in hand: leave them uncommitted and let the stop go on."""
+        nonlocal given_up
+        given_up = stage
+        # Nothing more is processed here: Faust's stop no longer waits for these messages, nor for
+        # those fetched behind them (its final commit only counts acknowledged ones: none of them).
+        unacked = getattr(app.consumer, "_unacked_messages", None)
+        if unacked is not None:
+            unacked.clear()
+        if stage == "committing":
+            reason = "its commits were not all confirmed within the stop's grace"
+            committed = ("each partition's transaction commits whole (outputs, state and offsets) or is aborted "
+                         "by the broker")
+            successor = "processes again whatever of it was not committed, from the last committed offsets"
+        else:
+            reason = "its outputs and state were not all delivered within the stop's grace"
+            committed = ("nothing of it: its open transactions are aborted by the broker (when the successor "
+                         "starts, or after 60 s)" if app.in_transaction else
+                         "not its offsets (at_least_once: outputs already delivered may be written again)")
+            successor = "processes it again from the last committed offsets"
+        ranges = [f"{g[0].message.topic}[{p}]@{g[0].message.offset}-{g[-1].message.offset}"
+                  for p, g in by_partition(events)]
+        log.warning("take_given_up", stage=stage, messages=len(events), offsets=ranges,
+                    grace_s=settings.stop_grace, reason=reason, committed=committed, successor=successor)
+        producer = app.producer
+        await give_up_sends([p for p in (getattr(producer, "_producer", None),
+                                         *getattr(producer, "_transaction_producers", {}).values())
+                             if p is not None], GIVE_UP_PATIENCE)
 
     # What the take in hand did per partition, logged once committed (a partition revoked before
     # its commit is left out: its next owner judges it again). A worker killed between the commit
@@ -490,7 +551,9 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
 
     def stopped_without_broker() -> None:
         # What a stop could not do with the broker away, in one line (adapters.faust.shutdown).
-        if taking:
+        if given_up is not None:
+            offsets = "the take in hand was given up (take_given_up): its successor processes it again"
+        elif taking:
             offsets = "the take in hand did not finish: its successor processes again whatever of it was not committed"
         else:
             offsets = "every take processed was committed before the stop"
@@ -563,13 +626,16 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
             topic = t.changelog_topic.get_topic_name()
             for delivery, count in await write_changelog(producer, topic, partition, encoded,
                                                          int(time.time() * 1000)):
-                deliveries.append(persist_offset(store, TP(topic, partition), delivery, count))
+                delivery.add_done_callback(persist_offset(store, partition, count))
+                deliveries.append(delivery)
 
-    async def persist_offset(store: FaustTableStateStore, tp: TP, delivery: Awaitable[Any], count: int) -> None:
+    def persist_offset(store: FaustTableStateStore, partition: int, count: int) -> Callable[[Any], None]:
         """Once the batch is delivered: where recovery may start next time (its last record), written
         to the local store with the state it reaches once the take committed (`store_some`)."""
-        metadata = await delivery
-        store.changelog_written(tp.partition, metadata.offset + count - 1)
+        def delivered(delivery: Any) -> None:
+            if not delivery.cancelled() and delivery.exception() is None:
+                store.changelog_written(partition, delivery.result().offset + count - 1)
+        return delivered
 
     def wrong_partition(batch: np.ndarray, row: int, partition: int) -> DeadLetter:
         symbol = str(batch["symbol"][row])

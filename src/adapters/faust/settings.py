@@ -37,6 +37,7 @@ class StreamingSettings:
     take_max: int
     take_within: float
     indexer_take_within: float
+    stop_grace: float  # the worker's: how long a take in hand may still take once it is told to stop
 
     @property
     def heartbeat_interval(self) -> float:

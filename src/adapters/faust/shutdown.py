@@ -1,5 +1,6 @@
-"""A consumer stopped while the broker is away stops at once (a fix to aiokafka 0.14's consumer stop,
-as faust-streaming 0.15's consumer thread meets it).
+"""A worker stopped while the broker is away stops at once: its consumer (a fix to aiokafka 0.14's
+consumer stop, as faust-streaming 0.15's consumer thread meets it), and a take the outage caught in
+the middle (`StopGrace`, `give_up_sends`).
 
 With the broker away, aiokafka's fetcher retries each fetch after `retry_backoff` (fetcher.py,
 `_proc_fetch_request`: the sleep after "Failed fetch messages" is outside the `try` that absorbs a
@@ -19,13 +20,17 @@ task cancelled): what is left is closing its client's connections, done here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import structlog
+from aiokafka.errors import KafkaError
+from aiokafka.producer.transaction_manager import TransactionResult
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
 
 
 async def stop_consumer(consumer: Any) -> bool:
@@ -72,3 +77,139 @@ def when_stopped_without_broker(app: Any, say: Callable[[], None]) -> None:
     """`say` (one line of what the stop could not do) when `app`'s consumer stops with the broker away;
     called on the consumer's thread, once the consumer is closed."""
     setattr(app, _SAY, say)
+
+
+# -- a take caught by the outage --------------------------------------------------------------------
+# A take in hand when the worker is told to stop is finished first: Faust's stop waits for every
+# message it handed over to be acknowledged (`Consumer.wait_empty`, no time limit), and then flushes
+# and stops each producer (aiokafka's `stop` waits for every record it holds to be acknowledged).
+# With the broker away, the take's sends never are: under exactly-once its producers are idempotent,
+# and aiokafka retries an idempotent batch until it is delivered (`Sender._can_retry`; it expires one
+# only while its partition has no known leader, after the 20 minutes of Faust's
+# `producer_request_timeout`). Measured: a worker sent SIGTERM with a take in delivery, the broker
+# stopped, was still waiting 90 s later. Hence a grace: once it has passed, the take is given up
+# (the same worker, the broker paused then killed: it exits 8-9 s after the SIGTERM, at a 5 s grace).
+
+
+class TakeGivenUp(Exception):
+    """The stop's grace ran out while a take was `stage` ("delivering": its outputs and state sent, not
+    all acknowledged; "committing": its transactions' commits sent, not all confirmed)."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(stage)
+        self.stage = stage
+
+
+class StopGrace:
+    """How long a take in hand may still run once the worker is told to stop: `grace` seconds from the
+    moment `stopped()` returns (Faust's `app.wait_until_stopped`, which returns when the stop starts),
+    whichever take is in hand then (a stop that works through the messages fetched before it, the
+    broker up, gives up the take in hand at that moment too). Watched from the first `within`, in the
+    running loop."""
+
+    def __init__(self, grace: float, stopped: Callable[[], Awaitable[Any]]) -> None:
+        self.grace = grace
+        self._stopped = stopped
+        self._over: asyncio.Future[None] | None = None
+        self._countdown: asyncio.Future[None] | None = None
+
+    def _watch(self) -> asyncio.Future[None]:
+        if self._over is None:
+            loop = asyncio.get_running_loop()
+            over: asyncio.Future[None] = loop.create_future()
+            self._over = over
+
+            def expire() -> None:
+                if not over.done():
+                    over.set_result(None)
+
+            async def countdown() -> None:
+                await self._stopped()
+                loop.call_later(self.grace, expire)  # a timer, not a task left sleeping at the exit
+
+            self._countdown = asyncio.ensure_future(countdown())  # held: the loop keeps tasks weakly
+        return self._over
+
+    @property
+    def over(self) -> bool:
+        """The grace has run out."""
+        return self._over is not None and self._over.done()
+
+    async def within(self, work: Awaitable[T], stage: str) -> T:
+        """`work`'s result, unless the grace runs out first: then `work` is cancelled (an aiokafka send
+        or commit cancelled is only no longer awaited: what it handed to its producer stays there, see
+        `give_up_sends`) and TakeGivenUp(stage) raised. Once the grace is over, `work` is not started."""
+        over = self._watch()
+        if over.done():
+            if asyncio.iscoroutine(work):
+                work.close()
+            raise TakeGivenUp(stage)
+        task: asyncio.Future[T] = asyncio.ensure_future(work)
+        either: set[asyncio.Future[Any]] = {task, over}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.wait({task})  # its awaits are on futures: it ends at once
+        raise TakeGivenUp(stage)
+
+
+class SendsGivenUp(KafkaError):
+    """What a producer still held when the worker gave its take up: never to be delivered by it."""
+
+    retriable = False
+
+
+def _fail_held(accumulator: Any, error: Exception) -> None:
+    """Fail every batch `accumulator` (aiokafka's) holds, queued or in flight, and every future of
+    theirs: nobody awaits them any more, so each one's exception is retrieved here (or asyncio logs
+    "Future exception was never retrieved" for each, when it is collected)."""
+    queued = [b for queue in accumulator._batches.values() for b in queue]
+    for batch in queued:
+        if batch.retry_count:
+            # Sent once and queued again for a retry: its delivery's callback removes it from the
+            # batches in flight, where aiokafka would have put it back before sending it again.
+            accumulator._pending_batches.add(batch)
+    batches = queued + list(accumulator._pending_batches)
+    accumulator.fail_all(error)
+    for batch in batches:
+        for future in (batch.future, batch._drain_waiter, *(f for f, _ in batch._msg_futures)):
+            if future.done() and not future.cancelled():
+                future.exception()
+
+
+async def give_up_sends(producers: Iterable[Any], patience: float) -> None:
+    """Stop `producers` (aiokafka producers, side by side) without waiting for what they hold: each
+    one's sender first (cancelled, it still awaits each request it has in flight: with the broker
+    down these fail at once, with one that does not answer they wait for their request timeout, so
+    this is bounded by `patience`), then every batch not yet acknowledged fails (`fail_all`, what
+    aiokafka does itself when its sender dies: failed while its request was in flight, a batch's
+    retry would find it gone and end the sender with a KeyError), so that Faust's flush and the
+    producers' stops no longer wait for them, and then the producer itself, its connections closed.
+
+    No transaction is committed or aborted here: a commit is only ever requested after every send of
+    the take was acknowledged, and an abort would need the coordinator that is away (aiokafka's abort
+    first waits for the pending batches, the very sends given up). The broker aborts each open
+    transaction itself: when the partition's next producer (the successor, same transactional id)
+    fences it, or after the transaction timeout (aiokafka's 60 s). A producer whose commit is under
+    way (the take was given up committing, every send of it acknowledged) keeps what it holds: failing
+    a batch there would let its commit go out without it."""
+
+    async def give_up(producer: Any) -> None:
+        try:
+            await asyncio.wait_for(producer._sender.close(), patience)
+        except Exception:  # noqa: BLE001 - timed out (cancelled with what it had in flight), or failed: given up
+            pass
+        txn = getattr(producer, "_txn_manager", None)
+        if txn is None or txn.needs_transaction_commit() is not TransactionResult.COMMIT:
+            _fail_held(producer._message_accumulator, SendsGivenUp("the worker stopped and gave its take up"))
+        try:
+            await asyncio.wait_for(producer.stop(), patience)
+        except Exception:  # noqa: BLE001 - timed out, or whatever its stop met: what it held is given up
+            await producer.client.close()
+
+    await asyncio.gather(*(give_up(p) for p in producers))
