@@ -382,6 +382,17 @@ async def test_the_broker_killed_mid_stream_and_restarted_loses_and_duplicates_n
 STOP_BOUND_SECONDS = 30  # generous for CI: here it stops in 3-4 s (it took 64 s before the fix)
 
 
+async def stopped_by_sigterm(worker: subprocess.Popen, log: Path) -> tuple[int, float, str]:
+    """SIGTERM to `worker`: its exit code, the seconds it took to exit (within STOP_BOUND_SECONDS), its log."""
+    worker.send_signal(signal.SIGTERM)
+    started = asyncio.get_running_loop().time()
+    try:
+        rc = await asyncio.to_thread(worker.wait, STOP_BOUND_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the worker did not stop within {STOP_BOUND_SECONDS} s of SIGTERM") from None
+    return rc, asyncio.get_running_loop().time() - started, log.read_text(errors="replace")
+
+
 @pytest.mark.asyncio
 async def test_a_worker_stopped_while_the_broker_is_down_exits_at_once_and_its_successor_loses_nothing(
         stream: Stream, market, embedded_ids, broker) -> None:
@@ -400,14 +411,7 @@ async def test_a_worker_stopped_while_the_broker_is_down_exits_at_once_and_its_s
     # The worker's fetches fail (the retry the stop used to trip over).
     eventually(lambda: "Failed fetch messages" in log.read_text(errors="replace"), timeout=60, interval=0.5,
                what="the worker noticing the broker is gone")
-    worker.send_signal(signal.SIGTERM)
-    started = asyncio.get_running_loop().time()
-    try:
-        rc = await asyncio.to_thread(worker.wait, STOP_BOUND_SECONDS)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"the worker did not stop within {STOP_BOUND_SECONDS} s of SIGTERM") from None
-    took = asyncio.get_running_loop().time() - started
-    output = log.read_text(errors="replace")
+    rc, took, output = await stopped_by_sigterm(worker, log)
     assert rc == 0, output[-3000:]  # as a stop with the broker up
     assert "Traceback" not in output, output[-5000:]
     [said] = [json.loads(line) for line in output.splitlines()
@@ -845,14 +849,7 @@ async def test_a_worker_stopped_with_a_take_caught_mid_delivery_gives_it_up_and_
     assert in_hand, f"no pause in {PAUSE_ATTEMPTS} caught a take delivering"
     committed_before = len(log_events(log, "take_committed"))
     broker.kill()  # then the broker is gone for good, as in an outage
-    worker.send_signal(signal.SIGTERM)
-    started = asyncio.get_running_loop().time()
-    try:
-        rc = await asyncio.to_thread(worker.wait, STOP_BOUND_SECONDS)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"the worker did not stop within {STOP_BOUND_SECONDS} s of SIGTERM") from None
-    took = asyncio.get_running_loop().time() - started
-    output = log.read_text(errors="replace")
+    rc, took, output = await stopped_by_sigterm(worker, log)
     assert rc == 0, output[-3000:]
     assert "Traceback" not in output and "never retrieved" not in output, output[-5000:]
     assert len(log_events(log, "take_committed")) == committed_before  # the take in hand never committed

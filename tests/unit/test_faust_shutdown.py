@@ -117,27 +117,32 @@ async def test_a_take_finishes_however_long_it_takes_while_the_worker_is_not_sto
     assert await task == "done" and not grace.over
 
 
+class Stuck:
+    """A send to a broker that is away: it never ends, and says when it started and was cancelled."""
+
+    def __init__(self) -> None:
+        self.started, self.cancelled = asyncio.Event(), asyncio.Event()
+
+    async def send(self) -> None:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
 @pytest.mark.asyncio
 async def test_once_stopping_a_take_has_the_grace_then_is_given_up_and_cancelled() -> None:
     stop = Stop()
     grace = shutdown.StopGrace(0.0, stop.wait)
-    cancelled = asyncio.Event()
-    started = asyncio.Event()
-
-    async def stuck() -> None:  # a send to a broker that is away
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    task = asyncio.ensure_future(grace.within(stuck(), "delivering"))
-    await started.wait()
+    stuck = Stuck()
+    task = asyncio.ensure_future(grace.within(stuck.send(), "delivering"))
+    await stuck.started.wait()
     stop.event.set()
     with pytest.raises(shutdown.TakeGivenUp) as given_up:
         await task
-    assert given_up.value.stage == "delivering" and cancelled.is_set() and grace.over
+    assert given_up.value.stage == "delivering" and stuck.cancelled.is_set() and grace.over
 
     ran: list[str] = []
 
@@ -175,23 +180,13 @@ async def test_a_take_that_finishes_within_the_grace_is_kept_and_its_errors_are_
 @pytest.mark.asyncio
 async def test_a_take_cancelled_while_within_the_grace_cancels_its_work() -> None:
     grace = shutdown.StopGrace(600.0, Stop().wait)
-    cancelled = asyncio.Event()
-    started = asyncio.Event()
-
-    async def stuck() -> None:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    task = asyncio.ensure_future(grace.within(stuck(), "delivering"))
-    await started.wait()
+    stuck = Stuck()
+    task = asyncio.ensure_future(grace.within(stuck.send(), "delivering"))
+    await stuck.started.wait()
     task.cancel()  # Faust stopping the agent
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.wait_for(cancelled.wait(), 5)
+    await asyncio.wait_for(stuck.cancelled.wait(), 5)
 
 
 class Cluster:

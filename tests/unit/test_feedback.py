@@ -406,6 +406,21 @@ def test_the_cli_adds_lists_and_removes_rules_and_records_verdicts(tmp_path: Pat
     assert code == 1 and out.startswith("Error: verdicts file missing.jsonl does not exist")
 
 
+def an_incident_with_a_rule_on_its_first_member(tmp_path: Path, *suppress: str) -> dict:
+    """A generated market (m.dbn) replayed (all.jsonl) and a suppression rule (`suppress` options beside
+    it) holding back the earliest member of one of its incidents of several: that incident."""
+    assert invoke("generate", "m.dbn", "--symbols", "4", "--trades", "120000", "--seed", "1")[0] == 0
+    assert invoke("replay", "m.dbn", "--out", "all.jsonl", "--json")[0] == 0
+    found = {a["id"]: a for a in map(json.loads, (tmp_path / "all.jsonl").read_text().splitlines())}
+    whole = [json.loads(line) for line in (tmp_path / "all.incidents.jsonl").read_text().splitlines()]
+    incident: dict = next(i for i in whole if i["size"] > 1)
+    first = found[incident["members"][0]]
+    at = datetime.fromisoformat(first["ts_local"][:19])  # its second alone, New York time
+    assert invoke("suppress", *suppress, "--symbol", first["symbol"], "--detector", first["detector"],
+                  "--between", f"{at:%H:%M:%S}-{at + timedelta(seconds=1):%H:%M:%S}")[0] == 0
+    return incident
+
+
 def test_evaluate_verdicts_counts_a_verdict_on_an_incident_as_a_replay_under_the_rules_grouped_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rule that holds back an incident's earliest member gives the rest of it another id (an id is
@@ -413,18 +428,11 @@ def test_evaluate_verdicts_counts_a_verdict_on_an_incident_as_a_replay_under_the
     not find (another file, or other thresholds)': evaluate honours no rule, so never grouped it so."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("STOCKANOMALY_SUPPRESSIONS", raising=False)
-    assert invoke("generate", "m.dbn", "--symbols", "4", "--trades", "120000", "--seed", "1")[0] == 0
-    assert invoke("replay", "m.dbn", "--out", "all.jsonl", "--json")[0] == 0
-    found = {a["id"]: a for a in map(json.loads, (tmp_path / "all.jsonl").read_text().splitlines())}
-    whole = [json.loads(line) for line in (tmp_path / "all.incidents.jsonl").read_text().splitlines()]
-    incident = next(i for i in whole if i["size"] > 1)
-    first = found[incident["members"][0]]
-    at = datetime.fromisoformat(first["ts_local"][:19])  # its second alone, New York time
-    assert invoke("suppress", "--symbol", first["symbol"], "--detector", first["detector"],
-                  "--between", f"{at:%H:%M:%S}-{at + timedelta(seconds=1):%H:%M:%S}")[0] == 0
+    incident = an_incident_with_a_rule_on_its_first_member(tmp_path)
     assert invoke("replay", "m.dbn", "--out", "held.jsonl", "--json")[0] == 0
     held = [json.loads(line) for line in (tmp_path / "held.incidents.jsonl").read_text().splitlines()]
     regrouped = next(i for i in held if set(i["members"]) < set(incident["members"]))
+    whole = [json.loads(line) for line in (tmp_path / "all.incidents.jsonl").read_text().splitlines()]
     assert regrouped["id"] not in {i["id"] for i in whole}
     assert invoke("label", regrouped["id"], "--false-positive")[0] == 0
     code, out = invoke("evaluate", "m.dbn", "--verdicts", "--json")
@@ -444,15 +452,7 @@ def test_evaluate_verdicts_says_how_to_find_incidents_of_a_replay_under_a_named_
     else ./suppressions.json), and nothing said so."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("STOCKANOMALY_SUPPRESSIONS", raising=False)
-    assert invoke("generate", "m.dbn", "--symbols", "4", "--trades", "120000", "--seed", "1")[0] == 0
-    assert invoke("replay", "m.dbn", "--out", "all.jsonl", "--json")[0] == 0
-    found = {a["id"]: a for a in map(json.loads, (tmp_path / "all.jsonl").read_text().splitlines())}
-    whole = [json.loads(line) for line in (tmp_path / "all.incidents.jsonl").read_text().splitlines()]
-    incident = next(i for i in whole if i["size"] > 1)
-    first = found[incident["members"][0]]
-    at = datetime.fromisoformat(first["ts_local"][:19])
-    assert invoke("suppress", "--file", "rules.json", "--symbol", first["symbol"], "--detector", first["detector"],
-                  "--between", f"{at:%H:%M:%S}-{at + timedelta(seconds=1):%H:%M:%S}")[0] == 0
+    incident = an_incident_with_a_rule_on_its_first_member(tmp_path, "--file", "rules.json")
     assert invoke("replay", "m.dbn", "--suppressions", "rules.json", "--out", "held.jsonl", "--json")[0] == 0
     held = [json.loads(line) for line in (tmp_path / "held.incidents.jsonl").read_text().splitlines()]
     regrouped = next(i for i in held if set(i["members"]) < set(incident["members"]))
