@@ -213,7 +213,7 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
     if verdicts is not None:
         if labels:  # it would be ignored: the scores are the analysts', not the labels'
             raise click.UsageError("give --labels (a generated market's) or --verdicts (analysts'), not both")
-        evaluate_verdicts(data, verdicts_path(verdicts), as_json, thresholds, suppressions_path(suppressions_file))
+        evaluate_verdicts(data, verdicts_path(verdicts), as_json, thresholds, suppressions_file)
         return
     if suppressions_file:  # it would be ignored: labels score the detectors, which no rule holds back
         raise click.UsageError("--suppressions goes with --verdicts (it names the rules an analyst's replay "
@@ -277,7 +277,7 @@ def evaluate(data: tuple[str, ...], labels: str | None, verdicts: str | None, as
 
 
 def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, thresholds: str | None,
-                      rules_file: str) -> None:
+                      named_rules: str | None) -> None:
     from adapters.files.verdicts import load_verdicts
     from application.evaluate import incidents_under, score_verdicts, with_incident_verdicts
     from entrypoints.container import build_container
@@ -287,6 +287,8 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
         verdicts = load_verdicts(path, changed)
         if not verdicts:  # a replay of the whole DATA to print a table scored against nothing
             fail(f"{path} holds no verdicts (`stockanomaly label` writes them); nothing to score")
+        rules_file = suppressions_path(named_rules)
+        rules = rules_in_force(rules_file, named=named_rules is not None)  # a bad named file: said before the replay
         container = build_container(thresholds=thresholds, suppressions="", out="", dead_letters="")  # as above
         say_when_compiling()
         container.engine().warm_up()
@@ -303,7 +305,7 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
         return
     # The detectors are scored without rules, but an incident was labelled as a replay under them
     # grouped it: a rule holding back its earliest member gave it an id of its own. Both count.
-    grouped = container.collected_incidents().incidents + incidents_under(rules_in_force(rules_file), found)
+    grouped = container.collected_incidents().incidents + incidents_under(rules, found)
     incidents = list({i.id: i for i in grouped}.values())
     per_anomaly, inherited = with_incident_verdicts(verdicts, incidents)
     table = score_verdicts(found, per_anomaly)
@@ -347,17 +349,17 @@ def evaluate_verdicts(data: tuple[str, ...], path: str, as_json: bool, threshold
                    f"{'' if len(changed) == 1 else ', and more'})")
 
 
-def rules_in_force(path: str) -> Suppressions:
+def rules_in_force(path: str, named: bool) -> Suppressions:
     """The suppression rules of `path`, as a replay under them honoured them. The default file (the
-    variable's, or ./suppressions.json) unreadable: none, as no replay ran under it; a file named with
-    --suppressions unreadable: one line, as replay says it."""
+    variable's, or ./suppressions.json) unreadable: none, as no replay ran under it; a file `named` with
+    --suppressions unreadable: a ConfigError, said in one line as replay says it."""
     from adapters.files.suppressions import SuppressionsUnreadable, load_suppressions
 
     try:
         return Suppressions(load_suppressions(path))
-    except SuppressionsUnreadable as exc:
-        if path != suppressions_path(None):
-            fail(str(exc))
+    except SuppressionsUnreadable:
+        if named:
+            raise
         return Suppressions([])
 
 

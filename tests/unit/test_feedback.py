@@ -473,6 +473,13 @@ def test_evaluate_verdicts_says_how_to_find_incidents_of_a_replay_under_a_named_
     (tmp_path / "broken.json").write_text("{not json")
     code, out = invoke("evaluate", "m.dbn", "--verdicts", "--suppressions", "broken.json")
     assert code == 1 and out.startswith("Error: ") and "broken.json" in out and len(out.strip().splitlines()) == 1, out
+    # Named, the default file too; unnamed and unreadable it is left out, as no replay ran under it.
+    monkeypatch.delenv("STOCKANOMALY_SUPPRESSIONS")
+    (tmp_path / "suppressions.json").write_text("{not json")
+    code, out = invoke("evaluate", "m.dbn", "--verdicts", "--suppressions", "suppressions.json")
+    assert code == 1 and out.startswith("Error: suppressions file suppressions.json is not readable JSON"), out
+    code, out = invoke("evaluate", "m.dbn", "--verdicts", "--json")
+    assert code == 1 and out.endswith("than suppressions.json's (--suppressions names theirs); nothing to score"), out
     # A verdicts file with none in it: said before replaying the data for a table scored against nothing.
     (tmp_path / "none.jsonl").write_text("\n")
     assert invoke("evaluate", "m.dbn", "--verdicts", "none.jsonl") == (
