@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from domain.detectors import DETECTOR_NAMES
@@ -63,8 +64,22 @@ def _parse_time(text: str, now_ns: int) -> int:
     return (delta.days * 86_400 + delta.seconds) * NS + delta.microseconds * 1_000 + fraction
 
 
+@dataclass(frozen=True, slots=True)
+class Matches:
+    """The first `limit` matches in the order asked for, and how many match in all."""
+
+    found: list[Anomaly]
+    total: int
+
+    @property
+    def cut(self) -> bool:
+        """Whether the limit left matches out."""
+        return self.total > len(self.found)
+
+
 class QueryAnomalies:
-    """Resolve the user's times against the clock, check the request, ask the AnomalyQuery port."""
+    """Resolve the user's times against the clock, check the request, ask the AnomalyQuery port (how
+    many match in all only when the limit was reached: one more request then, none otherwise)."""
 
     def __init__(self, query: AnomalyQuery, clock: Callable[[], int] = time.time_ns) -> None:
         self.query = query
@@ -72,7 +87,7 @@ class QueryAnomalies:
 
     def __call__(self, *, symbols: Sequence[str] = (), detectors: Sequence[str] = (),
                  since: str | int | None = None, until: str | int | None = None,
-                 min_score: float | None = None, limit: int = 50, order: str = "time") -> list[Anomaly]:
+                 min_score: float | None = None, limit: int = 50, order: str = "time") -> Matches:
         now = self.clock()
         since_ns = parse_time(since, now) if isinstance(since, str) else since
         until_ns = parse_time(until, now) if isinstance(until, str) else until
@@ -86,5 +101,10 @@ class QueryAnomalies:
         unknown = [d for d in detectors if d not in DETECTOR_NAMES]
         if unknown:  # a misspelt one would match nothing, which reads as "all quiet"
             raise InvalidQuery(unknown_detectors(unknown, DETECTOR_NAMES))
-        return self.query.search(symbols=tuple(symbols), detectors=tuple(detectors), since_ns=since_ns,
-                                 until_ns=until_ns, min_score=min_score, limit=limit, order=order)
+        found = self.query.search(symbols=tuple(symbols), detectors=tuple(detectors), since_ns=since_ns,
+                                  until_ns=until_ns, min_score=min_score, limit=limit, order=order)
+        if len(found) < limit:
+            return Matches(found, len(found))
+        total = self.query.count(symbols=tuple(symbols), detectors=tuple(detectors), since_ns=since_ns,
+                                 until_ns=until_ns, min_score=min_score)
+        return Matches(found, max(total, len(found)))  # (counted after the search: never fewer)

@@ -154,6 +154,11 @@ class AnomalyQuery(Protocol):
                since_ns: int | None = None, until_ns: int | None = None, min_score: float | None = None,
                limit: int = 50, order: str = "time") -> list[Anomaly]: ...
 
+    def count(self, *, symbols: Sequence[str] = (), detectors: Sequence[str] = (),
+              since_ns: int | None = None, until_ns: int | None = None, min_score: float | None = None) -> int:
+        """How many match the same filters as `search` (all of them, not only a page)."""
+        ...
+
 
 class IncidentSink(Protocol):
     def publish(self, incidents: Sequence[Incident]) -> None: ...

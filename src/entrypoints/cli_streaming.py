@@ -40,7 +40,7 @@ def settings_or_fail(flags: Mapping[str, str] | None = None, /, **values: object
 @click.option("--until", metavar="TIME", help="Before this event time (same forms as --since).")
 @click.option("--min-score", type=FiniteRange(min=0), metavar="SCORE", help="Only anomalies scoring at least this.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), metavar="N",
-              help="Show at most N.")
+              help="Show at most N (the title then says how many match in all).")
 @click.option("--order", default="time", show_default=True, type=click.Choice(["time", "score"]),
               help="Newest first, or highest score first.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of the anomalies (or incidents).")
@@ -75,23 +75,22 @@ def query(symbols: tuple[str, ...], detectors: tuple[str, ...], since: str | Non
     except ValueError as exc:
         fail(str(exc))
     try:
-        # One more than asked for (where Elasticsearch allows it): whether --limit cut the list short.
-        asked = min(limit + 1, 10_000)
-        found = QueryAnomalies(store)(symbols=symbols, detectors=[d for spec in detectors for d in spec.split(",") if d],
-                                      since=since, until=until, min_score=min_score, limit=asked, order=order)
+        matches = QueryAnomalies(store)(symbols=symbols, detectors=[d for spec in detectors for d in spec.split(",") if d],
+                                        since=since, until=until, min_score=min_score, limit=limit, order=order)
     except (DomainError, ElasticsearchAdapterError) as exc:
         fail(str(exc))
     finally:
         store.close()
-    more = len(found) > limit
-    found = found[:limit]
-    title = f"{len(found)} {'incidents' if incidents else 'anomalies'}" + (
-        f" (the first {limit} by --order {order}; more match: raise --limit or narrow the search)" if more else "")
+    found, kind = matches.found, "incidents" if incidents else "anomalies"
+    title = (f"{len(found):,} of {matches.total:,} {kind} (the first {len(found):,} by --order {order}: raise "
+             "--limit or narrow the search)" if matches.cut else f"{len(found):,} {kind}")
     if as_json:
         click.echo(json.dumps([a.to_dict() for a in found]))
+        if matches.cut:  # (said apart from the JSON, which a script reads whole)
+            click.echo(title, err=True)
         return
     if not found:
-        click.echo(f"no {'incidents' if incidents else 'anomalies'} in {index_prefix}-* match")
+        click.echo(f"no {kind} in {index_prefix}-* match")
         return
     shown = console()
     table = incidents_table if incidents else anomalies_table

@@ -192,12 +192,15 @@ A1_NEXT_NS = make_anomaly("NVDA", "high_volume", "2025-05-05T13:30:03.063638070Z
         "limit"])
 def test_query_finds_exactly_the_matching_anomalies(es: Elasticsearch, stored: str, criteria: dict,
                                                     expected: list[Anomaly]) -> None:
-    found = QueryAnomalies(ElasticsearchAnomalyQuery(es, index_prefix=stored))(**criteria)
-    assert found == expected
+    matches = QueryAnomalies(ElasticsearchAnomalyQuery(es, index_prefix=stored))(**criteria)
+    assert matches.found == expected
+    # Counted when the limit is reached: the same filters over all the indices (five stored, two shown).
+    assert matches.total == (5 if criteria == {"limit": 2} else len(expected))
 
 
 def test_query_of_a_prefix_with_no_indices_finds_nothing(es: Elasticsearch, es_prefix: str) -> None:
-    assert ElasticsearchAnomalyQuery(es, index_prefix=f"{es_prefix}-none").search() == []
+    none = ElasticsearchAnomalyQuery(es, index_prefix=f"{es_prefix}-none")
+    assert none.search() == [] and none.count() == 0
 
 
 def test_query_command_prints_json_and_a_table(es_url: str, stored: str) -> None:
@@ -212,10 +215,12 @@ def test_query_command_prints_json_and_a_table(es_url: str, stored: str) -> None
     assert table.exit_code == 0, table.output
     assert "2 anomalies" in table.output and "price_change" in table.output
     assert A1.id in table.output and A2.id in table.output  # whole, for `show` and `label`
-    assert "more match" not in table.output
+    assert " of " not in table.output.splitlines()[0]
     cut = CliRunner().invoke(main, [*args, "--limit", "1"])  # two match: the table says it shows one of them
-    assert cut.exit_code == 0 and "1 anomalies (the first 1 by --order time; more match" in cut.output
-    assert json.loads(CliRunner().invoke(main, [*args, "--limit", "1", "--json"]).output) == [A2.to_dict()]
+    assert cut.exit_code == 0 and "1 of 2 anomalies (the first 1 by --order time: raise --limit" in cut.output
+    cut_json = CliRunner().invoke(main, [*args, "--limit", "1", "--json"])
+    assert json.loads(cut_json.stdout) == [A2.to_dict()]
+    assert cut_json.stderr.startswith("1 of 2 anomalies (the first 1")  # apart from the JSON a script reads
 
 
 @pytest.mark.asyncio

@@ -431,20 +431,39 @@ def test_an_integer_too_short_for_nanoseconds_is_named_for_the_unit_it_looks_lik
 
 
 class FakeAnomalyQuery:
-    def __init__(self) -> None:
+    """`matching` anomalies match whatever is asked; search gives the first `limit` of them."""
+
+    def __init__(self, matching: int = 1) -> None:
+        self.matching = matching
         self.asked: dict[str, Any] = {}
+        self.counted: list[dict[str, Any]] = []
 
     def search(self, **criteria: Any) -> list[Anomaly]:
         self.asked = criteria
-        return [make_anomaly()]
+        return [make_anomaly(sequence=k + 1) for k in range(min(self.matching, criteria["limit"]))]
+
+    def count(self, **criteria: Any) -> int:
+        self.counted.append(criteria)
+        return self.matching
 
 
 def test_query_resolves_relative_times_against_the_clock() -> None:
     store = FakeAnomalyQuery()
-    found = QueryAnomalies(store, clock=lambda: TS)(symbols=["NVDA"], since="1h", min_score=2.0, limit=5)
-    assert found == [make_anomaly()]
+    matches = QueryAnomalies(store, clock=lambda: TS)(symbols=["NVDA"], since="1h", min_score=2.0, limit=5)
+    assert matches.found == [make_anomaly()] and matches.total == 1 and not matches.cut
     assert store.asked == {"symbols": ("NVDA",), "detectors": (), "since_ns": TS - 3600 * NS, "until_ns": None,
                            "min_score": 2.0, "limit": 5, "order": "time"}
+    assert store.counted == []  # fewer than the limit: all of them are there, nothing to count
+
+
+@pytest.mark.parametrize(("matching", "total", "cut"), [(5, 5, False), (1_234, 1_234, True)])
+def test_query_counts_the_matches_when_the_limit_is_reached(matching: int, total: int, cut: bool) -> None:
+    # "more match" said that the list was cut, not by how much: 1 of 2 and 50 of 80,000 read the same.
+    store = FakeAnomalyQuery(matching)
+    matches = QueryAnomalies(store, clock=lambda: TS)(symbols=["NVDA"], since="1h", limit=5)
+    assert len(matches.found) == 5 and matches.total == total and matches.cut == cut
+    assert store.counted == [{"symbols": ("NVDA",), "detectors": (), "since_ns": TS - 3600 * NS, "until_ns": None,
+                              "min_score": None}]  # the search's filters, without its page
 
 
 @pytest.mark.parametrize("criteria", [{"since": "yesterday-ish"}, {"since": "1h", "until": "2h"}, {"limit": 0},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from elasticsearch import ApiError, ConnectionTimeout, Elasticsearch, SerializationError
@@ -32,14 +32,10 @@ def _sort(order: str, time_field: str) -> list[dict[str, Any]]:
         [{"score": {"order": "desc"}}, newest, {"id": {"order": "asc"}}]
 
 
-def search_body(*, symbols: Sequence[str] = (), detectors: Sequence[str] = (), since_ns: int | None = None,
-                until_ns: int | None = None, min_score: float | None = None, limit: int = 50,
-                order: str = "time", kind: DocumentKind = ANOMALIES) -> dict[str, Any]:
-    """Keyword arguments for client.search(): filters only (no relevance scoring), sorted."""
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {sorted(ORDERS)}, got {order!r}")
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+def search_filters(*, symbols: Sequence[str] = (), detectors: Sequence[str] = (), since_ns: int | None = None,
+                   until_ns: int | None = None, min_score: float | None = None,
+                   kind: DocumentKind = ANOMALIES) -> dict[str, Any]:
+    """The query of a search or a count: filters only (no relevance scoring)."""
     filters: list[dict[str, Any]] = []
     if symbols:
         # Case-insensitive term queries: `nvda` finds NVDA without a normalizer in the mapping.
@@ -56,8 +52,20 @@ def search_body(*, symbols: Sequence[str] = (), detectors: Sequence[str] = (), s
         filters.append({"range": {kind.time_field: time_range}})
     if min_score is not None:
         filters.append({"range": {"score": {"gte": min_score}}})
+    return {"bool": {"filter": filters}}
+
+
+def search_body(*, symbols: Sequence[str] = (), detectors: Sequence[str] = (), since_ns: int | None = None,
+                until_ns: int | None = None, min_score: float | None = None, limit: int = 50,
+                order: str = "time", kind: DocumentKind = ANOMALIES) -> dict[str, Any]:
+    """Keyword arguments for client.search(): filters only (no relevance scoring), sorted."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {sorted(ORDERS)}, got {order!r}")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     return {
-        "query": {"bool": {"filter": filters}},
+        "query": search_filters(symbols=symbols, detectors=detectors, since_ns=since_ns, until_ns=until_ns,
+                                min_score=min_score, kind=kind),
         "sort": _sort(order, kind.time_field),
         "size": limit,
         "track_total_hits": False,
@@ -82,29 +90,48 @@ class ElasticsearchAnomalyQuery:
                            min_score=min_score, limit=limit, order=order, kind=self.kind)
         return [self.kind.from_document(hit["_source"]) for hit in self._search(self.index, body)]
 
+    def count(self, *, symbols: Sequence[str] = (), detectors: Sequence[str] = (),
+              since_ns: int | None = None, until_ns: int | None = None, min_score: float | None = None) -> int:
+        # The count API counts exactly, past the 10,000 a search's total is tracked to.
+        query = search_filters(symbols=symbols, detectors=detectors, since_ns=since_ns, until_ns=until_ns,
+                               min_score=min_score, kind=self.kind)
+        answer = self._asked("count", lambda: self.client.count(index=self.index, ignore_unavailable=True,
+                                                                allow_no_indices=True, query=query))
+        count = answer.get("count") if isinstance(answer, dict) else None
+        if not isinstance(count, int):
+            raise self._not_elasticsearch("a count answer without a count")
+        return count
+
     def _search(self, index: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         hits: list[dict[str, Any]] = self._answer(index, body)["hits"]
         return hits
 
     def _answer(self, index: str, body: dict[str, Any]) -> dict[str, Any]:
         """The search answer's `hits` object (its list of hits checked to be one)."""
+        response = self._asked("search", lambda: self.client.search(index=index, ignore_unavailable=True,
+                                                                    allow_no_indices=True, **body))
+        answer = response.get("hits") if isinstance(response, dict) else None
+        if not isinstance(answer, dict) or not isinstance(answer.get("hits"), list):
+            raise self._not_elasticsearch("a search answer without hits")
+        return answer
+
+    def _asked(self, what: str, ask: Callable[[], Any]) -> Any:
+        """The body of Elasticsearch's answer to `ask` (a `what`: search or count), or the error, in one line."""
         try:
-            response = self.client.search(index=index, ignore_unavailable=True, allow_no_indices=True,
-                                          **body)
+            response = ask()
         except (EsConnectionError, ConnectionTimeout) as exc:
             raise ElasticsearchUnavailable(f"Elasticsearch is not reachable at {self.where}: "
                                            f"{type(exc).__name__}") from exc
         except ApiError as exc:
-            raise ElasticsearchRejected(f"Elasticsearch at {self.where} refused the search: "
+            raise ElasticsearchRejected(f"Elasticsearch at {self.where} refused the {what}: "
                                         f"HTTP {exc.meta.status}: {one_line(str(exc.message))}", exc.meta.status) from exc
         except SerializationError as exc:  # an answer that is not JSON: another server on that port
-            raise ElasticsearchRejected(f"{self.where} did not answer as Elasticsearch does (is it Elasticsearch? "
-                                        f"check ELASTICSEARCH_URL or --es-url): {one_line(str(exc))}", 0) from exc
-        answer = response.get("hits") if isinstance(response.body, dict) else None
-        if not isinstance(answer, dict) or not isinstance(answer.get("hits"), list):
-            raise ElasticsearchRejected(f"{self.where} did not answer as Elasticsearch does (is it Elasticsearch? "
-                                        "check ELASTICSEARCH_URL or --es-url): a search answer without hits", 0)
-        return answer
+            raise self._not_elasticsearch(one_line(str(exc))) from exc
+        return response.body
+
+    def _not_elasticsearch(self, detail: str) -> ElasticsearchRejected:
+        return ElasticsearchRejected(f"{self.where} did not answer as Elasticsearch does (is it Elasticsearch? "
+                                     f"check ELASTICSEARCH_URL or --es-url): {detail}", 0)
 
     def close(self) -> None:
         self.client.close()
