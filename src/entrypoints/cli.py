@@ -522,8 +522,8 @@ def suppressions_path(given: str | None, writes: bool = False) -> str:
 
 @main.command(short_help="Write a synthetic market with labelled anomalies.")
 @click.argument("out", type=OutputPath())
-@click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 5000), metavar="N",
-              help="How many symbols.")
+@click.option("--symbols", default=20, show_default=True, type=click.IntRange(1, 20_000), metavar="N",
+              help="How many symbols (up to 20,000: the whole US tape is about 11,000 listings).")
 @click.option("--trades", default=1_000_000, show_default=True, type=click.IntRange(1002), metavar="N",
               help="Prints in all (at least 1,002: one symbol's 1,000 of history for an injected anomaly and its "
                    "two auction crosses; more symbols need more).")

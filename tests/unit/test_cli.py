@@ -93,6 +93,9 @@ def test_replay_reads_real_dbn_files() -> None:
     (["calibrate", "--out", "x.json"], "Missing argument"),
     (["replay", "--detectors", ","], "Invalid value for --detectors: names no detector"),
     (["generate", "m.dbn.zst", "--symbols", "5000", "--trades", "20000"], "too few for 5,000 symbols"),
+    (["generate", "m.dbn.zst", "--symbols", "12000", "--trades", "2000000"],
+     "the busiest of 12,000 symbols would get 579 prints and an anomaly needs 1,000 of history"),
+    (["generate", "m.dbn.zst", "--symbols", "20001"], "20001 is not in the range 1<=x<=20000"),
     (["generate", "m.dbn.zst", "--date", "2025-13-45"], "is not a calendar day"),
     (["generate", "m.dbn.zst", "--symbols", "3", "--trades", "1100"],
      "an anomaly needs 1,000 of history; ask for at least"),
@@ -104,6 +107,7 @@ def test_replay_reads_real_dbn_files() -> None:
     (["replay", "--symbols", ","], "Invalid value for --symbols: names no symbol"),
     (["replay", "--out", "-"], "--out - : writes a file, not standard output"),
 ], ids=["missing-file", "unknown-detector", "bad-extension", "no-paths", "no-detector", "impossible-market",
+        "impossible-whole-tape", "more-than-the-whole-tape",
         "bad-date", "no-room-for-anomalies", "fewer-than-one-symbol-needs", "before-1970", "weekend", "holiday",
         "early-close", "no-symbol", "out-to-stdout"])
 def test_bad_arguments_give_a_clear_error(args: list[str], message: str, tmp_path: Path,
