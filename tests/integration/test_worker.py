@@ -820,6 +820,59 @@ STOP_GRACE_SECONDS = 5.0  # STOCKANOMALY_STOP_GRACE's default
 PAUSE_ATTEMPTS = 8  # a pause lands in a take's commit about once in five (its work ~50 ms, its commit ~13 ms)
 
 
+async def a_take_caught_delivering(log: Path, broker: Any) -> list[dict[str, Any]]:
+    """Pause the broker (SIGSTOP) while a take of the worker writing `log` is delivering; the `batch`
+    lines of that take. A take's `batch` line comes once its group's outputs and state were sent,
+    before any of them is awaited: paused right then, what the take sent, and what it still has to
+    send, waits on the broker. If the pause came too late (the take's `take_delivered` line is there:
+    its commit is what waits), the broker goes on until the next take has sent something."""
+    for _ in range(PAUSE_ATTEMPTS):
+        committed_takes = len(log_events(log, "take_committed"))
+        eventually(lambda: take_in_delivery(log), timeout=180, interval=0.005, what="a take sending")
+        broker.pause()
+        in_hand = take_in_delivery(log)
+        if in_hand:
+            return in_hand
+        broker.resume()
+        eventually(lambda: len(log_events(log, "take_committed")) > committed_takes, timeout=60,
+                   what="the take caught committing committed")
+    raise AssertionError(f"no pause in {PAUSE_ATTEMPTS} caught a take delivering")
+
+
+def the_take_given_up(log: Path, in_hand: list[dict[str, Any]]) -> dict[str, Any]:
+    """The worker's one `take_given_up` line, checked against the take `in_hand` when it was caught."""
+    [given_up] = log_events(log, "take_given_up")
+    assert given_up["level"] == "warning" and given_up["stage"] == "delivering", given_up
+    assert given_up["successor"] == "processes it again from the last committed offsets"
+    # What it gave up holds every group the log shows in hand (and any whose sends it was still making).
+    assert {line["offsets"] for line in in_hand} <= set(given_up["offsets"])
+    assert given_up["messages"] == sum(int(last) - int(first) + 1 for first, last in
+                                       (r.rsplit("@", 1)[1].split("-") for r in given_up["offsets"]))
+    return given_up
+
+
+async def its_successor_redoes_the_take(stream: Stream, given_up: dict[str, Any], embedded_ids: set[str],
+                                        trades: int, port: int) -> None:
+    """With the broker back: nothing of the take given up was committed, and a successor on the same
+    data directory judges it again, each trade once, each anomaly once."""
+    # No committed offset of the group reaches into the take.
+    admin = AIOKafkaAdminClient(bootstrap_servers=stream.bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(stream.env["STOCKANOMALY_APP_ID"])
+    finally:
+        await admin.close()
+    firsts = {int(r.split("[", 1)[1].split("]", 1)[0]): int(r.rsplit("@", 1)[1].split("-")[0])
+              for r in given_up["offsets"]}
+    assert all(meta.offset <= firsts[tp.partition] for tp, meta in committed.items()
+               if tp.topic == stream.topics["trades"] and tp.partition in firsts), committed
+    stream.start_worker("w1", port)  # the same data directory, as a restarted container would have
+    seen = await stream.wait_for(embedded_ids)
+    assert sorted(seen) == sorted(embedded_ids)  # each anomaly once (read committed), none missing or extra
+    await stream.wait(stream.offsets_committed_to_the_end, 60, "committed offsets at the end offsets")
+    assert stream.committed_trades() == trades  # the take given up was judged again, and counted once
+
+
 @pytest.mark.asyncio
 async def test_a_worker_stopped_with_a_take_caught_mid_delivery_gives_it_up_and_its_successor_redoes_it(
         stream: Stream, market, embedded_ids, broker) -> None:
@@ -831,51 +884,49 @@ async def test_a_worker_stopped_with_a_take_caught_mid_delivery_gives_it_up_and_
     await stream.produce(as_messages(market))
     worker = stream.start_worker("w1", 19611)
     log = stream.workdir / "w1.log"
-    # A take's `batch` line comes once its group's outputs and state were sent, before any of them is
-    # awaited. The broker stops answering (SIGSTOP) right then: what the take sent, and what it still
-    # has to send, waits on it; if the pause came too late (the take's `take_delivered` line is there:
-    # its commit is what waits), the broker goes on until the next take has sent something.
-    in_hand: list[dict[str, Any]] = []
-    for _ in range(PAUSE_ATTEMPTS):
-        committed_takes = len(log_events(log, "take_committed"))
-        eventually(lambda: take_in_delivery(log), timeout=180, interval=0.005, what="a take sending")
-        broker.pause()
-        in_hand = take_in_delivery(log)
-        if in_hand:
-            break
-        broker.resume()
-        eventually(lambda: len(log_events(log, "take_committed")) > committed_takes, timeout=60,
-                   what="the take caught committing committed")
-    assert in_hand, f"no pause in {PAUSE_ATTEMPTS} caught a take delivering"
+    in_hand = await a_take_caught_delivering(log, broker)
     committed_before = len(log_events(log, "take_committed"))
     broker.kill()  # then the broker is gone for good, as in an outage
     rc, took, output = await stopped_by_sigterm(worker, log)
     assert rc == 0, output[-3000:]
     assert "Traceback" not in output and "never retrieved" not in output, output[-5000:]
     assert len(log_events(log, "take_committed")) == committed_before  # the take in hand never committed
-    [given_up] = log_events(log, "take_given_up")
-    assert given_up["level"] == "warning" and given_up["stage"] == "delivering", given_up
-    assert given_up["successor"] == "processes it again from the last committed offsets"
-    # What it gave up holds every group the log shows in hand (and any whose sends it was still making).
-    assert {line["offsets"] for line in in_hand} <= set(given_up["offsets"])
-    assert given_up["messages"] == sum(int(last) - int(first) + 1 for first, last in
-                                       (r.rsplit("@", 1)[1].split("-") for r in given_up["offsets"]))
+    given_up = the_take_given_up(log, in_hand)
     assert took >= STOP_GRACE_SECONDS  # the take had its grace
     print(f"stopped {took:.1f} s after SIGTERM, {given_up['messages']} messages given up")
     await asyncio.to_thread(broker.start)
-    # Nothing of the take was committed: no committed offset of the group reaches into it.
-    admin = AIOKafkaAdminClient(bootstrap_servers=stream.bootstrap)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(stream.env["STOCKANOMALY_APP_ID"])
-    finally:
-        await admin.close()
-    firsts = {int(r.split("[", 1)[1].split("]", 1)[0]): int(r.rsplit("@", 1)[1].split("-")[0])
-              for r in given_up["offsets"]}
-    assert all(meta.offset <= firsts[tp.partition] for tp, meta in committed.items()
-               if tp.topic == stream.topics["trades"] and tp.partition in firsts), committed
-    stream.start_worker("w1", 19611)  # the same data directory, as a restarted container would have
-    seen = await stream.wait_for(embedded_ids)
-    assert sorted(seen) == sorted(embedded_ids)  # each anomaly once (read committed), none missing or extra
-    await stream.wait(stream.offsets_committed_to_the_end, 60, "committed offsets at the end offsets")
-    assert stream.committed_trades() == len(market)  # the take given up was judged again, and counted once
+    await its_successor_redoes_the_take(stream, given_up, embedded_ids, len(market), 19611)
+
+
+HUNG_STOP_SLACK_SECONDS = 10.0  # past the grace, generous for CI: here it stops 9.7-10.2 s after the SIGTERM (97 s before)
+
+
+@pytest.mark.asyncio
+async def test_a_worker_stopped_with_the_broker_hung_mid_delivery_exits_after_its_grace_and_its_successor_redoes_the_take(
+        stream: Stream, market, embedded_ids, broker) -> None:
+    """SIGTERM while a take's sends wait on a broker that is hung (SIGSTOPped: it holds every
+    connection open and answers nothing, as one cut off without a reset does). The take is given up
+    after the grace as with a broker that is down, but then the consumer's and producers' stops
+    waited on the broker too (their requests' 90 s timeout, cut by mode's 60 s for the consumer's
+    thread, with a traceback). Now each gives up on the broker within the grace's rest, says so in
+    one line, and the worker exits with code 0; the broker resumed, its successor redoes the take."""
+    stream.env["STOCKANOMALY_TAKE_MAX"] = "16"  # a backlog of ~160 messages is 10 takes or more
+    await stream.produce(as_messages(market))
+    worker = stream.start_worker("w1", 19612)
+    log = stream.workdir / "w1.log"
+    in_hand = await a_take_caught_delivering(log, broker)
+    committed_before = len(log_events(log, "take_committed"))
+    rc, took, output = await stopped_by_sigterm(worker, log)  # the broker still hung
+    assert rc == 0, output[-3000:]
+    assert "Traceback" not in output and "never retrieved" not in output, output[-5000:]
+    assert STOP_GRACE_SECONDS <= took <= STOP_GRACE_SECONDS + HUNG_STOP_SLACK_SECONDS, took
+    assert len(log_events(log, "take_committed")) == committed_before  # the take in hand never committed
+    given_up = the_take_given_up(log, in_hand)
+    # The consumer's stop (its LeaveGroup) waited on the broker too: abandoned, in one line.
+    [said] = log_events(log, "stopped_without_broker")
+    assert said["level"] == "warning" and said["abandoned_after_s"] <= HUNG_STOP_SLACK_SECONDS, said
+    assert said["broker"].startswith("did not answer the consumer's stop"), said
+    assert said["offsets"] == "the take in hand was given up (take_given_up): its successor processes it again"
+    print(f"stopped {took:.1f} s after SIGTERM with the broker hung, {given_up['messages']} messages given up")
+    broker.resume()
+    await its_successor_redoes_the_take(stream, given_up, embedded_ids, len(market), 19612)

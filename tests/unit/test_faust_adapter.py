@@ -160,9 +160,17 @@ async def test_a_worker_stopped_with_a_take_stuck_in_delivery_gives_it_up_after_
     assert said["successor"] == "processes it again from the last committed offsets"
     assert given_up == [[away]] and len(unacked) == 0  # Faust's stop no longer waits for any message
     assert not any(line["event"] == "take_committed" for line in logs)
-    getattr(app, "_say_stopped_without_broker")()  # what the consumer's stop then says of the group
-    [group] = [line for line in logs if line["event"] == "stopped_without_broker"]
-    assert group["offsets"] == "the take in hand was given up (take_given_up): its successor processes it again"
+    getattr(app, "_say_stopped_without_broker")(None)  # what the consumer's stop then says of the group
+    getattr(app, "_say_stopped_without_broker")(1.25)  # and of a broker that did not answer it
+    refused, hung = [line for line in logs if line["event"] == "stopped_without_broker"]
+    assert refused["offsets"] == "the take in hand was given up (take_given_up): its successor processes it again"
+    assert "broker" not in refused and "abandoned_after_s" not in refused
+    assert hung["log_level"] == "warning" and hung["abandoned_after_s"] == 1.2  # one decimal
+    assert hung["broker"] == ("did not answer the consumer's stop (leaving the group): abandoned, its connections "
+                              "closed")
+    # The consumer's stop may wait on the broker for what is left of the grace: all of it once the
+    # take was given up, so a floor.
+    assert getattr(app, "_consumer_stop_patience")() == faust_app.LEAVE_PATIENCE
 
 
 @pytest.mark.asyncio

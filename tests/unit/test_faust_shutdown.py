@@ -39,11 +39,58 @@ class Consumer:
 @pytest.mark.asyncio
 async def test_a_consumer_stop_that_trips_over_a_cancelled_fetch_retry_is_finished_and_says_so() -> None:
     away = Consumer(broker_away=True)
-    assert await shutdown.stop_consumer(away) is False
+    assert await shutdown.stop_consumer(away) is shutdown.ConsumerStop.BROKER_AWAY
     assert away.client.closed == 1  # its connections closed all the same
     up = Consumer(broker_away=False)
-    assert await shutdown.stop_consumer(up) is True
+    assert await shutdown.stop_consumer(up, patience=5.0) is shutdown.ConsumerStop.STOPPED
     assert up.client.closed == 1
+
+
+class Hung(Consumer):
+    """AIOKafkaConsumer's stop with a broker that is hung: its LeaveGroup is never answered. Its
+    fetcher's close re-raises the cancellation of the fetch it cancels, as aiokafka's does; its
+    client's close may hang too (a connection whose unsent bytes the broker does not read)."""
+
+    def __init__(self, client_close_hangs: bool = False) -> None:
+        super().__init__(broker_away=False)
+        self.leave_cancelled = asyncio.Event()
+        self.fetcher_closed = False
+        client_close_hangs_ = client_close_hangs
+
+        async def close_fetcher() -> None:
+            self.fetcher_closed = True
+            fetch = asyncio.ensure_future(asyncio.sleep(10))
+            await asyncio.sleep(0)
+            fetch.cancel()
+            await fetch
+
+        async def close_client() -> None:
+            self.client.closed += 1
+            if client_close_hangs_:
+                await asyncio.Event().wait()
+
+        self._fetcher = SimpleNamespace(close=close_fetcher)
+        self._client = SimpleNamespace(close=close_client)
+
+    async def stop(self) -> None:
+        try:
+            await asyncio.Event().wait()  # the LeaveGroup's answer
+        except asyncio.CancelledError:
+            self.leave_cancelled.set()
+            raise
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("client_close_hangs", [False, True])
+async def test_a_consumer_stop_the_broker_never_answers_is_abandoned_after_its_patience(
+        client_close_hangs: bool) -> None:
+    hung = Hung(client_close_hangs)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await shutdown.stop_consumer(hung, patience=0.1) is shutdown.ConsumerStop.ABANDONED
+    # The patience for the stop, then at most as much again for each of the fetcher and the client.
+    assert loop.time() - started < 1.0
+    assert hung.leave_cancelled.is_set() and hung.fetcher_closed and hung.client.closed == 1
 
 
 @pytest.mark.asyncio
@@ -76,16 +123,18 @@ async def test_the_consumer_thread_stops_its_consumer_and_says_once_what_it_coul
     monkeypatch.setattr(QueueServiceThread, "on_thread_stop", stop_method_queue)
     shutdown.stop_consumer_thread_without_broker()
     shutdown.stop_consumer_thread_without_broker()  # idempotent: wrapped once
-    said: list[str] = []
-    for away in (True, False):
+    said: list[tuple[str, float | None]] = []
+    for consumer in (Consumer(broker_away=True), Consumer(broker_away=False), Hung()):
         thread: Any = object.__new__(AIOKafkaConsumerThread)
-        thread._consumer = Consumer(broker_away=away)
+        thread._consumer = consumer
         thread.app = SimpleNamespace(conf=SimpleNamespace(id="app"))
-        shutdown.when_stopped_without_broker(thread.app, lambda away=away: said.append(f"away={away}"))
+        shutdown.when_stopped_without_broker(
+            thread.app, lambda after, name=type(consumer).__name__: said.append((name, after)), lambda: 0.05)
         await thread.on_thread_stop()
         assert thread._consumer.client.closed == 1
-    assert queue_stopped == [True, True]  # Faust's own part of the stop, first
-    assert said == ["away=True"]  # a stop with the broker up says nothing
+    assert queue_stopped == [True, True, True]  # Faust's own part of the stop, first
+    # A stop with the broker up says nothing; one it refused says so; one it never answered, after how long.
+    assert said == [("Consumer", None), ("Hung", 0.05)]
 
 
 # -- a take caught by the outage: the stop's grace, and the sends given up ------------------------
@@ -115,6 +164,23 @@ async def test_a_take_finishes_however_long_it_takes_while_the_worker_is_not_sto
     assert not task.done()
     slow.set()
     assert await task == "done" and not grace.over
+
+
+@pytest.mark.asyncio
+async def test_the_grace_left_is_all_of_it_until_the_stop_and_none_once_it_is_over() -> None:
+    stop = Stop()
+    grace = shutdown.StopGrace(0.2, stop.wait)
+    assert grace.remaining() == 0.2  # its countdown not even started
+    stuck = Stuck()
+    task = asyncio.ensure_future(grace.within(stuck.send(), "delivering"))
+    await stuck.started.wait()
+    assert grace.remaining() == 0.2  # the worker is not stopping
+    stop.event.set()
+    await asyncio.sleep(0.05)
+    assert 0.0 < grace.remaining() < 0.2
+    with pytest.raises(shutdown.TakeGivenUp):
+        await task
+    assert grace.remaining() == 0.0
 
 
 class Stuck:
@@ -265,6 +331,39 @@ async def test_the_sends_of_a_take_given_up_fail_at_once_and_the_producer_stops_
         assert errors == []  # aiokafka's callbacks found each batch where they expect it
     finally:
         loop.set_exception_handler(None)
+
+
+@pytest.mark.asyncio
+async def test_requests_the_cancelled_sender_left_in_flight_are_cancelled_before_the_connections_close() -> None:
+    # aiokafka's sender, cancelled, awaits its requests in flight one by one, and the patience's
+    # cancellation cancels only the one it awaits: the others would fail when the connections close
+    # and put their batches, failed by then, back for a retry (a KeyError).
+    producer = Producer()
+    left: list[asyncio.Future[None]] = []
+
+    class Sender:
+        async def _send_produce_req(self) -> None:  # as aiokafka's: a method of the sender
+            await asyncio.Event().wait()
+
+        async def close(self) -> None:
+            await asyncio.Event().wait()
+
+    class Handler:  # a transaction request: the handler's `do`, the handler holding the sender
+        def __init__(self, sender: Sender) -> None:
+            self._sender = sender
+
+        async def do(self) -> None:
+            await asyncio.Event().wait()
+
+    sender = Sender()
+    producer._sender = sender  # type: ignore[assignment]
+    elsewhere = asyncio.ensure_future(Sender()._send_produce_req())  # another producer's: left alone
+    left = [asyncio.ensure_future(sender._send_produce_req()), asyncio.ensure_future(Handler(sender).do())]
+    await asyncio.sleep(0)
+    await shutdown.give_up_sends([producer], patience=0.05)
+    assert all(request.cancelled() for request in left) and producer.client.closed
+    assert not elsewhere.done()
+    elsewhere.cancel()
 
 
 @pytest.mark.asyncio

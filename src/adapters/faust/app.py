@@ -58,6 +58,10 @@ NEVER = 10 * 365 * 86_400.0  # seconds: a Faust timer that must not fire
 # How long each producer's stop may take once a take is given up: it closes its connections after
 # that, whatever it still had in flight (adapters.faust.shutdown.give_up_sends).
 GIVE_UP_PATIENCE = 0.5
+# How long the consumer's stop (its LeaveGroup, as a rule) may wait on the broker: what is left of the
+# stop's grace, and at least this once it is over. A hung broker answers nothing: past it, the stop is
+# abandoned (adapters.faust.shutdown.stop_consumer).
+LEAVE_PATIENCE = 1.0
 
 
 CLEAN_STOP = "clean-stop"  # marker file in the table directory: the local state is committed state
@@ -549,7 +553,7 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
         progress_made.committed(totals)
         done_in_take.clear()
 
-    def stopped_without_broker() -> None:
+    def stopped_without_broker(abandoned_after: float | None) -> None:
         # What a stop could not do with the broker away, in one line (adapters.faust.shutdown).
         if given_up is not None:
             offsets = "the take in hand was given up (take_given_up): its successor processes it again"
@@ -561,11 +565,15 @@ def create_app(settings: StreamingSettings, make_detect: DetectFactory, metrics:
                  settings.group_instance_id else
                  "the group was not told this worker left: once the broker is back, its partitions wait out "
                  "the session timeout before another worker gets them")
+        # A hung broker (or one cut off without a reset) refused nothing: the consumer's stop waited.
+        broker = ({"broker": "did not answer the consumer's stop (leaving the group): abandoned, its connections "
+                             "closed", "abandoned_after_s": round(abandoned_after, 1)}
+                  if abandoned_after is not None else {})
         log.warning("stopped_without_broker", offsets=offsets, group=group,
-                    session_timeout_s=settings.session_timeout,
+                    session_timeout_s=settings.session_timeout, **broker,
                     successor="resumes from the last committed offsets")
 
-    when_stopped_without_broker(app, stopped_without_broker)
+    when_stopped_without_broker(app, stopped_without_broker, lambda: max(grace.remaining(), LEAVE_PATIENCE))
 
     if local_store:
         @app.on_before_shutdown.connect

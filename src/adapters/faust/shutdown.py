@@ -15,11 +15,24 @@ logs a line at a time. Measured: SIGTERM 20 s into a broker outage, exit after 6
 
 The consumer had done everything else of its stop by then (its group coordinator closed, the fetch
 task cancelled): what is left is closing its client's connections, done here.
+
+A broker that is hung (or cut off without a reset) rather than down refuses nothing: every request
+waits for its timeout. The consumer's stop first leaves the group (aiokafka's `GroupCoordinator.close`
+sends a LeaveGroup and awaits the answer, for the consumer's `request_timeout_ms`: Faust's
+`broker_request_timeout`, 90 s), so the thread outlived mode's 60 s again, with the traceback of that
+timeout and then the thread's own ("Event loop is closed": it ended after the worker's loop). Measured:
+SIGTERM with a take in delivery and the broker SIGSTOPped, the take given up after the 5 s grace, the
+LeaveGroup sent 1.5 s later and failed 90 s after that; exit after 97 s. Hence a patience for the
+consumer's stop too (what is left of the stop's grace, at least a floor once it is over): past it the
+stop is abandoned (cancelled where it waits), the fetcher's tasks cancelled and the connections closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -33,25 +46,51 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 
-async def stop_consumer(consumer: Any) -> bool:
+class ConsumerStop(enum.Enum):
+    """How a consumer's stop ended."""
+
+    STOPPED = "stopped"  # as aiokafka does it: the broker answered, or there was nothing to ask it
+    BROKER_AWAY = "broker_away"  # the broker refused (down): the fetcher's cancelled retry, finished here
+    ABANDONED = "abandoned"  # the broker did not answer within the patience (hung, or cut off)
+
+
+async def stop_consumer(consumer: Any, patience: float | None = None) -> ConsumerStop:
     """`consumer.stop()` (an AIOKafkaConsumer), finished when aiokafka's fetcher re-raises the
-    cancellation of a fetch it was retrying. False when it had to be finished here, i.e. the
-    broker was away. A stop that is itself cancelled is still cancelled."""
+    cancellation of a fetch it was retrying (BROKER_AWAY), and abandoned after `patience` seconds
+    (None: none) of waiting on a broker that does not answer (ABANDONED): then it is cancelled where it
+    waits (its LeaveGroup, as a rule), its fetcher's tasks are cancelled, and its connections closed,
+    each within the patience again (a connection whose unsent bytes the broker does not read would
+    otherwise wait for them). A stop that is itself cancelled is still cancelled."""
+    stopping = asyncio.ensure_future(consumer.stop())
     try:
-        await consumer.stop()
-        return True
+        await asyncio.wait({stopping}, timeout=patience)
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
+        stopping.cancel()
+        raise
+    if stopping.done():
+        if not stopping.cancelled():
+            stopping.result()  # an error of its own is the caller's
+            return ConsumerStop.STOPPED
+        outcome = ConsumerStop.BROKER_AWAY
+    else:
+        outcome = ConsumerStop.ABANDONED
+        stopping.cancel()
+        await asyncio.wait({stopping})  # cancelled where it awaits a request or a task: it ends at once
+        fetcher = getattr(consumer, "_fetcher", None)
+        if fetcher is not None:
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                # aiokafka's close re-raises the cancellation of a fetch it cancels (see above)
+                await asyncio.wait_for(fetcher.close(), patience)
     client = getattr(consumer, "_client", None)
     if client is not None:
-        await client.close()
-    return False
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(client.close(), patience)
+    return outcome
 
 
 def stop_consumer_thread_without_broker() -> None:
-    """Make Faust's consumer thread end its consumer with `stop_consumer` (idempotent)."""
+    """Make Faust's consumer thread end its consumer with `stop_consumer` (idempotent), within the
+    patience `when_stopped_without_broker` gave for its app (else without one)."""
     if getattr(AIOKafkaConsumerThread.on_thread_stop, "_without_broker", False):
         return
 
@@ -59,24 +98,37 @@ def stop_consumer_thread_without_broker() -> None:
         # Faust's own, but for the consumer's stop: the thread's method queue first, then the consumer.
         await super(AIOKafkaConsumerThread, self).on_thread_stop()
         consumer = self._consumer
-        if consumer is not None and not await stop_consumer(consumer):
-            said = getattr(self.app, _SAY, None)
-            if said is not None:
-                said()
-            else:
-                log.warning("stopped_without_broker", group=self.app.conf.id)
+        if consumer is None:
+            return
+        patience = getattr(self.app, _PATIENCE, None)
+        waited = patience() if patience is not None else None
+        outcome = await stop_consumer(consumer, waited)
+        if outcome is ConsumerStop.STOPPED:
+            return
+        abandoned_after = waited if outcome is ConsumerStop.ABANDONED else None
+        said = getattr(self.app, _SAY, None)
+        if said is not None:
+            said(abandoned_after)
+        else:
+            log.warning("stopped_without_broker", group=self.app.conf.id, abandoned_after_s=abandoned_after)
 
     on_thread_stop._without_broker = True  # type: ignore[attr-defined]
     AIOKafkaConsumerThread.on_thread_stop = on_thread_stop  # type: ignore[method-assign]
 
 
 _SAY = "_say_stopped_without_broker"
+_PATIENCE = "_consumer_stop_patience"
 
 
-def when_stopped_without_broker(app: Any, say: Callable[[], None]) -> None:
-    """`say` (one line of what the stop could not do) when `app`'s consumer stops with the broker away;
-    called on the consumer's thread, once the consumer is closed."""
+def when_stopped_without_broker(app: Any, say: Callable[[float | None], None],
+                                patience: Callable[[], float] | None = None) -> None:
+    """`say` (one line of what the stop could not do) when `app`'s consumer stops with the broker away:
+    given None when the broker refused, or the seconds after which a stop it did not answer was
+    abandoned. `patience()`: those seconds, asked when the consumer's stop starts. Both are called on
+    the consumer's thread."""
     setattr(app, _SAY, say)
+    if patience is not None:
+        setattr(app, _PATIENCE, patience)
 
 
 # -- a take caught by the outage --------------------------------------------------------------------
@@ -112,6 +164,7 @@ class StopGrace:
         self._stopped = stopped
         self._over: asyncio.Future[None] | None = None
         self._countdown: asyncio.Future[None] | None = None
+        self._ends: float | None = None  # time.monotonic() when the grace runs out, once the stop started
 
     def _watch(self) -> asyncio.Future[None]:
         if self._over is None:
@@ -125,10 +178,17 @@ class StopGrace:
 
             async def countdown() -> None:
                 await self._stopped()
+                self._ends = time.monotonic() + self.grace
                 loop.call_later(self.grace, expire)  # a timer, not a task left sleeping at the exit
 
             self._countdown = asyncio.ensure_future(countdown())  # held: the loop keeps tasks weakly
         return self._over
+
+    def remaining(self) -> float:
+        """Seconds left of the grace (none once it is over; all of it while its countdown has not
+        started). Safe from any thread: the consumer's stop, on the consumer's thread, is bounded by it."""
+        ends = self._ends
+        return self.grace if ends is None else max(0.0, ends - time.monotonic())
 
     @property
     def over(self) -> bool:
@@ -182,6 +242,22 @@ def _fail_held(accumulator: Any, error: Exception) -> None:
                 future.exception()
 
 
+def _requests_in_flight(sender: Any) -> list[asyncio.Task[Any]]:
+    """The requests of `sender` (aiokafka's, for one producer) still running: its produce requests
+    (`Sender._send_produce_req`) and transaction requests (a handler's `do`, the handler holding the
+    sender). aiokafka keeps them in its sender routine's locals only, so they are found among the
+    loop's tasks by the sender their coroutine runs for."""
+    found = []
+    for task in asyncio.all_tasks():
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        if task.done() or frame is None:
+            continue
+        owner = frame.f_locals.get("self")
+        if owner is sender or getattr(owner, "_sender", None) is sender:
+            found.append(task)
+    return found
+
+
 async def give_up_sends(producers: Iterable[Any], patience: float) -> None:
     """Stop `producers` (aiokafka producers, side by side) without waiting for what they hold: each
     one's sender first (cancelled, it still awaits each request it has in flight: with the broker
@@ -204,6 +280,16 @@ async def give_up_sends(producers: Iterable[Any], patience: float) -> None:
             await asyncio.wait_for(producer._sender.close(), patience)
         except Exception:  # noqa: BLE001 - timed out (cancelled with what it had in flight), or failed: given up
             pass
+        # Cancelled, the sender awaits its requests in flight one by one, and a second cancellation
+        # (the patience over) cancels only the one it awaits then: a broker that does not answer
+        # leaves the others waiting. Closing the connections under them fails each at once, and a
+        # produce request would put its batches back for a retry, failed below by then (a KeyError
+        # that ends its task, "never retrieved"). Cancelled instead, they end at once and silently.
+        left = _requests_in_flight(producer._sender)
+        for request in left:
+            request.cancel()
+        if left:
+            await asyncio.wait(left)
         txn = getattr(producer, "_txn_manager", None)
         if txn is None or txn.needs_transaction_commit() is not TransactionResult.COMMIT:
             _fail_held(producer._message_accumulator, SendsGivenUp("the worker stopped and gave its take up"))
