@@ -7,10 +7,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.protocol.group import LeaveGroupRequest
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from mode.threads import QueueServiceThread
 
 import adapters.faust.shutdown as shutdown
+
+OffsetCommitRequest = object()  # another request of the coordinator's
 
 
 class Consumer:
@@ -44,6 +48,44 @@ async def test_a_consumer_stop_that_trips_over_a_cancelled_fetch_retry_is_finish
     up = Consumer(broker_away=False)
     assert await shutdown.stop_consumer(up, patience=5.0) is shutdown.ConsumerStop.STOPPED
     assert up.client.closed == 1
+
+
+class Leaving(Consumer):
+    """AIOKafkaConsumer's stop with the broker away but no fetch retrying just then: its fetcher closes
+    quietly, and its group coordinator's LeaveGroup fails (aiokafka logs that and goes on)."""
+
+    def __init__(self, leave_fails: bool, other_fails: bool = False) -> None:
+        super().__init__(broker_away=False)
+        self.leave_fails, self.other_fails = leave_fails, other_fails
+
+        async def send_req(request: Any) -> None:
+            fails = self.leave_fails if isinstance(request, LeaveGroupRequest) else self.other_fails
+            if fails:
+                raise KafkaConnectionError("no connection to the coordinator")
+
+        self._coordinator = SimpleNamespace(_send_req=send_req)
+
+    async def stop(self) -> None:
+        # As GroupCoordinator.close does: a last offset commit may fail too; the LeaveGroup is tried.
+        for request in (OffsetCommitRequest, LeaveGroupRequest("group", "member")):
+            try:
+                await self._coordinator._send_req(request)
+            except KafkaConnectionError:
+                pass
+        await self._client.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("leave_fails", "other_fails", "outcome"), [
+    (True, False, shutdown.ConsumerStop.BROKER_AWAY), (False, True, shutdown.ConsumerStop.STOPPED),
+    (False, False, shutdown.ConsumerStop.STOPPED)], ids=["leave-failed", "other-request-failed", "left"])
+async def test_a_consumer_stop_whose_leave_group_failed_says_the_broker_was_away(
+        leave_fails: bool, other_fails: bool, outcome: shutdown.ConsumerStop) -> None:
+    # Its fetch was not retrying when the stop cancelled it, so the stop ended as with the broker up:
+    # the worker exited without saying that the group was not told (seen once in the broker-down test).
+    consumer = Leaving(leave_fails, other_fails)
+    assert await shutdown.stop_consumer(consumer, patience=5.0) is outcome
+    assert consumer.client.closed == 1
 
 
 class Hung(Consumer):

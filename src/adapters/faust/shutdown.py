@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import structlog
 from aiokafka.errors import KafkaError
 from aiokafka.producer.transaction_manager import TransactionResult
+from aiokafka.protocol.group import LeaveGroupRequest
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 log = structlog.get_logger()
@@ -60,7 +61,10 @@ async def stop_consumer(consumer: Any, patience: float | None = None) -> Consume
     (None: none) of waiting on a broker that does not answer (ABANDONED): then it is cancelled where it
     waits (its LeaveGroup, as a rule), its fetcher's tasks are cancelled, and its connections closed,
     each within the patience again (a connection whose unsent bytes the broker does not read would
-    otherwise wait for them). A stop that is itself cancelled is still cancelled."""
+    otherwise wait for them). A stop that ends as usual but whose LeaveGroup failed (aiokafka logs
+    that and goes on: the fetch it cancelled was not retrying just then) is BROKER_AWAY too: the group
+    was not told. A stop that is itself cancelled is still cancelled."""
+    leave_failed = _watch_leave_group(consumer)
     stopping = asyncio.ensure_future(consumer.stop())
     try:
         await asyncio.wait({stopping}, timeout=patience)
@@ -70,7 +74,7 @@ async def stop_consumer(consumer: Any, patience: float | None = None) -> Consume
     if stopping.done():
         if not stopping.cancelled():
             stopping.result()  # an error of its own is the caller's
-            return ConsumerStop.STOPPED
+            return ConsumerStop.BROKER_AWAY if leave_failed() else ConsumerStop.STOPPED
         outcome = ConsumerStop.BROKER_AWAY
     else:
         outcome = ConsumerStop.ABANDONED
@@ -86,6 +90,27 @@ async def stop_consumer(consumer: Any, patience: float | None = None) -> Consume
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(client.close(), patience)
     return outcome
+
+
+def _watch_leave_group(consumer: Any) -> Callable[[], bool]:
+    """Whether the LeaveGroup `consumer`'s stop sends has failed, asked after the stop: its group
+    coordinator's requests are watched (this consumer's only). A static member sends none."""
+    coordinator: Any = getattr(consumer, "_coordinator", None)
+    send = getattr(coordinator, "_send_req", None)
+    if send is None:
+        return lambda: False
+    failed: list[BaseException] = []
+
+    async def send_watched(request: Any) -> Any:
+        try:
+            return await send(request)
+        except Exception as exc:
+            if isinstance(request, LeaveGroupRequest):
+                failed.append(exc)
+            raise
+
+    coordinator._send_req = send_watched
+    return lambda: bool(failed)
 
 
 def stop_consumer_thread_without_broker() -> None:
