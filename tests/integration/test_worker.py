@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from elasticsearch import ApiError
 
 from adapters.kafka.codec import encode_batch, encode_multi
@@ -316,7 +317,8 @@ async def test_streamed_anomalies_equal_the_embedded_replay(stream: Stream, mark
         "query", "--incidents", "--order", "score", "--limit", "3", "--json", "--es-url", es_url,
         "--index", f"{stream.es_prefix}.incidents"])
     assert result.exit_code == 0, result.output
-    top = json.loads(result.output)
+    top = json.loads(result.stdout)
+    assert result.stderr.startswith(f"3 of {len(embedded_incidents)} incidents (the first 3 by --order score")
     assert [d["id"] for d in top] == [i for i, _ in sorted(((d["id"], d["score"]) for d in top),
                                                           key=lambda t: -t[1])]
     assert {d["id"] for d in top} <= {i for i, _ in embedded_incidents} and len(top) == 3
@@ -856,12 +858,18 @@ async def its_successor_redoes_the_take(stream: Stream, given_up: dict[str, Any]
     """With the broker back: nothing of the take given up was committed, and a successor on the same
     data directory judges it again, each trade once, each anomaly once."""
     # No committed offset of the group reaches into the take.
-    admin = AIOKafkaAdminClient(bootstrap_servers=stream.bootstrap)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(stream.env["STOCKANOMALY_APP_ID"])
-    finally:
-        await admin.close()
+    async def group_offsets() -> tuple[dict[TopicPartition, Any]] | None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=stream.bootstrap)
+        try:
+            await admin.start()
+            return (await admin.list_consumer_group_offsets(stream.env["STOCKANOMALY_APP_ID"]),)
+        except KafkaError:  # a broker just resumed or restarted: no group coordinator for a moment
+            return None
+        finally:
+            await admin.close()
+
+    [committed] = await eventually_async(group_offsets, timeout=60, interval=0.5,
+                                         what="the group's committed offsets, the broker back")
     firsts = {int(r.split("[", 1)[1].split("]", 1)[0]): int(r.rsplit("@", 1)[1].split("-")[0])
               for r in given_up["offsets"]}
     assert all(meta.offset <= firsts[tp.partition] for tp, meta in committed.items()
