@@ -38,8 +38,19 @@ async def test_a_jump_checked_while_the_broker_is_down_is_answered_once_it_is_ba
     try:
         # Read committed, 1-3 hold markers and an aborted record: no hole between 0 and 4.
         assert await reader.next_record(tp, 1, 4) is None
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"it-jumps-{suffix}")
+        await producer.start()
+        try:
+            for value in (b"kept-6", b"kept-8"):  # offsets 6 and 8; their commit markers 7 and 9
+                async with producer.transaction():
+                    await producer.send(topic, value=value)
+        finally:
+            await producer.stop()
         broker.kill()
-        check = asyncio.create_task(reader.next_record(tp, 1, 4))
+        # What the reader read is remembered: the same jump needs no broker ...
+        assert await asyncio.wait_for(reader.next_record(tp, 1, 4), timeout=1) is None
+        # ... one past it does, and waits for it.
+        check = asyncio.create_task(reader.next_record(tp, 7, 8))
         first = asyncio.create_task(fresh.next_record(tp, 1, 4))
         await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself, not a wait for a condition
         assert not check.done(), f"the check ended during the outage: {check.exception()!r}"

@@ -661,58 +661,6 @@ async def test_a_new_groups_first_messages_fetched_during_recovery_are_read_agai
     assert [await sequence.admit(_event(offset).message) for offset in range(29)] == [True] * 29
 
 
-class _UnreachableThenBack:
-    """A reader's consumer whose broker answers nothing for `silent` polls, then serves the log."""
-
-    def __init__(self, silent: int, log: list[int]) -> None:
-        self.silent, self.log, self.at = silent, log, 0
-
-    def assign(self, partitions: list[object]) -> None:
-        pass
-
-    def seek(self, partition: object, offset: int) -> None:
-        self.at = offset
-
-    async def getmany(self, partition: object, timeout_ms: int, max_records: int) -> dict[object, list[object]]:
-        await asyncio.sleep(0)
-        if self.silent > 0:
-            self.silent -= 1
-            return {}
-        later = [o for o in self.log if o >= self.at]
-        if not later:
-            self.at = max(self.log, default=self.at) + 1
-            return {}
-        return {partition: [SimpleNamespace(offset=later[0])]}
-
-    async def position(self, partition: object) -> int:
-        return self.at
-
-
-@pytest.mark.asyncio
-async def test_a_jump_checked_while_the_broker_is_away_waits_for_it_rather_than_stopping_the_app() -> None:
-    """A message fetched just before the broker went away: its check waits for the broker (here 300
-    unanswered polls, longer than the 10 s the check used to give up after, at its 0.2 s poll), then
-    answers from the log."""
-    from adapters.faust.sequence import LogReader
-
-    tp = SimpleNamespace(topic="anomalies", partition=0)
-    reader = LogReader("unused:9092", read_committed=True, patience=60.0, poll=0.0)
-    reader.consumer = _UnreachableThenBack(silent=300, log=[0, 5])  # type: ignore[assignment]
-    assert await reader.next_record(tp, 1, 5) is None  # 1-4: markers only
-    reader.consumer = _UnreachableThenBack(silent=300, log=[0, 3, 5])  # type: ignore[assignment]
-    assert await reader.next_record(tp, 1, 5) == 3  # a record was skipped: read it again
-
-
-@pytest.mark.asyncio
-async def test_a_jump_check_gives_up_with_a_clear_error_once_its_patience_is_spent() -> None:
-    from adapters.faust.sequence import LogReader
-
-    reader = LogReader("unused:9092", read_committed=True, patience=0.05, poll=0.0)
-    reader.consumer = _UnreachableThenBack(silent=10**9, log=[0, 5])  # type: ignore[assignment]
-    with pytest.raises(TimeoutError, match=r"could not read anomalies\[0\] from 1 to 5 within 0 s"):
-        await reader.next_record(SimpleNamespace(topic="anomalies", partition=0), 1, 5)
-
-
 class _SilentBroker:
     """A reader's consumer whose broker went away: asked for end offsets, it never answers (the
     client's own request timeout is 40 s)."""
@@ -831,36 +779,6 @@ def test_a_windowed_tables_changelog_keeps_its_retention() -> None:
     assert changelog_topics(app) == {
         "a-changelog": {"cleanup.policy": "compact,delete", "retention.ms": "3600000"},
         "b-changelog": {"cleanup.policy": "compact,delete", "retention.ms": "90500"}}
-
-
-@pytest.mark.asyncio
-async def test_a_jump_check_that_must_start_its_reader_while_the_broker_is_away_waits_for_it() -> None:
-    """The reader's consumer starts on first use; its start raised at once while the broker was away
-    (a broker restart in the middle of a take stopped the indexer: CI, 2026-12-05)."""
-    from aiokafka.errors import KafkaConnectionError
-
-    from adapters.faust.sequence import LogReader
-
-    class Starting(_UnreachableThenBack):
-        attempts = 0
-
-        async def start(self) -> None:
-            Starting.attempts += 1
-            if Starting.attempts == 1:
-                raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
-
-        async def stop(self) -> None:
-            pass
-
-    reader = LogReader("unused:9092", read_committed=True, patience=60.0, poll=0.0)
-    reader.new_consumer = lambda: Starting(silent=3, log=[0, 3, 5])  # type: ignore[assignment,method-assign]
-    assert await reader.next_record(SimpleNamespace(topic="anomalies", partition=0), 1, 5) == 3
-    assert Starting.attempts == 2
-    gone = LogReader("unused:9092", read_committed=True, patience=0.0, poll=0.0)
-    gone.new_consumer = lambda: Starting(silent=0, log=[])  # type: ignore[assignment,method-assign]
-    Starting.attempts = 0
-    with pytest.raises(TimeoutError, match=r"could not reach the broker to read anomalies\[0\] within 0 s"):
-        await gone.next_record(SimpleNamespace(topic="anomalies", partition=0), 1, 5)
 
 
 def test_the_state_tables_rocksdb_write_buffers_stay_small_beside_their_state(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -14,6 +14,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from faust.types.enums import ProcessingGuarantee
 
+from adapters.kafka.read_spans import ReadSpan
+
 log = structlog.get_logger()
 
 RESUME_CHECK_SECONDS = 1.0  # how often partitions left behind by a recovery are looked for
@@ -25,6 +27,9 @@ REWIND_PATIENCE_SECONDS = 5.0
 BROKER_PATIENCE_SECONDS = 600.0
 WAIT_WARNING_SECONDS = 10.0
 RECONNECT_SECONDS = 1.0  # between attempts to start the log reader's consumer while the broker is away
+# How long the log reader's fetch waits on the broker for a partition with nothing new: a read waits
+# for the fetch already out (one that went out just before its partition was paused) before its own.
+READ_MAX_WAIT_MS = 20
 
 # (partition, first offset, before) -> the offset of the first record the log holds in [first,
 # before) for this consumer (committed records under read_committed), or None when there is none
@@ -175,7 +180,17 @@ class InSequence:
 
 class LogReader:
     """Answers `NextRecord` from the broker with a consumer of its own (no group, the app's isolation
-    level), started on first use: only jumps in the offsets cost a fetch.
+    level), started on first use: only jumps in the offsets cost a read, and most not even that.
+
+    What it read of a partition is remembered (`ReadSpan`) and read on from there, without a seek:
+    one fetch returns all the partition holds up to its end (or a megabyte), so it answers every
+    jump up to there at once. Checked a fetch a jump, a backlog of small transactions (a commit
+    marker every few records) was indexed at 180-300 anomalies a second, and a busy market's 540 a
+    second kept up with only when the host had room (docs/benchmarks.md). Only "no record there" is
+    taken from memory: a record remembered in a jump is read again before it is said skipped
+    (retention may have removed it since; nothing adds one). Partitions stay assigned but paused
+    between reads: a fetch left waiting on a partition at its end (a long poll) held up the next
+    read of any other for up to half a second, and paused, an idle reader asks the broker nothing.
 
     A broker that is down or restarting is waited for, up to `patience` seconds (nothing of the
     app moves without it anyway): a message fetched just before the broker went away must not stop
@@ -189,11 +204,12 @@ class LogReader:
         self.bootstrap, self.read_committed = bootstrap, read_committed
         self.patience, self.poll = patience, poll
         self.consumer: AIOKafkaConsumer | None = None
+        self.spans: dict[TopicPartition, ReadSpan] = {}  # per partition assigned, what was read of it
 
     def new_consumer(self) -> AIOKafkaConsumer:
         # earliest: a check from offset 0 of a log whose start retention moved on reads from there
         return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest",
+                                auto_offset_reset="earliest", fetch_max_wait_ms=READ_MAX_WAIT_MS,
                                 isolation_level="read_committed" if self.read_committed else "read_uncommitted")
 
     async def _started(self, tp: Any, started: float) -> AIOKafkaConsumer:
@@ -218,31 +234,62 @@ class LogReader:
                 await asyncio.sleep(max(self.poll, RECONNECT_SECONDS))
                 continue
             self.consumer = consumer
+            self.spans.clear()
         return self.consumer
+
+    def _read_from(self, consumer: AIOKafkaConsumer, partition: TopicPartition, first: int) -> ReadSpan:
+        """A new span of `partition` from `first` (sought there), the partition assigned beside those read before."""
+        if partition not in self.spans:
+            consumer.assign([*self.spans, partition])
+            for other, span in self.spans.items():  # an assignment starts every partition afresh
+                consumer.seek(other, span.position)
+            consumer.pause(*self.spans)
+        span = self.spans[partition] = ReadSpan(first, first)
+        consumer.seek(partition, first)
+        return span
 
     async def next_record(self, tp: Any, first: int, before: int) -> int | None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         consumer = await self._started(tp, started)
         partition = TopicPartition(tp.topic, tp.partition)
-        consumer.assign([partition])
-        consumer.seek(partition, first)
+        span = self.spans.get(partition)
+        if span is not None and span.reaches(first):
+            span.drop_below(first)
+            if span.first_before(before) is not None:
+                span = None  # a record remembered there: read it again before saying it was skipped
+        if span is None or not span.reaches(first):
+            span = self._read_from(consumer, partition, first)
+        if not span.answers(before):
+            consumer.resume(partition)
+            try:
+                await self._read_on(consumer, partition, span, first, before, started)
+            finally:
+                consumer.pause(partition)
+        return self.spans[partition].first_before(before)
+
+    async def _read_on(self, consumer: AIOKafkaConsumer, partition: TopicPartition, span: ReadSpan, first: int,
+                       before: int, started: float) -> None:
+        """Reads `partition` on until `span` tells what lies below `before`, within the reader's patience."""
+        loop = asyncio.get_running_loop()
         warned = started
         # Bounded: the records up to `before` are all there (it was delivered); only an unreachable
         # broker keeps the read from getting there.
-        while loop.time() - started < self.patience:
-            batch = (await consumer.getmany(partition, timeout_ms=int(self.poll * 1000),
-                                            max_records=1)).get(partition, [])
-            if batch:
-                return batch[0].offset if batch[0].offset < before else None
-            if await consumer.position(partition) >= before:
-                return None  # read past the jump (markers, aborted records) and found nothing
+        while not span.answers(before):
+            if loop.time() - started >= self.patience:
+                raise TimeoutError(f"could not read {partition.topic}[{partition.partition}] from {first} to "
+                                   f"{before} within {self.patience:.0f} s")
+            batch = (await consumer.getmany(partition, timeout_ms=int(self.poll * 1000))).get(partition, [])
+            # Past the records, and past the markers and aborted records that followed them.
+            position = await consumer.position(partition)
+            if position < span.position:  # moved back by something other than this reader: start again
+                span = self._read_from(consumer, partition, first)
+                continue
+            span.extend((record.offset for record in batch), position)
             if loop.time() - warned >= WAIT_WARNING_SECONDS:
                 warned = loop.time()
-                log.warning("log_check_waiting", tp=f"{tp.topic}[{tp.partition}]", first=first, before=before,
-                            waited_s=round(warned - started, 1), gives_up_after_s=self.patience)
-        raise TimeoutError(f"could not read {tp.topic}[{tp.partition}] from {first} to {before} "
-                           f"within {self.patience:.0f} s")
+                log.warning("log_check_waiting", tp=f"{partition.topic}[{partition.partition}]", first=first,
+                            before=before, waited_s=round(warned - started, 1), gives_up_after_s=self.patience)
 
     async def end_offsets(self, tps: Sequence[Any]) -> dict[Any, int]:
         """Each partition's end for this reader (under read_committed its last stable offset: a
@@ -263,6 +310,7 @@ class LogReader:
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
+            self.spans.clear()
 
 
 def in_sequence(app: faust.App, bootstrap: str) -> InSequence:
