@@ -841,6 +841,18 @@ async def a_take_caught_delivering(log: Path, broker: Any) -> list[dict[str, Any
     raise AssertionError(f"no pause in {PAUSE_ATTEMPTS} caught a take delivering")
 
 
+async def a_worker_caught_delivering(stream: Stream, market: np.ndarray, broker: Any,
+                                     port: int) -> tuple[subprocess.Popen, Path, list[dict[str, Any]], int]:
+    """A worker on a backlog whose broker was paused while a take was delivering: the worker, its log,
+    the take in hand and how many takes it had committed by then."""
+    stream.env["STOCKANOMALY_TAKE_MAX"] = "16"  # a backlog of ~160 messages is 10 takes or more
+    await stream.produce(as_messages(market))
+    worker = stream.start_worker("w1", port)
+    log = stream.workdir / "w1.log"
+    in_hand = await a_take_caught_delivering(log, broker)
+    return worker, log, in_hand, len(log_events(log, "take_committed"))
+
+
 def the_take_given_up(log: Path, in_hand: list[dict[str, Any]]) -> dict[str, Any]:
     """The worker's one `take_given_up` line, checked against the take `in_hand` when it was caught."""
     [given_up] = log_events(log, "take_given_up")
@@ -888,12 +900,7 @@ async def test_a_worker_stopped_with_a_take_caught_mid_delivery_gives_it_up_and_
     waits for the messages in hand, the producer retries an idempotent batch for 20 minutes) until an
     orchestrator's SIGKILL. Now the take is given up once the stop's grace has passed, uncommitted,
     in one line; the worker exits, and its successor processes the take again."""
-    stream.env["STOCKANOMALY_TAKE_MAX"] = "16"  # a backlog of ~160 messages is 10 takes or more
-    await stream.produce(as_messages(market))
-    worker = stream.start_worker("w1", 19611)
-    log = stream.workdir / "w1.log"
-    in_hand = await a_take_caught_delivering(log, broker)
-    committed_before = len(log_events(log, "take_committed"))
+    worker, log, in_hand, committed_before = await a_worker_caught_delivering(stream, market, broker, 19611)
     broker.kill()  # then the broker is gone for good, as in an outage
     rc, took, output = await stopped_by_sigterm(worker, log)
     assert rc == 0, output[-3000:]
@@ -918,12 +925,7 @@ async def test_a_worker_stopped_with_the_broker_hung_mid_delivery_exits_after_it
     waited on the broker too (their requests' 90 s timeout, cut by mode's 60 s for the consumer's
     thread, with a traceback). Now each gives up on the broker within the grace's rest, says so in
     one line, and the worker exits with code 0; the broker resumed, its successor redoes the take."""
-    stream.env["STOCKANOMALY_TAKE_MAX"] = "16"  # a backlog of ~160 messages is 10 takes or more
-    await stream.produce(as_messages(market))
-    worker = stream.start_worker("w1", 19612)
-    log = stream.workdir / "w1.log"
-    in_hand = await a_take_caught_delivering(log, broker)
-    committed_before = len(log_events(log, "take_committed"))
+    worker, log, in_hand, committed_before = await a_worker_caught_delivering(stream, market, broker, 19612)
     rc, took, output = await stopped_by_sigterm(worker, log)  # the broker still hung
     assert rc == 0, output[-3000:]
     assert "Traceback" not in output and "never retrieved" not in output, output[-5000:]
